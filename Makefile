@@ -1,0 +1,38 @@
+# Switchboard developer entry points. The README's two commands are `make demo`
+# and `make test`; everything they need is installed by the scripts in hack/.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: cluster-up cluster-down cluster-env cluster-status binaries
+binaries: ## build (or reuse from cache) the control plane, kubectl, kwok, helm and etcd
+	@hack/build-binaries.sh
+cluster-up: ## start etcd, the control plane, kwok nodes and Postgres on loopback
+	@hack/cluster.sh up
+cluster-down: ## stop exactly what cluster-up started and remove its state
+	@hack/cluster.sh down
+cluster-env: ## print shell exports: eval "$$(make -s cluster-env)"
+	@hack/cluster.sh env
+cluster-status: ## say whether the local cluster is up
+	@hack/cluster.sh status
+
+.PHONY: test
+test: ## fmt, clippy, CRD drift, unit and end-to-end tests against the local cluster
+	@hack/test.sh
+
+.PHONY: crds
+crds: ## regenerate config/crd from the Rust types
+	@cargo run -q -p crds --bin crdgen -- config/crd
+
+.PHONY: demo demo-down
+demo: ## run the whole platform on this machine
+	@hack/demo.sh up
+demo-down: ## stop the demo
+	@hack/demo.sh down
+
+.PHONY: bench
+bench: ## benchmarks: runtime vs. calling the mock upstream directly
+	@hack/bench.sh

@@ -1,0 +1,457 @@
+//! `AgentDeployment` (short name `agd`): one tenant's chat agent, its model chain,
+//! database, limits and scheduling, and the status the operator and the agent's own
+//! runtime pods report back.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
+
+/// Desired state of an agent: which models answer, how they are prompted, where the
+/// conversation history is kept and how the runtime pods are run.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "switchboard.dev",
+    version = "v1alpha1",
+    kind = "AgentDeployment",
+    plural = "agentdeployments",
+    singular = "agentdeployment",
+    shortname = "agd",
+    category = "switchboard",
+    namespaced,
+    status = "AgentDeploymentStatus",
+    derive = "PartialEq",
+    doc = "An AI chat agent run by Switchboard for one tenant: models, prompt, database, limits and runtime pods.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "Ready runtime pods / desired pods"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Summary of the agent's state"),
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name", description = "Primary model"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "In-cluster URL of the agent's API"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 50 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most 50 characters: it names the agent's Deployment, Service and database")
+        .reason(Reason::FieldValueInvalid)
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.fallbacks) || self.fallbacks.all(f, !(f.provider == self.model.provider && f.name == self.model.name && (has(f.baseUrl) ? f.baseUrl : '') == (has(self.model.baseUrl) ? self.model.baseUrl : '')))")
+        .message("spec.fallbacks: a fallback must differ from spec.model (same provider, name and baseUrl)")
+        .field_path(".fallbacks")
+        .reason(Reason::FieldValueDuplicate),
+    validation = Rule::new("!(has(self.systemPrompt) && has(self.systemPromptFrom))")
+        .message("spec.systemPrompt and spec.systemPromptFrom are mutually exclusive: set one")
+        .field_path(".systemPromptFrom")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentDeploymentSpec {
+    /// The primary model that answers chats.
+    pub model: ModelSpec,
+
+    /// Further models tried in order when the primary fails (errors, timeouts, an open
+    /// circuit). At most 5; none may equal the primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new("self.size() <= 5").message("spec.fallbacks: at most 5 fallback models are allowed").reason(Reason::FieldValueInvalid))]
+    pub fallbacks: Vec<ModelSpec>,
+
+    /// The system prompt put before every conversation. Mutually exclusive with
+    /// `systemPromptFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub system_prompt: Option<String>,
+
+    /// Reads the system prompt from a key of a ConfigMap in the agent's namespace.
+    /// Mutually exclusive with `systemPrompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt_from: Option<ConfigMapKeyRef>,
+
+    /// How much conversation history is sent to the model.
+    #[serde(default)]
+    pub context: ContextSpec,
+
+    /// Number of runtime pods. Leave unset to let a HorizontalPodAutoscaler (or
+    /// `kubectl scale`) own the count; the operator then never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("spec.replicas must be between 0 and 100").reason(Reason::FieldValueInvalid))]
+    pub replicas: Option<i32>,
+
+    /// Compute resources of the runtime container. Defaults to a small request and a
+    /// memory limit suited to a chat server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where the runtime pods may be scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingSpec>,
+
+    /// Runtime container image. Defaults to the image the operator is configured with;
+    /// set it only to pin or test a specific runtime build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Where the agent keeps sessions and messages.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+
+    /// Session lifecycle.
+    #[serde(default)]
+    pub sessions: SessionsSpec,
+
+    /// Request and token limits for the whole agent. Channels may set tighter ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+
+    /// The answer given when every model fails, by language tag (BCP 47, e.g. `en`,
+    /// `de`, `pt-BR`). The channel's language picks the entry; `en` is the last resort.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50), extend("additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 35 && k.matches('^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$'))").message("spec.fallbackResponses keys must be BCP 47 language tags such as en, de or pt-BR").reason(Reason::FieldValueInvalid))]
+    pub fallback_responses: BTreeMap<String, String>,
+
+    /// Prometheus scraping of the runtime pods.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+/// A model provider speaking one wire format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelProvider {
+    /// Any OpenAI-compatible server: OpenAI, vLLM, Ollama, LiteLLM, ...
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+impl ModelProvider {
+    /// The wire name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelProvider::Openai => "openai",
+            ModelProvider::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// One model: provider, name, endpoint, credentials and sampling parameters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Wire format of the upstream: `openai` (any OpenAI-compatible server) or `anthropic`.
+    pub provider: ModelProvider,
+
+    /// Model name as the upstream knows it, e.g. `gpt-4o-mini` or `claude-sonnet-4-5`.
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.trim().size() > 0").message("model name must not be empty").reason(Reason::FieldValueRequired))]
+    pub name: String,
+
+    /// Base URL of the upstream API (http or https), e.g. `http://vllm.models:8000/v1`.
+    /// Defaults to the provider's public endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+([/?#][^\\\\s]*)?$')").message("baseUrl must be an http:// or https:// URL, e.g. https://api.openai.com/v1").reason(Reason::FieldValueInvalid))]
+    pub base_url: Option<String>,
+
+    /// The Secret key holding the upstream API key. Optional for servers that need none
+    /// (a local vLLM or Ollama).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+
+    /// Sampling temperature, 0 to 2. Unset: the upstream's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 2.0").message("temperature must be between 0 and 2").reason(Reason::FieldValueInvalid))]
+    pub temperature: Option<f64>,
+
+    /// Nucleus sampling, above 0 and at most 1. Unset: the upstream's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("topP must be above 0 and at most 1").reason(Reason::FieldValueInvalid))]
+    pub top_p: Option<f64>,
+
+    /// Upper bound on tokens generated per answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("maxOutputTokens must be between 1 and 1000000").reason(Reason::FieldValueInvalid))]
+    pub max_output_tokens: Option<i32>,
+
+    /// Seconds to wait for the upstream before the attempt counts as failed.
+    #[serde(default = "default_timeout_seconds")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("timeoutSeconds must be between 1 and 3600").reason(Reason::FieldValueInvalid))]
+    pub timeout_seconds: i32,
+}
+
+fn default_timeout_seconds() -> i32 {
+    60
+}
+
+/// How much history goes upstream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextSpec {
+    /// Token budget of the history sent to the model, counted with the model's
+    /// tokenizer. The system prompt and the newest turns are always kept; older turns
+    /// are dropped to fit. 256 to 2,000,000.
+    #[serde(default = "default_context_max_tokens")]
+    #[x_kube(validation = Rule::new("self >= 256 && self <= 2000000").message("context.maxTokens must be between 256 and 2000000").reason(Reason::FieldValueInvalid))]
+    pub max_tokens: i32,
+}
+
+fn default_context_max_tokens() -> i32 {
+    8192
+}
+
+impl Default for ContextSpec {
+    fn default() -> Self {
+        Self {
+            max_tokens: default_context_max_tokens(),
+        }
+    }
+}
+
+/// Scheduling overrides for the runtime pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Nodes the pods may run on, by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// Whether the operator creates the database or the tenant brings one.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DatabaseMode {
+    /// The operator creates a role and a database of the agent's own on the Postgres
+    /// server it is configured with, and a Secret with the credentials.
+    #[default]
+    Managed,
+    /// The tenant's own Postgres; `externalSecretRef` names a Secret with its URI.
+    External,
+}
+
+/// What happens to a managed database when the AgentDeployment is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Keep the database and role (the safe default); an event says so.
+    #[default]
+    Retain,
+    /// Drop the database and role.
+    Delete,
+}
+
+/// Where sessions and messages are stored.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.mode != 'External' || has(self.externalSecretRef)")
+        .message("spec.database.externalSecretRef is required when mode is External")
+        .field_path(".externalSecretRef")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.mode != 'Managed' || !has(self.externalSecretRef)")
+        .message("spec.database.externalSecretRef must not be set when mode is Managed (the operator creates the credentials)")
+        .field_path(".externalSecretRef")
+        .reason(Reason::FieldValueForbidden),
+)]
+pub struct DatabaseSpec {
+    /// `Managed` (default): the operator provisions a database for this agent alone.
+    /// `External`: use the database in `externalSecretRef`.
+    #[serde(default)]
+    pub mode: DatabaseMode,
+    /// `Retain` (default) keeps a managed database when the agent is deleted; `Delete`
+    /// drops it.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+    /// External mode only: a Secret in the agent's namespace with a `uri` key (a
+    /// `postgres://` URL), or `host`, `port`, `dbname`, `user` and `password` keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_secret_ref: Option<LocalObjectRef>,
+}
+
+/// Session lifecycle.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionsSpec {
+    /// Minutes without a message after which a session counts as idle (no longer active).
+    #[serde(default = "default_idle_timeout_minutes")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 525600").message("sessions.idleTimeoutMinutes must be between 1 and 525600 (a year)").reason(Reason::FieldValueInvalid))]
+    pub idle_timeout_minutes: i32,
+    /// Days after which deleted sessions are purged from the database.
+    #[serde(default = "default_retention_days")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3650").message("sessions.retentionDays must be between 1 and 3650").reason(Reason::FieldValueInvalid))]
+    pub retention_days: i32,
+}
+
+fn default_idle_timeout_minutes() -> i32 {
+    30
+}
+
+fn default_retention_days() -> i32 {
+    90
+}
+
+impl Default for SessionsSpec {
+    fn default() -> Self {
+        Self {
+            idle_timeout_minutes: default_idle_timeout_minutes(),
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+/// Request and token limits. Every limit set must be positive; unset means unlimited.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Chat requests one user may make per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("rateLimit.requestsPerMinutePerUser must be positive").reason(Reason::FieldValueInvalid))]
+    pub requests_per_minute_per_user: Option<i32>,
+    /// Model tokens (in and out) the whole tenant may use per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("rateLimit.tokensPerMinute must be positive").reason(Reason::FieldValueInvalid))]
+    pub tokens_per_minute: Option<i64>,
+}
+
+/// Prometheus scraping.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A ServiceMonitor for the Prometheus Operator.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
+}
+
+/// ServiceMonitor settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Create a ServiceMonitor when the Prometheus Operator's CRD is installed (default
+    /// true). Without the CRD a status condition says why none was made.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Scrape interval, a Prometheus duration such as `30s` or `1m`.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m|h)$')").message("monitoring.serviceMonitor.interval must be a duration such as 30s or 1m").reason(Reason::FieldValueInvalid))]
+    pub interval: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_scrape_interval() -> String {
+    "30s".to_owned()
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_scrape_interval(),
+        }
+    }
+}
+
+/// Observed state, written by the operator (everything but `runtime`) and by the
+/// runtime pods (each its own `runtime` entry).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// A one-word summary: Pending, Provisioning, Ready, Degraded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Ready, DatabaseReady, Available, RuntimeReady, ModelReachable,
+    /// ServiceMonitorReady, each with the generation it was computed for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
+    pub conditions: Vec<Condition>,
+    /// Runtime pods that exist (the scale subresource reads this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Runtime pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// `readyReplicas/replicas`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Label selector of the runtime pods, for the scale subresource and HPAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// In-cluster URL of the agent's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Names of the Secrets the operator generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<GeneratedSecrets>,
+    /// One entry per runtime pod, written by that pod itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".to_owned()]))]
+    pub runtime: Vec<RuntimePodStatus>,
+}
+
+/// Summary of an agent's state.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, nothing provisioned yet.
+    Pending,
+    /// Database, secrets or pods are being created.
+    Provisioning,
+    /// Everything is up and at least one runtime pod answers.
+    Ready,
+    /// Serving, but something is wrong (e.g. the model is unreachable).
+    Degraded,
+    /// Cannot serve: the spec or a dependency needs a fix; conditions say which.
+    Failed,
+}
+
+/// Names of generated Secrets (the values are never copied into status).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedSecrets {
+    /// Secret with the client API key (key `api-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Secret with the database credentials (host, port, dbname, user, password, uri).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Health of one runtime pod, as that pod reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimePodStatus {
+    /// Pod name.
+    pub name: String,
+    /// The runtime serves requests (its database is reachable).
+    pub ready: bool,
+    /// The last upstream call (or probe) succeeded.
+    pub upstream_healthy: bool,
+    /// Sessions with a message within the idle timeout.
+    #[serde(default)]
+    pub active_sessions: i64,
+    /// Messages handled since the pod started.
+    #[serde(default)]
+    pub messages_total: i64,
+    /// When the pod last reported.
+    pub last_heartbeat: Time,
+    /// Runtime version.
+    #[serde(default)]
+    pub version: String,
+}

@@ -1,0 +1,535 @@
+//! The configuration file the operator renders for each agent runtime pod.
+//!
+//! The operator writes this as YAML into a ConfigMap and the runtime reads it at
+//! start (`agent-runtime --config agent.yaml`). It never holds a secret: every
+//! credential is named by the environment variable that carries it. Every field
+//! has a default so a two-line file runs standalone, and unknown fields are
+//! ignored so an older runtime accepts a newer operator's file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole runtime configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RuntimeConfig {
+    /// Which agent this runtime serves.
+    pub agent: AgentIdentity,
+    /// The primary model.
+    pub model: ModelConfig,
+    /// Further models tried in order when the primary fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<ModelConfig>,
+    /// System prompt sent first on every upstream call (never stored per session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// Context window management.
+    pub context: ContextConfig,
+    /// Where conversations are stored.
+    pub database: DatabaseConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
+    /// Session lifecycle.
+    pub sessions: SessionsConfig,
+    /// Rate limits; absent means unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Message answered when every model failed, by language tag (`en`, `de`,
+    /// `pt-BR`, ...). A `default` entry is used when no tag matches.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback_responses: BTreeMap<String, String>,
+    /// The ChatChannels pointing at this agent. Empty means every channel is served
+    /// with every feature on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelConfig>,
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Request and message size limits.
+    pub limits: LimitsConfig,
+}
+
+/// Which agent this runtime serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AgentIdentity {
+    /// The AgentDeployment's name.
+    pub name: String,
+    /// The AgentDeployment's namespace; absent when run standalone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl Default for AgentIdentity {
+    fn default() -> Self {
+        Self {
+            name: "agent".to_owned(),
+            namespace: None,
+        }
+    }
+}
+
+/// The wire protocol a model provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelProvider {
+    /// OpenAI Chat Completions, also spoken by vLLM, Ollama, LiteLLM and others.
+    #[default]
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+impl ModelProvider {
+    /// The base URL used when `baseUrl` is not set.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Self::Openai => "https://api.openai.com/v1",
+            Self::Anthropic => "https://api.anthropic.com",
+        }
+    }
+
+    /// The provider's name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// One model: the primary or a fallback.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ModelConfig {
+    /// Wire protocol.
+    pub provider: ModelProvider,
+    /// Model name sent upstream, e.g. `gpt-4o-mini` or `claude-sonnet-4-5`.
+    pub name: String,
+    /// Base URL; defaults per provider (OpenAI: `https://api.openai.com/v1`,
+    /// Anthropic: `https://api.anthropic.com`). For OpenAI-compatible servers it
+    /// ends before `/chat/completions`, e.g. `http://vllm:8000/v1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the upstream API key (the key
+    /// itself never appears in this file). Absent: no key is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Sampling temperature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Maximum tokens in one answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Timeout in seconds for the upstream to start answering, and for each gap
+    /// between streamed chunks.
+    pub timeout_seconds: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            provider: ModelProvider::Openai,
+            name: "gpt-4o-mini".to_owned(),
+            base_url: None,
+            api_key_env: None,
+            temperature: None,
+            max_output_tokens: None,
+            timeout_seconds: 60,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The configured base URL, or the provider's default, without a trailing `/`.
+    pub fn effective_base_url(&self) -> String {
+        self.base_url
+            .as_deref()
+            .unwrap_or(self.provider.default_base_url())
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// Context window management.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContextConfig {
+    /// Upper bound, in tokens, of the prompt sent upstream (system prompt plus
+    /// history). The oldest turns are dropped first; the system prompt and the
+    /// newest turn are always kept.
+    pub max_tokens: u32,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self { max_tokens: 8192 }
+    }
+}
+
+/// Where conversations are stored. `urlEnv` wins when the variable it names is
+/// set; otherwise SQLite at `sqlitePath`, or `switchboard.db` in the working
+/// directory. `sqlitePath: ":memory:"` keeps everything in memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DatabaseConfig {
+    /// Name of the environment variable holding a Postgres URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    /// SQLite file path (or `:memory:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlite_path: Option<String>,
+}
+
+/// Client authentication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthConfig {
+    /// Name of the environment variable holding the tenant's client API key,
+    /// expected as `Authorization: Bearer <key>`. When the variable is unset the
+    /// runtime runs open (standalone use) and says so in its log.
+    pub api_key_env: String,
+    /// Trusted header naming the end user (set by a gateway or the web channel).
+    /// Without it the OpenAI `user` field is used, then `anonymous`.
+    pub user_header: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_key_env: "SWITCHBOARD_API_KEY".to_owned(),
+            user_header: "x-switchboard-user".to_owned(),
+        }
+    }
+}
+
+/// Session lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionsConfig {
+    /// Minutes without a message after which a session counts as idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_minutes: Option<u32>,
+    /// Days after which sessions without activity are removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}
+
+/// Rate limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RateLimitConfig {
+    /// Requests per minute allowed to one user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute_per_user: Option<u32>,
+    /// Tokens (in plus out) per minute allowed to the whole tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// The kind of a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelType {
+    /// Browser chat.
+    #[default]
+    Web,
+    /// Inbound webhook.
+    Webhook,
+    /// OpenAI-compatible API.
+    Openai,
+}
+
+/// One ChatChannel pointing at this agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChannelConfig {
+    /// The ChatChannel's name; clients select it with the `x-switchboard-channel` header.
+    pub name: String,
+    /// Kind of channel.
+    #[serde(rename = "type")]
+    pub channel_type: ChannelType,
+    /// A disabled channel refuses requests.
+    pub enabled: bool,
+    /// Language tag used to pick a fallback response, e.g. `en`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Greeting shown when a session starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub greeting: Option<String>,
+    /// Features served on this channel.
+    pub features: ChannelFeatures,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            channel_type: ChannelType::Web,
+            enabled: true,
+            language: None,
+            greeting: None,
+            features: ChannelFeatures::default(),
+        }
+    }
+}
+
+/// Features a channel serves; all on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChannelFeatures {
+    /// Session history (list, get, messages, history).
+    pub history: bool,
+    /// Full-text search.
+    pub search: bool,
+    /// Streamed answers (SSE).
+    pub streaming: bool,
+}
+
+impl Default for ChannelFeatures {
+    fn default() -> Self {
+        Self {
+            history: true,
+            search: true,
+            streaming: true,
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServerConfig {
+    /// Socket address to listen on.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".to_owned(),
+        }
+    }
+}
+
+/// Request and message size limits; exceeding one is a 413 or 400 with a JSON body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Largest accepted message content, in characters.
+    pub max_message_chars: usize,
+    /// Most messages accepted in one chat completion request.
+    pub max_messages: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1024 * 1024,
+            max_message_chars: 32 * 1024,
+            max_messages: 1000,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Parses the YAML file; unknown fields are ignored.
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// Renders the file as the operator writes it.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(self)
+    }
+
+    /// Every model in the order they are tried: the primary, then the fallbacks.
+    pub fn model_chain(&self) -> impl Iterator<Item = &ModelConfig> {
+        std::iter::once(&self.model).chain(self.fallbacks.iter())
+    }
+
+    /// Problems that make the file unusable, each as a sentence; empty when valid.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, model) in self.model_chain().enumerate() {
+            let which = if i == 0 {
+                "model".to_owned()
+            } else {
+                format!("fallbacks[{}]", i - 1)
+            };
+            if model.name.trim().is_empty() {
+                problems.push(format!("{which}.name must not be empty"));
+            }
+            if model.timeout_seconds == 0 {
+                problems.push(format!("{which}.timeoutSeconds must be at least 1"));
+            }
+            if let Some(url) = &model.base_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                problems.push(format!(
+                    "{which}.baseUrl must start with http:// or https://, got {url:?}"
+                ));
+            }
+        }
+        if self.context.max_tokens < 16 {
+            problems.push("context.maxTokens must be at least 16".to_owned());
+        }
+        if self.auth.user_header.trim().is_empty() {
+            problems.push("auth.userHeader must not be empty".to_owned());
+        }
+        if self.limits.max_request_bytes == 0 || self.limits.max_message_chars == 0 {
+            problems.push("limits must be positive".to_owned());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for channel in &self.channels {
+            if !names.insert(channel.name.as_str()) {
+                problems.push(format!("channel {:?} is listed twice", channel.name));
+            }
+        }
+        problems
+    }
+
+    /// The fallback response for a language tag: the exact tag, then its primary
+    /// subtag (`pt` for `pt-BR`), then `default`, then `en`.
+    pub fn fallback_response(&self, language: Option<&str>) -> Option<&str> {
+        let map = &self.fallback_responses;
+        let mut candidates: Vec<String> = Vec::new();
+        if let Some(tag) = language {
+            let tag = tag.trim().to_ascii_lowercase();
+            if let Some(primary) = tag.split(['-', '_']).next() {
+                candidates.push(tag.clone());
+                candidates.push(primary.to_owned());
+            }
+        }
+        candidates.push("default".to_owned());
+        candidates.push("en".to_owned());
+        candidates.iter().find_map(|want| {
+            map.iter()
+                .find(|(k, _)| k.to_ascii_lowercase() == *want)
+                .map(|(_, v)| v.as_str())
+        })
+    }
+
+    /// The channel with this name, if configured.
+    pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+agent:
+  name: support
+  namespace: tenant-a
+model:
+  provider: anthropic
+  name: claude-sonnet-4-5
+  apiKeyEnv: ANTHROPIC_API_KEY
+  temperature: 0.2
+  maxOutputTokens: 1024
+  timeoutSeconds: 30
+fallbacks:
+  - provider: openai
+    name: gpt-4o-mini
+    baseUrl: http://litellm:4000/v1/
+    apiKeyEnv: OPENAI_API_KEY
+systemPrompt: You are helpful.
+context:
+  maxTokens: 4096
+database:
+  urlEnv: DATABASE_URL
+auth:
+  apiKeyEnv: TENANT_KEY
+  userHeader: x-user
+sessions:
+  idleTimeoutMinutes: 30
+  retentionDays: 90
+rateLimit:
+  requestsPerMinutePerUser: 20
+  tokensPerMinute: 100000
+fallbackResponses:
+  en: Sorry, try again later.
+  de: Entschuldigung, bitte später erneut versuchen.
+channels:
+  - name: web
+    type: web
+    enabled: true
+    language: de
+    greeting: Hallo!
+    features: {history: true, search: false, streaming: true}
+server:
+  listen: 127.0.0.1:9000
+someFutureField: ignored
+"#;
+
+    #[test]
+    fn full_file_parses_and_round_trips() {
+        let config = RuntimeConfig::from_yaml(FULL).expect("parses");
+        assert_eq!(config.agent.namespace.as_deref(), Some("tenant-a"));
+        assert_eq!(config.model.provider, ModelProvider::Anthropic);
+        assert_eq!(config.model.timeout_seconds, 30);
+        assert_eq!(config.fallbacks[0].timeout_seconds, 60, "default applies");
+        assert_eq!(
+            config.fallbacks[0].effective_base_url(),
+            "http://litellm:4000/v1"
+        );
+        assert_eq!(
+            config.model.effective_base_url(),
+            "https://api.anthropic.com"
+        );
+        assert_eq!(config.channels[0].channel_type, ChannelType::Web);
+        assert!(!config.channels[0].features.search);
+        assert_eq!(
+            config.rate_limit.as_ref().and_then(|r| r.tokens_per_minute),
+            Some(100000)
+        );
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let again = RuntimeConfig::from_yaml(&config.to_yaml().expect("renders")).expect("parses");
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let config = RuntimeConfig::from_yaml("model:\n  name: llama3\n").expect("parses");
+        assert_eq!(config.model.name, "llama3");
+        assert_eq!(config.model.provider, ModelProvider::Openai);
+        assert_eq!(config.context.max_tokens, 8192);
+        assert_eq!(config.auth.api_key_env, "SWITCHBOARD_API_KEY");
+        assert_eq!(config.auth.user_header, "x-switchboard-user");
+        assert_eq!(config.server.listen, "0.0.0.0:8080");
+        assert!(config.channels.is_empty());
+        assert!(config.validate().is_empty());
+        let empty = RuntimeConfig::from_yaml("{}").expect("empty object parses");
+        assert_eq!(empty, RuntimeConfig::default());
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        let config = RuntimeConfig::from_yaml(
+            "model: {name: '', timeoutSeconds: 0, baseUrl: 'ftp://x'}\ncontext: {maxTokens: 1}\n",
+        )
+        .expect("parses");
+        let problems = config.validate();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(RuntimeConfig::from_yaml("model: {provider: gemini}").is_err());
+        assert!(RuntimeConfig::from_yaml("context: {maxTokens: lots}").is_err());
+    }
+
+    #[test]
+    fn fallback_response_picks_the_closest_language() {
+        let config = RuntimeConfig::from_yaml(
+            "fallbackResponses: {en: sorry, pt: desculpe, default: oops}\n",
+        )
+        .expect("parses");
+        assert_eq!(config.fallback_response(Some("pt-BR")), Some("desculpe"));
+        assert_eq!(config.fallback_response(Some("EN")), Some("sorry"));
+        assert_eq!(config.fallback_response(Some("fr")), Some("oops"));
+        assert_eq!(config.fallback_response(None), Some("oops"));
+        assert_eq!(RuntimeConfig::default().fallback_response(Some("en")), None);
+    }
+}
