@@ -1,0 +1,12 @@
+//! Support for Switchboard's end-to-end tests: a handle on the local test cluster
+//! (never the user's own), a fresh namespace and a fresh Postgres database per
+//! test, and a mock LLM upstream speaking the OpenAI and Anthropic wire formats.
+
+pub mod cluster;
+pub mod database;
+pub mod mock_llm;
+pub mod namespace;
+
+pub use cluster::TestCluster;
+pub use database::TestDatabase;
+pub use namespace::TestNamespace;
