@@ -25,7 +25,7 @@ test: ## fmt, clippy, CRD drift, unit and end-to-end tests against the local clu
 
 .PHONY: crds
 crds: ## regenerate config/crd from the Rust types
-	@cargo run -q -p crds --bin crdgen -- config/crd
+	@cargo run -q -p crds --bin crdgen
 
 .PHONY: demo demo-down
 demo: ## run the whole platform on this machine

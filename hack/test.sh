@@ -50,7 +50,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "Generated CRDs match the types"
-cargo run -q -p crds --bin crdgen -- --check config/crd
+cargo run -q -p crds --bin crdgen -- --check
 
 step "Unit and end-to-end tests"
 cargo test --workspace --locked --no-fail-fast

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod channel;
 pub mod common;
 pub mod condition;
+pub mod docs;
 pub mod runtime_config;
 
 pub use agent::{
