@@ -45,7 +45,7 @@ use crate::common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
     validation = Rule::new("!has(self.fallbacks) || self.fallbacks.all(f, !(f.provider == self.model.provider && f.name == self.model.name && (has(f.baseUrl) ? f.baseUrl : '') == (has(self.model.baseUrl) ? self.model.baseUrl : '')))")
         .message("spec.fallbacks: a fallback must differ from spec.model (same provider, name and baseUrl)")
         .field_path(".fallbacks")
-        .reason(Reason::FieldValueDuplicate),
+        .reason(Reason::FieldValueInvalid),
     validation = Rule::new("!(has(self.systemPrompt) && has(self.systemPromptFrom))")
         .message("spec.systemPrompt and spec.systemPromptFrom are mutually exclusive: set one")
         .field_path(".systemPromptFrom")

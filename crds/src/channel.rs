@@ -88,7 +88,7 @@ pub struct ChatChannelSpec {
     /// Browser origins allowed to call this channel (CORS), e.g.
     /// `https://chat.example.com`; `*` allows any. Empty: same-origin only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(max = 512)))]
     #[x_kube(validation = Rule::new("self.all(o, o == '*' || (o.size() <= 512 && o.matches('^https?://[^/?#\\\\s]+$')))").message("spec.allowedOrigins entries must be '*' or an origin such as https://chat.example.com (scheme and host, no path)").reason(Reason::FieldValueInvalid))]
     pub allowed_origins: Vec<String>,
 

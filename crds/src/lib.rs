@@ -42,9 +42,46 @@ pub mod conditions {
     pub const AGENT_READY: &str = "AgentReady";
 }
 
-/// Both CRDs, in the order they are written to `config/crd`.
+/// Both CRDs, in the order they are written to `config/crd`, with descriptions
+/// unwrapped (see [`unwrap_descriptions`]).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![AgentDeployment::crd(), ChatChannel::crd()]
+    [AgentDeployment::crd(), ChatChannel::crd()]
+        .into_iter()
+        .map(|crd| {
+            let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+            unwrap_descriptions(&mut value);
+            serde_json::from_value(value).expect("a CRD deserializes")
+        })
+        .collect()
+}
+
+/// Doc comments are wrapped at the source's line width; `kubectl explain` wraps text
+/// itself, so every `description` is joined into paragraphs (single line breaks become
+/// spaces, blank lines stay).
+pub fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|para| {
+                                para.split('\n')
+                                    .map(str::trim)
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    other => unwrap_descriptions(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 /// The YAML document for one CRD, as committed under `config/crd`.
