@@ -22,6 +22,13 @@ use kube::CustomResourceExt;
 /// The API group of every Switchboard resource.
 pub const GROUP: &str = "switchboard.dev";
 
+/// Seconds between a runtime pod's reports into `status.runtime`.
+pub const RUNTIME_HEARTBEAT_SECONDS: u64 = 10;
+
+/// A runtime report older than this no longer counts: the pod is taken as gone or
+/// hung, and RuntimeReady turns False.
+pub const RUNTIME_STALE_AFTER_SECONDS: u64 = 3 * RUNTIME_HEARTBEAT_SECONDS;
+
 /// Condition types written into `status.conditions`.
 pub mod conditions {
     /// Everything the resource needs works.

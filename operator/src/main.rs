@@ -1,1 +1,125 @@
-fn main() {}
+//! `switchboard-operator`: parses flags, connects, serves metrics and health, and runs
+//! the controllers (under leader election unless disabled) until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use operator::agent::database::DatabaseAdmin;
+use operator::config::Config;
+use operator::context::Context;
+use operator::leader::{Outcome, run_when_leader};
+use operator::metrics::Metrics;
+use operator::server::{ServerState, serve};
+use tracing::{info, warn};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    operator::telemetry::init_logging();
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let admin_url = database_admin_url(&client, &config).await?;
+    if admin_url.is_none() {
+        warn!("no database admin DSN configured: Managed databases will report NoDatabaseAdmin");
+    }
+    let database = admin_url
+        .as_deref()
+        .map(DatabaseAdmin::connect_lazy)
+        .transpose()
+        .context("the database admin DSN is not a valid Postgres URL")?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        metrics.clone(),
+        database,
+    ));
+
+    let shutdown = shutdown_signal().boxed().shared();
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(serve(
+        config.metrics_addr,
+        ServerState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        shutdown.clone(),
+    ));
+
+    let controllers = operator::run_controllers(context.clone(), shutdown.clone());
+    ready.store(true, Ordering::Relaxed);
+    info!(namespaces = ?config.watched_namespaces(), leader_elect = config.leader_elect, "starting");
+    if config.leader_elect {
+        let leader_metric = metrics.leader.clone();
+        let outcome = run_when_leader(
+            client,
+            &config,
+            move || leader_metric.set(1),
+            controllers,
+            shutdown.clone(),
+        )
+        .await
+        .context("leader election")?;
+        metrics.leader.set(0);
+        if outcome == Outcome::LostLease {
+            bail!("lost the leader Lease");
+        }
+    } else {
+        metrics.leader.set(1);
+        controllers.await;
+    }
+    let _ = server.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The admin DSN: from the Secret named by `--database-admin-secret` (key `uri`), else
+/// from `SWITCHBOARD_DATABASE_ADMIN_URL`.
+async fn database_admin_url(client: &Client, config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(reference) = &config.database_admin_secret else {
+        return Ok(config.database_admin_url.clone());
+    };
+    let Some((namespace, name)) = reference.split_once('/') else {
+        bail!("--database-admin-secret must be namespace/name, got {reference:?}");
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("reading the database admin Secret {reference}"))?;
+    let uri = secret
+        .data
+        .and_then(|d| d.get("uri").cloned())
+        .with_context(|| format!("Secret {reference} has no `uri` key"))?;
+    Ok(Some(
+        String::from_utf8(uri.0).context("the admin DSN is not UTF-8")?,
+    ))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutdown requested");
+}

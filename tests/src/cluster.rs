@@ -140,7 +140,7 @@ fn harness_kubeconfig() -> PathBuf {
     });
     let harness = PathBuf::from(harness);
     if let Some(current) = std::env::var_os("KUBECONFIG")
-        && PathBuf::from(&current) != harness
+        && Path::new(&current) != harness
     {
         panic!(
             "KUBECONFIG ({}) is not the harness kubeconfig ({}); refusing to run tests against \

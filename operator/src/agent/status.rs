@@ -1,0 +1,419 @@
+//! Pure status computation: what was applied and observed (database, Deployment,
+//! the runtime pods' own reports) in, the AgentDeployment's status out.
+
+use crds::condition::{FALSE, TRUE, UNKNOWN, find_condition, new_condition, set_condition};
+use crds::conditions::{
+    AVAILABLE, DATABASE_READY, MODEL_REACHABLE, READY, RUNTIME_READY, SERVICE_MONITOR_READY,
+};
+use crds::{AgentDeploymentStatus, Phase, RuntimePodStatus, agent::GeneratedSecrets};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// State of the agent's database after the provisioning step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseState {
+    /// Usable; the runtime reads its URL from this Secret.
+    Ready {
+        /// Name of the Secret holding the URL.
+        secret: String,
+        /// Whether the operator generated that Secret (Managed mode).
+        generated: bool,
+    },
+    /// Not usable, with a reason and a message for the user.
+    NotReady {
+        /// PascalCase reason.
+        reason: String,
+        /// What is wrong and what to do.
+        message: String,
+        /// The spec or configuration must change before a retry can help.
+        permanent: bool,
+    },
+}
+
+/// What happened to the ServiceMonitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceMonitorState {
+    /// Applied.
+    Applied,
+    /// Disabled in the spec.
+    Disabled,
+    /// The monitoring.coreos.com CRD is not served by this cluster.
+    CrdMissing,
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// `metadata.generation` of the agent.
+    pub generation: Option<i64>,
+    /// The database step's outcome.
+    pub database: DatabaseState,
+    /// The live Deployment, if the watch has seen it.
+    pub deployment: Option<&'a Deployment>,
+    /// `status.runtime` entries of runtime pods that still exist.
+    pub runtime: &'a [RuntimePodStatus],
+    /// The ServiceMonitor step's outcome.
+    pub service_monitor: ServiceMonitorState,
+    /// The Service's cluster DNS URL.
+    pub endpoint: String,
+    /// Label selector of the runtime pods.
+    pub selector: String,
+    /// Name of the API key Secret.
+    pub api_key_secret: String,
+}
+
+/// The status the operator wants, starting from the current one so condition
+/// transition times move only on real transitions. `runtime` is left empty: the pods
+/// own their entries.
+pub fn desired_status(
+    current: &AgentDeploymentStatus,
+    observed: &Observed<'_>,
+) -> AgentDeploymentStatus {
+    let generation = observed.generation;
+    let mut conds = ConditionWriter {
+        list: current.conditions.clone(),
+        generation,
+    };
+
+    let (db_ok, db_permanent) = match &observed.database {
+        DatabaseState::Ready { secret, .. } => {
+            conds.set(
+                DATABASE_READY,
+                TRUE,
+                "Provisioned",
+                format!("database credentials are in Secret {secret}"),
+            );
+            (true, false)
+        }
+        DatabaseState::NotReady {
+            reason,
+            message,
+            permanent,
+        } => {
+            conds.set(DATABASE_READY, FALSE, reason, message.clone());
+            (false, *permanent)
+        }
+    };
+
+    let deployment_status = observed.deployment.and_then(|d| d.status.as_ref());
+    let replicas = deployment_status.and_then(|s| s.replicas).unwrap_or(0);
+    let ready_replicas = deployment_status
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let available = deployment_status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_.as_deref() == Some("Available")));
+    let available_ok = match (observed.deployment, available) {
+        (None, _) => {
+            conds.set(
+                AVAILABLE,
+                UNKNOWN,
+                "DeploymentPending",
+                "the runtime Deployment has not been observed yet".to_owned(),
+            );
+            false
+        }
+        (Some(_), None) => {
+            conds.set(
+                AVAILABLE,
+                UNKNOWN,
+                "DeploymentPending",
+                "the runtime Deployment reports no availability yet".to_owned(),
+            );
+            false
+        }
+        (Some(_), Some(c)) => {
+            let reason = c.reason.clone().unwrap_or_else(|| "Deployment".to_owned());
+            let message = format!(
+                "{ready_replicas}/{replicas} runtime pods ready; Deployment: {}",
+                c.message.clone().unwrap_or_default()
+            );
+            let status = c.status.as_deref().unwrap_or(UNKNOWN);
+            conds.set(AVAILABLE, status, &reason, message);
+            status == TRUE
+        }
+    };
+
+    let reports = observed.runtime;
+    let (runtime_status, model_status) = if reports.is_empty() {
+        let why = "no runtime pod has reported into status.runtime yet".to_owned();
+        conds.set(RUNTIME_READY, UNKNOWN, "AwaitingRuntimeReport", why.clone());
+        conds.set(MODEL_REACHABLE, UNKNOWN, "AwaitingRuntimeReport", why);
+        (UNKNOWN, UNKNOWN)
+    } else {
+        let ready = reports.iter().filter(|r| r.ready).count();
+        let healthy = reports.iter().filter(|r| r.upstream_healthy).count();
+        let total = reports.len();
+        let runtime = if ready > 0 { TRUE } else { FALSE };
+        conds.set(
+            RUNTIME_READY,
+            runtime,
+            if ready > 0 {
+                "RuntimeReady"
+            } else {
+                "RuntimeNotReady"
+            },
+            format!("{ready}/{total} runtime pods report ready"),
+        );
+        let model = if healthy > 0 { TRUE } else { FALSE };
+        conds.set(
+            MODEL_REACHABLE,
+            model,
+            if healthy > 0 {
+                "UpstreamHealthy"
+            } else {
+                "UpstreamUnreachable"
+            },
+            format!("{healthy}/{total} runtime pods reach the model upstream"),
+        );
+        (runtime, model)
+    };
+
+    match observed.service_monitor {
+        ServiceMonitorState::Applied => conds.set(SERVICE_MONITOR_READY, TRUE, "Applied", "ServiceMonitor applied".to_owned()),
+        ServiceMonitorState::Disabled => conds.set(
+            SERVICE_MONITOR_READY,
+            FALSE,
+            "Disabled",
+            "spec.monitoring.serviceMonitor.enabled is false".to_owned(),
+        ),
+        ServiceMonitorState::CrdMissing => conds.set(
+            SERVICE_MONITOR_READY,
+            FALSE,
+            "CRDNotInstalled",
+            "the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed; install the Prometheus Operator to get one".to_owned(),
+        ),
+    }
+
+    let ready = db_ok && available_ok && runtime_status == TRUE;
+    let (ready_status, ready_reason, ready_message) = if ready {
+        (
+            TRUE,
+            "AllReady".to_owned(),
+            "database, runtime pods and runtime reports are ready".to_owned(),
+        )
+    } else {
+        let blocker = [DATABASE_READY, AVAILABLE, RUNTIME_READY]
+            .into_iter()
+            .filter_map(|t| find_condition(&conds.list, t))
+            .find(|c| c.status != TRUE);
+        match blocker {
+            Some(c) => (
+                FALSE,
+                c.reason.clone(),
+                format!("{} is {}: {}", c.type_, c.status, c.message),
+            ),
+            None => (
+                FALSE,
+                "Pending".to_owned(),
+                "waiting for the first reconcile".to_owned(),
+            ),
+        }
+    };
+    conds.set(READY, ready_status, &ready_reason, ready_message);
+    let conditions = conds.list;
+
+    let phase = if db_permanent {
+        Phase::Failed
+    } else if ready && model_status == FALSE {
+        Phase::Degraded
+    } else if ready {
+        Phase::Ready
+    } else if available_ok && (runtime_status == FALSE || model_status == FALSE) {
+        Phase::Degraded
+    } else if observed.deployment.is_none() && !db_ok {
+        Phase::Pending
+    } else {
+        Phase::Provisioning
+    };
+
+    let database_secret = match &observed.database {
+        DatabaseState::Ready {
+            secret,
+            generated: true,
+        } => Some(secret.clone()),
+        _ => None,
+    };
+    AgentDeploymentStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions,
+        replicas: Some(replicas),
+        ready_replicas: Some(ready_replicas),
+        ready: Some(format!("{ready_replicas}/{replicas}")),
+        selector: Some(observed.selector.clone()),
+        endpoint: Some(observed.endpoint.clone()),
+        secrets: Some(GeneratedSecrets {
+            api_key: Some(observed.api_key_secret.clone()),
+            database: database_secret,
+        }),
+        runtime: Vec::new(),
+    }
+}
+
+/// Sets conditions stamped with one generation.
+struct ConditionWriter {
+    list: Vec<Condition>,
+    generation: Option<i64>,
+}
+
+impl ConditionWriter {
+    fn set(&mut self, type_: &str, status: &str, reason: &str, message: String) {
+        set_condition(
+            &mut self.list,
+            new_condition(type_, status, reason, message, self.generation),
+        );
+    }
+}
+
+/// Whether writing `desired` would change anything but timestamps in `current`
+/// (whose `runtime` entries belong to the pods and are ignored).
+pub fn status_differs(
+    current: Option<&AgentDeploymentStatus>,
+    desired: &AgentDeploymentStatus,
+) -> bool {
+    let Some(current) = current else {
+        return true;
+    };
+    let mut current = current.clone();
+    current.runtime.clear();
+    let mut desired = desired.clone();
+    normalize_times(&mut current.conditions);
+    normalize_times(&mut desired.conditions);
+    current != desired
+}
+
+/// Sets every condition's transition time to the epoch, for comparisons.
+pub fn normalize_times(conditions: &mut [Condition]) {
+    for c in conditions {
+        c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::condition::is_true;
+
+    fn deployment() -> Deployment {
+        serde_yaml::from_str(include_str!(
+            "../../fixtures/deployment-status-available.yaml"
+        ))
+        .unwrap()
+    }
+
+    fn report(name: &str, ready: bool, upstream: bool) -> RuntimePodStatus {
+        RuntimePodStatus {
+            name: name.to_owned(),
+            ready,
+            upstream_healthy: upstream,
+            active_sessions: 0,
+            messages_total: 0,
+            last_heartbeat: Time(Timestamp::now()),
+            version: "0.1.0".to_owned(),
+        }
+    }
+
+    fn observed<'a>(
+        deployment: Option<&'a Deployment>,
+        runtime: &'a [RuntimePodStatus],
+    ) -> Observed<'a> {
+        Observed {
+            generation: Some(3),
+            database: DatabaseState::Ready {
+                secret: "support-db".to_owned(),
+                generated: true,
+            },
+            deployment,
+            runtime,
+            service_monitor: ServiceMonitorState::CrdMissing,
+            endpoint: "http://support.tenant-a.svc.cluster.local:8080".to_owned(),
+            selector: "a=b".to_owned(),
+            api_key_secret: "support-api-key".to_owned(),
+        }
+    }
+
+    fn condition<'a>(status: &'a AgentDeploymentStatus, type_: &str) -> &'a Condition {
+        find_condition(&status.conditions, type_).unwrap_or_else(|| panic!("{type_} missing"))
+    }
+
+    #[test]
+    fn runtime_conditions_are_unknown_until_the_runtime_reports() {
+        let d = deployment();
+        let status = desired_status(&Default::default(), &observed(Some(&d), &[]));
+        assert!(is_true(&status.conditions, AVAILABLE));
+        assert!(is_true(&status.conditions, DATABASE_READY));
+        let runtime = condition(&status, RUNTIME_READY);
+        assert_eq!(
+            (runtime.status.as_str(), runtime.reason.as_str()),
+            (UNKNOWN, "AwaitingRuntimeReport")
+        );
+        assert_eq!(condition(&status, MODEL_REACHABLE).status, UNKNOWN);
+        assert_eq!(condition(&status, READY).status, FALSE);
+        assert_eq!(
+            condition(&status, SERVICE_MONITOR_READY).reason,
+            "CRDNotInstalled"
+        );
+        assert_eq!(status.phase, Some(Phase::Provisioning));
+        assert_eq!((status.replicas, status.ready_replicas), (Some(2), Some(2)));
+        assert_eq!(status.ready.as_deref(), Some("2/2"));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(
+            status.secrets.as_ref().unwrap().database.as_deref(),
+            Some("support-db")
+        );
+        assert!(
+            status.runtime.is_empty(),
+            "the operator never writes runtime entries"
+        );
+    }
+
+    #[test]
+    fn reports_make_the_agent_ready_or_degraded() {
+        let d = deployment();
+        let ok = [report("p1", true, true), report("p2", false, false)];
+        let status = desired_status(&Default::default(), &observed(Some(&d), &ok));
+        assert!(is_true(&status.conditions, READY));
+        assert_eq!(status.phase, Some(Phase::Ready));
+        let down = [report("p1", true, false)];
+        let status = desired_status(&status, &observed(Some(&d), &down));
+        assert_eq!(condition(&status, MODEL_REACHABLE).status, FALSE);
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn database_failures_block_ready_and_permanent_ones_fail_the_phase() {
+        let mut o = observed(None, &[]);
+        o.database = DatabaseState::NotReady {
+            reason: "NoDatabaseAdmin".to_owned(),
+            message: "configure it".to_owned(),
+            permanent: true,
+        };
+        let status = desired_status(&Default::default(), &o);
+        assert_eq!(condition(&status, READY).reason, "NoDatabaseAdmin");
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(status.secrets.as_ref().unwrap().database, None);
+    }
+
+    #[test]
+    fn an_unchanged_world_produces_no_status_write() {
+        let d = deployment();
+        let reports = [report("p1", true, true)];
+        let first = desired_status(&Default::default(), &observed(Some(&d), &reports));
+        // The live status also carries the pods' own entries; they are not ours to compare.
+        let mut live = first.clone();
+        live.runtime = reports.to_vec();
+        let second = desired_status(&live, &observed(Some(&d), &reports));
+        assert!(!status_differs(Some(&live), &second));
+        // A transition is a change.
+        let third = desired_status(&live, &observed(None, &reports));
+        assert!(status_differs(Some(&live), &third));
+        assert!(status_differs(None, &first));
+    }
+}

@@ -1,0 +1,87 @@
+//! Prometheus metrics of the operator, prefixed `switchboard_operator_`: reconciles,
+//! their durations, failures by error category, and write requests sent to the API.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The operator's metrics and the registry that serves them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles started, by controller.
+    pub reconciles: IntCounterVec,
+    /// Reconcile durations in seconds, by controller.
+    pub reconcile_duration: HistogramVec,
+    /// Failed reconciles, by controller and error category.
+    pub failures: IntCounterVec,
+    /// Write requests sent to the Kubernetes API, by kind and verb.
+    pub writes: IntCounterVec,
+    /// 1 while this process holds the leader Lease.
+    pub leader: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_reconciles_total",
+                "Reconciles started, by controller.",
+            ),
+            &["controller"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "switchboard_operator_reconcile_duration_seconds",
+                "Duration of reconciles, by controller.",
+            )
+            .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["controller"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_reconcile_failures_total",
+                "Failed reconciles, by controller and error category.",
+            ),
+            &["controller", "category"],
+        )?;
+        let writes = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_kube_writes_total",
+                "Write requests sent to the Kubernetes API, by kind and verb.",
+            ),
+            &["kind", "verb"],
+        )?;
+        let leader = IntGauge::new(
+            "switchboard_operator_leader",
+            "1 while this process holds the leader Lease.",
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            failures,
+            writes,
+            leader,
+        })
+    }
+
+    /// Counts one write request.
+    pub fn write(&self, kind: &str, verb: &str) {
+        self.writes.with_label_values(&[kind, verb]).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}

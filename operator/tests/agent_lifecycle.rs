@@ -1,0 +1,365 @@
+//! End-to-end: an AgentDeployment becomes its children, pods on kwok nodes, a database
+//! in Postgres and a truthful status; spec changes roll the pods; scaling works with
+//! and without spec.replicas; deletion garbage-collects children and drops or keeps the
+//! database as its reclaim policy says; tenants cannot reach each other's databases.
+
+mod support;
+
+use std::time::Duration;
+
+use crds::conditions::{AVAILABLE, DATABASE_READY, READY, RUNTIME_READY};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use support::{World, databases_like, db_prefix, drop_like, eventually, roles_like, secret_data};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn running_pods(world: &World, agent: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = world.api();
+    pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={agent}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect()
+}
+
+async fn config_hash(world: &World, name: &str) -> Option<String> {
+    let d: Deployment = world.api().get_opt(name).await.ok()??;
+    d.spec
+        .template
+        .metadata?
+        .annotations?
+        .get("switchboard.dev/config-hash")
+        .cloned()
+}
+
+fn owned_by_agent<K: Resource>(object: &K, agent_uid: &str) -> bool {
+    object.meta().owner_references.as_ref().is_some_and(|o| {
+        o.iter()
+            .any(|o| o.uid == agent_uid && o.controller == Some(true))
+    })
+}
+
+#[tokio::test]
+async fn agent_children_rollout_scaling_and_deletion_with_database_drop() {
+    let world = World::new("op-life").await;
+    let _operator = world.operator("solo", &["--leader-elect=false"]).await;
+    world.apply_agent("support", json!({ "replicas": 2 })).await;
+
+    // Every child exists and is owned by the agent.
+    let agent = eventually(MINUTE, "the agent's uid", || async {
+        world.agents().get_opt("support").await.ok()?
+    })
+    .await;
+    let uid = agent.uid().unwrap();
+    eventually(MINUTE, "every child with an owner reference", || async {
+        let sa: ServiceAccount = world.api().get_opt("support").await.ok()??;
+        let role: Role = world.api().get_opt("support").await.ok()??;
+        let rb: RoleBinding = world.api().get_opt("support").await.ok()??;
+        let cm: ConfigMap = world.api().get_opt("support-config").await.ok()??;
+        let dep: Deployment = world.api().get_opt("support").await.ok()??;
+        let svc: Service = world.api().get_opt("support").await.ok()??;
+        let key: Secret = world.api().get_opt("support-api-key").await.ok()??;
+        let db: Secret = world.api().get_opt("support-db").await.ok()??;
+        (owned_by_agent(&sa, &uid)
+            && owned_by_agent(&role, &uid)
+            && owned_by_agent(&rb, &uid)
+            && owned_by_agent(&cm, &uid)
+            && owned_by_agent(&dep, &uid)
+            && owned_by_agent(&svc, &uid)
+            && owned_by_agent(&key, &uid)
+            && owned_by_agent(&db, &uid))
+        .then_some(())
+    })
+    .await;
+
+    // Pods run on kwok nodes and the agent reports Available with a full status.
+    eventually(2 * MINUTE, "2 running pods", || async {
+        (running_pods(&world, "support").await.len() == 2).then_some(())
+    })
+    .await;
+    for pod in running_pods(&world, "support").await {
+        let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+        assert!(
+            node.starts_with("kwok-"),
+            "pod on {node:?}, not a kwok node"
+        );
+    }
+    world
+        .wait_condition("support", AVAILABLE, "True", MINUTE)
+        .await;
+    world
+        .wait_condition("support", DATABASE_READY, "True", MINUTE)
+        .await;
+    let status = world.agents().get("support").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("http://support.{}.svc.cluster.local:8080", world.name()).as_str())
+    );
+    assert_eq!(
+        status.secrets.as_ref().unwrap().api_key.as_deref(),
+        Some("support-api-key")
+    );
+    assert_eq!(
+        status.secrets.as_ref().unwrap().database.as_deref(),
+        Some("support-db")
+    );
+    assert!(
+        status
+            .selector
+            .as_deref()
+            .unwrap()
+            .contains("app.kubernetes.io/instance=support")
+    );
+    assert_eq!(status.observed_generation, agent.metadata.generation);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == agent.metadata.generation)
+    );
+    assert_eq!(
+        world.condition("support", RUNTIME_READY).await.unwrap(),
+        ("Unknown".to_owned(), "AwaitingRuntimeReport".to_owned())
+    );
+
+    // The database exists, its Secret's URI connects, and the API key is generated once.
+    let creds = secret_data(&world, "support-db").await;
+    for key in ["host", "port", "dbname", "user", "password", "uri"] {
+        assert!(creds.contains_key(key), "database Secret has {key}");
+    }
+    let mut tenant = PgConnection::connect(&creds["uri"])
+        .await
+        .expect("the tenant URI connects");
+    let db: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut tenant)
+        .await
+        .unwrap();
+    assert_eq!(db, creds["dbname"]);
+    drop(tenant);
+    let api_key = secret_data(&world, "support-api-key").await["api-key"].clone();
+    assert!(api_key.len() >= 32);
+
+    // The runtime's reports drive RuntimeReady/Ready; a vanished pod's entry is pruned.
+    let pod = running_pods(&world, "support").await[0].name_any();
+    world.report_runtime("support", &pod, true, true).await;
+    world
+        .report_runtime("support", "support-gone-pod", false, false)
+        .await;
+    world.wait_condition("support", READY, "True", MINUTE).await;
+    eventually(MINUTE, "the stale runtime entry pruned", || async {
+        let s = world.agents().get("support").await.ok()?.status?;
+        (s.runtime.len() == 1 && s.runtime[0].name == pod).then_some(())
+    })
+    .await;
+
+    // A spec change changes the config hash and rolls the Deployment.
+    let before = config_hash(&world, "support").await.unwrap();
+    world
+        .apply_agent(
+            "support",
+            json!({ "replicas": 2, "systemPrompt": "You are terse." }),
+        )
+        .await;
+    let after = eventually(MINUTE, "a new config hash", || async {
+        config_hash(&world, "support")
+            .await
+            .filter(|h| *h != before)
+    })
+    .await;
+    let cm: ConfigMap = world.api().get("support-config").await.unwrap();
+    assert!(cm.data.unwrap()["agent.yaml"].contains("You are terse."));
+    eventually(2 * MINUTE, "pods of the new template", || async {
+        let pods = running_pods(&world, "support").await;
+        (pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p.annotations().get("switchboard.dev/config-hash") == Some(&after)))
+        .then_some(())
+    })
+    .await;
+
+    // kubectl scale on the agent changes the pod count.
+    world.kubectl(&["scale", "agentdeployment/support", "--replicas=3"]);
+    eventually(2 * MINUTE, "3 running pods", || async {
+        (running_pods(&world, "support").await.len() == 3).then_some(())
+    })
+    .await;
+    eventually(MINUTE, "status.replicas 3", || async {
+        (world.agents().get("support").await.ok()?.status?.replicas == Some(3)).then_some(())
+    })
+    .await;
+    // The key was never rewritten.
+    assert_eq!(
+        secret_data(&world, "support-api-key").await["api-key"],
+        api_key
+    );
+
+    // Deletion garbage-collects the children and (reclaimPolicy: Delete) drops the database.
+    let prefix = db_prefix(world.name());
+    assert_eq!(databases_like(&prefix).await.len(), 1);
+    world
+        .agents()
+        .delete("support", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually(2 * MINUTE, "children garbage-collected", || async {
+        let d: Option<Deployment> = world.api().get_opt("support").await.ok()?;
+        let s: Option<Service> = world.api().get_opt("support").await.ok()?;
+        let c: Option<ConfigMap> = world.api().get_opt("support-config").await.ok()?;
+        let k: Option<Secret> = world.api().get_opt("support-api-key").await.ok()?;
+        let a = world.agents().get_opt("support").await.ok()?;
+        (d.is_none() && s.is_none() && c.is_none() && k.is_none() && a.is_none()).then_some(())
+    })
+    .await;
+    assert!(databases_like(&prefix).await.is_empty(), "database dropped");
+    assert!(roles_like(&prefix).await.is_empty(), "role dropped");
+}
+
+#[tokio::test]
+async fn without_spec_replicas_someone_elses_scaling_is_kept_and_retain_keeps_the_database() {
+    let world = World::new("op-hpa").await;
+    let _operator = world.operator("solo", &["--leader-elect=false"]).await;
+    world
+        .apply_agent(
+            "hpa",
+            json!({ "database": { "mode": "Managed", "reclaimPolicy": "Retain" } }),
+        )
+        .await;
+    world
+        .wait_condition("hpa", AVAILABLE, "True", 2 * MINUTE)
+        .await;
+    let deployments: Api<Deployment> = world.api();
+    let d = deployments.get("hpa").await.unwrap();
+    let ours = d
+        .managed_fields()
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("switchboard-operator"))
+        .and_then(|m| m.fields_v1.as_ref())
+        .map(|f| f.0.to_string())
+        .unwrap();
+    assert!(
+        !ours.contains("f:replicas"),
+        "the operator must not own spec.replicas: {ours}"
+    );
+
+    // Someone else (an HPA, a human) scales the Deployment; the operator leaves it.
+    world.kubectl(&["scale", "deployment/hpa", "--replicas=3"]);
+    // Nudge a reconcile with an unrelated spec change.
+    world
+        .apply_agent("hpa", json!({ "systemPrompt": "changed", "database": { "mode": "Managed", "reclaimPolicy": "Retain" } }))
+        .await;
+    eventually(MINUTE, "the new config applied", || async {
+        let cm: ConfigMap = world.api().get("hpa-config").await.ok()?;
+        cm.data?
+            .get("agent.yaml")?
+            .contains("changed")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(deployments.get("hpa").await.unwrap().spec.replicas, Some(3));
+    eventually(2 * MINUTE, "3 running pods", || async {
+        (running_pods(&world, "hpa").await.len() == 3).then_some(())
+    })
+    .await;
+
+    // Retain: the database outlives the agent, and an event says so.
+    let prefix = db_prefix(world.name());
+    world
+        .agents()
+        .delete("hpa", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(MINUTE, "the agent gone", || async {
+        world
+            .agents()
+            .get_opt("hpa")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(databases_like(&prefix).await.len(), 1, "database kept");
+    assert_eq!(roles_like(&prefix).await.len(), 1, "role kept");
+    let events = world.kubectl(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("DatabaseRetained"), "events: {events}");
+    drop_like(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_tenants_role_cannot_connect_to_another_tenants_database() {
+    let world = World::new("op-iso").await;
+    let _operator = world.operator("solo", &["--leader-elect=false"]).await;
+    world
+        .apply_agent("tenant-a", json!({ "replicas": 0 }))
+        .await;
+    world
+        .apply_agent("tenant-b", json!({ "replicas": 0 }))
+        .await;
+    world
+        .wait_condition("tenant-a", DATABASE_READY, "True", MINUTE)
+        .await;
+    world
+        .wait_condition("tenant-b", DATABASE_READY, "True", MINUTE)
+        .await;
+    let a = secret_data(&world, "tenant-a-db").await;
+    let b = secret_data(&world, "tenant-b-db").await;
+    assert_ne!(a["password"], b["password"]);
+
+    let a_uri_to_b = format!(
+        "postgres://{}:{}@{}:{}/{}",
+        a["user"], a["password"], a["host"], a["port"], b["dbname"]
+    );
+    let err = PgConnection::connect(&a_uri_to_b)
+        .await
+        .expect_err("A must not reach B's database");
+    assert!(
+        err.to_string().contains("permission denied"),
+        "unexpected error: {err}"
+    );
+    PgConnection::connect(&a["uri"])
+        .await
+        .expect("A reaches its own database");
+
+    // Re-running never changes a password: restart the operator and compare.
+    drop(_operator);
+    let _again = world.operator("solo2", &["--leader-elect=false"]).await;
+    world
+        .apply_agent(
+            "tenant-a",
+            json!({ "replicas": 0, "systemPrompt": "again" }),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        secret_data(&world, "tenant-a-db").await["password"],
+        a["password"]
+    );
+    PgConnection::connect(&a["uri"])
+        .await
+        .expect("the original password still works");
+
+    for name in ["tenant-a", "tenant-b"] {
+        world
+            .agents()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let prefix = db_prefix(world.name());
+    eventually(MINUTE, "databases dropped", || async {
+        databases_like(&prefix).await.is_empty().then_some(())
+    })
+    .await;
+}
