@@ -16,6 +16,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
@@ -385,11 +386,12 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
             .await;
     }
 
-    write_status(agent, ctx, database, service_monitor).await?;
+    let recheck = write_status(agent, ctx, database, service_monitor).await?;
+    let resync = shared.config.resync();
     match database_error {
         Some(e) if e.is_permanent() => Ok(Action::await_change()),
         Some(e) => Err(e),
-        None => Ok(Action::requeue(shared.config.resync())),
+        None => Ok(Action::requeue(recheck.map_or(resync, |d| d.min(resync)))),
     }
 }
 
@@ -626,7 +628,7 @@ async fn write_status(
     ctx: &AgentContext,
     database: DatabaseState,
     service_monitor: ServiceMonitorState,
-) -> Result<()> {
+) -> Result<Option<Duration>> {
     let shared = &ctx.shared;
     let name = agent.name_any();
     let namespace = agent.namespace().unwrap_or_default();
@@ -672,6 +674,10 @@ async fn write_status(
         );
     }
     let runtime: Vec<_> = live.into_iter().map(|(_, r)| r.clone()).collect();
+    let now = Timestamp::now();
+    // Look again when the freshest runtime report would go stale, so a runtime that
+    // stops reporting turns RuntimeReady False within the heartbeat window.
+    let recheck = status::next_staleness_check(&runtime, now);
 
     let deployment = ctx
         .stores
@@ -682,6 +688,7 @@ async fn write_status(
         database,
         deployment: deployment.as_deref(),
         runtime: &runtime,
+        now,
         service_monitor,
         endpoint: names::endpoint(&name, &namespace, &shared.config.cluster_domain),
         selector: names::selector_string(&name),
@@ -689,7 +696,7 @@ async fn write_status(
     };
     let desired = status::desired_status(&current, &observed);
     if !status::status_differs(agent.status.as_ref(), &desired) {
-        return Ok(());
+        return Ok(recheck);
     }
     let body = json!({
         "apiVersion": AgentDeployment::api_version(&()),
@@ -704,7 +711,7 @@ async fn write_status(
     )
     .await
     .map_err(Error::kube("writing the status"))?;
-    Ok(())
+    Ok(recheck)
 }
 
 /// On deletion: drop the managed database and role with `reclaimPolicy: Delete`, keep

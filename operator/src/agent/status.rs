@@ -53,6 +53,9 @@ pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     /// `status.runtime` entries of runtime pods that still exist.
     pub runtime: &'a [RuntimePodStatus],
+    /// The time the reports are judged at: a report older than
+    /// [`crds::RUNTIME_STALE_AFTER_SECONDS`] no longer counts.
+    pub now: Timestamp,
     /// The ServiceMonitor step's outcome.
     pub service_monitor: ServiceMonitorState,
     /// The Service's cluster DNS URL.
@@ -61,6 +64,26 @@ pub struct Observed<'a> {
     pub selector: String,
     /// Name of the API key Secret.
     pub api_key_secret: String,
+}
+
+/// Whether a runtime report is recent enough to count.
+pub fn is_fresh(report: &RuntimePodStatus, now: Timestamp) -> bool {
+    let age = now.as_second() - report.last_heartbeat.0.as_second();
+    age <= crds::RUNTIME_STALE_AFTER_SECONDS as i64
+}
+
+/// When the freshest report goes stale (so the operator can look again then), if any
+/// report is fresh now.
+pub fn next_staleness_check(
+    reports: &[RuntimePodStatus],
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    reports
+        .iter()
+        .filter(|r| is_fresh(r, now))
+        .map(|r| r.last_heartbeat.0.as_second() + crds::RUNTIME_STALE_AFTER_SECONDS as i64 + 1)
+        .max()
+        .map(|at| std::time::Duration::from_secs((at - now.as_second()).max(1) as u64))
 }
 
 /// The status the operator wants, starting from the current one so condition
@@ -135,8 +158,21 @@ pub fn desired_status(
         }
     };
 
-    let reports = observed.runtime;
-    let (runtime_status, model_status) = if reports.is_empty() {
+    let reports: Vec<&RuntimePodStatus> = observed
+        .runtime
+        .iter()
+        .filter(|r| is_fresh(r, observed.now))
+        .collect();
+    let (runtime_status, model_status) = if reports.is_empty() && !observed.runtime.is_empty() {
+        let why = format!(
+            "no runtime pod has reported within {}s (heartbeat every {}s): the runtime processes are gone or hung",
+            crds::RUNTIME_STALE_AFTER_SECONDS,
+            crds::RUNTIME_HEARTBEAT_SECONDS
+        );
+        conds.set(RUNTIME_READY, FALSE, "HeartbeatMissing", why.clone());
+        conds.set(MODEL_REACHABLE, UNKNOWN, "HeartbeatMissing", why);
+        (FALSE, UNKNOWN)
+    } else if reports.is_empty() {
         let why = "no runtime pod has reported into status.runtime yet".to_owned();
         conds.set(RUNTIME_READY, UNKNOWN, "AwaitingRuntimeReport", why.clone());
         conds.set(MODEL_REACHABLE, UNKNOWN, "AwaitingRuntimeReport", why);
@@ -327,6 +363,7 @@ mod tests {
             },
             deployment,
             runtime,
+            now: Timestamp::now(),
             service_monitor: ServiceMonitorState::CrdMissing,
             endpoint: "http://support.tenant-a.svc.cluster.local:8080".to_owned(),
             selector: "a=b".to_owned(),
@@ -385,6 +422,32 @@ mod tests {
         let status = desired_status(&status, &observed(Some(&d), &down));
         assert_eq!(condition(&status, MODEL_REACHABLE).status, FALSE);
         assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn a_runtime_that_stops_reporting_turns_runtime_ready_false() {
+        let d = deployment();
+        let mut old = report("p1", true, true);
+        old.last_heartbeat = Time(
+            Timestamp::from_second(
+                Timestamp::now().as_second() - crds::RUNTIME_STALE_AFTER_SECONDS as i64 - 5,
+            )
+            .unwrap(),
+        );
+        let status = desired_status(&Default::default(), &observed(Some(&d), &[old.clone()]));
+        let runtime = condition(&status, RUNTIME_READY);
+        assert_eq!(
+            (runtime.status.as_str(), runtime.reason.as_str()),
+            (FALSE, "HeartbeatMissing")
+        );
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(next_staleness_check(&[old], Timestamp::now()), None);
+
+        // A fresh report counts, and the operator looks again when it would go stale.
+        let fresh = report("p1", true, true);
+        let wait = next_staleness_check(&[fresh], Timestamp::now()).unwrap();
+        assert!(wait.as_secs() <= crds::RUNTIME_STALE_AFTER_SECONDS + 1);
+        assert!(wait.as_secs() >= crds::RUNTIME_STALE_AFTER_SECONDS - 1);
     }
 
     #[test]
