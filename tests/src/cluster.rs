@@ -90,8 +90,14 @@ impl TestCluster {
         let mut entries: Vec<_> = std::fs::read_dir(&crd_dir)
             .expect("config/crd exists")
             .map(|e| e.expect("readable dir entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(crds::GROUP) && n.ends_with(".yaml"))
+            })
             .collect();
         entries.sort();
+        assert!(!entries.is_empty(), "no CRDs in {}", crd_dir.display());
         for path in entries {
             let text = std::fs::read_to_string(&path).expect("readable CRD file");
             let crd: CustomResourceDefinition =
