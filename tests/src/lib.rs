@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod database;
 pub mod mock_llm;
 pub mod namespace;
+pub mod pod_runner;
 
 pub use cluster::TestCluster;
 pub use database::TestDatabase;

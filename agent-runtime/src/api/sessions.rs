@@ -1,0 +1,597 @@
+//! The sessions API (JSON under `/api`): list, summaries, create, get, update,
+//! soft delete, archive, unarchive, pin, unpin, ranked search, messages,
+//! posting a message (optionally streamed), history in OpenAI format, and
+//! per-user stats. Every call is scoped to the calling user.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::sse::{self, ChunkFormat};
+use crate::app::SharedState;
+use crate::auth::Caller;
+use crate::chat::{self, Anchor, Turn, chain_hash, prompt_from_stored};
+use crate::db::{
+    Message, NewMessage, NewSession, Role, SearchHit, Session, SessionFilter, SessionSort,
+    SessionStatus, SessionSummary, SortOrder, UserStats,
+};
+use crate::error::{ApiError, ErrorBody, extract};
+
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
+
+/// Page position.
+#[derive(Deserialize, IntoParams, Debug, Default)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+impl PageQuery {
+    fn resolve(&self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        if offset < 0 {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "offset must not be negative",
+            ));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// Where a page sits.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct Pagination {
+    /// Page size.
+    pub limit: i64,
+    /// Items skipped.
+    pub offset: i64,
+    /// Items in all.
+    pub total: i64,
+    /// Whether another page follows.
+    pub has_more: bool,
+}
+
+impl Pagination {
+    fn new(limit: i64, offset: i64, total: i64) -> Self {
+        Self {
+            limit,
+            offset,
+            total,
+            has_more: offset + limit < total,
+        }
+    }
+}
+
+/// A page of sessions.
+#[derive(Serialize, ToSchema)]
+pub struct SessionPage {
+    /// Sessions.
+    pub data: Vec<Session>,
+    /// Position.
+    pub pagination: Pagination,
+}
+
+/// A page of summaries.
+#[derive(Serialize, ToSchema)]
+pub struct SummaryPage {
+    /// Summaries.
+    pub data: Vec<SessionSummary>,
+}
+
+/// A page of search results.
+#[derive(Serialize, ToSchema)]
+pub struct SearchPage {
+    /// Results, best first.
+    pub data: Vec<SearchHit>,
+    /// Position.
+    pub pagination: Pagination,
+}
+
+/// A page of messages.
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    /// Messages, oldest first.
+    pub data: Vec<Message>,
+    /// Position.
+    pub pagination: Pagination,
+}
+
+/// Listing filters.
+#[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `active`, `archived`, `deleted`; absent: active and archived.
+    pub status: Option<SessionStatus>,
+    /// Only pinned (`true`) or unpinned (`false`) sessions.
+    pub pinned: Option<bool>,
+    /// Sort key (pinned sessions always come first).
+    pub sort: Option<SessionSort>,
+    /// `asc` or `desc` (default).
+    pub order: Option<SortOrder>,
+    /// Page size, 1 to 100.
+    pub limit: Option<i64>,
+    /// Items to skip.
+    pub offset: Option<i64>,
+}
+
+/// Lists the caller's sessions.
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(ListQuery),
+    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_sessions(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Query(query): extract::Query<ListQuery>,
+) -> Result<Json<SessionPage>, ApiError> {
+    caller.require_history()?;
+    let (limit, offset) = PageQuery {
+        limit: query.limit,
+        offset: query.offset,
+    }
+    .resolve()?;
+    let filter = SessionFilter {
+        status: query.status,
+        pinned: query.pinned,
+        sort: query.sort.unwrap_or_default(),
+        order: query.order.unwrap_or_default(),
+        limit,
+        offset,
+    };
+    let (data, total) = state
+        .store
+        .list_sessions(&caller.user(None)?, &filter)
+        .await?;
+    Ok(Json(SessionPage {
+        data,
+        pagination: Pagination::new(limit, offset, total),
+    }))
+}
+
+/// Active sessions with their newest message, most recent first.
+#[utoipa::path(get, path = "/api/sessions/summaries", tag = "sessions", params(PageQuery),
+    responses((status = 200, body = SummaryPage), (status = 401, body = ErrorBody)))]
+pub async fn summaries(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Query(page): extract::Query<PageQuery>,
+) -> Result<Json<SummaryPage>, ApiError> {
+    caller.require_history()?;
+    let (limit, offset) = page.resolve()?;
+    let data = state
+        .store
+        .summaries(&caller.user(None)?, limit, offset)
+        .await?;
+    Ok(Json(SummaryPage { data }))
+}
+
+/// New session.
+#[derive(Deserialize, ToSchema, Debug, Default)]
+pub struct CreateSession {
+    /// Title; set from the first message when absent.
+    pub title: Option<String>,
+}
+
+fn check_title(title: &str) -> Result<String, ApiError> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "title must be 1 to 200 characters",
+        ));
+    }
+    Ok(title.to_owned())
+}
+
+/// Creates a session.
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn create_session(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Json(body): extract::Json<CreateSession>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let title = body.title.as_deref().map(check_title).transpose()?;
+    let session = state
+        .store
+        .create_session(NewSession {
+            user_id: caller.user(None)?,
+            channel: caller.channel.clone(),
+            external_id: None,
+            title,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// Search query.
+#[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
+pub struct SearchQuery {
+    /// Words to find (all must match).
+    pub q: String,
+    /// Page size, 1 to 100.
+    pub limit: Option<i64>,
+    /// Items to skip.
+    pub offset: Option<i64>,
+}
+
+/// Ranked full-text search over titles and messages.
+#[utoipa::path(get, path = "/api/sessions/search", tag = "sessions", params(SearchQuery),
+    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn search(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Query(query): extract::Query<SearchQuery>,
+) -> Result<Json<SearchPage>, ApiError> {
+    if !caller.features.search {
+        return Err(ApiError::forbidden(
+            "feature_disabled",
+            format!("channel {:?} does not serve search", caller.channel),
+        ));
+    }
+    let q = query.q.trim();
+    if q.is_empty() || q.chars().count() > 500 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "q must be 1 to 500 characters",
+        ));
+    }
+    let (limit, offset) = PageQuery {
+        limit: query.limit,
+        offset: query.offset,
+    }
+    .resolve()?;
+    let (data, total) = state
+        .store
+        .search(&caller.user(None)?, q, limit, offset)
+        .await?;
+    Ok(Json(SearchPage {
+        data,
+        pagination: Pagination::new(limit, offset, total),
+    }))
+}
+
+/// Gets one session.
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn get_session(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    caller.require_history()?;
+    Ok(Json(
+        state.store.get_session(&caller.user(None)?, &id).await?,
+    ))
+}
+
+/// Session changes.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct UpdateSession {
+    /// New title.
+    pub title: Option<String>,
+    /// Pin or unpin.
+    pub pinned: Option<bool>,
+}
+
+/// Updates a session's title (and pin).
+#[utoipa::path(method(patch, put), path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    request_body = UpdateSession,
+    responses((status = 200, body = Session), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_session(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+    extract::Json(body): extract::Json<UpdateSession>,
+) -> Result<Json<Session>, ApiError> {
+    let user = caller.user(None)?;
+    if body.title.is_none() && body.pinned.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "nothing to change: send title and/or pinned",
+        ));
+    }
+    let mut session = state.store.get_session(&user, &id).await?;
+    if let Some(title) = &body.title {
+        session = state
+            .store
+            .set_title(&user, &id, &check_title(title)?)
+            .await?;
+    }
+    if let Some(pinned) = body.pinned {
+        session = state.store.set_pinned(&user, &id, pinned).await?;
+    }
+    Ok(Json(session))
+}
+
+/// Soft-deletes a session.
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn delete_session(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .set_status(&caller.user(None)?, &id, SessionStatus::Deleted)
+            .await?,
+    ))
+}
+
+/// Archives a session.
+#[utoipa::path(post, path = "/api/sessions/{id}/archive", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn archive(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .set_status(&caller.user(None)?, &id, SessionStatus::Archived)
+            .await?,
+    ))
+}
+
+/// Makes an archived session active again.
+#[utoipa::path(post, path = "/api/sessions/{id}/unarchive", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn unarchive(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .set_status(&caller.user(None)?, &id, SessionStatus::Active)
+            .await?,
+    ))
+}
+
+/// Pins a session.
+#[utoipa::path(post, path = "/api/sessions/{id}/pin", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn pin(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .set_pinned(&caller.user(None)?, &id, true)
+            .await?,
+    ))
+}
+
+/// Unpins a session.
+#[utoipa::path(post, path = "/api/sessions/{id}/unpin", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub async fn unpin(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .set_pinned(&caller.user(None)?, &id, false)
+            .await?,
+    ))
+}
+
+/// Lists a session's messages, oldest first (every branch).
+#[utoipa::path(get, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
+    responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody)))]
+pub async fn list_messages(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+    extract::Query(page): extract::Query<PageQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    caller.require_history()?;
+    let (limit, offset) = page.resolve()?;
+    let (data, total) = state
+        .store
+        .list_messages(&caller.user(None)?, &id, limit, offset)
+        .await?;
+    Ok(Json(MessagePage {
+        data,
+        pagination: Pagination::new(limit, offset, total),
+    }))
+}
+
+/// A message to send.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct PostMessage {
+    /// The user's text.
+    pub content: String,
+    /// Stream the answer as server-sent events (OpenAI chunk format).
+    #[serde(default)]
+    pub stream: bool,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Answer length cap.
+    pub max_tokens: Option<u32>,
+}
+
+/// A turn's two stored messages.
+#[derive(Serialize, ToSchema)]
+pub struct TurnResult {
+    /// The stored user message.
+    pub user_message: Message,
+    /// The stored answer.
+    pub assistant_message: Message,
+    /// OpenAI-style usage.
+    pub usage: Value,
+}
+
+/// Sends a message and answers it.
+#[utoipa::path(post, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path)),
+    request_body = PostMessage,
+    responses(
+        (status = 201, description = "Stored messages; `text/event-stream` when `stream` is true", body = TurnResult),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn post_message(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+    extract::Json(body): extract::Json<PostMessage>,
+) -> Result<Response, ApiError> {
+    let user = caller.user(None)?;
+    let chars = body.content.chars().count();
+    if body.content.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "content must not be empty",
+        ));
+    }
+    if chars > state.config.limits.max_message_chars {
+        return Err(ApiError::bad_request(
+            "message_too_long",
+            format!(
+                "content has {chars} characters; at most {} are accepted",
+                state.config.limits.max_message_chars
+            ),
+        ));
+    }
+    if body.stream && !caller.features.streaming {
+        return Err(ApiError::forbidden(
+            "feature_disabled",
+            format!("channel {:?} does not stream", caller.channel),
+        ));
+    }
+    let branch = state.store.conversation(&user, &id).await?;
+    let parent = branch.last();
+    let parent_hash = parent.map(|m| m.chain_hash.clone()).unwrap_or_default();
+    let message_id = NewMessage::new_id();
+    let hash = chain_hash(&parent_hash, Role::User, &body.content);
+    let stored = state
+        .store
+        .append_messages(&[NewMessage {
+            id: message_id.clone(),
+            session_id: id.clone(),
+            parent_id: parent.map(|m| m.id.clone()),
+            role: Role::User,
+            content: body.content.clone(),
+            model: None,
+            tokens_in: state.tokenizer.count(&body.content) as i64,
+            tokens_out: 0,
+            latency_ms: None,
+            error: None,
+            chain_hash: hash.clone(),
+        }])
+        .await?;
+    let user_message = stored.into_iter().next().ok_or_else(ApiError::internal)?;
+    let mut history = prompt_from_stored(&branch);
+    history.push(crate::providers::PromptMessage {
+        role: Role::User,
+        content: body.content,
+    });
+    let turn = Turn {
+        session_id: id.clone(),
+        anchor: Anchor {
+            id: message_id,
+            hash,
+        },
+        history,
+        temperature: body.temperature,
+        max_output_tokens: body.max_tokens,
+        language: caller.language.clone(),
+    };
+    if body.stream {
+        let stream = chat::stream(&state, turn).await?;
+        let format = ChunkFormat {
+            id: stream.message_id.clone(),
+            model: state.config.agent.name.clone(),
+            created: chrono::Utc::now().timestamp(),
+            include_usage: true,
+        };
+        return Ok(sse::response(stream, format, &id));
+    }
+    let answer = chat::complete(&state, &turn).await?;
+    let usage = sse::usage_json(
+        answer.usage.prompt_tokens as i64,
+        answer.usage.completion_tokens as i64,
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(TurnResult {
+            user_message,
+            assistant_message: answer.message,
+            usage,
+        }),
+    )
+        .into_response())
+}
+
+/// History entry in OpenAI message format.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+}
+
+/// A conversation in OpenAI message format.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryResponse {
+    /// The session.
+    pub session_id: String,
+    /// Messages, oldest first.
+    pub messages: Vec<HistoryMessage>,
+}
+
+/// The current branch of the conversation in OpenAI message format, ready to
+/// send as `messages` (failed empty answers left out).
+#[utoipa::path(get, path = "/api/sessions/{id}/history", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    caller.require_history()?;
+    let branch = state.store.conversation(&caller.user(None)?, &id).await?;
+    let messages = prompt_from_stored(&branch)
+        .into_iter()
+        .map(|m| HistoryMessage {
+            role: m.role,
+            content: m.content,
+        })
+        .collect();
+    Ok(Json(HistoryResponse {
+        session_id: id,
+        messages,
+    }))
+}
+
+/// Figures for the calling user.
+#[utoipa::path(get, path = "/api/stats", tag = "sessions",
+    responses((status = 200, body = UserStats), (status = 401, body = ErrorBody)))]
+pub async fn stats(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> Result<Json<UserStats>, ApiError> {
+    Ok(Json(state.store.stats(&caller.user(None)?).await?))
+}

@@ -1,0 +1,147 @@
+//! A streamed turn as server-sent events in OpenAI's exact chunk format:
+//! a role chunk, content chunks, a chunk with `finish_reason`, a usage chunk
+//! (with `stream_options.include_usage`; otherwise usage rides on the finish
+//! chunk), then `data: [DONE]`. A failure midway ends with an OpenAI-style
+//! `data: {"error": ...}` event and no `[DONE]`.
+
+use std::collections::VecDeque;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+use serde_json::{Value, json};
+
+use crate::chat::{TurnEvent, TurnStream};
+
+/// What every chunk repeats.
+#[derive(Clone, Debug)]
+pub struct ChunkFormat {
+    /// `id` of every chunk.
+    pub id: String,
+    /// `model` of every chunk.
+    pub model: String,
+    /// `created` of every chunk.
+    pub created: i64,
+    /// Send usage as its own final chunk with empty `choices`.
+    pub include_usage: bool,
+}
+
+impl ChunkFormat {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>, usage: Option<Value>) -> String {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        frame(&chunk.to_string())
+    }
+
+    fn usage_chunk(&self, usage: Value) -> String {
+        frame(
+            &json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": null,
+                "choices": [],
+                "usage": usage,
+            })
+            .to_string(),
+        )
+    }
+}
+
+fn frame(data: &str) -> String {
+    format!("data: {data}\n\n")
+}
+
+/// OpenAI's usage object.
+pub fn usage_json(prompt: i64, completion: i64) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// The SSE response for a streamed turn.
+pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Response {
+    let first = format.chunk(json!({"role": "assistant", "content": ""}), None, None);
+    let state = (turn.events, format, VecDeque::from([first]), false);
+    let body = stream::unfold(
+        state,
+        |(mut events, format, mut queue, mut ended)| async move {
+            loop {
+                if let Some(frame) = queue.pop_front() {
+                    return Some((
+                        Ok::<Bytes, std::convert::Infallible>(Bytes::from(frame)),
+                        (events, format, queue, ended),
+                    ));
+                }
+                if ended {
+                    return None;
+                }
+                match events.recv().await {
+                    Some(TurnEvent::Delta(text)) => {
+                        queue.push_back(format.chunk(json!({"content": text}), None, None));
+                    }
+                    Some(TurnEvent::Done(answer)) => {
+                        let usage = usage_json(
+                            answer.usage.prompt_tokens as i64,
+                            answer.usage.completion_tokens as i64,
+                        );
+                        if format.include_usage {
+                            queue.push_back(format.chunk(
+                                json!({}),
+                                Some(&answer.finish_reason),
+                                None,
+                            ));
+                            queue.push_back(format.usage_chunk(usage));
+                        } else {
+                            queue.push_back(format.chunk(
+                                json!({}),
+                                Some(&answer.finish_reason),
+                                Some(usage),
+                            ));
+                        }
+                        queue.push_back(frame("[DONE]"));
+                        ended = true;
+                    }
+                    Some(TurnEvent::Failed { error, .. }) => {
+                        let body = json!({"error": {
+                            "code": "upstream_stream_failed",
+                            "message": format!("the answer was cut off: {error}"),
+                            "type": "server_error",
+                        }});
+                        queue.push_back(frame(&body.to_string()));
+                        ended = true;
+                    }
+                    None => {
+                        let body = json!({"error": {
+                            "code": "internal_error",
+                            "message": "the answer ended unexpectedly",
+                            "type": "server_error",
+                        }});
+                        queue.push_back(frame(&body.to_string()));
+                        ended = true;
+                    }
+                }
+            }
+        },
+    );
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    if let Ok(value) = HeaderValue::from_str(session_id) {
+        response.headers_mut().insert("x-session-id", value);
+    }
+    response
+}

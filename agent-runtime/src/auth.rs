@@ -1,0 +1,183 @@
+//! Client authentication (the tenant's bearer API key) and who is calling: the
+//! user from the trusted header (or the OpenAI `user` field), and the channel.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use crds::runtime_config::ChannelFeatures;
+
+use crate::app::SharedState;
+use crate::error::ApiError;
+
+/// Header selecting the channel a request comes through.
+pub const CHANNEL_HEADER: &str = "x-switchboard-channel";
+/// Channel name used when the header is absent.
+pub const DEFAULT_CHANNEL: &str = "default";
+/// User id used when neither the trusted header nor the body names one.
+pub const ANONYMOUS: &str = "anonymous";
+const MAX_ID_LEN: usize = 256;
+
+/// Middleware: refuses requests without the tenant's API key (when one is set).
+pub async fn require_api_key(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.api_key {
+        let presented = bearer_token(request.headers());
+        let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes()));
+        if !ok {
+            let message = if presented.is_none() {
+                "missing API key: send `Authorization: Bearer <key>`"
+            } else {
+                "invalid API key"
+            };
+            return ApiError::unauthorized(message).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks a user or conversation id supplied by a client.
+pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("{what} must be 1 to {MAX_ID_LEN} printable characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Who is calling and through which channel.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// User named by the trusted header.
+    pub header_user: Option<String>,
+    /// Channel name.
+    pub channel: String,
+    /// Features the channel serves.
+    pub features: ChannelFeatures,
+    /// Language for fallback responses: the channel's, else `Accept-Language`.
+    pub language: Option<String>,
+}
+
+impl Caller {
+    /// The user: trusted header first, then `body_user` (the OpenAI `user` field),
+    /// then `anonymous`.
+    pub fn user(&self, body_user: Option<&str>) -> Result<String, ApiError> {
+        match (&self.header_user, body_user) {
+            (Some(user), _) => Ok(user.clone()),
+            (None, Some(user)) => valid_id(user, "`user`"),
+            (None, None) => Ok(ANONYMOUS.to_owned()),
+        }
+    }
+
+    /// Refuses when the channel does not serve history.
+    pub fn require_history(&self) -> Result<(), ApiError> {
+        if self.features.history {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "feature_disabled",
+                format!("channel {:?} does not serve session history", self.channel),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<SharedState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        let header_text = |name: &str| -> Result<Option<String>, ApiError> {
+            match parts.headers.get(name) {
+                None => Ok(None),
+                Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
+                    ApiError::bad_request("invalid_header", format!("header {name} is not text"))
+                }),
+            }
+        };
+        let header_user = header_text(state.user_header.as_str())?
+            .map(|u| valid_id(&u, &format!("header {}", state.user_header)))
+            .transpose()?;
+        let channel_name = header_text(CHANNEL_HEADER)?;
+        let accept_language = header_text(header::ACCEPT_LANGUAGE.as_str())?
+            .and_then(|v| v.split([',', ';']).next().map(|s| s.trim().to_owned()))
+            .filter(|s| !s.is_empty() && s != "*");
+        let (channel, features, language) = match channel_name {
+            None => (DEFAULT_CHANNEL.to_owned(), ChannelFeatures::default(), None),
+            Some(name) if state.config.channels.is_empty() => (
+                valid_id(&name, CHANNEL_HEADER)?,
+                ChannelFeatures::default(),
+                None,
+            ),
+            Some(name) => match state.config.channel(&name) {
+                Some(c) if c.enabled => (c.name.clone(), c.features, c.language.clone()),
+                Some(_) => {
+                    return Err(ApiError::forbidden(
+                        "channel_disabled",
+                        format!("channel {name:?} is disabled"),
+                    ));
+                }
+                None => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::NOT_FOUND,
+                        "channel_not_found",
+                        format!("this agent has no channel {name:?}"),
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            header_user,
+            channel,
+            features,
+            language: language.or(accept_language),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_parsed_and_compared() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            "Bearer  sk-1 ".parse().expect("header"),
+        );
+        assert_eq!(bearer_token(&headers), Some("sk-1"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
+        assert_eq!(bearer_token(&headers), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("alice", "user").is_ok());
+        assert!(valid_id("", "user").is_err());
+        assert!(valid_id("a\u{7}b", "user").is_err());
+        assert!(valid_id(&"x".repeat(300), "user").is_err());
+    }
+}

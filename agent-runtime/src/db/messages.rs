@@ -1,0 +1,481 @@
+//! Message queries, session summaries, full-text search and per-user stats.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+use utoipa::ToSchema;
+
+use super::sessions::{NewSession, SESSION_COLUMNS};
+use super::{Backend, Message, Role, Session, SessionSummary, Store, StoreError, now, with_pool};
+
+const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
+     tokens_out, latency_ms, error, chain_hash, created_at";
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Id (generate with [`NewMessage::new_id`]).
+    pub id: String,
+    /// Session.
+    pub session_id: String,
+    /// Parent message.
+    pub parent_id: Option<String>,
+    /// Author.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+    /// Upstream model of an answer.
+    pub model: Option<String>,
+    /// Prompt tokens.
+    pub tokens_in: i64,
+    /// Generated tokens.
+    pub tokens_out: i64,
+    /// Upstream latency.
+    pub latency_ms: Option<i64>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Conversation hash up to and including this message.
+    pub chain_hash: String,
+}
+
+impl NewMessage {
+    /// A fresh, time-ordered message id.
+    pub fn new_id() -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+}
+
+/// One search result.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// The matching session.
+    pub session: Session,
+    /// Relevance; higher is better.
+    pub score: f64,
+    /// The best-matching text (a message or the title).
+    pub snippet: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct SearchRow {
+    #[sqlx(flatten)]
+    session: Session,
+    score: f64,
+    snippet: Option<String>,
+    total: i64,
+}
+
+/// Figures for one user.
+#[derive(Clone, Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
+pub struct UserStats {
+    /// Sessions that are not deleted.
+    pub sessions: i64,
+    /// Active sessions.
+    pub active_sessions: i64,
+    /// Archived sessions.
+    pub archived_sessions: i64,
+    /// Pinned sessions.
+    pub pinned_sessions: i64,
+    /// Messages in sessions that are not deleted.
+    pub messages: i64,
+    /// Of which written by the user.
+    pub user_messages: i64,
+    /// Of which answers.
+    pub assistant_messages: i64,
+    /// Prompt tokens.
+    pub tokens_in: i64,
+    /// Generated tokens.
+    pub tokens_out: i64,
+    /// Oldest session.
+    pub first_session_at: Option<DateTime<Utc>>,
+    /// Newest message.
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+/// Inserts `$messages` in order on transaction `$tx` (any backend), updating
+/// each session's counters; evaluates to the stored rows.
+macro_rules! insert_messages {
+    ($tx:ident, $messages:expr) => {{
+        let insert = format!(
+            "INSERT INTO messages (id, session_id, parent_id, role, content, model, tokens_in, \
+             tokens_out, latency_ms, error, chain_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {MESSAGE_COLUMNS}"
+        );
+        let update = "UPDATE sessions SET message_count = message_count + 1, \
+             tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
+             last_message_at = $4, updated_at = $4, title = COALESCE(title, $5) WHERE id = $1";
+        let mut stored = Vec::with_capacity($messages.len());
+        for m in $messages {
+            let at = now();
+            let row = sqlx::query_as::<_, Message>(AssertSqlSafe(insert.as_str()))
+                .bind(&m.id)
+                .bind(&m.session_id)
+                .bind(&m.parent_id)
+                .bind(m.role.as_str())
+                .bind(&m.content)
+                .bind(&m.model)
+                .bind(m.tokens_in)
+                .bind(m.tokens_out)
+                .bind(m.latency_ms)
+                .bind(&m.error)
+                .bind(&m.chain_hash)
+                .bind(at)
+                .fetch_one(&mut *$tx)
+                .await?;
+            let title = (m.role == Role::User).then(|| title_from(&m.content));
+            sqlx::query(update)
+                .bind(&m.session_id)
+                .bind(m.tokens_in)
+                .bind(m.tokens_out)
+                .bind(at)
+                .bind(title)
+                .execute(&mut *$tx)
+                .await?;
+            stored.push(row);
+        }
+        stored
+    }};
+}
+
+impl Store {
+    /// Stores messages in order, in one transaction, updating the session's
+    /// counters and (when it has none) its title from the first user message.
+    pub async fn append_messages(
+        &self,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Message>, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let stored = insert_messages!(tx, messages);
+            tx.commit().await?;
+            Ok(stored)
+        })
+    }
+
+    /// Creates a session with id `id` and stores its first messages, in one
+    /// transaction (one commit where the two steps would take two).
+    pub async fn create_session_with_messages(
+        &self,
+        id: &str,
+        new: NewSession,
+        messages: &[NewMessage],
+    ) -> Result<(Session, Vec<Message>), StoreError> {
+        let sql = format!(
+            "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
+             RETURNING {SESSION_COLUMNS}"
+        );
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let session = sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
+                .bind(id).bind(&new.user_id).bind(&new.channel)
+                .bind(&new.external_id).bind(&new.title).bind(now())
+                .fetch_one(&mut *tx).await?;
+            let stored = insert_messages!(tx, messages);
+            tx.commit().await?;
+            // Counters and title as the message inserts left them.
+            let session = Session {
+                message_count: session.message_count + stored.len() as i64,
+                tokens_in: session.tokens_in + stored.iter().map(|m| m.tokens_in).sum::<i64>(),
+                tokens_out: session.tokens_out + stored.iter().map(|m| m.tokens_out).sum::<i64>(),
+                last_message_at: stored.last().map(|m| m.created_at).or(session.last_message_at),
+                title: session.title.or_else(|| {
+                    stored.iter().find(|m| m.role == Role::User).map(|m| title_from(&m.content))
+                }),
+                ..session
+            };
+            Ok((session, stored))
+        })
+    }
+
+    /// Every message of a session (which must be the user's), oldest first.
+    pub async fn all_messages(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.get_session(user_id, session_id).await?;
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 ORDER BY seq");
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, Message>(AssertSqlSafe(sql.as_str()))
+            .bind(session_id).fetch_all(pool).await?),
+        )
+    }
+
+    /// A page of a session's messages, oldest first, and the total.
+    pub async fn list_messages(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Message>, i64), StoreError> {
+        let session = self.get_session(user_id, session_id).await?;
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 \
+             ORDER BY seq LIMIT $2 OFFSET $3"
+        );
+        let rows = with_pool!(self, pool => sqlx::query_as::<_, Message>(AssertSqlSafe(sql.as_str()))
+            .bind(session_id).bind(limit).bind(offset).fetch_all(pool).await?);
+        Ok((rows, session.message_count))
+    }
+
+    /// The current branch of a conversation: from the newest message back to the
+    /// first through the parent links, returned oldest first.
+    pub async fn conversation(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Vec<Message>, StoreError> {
+        let all = self.all_messages(user_id, session_id).await?;
+        Ok(current_branch(all))
+    }
+
+    /// Messages of `user_id` (in one session when given, else in any that is not
+    /// deleted) whose conversation hash is one of `hashes`, newest first.
+    pub async fn find_by_chain_hash(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        hashes: &[String],
+    ) -> Result<Vec<Message>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..hashes.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT {} FROM messages m JOIN sessions s ON s.id = m.session_id \
+             WHERE s.user_id = $1 AND s.status <> 'deleted' AND ($2 IS NULL OR s.id = $2) \
+             AND m.chain_hash IN ({}) ORDER BY m.seq DESC",
+            prefixed(MESSAGE_COLUMNS, "m"),
+            placeholders.join(", ")
+        );
+        Ok(with_pool!(self, pool => {
+            let mut query = sqlx::query_as::<_, Message>(AssertSqlSafe(sql.as_str())).bind(user_id).bind(session_id);
+            for hash in hashes {
+                query = query.bind(hash);
+            }
+            query.fetch_all(pool).await?
+        }))
+    }
+
+    /// Active sessions with their newest message, most recent first.
+    pub async fn summaries(
+        &self,
+        user_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let sessions = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND status = 'active' \
+             ORDER BY pinned DESC, COALESCE(last_message_at, created_at) DESC, id DESC \
+             LIMIT $2 OFFSET $3"
+        );
+        let last = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 ORDER BY seq DESC LIMIT 1"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query_as::<_, Session>(AssertSqlSafe(sessions.as_str()))
+                .bind(user_id).bind(limit).bind(offset).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for session in rows {
+                let last_message = sqlx::query_as::<_, Message>(AssertSqlSafe(last.as_str()))
+                    .bind(&session.id).fetch_optional(pool).await?;
+                out.push(SessionSummary { session, last_message });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Ranked full-text search over titles and message text of the user's
+    /// sessions that are not deleted. A title hit weighs double; a session's
+    /// score adds up its hits. Returns a page and the total.
+    pub async fn search(
+        &self,
+        user_id: &str,
+        query: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SearchHit>, i64), StoreError> {
+        let cols = prefixed(SESSION_COLUMNS, "s");
+        let rows: Vec<SearchRow> = match &self.backend {
+            Backend::Postgres(pool) => {
+                let sql = format!(
+                    "WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS query), \
+                     hits AS ( \
+                       SELECT m.session_id, ts_rank(m.content_tsv, q.query) AS rank, m.content AS text \
+                       FROM messages m JOIN sessions s ON s.id = m.session_id, q \
+                       WHERE s.user_id = $1 AND s.status <> 'deleted' AND m.content_tsv @@ q.query \
+                       UNION ALL \
+                       SELECT s.id, 2 * ts_rank(s.title_tsv, q.query), s.title \
+                       FROM sessions s, q \
+                       WHERE s.user_id = $1 AND s.status <> 'deleted' AND s.title_tsv @@ q.query), \
+                     ranked AS ( \
+                       SELECT session_id, SUM(rank) AS score, \
+                              (array_agg(text ORDER BY rank DESC))[1] AS snippet \
+                       FROM hits GROUP BY session_id) \
+                     SELECT {cols}, CAST(r.score AS DOUBLE PRECISION) AS score, r.snippet, \
+                            COUNT(*) OVER () AS total \
+                     FROM ranked r JOIN sessions s ON s.id = r.session_id \
+                     ORDER BY r.score DESC, s.updated_at DESC, s.id LIMIT $3 OFFSET $4"
+                );
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(user_id)
+                    .bind(query)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Backend::Sqlite(pool) => {
+                let Some(fts_query) = fts5_query(query) else {
+                    return Ok((Vec::new(), 0));
+                };
+                let sql = format!(
+                    "WITH hits AS ( \
+                       SELECT m.session_id AS session_id, -bm25(messages_fts) AS hit, m.content AS text \
+                       FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid \
+                       JOIN sessions s ON s.id = m.session_id \
+                       WHERE messages_fts MATCH $2 AND s.user_id = $1 AND s.status <> 'deleted' \
+                       UNION ALL \
+                       SELECT s.id, -2 * bm25(sessions_fts), s.title \
+                       FROM sessions_fts JOIN sessions s ON s.rid = sessions_fts.rowid \
+                       WHERE sessions_fts MATCH $2 AND s.user_id = $1 AND s.status <> 'deleted'), \
+                     ranked AS ( \
+                       SELECT session_id, SUM(hit) AS score, MAX(hit) AS best, text AS snippet \
+                       FROM hits GROUP BY session_id) \
+                     SELECT {cols}, CAST(r.score AS REAL) AS score, r.snippet, \
+                            COUNT(*) OVER () AS total \
+                     FROM ranked r JOIN sessions s ON s.id = r.session_id \
+                     ORDER BY r.score DESC, s.updated_at DESC, s.id LIMIT $3 OFFSET $4"
+                );
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(user_id)
+                    .bind(fts_query)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let total = rows.first().map(|r| r.total).unwrap_or(0);
+        let hits = rows
+            .into_iter()
+            .map(|r| SearchHit {
+                session: r.session,
+                score: r.score,
+                snippet: truncate_chars(r.snippet.as_deref().unwrap_or(""), 200),
+            })
+            .collect();
+        Ok((hits, total))
+    }
+
+    /// Figures for one user.
+    pub async fn stats(&self, user_id: &str) -> Result<UserStats, StoreError> {
+        let sql = "SELECT \
+             COUNT(*) AS sessions, \
+             CAST(COALESCE(SUM(CASE WHEN status = 'active' THEN 1 ELSE 0 END), 0) AS BIGINT) AS active_sessions, \
+             CAST(COALESCE(SUM(CASE WHEN status = 'archived' THEN 1 ELSE 0 END), 0) AS BIGINT) AS archived_sessions, \
+             CAST(COALESCE(SUM(CASE WHEN pinned THEN 1 ELSE 0 END), 0) AS BIGINT) AS pinned_sessions, \
+             CAST(COALESCE(SUM(message_count), 0) AS BIGINT) AS messages, \
+             CAST(0 AS BIGINT) AS user_messages, CAST(0 AS BIGINT) AS assistant_messages, \
+             CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tokens_in, \
+             CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tokens_out, \
+             MIN(created_at) AS first_session_at, MAX(last_message_at) AS last_message_at \
+             FROM sessions WHERE user_id = $1 AND status <> 'deleted'";
+        let by_role = "SELECT m.role, COUNT(*) FROM messages m JOIN sessions s ON s.id = m.session_id \
+             WHERE s.user_id = $1 AND s.status <> 'deleted' GROUP BY m.role";
+        with_pool!(self, pool => {
+            let mut stats: UserStats = sqlx::query_as(sql).bind(user_id).fetch_one(pool).await?;
+            let roles: Vec<(String, i64)> = sqlx::query_as(by_role).bind(user_id).fetch_all(pool).await?;
+            for (role, count) in roles {
+                match role.as_str() {
+                    "user" => stats.user_messages = count,
+                    "assistant" => stats.assistant_messages = count,
+                    _ => {}
+                }
+            }
+            Ok(stats)
+        })
+    }
+}
+
+/// The branch ending at the newest message, oldest first.
+fn current_branch(all: Vec<Message>) -> Vec<Message> {
+    let Some(last) = all.last() else {
+        return Vec::new();
+    };
+    let by_id: std::collections::HashMap<&str, &Message> =
+        all.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut branch = vec![last.clone()];
+    let mut cursor = last.parent_id.as_deref();
+    while let Some(id) = cursor {
+        match by_id.get(id) {
+            Some(m) if branch.len() <= all.len() => {
+                branch.push((*m).clone());
+                cursor = m.parent_id.as_deref();
+            }
+            _ => break,
+        }
+    }
+    branch.reverse();
+    branch
+}
+
+fn prefixed(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The user's words as an FTS5 query: each word quoted (so no input is FTS5
+/// syntax), all required. `None` when there is no word at all.
+fn fts5_query(input: &str) -> Option<String> {
+    let terms: Vec<String> = input
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// A title from the first user message.
+fn title_from(content: &str) -> String {
+    let line = content
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    truncate_chars(line, 80)
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts5_queries_never_carry_syntax() {
+        assert_eq!(
+            fts5_query("kube* \"OR\" -x").as_deref(),
+            Some("\"kube\" \"OR\" \"x\"")
+        );
+        assert_eq!(fts5_query("  ** "), None);
+    }
+
+    #[test]
+    fn titles_are_the_first_line_cut_at_80_chars() {
+        assert_eq!(title_from("\n  hello world \nmore"), "hello world");
+        let long = "é".repeat(100);
+        assert_eq!(title_from(&long).chars().count(), 81);
+    }
+}

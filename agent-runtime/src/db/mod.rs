@@ -1,0 +1,147 @@
+//! Conversation storage: sessions and messages in Postgres (what the operator
+//! provisions) or SQLite (the standalone default), migrated at start. Queries
+//! are written once in SQL both understand and run on whichever pool is open;
+//! only full-text search differs (tsvector + GIN vs. FTS5).
+
+mod messages;
+mod models;
+mod sessions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use messages::{NewMessage, SearchHit, UserStats};
+pub use models::{Message, Role, Session, SessionStatus, SessionSummary};
+pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
+
+use crate::settings::DatabaseTarget;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such session for this user.
+    #[error("session {0} not found")]
+    NotFound(String),
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value the runtime does not understand.
+    #[error("unexpected stored value: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Database(_) => "database",
+            Self::Migrate(_) => "migrate",
+            Self::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool is open; the body is
+/// type-checked once per backend.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::db::Backend::Postgres($pool) => $body,
+            $crate::db::Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// The conversation store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects and runs the migrations.
+    pub async fn connect(target: &DatabaseTarget) -> Result<Self, StoreError> {
+        let backend = match target {
+            DatabaseTarget::Postgres(url) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                Backend::Postgres(pool)
+            }
+            DatabaseTarget::Sqlite(path) => {
+                let memory = path == ":memory:";
+                let options = if memory {
+                    SqliteConnectOptions::from_str("sqlite::memory:")?
+                } else {
+                    SqliteConnectOptions::new()
+                        .filename(path)
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                }
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+                // An in-memory database lives in one connection: keep exactly one forever.
+                let pool = if memory {
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    SqlitePoolOptions::new().max_connections(4)
+                }
+                .connect_with(options)
+                .await?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                Backend::Sqlite(pool)
+            }
+        };
+        Ok(Self { backend })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await);
+    }
+}
+
+/// Now, truncated to microseconds (what Postgres stores).
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

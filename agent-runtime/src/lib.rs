@@ -1,0 +1,25 @@
+//! Switchboard agent runtime: the chat server every agent pod runs. An
+//! OpenAI-compatible API and a sessions API over one tenant's conversation
+//! database, calling the agent's model chain upstream.
+//!
+//! Layout: [`settings`] (config file + env), [`db`] (storage), [`providers`]
+//! (upstream models), [`context`] (token counting, trimming), [`chat`] (one
+//! turn), [`api`] (HTTP handlers), [`auth`], [`error`], [`metrics`],
+//! [`openapi`], and [`app`] (state, router, serving).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod providers;
+pub mod settings;
+
+pub use app::{AppState, SharedState, StartError, router, serve};
+pub use settings::{DatabaseTarget, Settings, SettingsError};

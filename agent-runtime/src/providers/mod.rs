@@ -1,0 +1,314 @@
+//! Model providers: the [`ChatProvider`] trait, its OpenAI-compatible and
+//! Anthropic implementations, and the [`ModelChain`] that tries the primary
+//! model and then the fallbacks. Retries, circuit breaking and rate limits wrap
+//! providers in this chain.
+
+mod anthropic;
+mod openai;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::runtime_config::{ModelConfig, ModelProvider};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+pub use anthropic::AnthropicProvider;
+pub use openai::OpenAiProvider;
+
+use crate::db::Role;
+
+/// One message sent upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptMessage {
+    /// Author.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+}
+
+/// What to ask a model.
+#[derive(Clone, Debug, Default)]
+pub struct ChatRequest {
+    /// The prompt, system messages first.
+    pub messages: Vec<PromptMessage>,
+    /// Sampling temperature (the client's, else the model config's).
+    pub temperature: Option<f64>,
+    /// Answer length cap (the client's, else the model config's).
+    pub max_output_tokens: Option<u32>,
+}
+
+/// Token usage an upstream reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+}
+
+/// A whole answer.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// Text.
+    pub content: String,
+    /// Usage, when reported.
+    pub usage: Option<Usage>,
+    /// Why it stopped (`stop`, `length`, ...).
+    pub finish_reason: String,
+}
+
+/// One event of a streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// More text.
+    Delta(String),
+    /// Usage figures (may come more than once; the last wins).
+    Usage(Usage),
+    /// The answer is complete.
+    Finished {
+        /// Why it stopped.
+        finish_reason: String,
+    },
+}
+
+/// A streamed answer; it ends after [`StreamEvent::Finished`] or with an error.
+pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
+
+/// Why a model call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream answered with an error status.
+    #[error("upstream answered {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The upstream's message (never contains our key).
+        message: String,
+        /// `Retry-After`, when sent.
+        retry_after: Option<Duration>,
+    },
+    /// No answer within the configured timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection failed or was cut.
+    #[error("upstream connection failed: {0}")]
+    Connection(String),
+    /// The answer was not in the expected format.
+    #[error("upstream sent a malformed answer: {0}")]
+    Malformed(String),
+    /// A stream ended before the answer was complete.
+    #[error("upstream stream ended before the answer was complete")]
+    Truncated,
+}
+
+impl ProviderError {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Status { status: 429, .. } => "rate_limited",
+            Self::Status { status, .. } if *status >= 500 => "server_error",
+            Self::Status { .. } => "client_error",
+            Self::Timeout(_) => "timeout",
+            Self::Connection(_) => "connection",
+            Self::Malformed(_) => "malformed",
+            Self::Truncated => "truncated",
+        }
+    }
+
+    fn from_reqwest(err: reqwest::Error) -> Self {
+        // `without_url` keeps query strings (and anything in them) out of messages.
+        let err = err.without_url();
+        if err.is_timeout() {
+            Self::Timeout(Duration::ZERO)
+        } else if err.is_decode() {
+            Self::Malformed(err.to_string())
+        } else {
+            Self::Connection(error_chain(&err))
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A model behind some wire protocol.
+pub trait ChatProvider: Send + Sync {
+    /// `openai` or `anthropic`.
+    fn provider(&self) -> &'static str;
+    /// The model name sent upstream.
+    fn model(&self) -> &str;
+    /// Asks for a whole answer.
+    fn complete<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+    /// Asks for a streamed answer; resolves once the upstream has accepted the
+    /// request (response headers received).
+    fn stream<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>>;
+}
+
+/// Shared HTTP client for upstream calls (rustls, webpki roots).
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// Builds the provider for one model config.
+pub fn build_provider(
+    client: reqwest::Client,
+    config: &ModelConfig,
+    api_key: Option<String>,
+) -> Arc<dyn ChatProvider> {
+    match config.provider {
+        ModelProvider::Openai => Arc::new(OpenAiProvider::new(client, config, api_key)),
+        ModelProvider::Anthropic => Arc::new(AnthropicProvider::new(client, config, api_key)),
+    }
+}
+
+/// The primary model followed by its fallbacks.
+#[derive(Clone)]
+pub struct ModelChain {
+    models: Vec<Arc<dyn ChatProvider>>,
+}
+
+/// Every model in the chain failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("every model failed: {}", .attempts.iter().map(|(m, e)| format!("{m}: {e}")).collect::<Vec<_>>().join("; "))]
+pub struct ChainError {
+    /// Model name and its error, in the order tried.
+    pub attempts: Vec<(String, ProviderError)>,
+}
+
+impl ChainError {
+    /// The last error, which decides the status answered.
+    pub fn last(&self) -> Option<&ProviderError> {
+        self.attempts.last().map(|(_, e)| e)
+    }
+}
+
+impl ModelChain {
+    /// A chain of providers, tried in order.
+    pub fn new(models: Vec<Arc<dyn ChatProvider>>) -> Self {
+        Self { models }
+    }
+
+    /// The providers in order.
+    pub fn models(&self) -> &[Arc<dyn ChatProvider>] {
+        &self.models
+    }
+
+    /// The first whole answer any model gives, with the provider that gave it.
+    pub async fn complete(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(Completion, Arc<dyn ChatProvider>), ChainError> {
+        let mut attempts = Vec::new();
+        for model in &self.models {
+            match model.complete(request).await {
+                Ok(completion) => return Ok((completion, model.clone())),
+                Err(err) => {
+                    tracing::warn!(model = model.model(), error = %err, "model call failed");
+                    attempts.push((model.model().to_owned(), err));
+                }
+            }
+        }
+        Err(ChainError { attempts })
+    }
+
+    /// The first stream any model starts. Fallbacks are tried only before any
+    /// text has been produced: a stream failing midway is the caller's to record.
+    pub async fn stream(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(EventStream, Arc<dyn ChatProvider>), ChainError> {
+        let mut attempts = Vec::new();
+        for model in &self.models {
+            match model.stream(request).await {
+                Ok(stream) => return Ok((stream, model.clone())),
+                Err(err) => {
+                    tracing::warn!(model = model.model(), error = %err, "model stream failed to start");
+                    attempts.push((model.model().to_owned(), err));
+                }
+            }
+        }
+        Err(ChainError { attempts })
+    }
+}
+
+/// Parses `Retry-After` given in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Turns a non-success response into [`ProviderError::Status`] with the
+/// upstream's own message when it sent one.
+async fn status_error(response: reqwest::Response) -> ProviderError {
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| body.chars().take(300).collect());
+    ProviderError::Status {
+        status,
+        message,
+        retry_after,
+    }
+}
+
+/// Sends a request, bounding the wait for response headers.
+async fn send(
+    builder: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = tokio::time::timeout(timeout, builder.send())
+        .await
+        .map_err(|_| ProviderError::Timeout(timeout))?
+        .map_err(ProviderError::from_reqwest)?;
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(status_error(response).await)
+    }
+}
+
+/// Reads a whole JSON body, bounding the wait.
+async fn read_json(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> Result<serde_json::Value, ProviderError> {
+    let bytes = tokio::time::timeout(timeout, response.bytes())
+        .await
+        .map_err(|_| ProviderError::Timeout(timeout))?
+        .map_err(ProviderError::from_reqwest)?;
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Malformed(e.to_string()))
+}
