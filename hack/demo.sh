@@ -1,7 +1,155 @@
 #!/usr/bin/env bash
-# `make demo` / `make demo-down`: the whole platform on this machine.
+# `make demo` / `make demo-down`: the whole platform on this machine. Starts the
+# local control plane and Postgres, installs the CRDs, runs the operator, applies
+# config/samples/ into the namespace `switchboard-demo`, and runs every runtime pod
+# the operator creates as a local process (kwok nodes have no kubelet; see
+# tests/src/pod_runner.rs: each process gets exactly its pod's config and secrets,
+# read from the API). The upstream is mock-llm unless OPENAI_API_KEY or
+# ANTHROPIC_API_KEY is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "make demo is not available yet: it lands with the demo issue." >&2
-echo "Meanwhile: make cluster-up; eval \"\$(make -s cluster-env)\"; see README.md." >&2
-exit 1
+root=$PWD
+state=$root/.switchboard/demo
+ns=switchboard-demo
+for dir in "$HOME/.cargo/bin" /usr/local/go/bin; do
+  case ":$PATH:" in *":$dir:"*) ;; *) [ -d "$dir" ] && PATH="$dir:$PATH" ;; esac
+done
+export PATH
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts a background process whose pid is kept in $state/NAME.pid.
+start_bg() {
+  local name=$1; shift
+  setsid nohup "$@" >"$state/$name.log" 2>&1 < /dev/null &
+  echo $! >"$state/$name.pid"
+}
+
+stop_bg() {
+  local pidfile=$1 pid
+  pid=$(cat "$pidfile" 2>/dev/null) || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+down() {
+  if [ -d "$state" ]; then
+    # The pod runner first, so runtime processes end before their database does.
+    for name in pod-runner operator mock-llm; do stop_bg "$state/$name.pid"; done
+  fi
+  if [ -f "$state/started-cluster" ]; then
+    hack/cluster.sh down
+  fi
+  rm -rf "$state"
+  echo "demo stopped"
+}
+
+up() {
+  if [ -f "$state/operator.pid" ] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
+    echo "the demo is already running (make demo-down stops it)"
+    return 0
+  fi
+  mkdir -p "$state"
+
+  step "Building the operator, the agent runtime, mock-llm and the pod runner (first time: several minutes)"
+  cargo build --locked -p operator -p agent-runtime -p tests \
+    --bin switchboard-operator --bin agent-runtime --bin mock-llm --bin pod-runner
+
+  step "Local control plane and Postgres (the first run builds Kubernetes: see README)"
+  if ! hack/cluster.sh status >/dev/null 2>&1; then
+    hack/cluster.sh up
+    touch "$state/started-cluster"
+  else
+    echo "already up"
+  fi
+  eval "$(hack/cluster.sh env)"
+
+  step "Installing the CRDs"
+  kubectl apply --server-side -f config/crd/ >/dev/null
+  kubectl wait --for condition=established --timeout=60s \
+    crd/agentdeployments.switchboard.dev crd/chatchannels.switchboard.dev >/dev/null
+  kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+  local upstream
+  if [ -n "${OPENAI_API_KEY:-}${ANTHROPIC_API_KEY:-}" ]; then
+    upstream=real
+  else
+    upstream=$(free_port)
+    step "Starting mock-llm on 127.0.0.1:$upstream (set OPENAI_API_KEY or ANTHROPIC_API_KEY for real models)"
+    start_bg mock-llm target/debug/mock-llm --listen "127.0.0.1:$upstream"
+  fi
+
+  step "Starting the operator (watching namespace $ns)"
+  start_bg operator env RUST_LOG=info SWITCHBOARD_DATABASE_ADMIN_URL="$SWITCHBOARD_DATABASE_ADMIN_URL" \
+    target/debug/switchboard-operator --namespace "$ns" --metrics-addr "127.0.0.1:$(free_port)" \
+    --runtime-image switchboard/agent-runtime:dev
+
+  step "Applying config/samples/"
+  kubectl apply -n "$ns" -f config/samples/
+  if [ "$upstream" = real ]; then
+    kubectl create secret generic model-credentials -n "$ns" \
+      --from-literal=openai-api-key="${OPENAI_API_KEY:-unset}" \
+      --from-literal=anthropic-api-key="${ANTHROPIC_API_KEY:-unset}" \
+      --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  else
+    # Point every model of the samples at the mock (a visible change to the spec).
+    local mock="http://127.0.0.1:$upstream/v1"
+    kubectl patch agd hello -n "$ns" --type merge \
+      -p "{\"spec\":{\"model\":{\"baseUrl\":\"$mock\"}}}" >/dev/null
+    kubectl patch agd support -n "$ns" --type merge -p "{\"spec\":{\"model\":{\"baseUrl\":\"$mock\"},
+      \"fallbacks\":[{\"provider\":\"openai\",\"name\":\"backup-model\",\"baseUrl\":\"$mock\"}]}}" >/dev/null
+  fi
+
+  step "Running the runtime pods as local processes"
+  start_bg pod-runner target/debug/pod-runner --kubeconfig "$KUBECONFIG" --namespace "$ns" \
+    --selector app.kubernetes.io/name=switchboard-agent --binary "$root/target/debug/agent-runtime" \
+    --workdir "$state/pods" --env RUST_LOG=info
+
+  step "Waiting for the agents to be Ready (the runtimes report their own health)"
+  if ! kubectl wait --for=condition=Ready agd --all -n "$ns" --timeout=180s; then
+    echo "not Ready in time; operator log: $state/operator.log, pods: $state/pod-runner.log" >&2
+    kubectl get agd -n "$ns" -o yaml | sed -n '/^  status:/,$p' >&2 || true
+    exit 1
+  fi
+  kubectl wait --for=condition=Ready chc --all -n "$ns" --timeout=60s >/dev/null || true
+
+  step "kubectl get switchboard -n $ns"
+  kubectl get switchboard -n "$ns"
+
+  local addr key
+  addr=$(grep -m1 "^$ns/hello-" "$state/pod-runner.log" | awk '{print $2}')
+  key=$(kubectl get secret hello-api-key -n "$ns" -o jsonpath='{.data.api-key}' | base64 -d)
+  cat <<EOF
+
+The agent 'hello' answers at $addr (its pod, run locally; in a cluster that is
+$(kubectl get agd hello -n "$ns" -o jsonpath='{.status.endpoint}')).
+
+  curl -s $addr/v1/chat/completions \\
+    -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
+    -d '{"model":"hello","messages":[{"role":"user","content":"Hello!"}]}'
+
+  .switchboard/venv/bin/python - <<'PY'   # after: hack/python-env.sh
+  from openai import OpenAI
+  client = OpenAI(base_url="$addr/v1", api_key="$key")
+  reply = client.chat.completions.create(model="hello", messages=[{"role": "user", "content": "Hello!"}])
+  print(reply.choices[0].message.content)
+  PY
+
+  eval "\$(make -s cluster-env)"; kubectl get agd -n $ns -w    # watch health
+  make demo-down                                                # stop all of it
+
+Logs: $state/{operator,pod-runner,mock-llm}.log and $state/pods/$ns/*/container.log
+EOF
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: hack/demo.sh up|down" >&2; exit 2 ;;
+esac

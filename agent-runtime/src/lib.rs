@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod providers;
 pub mod settings;
+pub mod status_report;
 
 pub use app::{AppState, SharedState, StartError, router, serve};
 pub use settings::{DatabaseTarget, Settings, SettingsError};

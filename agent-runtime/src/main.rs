@@ -8,10 +8,12 @@
 
 use std::path::PathBuf;
 
-use agent_runtime::{AppState, Settings, serve};
+use agent_runtime::status_report::{self, Health, ReporterConfig};
+use agent_runtime::{AppState, Settings, SharedState, serve};
 use anyhow::Context as _;
 use crds::runtime_config::RuntimeConfig;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 struct Args {
     config: Option<PathBuf>,
@@ -19,7 +21,8 @@ struct Args {
 }
 
 const USAGE: &str = "usage: agent-runtime [--config PATH] [--listen ADDR]\n\
-    env: SWITCHBOARD_CONFIG (config path), RUST_LOG, SWITCHBOARD_LOG_FORMAT=json|text";
+    env: SWITCHBOARD_CONFIG (config path), SWITCHBOARD_LISTEN (address), RUST_LOG,\n\
+    SWITCHBOARD_LOG_FORMAT=json|text, POD_NAME + POD_NAMESPACE (report health into status)";
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
     let mut args = Args {
@@ -94,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let mut settings = Settings::resolve(config, |name| std::env::var(name).ok())?;
-    if let Some(listen) = args.listen {
+    // `--listen` wins over SWITCHBOARD_LISTEN (set when a pod runs as a local process),
+    // which wins over the file.
+    if let Some(listen) = args
+        .listen
+        .or_else(|| std::env::var("SWITCHBOARD_LISTEN").ok())
+    {
         settings.config.server.listen = listen;
     }
     if settings.api_key.is_none() {
@@ -117,6 +125,46 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, database = state.store.kind(), "listening");
-    serve(state, listener, shutdown_signal()).await?;
+    let reporter = start_status_reporter(&state).await;
+    serve(state.clone(), listener, shutdown_signal()).await?;
+    if let Some((task, stop)) = reporter {
+        stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     Ok(())
+}
+
+/// Starts reporting this pod's health into its AgentDeployment's status when running
+/// as a pod (`POD_NAME`/`POD_NAMESPACE` set) with Kubernetes credentials.
+async fn start_status_reporter(
+    state: &SharedState,
+) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
+    let config =
+        ReporterConfig::from_env(&state.config.agent.name, |name| std::env::var(name).ok())?;
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!(error = %err, "running as a pod without Kubernetes credentials: no status reports");
+            return None;
+        }
+    };
+    tracing::info!(pod = %config.pod, interval = ?config.interval, "reporting health into the AgentDeployment's status");
+    let stop = CancellationToken::new();
+    let state = state.clone();
+    let health = move || {
+        let state = state.clone();
+        async move { current_health(&state).await }
+    };
+    let task = tokio::spawn(status_report::run(client, config, health, stop.clone()));
+    Some((task, stop))
+}
+
+/// This pod's health as reported into the status.
+async fn current_health(state: &SharedState) -> Health {
+    Health {
+        ready: state.store.ping().await.is_ok(),
+        upstream_healthy: true,
+        active_sessions: 0,
+        messages_total: 0,
+    }
 }

@@ -1,0 +1,186 @@
+//! Reports this pod's health into its AgentDeployment's `status.runtime`: every
+//! heartbeat the pod server-side-applies its own list entry (keyed by pod name) under
+//! a field manager of its own, so pods never overwrite each other and the operator
+//! can turn the entries into RuntimeReady and ModelReachable. On shutdown a last
+//! report says the pod is no longer ready.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crds::{AgentDeployment, RuntimePodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use tokio_util::sync::CancellationToken;
+
+/// Where and how often to report.
+#[derive(Clone, Debug)]
+pub struct ReporterConfig {
+    /// The AgentDeployment this pod serves.
+    pub agent: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// This pod's name.
+    pub pod: String,
+    /// Time between reports.
+    pub interval: Duration,
+    /// Runtime version reported.
+    pub version: String,
+}
+
+impl ReporterConfig {
+    /// From the environment a pod gets (`POD_NAME`, `POD_NAMESPACE`; the interval from
+    /// `SWITCHBOARD_HEARTBEAT_SECONDS`), or `None` when not running as a pod.
+    pub fn from_env(
+        agent: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Option<ReporterConfig> {
+        let pod = lookup("POD_NAME").filter(|v| !v.is_empty())?;
+        let namespace = lookup("POD_NAMESPACE").filter(|v| !v.is_empty())?;
+        let interval = lookup("SWITCHBOARD_HEARTBEAT_SECONDS")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(crds::RUNTIME_HEARTBEAT_SECONDS);
+        Some(ReporterConfig {
+            agent: agent.to_owned(),
+            namespace,
+            pod,
+            interval: Duration::from_secs(interval),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
+    /// The field manager of this pod's entry.
+    pub fn field_manager(&self) -> String {
+        format!("switchboard-runtime-{}", self.pod)
+    }
+}
+
+/// What the pod knows about itself at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The runtime serves requests (its database answers).
+    pub ready: bool,
+    /// The last upstream call succeeded (or none failed yet).
+    pub upstream_healthy: bool,
+    /// Sessions with a message within the idle timeout.
+    pub active_sessions: i64,
+    /// Messages handled since start.
+    pub messages_total: i64,
+}
+
+/// The status patch for one report.
+pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> serde_json::Value {
+    let entry = RuntimePodStatus {
+        name: config.pod.clone(),
+        ready: health.ready,
+        upstream_healthy: health.upstream_healthy,
+        active_sessions: health.active_sessions,
+        messages_total: health.messages_total,
+        last_heartbeat: Time(now),
+        version: config.version.clone(),
+    };
+    serde_json::json!({
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": { "name": config.agent },
+        "status": { "runtime": [entry] },
+    })
+}
+
+/// Reports until `shutdown` is cancelled, then sends a last not-ready report.
+/// Failures are logged and retried at the next heartbeat; they never stop the pod.
+pub async fn run<F, Fut>(
+    client: Client,
+    config: ReporterConfig,
+    health: F,
+    shutdown: CancellationToken,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Health>,
+{
+    let api: Api<AgentDeployment> = Api::namespaced(client, &config.namespace);
+    let params = PatchParams::apply(&config.field_manager()).force();
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        let patch = status_patch(&config, health().await, Timestamp::now());
+        if let Err(err) = api
+            .patch_status(&config.agent, &params, &Patch::Apply(&patch))
+            .await
+        {
+            tracing::warn!(agent = %config.agent, error = %err, "cannot report runtime status");
+        }
+    }
+    let mut last = health().await;
+    last.ready = false;
+    let patch = status_patch(&config, last, Timestamp::now());
+    if let Err(err) = api
+        .patch_status(&config.agent, &params, &Patch::Apply(&patch))
+        .await
+    {
+        tracing::warn!(agent = %config.agent, error = %err, "cannot report shutdown status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ReporterConfig {
+        ReporterConfig::from_env("support", |name| match name {
+            "POD_NAME" => Some("support-7d9-abc".into()),
+            "POD_NAMESPACE" => Some("tenant-a".into()),
+            "SWITCHBOARD_HEARTBEAT_SECONDS" => Some("5".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_the_pod_identity_from_the_environment() {
+        let c = config();
+        assert_eq!(
+            (c.pod.as_str(), c.namespace.as_str()),
+            ("support-7d9-abc", "tenant-a")
+        );
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.field_manager(), "switchboard-runtime-support-7d9-abc");
+        assert!(
+            ReporterConfig::from_env("support", |_| None).is_none(),
+            "standalone: no reporting"
+        );
+    }
+
+    #[test]
+    fn patch_carries_only_this_pods_entry() {
+        let health = Health {
+            ready: true,
+            upstream_healthy: false,
+            active_sessions: 3,
+            messages_total: 42,
+        };
+        let patch = status_patch(
+            &config(),
+            health,
+            Timestamp::from_second(1_700_000_000).unwrap(),
+        );
+        let runtime = patch["status"]["runtime"].as_array().unwrap();
+        assert_eq!(runtime.len(), 1);
+        assert_eq!(runtime[0]["name"], "support-7d9-abc");
+        assert_eq!(runtime[0]["ready"], true);
+        assert_eq!(runtime[0]["upstreamHealthy"], false);
+        assert_eq!(runtime[0]["activeSessions"], 3);
+        assert_eq!(runtime[0]["messagesTotal"], 42);
+        assert_eq!(runtime[0]["lastHeartbeat"], "2023-11-14T22:13:20Z");
+        assert!(
+            patch["status"].get("conditions").is_none(),
+            "never touches the operator's fields"
+        );
+    }
+}
