@@ -39,6 +39,13 @@ stop_bg() {
 }
 
 down() {
+  if [ -d "$state" ] && hack/cluster.sh status >/dev/null 2>&1 && [ ! -f "$state/started-cluster" ]; then
+    # The cluster stays up: delete the demo's agents while the operator still runs, so
+    # their finalizers drop (or keep, per reclaimPolicy) the databases, then the namespace.
+    eval "$(hack/cluster.sh env)"
+    kubectl delete agd --all -n "$ns" --timeout=60s >/dev/null 2>&1 || true
+    kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+  fi
   if [ -d "$state" ]; then
     # The pod runner first, so runtime processes end before their database does.
     for name in pod-runner operator mock-llm; do stop_bg "$state/$name.pid"; done
@@ -71,7 +78,7 @@ up() {
   eval "$(hack/cluster.sh env)"
 
   step "Installing the CRDs"
-  kubectl apply --server-side -f config/crd/ >/dev/null
+  kubectl apply --server-side -k config/crd/ >/dev/null
   kubectl wait --for condition=established --timeout=60s \
     crd/agentdeployments.switchboard.dev crd/chatchannels.switchboard.dev >/dev/null
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
