@@ -7,7 +7,9 @@ pub mod database;
 pub mod mock_llm;
 pub mod namespace;
 pub mod pod_runner;
+pub mod wait;
 
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
 pub use namespace::TestNamespace;
+pub use wait::{eventually, free_port};

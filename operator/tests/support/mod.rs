@@ -19,27 +19,10 @@ use switchboard_tests::{TestCluster, TestNamespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+pub use switchboard_tests::{eventually, free_port};
+
 /// Lease duration the tests run the operator with.
 pub const LEASE_SECONDS: u64 = 6;
-
-/// Polls `check` every 500 ms until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// One test's world: the cluster, a fresh namespace, and a guard that strips the
 /// operator's finalizers before the namespace is deleted (so a failed test cannot leave
@@ -222,13 +205,6 @@ pub struct Operator {
     pub metrics_port: u16,
     pub identity: String,
     pub log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Operator {

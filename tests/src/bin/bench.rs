@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
+use switchboard_tests::free_port;
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
@@ -59,13 +60,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Resident memory of a process in KiB, from /proc.
