@@ -238,7 +238,7 @@ pub enum DatabaseMode {
     /// server it is configured with, and a Secret with the credentials.
     #[default]
     Managed,
-    /// The tenant's own Postgres; `externalSecretRef` names a Secret with its URI.
+    /// The tenant's own Postgres; `externalSecretRef` names a Secret with its URL under `uri`.
     External,
 }
 
@@ -274,8 +274,8 @@ pub struct DatabaseSpec {
     /// drops it.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
-    /// External mode only: a Secret in the agent's namespace with a `uri` key (a
-    /// `postgres://` URL), or `host`, `port`, `dbname`, `user` and `password` keys.
+    /// External mode only: a Secret in the agent's namespace whose `uri` key holds a
+    /// `postgres://` URL of the tenant's database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_secret_ref: Option<LocalObjectRef>,
 }

@@ -259,6 +259,15 @@ pub struct ChannelConfig {
     pub greeting: Option<String>,
     /// Features served on this channel.
     pub features: ChannelFeatures,
+    /// Per-channel request limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<ChannelRateLimitConfig>,
+    /// Browser origins allowed to call this channel's routes (CORS); `*` allows any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Webhook settings (type `webhook` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for ChannelConfig {
@@ -270,8 +279,37 @@ impl Default for ChannelConfig {
             language: None,
             greeting: None,
             features: ChannelFeatures::default(),
+            rate_limit: None,
+            allowed_origins: Vec::new(),
+            webhook: None,
         }
     }
+}
+
+/// Per-channel request limits (requests per minute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChannelRateLimitConfig {
+    /// Requests the whole channel accepts per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Requests one user may make per minute on this channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute_per_user: Option<u32>,
+}
+
+/// A webhook channel's settings when run standalone (in a cluster they come from
+/// the ChatChannel, the key from its signing Secret).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebhookConfig {
+    /// Where answers are POSTed.
+    pub callback_url: String,
+    /// Environment variable holding the HMAC-SHA256 signing key.
+    pub signing_key_env: String,
+    /// How old (seconds) a signed timestamp may be; default 300.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp_tolerance_seconds: Option<u32>,
 }
 
 /// Features a channel serves; all on by default.
@@ -312,7 +350,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// Request and message size limits; exceeding one is a 413 or 400 with a JSON body.
+/// Request and message size limits (exceeding one is a 413 or 400 with a JSON
+/// body), upstream concurrency and its queue, retries, the circuit breaker,
+/// shutdown and logging knobs. Every field has a working default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LimitsConfig {
@@ -322,6 +362,27 @@ pub struct LimitsConfig {
     pub max_message_chars: usize,
     /// Most messages accepted in one chat completion request.
     pub max_messages: usize,
+    /// Model calls in flight at once; further turns wait in the queue.
+    pub upstream_concurrency: usize,
+    /// Turns allowed to wait for a model call slot; beyond it, 503 with Retry-After.
+    pub upstream_queue: usize,
+    /// Longest wait in the queue before a 503, in seconds.
+    pub queue_timeout_seconds: u64,
+    /// Attempts per model before the next model in the chain (1 = no retry).
+    pub retry_max_attempts: u32,
+    /// First retry delay in milliseconds; doubles per attempt, with jitter.
+    pub retry_base_delay_ms: u64,
+    /// Longest retry delay in milliseconds; a longer `Retry-After` moves on to
+    /// the next model instead of waiting.
+    pub retry_max_delay_ms: u64,
+    /// Consecutive failed calls that open a model's circuit.
+    pub circuit_failure_threshold: u32,
+    /// Seconds an open circuit skips its model before one probe is let through.
+    pub circuit_open_seconds: u64,
+    /// Seconds streams get to finish on shutdown before they end with an error event.
+    pub shutdown_grace_seconds: u64,
+    /// Log message text (prompts and answers); off by default.
+    pub log_message_content: bool,
 }
 
 impl Default for LimitsConfig {
@@ -330,6 +391,16 @@ impl Default for LimitsConfig {
             max_request_bytes: 1024 * 1024,
             max_message_chars: 32 * 1024,
             max_messages: 1000,
+            upstream_concurrency: 256,
+            upstream_queue: 1024,
+            queue_timeout_seconds: 30,
+            retry_max_attempts: 3,
+            retry_base_delay_ms: 200,
+            retry_max_delay_ms: 5000,
+            circuit_failure_threshold: 5,
+            circuit_open_seconds: 30,
+            shutdown_grace_seconds: 20,
+            log_message_content: false,
         }
     }
 }
@@ -381,6 +452,9 @@ impl RuntimeConfig {
         }
         if self.limits.max_request_bytes == 0 || self.limits.max_message_chars == 0 {
             problems.push("limits must be positive".to_owned());
+        }
+        if self.limits.upstream_concurrency == 0 {
+            problems.push("limits.upstreamConcurrency must be at least 1".to_owned());
         }
         let mut names = std::collections::BTreeSet::new();
         for channel in &self.channels {
