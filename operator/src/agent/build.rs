@@ -34,6 +34,11 @@ pub struct BuildInputs {
     pub database_url: SecretKey,
     /// Whether to build a ServiceMonitor (enabled in the spec and the CRD is served).
     pub service_monitor: bool,
+    /// Names of the ChatChannels that lead to this agent (the runtime reports their
+    /// activity into their status).
+    pub channels: Vec<String>,
+    /// Secrets holding those channels' webhook signing keys (the runtime reads them).
+    pub signing_secrets: Vec<String>,
 }
 
 /// A key of a Secret.
@@ -74,7 +79,7 @@ pub fn build_children(agent: &AgentDeployment, inputs: &BuildInputs) -> Result<C
     })?;
     Ok(Children {
         service_account: service_account(agent)?,
-        role: role(agent)?,
+        role: role(agent, inputs)?,
         role_binding: role_binding(agent)?,
         config_map: config_map(agent, &config_yaml)?,
         deployment: deployment(agent, inputs, &short_hash(config_yaml.as_bytes()))?,
@@ -197,32 +202,48 @@ fn service_account(agent: &AgentDeployment) -> Result<ServiceAccount> {
 
 /// The runtime may read the channels of its namespace and read and report the status of
 /// its own AgentDeployment, nothing else.
-fn role(agent: &AgentDeployment) -> Result<Role> {
+fn role(agent: &AgentDeployment, inputs: &BuildInputs) -> Result<Role> {
     let name = agent.name_any();
+    let mut rules = vec![
+        json!({
+            "apiGroups": [crds::GROUP],
+            "resources": ["chatchannels"],
+            "verbs": ["get", "list", "watch"],
+        }),
+        json!({
+            "apiGroups": [crds::GROUP],
+            "resources": ["agentdeployments", "agentdeployments/status"],
+            "resourceNames": [name],
+            "verbs": ["get"],
+        }),
+        json!({
+            "apiGroups": [crds::GROUP],
+            "resources": ["agentdeployments/status"],
+            "resourceNames": [name],
+            "verbs": ["patch"],
+        }),
+    ];
+    // Only this agent's channels' status, and only their signing Secrets: an empty
+    // resourceNames list would grant every object, so the rules exist only when needed.
+    if !inputs.channels.is_empty() {
+        rules.push(json!({
+            "apiGroups": [crds::GROUP],
+            "resources": ["chatchannels/status"],
+            "resourceNames": inputs.channels,
+            "verbs": ["patch"],
+        }));
+    }
+    if !inputs.signing_secrets.is_empty() {
+        rules.push(json!({
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": inputs.signing_secrets,
+            "verbs": ["get"],
+        }));
+    }
     typed(
         "Role",
-        json!({
-            "metadata": metadata(agent, &name),
-            "rules": [
-                {
-                    "apiGroups": [crds::GROUP],
-                    "resources": ["chatchannels"],
-                    "verbs": ["get", "list", "watch"],
-                },
-                {
-                    "apiGroups": [crds::GROUP],
-                    "resources": ["agentdeployments", "agentdeployments/status"],
-                    "resourceNames": [name],
-                    "verbs": ["get"],
-                },
-                {
-                    "apiGroups": [crds::GROUP],
-                    "resources": ["agentdeployments/status"],
-                    "resourceNames": [name],
-                    "verbs": ["patch"],
-                },
-            ],
-        }),
+        json!({ "metadata": metadata(agent, &name), "rules": rules }),
     )
 }
 
@@ -542,6 +563,8 @@ mod tests {
                 key: "uri".to_owned(),
             },
             service_monitor,
+            channels: Vec::new(),
+            signing_secrets: Vec::new(),
         }
     }
 
@@ -817,6 +840,38 @@ mod tests {
             (subject.kind.as_str(), subject.name.as_str()),
             ("ServiceAccount", "support")
         );
+    }
+
+    #[test]
+    fn role_grants_its_channels_status_and_signing_secrets_by_name() {
+        let with_channels = BuildInputs {
+            channels: vec!["support-web".to_owned(), "support-hook".to_owned()],
+            signing_secrets: vec!["hook-key".to_owned()],
+            ..inputs(false)
+        };
+        let children = build_children(&full(), &with_channels).unwrap();
+        let rules = children.role.rules.unwrap();
+        let status = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["chatchannels/status".to_owned()][..]))
+            .expect("chatchannels/status rule");
+        assert_eq!(status.verbs, ["patch"]);
+        assert_eq!(
+            status.resource_names.as_deref(),
+            Some(&["support-web".to_owned(), "support-hook".to_owned()][..])
+        );
+        let secrets = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["secrets".to_owned()][..]))
+            .expect("secrets rule");
+        assert_eq!(secrets.verbs, ["get"]);
+        assert_eq!(
+            secrets.resource_names.as_deref(),
+            Some(&["hook-key".to_owned()][..])
+        );
+        // Without channels neither rule exists (an empty resourceNames grants all).
+        let bare = build_children(&full(), &inputs(false)).unwrap();
+        assert_eq!(bare.role.rules.unwrap().len(), 3);
     }
 
     #[test]

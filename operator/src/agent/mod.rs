@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crds::{AgentDeployment, DatabaseMode, ReclaimPolicy};
+use crds::{AgentDeployment, ChatChannel, DatabaseMode, ReclaimPolicy};
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -49,6 +49,7 @@ struct Stores {
     services: Store<PartialObjectMeta<Service>>,
     secrets: Store<PartialObjectMeta<Secret>>,
     pods: Store<PartialObjectMeta<Pod>>,
+    channels: Store<ChatChannel>,
 }
 
 impl Stores {
@@ -62,6 +63,7 @@ impl Stores {
             self.services.wait_until_ready(),
             self.secrets.wait_until_ready(),
             self.pods.wait_until_ready(),
+            self.channels.wait_until_ready(),
         );
     }
 }
@@ -138,6 +140,12 @@ pub async fn run(
     let (services, svc_stream) = metadata_stream::<Service>(&client, ns);
     let (secrets, secret_stream) = metadata_stream::<Secret>(&client, ns);
     let (pods, pod_stream) = metadata_stream::<Pod>(&client, ns);
+    let (channels, channel_writer) = reflector::store();
+    let channel_stream =
+        tolerant_watcher::<ChatChannel>(client.clone(), ns, watcher::Config::default())
+            .default_backoff()
+            .reflect(channel_writer)
+            .touched_objects();
 
     let context = Arc::new(AgentContext {
         stores: Stores {
@@ -149,6 +157,7 @@ pub async fn run(
             services,
             secrets,
             pods,
+            channels,
         },
         shared: shared.clone(),
         database_checked: Mutex::new(HashMap::new()),
@@ -172,6 +181,13 @@ pub async fn run(
             let agent = pod.labels().get(names::INSTANCE_LABEL)?.clone();
             Some(ObjectRef::<AgentDeployment>::new(&agent).within(&pod.namespace()?))
         })
+        // The runtime's Role names the agent's channels and their signing Secrets.
+        .watches_stream(channel_stream, |channel| {
+            Some(
+                ObjectRef::<AgentDeployment>::new(&channel.spec.agent_ref.name)
+                    .within(&channel.namespace()?),
+            )
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -180,6 +196,31 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The names of the agent's ChatChannels and of their webhook signing Secrets, sorted
+/// and without duplicates (so the Role's hash is stable).
+fn agent_channels(
+    store: &Store<ChatChannel>,
+    agent: &AgentDeployment,
+) -> (Vec<String>, Vec<String>) {
+    let namespace = agent.namespace();
+    let name = agent.name_any();
+    let mut channels = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    for channel in store.state() {
+        if channel.namespace() != namespace || channel.spec.agent_ref.name != name {
+            continue;
+        }
+        channels.insert(channel.name_any());
+        if let Some(webhook) = &channel.spec.webhook {
+            secrets.insert(webhook.signing_secret_ref.name.clone());
+        }
+    }
+    (
+        channels.into_iter().collect(),
+        secrets.into_iter().collect(),
+    )
 }
 
 fn object_key(agent: &AgentDeployment) -> String {
@@ -313,11 +354,14 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     let service_monitor_wanted = agent.spec.monitoring.service_monitor.enabled;
     let service_monitor_possible =
         service_monitor_wanted && shared.service_monitor_crd_installed().await;
+    let (channels, signing_secrets) = agent_channels(&ctx.stores.channels, agent);
     let inputs = BuildInputs {
         default_image: shared.config.runtime_image.clone(),
         system_prompt_from,
         database_url,
         service_monitor: service_monitor_possible,
+        channels,
+        signing_secrets,
     };
     let children = build::build_children(agent, &inputs)?;
     let stores = &ctx.stores;
