@@ -117,34 +117,26 @@ impl FromRequestParts<SharedState> for Caller {
         let header_user = header_text(state.user_header.as_str())?
             .map(|u| valid_id(&u, &format!("header {}", state.user_header)))
             .transpose()?;
-        let channel_name = header_text(CHANNEL_HEADER)?;
         let accept_language = header_text(header::ACCEPT_LANGUAGE.as_str())?
             .and_then(|v| v.split([',', ';']).next().map(|s| s.trim().to_owned()))
             .filter(|s| !s.is_empty() && s != "*");
-        let (channel, features, language) = match channel_name {
-            None => (DEFAULT_CHANNEL.to_owned(), ChannelFeatures::default(), None),
-            Some(name) if state.config.channels.is_empty() => (
-                valid_id(&name, CHANNEL_HEADER)?,
-                ChannelFeatures::default(),
-                None,
-            ),
-            Some(name) => match state.config.channel(&name) {
-                Some(c) if c.enabled => (c.name.clone(), c.features, c.language.clone()),
-                Some(_) => {
-                    return Err(ApiError::forbidden(
-                        "channel_disabled",
-                        format!("channel {name:?} is disabled"),
-                    ));
-                }
-                None => {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::NOT_FOUND,
-                        "channel_not_found",
-                        format!("this agent has no channel {name:?}"),
-                    ));
-                }
+        // The channel: from the path (`/channels/{name}/...`, already resolved),
+        // else the header, else the default channel.
+        let settings = match parts
+            .extensions
+            .get::<crate::channels::routes::PathChannel>()
+        {
+            Some(from_path) => from_path.0.clone(),
+            None => match header_text(CHANNEL_HEADER)? {
+                Some(name) => state.channels.resolve(&valid_id(&name, CHANNEL_HEADER)?)?,
+                None => state.channels.resolve_default()?,
             },
         };
+        let (channel, features, language) = (
+            settings.name.clone(),
+            settings.features,
+            settings.language.clone(),
+        );
         Ok(Self {
             header_user,
             channel,

@@ -1,13 +1,18 @@
 //! One chat turn: build the prompt (system prompt plus trimmed history), call
 //! the model chain, and store the answer before the client sees its end. A
 //! streamed answer that fails midway is stored with its partial text and the
-//! error. Both the OpenAI API and the sessions API run turns through here.
+//! error. Both the OpenAI API and the sessions API run turns through here:
+//! [`admit`] first (rate limits), then [`complete`] or [`stream`], which hold an
+//! upstream slot ([`crate::limits::UpstreamGate`]) for the model call and end
+//! streams with an error event on shutdown or upstream failure. Each turn is a
+//! `gen_ai` span (OpenTelemetry GenAI semantic conventions).
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::app::SharedState;
 use crate::db::{Message, NewMessage, Role};
@@ -54,6 +59,8 @@ pub struct Turn {
     pub max_output_tokens: Option<u32>,
     /// Language for the fallback response.
     pub language: Option<String>,
+    /// Channel the turn came in on (metrics).
+    pub channel: String,
 }
 
 /// A finished answer.
@@ -89,6 +96,91 @@ pub struct TurnStream {
     pub message_id: String,
     /// Events, ending with [`TurnEvent::Done`] or [`TurnEvent::Failed`].
     pub events: mpsc::Receiver<TurnEvent>,
+}
+
+/// Admits a request of `user` on `channel` before anything is stored: 503 while
+/// shutting down, 429 with `Retry-After` over a rate limit or the token budget.
+pub fn admit(state: &SharedState, channel: &str, user: &str) -> Result<(), ApiError> {
+    if state.lifecycle.is_draining() {
+        return Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "this runtime is shutting down; retry (another replica will answer)",
+            )
+        });
+    }
+    state.limiter.check(channel, user).map_err(|limited| {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&[limited.scope.as_str()])
+            .inc();
+        tracing::info!(
+            scope = limited.scope.as_str(),
+            retry_after_ms = limited.retry_after.as_millis() as u64,
+            "rate limited"
+        );
+        ApiError::from(limited)
+    })
+}
+
+/// The span of one turn, with GenAI semantic-convention fields filled in as
+/// they become known.
+fn turn_span(state: &SharedState, turn: &Turn, stream: bool) -> tracing::Span {
+    let primary = state.chain.models().first();
+    tracing::info_span!(
+        "chat",
+        otel.name = %format_args!("chat {}", primary.map(|p| p.model()).unwrap_or("")),
+        gen_ai.operation.name = "chat",
+        gen_ai.system = primary.map(|p| p.provider()).unwrap_or(""),
+        gen_ai.request.model = primary.map(|p| p.model()).unwrap_or(""),
+        gen_ai.request.temperature = turn.temperature,
+        gen_ai.request.max_tokens = turn.max_output_tokens,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        session = %turn.session_id,
+        channel = %turn.channel,
+        stream,
+    )
+}
+
+fn record_outcome(span: &tracing::Span, model: &str, usage: Usage, finish: Option<&str>) {
+    span.record("gen_ai.response.model", model);
+    span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+    span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+    if let Some(finish) = finish {
+        span.record("gen_ai.response.finish_reasons", finish);
+    }
+}
+
+/// Logs the prompt's newest message and the answer when the tenant enabled it.
+fn log_content(state: &SharedState, request: &ChatRequest, answer: &str) {
+    if state.config.limits.log_message_content {
+        let prompt = request
+            .messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        tracing::info!(prompt, answer, "turn content");
+    }
+}
+
+/// Counts a finished turn's tokens and charges them to the tenant's budget.
+fn account_tokens(state: &SharedState, turn: &Turn, model: &str, usage: Usage) {
+    state.metrics.count_tokens(
+        model,
+        &turn.channel,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    );
+    state
+        .limiter
+        .charge_tokens(usage.prompt_tokens + usage.completion_tokens);
 }
 
 fn build_request(state: &SharedState, turn: &Turn) -> Result<ChatRequest, ApiError> {
@@ -252,7 +344,20 @@ fn record_attempts(state: &SharedState, err: &ChainError) {
 
 /// Runs a turn to completion.
 pub async fn complete(state: &SharedState, turn: &Turn) -> Result<Answer, ApiError> {
+    let span = turn_span(state, turn, false);
+    complete_in(state, turn, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn complete_in(
+    state: &SharedState,
+    turn: &Turn,
+    span: &tracing::Span,
+) -> Result<Answer, ApiError> {
     let request = build_request(state, turn)?;
+    let _turn = state.lifecycle.turn();
+    let _permit = state.gate.acquire().await?;
     let started = Instant::now();
     let id = NewMessage::new_id();
     match state.chain.complete(&request).await {
@@ -268,11 +373,14 @@ pub async fn complete(state: &SharedState, turn: &Turn) -> Result<Answer, ApiErr
             m.upstream_duration
                 .with_label_values(&[provider.provider(), provider.model()])
                 .observe(latency.as_secs_f64());
-            m.count_tokens(
+            account_tokens(state, turn, provider.model(), usage);
+            record_outcome(
+                span,
                 provider.model(),
-                usage.prompt_tokens,
-                usage.completion_tokens,
+                usage,
+                Some(&completion.finish_reason),
             );
+            log_content(state, &request, &completion.content);
             let message = answer_message(
                 turn,
                 id,
@@ -291,6 +399,10 @@ pub async fn complete(state: &SharedState, turn: &Turn) -> Result<Answer, ApiErr
         }
         Err(err) => {
             record_attempts(state, &err);
+            span.record(
+                "error.type",
+                err.last().map(|e| e.metric_label()).unwrap_or("unknown"),
+            );
             handle_chain_failure(state, turn, &request, err, started, id).await
         }
     }
@@ -299,7 +411,18 @@ pub async fn complete(state: &SharedState, turn: &Turn) -> Result<Answer, ApiErr
 /// Starts a streamed turn. Errors before the first byte (every model refusing
 /// and no fallback response) come back as an HTTP error instead of a stream.
 pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiError> {
+    let span = turn_span(state, &turn, true);
+    stream_in(state, turn, span.clone()).instrument(span).await
+}
+
+async fn stream_in(
+    state: &SharedState,
+    turn: Turn,
+    span: tracing::Span,
+) -> Result<TurnStream, ApiError> {
     let request = build_request(state, &turn)?;
+    let turn_guard = state.lifecycle.turn();
+    let permit = state.gate.acquire().await?;
     let started = Instant::now();
     let id = NewMessage::new_id();
     let (tx, rx) = mpsc::channel(16);
@@ -307,6 +430,10 @@ pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiEr
         Ok(ok) => ok,
         Err(err) => {
             record_attempts(state, &err);
+            span.record(
+                "error.type",
+                err.last().map(|e| e.metric_label()).unwrap_or("unknown"),
+            );
             let answer =
                 handle_chain_failure(state, &turn, &request, err, started, id.clone()).await?;
             // The fallback response, streamed as one delta.
@@ -320,7 +447,11 @@ pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiEr
     };
     let state = state.clone();
     let message_id = id.clone();
+    let task_span = span.clone();
     tokio::spawn(async move {
+        let _turn = turn_guard;
+        let _permit = permit;
+        let span = task_span;
         state.metrics.active_streams.inc();
         let mut events = events;
         let mut content = String::new();
@@ -333,6 +464,10 @@ pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiEr
                 next = events.next() => next,
                 () = tx.closed() => {
                     error = Some("client disconnected before the answer was complete".to_owned());
+                    break;
+                }
+                () = state.lifecycle.cancelled() => {
+                    error = Some("the runtime shut down before the answer was complete".to_owned());
                     break;
                 }
             };
@@ -348,7 +483,11 @@ pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiEr
                             .observe(started.elapsed().as_secs_f64());
                     }
                     content.push_str(&text);
-                    if tx.send(TurnEvent::Delta(text)).await.is_err() {
+                    let sent = tokio::select! {
+                        sent = tx.send(TurnEvent::Delta(text)) => sent.is_ok(),
+                        () = state.lifecycle.cancelled() => false,
+                    };
+                    if !sent {
                         error =
                             Some("client disconnected before the answer was complete".to_owned());
                         break;
@@ -386,11 +525,12 @@ pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiEr
         m.upstream_duration
             .with_label_values(&[provider.provider(), provider.model()])
             .observe(latency.as_secs_f64());
-        m.count_tokens(
-            provider.model(),
-            usage.prompt_tokens,
-            usage.completion_tokens,
-        );
+        account_tokens(&state, &turn, provider.model(), usage);
+        record_outcome(&span, provider.model(), usage, finish_reason.as_deref());
+        if let Some(error) = &error {
+            span.record("error.type", error.as_str());
+        }
+        log_content(&state, &request, &content);
         let record = answer_message(
             &turn,
             message_id,
@@ -429,9 +569,10 @@ pub async fn stream(state: &SharedState, turn: Turn) -> Result<TurnStream, ApiEr
                 error: "the answer could not be stored".to_owned(),
             },
         };
-        let _ = tx.send(event).await;
+        // The last event: give a slow reader a moment, never block shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(event)).await;
         state.metrics.active_streams.dec();
-    });
+    }.instrument(span.clone()));
     Ok(TurnStream {
         message_id: id,
         events: rx,

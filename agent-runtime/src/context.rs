@@ -74,6 +74,16 @@ pub fn trim(
     max_tokens: usize,
 ) -> Result<Vec<PromptMessage>, ContextOverflow> {
     use crate::db::Role;
+    // A token covers at least one byte: a prompt whose bytes (plus overheads)
+    // fit needs no counting at all (the common case; skips tokenizing history).
+    let upper_bound = REPLY_PRIMING
+        + messages
+            .iter()
+            .map(|m| PER_MESSAGE_OVERHEAD + m.content.len())
+            .sum::<usize>();
+    if upper_bound <= max_tokens {
+        return Ok(messages);
+    }
     let costs: Vec<usize> = messages
         .iter()
         .map(|m| tokenizer.message_tokens(m))

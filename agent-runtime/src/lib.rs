@@ -12,15 +12,19 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod chat;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod providers;
+pub mod request_log;
 pub mod settings;
+pub mod shutdown;
 pub mod status_report;
 
-pub use app::{AppState, SharedState, StartError, router, serve};
+pub use app::{AppState, SharedState, StartError, router, serve, serve_with_shutdown};
 pub use settings::{DatabaseTarget, Settings, SettingsError};

@@ -126,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, database = state.store.kind(), "listening");
     let reporter = start_status_reporter(&state).await;
+    let channel_tasks =
+        agent_runtime::channels::ChannelTasks::start(&state, |name| std::env::var(name).ok()).await;
     serve(state.clone(), listener, shutdown_signal()).await?;
+    channel_tasks.stop().await;
     if let Some((task, stop)) = reporter {
         stop.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;

@@ -2,13 +2,15 @@
 //! names, and the middleware that counts HTTP requests by route and status.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The runtime's metrics.
@@ -20,7 +22,7 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Time from request to the first streamed token, by model.
     pub time_to_first_token: HistogramVec,
-    /// Tokens by model and direction (`in` = prompt, `out` = generated).
+    /// Tokens by model, channel and direction (`in` = prompt, `out` = generated).
     pub tokens: IntCounterVec,
     /// Upstream calls by provider, model and outcome.
     pub upstream_requests: IntCounterVec,
@@ -28,6 +30,25 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// Streams being served now.
     pub active_streams: IntGauge,
+    /// Retries of a model call by model and the error retried.
+    pub upstream_retries: IntCounterVec,
+    /// Moves to the next model of the chain, by the model left and the model tried.
+    pub upstream_fallbacks: IntCounterVec,
+    /// Circuit state per model: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: IntGaugeVec,
+    /// Requests refused by a rate limit, by scope (`user`, `channel`, `tokens`).
+    pub rate_limited: IntCounterVec,
+    /// Turns waiting for an upstream call slot.
+    pub queue_depth: IntGauge,
+    /// Upstream calls (turns) holding a slot.
+    pub upstream_in_flight: IntGauge,
+    /// Turns refused because the queue was full or the wait too long.
+    pub queue_rejected: IntCounter,
+    /// Database operation latency by operation.
+    pub db_duration: HistogramVec,
+    /// Messages stored (user and assistant), by role.
+    pub messages: IntCounterVec,
+    messages_total: AtomicU64,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -66,7 +87,7 @@ impl Metrics {
                 "switchboard_runtime_tokens_total",
                 "Tokens by model; direction in = prompt, out = generated.",
             ),
-            &["model", "direction"],
+            &["model", "channel", "direction"],
         )?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
@@ -87,6 +108,76 @@ impl Metrics {
             "switchboard_runtime_active_streams",
             "Streamed answers in progress.",
         )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_upstream_retries_total",
+                "Model calls retried, by the error retried.",
+            ),
+            &["model", "reason"],
+        )?;
+        let upstream_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_upstream_fallbacks_total",
+                "Turns moved on to the next model of the chain.",
+            ),
+            &["from_model", "to_model"],
+        )?;
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_runtime_upstream_circuit_state",
+                "Circuit breaker state per model: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["model"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_rate_limited_requests_total",
+                "Requests refused with 429 by a rate limit, by scope.",
+            ),
+            &["scope"],
+        )?;
+        let queue_depth = IntGauge::new(
+            "switchboard_runtime_upstream_queue_depth",
+            "Turns waiting for an upstream call slot.",
+        )?;
+        let upstream_in_flight = IntGauge::new(
+            "switchboard_runtime_upstream_in_flight",
+            "Turns holding an upstream call slot.",
+        )?;
+        let queue_rejected = IntCounter::new(
+            "switchboard_runtime_upstream_queue_rejected_total",
+            "Turns refused with 503 because the upstream queue was full.",
+        )?;
+        let db_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "switchboard_runtime_database_duration_seconds",
+                "Database operation latency.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            &["operation"],
+        )?;
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_messages_total",
+                "Messages stored since start, by role.",
+            ),
+            &["role"],
+        )?;
+        for collector in [
+            Box::new(upstream_retries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_fallbacks.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(upstream_in_flight.clone()),
+            Box::new(queue_rejected.clone()),
+            Box::new(db_duration.clone()),
+            Box::new(messages.clone()),
+        ] {
+            registry.register(collector)?;
+        }
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(time_to_first_token.clone()))?;
@@ -103,7 +194,28 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             active_streams,
+            upstream_retries,
+            upstream_fallbacks,
+            circuit_state,
+            rate_limited,
+            queue_depth,
+            upstream_in_flight,
+            queue_rejected,
+            db_duration,
+            messages,
+            messages_total: AtomicU64::new(0),
         })
+    }
+
+    /// Counts stored messages.
+    pub fn count_messages(&self, role: crate::db::Role, n: u64) {
+        self.messages.with_label_values(&[role.as_str()]).inc_by(n);
+        self.messages_total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Messages stored since start.
+    pub fn messages_total(&self) -> u64 {
+        self.messages_total.load(Ordering::Relaxed)
     }
 
     /// The text exposition format.
@@ -113,13 +225,13 @@ impl Metrics {
         Ok(String::from_utf8_lossy(&buffer).into_owned())
     }
 
-    /// Adds tokens used by `model`.
-    pub fn count_tokens(&self, model: &str, tokens_in: u64, tokens_out: u64) {
+    /// Adds tokens used by `model` for a turn on `channel`.
+    pub fn count_tokens(&self, model: &str, channel: &str, tokens_in: u64, tokens_out: u64) {
         self.tokens
-            .with_label_values(&[model, "in"])
+            .with_label_values(&[model, channel, "in"])
             .inc_by(tokens_in);
         self.tokens
-            .with_label_values(&[model, "out"])
+            .with_label_values(&[model, channel, "out"])
             .inc_by(tokens_out);
     }
 }

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{openai, ops, sessions};
+use crate::api::{admin, openai, ops, sessions};
 use crate::app::SharedState;
 
 #[derive(OpenApi)]
@@ -23,7 +23,8 @@ use crate::app::SharedState;
     security(("bearer" = [])),
     tags((name = "openai", description = "OpenAI-compatible API"),
          (name = "operations", description = "Health, readiness, metrics; no API key"),
-         (name = "sessions", description = "Sessions API"))
+         (name = "sessions", description = "Sessions API"),
+         (name = "admin", description = "Tenant administration"))
 )]
 struct ApiDoc;
 
@@ -59,4 +60,5 @@ pub fn api_router() -> OpenApiRouter<SharedState> {
         .routes(routes!(sessions::list_messages, sessions::post_message))
         .routes(routes!(sessions::history))
         .routes(routes!(sessions::stats))
+        .routes(routes!(admin::failures))
 }

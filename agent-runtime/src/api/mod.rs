@@ -1,6 +1,7 @@
-//! HTTP handlers: the OpenAI-compatible API, the sessions API, and the
-//! operational endpoints.
+//! HTTP handlers: the OpenAI-compatible API, the sessions API, tenant
+//! administration, and the operational endpoints.
 
+pub mod admin;
 pub mod openai;
 pub mod ops;
 pub mod sessions;

@@ -399,7 +399,8 @@ fn longest_match(hashes: &[String], found: Vec<Message>) -> Option<(usize, Messa
     responses(
         (status = 200, description = "The answer; `text/event-stream` of chat.completion.chunk when `stream` is true", body = ChatCompletion),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody),
     ))]
 pub async fn chat_completions(
     State(state): State<SharedState>,
@@ -422,7 +423,7 @@ pub async fn chat_completions(
         ));
     }
     if request.stream && !caller.features.streaming {
-        return Err(ApiError::forbidden(
+        return Err(ApiError::bad_request(
             "feature_disabled",
             format!(
                 "channel {:?} does not stream; send stream: false",
@@ -431,6 +432,7 @@ pub async fn chat_completions(
         ));
     }
     let user = caller.user(request.user.as_deref())?;
+    chat::admit(&state, &caller.channel, &user)?;
     let conversation = conversation_id(&headers, request.metadata.as_ref())?;
     let model = request
         .model
@@ -445,6 +447,10 @@ pub async fn chat_completions(
         &messages,
     )
     .await?;
+    state
+        .channels
+        .activity
+        .record_message(&caller.channel, &session.id);
     tracing::debug!(session = %session.id, %user, stream = request.stream, "chat completion");
     let turn = Turn {
         session_id: session.id.clone(),
@@ -453,6 +459,7 @@ pub async fn chat_completions(
         temperature: request.temperature,
         max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
         language: caller.language.clone(),
+        channel: caller.channel.clone(),
     };
     let created = chrono::Utc::now().timestamp();
     if request.stream {

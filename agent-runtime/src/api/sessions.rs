@@ -35,7 +35,7 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    fn resolve(&self) -> Result<(i64, i64), ApiError> {
+    pub(crate) fn resolve(&self) -> Result<(i64, i64), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         let offset = self.offset.unwrap_or(0);
         if !(1..=MAX_PAGE).contains(&limit) {
@@ -68,7 +68,7 @@ pub struct Pagination {
 }
 
 impl Pagination {
-    fn new(limit: i64, offset: i64, total: i64) -> Self {
+    pub(crate) fn new(limit: i64, offset: i64, total: i64) -> Self {
         Self {
             limit,
             offset,
@@ -206,15 +206,42 @@ pub async fn create_session(
     extract::Json(body): extract::Json<CreateSession>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let title = body.title.as_deref().map(check_title).transpose()?;
-    let session = state
-        .store
-        .create_session(NewSession {
-            user_id: caller.user(None)?,
-            channel: caller.channel.clone(),
-            external_id: None,
-            title,
-        })
-        .await?;
+    let new = NewSession {
+        user_id: caller.user(None)?,
+        channel: caller.channel.clone(),
+        external_id: None,
+        title,
+    };
+    // A channel's greeting opens the session as its first assistant message.
+    let greeting = state
+        .channels
+        .get(&caller.channel)
+        .and_then(|c| c.greeting.clone())
+        .filter(|g| !g.trim().is_empty());
+    let session = match greeting {
+        None => state.store.create_session(new).await?,
+        Some(text) => {
+            let id = uuid::Uuid::now_v7().to_string();
+            let greeting = NewMessage {
+                id: NewMessage::new_id(),
+                session_id: id.clone(),
+                parent_id: None,
+                role: Role::Assistant,
+                tokens_in: 0,
+                tokens_out: state.tokenizer.count(&text) as i64,
+                latency_ms: None,
+                error: None,
+                model: None,
+                chain_hash: chain_hash("", Role::Assistant, &text),
+                content: text,
+            };
+            state
+                .store
+                .create_session_with_messages(&id, new, &[greeting])
+                .await?
+                .0
+        }
+    };
     Ok((StatusCode::CREATED, Json(session)))
 }
 
@@ -450,7 +477,8 @@ pub struct TurnResult {
     request_body = PostMessage,
     responses(
         (status = 201, description = "Stored messages; `text/event-stream` when `stream` is true", body = TurnResult),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn post_message(
     State(state): State<SharedState>,
     caller: Caller,
@@ -475,11 +503,12 @@ pub async fn post_message(
         ));
     }
     if body.stream && !caller.features.streaming {
-        return Err(ApiError::forbidden(
+        return Err(ApiError::bad_request(
             "feature_disabled",
             format!("channel {:?} does not stream", caller.channel),
         ));
     }
+    chat::admit(&state, &caller.channel, &user)?;
     let branch = state.store.conversation(&user, &id).await?;
     let parent = branch.last();
     let parent_hash = parent.map(|m| m.chain_hash.clone()).unwrap_or_default();
@@ -502,6 +531,7 @@ pub async fn post_message(
         }])
         .await?;
     let user_message = stored.into_iter().next().ok_or_else(ApiError::internal)?;
+    state.channels.activity.record_message(&caller.channel, &id);
     let mut history = prompt_from_stored(&branch);
     history.push(crate::providers::PromptMessage {
         role: Role::User,
@@ -517,6 +547,7 @@ pub async fn post_message(
         temperature: body.temperature,
         max_output_tokens: body.max_tokens,
         language: caller.language.clone(),
+        channel: caller.channel.clone(),
     };
     if body.stream {
         let stream = chat::stream(&state, turn).await?;

@@ -65,6 +65,31 @@ struct SearchRow {
     total: i64,
 }
 
+/// A turn whose models all failed (or whose stream broke), for the admin list.
+#[derive(Clone, Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct FailedTurn {
+    /// The stored answer (empty, partial, or the fallback response).
+    pub message_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// The session's user.
+    pub user_id: String,
+    /// The session's channel.
+    pub channel: String,
+    /// `fallback` when the tenant's fallback response was answered, else the
+    /// model whose stream broke, or none.
+    pub model: Option<String>,
+    /// Why it failed.
+    pub reason: String,
+    /// Characters of answer text stored.
+    pub answer_chars: i64,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    total: i64,
+}
+
 /// Figures for one user.
 #[derive(Clone, Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
 pub struct UserStats {
@@ -90,6 +115,32 @@ pub struct UserStats {
     pub first_session_at: Option<DateTime<Utc>>,
     /// Newest message.
     pub last_message_at: Option<DateTime<Utc>>,
+}
+
+/// One message insert with parameters `$1`..`$12` (see [`bind_one`]).
+const PG_INSERT_ONE: &str = "INSERT INTO messages (id, session_id, parent_id, role, content, \
+     model, tokens_in, tokens_out, latency_ms, error, chain_hash, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// Binds `$1`..`$12` of [`PG_INSERT_ONE`].
+fn bind_one<'q>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, Message, sqlx::postgres::PgArguments>,
+    m: &'q NewMessage,
+    at: DateTime<Utc>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, Message, sqlx::postgres::PgArguments> {
+    query
+        .bind(&m.id)
+        .bind(&m.session_id)
+        .bind(&m.parent_id)
+        .bind(m.role.as_str())
+        .bind(&m.content)
+        .bind(&m.model)
+        .bind(m.tokens_in)
+        .bind(m.tokens_out)
+        .bind(m.latency_ms)
+        .bind(&m.error)
+        .bind(&m.chain_hash)
+        .bind(at)
 }
 
 /// Inserts `$messages` in order on transaction `$tx` (any backend), updating
@@ -144,10 +195,35 @@ impl Store {
         &self,
         messages: &[NewMessage],
     ) -> Result<Vec<Message>, StoreError> {
+        let _timer = self.timer("append_messages");
+        if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
+            // One statement, one round trip: the insert and the counters
+            // together (a statement is atomic; no BEGIN/COMMIT needed).
+            let sql = format!(
+                "WITH ins AS ({PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}), \
+                 upd AS (UPDATE sessions SET message_count = message_count + 1, \
+                   tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
+                   last_message_at = $12, updated_at = $12, title = COALESCE(title, $13) \
+                   WHERE id = $2) \
+                 SELECT * FROM ins"
+            );
+            let title = (message.role == Role::User).then(|| title_from(&message.content));
+            let row = bind_one(
+                sqlx::query_as::<_, Message>(AssertSqlSafe(sql)),
+                message,
+                now(),
+            )
+            .bind(title)
+            .fetch_one(pool)
+            .await?;
+            self.count_stored(std::slice::from_ref(&row));
+            return Ok(vec![row]);
+        }
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let stored = insert_messages!(tx, messages);
             tx.commit().await?;
+            self.count_stored(&stored);
             Ok(stored)
         })
     }
@@ -165,6 +241,52 @@ impl Store {
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
              RETURNING {SESSION_COLUMNS}"
         );
+        let _timer = self.timer("create_session");
+        if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
+            // The session (with its counters already counting the message) and
+            // the message in one statement: one round trip, one commit.
+            let at = now();
+            let title = new
+                .title
+                .clone()
+                .or_else(|| (message.role == Role::User).then(|| title_from(&message.content)));
+            let sql = format!(
+                "WITH s AS (INSERT INTO sessions (id, user_id, channel, external_id, title, status, \
+                   pinned, created_at, updated_at, message_count, tokens_in, tokens_out, \
+                   last_message_at) \
+                   VALUES ($2, $13, $14, $15, $16, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
+                 {PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}"
+            );
+            debug_assert_eq!(message.session_id, id);
+            let row = bind_one(
+                sqlx::query_as::<_, Message>(AssertSqlSafe(sql)),
+                message,
+                at,
+            )
+            .bind(&new.user_id)
+            .bind(&new.channel)
+            .bind(&new.external_id)
+            .bind(&title)
+            .fetch_one(pool)
+            .await?;
+            self.count_stored(std::slice::from_ref(&row));
+            let session = Session {
+                id: id.to_owned(),
+                user_id: new.user_id,
+                channel: new.channel,
+                external_id: new.external_id,
+                title,
+                status: super::SessionStatus::Active,
+                pinned: false,
+                message_count: 1,
+                tokens_in: message.tokens_in,
+                tokens_out: message.tokens_out,
+                created_at: at,
+                updated_at: at,
+                last_message_at: Some(at),
+            };
+            return Ok((session, vec![row]));
+        }
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let session = sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
@@ -173,6 +295,7 @@ impl Store {
                 .fetch_one(&mut *tx).await?;
             let stored = insert_messages!(tx, messages);
             tx.commit().await?;
+            self.count_stored(&stored);
             // Counters and title as the message inserts left them.
             let session = Session {
                 message_count: session.message_count + stored.len() as i64,
@@ -251,6 +374,7 @@ impl Store {
             prefixed(MESSAGE_COLUMNS, "m"),
             placeholders.join(", ")
         );
+        let _timer = self.timer("find_by_chain_hash");
         Ok(with_pool!(self, pool => {
             let mut query = sqlx::query_as::<_, Message>(AssertSqlSafe(sql.as_str())).bind(user_id).bind(session_id);
             for hash in hashes {
@@ -369,6 +493,31 @@ impl Store {
             })
             .collect();
         Ok((hits, total))
+    }
+
+    /// Failed turns across all users, newest first: a page and the total.
+    pub async fn failures(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FailedTurn>, i64), StoreError> {
+        let sql = "SELECT m.id AS message_id, m.session_id, s.user_id, s.channel, m.model, \
+             m.error AS reason, CAST(LENGTH(m.content) AS BIGINT) AS answer_chars, m.created_at, \
+             COUNT(*) OVER () AS total \
+             FROM messages m JOIN sessions s ON s.id = m.session_id \
+             WHERE m.role = 'assistant' AND m.error IS NOT NULL \
+             ORDER BY m.seq DESC LIMIT $1 OFFSET $2";
+        let _timer = self.timer("failures");
+        let rows: Vec<FailedTurn> = with_pool!(self, pool => sqlx::query_as(sql)
+            .bind(limit).bind(offset).fetch_all(pool).await?);
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None if offset > 0 => with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM messages WHERE role = 'assistant' AND error IS NOT NULL")
+                .fetch_one(pool).await?),
+            None => 0,
+        };
+        Ok((rows, total))
     }
 
     /// Figures for one user.

@@ -5,6 +5,7 @@
 
 mod messages;
 mod models;
+mod outbox;
 mod sessions;
 
 use std::str::FromStr;
@@ -14,8 +15,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use messages::{NewMessage, SearchHit, UserStats};
+pub use messages::{FailedTurn, NewMessage, SearchHit, UserStats};
 pub use models::{Message, Role, Session, SessionStatus, SessionSummary};
+pub use outbox::{Delivery, NewDelivery};
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
 
 use crate::settings::DatabaseTarget;
@@ -71,6 +73,25 @@ pub(crate) use with_pool;
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    latency: Option<prometheus::HistogramVec>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+}
+
+/// Observes one operation's latency when dropped.
+pub(crate) struct Timer<'a> {
+    latency: Option<&'a prometheus::HistogramVec>,
+    operation: &'static str,
+    start: std::time::Instant,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        if let Some(latency) = self.latency {
+            latency
+                .with_label_values(&[self.operation])
+                .observe(self.start.elapsed().as_secs_f64());
+        }
+    }
 }
 
 impl Store {
@@ -115,7 +136,33 @@ impl Store {
                 Backend::Sqlite(pool)
             }
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            latency: None,
+            metrics: None,
+        })
+    }
+
+    /// Records operation latency and stored messages in `metrics`.
+    pub fn observe_with(&mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        self.latency = Some(metrics.db_duration.clone());
+        self.metrics = Some(metrics);
+    }
+
+    pub(crate) fn count_stored(&self, stored: &[Message]) {
+        if let Some(metrics) = &self.metrics {
+            for m in stored {
+                metrics.count_messages(m.role, 1);
+            }
+        }
+    }
+
+    pub(crate) fn timer(&self, operation: &'static str) -> Timer<'_> {
+        Timer {
+            latency: self.latency.as_ref(),
+            operation,
+            start: std::time::Instant::now(),
+        }
     }
 
     /// `postgres` or `sqlite`.

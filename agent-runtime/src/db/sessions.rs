@@ -154,6 +154,7 @@ impl Store {
             "SELECT {SESSION_COLUMNS} FROM sessions \
              WHERE id = $1 AND user_id = $2 AND status <> 'deleted'"
         );
+        let _timer = self.timer("get_session");
         with_pool!(self, pool => sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
             .bind(id).bind(user_id).fetch_optional(pool).await?)
         .ok_or_else(|| StoreError::NotFound(id.to_owned()))

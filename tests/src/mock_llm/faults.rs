@@ -53,6 +53,11 @@ pub struct Behaviour {
     pub reply: Option<String>,
     /// Reply with this many words instead of the echo (`words`, `x-mock-words`).
     pub words: Option<usize>,
+    /// Faults apply only to requests for this model (`model`, `x-mock-model`).
+    pub only_model: Option<String>,
+    /// Faults apply only to the first N requests carrying the same marker
+    /// (`times`, `x-mock-times`); later ones are answered normally.
+    pub times: Option<u64>,
 }
 
 const MARKER_OPEN: &str = "[[mock:";
@@ -93,6 +98,8 @@ impl Behaviour {
             "after" | "fault_after" => self.fault_after = value.trim().parse().ok(),
             "reply" => self.reply = Some(value.to_owned()),
             "words" => self.words = value.trim().parse().ok(),
+            "model" => self.only_model = Some(value.trim().to_owned()),
+            "times" => self.times = value.trim().parse().ok(),
             _ => {}
         }
     }
@@ -120,6 +127,17 @@ impl Behaviour {
         }
     }
 
+    /// Drops the injected failures (status, fault, latency), keeping the reply shape.
+    pub fn without_faults(self) -> Self {
+        Self {
+            status: None,
+            retry_after: None,
+            fault: None,
+            latency: Duration::ZERO,
+            ..self
+        }
+    }
+
     /// Chunks sent before the fault.
     pub fn fault_after(&self) -> usize {
         self.fault_after.unwrap_or(2)
@@ -131,6 +149,11 @@ fn find_marker(text: &str) -> Option<(std::ops::Range<usize>, &str)> {
     let body_start = start + MARKER_OPEN.len();
     let end = text[body_start..].find(MARKER_CLOSE)? + body_start;
     Some((start..end + MARKER_CLOSE.len(), &text[body_start..end]))
+}
+
+/// The body of the `[[mock: ...]]` marker in `text`, if any.
+pub fn marker_body(text: &str) -> Option<&str> {
+    find_marker(text).map(|(_, body)| body)
 }
 
 /// `text` without its `[[mock: ...]]` marker.

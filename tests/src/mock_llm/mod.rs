@@ -35,6 +35,15 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// The JSON body (`null` when it was not JSON).
     pub body: serde_json::Value,
+    /// When it arrived.
+    pub received_at: std::time::Instant,
+}
+
+impl RecordedRequest {
+    /// The `model` field of the body.
+    pub fn model(&self) -> Option<&str> {
+        self.body.get("model").and_then(serde_json::Value::as_str)
+    }
 }
 
 /// Shared state of a running mock.
@@ -42,6 +51,12 @@ pub struct RecordedRequest {
 pub struct MockState {
     requests: Mutex<VecDeque<RecordedRequest>>,
     total: std::sync::atomic::AtomicU64,
+    /// Requests seen per `times`-limited marker.
+    marker_counts: Mutex<std::collections::HashMap<String, u64>>,
+    /// Streamed bodies being sent now.
+    open_streams: std::sync::atomic::AtomicI64,
+    /// Streamed bodies dropped before their end (the client went away).
+    abandoned_streams: std::sync::atomic::AtomicU64,
 }
 
 impl MockState {
@@ -125,6 +140,20 @@ impl MockLlm {
             .lock()
             .map(|log| log.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Streamed responses being sent right now.
+    pub fn open_streams(&self) -> i64 {
+        self.state
+            .open_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Streamed responses whose client closed the connection before their end.
+    pub fn abandoned_streams(&self) -> u64 {
+        self.state
+            .abandoned_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many requests it has received in all.

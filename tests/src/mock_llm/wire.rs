@@ -92,6 +92,7 @@ async fn handle(
         })
         .collect(),
         body: parsed.clone().unwrap_or(Value::Null),
+        received_at: std::time::Instant::now(),
     });
     let Some(request) = parsed.filter(Value::is_object) else {
         return error_response(
@@ -115,7 +116,31 @@ async fn handle(
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
         .unwrap_or_default();
-    let behaviour = Behaviour::from_request(&headers, &last_user);
+    let mut behaviour = Behaviour::from_request(&headers, &last_user);
+    let requested_model = request.get("model").and_then(Value::as_str).unwrap_or("");
+    if behaviour
+        .only_model
+        .as_deref()
+        .is_some_and(|m| m != requested_model)
+    {
+        behaviour = behaviour.without_faults();
+    } else if let Some(times) = behaviour.times {
+        let key = super::faults::marker_body(&last_user)
+            .unwrap_or("headers")
+            .to_owned();
+        let seen = state
+            .marker_counts
+            .lock()
+            .map(|mut counts| {
+                let count = counts.entry(key).or_insert(0);
+                *count += 1;
+                *count
+            })
+            .unwrap_or(1);
+        if seen > times {
+            behaviour = behaviour.without_faults();
+        }
+    }
 
     if !behaviour.latency.is_zero() {
         tokio::time::sleep(behaviour.latency).await;
@@ -159,8 +184,8 @@ async fn handle(
     };
     match (dialect, stream) {
         (_, false) => non_streamed(dialect, ctx).await,
-        (Dialect::OpenAi, true) => sse(openai_events(&ctx), &ctx.behaviour),
-        (Dialect::Anthropic, true) => sse(anthropic_events(&ctx), &ctx.behaviour),
+        (Dialect::OpenAi, true) => sse(openai_events(&ctx), &ctx.behaviour, state),
+        (Dialect::Anthropic, true) => sse(anthropic_events(&ctx), &ctx.behaviour, state),
     }
 }
 
@@ -358,7 +383,37 @@ fn preamble_len(events: &[String]) -> usize {
     }
 }
 
-fn sse(events: Vec<String>, behaviour: &Behaviour) -> Response {
+/// Counts a streamed body as open while it lives; dropped before its end, it
+/// counts as abandoned.
+struct StreamGuard {
+    state: Arc<MockState>,
+    finished: bool,
+}
+
+impl StreamGuard {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.state.open_streams.fetch_sub(1, Ordering::SeqCst);
+        if !self.finished {
+            self.state.abandoned_streams.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn sse(events: Vec<String>, behaviour: &Behaviour, state: Arc<MockState>) -> Response {
+    state
+        .open_streams
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut guard = StreamGuard {
+        state,
+        finished: false,
+    };
     let cut = preamble_len(&events) + behaviour.fault_after();
     let delay = behaviour.chunk_delay;
     let head = match behaviour.fault {
@@ -388,7 +443,11 @@ fn sse(events: Vec<String>, behaviour: &Behaviour) -> Response {
         })
         .boxed(),
     };
-    let body: ChunkStream = head.chain(tail).boxed();
+    let end = stream::poll_fn(move |_| {
+        guard.finish();
+        std::task::Poll::Ready(None::<Result<Bytes, std::io::Error>>)
+    });
+    let body: ChunkStream = head.chain(tail).chain(end).boxed();
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")

@@ -1,0 +1,348 @@
+//! Delivers webhook answers from the outbox: produces the answer of each
+//! pending message (when not done yet), POSTs it signed to the callback URL,
+//! and retries with exponential backoff and jitter until the callback accepts
+//! it, across restarts; delivered rows are marked done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::signing::{self, DELIVERY_HEADER, SIGNATURE_HEADER, SigningKeys, TIMESTAMP_HEADER};
+use super::webhook::{WebhookAnswer, store_user_message};
+use crate::app::SharedState;
+use crate::chat::{self, Anchor, Turn};
+use crate::db::Delivery;
+
+/// How long a worker holds a delivery before another may take it over.
+const LEASE: Duration = Duration::from_secs(120);
+/// How often the outbox is polled when nothing wakes the dispatcher.
+const POLL: Duration = Duration::from_secs(1);
+/// Deliveries worked on at once.
+const CONCURRENCY: usize = 8;
+/// A delivery still failing after this long is given up (marked `failed`).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Finished rows are kept this long: longer than the widest replay window
+/// (timestamps up to 3600 s either side of now), after which replays are
+/// refused by their timestamp.
+const KEEP_FINISHED: Duration = Duration::from_secs(3 * 3600);
+/// Timeout of one callback POST.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Retry delays: `base * 2^attempt`, capped, with full jitter over the upper half.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// First delay.
+    pub base: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt + 1`, given a random `jitter` in [0, 1).
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max);
+        exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+fn jitter() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// The webhook machinery shared by the handler and the dispatcher.
+pub struct WebhookDelivery {
+    /// Signing keys of the webhook channels.
+    pub keys: SigningKeys,
+    wake: Notify,
+    http: reqwest::Client,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for WebhookDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDelivery")
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookDelivery {
+    /// With keys from `keys` and the default backoff.
+    pub fn new(keys: SigningKeys, http: reqwest::Client) -> Self {
+        Self::with_backoff(keys, http, Backoff::default())
+    }
+
+    /// With a given backoff.
+    pub fn with_backoff(keys: SigningKeys, http: reqwest::Client, backoff: Backoff) -> Self {
+        Self {
+            keys,
+            wake: Notify::new(),
+            http,
+            backoff,
+        }
+    }
+
+    /// Tells the dispatcher there is new work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Works the outbox until `shutdown` is cancelled.
+pub async fn run(state: SharedState, shutdown: CancellationToken) {
+    let workers = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut last_purge = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = state.webhooks.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if last_purge.elapsed() > Duration::from_secs(600) {
+            last_purge = std::time::Instant::now();
+            if let Err(err) = state
+                .store
+                .purge_deliveries(now_ms() - millis(KEEP_FINISHED))
+                .await
+            {
+                tracing::warn!(error = %err, "cannot purge finished webhook deliveries");
+            }
+        }
+        let due = match state
+            .store
+            .due_deliveries(now_ms(), CONCURRENCY as i64)
+            .await
+        {
+            Ok(due) => due,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the webhook outbox");
+                continue;
+            }
+        };
+        for delivery in due {
+            let Ok(permit) = workers.clone().acquire_owned().await else {
+                return;
+            };
+            let now = now_ms();
+            match state
+                .store
+                .claim_delivery(&delivery.id, now, now + millis(LEASE))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::warn!(delivery = %delivery.id, error = %err, "cannot claim a webhook delivery");
+                    continue;
+                }
+            }
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                process(&state, delivery).await;
+            });
+        }
+    }
+}
+
+/// Why one attempt did not deliver.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("channel {0} is no longer a webhook channel of this agent")]
+    ChannelGone(String),
+    #[error("signing key unavailable: {0}")]
+    Key(#[from] signing::KeyError),
+    #[error("cannot produce the answer: {0}")]
+    Answer(String),
+    #[error("callback unreachable: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("callback answered HTTP {0}")]
+    Status(u16),
+}
+
+async fn process(state: &SharedState, delivery: Delivery) {
+    let id = delivery.id.clone();
+    let result = attempt(state, delivery.clone()).await;
+    let outcome = match result {
+        Ok(()) => state.store.mark_delivered(&id, now_ms()).await,
+        Err(err) => {
+            let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
+            let delay = state.webhooks.backoff.delay(attempts, jitter());
+            let give_up = now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
+            if give_up {
+                tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "webhook delivery given up");
+            } else {
+                tracing::warn!(delivery = %id, channel = %delivery.channel, attempt = attempts + 1,
+                    retry_in_ms = delay.as_millis() as u64, error = %err, "webhook delivery failed; will retry");
+            }
+            state
+                .store
+                .reschedule_delivery(&id, now_ms() + millis(delay), &err.to_string(), give_up)
+                .await
+        }
+    };
+    if let Err(err) = outcome {
+        tracing::error!(delivery = %id, error = %err, "cannot record a webhook delivery's outcome");
+    }
+}
+
+async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), AttemptError> {
+    let channel = state
+        .channels
+        .get(&delivery.channel)
+        .filter(|c| c.webhook.is_some())
+        .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
+    let Some(webhook) = channel.webhook.clone() else {
+        return Err(AttemptError::ChannelGone(delivery.channel.clone()));
+    };
+    let key = state.webhooks.keys.key(&webhook.key).await?;
+    // A crash between accepting and storing: store the message now.
+    if delivery.user_message_id.is_none() || delivery.session_id.is_none() {
+        let (session, message_id) = store_user_message(
+            state,
+            &delivery.channel,
+            &delivery.user_id,
+            &delivery.conversation_id,
+            &delivery.text,
+        )
+        .await
+        .map_err(|e| AttemptError::Answer(e.message))?;
+        state
+            .store
+            .set_delivery_message(&delivery.id, &session.id, &message_id)
+            .await
+            .map_err(|e| AttemptError::Answer(e.to_string()))?;
+        delivery.session_id = Some(session.id);
+        delivery.user_message_id = Some(message_id);
+    }
+    let (Some(session_id), Some(user_message_id)) = (
+        delivery.session_id.clone(),
+        delivery.user_message_id.clone(),
+    ) else {
+        return Err(AttemptError::Answer("the message is not stored".to_owned()));
+    };
+    let (answer_id, answer) = match (&delivery.answer_message_id, &delivery.answer) {
+        (Some(id), Some(text)) => (id.clone(), text.clone()),
+        _ => {
+            let (id, text) = produce_answer(
+                state,
+                &delivery,
+                &session_id,
+                &user_message_id,
+                channel.language.clone(),
+            )
+            .await?;
+            state
+                .store
+                .set_delivery_answer(&delivery.id, &id, &text)
+                .await
+                .map_err(|e| AttemptError::Answer(e.to_string()))?;
+            (id, text)
+        }
+    };
+    let body = serde_json::to_vec(&WebhookAnswer {
+        delivery_id: delivery.id.clone(),
+        channel: delivery.channel.clone(),
+        conversation_id: delivery.conversation_id.clone(),
+        user: delivery.user_id.clone(),
+        message_id: answer_id,
+        in_reply_to: user_message_id,
+        text: answer,
+    })
+    .map_err(|e| AttemptError::Answer(e.to_string()))?;
+    let timestamp = chrono::Utc::now().timestamp();
+    let response = state
+        .webhooks
+        .http
+        .post(&delivery.callback_url)
+        .timeout(CALLBACK_TIMEOUT)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(SIGNATURE_HEADER, signing::sign(&key, timestamp, &body))
+        .header(DELIVERY_HEADER, &delivery.id)
+        .body(body)
+        .send()
+        .await
+        .map_err(AttemptError::Unreachable)?;
+    if !response.status().is_success() {
+        return Err(AttemptError::Status(response.status().as_u16()));
+    }
+    tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "webhook answer delivered");
+    Ok(())
+}
+
+async fn produce_answer(
+    state: &SharedState,
+    delivery: &Delivery,
+    session_id: &str,
+    user_message_id: &str,
+    language: Option<String>,
+) -> Result<(String, String), AttemptError> {
+    let branch = state
+        .store
+        .conversation(&delivery.user_id, session_id)
+        .await
+        .map_err(|e| AttemptError::Answer(e.to_string()))?;
+    // The conversation up to the message being answered.
+    let end = branch
+        .iter()
+        .position(|m| m.id == user_message_id)
+        .ok_or_else(|| AttemptError::Answer("the message is no longer stored".to_owned()))?;
+    let anchor = Anchor {
+        id: branch[end].id.clone(),
+        hash: branch[end].chain_hash.clone(),
+    };
+    let turn = Turn {
+        session_id: session_id.to_owned(),
+        anchor,
+        history: chat::prompt_from_stored(&branch[..=end]),
+        temperature: None,
+        max_output_tokens: None,
+        language,
+        channel: delivery.channel.clone(),
+    };
+    let answer = chat::complete(state, &turn)
+        .await
+        .map_err(|e| AttemptError::Answer(e.message))?;
+    Ok((answer.message.id, answer.message.content))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        assert_eq!(b.delay(0, 1.0), Duration::from_millis(100));
+        assert_eq!(b.delay(0, 0.0), Duration::from_millis(50));
+        assert_eq!(b.delay(3, 1.0), Duration::from_millis(800));
+        assert_eq!(b.delay(30, 1.0), Duration::from_secs(2));
+        assert!(b.delay(30, 0.3) >= Duration::from_secs(1));
+    }
+}

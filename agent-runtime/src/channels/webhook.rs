@@ -1,0 +1,268 @@
+//! `POST /channels/{name}/webhook`: a signed inbound message on a webhook
+//! channel. Verified (HMAC over timestamp and body, timestamp within the
+//! channel's tolerance, no replays), stored durably with an outbox row, and
+//! answered `202 Accepted`; the answer is produced and delivered to the
+//! channel's callback URL in the background (see [`super::delivery`]).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use crds::runtime_config::ChannelType;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::signing::{self, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
+use crate::app::SharedState;
+use crate::auth::valid_id;
+use crate::chat::chain_hash;
+use crate::db::{NewDelivery, NewMessage, Role, Session};
+use crate::error::{ApiError, ErrorBody, extract};
+
+/// An inbound webhook message.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookMessage {
+    /// The sender's conversation id: messages with the same id share a session.
+    pub conversation_id: String,
+    /// The sender's user id.
+    pub user: String,
+    /// The message text.
+    pub text: String,
+}
+
+/// The answer to an accepted message.
+#[derive(Serialize, ToSchema, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAccepted {
+    /// Id of the answer's delivery (sent again as `X-Switchboard-Delivery`).
+    pub delivery_id: String,
+    /// The session the conversation maps to.
+    pub session_id: String,
+    /// The stored user message.
+    pub message_id: String,
+}
+
+/// The JSON POSTed to the callback URL, signed like inbound messages.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAnswer {
+    /// Delivery id: the same on every retry; deduplicate on it.
+    pub delivery_id: String,
+    /// Channel name.
+    pub channel: String,
+    /// The sender's conversation id.
+    pub conversation_id: String,
+    /// The sender's user id.
+    pub user: String,
+    /// Id of the stored answer.
+    pub message_id: String,
+    /// Id of the user message it answers.
+    pub in_reply_to: String,
+    /// The answer.
+    pub text: String,
+}
+
+fn unauthorized(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// The replay key of an inbound message: its signature covers timestamp and body.
+fn inbound_key(timestamp: i64, signature: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(timestamp.to_string().as_bytes());
+    hasher.update(b".");
+    hasher.update(signature.trim().to_ascii_lowercase().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Receives a signed message.
+#[utoipa::path(post, path = "/channels/{name}/webhook", tag = "channels",
+    params(
+        ("name" = String, Path, description = "The ChatChannel (type webhook)"),
+        ("x-switchboard-timestamp" = String, Header, description = "Unix seconds when signed"),
+        ("x-switchboard-signature" = String, Header, description = "sha256=<hex HMAC-SHA256 over \"<timestamp>.<raw body>\"> with the channel's signing key"),
+    ),
+    request_body = WebhookMessage,
+    security(()),
+    responses(
+        (status = 202, description = "Stored; the answer will be POSTed to the channel's callback URL", body = WebhookAccepted),
+        (status = 400, body = ErrorBody), (status = 401, description = "Missing or bad signature, or a stale timestamp", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "This signed message was accepted before", body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn receive(
+    State(state): State<SharedState>,
+    extract::Path(name): extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let channel = state.channels.resolve(&name)?;
+    let webhook = match (&channel.webhook, channel.channel_type) {
+        (Some(webhook), ChannelType::Webhook) => webhook.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_a_webhook_channel",
+                format!("channel {name:?} is not a webhook channel with webhook settings"),
+            ));
+        }
+    };
+    let key = state.webhooks.keys.key(&webhook.key).await.map_err(|err| {
+        tracing::warn!(channel = %name, error = %err, "webhook signing key unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing_key_unavailable",
+            "the channel's signing key cannot be read; try again later",
+        )
+    })?;
+    let text_header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let signature = text_header(SIGNATURE_HEADER);
+    let timestamp = signing::verify(
+        &key,
+        text_header(TIMESTAMP_HEADER),
+        signature,
+        &body,
+        chrono::Utc::now().timestamp(),
+        webhook.tolerance,
+    )
+    .map_err(|err| {
+        tracing::info!(channel = %name, reason = %err, "webhook message refused");
+        match err {
+            SignatureError::Stale => unauthorized(
+                "stale_timestamp",
+                format!(
+                    "timestamp is more than {}s from now: the message is replayed or stale; sign it again",
+                    webhook.tolerance.as_secs()
+                ),
+            ),
+            other => unauthorized("invalid_signature", other.to_string()),
+        }
+    })?;
+    let message: WebhookMessage = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("body must be {{\"conversationId\", \"user\", \"text\"}}: {e}"),
+        )
+    })?;
+    let user = valid_id(&message.user, "`user`")?;
+    let conversation = valid_id(&message.conversation_id, "`conversationId`")?;
+    let chars = message.text.chars().count();
+    if message.text.trim().is_empty() || chars > state.config.limits.max_message_chars {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "text must be 1 to {} characters",
+                state.config.limits.max_message_chars
+            ),
+        ));
+    }
+    crate::chat::admit(&state, &name, &user)?;
+    let delivery_id = uuid::Uuid::now_v7().to_string();
+    let inserted = state
+        .store
+        .insert_delivery(&NewDelivery {
+            id: delivery_id.clone(),
+            channel: name.clone(),
+            inbound_key: inbound_key(timestamp, signature.unwrap_or_default()),
+            conversation_id: conversation.clone(),
+            user_id: user.clone(),
+            text: message.text.clone(),
+            callback_url: webhook.callback_url.clone(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        })
+        .await?;
+    if !inserted {
+        tracing::info!(channel = %name, "webhook message replayed; refused");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "replayed",
+            "this signed message was accepted before (replay refused); sign new messages with a new timestamp",
+        ));
+    }
+    let (session, message_id) = match store_user_message(
+        &state,
+        &name,
+        &user,
+        &conversation,
+        &message.text,
+    )
+    .await
+    {
+        Ok(stored) => stored,
+        Err(err) => {
+            // Not stored: forget the outbox row so the sender's retry is accepted.
+            if let Err(e) = state.store.delete_delivery(&delivery_id).await {
+                tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a failed webhook delivery");
+            }
+            return Err(err);
+        }
+    };
+    state
+        .store
+        .set_delivery_message(&delivery_id, &session.id, &message_id)
+        .await?;
+    state.channels.activity.record_message(&name, &session.id);
+    state.webhooks.wake();
+    tracing::info!(channel = %name, delivery = %delivery_id, session = %session.id, "webhook message accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WebhookAccepted {
+            delivery_id,
+            session_id: session.id,
+            message_id,
+        }),
+    )
+        .into_response())
+}
+
+/// Stores `text` as the next user message of the conversation's session.
+pub(crate) async fn store_user_message(
+    state: &SharedState,
+    channel: &str,
+    user: &str,
+    conversation: &str,
+    text: &str,
+) -> Result<(Session, String), ApiError> {
+    let session = state
+        .store
+        .session_for_conversation(user, channel, conversation)
+        .await?;
+    let branch = state.store.conversation(user, &session.id).await?;
+    let parent = branch.last();
+    let id = NewMessage::new_id();
+    state
+        .store
+        .append_messages(&[NewMessage {
+            id: id.clone(),
+            session_id: session.id.clone(),
+            parent_id: parent.map(|m| m.id.clone()),
+            role: Role::User,
+            content: text.to_owned(),
+            model: None,
+            tokens_in: state.tokenizer.count(text) as i64,
+            tokens_out: 0,
+            latency_ms: None,
+            error: None,
+            chain_hash: chain_hash(
+                parent.map(|m| m.chain_hash.as_str()).unwrap_or_default(),
+                Role::User,
+                text,
+            ),
+        }])
+        .await?;
+    Ok((session, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_keys_ignore_hex_case_but_not_the_timestamp() {
+        assert_eq!(inbound_key(1, "sha256=AB"), inbound_key(1, "sha256=ab"));
+        assert_ne!(inbound_key(1, "sha256=ab"), inbound_key(2, "sha256=ab"));
+    }
+}

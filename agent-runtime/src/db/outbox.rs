@@ -1,0 +1,188 @@
+//! The webhook outbox: inbound webhook messages and the delivery of their
+//! answers, kept until the callback accepts them. Several pods may share the
+//! table: a row is worked on by whoever claims its lease.
+
+use sqlx::AssertSqlSafe;
+
+use super::{Store, StoreError, with_pool};
+
+/// A row as inserted when a webhook message is accepted.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    /// Delivery id (also sent as `X-Switchboard-Delivery`).
+    pub id: String,
+    /// Channel name.
+    pub channel: String,
+    /// Digest of the inbound timestamp and signature (replay key).
+    pub inbound_key: String,
+    /// The sender's conversation id.
+    pub conversation_id: String,
+    /// The sender's user id.
+    pub user_id: String,
+    /// The message text.
+    pub text: String,
+    /// Where the answer goes.
+    pub callback_url: String,
+    /// Unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// A pending delivery.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Delivery {
+    /// Delivery id.
+    pub id: String,
+    /// Channel name.
+    pub channel: String,
+    /// The sender's conversation id.
+    pub conversation_id: String,
+    /// The sender's user id.
+    pub user_id: String,
+    /// The message text.
+    pub text: String,
+    /// Where the answer goes.
+    pub callback_url: String,
+    /// The session, once the user message is stored.
+    pub session_id: Option<String>,
+    /// The stored user message.
+    pub user_message_id: Option<String>,
+    /// The stored answer.
+    pub answer_message_id: Option<String>,
+    /// The answer's text, once produced.
+    pub answer: Option<String>,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// When it was accepted (unix milliseconds).
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, channel, conversation_id, user_id, text, callback_url, session_id, \
+    user_message_id, answer_message_id, answer, attempts, created_at";
+
+impl Store {
+    /// Inserts a delivery; `false` when the same inbound message (channel and
+    /// replay key) was accepted before.
+    pub async fn insert_delivery(&self, new: &NewDelivery) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO webhook_outbox (id, channel, inbound_key, conversation_id, user_id, \
+            text, callback_url, status, attempts, next_attempt_at, created_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
+            ON CONFLICT (channel, inbound_key) DO NOTHING";
+        let done = with_pool!(self, pool => sqlx::query(sql)
+            .bind(&new.id).bind(&new.channel).bind(&new.inbound_key).bind(&new.conversation_id)
+            .bind(&new.user_id).bind(&new.text).bind(&new.callback_url).bind(new.now_ms)
+            .execute(pool).await?.rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Forgets a delivery whose message could not be stored (the sender was told
+    /// to retry).
+    pub async fn delete_delivery(&self, id: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM webhook_outbox WHERE id = $1")
+            .bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Records the stored user message of a delivery.
+    pub async fn set_delivery_message(
+        &self,
+        id: &str,
+        session_id: &str,
+        user_message_id: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET session_id = $2, user_message_id = $3 WHERE id = $1")
+            .bind(id).bind(session_id).bind(user_message_id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Records the answer of a delivery.
+    pub async fn set_delivery_answer(
+        &self,
+        id: &str,
+        answer_message_id: &str,
+        answer: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET answer_message_id = $2, answer = $3 WHERE id = $1")
+            .bind(id).bind(answer_message_id).bind(answer).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Pending deliveries due at `now_ms` and not leased by anyone, oldest first.
+    pub async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM webhook_outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+             AND (locked_until IS NULL OR locked_until < $1) ORDER BY created_at LIMIT $2"
+        );
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql.as_str()))
+            .bind(now_ms).bind(limit).fetch_all(pool).await?),
+        )
+    }
+
+    /// Takes the lease on a delivery until `until_ms`; `false` when another
+    /// worker holds it or it is no longer pending.
+    pub async fn claim_delivery(
+        &self,
+        id: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET locked_until = $3 WHERE id = $1 AND status = 'pending' \
+                 AND (locked_until IS NULL OR locked_until < $2)")
+            .bind(id).bind(now_ms).bind(until_ms).execute(pool).await?.rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Marks a delivery done.
+    pub async fn mark_delivered(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET status = 'delivered', delivered_at = $2, \
+                 attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id = $1")
+            .bind(id).bind(now_ms).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Schedules another attempt (or gives up with `failed`), releasing the lease.
+    pub async fn reschedule_delivery(
+        &self,
+        id: &str,
+        next_attempt_ms: i64,
+        error: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        let status = if give_up { "failed" } else { "pending" };
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
+                 last_error = $4, locked_until = NULL WHERE id = $1")
+            .bind(id).bind(status).bind(next_attempt_ms).bind(error).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Releases the lease without counting an attempt (the answer is not ready).
+    pub async fn release_delivery(&self, id: &str, next_attempt_ms: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET next_attempt_at = $2, locked_until = NULL WHERE id = $1")
+            .bind(id).bind(next_attempt_ms).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Counts deliveries by status (`pending`, `delivered`, `failed`).
+    pub async fn count_deliveries(&self, status: &str) -> Result<i64, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM webhook_outbox WHERE status = $1")
+            .bind(status).fetch_one(pool).await?))
+    }
+
+    /// Removes finished deliveries older than `before_ms`.
+    pub async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query(
+                "DELETE FROM webhook_outbox WHERE status <> 'pending' AND created_at < $1")
+            .bind(before_ms).execute(pool).await?.rows_affected()))
+    }
+}

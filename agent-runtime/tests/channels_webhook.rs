@@ -1,0 +1,482 @@
+//! The webhook channel: signed inbound messages (bad signatures, stale
+//! timestamps and replays refused), answers POSTed signed to the callback URL,
+//! retried with backoff while the callback fails, across a runtime restart,
+//! delivered exactly once.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_runtime::channels::ChannelTasks;
+use agent_runtime::channels::signing::sign;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use common::{Db, Harness};
+use crds::runtime_config::{ChannelConfig, ChannelType, RuntimeConfig, WebhookConfig};
+use serde_json::{Value, json};
+use switchboard_tests::mock_llm::MockLlm;
+use switchboard_tests::wait::eventually;
+
+const KEY: &str = "whsec-test-key";
+const KEY_ENV: &str = "HOOK_SIGNING_KEY";
+
+/// A callback receiver: records what it gets; answers 500 while `failing`.
+#[derive(Clone, Default)]
+struct Callback {
+    received: Arc<Mutex<Vec<(HeaderMap, Bytes, u16)>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Callback {
+    async fn start(failing: bool) -> (Self, String) {
+        let callback = Self::default();
+        callback.failing.store(failing, Ordering::SeqCst);
+        let state = callback.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    let status = if state.failing.load(Ordering::SeqCst) {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    };
+                    state
+                        .received
+                        .lock()
+                        .expect("lock")
+                        .push((headers, body, status.as_u16()));
+                    status
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (callback, url)
+    }
+
+    fn accepted(&self) -> Vec<(HeaderMap, Bytes)> {
+        self.received
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, _, status)| *status == 200)
+            .map(|(h, b, _)| (h.clone(), b.clone()))
+            .collect()
+    }
+
+    fn attempts(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+}
+
+fn webhook_channel(config: &mut RuntimeConfig, callback_url: &str) {
+    config.channels = vec![
+        ChannelConfig {
+            name: "hooks".into(),
+            channel_type: ChannelType::Webhook,
+            webhook: Some(WebhookConfig {
+                callback_url: callback_url.to_owned(),
+                signing_key_env: KEY_ENV.into(),
+                timestamp_tolerance_seconds: Some(60),
+            }),
+            ..ChannelConfig::default()
+        },
+        ChannelConfig {
+            name: "web".into(),
+            ..ChannelConfig::default()
+        },
+    ];
+}
+
+async fn start(db: Db, callback_url: &str) -> (Harness, ChannelTasks) {
+    let url = callback_url.to_owned();
+    let h = Harness::start_with(db, move |config, _| webhook_channel(config, &url)).await;
+    h.state
+        .webhooks
+        .keys
+        .set_lookup(|name| (name == KEY_ENV).then(|| KEY.to_owned()));
+    let tasks = ChannelTasks::start(&h.state, |_| None).await;
+    (h, tasks)
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    timestamp: i64,
+    signature: Option<String>,
+) -> (u16, Value) {
+    let raw = serde_json::to_vec(body).expect("json");
+    let signature = signature.unwrap_or_else(|| sign(KEY.as_bytes(), timestamp, &raw));
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-switchboard-timestamp", timestamp.to_string())
+        .header("x-switchboard-signature", signature)
+        .body(raw)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn message(text: &str) -> Value {
+    json!({"conversationId": "conv-1", "user": "carol", "text": text})
+}
+
+/// Checks one delivery's signature and returns its JSON.
+fn verified(headers: &HeaderMap, body: &Bytes) -> Value {
+    let timestamp: i64 = headers["x-switchboard-timestamp"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("unix seconds");
+    assert_eq!(
+        headers["x-switchboard-signature"].to_str().expect("text"),
+        sign(KEY.as_bytes(), timestamp, body),
+        "the callback is signed with the channel's key"
+    );
+    assert!((now() - timestamp).abs() < 60);
+    serde_json::from_slice(body).expect("json answer")
+}
+
+async fn a_signed_message_is_answered_at_the_callback(db: Db) {
+    let (callback, url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &url).await;
+    let (status, accepted) = send(
+        &h.client,
+        &h.url("/channels/hooks/webhook"),
+        &message("what are your opening hours?"),
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let delivery_id = accepted["deliveryId"]
+        .as_str()
+        .expect("delivery id")
+        .to_owned();
+    let delivered = eventually(
+        Duration::from_secs(15),
+        "the answer at the callback",
+        || {
+            let got = callback.accepted();
+            async move { got.into_iter().next() }
+        },
+    )
+    .await;
+    let answer = verified(&delivered.0, &delivered.1);
+    assert_eq!(answer["deliveryId"], delivery_id.as_str());
+    assert_eq!(delivered.0["x-switchboard-delivery"], delivery_id.as_str());
+    assert_eq!(answer["conversationId"], "conv-1");
+    assert_eq!(answer["user"], "carol");
+    assert_eq!(answer["inReplyTo"], accepted["messageId"]);
+    assert!(
+        answer["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("opening hours")),
+        "the mock echoes the question: {answer}"
+    );
+    // The conversation is stored under the channel and the sender's user.
+    let (_, sessions) = h.get("carol", "/api/sessions").await;
+    assert_eq!(sessions["data"][0]["channel"], "hooks", "{sessions}");
+    assert_eq!(sessions["data"][0]["message_count"], 2, "{sessions}");
+    // The same conversation id continues the same session.
+    let (status, second) = send(
+        &h.client,
+        &h.url("/channels/hooks/webhook"),
+        &message("and on Sundays?"),
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(second["sessionId"], accepted["sessionId"]);
+    eventually(Duration::from_secs(15), "the second answer", || {
+        let n = callback.accepted().len();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        h.state
+            .store
+            .count_deliveries("delivered")
+            .await
+            .expect("count"),
+        2
+    );
+    tasks.stop().await;
+}
+
+async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
+    let (callback, url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &url).await;
+    let endpoint = h.url("/channels/hooks/webhook");
+    let body = message("hello");
+
+    let (status, err) = send(
+        &h.client,
+        &endpoint,
+        &body,
+        now(),
+        Some("sha256=00ff".into()),
+    )
+    .await;
+    assert_eq!(status, 401, "{err}");
+    assert_eq!(err["error"]["code"], "invalid_signature");
+    let wrong_key = sign(
+        b"not-the-key",
+        now(),
+        &serde_json::to_vec(&body).expect("json"),
+    );
+    assert_eq!(
+        send(&h.client, &endpoint, &body, now(), Some(wrong_key))
+            .await
+            .0,
+        401
+    );
+    let unsigned = h
+        .client
+        .post(&endpoint)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unsigned.status(), 401);
+
+    let (status, err) = send(&h.client, &endpoint, &body, now() - 3600, None).await;
+    assert_eq!(status, 401, "{err}");
+    assert_eq!(err["error"]["code"], "stale_timestamp");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("replayed or stale"),
+        "{err}"
+    );
+
+    let at = now();
+    let raw = serde_json::to_vec(&body).expect("json");
+    let signature = sign(KEY.as_bytes(), at, &raw);
+    assert_eq!(
+        send(&h.client, &endpoint, &body, at, Some(signature.clone()))
+            .await
+            .0,
+        202
+    );
+    let (status, err) = send(&h.client, &endpoint, &body, at, Some(signature)).await;
+    assert_eq!(status, 409, "a replay is refused: {err}");
+    assert_eq!(err["error"]["code"], "replayed");
+
+    // Not a webhook channel / unknown channel.
+    assert_eq!(
+        send(
+            &h.client,
+            &h.url("/channels/web/webhook"),
+            &body,
+            now(),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        send(
+            &h.client,
+            &h.url("/channels/nope/webhook"),
+            &body,
+            now(),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    eventually(
+        Duration::from_secs(15),
+        "the one accepted message answered",
+        || {
+            let n = callback.accepted().len();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        callback.accepted().len(),
+        1,
+        "only the accepted message was answered"
+    );
+    tasks.stop().await;
+}
+
+async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
+    let (callback, url) = Callback::start(true).await;
+    let (h, tasks) = start(db, &url).await;
+    let (status, _) = send(
+        &h.client,
+        &h.url("/channels/hooks/webhook"),
+        &message("are you there?"),
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually(Duration::from_secs(20), "several failed attempts", || {
+        let n = callback.attempts();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await;
+    assert!(callback.accepted().is_empty());
+    assert_eq!(
+        h.state
+            .store
+            .count_deliveries("pending")
+            .await
+            .expect("count"),
+        1
+    );
+    callback.failing.store(false, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(40),
+        "the delivery after recovery",
+        || {
+            let n = callback.accepted().len();
+            async move { (n == 1).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(callback.accepted().len(), 1, "delivered exactly once");
+    assert_eq!(
+        h.state
+            .store
+            .count_deliveries("pending")
+            .await
+            .expect("count"),
+        0
+    );
+    assert_eq!(
+        h.state
+            .store
+            .count_deliveries("delivered")
+            .await
+            .expect("count"),
+        1
+    );
+    tasks.stop().await;
+}
+
+on_both_databases!(
+    a_signed_message_is_answered_at_the_callback,
+    bad_stale_and_replayed_messages_are_refused,
+    a_failing_callback_gets_the_answer_once_it_recovers,
+);
+
+/// The runtime stops while the callback is down; a new runtime on the same
+/// database delivers the pending answer once the callback is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_answers_survive_a_restart() {
+    use agent_runtime::{AppState, DatabaseTarget, Settings};
+    let (callback, url) = Callback::start(true).await;
+    let mock = MockLlm::start().await.expect("mock");
+    let dir = common::TempDir::new();
+    let database = DatabaseTarget::Sqlite(dir.0.join("rt.db").display().to_string());
+    let boot = || {
+        let mut config = common::base_config(&mock);
+        webhook_channel(&mut config, &url);
+        config.database.url_env = None;
+        let database = database.clone();
+        async move {
+            let mut settings = Settings::resolve(config, |name| match name {
+                "UPSTREAM_KEY" => Some("sk-upstream".to_owned()),
+                _ => None,
+            })
+            .expect("settings");
+            settings.database = database;
+            let state = AppState::build(settings).await.expect("runtime starts");
+            state
+                .webhooks
+                .keys
+                .set_lookup(|name| (name == KEY_ENV).then(|| KEY.to_owned()));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = tokio::spawn(
+                axum::serve(listener, agent_runtime::router(state.clone())).into_future(),
+            );
+            let tasks = ChannelTasks::start(&state, |_| None).await;
+            (state, addr, server, tasks)
+        }
+    };
+    let (first, addr, server, tasks) = boot().await;
+    let client = reqwest::Client::new();
+    let (status, _) = send(
+        &client,
+        &format!("http://{addr}/channels/hooks/webhook"),
+        &message("remember me"),
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually(Duration::from_secs(20), "a failed attempt", || {
+        let n = callback.attempts();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    tasks.stop().await;
+    server.abort();
+    drop(first);
+    let attempts_before = callback.attempts();
+
+    callback.failing.store(false, Ordering::SeqCst);
+    let (second, _, server, tasks) = boot().await;
+    eventually(
+        Duration::from_secs(40),
+        "the delivery by the new runtime",
+        || {
+            let n = callback.accepted().len();
+            async move { (n == 1).then_some(()) }
+        },
+    )
+    .await;
+    let (headers, body) = callback.accepted().remove(0);
+    let answer = verified(&headers, &body);
+    assert!(
+        answer["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("remember me")),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(callback.accepted().len(), 1, "exactly once");
+    assert!(callback.attempts() > attempts_before);
+    assert_eq!(
+        second
+            .store
+            .count_deliveries("delivered")
+            .await
+            .expect("count"),
+        1
+    );
+    tasks.stop().await;
+    server.abort();
+}
