@@ -166,8 +166,8 @@ async fn start_status_reporter(
 async fn current_health(state: &SharedState) -> Health {
     Health {
         ready: state.store.ping().await.is_ok(),
-        upstream_healthy: true,
-        active_sessions: 0,
-        messages_total: 0,
+        upstream_healthy: state.upstream_healthy(),
+        active_sessions: state.channels.activity.active_sessions_total(),
+        messages_total: i64::try_from(state.messages_total()).unwrap_or(i64::MAX),
     }
 }

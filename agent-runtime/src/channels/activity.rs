@@ -63,6 +63,20 @@ impl ChannelActivityCounter {
             .insert(session_id.to_owned(), Instant::now());
     }
 
+    /// Sessions active within the idle timeout, over every channel (the pod's own
+    /// figure in the AgentDeployment's status).
+    pub fn active_sessions_total(&self) -> i64 {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = self.idle_timeout;
+        channels
+            .values_mut()
+            .map(|c| {
+                c.sessions.retain(|_, at| at.elapsed() <= idle);
+                c.sessions.len() as i64
+            })
+            .sum()
+    }
+
     /// The channel's figures now.
     pub fn figures(&self, channel: &str) -> ActivityFigures {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,6 +188,11 @@ mod tests {
         assert!(web.last_message.is_some());
         assert_eq!(counter.figures("hooks").messages_total, 1);
         assert_eq!(counter.figures("other"), ActivityFigures::default());
+        assert_eq!(
+            counter.active_sessions_total(),
+            3,
+            "s1, s2 on web and s3 on hooks"
+        );
     }
 
     #[test]
