@@ -244,7 +244,8 @@ async fn throughput(
     )
 }
 
-/// Opens `n` streaming chats whose upstream stalls after the first chunk and returns
+/// Opens `n` streaming chats whose upstream sends its first chunk and then nothing
+/// more (the runtime has relayed it, so the stream is open and idle), and returns
 /// the runtime's RSS once all are open, then closes them.
 async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
     let client = reqwest::Client::builder()
@@ -262,7 +263,7 @@ async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
         );
         let mut stop = stop_rx.clone();
         let body = chat_body(
-            &format!("idle {i} [[mock: chunk_delay=3600000]]"),
+            &format!("idle {i} [[mock: fault=hang; after=1]]"),
             true,
             &format!("idle-{i}"),
         );
@@ -329,7 +330,8 @@ async fn main() {
         &config,
         format!(
             "agent:\n  name: bench\nmodel:\n  provider: openai\n  name: bench-model\n  baseUrl: {mock_url}/v1\n\
-             database:\n  urlEnv: DATABASE_URL\nserver:\n  listen: 127.0.0.1:{port}\n"
+             database:\n  urlEnv: DATABASE_URL\nserver:\n  listen: 127.0.0.1:{port}\n\
+             limits:\n  upstreamConcurrency: 20000\n  upstreamQueue: 100\n"
         ),
     )
     .expect("config written");
