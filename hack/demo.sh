@@ -129,21 +129,24 @@ up() {
   step "kubectl get switchboard -n $ns"
   kubectl get switchboard -n "$ns"
 
-  local addr key
+  local addr key channel
   addr=$(grep -m1 "^$ns/hello-" "$state/pod-runner.log" | awk '{print $2}')
   key=$(kubectl get secret hello-api-key -n "$ns" -o jsonpath='{.data.api-key}' | base64 -d)
+  # The channel's published endpoint is the agent's Service plus /channels/<name>; the
+  # pod runs locally, so the same path is served at its local address.
+  channel="$addr/channels/hello-openai"
   cat <<EOF
 
-The agent 'hello' answers at $addr (its pod, run locally; in a cluster that is
-$(kubectl get agd hello -n "$ns" -o jsonpath='{.status.endpoint}')).
+The channel 'hello-openai' of agent 'hello' answers at $channel
+(in a cluster: $(kubectl get chc hello-openai -n "$ns" -o jsonpath='{.status.endpoint}')).
 
-  curl -s $addr/v1/chat/completions \\
+  curl -s $channel/v1/chat/completions \\
     -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
     -d '{"model":"hello","messages":[{"role":"user","content":"Hello!"}]}'
 
   .switchboard/venv/bin/python - <<'PY'   # after: hack/python-env.sh
   from openai import OpenAI
-  client = OpenAI(base_url="$addr/v1", api_key="$key")
+  client = OpenAI(base_url="$channel/v1", api_key="$key")
   reply = client.chat.completions.create(model="hello", messages=[{"role": "user", "content": "Hello!"}])
   print(reply.choices[0].message.content)
   PY
