@@ -124,16 +124,25 @@ pub struct AgentDeploymentSpec {
 }
 
 /// A model provider speaking one wire format.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelProvider {
     /// Any OpenAI-compatible server: OpenAI, vLLM, Ollama, LiteLLM, ...
+    #[default]
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
 }
 
 impl ModelProvider {
+    /// The base URL used when `baseUrl` is not set.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ModelProvider::Openai => "https://api.openai.com/v1",
+            ModelProvider::Anthropic => "https://api.anthropic.com",
+        }
+    }
+
     /// The wire name used in manifests.
     pub fn as_str(self) -> &'static str {
         match self {

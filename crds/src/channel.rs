@@ -124,10 +124,11 @@ pub struct AgentRef {
 }
 
 /// Channel types.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelType {
     /// Browser chat (served by the agent's web chat page and sessions API).
+    #[default]
     Web,
     /// Signed inbound HTTP messages, answers delivered to a callback URL.
     Webhook,
@@ -161,7 +162,7 @@ pub struct ChannelRateLimit {
 }
 
 /// Feature switches.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelFeatures {
     /// Clients may list and reopen earlier sessions.

@@ -8,6 +8,10 @@
 
 use std::collections::BTreeMap;
 
+// The same types as in the resources, so the rendered file and the spec cannot drift.
+pub use crate::agent::ModelProvider;
+pub use crate::channel::{ChannelFeatures, ChannelType};
+
 use serde::{Deserialize, Serialize};
 
 /// The whole runtime configuration file.
@@ -65,35 +69,6 @@ impl Default for AgentIdentity {
         Self {
             name: "agent".to_owned(),
             namespace: None,
-        }
-    }
-}
-
-/// The wire protocol a model provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelProvider {
-    /// OpenAI Chat Completions, also spoken by vLLM, Ollama, LiteLLM and others.
-    #[default]
-    Openai,
-    /// Anthropic Messages.
-    Anthropic,
-}
-
-impl ModelProvider {
-    /// The base URL used when `baseUrl` is not set.
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            Self::Openai => "https://api.openai.com/v1",
-            Self::Anthropic => "https://api.anthropic.com",
-        }
-    }
-
-    /// The provider's name as written in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Openai => "openai",
-            Self::Anthropic => "anthropic",
         }
     }
 }
@@ -227,19 +202,6 @@ pub struct RateLimitConfig {
     pub tokens_per_minute: Option<u32>,
 }
 
-/// The kind of a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelType {
-    /// Browser chat.
-    #[default]
-    Web,
-    /// Inbound webhook.
-    Webhook,
-    /// OpenAI-compatible API.
-    Openai,
-}
-
 /// One ChatChannel pointing at this agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -310,28 +272,6 @@ pub struct WebhookConfig {
     /// How old (seconds) a signed timestamp may be; default 300.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp_tolerance_seconds: Option<u32>,
-}
-
-/// Features a channel serves; all on by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ChannelFeatures {
-    /// Session history (list, get, messages, history).
-    pub history: bool,
-    /// Full-text search.
-    pub search: bool,
-    /// Streamed answers (SSE).
-    pub streaming: bool,
-}
-
-impl Default for ChannelFeatures {
-    fn default() -> Self {
-        Self {
-            history: true,
-            search: true,
-            streaming: true,
-        }
-    }
 }
 
 /// HTTP server settings.
