@@ -133,8 +133,12 @@ fn turn_span(state: &SharedState, turn: &Turn, stream: bool) -> tracing::Span {
     tracing::info_span!(
         "chat",
         otel.name = %format_args!("chat {}", primary.map(|p| p.model()).unwrap_or("")),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
         gen_ai.operation.name = "chat",
+        gen_ai.provider.name = primary.map(|p| p.provider()).unwrap_or(""),
         gen_ai.system = primary.map(|p| p.provider()).unwrap_or(""),
+        gen_ai.conversation.id = %turn.session_id,
         gen_ai.request.model = primary.map(|p| p.model()).unwrap_or(""),
         gen_ai.request.temperature = turn.temperature,
         gen_ai.request.max_tokens = turn.max_output_tokens,
@@ -143,10 +147,15 @@ fn turn_span(state: &SharedState, turn: &Turn, stream: bool) -> tracing::Span {
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         error.type = tracing::field::Empty,
-        session = %turn.session_id,
         channel = %turn.channel,
         stream,
     )
+}
+
+/// Marks the turn's span failed, with the error's kind (`error.type`).
+fn record_error(span: &tracing::Span, kind: &str) {
+    span.record("error.type", kind);
+    span.record("otel.status_code", "ERROR");
 }
 
 fn record_outcome(span: &tracing::Span, model: &str, usage: Usage, finish: Option<&str>) {
@@ -399,8 +408,8 @@ async fn complete_in(
         }
         Err(err) => {
             record_attempts(state, &err);
-            span.record(
-                "error.type",
+            record_error(
+                span,
                 err.last().map(|e| e.metric_label()).unwrap_or("unknown"),
             );
             handle_chain_failure(state, turn, &request, err, started, id).await
@@ -426,12 +435,12 @@ async fn stream_in(
     let started = Instant::now();
     let id = NewMessage::new_id();
     let (tx, rx) = mpsc::channel(16);
-    let (events, provider) = match state.chain.stream(&request).await {
+    let (events, provider, verdict) = match state.chain.stream(&request).await {
         Ok(ok) => ok,
         Err(err) => {
             record_attempts(state, &err);
-            span.record(
-                "error.type",
+            record_error(
+                &span,
                 err.last().map(|e| e.metric_label()).unwrap_or("unknown"),
             );
             let answer =
@@ -458,6 +467,7 @@ async fn stream_in(
         let mut usage: Option<Usage> = None;
         let mut finish_reason: Option<String> = None;
         let mut error: Option<String> = None;
+        let mut upstream_error: Option<ProviderError> = None;
         let mut first_token = true;
         loop {
             let next = tokio::select! {
@@ -506,6 +516,7 @@ async fn stream_in(
                         ])
                         .inc();
                     error = Some(e.to_string());
+                    upstream_error = Some(e);
                     break;
                 }
             }
@@ -513,6 +524,14 @@ async fn stream_in(
         drop(events);
         if error.is_none() && finish_reason.is_none() {
             error = Some(ProviderError::Truncated.to_string());
+            upstream_error = Some(ProviderError::Truncated);
+        }
+        // The model's health: a clean end closes its circuit, a break counts
+        // against it; a client gone or a shutdown says nothing about it.
+        match (&upstream_error, &error) {
+            (Some(e), _) => verdict.failed(e),
+            (None, None) => verdict.succeeded(),
+            (None, Some(_)) => drop(verdict),
         }
         let latency = started.elapsed();
         let usage = usage.unwrap_or_else(|| estimate_usage(&state, &request, &content));
@@ -527,8 +546,10 @@ async fn stream_in(
             .observe(latency.as_secs_f64());
         account_tokens(&state, &turn, provider.model(), usage);
         record_outcome(&span, provider.model(), usage, finish_reason.as_deref());
-        if let Some(error) = &error {
-            span.record("error.type", error.as_str());
+        if let Some(error) = &upstream_error {
+            record_error(&span, error.metric_label());
+        } else if error.is_some() {
+            record_error(&span, "cancelled");
         }
         log_content(&state, &request, &content);
         let record = answer_message(

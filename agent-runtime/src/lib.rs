@@ -5,7 +5,7 @@
 //! Layout: [`settings`] (config file + env), [`db`] (storage), [`providers`]
 //! (upstream models), [`context`] (token counting, trimming), [`chat`] (one
 //! turn), [`api`] (HTTP handlers), [`auth`], [`error`], [`metrics`],
-//! [`openapi`], and [`app`] (state, router, serving).
+//! [`openapi`], [`telemetry`] (logs, OTLP traces), and [`app`] (state, router, serving).
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +25,7 @@ pub mod request_log;
 pub mod settings;
 pub mod shutdown;
 pub mod status_report;
+pub mod telemetry;
 
 pub use app::{AppState, SharedState, StartError, router, serve, serve_with_shutdown};
 pub use settings::{DatabaseTarget, Settings, SettingsError};

@@ -4,7 +4,8 @@
 //! comes from `SWITCHBOARD_CONFIG`; without one, defaults apply (SQLite in the
 //! working directory, no API key). Secrets come from the environment variables
 //! the file names. Logs: `RUST_LOG` filters, `SWITCHBOARD_LOG_FORMAT=json` for
-//! JSON lines.
+//! JSON lines. Traces go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (see [`agent_runtime::telemetry`]).
 
 use std::path::PathBuf;
 
@@ -22,7 +23,8 @@ struct Args {
 
 const USAGE: &str = "usage: agent-runtime [--config PATH] [--listen ADDR]\n\
     env: SWITCHBOARD_CONFIG (config path), SWITCHBOARD_LISTEN (address), RUST_LOG,\n\
-    SWITCHBOARD_LOG_FORMAT=json|text, POD_NAME + POD_NAMESPACE (report health into status)";
+    SWITCHBOARD_LOG_FORMAT=json|text, POD_NAME + POD_NAMESPACE (report health into status),\n\
+    OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP traces; off when unset)";
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
     let mut args = Args {
@@ -54,19 +56,6 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
     Ok(Some(args))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json =
-        std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -88,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let Some(args) = parse_args()? else {
         return Ok(());
     };
-    init_tracing();
+    let telemetry = agent_runtime::telemetry::init(|name| std::env::var(name).ok())?;
     let config = match &args.config {
         Some(path) => agent_runtime::settings::read_config(path)?,
         None => {
@@ -134,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
         stop.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
+    // The batch exporter blocks its caller while it flushes: not on a Tokio worker.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }
 

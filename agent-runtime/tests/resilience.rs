@@ -261,6 +261,53 @@ async fn circuit_opens_then_probes_and_closes(db: Db) {
     assert!(h.state.upstream_healthy());
 }
 
+/// A model whose streams break after the first token counts as failing: its
+/// circuit opens and later streams go to the next model.
+async fn streams_breaking_midway_open_the_circuit(db: Db) {
+    let h = Harness::start_with(db, |c, m| {
+        c.limits.retry_max_attempts = 1;
+        c.limits.circuit_failure_threshold = 2;
+        c.limits.circuit_open_seconds = 3600;
+        dead_primary(c, m);
+    })
+    .await;
+    let stream = |content: String| {
+        h.stream_text(
+            h.as_user(Method::POST, "/v1/chat/completions", "a")
+                .json(&json!({"stream": true, "messages": [{"role": "user", "content": content}]})),
+        )
+    };
+    for (i, fault) in ["reset", "malformed"].iter().enumerate() {
+        let (status, body) = stream(format!(
+            "m{i} [[mock: fault={fault}; after=2; model=dead-gpt]]"
+        ))
+        .await;
+        assert_eq!(status, 200);
+        let last: Value =
+            serde_json::from_str(sse_data(&body).last().expect("events")).expect("json");
+        assert_eq!(last["error"]["code"], "upstream_stream_failed", "{body}");
+    }
+    assert_eq!(requests_for(&h.mock, "dead-gpt"), 2);
+    assert_eq!(
+        metric(
+            &h,
+            "switchboard_runtime_upstream_circuit_state{model=\"dead-gpt\"}"
+        )
+        .await,
+        2.0
+    );
+    let (status, body) = stream("m2 [[mock: fault=reset; after=2; model=dead-gpt]]".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sse_data(&body).last().map(String::as_str),
+        Some("[DONE]"),
+        "{body}"
+    );
+    assert_eq!(requests_for(&h.mock, "dead-gpt"), 2, "skipped while open");
+    assert_eq!(requests_for(&h.mock, "mock-gpt"), 1);
+    assert!(h.state.upstream_healthy(), "the fallback model is healthy");
+}
+
 async fn all_models_failing_answers_the_fallback_in_the_callers_language(db: Db) {
     let h = Harness::start_with(db, |c, m| {
         fast_retries(c);
@@ -479,6 +526,7 @@ on_both_databases!(
     streams_failing_before_the_first_token_are_retried,
     fallback_chain_answers_when_the_primary_fails,
     circuit_opens_then_probes_and_closes,
+    streams_breaking_midway_open_the_circuit,
     all_models_failing_answers_the_fallback_in_the_callers_language,
     rate_limits_answer_429_with_retry_after,
     token_budget_answers_429,

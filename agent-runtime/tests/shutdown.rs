@@ -4,85 +4,35 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{API_KEY, TempDir, sse_data};
+use common::{API_KEY, RuntimeProcess, sse_data};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use switchboard_tests::mock_llm::MockLlm;
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 struct Runtime {
-    child: Child,
-    base: String,
+    process: RuntimeProcess,
     db_path: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 async fn start_runtime(mock: &MockLlm, grace_seconds: u64) -> Runtime {
-    let dir = TempDir::new();
-    let db_path = dir.0.join("rt.db");
     let config = format!(
         "agent: {{name: sigterm}}\n\
          model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", timeoutSeconds: 5}}\n\
-         database: {{sqlitePath: \"{}\"}}\n\
+         database: {{sqlitePath: \"{{dir}}/rt.db\"}}\n\
          limits: {{shutdownGraceSeconds: {grace_seconds}}}\n",
         mock.openai_base_url(),
-        db_path.display()
     );
-    let config_path = dir.0.join("agent.yaml");
-    std::fs::write(&config_path, config).expect("config written");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_agent-runtime"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("SWITCHBOARD_API_KEY", API_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("runtime starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "runtime did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Runtime {
-        child,
-        base,
-        db_path,
-        _dir: dir,
-    }
+    let process = RuntimeProcess::spawn(&config, &[]).await;
+    let db_path = process.dir.0.join("rt.db");
+    Runtime { process, db_path }
 }
 
 /// Starts a stream, sends SIGTERM once text flows, and returns the whole body.
 async fn stream_through_sigterm(runtime: &mut Runtime, content: &str) -> String {
     let mut response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", runtime.base))
+        .post(format!("{}/v1/chat/completions", runtime.process.base))
         .bearer_auth(API_KEY)
         .header("x-switchboard-user", "alice")
         .json(&json!({"stream": true, "messages": [{"role": "user", "content": content}]}))
@@ -95,16 +45,11 @@ async fn stream_through_sigterm(runtime: &mut Runtime, content: &str) -> String 
         let chunk = response.chunk().await.expect("chunk").expect("more");
         body.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let pid = runtime.child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    runtime.process.terminate();
     while let Some(chunk) = response.chunk().await.expect("stream ends cleanly") {
         body.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let status = tokio::time::timeout(Duration::from_secs(30), runtime.child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), runtime.process.child.wait())
         .await
         .expect("runtime exits after SIGTERM")
         .expect("wait");

@@ -1,4 +1,6 @@
-//! A fresh Postgres database per test on the harness's server, dropped afterwards.
+//! A fresh Postgres database per test on the harness's server, dropped
+//! afterwards; and a throwaway server of a test's own ([`ThrowawayPostgres`])
+//! for tests that crash and restart Postgres.
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -36,12 +38,18 @@ pub fn with_database(url: &str, dbname: &str) -> String {
 pub struct TestDatabase {
     name: String,
     url: String,
+    admin: String,
 }
 
 impl TestDatabase {
     /// Creates `sbtest_<random>` on the harness server.
     pub async fn create() -> TestDatabase {
-        let admin = admin_url();
+        Self::create_on(&admin_url()).await
+    }
+
+    /// Creates `sbtest_<random>` on the server of superuser URL `admin`.
+    pub async fn create_on(admin: &str) -> TestDatabase {
+        let admin = admin.to_owned();
         let name = format!("sbtest_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin)
             .await
@@ -51,7 +59,7 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
         let url = with_database(&admin, &name);
-        TestDatabase { name, url }
+        TestDatabase { name, url, admin }
     }
 
     /// The database's name.
@@ -68,7 +76,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let admin = admin_url();
+        let admin = self.admin.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -85,6 +93,83 @@ impl Drop for TestDatabase {
             .map_err(|e| std::io::Error::other(e.to_string()))
         })
         .join();
+    }
+}
+
+/// A Postgres server of its own (`hack/postgres.sh` with a private state
+/// directory), committing durably (`synchronous_commit=on`), that a test may
+/// crash and restart; stopped and deleted on drop.
+pub struct ThrowawayPostgres {
+    state: std::path::PathBuf,
+    admin: String,
+}
+
+impl ThrowawayPostgres {
+    fn script(state: &std::path::Path, command: &str) -> std::process::Output {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/postgres.sh");
+        std::process::Command::new("bash")
+            .arg(&script)
+            .arg(command)
+            .env("SWITCHBOARD_STATE", state)
+            .env("SWITCHBOARD_PG_SYNCHRONOUS_COMMIT", "on")
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+    }
+
+    fn run(&self, command: &str) -> String {
+        let out = Self::script(&self.state, command);
+        assert!(
+            out.status.success(),
+            "hack/postgres.sh {command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Initialises and starts a server on a free port (blocking; ~2 s).
+    pub fn start() -> Self {
+        let state =
+            std::env::temp_dir().join(format!("sbtest-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&state).expect("state dir");
+        let mut server = Self {
+            state,
+            admin: String::new(),
+        };
+        server.run("up");
+        server.admin = server.run("url");
+        server
+    }
+
+    /// The superuser URL.
+    pub fn admin_url(&self) -> &str {
+        &self.admin
+    }
+
+    /// Crashes the server (immediate shutdown) and starts it again on the same
+    /// data and port, after staying down for `down` (blocking).
+    pub fn crash_and_restart(&self, down: std::time::Duration) {
+        let out = std::process::Command::new("bash")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/postgres.sh"))
+            .arg("restart")
+            .env("SWITCHBOARD_STATE", &self.state)
+            .env(
+                "SWITCHBOARD_PG_DOWN_SECONDS",
+                format!("{:.1}", down.as_secs_f64()),
+            )
+            .output()
+            .expect("hack/postgres.sh restart");
+        assert!(
+            out.status.success(),
+            "hack/postgres.sh restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let _ = Self::script(&self.state, "down");
+        let _ = std::fs::remove_dir_all(&self.state);
     }
 }
 

@@ -305,7 +305,11 @@ impl ModelChain {
 
     /// Runs `call` against each model in turn (retrying per the policy, skipping
     /// open circuits) until one succeeds.
-    async fn run<'a, T, F>(&'a self, mut call: F) -> Result<(T, Arc<dyn ChatProvider>), ChainError>
+    async fn run<'a, T, F>(
+        &'a self,
+        defer_verdict: bool,
+        mut call: F,
+    ) -> Result<(T, usize, bool), ChainError>
     where
         F: FnMut(&'a Arc<dyn ChatProvider>) -> BoxFuture<'a, Result<T, ProviderError>>,
     {
@@ -337,9 +341,11 @@ impl ModelChain {
                 match result {
                     Ok(value) => {
                         guard.armed = false;
-                        breaker.on_success();
-                        self.export_state(index);
-                        return Ok((value, model.clone()));
+                        if !defer_verdict {
+                            breaker.on_success();
+                            self.export_state(index);
+                        }
+                        return Ok((value, index, admission == Admission::Probe));
                     }
                     Err(err) => {
                         if resilience::counts_as_failure(&err) {
@@ -378,30 +384,93 @@ impl ModelChain {
         &self,
         request: &ChatRequest,
     ) -> Result<(Completion, Arc<dyn ChatProvider>), ChainError> {
-        self.run(|model| model.complete(request)).await
+        let (completion, index, _) = self.run(false, |model| model.complete(request)).await?;
+        Ok((completion, self.models[index].clone()))
     }
 
     /// The first stream any model starts. A stream counts as started once its
     /// first event arrived without error, so a model failing before any text
-    /// is retried or replaced by the next; a stream failing later is the
-    /// caller's to record.
+    /// is retried or replaced by the next. Whether the model was healthy is
+    /// only known when the stream ends: the caller settles the returned
+    /// [`StreamVerdict`], so a model whose streams break after the first token
+    /// opens its circuit like one that refuses outright.
     pub async fn stream(
         &self,
         request: &ChatRequest,
-    ) -> Result<(EventStream, Arc<dyn ChatProvider>), ChainError> {
-        self.run(|model| {
-            Box::pin(async move {
-                let mut events = model.stream(request).await?;
-                match events.next().await {
-                    Some(Err(err)) => Err(err),
-                    None => Err(ProviderError::Truncated),
-                    Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) })
-                        .chain(events)
-                        .boxed()),
-                }
+    ) -> Result<(EventStream, Arc<dyn ChatProvider>, StreamVerdict), ChainError> {
+        let (events, index, probe) = self
+            .run(true, |model| {
+                Box::pin(async move {
+                    let mut events = model.stream(request).await?;
+                    match events.next().await {
+                        Some(Err(err)) => Err(err),
+                        None => Err(ProviderError::Truncated),
+                        Some(Ok(first)) => Ok(futures::stream::once(async move { Ok(first) })
+                            .chain(events)
+                            .boxed()),
+                    }
+                })
             })
-        })
-        .await
+            .await?;
+        let model = self.models[index].clone();
+        let verdict = StreamVerdict {
+            breaker: self.breakers[index].clone(),
+            gauge: self
+                .metrics
+                .as_ref()
+                .map(|m| m.circuit_state.with_label_values(&[model.model()])),
+            model: model.model().to_owned(),
+            probe,
+            settled: false,
+        };
+        Ok((events, model, verdict))
+    }
+}
+
+/// The health verdict on a model whose stream is under way, for its circuit
+/// breaker. Dropped unsettled (client gone, shutdown), it counts neither way
+/// and frees a half-open probe slot.
+pub struct StreamVerdict {
+    breaker: Arc<CircuitBreaker>,
+    gauge: Option<prometheus::IntGauge>,
+    model: String,
+    probe: bool,
+    settled: bool,
+}
+
+impl StreamVerdict {
+    /// The stream ended well.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.breaker.on_success();
+        self.export();
+    }
+
+    /// The stream broke with `err`: counted against the model when the error
+    /// says it is unhealthy.
+    pub fn failed(mut self, err: &ProviderError) {
+        if resilience::counts_as_failure(err) {
+            self.settled = true;
+            if self.breaker.on_failure() {
+                tracing::warn!(model = %self.model, "circuit opened (stream broke midway)");
+            }
+            self.export();
+        }
+    }
+
+    fn export(&self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.set(self.breaker.state().gauge());
+        }
+    }
+}
+
+impl Drop for StreamVerdict {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.breaker.release_probe();
+            self.export();
+        }
     }
 }
 

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use agent_runtime::{AppState, DatabaseTarget, Settings, SharedState};
 use crds::runtime_config::{ModelConfig, ModelProvider, RuntimeConfig};
 use serde_json::Value;
+use switchboard_tests::database::{TestDatabase, admin_url};
 use switchboard_tests::mock_llm::MockLlm;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// The client API key every harness runtime expects.
 pub const API_KEY: &str = "test-key-123";
-/// Env var for the Postgres admin DSN.
-pub const ADMIN_URL_ENV: &str = "SWITCHBOARD_DATABASE_ADMIN_URL";
 
 /// Which database a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,87 +49,6 @@ macro_rules! on_both_databases {
     };
 }
 
-/// A fresh Postgres database, dropped (forcefully) when this is dropped.
-pub struct TempPostgres {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-impl TempPostgres {
-    pub async fn create() -> Self {
-        let admin_url = std::env::var(ADMIN_URL_ENV).unwrap_or_else(|_| {
-            panic!(
-                "{ADMIN_URL_ENV} is not set: the Postgres tests need a superuser DSN, e.g. \
-                 postgres://postgres@127.0.0.1:5432/postgres (make test / hack/ sets it)"
-            )
-        });
-        let name = format!("sbtest_rt_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = connect_admin(&admin_url).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-        let url = with_database(&admin_url, &name);
-        Self {
-            admin_url,
-            name,
-            url,
-        }
-    }
-}
-
-async fn connect_admin(url: &str) -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {ADMIN_URL_ENV}: {e}"))
-}
-
-/// `url` pointing at database `name` (path replaced, query kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-impl Drop for TempPostgres {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop may run inside a runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let mut admin = connect_admin(&admin_url).await;
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await;
-            });
-        })
-        .join();
-    }
-}
-
 /// A running mock upstream plus runtime.
 pub struct Harness {
     pub mock: MockLlm,
@@ -139,7 +57,7 @@ pub struct Harness {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _postgres: Option<TempPostgres>,
+    _postgres: Option<TestDatabase>,
     _dir: Option<TempDir>,
 }
 
@@ -185,15 +103,24 @@ impl Harness {
 
     /// Mock + runtime with the base config adjusted by `tweak`.
     pub async fn start_with(db: Db, tweak: impl FnOnce(&mut RuntimeConfig, &MockLlm)) -> Self {
+        let postgres = match db {
+            Db::Postgres => Some(TestDatabase::create_on(&admin_url()).await),
+            Db::Sqlite => None,
+        };
+        Self::start_on(postgres, tweak).await
+    }
+
+    /// Mock + runtime on database `postgres` (SQLite in a temp dir when none).
+    pub async fn start_on(
+        postgres: Option<TestDatabase>,
+        tweak: impl FnOnce(&mut RuntimeConfig, &MockLlm),
+    ) -> Self {
         let mock = MockLlm::start().await.expect("mock starts");
         let mut config = base_config(&mock);
         tweak(&mut config, &mock);
-        let (postgres, dir) = match db {
-            Db::Postgres => (Some(TempPostgres::create().await), None),
-            Db::Sqlite => (None, Some(TempDir::new())),
-        };
+        let dir = postgres.is_none().then(TempDir::new);
         let database = match (&postgres, &dir) {
-            (Some(pg), _) => DatabaseTarget::Postgres(pg.url.clone()),
+            (Some(pg), _) => DatabaseTarget::Postgres(pg.url().to_owned()),
             (None, Some(dir)) => DatabaseTarget::Sqlite(dir.0.join("rt.db").display().to_string()),
             (None, None) => unreachable!(),
         };
@@ -319,11 +246,68 @@ pub fn assert_error(result: &(u16, Value), status: u16, code: &str) {
     );
 }
 
-#[test]
-fn database_urls_are_rewritten() {
-    assert_eq!(
-        with_database("postgres://u:p@h:5/postgres?sslmode=disable", "x"),
-        "postgres://u:p@h:5/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+/// The real `agent-runtime` binary, started with a config file written to a
+/// temp directory; killed when dropped.
+pub struct RuntimeProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    pub dir: TempDir,
+}
+
+impl Drop for RuntimeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl RuntimeProcess {
+    /// Writes `config` (YAML) and starts the binary with `env` added, waiting
+    /// until `/readyz` answers. `{dir}` in the config is replaced by the temp
+    /// directory.
+    pub async fn spawn(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new();
+        let config = config.replace("{dir}", &dir.0.display().to_string());
+        let config_path = dir.0.join("agent.yaml");
+        std::fs::write(&config_path, config).expect("config written");
+        let port = switchboard_tests::wait::free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runtime"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("SWITCHBOARD_API_KEY", API_KEY)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("runtime starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runtime did not become ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { child, base, dir }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("pid").to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+    }
 }
