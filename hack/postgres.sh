@@ -5,11 +5,16 @@
 #                            initdb a fresh data dir under the state dir and start
 #                            it on a free 127.0.0.1 port with a password superuser
 #   hack/postgres.sh down    stop exactly that server (by pid) and delete its data
+#   hack/postgres.sh restart crash it (SIGQUIT, immediate shutdown) and start it
+#                            again on the same data and port
 #   hack/postgres.sh url     print the superuser URL (postgres://...@127.0.0.1:port/postgres)
 #   hack/postgres.sh status  print up/down; exit 0 if up
 # State: ${SWITCHBOARD_STATE:-<repo>/.switchboard}/cluster/postgres. The server
 # runs as the unprivileged `postgres` OS user when invoked as root (Postgres
-# refuses to run as root), otherwise as the invoking user.
+# refuses to run as root), otherwise as the invoking user. fsync is off (the
+# data only has to survive the process, not the machine); synchronous_commit is
+# off unless SWITCHBOARD_PG_SYNCHRONOUS_COMMIT=on (a commit then survives a
+# crash of the server, as in production).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 LOG_PREFIX=postgres
@@ -105,22 +110,46 @@ pg_up() {
   fi
   rm -f "$pwfile"
 
+  echo "${SWITCHBOARD_PG_SYNCHRONOUS_COMMIT:-off}" >"${PG_STATE}/synchronous_commit"
+  pg_start
+}
+
+# Starts the server on the data dir and port recorded in the state dir.
+pg_start() {
+  local bin home port password sync
+  bin=$(pg_bin_dir)
+  home=$(pg_home)
+  port=$(cat "${PG_STATE}/port")
+  password=$(cat "${PG_STATE}/password")
+  sync=$(cat "${PG_STATE}/synchronous_commit" 2>/dev/null || echo off)
+  local server=("${bin}/postgres" -D "${home}/data"
+    -c listen_addresses=127.0.0.1 -c port="$port" -c unix_socket_directories="${home}/run"
+    -c fsync=off -c synchronous_commit="$sync" -c full_page_writes=off -c max_connections=200
+    -c logging_collector=off)
   mkdir -p "$LOG_DIR"
   if [[ $EUID -eq 0 ]]; then
-    start_bg postgres "${home}/data" setpriv --reuid="$PG_OS_USER" --regid="$PG_OS_USER" --init-groups -- \
-      "${bin}/postgres" -D "${home}/data" \
-      -c listen_addresses=127.0.0.1 -c port="$port" -c unix_socket_directories="${home}/run" \
-      -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-      -c logging_collector=off
+    start_bg postgres "${home}/data" setpriv --reuid="$PG_OS_USER" --regid="$PG_OS_USER" --init-groups -- "${server[@]}"
   else
-    start_bg postgres "${home}/data" "${bin}/postgres" -D "${home}/data" \
-      -c listen_addresses=127.0.0.1 -c port="$port" -c unix_socket_directories="${home}/run" \
-      -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-      -c logging_collector=off
+    start_bg postgres "${home}/data" "${server[@]}"
   fi
   wait_for 60 "postgres to accept connections on 127.0.0.1:${port}" postgres \
     env PGPASSWORD="$password" PGCONNECT_TIMEOUT=2 "${bin}/psql" -h 127.0.0.1 -p "$port" -U "$PG_SUPERUSER" -d postgres -Atqc 'select 1'
-  log "up on 127.0.0.1:${port} (superuser ${PG_SUPERUSER})"
+  log "up on 127.0.0.1:${port} (superuser ${PG_SUPERUSER}, synchronous_commit=${sync})"
+}
+
+# Kills the server the way a crash would (SIGQUIT: immediate shutdown, no
+# checkpoint, clients cut off) and starts it again on the same data and port;
+# it replays its WAL on the way up.
+pg_restart() {
+  running postgres || die "postgres is not running"
+  local pid i
+  pid=$(pid_of postgres)
+  kill -QUIT "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
+  alive "$pid" && die "postgres (pid ${pid}) did not stop"
+  # The postmaster is gone; its backends may still be exiting.
+  sleep "${SWITCHBOARD_PG_DOWN_SECONDS:-0}"
+  pg_start
 }
 
 pg_down() {
@@ -151,7 +180,8 @@ pg_url() {
 case "${1:-}" in
   up) pg_up ;;
   down) pg_down ;;
+  restart) pg_restart ;;
   url) pg_url ;;
   status) if running postgres; then echo up; else echo down; exit 1; fi ;;
-  *) echo "usage: $0 up|down|url|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|restart|url|status" >&2; exit 2 ;;
 esac

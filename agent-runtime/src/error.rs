@@ -182,11 +182,14 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => Self::session_not_found(&id),
             other => {
                 tracing::error!(error = %other, "database error");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_error",
-                    "the conversation database is unavailable; try again shortly",
-                )
+                Self {
+                    retry_after: Some(2),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_error",
+                        "the conversation database is unavailable; try again shortly",
+                    )
+                }
             }
         }
     }

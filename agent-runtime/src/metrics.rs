@@ -46,6 +46,8 @@ pub struct Metrics {
     pub queue_rejected: IntCounter,
     /// Database operation latency by operation.
     pub db_duration: HistogramVec,
+    /// Writes retried after the database dropped or refused a connection, by operation.
+    pub db_retries: IntCounterVec,
     /// Messages stored (user and assistant), by role.
     pub messages: IntCounterVec,
     messages_total: AtomicU64,
@@ -158,6 +160,13 @@ impl Metrics {
             ]),
             &["operation"],
         )?;
+        let db_retries = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_database_retries_total",
+                "Writes retried because the database was unreachable or restarting.",
+            ),
+            &["operation"],
+        )?;
         let messages = IntCounterVec::new(
             Opts::new(
                 "switchboard_runtime_messages_total",
@@ -174,6 +183,7 @@ impl Metrics {
             Box::new(upstream_in_flight.clone()),
             Box::new(queue_rejected.clone()),
             Box::new(db_duration.clone()),
+            Box::new(db_retries.clone()),
             Box::new(messages.clone()),
         ] {
             registry.register(collector)?;
@@ -202,6 +212,7 @@ impl Metrics {
             upstream_in_flight,
             queue_rejected,
             db_duration,
+            db_retries,
             messages,
             messages_total: AtomicU64::new(0),
         })

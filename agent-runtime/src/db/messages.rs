@@ -191,7 +191,49 @@ macro_rules! insert_messages {
 impl Store {
     /// Stores messages in order, in one transaction, updating the session's
     /// counters and (when it has none) its title from the first user message.
+    /// Retries through database outages (see [`Store::retrying_write`]).
     pub async fn append_messages(
+        &self,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Message>, StoreError> {
+        self.retrying_write(
+            "append_messages",
+            || self.append_messages_once(messages),
+            || async {
+                let stored = self.stored_messages(messages).await?;
+                if let Some(stored) = &stored {
+                    self.count_stored(stored);
+                }
+                Ok(stored)
+            },
+        )
+        .await
+    }
+
+    /// `messages` as stored, when (all of) their ids are in the database.
+    async fn stored_messages(
+        &self,
+        messages: &[NewMessage],
+    ) -> Result<Option<Vec<Message>>, StoreError> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
+        let mut stored = Vec::with_capacity(messages.len());
+        for m in messages {
+            let row = with_pool!(self, pool => {
+                sqlx::query_as::<_, Message>(AssertSqlSafe(sql.as_str()))
+                    .bind(&m.id)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            match row {
+                Some(row) => stored.push(row),
+                // One transaction wrote them all or none.
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(stored))
+    }
+
+    async fn append_messages_once(
         &self,
         messages: &[NewMessage],
     ) -> Result<Vec<Message>, StoreError> {
@@ -230,7 +272,35 @@ impl Store {
 
     /// Creates a session with id `id` and stores its first messages, in one
     /// transaction (one commit where the two steps would take two).
+    /// Retries through database outages (see [`Store::retrying_write`]).
     pub async fn create_session_with_messages(
+        &self,
+        id: &str,
+        new: NewSession,
+        messages: &[NewMessage],
+    ) -> Result<(Session, Vec<Message>), StoreError> {
+        self.retrying_write(
+            "create_session",
+            || self.create_session_with_messages_once(id, new.clone(), messages),
+            || async {
+                let Some(stored) = self.stored_messages(messages).await? else {
+                    return Ok(None);
+                };
+                match self.get_session(&new.user_id, id).await {
+                    Ok(session) => {
+                        self.count_stored(&stored);
+                        Ok(Some((session, stored)))
+                    }
+                    // Only possible without messages: the session was not created.
+                    Err(StoreError::NotFound(_)) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn create_session_with_messages_once(
         &self,
         id: &str,
         new: NewSession,
@@ -351,7 +421,9 @@ impl Store {
         user_id: &str,
         session_id: &str,
     ) -> Result<Vec<Message>, StoreError> {
-        let all = self.all_messages(user_id, session_id).await?;
+        let all = self
+            .retrying("conversation", || self.all_messages(user_id, session_id))
+            .await?;
         Ok(current_branch(all))
     }
 
@@ -366,6 +438,18 @@ impl Store {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
+        self.retrying("find_by_chain_hash", || {
+            self.find_by_chain_hash_once(user_id, session_id, hashes)
+        })
+        .await
+    }
+
+    async fn find_by_chain_hash_once(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        hashes: &[String],
+    ) -> Result<Vec<Message>, StoreError> {
         let placeholders: Vec<String> = (0..hashes.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!(
             "SELECT {} FROM messages m JOIN sessions s ON s.id = m.session_id \

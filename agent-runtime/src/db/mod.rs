@@ -75,6 +75,37 @@ pub struct Store {
     backend: Backend,
     latency: Option<prometheus::HistogramVec>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    write_retry: Duration,
+}
+
+/// How long a message write keeps retrying while the database is unreachable
+/// or restarting before the request fails with 503.
+pub const DEFAULT_WRITE_RETRY: Duration = Duration::from_secs(20);
+
+/// Whether an error means the database could not be reached or is restarting
+/// (worth retrying), as opposed to refusing the statement.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01-03: admin/crash shutdown,
+            // cannot connect now (starting up); 40001/40P01: serialization
+            // failure, deadlock.
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        }),
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// See [`is_transient`].
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Database(err) if is_transient(err))
+    }
 }
 
 /// Observes one operation's latency when dropped.
@@ -140,6 +171,7 @@ impl Store {
             backend,
             latency: None,
             metrics: None,
+            write_retry: DEFAULT_WRITE_RETRY,
         })
     }
 
@@ -147,6 +179,68 @@ impl Store {
     pub fn observe_with(&mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
         self.latency = Some(metrics.db_duration.clone());
         self.metrics = Some(metrics);
+    }
+
+    /// Sets how long message writes retry through database outages.
+    pub fn with_write_retry(mut self, budget: Duration) -> Self {
+        self.write_retry = budget;
+        self
+    }
+
+    /// Runs a message write, retrying with backoff while the database is
+    /// unreachable or restarting (up to the write-retry budget). Before each
+    /// retry `committed` checks whether the failed attempt committed after all
+    /// (the connection can drop between commit and reply), so nothing is
+    /// stored twice.
+    pub(crate) async fn retrying_write<T, W, WF, C, CF>(
+        &self,
+        operation: &'static str,
+        mut write: W,
+        mut committed: C,
+    ) -> Result<T, StoreError>
+    where
+        W: FnMut() -> WF,
+        WF: Future<Output = Result<T, StoreError>>,
+        C: FnMut() -> CF,
+        CF: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let deadline = std::time::Instant::now() + self.write_retry;
+        let mut delay = Duration::from_millis(50);
+        let mut result = write().await;
+        loop {
+            match result {
+                Err(err) if err.is_transient() && std::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(operation, error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable: retrying the write");
+                    if let Some(metrics) = &self.metrics {
+                        metrics.db_retries.with_label_values(&[operation]).inc();
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    result = match committed().await {
+                        Ok(Some(done)) => return Ok(done),
+                        Ok(None) => write().await,
+                        // Still unreachable: go round again.
+                        Err(err) => Err(err),
+                    };
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs an idempotent operation (a read, or a write safe to repeat) with
+    /// the same retries as [`Store::retrying_write`].
+    pub(crate) async fn retrying<T, W, WF>(
+        &self,
+        operation: &'static str,
+        run: W,
+    ) -> Result<T, StoreError>
+    where
+        W: FnMut() -> WF,
+        WF: Future<Output = Result<T, StoreError>>,
+    {
+        self.retrying_write(operation, run, || async { Ok(None) })
+            .await
     }
 
     pub(crate) fn count_stored(&self, stored: &[Message]) {

@@ -111,6 +111,19 @@ impl Store {
         channel: &str,
         conversation: &str,
     ) -> Result<Session, StoreError> {
+        // Find-or-create is safe to repeat.
+        self.retrying("session_for_conversation", || {
+            self.session_for_conversation_once(user_id, channel, conversation)
+        })
+        .await
+    }
+
+    async fn session_for_conversation_once(
+        &self,
+        user_id: &str,
+        channel: &str,
+        conversation: &str,
+    ) -> Result<Session, StoreError> {
         if let Ok(session) = self.get_session(user_id, conversation).await {
             return Ok(session);
         }
