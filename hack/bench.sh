@@ -28,7 +28,7 @@ eval "$(hack/cluster.sh env)"
 psql -q "$SWITCHBOARD_DATABASE_ADMIN_URL" -c "CREATE DATABASE $db"
 db_url=$(printf '%s' "$SWITCHBOARD_DATABASE_ADMIN_URL" | sed -E "s#/[^/?]*(\?|$)#/$db\1#")
 
-# 10,000 idle streams need ~2 sockets each on the runtime side.
+# Idle streams need up to 2 sockets each on the runtime side (1 over HTTP/2).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 target/release/bench \

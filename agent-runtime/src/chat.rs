@@ -561,9 +561,9 @@ async fn stream_in(
             latency,
             error.clone(),
         );
-        let stored = match state
-            .store
-            .append_messages(std::slice::from_ref(&record))
+        // Boxed: the write's future is large and would otherwise sit inline
+        // in every idle stream's task.
+        let stored = match Box::pin(state.store.append_messages(std::slice::from_ref(&record)))
             .await
         {
             Ok(mut rows) => rows.pop(),

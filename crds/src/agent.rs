@@ -341,6 +341,22 @@ pub struct MonitoringSpec {
     /// A ServiceMonitor for the Prometheus Operator.
     #[serde(default)]
     pub service_monitor: ServiceMonitorSpec,
+    /// OpenTelemetry traces: a server span per request and a GenAI `chat` span per
+    /// model turn, sent over OTLP/HTTP. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Where the runtime sends traces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// OTLP/HTTP endpoint of a collector, e.g. `http://otel-collector.observability:4318`
+    /// (`/v1/traces` is appended). Set as `OTEL_EXPORTER_OTLP_ENDPOINT` in the pods,
+    /// with `OTEL_SERVICE_NAME` the agent's name.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+([/?#][^\\\\s]*)?$')").message("monitoring.tracing.otlpEndpoint must be an http:// or https:// URL, e.g. http://otel-collector:4318").reason(Reason::FieldValueInvalid))]
+    pub otlp_endpoint: String,
 }
 
 /// ServiceMonitor settings.

@@ -306,6 +306,16 @@ fn deployment(
             ));
         }
     }
+    if let Some(tracing) = &spec.monitoring.tracing {
+        env.extend([
+            json!({ "name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint }),
+            json!({ "name": "OTEL_SERVICE_NAME", "value": name }),
+            json!({
+                "name": "OTEL_RESOURCE_ATTRIBUTES",
+                "value": "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.deployment.name=".to_owned() + &name,
+            }),
+        ]);
+    }
     let resources = match &spec.resources {
         Some(r) => serde_json::to_value(r).map_err(|source| Error::Serialize {
             what: "resources".to_owned(),
@@ -720,6 +730,37 @@ mod tests {
         assert!(
             c.env.as_ref().unwrap().iter().all(|e| e.value.is_none()),
             "no literal values in env"
+        );
+    }
+
+    #[test]
+    fn tracing_sets_the_otlp_variables_only_when_asked() {
+        let env_of = |agent: &AgentDeployment| -> BTreeMap<String, Option<String>> {
+            let children = build_children(agent, &inputs(true)).unwrap();
+            let c = container(&children);
+            c.env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        let mut agent = full();
+        agent.spec.monitoring.tracing = None;
+        assert!(!env_of(&agent).keys().any(|k| k.starts_with("OTEL_")));
+        agent.spec.monitoring.tracing = Some(crds::agent::TracingSpec {
+            otlp_endpoint: "http://otel-collector.observability:4318".into(),
+        });
+        let env = env_of(&agent);
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"].as_deref(),
+            Some("http://otel-collector.observability:4318")
+        );
+        assert_eq!(env["OTEL_SERVICE_NAME"].as_deref(), Some("support"));
+        assert!(
+            env["OTEL_RESOURCE_ATTRIBUTES"]
+                .as_deref()
+                .is_some_and(|v| v.contains("k8s.pod.name=$(POD_NAME)"))
         );
     }
 

@@ -36,9 +36,15 @@ struct Args {
     /// Seconds of the throughput run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Idle SSE stream counts to measure memory at.
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    /// Idle SSE stream counts to measure memory at, one HTTP/1.1 connection per
+    /// stream (each stream costs the runtime two sockets: the client's and the
+    /// upstream's).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
     streams: Vec<usize>,
+    /// Idle SSE stream counts to measure memory at over HTTP/2 (h2c), 100
+    /// streams per client connection (one socket per stream: the upstream's).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    h2_streams: Vec<usize>,
     /// CPU list the runtime is pinned to (taskset), e.g. "0"; empty for none.
     #[arg(long, default_value = "0")]
     runtime_cpus: String,
@@ -60,6 +66,22 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// CPU time (user + system) a process has used, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces) start at ") ".
+            let rest = s.rsplit_once(") ")?.1.to_owned();
+            let fields: Vec<&str> = rest.split(' ').collect();
+            // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// Resident memory of a process in KiB, from /proc.
@@ -199,7 +221,7 @@ async fn throughput(
     runtime: &str,
     pid: u32,
     args: &Args,
-) -> (f64, u64, u64) {
+) -> (f64, u64, u64, Duration) {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -228,6 +250,7 @@ async fn throughput(
         }));
     }
     let start = Instant::now();
+    let cpu_start = cpu_time(pid);
     let mut peak = 0;
     while Instant::now() < deadline {
         peak = peak.max(rss_kib(pid));
@@ -237,10 +260,14 @@ async fn throughput(
         let _ = t.await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_time(pid).saturating_sub(cpu_start);
+    let done = done.load(Ordering::Relaxed);
     (
-        done.load(Ordering::Relaxed) as f64 / secs,
+        done as f64 / secs,
         failed.load(Ordering::Relaxed),
         peak,
+        cpu.checked_div(u32::try_from(done).unwrap_or(u32::MAX).max(1))
+            .unwrap_or_default(),
     )
 }
 
@@ -303,28 +330,81 @@ async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
     (rss, open)
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    let client = reqwest::Client::new();
+/// Like [`idle_streams`], over HTTP/2 without TLS (prior knowledge): `n`
+/// streams multiplexed 100 to a connection.
+async fn idle_h2_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
+    use http_body_util::BodyExt as _;
+    type H2Client = hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >;
+    let connections = n.div_ceil(100).max(1);
+    let clients: Vec<H2Client> = (0..connections)
+        .map(|_| {
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http()
+        })
+        .collect();
+    let opened = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let client = clients[i % connections].clone();
+        let opened = opened.clone();
+        let mut stop = stop_rx.clone();
+        let body = chat_body(
+            &format!("idle2 {i} [[mock: fault=hang; after=1]]"),
+            true,
+            &format!("idle2-{i}"),
+        );
+        let request = hyper::Request::post(format!("{runtime}/v1/chat/completions"))
+            .header("authorization", format!("Bearer {API_KEY}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                serde_json::to_vec(&body).expect("json"),
+            )))
+            .expect("request");
+        tasks.push(tokio::spawn(async move {
+            let Ok(response) = client.request(request).await else {
+                return;
+            };
+            if !response.status().is_success() {
+                return;
+            }
+            let mut body = response.into_body();
+            if body.frame().await.is_some_and(|f| f.is_ok()) {
+                opened.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = stop.changed().await;
+        }));
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (opened.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_kib(pid);
+    let open = opened.load(Ordering::Relaxed) as usize;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        t.abort();
+    }
+    (rss, open)
+}
 
-    let mock_port = free_port();
-    let mock_url = format!("http://127.0.0.1:{mock_port}");
-    let _mock = Proc {
-        child: Command::new(&args.mock)
-            .args(["--listen", &format!("127.0.0.1:{mock_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mock-llm starts"),
-    };
-    wait_http(&client, &format!("{mock_url}/healthz")).await;
-
+/// Starts the runtime (pinned per `--runtime-cpus`) on a free port; waits until ready.
+async fn start_runtime(
+    args: &Args,
+    dir: &std::path::Path,
+    mock_url: &str,
+    client: &reqwest::Client,
+) -> (Proc, String) {
     let port = free_port();
     let runtime_url = format!("http://127.0.0.1:{port}");
-    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("bench dir");
     let config = dir.join("agent.yaml");
     std::fs::write(
         &config,
@@ -354,10 +434,34 @@ async fn main() {
             .spawn()
             .expect("agent-runtime starts"),
     };
-    wait_http(&client, &format!("{runtime_url}/readyz")).await;
-    let pid = runtime.pid();
+    wait_http(client, &format!("{runtime_url}/readyz")).await;
     // With taskset the pid is taskset's until it execs; it execs at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (runtime, runtime_url)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let client = reqwest::Client::new();
+
+    let mock_port = free_port();
+    let mock_url = format!("http://127.0.0.1:{mock_port}");
+    let _mock = Proc {
+        child: Command::new(&args.mock)
+            .args(["--listen", &format!("127.0.0.1:{mock_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mock-llm starts"),
+    };
+    wait_http(&client, &format!("{mock_url}/healthz")).await;
+
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let (runtime, runtime_url) = start_runtime(&args, &dir, &mock_url, &client).await;
+    let pid = runtime.pid();
     let idle_rss = rss_kib(pid);
 
     // Warm both paths (connections, prepared statements, tokenizer tables).
@@ -379,19 +483,36 @@ async fn main() {
         true,
     )
     .await;
-    let (rps, failed, peak_rss) = throughput(&client, &runtime_url, pid, &args).await;
+    let (rps, failed, peak_rss, cpu_per_request) =
+        throughput(&client, &runtime_url, pid, &args).await;
 
     let mut stream_rows = Vec::new();
-    for &n in &args.streams {
+    let runs = args
+        .streams
+        .iter()
+        .map(|&n| (n, "HTTP/1.1"))
+        .chain(args.h2_streams.iter().map(|&n| (n, "HTTP/2")));
+    drop(runtime);
+    for (n, protocol) in runs {
+        // A fresh runtime per row: memory a process has freed stays in its
+        // allocator and would hide what the next row costs.
+        let (runtime, runtime_url) = start_runtime(&args, &dir, &mock_url, &client).await;
+        let pid = runtime.pid();
+        let _ = latency_series(&client, &mock_url, &runtime_url, 20, true).await;
         let before = rss_kib(pid);
-        let (rss, open) = idle_streams(&runtime_url, pid, n).await;
+        let (rss, open) = if protocol == "HTTP/2" {
+            idle_h2_streams(&runtime_url, pid, n).await
+        } else {
+            idle_streams(&runtime_url, pid, n).await
+        };
+        drop(runtime);
         let per = if open > 0 {
             (rss.saturating_sub(before) as f64) / open as f64
         } else {
             0.0
         };
-        stream_rows.push((n, open, before, rss, per));
-        // Let the runtime notice the closed streams before the next step.
+        stream_rows.push((n, protocol, open, before, rss, per));
+        // Let the mock drop the closed upstream connections before the next row.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
@@ -419,6 +540,15 @@ async fn main() {
     );
     println!("| failed requests in that run | {failed} |");
     println!(
+        "| runtime CPU time per request in that run (user + system) | {} µs (one core's worth: {:.0} requests/s) |",
+        cpu_per_request.as_micros(),
+        if cpu_per_request.is_zero() {
+            0.0
+        } else {
+            1.0 / cpu_per_request.as_secs_f64()
+        }
+    );
+    println!(
         "| memory idle (RSS) | {:.1} MiB |",
         idle_rss as f64 / 1024.0
     );
@@ -426,13 +556,12 @@ async fn main() {
         "| memory under load (peak RSS) | {:.1} MiB |",
         peak_rss as f64 / 1024.0
     );
-    for (n, open, before, rss, per) in stream_rows {
+    for (n, protocol, open, before, rss, per) in stream_rows {
         println!(
-            "| memory per idle SSE stream at {n} ({open} open; RSS {:.1} → {:.1} MiB) | {per:.1} KiB |",
+            "| memory per idle SSE stream at {n}, {protocol} ({open} open; RSS {:.1} → {:.1} MiB) | {per:.1} KiB |",
             before as f64 / 1024.0,
             rss as f64 / 1024.0
         );
     }
-    drop(runtime);
     let _ = std::fs::remove_dir_all(&dir);
 }
