@@ -82,8 +82,9 @@ pub struct Store {
 /// or restarting before the request fails with 503.
 pub const DEFAULT_WRITE_RETRY: Duration = Duration::from_secs(20);
 
-/// Whether an error means the database could not be reached or is restarting
-/// (worth retrying), as opposed to refusing the statement.
+/// Whether an error means the database could not be reached, is restarting or
+/// is busy with another writer (worth retrying), as opposed to refusing the
+/// statement.
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
@@ -91,11 +92,16 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // Class 08: connection exception; 57P01-03: admin/crash shutdown,
-            // cannot connect now (starting up); 40001/40P01: serialization
-            // failure, deadlock.
+            // Postgres: class 08, connection exception; 57P01-03, admin or
+            // crash shutdown, cannot connect now (starting up); 40001/40P01,
+            // serialization failure, deadlock. SQLite: 5 (SQLITE_BUSY, also
+            // returned at once, without the busy timeout, when a write would
+            // deadlock), 6 (SQLITE_LOCKED), 517 (SQLITE_BUSY_SNAPSHOT).
             code.starts_with("08")
-                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "5" | "6" | "517"
+                )
         }),
         _ => false,
     }
