@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{API_KEY, Db, Harness, sse_data};
+use common::{API_KEY, Db, Harness, sse_data, streamed_text};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -55,16 +55,7 @@ async fn chats_are_served_over_http2_prior_knowledge() {
         if i % 2 == 1 {
             let data = sse_data(&body);
             assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
-            let text: String = data
-                .iter()
-                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-                .filter_map(|c| {
-                    c["choices"][0]["delta"]["content"]
-                        .as_str()
-                        .map(str::to_owned)
-                })
-                .collect();
-            assert_eq!(text, format!("Echo: h2 {i}"));
+            assert_eq!(streamed_text(&body), format!("Echo: h2 {i}"));
         } else {
             let answer: Value = serde_json::from_str(&body).expect("json");
             assert_eq!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Db, Harness, sse_data};
+use common::{Db, Harness, sse_data, streamed_text};
 use crds::runtime_config::{ModelConfig, ModelProvider};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -336,15 +336,7 @@ async fn anthropic_upstream_works_streamed_and_not(db: Db) {
         ))
         .await;
     assert_eq!(status, 200);
-    let joined: String = sse_data(&text)
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let joined = streamed_text(&text);
     assert_eq!(joined, "Echo: salut toi");
     assert!(text.trim_end().ends_with("data: [DONE]"));
 }
@@ -382,15 +374,7 @@ async fn fallback_models_and_fallback_responses(db: Db) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "Bitte später.");
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = h.metrics().await;
     assert!(metrics.contains("switchboard_runtime_upstream_requests_total{model=\"mock-gpt\",outcome=\"client_error\",provider=\"openai\"}"), "{metrics}");
 }
 

@@ -135,21 +135,9 @@ async fn no_accepted_message_is_lost_when_postgres_restarts() {
             }
         }
     }
-    let retries = {
-        let text = h
-            .client
-            .get(h.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .filter(|l| l.starts_with("switchboard_runtime_database_retries_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let retries = h
+        .metric_sum("switchboard_runtime_database_retries_total{")
+        .await;
     eprintln!(
         "{} chats ({before} done before the crash, {after} after the restart): {} accepted \
          ({} answered), {refused} refused; {retries} database retries",

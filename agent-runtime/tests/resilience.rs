@@ -41,20 +41,7 @@ fn requests_for(mock: &MockLlm, model: &str) -> usize {
 }
 
 async fn metric(h: &Harness, name_and_labels: &str) -> f64 {
-    let text = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    h.metric_sum(name_and_labels).await
 }
 
 async fn stored_answer(h: &Harness, user: &str) -> Value {

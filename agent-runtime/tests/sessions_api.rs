@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Db, Harness, assert_error, sse_data};
+use common::{Db, Harness, assert_error, sse_data, streamed_text};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -260,15 +260,7 @@ async fn posting_messages_streams_and_keeps_history(db: Db) {
     assert_eq!(status, 200);
     let data = sse_data(&text);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let streamed: String = data
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let streamed = streamed_text(&text);
     assert_eq!(streamed, "Echo: and three");
 
     // The model saw the earlier turn.

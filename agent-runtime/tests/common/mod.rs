@@ -159,6 +159,29 @@ impl Harness {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The runtime's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The sum of a metric's samples whose line starts with `name_and_labels`
+    /// (0 when there are none).
+    pub async fn metric_sum(&self, name_and_labels: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name_and_labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// A request with the API key and `user` in the trusted header.
     pub fn as_user(
         &self,
@@ -229,6 +252,19 @@ pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|frame| frame.strip_prefix("data: "))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The text of an OpenAI-format stream: its chunks' content deltas joined.
+pub fn streamed_text(body: &str) -> String {
+    sse_data(body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
