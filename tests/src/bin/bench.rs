@@ -279,38 +279,47 @@ async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");
+    let url = format!("{runtime}/v1/chat/completions");
+    hold_idle_streams(pid, n, move |i| {
+        let request = client.post(&url).bearer_auth(API_KEY).json(&chat_body(
+            &format!("idle {i} [[mock: fault=hang; after=1]]"),
+            true,
+            &format!("idle-{i}"),
+        ));
+        async move {
+            let response = request.send().await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let mut stream = response.bytes_stream();
+            // Open once the first chunk (the role delta) has arrived.
+            stream.next().await?.ok()?;
+            Some(Box::new(stream) as Box<dyn Send>)
+        }
+    })
+    .await
+}
+
+/// Opens stream `i` with `open(i)` for `i` in `0..n` (a few hundred at a time),
+/// holding each open stream; returns the runtime's RSS once all are open (or
+/// after 120 s) and how many are, then closes them.
+async fn hold_idle_streams<F, Fut>(pid: u32, n: usize, open: F) -> (u64, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Option<Box<dyn Send>>> + Send + 'static,
+{
     let opened = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (client, url, opened) = (
-            client.clone(),
-            format!("{runtime}/v1/chat/completions"),
-            opened.clone(),
-        );
-        let mut stop = stop_rx.clone();
-        let body = chat_body(
-            &format!("idle {i} [[mock: fault=hang; after=1]]"),
-            true,
-            &format!("idle-{i}"),
-        );
+        let stream = open(i);
+        let (opened, mut stop) = (opened.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
-            let resp = client
-                .post(&url)
-                .bearer_auth(API_KEY)
-                .json(&body)
-                .send()
-                .await;
-            let Ok(resp) = resp else { return };
-            if !resp.status().is_success() {
-                return;
-            }
-            let mut stream = resp.bytes_stream();
-            // Opened once the first chunk (the role delta) has arrived.
-            if stream.next().await.is_some() {
+            if let Some(stream) = stream.await {
                 opened.fetch_add(1, Ordering::Relaxed);
+                let _ = stop.changed().await;
+                drop(stream);
             }
-            let _ = stop.changed().await;
         }));
         if i % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -346,54 +355,32 @@ async fn idle_h2_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
                 .build_http()
         })
         .collect();
-    let opened = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
-    for i in 0..n {
+    let url = format!("{runtime}/v1/chat/completions");
+    hold_idle_streams(pid, n, move |i| {
         let client = clients[i % connections].clone();
-        let opened = opened.clone();
-        let mut stop = stop_rx.clone();
         let body = chat_body(
             &format!("idle2 {i} [[mock: fault=hang; after=1]]"),
             true,
             &format!("idle2-{i}"),
         );
-        let request = hyper::Request::post(format!("{runtime}/v1/chat/completions"))
+        let request = hyper::Request::post(&url)
             .header("authorization", format!("Bearer {API_KEY}"))
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(
                 serde_json::to_vec(&body).expect("json"),
             )))
             .expect("request");
-        tasks.push(tokio::spawn(async move {
-            let Ok(response) = client.request(request).await else {
-                return;
-            };
+        async move {
+            let response = client.request(request).await.ok()?;
             if !response.status().is_success() {
-                return;
+                return None;
             }
             let mut body = response.into_body();
-            if body.frame().await.is_some_and(|f| f.is_ok()) {
-                opened.fetch_add(1, Ordering::Relaxed);
-            }
-            let _ = stop.changed().await;
-        }));
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            body.frame().await?.ok()?;
+            Some(Box::new(body) as Box<dyn Send>)
         }
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while (opened.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_kib(pid);
-    let open = opened.load(Ordering::Relaxed) as usize;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        t.abort();
-    }
-    (rss, open)
+    })
+    .await
 }
 
 /// Starts the runtime (pinned per `--runtime-cpus`) on a free port; waits until ready.
