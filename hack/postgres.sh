@@ -147,7 +147,7 @@ pg_restart() {
   kill -QUIT "$pid" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
   alive "$pid" && die "postgres (pid ${pid}) did not stop"
-  # The postmaster is gone; its backends may still be exiting.
+  # The postmaster has waited for its backends and exited; stay down a while.
   sleep "${SWITCHBOARD_PG_DOWN_SECONDS:-0}"
   pg_start
 }

@@ -523,6 +523,15 @@ async fn stream_in(
         }
         drop(events);
         if error.is_none() && finish_reason.is_none() {
+            state
+                .metrics
+                .upstream_requests
+                .with_label_values(&[
+                    provider.provider(),
+                    provider.model(),
+                    ProviderError::Truncated.metric_label(),
+                ])
+                .inc();
             error = Some(ProviderError::Truncated.to_string());
             upstream_error = Some(ProviderError::Truncated);
         }
@@ -546,10 +555,9 @@ async fn stream_in(
             .observe(latency.as_secs_f64());
         account_tokens(&state, &turn, provider.model(), usage);
         record_outcome(&span, provider.model(), usage, finish_reason.as_deref());
+        // A client leaving or a shutdown is no failure of the model call.
         if let Some(error) = &upstream_error {
             record_error(&span, error.metric_label());
-        } else if error.is_some() {
-            record_error(&span, "cancelled");
         }
         log_content(&state, &request, &content);
         let record = answer_message(

@@ -180,8 +180,8 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(id) => Self::session_not_found(&id),
-            other => {
-                tracing::error!(error = %other, "database error");
+            err @ StoreError::Database(_) => {
+                tracing::error!(error = %err, "database error");
                 Self {
                     retry_after: Some(2),
                     ..Self::new(
@@ -190,6 +190,14 @@ impl From<StoreError> for ApiError {
                         "the conversation database is unavailable; try again shortly",
                     )
                 }
+            }
+            other => {
+                tracing::error!(error = %other, "database error");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_error",
+                    "the conversation database is unavailable; try again shortly",
+                )
             }
         }
     }

@@ -46,7 +46,8 @@ pub struct Metrics {
     pub queue_rejected: IntCounter,
     /// Database operation latency by operation.
     pub db_duration: HistogramVec,
-    /// Writes retried after the database dropped or refused a connection, by operation.
+    /// Database operations retried because the database was unreachable,
+    /// restarting or busy, by operation.
     pub db_retries: IntCounterVec,
     /// Messages stored (user and assistant), by role.
     pub messages: IntCounterVec,
@@ -163,7 +164,7 @@ impl Metrics {
         let db_retries = IntCounterVec::new(
             Opts::new(
                 "switchboard_runtime_database_retries_total",
-                "Writes retried because the database was unreachable or restarting.",
+                "Database operations retried because the database was unreachable, restarting or busy.",
             ),
             &["operation"],
         )?;

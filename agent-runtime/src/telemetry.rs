@@ -30,6 +30,12 @@ pub const DEFAULT_SERVICE_NAME: &str = "switchboard-agent-runtime";
 pub struct OtlpSettings {
     /// Base endpoint (`/v1/traces` is appended) or the traces endpoint itself.
     pub endpoint: OtlpEndpoint,
+    /// Export request timeout (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, milliseconds; 10 s by default).
+    pub timeout: Duration,
+    /// Whether the service name comes from the environment
+    /// (`OTEL_SERVICE_NAME`, or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`).
+    pub service_name_given: bool,
 }
 
 /// The two ways the specification lets an endpoint be given.
@@ -60,7 +66,21 @@ impl OtlpSettings {
             (None, Some(base)) => OtlpEndpoint::Base(base),
             (None, None) => return None,
         };
-        Some(Self { endpoint })
+        let timeout = set("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_TIMEOUT"))
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map_or(Duration::from_secs(10), Duration::from_millis);
+        let service_name_given = set("OTEL_SERVICE_NAME").is_some()
+            || set("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attrs| {
+                attrs
+                    .split(',')
+                    .any(|kv| kv.trim_start().starts_with("service.name="))
+            });
+        Some(Self {
+            endpoint,
+            timeout,
+            service_name_given,
+        })
     }
 
     /// The URL spans are posted to.
@@ -149,13 +169,13 @@ pub fn init(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Telemetry> {
 fn tracer_provider(settings: &OtlpSettings) -> anyhow::Result<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(TokioHttpClient::new()?)
+        .with_http_client(TokioHttpClient::new(settings.timeout)?)
         .with_endpoint(settings.traces_url())
         .build()?;
     // `Resource::builder` reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
     // without a service name the runtime names itself.
     let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+    if !settings.service_name_given {
         resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
     }
     Ok(SdkTracerProvider::builder()
@@ -173,11 +193,9 @@ struct TokioHttpClient {
 }
 
 impl TokioHttpClient {
-    fn new() -> anyhow::Result<Self> {
+    fn new(timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            client: reqwest::Client::builder().timeout(timeout).build()?,
             runtime: tokio::runtime::Handle::try_current()?,
         })
     }
@@ -233,6 +251,22 @@ mod tests {
         ]))
         .expect("on");
         assert_eq!(s.traces_url(), "http://b:4318/custom");
+    }
+
+    #[test]
+    fn timeout_and_service_name_follow_the_environment() {
+        let s = OtlpSettings::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=x, service.name=support"),
+        ]))
+        .expect("on");
+        assert_eq!(s.timeout, Duration::from_millis(2500));
+        assert!(s.service_name_given);
+        let s = OtlpSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318")]))
+            .expect("on");
+        assert_eq!(s.timeout, Duration::from_secs(10));
+        assert!(!s.service_name_given);
     }
 
     #[test]

@@ -295,6 +295,56 @@ async fn streams_breaking_midway_open_the_circuit(db: Db) {
     assert!(h.state.upstream_healthy(), "the fallback model is healthy");
 }
 
+/// A half-open probe that is a stream closes the circuit once the model
+/// answers, not when the stream ends: a long (here: stalled) probe stream
+/// does not keep other calls off the recovered model.
+async fn a_long_probe_stream_does_not_hold_the_circuit_half_open(db: Db) {
+    let h = Harness::start_with(db, |c, m| {
+        c.limits.retry_max_attempts = 1;
+        c.limits.circuit_failure_threshold = 1;
+        c.limits.circuit_open_seconds = 1;
+        dead_primary(c, m);
+    })
+    .await;
+    let (status, _) = h
+        .chat(
+            "a",
+            json!([{"role": "user", "content": "down [[mock: status=500; model=dead-gpt]]"}]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &h,
+            "switchboard_runtime_upstream_circuit_state{model=\"dead-gpt\"}"
+        )
+        .await,
+        2.0
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The probe: a stream whose upstream sends its first chunk and then stalls.
+    let mut probe = h
+        .as_user(Method::POST, "/v1/chat/completions", "b")
+        .json(&json!({"stream": true, "messages": [{"role": "user", "content": "probe [[mock: fault=hang; after=1; model=dead-gpt]]"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(probe.status(), 200);
+    probe.chunk().await.expect("chunk").expect("first chunk");
+    assert_eq!(
+        requests_for(&h.mock, "dead-gpt"),
+        2,
+        "the probe went through"
+    );
+    // While it is still open, the recovered model takes other calls.
+    let (status, _) = h
+        .chat("c", json!([{"role": "user", "content": "meanwhile"}]))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stored_answer(&h, "c").await["model"], "dead-gpt");
+    drop(probe);
+}
+
 async fn all_models_failing_answers_the_fallback_in_the_callers_language(db: Db) {
     let h = Harness::start_with(db, |c, m| {
         fast_retries(c);
@@ -514,6 +564,7 @@ on_both_databases!(
     fallback_chain_answers_when_the_primary_fails,
     circuit_opens_then_probes_and_closes,
     streams_breaking_midway_open_the_circuit,
+    a_long_probe_stream_does_not_hold_the_circuit_half_open,
     all_models_failing_answers_the_fallback_in_the_callers_language,
     rate_limits_answer_429_with_retry_after,
     token_budget_answers_429,

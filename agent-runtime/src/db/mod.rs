@@ -87,10 +87,7 @@ pub const DEFAULT_WRITE_RETRY: Duration = Duration::from_secs(20);
 /// statement.
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // Postgres: class 08, connection exception; 57P01-03, admin or
             // crash shutdown, cannot connect now (starting up); 40001/40P01,
@@ -111,6 +108,11 @@ impl StoreError {
     /// See [`is_transient`].
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Database(err) if is_transient(err))
+    }
+
+    /// A unique constraint refused the row (it is there already).
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.is_unique_violation())
     }
 }
 
@@ -213,8 +215,17 @@ impl Store {
         let deadline = std::time::Instant::now() + self.write_retry;
         let mut delay = Duration::from_millis(50);
         let mut result = write().await;
+        let mut retried = false;
         loop {
             match result {
+                // The attempt that failed was still committing when the check
+                // looked: the row is there now.
+                Err(err) if retried && err.is_unique_violation() => {
+                    return match committed().await {
+                        Ok(Some(done)) => Ok(done),
+                        _ => Err(err),
+                    };
+                }
                 Err(err) if err.is_transient() && std::time::Instant::now() + delay < deadline => {
                     tracing::warn!(operation, error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable: retrying the write");
                     if let Some(metrics) = &self.metrics {
@@ -222,6 +233,7 @@ impl Store {
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
+                    retried = true;
                     result = match committed().await {
                         Ok(Some(done)) => return Ok(done),
                         Ok(None) => write().await,

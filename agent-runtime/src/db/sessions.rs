@@ -124,8 +124,12 @@ impl Store {
         channel: &str,
         conversation: &str,
     ) -> Result<Session, StoreError> {
-        if let Ok(session) = self.get_session(user_id, conversation).await {
-            return Ok(session);
+        // Only "no such session" falls through: a connection error must not
+        // start a new session for an existing one.
+        match self.get_session(user_id, conversation).await {
+            Ok(session) => return Ok(session),
+            Err(StoreError::NotFound(_)) => {}
+            Err(err) => return Err(err),
         }
         let find = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions \

@@ -309,7 +309,7 @@ impl ModelChain {
         &'a self,
         defer_verdict: bool,
         mut call: F,
-    ) -> Result<(T, usize, bool), ChainError>
+    ) -> Result<(T, usize), ChainError>
     where
         F: FnMut(&'a Arc<dyn ChatProvider>) -> BoxFuture<'a, Result<T, ProviderError>>,
     {
@@ -341,11 +341,15 @@ impl ModelChain {
                 match result {
                     Ok(value) => {
                         guard.armed = false;
-                        if !defer_verdict {
+                        // A deferred verdict waits for the end of the stream,
+                        // except for a half-open probe: holding it open for a
+                        // whole (perhaps stalled) stream would keep every
+                        // other call off a recovered model.
+                        if !defer_verdict || admission == Admission::Probe {
                             breaker.on_success();
                             self.export_state(index);
                         }
-                        return Ok((value, index, admission == Admission::Probe));
+                        return Ok((value, index));
                     }
                     Err(err) => {
                         if resilience::counts_as_failure(&err) {
@@ -384,7 +388,7 @@ impl ModelChain {
         &self,
         request: &ChatRequest,
     ) -> Result<(Completion, Arc<dyn ChatProvider>), ChainError> {
-        let (completion, index, _) = self.run(false, |model| model.complete(request)).await?;
+        let (completion, index) = self.run(false, |model| model.complete(request)).await?;
         Ok((completion, self.models[index].clone()))
     }
 
@@ -398,7 +402,7 @@ impl ModelChain {
         &self,
         request: &ChatRequest,
     ) -> Result<(EventStream, Arc<dyn ChatProvider>, StreamVerdict), ChainError> {
-        let (events, index, probe) = self
+        let (events, index) = self
             .run(true, |model| {
                 Box::pin(async move {
                     let mut events = model.stream(request).await?;
@@ -420,37 +424,30 @@ impl ModelChain {
                 .as_ref()
                 .map(|m| m.circuit_state.with_label_values(&[model.model()])),
             model: model.model().to_owned(),
-            probe,
-            settled: false,
         };
         Ok((events, model, verdict))
     }
 }
 
 /// The health verdict on a model whose stream is under way, for its circuit
-/// breaker. Dropped unsettled (client gone, shutdown), it counts neither way
-/// and frees a half-open probe slot.
+/// breaker. Dropped unsettled (client gone, shutdown), it counts neither way.
 pub struct StreamVerdict {
     breaker: Arc<CircuitBreaker>,
     gauge: Option<prometheus::IntGauge>,
     model: String,
-    probe: bool,
-    settled: bool,
 }
 
 impl StreamVerdict {
     /// The stream ended well.
-    pub fn succeeded(mut self) {
-        self.settled = true;
+    pub fn succeeded(self) {
         self.breaker.on_success();
         self.export();
     }
 
     /// The stream broke with `err`: counted against the model when the error
     /// says it is unhealthy.
-    pub fn failed(mut self, err: &ProviderError) {
+    pub fn failed(self, err: &ProviderError) {
         if resilience::counts_as_failure(err) {
-            self.settled = true;
             if self.breaker.on_failure() {
                 tracing::warn!(model = %self.model, "circuit opened (stream broke midway)");
             }
@@ -461,15 +458,6 @@ impl StreamVerdict {
     fn export(&self) {
         if let Some(gauge) = &self.gauge {
             gauge.set(self.breaker.state().gauge());
-        }
-    }
-}
-
-impl Drop for StreamVerdict {
-    fn drop(&mut self) {
-        if !self.settled && self.probe {
-            self.breaker.release_probe();
-            self.export();
         }
     }
 }
