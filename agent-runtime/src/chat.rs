@@ -343,12 +343,17 @@ fn record_attempts(state: &SharedState, err: &ChainError) {
             .find(|p| p.model() == model)
             .map(|p| p.provider())
             .unwrap_or("unknown");
-        state
-            .metrics
-            .upstream_requests
-            .with_label_values(&[provider, model, e.metric_label()])
-            .inc();
+        count_call(state, provider, model, e.metric_label());
     }
+}
+
+/// Counts one model call by its outcome (`ok` or the error's label).
+fn count_call(state: &SharedState, provider: &str, model: &str, outcome: &str) {
+    state
+        .metrics
+        .upstream_requests
+        .with_label_values(&[provider, model, outcome])
+        .inc();
 }
 
 /// Runs a turn to completion.
@@ -375,10 +380,8 @@ async fn complete_in(
             let usage = completion
                 .usage
                 .unwrap_or_else(|| estimate_usage(state, &request, &completion.content));
+            count_call(state, provider.provider(), provider.model(), "ok");
             let m = state.metrics.as_ref();
-            m.upstream_requests
-                .with_label_values(&[provider.provider(), provider.model(), "ok"])
-                .inc();
             m.upstream_duration
                 .with_label_values(&[provider.provider(), provider.model()])
                 .observe(latency.as_secs_f64());
@@ -506,15 +509,6 @@ async fn stream_in(
                 Some(Ok(StreamEvent::Usage(u))) => usage = Some(u),
                 Some(Ok(StreamEvent::Finished { finish_reason: r })) => finish_reason = Some(r),
                 Some(Err(e)) => {
-                    state
-                        .metrics
-                        .upstream_requests
-                        .with_label_values(&[
-                            provider.provider(),
-                            provider.model(),
-                            e.metric_label(),
-                        ])
-                        .inc();
                     error = Some(e.to_string());
                     upstream_error = Some(e);
                     break;
@@ -523,33 +517,26 @@ async fn stream_in(
         }
         drop(events);
         if error.is_none() && finish_reason.is_none() {
-            state
-                .metrics
-                .upstream_requests
-                .with_label_values(&[
-                    provider.provider(),
-                    provider.model(),
-                    ProviderError::Truncated.metric_label(),
-                ])
-                .inc();
             error = Some(ProviderError::Truncated.to_string());
             upstream_error = Some(ProviderError::Truncated);
         }
-        // The model's health: a clean end closes its circuit, a break counts
-        // against it; a client gone or a shutdown says nothing about it.
+        // The call's outcome and the model's health: a clean end closes its
+        // circuit, a break counts against it; a client gone or a shutdown
+        // says nothing about it.
         match (&upstream_error, &error) {
-            (Some(e), _) => verdict.failed(e),
-            (None, None) => verdict.succeeded(),
+            (Some(e), _) => {
+                count_call(&state, provider.provider(), provider.model(), e.metric_label());
+                verdict.failed(e);
+            }
+            (None, None) => {
+                count_call(&state, provider.provider(), provider.model(), "ok");
+                verdict.succeeded();
+            }
             (None, Some(_)) => drop(verdict),
         }
         let latency = started.elapsed();
         let usage = usage.unwrap_or_else(|| estimate_usage(&state, &request, &content));
         let m = state.metrics.as_ref();
-        if error.is_none() {
-            m.upstream_requests
-                .with_label_values(&[provider.provider(), provider.model(), "ok"])
-                .inc();
-        }
         m.upstream_duration
             .with_label_values(&[provider.provider(), provider.model()])
             .observe(latency.as_secs_f64());

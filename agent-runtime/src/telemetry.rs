@@ -98,11 +98,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Sends the spans still buffered and stops the exporter.
     pub fn shutdown(mut self) {
         self.flush();

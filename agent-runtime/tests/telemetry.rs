@@ -2,7 +2,7 @@
 //! a local OTLP/HTTP receiver gets the request's server span (continuing the
 //! caller's `traceparent`) and the turn's GenAI client span as its child, with
 //! the semantic-convention attributes; a failing turn's span carries
-//! `error.type`. Without the variable nothing is sent.
+//! `error.type`. With `OTEL_SDK_DISABLED=true` nothing is sent.
 
 mod common;
 
@@ -91,23 +91,27 @@ fn config(mock: &MockLlm) -> String {
     )
 }
 
+/// The mock, a receiver and the runtime binary exporting to it (batches every
+/// 100 ms), with `env` added.
+async fn traced_runtime(env: &[(&str, &str)]) -> (MockLlm, Received, RuntimeProcess) {
+    let mock = MockLlm::start().await.expect("mock");
+    let received = Received::default();
+    let endpoint = start_receiver(received.clone()).await;
+    let mut vars = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    vars.extend_from_slice(env);
+    let runtime = RuntimeProcess::spawn(&config(&mock), &vars).await;
+    (mock, received, runtime)
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_turns_are_exported_as_genai_spans_over_otlp() {
-    let mock = MockLlm::start().await.expect("mock");
-    let received = Received::default();
-    let endpoint = start_receiver(received.clone()).await;
-    let runtime = RuntimeProcess::spawn(
-        &config(&mock),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_SERVICE_NAME", "traced-agent"),
-        ],
-    )
-    .await;
+    let (_mock, received, runtime) = traced_runtime(&[("OTEL_SERVICE_NAME", "traced-agent")]).await;
     let client = reqwest::Client::new();
     let ok = client
         .post(format!("{}/v1/chat/completions", runtime.base))
@@ -219,20 +223,9 @@ async fn chat_turns_are_exported_as_genai_spans_over_otlp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_exported_without_an_endpoint() {
-    let mock = MockLlm::start().await.expect("mock");
-    let received = Received::default();
-    let endpoint = start_receiver(received.clone()).await;
-    // The receiver runs, but only OTEL_SDK_DISABLED=true is set alongside.
-    let runtime = RuntimeProcess::spawn(
-        &config(&mock),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_SDK_DISABLED", "true"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .await;
+async fn nothing_is_exported_when_the_sdk_is_disabled() {
+    // The endpoint is set and the receiver runs; OTEL_SDK_DISABLED=true wins.
+    let (_mock, received, runtime) = traced_runtime(&[("OTEL_SDK_DISABLED", "true")]).await;
     let response = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", runtime.base))
         .bearer_auth(API_KEY)

@@ -75,12 +75,11 @@ pub struct Store {
     backend: Backend,
     latency: Option<prometheus::HistogramVec>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-    write_retry: Duration,
 }
 
 /// How long a message write keeps retrying while the database is unreachable
 /// or restarting before the request fails with 503.
-pub const DEFAULT_WRITE_RETRY: Duration = Duration::from_secs(20);
+pub const WRITE_RETRY_BUDGET: Duration = Duration::from_secs(20);
 
 /// Whether an error means the database could not be reached, is restarting or
 /// is busy with another writer (worth retrying), as opposed to refusing the
@@ -179,7 +178,6 @@ impl Store {
             backend,
             latency: None,
             metrics: None,
-            write_retry: DEFAULT_WRITE_RETRY,
         })
     }
 
@@ -189,14 +187,8 @@ impl Store {
         self.metrics = Some(metrics);
     }
 
-    /// Sets how long message writes retry through database outages.
-    pub fn with_write_retry(mut self, budget: Duration) -> Self {
-        self.write_retry = budget;
-        self
-    }
-
     /// Runs a message write, retrying with backoff while the database is
-    /// unreachable or restarting (up to the write-retry budget). Before each
+    /// unreachable or restarting (up to [`WRITE_RETRY_BUDGET`]). Before each
     /// retry `committed` checks whether the failed attempt committed after all
     /// (the connection can drop between commit and reply), so nothing is
     /// stored twice.
@@ -212,7 +204,7 @@ impl Store {
         C: FnMut() -> CF,
         CF: Future<Output = Result<Option<T>, StoreError>>,
     {
-        let deadline = std::time::Instant::now() + self.write_retry;
+        let deadline = std::time::Instant::now() + WRITE_RETRY_BUDGET;
         let mut delay = Duration::from_millis(50);
         let mut result = write().await;
         let mut retried = false;
