@@ -283,7 +283,7 @@ pub fn assert_error(result: &(u16, Value), status: u16, code: &str) {
 }
 
 /// The real `agent-runtime` binary, started with a config file written to a
-/// temp directory; killed when dropped.
+/// temp directory, its log (stdout) in `runtime.log` there; killed when dropped.
 pub struct RuntimeProcess {
     pub child: tokio::process::Child,
     pub base: String,
@@ -314,7 +314,7 @@ impl RuntimeProcess {
             .env("SWITCHBOARD_API_KEY", API_KEY)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.0.join("runtime.log")).expect("log file"))
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
@@ -330,11 +330,17 @@ impl RuntimeProcess {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "runtime did not become ready"
+                "runtime did not become ready; its log:\n{}",
+                std::fs::read_to_string(dir.0.join("runtime.log")).unwrap_or_default()
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Self { child, base, dir }
+    }
+
+    /// What the runtime has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("runtime.log")).unwrap_or_default()
     }
 
     /// Sends SIGTERM.
