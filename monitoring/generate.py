@@ -282,7 +282,7 @@ def operator_alerts():
 
 def rule_groups():
     return [
-        {"name": "switchboard-runtime-slo.recording", "interval": "1m", "rules": recording_rules()},
+        {"name": "switchboard-runtime-slo.recording", "rules": recording_rules()},
         {"name": "switchboard-runtime.alerts", "rules": runtime_alerts()},
         {"name": "switchboard-operator.alerts", "rules": operator_alerts()},
     ]
