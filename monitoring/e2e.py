@@ -178,6 +178,8 @@ def drive_runtime(base):
     out, _ = chatter.communicate(timeout=60)
     if chatter.returncode != 0 or out.strip() != "200":
         raise SystemExit(f"e2e: the chat sent while the database was locked did not succeed: {out!r}")
+    # Every model fails: the turn ends in a 5xx.
+    chat(base, "doomed", "[[mock: status=500]] nobody answers", expect=(500, 502, 503, 504))
     # The primary model fails every call: retries, fallbacks, then its circuit opens.
     for i in range(8):
         chat(base, f"unlucky-{i}", f"[[mock: status=500; model=primary-model]] try {i}")
@@ -295,7 +297,8 @@ def main(argv):
                 print(f"FAIL promtool check metrics on the {name}'s /metrics:\n{complaints}", file=sys.stderr)
             else:
                 log(f"promtool check metrics: the {name}'s /metrics ({series} samples) has no complaints")
-        for command in (["metrics", *files], ["live", prom]):
+        scope = [] if operator else ["--without-operator"]
+        for command in (["metrics", *scope, *files], ["live", *scope, prom]):
             if subprocess.run([sys.executable, str(ROOT / "check.py"), *command]).returncode != 0:
                 failed = True
     finally:

@@ -159,8 +159,9 @@ def runtime_alerts():
             "5m",
             "critical",
             "Every model of agent {{ $labels.namespace }}/{{ $labels.service }} is failing.",
-            "For 5 minutes no model call of agent {{ $labels.service }} in namespace {{ $labels.namespace }} "
-            "succeeded (or every model's circuit is open): users get the fallback response or errors.",
+            "For 5 minutes no turn of agent {{ $labels.service }} in namespace {{ $labels.namespace }} got an "
+            "answer from any of its models (or every model's circuit is open): users get the fallback response "
+            "or errors.",
         ),
         alert(
             "SwitchboardFallbackRateHigh",
@@ -169,9 +170,9 @@ def runtime_alerts():
             "15m",
             "warning",
             "Agent {{ $labels.namespace }}/{{ $labels.service }} falls back to its next model often.",
-            "{{ $value | humanizePercentage }} of the model calls of agent {{ $labels.service }} in namespace "
-            "{{ $labels.namespace }} moved on to a fallback model over 15 minutes (threshold 10%): the primary "
-            "model is failing or slow, and answers come from a model the tenant did not choose first.",
+            "Agent {{ $labels.service }} in namespace {{ $labels.namespace }} moved on to a fallback model "
+            "{{ $value | printf \"%.2f\" }} times per turn over 15 minutes (threshold 0.1): the primary model is "
+            "failing or slow, and answers come from a model the tenant did not choose first.",
         ),
         *burn_alerts(
             "SwitchboardErrorBudgetBurn",
@@ -376,6 +377,11 @@ def row(title):
     return {"type": "row", "title": title}
 
 
+def error_share(errors, total):
+    """errors / total, 0 (not "no data") where total has series but errors none."""
+    return f"(\n  {errors}\n  or\n  0 * {total}\n)\n/\n{total}"
+
+
 def quantiles(metric, selector, by, legend_prefix):
     by_le = ", ".join([*by, "le"]) if by else "le"
     return [
@@ -409,8 +415,9 @@ def overview_panels():
         panel("Requests by tenant", "API requests per second by tenant (namespace); probes and scrapes excluded.", "reqps",
               [target(f"sum by (namespace) (rate(switchboard_runtime_http_requests_total{{{api}}}[$__rate_interval]))", "{{namespace}}")]),
         panel("Errors by tenant", "Share of API requests answered with a 5xx, by tenant.", "percentunit",
-              [target(f"sum by (namespace) (rate(switchboard_runtime_http_requests_total{{{api}, status=~\"5..\"}}[$__rate_interval]))\n/\n"
-                      f"sum by (namespace) (rate(switchboard_runtime_http_requests_total{{{api}}}[$__rate_interval]))", "{{namespace}}")]),
+              [target(error_share(
+                  f"sum by (namespace) (rate(switchboard_runtime_http_requests_total{{{api}, status=~\"5..\"}}[$__rate_interval]))",
+                  f"sum by (namespace) (rate(switchboard_runtime_http_requests_total{{{api}}}[$__rate_interval]))"), "{{namespace}}")]),
         panel("Request latency", "Time until the response headers (streams: until the stream started), all agents: 50th, 95th and 99th percentile.", "s",
               quantiles("switchboard_runtime_http_request_duration_seconds", api, [], "")),
         panel("Time to first token", "Time from the request to the first generated token, all agents: 50th, 95th and 99th percentile.", "s",
@@ -421,7 +428,7 @@ def overview_panels():
               [target(f"sum by (namespace) (increase(switchboard_runtime_tokens_total{{{sel}}}[24h]))", "{{namespace}}")],
               kind="bargauge"),
         row("Models"),
-        panel("Model calls by outcome", "Upstream model calls per second by outcome (ok, or the error's kind).", "ops",
+        panel("Model calls by outcome", "Turns per second by the outcome of their model chain: ok, or the error of the last model tried (a turn rescued by a fallback model counts as ok for that model).", "ops",
               [target(f"sum by (outcome) (rate(switchboard_runtime_upstream_requests_total{{{sel}}}[$__rate_interval]))", "{{outcome}}")]),
         panel("Fallbacks", "Turns moved on to the next model of the chain, per second, by agent.", "ops",
               [target(f"sum by (namespace, service) (rate(switchboard_runtime_upstream_fallbacks_total{{{sel}}}[$__rate_interval]))", "{{namespace}}/{{service}}")]),
@@ -462,8 +469,9 @@ def agent_panels():
                target(f"sum(switchboard_runtime_upstream_in_flight{{{agent}}})", "in flight")],
               kind="stat", width=6, height=4),
         panel("Error ratio", "Share of this agent's API requests answered with a 5xx over the dashboard's range.", "percentunit",
-              [target(f"sum(increase(switchboard_runtime_http_requests_total{{{api}, status=~\"5..\"}}[$__range]))\n/\n"
-                      f"sum(increase(switchboard_runtime_http_requests_total{{{api}}}[$__range]))", "errors")],
+              [target(error_share(
+                  f"sum(increase(switchboard_runtime_http_requests_total{{{api}, status=~\"5..\"}}[$__range]))",
+                  f"sum(increase(switchboard_runtime_http_requests_total{{{api}}}[$__range]))"), "errors")],
               kind="stat", width=6, height=4),
         panel("Requests by route and status", "API requests per second by route and HTTP status.", "reqps",
               [target(f"sum by (route, status) (rate(switchboard_runtime_http_requests_total{{{api}}}[$__rate_interval]))", "{{route}} {{status}}")],
@@ -473,7 +481,7 @@ def agent_panels():
         row("Models"),
         panel("Time to first token by model", "95th percentile of the time from the request to the first generated token, by model.", "s",
               [target(f"histogram_quantile(0.95, sum by (model, le) (rate(switchboard_runtime_time_to_first_token_seconds_bucket{{{model}}}[$__rate_interval])))", "{{model}}")]),
-        panel("Model calls by outcome", "Upstream model calls per second by model and outcome (ok, or the error's kind).", "ops",
+        panel("Model calls by outcome", "Turns per second by the model that answered (ok) or the last model tried and its error.", "ops",
               [target(f"sum by (model, outcome) (rate(switchboard_runtime_upstream_requests_total{{{model}}}[$__rate_interval]))", "{{model}} {{outcome}}")]),
         panel("Model call duration", "95th percentile of the duration of whole model calls, by model.", "s",
               [target(f"histogram_quantile(0.95, sum by (model, le) (rate(switchboard_runtime_upstream_duration_seconds_bucket{{{model}}}[$__rate_interval])))", "{{model}}")]),
@@ -514,7 +522,8 @@ def operator_panels():
         panel("Replicas scraped", "Operator processes being scraped now.", "none",
               [target("count(switchboard_operator_leader)", "replicas")], kind="stat", width=8, height=4),
         panel("Failure ratio", "Share of reconciles that failed over the dashboard's range, all controllers.", "percentunit",
-              [target("sum(increase(switchboard_operator_reconcile_failures_total[$__range]))\n/\nsum(increase(switchboard_operator_reconciles_total[$__range]))", "failed")],
+              [target(error_share("sum(increase(switchboard_operator_reconcile_failures_total[$__range]))",
+                                  "sum(increase(switchboard_operator_reconciles_total[$__range]))"), "failed")],
               kind="stat", width=8, height=4),
         row("Reconciles"),
         panel("Reconciles", "Reconciles started per second, by controller.", "ops",
