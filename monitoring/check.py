@@ -382,9 +382,14 @@ def live(base):
                 fail(f"rule {rule.get('name')} in {group['name']}: health {rule.get('health')}: {rule.get('lastError')}")
     if not n_rules:
         fail("Prometheus has loaded no rules")
+    # Recording rules produce data (a wrong bucket boundary or label would not).
+    records = sorted({r["name"] for g in groups for r in g["rules"] if r.get("type") == "recording"})
+    for record in records:
+        if not api(base, "/api/v1/query", {"query": record})["result"]:
+            fail(f"recording rule {record} has no series")
     firing = sorted({a["labels"]["alertname"] for a in api(base, "/api/v1/alerts", {})["alerts"]})
     print(f"live: {total_queries} dashboard queries returned {total_series} series; {n_rules} rules loaded "
-          f"and evaluated; alerts pending or firing now: {', '.join(firing) or 'none'}")
+          f"and evaluated, {len(records)} recording rules with data; alerts pending or firing now: {', '.join(firing) or 'none'}")
 
 
 def main(argv):

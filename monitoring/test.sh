@@ -39,7 +39,7 @@ python3 monitoring/check.py static
 
 [[ $static_only == 1 ]] && exit 0
 
-bin_dir="${SWITCHBOARD_BIN_DIR:-$root/target/debug}"
+bin_dir="${SWITCHBOARD_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 export SWITCHBOARD_BIN_DIR="$bin_dir"
 if [[ ! -x "$bin_dir/agent-runtime" || ! -x "$bin_dir/switchboard-operator" || ! -x "$bin_dir/mock-llm" ]]; then
   step "Building the runtime, the operator and mock-llm"
