@@ -588,6 +588,9 @@ def layout(panels):
         if x + w > 24:
             y, x, row_height = y + row_height, 0, 0
         targets = [dict(t, refId=chr(ord("A") + i)) for i, t in enumerate(spec["targets"])]
+        if spec["type"] in ("stat", "bargauge"):
+            # One value per series: ask for the latest only.
+            targets = [dict(t, instant=True, range=False) for t in targets]
         p = {
             "id": next_id,
             "type": spec["type"],
