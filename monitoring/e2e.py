@@ -208,10 +208,18 @@ def start_operator():
                                    "--identity", "monitoring-e2e"], env=env)
     base = f"http://127.0.0.1:{port}"
     wait_for("the operator to lead", lambda: "switchboard_operator_leader 1" in get(f"{base}/metrics")[1])
-    # The sample agent without its model-credentials Secret: its reconciles fail with a
-    # missing dependency (an error category), the channel's succeed.
+    # The sample agent and its channel reconcile; a second agent whose system prompt
+    # ConfigMap does not exist fails with a missing dependency (an error category).
     for sample in ("agent-minimal.yaml", "channel-openai.yaml"):
         kubectl("apply", "-n", NAMESPACE, "-f", str(REPO / "config" / "samples" / sample))
+    broken = {
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "AgentDeployment",
+        "metadata": {"name": "broken", "namespace": NAMESPACE},
+        "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"},
+                 "systemPromptFrom": {"name": "no-such-prompt", "key": "prompt"}},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(broken))
     wait_for("agent and channel reconciles and a failure in the operator's metrics",
              lambda: all(s in get(f"{base}/metrics")[1] for s in (
                  'switchboard_operator_reconciles_total{controller="agent"}',
