@@ -155,9 +155,28 @@ def check_dashboards():
                 used = {a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", t.get("expr", ""))}
                 for var in used - defined - set(BUILTIN_VARIABLES):
                     fail(f"{where}: uses undefined variable ${var}")
+            for t in targets:
+                lint_query(where, t.get("expr", ""))
         for var in variables(board):
             if var["type"] == "query" and not LABEL_VALUES.match(var.get("definition", "")):
                 fail(f"{name}: variable {var['name']} is not a label_values() query")
+
+
+def lint_query(where, expr):
+    """Rules of grafana's dashboard-linter that apply here: rate() over
+    $__rate_interval; counters and histogram buckets only inside rate()/increase()."""
+    bare = strip_strings(expr)
+    for window in re.findall(r"\brate\([^\[]*\[([^\]]+)\]", bare):
+        if window != "$__rate_interval":
+            fail(f"{where}: rate() over [{window}], not [$__rate_interval]")
+    for window in re.findall(r"\bincrease\([^\[]*\[([^\]]+)\]", bare):
+        if window not in ("$__rate_interval", "$__range") and not re.fullmatch(r"\d+[hd]", window):
+            fail(f"{where}: increase() over [{window}]")
+    counters = re.findall(r"\b(switchboard_\w+(?:_total|_bucket|_sum|_count))\b", bare)
+    wrapped = re.findall(r"\b(?:rate|increase)\(\s*(switchboard_\w+(?:_total|_bucket|_sum|_count))\b", bare)
+    for metric in sorted(set(counters)):
+        if counters.count(metric) != wrapped.count(metric):
+            fail(f"{where}: counter {metric} used outside rate()/increase()")
 
 
 def check_queries_parse(promtool):
