@@ -1,7 +1,10 @@
 // Builds the chat page into web/dist (committed; the runtime embeds it):
 //   dist/index.html            the page (no inline script or style)
-//   dist/assets/app-HASH.js    one ES module, minified
-//   dist/assets/app-HASH.css   one stylesheet, minified
+//   dist/assets/app.js         one ES module, minified
+//   dist/assets/app.css        one stylesheet, minified
+// The names are fixed (the runtime embeds three known files); index.html refers
+// to them as `assets/app.js?v=HASH` so the URL changes with the content and
+// the assets can be cached as immutable.
 //   dist/manifest.json         each file with its size, gzipped size and sha256
 // The output depends only on the sources and the locked esbuild version.
 // Flags: --out DIR (default dist), --tests (also bundle test/*.test.ts into .build/test).
@@ -29,7 +32,7 @@ const result = await build({
   format: "esm",
   target: ["es2022", "chrome109", "firefox115", "safari16"],
   outdir: join(out, "assets"),
-  entryNames: "app-[hash]",
+  entryNames: "app",
   legalComments: "none",
   charset: "utf8",
   metafile: true,
@@ -44,6 +47,9 @@ for (const file of Object.keys(result.metafile.outputs)) {
   if (name.endsWith(".js")) js = name;
   else if (name.endsWith(".css")) css = name;
 }
+const version = (file) => createHash("sha256").update(readFileSync(join(out, "assets", file))).digest("hex").slice(0, 12);
+js = `${js}?v=${version(js)}`;
+css = `${css}?v=${version(css)}`;
 const html = readFileSync(join(here, "src/index.html"), "utf8").replace("{{js}}", js).replace("{{css}}", css);
 writeFileSync(join(out, "index.html"), html);
 

@@ -12,7 +12,7 @@
 //
 // No dependencies beyond Node itself.
 
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, existsSync } from "node:fs";
 import { createServer } from "node:http";
 import { dirname, join, normalize, resolve } from "node:path";
@@ -123,12 +123,15 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
       const file = normalize(join(dist, rest));
       if (!file.startsWith(join(dist, "assets")) || !existsSync(file)) return apiError(res, 404, "not_found", "no such asset");
       const ext = file.slice(file.lastIndexOf("."));
+      const bytes = readFileSync(file);
+      // Immutable only under the URL index.html uses (?v=<content hash>).
+      const current = createHash("sha256").update(bytes).digest("hex").slice(0, 12);
       res.writeHead(200, {
         ...SECURITY_HEADERS,
         "content-type": TYPES[ext] ?? "application/octet-stream",
-        "cache-control": "public, max-age=31536000, immutable",
+        "cache-control": url.searchParams.get("v") === current ? "public, max-age=31536000, immutable" : "no-cache",
       });
-      return res.end(readFileSync(file));
+      return res.end(bytes);
     }
     if (req.method === "GET" && rest === "/config.json") {
       res.writeHead(200, { "content-type": "application/json", "cache-control": "no-cache", "set-cookie": set });

@@ -127,6 +127,7 @@ export class App {
     await this.refreshLists();
     await Promise.all(this.tabs.map((tab) => this.loadTab(tab)));
     this.root.dataset.ready = "true";
+    performance.mark("switchboard:interactive");
   }
 
   private build(mount: HTMLElement): void {
@@ -346,7 +347,8 @@ export class App {
       }
       this.showError(e);
     }
-    if (this.tab() === tab) this.renderConversation();
+    // An edit in progress is not redrawn under the user's hands.
+    if (this.tab() === tab && !tab.editing && !tab.live) this.renderConversation();
     this.renderTabs();
   }
 
@@ -443,15 +445,21 @@ export class App {
   private async rename(s: Session, title: string): Promise<void> {
     this.renaming = null;
     const clean = title.trim();
-    if (clean && clean !== (s.title ?? "")) {
-      try {
-        await this.api.rename(s.id, clean);
-        this.changed({ kind: "session", id: s.id });
-      } catch (e) {
-        this.showError(e);
-      }
-    }
+    const before = s.title;
+    const changed = clean && clean !== (s.title ?? "");
+    if (changed) s.title = clean;
     this.renderSidebar();
+    this.renderTabs();
+    this.nav.querySelector<HTMLElement>(`[data-focus-key="rename:${CSS.escape(s.id)}"]`)?.focus();
+    if (!changed) return;
+    try {
+      await this.api.rename(s.id, clean);
+      this.changed({ kind: "session", id: s.id });
+    } catch (e) {
+      s.title = before;
+      this.showError(e);
+      this.renderSidebar();
+    }
   }
 
   /** A change made here: refresh, and tell the other tabs. */
@@ -490,8 +498,12 @@ export class App {
     if (this.banner?.kind === "rate" && (this.banner.until ?? 0) > Date.now()) return;
     this.composer.value = "";
     this.autosize();
-    const path = this.path(this.tab()).map((e) => e.message);
-    await this.runTurn(this.tab(), path, text);
+    const tab = this.tab();
+    const path: Shown[] = this.path(tab).map((e) => e.message);
+    if (tab.id === null && this.config.greeting) {
+      path.push({ id: "greeting", parent_id: null, role: "assistant", content: this.config.greeting, model: null, error: null, pending: true });
+    }
+    await this.runTurn(tab, path, text);
   }
 
   /** Streams an answer after `before` (plus a new user message `text`, when given). */
@@ -511,7 +523,7 @@ export class App {
         tab.id = session.id;
         tab.messages = await this.api.messages(session.id);
         // The stored greeting replaces the one shown from the config.
-        live.before = [...tab.messages, ...shown.filter((m) => m.pending)];
+        live.before = [...tab.messages, ...shown.filter((m) => m.pending && m.role === "user")];
         this.saveTabs();
         this.changed({ kind: "session", id: session.id });
       }
@@ -530,7 +542,9 @@ export class App {
       if (!(e instanceof Error && e.name === "AbortError")) {
         live.error = e instanceof ApiError ? e.message : String(e);
         this.showError(e);
-        if (text !== null && !tab.messages.length && this.tab() === tab) this.composer.value = text;
+        // Refused before anything was stored: give the text back.
+        const refused = e instanceof ApiError && (e.status === 429 || e.code === "channel_disabled" || e.code === "shutting_down");
+        if (refused && text !== null && this.tab() === tab && !this.composer.value) this.composer.value = text;
       }
     }
     const id = tab.id;
@@ -539,7 +553,7 @@ export class App {
     if (id) {
       await this.loadTab(tab);
       // A stopped answer is stored once the runtime notices the disconnect: look again shortly.
-      if (live.stopped) window.setTimeout(() => void this.loadTab(tab), 400);
+      if (live.stopped) for (const ms of [300, 1200]) window.setTimeout(() => void this.loadTab(tab), ms);
       this.changed({ kind: "session", id });
     }
     this.renderConversation();
@@ -701,6 +715,8 @@ export class App {
   }
 
   private renderSidebar(): void {
+    // A title being typed is not redrawn under the user's hands; renaming ends with a redraw.
+    if (this.renaming && this.nav.querySelector(".rename-input")) return;
     const t = this.t;
     const focusedAction = (document.activeElement as HTMLElement | null)?.dataset?.focusKey;
     const parts: Node[] = [];
@@ -752,6 +768,7 @@ export class App {
           e.stopPropagation();
           this.renaming = null;
           this.renderSidebar();
+          this.nav.querySelector<HTMLElement>(`[data-focus-key="rename:${CSS.escape(s.id)}"]`)?.focus();
         }
       });
       input.addEventListener("blur", () => {
@@ -765,11 +782,11 @@ export class App {
       return li;
     }
     const open = h("button", { type: "button", class: "open", "aria-current": current ? "page" : undefined, "data-focus-key": `open:${s.id}` });
-    const titleEl = h("span", { class: "stitle" });
+    const titleEl = h("span", { class: "stitle", dir: "auto" });
     for (const seg of highlight(title, terms)) titleEl.appendChild(seg.hit ? h("mark", {}, seg.text) : document.createTextNode(seg.text));
     open.appendChild(titleEl);
     if (snippet && snippet !== s.title) {
-      const snip = h("span", { class: "snippet" });
+      const snip = h("span", { class: "snippet", dir: "auto" });
       for (const seg of highlight(snippet, terms)) snip.appendChild(seg.hit ? h("mark", {}, seg.text) : document.createTextNode(seg.text));
       open.appendChild(snip);
     }
@@ -807,7 +824,7 @@ export class App {
     this.tabs.forEach((tab, i) => {
       const current = i === this.active;
       const label = this.title(tab.id);
-      const b = h("button", { type: "button", class: "tab", "aria-current": current ? "page" : undefined, title: label }, h("span", {}, label));
+      const b = h("button", { type: "button", class: "tab", "aria-current": current ? "page" : undefined, title: label }, h("span", { dir: "auto" }, label));
       b.addEventListener("click", () => {
         this.active = i;
         this.saveTabs();
@@ -898,7 +915,7 @@ export class App {
     this.liveBody = null;
     if (tab.live) {
       for (const m of tab.live.before) items.push(this.messageView(tab, { message: m as Message, index: 0, count: 1, siblings: [m.id] }, false));
-      const body = h("div", { class: "body markdown" });
+      const body = h("div", { class: "body markdown", dir: "auto" });
       this.fillMarkdown(body, tab.live.text);
       this.liveBody = body;
       items.push(
@@ -966,7 +983,7 @@ export class App {
       return art;
     }
     if (m.model === "fallback") art.appendChild(h("p", { class: "note note-fallback" }, t("fallback")));
-    const body = h("div", { class: isUser ? "body plain" : "body markdown" });
+    const body = h("div", { class: isUser ? "body plain" : "body markdown", dir: "auto" });
     if (isUser) body.textContent = m.content;
     else this.fillMarkdown(body, m.content);
     if (m.content) art.appendChild(body);
