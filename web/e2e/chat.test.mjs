@@ -58,10 +58,15 @@ async function open(ctx, channel = "web") {
 
 /** Sends `text` from the composer and waits for the answer to finish. */
 async function send(page, text) {
+  const users = await page.locator(".msg.user").count();
   await page.fill("#composer", text);
   await page.press("#composer", "Enter");
-  await page.waitForSelector(".msg.live", { state: "attached" });
-  await page.waitForSelector(".msg.live", { state: "detached", timeout: 20000 });
+  // Done when the stored turn shows: one more user message and no live answer.
+  await page.waitForFunction(
+    (n) => document.querySelectorAll(".msg.user").length > n && !document.querySelector(".msg.live"),
+    users,
+    { timeout: 20000 },
+  );
 }
 
 async function axe(page, label) {
@@ -256,7 +261,7 @@ test("message text with script, onerror images and javascript: links stays inert
 test("code blocks get a working copy button", async () => {
   const ctx = await context();
   const page = await open(ctx);
-  await send(page, "```\nlet x = 1;\n```");
+  await send(page, "Code:\n\n```\nlet x = 1;\n```");
   const block = page.locator(".msg.assistant .codeblock").last();
   await block.getByRole("button", { name: "Copy" }).click();
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "let x = 1;");
@@ -295,9 +300,10 @@ test("a disabled channel says so; a rate-limited one gives the retry time", asyn
   await ctx.close();
   ctx = await context();
   page = await open(ctx, "web-limited");
-  // Two requests per minute per visitor: creating the session and the first answer use them up.
+  // Two messages per minute per visitor on this channel: the third is refused.
   await send(page, "one");
-  await page.fill("#composer", "two");
+  await send(page, "two");
+  await page.fill("#composer", "three");
   await page.press("#composer", "Enter");
   const banner = page.locator(".banner-rate");
   await banner.waitFor();
@@ -385,7 +391,8 @@ test("screenshots of the main screens, light and dark", async () => {
   for (const scheme of ["light", "dark"]) {
     const ctx = await context({ colorScheme: scheme });
     const page = await open(ctx);
-    await send(page, "How do I **restart** a deployment? [[mock: reply=Use `kubectl rollout restart`:\n\n```sh\nkubectl rollout restart deployment/demo\n```\n\nThen watch it with `kubectl rollout status`.]]");
+    // The mock LLM echoes the question, so the answer shows the Markdown rendered.
+    await send(page, "Is this the right way to restart **the demo**?\n\n```sh\nkubectl rollout restart deployment/demo\nkubectl rollout status deployment/demo\n```\n\n- the pods roll one by one\n- see `kubectl get pods`");
     await page.keyboard.press("Control+Shift+O");
     await send(page, "What languages do you speak?");
     await page.locator(".session").first().getByRole("button", { name: /^Pin/ }).click();
