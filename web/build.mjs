@@ -1,7 +1,8 @@
 // Builds the chat page into web/dist (committed; the runtime embeds it):
 //   dist/index.html            the page (no inline script or style)
-//   dist/assets/app.js         one ES module, minified
-//   dist/assets/app.css        one stylesheet, minified
+//   dist/assets/app.js         the page: one ES module, minified
+//   dist/assets/style.css      its stylesheet, minified
+//   dist/assets/embed.js       the widget script other (allowed) sites include
 // The names are fixed (the runtime embeds three known files); index.html refers
 // to them as `assets/app.js?v=HASH` so the URL changes with the content and
 // the assets can be cached as immutable.
@@ -26,13 +27,13 @@ mkdirSync(join(out, "assets"), { recursive: true });
 
 const result = await build({
   absWorkingDir: here,
-  entryPoints: { app: "src/main.ts", style: "src/style.css" },
+  entryPoints: { app: "src/main.ts", style: "src/style.css", embed: "src/embed.ts" },
   bundle: true,
   minify: true,
   format: "esm",
   target: ["es2022", "chrome109", "firefox115", "safari16"],
   outdir: join(out, "assets"),
-  entryNames: "app",
+  entryNames: "[name]",
   legalComments: "none",
   charset: "utf8",
   metafile: true,
@@ -44,8 +45,8 @@ let js = "";
 let css = "";
 for (const file of Object.keys(result.metafile.outputs)) {
   const name = file.split("/").pop();
-  if (name.endsWith(".js")) js = name;
-  else if (name.endsWith(".css")) css = name;
+  if (name === "app.js") js = name;
+  else if (name === "style.css") css = name;
 }
 const version = (file) => createHash("sha256").update(readFileSync(join(out, "assets", file))).digest("hex").slice(0, 12);
 js = `${js}?v=${version(js)}`;

@@ -22,7 +22,12 @@ import { CHANNELS, startRuntime } from "./runtime.mjs";
 const here = dirname(fileURLToPath(import.meta.url));
 const DIST = resolve(here, "../dist");
 
-export const CSP = [
+/** The page's Content-Security-Policy; `frameAncestors` are the origins allowed to embed it. */
+export function csp(frameAncestors = []) {
+  return [...CSP_BASE, `frame-ancestors ${frameAncestors.length ? ["'self'", ...frameAncestors].join(" ") : "'none'"}`].join("; ");
+}
+
+const CSP_BASE = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
@@ -31,11 +36,9 @@ export const CSP = [
   "connect-src 'self'",
   "base-uri 'none'",
   "form-action 'self'",
-  "frame-ancestors 'none'",
-].join("; ");
+];
 
 const SECURITY_HEADERS = {
-  "content-security-policy": CSP,
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
   "cross-origin-opener-policy": "same-origin",
@@ -71,7 +74,7 @@ function apiError(res, status, code, message) {
  * Starts the server. `runtime`: { base, apiKey, channels }. Resolves to
  * { url, port, close() }.
  */
-export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist = DIST }) {
+export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist = DIST, allowedOrigins = [] }) {
   const channels = new Map(runtime.channels.map((c) => [c.name, c]));
   // Live sync: visitor → set of open event-stream responses.
   const listeners = new Map();
@@ -116,7 +119,14 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
 
     if (req.method === "GET" && (rest === "/" || rest === "/index.html")) {
       const body = readFileSync(join(dist, "index.html"));
-      res.writeHead(200, { ...SECURITY_HEADERS, "content-type": TYPES[".html"], "cache-control": "no-cache", "set-cookie": set });
+      const origins = [...(channel.allowedOrigins ?? []), ...allowedOrigins];
+      res.writeHead(200, {
+        ...SECURITY_HEADERS,
+        "content-security-policy": csp(origins),
+        "content-type": TYPES[".html"],
+        "cache-control": "no-cache",
+        "set-cookie": set,
+      });
       return res.end(body);
     }
     if (req.method === "GET" && rest.startsWith("/assets/")) {
@@ -126,10 +136,14 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
       const bytes = readFileSync(file);
       // Immutable only under the URL index.html uses (?v=<content hash>).
       const current = createHash("sha256").update(bytes).digest("hex").slice(0, 12);
+      const widget = rest === "/assets/embed.js";
       res.writeHead(200, {
         ...SECURITY_HEADERS,
+        "content-security-policy": csp(),
         "content-type": TYPES[ext] ?? "application/octet-stream",
         "cache-control": url.searchParams.get("v") === current ? "public, max-age=31536000, immutable" : "no-cache",
+        // Other sites load the widget script; everything else stays same-origin.
+        "cross-origin-resource-policy": widget ? "cross-origin" : "same-origin",
       });
       return res.end(bytes);
     }

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync, mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
@@ -26,9 +27,27 @@ const requests = [];
 /** Console errors and CSP violations (none expected). */
 const problems = [];
 
+/** Two other sites: one allowed to embed the chat, one not. */
+const sites = {};
+
+function hostSite(title) {
+  const page = (chat) =>
+    `<!doctype html><html lang="en"><head><title>${title}</title></head><body><h1>${title}</h1>` +
+    `<script src="${chat}/channels/web/assets/embed.js" data-label="Chat with us"></script></body></html>`;
+  return new Promise((ok) => {
+    const s = createServer((req, res) => {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      res.end(page(server.url));
+    });
+    s.listen(0, "127.0.0.1", () => ok({ url: `http://127.0.0.1:${s.address().port}`, close: () => s.close() }));
+  });
+}
+
 before(async () => {
   runtime = await startRuntime();
-  server = await startDevServer({ runtime, port: 0 });
+  sites.allowed = await hostSite("Allowed shop");
+  sites.other = await hostSite("Other site");
+  server = await startDevServer({ runtime, port: 0, allowedOrigins: [sites.allowed.url] });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--lang=en-US"] });
 });
 
@@ -36,6 +55,8 @@ after(async () => {
   await browser?.close();
   await server?.close();
   runtime?.stop();
+  sites.allowed?.close();
+  sites.other?.close();
 });
 
 async function context(options = {}) {
@@ -294,9 +315,9 @@ test("Hebrew and Arabic channels lay out right to left", async () => {
 test("a disabled channel says so; a rate-limited one gives the retry time", async () => {
   let ctx = await context();
   let page = await open(ctx, "web-off");
-  await page.fill("#composer", "anyone there?");
-  await page.press("#composer", "Enter");
   await page.locator(".banner-disabled", { hasText: "switched off" }).waitFor();
+  assert.ok(await page.locator("#composer").isDisabled());
+  assert.ok(await page.locator("#send").isDisabled());
   await ctx.close();
   ctx = await context();
   page = await open(ctx, "web-limited");
@@ -354,6 +375,7 @@ test("cross-site and token-less requests are refused; the key never reaches the 
   assert.ok(!html.includes(runtime.apiKey) && !config.includes(runtime.apiKey));
   const response = await fetch(`${server.url}/channels/web/`);
   assert.match(response.headers.get("content-security-policy"), /script-src 'self'/);
+  assert.match(response.headers.get("content-security-policy"), /frame-ancestors 'self' http:\/\/127\.0\.0\.1:\d+$/);
   await ctx.close();
 });
 
@@ -402,6 +424,33 @@ test("screenshots of the main screens, light and dark", async () => {
     await page.screenshot({ path: join(docs, `web-chat-${scheme}.png`) });
     await ctx.close();
   }
+});
+
+test("an allowed site embeds the chat as a panel; another site cannot frame it", async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const page = await ctx.newPage();
+  await page.goto(sites.allowed.url);
+  await page.getByRole("button", { name: "Chat with us" }).click();
+  const chat = page.frameLocator("iframe");
+  await chat.locator('.app.embed[data-ready="true"]').waitFor();
+  await chat.locator("#composer").fill("hello from the widget");
+  await chat.locator("#composer").press("Enter");
+  await chat.locator(".msg.assistant", { hasText: "Echo: hello from the widget" }).waitFor();
+  // The chat list is a drawer in the panel.
+  await chat.getByRole("button", { name: "Chat list" }).click();
+  await chat.locator(".session .stitle", { hasText: "hello from the widget" }).waitFor();
+  await ctx.close();
+
+  const other = await browser.newContext();
+  const page2 = await other.newPage();
+  const refused = new Promise((ok) =>
+    page2.on("console", (m) => /frame-ancestors/.test(m.text()) && ok(m.text())),
+  );
+  await page2.goto(sites.other.url);
+  await page2.getByRole("button", { name: "Chat with us" }).click();
+  assert.match(await refused, /has been blocked/);
+  assert.equal(await page2.frameLocator("iframe").locator(".app").count(), 0);
+  await other.close();
 });
 
 test("no request left the page's origin; no console errors or CSP violations", () => {

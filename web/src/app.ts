@@ -96,6 +96,7 @@ export class App {
   private toast!: HTMLElement;
   private help!: HTMLDialogElement;
   private themeBtn!: HTMLButtonElement;
+  private menuBtn!: HTMLButtonElement;
   private liveBody: HTMLElement | null = null;
   private liveFrame = 0;
 
@@ -157,7 +158,7 @@ export class App {
     this.themeBtn = iconButton("auto", t("theme"), () => this.cycleTheme());
     const sidebar = h(
       "aside",
-      { class: "sidebar", "aria-label": t("menu") },
+      { class: "sidebar", id: "sidebar", "aria-label": t("menu") },
       h(
         "div",
         { class: "brand" },
@@ -176,6 +177,9 @@ export class App {
     );
     sidebar.querySelector("#new-chat")?.addEventListener("click", () => this.newChat());
     this.tabBar = h("nav", { class: "tabs", "aria-label": t("tabs") });
+    this.menuBtn = iconButton("menu", t("menu"), () => this.toggleSidebar(), "icon-btn menu-btn");
+    this.menuBtn.setAttribute("aria-expanded", "false");
+    this.menuBtn.setAttribute("aria-controls", "sidebar");
     this.bannerEl = h("div", { class: "banner", role: "alert", hidden: true });
     this.log = h("div", {
       class: "log",
@@ -210,10 +214,27 @@ export class App {
       if (this.tab().live) this.stop();
       else void this.submit();
     });
-    const main = h("main", { class: "main" }, this.tabBar, this.bannerEl, this.log, form);
+    const main = h("main", { class: "main" }, h("div", { class: "topbar" }, this.menuBtn, this.tabBar), this.bannerEl, this.log, form);
+    // An open drawer closes on a click beside it.
+    main.addEventListener(
+      "click",
+      (e) => {
+        if (this.root.classList.contains("sidebar-open") && !(e.target as HTMLElement).closest(".menu-btn")) {
+          e.stopPropagation();
+          e.preventDefault();
+          this.toggleSidebar();
+        }
+      },
+      true,
+    );
     this.toast = h("div", { class: "toast", role: "status", "aria-live": "polite" });
     this.help = this.buildHelp();
-    this.root = h("div", { class: "app" }, sidebar, main, this.toast, this.help);
+    const embedded = new URLSearchParams(location.search).has("embed");
+    this.root = h("div", { class: embedded ? "app embed" : "app" }, sidebar, main, this.toast, this.help);
+    // On a narrow screen or in the embed panel the sidebar is a drawer: choosing a chat closes it.
+    sidebar.addEventListener("click", (e) => {
+      if ((e.target as HTMLElement).closest(".open, #new-chat") && this.root.classList.contains("sidebar-open")) this.toggleSidebar();
+    });
     mount.replaceChildren(this.root);
   }
 
@@ -651,6 +672,12 @@ export class App {
   // ---------------------------------------------------------------- keys
 
   private onKey(e: KeyboardEvent): void {
+    if (e.key === "Escape" && !e.shiftKey && this.root.classList.contains("sidebar-open")) {
+      e.preventDefault();
+      this.toggleSidebar();
+      this.menuBtn.focus();
+      return;
+    }
     const target = e.target as HTMLElement | null;
     const inInput = !!target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
     const action = match(e, this.apple, inInput);
@@ -677,6 +704,12 @@ export class App {
       case "help":
         return this.showHelp();
     }
+  }
+
+  private toggleSidebar(): void {
+    const open = this.root.classList.toggle("sidebar-open");
+    this.menuBtn.setAttribute("aria-expanded", String(open));
+    if (open) this.root.querySelector<HTMLElement>("#new-chat")?.focus();
   }
 
   private showHelp(): void {
@@ -866,7 +899,9 @@ export class App {
     this.sendBtn.setAttribute("aria-label", this.t(live ? "stop" : "send"));
     this.sendBtn.title = this.t(live ? "stop" : "send");
     this.sendBtn.classList.toggle("stop", live);
-    this.sendBtn.disabled = !live && limited;
+    const off = this.banner?.kind === "disabled";
+    this.sendBtn.disabled = !live && (limited || off);
+    this.composer.disabled = off;
   }
 
   private nearBottom(): boolean {
