@@ -11,5 +11,5 @@ npx tsc --noEmit -p .
 node build.mjs --tests --out "$(mktemp -d)/dist" --quiet
 node --test .build/test/
 if [ "${WEB_SKIP_BROWSER:-0}" != 1 ]; then
-  node --test --test-concurrency=1 --test-timeout=120000 e2e/
+  node --test --test-concurrency=1 --test-timeout=900000 e2e/
 fi

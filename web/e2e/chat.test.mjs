@@ -14,7 +14,8 @@ import { startDevServer } from "../dev/serve.mjs";
 import { startRuntime } from "../dev/runtime.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const docs = resolve(here, "../../docs");
+// Screenshots go to test-results/ (ignored); WEB_SCREENSHOTS=../docs refreshes the committed ones.
+const docs = resolve(here, "..", process.env.WEB_SCREENSHOTS ?? "test-results");
 const require = createRequire(import.meta.url);
 const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -111,15 +112,25 @@ test("first visit: title, greeting, English left to right, timings", async () =>
   assert.match(await greeting.innerText(), /Hello! I am the Switchboard demo agent/);
   // The greeting's Markdown is rendered, not shown raw.
   assert.equal(await greeting.locator("strong").innerText(), "Switchboard");
-  const timing = await page.evaluate(() => {
-    const paint = performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? null;
-    const ready = performance.getEntriesByName("switchboard:interactive")[0]?.startTime ?? null;
-    return { paint, ready };
-  });
-  console.log(`# first contentful paint ${timing.paint?.toFixed(0)} ms, interactive ${timing.ready?.toFixed(0)} ms`);
-  assert.ok(timing.ready !== null);
   await axe(page, "first visit");
   await ctx.close();
+  // Timings: the median of five first visits, each in a fresh context (empty cache).
+  const paints = [];
+  const ready = [];
+  for (let i = 0; i < 5; i++) {
+    const c = await context();
+    const p = await open(c);
+    const t = await p.evaluate(() => ({
+      paint: performance.getEntriesByName("first-contentful-paint")[0]?.startTime,
+      ready: performance.getEntriesByName("switchboard:interactive")[0]?.startTime,
+    }));
+    paints.push(t.paint);
+    ready.push(t.ready);
+    await c.close();
+  }
+  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  console.log(`# first contentful paint ${median(paints).toFixed(0)} ms, interactive ${median(ready).toFixed(0)} ms (median of 5, headless Chromium)`);
+  assert.ok(median(ready) < 5000, `interactive after ${median(ready)} ms`);
 });
 
 test("send: the answer streams in, then stays after a reload", async () => {

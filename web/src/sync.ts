@@ -39,8 +39,12 @@ export class Sync {
         const change = changeFromEvent(e.data);
         if (change) onChange(change);
       };
-      // EventSource reconnects by itself (the server sends `retry:`); on reconnect, catch up.
-      this.source.onopen = () => onChange({ kind: "sessions" });
+      // EventSource reconnects by itself (the server sends `retry:`); after a reconnect, catch up.
+      let opened = false;
+      this.source.onopen = () => {
+        if (opened) onChange({ kind: "sessions" });
+        opened = true;
+      };
     }
   }
 

@@ -46,3 +46,20 @@ test("live-sync events name a session or the whole list", () => {
   assert.deepEqual(changeFromEvent('{"type":"sessions.changed"}'), { kind: "sessions" });
   assert.equal(changeFromEvent("nope"), null);
 });
+
+test("API errors keep the code, the message and Retry-After", async () => {
+  const { toError } = await import("../src/api.ts");
+  const limited = await toError(
+    new Response(JSON.stringify({ error: { code: "rate_limited", message: "slow down", type: "rate_limit_error" } }), {
+      status: 429,
+      headers: { "retry-after": "17", "content-type": "application/json" },
+    }),
+  );
+  assert.equal(limited.status, 429);
+  assert.equal(limited.code, "rate_limited");
+  assert.equal(limited.message, "slow down");
+  assert.equal(limited.retryAfter, 17);
+  const plain = await toError(new Response("gateway down", { status: 502, statusText: "Bad Gateway" }));
+  assert.equal(plain.code, "http_502");
+  assert.equal(plain.retryAfter, null);
+});
