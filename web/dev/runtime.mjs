@@ -22,7 +22,13 @@ export const CHANNELS = [
   { name: "web-ru", language: "ru", title: "Поддержка", greeting: "Здравствуйте! Чем помочь?" },
   { name: "web-off", language: "en", title: "Closed chat", greeting: "Hi", enabled: false },
   { name: "web-limited", language: "en", title: "Limited chat", greeting: "Hi", rateLimit: { requestsPerMinutePerUser: 2 } },
+  // No readable history, no search, no streaming: the page keeps the visit's turns itself.
+  { name: "web-plain", language: "ru", title: "Простой чат", greeting: "Здравствуйте!", features: { history: false, search: false, streaming: false } },
+  // Behind an auth proxy: the user comes from this header; requests without it are refused.
+  { name: "web-proxy", language: "en", title: "Staff chat", greeting: "Hi, colleague.", trustedHeader: "x-forwarded-user" },
 ];
+
+export const ALL_FEATURES = { history: true, search: true, streaming: true };
 
 export const API_KEY = "dev-tenant-key-not-for-browsers";
 
@@ -88,7 +94,7 @@ export async function startRuntime({ channels = CHANNELS } = {}) {
       enabled: c.enabled !== false,
       language: c.language,
       greeting: c.greeting,
-      features: { history: true, search: true, streaming: true },
+      features: c.features ?? ALL_FEATURES,
       ...(c.rateLimit ? { rateLimit: c.rateLimit } : {}),
     })),
   };

@@ -17,7 +17,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { createServer } from "node:http";
 import { dirname, join, normalize, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CHANNELS, startRuntime } from "./runtime.mjs";
+import { ALL_FEATURES, CHANNELS, startRuntime } from "./runtime.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DIST = resolve(here, "../dist");
@@ -110,7 +110,10 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
     const jar = cookies(req);
     let visitor = jar[VISITOR_COOKIE];
     const set = [];
-    if (!visitor || !/^[a-z0-9]{16,64}$/.test(visitor)) {
+    // Behind an auth proxy the user is the proxy's header and no visitor cookie is issued.
+    const proxied = channel.trustedHeader ? req.headers[channel.trustedHeader] : undefined;
+    if (channel.trustedHeader) visitor = typeof proxied === "string" && proxied ? proxied : undefined;
+    else if (!visitor || !/^[a-z0-9]{16,64}$/.test(visitor)) {
       visitor = randomBytes(12).toString("hex");
       // The runtime signs this value (HMAC) so it cannot be forged; the dev server does not.
       set.push(`${VISITOR_COOKIE}=${visitor}; Path=/channels/${name}/; HttpOnly; SameSite=Lax; Max-Age=31536000`);
@@ -156,7 +159,7 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
           greeting: channel.greeting ?? null,
           language: channel.language ?? "en",
           apiBase: `/channels/${name}`,
-          features: { history: true, search: true, streaming: true },
+          features: channel.features ?? ALL_FEATURES,
           events: `/channels/${name}/api/events`,
           csrf: { header: CSRF_HEADER, cookie: CSRF_COOKIE },
         }),
@@ -172,7 +175,10 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
     if (unsafe && (!jar[CSRF_COOKIE] || req.headers[CSRF_HEADER] !== jar[CSRF_COOKIE])) {
       return apiError(res, 403, "csrf_failed", "missing or wrong CSRF token; reload the page");
     }
-    if (!jar[VISITOR_COOKIE] && rest !== "/api/events") {
+    if (channel.trustedHeader && !visitor) {
+      return apiError(res, 401, "unauthenticated", `this chat needs the ${channel.trustedHeader} header of the auth proxy`);
+    }
+    if (!channel.trustedHeader && !jar[VISITOR_COOKIE]) {
       // An API call from a browser that never loaded the page has no visitor yet.
       return apiError(res, 401, "no_visitor", "open the chat page first");
     }
@@ -197,7 +203,7 @@ export function startDevServer({ runtime, port = 8787, host = "127.0.0.1", dist 
       headers[k] = v;
     }
     headers.authorization = `Bearer ${runtime.apiKey}`;
-    headers["x-switchboard-user"] = `visitor:${visitor}`;
+    headers["x-switchboard-user"] = channel.trustedHeader ? `proxy:${visitor}` : `visitor:${visitor}`;
     const body = unsafe ? await new Promise((ok) => {
       const parts = [];
       req.on("data", (c) => parts.push(c));

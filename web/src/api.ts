@@ -164,7 +164,12 @@ export class Api {
    * branch) and streams the answer; aborting `signal` stops it (the runtime
    * keeps the partial answer).
    */
-  async *chat(id: string, history: { role: string; content: string }[], signal: AbortSignal): AsyncGenerator<TurnEvent> {
+  async *chat(
+    id: string,
+    history: { role: string; content: string }[],
+    signal: AbortSignal,
+    stream = true,
+  ): AsyncGenerator<TurnEvent> {
     let response: Response;
     try {
       response = await fetch(`${this.opts.base}/v1/chat/completions`, {
@@ -172,10 +177,12 @@ export class Api {
         credentials: "same-origin",
         headers: this.headers("POST", {
           "content-type": "application/json",
-          accept: "text/event-stream",
+          accept: stream ? "text/event-stream" : "application/json",
           "x-conversation-id": id,
         }),
-        body: JSON.stringify({ messages: history, stream: true, stream_options: { include_usage: true } }),
+        body: JSON.stringify(
+          stream ? { messages: history, stream: true, stream_options: { include_usage: true } } : { messages: history },
+        ),
         signal,
       });
     } catch (e) {
@@ -183,6 +190,14 @@ export class Api {
       throw new ApiError(0, "network", (e as Error).message);
     }
     if (!response.ok) throw await toError(response);
+    if (!stream) {
+      // A channel that does not stream: the whole answer at once.
+      const body = (await response.json()) as { choices?: { message?: { content?: string } }[] };
+      const text = body.choices?.[0]?.message?.content ?? "";
+      if (text) yield { kind: "delta", text };
+      yield { kind: "done" };
+      return;
+    }
     if (!response.body) throw new ApiError(0, "network", "empty response");
     try {
       yield* readTurn(response.body);

@@ -283,6 +283,11 @@ export class App {
   }
 
   private restoreTabs(): void {
+    if (!this.config.features.history) {
+      this.tabs = [this.newTab(null)];
+      this.active = 0;
+      return;
+    }
     let saved: { tabs?: string[]; active?: number } = {};
     try {
       saved = JSON.parse(localStorage.getItem(`${this.storeKey}:tabs`) ?? "{}");
@@ -296,6 +301,7 @@ export class App {
   }
 
   private saveTabs(): void {
+    if (!this.config.features.history) return;
     const ids = this.tabs.map((t) => t.id).filter((x): x is string => x !== null);
     const activeId = this.tab().id;
     localStorage.setItem(
@@ -356,7 +362,7 @@ export class App {
   }
 
   private async loadTab(tab: Tab): Promise<void> {
-    if (tab.id === null) return;
+    if (tab.id === null || !this.config.features.history) return;
     try {
       tab.messages = await this.api.messages(tab.id);
       tab.loaded = true;
@@ -542,16 +548,21 @@ export class App {
       if (tab.id === null) {
         const session = await this.api.createSession();
         tab.id = session.id;
-        tab.messages = await this.api.messages(session.id);
-        // The stored greeting replaces the one shown from the config.
-        live.before = [...tab.messages, ...shown.filter((m) => m.pending && m.role === "user")];
+        if (this.config.features.history) {
+          tab.messages = await this.api.messages(session.id);
+          // The stored greeting replaces the one shown from the config.
+          live.before = [...tab.messages, ...shown.filter((m) => m.pending && m.role === "user")];
+        } else {
+          // No readable history: the greeting shown is the one the runtime stored.
+          live.before = shown.map((m) => (m.role === "assistant" ? { ...m, pending: false } : m));
+        }
         this.saveTabs();
         this.changed({ kind: "session", id: session.id });
       }
       const history = live.before
         .filter((m) => !(m.role === "assistant" && m.error && !m.content))
         .map((m) => ({ role: m.role, content: m.content }));
-      for await (const ev of this.api.chat(tab.id, history, live.controller.signal)) {
+      for await (const ev of this.api.chat(tab.id, history, live.controller.signal, this.config.features.streaming)) {
         if (ev.kind === "delta") {
           live.text += ev.text;
           this.scheduleLive();
@@ -571,7 +582,10 @@ export class App {
     const id = tab.id;
     tab.live = null;
     tab.chosen = {};
-    if (id) {
+    if (id && !this.config.features.history) {
+      // The channel keeps no readable history: the page keeps this visit's turns itself.
+      this.keepLocally(tab, live, text);
+    } else if (id) {
       await this.loadTab(tab);
       // A stopped answer is stored once the runtime notices the disconnect: look again shortly.
       if (live.stopped) for (const ms of [300, 1200]) window.setTimeout(() => void this.loadTab(tab), ms);
@@ -579,6 +593,33 @@ export class App {
     }
     this.renderConversation();
     this.renderComposer();
+  }
+
+  private keepLocally(tab: Tab, live: Live, text: string | null): void {
+    const base = live.before.filter((m) => !m.pending) as Message[];
+    const now = new Date().toISOString();
+    const local = (role: Message["role"], content: string, parent: string | null, error: string | null): Message => ({
+      id: `local-${Math.random().toString(36).slice(2)}`,
+      session_id: tab.id ?? "",
+      parent_id: parent,
+      role,
+      content,
+      model: null,
+      error,
+      created_at: now,
+    });
+    const kept = [...base];
+    let parent = base.length ? base[base.length - 1].id : null;
+    if (text !== null) {
+      const user = local("user", text, parent, null);
+      kept.push(user);
+      parent = user.id;
+    }
+    if (live.text || live.error) kept.push(local("assistant", live.text, parent, live.stopped ? "client disconnected" : live.error));
+    // Earlier branches stay reachable: keep every message seen, newest last.
+    const seen = new Set(kept.map((m) => m.id));
+    tab.messages = [...tab.messages.filter((m) => !seen.has(m.id)), ...kept];
+    tab.loaded = true;
   }
 
   private stop(): void {
