@@ -5,15 +5,16 @@
 import { Api, ApiError, type Message, type SearchHit, type Session } from "./api.ts";
 import { stepBranch, visiblePath, type PathEntry } from "./branches.ts";
 import type { ChatConfig } from "./config.ts";
-import { highlight, queryTerms } from "./highlight.ts";
-import { direction, pickLanguage, translator, type StringKey } from "./i18n.ts";
+import { queryTerms } from "./highlight.ts";
+import { direction, pickLanguage, translator, type Translate } from "./i18n.ts";
+import { fillMarkdown } from "./content.ts";
+import { h, iconButton } from "./dom.ts";
+import { buildHelp } from "./help.ts";
 import { icon } from "./icons.ts";
-import { parse } from "./markdown.ts";
-import { renderBlocks, type MiniDocument, type MiniElement } from "./render.ts";
-import { SHORTCUTS, describe, isApple, match, type Action } from "./shortcuts.ts";
+import { messageView, type Shown } from "./message-view.ts";
+import { sessionItem } from "./session-item.ts";
+import { isApple, match } from "./shortcuts.ts";
 import { Sync, type Change } from "./sync.ts";
-
-type Shown = Pick<Message, "id" | "parent_id" | "role" | "content" | "model" | "error"> & { pending?: boolean };
 
 interface Live {
   controller: AbortController;
@@ -39,32 +40,8 @@ type Banner = { kind: "disabled" | "rate" | "error"; text: string; until?: numbe
 
 const DELETE_DELAY_MS = 6000;
 
-function h<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string | boolean | undefined> = {},
-  ...children: (Node | string | null | undefined | false)[]
-): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === false) continue;
-    if (k === "class") e.className = String(v);
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) {
-    if (c === null || c === undefined || c === false) continue;
-    e.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
-  }
-  return e;
-}
-
-function iconButton(name: string, label: string, onClick: (e: MouseEvent) => void, cls = "icon-btn"): HTMLButtonElement {
-  const b = h("button", { type: "button", class: cls, "aria-label": label, title: label }, icon(name));
-  b.addEventListener("click", onClick);
-  return b;
-}
-
 export class App {
-  private readonly t: ReturnType<typeof translator>;
+  private readonly t: Translate;
   private readonly api: Api;
   private readonly sync: Sync;
   private readonly apple = isApple(navigator.platform || navigator.userAgent);
@@ -228,7 +205,7 @@ export class App {
       true,
     );
     this.toast = h("div", { class: "toast", role: "status", "aria-live": "polite" });
-    this.help = this.buildHelp();
+    this.help = buildHelp(this.t, this.apple);
     const embedded = new URLSearchParams(location.search).has("embed");
     this.root = h("div", { class: embedded ? "app embed" : "app" }, sidebar, main, this.toast, this.help);
     // On a narrow screen or in the embed panel the sidebar is a drawer: choosing a chat closes it.
@@ -236,40 +213,6 @@ export class App {
       if ((e.target as HTMLElement).closest(".open, #new-chat") && this.root.classList.contains("sidebar-open")) this.toggleSidebar();
     });
     mount.replaceChildren(this.root);
-  }
-
-  private buildHelp(): HTMLDialogElement {
-    const t = this.t;
-    const names: Record<Action, StringKey> = {
-      newChat: "kNewChat",
-      search: "kSearch",
-      nextTab: "kNextTab",
-      prevTab: "kPrevTab",
-      closeTab: "kCloseTab",
-      focusComposer: "kFocus",
-      stop: "kStop",
-      help: "kHelp",
-    };
-    const rows: HTMLElement[] = [];
-    const seen = new Set<Action>();
-    const keys = (parts: string[]) => h("td", {}, ...parts.flatMap((k, i) => [i ? "+" : "", h("kbd", {}, k)]));
-    for (const s of SHORTCUTS) {
-      if (seen.has(s.action)) continue;
-      seen.add(s.action);
-      rows.push(h("tr", {}, h("th", { scope: "row" }, t(names[s.action])), keys(describe(s, this.apple))));
-    }
-    rows.push(h("tr", {}, h("th", { scope: "row" }, t("kSend")), keys(["Enter"])));
-    rows.push(h("tr", {}, h("th", { scope: "row" }, t("kNewline")), keys(["Shift", "Enter"])));
-    const close = h("button", { type: "button", class: "close-help" }, t("close"));
-    const dialog = h(
-      "dialog",
-      { class: "help", "aria-labelledby": "help-title" },
-      h("h2", { id: "help-title" }, t("shortcuts")),
-      h("table", {}, h("tbody", {}, ...rows)),
-      close,
-    );
-    close.addEventListener("click", () => dialog.close());
-    return dialog;
   }
 
   // ---------------------------------------------------------------- tabs
@@ -651,7 +594,7 @@ export class App {
       const live = this.tab().live;
       if (live && this.liveBody) {
         const stick = this.nearBottom();
-        this.fillMarkdown(this.liveBody, live.text);
+        fillMarkdown(this.liveBody, live.text, this.t);
         if (stick) this.log.scrollTop = this.log.scrollHeight;
       }
     });
@@ -827,69 +770,23 @@ export class App {
   }
 
   private sessionItem(s: Session, terms: string[] = [], snippet?: string): HTMLLIElement {
-    const t = this.t;
-    const current = this.tab().id === s.id;
-    const title = s.title || t("untitled");
-    const li = h("li", { class: `session${current ? " current" : ""}${s.pinned ? " pinned" : ""}`, "data-id": s.id });
-    if (this.renaming === s.id) {
-      const input = h("input", { type: "text", class: "rename-input", value: title, "aria-label": t("renamePrompt"), maxlength: "200" });
-      input.addEventListener("keydown", (e) => {
-        if (e.key === "Enter") {
-          e.preventDefault();
-          void this.rename(s, input.value);
-        } else if (e.key === "Escape") {
-          e.preventDefault();
-          e.stopPropagation();
-          this.renaming = null;
-          this.renderSidebar();
-          this.nav.querySelector<HTMLElement>(`[data-focus-key="rename:${CSS.escape(s.id)}"]`)?.focus();
-        }
-      });
-      input.addEventListener("blur", () => {
-        if (this.renaming === s.id) void this.rename(s, input.value);
-      });
-      li.appendChild(input);
-      queueMicrotask(() => {
-        input.focus();
-        input.select();
-      });
-      return li;
-    }
-    const open = h("button", { type: "button", class: "open", "aria-current": current ? "page" : undefined, "data-focus-key": `open:${s.id}` });
-    const titleEl = h("span", { class: "stitle", dir: "auto" });
-    for (const seg of highlight(title, terms)) titleEl.appendChild(seg.hit ? h("mark", {}, seg.text) : document.createTextNode(seg.text));
-    open.appendChild(titleEl);
-    if (snippet && snippet !== s.title) {
-      const snip = h("span", { class: "snippet", dir: "auto" });
-      for (const seg of highlight(snippet, terms)) snip.appendChild(seg.hit ? h("mark", {}, seg.text) : document.createTextNode(seg.text));
-      open.appendChild(snip);
-    }
-    open.addEventListener("click", () => this.openSession(s.id));
-    const withKey = (b: HTMLButtonElement, key: string) => {
-      b.dataset.focusKey = `${key}:${s.id}`;
-      return b;
-    };
-    const actions = h(
-      "span",
-      { class: "actions" },
-      withKey(
-        iconButton("pencil", `${t("rename")}: ${title}`, () => {
-          this.renaming = s.id;
-          this.renderSidebar();
-        }),
-        "rename",
-      ),
-      withKey(iconButton(s.pinned ? "unpin" : "pin", `${t(s.pinned ? "unpin" : "pin")}: ${title}`, () => void this.act(s, s.pinned ? "unpin" : "pin")), "pin"),
-      withKey(
-        iconButton(s.status === "archived" ? "unarchive" : "archive", `${t(s.status === "archived" ? "unarchive" : "archive")}: ${title}`, () =>
-          void this.act(s, s.status === "archived" ? "unarchive" : "archive"),
-        ),
-        "archive",
-      ),
-      withKey(iconButton("trash", `${t("delete")}: ${title}`, () => this.remove(s)), "delete"),
-    );
-    li.append(open, actions);
-    return li;
+    return sessionItem(this.t, s, {
+      current: this.tab().id === s.id,
+      renaming: this.renaming === s.id,
+      terms,
+      snippet,
+      onOpen: () => this.openSession(s.id),
+      onRenaming: (on) => {
+        this.renaming = on ? s.id : null;
+        this.renderSidebar();
+        if (!on) this.nav.querySelector<HTMLElement>(`[data-focus-key="rename:${CSS.escape(s.id)}"]`)?.focus();
+      },
+      onRename: (title) => {
+        if (this.renaming === s.id) void this.rename(s, title);
+      },
+      onAction: (action) => void this.act(s, action),
+      onDelete: () => this.remove(s),
+    });
   }
 
   private renderTabs(): void {
@@ -949,41 +846,6 @@ export class App {
     return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 80;
   }
 
-  private fillMarkdown(target: HTMLElement, text: string): void {
-    const frag = document.createDocumentFragment() as unknown as MiniElement;
-    renderBlocks(document as unknown as MiniDocument, frag, parse(text), {
-      copyLabel: this.t("copy"),
-      onCopyButton: (button, code) => {
-        const b = button as unknown as HTMLButtonElement;
-        b.addEventListener("click", () => void this.copy(b, code));
-      },
-    });
-    target.replaceChildren(frag as unknown as Node);
-  }
-
-  private async copy(button: HTMLButtonElement, text: string): Promise<void> {
-    try {
-      await navigator.clipboard.writeText(text);
-    } catch {
-      const area = h("textarea", { class: "sr-only" });
-      area.value = text;
-      document.body.appendChild(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
-    const before = button.textContent;
-    const label = button.getAttribute("aria-label");
-    button.textContent = button.classList.contains("copy") ? this.t("copied") : "";
-    if (!button.classList.contains("copy")) button.appendChild(icon("check"));
-    button.setAttribute("aria-label", this.t("copied"));
-    window.setTimeout(() => {
-      if (button.classList.contains("copy")) button.textContent = before;
-      else button.replaceChildren(icon("copy"));
-      if (label) button.setAttribute("aria-label", label);
-    }, 1500);
-  }
-
   private renderConversation(): void {
     const tab = this.tab();
     const stick = this.nearBottom() || !!tab.live;
@@ -992,7 +854,7 @@ export class App {
     if (tab.live) {
       for (const m of tab.live.before) items.push(this.messageView(tab, { message: m as Message, index: 0, count: 1, siblings: [m.id] }, false));
       const body = h("div", { class: "body markdown", dir: "auto" });
-      this.fillMarkdown(body, tab.live.text);
+      fillMarkdown(body, tab.live.text, this.t);
       this.liveBody = body;
       items.push(
         h(
@@ -1012,93 +874,28 @@ export class App {
       } else if (!tab.loaded) {
         items.push(h("p", { class: "loading" }, this.t("loading")));
       }
-      const last = path.length - 1;
-      path.forEach((entry, i) => items.push(this.messageView(tab, entry, true, i === last)));
+      for (const entry of path) items.push(this.messageView(tab, entry, true));
     }
     this.log.setAttribute("aria-busy", tab.live ? "true" : "false");
     this.log.replaceChildren(...items);
     if (stick) this.log.scrollTop = this.log.scrollHeight;
   }
 
-  private messageView(tab: Tab, entry: PathEntry<Message>, interactive: boolean, _last = false): HTMLElement {
-    const t = this.t;
-    const m = entry.message as Shown;
-    const isUser = m.role === "user";
-    const art = h("article", {
-      class: `msg ${m.role}${m.model === "fallback" ? " fallback" : ""}${m.error && m.model !== "fallback" ? " has-error" : ""}`,
-      "aria-label": isUser ? t("you") : t("assistant"),
-      "data-id": m.id,
+  private messageView(tab: Tab, entry: PathEntry<Message>, interactive: boolean): HTMLElement {
+    if (!interactive) return messageView(this.t, entry as PathEntry<Shown>, null);
+    return messageView(this.t, entry as PathEntry<Shown>, {
+      editing: tab.editing === entry.message.id,
+      onEdit: (text) => this.edit(tab, entry, text),
+      onEditing: (on) => {
+        tab.editing = on ? entry.message.id : null;
+        this.renderConversation();
+      },
+      onStep: (step) => {
+        tab.chosen = stepBranch(tab.chosen, entry, step);
+        this.renderConversation();
+      },
+      onRegenerate: () => this.regenerate(tab, entry),
     });
-    if (isUser && tab.editing === m.id && interactive) {
-      const area = h("textarea", { class: "edit-area", "aria-label": t("edit") });
-      area.value = m.content;
-      const save = h("button", { type: "submit", class: "primary" }, t("send"));
-      const cancel = h("button", { type: "button" }, t("cancel"));
-      const form = h("form", { class: "edit-form" }, area, h("div", { class: "row" }, cancel, save));
-      form.addEventListener("submit", (e) => {
-        e.preventDefault();
-        this.edit(tab, entry, area.value);
-      });
-      area.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-          e.preventDefault();
-          this.edit(tab, entry, area.value);
-        } else if (e.key === "Escape") {
-          e.preventDefault();
-          e.stopPropagation();
-          tab.editing = null;
-          this.renderConversation();
-        }
-      });
-      cancel.addEventListener("click", () => {
-        tab.editing = null;
-        this.renderConversation();
-      });
-      art.appendChild(form);
-      queueMicrotask(() => area.focus());
-      return art;
-    }
-    if (m.model === "fallback") art.appendChild(h("p", { class: "note note-fallback" }, t("fallback")));
-    const body = h("div", { class: isUser ? "body plain" : "body markdown", dir: "auto" });
-    if (isUser) body.textContent = m.content;
-    else this.fillMarkdown(body, m.content);
-    if (m.content) art.appendChild(body);
-    if (m.error && m.model !== "fallback" && !m.pending) {
-      const stopped = /disconnect|cancel/i.test(m.error);
-      const text = stopped ? t("stopped") : m.content ? t("cutOff", { msg: m.error }) : t("failed", { msg: m.error });
-      art.appendChild(h("p", { class: stopped ? "note note-stopped" : "note note-error", role: stopped ? undefined : "note" }, text));
-    }
-    if (!interactive) return art;
-    const bar = h("div", { class: "msg-actions" });
-    if (entry.count > 1) {
-      const nav = h("span", { class: "branches", role: "group", "aria-label": t("branchOf", { i: entry.index + 1, n: entry.count }) });
-      const prev = iconButton("left", t("prevBranch"), () => {
-        tab.chosen = stepBranch(tab.chosen, entry, -1);
-        this.renderConversation();
-      });
-      const next = iconButton("right", t("nextBranch"), () => {
-        tab.chosen = stepBranch(tab.chosen, entry, 1);
-        this.renderConversation();
-      });
-      prev.disabled = entry.index === 0;
-      next.disabled = entry.index === entry.count - 1;
-      nav.append(prev, h("span", { class: "branch-pos" }, `${entry.index + 1}/${entry.count}`), next);
-      bar.appendChild(nav);
-    }
-    if (isUser) {
-      bar.appendChild(
-        iconButton("pencil", t("edit"), () => {
-          tab.editing = m.id;
-          this.renderConversation();
-        }),
-      );
-    } else {
-      const copy = iconButton("copy", t("copy"), () => void this.copy(copy, m.content));
-      bar.appendChild(copy);
-      if (m.parent_id) bar.appendChild(iconButton("refresh", t("regenerate"), () => this.regenerate(tab, entry)));
-    }
-    art.appendChild(bar);
-    return art;
   }
 
   private autosize(): void {

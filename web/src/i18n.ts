@@ -365,8 +365,11 @@ export function direction(lang: string): "rtl" | "ltr" {
   return ["he", "ar", "fa", "ur"].includes(pickLanguage(lang)) ? "rtl" : "ltr";
 }
 
+/** Looks a UI string up, filling `{name}` placeholders. */
+export type Translate = (k: StringKey, vars?: Record<string, string | number>) => string;
+
 /** A translator for `lang`: `t("rateLimited", {s: 3})`. */
-export function translator(lang: string): (k: StringKey, vars?: Record<string, string | number>) => string {
+export function translator(lang: string): Translate {
   const strings = LANGUAGES[pickLanguage(lang)];
   return (k, vars) => {
     let s = strings[k] ?? en[k];
