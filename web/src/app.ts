@@ -74,6 +74,7 @@ export class App {
   private help!: HTMLDialogElement;
   private themeBtn!: HTMLButtonElement;
   private menuBtn!: HTMLButtonElement;
+  private announcer!: HTMLElement;
   private liveBody: HTMLElement | null = null;
   private liveFrame = 0;
 
@@ -99,11 +100,12 @@ export class App {
     this.applyTheme(localStorage.getItem(`${this.storeKey}:theme`) ?? "auto");
     this.build(mount);
     this.restoreTabs();
+    // The list and the open chats load together, while the page draws.
+    const loading = Promise.all([this.refreshLists(), ...this.tabs.map((tab) => this.loadTab(tab))]);
     this.renderAll();
     document.addEventListener("keydown", (e) => this.onKey(e));
     window.addEventListener("pagehide", () => this.flushDeletes());
-    await this.refreshLists();
-    await Promise.all(this.tabs.map((tab) => this.loadTab(tab)));
+    await loading;
     this.root.dataset.ready = "true";
     performance.mark("switchboard:interactive");
   }
@@ -158,13 +160,9 @@ export class App {
     this.menuBtn.setAttribute("aria-expanded", "false");
     this.menuBtn.setAttribute("aria-controls", "sidebar");
     this.bannerEl = h("div", { class: "banner", role: "alert", hidden: true });
-    this.log = h("div", {
-      class: "log",
-      role: "log",
-      "aria-label": t("conversation"),
-      "aria-live": "polite",
-      tabindex: "0",
-    });
+    // The conversation is redrawn whole; a screen reader hears each finished answer from the announcer instead.
+    this.log = h("section", { class: "log", "aria-label": t("conversation"), tabindex: "0" });
+    this.announcer = h("div", { class: "sr-only", role: "status", "aria-live": "polite" });
     this.composer = h("textarea", {
       id: "composer",
       rows: "1",
@@ -207,7 +205,7 @@ export class App {
     this.toast = h("div", { class: "toast", role: "status", "aria-live": "polite" });
     this.help = buildHelp(this.t, this.apple);
     const embedded = new URLSearchParams(location.search).has("embed");
-    this.root = h("div", { class: embedded ? "app embed" : "app" }, sidebar, main, this.toast, this.help);
+    this.root = h("div", { class: embedded ? "app embed" : "app" }, sidebar, main, this.toast, this.help, this.announcer);
     // On a narrow screen or in the embed panel the sidebar is a drawer: choosing a chat closes it.
     sidebar.addEventListener("click", (e) => {
       if ((e.target as HTMLElement).closest(".open, #new-chat") && this.root.classList.contains("sidebar-open")) this.toggleSidebar();
@@ -525,6 +523,7 @@ export class App {
     const id = tab.id;
     tab.live = null;
     tab.chosen = {};
+    if (live.text && this.tab() === tab) this.announcer.textContent = `${this.t("assistant")}: ${live.text.slice(0, 600)}`;
     if (id && !this.config.features.history) {
       // The channel keeps no readable history: the page keeps this visit's turns itself.
       this.keepLocally(tab, live, text);
