@@ -419,6 +419,28 @@ test("keyboard: shortcuts, help overlay, tabs", async () => {
   await ctx.close();
 });
 
+test("keyboard only: Tab reaches every control, in a sensible order", async () => {
+  const ctx = await context();
+  const page = await open(ctx);
+  await send(page, "reachable by keyboard");
+  await page.locator("body").focus();
+  const seen = [];
+  for (let i = 0; i < 40; i++) {
+    await page.keyboard.press("Tab");
+    seen.push(
+      await page.evaluate(() => {
+        const e = document.activeElement;
+        return e ? e.id || e.getAttribute("aria-label") || e.className : "";
+      }),
+    );
+  }
+  for (const want of ["new-chat", "search", "Rename: reachable by keyboard", "Delete: reachable by keyboard", "Edit", "Regenerate", "composer"]) {
+    assert.ok(seen.includes(want), `${want} not reached: ${seen.join(" | ")}`);
+  }
+  assert.ok(seen.indexOf("new-chat") < seen.indexOf("search") && seen.indexOf("search") < seen.indexOf("composer"));
+  await ctx.close();
+});
+
 test("screenshots of the main screens, light and dark", async () => {
   mkdirSync(docs, { recursive: true });
   for (const scheme of ["light", "dark"]) {
