@@ -1,5 +1,5 @@
 //! End-to-end: children edited by hand (`kubectl patch` of the owned Deployment's
-//! security context and labels, of the Service's port, of the Role's rules) are put
+//! security context and labels, of the Service's target port, of the Role's rules) are put
 //! back by the operator from the watch event, well within one resync, and once
 //! repaired the operator stops writing.
 
@@ -72,9 +72,9 @@ async fn hand_edits_of_owned_children_are_repaired() {
         "service/support",
         "--type=json",
         "-p",
-        r#"[{"op":"replace","path":"/spec/ports/0/port","value":9999}]"#,
+        r#"[{"op":"replace","path":"/spec/ports/0/targetPort","value":9999}]"#,
         "-o",
-        "jsonpath={.spec.ports[0].port}",
+        "jsonpath={.spec.ports[0].targetPort}",
     ]);
     assert_eq!(landed.trim(), "9999");
     let landed = world.kubectl(&[
@@ -96,7 +96,15 @@ async fn hand_edits_of_owned_children_are_repaired() {
     .await;
     eventually(MINUTE, "the Service repaired", || async {
         let s = world.api::<Service>().get("support").await.ok()?;
-        (s.spec?.ports?[0].port == 8080).then_some(())
+        let port = &s.spec?.ports?[0];
+        (port.port == 8080
+            && port.target_port
+                == Some(
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                        "http".to_owned(),
+                    ),
+                ))
+        .then_some(())
     })
     .await;
     eventually(MINUTE, "the Role repaired", || async {

@@ -63,18 +63,24 @@ pub async fn apply_children(
             .await;
     }
 
-    apply_cached(
-        shared,
-        &stores.service_accounts,
-        service_account,
-        &mut written,
-    )
-    .await?;
-    apply_cached(shared, &stores.roles, role, &mut written).await?;
-    apply_cached(shared, &stores.role_bindings, role_binding, &mut written).await?;
-    apply_cached(shared, &stores.config_maps, config_map, &mut written).await?;
-    apply_cached(shared, &stores.services, service, &mut written).await?;
-    apply_cached(shared, &stores.deployments, deployment, &mut written).await?;
+    // Each child is tried even when one before it fails (a hand edit the API server
+    // will not let an apply undo must not hold back the others); the first failure is
+    // returned once all were tried.
+    let results = [
+        apply_cached(
+            shared,
+            &stores.service_accounts,
+            service_account,
+            &mut written,
+        )
+        .await,
+        apply_cached(shared, &stores.roles, role, &mut written).await,
+        apply_cached(shared, &stores.role_bindings, role_binding, &mut written).await,
+        apply_cached(shared, &stores.config_maps, config_map, &mut written).await,
+        apply_cached(shared, &stores.services, service, &mut written).await,
+        apply_cached(shared, &stores.deployments, deployment, &mut written).await,
+    ];
+    let first_failure = results.into_iter().find_map(Result::err);
 
     let service_monitor = match service_monitor {
         Some(desired) => {
@@ -106,7 +112,10 @@ pub async fn apply_children(
             )
             .await;
     }
-    Ok(service_monitor)
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(service_monitor),
+    }
 }
 
 /// The API of `object`'s kind in its namespace.

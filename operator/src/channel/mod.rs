@@ -1,7 +1,10 @@
 //! The ChatChannel controller: binds each channel to its agent and keeps its status
-//! (Accepted, AgentReady, Ready, endpoint) in step with that agent.
+//! (Accepted, AgentReady, Ready, endpoint) in step with that agent. The pipeline is
+//! short: [`validate`] (pure) → [`status`] (pure, from the channel and its agent) →
+//! status write; a channel has no children.
 
 pub mod status;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
