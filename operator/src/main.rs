@@ -9,9 +9,9 @@ use clap::Parser;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use operator::agent::database::DatabaseAdmin;
 use operator::config::Config;
 use operator::context::Context;
+use operator::database::{DatabaseAdmin, Provisioner};
 use operator::leader::{Outcome, run_when_leader};
 use operator::metrics::Metrics;
 use operator::server::{ServerState, serve};
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let database = admin_url
         .as_deref()
-        .map(DatabaseAdmin::connect_lazy)
+        .map(|url| DatabaseAdmin::connect_lazy(url).map(|a| Arc::new(a) as Arc<dyn Provisioner>))
         .transpose()
         .context("the database admin DSN is not a valid Postgres URL")?;
     let metrics = Metrics::new().context("registering metrics")?;
