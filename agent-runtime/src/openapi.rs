@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{admin, openai, ops, sessions};
-use crate::app::SharedState;
+use crate::state::SharedState;
 
 #[derive(OpenApi)]
 #[openapi(

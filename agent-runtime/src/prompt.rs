@@ -1,6 +1,6 @@
-//! Token counting with a real BPE tokenizer (tiktoken) and trimming the history
-//! sent upstream to `context.maxTokens`: system messages and the newest message
-//! are always kept, the oldest turns go first.
+//! Building the prompt sent upstream: token counting with a real BPE tokenizer
+//! (tiktoken) and trimming the history to `context.maxTokens`: system messages
+//! and the newest message are always kept, the oldest turns go first.
 
 use tiktoken_rs::CoreBPE;
 
@@ -73,7 +73,7 @@ pub fn trim(
     messages: Vec<PromptMessage>,
     max_tokens: usize,
 ) -> Result<Vec<PromptMessage>, ContextOverflow> {
-    use crate::db::Role;
+    use crate::domain::Role;
     // A token covers at least one byte: a prompt whose bytes (plus overheads)
     // fit needs no counting at all (the common case; skips tokenizing history).
     let upper_bound = REPLY_PRIMING
@@ -123,7 +123,7 @@ pub fn trim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Role;
+    use crate::domain::Role;
 
     fn msg(role: Role, content: &str) -> PromptMessage {
         PromptMessage {
