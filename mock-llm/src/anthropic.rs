@@ -140,3 +140,41 @@ pub(crate) fn events(reply: &Reply) -> Vec<String> {
     events.push(event("message_stop", &MessageStreamEvent::MessageStop));
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model_wire::anthropic::text_of;
+
+    #[test]
+    fn answers_read_back_as_the_format() {
+        let reply = Reply::for_test("Echo: hello there", false);
+        let answer: Message<'_> = serde_json::from_str(&whole(&reply)).expect("answer");
+        assert_eq!(text_of(&answer.content), "Echo: hello there");
+        assert_eq!(answer.stop_reason.as_deref(), Some("end_turn"));
+
+        let mut text = String::new();
+        let mut names = Vec::new();
+        for event in events(&reply) {
+            let (name, data) = event
+                .trim_end()
+                .split_once("\ndata: ")
+                .expect("event and data lines");
+            names.push(name.strip_prefix("event: ").expect("event line").to_owned());
+            let parsed: MessageStreamEvent<'_> = serde_json::from_str(data).expect("event");
+            if let MessageStreamEvent::ContentBlockDelta {
+                delta: BlockDelta::TextDelta { text: piece },
+                ..
+            } = parsed
+            {
+                text.push_str(&piece);
+            }
+            // The `event:` name is the data's `type`.
+            let kind: serde_json::Value = serde_json::from_str(data).expect("json");
+            assert_eq!(kind["type"], names[names.len() - 1].as_str());
+        }
+        assert_eq!(text, "Echo: hello there");
+        assert_eq!(names.first().map(String::as_str), Some("message_start"));
+        assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+    }
+}

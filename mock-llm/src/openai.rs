@@ -160,3 +160,45 @@ pub(crate) fn events(reply: &Reply) -> Vec<String> {
     events.push(data(DONE));
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_read_back_as_the_format() {
+        let reply = Reply::for_test("Echo: hello there", true);
+        let answer: ChatCompletion<'_> = serde_json::from_str(&whole(&reply)).expect("answer");
+        assert_eq!(
+            answer.choices[0].message.content.as_deref(),
+            Some("Echo: hello there")
+        );
+        assert_eq!(answer.usage, Some(CompletionUsage::new(10, 3)));
+
+        let events = events(&reply);
+        assert_eq!(events.last().map(String::as_str), Some("data: [DONE]\n\n"));
+        let chunks: Vec<ChatCompletionChunk<'_>> = events[..events.len() - 1]
+            .iter()
+            .map(|e| {
+                let data = e.strip_prefix("data: ").expect("data line");
+                serde_json::from_str(data.trim_end()).expect("chunk")
+            })
+            .collect();
+        let text: String = chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .filter_map(|c| c.delta.content.as_deref())
+            .collect();
+        assert_eq!(text, "Echo: hello there");
+        let finish: Vec<_> = chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .filter_map(|c| c.finish_reason.as_deref())
+            .collect();
+        assert_eq!(finish, ["stop"]);
+        assert_eq!(
+            chunks.last().and_then(|c| c.usage),
+            Some(CompletionUsage::new(10, 3))
+        );
+    }
+}

@@ -96,6 +96,20 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// A reply of `text` to a prompt of 10 tokens.
+    #[cfg(test)]
+    pub fn for_test(text: &str, include_usage: bool) -> Self {
+        Self {
+            id: "mock-1".into(),
+            created: 1,
+            model: "mock-model".into(),
+            text: text.into(),
+            prompt_tokens: 10,
+            include_usage,
+            behaviour: Behaviour::default(),
+        }
+    }
+
     /// Tokens of the answer: one per streamed chunk.
     pub fn completion_tokens(&self) -> u64 {
         chunks(&self.text).len().max(1) as u64
