@@ -11,7 +11,7 @@ done
 export PATH
 
 echo "==> building release binaries"
-cargo build --release --locked -p agent-runtime -p tests --bin agent-runtime --bin mock-llm --bin bench
+cargo build --release --locked -p agent-runtime -p mock-llm -p tests --bin agent-runtime --bin mock-llm --bin bench
 
 started=0
 if ! hack/cluster.sh status >/dev/null 2>&1; then

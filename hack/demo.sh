@@ -65,7 +65,7 @@ up() {
   mkdir -p "$state"
 
   step "Building the operator, the agent runtime, mock-llm and the pod runner (first time: several minutes)"
-  cargo build --locked -p operator -p agent-runtime -p tests \
+  cargo build --locked -p operator -p agent-runtime -p mock-llm -p tests \
     --bin switchboard-operator --bin agent-runtime --bin mock-llm --bin pod-runner
 
   step "Local control plane and Postgres (the first run builds Kubernetes: see README)"

@@ -1,5 +1,6 @@
 //! Mock LLM upstream speaking the OpenAI Chat Completions and Anthropic Messages
-//! wire formats, streaming included, with faults a test injects per request
+//! wire formats (typed by the `model-wire` crate, as the agent runtime's
+//! providers are), streaming included, with faults a test injects per request
 //! (see [`faults`]). Replies are deterministic (`Echo: <last user message>`), so
 //! tests can assert content. Start it in-process with [`MockLlm::start`], or run
 //! the `mock-llm` binary for benchmarks and the demo.
@@ -7,8 +8,10 @@
 //! Endpoints: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/messages`,
 //! `GET /healthz`.
 
+mod anthropic;
 pub mod faults;
-mod wire;
+mod openai;
+mod reply;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -76,9 +79,9 @@ impl MockState {
 pub fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/models", get(wire::list_models))
-        .route("/v1/chat/completions", post(wire::openai_chat))
-        .route("/v1/messages", post(wire::anthropic_messages))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
         .with_state(state)
 }
 
