@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::app::SharedState;
-use crate::db::{Message, NewMessage, Role};
+use crate::db::{Message, NewMessage};
+use crate::domain::Role;
 use crate::error::ApiError;
 use crate::providers::{ChainError, ChatRequest, PromptMessage, ProviderError, StreamEvent, Usage};
 

@@ -73,7 +73,7 @@ pub fn trim(
     messages: Vec<PromptMessage>,
     max_tokens: usize,
 ) -> Result<Vec<PromptMessage>, ContextOverflow> {
-    use crate::db::Role;
+    use crate::domain::Role;
     // A token covers at least one byte: a prompt whose bytes (plus overheads)
     // fit needs no counting at all (the common case; skips tokenizing history).
     let upper_bound = REPLY_PRIMING
@@ -123,7 +123,7 @@ pub fn trim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Role;
+    use crate::domain::Role;
 
     fn msg(role: Role, content: &str) -> PromptMessage {
         PromptMessage {

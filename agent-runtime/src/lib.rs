@@ -16,6 +16,7 @@ pub mod channels;
 pub mod chat;
 pub mod context;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod limits;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! administration, and the operational endpoints.
 
 pub mod admin;
+pub mod dto;
 pub mod openai;
 pub mod ops;
 pub mod sessions;

@@ -18,7 +18,8 @@ use crate::api::sse::{self, ChunkFormat, usage_json};
 use crate::app::SharedState;
 use crate::auth::{Caller, valid_id};
 use crate::chat::{self, Anchor, Turn, chain_hash};
-use crate::db::{Message, NewMessage, NewSession, Role, Session};
+use crate::db::{Message, NewMessage, NewSession, Session};
+use crate::domain::Role;
 use crate::error::{ApiError, ErrorBody, extract};
 use crate::providers::PromptMessage;
 

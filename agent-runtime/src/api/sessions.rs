@@ -11,14 +11,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::dto::{
+    self, Message, Role, SearchHit, Session, SessionSort, SessionStatus, SessionSummary, SortOrder,
+    UserStats,
+};
 use crate::api::sse::{self, ChunkFormat};
 use crate::app::SharedState;
 use crate::auth::Caller;
 use crate::chat::{self, Anchor, Turn, chain_hash, prompt_from_stored};
-use crate::db::{
-    Message, NewMessage, NewSession, Role, SearchHit, Session, SessionFilter, SessionSort,
-    SessionStatus, SessionSummary, SortOrder, UserStats,
-};
+use crate::db::{NewMessage, NewSession, SessionFilter};
+use crate::domain;
 use crate::error::{ApiError, ErrorBody, extract};
 
 const DEFAULT_PAGE: i64 = 20;
@@ -151,10 +153,10 @@ pub async fn list_sessions(
     }
     .resolve()?;
     let filter = SessionFilter {
-        status: query.status,
+        status: query.status.map(Into::into),
         pinned: query.pinned,
-        sort: query.sort.unwrap_or_default(),
-        order: query.order.unwrap_or_default(),
+        sort: query.sort.unwrap_or_default().into(),
+        order: query.order.unwrap_or_default().into(),
         limit,
         offset,
     };
@@ -163,7 +165,7 @@ pub async fn list_sessions(
         .list_sessions(&caller.user(None)?, &filter)
         .await?;
     Ok(Json(SessionPage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }
@@ -183,7 +185,9 @@ pub async fn summaries(
         .store
         .summaries(&caller.user(None)?, limit, offset)
         .await?;
-    Ok(Json(SummaryPage { data }))
+    Ok(Json(SummaryPage {
+        data: dto::convert(data),
+    }))
 }
 
 /// New session.
@@ -234,13 +238,13 @@ pub async fn create_session(
                 id: NewMessage::new_id(),
                 session_id: id.clone(),
                 parent_id: None,
-                role: Role::Assistant,
+                role: domain::Role::Assistant,
                 tokens_in: 0,
                 tokens_out: state.tokenizer.count(&text) as i64,
                 latency_ms: None,
                 error: None,
                 model: None,
-                chain_hash: chain_hash("", Role::Assistant, &text),
+                chain_hash: chain_hash("", domain::Role::Assistant, &text),
                 content: text,
             };
             state
@@ -250,7 +254,7 @@ pub async fn create_session(
                 .0
         }
     };
-    Ok((StatusCode::CREATED, Json(session)))
+    Ok((StatusCode::CREATED, Json(session.into())))
 }
 
 /// Search query.
@@ -298,7 +302,7 @@ pub async fn search(
         .search(&caller.user(None)?, q, limit, offset)
         .await?;
     Ok(Json(SearchPage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }
@@ -314,7 +318,11 @@ pub async fn get_session(
 ) -> Result<Json<Session>, ApiError> {
     caller.require_history()?;
     Ok(Json(
-        state.store.get_session(&caller.user(None)?, &id).await?,
+        state
+            .store
+            .get_session(&caller.user(None)?, &id)
+            .await?
+            .into(),
     ))
 }
 
@@ -354,7 +362,7 @@ pub async fn update_session(
     if let Some(pinned) = body.pinned {
         session = state.store.set_pinned(&user, &id, pinned).await?;
     }
-    Ok(Json(session))
+    Ok(Json(session.into()))
 }
 
 /// Soft-deletes a session.
@@ -368,8 +376,9 @@ pub async fn delete_session(
     Ok(Json(
         state
             .store
-            .set_status(&caller.user(None)?, &id, SessionStatus::Deleted)
-            .await?,
+            .set_status(&caller.user(None)?, &id, domain::SessionStatus::Deleted)
+            .await?
+            .into(),
     ))
 }
 
@@ -384,8 +393,9 @@ pub async fn archive(
     Ok(Json(
         state
             .store
-            .set_status(&caller.user(None)?, &id, SessionStatus::Archived)
-            .await?,
+            .set_status(&caller.user(None)?, &id, domain::SessionStatus::Archived)
+            .await?
+            .into(),
     ))
 }
 
@@ -400,8 +410,9 @@ pub async fn unarchive(
     Ok(Json(
         state
             .store
-            .set_status(&caller.user(None)?, &id, SessionStatus::Active)
-            .await?,
+            .set_status(&caller.user(None)?, &id, domain::SessionStatus::Active)
+            .await?
+            .into(),
     ))
 }
 
@@ -417,7 +428,8 @@ pub async fn pin(
         state
             .store
             .set_pinned(&caller.user(None)?, &id, true)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -433,7 +445,8 @@ pub async fn unpin(
         state
             .store
             .set_pinned(&caller.user(None)?, &id, false)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -454,7 +467,7 @@ pub async fn list_messages(
         .list_messages(&caller.user(None)?, &id, limit, offset)
         .await?;
     Ok(Json(MessagePage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }
@@ -529,14 +542,14 @@ pub async fn post_message(
     let parent = branch.last();
     let parent_hash = parent.map(|m| m.chain_hash.clone()).unwrap_or_default();
     let message_id = NewMessage::new_id();
-    let hash = chain_hash(&parent_hash, Role::User, &body.content);
+    let hash = chain_hash(&parent_hash, domain::Role::User, &body.content);
     let stored = state
         .store
         .append_messages(&[NewMessage {
             id: message_id.clone(),
             session_id: id.clone(),
             parent_id: parent.map(|m| m.id.clone()),
-            role: Role::User,
+            role: domain::Role::User,
             content: body.content.clone(),
             model: None,
             tokens_in: state.tokenizer.count(&body.content) as i64,
@@ -550,7 +563,7 @@ pub async fn post_message(
     state.channels.activity.record_message(&caller.channel, &id);
     let mut history = prompt_from_stored(&branch);
     history.push(crate::providers::PromptMessage {
-        role: Role::User,
+        role: domain::Role::User,
         content: body.content,
     });
     let turn = Turn {
@@ -583,8 +596,8 @@ pub async fn post_message(
     Ok((
         StatusCode::CREATED,
         Json(TurnResult {
-            user_message,
-            assistant_message: answer.message,
+            user_message: user_message.into(),
+            assistant_message: answer.message.into(),
             usage,
         }),
     )
@@ -624,7 +637,7 @@ pub async fn history(
     let messages = prompt_from_stored(&branch)
         .into_iter()
         .map(|m| HistoryMessage {
-            role: m.role,
+            role: m.role.into(),
             content: m.content,
         })
         .collect();
@@ -641,5 +654,5 @@ pub async fn stats(
     State(state): State<SharedState>,
     caller: Caller,
 ) -> Result<Json<UserStats>, ApiError> {
-    Ok(Json(state.store.stats(&caller.user(None)?).await?))
+    Ok(Json(state.store.stats(&caller.user(None)?).await?.into()))
 }

@@ -18,7 +18,8 @@ use super::signing::{self, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
 use crate::app::SharedState;
 use crate::auth::valid_id;
 use crate::chat::chain_hash;
-use crate::db::{NewDelivery, NewMessage, Role, Session};
+use crate::db::{NewDelivery, NewMessage, Session};
+use crate::domain::Role;
 use crate::error::{ApiError, ErrorBody, extract};
 
 /// An inbound webhook message.

@@ -1,12 +1,11 @@
 //! Message queries, session summaries, full-text search and per-user stats.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::AssertSqlSafe;
-use utoipa::ToSchema;
 
 use super::sessions::{NewSession, SESSION_COLUMNS};
-use super::{Backend, Message, Role, Session, SessionSummary, Store, StoreError, now, with_pool};
+use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool};
+use crate::domain::Role;
 
 const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
      tokens_out, latency_ms, error, chain_hash, created_at";
@@ -46,7 +45,7 @@ impl NewMessage {
 }
 
 /// One search result.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug)]
 pub struct SearchHit {
     /// The matching session.
     pub session: Session,
@@ -66,7 +65,7 @@ struct SearchRow {
 }
 
 /// A turn whose models all failed (or whose stream broke), for the admin list.
-#[derive(Clone, Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct FailedTurn {
     /// The stored answer (empty, partial, or the fallback response).
     pub message_id: String,
@@ -85,13 +84,11 @@ pub struct FailedTurn {
     pub answer_chars: i64,
     /// When.
     pub created_at: DateTime<Utc>,
-    #[serde(skip)]
-    #[schema(ignore)]
     total: i64,
 }
 
 /// Figures for one user.
-#[derive(Clone, Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
 pub struct UserStats {
     /// Sessions that are not deleted.
     pub sessions: i64,
@@ -346,7 +343,7 @@ impl Store {
                 channel: new.channel,
                 external_id: new.external_id,
                 title,
-                status: super::SessionStatus::Active,
+                status: crate::domain::SessionStatus::Active,
                 pinned: false,
                 message_count: 1,
                 tokens_in: message.tokens_in,

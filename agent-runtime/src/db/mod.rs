@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use messages::{FailedTurn, NewMessage, SearchHit, UserStats};
-pub use models::{Message, Role, Session, SessionStatus, SessionSummary};
+pub use models::{Message, Session, SessionSummary};
 pub use outbox::{Delivery, NewDelivery};
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
 

@@ -12,7 +12,7 @@ use super::{
     ChatProvider, ChatRequest, Completion, EventStream, ProviderError, StreamEvent, Usage,
     read_json, send,
 };
-use crate::db::Role;
+use crate::domain::Role;
 
 const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; used when neither client nor config sets it.

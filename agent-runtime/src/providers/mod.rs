@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 pub use anthropic::AnthropicProvider;
 pub use openai::OpenAiProvider;
 
-use crate::db::Role;
+use crate::domain::Role;
 
 /// One message sent upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
