@@ -10,9 +10,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::dto::{SessionSort, SortOrder};
 use crate::api::{admin, openai, ops, sessions};
 use crate::app::SharedState;
-use crate::db::{SessionSort, SortOrder};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -240,6 +240,18 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
         );
     }
     for (status, response) in responses.iter_mut() {
+        // Before OpenAPI 3.2 the schema of a stream describes each event.
+        if let Some(stream) = response.pointer_mut("/content/text~1event-stream") {
+            stream["schema"] = json!({
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {"type": "string", "description": "A chat.completion.chunk as JSON, an error object, or `[DONE]`"},
+                    "event": {"type": "string"},
+                    "id": {"type": "string"},
+                },
+            });
+        }
         if status == "429" || status == "503" {
             response["headers"]["retry-after"] = json!({
                 "description": "Seconds to wait before retrying (when known)",

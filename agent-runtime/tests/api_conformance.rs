@@ -19,7 +19,7 @@ use common::{API_KEY, RuntimeProcess};
 use switchboard_tests::mock_llm::MockLlm;
 
 /// Cases per operation in each generating phase.
-const MAX_EXAMPLES: u32 = 25;
+const MAX_EXAMPLES: u32 = 10;
 /// The seed used unless `SCHEMATHESIS_SEED` names another.
 const DEFAULT_SEED: u64 = 20_261_201;
 /// The run is killed (and the test fails) after this long.
@@ -137,9 +137,20 @@ async fn the_api_behaves_as_its_openapi_document_says() {
         "the API and its document disagree (schemathesis {}, seed {seed}):\n{stdout}\n{stderr}",
         output.status
     );
+    // The closing line counts failures and errors ("22 failures, 22 errors, 2
+    // warnings in 94.92s"); a clean run has neither.
+    let verdict = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('=') && l.contains(" in "))
+        .unwrap_or_default();
     assert!(
-        stdout.contains("No issues found"),
-        "schemathesis reported no failure but no clean run either:\n{stdout}\n{stderr}"
+        !verdict.is_empty() && !verdict.contains("failure") && !verdict.contains("error"),
+        "schemathesis' run was not clean ({verdict:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Tested: 42"),
+        "not every operation was tested:\n{stdout}"
     );
     drop(runtime);
     mock.stop().await;

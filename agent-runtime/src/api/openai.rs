@@ -118,10 +118,13 @@ pub struct ChatCompletionRequest {
     /// Sampling temperature, 0 to 2.
     pub temperature: Option<f64>,
     /// Answer length cap.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_tokens: Option<u32>,
     /// Answer length cap (newer name).
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_completion_tokens: Option<u32>,
     /// Number of answers; only 1 is supported.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub n: Option<u32>,
     /// End-user id, used when the trusted user header is absent.
     pub user: Option<String>,

@@ -80,7 +80,7 @@ impl Pagination {
             limit,
             offset,
             total,
-            has_more: offset + limit < total,
+            has_more: offset.saturating_add(limit) < total,
         }
     }
 }
@@ -483,6 +483,7 @@ pub struct PostMessage {
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer length cap.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_tokens: Option<u32>,
 }
 
