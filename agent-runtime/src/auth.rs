@@ -8,13 +8,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use crds::runtime_config::ChannelFeatures;
 
-use crate::app::SharedState;
+use crate::channel_registry::ChannelSettings;
+use crate::conversation::Participant;
 use crate::error::ApiError;
+use crate::state::SharedState;
+
+pub use crate::channel_registry::DEFAULT_CHANNEL;
 
 /// Header selecting the channel a request comes through.
 pub const CHANNEL_HEADER: &str = "x-switchboard-channel";
-/// Channel name used when the header is absent.
-pub const DEFAULT_CHANNEL: &str = "default";
 /// User id used when neither the trusted header nor the body names one.
 pub const ANONYMOUS: &str = "anonymous";
 /// Longest user or conversation id, in characters.
@@ -67,6 +69,11 @@ pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
     Ok(value.to_owned())
 }
 
+/// The channel a request came in through, resolved from its path
+/// (`/channels/{name}/...`) before the handler runs.
+#[derive(Clone, Debug)]
+pub struct PathChannel(pub std::sync::Arc<ChannelSettings>);
+
 /// Who is calling and through which channel.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -89,6 +96,15 @@ impl Caller {
             (Some(user), _) => Ok(user.clone()),
             (None, Some(user)) => Ok(user),
             (None, None) => Ok(ANONYMOUS.to_owned()),
+        }
+    }
+
+    /// `user` talking through the caller's channel, for the conversation service.
+    pub fn participant(&self, user: String) -> Participant {
+        Participant {
+            user,
+            channel: self.channel.clone(),
+            language: self.language.clone(),
         }
     }
 
@@ -125,10 +141,7 @@ impl FromRequestParts<SharedState> for Caller {
             .filter(|s| !s.is_empty() && s != "*");
         // The channel: from the path (`/channels/{name}/...`, already resolved),
         // else the header, else the default channel.
-        let settings = match parts
-            .extensions
-            .get::<crate::channels::routes::PathChannel>()
-        {
+        let settings = match parts.extensions.get::<PathChannel>() {
             Some(from_path) => from_path.0.clone(),
             None => match header_text(CHANNEL_HEADER)? {
                 Some(name) => state.channels.resolve(&valid_id(&name, CHANNEL_HEADER)?)?,

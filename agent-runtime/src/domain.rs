@@ -1,8 +1,10 @@
 //! The conversation's own vocabulary, shared by storage, providers and the
-//! conversation service: who wrote a message and where a session stands.
-//! Neither HTTP nor SQL shapes live here.
+//! conversation service: who wrote a message, where a session stands, and the
+//! hash that identifies a conversation up to a message. Neither HTTP nor SQL
+//! shapes live here.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Lifecycle of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,5 +77,33 @@ impl TryFrom<String> for Role {
             "tool" => Ok(Self::Tool),
             other => Err(format!("unknown role {other:?}")),
         }
+    }
+}
+
+/// Hash of a conversation up to and including a message, given its parent's
+/// (empty for the first message): how a resent history is recognised.
+pub fn chain_hash(parent_hash: &str, role: Role, content: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(parent_hash.as_bytes());
+    hasher.update([0]);
+    hasher.update(role.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(content.as_bytes());
+    let digest = hasher.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_hashes_depend_on_the_whole_prefix() {
+        let a = chain_hash("", Role::User, "hi");
+        let b = chain_hash(&a, Role::Assistant, "hello");
+        assert_eq!(a, chain_hash("", Role::User, "hi"));
+        assert_ne!(b, chain_hash("", Role::Assistant, "hello"));
+        assert_ne!(a, chain_hash("", Role::System, "hi"));
+        assert_eq!(a.len(), 32);
     }
 }

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::api::dto::{SessionSort, SortOrder};
 use crate::api::{admin, openai, ops, sessions};
-use crate::app::SharedState;
+use crate::state::SharedState;
 
 #[derive(OpenApi)]
 #[openapi(

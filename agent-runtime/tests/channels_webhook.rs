@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agent_runtime::channel_registry::signing::sign;
 use agent_runtime::channels::ChannelTasks;
-use agent_runtime::channels::signing::sign;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use common::{Db, Harness};

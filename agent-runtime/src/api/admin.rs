@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use crate::api::dto::{self, FailedTurn};
 use crate::api::sessions::{PageQuery, Pagination};
-use crate::app::SharedState;
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::state::SharedState;
 
 /// A page of failed turns.
 #[derive(Serialize, ToSchema)]

@@ -13,8 +13,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::SharedState;
 use crate::error::{ApiError, ErrorBody};
+use crate::state::SharedState;
 
 /// Routes that need no API key.
 pub fn router(state: SharedState, openapi: Arc<serde_json::Value>) -> Router {

@@ -16,12 +16,12 @@ use crate::api::dto::{
     UserStats,
 };
 use crate::api::sse::{self, ChunkFormat};
-use crate::app::SharedState;
 use crate::auth::Caller;
-use crate::chat::{self, Anchor, Turn, chain_hash, prompt_from_stored};
-use crate::db::{NewMessage, NewSession, SessionFilter};
+use crate::conversation::{self, Input, Reply, ReplyMode, Sampling, SessionRef, TurnRequest};
+use crate::db::SessionFilter;
 use crate::domain;
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::state::SharedState;
 
 const DEFAULT_PAGE: i64 = 20;
 /// Largest page.
@@ -218,42 +218,8 @@ pub async fn create_session(
     extract::Json(body): extract::Json<CreateSession>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let title = body.title.as_deref().map(check_title).transpose()?;
-    let new = NewSession {
-        user_id: caller.user(None)?,
-        channel: caller.channel.clone(),
-        external_id: None,
-        title,
-    };
-    // A channel's greeting opens the session as its first assistant message.
-    let greeting = state
-        .channels
-        .get(&caller.channel)
-        .and_then(|c| c.greeting.clone())
-        .filter(|g| !g.trim().is_empty());
-    let session = match greeting {
-        None => state.store.create_session(new).await?,
-        Some(text) => {
-            let id = uuid::Uuid::now_v7().to_string();
-            let greeting = NewMessage {
-                id: NewMessage::new_id(),
-                session_id: id.clone(),
-                parent_id: None,
-                role: domain::Role::Assistant,
-                tokens_in: 0,
-                tokens_out: state.tokenizer.count(&text) as i64,
-                latency_ms: None,
-                error: None,
-                model: None,
-                chain_hash: chain_hash("", domain::Role::Assistant, &text),
-                content: text,
-            };
-            state
-                .store
-                .create_session_with_messages(&id, new, &[greeting])
-                .await?
-                .0
-        }
-    };
+    let participant = caller.participant(caller.user(None)?);
+    let session = conversation::open_session(&state, &participant, title).await?;
     Ok((StatusCode::CREATED, Json(session.into())))
 }
 
@@ -538,58 +504,35 @@ pub async fn post_message(
             format!("channel {:?} does not stream", caller.channel),
         ));
     }
-    chat::admit(&state, &caller.channel, &user)?;
-    let branch = state.store.conversation(&user, &id).await?;
-    let parent = branch.last();
-    let parent_hash = parent.map(|m| m.chain_hash.clone()).unwrap_or_default();
-    let message_id = NewMessage::new_id();
-    let hash = chain_hash(&parent_hash, domain::Role::User, &body.content);
-    let stored = state
-        .store
-        .append_messages(&[NewMessage {
-            id: message_id.clone(),
-            session_id: id.clone(),
-            parent_id: parent.map(|m| m.id.clone()),
-            role: domain::Role::User,
-            content: body.content.clone(),
-            model: None,
-            tokens_in: state.tokenizer.count(&body.content) as i64,
-            tokens_out: 0,
-            latency_ms: None,
-            error: None,
-            chain_hash: hash.clone(),
-        }])
-        .await?;
-    let user_message = stored.into_iter().next().ok_or_else(ApiError::internal)?;
-    state.channels.activity.record_message(&caller.channel, &id);
-    let mut history = prompt_from_stored(&branch);
-    history.push(crate::providers::PromptMessage {
-        role: domain::Role::User,
-        content: body.content,
-    });
-    let turn = Turn {
-        session_id: id.clone(),
-        anchor: Anchor {
-            id: message_id,
-            hash,
+    let participant = conversation::admit(&state, caller.participant(user))?;
+    let turn = TurnRequest {
+        participant,
+        session: SessionRef::Id(id.clone()),
+        input: Input::Message(body.content),
+        sampling: Sampling {
+            temperature: body.temperature,
+            max_output_tokens: body.max_tokens,
         },
-        history,
-        temperature: body.temperature,
-        max_output_tokens: body.max_tokens,
-        language: caller.language.clone(),
-        channel: caller.channel.clone(),
+        mode: if body.stream {
+            ReplyMode::Stream
+        } else {
+            ReplyMode::Whole
+        },
     };
-    if body.stream {
-        let stream = chat::stream(&state, turn).await?;
-        let format = ChunkFormat {
-            id: stream.message_id.clone(),
-            model: state.config.agent.name.clone(),
-            created: chrono::Utc::now().timestamp(),
-            include_usage: true,
-        };
-        return Ok(sse::response(stream, format, &id));
-    }
-    let answer = chat::complete(&state, &turn).await?;
+    let turn = conversation::take_turn(&state, turn).await?;
+    let answer = match turn.reply {
+        Reply::Stream(stream) => {
+            let format = ChunkFormat {
+                id: stream.message_id.clone(),
+                model: state.config.agent.name.clone(),
+                created: chrono::Utc::now().timestamp(),
+                include_usage: true,
+            };
+            return Ok(sse::response(stream, format, &id));
+        }
+        Reply::Whole(answer) => *answer,
+    };
+    let user_message = turn.user_message.ok_or_else(ApiError::internal)?;
     let usage = sse::usage_json(
         answer.usage.prompt_tokens as i64,
         answer.usage.completion_tokens as i64,
@@ -634,8 +577,8 @@ pub async fn history(
     extract::Path(id): extract::Path<String>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     caller.require_history()?;
-    let branch = state.store.conversation(&caller.user(None)?, &id).await?;
-    let messages = prompt_from_stored(&branch)
+    let messages = conversation::current_history(&state, &caller.user(None)?, &id)
+        .await?
         .into_iter()
         .map(|m| HistoryMessage {
             role: m.role.into(),

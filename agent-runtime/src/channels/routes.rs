@@ -4,8 +4,6 @@
 //! ones 503; a browser origin listed in `allowedOrigins` gets CORS headers
 //! (preflight included).
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -16,16 +14,12 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, OpenApi, Required, Type};
 
-use super::ChannelSettings;
-use crate::app::SharedState;
+use crate::auth::PathChannel;
 use crate::error::ApiError;
+use crate::state::SharedState;
 
 /// Prefix of every per-channel route.
 pub const PREFIX: &str = "/channels/";
-
-/// The channel a request came in through, resolved from its path.
-#[derive(Clone, Debug)]
-pub struct PathChannel(pub Arc<ChannelSettings>);
 
 #[derive(Clone)]
 struct Dispatch {
@@ -70,7 +64,7 @@ async fn dispatch(State(d): State<Dispatch>, mut request: Request) -> Response {
     };
     let channel = match d.state.channels.resolve(name) {
         Ok(channel) => channel,
-        Err(err) => return err.into_response(),
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let origin = request
         .headers()
@@ -176,7 +170,7 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(super::webhook::receive),
-    components(schemas(super::webhook::WebhookAnswer)),
+    components(schemas(crate::channel_registry::webhook::WebhookAnswer)),
     tags((name = "channels", description = "Webhook channels: signed messages in, signed answers POSTed to the callback URL"))
 )]
 struct WebhookDoc;

@@ -1,6 +1,6 @@
-//! Token counting with a real BPE tokenizer (tiktoken) and trimming the history
-//! sent upstream to `context.maxTokens`: system messages and the newest message
-//! are always kept, the oldest turns go first.
+//! Building the prompt sent upstream: token counting with a real BPE tokenizer
+//! (tiktoken) and trimming the history to `context.maxTokens`: system messages
+//! and the newest message are always kept, the oldest turns go first.
 
 use tiktoken_rs::CoreBPE;
 

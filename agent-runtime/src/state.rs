@@ -1,22 +1,20 @@
-//! The runtime's shared state, its router, and serving it.
+//! The runtime's shared state: configuration, storage, the model chain,
+//! limits, channels and metrics, built once at start and shared by every
+//! request and background task. Handlers and services depend on it; it
+//! depends on nothing above it.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use axum::middleware;
 use crds::runtime_config::RuntimeConfig;
-use tokio::net::TcpListener;
 
-use crate::channels::ChannelRegistry;
-use crate::channels::delivery::WebhookDelivery;
-use crate::channels::signing::SigningKeys;
-use crate::context::Tokenizer;
+use crate::channel_registry::signing::SigningKeys;
+use crate::channel_registry::webhook::WebhookDelivery;
+use crate::channel_registry::{ChannelRegistry, apply_limits};
 use crate::db::{Store, StoreError};
 use crate::limits::{RateLimiter, UpstreamGate};
 use crate::metrics::Metrics;
+use crate::prompt::Tokenizer;
 use crate::providers::{ModelChain, build_provider, http_client};
 use crate::settings::Settings;
 use crate::shutdown::Lifecycle;
@@ -38,7 +36,7 @@ pub enum StartError {
     UserHeader(String),
 }
 
-/// Everything handlers share.
+/// Everything handlers and services share.
 pub struct AppState {
     /// The configuration file.
     pub config: RuntimeConfig,
@@ -98,10 +96,12 @@ impl AppState {
         .unwrap_or_else(|_| Tokenizer::for_model(""));
         let channels = Arc::new(ChannelRegistry::from_config(&config));
         let webhooks = WebhookDelivery::new(SigningKeys::from_env(), client.clone());
-        let state = Arc::new(Self {
+        let limiter = RateLimiter::new(config.rate_limit.clone());
+        apply_limits(&channels, &limiter, &[]);
+        Ok(Arc::new(Self {
             channels,
             webhooks,
-            limiter: RateLimiter::new(config.rate_limit.clone()),
+            limiter,
             gate: UpstreamGate::new(&config.limits, metrics.clone()),
             lifecycle: Lifecycle::default(),
             config,
@@ -112,9 +112,7 @@ impl AppState {
             api_key: settings.api_key,
             user_header,
             started_at: chrono::Utc::now().timestamp(),
-        });
-        crate::channels::apply_limits(&state, &[]);
-        Ok(state)
+        }))
     }
 
     /// The upstream looks usable: some model of the chain has a closed circuit
@@ -127,80 +125,4 @@ impl AppState {
     pub fn messages_total(&self) -> u64 {
         self.metrics.messages_total()
     }
-}
-
-/// The whole HTTP surface: authenticated `/v1` and `/api` routes, open
-/// operational routes, JSON errors for unknown routes and methods.
-pub fn router(state: SharedState) -> Router {
-    let (api, openapi) = crate::openapi::api_router().split_for_parts();
-    let openapi = Arc::new(crate::openapi::document(openapi, &state.config));
-    let api = api
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::require_api_key,
-        ))
-        .with_state(state.clone());
-    let limit = state.config.limits.max_request_bytes;
-    let per_channel = api
-        .clone()
-        .fallback(crate::api::ops::not_found)
-        .method_not_allowed_fallback(crate::api::ops::method_not_allowed);
-    Router::new()
-        .merge(api)
-        .merge(crate::channels::routes::webhook_router(state.clone()))
-        .merge(crate::api::ops::router(state.clone(), openapi))
-        .fallback_service(crate::channels::routes::fallback(
-            state.clone(),
-            per_channel,
-        ))
-        .method_not_allowed_fallback(crate::api::ops::method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::track,
-        ))
-        .layer(middleware::from_fn(crate::request_log::log_request))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            crate::api::ops::panic_response,
-        ))
-}
-
-/// Serves until `shutdown` resolves, then drains within the configured grace
-/// period (`limits.shutdownGraceSeconds`); see [`serve_with_shutdown`].
-pub async fn serve(
-    state: SharedState,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let grace = std::time::Duration::from_secs(state.config.limits.shutdown_grace_seconds);
-    serve_with_shutdown(state, listener, shutdown, grace).await
-}
-
-/// Serves until `shutdown` resolves; then stops accepting connections, lets
-/// streams finish for up to `grace` (after which they end with an error event,
-/// their partial answers stored), waits for every answer to be written, and
-/// closes the database.
-pub async fn serve_with_shutdown(
-    state: SharedState,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
-) -> std::io::Result<()> {
-    let app = router(state.clone());
-    let lifecycle = state.lifecycle.clone();
-    let signalled = async move {
-        shutdown.await;
-        tracing::info!(
-            grace_seconds = grace.as_secs(),
-            "shutting down: draining streams"
-        );
-        lifecycle.begin_shutdown(grace);
-    };
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(signalled)
-        .await;
-    state.lifecycle.wait_for_turns().await;
-    state.store.close().await;
-    tracing::info!("shut down");
-    result
 }

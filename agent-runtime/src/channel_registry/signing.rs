@@ -13,7 +13,7 @@ use kube::Client;
 use kube::api::Api;
 use sha2::Sha256;
 
-use super::registry::SigningKeySource;
+use super::SigningKeySource;
 
 /// Header carrying the signing time (unix seconds).
 pub const TIMESTAMP_HEADER: &str = "x-switchboard-timestamp";

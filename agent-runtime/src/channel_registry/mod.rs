@@ -1,20 +1,42 @@
-//! The channels this runtime serves, readable per request without waiting on
-//! anything: fed once from the config file (standalone) and kept current by the
-//! ChatChannel watcher (in a cluster), so changes apply without a restart.
+//! What the runtime knows about its channels, below the edges and the shared
+//! state: the registry of channels served, readable per request without waiting
+//! on anything (fed once from the config file standalone, kept current by the
+//! ChatChannel watcher in a cluster, so changes apply without a restart), each
+//! channel's [`activity`], webhook [`signing`], and the [`webhook`] outbox
+//! handle with the answer's wire format.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use crds::ChatChannel;
 use crds::runtime_config::{
     ChannelConfig, ChannelFeatures, ChannelRateLimitConfig, ChannelType, RuntimeConfig,
 };
 
-use super::activity::ChannelActivityCounter;
-use crate::auth::DEFAULT_CHANNEL;
-use crate::error::ApiError;
+pub mod activity;
+pub mod signing;
+pub mod webhook;
+
+use activity::ChannelActivityCounter;
+
+use crate::limits::{ChannelLimits, RateLimiter};
+
+/// Channel name used when a request names none.
+pub const DEFAULT_CHANNEL: &str = "default";
+
+/// Why a request cannot use the channel it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// No such channel for this agent.
+    #[error("this agent has no channel {0:?}")]
+    NotFound(String),
+    /// The channel is disabled.
+    #[error(
+        "channel {0:?} is disabled (spec.enabled: false); ask the operator of this agent to enable it"
+    )]
+    Disabled(String),
+}
 
 /// Default replay window of a webhook channel.
 const DEFAULT_TOLERANCE_SECONDS: u32 = 300;
@@ -233,33 +255,43 @@ impl ChannelRegistry {
     }
 
     /// The channel a request names, refused when unknown (404) or disabled (503).
-    pub fn resolve(&self, name: &str) -> Result<Arc<ChannelSettings>, ApiError> {
-        let channel = self.get(name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "channel_not_found",
-                format!("this agent has no channel {name:?}"),
-            )
-        })?;
+    pub fn resolve(&self, name: &str) -> Result<Arc<ChannelSettings>, ChannelError> {
+        let channel = self
+            .get(name)
+            .ok_or_else(|| ChannelError::NotFound(name.to_owned()))?;
         if !channel.enabled {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "channel_disabled",
-                format!(
-                    "channel {name:?} is disabled (spec.enabled: false); ask the operator of this agent to enable it"
-                ),
-            ));
+            return Err(ChannelError::Disabled(name.to_owned()));
         }
         Ok(channel)
     }
 
     /// The channel of the root routes when no channel is named: `default` when
     /// such a channel is listed, else every default.
-    pub fn resolve_default(&self) -> Result<Arc<ChannelSettings>, ApiError> {
+    pub fn resolve_default(&self) -> Result<Arc<ChannelSettings>, ChannelError> {
         match self.read().channels.get(DEFAULT_CHANNEL) {
             Some(_) => self.resolve(DEFAULT_CHANNEL),
             None => Ok(Arc::new(ChannelSettings::open(DEFAULT_CHANNEL))),
         }
+    }
+}
+
+/// Hands every channel's rate limits to the limiter, clearing those of
+/// channels no longer served (`previous`: the names served before).
+pub fn apply_limits(registry: &ChannelRegistry, limiter: &RateLimiter, previous: &[String]) {
+    let current = registry.all();
+    for name in previous {
+        if !current.iter().any(|c| &c.name == name) {
+            limiter.set_channel_limits(name, None);
+        }
+    }
+    for channel in current {
+        let l = channel.rate_limit;
+        let limits = (l.requests_per_minute.is_some() || l.requests_per_minute_per_user.is_some())
+            .then_some(ChannelLimits {
+                requests_per_minute: l.requests_per_minute,
+                requests_per_minute_per_user: l.requests_per_minute_per_user,
+            });
+        limiter.set_channel_limits(&channel.name, limits);
     }
 }
 
@@ -289,12 +321,12 @@ mod tests {
             Some("de")
         );
         assert_eq!(
-            registry.resolve("nope").expect_err("unknown").status,
-            StatusCode::NOT_FOUND
+            registry.resolve("nope").expect_err("unknown"),
+            ChannelError::NotFound("nope".to_owned())
         );
         let err = registry.resolve("off").expect_err("disabled");
-        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(err.message.contains("disabled"));
+        assert_eq!(err, ChannelError::Disabled("off".to_owned()));
+        assert!(err.to_string().contains("disabled"));
         assert_eq!(
             registry.resolve_default().expect("default").name,
             DEFAULT_CHANNEL
