@@ -19,7 +19,8 @@ pub use crate::channel_registry::DEFAULT_CHANNEL;
 pub const CHANNEL_HEADER: &str = "x-switchboard-channel";
 /// User id used when neither the trusted header nor the body names one.
 pub const ANONYMOUS: &str = "anonymous";
-const MAX_ID_LEN: usize = 256;
+/// Longest user or conversation id, in characters.
+pub const MAX_ID_LEN: usize = 256;
 
 /// Middleware: refuses requests without the tenant's API key (when one is set).
 pub async fn require_api_key(
@@ -57,8 +58,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Checks a user or conversation id supplied by a client.
 pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
+    let too_long = value.chars().count() > MAX_ID_LEN;
     let value = value.trim();
-    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+    if value.is_empty() || too_long || value.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_request",
             format!("{what} must be 1 to {MAX_ID_LEN} printable characters"),
@@ -86,12 +88,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The user: trusted header first, then `body_user` (the OpenAI `user` field),
-    /// then `anonymous`.
+    /// The user: trusted header first, then `body_user` (the OpenAI `user` field,
+    /// checked whenever it is sent), then `anonymous`.
     pub fn user(&self, body_user: Option<&str>) -> Result<String, ApiError> {
+        let body_user = body_user.map(|u| valid_id(u, "`user`")).transpose()?;
         match (&self.header_user, body_user) {
             (Some(user), _) => Ok(user.clone()),
-            (None, Some(user)) => valid_id(user, "`user`"),
+            (None, Some(user)) => Ok(user),
             (None, None) => Ok(ANONYMOUS.to_owned()),
         }
     }

@@ -17,9 +17,8 @@ use crate::state::SharedState;
 /// The whole HTTP surface: authenticated `/v1` and `/api` routes, open
 /// operational routes, JSON errors for unknown routes and methods.
 pub fn router(state: SharedState) -> Router {
-    let (api, mut openapi) = crate::openapi::api_router().split_for_parts();
-    channel_routes::add_channel_paths(&mut openapi);
-    let openapi = Arc::new(openapi);
+    let (api, openapi) = crate::openapi::api_router().split_for_parts();
+    let openapi = Arc::new(crate::openapi::document(openapi, &state.config));
     let api = api
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -26,7 +26,7 @@ use crate::state::SharedState;
 pub const CONVERSATION_HEADERS: [&str; 3] =
     ["x-conversation-id", "x-session-id", "x-openwebui-chat-id"];
 /// `metadata` keys a client may name its conversation with.
-const CONVERSATION_METADATA_KEYS: [&str; 3] = ["conversation_id", "session_id", "chat_id"];
+pub const CONVERSATION_METADATA_KEYS: [&str; 3] = ["conversation_id", "session_id", "chat_id"];
 
 /// `GET /v1/models` answer.
 #[derive(Serialize, ToSchema)]
@@ -117,10 +117,13 @@ pub struct ChatCompletionRequest {
     /// Sampling temperature, 0 to 2.
     pub temperature: Option<f64>,
     /// Answer length cap.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_tokens: Option<u32>,
     /// Answer length cap (newer name).
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_completion_tokens: Option<u32>,
     /// Number of answers; only 1 is supported.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub n: Option<u32>,
     /// End-user id, used when the trusted user header is absent.
     pub user: Option<String>,
@@ -139,6 +142,16 @@ pub struct ChatCompletion {
     usage: Value,
     system_fingerprint: Option<String>,
 }
+
+/// The message roles accepted (`developer` is read as `system`, `function` as `tool`).
+pub const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 fn role_of(raw: &str) -> Result<Role, ApiError> {
     match raw {
@@ -224,6 +237,20 @@ fn conversation_id(
     headers: &HeaderMap,
     metadata: Option<&HashMap<String, Value>>,
 ) -> Result<Option<String>, ApiError> {
+    // Every id the metadata sends is checked, even when a header wins.
+    let mut from_metadata = None;
+    for key in CONVERSATION_METADATA_KEYS {
+        if let Some(value) = metadata.and_then(|m| m.get(key)) {
+            let text = value.as_str().ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("metadata.{key} must be a string"),
+                )
+            })?;
+            let id = valid_id(text, &format!("metadata.{key}"))?;
+            from_metadata.get_or_insert(id);
+        }
+    }
     for name in CONVERSATION_HEADERS {
         if let Some(value) = headers.get(name) {
             let text = value.to_str().map_err(|_| {
@@ -232,20 +259,7 @@ fn conversation_id(
             return valid_id(text, name).map(Some);
         }
     }
-    if let Some(metadata) = metadata {
-        for key in CONVERSATION_METADATA_KEYS {
-            if let Some(value) = metadata.get(key) {
-                let text = value.as_str().ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_request",
-                        format!("metadata.{key} must be a string"),
-                    )
-                })?;
-                return valid_id(text, &format!("metadata.{key}")).map(Some);
-            }
-        }
-    }
-    Ok(None)
+    Ok(from_metadata)
 }
 
 /// Answers a chat, OpenAI style.
@@ -253,11 +267,14 @@ fn conversation_id(
     request_body = ChatCompletionRequest,
     params(
         ("x-conversation-id" = Option<String>, Header, description = "Conversation id; maps the request to one session"),
-        ("x-switchboard-user" = Option<String>, Header, description = "Trusted end-user id (header name configurable)"),
     ),
     responses(
-        (status = 200, description = "The answer; `text/event-stream` of chat.completion.chunk when `stream` is true", body = ChatCompletion),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 200, description = "The answer: JSON, or (`stream` true) server-sent events of chat.completion.chunk",
+            content((ChatCompletion = "application/json"), (String = "text/event-stream")),
+            headers(("x-session-id" = String, description = "The session the conversation maps to"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "`stream` on a channel that does not stream", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
         (status = 504, body = ErrorBody),
     ))]
@@ -282,7 +299,7 @@ pub async fn chat_completions(
         ));
     }
     if request.stream && !caller.features.streaming {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::forbidden(
             "feature_disabled",
             format!(
                 "channel {:?} does not stream; send stream: false",

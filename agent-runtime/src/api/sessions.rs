@@ -24,7 +24,12 @@ use crate::error::{ApiError, ErrorBody, extract};
 use crate::state::SharedState;
 
 const DEFAULT_PAGE: i64 = 20;
-const MAX_PAGE: i64 = 100;
+/// Largest page.
+pub const MAX_PAGE: i64 = 100;
+/// Longest session title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest search query, in characters.
+pub const MAX_QUERY_CHARS: usize = 500;
 
 /// Page position.
 #[derive(Deserialize, IntoParams, Debug, Default)]
@@ -75,7 +80,7 @@ impl Pagination {
             limit,
             offset,
             total,
-            has_more: offset + limit < total,
+            has_more: offset.saturating_add(limit) < total,
         }
     }
 }
@@ -134,7 +139,8 @@ pub struct ListQuery {
 
 /// Lists the caller's sessions.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(ListQuery),
-    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn list_sessions(
     State(state): State<SharedState>,
     caller: Caller,
@@ -166,7 +172,8 @@ pub async fn list_sessions(
 
 /// Active sessions with their newest message, most recent first.
 #[utoipa::path(get, path = "/api/sessions/summaries", tag = "sessions", params(PageQuery),
-    responses((status = 200, body = SummaryPage), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SummaryPage), (status = 401, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn summaries(
     State(state): State<SharedState>,
     caller: Caller,
@@ -191,11 +198,12 @@ pub struct CreateSession {
 }
 
 fn check_title(title: &str) -> Result<String, ApiError> {
+    let too_long = title.chars().count() > MAX_TITLE_CHARS;
     let title = title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
+    if title.is_empty() || too_long {
         return Err(ApiError::bad_request(
             "invalid_request",
-            "title must be 1 to 200 characters",
+            format!("title must be 1 to {MAX_TITLE_CHARS} characters, not all whitespace"),
         ));
     }
     Ok(title.to_owned())
@@ -229,7 +237,8 @@ pub struct SearchQuery {
 
 /// Ranked full-text search over titles and messages.
 #[utoipa::path(get, path = "/api/sessions/search", tag = "sessions", params(SearchQuery),
-    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "The channel does not serve search", body = ErrorBody)))]
 pub async fn search(
     State(state): State<SharedState>,
     caller: Caller,
@@ -241,11 +250,12 @@ pub async fn search(
             format!("channel {:?} does not serve search", caller.channel),
         ));
     }
+    let too_long = query.q.chars().count() > MAX_QUERY_CHARS;
     let q = query.q.trim();
-    if q.is_empty() || q.chars().count() > 500 {
+    if q.is_empty() || too_long {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "q must be 1 to 500 characters",
+            format!("q must be 1 to {MAX_QUERY_CHARS} characters, not all whitespace"),
         ));
     }
     let (limit, offset) = PageQuery {
@@ -265,7 +275,8 @@ pub async fn search(
 
 /// Gets one session.
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn get_session(
     State(state): State<SharedState>,
     caller: Caller,
@@ -407,7 +418,8 @@ pub async fn unpin(
 
 /// Lists a session's messages, oldest first (every branch).
 #[utoipa::path(get, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
-    responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn list_messages(
     State(state): State<SharedState>,
     caller: Caller,
@@ -437,6 +449,7 @@ pub struct PostMessage {
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer length cap.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_tokens: Option<u32>,
 }
 
@@ -455,9 +468,13 @@ pub struct TurnResult {
 #[utoipa::path(post, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path)),
     request_body = PostMessage,
     responses(
-        (status = 201, description = "Stored messages; `text/event-stream` when `stream` is true", body = TurnResult),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 201, description = "The stored messages (`stream` false)", body = TurnResult),
+        (status = 200, description = "The answer as server-sent events of chat.completion.chunk (`stream` true)",
+            content_type = "text/event-stream", body = String,
+            headers(("x-session-id" = String, description = "The session"))),
+        (status = 400, body = ErrorBody), (status = 403, description = "`stream` on a channel that does not stream", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn post_message(
     State(state): State<SharedState>,
     caller: Caller,
@@ -482,7 +499,7 @@ pub async fn post_message(
         ));
     }
     if body.stream && !caller.features.streaming {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::forbidden(
             "feature_disabled",
             format!("channel {:?} does not stream", caller.channel),
         ));
@@ -552,7 +569,8 @@ pub struct HistoryResponse {
 /// The current branch of the conversation in OpenAI message format, ready to
 /// send as `messages` (failed empty answers left out).
 #[utoipa::path(get, path = "/api/sessions/{id}/history", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn history(
     State(state): State<SharedState>,
     caller: Caller,

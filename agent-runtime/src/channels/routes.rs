@@ -12,7 +12,7 @@ use axum::routing::post;
 use tower::ServiceExt as _;
 use utoipa::OpenApi as _;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::{OpenApi, Required};
+use utoipa::openapi::{ObjectBuilder, OpenApi, Required, Type};
 
 use crate::auth::PathChannel;
 use crate::error::ApiError;
@@ -150,6 +150,11 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
                 .description(Some("The ChatChannel the request comes in through"))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1)),
+                ))
                 .build();
             let params = item.parameters.get_or_insert_with(Vec::new);
             params.insert(0, name.into());
