@@ -22,7 +22,7 @@ cluster-status: ## say whether the local cluster is up
 .PHONY: test unit
 test: ## fmt, clippy, CRD drift, unit and end-to-end tests against the local cluster
 	@hack/test.sh
-unit: ## the tests that need no cluster and no Postgres (under a minute warm)
+unit: ## the tests that need no cluster and no Postgres (unit, CRD validation, runtime on SQLite)
 	@hack/unit.sh
 
 .PHONY: crds
