@@ -17,6 +17,7 @@
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 LOG_PREFIX=cluster
+source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
 # shellcheck source=cluster-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 

@@ -3,7 +3,7 @@
 # local control plane and Postgres, installs the CRDs, runs the operator, applies
 # config/samples/ into the namespace `switchboard-demo`, and runs every runtime pod
 # the operator creates as a local process (kwok nodes have no kubelet; see
-# tests/src/pod_runner.rs: each process gets exactly its pod's config and secrets,
+# tools/src/pod_runner.rs: each process gets exactly its pod's config and secrets,
 # read from the API). The upstream is mock-llm unless OPENAI_API_KEY or
 # ANTHROPIC_API_KEY is set.
 set -euo pipefail
@@ -11,10 +11,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 state=$root/.switchboard/demo
 ns=switchboard-demo
-for dir in "$HOME/.cargo/bin" /usr/local/go/bin; do
-  case ":$PATH:" in *":$dir:"*) ;; *) [ -d "$dir" ] && PATH="$dir:$PATH" ;; esac
-done
-export PATH
+source hack/lib/env.sh
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -65,8 +62,7 @@ up() {
   mkdir -p "$state"
 
   step "Building the operator, the agent runtime, mock-llm and the pod runner (first time: several minutes)"
-  cargo build --locked -p operator -p agent-runtime -p mock-llm -p tests \
-    --bin switchboard-operator --bin agent-runtime --bin mock-llm --bin pod-runner
+  cargo build --locked --bin switchboard-operator --bin agent-runtime --bin mock-llm --bin pod-runner
 
   step "Local control plane and Postgres (the first run builds Kubernetes: see README)"
   if ! hack/cluster.sh status >/dev/null 2>&1; then

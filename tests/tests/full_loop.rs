@@ -1,6 +1,6 @@
 //! The whole product on the local control plane, as `make demo` runs it: the operator
 //! provisions two tenants, their runtime pods run as local processes with exactly the
-//! configuration and secrets their pods get (see `switchboard_tests::pod_runner`), the
+//! configuration and secrets their pods get (see `switchboard_tools::pod_runner`), the
 //! runtimes report in, `kubectl wait --for=condition=Ready` succeeds, chats through each
 //! channel land in that tenant's own database and in no other, a stopped runtime turns
 //! RuntimeReady false within the heartbeat window, and deleting an agent with
@@ -17,8 +17,8 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use switchboard_tests::cluster::TEST_FIELD_MANAGER;
 use switchboard_tests::mock_llm::MockLlm;
-use switchboard_tests::pod_runner::{PodRunner, PodRunnerConfig};
 use switchboard_tests::{TestCluster, eventually, free_port};
+use switchboard_tools::pod_runner::{PodRunner, PodRunnerConfig};
 use tokio::process::{Child, Command};
 
 /// The workspace's built binaries (`make test` builds them before running tests).

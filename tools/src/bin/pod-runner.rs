@@ -1,12 +1,12 @@
 //! `pod-runner`: runs the selected pods of the local cluster as local processes (the
-//! kubelet that kwok nodes lack), for `make demo`. See `switchboard_tests::pod_runner`.
+//! kubelet that kwok nodes lack), for `make demo`. See `switchboard_tools::pod_runner`.
 //! Prints one line per started pod: `namespace/name http://addr pid log`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard_tests::pod_runner::{PodRunner, PodRunnerConfig};
+use switchboard_tools::pod_runner::{PodRunner, PodRunnerConfig};
 
 #[derive(Parser)]
 #[command(about = "Run the selected pods of the local cluster as local processes")]

@@ -26,12 +26,35 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, KeyToPath, Pod, Secret, ServiceAccount, Volume,
 };
 use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
-use kube::{Client, ResourceExt};
+use kube::{Client, Config, ResourceExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{HARNESS_CONTEXT, client_for};
+/// The kubeconfig context the harness writes (as `switchboard_tests::cluster` has it).
+pub const HARNESS_CONTEXT: &str = "switchboard-harness";
+
+/// A client for the harness context of the given kubeconfig; fails unless that context
+/// exists. The same check as `switchboard_tests::cluster::client_for`, kept here so the
+/// tools do not depend on the test crate (the pod runner goes when the local cluster runs
+/// real pods).
+async fn client_for(kubeconfig: &Path) -> Result<Client, BoxError> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    if !kc.contexts.iter().any(|c| c.name == HARNESS_CONTEXT) {
+        return Err(format!(
+            "{} has no context {HARNESS_CONTEXT}: not a harness kubeconfig",
+            kubeconfig.display()
+        )
+        .into());
+    }
+    let options = KubeConfigOptions {
+        context: Some(HARNESS_CONTEXT.to_owned()),
+        ..Default::default()
+    };
+    let config = Config::from_custom_kubeconfig(kc, &options).await?;
+    Ok(Client::try_from(config)?)
+}
 
 /// Environment variable that tells a locally run pod which address to listen on.
 pub const LISTEN_ENV: &str = "SWITCHBOARD_LISTEN";

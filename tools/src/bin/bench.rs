@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
-use switchboard_tests::free_port;
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
@@ -51,6 +50,14 @@ struct Args {
 }
 
 const API_KEY: &str = "bench-key";
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
 
 struct Proc {
     child: Child,
