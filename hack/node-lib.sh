@@ -98,7 +98,7 @@ network_up() {
   # kernel.panic_on_oops=1, as on every Kubernetes node (its only other choice,
   # protectKernelDefaults, refuses to start when they differ).
   local k
-  for k in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables vm/overcommit_memory kernel/panic kernel/panic_on_oops; do
+  for k in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/ipv4/conf/default/route_localnet vm/overcommit_memory kernel/panic kernel/panic_on_oops; do
     echo "${k} $(cat "/proc/sys/${k}")"
   done >"${STATE}/sysctls.saved"
   # The bridge carries the node IP before the kubelet starts (it checks that
@@ -117,6 +117,10 @@ network_up() {
   sysctl_set net.bridge.bridge-nf-call-iptables 1
   # DNAT from the bridge to 127.0.0.1 (host services stay on loopback).
   sysctl_set "net.ipv4.conf.${BRIDGE}.route_localnet" 1
+  # ... and on interfaces created later (the CNI bridge plugin re-creates the
+  # bridge if it ever disappears), never on "all" (that would include the
+  # machine's outside interface).
+  sysctl_set net.ipv4.conf.default.route_localnet 1
 
   # Nothing from the pod network is forwarded to any interface but the bridge
   # (first rule of FORWARD, ahead of kube-proxy's accepts).
