@@ -145,7 +145,7 @@ up() {
   cat <<EOF
 
 The channel 'hello-openai' of agent 'hello' answers at $channel
-(the Service tenant 'hello' gets; in-cluster name: $(kubectl get chc hello-openai -n "$ns" -o jsonpath='{.status.endpoint}')).
+(the agent's Service, at its ClusterIP; in-cluster name: $(kubectl get chc hello-openai -n "$ns" -o jsonpath='{.status.endpoint}')).
 
   curl -s $channel/v1/chat/completions \\
     -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
