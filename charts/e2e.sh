@@ -24,7 +24,7 @@
 #
 # Needs the binaries switchboard-operator, agent-runtime, mock-llm and pod-runner
 # (cargo build -p operator -p agent-runtime -p tests --bins) in $SWITCHBOARD_BIN_DIR
-# (default target/debug) and psql from hack/postgres.sh's Postgres.
+# (default $CARGO_TARGET_DIR/debug, else target/debug) and psql from hack/postgres.sh's Postgres.
 #
 # On a cluster with a real kubelet node (SWITCHBOARD_E2E_IMAGE_TAG set to the tag of
 # `make images`), the same steps run with the images localhost/switchboard-operator and
@@ -35,7 +35,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 chart=charts/switchboard
-bin="${SWITCHBOARD_BIN_DIR:-$root/target/debug}"
+bin="${SWITCHBOARD_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 export PATH="$HOME/.cache/switchboard/bin:/usr/lib/postgresql/15/bin:$PATH"
 : "${KUBECONFIG:?no cluster: make cluster-up; eval \"\$(make -s cluster-env)\"}"
 : "${SWITCHBOARD_DATABASE_ADMIN_URL:?no Postgres: make cluster-up; eval \"\$(make -s cluster-env)\"}"
