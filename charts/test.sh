@@ -7,8 +7,9 @@
 #                           bad values refused by `helm install`
 #   charts/test.sh --e2e    also charts/e2e.sh: install, upgrade and uninstall on the cluster
 #
-# Static: chart version = crate version; crds/, the dashboards and the PrometheusRule
-# identical to config/crd/ and monitoring/ (drift); the values table of the README up
+# Static: chart version = crate version; crds/, the operator's rules, the dashboards and
+# the PrometheusRule identical to config/crd/, config/rbac/cluster_role.yaml and
+# monitoring/ (drift); the values table of the README up
 # to date; `helm lint --strict` with every ci/*-values.yaml; the chart-testing
 # conventions `ct lint` checks (by hand: Chart.yaml fields, YAML without duplicate keys,
 # tabs or trailing spaces); the bad values files in charts/tests/bad-values refused with
@@ -61,6 +62,7 @@ for f in "$chart"/files/dashboards/*.json; do
   [[ -e "monitoring/dashboards/$(basename "$f")" ]] || fail "drift: $f has no source in monitoring/dashboards/"
 done
 drift monitoring/alerts/prometheusrule.yaml "$chart/files/prometheusrule.yaml"
+drift config/rbac/cluster_role.yaml "$chart/files/cluster_role.yaml"
 if python3 charts/values-table.py --check; then pass "drift: README values table"; else fail "drift: README values table"; fi
 
 # --- chart-testing conventions and lint ------------------------------------------

@@ -39,14 +39,6 @@ helm.sh/chart: {{ include "switchboard.chart" . }}
 {{- end }}
 {{- end }}
 
-{{/* metadata.annotations of every object (empty when there are none). */}}
-{{- define "switchboard.annotations" -}}
-{{- with .Values.commonAnnotations }}
-annotations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end }}
-
 {{- define "switchboard.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "switchboard.fullname" .) .Values.serviceAccount.name }}
@@ -67,38 +59,9 @@ annotations:
 {{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) }}
 {{- end }}
 
-{{/* The operator's rules on the resources it reconciles and creates; one list for the
-ClusterRole (every namespace) and the per-namespace Roles (watchNamespaces). */}}
+{{/* The operator's rules on the resources it reconciles and creates, for the ClusterRole
+(every namespace) and the per-namespace Roles (watchNamespaces). One source:
+files/cluster_role.yaml is config/rbac/cluster_role.yaml (charts/test.sh checks the copy). */}}
 {{- define "switchboard.rules" -}}
-# The resources it reconciles; patch adds and removes its finalizer.
-- apiGroups: [switchboard.dev]
-  resources: [agentdeployments, chatchannels]
-  verbs: [get, list, watch, patch]
-# Status; also what the runtime Role grants, so the operator can create that Role
-# without the escalate verb.
-- apiGroups: [switchboard.dev]
-  resources: [agentdeployments/status, chatchannels/status]
-  verbs: [get, patch]
-# Children, applied server-side (create for the first apply and the create-once
-# Secrets); watched (by metadata) to notice drift and deletion.
-- apiGroups: [apps]
-  resources: [deployments]
-  verbs: [get, list, watch, create, patch]
-- apiGroups: [""]
-  resources: [services, configmaps, serviceaccounts, secrets]
-  verbs: [get, list, watch, create, patch]
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles, rolebindings]
-  verbs: [get, list, watch, create, patch]
-- apiGroups: [monitoring.coreos.com]
-  resources: [servicemonitors]
-  verbs: [get, create, patch]
-# Runtime pods: to prune status.runtime entries of pods that are gone.
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
-# Events through its one recorder.
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+{{- (.Files.Get "files/cluster_role.yaml" | fromYaml).rules | toYaml }}
 {{- end }}
