@@ -29,7 +29,10 @@
 # On a cluster with a real kubelet node (SWITCHBOARD_E2E_IMAGE_TAG set to the tag of
 # `make images`), the same steps run with the images localhost/switchboard-operator and
 # localhost/switchboard-agent-runtime instead of local processes, and the chat goes
-# through `kubectl port-forward` to the agent's Service.
+# through `kubectl port-forward` to the agent's Service. The pods must then reach
+# mock-llm and Postgres on this machine: SWITCHBOARD_E2E_HOST_IP is the address they
+# reach it by (mock-llm listens there) and SWITCHBOARD_E2E_ADMIN_URL the admin DSN as
+# they see it (default SWITCHBOARD_DATABASE_ADMIN_URL). Not yet run: no real node.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +45,12 @@ export PATH="$HOME/.cache/switchboard/bin:/usr/lib/postgresql/15/bin:$PATH"
 image_tag="${SWITCHBOARD_E2E_IMAGE_TAG:-}"
 real_node=false
 [[ -n "$image_tag" ]] && real_node=true
+host_ip="${SWITCHBOARD_E2E_HOST_IP:-127.0.0.1}"
+admin_url="${SWITCHBOARD_E2E_ADMIN_URL:-$SWITCHBOARD_DATABASE_ADMIN_URL}"
+if $real_node && [[ "$host_ip" == 127.* ]]; then
+  echo "charts/e2e.sh: with a real node, set SWITCHBOARD_E2E_HOST_IP (pods cannot reach this machine's loopback)" >&2
+  exit 2
+fi
 
 run_id="$(date +%s)-$$"
 release=switchboard
@@ -86,8 +95,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+[[ -x "$bin/mock-llm" ]] || die "$bin/mock-llm missing (cargo build -p tests --bins, or SWITCHBOARD_BIN_DIR)"
 if ! $real_node; then
-  for b in switchboard-operator agent-runtime mock-llm pod-runner; do
+  for b in switchboard-operator agent-runtime pod-runner; do
     [[ -x "$bin/$b" ]] || die "$bin/$b missing (cargo build -p operator -p agent-runtime -p tests --bins, or SWITCHBOARD_BIN_DIR)"
   done
 fi
@@ -99,7 +109,7 @@ kubectl wait --for=condition=Established --timeout=60s \
 for n in "$ns" "$tenant" "$other"; do kubectl create namespace "$n" >/dev/null; done
 kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/dev/null
 kubectl -n "$ns" create secret generic switchboard-database-admin \
-  --from-literal=uri="$SWITCHBOARD_DATABASE_ADMIN_URL" >/dev/null
+  --from-literal=uri="$admin_url" >/dev/null
 kubectl -n "$other" create secret generic not-yours --from-literal=token=secret >/dev/null
 
 values=(--set "watchNamespaces={$tenant}")
@@ -124,11 +134,12 @@ if ! $real_node; then
   start_bg runtime-pods "$bin/pod-runner" --kubeconfig "$SWITCHBOARD_HARNESS_KUBECONFIG" --namespace "$tenant" \
     --selector app.kubernetes.io/name=switchboard-agent --binary "$bin/agent-runtime" --workdir "$state/pods" \
     --env RUST_LOG=info
-  upstream_port="$(free_port)"
-  start_bg mock-llm "$bin/mock-llm" --listen "127.0.0.1:$upstream_port"
-  until_ok 30 "mock-llm" bash -c "exec 3<>/dev/tcp/127.0.0.1/$upstream_port"
-  upstream="http://127.0.0.1:$upstream_port/v1"
 fi
+# The model: mock-llm, speaking the OpenAI wire format (no traffic leaves the machine).
+upstream_port="$(free_port)"
+start_bg mock-llm "$bin/mock-llm" --listen "$host_ip:$upstream_port"
+until_ok 30 "mock-llm" bash -c "exec 3<>/dev/tcp/$host_ip/$upstream_port"
+upstream="http://$host_ip:$upstream_port/v1"
 lease_holder() { kubectl -n "$ns" get lease switchboard-operator -o jsonpath='{.spec.holderIdentity}'; }
 until_ok 120 "an operator pod to hold the Lease" test -n "$(lease_holder 2>/dev/null)"
 first_leader="$(lease_holder)"
@@ -153,11 +164,12 @@ echo "watched $tenant: Secrets yes; admin Secret by name: yes; Secrets in $other
 
 step "A sample agent in $tenant"
 t_agent="$(now)"
-kubectl apply -n "$tenant" -f config/samples/model-credentials.yaml -f config/samples/agent-minimal.yaml \
-  -f config/samples/channel-openai.yaml >/dev/null
-if ! $real_node; then
-  kubectl patch agd hello -n "$tenant" --type=merge -p "{\"spec\":{\"model\":{\"baseUrl\":\"$upstream\"}}}" >/dev/null
-fi
+kubectl apply -n "$tenant" -f config/samples/model-credentials.yaml -f config/samples/channel-openai.yaml >/dev/null
+# The sample as it is, its model pointed at mock-llm.
+python3 -c 'import json, sys, yaml
+agent = yaml.safe_load(open(sys.argv[1]))
+agent["spec"]["model"]["baseUrl"] = sys.argv[2]
+print(json.dumps(agent))' config/samples/agent-minimal.yaml "$upstream" | kubectl apply -n "$tenant" -f - >/dev/null
 if ! kubectl wait --for=condition=Ready agd/hello -n "$tenant" --timeout=180s >/dev/null; then
   kubectl get agd hello -n "$tenant" -o yaml | sed -n '/^status:/,$p' >&2
   die "agent hello not Ready"
