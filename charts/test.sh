@@ -22,7 +22,12 @@ cd "$root"
 chart=charts/switchboard
 export PATH="$HOME/.cache/switchboard/bin:$PATH"
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+created=() # objects this script created in the cluster, deleted at the end
+cleanup() {
+  if ((${#created[@]})); then kubectl delete --wait=false --ignore-not-found "${created[@]}" >/dev/null 2>&1 || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 passed=0
 failed=0
@@ -167,6 +172,9 @@ done
 if $cluster; then
   export GOTOOLCHAIN=local PATH="$PATH:/usr/local/go/bin"
   # The Prometheus Operator's CRDs, for the ServiceMonitor and PrometheusRule renders.
+  for crd in servicemonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com; do
+    kubectl get crd "$crd" >/dev/null 2>&1 || created+=("crd/$crd")
+  done
   kubectl apply --server-side -f "$(hack/servicemonitor-crd.sh --path)" >/dev/null
   prom_dir="$(dirname "$(hack/servicemonitor-crd.sh --path)")"
   prometheusrule_crd="$(cd "$prom_dir" && GOFLAGS=-mod=mod go mod download -json \
@@ -176,7 +184,10 @@ if $cluster; then
     crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com >/dev/null
   # The namespaces the renders name; the operator's is restricted, as config/ makes it.
   for ns in switchboard-system sb-team-a sb-team-b sb-monitoring; do
-    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    if ! kubectl get namespace "$ns" >/dev/null 2>&1; then
+      kubectl create namespace "$ns" >/dev/null
+      created+=("namespace/$ns")
+    fi
   done
   kubectl label namespace switchboard-system --overwrite pod-security.kubernetes.io/enforce=restricted \
     pod-security.kubernetes.io/warn=restricted >/dev/null
@@ -194,7 +205,7 @@ if $cluster; then
       # PodSecurity (the namespace warns at restricted), deprecations, unknown fields
       fail "dry-run=server: $1 applied with warnings"; echo "$out" >&2
     else
-      pass "dry-run=server: $1 ($(grep -c 'server dry run' <<<"$out") objects: $(awk '{print $1}' <<<"$out" | cut -d/ -f1 | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//'))"
+      pass "dry-run=server: $1 ($(grep -c 'server dry run' <<<"$out") objects: $(grep 'server dry run' <<<"$out" | awk '{print $1}' | cut -d/ -f1 | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//'))"
     fi
   }
   for values in "${ci_values[@]}"; do
