@@ -133,8 +133,13 @@ done
 
 # --- Kustomize and the chart agree -------------------------------------------------
 kubectl kustomize config/default >"$tmp/kustomize.yaml"
+# The images as the Kustomize base pins them (a static tag there, appVersion in the chart).
+k_image="$(sed -n 's/^ *image: //p' "$tmp/kustomize.yaml" | head -1)"
+k_runtime="$(sed -n 's/^ *- --runtime-image=//p' "$tmp/kustomize.yaml" | head -1)"
 helm template switchboard "$chart" -n switchboard-system \
-  --set image.tag=latest --set runtime.image.tag=latest >"$tmp/helm-kustomize.yaml"
+  --set "image.repository=${k_image%:*}" --set "image.tag=${k_image##*:}" \
+  --set "runtime.image.repository=${k_runtime%:*}" --set "runtime.image.tag=${k_runtime##*:}" \
+  >"$tmp/helm-kustomize.yaml"
 if out="$(python3 charts/tests/same-objects.py "$tmp/kustomize.yaml" "$tmp/helm-kustomize.yaml" 2>&1)"; then
   pass "$out"
 else
