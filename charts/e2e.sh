@@ -26,13 +26,14 @@
 # (cargo build -p operator -p agent-runtime -p tests --bins) in $SWITCHBOARD_BIN_DIR
 # (default $CARGO_TARGET_DIR/debug, else target/debug) and psql from hack/postgres.sh's Postgres.
 #
-# On a cluster with a real kubelet node (SWITCHBOARD_E2E_IMAGE_TAG set to the tag of
-# `make images`), the same steps run with the images localhost/switchboard-operator and
-# localhost/switchboard-agent-runtime instead of local processes, and the chat goes
-# through `kubectl port-forward` to the agent's Service. The pods must then reach
-# mock-llm and Postgres on this machine: SWITCHBOARD_E2E_HOST_IP is the address they
-# reach it by (mock-llm listens there) and SWITCHBOARD_E2E_ADMIN_URL the admin DSN as
-# they see it (default SWITCHBOARD_DATABASE_ADMIN_URL). Not yet run: no real node.
+# On a cluster with a real kubelet node (the cluster env exports SWITCHBOARD_NODE_IP,
+# SWITCHBOARD_CONTAINERD_SOCK and the images imported into the node's containerd,
+# SWITCHBOARD_OPERATOR_IMAGE and SWITCHBOARD_AGENT_RUNTIME_IMAGE), the same steps run
+# with those images as real pods instead of local processes: the pods reach mock-llm
+# and Postgres on this machine's loopback at SWITCHBOARD_NODE_IP (the node's DNAT);
+# the upgrade goes to a second tag of the operator image (ctr images tag); the chat goes
+# to the agent's Service ClusterIP (kube-proxy). SWITCHBOARD_E2E_KWOK=1 forces the kwok
+# mode.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,15 +43,19 @@ bin="${SWITCHBOARD_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 export PATH="$HOME/.cache/switchboard/bin:/usr/lib/postgresql/15/bin:$PATH"
 : "${KUBECONFIG:?no cluster: make cluster-up; eval \"\$(make -s cluster-env)\"}"
 : "${SWITCHBOARD_DATABASE_ADMIN_URL:?no Postgres: make cluster-up; eval \"\$(make -s cluster-env)\"}"
-image_tag="${SWITCHBOARD_E2E_IMAGE_TAG:-}"
 real_node=false
-[[ -n "$image_tag" ]] && real_node=true
-host_ip="${SWITCHBOARD_E2E_HOST_IP:-127.0.0.1}"
-admin_url="${SWITCHBOARD_E2E_ADMIN_URL:-$SWITCHBOARD_DATABASE_ADMIN_URL}"
-if $real_node && [[ "$host_ip" == 127.* ]]; then
-  echo "charts/e2e.sh: with a real node, set SWITCHBOARD_E2E_HOST_IP (pods cannot reach this machine's loopback)" >&2
-  exit 2
+if [[ -n "${SWITCHBOARD_NODE_IP:-}" && -n "${SWITCHBOARD_OPERATOR_IMAGE:-}" && -z "${SWITCHBOARD_E2E_KWOK:-}" ]]; then
+  real_node=true
+  : "${SWITCHBOARD_AGENT_RUNTIME_IMAGE:?the runtime image is not imported (hack/images.sh)}"
+  : "${SWITCHBOARD_CONTAINERD_SOCK:?no containerd socket in the cluster env}"
 fi
+# The address pods reach this machine's loopback services by.
+host_ip=127.0.0.1
+$real_node && host_ip="$SWITCHBOARD_NODE_IP"
+# The admin DSN as the operator's pods see it.
+admin_url="${SWITCHBOARD_DATABASE_ADMIN_URL/@127.0.0.1:/@$host_ip:}"
+# A DSN handed to pods, as this machine reaches it.
+local_dsn() { sed "s/@$host_ip:/@127.0.0.1:/" <<<"$1"; }
 
 run_id="$(date +%s)-$$"
 release=switchboard
@@ -114,8 +119,13 @@ kubectl -n "$other" create secret generic not-yours --from-literal=token=secret 
 
 values=(--set "watchNamespaces={$tenant}")
 if $real_node; then
-  values+=(--set image.repository=localhost/switchboard-operator --set "image.tag=$image_tag"
-    --set runtime.image.repository=localhost/switchboard-agent-runtime --set "runtime.image.tag=$image_tag")
+  # The real node: the one node kwok does not fake.
+  node="$(kubectl get nodes -o json | jq -r '[.items[] | select(.metadata.annotations["kwok.x-k8s.io/node"] != "fake")][0].metadata.name')"
+  [[ -n "$node" && "$node" != null ]] || die "no real node in the cluster"
+  values+=(--set-string "nodeSelector.kubernetes\.io/hostname=$node")
+  values+=(--set "image.repository=${SWITCHBOARD_OPERATOR_IMAGE%:*}" --set "image.tag=${SWITCHBOARD_OPERATOR_IMAGE##*:}"
+    --set "runtime.image.repository=${SWITCHBOARD_AGENT_RUNTIME_IMAGE%:*}"
+    --set "runtime.image.tag=${SWITCHBOARD_AGENT_RUNTIME_IMAGE##*:}")
 else
   values+=(--set image.tag=e2e-1)
 fi
@@ -137,8 +147,8 @@ if ! $real_node; then
 fi
 # The model: mock-llm, speaking the OpenAI wire format (no traffic leaves the machine).
 upstream_port="$(free_port)"
-start_bg mock-llm "$bin/mock-llm" --listen "$host_ip:$upstream_port"
-until_ok 30 "mock-llm" bash -c "exec 3<>/dev/tcp/$host_ip/$upstream_port"
+start_bg mock-llm "$bin/mock-llm" --listen "127.0.0.1:$upstream_port"
+until_ok 30 "mock-llm" bash -c "exec 3<>/dev/tcp/127.0.0.1/$upstream_port"
 upstream="http://$host_ip:$upstream_port/v1"
 lease_holder() { kubectl -n "$ns" get lease switchboard-operator -o jsonpath='{.spec.holderIdentity}'; }
 until_ok 120 "an operator pod to hold the Lease" test -n "$(lease_holder 2>/dev/null)"
@@ -169,13 +179,15 @@ kubectl apply -n "$tenant" -f config/samples/model-credentials.yaml -f config/sa
 python3 -c 'import json, sys, yaml
 agent = yaml.safe_load(open(sys.argv[1]))
 agent["spec"]["model"]["baseUrl"] = sys.argv[2]
-print(json.dumps(agent))' config/samples/agent-minimal.yaml "$upstream" | kubectl apply -n "$tenant" -f - >/dev/null
+if sys.argv[3]:
+    agent["spec"]["scheduling"] = {"nodeSelector": {"kubernetes.io/hostname": sys.argv[3]}}
+print(json.dumps(agent))' config/samples/agent-minimal.yaml "$upstream" "${node:-}" | kubectl apply -n "$tenant" -f - >/dev/null
 if ! kubectl wait --for=condition=Ready agd/hello -n "$tenant" --timeout=180s >/dev/null; then
   kubectl get agd hello -n "$tenant" -o yaml | sed -n '/^status:/,$p' >&2
   die "agent hello not Ready"
 fi
 agent_time="$(since "$t_agent")"
-db_uri="$(kubectl get secret hello-db -n "$tenant" -o jsonpath='{.data.uri}' | base64 -d)"
+db_uri="$(local_dsn "$(kubectl get secret hello-db -n "$tenant" -o jsonpath='{.data.uri}' | base64 -d)")"
 psql "$db_uri" -Atc 'select current_database()' >/dev/null || die "the agent's database is not reachable"
 echo "database $(psql "$db_uri" -Atc 'select current_database()') created; agent Ready in $agent_time"
 runtime_pod="$(kubectl get pods -n "$tenant" -l app.kubernetes.io/name=switchboard-agent -o jsonpath='{.items[0].metadata.name}')"
@@ -186,11 +198,7 @@ key="$(kubectl get secret hello-api-key -n "$tenant" -o jsonpath='{.data.api-key
 chat() {
   local base
   if $real_node; then
-    local port; port="$(free_port)"
-    kubectl -n "$tenant" port-forward svc/hello "$port:http" >"$state/port-forward.log" 2>&1 &
-    local pf=$!
-    until_ok 30 "port-forward to svc/hello" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
-    base="http://127.0.0.1:$port"
+    base="http://$(kubectl get svc hello -n "$tenant" -o jsonpath='{.spec.clusterIP}:{.spec.ports[?(@.name=="http")].port}')"
   else
     # The pod behind the Service: the runtime process pod-runner started for it.
     local pod; pod="$(kubectl get endpointslices -n "$tenant" -l kubernetes.io/service-name=hello \
@@ -203,7 +211,6 @@ chat() {
   curl -sf "$base/channels/$path/v1/chat/completions" -H "Authorization: Bearer $key" \
     -H 'Content-Type: application/json' \
     -d "{\"model\":\"hello\",\"messages\":[{\"role\":\"user\",\"content\":\"$1\"}]}"
-  if $real_node; then kill "$pf" 2>/dev/null || true; fi
 }
 until_ok 60 "channel hello-openai Ready" kubectl wait --for=condition=Ready chc/hello-openai -n "$tenant" --timeout=5s
 answer="$(chat "hello before the upgrade")" || die "chat failed"
@@ -216,7 +223,10 @@ runtime_gen="$(kubectl get deploy hello -n "$tenant" -o jsonpath='{.metadata.gen
 old_pods="$(kubectl get pods -n "$ns" -l "$operator_selector" -o jsonpath='{.items[*].metadata.name}')"
 upgrade_values=(--reuse-values)
 if $real_node; then
-  upgrade_values+=(--set "image.tag=$image_tag" --set "podAnnotations.switchboard\.dev/e2e-upgrade=$run_id")
+  # A new tag of the same image, as a release would bring.
+  ctr --address "$SWITCHBOARD_CONTAINERD_SOCK" --namespace k8s.io images tag --force \
+    "$SWITCHBOARD_OPERATOR_IMAGE" "${SWITCHBOARD_OPERATOR_IMAGE}-upgrade" >/dev/null
+  upgrade_values+=(--set "image.tag=${SWITCHBOARD_OPERATOR_IMAGE##*:}-upgrade")
 else
   upgrade_values+=(--set image.tag=e2e-2)
 fi
@@ -271,6 +281,6 @@ psql "$SWITCHBOARD_DATABASE_ADMIN_URL" -qc "drop database \"$db_name\" with (for
 echo "agent, channel and database $db_name removed"
 
 echo
-echo "charts/e2e.sh: passed ($($real_node && echo "real node, images tag $image_tag" || echo "kwok nodes, pods as local processes"))"
+echo "charts/e2e.sh: passed ($($real_node && echo "real node, images $SWITCHBOARD_OPERATOR_IMAGE $SWITCHBOARD_AGENT_RUNTIME_IMAGE" || echo "kwok nodes, pods as local processes"))"
 echo "  helm install --wait: $install_time; agent Ready after apply: $agent_time;" \
   "helm upgrade --wait + Lease moved: $upgrade_time; helm uninstall --wait: $uninstall_time"
