@@ -33,6 +33,10 @@ demo: ## run the whole platform on this machine
 demo-down: ## stop the demo
 	@hack/demo.sh down
 
+.PHONY: images
+images: ## build the operator and runtime images (release, offline, buildah from scratch)
+	@hack/images.sh build --profile release
+
 .PHONY: bench
 bench: ## benchmarks: runtime vs. calling the mock upstream directly
 	@hack/bench.sh

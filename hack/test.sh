@@ -31,7 +31,8 @@ step "Building the workspace (tests included)"
 cargo build --workspace --all-targets --locked
 
 if hack/cluster.sh status >/dev/null 2>&1; then
-  step "Using the local cluster that is already up"
+  step "Using the local cluster that is already up; importing the project's images (debug build)"
+  hack/cluster.sh images
 else
   step "Starting the local cluster (first run builds it: see README)"
   started_cluster=1

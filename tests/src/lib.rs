@@ -6,7 +6,6 @@ pub mod cluster;
 pub mod database;
 pub mod mock_llm;
 pub mod namespace;
-pub mod pod_runner;
 pub mod wait;
 
 pub use cluster::TestCluster;
