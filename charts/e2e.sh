@@ -102,8 +102,9 @@ trap cleanup EXIT
 
 [[ -x "$bin/mock-llm" ]] || die "$bin/mock-llm missing (cargo build -p tests --bins, or SWITCHBOARD_BIN_DIR)"
 if ! $real_node; then
-  for b in switchboard-operator agent-runtime pod-runner; do
-    [[ -x "$bin/$b" ]] || die "$bin/$b missing (cargo build -p operator -p agent-runtime -p tests --bins, or SWITCHBOARD_BIN_DIR)"
+  [[ -x "$bin/pod-runner" ]] || die "no real node with imported images in the cluster env (SWITCHBOARD_NODE_IP, SWITCHBOARD_OPERATOR_IMAGE, SWITCHBOARD_AGENT_RUNTIME_IMAGE: make cluster-up after cargo build), and no pod-runner in $bin for the kwok mode"
+  for b in switchboard-operator agent-runtime; do
+    [[ -x "$bin/$b" ]] || die "$bin/$b missing (cargo build -p operator -p agent-runtime, or SWITCHBOARD_BIN_DIR)"
   done
 fi
 
