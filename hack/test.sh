@@ -51,3 +51,9 @@ export SWITCHBOARD_PYTHON="$root/.switchboard/venv/bin/python"
 
 step "Unit and end-to-end tests"
 cargo test --workspace --locked --no-fail-fast
+
+step "Monitoring: generated files, promtool rules and tests, dashboards, the binaries under Prometheus"
+monitoring/test.sh
+
+step "Helm chart: lint, schema, drift, Kustomize agreement, server dry-runs, install/upgrade/uninstall"
+charts/test.sh --e2e

@@ -74,7 +74,6 @@ async fn a_missing_image_fails_fast_with_a_clear_event() {
 /// An AgentDeployment whose `spec.image` is not on the node gets a condition saying the
 /// image cannot be pulled, from its pod's real status, instead of a silent wait.
 #[tokio::test]
-#[ignore = "needs the operator's image-pull condition (branch `operator`): un-ignore when merged"]
 async fn an_agent_whose_image_is_missing_gets_a_condition_saying_so() {
     use crds::AgentDeployment;
     use kube::api::{Patch, PatchParams};
