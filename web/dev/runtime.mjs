@@ -74,7 +74,7 @@ function yaml(value) {
 }
 
 /** Starts mock + runtime; resolves to { base, apiKey, dir, stop() }. */
-export async function startRuntime({ channels = CHANNELS } = {}) {
+export async function startRuntime({ channels = CHANNELS, allowedOrigins = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "sb-web-"));
   const mockPort = await freePort();
   const port = await freePort();
@@ -96,6 +96,10 @@ export async function startRuntime({ channels = CHANNELS } = {}) {
       greeting: c.greeting,
       features: c.features ?? ALL_FEATURES,
       ...(c.rateLimit ? { rateLimit: c.rateLimit } : {}),
+      // The runtime serves the page itself: its title, the auth proxy's header.
+      web: { title: c.title, ...(c.trustedHeader ? { trustedHeader: c.trustedHeader } : {}) },
+      // The sites allowed to embed the chat (the browser test's host page).
+      ...(c.name === "web" && allowedOrigins.length ? { allowedOrigins } : {}),
     })),
   };
   writeFileSync(join(dir, "agent.yaml"), yaml(config));
