@@ -197,7 +197,7 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(super::webhook::receive),
+    paths(super::webhook::receive, super::web::page_config_doc),
     components(schemas(crate::channel_registry::webhook::WebhookAnswer)),
     tags((name = "channels", description = "Webhook channels: signed messages in, signed answers POSTed to the callback URL"))
 )]

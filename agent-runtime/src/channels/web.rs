@@ -51,6 +51,59 @@ const PING: Duration = Duration::from_secs(15);
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The chat page's configuration (`GET /channels/{name}/config.json`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageConfig {
+    /// The ChatChannel's name.
+    pub channel: String,
+    /// `spec.web.title`, else the channel's name.
+    pub title: String,
+    /// First assistant message of a new chat.
+    pub greeting: Option<String>,
+    /// UI language (he and ar lay out right to left).
+    pub language: String,
+    /// Base path of the channel's API, e.g. `/channels/web`.
+    pub api_base: String,
+    /// Features the channel serves.
+    pub features: PageFeatures,
+    /// The visitor's live-sync event stream (`text/event-stream`).
+    pub events: Option<String>,
+    /// CSRF double submit: the header to send and the cookie holding its value.
+    pub csrf: PageCsrf,
+}
+
+/// Features of a web channel, as the page sees them.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PageFeatures {
+    /// Sessions are listed and read back.
+    pub history: bool,
+    /// Full-text search over sessions.
+    pub search: bool,
+    /// Answers are streamed.
+    pub streaming: bool,
+}
+
+/// Where the page finds and sends its CSRF token.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PageCsrf {
+    /// Header of state-changing requests.
+    pub header: String,
+    /// Cookie (readable by the page) holding the token.
+    pub cookie: String,
+}
+
+/// The route as the OpenAPI document describes it (the web edge answers it
+/// before routing).
+#[utoipa::path(get, path = "/channels/{name}/config.json", tag = "channels",
+    params(("name" = String, Path, description = "A ChatChannel of type web")),
+    security(()),
+    responses(
+        (status = 200, description = "The chat page's configuration; sets the visitor and CSRF cookies when absent", body = PageConfig),
+        (status = 404, description = "No such channel, or not of type web", body = crate::error::ErrorBody),
+    ))]
+pub async fn page_config_doc() {}
+
 /// A change to one user's sessions, for their open pages.
 #[derive(Clone, Debug)]
 pub struct UserEvent {
@@ -325,20 +378,27 @@ impl WebEdge {
     }
 
     fn config(&self, channel: &ChannelSettings, base: &str, headers: &HeaderMap) -> Response {
-        let body = json!({
-            "channel": channel.name,
-            "title": channel.web.title.clone().unwrap_or_else(|| channel.name.clone()),
-            "greeting": channel.greeting,
-            "language": channel.language.clone().unwrap_or_else(|| "en".to_owned()),
-            "apiBase": base,
-            "features": {
-                "history": channel.features.history,
-                "search": channel.features.search,
-                "streaming": channel.features.streaming,
+        let body = PageConfig {
+            channel: channel.name.clone(),
+            title: channel
+                .web
+                .title
+                .clone()
+                .unwrap_or_else(|| channel.name.clone()),
+            greeting: channel.greeting.clone(),
+            language: channel.language.clone().unwrap_or_else(|| "en".to_owned()),
+            api_base: base.to_owned(),
+            features: PageFeatures {
+                history: channel.features.history,
+                search: channel.features.search,
+                streaming: channel.features.streaming,
             },
-            "events": format!("{base}/api/events"),
-            "csrf": {"header": CSRF_HEADER, "cookie": CSRF_COOKIE},
-        });
+            events: Some(format!("{base}/api/events")),
+            csrf: PageCsrf {
+                header: CSRF_HEADER.to_owned(),
+                cookie: CSRF_COOKIE.to_owned(),
+            },
+        };
         let mut response = axum::Json(body).into_response();
         let out = response.headers_mut();
         out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
