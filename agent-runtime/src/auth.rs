@@ -28,7 +28,9 @@ pub async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &state.api_key {
+    // A browser on a web channel, already identified by the web edge.
+    let from_edge = request.extensions().get::<EdgeUser>().is_some();
+    if let Some(expected) = state.api_key.as_ref().filter(|_| !from_edge) {
         let presented = bearer_token(request.headers());
         let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes()));
         if !ok {
@@ -73,6 +75,12 @@ pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
 /// (`/channels/{name}/...`) before the handler runs.
 #[derive(Clone, Debug)]
 pub struct PathChannel(pub std::sync::Arc<ChannelSettings>);
+
+/// The user a browser was identified as by the web edge (its signed visitor
+/// cookie or its auth proxy's header), in place of the tenant's key and the
+/// trusted user header. Only the server sets it.
+#[derive(Clone, Debug)]
+pub struct EdgeUser(pub String);
 
 /// Who is calling and through which channel.
 #[derive(Clone, Debug)]
@@ -133,9 +141,12 @@ impl FromRequestParts<SharedState> for Caller {
                 }),
             }
         };
-        let header_user = header_text(state.user_header.as_str())?
-            .map(|u| valid_id(&u, &format!("header {}", state.user_header)))
-            .transpose()?;
+        let header_user = match parts.extensions.get::<EdgeUser>() {
+            Some(EdgeUser(user)) => Some(user.clone()),
+            None => header_text(state.user_header.as_str())?
+                .map(|u| valid_id(&u, &format!("header {}", state.user_header)))
+                .transpose()?,
+        };
         let accept_language = header_text(header::ACCEPT_LANGUAGE.as_str())?
             .and_then(|v| v.split([',', ';']).next().map(|s| s.trim().to_owned()))
             .filter(|s| !s.is_empty() && s != "*");

@@ -87,6 +87,17 @@ pub struct ChannelSettings {
     pub allowed_origins: Vec<String>,
     /// Webhook settings (type `webhook` only).
     pub webhook: Option<WebhookSettings>,
+    /// The chat page's settings (type `web`).
+    pub web: WebSettings,
+}
+
+/// A web channel's page settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebSettings {
+    /// Page title; the channel's name when unset.
+    pub title: Option<String>,
+    /// Header an auth proxy sets naming the user (lower case); `None`: anonymous visitors.
+    pub trusted_header: Option<String>,
 }
 
 impl ChannelSettings {
@@ -117,6 +128,14 @@ impl ChannelSettings {
                         .unwrap_or(DEFAULT_TOLERANCE_SECONDS),
                 )),
             }),
+            web: config
+                .web
+                .as_ref()
+                .map(|w| WebSettings {
+                    title: w.title.clone(),
+                    trusted_header: w.trusted_header.as_ref().map(|h| h.to_ascii_lowercase()),
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -160,6 +179,18 @@ impl ChannelSettings {
                     u64::try_from(w.timestamp_tolerance_seconds.max(1)).unwrap_or(300),
                 ),
             }),
+            web: spec
+                .web
+                .as_ref()
+                .map(|w| WebSettings {
+                    title: w.title.clone(),
+                    trusted_header: w
+                        .auth
+                        .as_ref()
+                        .and_then(|a| a.trusted_header.as_ref())
+                        .map(|h| h.to_ascii_lowercase()),
+                })
+                .unwrap_or_default(),
         })
     }
 

@@ -9,6 +9,7 @@
 pub mod delivery;
 pub mod routes;
 pub mod watcher;
+pub mod web;
 pub mod webhook;
 
 use crate::channel_registry::activity;
