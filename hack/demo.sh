@@ -139,7 +139,12 @@ up() {
   key=$(kubectl get secret hello-api-key -n "$ns" -o jsonpath='{.data.api-key}' | base64 -d)
   # The channel's published endpoint is the agent's Service plus /channels/<name>.
   channel="$addr/channels/hello-openai"
+  local web
+  web="http://$(kubectl get svc support -n "$ns" -o jsonpath='{.spec.clusterIP}'):8080/channels/support-web/"
   cat <<EOF
+
+Web chat (channel 'support-web' of agent 'support'), open in a browser on this machine:
+  $web
 
 The channel 'hello-openai' of agent 'hello' answers at $channel
 (the agent's Service, at its ClusterIP; in-cluster name: $(kubectl get chc hello-openai -n "$ns" -o jsonpath='{.status.endpoint}')).

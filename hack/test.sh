@@ -52,6 +52,11 @@ export SWITCHBOARD_PYTHON="$root/.switchboard/venv/bin/python"
 step "Unit and end-to-end tests"
 cargo test --workspace --locked --no-fail-fast
 
+step "Web chat: built assets match the sources, type check, unit and browser tests against the runtime"
+web/setup.sh
+AGENT_RUNTIME_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/agent-runtime" \
+  MOCK_LLM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/mock-llm" web/test.sh
+
 step "Monitoring: generated files, promtool rules and tests, dashboards, the binaries under Prometheus"
 monitoring/test.sh
 
