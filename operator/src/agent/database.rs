@@ -124,7 +124,7 @@ pub async fn ensure_database(
                 ),
                 Err(e) => {
                     let reason = match &e {
-                        Error::NoDatabaseAdmin => "NoDatabaseAdmin",
+                        Error::NoDatabaseAdmin | Error::DatabaseAdminSecret(_) => "NoDatabaseAdmin",
                         Error::Database { .. } => "DatabaseUnavailable",
                         _ => "ProvisioningFailed",
                     };
@@ -138,6 +138,7 @@ pub async fn ensure_database(
 
 async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) -> Result<()> {
     let admin = ctx.shared.database.as_ref().ok_or(Error::NoDatabaseAdmin)?;
+    admin.ready().await?;
     let name = agent.name_any();
     let namespace = agent.namespace().unwrap_or_default();
     let key = ObjectKey::of(agent);

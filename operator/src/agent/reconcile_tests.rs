@@ -59,6 +59,7 @@ impl Provisioner for FakeDatabase {
             dbname: identifier.to_owned(),
             user: identifier.to_owned(),
             password,
+            params: String::new(),
         }
     }
 
