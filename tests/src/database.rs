@@ -173,27 +173,6 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn replaces_the_database_name() {
-        assert_eq!(
-            with_database("postgres://u:p@127.0.0.1:5432/postgres", "x"),
-            "postgres://u:p@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database(
-                "postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable",
-                "x"
-            ),
-            "postgres://u:p@127.0.0.1:5432/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
-    }
-}
-
 /// A login role that is not a superuser but holds CREATEROLE and CREATEDB, as managed
 /// Postgres services hand out to their admin user; dropped (best effort) on drop.
 pub struct LimitedAdmin {
@@ -257,5 +236,26 @@ impl Drop for LimitedAdmin {
             .map_err(|e| std::io::Error::other(e.to_string()))
         })
         .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:5432/postgres", "x"),
+            "postgres://u:p@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database(
+                "postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable",
+                "x"
+            ),
+            "postgres://u:p@127.0.0.1:5432/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
     }
 }
