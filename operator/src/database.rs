@@ -23,8 +23,10 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     fn credentials(&self, identifier: &str, password: String) -> DatabaseCredentials;
 
     /// Makes sure role and database `identifier` exist with `password` (see
-    /// [`DatabaseAdmin::ensure`]).
-    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool) -> Result<()>;
+    /// [`DatabaseAdmin::ensure`]); true when they existed before new credentials
+    /// (an adopted database).
+    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool)
+    -> Result<bool>;
 
     /// Drops database and role `identifier`; succeeds when they are already gone.
     async fn drop_database(&self, identifier: &str) -> Result<()>;
@@ -131,7 +133,12 @@ impl Provisioner for AdminFromSecret {
         Ok(())
     }
 
-    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool) -> Result<()> {
+    async fn ensure(
+        &self,
+        identifier: &str,
+        password: &str,
+        password_is_new: bool,
+    ) -> Result<bool> {
         self.loaded()
             .await?
             .ensure(identifier, password, password_is_new)
@@ -262,13 +269,14 @@ impl DatabaseAdmin {
     /// Makes sure role and database `identifier` exist, the role owns the database, and
     /// PUBLIC may not connect. The password is set when the role is created, and reset
     /// only when `password_is_new` (its Secret did not exist yet), so re-running never
-    /// changes a password in use.
+    /// changes a password in use. Returns true when new credentials met a database
+    /// that already existed (one kept by `reclaimPolicy: Retain`): it is adopted.
     pub async fn ensure(
         &self,
         identifier: &str,
         password: &str,
         password_is_new: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let ident = quote_identifier(identifier);
         let literal = quote_literal(password);
         let role_exists: bool =
@@ -333,7 +341,7 @@ impl DatabaseAdmin {
         .execute(&self.pool)
         .await
         .map_err(Error::database("revoking PUBLIC access"))?;
-        Ok(())
+        Ok(password_is_new && role_exists && db_exists)
     }
 
     async fn is_superuser(&self) -> Result<bool> {
@@ -384,7 +392,12 @@ impl Provisioner for DatabaseAdmin {
         }
     }
 
-    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool) -> Result<()> {
+    async fn ensure(
+        &self,
+        identifier: &str,
+        password: &str,
+        password_is_new: bool,
+    ) -> Result<bool> {
         DatabaseAdmin::ensure(self, identifier, password, password_is_new).await
     }
 

@@ -116,3 +116,115 @@ async fn without_the_admin_secret_the_operator_starts_reports_and_proceeds_when_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_drop_that_cannot_succeed_is_reported_and_the_skip_annotation_lets_the_agent_go() {
+    let world = World::new("op-nodrop").await;
+    // An admin Secret that never appears: provisioning and dropping both fail.
+    let reference = format!("{}/absent", world.name());
+    let _operator = world
+        .operator(
+            "solo",
+            &[
+                "--leader-elect=false",
+                "--database-admin-secret",
+                &reference,
+            ],
+        )
+        .await;
+    world.apply_agent("stuck", json!({})).await;
+    world
+        .wait_condition("stuck", DATABASE_READY, "False", MINUTE)
+        .await;
+    world
+        .agents()
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(MINUTE, "DatabaseDropFailed on the agent", || async {
+        let (status, reason) = world.condition("stuck", DATABASE_READY).await?;
+        (status == "False" && reason == "DatabaseDropFailed").then_some(())
+    })
+    .await;
+    eventually(MINUTE, "an event naming the way out", || async {
+        let events = world.kubectl(&["get", "events", "-o", "custom-columns=R:.reason,M:.message"]);
+        events
+            .lines()
+            .any(|l| {
+                l.contains("DatabaseDropFailed") && l.contains("switchboard.dev/skip-database-drop")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(world.agents().get_opt("stuck").await.unwrap().is_some());
+
+    world.kubectl(&[
+        "annotate",
+        "agd",
+        "stuck",
+        "switchboard.dev/skip-database-drop=true",
+    ]);
+    eventually(MINUTE, "the agent gone", || async {
+        world
+            .agents()
+            .get_opt("stuck")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_agent_recreated_over_a_retained_database_says_it_adopted_it() {
+    let world = World::new("op-adopt").await;
+    let _operator = world.operator("solo", &["--leader-elect=false"]).await;
+    let retain = json!({ "database": { "mode": "Managed", "reclaimPolicy": "Retain" } });
+    world.apply_agent("again", retain.clone()).await;
+    world
+        .wait_condition("again", DATABASE_READY, "True", MINUTE)
+        .await;
+    assert_eq!(
+        world.condition("again", DATABASE_READY).await.unwrap().1,
+        "Provisioned"
+    );
+    world
+        .agents()
+        .delete("again", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(MINUTE, "the agent gone", || async {
+        world
+            .agents()
+            .get_opt("again")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Its Secret goes with it (garbage collection); wait for that so the new agent
+    // starts without credentials, as after a real deletion.
+    eventually(MINUTE, "the old credentials gone", || async {
+        world
+            .api::<Secret>()
+            .get_opt("again-db")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    world.apply_agent("again", retain).await;
+    eventually(
+        MINUTE,
+        "DatabaseReady True, reason DatabaseAdopted",
+        || async {
+            let (status, reason) = world.condition("again", DATABASE_READY).await?;
+            (status == "True" && reason == "DatabaseAdopted").then_some(())
+        },
+    )
+    .await;
+    support::drop_like(&db_prefix(world.name())).await;
+}
