@@ -188,6 +188,10 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             format!("GET {NS}/secrets/support-db"),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
+            // The Secrets the pods read, for the digest on their template.
+            format!("GET {NS}/secrets/model-credentials"),
+            format!("GET {NS}/secrets/support-api-key"),
+            format!("GET {NS}/secrets/support-db"),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
