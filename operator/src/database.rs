@@ -23,11 +23,131 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     fn credentials(&self, identifier: &str, password: String) -> DatabaseCredentials;
 
     /// Makes sure role and database `identifier` exist with `password` (see
-    /// [`DatabaseAdmin::ensure`]).
-    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool) -> Result<()>;
+    /// [`DatabaseAdmin::ensure`]); true when they existed before new credentials
+    /// (an adopted database).
+    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool)
+    -> Result<bool>;
 
     /// Drops database and role `identifier`; succeeds when they are already gone.
     async fn drop_database(&self, identifier: &str) -> Result<()>;
+
+    /// Makes the server usable; called before [`Provisioner::credentials`]. Fails when
+    /// the admin connection is not known yet (its Secret is missing).
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The admin connection read from a Secret (key `uri`) when first needed and again
+/// whenever it fails to load, so the operator starts without it, agents that need a
+/// managed database say why they wait, and provisioning proceeds once it appears. A
+/// changed `uri` replaces the connection.
+pub struct AdminFromSecret {
+    secrets: kube::Api<k8s_openapi::api::core::v1::Secret>,
+    reference: String,
+    name: String,
+    current: std::sync::Mutex<Option<(String, DatabaseAdmin)>>,
+}
+
+impl std::fmt::Debug for AdminFromSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminFromSecret")
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminFromSecret {
+    /// Reads `namespace/name` through `client` when needed.
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self {
+            secrets: kube::Api::namespaced(client, namespace),
+            reference: format!("{namespace}/{name}"),
+            name: name.to_owned(),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn admin(&self) -> Option<DatabaseAdmin> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, admin)| admin.clone())
+    }
+
+    async fn loaded(&self) -> Result<DatabaseAdmin> {
+        self.ready().await?;
+        self.admin()
+            .ok_or_else(|| Error::DatabaseAdminSecret(format!("{} is not loaded", self.reference)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for AdminFromSecret {
+    fn credentials(&self, identifier: &str, password: String) -> DatabaseCredentials {
+        match self.admin() {
+            Some(admin) => Provisioner::credentials(&admin, identifier, password),
+            None => DatabaseCredentials {
+                host: String::new(),
+                port: 0,
+                dbname: identifier.to_owned(),
+                user: identifier.to_owned(),
+                password,
+                params: String::new(),
+            },
+        }
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let secret = self
+            .secrets
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| {
+                Error::DatabaseAdminSecret(format!("{} cannot be read: {e}", self.reference))
+            })?
+            .ok_or_else(|| {
+                Error::DatabaseAdminSecret(format!("{} does not exist", self.reference))
+            })?;
+        let uri = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("uri"))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                Error::DatabaseAdminSecret(format!("{} has no `uri` key", self.reference))
+            })?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|(loaded, _)| *loaded == uri) {
+            return Ok(());
+        }
+        let admin = DatabaseAdmin::connect_lazy(&uri).map_err(|_| {
+            Error::DatabaseAdminSecret(format!(
+                "{} holds a `uri` that is not a valid Postgres URL",
+                self.reference
+            ))
+        })?;
+        *current = Some((uri, admin));
+        Ok(())
+    }
+
+    async fn ensure(
+        &self,
+        identifier: &str,
+        password: &str,
+        password_is_new: bool,
+    ) -> Result<bool> {
+        self.loaded()
+            .await?
+            .ensure(identifier, password, password_is_new)
+            .await
+    }
+
+    async fn drop_database(&self, identifier: &str) -> Result<()> {
+        self.loaded().await?.drop_database(identifier).await
+    }
 }
 
 /// Credentials of a managed database, as written into its Secret.
@@ -43,6 +163,9 @@ pub struct DatabaseCredentials {
     pub user: String,
     /// Role password (never logged).
     pub password: String,
+    /// Connection parameters of the admin DSN that tenants need too (`sslmode`,
+    /// `sslrootcert`, ...), already percent-encoded, `k=v` joined by `&`; empty when none.
+    pub params: String,
 }
 
 impl std::fmt::Debug for DatabaseCredentials {
@@ -53,24 +176,55 @@ impl std::fmt::Debug for DatabaseCredentials {
             .field("dbname", &self.dbname)
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("params", &self.params)
             .finish()
     }
 }
 
 impl DatabaseCredentials {
-    /// `postgres://user:password@host:port/dbname`. Names and generated passwords are
-    /// `[a-z0-9_]`/alphanumeric, so nothing needs escaping.
+    /// `postgres://user:password@host:port/dbname[?params]`. Names and generated
+    /// passwords are `[a-z0-9_]`/alphanumeric, so nothing needs escaping; the params
+    /// come from the admin DSN as written there.
     pub fn uri(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        format!(
+        let mut uri = format!(
             "postgres://{}:{}@{}:{}/{}",
             self.user, self.password, host, self.port, self.dbname
-        )
+        );
+        if !self.params.is_empty() {
+            uri.push('?');
+            uri.push_str(&self.params);
+        }
+        uri
     }
+}
+
+/// The query parameters of `admin_url` a tenant connection should carry too: every one
+/// but those naming the admin's identity or database (`user`, `password`, `dbname`,
+/// `host`, `hostaddr`, `port`, `options`), kept as written (still percent-encoded).
+/// TLS settings such as `sslmode=verify-full&sslrootcert=/etc/ca.pem` survive, so a
+/// tenant connects as securely as the operator does.
+pub fn tenant_params(admin_url: &str) -> String {
+    const DROPPED: [&str; 7] = [
+        "user", "password", "dbname", "host", "hostaddr", "port", "options",
+    ];
+    let Some((_, query)) = admin_url.split_once('?') else {
+        return String::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !DROPPED.contains(&key)
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A connection pool to the Postgres server with an admin role.
@@ -79,6 +233,7 @@ pub struct DatabaseAdmin {
     pool: PgPool,
     host: String,
     port: u16,
+    params: String,
 }
 
 impl std::fmt::Debug for DatabaseAdmin {
@@ -103,19 +258,25 @@ impl DatabaseAdmin {
             .max_connections(4)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(Self { pool, host, port })
+        Ok(Self {
+            pool,
+            host,
+            port,
+            params: tenant_params(admin_url),
+        })
     }
 
     /// Makes sure role and database `identifier` exist, the role owns the database, and
     /// PUBLIC may not connect. The password is set when the role is created, and reset
     /// only when `password_is_new` (its Secret did not exist yet), so re-running never
-    /// changes a password in use.
+    /// changes a password in use. Returns true when new credentials met a database
+    /// that already existed (one kept by `reclaimPolicy: Retain`): it is adopted.
     pub async fn ensure(
         &self,
         identifier: &str,
         password: &str,
         password_is_new: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let ident = quote_identifier(identifier);
         let literal = quote_literal(password);
         let role_exists: bool =
@@ -143,6 +304,20 @@ impl DatabaseAdmin {
             self.set_password(&ident, &literal).await?;
         }
 
+        // A non-superuser admin (CREATEROLE and CREATEDB, as managed Postgres services
+        // hand out) may only create a database owned by a role it can SET ROLE to, and
+        // drop it later as a member of the owner: make the admin a member. Granting an
+        // existing membership again is a no-op (a notice); a superuser needs none but
+        // takes none amiss.
+        if !self.is_superuser().await? {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "GRANT {ident} TO CURRENT_USER"
+            )))
+            .execute(&self.pool)
+            .await
+            .map_err(Error::database("making the admin a member of the role"))?;
+        }
+
         let db_exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(identifier)
@@ -166,7 +341,14 @@ impl DatabaseAdmin {
         .execute(&self.pool)
         .await
         .map_err(Error::database("revoking PUBLIC access"))?;
-        Ok(())
+        Ok(password_is_new && role_exists && db_exists)
+    }
+
+    async fn is_superuser(&self) -> Result<bool> {
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = CURRENT_USER")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Error::database("looking up the admin's attributes"))
     }
 
     async fn set_password(&self, ident: &str, literal: &str) -> Result<()> {
@@ -206,10 +388,16 @@ impl Provisioner for DatabaseAdmin {
             dbname: identifier.to_owned(),
             user: identifier.to_owned(),
             password,
+            params: self.params.clone(),
         }
     }
 
-    async fn ensure(&self, identifier: &str, password: &str, password_is_new: bool) -> Result<()> {
+    async fn ensure(
+        &self,
+        identifier: &str,
+        password: &str,
+        password_is_new: bool,
+    ) -> Result<bool> {
         DatabaseAdmin::ensure(self, identifier, password, password_is_new).await
     }
 
@@ -298,9 +486,32 @@ mod tests {
             dbname: "sb_db".to_owned(),
             user: "sb_db".to_owned(),
             password: "pw123".to_owned(),
+            params: String::new(),
         };
         assert!(!format!("{creds:?}").contains("pw123"));
         assert_eq!(creds.uri(), "postgres://sb_db:pw123@127.0.0.1:5432/sb_db");
+    }
+
+    #[tokio::test]
+    async fn tenant_urls_keep_the_admin_dsn_tls_parameters_and_nothing_of_its_identity() {
+        let admin = "postgres://admin:s3cret@db.example:5432/postgres?sslmode=verify-full\
+                     &sslrootcert=%2Fetc%2Fca.pem&user=other&password=x&dbname=postgres\
+                     &application_name=op";
+        assert_eq!(
+            tenant_params(admin),
+            "sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=op"
+        );
+        let admin = DatabaseAdmin::connect_lazy(
+            "postgres://admin:s3cret@127.0.0.1:5432/postgres?sslmode=require&sslrootcert=%2Fca.pem",
+        )
+        .unwrap();
+        let uri = Provisioner::credentials(&admin, "sb_x", "pw".to_owned()).uri();
+        assert_eq!(
+            uri,
+            "postgres://sb_x:pw@127.0.0.1:5432/sb_x?sslmode=require&sslrootcert=%2Fca.pem"
+        );
+        assert!(!uri.contains("s3cret"));
+        assert_eq!(tenant_params("postgres://a@h/db"), "");
     }
 
     #[test]

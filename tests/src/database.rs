@@ -173,6 +173,72 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
+/// A login role that is not a superuser but holds CREATEROLE and CREATEDB, as managed
+/// Postgres services hand out to their admin user; dropped (best effort) on drop.
+pub struct LimitedAdmin {
+    role: String,
+    url: String,
+    admin: String,
+}
+
+impl LimitedAdmin {
+    /// Creates `sbtest_admin_<random>` on the harness server.
+    pub async fn create() -> LimitedAdmin {
+        let admin = admin_url();
+        let role = format!("sbtest_admin_{}", uuid::Uuid::new_v4().simple());
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the harness Postgres: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' NOSUPERUSER CREATEROLE CREATEDB"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating role {role}: {e}"));
+        let (scheme, rest) = admin.split_once("://").expect("a URL with a scheme");
+        let host_part = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let url = with_database(
+            &format!("{scheme}://{role}:{password}@{host_part}"),
+            "postgres",
+        );
+        LimitedAdmin { role, url, admin }
+    }
+
+    /// Its connection URL (database `postgres`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Its role name.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+}
+
+impl Drop for LimitedAdmin {
+    fn drop(&mut self) {
+        let role = self.role.clone();
+        let admin = self.admin.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP OWNED BY \"{role}\"; DROP ROLE IF EXISTS \"{role}\""
+                )))
+                .execute(&mut conn)
+                .await?;
+                Ok::<_, sqlx::Error>(())
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .join();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use tracing::info;
 
 use super::build::Children;
+use super::build::service_monitor::ServiceMonitor;
 use super::context::AgentContext;
 use super::dereference::ServiceMonitorPlan;
 use super::status::ServiceMonitorState;
@@ -97,7 +98,42 @@ pub async fn apply_children(
             ServiceMonitorState::Applied
         }
         None if plan == ServiceMonitorPlan::CrdMissing => ServiceMonitorState::CrdMissing,
-        None => ServiceMonitorState::Disabled,
+        None => {
+            // Turned off: the one it made before goes (only when the agent owns it).
+            if shared.service_monitor_crd_installed().await {
+                let api: Api<ServiceMonitor> = Api::namespaced(
+                    shared.client.clone(),
+                    &agent.namespace().unwrap_or_default(),
+                );
+                let name = agent.name_any();
+                let live = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::kube("reading the ServiceMonitor"))?;
+                let owned = live.is_some_and(|m| {
+                    m.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == agent.uid().as_ref())
+                });
+                if owned {
+                    shared.metrics.write("ServiceMonitor", "delete");
+                    api.delete(&name, &Default::default())
+                        .await
+                        .map_err(Error::kube("deleting the disabled ServiceMonitor"))?;
+                    info!(%name, "deleted the ServiceMonitor (monitoring turned off)");
+                    shared
+                        .event(
+                            &agent.object_ref(&()),
+                            EventType::Normal,
+                            "ServiceMonitorDeleted",
+                            "Delete",
+                            format!("deleted ServiceMonitor {name}: spec.monitoring.serviceMonitor.enabled is false"),
+                        )
+                        .await;
+                }
+            }
+            ServiceMonitorState::Disabled
+        }
     };
 
     if !written.is_empty() {

@@ -73,6 +73,7 @@ pub async fn ensure_database(
                             DatabaseState::Ready {
                                 secret: reference.name.clone(),
                                 generated: false,
+                                adopted: false,
                             },
                             url,
                             None,
@@ -114,17 +115,18 @@ pub async fn ensure_database(
                 key: names::DATABASE_URI_KEY.to_owned(),
             };
             match ensure_managed_database(agent, ctx).await {
-                Ok(()) => (
+                Ok(adopted) => (
                     DatabaseState::Ready {
                         secret: secret_name,
                         generated: true,
+                        adopted,
                     },
                     url,
                     None,
                 ),
                 Err(e) => {
                     let reason = match &e {
-                        Error::NoDatabaseAdmin => "NoDatabaseAdmin",
+                        Error::NoDatabaseAdmin | Error::DatabaseAdminSecret(_) => "NoDatabaseAdmin",
                         Error::Database { .. } => "DatabaseUnavailable",
                         _ => "ProvisioningFailed",
                     };
@@ -136,8 +138,10 @@ pub async fn ensure_database(
     }
 }
 
-async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) -> Result<()> {
+/// Returns true when an existing database was adopted by this run.
+async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) -> Result<bool> {
     let admin = ctx.shared.database.as_ref().ok_or(Error::NoDatabaseAdmin)?;
+    admin.ready().await?;
     let name = agent.name_any();
     let namespace = agent.namespace().unwrap_or_default();
     let key = ObjectKey::of(agent);
@@ -154,7 +158,7 @@ async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) ->
         .get(&key)
         .is_some_and(|at| at.elapsed() < DATABASE_RECHECK);
     if secret_cached && recently_checked {
-        return Ok(());
+        return Ok(false);
     }
 
     let identifier = database_identifier(&namespace, &name);
@@ -199,8 +203,20 @@ async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) ->
             }
         }
     };
-    admin.ensure(&identifier, &password, is_new).await?;
-    if is_new {
+    let adopted = admin.ensure(&identifier, &password, is_new).await?;
+    if adopted {
+        ctx.shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Warning,
+                "DatabaseAdopted",
+                "ProvisionDatabase",
+                format!(
+                    "database and role {identifier} already existed (kept by reclaimPolicy: Retain from a deleted agent of this name): adopted with their data and history, new password in Secret {secret_name}"
+                ),
+            )
+            .await;
+    } else if is_new {
         ctx.shared
             .event(
                 &agent.object_ref(&()),
@@ -217,5 +233,5 @@ async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) ->
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(key, Instant::now());
-    Ok(())
+    Ok(adopted)
 }

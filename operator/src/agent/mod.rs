@@ -11,6 +11,7 @@ pub mod database;
 pub mod dereference;
 #[cfg(test)]
 mod reconcile_tests;
+pub mod secrets;
 pub mod status;
 pub mod validate;
 pub mod watches;
@@ -164,7 +165,16 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         signing_secrets: references.signing_secrets,
         new_api_key: format!("sb-{}", crate::database::generate_password()),
     };
-    let children = build_children(agent, &inputs);
+    let mut children = build_children(agent, &inputs);
+    // The pods roll when a Secret they read changes (a digest, never a value).
+    let api_key_secret = names::api_key_secret(&agent.name_any());
+    secrets::track(
+        shared,
+        &agent.namespace().unwrap_or_default(),
+        &mut children.deployment,
+        (&api_key_secret, names::API_KEY_KEY, &inputs.new_api_key),
+    )
+    .await?;
     let service_monitor =
         apply::apply_children(agent, ctx, children, references.service_monitor).await?;
 

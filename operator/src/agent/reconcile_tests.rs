@@ -59,11 +59,13 @@ impl Provisioner for FakeDatabase {
             dbname: identifier.to_owned(),
             user: identifier.to_owned(),
             password,
+            params: String::new(),
         }
     }
 
-    async fn ensure(&self, identifier: &str, _password: &str, is_new: bool) -> Result<()> {
+    async fn ensure(&self, identifier: &str, _password: &str, is_new: bool) -> Result<bool> {
         self.answer(format!("ensure {identifier} new={is_new}"))
+            .map(|()| false)
     }
 
     async fn drop_database(&self, identifier: &str) -> Result<()> {
@@ -186,6 +188,10 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             format!("GET {NS}/secrets/support-db"),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
+            // The Secrets the pods read, for the digest on their template.
+            format!("GET {NS}/secrets/model-credentials"),
+            format!("GET {NS}/secrets/support-api-key"),
+            format!("GET {NS}/secrets/support-db"),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
@@ -346,9 +352,43 @@ async fn deletion_with_delete_keeps_the_finalizer_while_the_drop_fails() {
         .unwrap_err();
     assert_eq!(error.metric_label(), "database");
     assert_eq!(world.database.calls(), [format!("drop {}", identifier())]);
+    // Only the status and an event: the finalizer stays, but the failure is visible
+    // with the way out.
+    let lines = world.log.lines_without_events();
     assert!(
-        world.log.lines_without_events().is_empty(),
+        lines.iter().all(|l| l.contains("/status")),
         "{:?}",
         world.log.lines()
     );
+    let bodies: Vec<String> = world
+        .log
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("DatabaseDropFailed") && b.contains("skip-database-drop")),
+        "{bodies:?}"
+    );
+    assert!(!removes_finalizer(&world.log));
+}
+
+#[tokio::test]
+async fn deletion_with_the_skip_annotation_releases_the_agent_without_a_drop() {
+    let mut agent = deleting(ReclaimPolicy::Delete);
+    agent.metadata.annotations = Some(
+        [(names::SKIP_DATABASE_DROP.to_owned(), "true".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let world = world(&agent, true);
+    reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert!(world.database.calls().is_empty(), "no drop is tried");
+    assert_eq!(
+        world.log.requests()[0].body["reason"],
+        "DatabaseDropSkipped"
+    );
+    assert!(removes_finalizer(&world.log));
 }

@@ -21,6 +21,10 @@ pub enum DatabaseState {
         secret: String,
         /// Whether the operator generated that Secret (Managed mode).
         generated: bool,
+        /// The managed database existed before this agent's credentials did (kept by
+        /// `reclaimPolicy: Retain` from a deleted agent of the same name), and was
+        /// taken over with its data.
+        adopted: bool,
     },
     /// Not usable, with a reason and a message for the user.
     NotReady {
@@ -155,13 +159,32 @@ pub fn desired_status(
     };
 
     let (db_ok, db_permanent) = match &observed.database {
-        DatabaseState::Ready { secret, .. } => {
-            conds.set(
-                DATABASE_READY,
-                TRUE,
-                "Provisioned",
-                format!("database credentials are in Secret {secret}"),
-            );
+        DatabaseState::Ready {
+            secret, adopted, ..
+        } => {
+            // Once adopted, it says so for as long as the database stays ready.
+            let was_adopted = find_condition(&conds.list, DATABASE_READY)
+                .is_some_and(|c| c.status == TRUE && c.reason == DATABASE_ADOPTED);
+            if *adopted || was_adopted {
+                conds.set(
+                    DATABASE_READY,
+                    TRUE,
+                    DATABASE_ADOPTED,
+                    format!(
+                        "adopted an existing database of this name (kept by reclaimPolicy: Retain \
+                         from a deleted agent), with its data and history; credentials are in Secret \
+                         {secret}. To start empty instead, delete the agent, drop the database and \
+                         role by hand, and create it again"
+                    ),
+                );
+            } else {
+                conds.set(
+                    DATABASE_READY,
+                    TRUE,
+                    "Provisioned",
+                    format!("database credentials are in Secret {secret}"),
+                );
+            }
             (true, false)
         }
         DatabaseState::NotReady {
@@ -338,6 +361,7 @@ pub fn desired_status(
         DatabaseState::Ready {
             secret,
             generated: true,
+            ..
         } => Some(secret.clone()),
         _ => None,
     };
@@ -360,6 +384,9 @@ pub fn desired_status(
 
 /// Reason of Available (and so Ready) when runtime pods cannot get their image.
 pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
+
+/// Reason of DatabaseReady when a retained database of the same name was taken over.
+pub const DATABASE_ADOPTED: &str = "DatabaseAdopted";
 
 fn pull_message(failure: &ImagePullFailure) -> String {
     format!(
@@ -440,6 +467,7 @@ mod tests {
             database: DatabaseState::Ready {
                 secret: "support-db".to_owned(),
                 generated: true,
+                adopted: false,
             },
             deployment,
             image_pull: None,
@@ -454,6 +482,34 @@ mod tests {
 
     fn condition<'a>(status: &'a AgentDeploymentStatus, type_: &str) -> &'a Condition {
         find_condition(&status.conditions, type_).unwrap_or_else(|| panic!("{type_} missing"))
+    }
+
+    #[test]
+    fn an_adopted_database_says_so_and_keeps_saying_so() {
+        let d = deployment();
+        let mut adopting = observed(Some(&d), &[]);
+        adopting.database = DatabaseState::Ready {
+            secret: "support-db".to_owned(),
+            generated: true,
+            adopted: true,
+        };
+        let first = desired_status(&Default::default(), &adopting);
+        let db = condition(&first, DATABASE_READY);
+        assert_eq!(
+            (db.status.as_str(), db.reason.as_str()),
+            (TRUE, DATABASE_ADOPTED)
+        );
+        assert!(
+            db.message.contains("reclaimPolicy: Retain"),
+            "{}",
+            db.message
+        );
+        // Later reconciles find the database in place (not adopted again): still said.
+        let later = desired_status(&first, &observed(Some(&d), &[]));
+        assert_eq!(condition(&later, DATABASE_READY).reason, DATABASE_ADOPTED);
+        // A fresh database is just Provisioned.
+        let fresh = desired_status(&Default::default(), &observed(Some(&d), &[]));
+        assert_eq!(condition(&fresh, DATABASE_READY).reason, "Provisioned");
     }
 
     #[test]

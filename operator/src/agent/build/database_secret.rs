@@ -47,6 +47,7 @@ mod tests {
             dbname: "sb_db".to_owned(),
             user: "sb_db".to_owned(),
             password: "pw123".to_owned(),
+            params: String::new(),
         };
         let db = build(&full(), &creds);
         assert_eq!(db.metadata.name.as_deref(), Some("support-db"));
