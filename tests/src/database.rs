@@ -75,24 +75,10 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin = self.admin.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let mut conn = PgConnection::connect(&admin).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                Ok::<_, sqlx::Error>(())
-            })
-            .map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .join();
+        run_admin_sql(
+            self.admin.clone(),
+            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+        );
     }
 }
 
@@ -218,25 +204,34 @@ impl LimitedAdmin {
 
 impl Drop for LimitedAdmin {
     fn drop(&mut self) {
-        let role = self.role.clone();
-        let admin = self.admin.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let mut conn = PgConnection::connect(&admin).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP OWNED BY \"{role}\"; DROP ROLE IF EXISTS \"{role}\""
-                )))
+        run_admin_sql(
+            self.admin.clone(),
+            format!(
+                "DROP OWNED BY \"{0}\"; DROP ROLE IF EXISTS \"{0}\"",
+                self.role
+            ),
+        );
+    }
+}
+
+/// Runs `sql` on the harness Postgres as its superuser, from a `Drop`: on a thread of
+/// its own with a runtime of its own (a drop may run inside or outside a Tokio
+/// runtime), best effort (a failed cleanup must not turn a passing test into a panic).
+fn run_admin_sql(admin: String, sql: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut conn = PgConnection::connect(&admin).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&mut conn)
                 .await?;
-                Ok::<_, sqlx::Error>(())
-            })
-            .map_err(|e| std::io::Error::other(e.to_string()))
+            Ok::<_, sqlx::Error>(())
         })
-        .join();
-    }
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .join();
 }
 
 #[cfg(test)]
