@@ -77,7 +77,10 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         run_admin_sql(
             self.admin.clone(),
-            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+            vec![format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            )],
         );
     }
 }
@@ -206,27 +209,30 @@ impl Drop for LimitedAdmin {
     fn drop(&mut self) {
         run_admin_sql(
             self.admin.clone(),
-            format!(
-                "DROP OWNED BY \"{0}\"; DROP ROLE IF EXISTS \"{0}\"",
-                self.role
-            ),
+            vec![
+                format!("DROP OWNED BY \"{}\"", self.role),
+                format!("DROP ROLE IF EXISTS \"{}\"", self.role),
+            ],
         );
     }
 }
 
-/// Runs `sql` on the harness Postgres as its superuser, from a `Drop`: on a thread of
+/// Runs `statements`, in order, on the harness Postgres as its superuser, from a `Drop`: on a thread of
 /// its own with a runtime of its own (a drop may run inside or outside a Tokio
 /// runtime), best effort (a failed cleanup must not turn a passing test into a panic).
-fn run_admin_sql(admin: String, sql: String) {
+fn run_admin_sql(admin: String, statements: Vec<String>) {
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async {
             let mut conn = PgConnection::connect(&admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await?;
+            // One statement per query: a prepared statement holds only one command.
+            for sql in statements {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await?;
+            }
             Ok::<_, sqlx::Error>(())
         })
         .map_err(|e| std::io::Error::other(e.to_string()))
