@@ -14,6 +14,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
 
+use crate::providers::ModelChain;
+
 /// Where and how often to report.
 #[derive(Clone, Debug)]
 pub struct ReporterConfig {
@@ -27,7 +29,14 @@ pub struct ReporterConfig {
     pub interval: Duration,
     /// Runtime version reported.
     pub version: String,
+    /// Time between upstream reachability checks while no chat call gives a
+    /// verdict; `None` turns them off (see [`check_upstream`]).
+    pub upstream_check: Option<Duration>,
 }
+
+/// Default seconds between upstream reachability checks
+/// (`SWITCHBOARD_UPSTREAM_CHECK_SECONDS`; `0` turns them off).
+pub const UPSTREAM_CHECK_SECONDS: u64 = 60;
 
 impl ReporterConfig {
     /// From the environment a pod gets (`POD_NAME`, `POD_NAMESPACE`; the interval from
@@ -42,12 +51,16 @@ impl ReporterConfig {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|s| *s > 0)
             .unwrap_or(crds::RUNTIME_HEARTBEAT_SECONDS);
+        let upstream_check = lookup("SWITCHBOARD_UPSTREAM_CHECK_SECONDS")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(UPSTREAM_CHECK_SECONDS);
         Some(ReporterConfig {
             agent: agent.to_owned(),
             namespace,
             pod,
             interval: Duration::from_secs(interval),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            upstream_check: (upstream_check > 0).then(|| Duration::from_secs(upstream_check)),
         })
     }
 
@@ -87,6 +100,26 @@ pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> 
         "metadata": { "name": config.agent },
         "status": { "runtime": [entry] },
     })
+}
+
+/// Keeps the reported upstream health honest while the agent is idle: every `every`
+/// it checks each model that no chat call has judged within that time (a GET of the
+/// upstream's models list, no tokens spent), until `shutdown` is cancelled. An agent
+/// whose every model is unreachable (no connection, a refused key, server errors)
+/// then reports `upstreamHealthy: false`, which the operator shows as
+/// `ModelReachable=False` and phase `Degraded`.
+pub async fn check_upstream(chain: ModelChain, every: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for (model, error) in chain.check_reachability(every).await {
+            tracing::warn!(%model, %error, "model upstream unreachable");
+        }
+    }
 }
 
 /// Reports until `shutdown` is cancelled, then sends a last not-ready report.
@@ -150,6 +183,10 @@ mod tests {
             ("support-7d9-abc", "tenant-a")
         );
         assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(
+            c.upstream_check,
+            Some(Duration::from_secs(UPSTREAM_CHECK_SECONDS))
+        );
         assert_eq!(c.field_manager(), "switchboard-runtime-support-7d9-abc");
         assert!(
             ReporterConfig::from_env("support", |_| None).is_none(),

@@ -43,6 +43,12 @@ impl WireFormat for Anthropic {
         format!("{base}/v1/messages")
     }
 
+    fn models_endpoint(config: &ModelConfig) -> String {
+        let base = config.effective_base_url();
+        let base = base.strip_suffix("/v1").unwrap_or(&base);
+        format!("{base}/v1/models")
+    }
+
     fn authorize(
         builder: reqwest::RequestBuilder,
         api_key: Option<&str>,

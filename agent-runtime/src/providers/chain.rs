@@ -111,6 +111,28 @@ impl ModelChain {
         self.breakers.iter().any(|b| b.healthy())
     }
 
+    /// Checks that each model is reachable (see [`ChatProvider::check_reachable`])
+    /// unless a call or check gave a verdict within `every`, and records the result,
+    /// so an idle agent whose every model is unreachable stops reporting healthy.
+    /// Returns the models found unreachable, with why.
+    pub async fn check_reachability(&self, every: Duration) -> Vec<(String, ProviderError)> {
+        let checks = self
+            .models
+            .iter()
+            .zip(&self.breakers)
+            .filter(|(_, breaker)| breaker.check_due(every))
+            .map(|(model, breaker)| async move {
+                let result = model.check_reachable().await;
+                breaker.on_check(result.is_ok());
+                result.err().map(|e| (model.model().to_owned(), e))
+            });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     fn export_state(&self, index: usize) {
         if let (Some(metrics), Some(model), Some(breaker)) = (
             &self.metrics,

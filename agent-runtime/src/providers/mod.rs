@@ -169,6 +169,11 @@ pub trait ChatProvider: Send + Sync {
         &'a self,
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<EventStream, ProviderError>>;
+    /// Checks, without a chat call (no tokens spent), that the upstream answers and
+    /// takes the credentials. A provider with no such check is taken as reachable.
+    fn check_reachable(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Shared HTTP client for upstream calls (rustls, webpki roots).

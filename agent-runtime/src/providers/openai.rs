@@ -35,6 +35,10 @@ impl WireFormat for OpenAi {
         format!("{}/chat/completions", config.effective_base_url())
     }
 
+    fn models_endpoint(config: &ModelConfig) -> String {
+        format!("{}/models", config.effective_base_url())
+    }
+
     fn authorize(
         builder: reqwest::RequestBuilder,
         api_key: Option<&str>,
