@@ -120,7 +120,11 @@ fn every_invalid_manifest_is_refused_with_its_message() {
 #[test]
 fn every_sample_is_accepted() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(repo_dir("config/samples")).unwrap() {
+    // The production examples and the demo set.
+    let entries = std::fs::read_dir(repo_dir("config/samples"))
+        .unwrap()
+        .chain(std::fs::read_dir(repo_dir("config/samples/demo")).unwrap());
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
@@ -146,8 +150,8 @@ fn every_sample_is_accepted() {
         }
     }
     assert!(
-        seen >= 5,
-        "expected at least 5 sample resources, found {seen}"
+        seen >= 10,
+        "expected at least 10 sample resources (5 examples, 5 in the demo set), found {seen}"
     );
 }
 
