@@ -219,6 +219,14 @@ impl Metrics {
         })
     }
 
+    /// Registers a further collector (the cost accounting's exact figures).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// Counts stored messages.
     pub fn count_messages(&self, role: crate::domain::Role, n: u64) {
         self.messages.with_label_values(&[role.as_str()]).inc_by(n);
