@@ -203,7 +203,7 @@ def kubectl(*args, check=True, input=None):
 
 
 def start_operator():
-    kubectl("apply", "--server-side", "-k", str(REPO / "config" / "crd"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "config" / "crd"))
     kubectl("wait", "--for", "condition=established", "--timeout=60s",
             "crd/agentdeployments.switchboard.dev", "crd/chatchannels.switchboard.dev")
     kubectl("create", "namespace", NAMESPACE)
