@@ -10,6 +10,8 @@
 # on this machine's loopback, and the pods reach it at the node IP
 # (hack/node-lib.sh maps that to loopback), which keeps the demo to the images
 # the project ships.
+# A real Prometheus scrapes the operator and the runtime pods
+# (hack/demo-prometheus.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,6 +51,7 @@ down() {
     kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
   fi
   if [ -d "$state" ]; then
+    hack/demo-prometheus.sh down --state "$state" >/dev/null # --- Prometheus ---
     for name in operator mock-llm; do stop_bg "$state/$name.pid"; done
   fi
   if [ -f "$state/started-cluster" ]; then
@@ -105,8 +108,10 @@ up() {
   # --- end models ---
 
   step "Starting the operator (watching namespace $ns)"
+  local operator_metrics
+  operator_metrics="127.0.0.1:$(free_port)"
   start_bg operator env RUST_LOG=info SWITCHBOARD_DATABASE_ADMIN_URL="$admin_url" \
-    "$target/debug/switchboard-operator" --namespace "$ns" --metrics-addr "127.0.0.1:$(free_port)" \
+    "$target/debug/switchboard-operator" --namespace "$ns" --metrics-addr "$operator_metrics" \
     --runtime-image "$SWITCHBOARD_AGENT_RUNTIME_IMAGE"
 
   # --- demo Secrets and agents (config/samples/demo/) ---
@@ -163,6 +168,13 @@ up() {
   step "kubectl get switchboard -n $ns"
   kubectl get switchboard -n "$ns"
 
+  # --- Prometheus (hack/demo-prometheus.sh) ------------------------------------
+  # Debian's prometheus on loopback, config and data under $state/prometheus:
+  # scrapes the operator and every runtime pod, loads the alert rules.
+  step "Starting Prometheus (the operator, every runtime pod, the alert rules)"
+  hack/demo-prometheus.sh up --state "$state" --namespace "$ns" --operator "$operator_metrics"
+  # ------------------------------------------------------------------------------
+
   step "kubectl get pods -n $ns -o wide (containers on the real node)"
   kubectl get pods -n "$ns" -o wide
 
@@ -200,7 +212,7 @@ PY
   kubectl logs -n $ns deploy/hello                              # the runtime's log
   make demo-down                                                # stop all of it
 
-Logs: $state/{operator,mock-llm}.log; the pods': kubectl logs -n $ns <pod>
+Logs: $state/{operator,mock-llm}.log, $state/prometheus/prometheus.log; the pods': kubectl logs -n $ns <pod>
 EOF
 }
 

@@ -300,6 +300,19 @@ impl From<ConversationError> for ApiError {
                 Self::bad_request("context_length_exceeded", err.to_string())
             }
             ConversationError::Upstream(err) => upstream_error(&err),
+            ConversationError::BudgetSpent(spent) => Self {
+                retry_after: Some(spent.retry_after().as_secs().max(1)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "budget_exceeded",
+                    format!(
+                        "this agent's monthly budget ({} {}) is spent; it renews at {} (spec.budget)",
+                        spent.budget,
+                        spent.currency,
+                        spent.resets_at.format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                )
+            },
             err @ (ConversationError::MessageGone | ConversationError::NothingStored(_)) => {
                 tracing::error!(error = %err, "conversation error");
                 Self::internal()

@@ -136,7 +136,10 @@ async fn start_status_reporter(
 
 /// This pod's health as reported into the status.
 async fn current_health(state: &SharedState) -> Health {
+    // The budget window's shared totals, as all pods have added to them.
+    state.ledger.refresh().await;
     Health {
+        usage: state.ledger.usage_status(),
         ready: state.store.ping().await.is_ok(),
         upstream_healthy: state.upstream_healthy(),
         active_sessions: state.channels.activity.active_sessions_total(),

@@ -82,6 +82,8 @@ pub async fn serve_with_shutdown(
         .with_graceful_shutdown(signalled)
         .await;
     state.lifecycle.wait_for_turns().await;
+    // Costs not yet added to the shared budget window.
+    state.ledger.flush().await;
     state.store.close().await;
     tracing::info!("shut down");
     result

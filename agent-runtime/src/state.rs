@@ -11,6 +11,7 @@ use crds::runtime_config::RuntimeConfig;
 use crate::channel_registry::signing::SigningKeys;
 use crate::channel_registry::webhook::WebhookDelivery;
 use crate::channel_registry::{ChannelRegistry, apply_limits};
+use crate::cost::CostLedger;
 use crate::db::{Store, StoreError};
 use crate::limits::{RateLimiter, UpstreamGate};
 use crate::metrics::Metrics;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub channels: Arc<ChannelRegistry>,
     /// Webhook channels: signing keys and the answer delivery.
     pub webhooks: WebhookDelivery,
+    /// Costs of model calls and the monthly budget.
+    pub ledger: Arc<CostLedger>,
 }
 
 /// Shared handle on [`AppState`].
@@ -97,10 +100,14 @@ impl AppState {
         let channels = Arc::new(ChannelRegistry::from_config(&config));
         let webhooks = WebhookDelivery::new(SigningKeys::from_env(), client.clone());
         let limiter = RateLimiter::new(config.rate_limit.clone());
+        let ledger = CostLedger::new(&config, store.clone(), &metrics)?;
+        // The month's spend so far (other pods', or before a restart).
+        ledger.refresh().await;
         apply_limits(&channels, &limiter, &[]);
         Ok(Arc::new(Self {
             channels,
             webhooks,
+            ledger,
             limiter,
             gate: UpstreamGate::new(&config.limits, metrics.clone()),
             lifecycle: Lifecycle::default(),

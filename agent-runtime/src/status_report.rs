@@ -1,13 +1,15 @@
 //! Reports this pod's health into its AgentDeployment's `status.runtime`: every
 //! heartbeat the pod server-side-applies its own list entry (keyed by pod name) under
 //! a field manager of its own, so pods never overwrite each other and the operator
-//! can turn the entries into RuntimeReady and ModelReachable. On shutdown a last
-//! report says the pod is no longer ready.
+//! can turn the entries into RuntimeReady and ModelReachable. When costs are
+//! accounted, each report also carries the agent-wide `status.usage` (the budget
+//! window's tokens and cost, read from the shared database, so every pod reports
+//! the same figures). On shutdown a last report says the pod is no longer ready.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crds::{AgentDeployment, RuntimePodStatus};
+use crds::{AgentDeployment, RuntimePodStatus, UsageStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -71,7 +73,7 @@ impl ReporterConfig {
 }
 
 /// What the pod knows about itself at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Health {
     /// The runtime serves requests (its database answers).
     pub ready: bool,
@@ -81,6 +83,9 @@ pub struct Health {
     pub active_sessions: i64,
     /// Messages handled since start.
     pub messages_total: i64,
+    /// Tokens and cost of the budget window (shared by all pods), when costs
+    /// are accounted; written to the agent-wide `status.usage`.
+    pub usage: Option<UsageStatus>,
 }
 
 /// The status patch for one report.
@@ -94,11 +99,15 @@ pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> 
         last_heartbeat: Time(now),
         version: config.version.clone(),
     };
+    let mut status = serde_json::json!({ "runtime": [entry] });
+    if let Some(usage) = health.usage {
+        status["usage"] = serde_json::json!(usage);
+    }
     serde_json::json!({
         "apiVersion": "switchboard.dev/v1alpha1",
         "kind": "AgentDeployment",
         "metadata": { "name": config.agent },
-        "status": { "runtime": [entry] },
+        "status": status,
     })
 }
 
@@ -201,6 +210,7 @@ mod tests {
             upstream_healthy: false,
             active_sessions: 3,
             messages_total: 42,
+            usage: None,
         };
         let patch = status_patch(
             &config(),
@@ -219,5 +229,33 @@ mod tests {
             patch["status"].get("conditions").is_none(),
             "never touches the operator's fields"
         );
+        assert!(
+            patch["status"].get("usage").is_none(),
+            "no prices, no usage"
+        );
+    }
+
+    #[test]
+    fn patch_carries_the_windows_usage_when_accounted() {
+        let usage = UsageStatus {
+            window: "2026-12".into(),
+            input_tokens: 1000,
+            output_tokens: 250,
+            cost: "0.0003".into(),
+            currency: "USD".into(),
+            budget: Some("1".into()),
+            budget_spent: false,
+        };
+        let health = Health {
+            ready: true,
+            usage: Some(usage),
+            ..Health::default()
+        };
+        let patch = status_patch(&config(), health, Timestamp::UNIX_EPOCH);
+        let status = &patch["status"]["usage"];
+        assert_eq!(status["window"], "2026-12");
+        assert_eq!(status["inputTokens"], 1000);
+        assert_eq!(status["cost"], "0.0003");
+        assert_eq!(status["budgetSpent"], false);
     }
 }

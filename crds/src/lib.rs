@@ -7,11 +7,13 @@ pub mod channel;
 pub mod common;
 pub mod condition;
 pub mod docs;
+pub mod money;
 pub mod runtime_config;
 
 pub use agent::{
-    AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, DatabaseMode, ModelProvider,
-    ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
+    AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, BudgetAction, BudgetSpec,
+    DatabaseMode, ModelPricing, ModelProvider, ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
+    UsageStatus,
 };
 pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus};
 pub use common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};

@@ -110,9 +110,12 @@ impl Reply {
         }
     }
 
-    /// Tokens of the answer: one per streamed chunk.
+    /// Tokens of the answer: one per streamed chunk, unless the request set
+    /// the reported count.
     pub fn completion_tokens(&self) -> u64 {
-        chunks(&self.text).len().max(1) as u64
+        self.behaviour
+            .usage_out
+            .unwrap_or_else(|| chunks(&self.text).len().max(1) as u64)
     }
 }
 
@@ -218,7 +221,7 @@ pub(crate) async fn handle(
         created: (now / 1_000_000_000) as u64,
         text: behaviour.reply_text(&prompt.last_user),
         model: prompt.model,
-        prompt_tokens: prompt.prompt_tokens,
+        prompt_tokens: behaviour.usage_in.unwrap_or(prompt.prompt_tokens),
         include_usage: prompt.include_usage,
         behaviour,
     };

@@ -1,6 +1,7 @@
 //! Why a turn could not be taken, in the conversation's own terms; each edge
 //! maps these to its wire format (the HTTP API in `crate::error`).
 
+use crate::cost::BudgetSpent;
 use crate::db::StoreError;
 use crate::limits::{Overloaded, RateLimited};
 use crate::prompt::ContextOverflow;
@@ -15,6 +16,10 @@ pub enum ConversationError {
     /// Over a request rate limit or the token budget.
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    /// The agent's monthly budget is spent (and it refuses, or has no fallback
+    /// response for the language).
+    #[error("the agent's monthly budget ({} {}) is spent", .0.budget, .0.currency)]
+    BudgetSpent(BudgetSpent),
     /// Every upstream slot busy and the queue full (or the wait ran out).
     #[error(transparent)]
     Overloaded(#[from] Overloaded),

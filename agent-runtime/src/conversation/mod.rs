@@ -22,6 +22,8 @@ pub use record::{Recorded, current_history, open_session, record};
 pub use stream::{TurnEvent, TurnStream};
 pub use turn::{Answer, FALLBACK_MODEL};
 
+use crds::runtime_config::BudgetAction;
+
 use crate::db::Message;
 use crate::providers::PromptMessage;
 use crate::state::{AppState, SharedState};
@@ -123,7 +125,8 @@ pub struct TurnReply {
 }
 
 /// Admits `participant` before anything is stored: refused while the runtime
-/// shuts down and over a rate limit or the token budget.
+/// shuts down, over a rate limit or the token budget, and when the monthly
+/// budget is spent and set to refuse.
 pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, ConversationError> {
     if state.lifecycle.is_draining() {
         return Err(ConversationError::ShuttingDown);
@@ -144,6 +147,13 @@ pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, Con
             );
             ConversationError::RateLimited(limited)
         })?;
+    if let Some(spent) = state.ledger.budget_spent()
+        && spent.action == BudgetAction::Reject
+    {
+        state.ledger.count_exhausted(spent.action);
+        tracing::info!(budget = %spent.budget, currency = %spent.currency, "monthly budget spent: turn refused");
+        return Err(ConversationError::BudgetSpent(spent));
+    }
     Ok(Admitted(participant))
 }
 

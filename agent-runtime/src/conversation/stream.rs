@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use super::ConversationError;
 use super::turn::{
-    Answer, Call, CallEnd, Turn, build_request, handle_chain_failure, settle, turn_span,
+    Answer, Call, CallEnd, Turn, answer_budget_spent, build_request, handle_chain_failure, settle,
+    turn_span,
 };
 use crate::db::{Message, NewMessage};
 use crate::providers::{
@@ -61,6 +62,11 @@ async fn stream_in(
     span: tracing::Span,
 ) -> Result<TurnStream, ConversationError> {
     let request = build_request(state, &turn)?;
+    if let Some(spent) = state.ledger.budget_spent() {
+        let id = NewMessage::new_id();
+        let answer = answer_budget_spent(state, &turn, &request, spent, id.clone()).await?;
+        return Ok(answered_at_once(id, answer));
+    }
     let turn_guard = state.lifecycle.turn();
     let permit = state.gate.acquire().await?;
     let started = Instant::now();
@@ -72,13 +78,7 @@ async fn stream_in(
             let answer =
                 handle_chain_failure(state, &turn, &request, &span, err, started, id.clone())
                     .await?;
-            // The fallback response, streamed as one delta.
-            let _ = tx.try_send(TurnEvent::Delta(answer.message.content.clone()));
-            let _ = tx.try_send(TurnEvent::Done(Box::new(answer)));
-            return Ok(TurnStream {
-                message_id: id,
-                events: rx,
-            });
+            return Ok(answered_at_once(id, answer));
         }
     };
     let streaming = Streaming {
@@ -103,6 +103,17 @@ async fn stream_in(
         message_id: id,
         events: rx,
     })
+}
+
+/// A stream of an answer known at once (a fallback response): one delta, done.
+fn answered_at_once(id: String, answer: Answer) -> TurnStream {
+    let (tx, rx) = mpsc::channel(2);
+    let _ = tx.try_send(TurnEvent::Delta(answer.message.content.clone()));
+    let _ = tx.try_send(TurnEvent::Done(Box::new(answer)));
+    TurnStream {
+        message_id: id,
+        events: rx,
+    }
 }
 
 /// A streamed answer being relayed to its consumer.

@@ -4,7 +4,9 @@
 //! accounting path ([`settle`]): the call counted by outcome, its duration, the
 //! tokens (metrics and the tenant's budget), the span's GenAI fields, the
 //! optional content log, and the answer's record. Each turn is a `gen_ai` span
-//! (OpenTelemetry GenAI semantic conventions).
+//! (OpenTelemetry GenAI semantic conventions). The cost goes to the ledger
+//! ([`crate::cost`]); once the month's budget is spent a turn gets the fallback
+//! response without a model call.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,9 @@ use tracing::Instrument;
 
 use super::record::Anchor;
 use super::{ConversationError, Sampling};
+use crds::runtime_config::BudgetAction;
+
+use crate::cost::BudgetSpent;
 use crate::db::{Message, NewMessage};
 use crate::domain::{Role, chain_hash};
 use crate::providers::{
@@ -203,6 +208,37 @@ pub(super) async fn handle_chain_failure(
     })
 }
 
+/// The answer of a turn taken when the month's budget is spent (and set to
+/// answer with the fallback response): the fallback response for the language,
+/// stored without calling a model; with none, the turn is refused.
+pub(super) async fn answer_budget_spent(
+    state: &AppState,
+    turn: &Turn,
+    request: &ChatRequest,
+    spent: BudgetSpent,
+    id: String,
+) -> Result<Answer, ConversationError> {
+    let Some(text) = state.config.fallback_response(turn.language.as_deref()) else {
+        state.ledger.count_exhausted(BudgetAction::Reject);
+        return Err(ConversationError::BudgetSpent(spent));
+    };
+    state.ledger.count_exhausted(BudgetAction::Fallback);
+    let usage = estimate_usage(state, request, text);
+    let draft = AnswerDraft {
+        id,
+        content: text.to_owned(),
+        model: Some(FALLBACK_MODEL.to_owned()),
+        usage,
+        latency: Duration::ZERO,
+        error: Some(ConversationError::BudgetSpent(spent).to_string()),
+    };
+    Ok(Answer {
+        message: store_one(state, draft.into_record(turn)).await?,
+        usage,
+        finish_reason: "stop".to_owned(),
+    })
+}
+
 fn record_attempts(state: &AppState, err: &ChainError) {
     for (model, e) in &err.attempts {
         let provider = state
@@ -297,6 +333,7 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
     state
         .limiter
         .charge_tokens(usage.prompt_tokens + usage.completion_tokens);
+    state.ledger.charge(model, &turn.channel, usage);
     span.record("gen_ai.response.model", model);
     span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
     span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
@@ -347,6 +384,9 @@ async fn complete_in(
     span: &tracing::Span,
 ) -> Result<Answer, ConversationError> {
     let request = build_request(state, turn)?;
+    if let Some(spent) = state.ledger.budget_spent() {
+        return answer_budget_spent(state, turn, &request, spent, NewMessage::new_id()).await;
+    }
     let _turn = state.lifecycle.turn();
     let _permit = state.gate.acquire().await?;
     let started = Instant::now();

@@ -2,8 +2,8 @@
 //! provisions) or SQLite (the standalone default), migrated at start. Queries
 //! are written once in SQL both understand and run on whichever pool is open;
 //! only full-text search differs (tsvector + GIN vs. FTS5). Sessions,
-//! messages, search, per-user stats, admin queries and the webhook outbox each
-//! have their own file.
+//! messages, search, per-user stats, admin queries, the webhook outbox and the
+//! cost accounting's spend windows each have their own file.
 
 mod admin;
 mod messages;
@@ -11,6 +11,7 @@ mod models;
 mod outbox;
 mod search;
 mod sessions;
+mod spend;
 mod stats;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use models::{Message, Session, SessionSummary};
 pub use outbox::{Delivery, NewDelivery};
 pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
+pub use spend::WindowSpend;
 pub use stats::UserStats;
 
 use crate::settings::DatabaseTarget;
