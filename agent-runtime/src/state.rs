@@ -96,7 +96,11 @@ impl AppState {
         .unwrap_or_else(|_| Tokenizer::for_model(""));
         let channels = Arc::new(ChannelRegistry::from_config(&config));
         let webhooks = WebhookDelivery::new(SigningKeys::from_env(), client.clone());
-        let limiter = RateLimiter::new(config.rate_limit.clone());
+        let limiter = RateLimiter::new(
+            config.rate_limit.clone(),
+            store.rate_windows(),
+            u64::from(config.context.max_tokens),
+        );
         apply_limits(&channels, &limiter, &[]);
         Ok(Arc::new(Self {
             channels,

@@ -308,7 +308,7 @@ pub async fn chat_completions(
         ));
     }
     let user = caller.user(request.user.as_deref())?;
-    let participant = conversation::admit(&state, caller.participant(user))?;
+    let participant = conversation::admit(&state, caller.participant(user)).await?;
     let session = match conversation_id(&headers, request.metadata.as_ref())? {
         Some(id) => SessionRef::External(id),
         None => SessionRef::Recognised,

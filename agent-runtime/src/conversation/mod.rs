@@ -22,7 +22,10 @@ pub use record::{Recorded, current_history, open_session, record};
 pub use stream::{TurnEvent, TurnStream};
 pub use turn::{Answer, FALLBACK_MODEL};
 
+use std::sync::Arc;
+
 use crate::db::Message;
+use crate::limits::TokenHold;
 use crate::providers::PromptMessage;
 use crate::state::{AppState, SharedState};
 
@@ -38,9 +41,10 @@ pub struct Participant {
 }
 
 /// A participant let in by [`admit`]: only an admitted participant can take
-/// a turn.
+/// a turn. Holds the tokens reserved from the tenant's budget, settled by the
+/// turn (given back if it ends before the model answered).
 #[derive(Clone, Debug)]
-pub struct Admitted(Participant);
+pub struct Admitted(Participant, Option<Arc<TokenHold>>);
 
 impl Admitted {
     /// Who was admitted.
@@ -123,14 +127,19 @@ pub struct TurnReply {
 }
 
 /// Admits `participant` before anything is stored: refused while the runtime
-/// shuts down and over a rate limit or the token budget.
-pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, ConversationError> {
+/// shuts down and over a rate limit or the token budget (counted across the
+/// agent's pods, see [`crate::limits`]).
+pub async fn admit(
+    state: &AppState,
+    participant: Participant,
+) -> Result<Admitted, ConversationError> {
     if state.lifecycle.is_draining() {
         return Err(ConversationError::ShuttingDown);
     }
-    state
+    let admission = state
         .limiter
         .check(&participant.channel, &participant.user)
+        .await
         .map_err(|limited| {
             state
                 .metrics
@@ -144,7 +153,7 @@ pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, Con
             );
             ConversationError::RateLimited(limited)
         })?;
-    Ok(Admitted(participant))
+    Ok(Admitted(participant, admission.tokens.map(Arc::new)))
 }
 
 /// Records the user's input in its session (resolved or created), then
@@ -171,6 +180,7 @@ pub async fn take_turn(
         sampling,
         language: participant.0.language,
         channel: participant.0.channel,
+        tokens: participant.1,
     };
     let reply = match mode {
         ReplyMode::Whole => Reply::Whole(Box::new(turn::complete(state, &turn).await?)),
@@ -207,6 +217,7 @@ pub async fn answer_recorded(
         sampling: Sampling::default(),
         language: participant.language.clone(),
         channel: participant.channel.clone(),
+        tokens: None,
     };
     turn::complete(state, &turn).await
 }

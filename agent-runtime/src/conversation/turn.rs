@@ -6,6 +6,7 @@
 //! optional content log, and the answer's record. Each turn is a `gen_ai` span
 //! (OpenTelemetry GenAI semantic conventions).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -14,6 +15,7 @@ use super::record::Anchor;
 use super::{ConversationError, Sampling};
 use crate::db::{Message, NewMessage};
 use crate::domain::{Role, chain_hash};
+use crate::limits::TokenHold;
 use crate::providers::{
     ChainError, ChatProvider, ChatRequest, PromptMessage, ProviderError, Usage,
 };
@@ -38,6 +40,8 @@ pub(super) struct Turn {
     pub language: Option<String>,
     /// Channel the turn came in on (metrics).
     pub channel: String,
+    /// Tokens reserved from the budget at admission; `None`: charged as used.
+    pub tokens: Option<Arc<TokenHold>>,
 }
 
 /// A finished answer.
@@ -294,9 +298,11 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
         usage.prompt_tokens,
         usage.completion_tokens,
     );
-    state
-        .limiter
-        .charge_tokens(usage.prompt_tokens + usage.completion_tokens);
+    let tokens = usage.prompt_tokens + usage.completion_tokens;
+    match &turn.tokens {
+        Some(hold) => hold.settle(tokens),
+        None => state.limiter.charge_tokens(tokens),
+    }
     span.record("gen_ai.response.model", model);
     span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
     span.record("gen_ai.usage.output_tokens", usage.completion_tokens);

@@ -2,13 +2,14 @@
 //! provisions) or SQLite (the standalone default), migrated at start. Queries
 //! are written once in SQL both understand and run on whichever pool is open;
 //! only full-text search differs (tsvector + GIN vs. FTS5). Sessions,
-//! messages, search, per-user stats, admin queries and the webhook outbox each
-//! have their own file.
+//! messages, search, per-user stats, admin queries, the webhook outbox and the
+//! shared rate-limit counters each have their own file.
 
 mod admin;
 mod messages;
 mod models;
 mod outbox;
+mod rate_windows;
 mod search;
 mod sessions;
 mod stats;
@@ -24,6 +25,7 @@ pub use admin::FailedTurn;
 pub use messages::NewMessage;
 pub use models::{Message, Session, SessionSummary};
 pub use outbox::{Delivery, NewDelivery};
+pub use rate_windows::{RateWindows, WindowCount};
 pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
 pub use stats::UserStats;
