@@ -12,7 +12,7 @@
 //!   messages, turns whole or streamed, answers);
 //! - [`state`]: what handlers and services share;
 //! - below: [`channel_registry`] (the channels served, signing, activity),
-//!   [`limits`],
+//!   [`limits`], [`live`] (live sync of users' sessions across pods),
 //!   [`prompt`] (token counting, trimming), [`providers`] (upstream models),
 //!   [`db`] (storage), [`domain`] (roles, session states, conversation
 //!   hashes), [`metrics`], [`settings`] (config file + env), [`shutdown`],
@@ -29,6 +29,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod prompt;

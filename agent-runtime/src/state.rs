@@ -13,6 +13,7 @@ use crate::channel_registry::webhook::WebhookDelivery;
 use crate::channel_registry::{ChannelRegistry, apply_limits};
 use crate::db::{Store, StoreError};
 use crate::limits::{RateLimiter, UpstreamGate};
+use crate::live::LiveSync;
 use crate::metrics::Metrics;
 use crate::prompt::Tokenizer;
 use crate::providers::{ModelChain, build_provider, http_client};
@@ -64,6 +65,8 @@ pub struct AppState {
     pub channels: Arc<ChannelRegistry>,
     /// Webhook channels: signing keys and the answer delivery.
     pub webhooks: WebhookDelivery,
+    /// Live sync of users' sessions to their open pages, on every pod.
+    pub live: LiveSync,
 }
 
 /// Shared handle on [`AppState`].
@@ -102,12 +105,15 @@ impl AppState {
             u64::from(config.context.max_tokens),
         );
         apply_limits(&channels, &limiter, &[]);
+        let lifecycle = Lifecycle::default();
+        let live = LiveSync::start(&store, &lifecycle);
         Ok(Arc::new(Self {
+            live,
             channels,
             webhooks,
             limiter,
             gate: UpstreamGate::new(&config.limits, metrics.clone()),
-            lifecycle: Lifecycle::default(),
+            lifecycle,
             config,
             store,
             chain,

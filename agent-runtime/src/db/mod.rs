@@ -2,10 +2,12 @@
 //! provisions) or SQLite (the standalone default), migrated at start. Queries
 //! are written once in SQL both understand and run on whichever pool is open;
 //! only full-text search differs (tsvector + GIN vs. FTS5). Sessions,
-//! messages, search, per-user stats, admin queries, the webhook outbox and the
-//! shared rate-limit counters each have their own file.
+//! messages, search, per-user stats, admin queries, the webhook outbox, the
+//! shared rate-limit counters and the live-sync channel each have their own
+//! file.
 
 mod admin;
+mod live;
 mod messages;
 mod models;
 mod outbox;
@@ -22,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use admin::FailedTurn;
+pub use live::LiveChannel;
 pub use messages::NewMessage;
 pub use models::{Message, Session, SessionSummary};
 pub use outbox::{Delivery, NewDelivery};
