@@ -13,6 +13,7 @@
 //! - [`state`]: what handlers and services share;
 //! - below: [`channel_registry`] (the channels served, signing, activity),
 //!   [`limits`], [`cost`] (prices, the cost metric, the monthly budget),
+//!   [`live`] (live sync of users' sessions across pods),
 //!   [`prompt`] (token counting, trimming), [`providers`] (upstream models),
 //!   [`db`] (storage), [`domain`] (roles, session states, conversation
 //!   hashes), [`metrics`], [`settings`] (config file + env), [`shutdown`],
@@ -30,6 +31,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod prompt;

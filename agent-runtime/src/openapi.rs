@@ -241,7 +241,17 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
     }
     for (status, response) in responses.iter_mut() {
         // Before OpenAPI 3.2 the schema of a stream describes each event.
-        if let Some(stream) = response.pointer_mut("/content/text~1event-stream") {
+        if let Some(stream) = response.pointer_mut("/content/text~1event-stream")
+            && path.ends_with("/api/events")
+        {
+            stream["schema"] = json!({
+                "type": "object",
+                "properties": {
+                    "data": {"type": "string", "description": "A change as JSON: {\"type\", \"session_id\"}"},
+                    "retry": {"type": "integer"},
+                },
+            });
+        } else if let Some(stream) = response.pointer_mut("/content/text~1event-stream") {
             stream["schema"] = json!({
                 "type": "object",
                 "required": ["data"],

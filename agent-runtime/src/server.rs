@@ -22,6 +22,10 @@ pub fn router(state: SharedState) -> Router {
     let api = api
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::api::live::announce_changes,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::require_api_key,
         ))
         .with_state(state.clone());

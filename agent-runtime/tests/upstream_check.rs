@@ -67,6 +67,7 @@ fn reported(chain: &ModelChain) -> serde_json::Value {
         upstream_healthy: chain.healthy(),
         active_sessions: 0,
         messages_total: 0,
+        usage: None,
     };
     status_patch(&config, health, k8s_openapi::jiff::Timestamp::now())["status"]["runtime"][0]
         .clone()

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod dto;
+pub mod live;
 pub mod openai;
 pub mod ops;
 pub mod sessions;

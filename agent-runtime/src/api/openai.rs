@@ -19,6 +19,7 @@ use crate::auth::{Caller, valid_id};
 use crate::conversation::{self, Input, Reply, ReplyMode, Sampling, SessionRef, TurnRequest};
 use crate::domain::Role;
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::live::LiveUser;
 use crate::providers::PromptMessage;
 use crate::state::SharedState;
 
@@ -308,7 +309,7 @@ pub async fn chat_completions(
         ));
     }
     let user = caller.user(request.user.as_deref())?;
-    let participant = conversation::admit(&state, caller.participant(user))?;
+    let participant = conversation::admit(&state, caller.participant(user.clone())).await?;
     let session = match conversation_id(&headers, request.metadata.as_ref())? {
         Some(id) => SessionRef::External(id),
         None => SessionRef::Recognised,
@@ -342,7 +343,9 @@ pub async fn chat_completions(
                 created,
                 include_usage: request.stream_options.is_some_and(|o| o.include_usage),
             };
-            return Ok(sse::response(stream, format, &turn.session_id));
+            let mut response = sse::response(stream, format, &turn.session_id);
+            response.extensions_mut().insert(LiveUser(user));
+            return Ok(response);
         }
         Reply::Whole(answer) => *answer,
     };
@@ -367,5 +370,6 @@ pub async fn chat_completions(
     if let Ok(value) = HeaderValue::from_str(&turn.session_id) {
         response.headers_mut().insert("x-session-id", value);
     }
+    response.extensions_mut().insert(LiveUser(user));
     Ok(response)
 }

@@ -504,7 +504,7 @@ pub async fn post_message(
             format!("channel {:?} does not stream", caller.channel),
         ));
     }
-    let participant = conversation::admit(&state, caller.participant(user))?;
+    let participant = conversation::admit(&state, caller.participant(user)).await?;
     let turn = TurnRequest {
         participant,
         session: SessionRef::Id(id.clone()),

@@ -22,9 +22,12 @@ pub use record::{Recorded, current_history, open_session, record};
 pub use stream::{TurnEvent, TurnStream};
 pub use turn::{Answer, FALLBACK_MODEL};
 
+use std::sync::Arc;
+
 use crds::runtime_config::BudgetAction;
 
 use crate::db::Message;
+use crate::limits::TokenHold;
 use crate::providers::PromptMessage;
 use crate::state::{AppState, SharedState};
 
@@ -40,9 +43,10 @@ pub struct Participant {
 }
 
 /// A participant let in by [`admit`]: only an admitted participant can take
-/// a turn.
+/// a turn. Holds the tokens reserved from the tenant's budget, settled by the
+/// turn (given back if it ends before the model answered).
 #[derive(Clone, Debug)]
-pub struct Admitted(Participant);
+pub struct Admitted(Participant, Option<Arc<TokenHold>>);
 
 impl Admitted {
     /// Who was admitted.
@@ -125,15 +129,27 @@ pub struct TurnReply {
 }
 
 /// Admits `participant` before anything is stored: refused while the runtime
-/// shuts down, over a rate limit or the token budget, and when the monthly
-/// budget is spent and set to refuse.
-pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, ConversationError> {
+/// shuts down, when the monthly budget is spent and set to refuse, and over a
+/// rate limit or the token budget (counted across the agent's pods, see
+/// [`crate::limits`]).
+pub async fn admit(
+    state: &AppState,
+    participant: Participant,
+) -> Result<Admitted, ConversationError> {
     if state.lifecycle.is_draining() {
         return Err(ConversationError::ShuttingDown);
     }
-    state
+    if let Some(spent) = state.ledger.budget_spent()
+        && spent.action == BudgetAction::Reject
+    {
+        state.ledger.count_exhausted(spent.action);
+        tracing::info!(budget = %spent.budget, currency = %spent.currency, "monthly budget spent: turn refused");
+        return Err(ConversationError::BudgetSpent(spent));
+    }
+    let admission = state
         .limiter
         .check(&participant.channel, &participant.user)
+        .await
         .map_err(|limited| {
             state
                 .metrics
@@ -147,14 +163,7 @@ pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, Con
             );
             ConversationError::RateLimited(limited)
         })?;
-    if let Some(spent) = state.ledger.budget_spent()
-        && spent.action == BudgetAction::Reject
-    {
-        state.ledger.count_exhausted(spent.action);
-        tracing::info!(budget = %spent.budget, currency = %spent.currency, "monthly budget spent: turn refused");
-        return Err(ConversationError::BudgetSpent(spent));
-    }
-    Ok(Admitted(participant))
+    Ok(Admitted(participant, admission.tokens.map(Arc::new)))
 }
 
 /// Records the user's input in its session (resolved or created), then
@@ -181,6 +190,7 @@ pub async fn take_turn(
         sampling,
         language: participant.0.language,
         channel: participant.0.channel,
+        tokens: participant.1,
     };
     let reply = match mode {
         ReplyMode::Whole => Reply::Whole(Box::new(turn::complete(state, &turn).await?)),
@@ -217,6 +227,7 @@ pub async fn answer_recorded(
         sampling: Sampling::default(),
         language: participant.language.clone(),
         channel: participant.channel.clone(),
+        tokens: None,
     };
     turn::complete(state, &turn).await
 }

@@ -8,6 +8,7 @@
 //! ([`crate::cost`]); once the month's budget is spent a turn gets the fallback
 //! response without a model call.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -19,6 +20,7 @@ use crds::runtime_config::BudgetAction;
 use crate::cost::BudgetSpent;
 use crate::db::{Message, NewMessage};
 use crate::domain::{Role, chain_hash};
+use crate::limits::TokenHold;
 use crate::providers::{
     ChainError, ChatProvider, ChatRequest, PromptMessage, ProviderError, Usage,
 };
@@ -43,6 +45,8 @@ pub(super) struct Turn {
     pub language: Option<String>,
     /// Channel the turn came in on (metrics).
     pub channel: String,
+    /// Tokens reserved from the budget at admission; `None`: charged as used.
+    pub tokens: Option<Arc<TokenHold>>,
 }
 
 /// A finished answer.
@@ -330,9 +334,11 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
         usage.prompt_tokens,
         usage.completion_tokens,
     );
-    state
-        .limiter
-        .charge_tokens(usage.prompt_tokens + usage.completion_tokens);
+    let tokens = usage.prompt_tokens + usage.completion_tokens;
+    match &turn.tokens {
+        Some(hold) => hold.settle(tokens),
+        None => state.limiter.charge_tokens(tokens),
+    }
     state.ledger.charge(model, &turn.channel, usage);
     span.record("gen_ai.response.model", model);
     span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
