@@ -110,7 +110,7 @@ if ! $real_node; then
 fi
 
 step "CRDs and namespaces"
-kubectl apply --server-side -f "$chart/crds/" >/dev/null
+kubectl apply --server-side --force-conflicts -f "$chart/crds/" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/agentdeployments.switchboard.dev crd/chatchannels.switchboard.dev >/dev/null
 for n in "$ns" "$tenant" "$other"; do kubectl create namespace "$n" >/dev/null; done

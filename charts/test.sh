@@ -252,12 +252,14 @@ if $cluster; then
   done
   kubectl label namespace switchboard-system --overwrite pod-security.kubernetes.io/enforce=restricted \
     pod-security.kubernetes.io/warn=restricted >/dev/null
-  if out="$(kubectl apply --server-side --dry-run=server -f "$chart/crds/" 2>&1)"; then
+  # --force-conflicts, as the Rust tests' install_crds does: on a shared cluster another
+  # branch's tests may have applied their own version of the CRDs last.
+  if out="$(kubectl apply --server-side --force-conflicts --dry-run=server -f "$chart/crds/" 2>&1)"; then
     pass "dry-run=server: crds/ ($(grep -c serverside-applied <<<"$out") CRDs)"
   else
     fail "dry-run=server: crds/"; echo "$out" >&2
   fi
-  kubectl apply --server-side -f "$chart/crds/" >/dev/null
+  kubectl apply --server-side --force-conflicts -f "$chart/crds/" >/dev/null
   dry_run() { # dry_run LABEL FILE
     local out
     if ! out="$(kubectl apply --dry-run=server -f "$2" 2>&1)"; then
