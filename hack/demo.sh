@@ -142,7 +142,9 @@ up() {
       hello_patch='{}'
       support_patch="{\"spec\":{\"fallbacks\":[{\"provider\":\"openai\",\"name\":\"gpt-4.1-nano\",\"apiKeySecretRef\":$openai_key}]}}" ;;
     anthropic)
-      local claude="{\"provider\":\"anthropic\",\"name\":\"claude-haiku-4-5\",\"apiKeySecretRef\":$anthropic_key}"
+      # Claude Haiku 4.5's list prices (the sample's are the OpenAI model's).
+      local claude="{\"provider\":\"anthropic\",\"name\":\"claude-haiku-4-5\",\"apiKeySecretRef\":$anthropic_key,
+        \"pricing\":{\"inputPerMillionTokens\":1,\"outputPerMillionTokens\":5,\"currency\":\"USD\"}}"
       hello_patch="{\"spec\":{\"model\":$claude}}"
       support_patch="{\"spec\":{\"model\":$claude,
         \"fallbacks\":[{\"provider\":\"anthropic\",\"name\":\"claude-sonnet-4-5\",\"apiKeySecretRef\":$anthropic_key}]}}" ;;
