@@ -64,6 +64,10 @@ pub struct Behaviour {
     /// Generated tokens reported in the usage (`usage_out`, `x-mock-usage-out`);
     /// default: one per streamed chunk.
     pub usage_out: Option<u64>,
+    /// When the request offers tools: the ones to call, comma-separated
+    /// (`tools`, `x-mock-tools`; `none` answers in text). Default: the first
+    /// tool offered.
+    pub tools: Option<Vec<String>>,
 }
 
 const MARKER_OPEN: &str = "[[mock:";
@@ -108,6 +112,16 @@ impl Behaviour {
             "times" => self.times = value.trim().parse().ok(),
             "usage_in" => self.usage_in = value.trim().parse().ok(),
             "usage_out" => self.usage_out = value.trim().parse().ok(),
+            "tools" => {
+                self.tools = Some(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty() && *t != "none")
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
             _ => {}
         }
     }

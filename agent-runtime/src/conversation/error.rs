@@ -5,7 +5,7 @@ use crate::cost::BudgetSpent;
 use crate::db::StoreError;
 use crate::limits::{Overloaded, RateLimited};
 use crate::prompt::ContextOverflow;
-use crate::providers::ChainError;
+use crate::providers::{ChainError, Refusal};
 
 /// A conversation failure.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,9 @@ pub enum ConversationError {
     /// stored as the answer.
     #[error("the model could not answer: {0}")]
     Upstream(ChainError),
+    /// The request asks for something the agent's model cannot honour.
+    #[error(transparent)]
+    Unsupported(Refusal),
     /// The message to answer is no longer stored.
     #[error("the message is no longer stored")]
     MessageGone,

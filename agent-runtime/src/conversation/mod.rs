@@ -28,7 +28,7 @@ use crds::runtime_config::BudgetAction;
 
 use crate::db::Message;
 use crate::limits::TokenHold;
-use crate::providers::PromptMessage;
+use crate::providers::{ChatRequest, PromptMessage, RequestOptions};
 use crate::state::{AppState, SharedState};
 
 /// Who is talking, through which channel.
@@ -78,12 +78,14 @@ pub enum Input {
 }
 
 /// The client's sampling options.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Sampling {
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer length cap.
     pub max_output_tokens: Option<u32>,
+    /// Tools, answer format and the other request options.
+    pub options: RequestOptions,
 }
 
 /// How the answer is wanted.
@@ -181,6 +183,7 @@ pub async fn take_turn(
         sampling,
         mode,
     } = request;
+    refuse_unsupported(state, &sampling, &input)?;
     let recorded = record::record_input(state, &participant.0, session, input).await?;
     tracing::debug!(session = %recorded.session_id, user = %participant.0.user, stream = mode == ReplyMode::Stream, "turn");
     let turn = turn::Turn {
@@ -201,6 +204,32 @@ pub async fn take_turn(
         user_message: recorded.user_message,
         reply,
     })
+}
+
+/// Refuses, before anything is stored, a request the primary model cannot
+/// honour (a field it has no counterpart for). Fallback models that cannot
+/// honour it are skipped by the chain instead.
+fn refuse_unsupported(
+    state: &AppState,
+    sampling: &Sampling,
+    input: &Input,
+) -> Result<(), ConversationError> {
+    let Some(primary) = state.chain.models().first() else {
+        return Ok(());
+    };
+    let probe = ChatRequest {
+        messages: match input {
+            Input::History(history) => history.clone(),
+            Input::Message(_) => Vec::new(),
+        },
+        temperature: sampling.temperature,
+        max_output_tokens: sampling.max_output_tokens,
+        options: sampling.options.clone(),
+    };
+    match primary.refuses(&probe) {
+        Some(refusal) => Err(ConversationError::Unsupported(refusal)),
+        None => Ok(()),
+    }
 }
 
 /// Answers a user message stored before (by [`record`]), whole: the

@@ -19,10 +19,10 @@ use crds::runtime_config::BudgetAction;
 
 use crate::cost::BudgetSpent;
 use crate::db::{Message, NewMessage};
-use crate::domain::{Role, chain_hash};
+use crate::domain::{Role, chain_hash_with_tools};
 use crate::limits::TokenHold;
 use crate::providers::{
-    ChainError, ChatProvider, ChatRequest, PromptMessage, ProviderError, Usage,
+    ChainError, ChatProvider, ChatRequest, PromptMessage, ProviderError, ToolCall, Usage,
 };
 use crate::state::{AppState, SharedState};
 
@@ -103,10 +103,7 @@ pub(super) fn build_request(
         .as_deref()
         .filter(|p| !p.trim().is_empty())
     {
-        messages.push(PromptMessage {
-            role: Role::System,
-            content: prompt.to_owned(),
-        });
+        messages.push(PromptMessage::text(Role::System, prompt));
     }
     messages.extend(turn.history.iter().cloned());
     let messages = crate::prompt::trim(
@@ -118,13 +115,23 @@ pub(super) fn build_request(
         messages,
         temperature: turn.sampling.temperature,
         max_output_tokens: turn.sampling.max_output_tokens,
+        options: turn.sampling.options.clone(),
     })
 }
 
-fn estimate_usage(state: &AppState, request: &ChatRequest, content: &str) -> Usage {
+fn estimate_usage(
+    state: &AppState,
+    request: &ChatRequest,
+    content: &str,
+    tool_calls: &[ToolCall],
+) -> Usage {
+    let calls: usize = tool_calls
+        .iter()
+        .map(|c| state.tokenizer.count(&c.name) + state.tokenizer.count(&c.arguments))
+        .sum();
     Usage {
         prompt_tokens: state.tokenizer.prompt_tokens(&request.messages) as u64,
-        completion_tokens: state.tokenizer.count(content) as u64,
+        completion_tokens: (state.tokenizer.count(content) + calls) as u64,
     }
 }
 
@@ -132,6 +139,7 @@ fn estimate_usage(state: &AppState, request: &ChatRequest, content: &str) -> Usa
 struct AnswerDraft {
     id: String,
     content: String,
+    tool_calls: Vec<ToolCall>,
     model: Option<String>,
     usage: Usage,
     latency: Duration,
@@ -142,7 +150,15 @@ impl AnswerDraft {
     /// The message to store: the answer to the turn's anchor.
     fn into_record(self, turn: &Turn) -> NewMessage {
         NewMessage {
-            chain_hash: chain_hash(&turn.anchor.hash, Role::Assistant, &self.content),
+            chain_hash: chain_hash_with_tools(
+                &turn.anchor.hash,
+                Role::Assistant,
+                &self.content,
+                &self.tool_calls,
+                None,
+            ),
+            tool_calls: self.tool_calls,
+            tool_call_id: None,
             id: self.id,
             session_id: turn.session_id.clone(),
             parent_id: Some(turn.anchor.id.clone()),
@@ -188,6 +204,7 @@ pub(super) async fn handle_chain_failure(
         let draft = AnswerDraft {
             id,
             content: String::new(),
+            tool_calls: Vec::new(),
             model: None,
             usage: Usage::default(),
             latency: started.elapsed(),
@@ -196,10 +213,11 @@ pub(super) async fn handle_chain_failure(
         store_one(state, draft.into_record(turn)).await?;
         return Err(ConversationError::Upstream(err));
     };
-    let usage = estimate_usage(state, request, text);
+    let usage = estimate_usage(state, request, text, &[]);
     let draft = AnswerDraft {
         id,
         content: text.to_owned(),
+        tool_calls: Vec::new(),
         model: Some(FALLBACK_MODEL.to_owned()),
         usage,
         latency: started.elapsed(),
@@ -227,10 +245,11 @@ pub(super) async fn answer_budget_spent(
         return Err(ConversationError::BudgetSpent(spent));
     };
     state.ledger.count_exhausted(BudgetAction::Fallback);
-    let usage = estimate_usage(state, request, text);
+    let usage = estimate_usage(state, request, text, &[]);
     let draft = AnswerDraft {
         id,
         content: text.to_owned(),
+        tool_calls: Vec::new(),
         model: Some(FALLBACK_MODEL.to_owned()),
         usage,
         latency: Duration::ZERO,
@@ -269,6 +288,8 @@ fn count_call(state: &AppState, provider: &str, model: &str, outcome: &str) {
 pub(super) struct CallEnd {
     /// The text received (all of it, or what came before the end).
     pub content: String,
+    /// The tool calls received (complete, or as far as they came).
+    pub tool_calls: Vec<ToolCall>,
     /// Usage, when the upstream reported it.
     pub usage: Option<Usage>,
     /// Why the model stopped, when it did.
@@ -322,7 +343,7 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
     let latency = started.elapsed();
     let usage = end
         .usage
-        .unwrap_or_else(|| estimate_usage(state, request, &end.content));
+        .unwrap_or_else(|| estimate_usage(state, request, &end.content, &end.tool_calls));
     let metrics = state.metrics.as_ref();
     metrics
         .upstream_duration
@@ -360,6 +381,7 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
     let draft = AnswerDraft {
         id,
         content: end.content,
+        tool_calls: end.tool_calls,
         model: Some(model.to_owned()),
         usage,
         latency,
@@ -414,6 +436,7 @@ async fn complete_in(
     };
     let end = CallEnd {
         content: completion.content,
+        tool_calls: completion.tool_calls,
         usage: completion.usage,
         finish_reason: Some(completion.finish_reason),
         error: None,

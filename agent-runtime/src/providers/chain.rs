@@ -39,7 +39,12 @@ impl ChainError {
             .iter()
             .rev()
             .map(|(_, e)| e)
-            .find(|e| !matches!(e, ProviderError::CircuitOpen))
+            .find(|e| {
+                !matches!(
+                    e,
+                    ProviderError::CircuitOpen | ProviderError::Unsupported(_)
+                )
+            })
             .or_else(|| self.attempts.last().map(|(_, e)| e))
     }
 }
@@ -148,8 +153,14 @@ impl ModelChain {
 
     /// Runs `call` against each model in turn (retrying per the policy, skipping
     /// open circuits) until one succeeds.
+    /// A model that cannot honour the request (see [`ChatProvider::refuses`])
+    /// is skipped like one whose circuit is open: the conversation service
+    /// refuses the request up front when the primary cannot honour it, so a
+    /// fallback that cannot is passed over rather than sent a request it would
+    /// answer differently.
     async fn run<'a, T, F>(
         &'a self,
+        request: &ChatRequest,
         defer_verdict: bool,
         mut call: F,
     ) -> Result<(T, usize), ChainError>
@@ -159,6 +170,14 @@ impl ModelChain {
         let mut attempts = Vec::new();
         let mut previous: Option<&str> = None;
         for (index, (model, breaker)) in self.models.iter().zip(&self.breakers).enumerate() {
+            if let Some(refusal) = model.refuses(request) {
+                tracing::debug!(model = model.model(), field = %refusal.field, "model cannot honour the request: skipped");
+                attempts.push((
+                    model.model().to_owned(),
+                    ProviderError::Unsupported(refusal),
+                ));
+                continue;
+            }
             let mut attempt = 1;
             loop {
                 let admission = breaker.admit();
@@ -231,7 +250,9 @@ impl ModelChain {
         &self,
         request: &ChatRequest,
     ) -> Result<(Completion, Arc<dyn ChatProvider>), ChainError> {
-        let (completion, index) = self.run(false, |model| model.complete(request)).await?;
+        let (completion, index) = self
+            .run(request, false, |model| model.complete(request))
+            .await?;
         Ok((completion, self.models[index].clone()))
     }
 
@@ -246,7 +267,7 @@ impl ModelChain {
         request: &ChatRequest,
     ) -> Result<(EventStream, Arc<dyn ChatProvider>, StreamVerdict), ChainError> {
         let (events, index) = self
-            .run(true, |model| {
+            .run(request, true, |model| {
                 Box::pin(async move {
                     let mut events = model.stream(request).await?;
                     match events.next().await {

@@ -14,7 +14,9 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::sse::{SseDecoder, SseEvent};
-use super::{ChatProvider, ChatRequest, Completion, EventStream, ProviderError, StreamEvent};
+use super::{
+    ChatProvider, ChatRequest, Completion, EventStream, ProviderError, Refusal, StreamEvent,
+};
 
 /// What the model config fixes for every request.
 #[derive(Clone, Debug)]
@@ -53,6 +55,12 @@ pub trait WireFormat: Send + Sync + 'static {
         builder: reqwest::RequestBuilder,
         api_key: Option<&str>,
     ) -> reqwest::RequestBuilder;
+    /// The request field this format cannot carry, with why and what to do
+    /// instead (none by default).
+    fn refuses(request: &ChatRequest) -> Option<(String, String)> {
+        let _ = request;
+        None
+    }
     /// The request body, serialised.
     fn request_body(
         settings: &ModelSettings,
@@ -143,9 +151,10 @@ fn unreachable(error: &ProviderError) -> bool {
     match error {
         ProviderError::Status { status, .. } => matches!(status, 401 | 403) || *status >= 500,
         ProviderError::Timeout(_) | ProviderError::Connection(_) => true,
-        ProviderError::Malformed(_) | ProviderError::Truncated | ProviderError::CircuitOpen => {
-            false
-        }
+        ProviderError::Malformed(_)
+        | ProviderError::Truncated
+        | ProviderError::CircuitOpen
+        | ProviderError::Unsupported(_) => false,
     }
 }
 
@@ -174,6 +183,15 @@ impl<W: WireFormat> ChatProvider for HttpProvider<W> {
 
     fn model(&self) -> &str {
         &self.settings.model
+    }
+
+    fn refuses(&self, request: &ChatRequest) -> Option<Refusal> {
+        W::refuses(request).map(|(field, reason)| Refusal {
+            field,
+            provider: W::PROVIDER.to_owned(),
+            model: self.settings.model.clone(),
+            reason,
+        })
     }
 
     fn complete<'a>(

@@ -69,7 +69,7 @@ pub fn is_retryable(err: &ProviderError) -> bool {
         | ProviderError::Connection(_)
         | ProviderError::Malformed(_)
         | ProviderError::Truncated => true,
-        ProviderError::CircuitOpen => false,
+        ProviderError::CircuitOpen | ProviderError::Unsupported(_) => false,
     }
 }
 
@@ -78,7 +78,7 @@ pub fn is_retryable(err: &ProviderError) -> bool {
 pub fn counts_as_failure(err: &ProviderError) -> bool {
     match err {
         ProviderError::Status { status, .. } => *status >= 500,
-        ProviderError::CircuitOpen => false,
+        ProviderError::CircuitOpen | ProviderError::Unsupported(_) => false,
         _ => true,
     }
 }
