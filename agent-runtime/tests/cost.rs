@@ -266,7 +266,17 @@ async fn second_pod(url: &str, mock: &MockLlm) -> agent_runtime::SharedState {
     AppState::build(settings).await.expect("second pod starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Postgres only (two pods share one database): under `postgres::`, which
+/// `make unit` skips.
+mod replicas {
+    mod postgres {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn share_one_budget_through_the_database() {
+            super::super::replicas_share_one_budget_through_the_database().await
+        }
+    }
+}
+
 async fn replicas_share_one_budget_through_the_database() {
     let db = TestDatabase::create_on(&admin_url()).await;
     let url = db.url().to_owned();
