@@ -8,14 +8,18 @@
 //! at most, one notification carrying up to ~6 KB of them), so a pod sends at
 //! most 20 notifications a second whatever its chat rate, and a change reaches
 //! the other pods' pages within that plus the database's delivery time. A pod
-//! skips its own notifications (it delivered them locally). When the listening
+//! listens from the moment a page first opens its stream there (a pod no page
+//! watches holds no listening connection) and skips its own notifications (it
+//! delivered them locally). When the listening
 //! connection drops, notifications sent meanwhile are lost: every local page
 //! is then told to reload its list ([`LiveMessage::Resync`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::db::{LiveChannel, Store};
 use crate::shutdown::Lifecycle;
@@ -99,7 +103,19 @@ impl WireEvent {
 #[derive(Clone)]
 pub struct LiveSync {
     local: broadcast::Sender<LiveMessage>,
-    relay: Option<mpsc::UnboundedSender<UserEvent>>,
+    relay: Option<Arc<Relay>>,
+}
+
+/// This pod's link to the others through the database.
+struct Relay {
+    outgoing: mpsc::UnboundedSender<UserEvent>,
+    channel: LiveChannel,
+    pod: String,
+    lifecycle: Lifecycle,
+    /// Whether the listening task runs (started by the first local page).
+    listening: AtomicBool,
+    /// Whether the other pods' notifications are being received now.
+    listens: watch::Sender<bool>,
 }
 
 impl LiveSync {
@@ -115,15 +131,21 @@ impl LiveSync {
         let mut live = Self::local();
         if let Some(channel) = store.live_channel() {
             let pod = uuid::Uuid::new_v4().simple().to_string();
-            let (tx, rx) = mpsc::unbounded_channel();
-            live.relay = Some(tx);
+            let (outgoing, rx) = mpsc::unbounded_channel();
             tokio::spawn(send_batches(
                 channel.clone(),
                 pod.clone(),
                 rx,
                 lifecycle.clone(),
             ));
-            tokio::spawn(receive(channel, pod, live.local.clone(), lifecycle.clone()));
+            live.relay = Some(Arc::new(Relay {
+                outgoing,
+                channel,
+                pod,
+                lifecycle: lifecycle.clone(),
+                listening: AtomicBool::new(false),
+                listens: watch::Sender::new(false),
+            }));
         }
         live
     }
@@ -131,14 +153,32 @@ impl LiveSync {
     /// Announces a change to the user's open pages, here and on other pods.
     pub fn publish(&self, event: UserEvent) {
         if let Some(relay) = &self.relay {
-            let _ = relay.send(event.clone());
+            let _ = relay.outgoing.send(event.clone());
         }
         let _ = self.local.send(LiveMessage::Event(event));
     }
 
-    /// Every change from now on (the subscriber filters by user).
+    /// Every change from now on (the subscriber filters by user). The first
+    /// subscriber starts listening to the other pods: a pod no page watches
+    /// holds no listening connection.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveMessage> {
-        self.local.subscribe()
+        let receiver = self.local.subscribe();
+        if let Some(relay) = &self.relay
+            && !relay.listening.swap(true, Ordering::AcqRel)
+        {
+            tokio::spawn(receive(relay.clone(), self.local.clone()));
+        }
+        receiver
+    }
+
+    /// Resolves once this pod receives the other pods' events (at once
+    /// without a database relay), or after `patience`: a page opening its
+    /// stream hears of every change made after its first bytes.
+    pub async fn listening(&self, patience: Duration) {
+        if let Some(relay) = &self.relay {
+            let mut listens = relay.listens.subscribe();
+            let _ = tokio::time::timeout(patience, listens.wait_for(|l| *l)).await;
+        }
     }
 }
 
@@ -184,12 +224,8 @@ async fn send_batches(
 }
 
 /// Delivers the other pods' events to this pod's pages.
-async fn receive(
-    channel: LiveChannel,
-    pod: String,
-    local: broadcast::Sender<LiveMessage>,
-    lifecycle: Lifecycle,
-) {
+async fn receive(relay: Arc<Relay>, local: broadcast::Sender<LiveMessage>) {
+    let (channel, pod, lifecycle) = (&relay.channel, &relay.pod, &relay.lifecycle);
     let mut retry = Duration::from_millis(500);
     loop {
         let mut listener = tokio::select! {
@@ -208,6 +244,7 @@ async fn receive(
             () = lifecycle.cancelled() => return,
         };
         retry = Duration::from_millis(500);
+        relay.listens.send_replace(true);
         loop {
             let received = tokio::select! {
                 received = listener.try_recv() => received,
@@ -216,7 +253,7 @@ async fn receive(
             match received {
                 Ok(Some(notification)) => {
                     match serde_json::from_str::<Notification>(notification.payload()) {
-                        Ok(n) if n.pod != pod => {
+                        Ok(n) if n.pod != *pod => {
                             for event in n.events {
                                 let _ = local.send(LiveMessage::Event(event.into_event()));
                             }
@@ -234,6 +271,7 @@ async fn receive(
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "live-sync listener failed; listening again");
+                    relay.listens.send_replace(false);
                     let _ = local.send(LiveMessage::Resync);
                     break;
                 }

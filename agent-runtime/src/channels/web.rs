@@ -431,10 +431,15 @@ impl WebEdge {
             tokio::time::sleep(PING).await;
             Some((": ping\n\n".to_owned(), ()))
         });
-        let body = futures::stream::once(async { "retry: 2000\n: connected\n\n".to_owned() })
-            .chain(futures::stream::select(changes, pings))
-            .take_until(async move { lifecycle.cancelled().await })
-            .map(Ok::<_, std::convert::Infallible>);
+        let live = self.live.clone();
+        let body = futures::stream::once(async move {
+            // Connected once the other pods' changes arrive here too.
+            live.listening(Duration::from_secs(3)).await;
+            "retry: 2000\n: connected\n\n".to_owned()
+        })
+        .chain(futures::stream::select(changes, pings))
+        .take_until(async move { lifecycle.cancelled().await })
+        .map(Ok::<_, std::convert::Infallible>);
         let mut response = Response::new(Body::from_stream(body));
         let out = response.headers_mut();
         out.insert(
