@@ -28,6 +28,7 @@ pub mod conversation;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

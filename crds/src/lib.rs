@@ -13,7 +13,7 @@ pub use agent::{
     AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, DatabaseMode, ModelProvider,
     ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
 };
-pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus};
+pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ClientKeyMode};
 pub use common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -42,7 +42,7 @@ pub fn webhook_router(state: SharedState) -> Router {
 /// A fallback rather than a route so that no path parameters of the outer match
 /// reach the API's handlers.
 pub fn fallback(state: SharedState, api: Router) -> Router {
-    let web = WebEdge::new(state.api_key.as_deref(), state.lifecycle.clone());
+    let web = WebEdge::new(state.keys.client_key().as_deref(), state.lifecycle.clone());
     Router::new()
         .fallback(dispatch)
         .with_state(Dispatch { state, api, web })

@@ -123,6 +123,8 @@ pub struct Observed<'a> {
     pub selector: String,
     /// Name of the API key Secret.
     pub api_key_secret: String,
+    /// Name of the admin key Secret.
+    pub admin_key_secret: String,
 }
 
 /// Whether a runtime report is recent enough to count.
@@ -377,6 +379,7 @@ pub fn desired_status(
         secrets: Some(GeneratedSecrets {
             api_key: Some(observed.api_key_secret.clone()),
             database: database_secret,
+            admin_key: Some(observed.admin_key_secret.clone()),
         }),
         runtime: Vec::new(),
     }
@@ -477,6 +480,7 @@ mod tests {
             endpoint: "http://support.tenant-a.svc.cluster.local:8080".to_owned(),
             selector: "a=b".to_owned(),
             api_key_secret: "support-api-key".to_owned(),
+            admin_key_secret: "support-admin-key".to_owned(),
         }
     }
 

@@ -92,6 +92,7 @@ pub async fn write_status(
         endpoint: names::endpoint(&name, &namespace, &shared.config.cluster_domain),
         selector: names::selector_string(&name),
         api_key_secret: names::api_key_secret(&name),
+        admin_key_secret: names::admin_key_secret(&name),
     };
     let desired = status::desired_status(&current, &observed);
     if status::status_differs(agent.status.as_ref(), &desired) {
