@@ -480,5 +480,23 @@ spec:
             }
         );
         assert_eq!(webhook.tolerance, Duration::from_secs(300));
+        assert!(!settings.own_key && settings.model_alias.is_none());
+
+        let channel: ChatChannel = serde_yaml::from_str(
+            r#"
+apiVersion: switchboard.dev/v1alpha1
+kind: ChatChannel
+metadata: {name: partners}
+spec:
+  agentRef: {name: support}
+  type: openai
+  clientKey: Channel
+  openai: {modelAlias: helper-v2}
+"#,
+        )
+        .expect("channel parses");
+        let settings = ChannelSettings::from_resource(&channel).expect("named");
+        assert!(settings.own_key);
+        assert_eq!(settings.model_alias.as_deref(), Some("helper-v2"));
     }
 }

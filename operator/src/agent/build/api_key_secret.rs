@@ -55,7 +55,9 @@ pub fn build_channel(agent: &AgentDeployment, channel: &OwnKeyChannel) -> Secret
         name: channel.name.clone(),
         uid: channel.uid.clone(),
         controller: Some(true),
-        block_owner_deletion: Some(true),
+        // Not blocking: that would need delete rights on ChatChannels where
+        // owner references are enforced.
+        block_owner_deletion: None,
     }]);
     key_secret(meta, &channel.new_key)
 }
