@@ -123,8 +123,10 @@ pub struct AgentDeploymentSpec {
     pub monitoring: MonitoringSpec,
 
     /// The ChatChannel (of this agent, in this namespace) that the root routes
-    /// `/v1/...` and `/api/...` belong to; the agent's client key opens it. Unset:
-    /// the root routes answer 404 and clients use `/channels/{name}/...`.
+    /// `/v1/...` and `/api/...` belong to; the agent's client key opens it (unless
+    /// the channel has a key of its own). Unset: the root routes answer 404 and
+    /// clients use `/channels/{name}/...`. The condition `DefaultChannel` says
+    /// whether it names one of this agent's channels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("spec.defaultChannel must name a ChatChannel (a DNS label)").reason(Reason::FieldValueInvalid))]

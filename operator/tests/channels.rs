@@ -150,6 +150,9 @@ async fn a_channel_with_its_own_key_gets_a_secret_mounted_into_the_pods() {
     })
     .await;
     assert_eq!(name, "partners-channel-key");
+    world
+        .wait_condition("keyed", "DefaultChannel", "True", MINUTE)
+        .await;
     let secrets: Api<Secret> = world.api();
     let secret = eventually(MINUTE, "the channel's key Secret", || async {
         secrets.get_opt(&name).await.ok()?
