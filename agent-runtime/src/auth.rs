@@ -1,5 +1,7 @@
-//! Client authentication (the tenant's bearer API key) and who is calling: the
-//! user from the trusted header (or the OpenAI `user` field), and the channel.
+//! Client authentication (the bearer key that opens the request's channel, or the
+//! admin key) and who is calling: the user from the trusted header (or the OpenAI
+//! `user` field), and the channel. Whoever holds a channel's key is trusted to
+//! name users on that channel (see docs/security.md).
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -11,6 +13,7 @@ use crds::runtime_config::ChannelFeatures;
 use crate::channel_registry::ChannelSettings;
 use crate::conversation::Participant;
 use crate::error::ApiError;
+use crate::keys::{KeyCheck, KeyKind};
 use crate::state::SharedState;
 
 pub use crate::channel_registry::DEFAULT_CHANNEL;
@@ -22,40 +25,100 @@ pub const ANONYMOUS: &str = "anonymous";
 /// Longest user or conversation id, in characters.
 pub const MAX_ID_LEN: usize = 256;
 
-/// Middleware: refuses requests without the tenant's API key (when one is set).
+/// Middleware: settles the request's channel (the path's, else the
+/// `x-switchboard-channel` header's, else the agent's default channel; refused
+/// when unknown, disabled or when no default is declared) and refuses requests
+/// without the key that opens it: the channel's own key for a channel with one,
+/// else the agent's client key; `/api/admin/*` needs the admin key. A browser
+/// identified by the web edge needs no key. A runtime with no key at all runs
+/// open.
 pub async fn require_api_key(
     State(state): State<SharedState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
+    let admin = path == "/api/admin" || path.starts_with("/api/admin/");
     // A browser on a web channel, already identified by the web edge.
     let from_edge = request.extensions().get::<EdgeUser>().is_some();
-    if let Some(expected) = state.api_key.as_ref().filter(|_| !from_edge) {
-        let presented = bearer_token(request.headers());
-        let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes()));
-        if !ok {
-            let message = if presented.is_none() {
-                "missing API key: send `Authorization: Bearer <key>`"
-            } else {
-                "invalid API key"
-            };
-            return ApiError::unauthorized(message).into_response();
-        }
+    let open = state.keys.is_open();
+    // No key at all: refused before anything about channels is told.
+    if !open && !from_edge && bearer_token(request.headers()).is_none() {
+        return ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
+            .into_response();
     }
-    next.run(request).await
+    let kind = if admin {
+        KeyKind::Admin
+    } else {
+        let channel = match request.extensions().get::<PathChannel>() {
+            Some(from_path) => from_path.0.clone(),
+            None => match root_channel(&state, request.headers()) {
+                Ok(channel) => channel,
+                Err(err) => return err.into_response(),
+            },
+        };
+        let kind = if channel.own_key {
+            KeyKind::Channel(channel.name.clone())
+        } else {
+            KeyKind::Client
+        };
+        request.extensions_mut().insert(PathChannel(channel));
+        kind
+    };
+    if (from_edge && !admin) || open {
+        return next.run(request).await;
+    }
+    let presented = bearer_token(request.headers());
+    let refusal = match (state.keys.check(&kind, presented), &kind) {
+        (KeyCheck::Accepted, _) => return next.run(request).await,
+        (KeyCheck::Missing, _) => {
+            ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        }
+        (KeyCheck::Wrong, KeyKind::Admin) => {
+            ApiError::unauthorized("invalid API key: admin routes need the agent's admin key")
+        }
+        (KeyCheck::Wrong, KeyKind::Channel(name)) => ApiError::unauthorized(format!(
+            "invalid API key: channel {name:?} is opened by its own key (its ChatChannel's status.clientKeySecret)"
+        )),
+        (KeyCheck::Wrong, KeyKind::Client) => ApiError::unauthorized("invalid API key"),
+        (KeyCheck::Unavailable, KeyKind::Admin) => ApiError::forbidden(
+            "admin_key_not_configured",
+            "admin routes need the admin key, and this runtime has none (auth.adminKeyEnv, or `admin` in auth.keysDir)",
+        ),
+        (KeyCheck::Unavailable, KeyKind::Channel(name)) => ApiError::unauthorized(format!(
+            "channel {name:?} is opened by its own key, which this runtime has not received yet; retry shortly"
+        )),
+        (KeyCheck::Unavailable, KeyKind::Client) => ApiError::unauthorized(
+            "this channel is opened by the agent's client key, which this runtime has not received yet",
+        ),
+    };
+    refusal.into_response()
+}
+
+/// The channel of a root route: the one `x-switchboard-channel` names, else the
+/// agent's default channel.
+fn root_channel(
+    state: &SharedState,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<ChannelSettings>, ApiError> {
+    match headers.get(CHANNEL_HEADER) {
+        Some(value) => {
+            let name = value.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_header",
+                    format!("header {CHANNEL_HEADER} is not text"),
+                )
+            })?;
+            Ok(state.channels.resolve(&valid_id(name, CHANNEL_HEADER)?)?)
+        }
+        None => Ok(state.channels.resolve_default()?),
+    }
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Checks a user or conversation id supplied by a client.
@@ -72,7 +135,8 @@ pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
 }
 
 /// The channel a request came in through, resolved from its path
-/// (`/channels/{name}/...`) before the handler runs.
+/// (`/channels/{name}/...`) or, on the root routes, by the key check, before the
+/// handler runs.
 #[derive(Clone, Debug)]
 pub struct PathChannel(pub std::sync::Arc<ChannelSettings>);
 
@@ -93,18 +157,27 @@ pub struct Caller {
     pub features: ChannelFeatures,
     /// Language for fallback responses: the channel's, else `Accept-Language`.
     pub language: Option<String>,
+    /// Model id the OpenAI routes list and echo (the channel's alias).
+    pub model_alias: Option<String>,
+    /// Sessions are scoped to this channel (one opened by its own key).
+    pub session_scope: Option<String>,
 }
 
 impl Caller {
     /// The user: trusted header first, then `body_user` (the OpenAI `user` field,
-    /// checked whenever it is sent), then `anonymous`.
+    /// checked whenever it is sent), then `anonymous`; on a channel opened by its
+    /// own key, scoped to that channel (see [`crate::domain::scoped_user`]).
     pub fn user(&self, body_user: Option<&str>) -> Result<String, ApiError> {
         let body_user = body_user.map(|u| valid_id(u, "`user`")).transpose()?;
-        match (&self.header_user, body_user) {
-            (Some(user), _) => Ok(user.clone()),
-            (None, Some(user)) => Ok(user),
-            (None, None) => Ok(ANONYMOUS.to_owned()),
-        }
+        let user = match (&self.header_user, body_user) {
+            (Some(user), _) => user.clone(),
+            (None, Some(user)) => user,
+            (None, None) => ANONYMOUS.to_owned(),
+        };
+        Ok(crate::domain::scoped_user(
+            self.session_scope.as_deref(),
+            user,
+        ))
     }
 
     /// `user` talking through the caller's channel, for the conversation service.
@@ -159,16 +232,13 @@ impl FromRequestParts<SharedState> for Caller {
                 None => state.channels.resolve_default()?,
             },
         };
-        let (channel, features, language) = (
-            settings.name.clone(),
-            settings.features,
-            settings.language.clone(),
-        );
         Ok(Self {
             header_user,
-            channel,
-            features,
-            language: language.or(accept_language),
+            channel: settings.name.clone(),
+            features: settings.features,
+            language: settings.language.clone().or(accept_language),
+            model_alias: settings.model_alias.clone(),
+            session_scope: settings.own_key.then(|| settings.name.clone()),
         })
     }
 }
@@ -187,9 +257,6 @@ mod tests {
         assert_eq!(bearer_token(&headers), Some("sk-1"));
         headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
         assert_eq!(bearer_token(&headers), None);
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

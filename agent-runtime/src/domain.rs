@@ -6,6 +6,27 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Separates a channel from a user in the stored user id of a channel opened by
+/// its own key (`<channel>\u{1f}<user>`): such a channel's users are its own,
+/// apart from everyone else's. Clients cannot send it (ids refuse control
+/// characters).
+pub const SCOPE_SEPARATOR: char = '\u{1f}';
+
+/// The stored user id of `user` on a channel scoped to `scope` (none: as is).
+pub fn scoped_user(scope: Option<&str>, user: String) -> String {
+    match scope {
+        Some(channel) => format!("{channel}{SCOPE_SEPARATOR}{user}"),
+        None => user,
+    }
+}
+
+/// The user as clients named it, from a stored user id.
+pub fn shown_user(stored: &str) -> &str {
+    stored
+        .split_once(SCOPE_SEPARATOR)
+        .map_or(stored, |(_, user)| user)
+}
+
 /// Lifecycle of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,5 +188,19 @@ mod tests {
             chain_hash_with_tools("", Role::Tool, "sunny", &[], Some("call_1")),
             chain_hash("", Role::Tool, "sunny")
         );
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn scoped_users_show_as_named() {
+        let stored = scoped_user(Some("api"), "alice".to_owned());
+        assert_ne!(stored, "alice");
+        assert_eq!(shown_user(&stored), "alice");
+        assert_eq!(scoped_user(None, "bob".to_owned()), "bob");
+        assert_eq!(shown_user("bob"), "bob");
     }
 }

@@ -265,6 +265,9 @@ impl From<ChannelError> for ApiError {
             ChannelError::NotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "channel_not_found", err.to_string())
             }
+            ChannelError::NoDefault(_) => {
+                Self::new(StatusCode::NOT_FOUND, "no_default_channel", err.to_string())
+            }
             ChannelError::Disabled(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "channel_disabled",

@@ -30,6 +30,7 @@ pub mod cost;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod keys;
 pub mod limits;
 pub mod live;
 pub mod metrics;

@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         settings.config.server.listen = listen;
     }
-    if settings.api_key.is_none() {
+    if settings.api_key.is_none() && settings.config.auth.keys_dir.is_none() {
         tracing::warn!(
             variable = %settings.config.auth.api_key_env,
             "no API key set: the API is open to anyone who can reach it"

@@ -69,9 +69,8 @@ pub fn api_router() -> OpenApiRouter<SharedState> {
         .routes(routes!(admin::failures))
 }
 
-/// Operations that neither identify the caller (user and channel headers) nor,
-/// for `list_models`, touch the database.
-const WITHOUT_CALLER: [&str; 2] = ["list_models", "failures"];
+/// Operations that do not identify the caller (user and channel headers).
+const WITHOUT_CALLER: [&str; 1] = ["failures"];
 /// Header naming the channel of a root route.
 const CHANNEL_HEADER: &str = crate::auth::CHANNEL_HEADER;
 /// Text with something other than whitespace in it (what `str::trim` leaves
@@ -138,8 +137,11 @@ fn id_schema(header: bool) -> Value {
 /// its parameters.
 fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
     let authenticated = operation.get("security").is_none();
-    let operation_id = operation["operationId"].as_str().unwrap_or_default();
-    let identifies_caller = authenticated && !WITHOUT_CALLER.contains(&operation_id);
+    let operation_id = operation["operationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let identifies_caller = authenticated && !WITHOUT_CALLER.contains(&operation_id.as_str());
     let uses_database = authenticated && operation_id != "list_models";
     let per_channel = path.starts_with("/channels/{name}/") && path != "/channels/{name}/webhook";
     let has_body = operation.get("requestBody").is_some();
@@ -159,7 +161,7 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
         if !per_channel {
             parameters.push(json!({
                 "name": CHANNEL_HEADER, "in": "header", "required": false,
-                "description": "The channel the request comes in through (default: `default`)",
+                "description": "The channel the request comes in through (default: the agent's default channel)",
                 "schema": id_schema(true),
             }));
         }
@@ -203,6 +205,12 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
     if authenticated {
         declare("401", "The API key is missing or wrong");
     }
+    if operation_id == "failures" {
+        declare(
+            "403",
+            "This runtime has no admin key configured: admin routes are closed",
+        );
+    }
     if has_body {
         declare(
             "400",
@@ -226,7 +234,7 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
     } else if identifies_caller {
         declare(
             "404",
-            "The channel named by x-switchboard-channel is unknown (or no such resource)",
+            "The channel named by x-switchboard-channel is unknown, or none is named and the agent declares no default channel (or no such resource)",
         );
         declare(
             "503",

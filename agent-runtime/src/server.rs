@@ -74,6 +74,13 @@ pub async fn serve_with_shutdown(
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     let lifecycle = state.lifecycle.clone();
+    // Key files are re-read while serving, so a rotated Secret needs no restart.
+    let stop_reloader = tokio_util::sync::CancellationToken::new();
+    let reloader = tokio::spawn(crate::keys::run_reloader(
+        state.keys.clone(),
+        std::time::Duration::from_secs(state.config.auth.keys_reload_seconds.max(1)),
+        stop_reloader.clone(),
+    ));
     let signalled = async move {
         shutdown.await;
         tracing::info!(
@@ -85,6 +92,8 @@ pub async fn serve_with_shutdown(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(signalled)
         .await;
+    stop_reloader.cancel();
+    let _ = reloader.await;
     state.lifecycle.wait_for_turns().await;
     // Costs not yet added to the shared budget window.
     state.ledger.flush().await;

@@ -62,8 +62,11 @@ impl std::fmt::Debug for DatabaseTarget {
 pub struct Settings {
     /// The file as parsed.
     pub config: RuntimeConfig,
-    /// The client API key; `None` runs open.
+    /// The client API key from the environment; `None` (and no keys directory)
+    /// runs open.
     pub api_key: Option<String>,
+    /// The admin key from the environment.
+    pub admin_key: Option<String>,
     /// The database.
     pub database: DatabaseTarget,
     /// Upstream API keys, one per model in chain order.
@@ -105,6 +108,7 @@ impl Settings {
         }
         let non_empty = |var: &str| env(var).filter(|v| !v.trim().is_empty());
         let api_key = non_empty(&config.auth.api_key_env);
+        let admin_key = non_empty(&config.auth.admin_key_env);
         let database = match &config.database.url_env {
             Some(var) => DatabaseTarget::Postgres(non_empty(var).ok_or_else(|| {
                 SettingsError::MissingEnv {
@@ -127,6 +131,7 @@ impl Settings {
         Ok(Self {
             config,
             api_key,
+            admin_key,
             database,
             upstream_keys,
         })

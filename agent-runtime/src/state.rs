@@ -13,6 +13,7 @@ use crate::channel_registry::webhook::WebhookDelivery;
 use crate::channel_registry::{ChannelRegistry, apply_limits};
 use crate::cost::CostLedger;
 use crate::db::{Store, StoreError};
+use crate::keys::KeyRing;
 use crate::limits::{RateLimiter, UpstreamGate};
 use crate::live::LiveSync;
 use crate::metrics::Metrics;
@@ -50,8 +51,8 @@ pub struct AppState {
     pub tokenizer: Tokenizer,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The tenant's client API key; `None` runs open.
-    pub api_key: Option<String>,
+    /// The keys accepted now (client, admin, channels), reloaded from files.
+    pub keys: Arc<KeyRing>,
     /// Trusted header naming the user.
     pub user_header: HeaderName,
     /// Unix time the runtime started (the `created` of `/v1/models`).
@@ -79,6 +80,7 @@ impl AppState {
     /// Opens the database (running migrations) and builds the providers.
     pub async fn build(settings: Settings) -> Result<SharedState, StartError> {
         let config = settings.config;
+        let config_auth = config.auth.clone();
         let user_header = HeaderName::try_from(config.auth.user_header.to_ascii_lowercase())
             .map_err(|_| StartError::UserHeader(config.auth.user_header.clone()))?;
         let metrics = Arc::new(Metrics::new()?);
@@ -126,7 +128,11 @@ impl AppState {
             chain,
             tokenizer,
             metrics,
-            api_key: settings.api_key,
+            keys: Arc::new(KeyRing::new(
+                &config_auth,
+                settings.api_key,
+                settings.admin_key,
+            )),
             user_header,
             started_at: chrono::Utc::now().timestamp(),
         }))

@@ -37,6 +37,7 @@ fn runtime_config(mock: &MockLlm) -> String {
         "agent: {{name: conformance}}\n\
          model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
          database: {{sqlitePath: \"{{dir}}/rt.db\"}}\n\
+         defaultChannel: web\n\
          channels:\n\
          - {{name: web, type: web, greeting: \"Hello!\"}}\n\
          - {{name: locked, type: openai, features: {{history: false, search: false, streaming: false}}}}\n\

@@ -186,7 +186,7 @@ async fn greeting_and_language_follow_the_channel(db: Db) {
     );
     let (_, body) = h
         .json(
-            h.as_user(Method::POST, "/v1/chat/completions", "bob")
+            h.as_user(Method::POST, "/channels/locked/v1/chat/completions", "bob")
                 .header("accept-language", "en")
                 .json(&chat("again [[mock: status=500]]", false)),
         )

@@ -214,7 +214,7 @@ async fn a_signed_message_is_answered_at_the_callback(db: Db) {
         "the mock echoes the question: {answer}"
     );
     // The conversation is stored under the channel and the sender's user.
-    let (_, sessions) = h.get("carol", "/api/sessions").await;
+    let (_, sessions) = h.get("carol", "/channels/web/api/sessions").await;
     assert_eq!(sessions["data"][0]["channel"], "hooks", "{sessions}");
     assert_eq!(sessions["data"][0]["message_count"], 2, "{sessions}");
     // The same conversation id continues the same session.

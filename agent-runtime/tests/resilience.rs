@@ -374,8 +374,11 @@ async fn all_models_failing_answers_the_fallback_in_the_callers_language(db: Db)
         assert_eq!(answer["content"], expected);
         assert_eq!(answer["model"], "fallback");
     }
-    // Both failures are listed, newest first, with the reason; the key is required.
-    let (status, page) = h.get("admin", "/api/admin/failures?limit=1").await;
+    // Both failures are listed, newest first, with the reason; the admin key is
+    // required (the client key is refused).
+    let (status, body) = h.get("admin", "/api/admin/failures?limit=1").await;
+    assert_eq!(status, 401, "the client key opens no admin route: {body}");
+    let (status, page) = h.admin_get("/api/admin/failures?limit=1").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["pagination"]["total"], 2, "{page}");
     assert_eq!(page["pagination"]["has_more"], true);
@@ -388,7 +391,7 @@ async fn all_models_failing_answers_the_fallback_in_the_callers_language(db: Db)
             .is_some_and(|r| r.contains("dead-gpt") && r.contains("500")),
         "{failure}"
     );
-    let (_, page) = h.get("admin", "/api/admin/failures?limit=1&offset=1").await;
+    let (_, page) = h.admin_get("/api/admin/failures?limit=1&offset=1").await;
     assert_eq!(page["data"][0]["user_id"], "anna");
     let r = h
         .client

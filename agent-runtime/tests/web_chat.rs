@@ -615,3 +615,53 @@ async fn events_reach_the_visitors_own_pages_only() {
     let event = next_event(&mut bob_stream, &mut bob_buf).await;
     assert_eq!(event["session_id"], body["id"]);
 }
+
+/// A disabled web channel serves its page but nothing else, whichever way a
+/// visitor tries; a visitor's cookie opens no root route (only a key does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_web_channel_cannot_be_reached_another_way() {
+    let h = Harness::start_with(Db::Sqlite, |config, _| {
+        config.channels = vec![
+            ChannelConfig {
+                name: "closed".into(),
+                enabled: false,
+                ..ChannelConfig::default()
+            },
+            ChannelConfig {
+                name: "web".into(),
+                ..ChannelConfig::default()
+            },
+        ];
+        config.default_channel = Some("closed".into());
+    })
+    .await;
+    let visitor = Visitor::arrive(&h, "closed").await;
+    for (method, path) in [
+        (Method::GET, "/channels/closed/api/sessions"),
+        (Method::POST, "/channels/closed/api/sessions"),
+        (Method::POST, "/channels/closed/v1/chat/completions"),
+    ] {
+        let (status, body) = h
+            .json(
+                visitor
+                    .request(&h, method.clone(), path)
+                    .json(&json!({"messages": [{"role": "user", "content": "hi"}]})),
+            )
+            .await;
+        assert_eq!(status, 503, "{method} {path}: {body}");
+    }
+    // The cookie of the open web channel does not open the closed one or the root.
+    let other = Visitor::arrive(&h, "web").await;
+    let (status, _) = h
+        .json(other.request(&h, Method::GET, "/channels/closed/api/sessions"))
+        .await;
+    assert_eq!(status, 503);
+    for path in ["/api/sessions", "/v1/models"] {
+        let (status, body) = h.json(other.request(&h, Method::GET, path)).await;
+        assert_eq!(status, 401, "{path}: a cookie is no key: {body}");
+    }
+    // The key on the root reaches the default channel: closed.
+    let (status, _) = h.get("alice", "/api/sessions").await;
+    assert_eq!(status, 503);
+    assert_eq!(h.mock.request_count(), 0);
+}

@@ -136,6 +136,44 @@ pub struct AgentDeploymentSpec {
     /// `status.usage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSpec>,
+
+    /// The ChatChannel (of this agent, in this namespace) that the root routes
+    /// `/v1/...` and `/api/...` belong to; the agent's client key opens it (unless
+    /// the channel has a key of its own). Unset: the root routes answer 404 and
+    /// clients use `/channels/{name}/...`. The condition `DefaultChannel` says
+    /// whether it names one of this agent's channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("spec.defaultChannel must name a ChatChannel (a DNS label)").reason(Reason::FieldValueInvalid))]
+    pub default_channel: Option<String>,
+
+    /// Client, channel and admin keys: how long a replaced key keeps working.
+    #[serde(default)]
+    pub keys: KeysSpec,
+}
+
+/// Key rotation. Key Secrets are read by the runtime pods without a restart; after a
+/// Secret changes, the key it held before keeps working for the grace period.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysSpec {
+    /// Seconds a replaced client, channel or admin key keeps working after its
+    /// Secret changes (0 to 604800, default 3600). 0 ends it at once.
+    #[serde(default = "default_rotation_grace_seconds")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 604800").message("spec.keys.rotationGraceSeconds must be between 0 and 604800 (a week)").reason(Reason::FieldValueInvalid))]
+    pub rotation_grace_seconds: i32,
+}
+
+fn default_rotation_grace_seconds() -> i32 {
+    3600
+}
+
+impl Default for KeysSpec {
+    fn default() -> Self {
+        Self {
+            rotation_grace_seconds: default_rotation_grace_seconds(),
+        }
+    }
 }
 
 /// What a model costs, per million tokens. Amounts are numbers such as `0.15`,
@@ -567,6 +605,9 @@ pub struct GeneratedSecrets {
     /// Secret with the database credentials (host, port, dbname, user, password, uri).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Secret with the admin key for `/api/admin/*` (key `api-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<String>,
 }
 
 /// Health of one runtime pod, as that pod reports it.

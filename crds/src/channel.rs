@@ -103,6 +103,23 @@ pub struct ChatChannelSpec {
     /// Settings of an `openai` channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openai: Option<OpenAiChannelSpec>,
+
+    /// Which bearer key opens this channel's routes: `Agent` (default) the agent's
+    /// client key; `Channel` a key of its own, in a Secret the operator creates
+    /// (named in `status.clientKeySecret`); the agent key then no longer opens it,
+    /// and its sessions are visible only through it.
+    #[serde(default)]
+    pub client_key: ClientKeyMode,
+}
+
+/// Which key opens a channel.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClientKeyMode {
+    /// The agent's client key.
+    #[default]
+    Agent,
+    /// A key of the channel's own.
+    Channel,
 }
 
 fn default_true() -> bool {
@@ -237,7 +254,8 @@ fn default_tolerance() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenAiChannelSpec {
-    /// Model id this channel lists in `/v1/models` (defaults to the channel's name).
+    /// Model id this channel lists in `/v1/models`, accepts in `model` and echoes in
+    /// answers (defaults to the agent's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub model_alias: Option<String>,
@@ -257,6 +275,10 @@ pub struct ChatChannelStatus {
     /// URL of this channel: the agent's endpoint plus the channel's path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Secret with this channel's own client key (key `api-key`), when
+    /// `spec.clientKey` is `Channel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_secret: Option<String>,
     /// Activity per runtime pod, written by the pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["pod".to_owned()]))]

@@ -16,7 +16,7 @@ pub use agent::{
     DatabaseMode, ModelPricing, ModelProvider, ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
     UsageStatus,
 };
-pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus};
+pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ClientKeyMode};
 pub use common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
 pub use tool_server::{ToolServer, ToolServerSpec, ToolServerStatus};
 

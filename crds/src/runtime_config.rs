@@ -10,10 +10,22 @@ use std::collections::BTreeMap;
 
 // The same types as in the resources, so the rendered file and the spec cannot drift.
 pub use crate::agent::{BudgetAction, ModelProvider};
-pub use crate::channel::{ChannelFeatures, ChannelType};
+pub use crate::channel::{ChannelFeatures, ChannelType, ClientKeyMode};
 pub use crate::money::Micros;
 
 use serde::{Deserialize, Serialize};
+
+/// File in `auth.keysDir` holding the agent's client key.
+pub const KEY_FILE_CLIENT: &str = "client";
+/// File in `auth.keysDir` holding the admin key.
+pub const KEY_FILE_ADMIN: &str = "admin";
+/// Prefix of the files in `auth.keysDir` holding channel keys.
+pub const KEY_FILE_CHANNEL_PREFIX: &str = "channel.";
+
+/// File in `auth.keysDir` holding channel `name`'s own key.
+pub fn channel_key_file(name: &str) -> String {
+    format!("{KEY_FILE_CHANNEL_PREFIX}{name}")
+}
 
 /// The whole runtime configuration file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -48,6 +60,12 @@ pub struct RuntimeConfig {
     /// with every feature on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<ChannelConfig>,
+    /// The channel the root routes (`/v1/...`, `/api/...`) belong to. Unset with
+    /// channels declared (listed here or watched in a cluster): the root routes
+    /// answer 404 naming the channel routes. Unset with none declared (standalone):
+    /// the root routes serve one open channel, `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_channel: Option<String>,
     /// HTTP server settings.
     pub server: ServerConfig,
     /// Request and message size limits.
@@ -203,6 +221,20 @@ pub struct AuthConfig {
     /// Trusted header naming the end user (set by a gateway or the web channel).
     /// Without it the OpenAI `user` field is used, then `anonymous`.
     pub user_header: String,
+    /// Name of the environment variable holding the admin key for `/api/admin/*`.
+    /// Unset (and no `admin` file in `keysDir`): admin routes are refused unless
+    /// the runtime runs open (no client key either).
+    pub admin_key_env: String,
+    /// Directory of key files, re-read every `keysReloadSeconds` (a mounted
+    /// Secret volume in a cluster): `client` (the agent key, wins over
+    /// `apiKeyEnv`), `admin`, and `channel.<name>` for each channel with a key of
+    /// its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_dir: Option<String>,
+    /// How often the key files are re-read, in seconds.
+    pub keys_reload_seconds: u64,
+    /// Seconds a replaced key keeps working after its file changes.
+    pub key_rotation_grace_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -210,6 +242,10 @@ impl Default for AuthConfig {
         Self {
             api_key_env: "SWITCHBOARD_API_KEY".to_owned(),
             user_header: "x-switchboard-user".to_owned(),
+            admin_key_env: "SWITCHBOARD_ADMIN_KEY".to_owned(),
+            keys_dir: None,
+            keys_reload_seconds: 5,
+            key_rotation_grace_seconds: 3600,
         }
     }
 }
@@ -269,6 +305,13 @@ pub struct ChannelConfig {
     /// Web chat settings (type `web` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web: Option<WebConfig>,
+    /// Model id the channel's OpenAI routes list, accept and echo (default: the
+    /// agent's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_alias: Option<String>,
+    /// Which key opens the channel: the agent's, or its own (`channel.<name>` in
+    /// `auth.keysDir`).
+    pub client_key: ClientKeyMode,
 }
 
 /// A web channel's page settings.
@@ -297,6 +340,8 @@ impl Default for ChannelConfig {
             allowed_origins: Vec::new(),
             webhook: None,
             web: None,
+            model_alias: None,
+            client_key: ClientKeyMode::Agent,
         }
     }
 }
@@ -442,6 +487,9 @@ impl RuntimeConfig {
         }
         if self.auth.user_header.trim().is_empty() {
             problems.push("auth.userHeader must not be empty".to_owned());
+        }
+        if self.auth.keys_reload_seconds == 0 {
+            problems.push("auth.keysReloadSeconds must be at least 1".to_owned());
         }
         if self.limits.max_request_bytes == 0 || self.limits.max_message_chars == 0 {
             problems.push("limits must be positive".to_owned());

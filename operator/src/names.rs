@@ -49,6 +49,20 @@ pub fn api_key_secret(agent: &str) -> String {
     format!("{agent}-api-key")
 }
 
+/// Secret with the admin key (`/api/admin/*`).
+pub fn admin_key_secret(agent: &str) -> String {
+    format!("{agent}-admin-key")
+}
+
+/// Secret with a channel's own client key (`spec.clientKey: Channel`).
+pub fn channel_key_secret(channel: &str) -> String {
+    format!("{channel}-channel-key")
+}
+
+/// Where the key Secrets are mounted in the runtime container (one projected
+/// volume; the runtime re-reads it, so rotation needs no restart).
+pub const KEYS_DIR: &str = "/var/run/switchboard/keys";
+
 /// Secret with the managed database's credentials.
 pub fn database_secret(agent: &str) -> String {
     format!("{agent}-db")

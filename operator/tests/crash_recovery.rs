@@ -130,9 +130,10 @@ async fn kill_9_mid_reconcile_then_restart_converges_without_duplicates_or_orpha
         AGENTS
     );
     assert_eq!(services.list(&managed).await.unwrap().items.len(), AGENTS);
+    // The client key, the admin key and the database credentials.
     assert_eq!(
         secrets.list(&managed).await.unwrap().items.len(),
-        2 * AGENTS
+        3 * AGENTS
     );
     let prefix = db_prefix(world.name());
     assert_eq!(databases_like(&prefix).await.len(), AGENTS);

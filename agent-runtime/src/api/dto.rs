@@ -151,7 +151,7 @@ impl From<db::Session> for Session {
     fn from(s: db::Session) -> Self {
         Self {
             id: s.id,
-            user: s.user_id,
+            user: crate::domain::shown_user(&s.user_id).to_owned(),
             channel: s.channel,
             external_id: s.external_id,
             title: s.title,
@@ -289,7 +289,7 @@ impl From<db::FailedTurn> for FailedTurn {
         Self {
             message_id: f.message_id,
             session_id: f.session_id,
-            user_id: f.user_id,
+            user_id: crate::domain::shown_user(&f.user_id).to_owned(),
             channel: f.channel,
             model: f.model,
             reason: f.reason,

@@ -44,7 +44,7 @@ pub struct ModelList {
 /// One model.
 #[derive(Serialize, ToSchema)]
 pub struct ModelCard {
-    /// Model id: the agent's name.
+    /// Model id: the channel's `modelAlias`, else the agent's name.
     id: String,
     /// Always `model`.
     object: &'static str,
@@ -54,14 +54,24 @@ pub struct ModelCard {
     owned_by: &'static str,
 }
 
-/// Lists the agent as a model.
+/// The model id a channel shows: its alias, else the agent's name.
+fn model_id(state: &SharedState, caller: &Caller) -> String {
+    caller
+        .model_alias
+        .clone()
+        .unwrap_or_else(|| state.config.agent.name.clone())
+}
+
+/// Lists the agent as a model, named by the channel's `modelAlias` (else the
+/// agent's name).
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)))]
-pub async fn list_models(State(state): State<SharedState>) -> Json<ModelList> {
+    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody),
+        (status = 404, description = "No default channel is declared (root route)", body = ErrorBody)))]
+pub async fn list_models(State(state): State<SharedState>, caller: Caller) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
         data: vec![ModelCard {
-            id: state.config.agent.name.clone(),
+            id: model_id(&state, &caller),
             object: "model",
             created: state.started_at,
             owned_by: "switchboard",
@@ -128,7 +138,8 @@ pub struct StreamOptions {
 /// OpenAI does not document are ignored.
 #[derive(Deserialize, ToSchema, Debug)]
 pub struct ChatCompletionRequest {
-    /// Model name; echoed back (the agent decides which model answers).
+    /// Model name; echoed back (the agent decides which model answers). Absent:
+    /// the channel's model id (its `modelAlias`, else the agent's name).
     pub model: Option<String>,
     /// The whole conversation so far, newest last.
     pub messages: Vec<InputMessage>,
@@ -398,7 +409,7 @@ pub async fn chat_completions(
     let model = request
         .model
         .clone()
-        .unwrap_or_else(|| state.config.agent.name.clone());
+        .unwrap_or_else(|| model_id(&state, &caller));
     let messages = prompt_messages(&state, request.messages)?;
     let options = openai_options::request_options(OptionFields {
         tools: request.tools,

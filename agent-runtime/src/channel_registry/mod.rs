@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crds::ChatChannel;
 use crds::runtime_config::{
-    ChannelConfig, ChannelFeatures, ChannelRateLimitConfig, ChannelType, RuntimeConfig,
+    ChannelConfig, ChannelFeatures, ChannelRateLimitConfig, ChannelType, ClientKeyMode,
+    RuntimeConfig,
 };
 
 pub mod activity;
@@ -22,7 +23,8 @@ use activity::ChannelActivityCounter;
 
 use crate::limits::{ChannelLimits, RateLimiter};
 
-/// Channel name used when a request names none.
+/// Name of the one open channel of a runtime with no channels declared
+/// (standalone): the root routes serve it.
 pub const DEFAULT_CHANNEL: &str = "default";
 
 /// Why a request cannot use the channel it names.
@@ -36,6 +38,25 @@ pub enum ChannelError {
         "channel {0:?} is disabled (spec.enabled: false); ask the operator of this agent to enable it"
     )]
     Disabled(String),
+    /// Channels are declared but none is the agent's default: the root routes
+    /// belong to no channel.
+    #[error(
+        "the root routes belong to no channel: this agent declares no default channel \
+         (AgentDeployment spec.defaultChannel); use a channel's routes: {}",
+        routes_of(.0)
+    )]
+    NoDefault(Vec<String>),
+}
+
+fn routes_of(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none is declared yet".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("/channels/{n}/v1/..., /channels/{n}/api/..."))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Default replay window of a webhook channel.
@@ -89,6 +110,11 @@ pub struct ChannelSettings {
     pub webhook: Option<WebhookSettings>,
     /// The chat page's settings (type `web`).
     pub web: WebSettings,
+    /// Model id the OpenAI routes list, accept and echo; `None`: the agent's name.
+    pub model_alias: Option<String>,
+    /// Opened by a key of its own (`channel.<name>`), not the agent's key; its
+    /// sessions are visible only through it.
+    pub own_key: bool,
 }
 
 /// A web channel's page settings.
@@ -136,6 +162,8 @@ impl ChannelSettings {
                     trusted_header: w.trusted_header.as_ref().map(|h| h.to_ascii_lowercase()),
                 })
                 .unwrap_or_default(),
+            model_alias: config.model_alias.clone(),
+            own_key: config.client_key == ClientKeyMode::Channel,
         }
     }
 
@@ -191,6 +219,8 @@ impl ChannelSettings {
                         .map(|h| h.to_ascii_lowercase()),
                 })
                 .unwrap_or_default(),
+            model_alias: spec.openai.as_ref().and_then(|o| o.model_alias.clone()),
+            own_key: spec.client_key == crds::ClientKeyMode::Channel,
         })
     }
 
@@ -214,6 +244,8 @@ struct Snapshot {
 #[derive(Debug)]
 pub struct ChannelRegistry {
     snapshot: RwLock<Snapshot>,
+    /// The channel the root routes belong to (`defaultChannel`).
+    default_channel: Option<String>,
     /// Messages and sessions per channel, seen by this pod.
     pub activity: ChannelActivityCounter,
 }
@@ -233,6 +265,7 @@ impl ChannelRegistry {
                 open: channels.is_empty(),
                 channels: Arc::new(channels),
             }),
+            default_channel: config.default_channel.clone(),
             activity: ChannelActivityCounter::new(Duration::from_secs(
                 u64::from(idle_minutes) * 60,
             )),
@@ -296,13 +329,26 @@ impl ChannelRegistry {
         Ok(channel)
     }
 
-    /// The channel of the root routes when no channel is named: `default` when
-    /// such a channel is listed, else every default.
+    /// The channel of the root routes when no channel is named: the declared
+    /// default channel (refused like any channel when unknown or disabled); with
+    /// none declared, the open `default` channel of a runtime without channels,
+    /// else [`ChannelError::NoDefault`].
     pub fn resolve_default(&self) -> Result<Arc<ChannelSettings>, ChannelError> {
-        match self.read().channels.get(DEFAULT_CHANNEL) {
-            Some(_) => self.resolve(DEFAULT_CHANNEL),
-            None => Ok(Arc::new(ChannelSettings::open(DEFAULT_CHANNEL))),
+        if let Some(name) = &self.default_channel {
+            return self.resolve(name);
         }
+        let snapshot = self.read();
+        if snapshot.open {
+            return Ok(Arc::new(ChannelSettings::open(DEFAULT_CHANNEL)));
+        }
+        let mut names: Vec<String> = snapshot.channels.keys().cloned().collect();
+        names.sort();
+        Err(ChannelError::NoDefault(names))
+    }
+
+    /// The declared default channel's name, if any.
+    pub fn default_channel(&self) -> Option<&str> {
+        self.default_channel.as_deref()
     }
 }
 
@@ -358,8 +404,25 @@ mod tests {
         let err = registry.resolve("off").expect_err("disabled");
         assert_eq!(err, ChannelError::Disabled("off".to_owned()));
         assert!(err.to_string().contains("disabled"));
+        let err = registry.resolve_default().expect_err("no default declared");
+        assert!(
+            err.to_string().contains("/channels/web/v1/"),
+            "names the routes: {err}"
+        );
+    }
+
+    #[test]
+    fn the_root_routes_belong_to_the_declared_default_only() {
+        let registry = ChannelRegistry::from_config(&config(
+            "defaultChannel: off\nchannels:\n- name: web\n- name: off\n  enabled: false\n",
+        ));
         assert_eq!(
-            registry.resolve_default().expect("default").name,
+            registry.resolve_default().expect_err("disabled default"),
+            ChannelError::Disabled("off".to_owned())
+        );
+        let standalone = ChannelRegistry::from_config(&RuntimeConfig::default());
+        assert_eq!(
+            standalone.resolve_default().expect("open").name,
             DEFAULT_CHANNEL
         );
     }
@@ -417,5 +480,23 @@ spec:
             }
         );
         assert_eq!(webhook.tolerance, Duration::from_secs(300));
+        assert!(!settings.own_key && settings.model_alias.is_none());
+
+        let channel: ChatChannel = serde_yaml::from_str(
+            r#"
+apiVersion: switchboard.dev/v1alpha1
+kind: ChatChannel
+metadata: {name: partners}
+spec:
+  agentRef: {name: support}
+  type: openai
+  clientKey: Channel
+  openai: {modelAlias: helper-v2}
+"#,
+        )
+        .expect("channel parses");
+        let settings = ChannelSettings::from_resource(&channel).expect("named");
+        assert!(settings.own_key);
+        assert_eq!(settings.model_alias.as_deref(), Some("helper-v2"));
     }
 }

@@ -33,6 +33,9 @@ impl ChannelTasks {
             match kube::Client::try_default().await {
                 Ok(client) => {
                     tracing::info!(namespace = %pod.namespace, "watching this agent's ChatChannels");
+                    // Only declared channels are served: none until the watch has
+                    // listed them (the config file's list does not apply here).
+                    state.channels.replace_all(Vec::new());
                     state
                         .webhooks
                         .keys

@@ -43,7 +43,7 @@ pub fn webhook_router(state: SharedState) -> Router {
 /// reach the API's handlers.
 pub fn fallback(state: SharedState, api: Router) -> Router {
     let web = WebEdge::new(
-        state.api_key.as_deref(),
+        state.keys.client_key().as_deref(),
         state.live.clone(),
         state.lifecycle.clone(),
     );

@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 
 /// The client API key every harness runtime expects.
 pub const API_KEY: &str = "test-key-123";
+/// The admin key every harness runtime expects on `/api/admin/*`.
+pub const ADMIN_KEY: &str = "test-admin-456";
 
 /// Which database a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,7 @@ impl Harness {
         config.database.url_env = None;
         let mut settings = Settings::resolve(config, |name| match name {
             "SWITCHBOARD_API_KEY" => Some(API_KEY.to_owned()),
+            "SWITCHBOARD_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
             "UPSTREAM_KEY" => Some("sk-upstream-secret".to_owned()),
             _ => None,
         })
@@ -202,6 +205,12 @@ impl Harness {
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, body)
+    }
+
+    /// GET with the admin key.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.json(self.client.get(self.url(path)).bearer_auth(ADMIN_KEY))
+            .await
     }
 
     pub async fn get(&self, user: &str, path: &str) -> (u16, Value) {
@@ -312,6 +321,7 @@ impl RuntimeProcess {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_API_KEY", API_KEY)
+            .env("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(std::fs::File::create(dir.0.join("runtime.log")).expect("log file"))

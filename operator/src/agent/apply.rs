@@ -32,6 +32,8 @@ pub async fn apply_children(
 ) -> Result<ServiceMonitorState> {
     let Children {
         api_key_secret,
+        admin_key_secret,
+        channel_key_secrets,
         service_account,
         role,
         role_binding,
@@ -44,24 +46,13 @@ pub async fn apply_children(
     let stores = &ctx.stores;
     let mut written = Vec::new();
 
-    // Created once: an existing key is never replaced.
-    let key_ref = ObjectRef::new(&api_key_secret.name_any())
-        .within(&api_key_secret.namespace().unwrap_or_default());
-    if stores.secrets.get(&key_ref).is_none()
-        && create_once(shared, &api(shared, &api_key_secret), &api_key_secret).await?
+    // Created once: an existing key is never replaced (rotating is writing a new
+    // value into the Secret; the pods re-read it).
+    for key_secret in std::iter::once(api_key_secret)
+        .chain(std::iter::once(admin_key_secret))
+        .chain(channel_key_secrets)
     {
-        shared
-            .event(
-                &agent.object_ref(&()),
-                EventType::Normal,
-                "ApiKeyCreated",
-                "CreateSecret",
-                format!(
-                    "generated the client API key in Secret {}",
-                    api_key_secret.name_any()
-                ),
-            )
-            .await;
+        create_key_secret(agent, shared, stores, &key_secret).await?;
     }
 
     // Each child is tried even when one before it fails (a hand edit the API server
@@ -152,6 +143,36 @@ pub async fn apply_children(
         Some(error) => Err(error),
         None => Ok(service_monitor),
     }
+}
+
+/// Creates a key Secret unless it exists (never rewrites it), with an event.
+async fn create_key_secret(
+    agent: &AgentDeployment,
+    shared: &Context,
+    stores: &super::watches::Stores,
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<()> {
+    let key_ref =
+        ObjectRef::new(&secret.name_any()).within(&secret.namespace().unwrap_or_default());
+    if stores.secrets.get(&key_ref).is_none()
+        && create_once(shared, &api(shared, secret), secret).await?
+    {
+        let (reason, what) = match secret.name_any() {
+            n if n.ends_with("-admin-key") => ("AdminKeyCreated", "the admin key"),
+            n if n.ends_with("-channel-key") => ("ChannelKeyCreated", "a channel's own client key"),
+            _ => ("ApiKeyCreated", "the client API key"),
+        };
+        shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Normal,
+                reason,
+                "CreateSecret",
+                format!("generated {what} in Secret {}", secret.name_any()),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// The API of `object`'s kind in its namespace.

@@ -21,6 +21,8 @@ pub struct References {
     pub channels: Vec<String>,
     /// Their webhook signing Secrets, sorted.
     pub signing_secrets: Vec<String>,
+    /// Those opened by a key of their own, as (name, uid), sorted by name.
+    pub own_key_channels: Vec<(String, String)>,
     /// What becomes of the ServiceMonitor.
     pub service_monitor: ServiceMonitorPlan,
 }
@@ -67,11 +69,14 @@ pub async fn dereference(
     } else {
         ServiceMonitorPlan::CrdMissing
     };
-    let (channels, signing_secrets) = agent_channels(&channels.state(), agent);
+    let all = channels.state();
+    let (channels, signing_secrets) = agent_channels(&all, agent);
+    let own_key_channels = own_key_channels(&all, agent);
     Ok(References {
         system_prompt_from,
         channels,
         signing_secrets,
+        own_key_channels,
         service_monitor,
     })
 }
@@ -101,6 +106,24 @@ pub fn agent_channels<C: AsRef<ChatChannel>>(
     )
 }
 
+/// The agent's channels with `spec.clientKey: Channel`, as (name, uid), sorted.
+pub fn own_key_channels<C: AsRef<ChatChannel>>(
+    all: &[C],
+    agent: &AgentDeployment,
+) -> Vec<(String, String)> {
+    let namespace = agent.namespace();
+    let name = agent.name_any();
+    let mut out: Vec<(String, String)> = all
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|c| c.namespace() == namespace && c.spec.agent_ref.name == name)
+        .filter(|c| c.spec.client_key == crds::ClientKeyMode::Channel)
+        .map(|c| (c.name_any(), c.uid().unwrap_or_default()))
+        .collect();
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +149,14 @@ mod tests {
         let (channels, secrets) = agent_channels(&all, &full());
         assert_eq!(channels, ["web-a", "web-b"]);
         assert!(secrets.is_empty());
+        assert!(own_key_channels(&all, &full()).is_empty());
+        let mut keyed = channel("keyed", "tenant-a", "support");
+        keyed.spec.client_key = crds::ClientKeyMode::Channel;
+        keyed.metadata.uid = Some("uid-k".to_owned());
+        let all = vec![std::sync::Arc::new(keyed), all[0].clone()];
+        assert_eq!(
+            own_key_channels(&all, &full()),
+            [("keyed".to_owned(), "uid-k".to_owned())]
+        );
     }
 }

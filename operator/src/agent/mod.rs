@@ -171,6 +171,16 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         channels: references.channels,
         signing_secrets: references.signing_secrets,
         new_api_key: format!("sb-{}", crate::database::generate_password()),
+        new_admin_key: format!("sb-admin-{}", crate::database::generate_password()),
+        own_key_channels: references
+            .own_key_channels
+            .into_iter()
+            .map(|(name, uid)| build::OwnKeyChannel {
+                name,
+                uid,
+                new_key: format!("sb-ch-{}", crate::database::generate_password()),
+            })
+            .collect(),
     };
     let mut children = build_children(agent, &inputs);
     // The pods roll when a Secret they read changes (a digest, never a value).

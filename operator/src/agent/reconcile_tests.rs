@@ -189,9 +189,12 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
             // The Secrets the pods read, for the digest on their template.
+            // (The key Secrets are files the pods re-read: not in the digest.)
             format!("GET {NS}/secrets/model-credentials"),
-            format!("GET {NS}/secrets/support-api-key"),
             format!("GET {NS}/secrets/support-db"),
+            // The client key, then the admin key.
+            format!("POST {NS}/secrets"),
+            EVENTS.to_owned(),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
@@ -215,7 +218,10 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
         .filter(|r| r.line() == format!("POST {NS}/secrets"))
         .map(|r| r.body["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(secrets, ["support-db", "support-api-key"]);
+    assert_eq!(
+        secrets,
+        ["support-db", "support-api-key", "support-admin-key"]
+    );
     let status = world
         .log
         .last(&format!("PATCH {AGENT}/status"))
@@ -226,6 +232,7 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
         ("True".to_owned(), "Provisioned".to_owned())
     );
     assert_eq!(status["status"]["secrets"]["database"], "support-db");
+    assert_eq!(status["status"]["secrets"]["adminKey"], "support-admin-key");
     assert_eq!(
         condition(&status, crds::conditions::SERVICE_MONITOR_READY).1,
         "CRDNotInstalled"

@@ -1,7 +1,9 @@
-//! Secrets the runtime pods read: a digest of the values they use goes into the pod
-//! template (annotation `switchboard.dev/secrets-hash`), so rotating a model key, the
-//! client key or the database credentials rolls the pods. Only the SHA-256 digest is
-//! written; no value appears in any object, log or event.
+//! Secrets the runtime pods read through their environment: a digest of the values
+//! they use goes into the pod template (annotation `switchboard.dev/secrets-hash`),
+//! so rotating a model key or the database credentials rolls the pods. The client,
+//! admin and channel keys are files the pods re-read (no rollout; see the
+//! Deployment's keys volume). Only the SHA-256 digest is written; no value appears
+//! in any object, log or event.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,7 +140,14 @@ mod tests {
     fn the_runtime_deployment_reads_secrets_and_the_digest_lands_on_its_pod_template() {
         let mut deployment = build_children(&full(), &inputs(false)).deployment;
         let keys = used_keys(&deployment);
-        assert!(keys.iter().any(|(n, _)| n == "support-api-key"), "{keys:?}");
+        assert!(
+            keys.iter().any(|(n, _)| n == "model-credentials"),
+            "{keys:?}"
+        );
+        assert!(
+            !keys.iter().any(|(n, _)| n == "support-api-key"),
+            "the client key is re-read from its file, never rolls the pods: {keys:?}"
+        );
         assert!(keys.len() >= 2, "{keys:?}");
         annotate(&mut deployment, "abc".to_owned());
         let template = deployment.spec.template.metadata.unwrap();

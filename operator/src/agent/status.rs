@@ -123,6 +123,25 @@ pub struct Observed<'a> {
     pub selector: String,
     /// Name of the API key Secret.
     pub api_key_secret: String,
+    /// Name of the admin key Secret.
+    pub admin_key_secret: String,
+    /// What `spec.defaultChannel` names.
+    pub default_channel: DefaultChannelState,
+}
+
+/// Condition type saying whether `spec.defaultChannel` names one of the agent's
+/// channels (present only while the field is set).
+pub const DEFAULT_CHANNEL: &str = "DefaultChannel";
+
+/// What `spec.defaultChannel` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultChannelState {
+    /// The field is unset: the root routes answer 404.
+    Unset,
+    /// A ChatChannel of this agent.
+    Found(String),
+    /// No ChatChannel of that name leads to this agent.
+    Missing(String),
 }
 
 /// Whether a runtime report is recent enough to count.
@@ -341,6 +360,23 @@ pub fn desired_status(
         }
     };
     conds.set(READY, ready_status, &ready_reason, ready_message);
+    match &observed.default_channel {
+        DefaultChannelState::Unset => conds.list.retain(|c| c.type_ != DEFAULT_CHANNEL),
+        DefaultChannelState::Found(name) => conds.set(
+            DEFAULT_CHANNEL,
+            TRUE,
+            "Found",
+            format!("the root routes belong to ChatChannel {name}"),
+        ),
+        DefaultChannelState::Missing(name) => conds.set(
+            DEFAULT_CHANNEL,
+            FALSE,
+            "ChannelNotFound",
+            format!(
+                "spec.defaultChannel names {name}, but no ChatChannel of that name leads to this agent: the root routes answer 404 until one does"
+            ),
+        ),
+    }
     let conditions = conds.list;
 
     let phase = if db_permanent {
@@ -377,6 +413,7 @@ pub fn desired_status(
         secrets: Some(GeneratedSecrets {
             api_key: Some(observed.api_key_secret.clone()),
             database: database_secret,
+            admin_key: Some(observed.admin_key_secret.clone()),
         }),
         runtime: Vec::new(),
         // Written by the runtime pods; left out so the operator's apply never owns it.
@@ -481,7 +518,29 @@ mod tests {
             endpoint: "http://support.tenant-a.svc.cluster.local:8080".to_owned(),
             selector: "a=b".to_owned(),
             api_key_secret: "support-api-key".to_owned(),
+            admin_key_secret: "support-admin-key".to_owned(),
+            default_channel: DefaultChannelState::Unset,
         }
+    }
+
+    #[test]
+    fn the_default_channel_condition_follows_the_field() {
+        let d = deployment();
+        let mut o = observed(Some(&d), &[]);
+        o.default_channel = DefaultChannelState::Missing("web".to_owned());
+        let missing = desired_status(&Default::default(), &o);
+        let c = condition(&missing, DEFAULT_CHANNEL);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ChannelNotFound")
+        );
+        assert!(c.message.contains("spec.defaultChannel"));
+        o.default_channel = DefaultChannelState::Found("web".to_owned());
+        let found = desired_status(&missing, &o);
+        assert_eq!(condition(&found, DEFAULT_CHANNEL).status, "True");
+        o.default_channel = DefaultChannelState::Unset;
+        let unset = desired_status(&found, &o);
+        assert!(find_condition(&unset.conditions, DEFAULT_CHANNEL).is_none());
     }
 
     fn condition<'a>(status: &'a AgentDeploymentStatus, type_: &str) -> &'a Condition {

@@ -92,6 +92,22 @@ pub async fn write_status(
         endpoint: names::endpoint(&name, &namespace, &shared.config.cluster_domain),
         selector: names::selector_string(&name),
         api_key_secret: names::api_key_secret(&name),
+        admin_key_secret: names::admin_key_secret(&name),
+        default_channel: match &agent.spec.default_channel {
+            None => status::DefaultChannelState::Unset,
+            Some(channel) => {
+                let found = ctx.stores.channels.state().iter().any(|c| {
+                    c.name_any() == *channel
+                        && c.namespace().as_deref() == Some(namespace.as_str())
+                        && c.spec.agent_ref.name == name
+                });
+                if found {
+                    status::DefaultChannelState::Found(channel.clone())
+                } else {
+                    status::DefaultChannelState::Missing(channel.clone())
+                }
+            }
+        },
     };
     let desired = status::desired_status(&current, &observed);
     if status::status_differs(agent.status.as_ref(), &desired) {

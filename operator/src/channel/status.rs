@@ -127,6 +127,8 @@ pub fn desired_status(channel: &ChatChannel, agent: Option<&AgentDeployment>) ->
         observed_generation: generation,
         conditions,
         endpoint,
+        client_key_secret: (channel.spec.client_key == crds::ClientKeyMode::Channel)
+            .then(|| crate::names::channel_key_secret(&channel.name_any())),
         activity: Vec::new(),
     }
 }

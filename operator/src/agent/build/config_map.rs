@@ -56,6 +56,9 @@ pub fn runtime_config(agent: &AgentDeployment, system_prompt_from: Option<&str>)
         },
         auth: rc::AuthConfig {
             api_key_env: names::API_KEY_ENV.to_owned(),
+            keys_dir: Some(names::KEYS_DIR.to_owned()),
+            key_rotation_grace_seconds: u64::try_from(spec.keys.rotation_grace_seconds)
+                .unwrap_or(3600),
             ..Default::default()
         },
         sessions: SessionsConfig {
@@ -72,7 +75,9 @@ pub fn runtime_config(agent: &AgentDeployment, system_prompt_from: Option<&str>)
                 .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
         }),
         fallback_responses: spec.fallback_responses.clone(),
+        // The runtime watches the ChatChannels itself (changes apply without a restart).
         channels: Vec::new(),
+        default_channel: spec.default_channel.clone(),
         server: rc::ServerConfig {
             listen: format!("0.0.0.0:{}", names::HTTP_PORT),
         },

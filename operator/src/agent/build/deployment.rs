@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 
 use crds::AgentDeployment;
+use crds::runtime_config::{KEY_FILE_ADMIN, KEY_FILE_CLIENT, channel_key_file};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -53,6 +54,7 @@ pub fn build(agent: &AgentDeployment, inputs: &BuildInputs) -> Deployment {
                 }),
                 ..Default::default()
             },
+            keys_volume(agent, inputs),
             Volume {
                 name: "tmp".to_owned(),
                 empty_dir: Some(EmptyDirVolumeSource {
@@ -159,6 +161,12 @@ fn container(agent: &AgentDeployment, inputs: &BuildInputs) -> Container {
                 ..Default::default()
             },
             VolumeMount {
+                name: KEYS_VOLUME.to_owned(),
+                mount_path: names::KEYS_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
                 name: "tmp".to_owned(),
                 mount_path: "/tmp".to_owned(),
                 ..Default::default()
@@ -168,8 +176,9 @@ fn container(agent: &AgentDeployment, inputs: &BuildInputs) -> Container {
     }
 }
 
-/// The runtime's environment: where it finds its database URL, its client API key
-/// and its model keys (all from Secrets, never literal), and tracing settings.
+/// The runtime's environment: where it finds its database URL and its model keys
+/// (from Secrets, never literal), and tracing settings. The client, admin and
+/// channel keys come as files instead (see [`keys_volume`]).
 fn env(agent: &AgentDeployment, inputs: &BuildInputs) -> Vec<EnvVar> {
     let name = agent.name_any();
     let spec = &agent.spec;
@@ -209,11 +218,6 @@ fn env(agent: &AgentDeployment, inputs: &BuildInputs) -> Vec<EnvVar> {
             &inputs.database_url.name,
             &inputs.database_url.key,
         ),
-        secret(
-            names::API_KEY_ENV,
-            &names::api_key_secret(&name),
-            names::API_KEY_KEY,
-        ),
     ];
     for (i, model) in std::iter::once(&spec.model)
         .chain(&spec.fallbacks)
@@ -240,6 +244,50 @@ fn env(agent: &AgentDeployment, inputs: &BuildInputs) -> Vec<EnvVar> {
         ]);
     }
     env
+}
+
+/// Name of the volume carrying the key files.
+pub const KEYS_VOLUME: &str = "keys";
+
+/// The key Secrets as files in one projected volume, named as the runtime reads
+/// them (`client`, `admin`, `channel.<name>`). The kubelet updates the files when
+/// a Secret changes and the runtime re-reads them: a rotation restarts nothing
+/// (and these Secrets are not part of the secrets digest). Each source is
+/// optional, so a pod starts while a Secret is still being created; the runtime
+/// refuses what needs a key it has not received yet.
+fn keys_volume(agent: &AgentDeployment, inputs: &BuildInputs) -> Volume {
+    let name = agent.name_any();
+    let source = |secret: String, file: String| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret,
+            items: Some(vec![KeyToPath {
+                key: names::API_KEY_KEY.to_owned(),
+                path: file,
+                ..Default::default()
+            }]),
+            optional: Some(true),
+        }),
+        ..Default::default()
+    };
+    let mut sources = vec![
+        source(names::api_key_secret(&name), KEY_FILE_CLIENT.to_owned()),
+        source(names::admin_key_secret(&name), KEY_FILE_ADMIN.to_owned()),
+    ];
+    sources.extend(inputs.own_key_channels.iter().map(|c| {
+        source(
+            names::channel_key_secret(&c.name),
+            channel_key_file(&c.name),
+        )
+    }));
+    Volume {
+        name: KEYS_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {
@@ -352,9 +400,9 @@ mod tests {
             secret_of("DATABASE_URL"),
             ("support-db".to_owned(), "uri".to_owned())
         );
-        assert_eq!(
-            secret_of("SWITCHBOARD_API_KEY"),
-            ("support-api-key".to_owned(), "api-key".to_owned())
+        assert!(
+            !env.contains_key("SWITCHBOARD_API_KEY"),
+            "the client key is a file (rotation restarts nothing), not an env var"
         );
         assert_eq!(
             secret_of("SWITCHBOARD_MODEL_KEY_0"),
@@ -375,6 +423,75 @@ mod tests {
         assert!(
             c.env.as_ref().unwrap().iter().all(|e| e.value.is_none()),
             "no literal values in env"
+        );
+    }
+
+    /// The operator mounts the key files where the rendered config tells the
+    /// runtime to look, under the names the runtime reads.
+    #[test]
+    fn the_key_files_are_where_the_runtime_reads_them() {
+        use super::super::OwnKeyChannel;
+        use crds::runtime_config::RuntimeConfig;
+        let agent = full();
+        let mut inputs = inputs(true);
+        inputs.own_key_channels = vec![OwnKeyChannel {
+            name: "partners".to_owned(),
+            uid: "u".to_owned(),
+            new_key: "k".to_owned(),
+        }];
+        let deployment = build(&agent, &inputs);
+        let config = RuntimeConfig::from_yaml(&inputs.runtime_config).unwrap();
+        let c = the_container(&deployment);
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == KEYS_VOLUME)
+            .expect("the keys are mounted");
+        assert_eq!(
+            Some(mount.mount_path.as_str()),
+            config.auth.keys_dir.as_deref()
+        );
+        assert_eq!(mount.read_only, Some(true));
+        let pod = deployment.spec.template.spec.unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == KEYS_VOLUME)
+            .unwrap();
+        let files: Vec<(String, String)> = volume
+            .projected
+            .unwrap()
+            .sources
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                let secret = s.secret.unwrap();
+                assert_eq!(secret.optional, Some(true));
+                let item = &secret.items.unwrap()[0];
+                (secret.name, item.path.clone())
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("support-api-key".to_owned(), KEY_FILE_CLIENT.to_owned()),
+                ("support-admin-key".to_owned(), KEY_FILE_ADMIN.to_owned()),
+                (
+                    "partners-channel-key".to_owned(),
+                    channel_key_file("partners")
+                ),
+            ]
+        );
+        // None of the key Secrets rolls the pods: they are not read through env.
+        let used = crate::agent::secrets::used_keys(&build(&agent, &inputs));
+        assert!(
+            used.iter().all(|(name, _)| !name.ends_with("-api-key")
+                && !name.ends_with("-admin-key")
+                && !name.ends_with("-channel-key")),
+            "{used:?}"
         );
     }
 

@@ -44,6 +44,22 @@ pub struct BuildInputs {
     /// The client API key written if its Secret does not exist yet (an existing
     /// Secret is never rewritten).
     pub new_api_key: String,
+    /// The admin key written if its Secret does not exist yet.
+    pub new_admin_key: String,
+    /// The agent's channels opened by a key of their own (`spec.clientKey:
+    /// Channel`), sorted by name.
+    pub own_key_channels: Vec<OwnKeyChannel>,
+}
+
+/// A channel with a key of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnKeyChannel {
+    /// The ChatChannel's name.
+    pub name: String,
+    /// Its uid (the owner of its key Secret).
+    pub uid: String,
+    /// The key written if its Secret does not exist yet.
+    pub new_key: String,
 }
 
 /// A key of a Secret.
@@ -62,6 +78,10 @@ pub struct SecretKey {
 pub struct Children {
     /// The client API key (created once, never rewritten).
     pub api_key_secret: Secret,
+    /// The admin key (created once, never rewritten).
+    pub admin_key_secret: Secret,
+    /// The own keys of channels with `spec.clientKey: Channel` (each created once).
+    pub channel_key_secrets: Vec<Secret>,
     /// Identity of the runtime pods.
     pub service_account: ServiceAccount,
     /// What the runtime may do.
@@ -82,6 +102,12 @@ pub struct Children {
 pub fn build_children(agent: &AgentDeployment, inputs: &BuildInputs) -> Children {
     Children {
         api_key_secret: api_key_secret::build(agent, &inputs.new_api_key),
+        admin_key_secret: api_key_secret::build_admin(agent, &inputs.new_admin_key),
+        channel_key_secrets: inputs
+            .own_key_channels
+            .iter()
+            .map(|c| api_key_secret::build_channel(agent, c))
+            .collect(),
         service_account: service_account::build(agent),
         role: role::build(agent, inputs),
         role_binding: role_binding::build(agent),
@@ -155,6 +181,8 @@ pub(crate) mod fixtures {
             channels: Vec::new(),
             signing_secrets: Vec::new(),
             new_api_key: "sb-key".to_owned(),
+            new_admin_key: "sb-admin".to_owned(),
+            own_key_channels: Vec::new(),
         }
     }
 
@@ -174,6 +202,8 @@ mod tests {
         let children = build_children(&agent, &inputs(true));
         let Children {
             api_key_secret,
+            admin_key_secret,
+            channel_key_secrets,
             service_account,
             role,
             role_binding,
@@ -182,8 +212,10 @@ mod tests {
             service,
             service_monitor,
         } = &children;
+        assert!(channel_key_secrets.is_empty());
         let metas = [
             &api_key_secret.metadata,
+            &admin_key_secret.metadata,
             &service_account.metadata,
             &role.metadata,
             &role_binding.metadata,
