@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crds::AgentDeployment;
+use crds::{AgentDeployment, ChatChannel};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use switchboard_tests::TestCluster;
@@ -44,6 +44,18 @@ async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
     api.create(&PostParams::default(), &agent)
         .await
         .expect("agent created");
+    // Channels are total: the chats go through a declared channel.
+    let channel: ChatChannel = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "ChatChannel",
+        "metadata": {"name": "priced-api"},
+        "spec": {"agentRef": {"name": "priced"}, "type": "openai"},
+    }))
+    .expect("channel");
+    Api::<ChatChannel>::namespaced(cluster.client(), ns.name())
+        .create(&PostParams::default(), &channel)
+        .await
+        .expect("channel created");
 
     let mock = MockLlm::start().await.expect("mock");
     let dir = std::env::temp_dir().join(format!("sbtest-cost-{}", uuid::Uuid::new_v4().simple()));
@@ -89,7 +101,7 @@ async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
     // Two turns of 10,000 tokens in and 2,000 out: 2 × (0.0015 + 0.0012) = 0.0054 USD.
     for i in 0..2 {
         let response = client
-            .post(format!("{base}/v1/chat/completions"))
+            .post(format!("{base}/channels/priced-api/v1/chat/completions"))
             .header("x-switchboard-user", "erin")
             .json(&json!({"messages": [{"role": "user",
                 "content": format!("turn {i} [[mock: usage_in=10000; usage_out=2000]]")}]}))

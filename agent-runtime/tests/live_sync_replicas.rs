@@ -80,6 +80,7 @@ async fn changes_on_one_pod_reach_pages_listening_on_another() {
         "agent: {{name: live}}\n\
          model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 10}}\n\
          database: {{urlEnv: DATABASE_URL}}\n\
+         defaultChannel: web\n\
          channels:\n- {{name: web, type: web}}\n",
         mock.openai_base_url()
     );
