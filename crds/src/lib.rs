@@ -13,7 +13,10 @@ pub use agent::{
     AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, DatabaseMode, ModelProvider,
     ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
 };
-pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus};
+pub use channel::{
+    ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ConnectionState,
+    DiscordChannelSpec, RespondTo, SlackChannelSpec, SlackMode,
+};
 pub use common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -47,6 +50,9 @@ pub mod conditions {
     pub const ACCEPTED: &str = "Accepted";
     /// A channel's agent is Ready.
     pub const AGENT_READY: &str = "AgentReady";
+    /// A `slack` or `discord` channel's connection to its platform: reason
+    /// `Connected`, `Reconnecting` or `Unauthorized` (see `channel::ConnectionState`).
+    pub const CONNECTED: &str = "Connected";
 }
 
 /// Both CRDs, in the order they are written to `config/crd`, with descriptions

@@ -107,6 +107,8 @@ impl ChannelSettings {
             crds::ChannelType::Web => ChannelType::Web,
             crds::ChannelType::Webhook => ChannelType::Webhook,
             crds::ChannelType::Openai => ChannelType::Openai,
+            crds::ChannelType::Slack => ChannelType::Slack,
+            crds::ChannelType::Discord => ChannelType::Discord,
         };
         Some(Self {
             name,
