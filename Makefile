@@ -19,13 +19,15 @@ cluster-env: ## print shell exports: eval "$$(make -s cluster-env)"
 cluster-status: ## say whether the local cluster is up
 	@hack/cluster.sh status
 
-.PHONY: test
+.PHONY: test unit
 test: ## fmt, clippy, CRD drift, unit and end-to-end tests against the local cluster
 	@hack/test.sh
+unit: ## the tests that need no cluster and no Postgres (unit, CRD validation, runtime on SQLite)
+	@hack/unit.sh
 
 .PHONY: crds
 crds: ## regenerate config/crd from the Rust types
-	@cargo run -q -p crds --bin crdgen
+	@source hack/lib/env.sh && cargo run -q -p crds --bin crdgen
 
 .PHONY: demo demo-down
 demo: ## run the whole platform on this machine
@@ -33,6 +35,12 @@ demo: ## run the whole platform on this machine
 demo-down: ## stop the demo
 	@hack/demo.sh down
 
-.PHONY: bench
+.PHONY: images
+images: ## build the operator and runtime images (release, offline, buildah from scratch)
+	@hack/images.sh build --profile release
+
+.PHONY: bench bench-operator
 bench: ## benchmarks: runtime vs. calling the mock upstream directly
 	@hack/bench.sh
+bench-operator: ## operator at scale: N agents to Available, memory, idle writes, cleanup (N=100)
+	@operator/bench/scale.sh $(or $(N),100) $(or $(REPLICAS),1) $(or $(MODE),Managed)

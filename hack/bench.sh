@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # `make bench`: the agent runtime against mock-llm, compared with calling mock-llm
-# directly, in one run (see tests/src/bin/bench.rs). Uses the harness's Postgres
+# directly, in one run (see tools/src/bin/bench.rs). Uses the harness's Postgres
 # (starting the local cluster when it is not up), release builds, and raises the
 # open-file limit for the idle-stream figures. Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for dir in "$HOME/.cargo/bin" /usr/local/go/bin; do
-  case ":$PATH:" in *":$dir:"*) ;; *) [ -d "$dir" ] && PATH="$dir:$PATH" ;; esac
-done
-export PATH
+source hack/lib/env.sh
 
 echo "==> building release binaries"
-cargo build --release --locked -p agent-runtime -p tests --bin agent-runtime --bin mock-llm --bin bench
+cargo build --release --locked --bin agent-runtime --bin mock-llm --bin bench
 
 started=0
 if ! hack/cluster.sh status >/dev/null 2>&1; then

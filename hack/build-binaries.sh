@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses from the cache) the binaries of the local test harness:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
-# and helm, at the versions pinned in hack/versions.env, from source through the
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+# kubelet, kube-proxy, kwok and helm, at the versions pinned in hack/versions.env, from source through the
 # Go module proxy and the wrapper modules in hack/gomod/ (no prebuilt downloads).
 #
 # Binaries are cached outside the repo as
@@ -25,12 +25,12 @@ BIN_DIR="${CACHE_DIR}/bin"
 log() { echo "build-binaries: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm)
 
 version_of() {
   case "$1" in
     etcd) echo "$ETCD_VERSION" ;;
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$KUBERNETES_VERSION" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) echo "$KUBERNETES_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     *) return 1 ;;
@@ -46,6 +46,8 @@ estimate_of() {
     kube-controller-manager) echo "~4 min" ;;
     kube-scheduler) echo "~1 min" ;;
     kubectl) echo "~1 min" ;;
+    kubelet) echo "~7 min" ;;
+    kube-proxy) echo "~2 min" ;;
     kwok) echo "~4 min" ;;
     helm) echo "~4 min" ;;
   esac
@@ -100,7 +102,7 @@ if [[ "$(printf '%s\n%s\n' "go${GO_MIN_VERSION}" "$gov" | sort -V | head -n1)" !
   die "$gov is too old; the pinned modules need go ${GO_MIN_VERSION} or newer"
 fi
 
-log "to build: ${missing[*]} (compiling all seven from source takes ~25 min on 2 cores; cached in ${BIN_DIR} afterwards)"
+log "to build: ${missing[*]} (compiling all nine from source takes ~35 min on 2 cores; cached in ${BIN_DIR} afterwards)"
 
 # One build at a time per cache (two `make cluster-up` in parallel must not
 # compile the same thing twice or race on the files).
@@ -189,7 +191,7 @@ write_kwok_stages() {
 
 for n in "${missing[@]}"; do
   case "$n" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
       check_wrapper kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
       build "$n" "$KUBERNETES_VERSION" kubernetes "k8s.io/kubernetes/cmd/${n}" "$(k8s_ldflags)"
       ;;

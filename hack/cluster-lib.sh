@@ -168,8 +168,24 @@ apt_install() {
     added=1
   fi
   local rc=0
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || rc=$?
-  [[ $rc -ne 0 ]] || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=600 >&2 || rc=$?
+  [[ $rc -ne 0 ]] || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "$@" >&2 || rc=$?
   [[ $added -eq 0 ]] || as_root rm -f "$policy"
   [[ $rc -eq 0 ]] || die "apt-get install $* failed"
+}
+
+# Debian packages behind the real node and the image builds: containerd and
+# runc run the containers, the CNI plugins (bridge, host-local, loopback,
+# portmap) give pods their network, iptables carries kube-proxy's and our own
+# forwarding rules, buildah builds the images from scratch without a daemon.
+CNI_BIN_DIR=/usr/lib/cni
+NODE_PACKAGES=(containerd runc buildah containernetworking-plugins iptables)
+
+# ensure_node_packages: install what is missing, once (idempotent: a second
+# call only checks that the commands are there).
+ensure_node_packages() {
+  local missing=() c
+  for c in containerd runc buildah iptables; do command -v "$c" >/dev/null || missing=1; done
+  [[ -x "${CNI_BIN_DIR}/bridge" && -x "${CNI_BIN_DIR}/host-local" && -x "${CNI_BIN_DIR}/loopback" ]] || missing=1
+  [[ ${#missing[@]} -eq 0 ]] || apt_install "${NODE_PACKAGES[@]}"
 }

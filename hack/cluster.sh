@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Local Kubernetes control plane + Postgres for Switchboard's end-to-end tests
-# and demo, all on 127.0.0.1 with free ports, no containers:
+# Local Kubernetes cluster + Postgres for Switchboard's end-to-end tests and
+# demo, on this machine only (loopback with free ports, and 198.18.0.0/15):
 #   etcd, kube-apiserver (TLS, RBAC, PodSecurity/ServiceAccount admission,
-#   ServiceAccount tokens), kube-controller-manager, kube-scheduler and kwok
-#   (fake nodes kwok-node-0/1: pods get scheduled, Running and Ready, with pod
-#   IPs), plus a throwaway Postgres (hack/postgres.sh).
+#   ServiceAccount tokens), kube-controller-manager, kube-scheduler;
+#   a real node `switchboard-node`: containerd, kubelet, kube-proxy, CNI bridge
+#   networking, a local pause image (hack/node-lib.sh: settings and network
+#   rules, with the why of each);
+#   kwok (fake nodes kwok-node-0/1 for scale tests: pods get scheduled, Running
+#   and Ready without running; tainted switchboard.dev/kwok=true:NoSchedule, so
+#   only pods that tolerate it land there), plus a throwaway Postgres
+#   (hack/postgres.sh). Needs root (containers, bridge, iptables).
 #
 #   hack/cluster.sh up      build missing binaries, start everything, wait until ready
 #   hack/cluster.sh down    stop exactly the processes `up` started, remove the state dir
 #   hack/cluster.sh env     print shell exports: eval "$(hack/cluster.sh env)"
+#   hack/cluster.sh images  build the project's images from the debug binaries and
+#                           import them into the node's containerd (up does it too
+#                           when the binaries exist; make test and make demo call it)
 #   hack/cluster.sh status  print up/down (exit 0 if up, 1 if down)
 #
 # State (certificates, kubeconfigs, data, logs, pid files):
@@ -17,19 +25,23 @@
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 LOG_PREFIX=cluster
+source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
 # shellcheck source=cluster-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+# shellcheck source=node-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/node-lib.sh"
 
 CONTEXT=switchboard-harness
 KUBECONFIG_FILE="${STATE}/kubeconfig"
 ENV_FILE="${STATE}/env.sh"
 PKI="${STATE}/pki"
-SERVICE_CIDR=10.96.0.0/16
-SERVICE_IP=10.96.0.1 # first address of SERVICE_CIDR: the `kubernetes` Service
-POD_CIDR=10.244.0.0/16
-NODE_IP=10.250.0.1 # reported by the fake nodes; nothing listens there
+SERVICE_CIDR=198.19.0.0/16
+SERVICE_IP=198.19.0.1 # first address of SERVICE_CIDR: the `kubernetes` Service
+POD_CIDR=198.18.0.0/16
+KWOK_NODE_IP=198.18.255.254 # reported by the fake nodes; nothing answers there
+KWOK_TAINT=switchboard.dev/kwok
 NODES=(kwok-node-0 kwok-node-1)
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok) # start order
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok containerd kubelet kube-proxy) # start order
 
 # ---- status -------------------------------------------------------------------
 
@@ -55,6 +67,15 @@ cmd_env() {
     return 1
   fi
   cat "$ENV_FILE"
+  # The project images last imported (hack/images.sh), if any.
+  "${HACK_DIR}/images.sh" env --profile debug 2>/dev/null || true
+}
+
+# cmd_images: the debug images, built and imported into the node's containerd
+# (the test and demo path: no release build; see hack/images.sh).
+cmd_images() {
+  is_up || die "the local cluster is not up; run: make cluster-up"
+  "${HACK_DIR}/images.sh" build --profile debug --import "$CONTAINERD_SOCK"
 }
 
 # ---- down ---------------------------------------------------------------------
@@ -65,6 +86,7 @@ cmd_down() {
     return 0
   fi
   log "stopping (state: ${STATE})"
+  node_down
   stop_procs kwok kube-scheduler kube-controller-manager
   stop_procs kube-apiserver
   stop_procs etcd
@@ -110,7 +132,7 @@ gen_pki() {
   new_ca ca switchboard-harness-ca
   new_ca front-proxy-ca switchboard-harness-front-proxy-ca
   local api_sans="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
-  api_sans+=",DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:${SERVICE_IP}"
+  api_sans+=",DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:${SERVICE_IP},IP:${NODE_IP}"
   new_cert kube-apiserver ca "/CN=kube-apiserver" serverAuth "$api_sans"
   new_cert etcd-server ca "/CN=etcd" serverAuth "DNS:localhost,IP:127.0.0.1"
   new_cert apiserver-etcd-client ca "/CN=kube-apiserver-etcd-client" clientAuth
@@ -119,6 +141,12 @@ gen_pki() {
   new_cert kube-scheduler ca "/CN=system:kube-scheduler" clientAuth
   # kwok writes node and pod status, leases and events for its fake nodes.
   new_cert kwok ca "/O=system:masters/CN=kwok" clientAuth
+  # The real node: the kubelet's client (Node authorizer) and serving certs,
+  # kube-proxy, and the apiserver's client cert for the kubelet (logs, exec).
+  new_cert kubelet ca "/O=system:nodes/CN=system:node:${REAL_NODE}" clientAuth
+  new_cert kubelet-serving ca "/CN=${REAL_NODE}" serverAuth "DNS:${REAL_NODE},IP:${NODE_IP},IP:127.0.0.1"
+  new_cert kube-proxy ca "/CN=system:kube-proxy" clientAuth
+  new_cert apiserver-kubelet-client ca "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   new_cert front-proxy-client front-proxy-ca "/CN=front-proxy-client" clientAuth
   # ServiceAccount token signing key pair.
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "${PKI}/sa.key" 2>/dev/null
@@ -166,9 +194,12 @@ nodes_ready() {
   out=$(kubectl_admin get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status},{.spec.taints}{"\n"}{end}' 2>/dev/null) || return 1
   local n
   for n in "${NODES[@]}"; do
-    # Ready, and the node lifecycle controller has lifted the not-ready taint.
-    grep -qx "${n}=True," <<<"$out" || return 1
+    # Ready, and the node lifecycle controller has lifted the not-ready taint
+    # (ours, switchboard.dev/kwok, stays).
+    grep -q "^${n}=True," <<<"$out" || return 1
+    if grep "^${n}=" <<<"$out" | grep -q "not-ready"; then return 1; fi
   done
+  return 0
 }
 
 default_sa_ready() { kubectl_admin -n default get serviceaccount default; }
@@ -193,9 +224,12 @@ metadata:
     node-role.kubernetes.io/agent: \"\"
     type: kwok
 spec:
-  podCIDR: 10.244.$((i * 16)).0/20
+  # For scale tests only: ordinary pods go to the real node.
+  taints:
+  - {key: ${KWOK_TAINT}, value: \"true\", effect: NoSchedule}
+  podCIDR: 198.18.$(((i + 1) * 16)).0/20
   podCIDRs:
-  - 10.244.$((i * 16)).0/20
+  - 198.18.$(((i + 1) * 16)).0/20
 status:
   allocatable: {cpu: \"64\", memory: 256Gi, ephemeral-storage: 1Ti, pods: \"1000\"}
   capacity: {cpu: \"64\", memory: 256Gi, ephemeral-storage: 1Ti, pods: \"1000\"}
@@ -211,6 +245,7 @@ on_up_exit() {
   local rc=$?
   [[ $UP_DONE -eq 0 ]] || return 0
   log "cluster-up failed (exit ${rc}); stopping what was started. Logs: ${LOG_DIR}"
+  node_down >/dev/null 2>&1 || true
   stop_procs kwok kube-scheduler kube-controller-manager kube-apiserver etcd >/dev/null 2>&1 || true
   "${HACK_DIR}/postgres.sh" down >/dev/null 2>&1 || true
   rm -f "$ENV_FILE"
@@ -234,6 +269,7 @@ cmd_up() {
   local stages="${BIN_DIR}/kwok-stages-${KWOK_VERSION}.yaml"
   KUBECTL="${BIN_DIR}/kubectl-${KUBERNETES_VERSION}"
   ensure_openssl
+  ensure_node_packages
 
   mkdir -p "$STATE" "$PID_DIR" "$LOG_DIR"
   trap on_up_exit EXIT
@@ -243,12 +279,17 @@ cmd_up() {
   pick_port API_PORT
   pick_port KCM_PORT
   pick_port SCHED_PORT
+  pick_port KUBELET_PORT
+  pick_port KUBELET_HEALTHZ_PORT
+  pick_port PROXY_HEALTHZ_PORT
+  pick_port PROXY_METRICS_PORT
   cat >"${STATE}/ports.env" <<EOF
 ETCD_PORT=${ETCD_PORT}
 ETCD_PEER_PORT=${ETCD_PEER_PORT}
 API_PORT=${API_PORT}
 KCM_PORT=${KCM_PORT}
 SCHED_PORT=${SCHED_PORT}
+KUBELET_PORT=${KUBELET_PORT}
 EOF
   gen_pki
   mkdir -p "${STATE}/kubeconfigs"
@@ -256,6 +297,9 @@ EOF
   write_kubeconfig "${STATE}/kubeconfigs/kube-controller-manager.kubeconfig" kube-controller-manager
   write_kubeconfig "${STATE}/kubeconfigs/kube-scheduler.kubeconfig" kube-scheduler
   write_kubeconfig "${STATE}/kubeconfigs/kwok.kubeconfig" kwok
+  write_kubeconfig "${STATE}/kubeconfigs/kubelet.kubeconfig" kubelet
+  write_kubeconfig "${STATE}/kubeconfigs/kube-proxy.kubeconfig" kube-proxy
+  network_up
 
   log "starting etcd ${ETCD_VERSION} on 127.0.0.1:${ETCD_PORT}"
   mkdir -p "${STATE}/etcd"
@@ -270,8 +314,11 @@ EOF
 
   log "starting kube-apiserver ${KUBERNETES_VERSION} on https://127.0.0.1:${API_PORT}"
   start_bg kube-apiserver "$STATE" "$apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="${API_PORT}" \
-    --endpoint-reconciler-type=none \
+    --bind-address=0.0.0.0 --advertise-address="${NODE_IP}" --secure-port="${API_PORT}" \
+    --endpoint-reconciler-type=lease \
+    --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="${PKI}/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --etcd-servers="https://127.0.0.1:${ETCD_PORT}" --etcd-cafile="${PKI}/ca.crt" \
     --etcd-certfile="${PKI}/apiserver-etcd-client.crt" --etcd-keyfile="${PKI}/apiserver-etcd-client.key" \
     --tls-cert-file="${PKI}/kube-apiserver.crt" --tls-private-key-file="${PKI}/kube-apiserver.key" \
@@ -311,10 +358,14 @@ EOF
   start_bg kwok "$STATE" env HOME="${STATE}/kwok-home" "$kwok" \
     --kubeconfig="${STATE}/kubeconfigs/kwok.kubeconfig" --config="$stages" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr="${POD_CIDR}" --node-ip="${NODE_IP}" --node-lease-duration-seconds=40
+    --cidr="${POD_CIDR}" --node-ip="${KWOK_NODE_IP}" --node-lease-duration-seconds=40
+
+  node_up
 
   create_nodes
-  wait_for 120 "nodes ${NODES[*]} to be Ready and untainted" kwok nodes_ready
+  wait_for 120 "nodes ${NODES[*]} to be Ready" kwok nodes_ready
+  wait_for 120 "node ${REAL_NODE} to be Ready" kubelet node_ready
+  forward_rule_first
   wait_for 60 "the default ServiceAccount" kube-controller-manager default_sa_ready
   local c
   for c in "${COMPONENTS[@]}"; do running "$c" || die "$c exited; see ${LOG_DIR}/${c}.log"; done
@@ -331,11 +382,18 @@ EOF
     printf 'export SWITCHBOARD_DATABASE_ADMIN_URL=%q\n' "$db_url"
     # shellcheck disable=SC2016 # $PATH is expanded by the shell that evals this
     printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
+    printf 'export SWITCHBOARD_CONTAINERD_SOCK=%q\n' "$CONTAINERD_SOCK"
+    printf 'export SWITCHBOARD_NODE_IP=%q\n' "$NODE_IP"
   } >"$tmp"
   chmod 600 "$tmp"
   mv -f "$tmp" "$ENV_FILE"
   UP_DONE=1
   trap - EXIT
+  if [[ -x "${CARGO_TARGET_DIR:-${REPO_ROOT}/target}/debug/agent-runtime" && -x "${CARGO_TARGET_DIR:-${REPO_ROOT}/target}/debug/switchboard-operator" ]]; then
+    cmd_images
+  else
+    log "no debug binaries yet: after cargo build, hack/cluster.sh images imports the project's images"
+  fi
   log "up in $((SECONDS - t0))s: kube-apiserver https://127.0.0.1:${API_PORT}, postgres 127.0.0.1:$(cat "${STATE}/postgres/port")"
   log "use it: eval \"\$(make -s cluster-env)\"   (kubeconfig: ${KUBECONFIG_FILE})"
 }
@@ -357,8 +415,9 @@ case "${1:-}" in
   down) with_lock cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
+  images) with_lock cmd_images ;;
   *)
-    echo "usage: $0 up|down|env|status" >&2
+    echo "usage: $0 up|down|env|status|images" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A virtualenv at .switchboard/venv with the official OpenAI Python SDK (pinned in
-# tests/python/requirements.txt), used by the tests as a real chat client.
+# A virtualenv at .switchboard/venv with the Python tools the tests drive (pinned in
+# tests/python/requirements.txt): the official OpenAI SDK as a real chat client, and
+# schemathesis, which checks the runtime against its OpenAPI document.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.switchboard/venv

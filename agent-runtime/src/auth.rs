@@ -8,16 +8,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use crds::runtime_config::ChannelFeatures;
 
-use crate::app::SharedState;
+use crate::channel_registry::ChannelSettings;
+use crate::conversation::Participant;
 use crate::error::ApiError;
+use crate::state::SharedState;
+
+pub use crate::channel_registry::DEFAULT_CHANNEL;
 
 /// Header selecting the channel a request comes through.
 pub const CHANNEL_HEADER: &str = "x-switchboard-channel";
-/// Channel name used when the header is absent.
-pub const DEFAULT_CHANNEL: &str = "default";
 /// User id used when neither the trusted header nor the body names one.
 pub const ANONYMOUS: &str = "anonymous";
-const MAX_ID_LEN: usize = 256;
+/// Longest user or conversation id, in characters.
+pub const MAX_ID_LEN: usize = 256;
 
 /// Middleware: refuses requests without the tenant's API key (when one is set).
 pub async fn require_api_key(
@@ -25,7 +28,9 @@ pub async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &state.api_key {
+    // A browser on a web channel, already identified by the web edge.
+    let from_edge = request.extensions().get::<EdgeUser>().is_some();
+    if let Some(expected) = state.api_key.as_ref().filter(|_| !from_edge) {
         let presented = bearer_token(request.headers());
         let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes()));
         if !ok {
@@ -55,8 +60,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Checks a user or conversation id supplied by a client.
 pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
+    let too_long = value.chars().count() > MAX_ID_LEN;
     let value = value.trim();
-    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+    if value.is_empty() || too_long || value.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_request",
             format!("{what} must be 1 to {MAX_ID_LEN} printable characters"),
@@ -64,6 +70,17 @@ pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
     }
     Ok(value.to_owned())
 }
+
+/// The channel a request came in through, resolved from its path
+/// (`/channels/{name}/...`) before the handler runs.
+#[derive(Clone, Debug)]
+pub struct PathChannel(pub std::sync::Arc<ChannelSettings>);
+
+/// The user a browser was identified as by the web edge (its signed visitor
+/// cookie or its auth proxy's header), in place of the tenant's key and the
+/// trusted user header. Only the server sets it.
+#[derive(Clone, Debug)]
+pub struct EdgeUser(pub String);
 
 /// Who is calling and through which channel.
 #[derive(Clone, Debug)]
@@ -79,13 +96,23 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The user: trusted header first, then `body_user` (the OpenAI `user` field),
-    /// then `anonymous`.
+    /// The user: trusted header first, then `body_user` (the OpenAI `user` field,
+    /// checked whenever it is sent), then `anonymous`.
     pub fn user(&self, body_user: Option<&str>) -> Result<String, ApiError> {
+        let body_user = body_user.map(|u| valid_id(u, "`user`")).transpose()?;
         match (&self.header_user, body_user) {
             (Some(user), _) => Ok(user.clone()),
-            (None, Some(user)) => valid_id(user, "`user`"),
+            (None, Some(user)) => Ok(user),
             (None, None) => Ok(ANONYMOUS.to_owned()),
+        }
+    }
+
+    /// `user` talking through the caller's channel, for the conversation service.
+    pub fn participant(&self, user: String) -> Participant {
+        Participant {
+            user,
+            channel: self.channel.clone(),
+            language: self.language.clone(),
         }
     }
 
@@ -114,18 +141,18 @@ impl FromRequestParts<SharedState> for Caller {
                 }),
             }
         };
-        let header_user = header_text(state.user_header.as_str())?
-            .map(|u| valid_id(&u, &format!("header {}", state.user_header)))
-            .transpose()?;
+        let header_user = match parts.extensions.get::<EdgeUser>() {
+            Some(EdgeUser(user)) => Some(user.clone()),
+            None => header_text(state.user_header.as_str())?
+                .map(|u| valid_id(&u, &format!("header {}", state.user_header)))
+                .transpose()?,
+        };
         let accept_language = header_text(header::ACCEPT_LANGUAGE.as_str())?
             .and_then(|v| v.split([',', ';']).next().map(|s| s.trim().to_owned()))
             .filter(|s| !s.is_empty() && s != "*");
         // The channel: from the path (`/channels/{name}/...`, already resolved),
         // else the header, else the default channel.
-        let settings = match parts
-            .extensions
-            .get::<crate::channels::routes::PathChannel>()
-        {
+        let settings = match parts.extensions.get::<PathChannel>() {
             Some(from_path) => from_path.0.clone(),
             None => match header_text(CHANNEL_HEADER)? {
                 Some(name) => state.channels.resolve(&valid_id(&name, CHANNEL_HEADER)?)?,

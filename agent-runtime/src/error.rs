@@ -1,4 +1,5 @@
-//! The one error type every handler returns, rendered as
+//! The one error type every HTTP handler returns, and the mapping of the
+//! layers' own errors (conversation, storage, limits, channels) to it, rendered as
 //! `{"error": {"code": ..., "message": ..., "type": ...}}` with the right status.
 //! `type` mirrors OpenAI's error types so the official SDKs map it to their
 //! exception classes.
@@ -10,7 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::channel_registry::ChannelError;
+use crate::conversation::ConversationError;
 use crate::db::StoreError;
+use crate::limits::{LimitScope, Overloaded, RateLimited};
+use crate::providers::{ChainError, ProviderError};
 
 /// An error answered to a client.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -198,6 +203,106 @@ impl From<StoreError> for ApiError {
                     "database_error",
                     "the conversation database is unavailable; try again shortly",
                 )
+            }
+        }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(limited: RateLimited) -> Self {
+        let message = match limited.scope {
+            LimitScope::User => "too many requests from this user; slow down and retry later",
+            LimitScope::Channel => "too many requests on this channel; retry later",
+            LimitScope::Tokens => "this agent used its token budget for now; retry later",
+        };
+        Self {
+            retry_after: Some(ceil_secs(limited.retry_after)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl From<Overloaded> for ApiError {
+    fn from(_: Overloaded) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the agent is at capacity; retry shortly",
+            )
+        }
+    }
+}
+
+impl From<ChannelError> for ApiError {
+    fn from(err: ChannelError) -> Self {
+        match &err {
+            ChannelError::NotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "channel_not_found", err.to_string())
+            }
+            ChannelError::Disabled(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "channel_disabled",
+                err.to_string(),
+            ),
+        }
+    }
+}
+
+/// The HTTP error for a chain that failed with no fallback response.
+fn upstream_error(err: &ChainError) -> ApiError {
+    match err.last() {
+        Some(ProviderError::Timeout(_)) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the model did not answer in time; try again",
+        ),
+        Some(ProviderError::Status {
+            status: 429,
+            retry_after,
+            ..
+        }) => ApiError {
+            retry_after: retry_after.map(|d| d.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "upstream_rate_limited",
+                "the model provider is rate limiting this agent; try again later",
+            )
+        },
+        _ => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("the model could not answer: {err}"),
+        ),
+    }
+}
+
+impl From<ConversationError> for ApiError {
+    fn from(err: ConversationError) -> Self {
+        match err {
+            ConversationError::ShuttingDown => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "this runtime is shutting down; retry (another replica will answer)",
+                )
+            },
+            ConversationError::RateLimited(limited) => limited.into(),
+            ConversationError::Overloaded(overloaded) => overloaded.into(),
+            ConversationError::Store(err) => err.into(),
+            ConversationError::ContextTooLong(err) => {
+                Self::bad_request("context_length_exceeded", err.to_string())
+            }
+            ConversationError::Upstream(err) => upstream_error(&err),
+            err @ (ConversationError::MessageGone | ConversationError::NothingStored(_)) => {
+                tracing::error!(error = %err, "conversation error");
+                Self::internal()
             }
         }
     }

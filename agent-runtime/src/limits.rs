@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use crds::runtime_config::{LimitsConfig, RateLimitConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// Request limits of one channel (from its ChatChannel).
@@ -55,23 +53,10 @@ pub struct RateLimited {
     pub retry_after: Duration,
 }
 
-impl From<RateLimited> for ApiError {
-    fn from(limited: RateLimited) -> Self {
-        let message = match limited.scope {
-            LimitScope::User => "too many requests from this user; slow down and retry later",
-            LimitScope::Channel => "too many requests on this channel; retry later",
-            LimitScope::Tokens => "this agent used its token budget for now; retry later",
-        };
-        ApiError {
-            retry_after: Some(ceil_secs(limited.retry_after)),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-        }
-    }
-}
-
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
+/// Every upstream slot is busy and the queue is full, or the wait ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the agent is at capacity: every upstream slot is busy and the queue is full")]
+pub struct Overloaded;
 
 /// GCRA state per key: the theoretical arrival time of the next request.
 #[derive(Default)]
@@ -264,9 +249,9 @@ impl UpstreamGate {
         }
     }
 
-    /// A slot, at once or after waiting in the queue; 503 with `Retry-After`
-    /// when the queue is full or the wait runs out.
-    pub async fn acquire(&self) -> Result<UpstreamPermit, ApiError> {
+    /// A slot, at once or after waiting in the queue; [`Overloaded`] when the
+    /// queue is full or the wait runs out.
+    pub async fn acquire(&self) -> Result<UpstreamPermit, Overloaded> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -290,16 +275,9 @@ impl UpstreamGate {
         })
     }
 
-    fn overloaded(&self) -> ApiError {
+    fn overloaded(&self) -> Overloaded {
         self.metrics.queue_rejected.inc();
-        ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the agent is at capacity; retry shortly",
-            )
-        }
+        Overloaded
     }
 }
 

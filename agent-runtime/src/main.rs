@@ -9,51 +9,30 @@
 
 use std::path::PathBuf;
 
+use agent_runtime::channels::ChannelTasks;
 use agent_runtime::status_report::{self, Health, ReporterConfig};
 use agent_runtime::{AppState, Settings, SharedState, serve};
 use anyhow::Context as _;
+use clap::Parser;
 use crds::runtime_config::RuntimeConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-struct Args {
-    config: Option<PathBuf>,
-    listen: Option<String>,
-}
-
-const USAGE: &str = "usage: agent-runtime [--config PATH] [--listen ADDR]\n\
-    env: SWITCHBOARD_CONFIG (config path), SWITCHBOARD_LISTEN (address), RUST_LOG,\n\
+/// Serves one agent's chat API.
+#[derive(Parser, Debug)]
+#[command(
+    name = "agent-runtime",
+    after_help = "env: SWITCHBOARD_CONFIG (config path), SWITCHBOARD_LISTEN (address), RUST_LOG,\n\
     SWITCHBOARD_LOG_FORMAT=json|text, POD_NAME + POD_NAMESPACE (report health into status),\n\
-    OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP traces; off when unset)";
-
-fn parse_args() -> anyhow::Result<Option<Args>> {
-    let mut args = Args {
-        config: std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from),
-        listen: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--config" | "-c" => args.config = Some(PathBuf::from(value("--config")?)),
-            "--listen" => args.listen = Some(value("--listen")?),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    Ok(Some(args))
+    OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP traces; off when unset)"
+)]
+struct Args {
+    /// The runtime configuration file (rendered by the operator); defaults apply without one.
+    #[arg(short, long, value_name = "PATH", env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on; wins over the file's `server.listen`.
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_LISTEN")]
+    listen: Option<String>,
 }
 
 async fn shutdown_signal() {
@@ -74,9 +53,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Some(args) = parse_args()? else {
-        return Ok(());
-    };
+    let args = Args::parse();
     let telemetry = agent_runtime::telemetry::init(|name| std::env::var(name).ok())?;
     let config = match &args.config {
         Some(path) => agent_runtime::settings::read_config(path)?,
@@ -88,10 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::resolve(config, |name| std::env::var(name).ok())?;
     // `--listen` wins over SWITCHBOARD_LISTEN (set when a pod runs as a local process),
     // which wins over the file.
-    if let Some(listen) = args
-        .listen
-        .or_else(|| std::env::var("SWITCHBOARD_LISTEN").ok())
-    {
+    if let Some(listen) = args.listen {
         settings.config.server.listen = listen;
     }
     if settings.api_key.is_none() {
@@ -115,8 +89,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, database = state.store.kind(), "listening");
     let reporter = start_status_reporter(&state).await;
-    let channel_tasks =
-        agent_runtime::channels::ChannelTasks::start(&state, |name| std::env::var(name).ok()).await;
+    let channel_tasks = ChannelTasks::start(&state, |name| std::env::var(name).ok()).await;
     serve(state.clone(), listener, shutdown_signal()).await?;
     channel_tasks.stop().await;
     if let Some((task, stop)) = reporter {

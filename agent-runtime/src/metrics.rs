@@ -220,7 +220,7 @@ impl Metrics {
     }
 
     /// Counts stored messages.
-    pub fn count_messages(&self, role: crate::db::Role, n: u64) {
+    pub fn count_messages(&self, role: crate::domain::Role, n: u64) {
         self.messages.with_label_values(&[role.as_str()]).inc_by(n);
         self.messages_total.fetch_add(n, Ordering::Relaxed);
     }

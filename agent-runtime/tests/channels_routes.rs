@@ -126,7 +126,7 @@ async fn channel_features_are_enforced(db: Db) {
             .json(&chat("hi", true)),
         )
         .await;
-    assert_eq!(status, 400, "streaming off: {body}");
+    assert_eq!(status, 403, "streaming off: {body}");
     assert_eq!(body["error"]["code"], "feature_disabled");
     let (status, body) = h.get("alice", "/channels/locked/api/sessions").await;
     assert_eq!(status, 403, "history off: {body}");

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agent_runtime::SharedState;
+use agent_runtime::channel_registry::signing::sign;
 use agent_runtime::channels::ChannelTasks;
-use agent_runtime::channels::signing::sign;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use common::{Db, Harness};
@@ -106,6 +107,26 @@ async fn start(db: Db, callback_url: &str) -> (Harness, ChannelTasks) {
         .set_lookup(|name| (name == KEY_ENV).then(|| KEY.to_owned()));
     let tasks = ChannelTasks::start(&h.state, |_| None).await;
     (h, tasks)
+}
+
+/// Waits until the outbox holds exactly `delivered` delivered rows and nothing pending
+/// or failed: a delivered row has no lease and is never sent again. Callers then stop
+/// the delivery workers (which waits for them to exit), after which the callback has
+/// received everything it ever will, and count.
+async fn outbox_settled(state: &SharedState, delivered: i64) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("{delivered} delivered and nothing pending in the outbox"),
+        || async {
+            let counts = (
+                state.store.count_deliveries("delivered").await.ok()?,
+                state.store.count_deliveries("pending").await.ok()?,
+                state.store.count_deliveries("failed").await.ok()?,
+            );
+            (counts == (delivered, 0, 0)).then_some(())
+        },
+    )
+    .await
 }
 
 fn now() -> i64 {
@@ -212,15 +233,9 @@ async fn a_signed_message_is_answered_at_the_callback(db: Db) {
         async move { (n == 2).then_some(()) }
     })
     .await;
-    assert_eq!(
-        h.state
-            .store
-            .count_deliveries("delivered")
-            .await
-            .expect("count"),
-        2
-    );
+    outbox_settled(&h.state, 2).await;
     tasks.stop().await;
+    assert_eq!(callback.accepted().len(), 2, "each answer delivered once");
 }
 
 async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
@@ -317,13 +332,13 @@ async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    outbox_settled(&h.state, 1).await;
+    tasks.stop().await;
     assert_eq!(
         callback.accepted().len(),
         1,
         "only the accepted message was answered"
     );
-    tasks.stop().await;
 }
 
 async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
@@ -362,25 +377,9 @@ async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(callback.accepted().len(), 1, "delivered exactly once");
-    assert_eq!(
-        h.state
-            .store
-            .count_deliveries("pending")
-            .await
-            .expect("count"),
-        0
-    );
-    assert_eq!(
-        h.state
-            .store
-            .count_deliveries("delivered")
-            .await
-            .expect("count"),
-        1
-    );
+    outbox_settled(&h.state, 1).await;
     tasks.stop().await;
+    assert_eq!(callback.accepted().len(), 1, "delivered exactly once");
 }
 
 on_both_databases!(
@@ -466,17 +465,9 @@ async fn pending_answers_survive_a_restart() {
             .is_some_and(|t| t.contains("remember me")),
         "{answer}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(callback.accepted().len(), 1, "exactly once");
-    assert!(callback.attempts() > attempts_before);
-    assert_eq!(
-        second
-            .store
-            .count_deliveries("delivered")
-            .await
-            .expect("count"),
-        1
-    );
+    outbox_settled(&second, 1).await;
     tasks.stop().await;
     server.abort();
+    assert_eq!(callback.accepted().len(), 1, "exactly once");
+    assert!(callback.attempts() > attempts_before);
 }

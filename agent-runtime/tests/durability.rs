@@ -10,6 +10,7 @@ use common::{Db, Harness, sse_data};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
+use switchboard_tests::wait::eventually;
 
 async fn only_session_messages(h: &Harness, user: &str) -> Vec<Value> {
     let (_, list) = h.get(user, "/api/sessions").await;
@@ -29,8 +30,20 @@ async fn user_message_is_stored_before_the_upstream_answers(db: Db) {
             &json!({"messages": [{"role": "user", "content": "slow one [[mock:latency=1500]]"}]}),
         );
     let pending = tokio::spawn(request.send());
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The model has the request: the mock records it on arrival, then thinks for 1.5 s.
+    eventually(Duration::from_secs(10), "the upstream call", || async {
+        h.mock
+            .requests()
+            .iter()
+            .any(|r| r.body.to_string().contains("slow one"))
+            .then_some(())
+    })
+    .await;
     let during = only_session_messages(&h, "alice").await;
+    assert!(
+        !pending.is_finished(),
+        "the model answered before the messages were read: {during:?}"
+    );
     assert_eq!(
         during.len(),
         1,
@@ -96,15 +109,15 @@ async fn client_leaving_midway_keeps_partial_answer(db: Db) {
         received += String::from_utf8_lossy(&chunk).matches("data: ").count();
     }
     drop(body);
-    let mut messages = Vec::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        messages = only_session_messages(&h, "alice").await;
-        if messages.len() == 2 {
-            break;
-        }
-    }
-    assert_eq!(messages.len(), 2, "{messages:?}");
+    let messages = eventually(
+        Duration::from_secs(5),
+        "the partial answer stored",
+        || async {
+            let messages = only_session_messages(&h, "alice").await;
+            (messages.len() == 2).then_some(messages)
+        },
+    )
+    .await;
     let partial = messages[1]["content"].as_str().unwrap_or("");
     assert!(
         partial.starts_with("alpha") && partial.split(' ').count() < 50,

@@ -82,6 +82,108 @@ async fn openapi_document_matches_the_routes() {
             );
         }
     }
-    // 22 operations, the 20 client API ones again per channel, and the webhook receiver.
-    assert_eq!(operations, 22 + 20 + 1);
+    // 22 operations, the 20 client API ones again per channel, the webhook
+    // receiver and a web channel's config.json.
+    assert_eq!(operations, 22 + 20 + 1 + 1);
+}
+
+/// Every `$ref` in `value`.
+fn references(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(target) = map.get("$ref").and_then(|r| r.as_str()) {
+                found.push(target.to_owned());
+            }
+            map.values().for_each(|v| references(v, found));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_is_complete() {
+    let h = Harness::start(Db::Sqlite).await;
+    let (_, doc) = h.json(h.client.get(h.url("/api/openapi.json"))).await;
+    let mut found = Vec::new();
+    references(&doc, &mut found);
+    assert!(!found.is_empty());
+    for target in found {
+        let pointer = target.strip_prefix('#').expect("local reference");
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "dangling reference {target}"
+        );
+    }
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let item = item.as_object().expect("path item");
+        for parameter in item
+            .get("parameters")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                parameter["schema"].is_object(),
+                "{path}: parameter {} has no schema",
+                parameter["name"]
+            );
+        }
+        for (method, operation) in item {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let label = format!("{} {path}", method.to_uppercase());
+            let responses = operation["responses"].as_object().expect("responses");
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                assert!(
+                    parameter["schema"].is_object(),
+                    "{label}: parameter {} has no schema",
+                    parameter["name"]
+                );
+            }
+            if operation.get("security").is_none() {
+                assert!(responses.contains_key("401"), "{label}: 401 undeclared");
+            }
+            if operation.get("requestBody").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{label}: {status} undeclared"
+                    );
+                }
+            }
+            if path.starts_with("/channels/{name}/") && !path.ends_with("/webhook") {
+                for status in ["404", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{label}: {status} undeclared"
+                    );
+                }
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{label}: {status} is not described by ErrorBody"
+                    );
+                }
+            }
+        }
+    }
+    // The handlers' checks are in the schemas.
+    let limit = &doc["paths"]["/api/sessions"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "offset")
+        .expect("offset")["schema"];
+    assert_eq!(limit["minimum"], 0);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["PostMessage"]["properties"]["content"]["maxLength"],
+        32 * 1024
+    );
+    assert!(schemas["CreateSession"]["properties"]["title"]["pattern"].is_string());
 }

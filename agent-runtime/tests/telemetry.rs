@@ -225,7 +225,7 @@ async fn chat_turns_are_exported_as_genai_spans_over_otlp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_exported_when_the_sdk_is_disabled() {
     // The endpoint is set and the receiver runs; OTEL_SDK_DISABLED=true wins.
-    let (_mock, received, runtime) = traced_runtime(&[("OTEL_SDK_DISABLED", "true")]).await;
+    let (_mock, received, mut runtime) = traced_runtime(&[("OTEL_SDK_DISABLED", "true")]).await;
     let response = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", runtime.base))
         .bearer_auth(API_KEY)
@@ -234,9 +234,15 @@ async fn nothing_is_exported_when_the_sdk_is_disabled() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
+    // On SIGTERM the runtime flushes its spans before it exits: once it has exited,
+    // everything it would have sent has arrived.
     runtime.terminate();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(received.spans().is_empty());
+    let exit = tokio::time::timeout(Duration::from_secs(20), runtime.child.wait())
+        .await
+        .expect("the runtime exits after SIGTERM")
+        .expect("exit status");
+    assert!(exit.success(), "{exit:?}; log:\n{}", runtime.log());
+    assert!(received.spans().is_empty(), "{:?}", received.spans());
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {

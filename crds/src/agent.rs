@@ -280,7 +280,13 @@ pub struct DatabaseSpec {
     #[serde(default)]
     pub mode: DatabaseMode,
     /// `Retain` (default) keeps a managed database when the agent is deleted; `Delete`
-    /// drops it.
+    /// drops it. A retained database is adopted, data and history included, by a new
+    /// agent of the same name in the same namespace, and that agent says so:
+    /// condition DatabaseReady with reason `DatabaseAdopted` and a `DatabaseAdopted`
+    /// event; drop the database and role by hand before re-creating the agent to start
+    /// empty. When a `Delete` cannot drop (no admin connection, a failing server), the
+    /// agent is kept and says so (reason `DatabaseDropFailed`); the annotation
+    /// `switchboard.dev/skip-database-drop: "true"` lets it go without the drop.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
     /// External mode only: a Secret in the agent's namespace whose `uri` key holds a

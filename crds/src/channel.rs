@@ -226,6 +226,22 @@ pub struct WebChannelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 200))]
     pub title: Option<String>,
+    /// Who the visitor is: anonymous (a signed cookie) unless an auth proxy
+    /// in front names the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<WebAuthSpec>,
+}
+
+/// Web chat identity behind an auth proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebAuthSpec {
+    /// Header set by the auth proxy (oauth2-proxy style, e.g.
+    /// `x-forwarded-user`) naming the user; requests without it are refused
+    /// and no visitor cookie is issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    pub trusted_header: Option<String>,
 }
 
 /// Webhook settings.

@@ -230,6 +230,22 @@ pub struct ChannelConfig {
     /// Webhook settings (type `webhook` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Web chat settings (type `web` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConfig>,
+}
+
+/// A web channel's page settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebConfig {
+    /// Title of the chat page (default: the channel's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Header an auth proxy sets naming the user; without it the visitor is
+    /// anonymous (a signed cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_header: Option<String>,
 }
 
 impl Default for ChannelConfig {
@@ -244,6 +260,7 @@ impl Default for ChannelConfig {
             rate_limit: None,
             allowed_origins: Vec::new(),
             webhook: None,
+            web: None,
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SWITCHBOARD_RUNTIME_IMAGE",
-        default_value = "ghcr.io/switchboard-dev/agent-runtime:latest"
+        default_value = concat!("ghcr.io/switchboard-dev/switchboard-agent-runtime:", env!("CARGO_PKG_VERSION"))
     )]
     pub runtime_image: String,
 

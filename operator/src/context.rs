@@ -1,26 +1,21 @@
 //! State shared by every reconcile: the client, the one event recorder, metrics,
-//! configuration, the database admin pool, and per-object retry backoff.
+//! configuration, the managed-database server, and per-object retry backoff.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use rand::RngExt;
 use tracing::warn;
 
-use crate::agent::database::DatabaseAdmin;
+use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::database::Provisioner;
 use crate::metrics::Metrics;
 
 /// How long a ServiceMonitor CRD probe result is trusted.
 const PROBE_TTL: Duration = Duration::from_secs(30);
-/// First retry delay after a transient failure.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Shared by every reconcile of every controller.
 pub struct Context {
@@ -32,9 +27,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Admin pool of the managed-database server, if configured.
-    pub database: Option<DatabaseAdmin>,
-    failures: Mutex<HashMap<String, u32>>,
+    /// The managed-database server, if configured.
+    pub database: Option<Arc<dyn Provisioner>>,
+    /// Retry backoff of every object of every controller.
+    pub backoff: Backoff,
     service_monitor_probe: Mutex<Option<(Instant, bool)>>,
 }
 
@@ -44,7 +40,7 @@ impl Context {
         client: Client,
         config: Config,
         metrics: Metrics,
-        database: Option<DatabaseAdmin>,
+        database: Option<Arc<dyn Provisioner>>,
     ) -> Self {
         let reporter = Reporter {
             controller: crate::names::FIELD_MANAGER.to_owned(),
@@ -56,7 +52,7 @@ impl Context {
             config,
             metrics,
             database,
-            failures: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
             service_monitor_probe: Mutex::new(None),
         }
     }
@@ -81,29 +77,6 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, object).await {
             warn!(%error, reason, "could not publish event");
         }
-    }
-
-    /// The next retry delay for `key`: exponential in its consecutive failures, with
-    /// jitter in [0.5, 1.5) so failing objects do not retry in lock step.
-    pub fn next_backoff(&self, key: &str) -> Duration {
-        let attempts = {
-            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let n = failures.entry(key.to_owned()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let exp = BACKOFF_BASE.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
-        let capped = exp.min(BACKOFF_MAX);
-        let jitter: f64 = rand::rng().random_range(0.5..1.5);
-        capped.mul_f64(jitter)
-    }
-
-    /// Forgets the failures of `key` after a successful reconcile.
-    pub fn reset_backoff(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
     }
 
     /// Whether the ServiceMonitor CRD is served, from a probe at most 30 s old.

@@ -34,6 +34,14 @@ pub enum Error {
     )]
     NoDatabaseAdmin,
 
+    /// The admin DSN comes from a Secret that does not exist (yet) or holds no usable
+    /// `uri`; retried with backoff until it does.
+    #[error(
+        "the database admin Secret {0}: managed databases wait until it exists with a \
+         postgres:// URL under `uri`"
+    )]
+    DatabaseAdminSecret(String),
+
     /// The spec cannot be acted on until the user changes it.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -64,6 +72,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::Database { .. } => "database",
             Error::NoDatabaseAdmin => "config",
+            Error::DatabaseAdminSecret(_) => "database_admin",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingDependency(_) => "missing_dependency",
             Error::Serialize { .. } => "internal",
@@ -81,6 +90,7 @@ impl Error {
             "kube_api" => "KubeApiError",
             "database" => "DatabaseError",
             "config" => "OperatorMisconfigured",
+            "database_admin" => "NoDatabaseAdmin",
             "invalid_spec" => "InvalidSpec",
             "missing_dependency" => "MissingDependency",
             _ => "InternalError",

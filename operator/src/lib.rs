@@ -3,10 +3,15 @@
 //! so the binary stays thin and the pure parts are unit-tested.
 
 pub mod agent;
+pub mod apply;
+pub mod backoff;
 pub mod channel;
 pub mod config;
 pub mod context;
+pub mod controller;
+pub mod database;
 pub mod error;
+pub mod hash;
 pub mod leader;
 pub mod metrics;
 pub mod names;
@@ -17,8 +22,15 @@ pub mod watch;
 use std::future::Future;
 use std::sync::Arc;
 
+use crds::{AgentDeployment, ChatChannel};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::controller::shared_watch::SharedWatch;
+use crate::watch::tolerant_watcher;
+
 /// Runs the AgentDeployment and ChatChannel controllers for every watched namespace
-/// (or the whole cluster) until `shutdown` resolves.
+/// (or the whole cluster) until `shutdown` resolves. Per namespace, each kind both
+/// controllers read is watched once and shared.
 pub async fn run_controllers<S>(context: Arc<context::Context>, shutdown: S)
 where
     S: Future<Output = ()> + Clone + Send + Sync + 'static,
@@ -27,18 +39,41 @@ where
         Some(namespaces) => namespaces.into_iter().map(Some).collect(),
         None => vec![None],
     };
-    let mut runs = Vec::new();
+    let mut controllers = Vec::new();
+    let mut watches = Vec::new();
     for scope in scopes {
-        runs.push(tokio::spawn(agent::run(
-            context.clone(),
-            scope.clone(),
-            shutdown.clone(),
-        )));
-        runs.push(tokio::spawn(channel::run(
+        let client = context.client.clone();
+        let ns = scope.as_deref();
+        let mut agents = SharedWatch::new(
+            tolerant_watcher::<AgentDeployment>(client.clone(), ns, watcher::Config::default())
+                .default_backoff(),
+        );
+        let mut channels = SharedWatch::new(
+            tolerant_watcher::<ChatChannel>(client, ns, watcher::Config::default())
+                .default_backoff(),
+        );
+        // Each controller reacts to its own kind's changes and to the other kind's
+        // changes and deletions.
+        let agent_controller = agent::run(
             context.clone(),
             scope,
+            (agents.store(), agents.subscribe(false)),
+            (channels.store(), channels.subscribe(true)),
             shutdown.clone(),
-        )));
+        );
+        let channel_controller = channel::run(
+            context.clone(),
+            (channels.store(), channels.subscribe(false)),
+            (agents.store(), agents.subscribe(true)),
+            shutdown.clone(),
+        );
+        controllers.push(tokio::spawn(agent_controller));
+        controllers.push(tokio::spawn(channel_controller));
+        watches.push(tokio::spawn(agents.run()));
+        watches.push(tokio::spawn(channels.run()));
     }
-    futures::future::join_all(runs).await;
+    futures::future::join_all(controllers).await;
+    for watch in watches {
+        watch.abort();
+    }
 }

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
-use operator::agent::database::DatabaseAdmin;
+use kube::Client;
 use operator::config::Config;
 use operator::context::Context;
+use operator::database::{AdminFromSecret, DatabaseAdmin, Provisioner};
 use operator::leader::{Outcome, run_when_leader};
 use operator::metrics::Metrics;
 use operator::server::{ServerState, serve};
@@ -24,15 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-    let admin_url = database_admin_url(&client, &config).await?;
-    if admin_url.is_none() {
+    let database = database_admin(&client, &config)?;
+    if database.is_none() {
         warn!("no database admin DSN configured: Managed databases will report NoDatabaseAdmin");
     }
-    let database = admin_url
-        .as_deref()
-        .map(DatabaseAdmin::connect_lazy)
-        .transpose()
-        .context("the database admin DSN is not a valid Postgres URL")?;
     let metrics = Metrics::new().context("registering metrics")?;
     let context = Arc::new(Context::new(
         client.clone(),
@@ -79,26 +73,29 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The admin DSN: from the Secret named by `--database-admin-secret` (key `uri`), else
+/// The managed-database server: from the Secret named by `--database-admin-secret`
+/// (key `uri`, read when first needed, so the operator starts before it exists), else
 /// from `SWITCHBOARD_DATABASE_ADMIN_URL`.
-async fn database_admin_url(client: &Client, config: &Config) -> anyhow::Result<Option<String>> {
-    let Some(reference) = &config.database_admin_secret else {
-        return Ok(config.database_admin_url.clone());
-    };
-    let Some((namespace, name)) = reference.split_once('/') else {
-        bail!("--database-admin-secret must be namespace/name, got {reference:?}");
-    };
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .with_context(|| format!("reading the database admin Secret {reference}"))?;
-    let uri = secret
-        .data
-        .and_then(|d| d.get("uri").cloned())
-        .with_context(|| format!("Secret {reference} has no `uri` key"))?;
-    Ok(Some(
-        String::from_utf8(uri.0).context("the admin DSN is not UTF-8")?,
-    ))
+fn database_admin(
+    client: &Client,
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn Provisioner>>> {
+    if let Some(reference) = &config.database_admin_secret {
+        let Some((namespace, name)) = reference.split_once('/') else {
+            bail!("--database-admin-secret must be namespace/name, got {reference:?}");
+        };
+        return Ok(Some(Arc::new(AdminFromSecret::new(
+            client.clone(),
+            namespace,
+            name,
+        ))));
+    }
+    config
+        .database_admin_url
+        .as_deref()
+        .map(|url| DatabaseAdmin::connect_lazy(url).map(|a| Arc::new(a) as Arc<dyn Provisioner>))
+        .transpose()
+        .context("the database admin DSN is not a valid Postgres URL")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

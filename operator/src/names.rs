@@ -11,6 +11,9 @@ pub const DATABASE_FINALIZER: &str = "switchboard.dev/database";
 pub const APPLIED_HASH: &str = "switchboard.dev/applied-hash";
 /// Pod template annotation: hash of the rendered runtime configuration.
 pub const CONFIG_HASH: &str = "switchboard.dev/config-hash";
+/// Annotation on an agent: `"true"` lets a `reclaimPolicy: Delete` agent be deleted
+/// without dropping its database (the way out when the drop cannot succeed).
+pub const SKIP_DATABASE_DROP: &str = "switchboard.dev/skip-database-drop";
 /// Label on every child; the operator's watches select on it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

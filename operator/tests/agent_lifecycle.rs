@@ -42,6 +42,21 @@ async fn config_hash(world: &World, name: &str) -> Option<String> {
         .cloned()
 }
 
+/// Waits until the agent's status has observed its current generation: the operator
+/// finished a reconcile of the spec as it is now (status is written last).
+async fn wait_observed(world: &World, agent: &str) {
+    eventually(
+        MINUTE,
+        &format!("{agent}'s status observing its generation"),
+        || async {
+            let a = world.agents().get_opt(agent).await.ok()??;
+            let generation = a.metadata.generation?;
+            (a.status?.observed_generation == Some(generation)).then_some(())
+        },
+    )
+    .await
+}
+
 fn owned_by_agent<K: Resource>(object: &K, agent_uid: &str) -> bool {
     object.meta().owner_references.as_ref().is_some_and(|o| {
         o.iter()
@@ -254,20 +269,29 @@ async fn without_spec_replicas_someone_elses_scaling_is_kept_and_retain_keeps_th
 
     // Someone else (an HPA, a human) scales the Deployment; the operator leaves it.
     world.kubectl(&["scale", "deployment/hpa", "--replicas=3"]);
-    // Nudge a reconcile with an unrelated spec change.
+    let hash_before = config_hash(&world, "hpa").await.expect("a config hash");
+    // Nudge a reconcile with an unrelated spec change, and wait until the operator has
+    // applied the Deployment again (a new config hash in its template, after the scale)
+    // and finished that reconcile (the status observed the new generation).
     world
         .apply_agent("hpa", json!({ "systemPrompt": "changed", "database": { "mode": "Managed", "reclaimPolicy": "Retain" } }))
         .await;
-    eventually(MINUTE, "the new config applied", || async {
-        let cm: ConfigMap = world.api().get("hpa-config").await.ok()?;
-        cm.data?
-            .get("agent.yaml")?
-            .contains("changed")
-            .then_some(())
-    })
+    eventually(
+        MINUTE,
+        "the Deployment re-applied with the new config",
+        || async {
+            config_hash(&world, "hpa")
+                .await
+                .filter(|h| *h != hash_before)
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(deployments.get("hpa").await.unwrap().spec.replicas, Some(3));
+    wait_observed(&world, "hpa").await;
+    assert_eq!(
+        deployments.get("hpa").await.unwrap().spec.replicas,
+        Some(3),
+        "the operator's apply reset someone else's scaling"
+    );
     eventually(2 * MINUTE, "3 running pods", || async {
         (running_pods(&world, "hpa").await.len() == 3).then_some(())
     })
@@ -341,7 +365,9 @@ async fn a_tenants_role_cannot_connect_to_another_tenants_database() {
             json!({ "replicas": 0, "systemPrompt": "again" }),
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The new operator has reconciled tenant-a (database included) once its status
+    // observed the new generation.
+    wait_observed(&world, "tenant-a").await;
     assert_eq!(
         secret_data(&world, "tenant-a-db").await["password"],
         a["password"]

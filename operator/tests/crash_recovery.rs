@@ -3,17 +3,67 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crds::conditions::{AVAILABLE, DATABASE_READY};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::Api;
 use kube::api::{DeleteParams, ListParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::{World, databases_like, db_prefix, eventually, roles_like};
 
 const AGENTS: usize = 20;
+
+/// Agents that have some of their children (a Secret or the Deployment) but no status:
+/// their reconcile started and did not finish.
+async fn half_made_agents(world: &World) -> Vec<String> {
+    let secrets: Api<Secret> = world.api();
+    let deployments: Api<Deployment> = world.api();
+    let all = ListParams::default();
+    let mut children: BTreeSet<String> = secrets
+        .list(&all)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    children.extend(
+        deployments
+            .list(&all)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|d| d.name_any()),
+    );
+    world
+        .agents()
+        .list(&all)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .is_none()
+        })
+        .map(|a| a.name_any())
+        .filter(|name| {
+            [
+                name.clone(),
+                format!("{name}-db"),
+                format!("{name}-api-key"),
+            ]
+            .iter()
+            .any(|child| children.contains(child))
+        })
+        .collect()
+}
 
 #[tokio::test]
 async fn kill_9_mid_reconcile_then_restart_converges_without_duplicates_or_orphans() {
@@ -44,6 +94,16 @@ async fn kill_9_mid_reconcile_then_restart_converges_without_duplicates_or_orpha
         .items
         .len();
     eprintln!("killed the operator with {made_before_kill}/{AGENTS} Deployments made");
+    // Prove the kill landed mid-reconcile: with the operator dead, the API shows what it
+    // left. The operator writes an agent's status last, after its database, API key and
+    // children, so an agent with children but no status yet was cut off mid-reconcile.
+    let half_made = half_made_agents(&world).await;
+    eprintln!("agents with children but no status at the kill: {half_made:?}");
+    assert!(
+        !half_made.is_empty(),
+        "the kill did not land mid-reconcile: no agent had children without a status \
+         ({made_before_kill}/{AGENTS} Deployments made)"
+    );
 
     let started = std::time::Instant::now();
     let second = world.operator("second", &["--leader-elect=false"]).await;

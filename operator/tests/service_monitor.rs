@@ -80,6 +80,19 @@ async fn service_monitor_condition_without_the_crd_and_object_with_it() {
             Duration::from_secs(60),
         )
         .await;
+    // Turned off, the ServiceMonitor goes.
+    world
+        .apply_agent(
+            "mon",
+            json!({ "replicas": 1, "monitoring": { "serviceMonitor": { "enabled": false } } }),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "the ServiceMonitor deleted",
+        || async { monitors.get_opt("mon").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
     world
         .agents()
         .delete("mon", &DeleteParams::default())

@@ -83,6 +83,32 @@ impl TestCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts the workspace's `switchboard-operator` binary (built by `cargo build`)
+    /// against this cluster, watching `namespace`, with the runtime image imported into
+    /// the node and the admin DSN naming the node IP (so the tenants' database URLs
+    /// work from pods and from here); its output goes to `log`. Killed on drop.
+    pub fn start_operator(&self, namespace: &str, log: &Path) -> tokio::process::Child {
+        let file = std::fs::File::create(log).expect("operator log");
+        tokio::process::Command::new(workspace_binary("switchboard-operator"))
+            .args(["--namespace", namespace, "--lease-namespace", namespace])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", crate::free_port()),
+            ])
+            .args([
+                "--runtime-image",
+                &project_image("SWITCHBOARD_AGENT_RUNTIME_IMAGE"),
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("SWITCHBOARD_DATABASE_ADMIN_URL", admin_url_for_pods())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::from(file.try_clone().expect("log fd")))
+            .stderr(std::process::Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the operator starts")
+    }
+
     /// Installs (server-side apply, idempotent) Switchboard's CRDs from `config/crd` and
     /// waits until they are Established.
     pub async fn install_crds(&self) {
@@ -177,4 +203,88 @@ pub async fn client_for(
     };
     let config = Config::from_custom_kubeconfig(kc, &options).await?;
     Ok(Client::try_from(config)?)
+}
+
+/// A binary of the workspace, next to the running test's own `target/<profile>/`
+/// (`make test` builds them before running tests).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// The harness's admin DSN with its host replaced by the node IP: the operator derives
+/// the tenants' database URLs from it, and pods reach Postgres there.
+pub fn admin_url_for_pods() -> String {
+    let url = crate::database::admin_url();
+    for host in ["127.0.0.1", "localhost"] {
+        if url.contains(&format!("@{host}:")) {
+            return url.replacen(&format!("@{host}:"), &format!("@{}:", node_ip()), 1);
+        }
+    }
+    panic!("the harness's admin DSN does not name a loopback host")
+}
+
+/// The real node's IP (`SWITCHBOARD_NODE_IP`, from `make cluster-env`). Pods reach the
+/// host's loopback services (Postgres, a mock upstream) at this address and the same
+/// port; the cluster's network rules map it to `127.0.0.1` (see `hack/node-lib.sh`).
+pub fn node_ip() -> String {
+    harness_env("SWITCHBOARD_NODE_IP")
+}
+
+/// `addr` (a loopback address of this machine) as pods reach it: the node IP, same port.
+pub fn for_pods(addr: std::net::SocketAddr) -> String {
+    format!("{}:{}", node_ip(), addr.port())
+}
+
+/// The socket of the real node's containerd (`SWITCHBOARD_CONTAINERD_SOCK`).
+pub fn containerd_socket() -> PathBuf {
+    PathBuf::from(harness_env("SWITCHBOARD_CONTAINERD_SOCK"))
+}
+
+/// The reference of a project image imported into the node's containerd:
+/// `SWITCHBOARD_OPERATOR_IMAGE` or `SWITCHBOARD_AGENT_RUNTIME_IMAGE`, from the
+/// environment or else from the last `hack/images.sh build --profile debug`.
+pub fn project_image(var: &str) -> String {
+    if let Ok(image) = std::env::var(var) {
+        return image;
+    }
+    let state = std::env::var_os("SWITCHBOARD_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".switchboard"));
+    let file = state.join("images-debug.env");
+    std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.trim_start_matches("export ").split_once('=')?;
+                (key == var).then(|| value.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{var} is not set and {} does not name it: build and import the images with \
+                 `hack/images.sh build --profile debug --import \"$SWITCHBOARD_CONTAINERD_SOCK\"` \
+                 (make test does)",
+                file.display()
+            )
+        })
+}
+
+fn harness_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: run `make cluster-up` and `eval \"$(make -s cluster-env)\"` \
+             (the local cluster with its real node)"
+        )
+    })
 }

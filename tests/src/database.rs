@@ -75,24 +75,13 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin = self.admin.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let mut conn = PgConnection::connect(&admin).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                Ok::<_, sqlx::Error>(())
-            })
-            .map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .join();
+        run_admin_sql(
+            self.admin.clone(),
+            vec![format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            )],
+        );
     }
 }
 
@@ -171,6 +160,84 @@ impl Drop for ThrowawayPostgres {
         let _ = Self::script(&self.state, "down");
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// A login role that is not a superuser but holds CREATEROLE and CREATEDB, as managed
+/// Postgres services hand out to their admin user; dropped (best effort) on drop.
+pub struct LimitedAdmin {
+    role: String,
+    url: String,
+    admin: String,
+}
+
+impl LimitedAdmin {
+    /// Creates `sbtest_admin_<random>` on the harness server.
+    pub async fn create() -> LimitedAdmin {
+        let admin = admin_url();
+        let role = format!("sbtest_admin_{}", uuid::Uuid::new_v4().simple());
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the harness Postgres: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' NOSUPERUSER CREATEROLE CREATEDB"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating role {role}: {e}"));
+        let (scheme, rest) = admin.split_once("://").expect("a URL with a scheme");
+        let host_part = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let url = with_database(
+            &format!("{scheme}://{role}:{password}@{host_part}"),
+            "postgres",
+        );
+        LimitedAdmin { role, url, admin }
+    }
+
+    /// Its connection URL (database `postgres`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Its role name.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+}
+
+impl Drop for LimitedAdmin {
+    fn drop(&mut self) {
+        run_admin_sql(
+            self.admin.clone(),
+            vec![
+                format!("DROP OWNED BY \"{}\"", self.role),
+                format!("DROP ROLE IF EXISTS \"{}\"", self.role),
+            ],
+        );
+    }
+}
+
+/// Runs `statements`, in order, on the harness Postgres as its superuser, from a `Drop`: on a thread of
+/// its own with a runtime of its own (a drop may run inside or outside a Tokio
+/// runtime), best effort (a failed cleanup must not turn a passing test into a panic).
+fn run_admin_sql(admin: String, statements: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut conn = PgConnection::connect(&admin).await?;
+            // One statement per query: a prepared statement holds only one command.
+            for sql in statements {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .join();
 }
 
 #[cfg(test)]

@@ -29,7 +29,13 @@ async fn deployment_pods_are_scheduled_on_kwok_nodes_run_and_are_garbage_collect
             "selector": { "matchLabels": { "app": "web" } },
             "template": {
                 "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] }
+                // kwok nodes are tainted for tests that ask for them; nothing runs there,
+                // so the image is never pulled.
+                "spec": {
+                    "nodeSelector": { "type": "kwok" },
+                    "tolerations": [{ "key": "switchboard.dev/kwok", "operator": "Exists", "effect": "NoSchedule" }],
+                    "containers": [{ "name": "web", "image": "nginx:1.27" }]
+                }
             }
         }
     }))
@@ -152,6 +158,8 @@ async fn restricted_namespace_refuses_a_privileged_pod() {
     let restricted: Pod = serde_json::from_value(json!({
         "metadata": { "name": "fine" },
         "spec": {
+            "nodeSelector": { "type": "kwok" },
+            "tolerations": [{ "key": "switchboard.dev/kwok", "operator": "Exists", "effect": "NoSchedule" }],
             "securityContext": { "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } },
             "containers": [{
                 "name": "c", "image": "busybox",

@@ -74,10 +74,10 @@ function yaml(value) {
 }
 
 /** Starts mock + runtime; resolves to { base, apiKey, dir, stop() }. */
-export async function startRuntime({ channels = CHANNELS } = {}) {
+export async function startRuntime({ channels = CHANNELS, allowedOrigins = [], port: wanted = 0 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "sb-web-"));
   const mockPort = await freePort();
-  const port = await freePort();
+  const port = wanted || (await freePort());
   const log = openSync(join(dir, "processes.log"), "a");
   const mock = spawn(binary("mock-llm", "MOCK_LLM_BIN"), ["--listen", `127.0.0.1:${mockPort}`], {
     stdio: ["ignore", log, log],
@@ -96,6 +96,10 @@ export async function startRuntime({ channels = CHANNELS } = {}) {
       greeting: c.greeting,
       features: c.features ?? ALL_FEATURES,
       ...(c.rateLimit ? { rateLimit: c.rateLimit } : {}),
+      // The runtime serves the page itself: its title, the auth proxy's header.
+      web: { title: c.title, ...(c.trustedHeader ? { trustedHeader: c.trustedHeader } : {}) },
+      // The sites allowed to embed the chat (the browser test's host page).
+      ...(c.name === "web" && allowedOrigins.length ? { allowedOrigins } : {}),
     })),
   };
   writeFileSync(join(dir, "agent.yaml"), yaml(config));
@@ -119,4 +123,27 @@ export async function startRuntime({ channels = CHANNELS } = {}) {
     throw e;
   }
   return { base: `http://127.0.0.1:${port}`, apiKey: API_KEY, dir, channels, stop };
+}
+
+// `node dev/runtime.mjs [--port 8787]`: the harness for working on the page
+// (the runtime embeds web/dist at build time: `npm run build`, then
+// `cargo build -p agent-runtime`, then restart this).
+async function main() {
+  const args = process.argv.slice(2);
+  const at = args.indexOf("--port");
+  const runtime = await startRuntime({ port: at >= 0 ? Number(args[at + 1]) : 8787 });
+  console.log(`chat: ${runtime.base}/channels/web/  (also ${CHANNELS.map((c) => c.name).join(", ")}; SQLite in ${runtime.dir})`);
+  const quit = () => {
+    runtime.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", quit);
+  process.on("SIGTERM", quit);
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
 }

@@ -1,5 +1,5 @@
 // The chat page in Debian's Chromium, driven by playwright-core, against the
-// real agent runtime (mock LLM upstream, SQLite) behind dev/serve.mjs.
+// real agent runtime (mock LLM upstream, SQLite), which serves the page itself.
 // Run: npm run browser-test (after ./setup.sh and a cargo build of the binaries).
 
 import assert from "node:assert/strict";
@@ -10,7 +10,6 @@ import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startDevServer } from "../dev/serve.mjs";
 import { startRuntime } from "../dev/runtime.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -45,10 +44,11 @@ function hostSite(title) {
 }
 
 before(async () => {
-  runtime = await startRuntime();
   sites.allowed = await hostSite("Allowed shop");
   sites.other = await hostSite("Other site");
-  server = await startDevServer({ runtime, port: 0, allowedOrigins: [sites.allowed.url] });
+  // The runtime serves the page, its assets, identity and live sync itself.
+  runtime = await startRuntime({ allowedOrigins: [sites.allowed.url] });
+  server = { url: runtime.base, close: async () => {} };
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--lang=en-US"] });
 });
 

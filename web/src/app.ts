@@ -523,6 +523,8 @@ export class App {
     const id = tab.id;
     tab.live = null;
     tab.chosen = {};
+    // The turn is over: a refusal's banner and the send button agree now, not after the reload below.
+    this.renderComposer();
     if (live.text && this.tab() === tab) this.announcer.textContent = `${this.t("assistant")}: ${live.text.slice(0, 600)}`;
     if (id && !this.config.features.history) {
       // The channel keeps no readable history: the page keeps this visit's turns itself.

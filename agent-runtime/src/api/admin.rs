@@ -6,10 +6,10 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::api::dto::{self, FailedTurn};
 use crate::api::sessions::{PageQuery, Pagination};
-use crate::app::SharedState;
-use crate::db::FailedTurn;
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::state::SharedState;
 
 /// A page of failed turns.
 #[derive(Serialize, ToSchema)]
@@ -32,7 +32,7 @@ pub async fn failures(
     let (limit, offset) = page.resolve()?;
     let (data, total) = state.store.failures(limit, offset).await?;
     Ok(Json(FailurePage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }

@@ -2,7 +2,7 @@
 //! (whole or streamed). Clients resend the whole history every turn; each
 //! request is mapped to one session (by a conversation id when the client sends
 //! one, else by recognising the history it continues) and only messages not
-//! stored yet are stored.
+//! stored yet are stored: the conversation service does both.
 
 use std::collections::HashMap;
 
@@ -15,18 +15,18 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::api::sse::{self, ChunkFormat, usage_json};
-use crate::app::SharedState;
 use crate::auth::{Caller, valid_id};
-use crate::chat::{self, Anchor, Turn, chain_hash};
-use crate::db::{Message, NewMessage, NewSession, Role, Session};
+use crate::conversation::{self, Input, Reply, ReplyMode, Sampling, SessionRef, TurnRequest};
+use crate::domain::Role;
 use crate::error::{ApiError, ErrorBody, extract};
 use crate::providers::PromptMessage;
+use crate::state::SharedState;
 
 /// Headers a client may name its conversation with, in order of preference.
 pub const CONVERSATION_HEADERS: [&str; 3] =
     ["x-conversation-id", "x-session-id", "x-openwebui-chat-id"];
 /// `metadata` keys a client may name its conversation with.
-const CONVERSATION_METADATA_KEYS: [&str; 3] = ["conversation_id", "session_id", "chat_id"];
+pub const CONVERSATION_METADATA_KEYS: [&str; 3] = ["conversation_id", "session_id", "chat_id"];
 
 /// `GET /v1/models` answer.
 #[derive(Serialize, ToSchema)]
@@ -117,10 +117,13 @@ pub struct ChatCompletionRequest {
     /// Sampling temperature, 0 to 2.
     pub temperature: Option<f64>,
     /// Answer length cap.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_tokens: Option<u32>,
     /// Answer length cap (newer name).
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_completion_tokens: Option<u32>,
     /// Number of answers; only 1 is supported.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub n: Option<u32>,
     /// End-user id, used when the trusted user header is absent.
     pub user: Option<String>,
@@ -139,6 +142,16 @@ pub struct ChatCompletion {
     usage: Value,
     system_fingerprint: Option<String>,
 }
+
+/// The message roles accepted (`developer` is read as `system`, `function` as `tool`).
+pub const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 fn role_of(raw: &str) -> Result<Role, ApiError> {
     match raw {
@@ -224,6 +237,20 @@ fn conversation_id(
     headers: &HeaderMap,
     metadata: Option<&HashMap<String, Value>>,
 ) -> Result<Option<String>, ApiError> {
+    // Every id the metadata sends is checked, even when a header wins.
+    let mut from_metadata = None;
+    for key in CONVERSATION_METADATA_KEYS {
+        if let Some(value) = metadata.and_then(|m| m.get(key)) {
+            let text = value.as_str().ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("metadata.{key} must be a string"),
+                )
+            })?;
+            let id = valid_id(text, &format!("metadata.{key}"))?;
+            from_metadata.get_or_insert(id);
+        }
+    }
     for name in CONVERSATION_HEADERS {
         if let Some(value) = headers.get(name) {
             let text = value.to_str().map_err(|_| {
@@ -232,161 +259,7 @@ fn conversation_id(
             return valid_id(text, name).map(Some);
         }
     }
-    if let Some(metadata) = metadata {
-        for key in CONVERSATION_METADATA_KEYS {
-            if let Some(value) = metadata.get(key) {
-                let text = value.as_str().ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_request",
-                        format!("metadata.{key} must be a string"),
-                    )
-                })?;
-                return valid_id(text, &format!("metadata.{key}")).map(Some);
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The session a request belongs to, and the newest stored message of its
-/// history after storing the messages not seen before (durably, before the
-/// model is called).
-pub async fn sync_conversation(
-    state: &SharedState,
-    user: &str,
-    channel: &str,
-    conversation: Option<&str>,
-    messages: &[PromptMessage],
-) -> Result<(Session, Anchor), ApiError> {
-    let mut hashes = Vec::with_capacity(messages.len());
-    let mut parent = String::new();
-    for m in messages {
-        parent = chain_hash(&parent, m.role, &m.content);
-        hashes.push(parent.clone());
-    }
-    let n = messages.len();
-    let (session, matched): (Session, Option<(usize, Message)>) = match conversation {
-        Some(conversation) => {
-            let session = state
-                .store
-                .session_for_conversation(user, channel, conversation)
-                .await?;
-            let found = state
-                .store
-                .find_by_chain_hash(user, Some(&session.id), &hashes)
-                .await?;
-            (session.clone(), longest_match(&hashes, found))
-        }
-        None => {
-            // Without an id, continue a session only when the history's newest
-            // message, or the one before it, is already stored: a fresh one-message
-            // chat always starts a new session.
-            let candidates = if n >= 2 {
-                hashes[n - 2..].to_vec()
-            } else {
-                Vec::new()
-            };
-            let found = state
-                .store
-                .find_by_chain_hash(user, None, &candidates)
-                .await?;
-            match longest_match(&hashes, found) {
-                Some((index, message)) => {
-                    let session = state.store.get_session(user, &message.session_id).await?;
-                    (session, Some((index, message)))
-                }
-                None => {
-                    // A new conversation: the session and its messages in one commit.
-                    let session_id = uuid::Uuid::now_v7().to_string();
-                    let records = new_records(state, &session_id, messages, &hashes, 0, None);
-                    let (session, stored) = state
-                        .store
-                        .create_session_with_messages(
-                            &session_id,
-                            NewSession {
-                                user_id: user.to_owned(),
-                                channel: channel.to_owned(),
-                                external_id: None,
-                                title: None,
-                            },
-                            &records,
-                        )
-                        .await?;
-                    let last = stored.last().ok_or_else(ApiError::internal)?;
-                    let anchor = Anchor {
-                        id: last.id.clone(),
-                        hash: last.chain_hash.clone(),
-                    };
-                    return Ok((session, anchor));
-                }
-            }
-        }
-    };
-    let (start, parent) = match matched {
-        Some((index, message)) => (
-            index + 1,
-            Some(Anchor {
-                id: message.id,
-                hash: message.chain_hash,
-            }),
-        ),
-        None => (0, None),
-    };
-    let records = new_records(state, &session.id, messages, &hashes, start, parent.clone());
-    let anchor = match records.last() {
-        Some(last) => Anchor {
-            id: last.id.clone(),
-            hash: last.chain_hash.clone(),
-        },
-        None => parent.ok_or_else(ApiError::internal)?,
-    };
-    if !records.is_empty() {
-        state.store.append_messages(&records).await?;
-    }
-    Ok((session, anchor))
-}
-
-/// Records for `messages[start..]`, chained from `parent`.
-fn new_records(
-    state: &SharedState,
-    session_id: &str,
-    messages: &[PromptMessage],
-    hashes: &[String],
-    start: usize,
-    parent: Option<Anchor>,
-) -> Vec<NewMessage> {
-    let mut parent_id = parent.map(|a| a.id);
-    let mut records = Vec::with_capacity(messages.len().saturating_sub(start));
-    for (i, m) in messages.iter().enumerate().skip(start) {
-        let id = NewMessage::new_id();
-        records.push(NewMessage {
-            id: id.clone(),
-            session_id: session_id.to_owned(),
-            parent_id: parent_id.replace(id),
-            role: m.role,
-            content: m.content.clone(),
-            model: None,
-            tokens_in: state.tokenizer.count(&m.content) as i64,
-            tokens_out: 0,
-            latency_ms: None,
-            error: None,
-            chain_hash: hashes[i].clone(),
-        });
-    }
-    records
-}
-
-/// The stored message matching the longest prefix of `hashes`, with its index.
-fn longest_match(hashes: &[String], found: Vec<Message>) -> Option<(usize, Message)> {
-    found
-        .into_iter()
-        .filter_map(|m| {
-            hashes
-                .iter()
-                .rposition(|h| *h == m.chain_hash)
-                .map(|i| (i, m))
-        })
-        .max_by_key(|(i, _)| *i)
+    Ok(from_metadata)
 }
 
 /// Answers a chat, OpenAI style.
@@ -394,11 +267,14 @@ fn longest_match(hashes: &[String], found: Vec<Message>) -> Option<(usize, Messa
     request_body = ChatCompletionRequest,
     params(
         ("x-conversation-id" = Option<String>, Header, description = "Conversation id; maps the request to one session"),
-        ("x-switchboard-user" = Option<String>, Header, description = "Trusted end-user id (header name configurable)"),
     ),
     responses(
-        (status = 200, description = "The answer; `text/event-stream` of chat.completion.chunk when `stream` is true", body = ChatCompletion),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 200, description = "The answer: JSON, or (`stream` true) server-sent events of chat.completion.chunk",
+            content((ChatCompletion = "application/json"), (String = "text/event-stream")),
+            headers(("x-session-id" = String, description = "The session the conversation maps to"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "`stream` on a channel that does not stream", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
         (status = 504, body = ErrorBody),
     ))]
@@ -423,7 +299,7 @@ pub async fn chat_completions(
         ));
     }
     if request.stream && !caller.features.streaming {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::forbidden(
             "feature_disabled",
             format!(
                 "channel {:?} does not stream; send stream: false",
@@ -432,47 +308,44 @@ pub async fn chat_completions(
         ));
     }
     let user = caller.user(request.user.as_deref())?;
-    chat::admit(&state, &caller.channel, &user)?;
-    let conversation = conversation_id(&headers, request.metadata.as_ref())?;
+    let participant = conversation::admit(&state, caller.participant(user))?;
+    let session = match conversation_id(&headers, request.metadata.as_ref())? {
+        Some(id) => SessionRef::External(id),
+        None => SessionRef::Recognised,
+    };
     let model = request
         .model
         .clone()
         .unwrap_or_else(|| state.config.agent.name.clone());
     let messages = prompt_messages(&state, request.messages)?;
-    let (session, anchor) = sync_conversation(
-        &state,
-        &user,
-        &caller.channel,
-        conversation.as_deref(),
-        &messages,
-    )
-    .await?;
-    state
-        .channels
-        .activity
-        .record_message(&caller.channel, &session.id);
-    tracing::debug!(session = %session.id, %user, stream = request.stream, "chat completion");
-    let turn = Turn {
-        session_id: session.id.clone(),
-        anchor,
-        history: messages,
-        temperature: request.temperature,
-        max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
-        language: caller.language.clone(),
-        channel: caller.channel.clone(),
+    let turn = TurnRequest {
+        participant,
+        session,
+        input: Input::History(messages),
+        sampling: Sampling {
+            temperature: request.temperature,
+            max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
+        },
+        mode: if request.stream {
+            ReplyMode::Stream
+        } else {
+            ReplyMode::Whole
+        },
     };
     let created = chrono::Utc::now().timestamp();
-    if request.stream {
-        let stream = chat::stream(&state, turn).await?;
-        let format = ChunkFormat {
-            id: format!("chatcmpl-{}", stream.message_id),
-            model,
-            created,
-            include_usage: request.stream_options.is_some_and(|o| o.include_usage),
-        };
-        return Ok(sse::response(stream, format, &session.id));
-    }
-    let answer = chat::complete(&state, &turn).await?;
+    let turn = conversation::take_turn(&state, turn).await?;
+    let answer = match turn.reply {
+        Reply::Stream(stream) => {
+            let format = ChunkFormat {
+                id: format!("chatcmpl-{}", stream.message_id),
+                model,
+                created,
+                include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+            };
+            return Ok(sse::response(stream, format, &turn.session_id));
+        }
+        Reply::Whole(answer) => *answer,
+    };
     let body = ChatCompletion {
         id: format!("chatcmpl-{}", answer.message.id),
         object: "chat.completion",
@@ -491,7 +364,7 @@ pub async fn chat_completions(
         system_fingerprint: None,
     };
     let mut response = Json(body).into_response();
-    if let Ok(value) = HeaderValue::from_str(&session.id) {
+    if let Ok(value) = HeaderValue::from_str(&turn.session_id) {
         response.headers_mut().insert("x-session-id", value);
     }
     Ok(response)

@@ -11,18 +11,25 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::sse::{self, ChunkFormat};
-use crate::app::SharedState;
-use crate::auth::Caller;
-use crate::chat::{self, Anchor, Turn, chain_hash, prompt_from_stored};
-use crate::db::{
-    Message, NewMessage, NewSession, Role, SearchHit, Session, SessionFilter, SessionSort,
-    SessionStatus, SessionSummary, SortOrder, UserStats,
+use crate::api::dto::{
+    self, Message, Role, SearchHit, Session, SessionSort, SessionStatus, SessionSummary, SortOrder,
+    UserStats,
 };
+use crate::api::sse::{self, ChunkFormat};
+use crate::auth::Caller;
+use crate::conversation::{self, Input, Reply, ReplyMode, Sampling, SessionRef, TurnRequest};
+use crate::db::SessionFilter;
+use crate::domain;
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::state::SharedState;
 
 const DEFAULT_PAGE: i64 = 20;
-const MAX_PAGE: i64 = 100;
+/// Largest page.
+pub const MAX_PAGE: i64 = 100;
+/// Longest session title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest search query, in characters.
+pub const MAX_QUERY_CHARS: usize = 500;
 
 /// Page position.
 #[derive(Deserialize, IntoParams, Debug, Default)]
@@ -73,7 +80,7 @@ impl Pagination {
             limit,
             offset,
             total,
-            has_more: offset + limit < total,
+            has_more: offset.saturating_add(limit) < total,
         }
     }
 }
@@ -132,7 +139,8 @@ pub struct ListQuery {
 
 /// Lists the caller's sessions.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(ListQuery),
-    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SessionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn list_sessions(
     State(state): State<SharedState>,
     caller: Caller,
@@ -145,10 +153,10 @@ pub async fn list_sessions(
     }
     .resolve()?;
     let filter = SessionFilter {
-        status: query.status,
+        status: query.status.map(Into::into),
         pinned: query.pinned,
-        sort: query.sort.unwrap_or_default(),
-        order: query.order.unwrap_or_default(),
+        sort: query.sort.unwrap_or_default().into(),
+        order: query.order.unwrap_or_default().into(),
         limit,
         offset,
     };
@@ -157,14 +165,15 @@ pub async fn list_sessions(
         .list_sessions(&caller.user(None)?, &filter)
         .await?;
     Ok(Json(SessionPage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }
 
 /// Active sessions with their newest message, most recent first.
 #[utoipa::path(get, path = "/api/sessions/summaries", tag = "sessions", params(PageQuery),
-    responses((status = 200, body = SummaryPage), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SummaryPage), (status = 401, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn summaries(
     State(state): State<SharedState>,
     caller: Caller,
@@ -176,7 +185,9 @@ pub async fn summaries(
         .store
         .summaries(&caller.user(None)?, limit, offset)
         .await?;
-    Ok(Json(SummaryPage { data }))
+    Ok(Json(SummaryPage {
+        data: dto::convert(data),
+    }))
 }
 
 /// New session.
@@ -187,11 +198,12 @@ pub struct CreateSession {
 }
 
 fn check_title(title: &str) -> Result<String, ApiError> {
+    let too_long = title.chars().count() > MAX_TITLE_CHARS;
     let title = title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
+    if title.is_empty() || too_long {
         return Err(ApiError::bad_request(
             "invalid_request",
-            "title must be 1 to 200 characters",
+            format!("title must be 1 to {MAX_TITLE_CHARS} characters, not all whitespace"),
         ));
     }
     Ok(title.to_owned())
@@ -206,43 +218,9 @@ pub async fn create_session(
     extract::Json(body): extract::Json<CreateSession>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let title = body.title.as_deref().map(check_title).transpose()?;
-    let new = NewSession {
-        user_id: caller.user(None)?,
-        channel: caller.channel.clone(),
-        external_id: None,
-        title,
-    };
-    // A channel's greeting opens the session as its first assistant message.
-    let greeting = state
-        .channels
-        .get(&caller.channel)
-        .and_then(|c| c.greeting.clone())
-        .filter(|g| !g.trim().is_empty());
-    let session = match greeting {
-        None => state.store.create_session(new).await?,
-        Some(text) => {
-            let id = uuid::Uuid::now_v7().to_string();
-            let greeting = NewMessage {
-                id: NewMessage::new_id(),
-                session_id: id.clone(),
-                parent_id: None,
-                role: Role::Assistant,
-                tokens_in: 0,
-                tokens_out: state.tokenizer.count(&text) as i64,
-                latency_ms: None,
-                error: None,
-                model: None,
-                chain_hash: chain_hash("", Role::Assistant, &text),
-                content: text,
-            };
-            state
-                .store
-                .create_session_with_messages(&id, new, &[greeting])
-                .await?
-                .0
-        }
-    };
-    Ok((StatusCode::CREATED, Json(session)))
+    let participant = caller.participant(caller.user(None)?);
+    let session = conversation::open_session(&state, &participant, title).await?;
+    Ok((StatusCode::CREATED, Json(session.into())))
 }
 
 /// Search query.
@@ -259,7 +237,8 @@ pub struct SearchQuery {
 
 /// Ranked full-text search over titles and messages.
 #[utoipa::path(get, path = "/api/sessions/search", tag = "sessions", params(SearchQuery),
-    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "The channel does not serve search", body = ErrorBody)))]
 pub async fn search(
     State(state): State<SharedState>,
     caller: Caller,
@@ -271,11 +250,12 @@ pub async fn search(
             format!("channel {:?} does not serve search", caller.channel),
         ));
     }
+    let too_long = query.q.chars().count() > MAX_QUERY_CHARS;
     let q = query.q.trim();
-    if q.is_empty() || q.chars().count() > 500 {
+    if q.is_empty() || too_long {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "q must be 1 to 500 characters",
+            format!("q must be 1 to {MAX_QUERY_CHARS} characters, not all whitespace"),
         ));
     }
     let (limit, offset) = PageQuery {
@@ -288,14 +268,15 @@ pub async fn search(
         .search(&caller.user(None)?, q, limit, offset)
         .await?;
     Ok(Json(SearchPage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }
 
 /// Gets one session.
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn get_session(
     State(state): State<SharedState>,
     caller: Caller,
@@ -303,7 +284,11 @@ pub async fn get_session(
 ) -> Result<Json<Session>, ApiError> {
     caller.require_history()?;
     Ok(Json(
-        state.store.get_session(&caller.user(None)?, &id).await?,
+        state
+            .store
+            .get_session(&caller.user(None)?, &id)
+            .await?
+            .into(),
     ))
 }
 
@@ -343,7 +328,7 @@ pub async fn update_session(
     if let Some(pinned) = body.pinned {
         session = state.store.set_pinned(&user, &id, pinned).await?;
     }
-    Ok(Json(session))
+    Ok(Json(session.into()))
 }
 
 /// Soft-deletes a session.
@@ -357,8 +342,9 @@ pub async fn delete_session(
     Ok(Json(
         state
             .store
-            .set_status(&caller.user(None)?, &id, SessionStatus::Deleted)
-            .await?,
+            .set_status(&caller.user(None)?, &id, domain::SessionStatus::Deleted)
+            .await?
+            .into(),
     ))
 }
 
@@ -373,8 +359,9 @@ pub async fn archive(
     Ok(Json(
         state
             .store
-            .set_status(&caller.user(None)?, &id, SessionStatus::Archived)
-            .await?,
+            .set_status(&caller.user(None)?, &id, domain::SessionStatus::Archived)
+            .await?
+            .into(),
     ))
 }
 
@@ -389,8 +376,9 @@ pub async fn unarchive(
     Ok(Json(
         state
             .store
-            .set_status(&caller.user(None)?, &id, SessionStatus::Active)
-            .await?,
+            .set_status(&caller.user(None)?, &id, domain::SessionStatus::Active)
+            .await?
+            .into(),
     ))
 }
 
@@ -406,7 +394,8 @@ pub async fn pin(
         state
             .store
             .set_pinned(&caller.user(None)?, &id, true)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
@@ -422,13 +411,15 @@ pub async fn unpin(
         state
             .store
             .set_pinned(&caller.user(None)?, &id, false)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
 /// Lists a session's messages, oldest first (every branch).
 #[utoipa::path(get, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path), PageQuery),
-    responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn list_messages(
     State(state): State<SharedState>,
     caller: Caller,
@@ -442,7 +433,7 @@ pub async fn list_messages(
         .list_messages(&caller.user(None)?, &id, limit, offset)
         .await?;
     Ok(Json(MessagePage {
-        data,
+        data: dto::convert(data),
         pagination: Pagination::new(limit, offset, total),
     }))
 }
@@ -458,6 +449,7 @@ pub struct PostMessage {
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer length cap.
+    #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub max_tokens: Option<u32>,
 }
 
@@ -476,9 +468,13 @@ pub struct TurnResult {
 #[utoipa::path(post, path = "/api/sessions/{id}/messages", tag = "sessions", params(("id" = String, Path)),
     request_body = PostMessage,
     responses(
-        (status = 201, description = "Stored messages; `text/event-stream` when `stream` is true", body = TurnResult),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 201, description = "The stored messages (`stream` false)", body = TurnResult),
+        (status = 200, description = "The answer as server-sent events of chat.completion.chunk (`stream` true)",
+            content_type = "text/event-stream", body = String,
+            headers(("x-session-id" = String, description = "The session"))),
+        (status = 400, body = ErrorBody), (status = 403, description = "`stream` on a channel that does not stream", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn post_message(
     State(state): State<SharedState>,
     caller: Caller,
@@ -503,63 +499,40 @@ pub async fn post_message(
         ));
     }
     if body.stream && !caller.features.streaming {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::forbidden(
             "feature_disabled",
             format!("channel {:?} does not stream", caller.channel),
         ));
     }
-    chat::admit(&state, &caller.channel, &user)?;
-    let branch = state.store.conversation(&user, &id).await?;
-    let parent = branch.last();
-    let parent_hash = parent.map(|m| m.chain_hash.clone()).unwrap_or_default();
-    let message_id = NewMessage::new_id();
-    let hash = chain_hash(&parent_hash, Role::User, &body.content);
-    let stored = state
-        .store
-        .append_messages(&[NewMessage {
-            id: message_id.clone(),
-            session_id: id.clone(),
-            parent_id: parent.map(|m| m.id.clone()),
-            role: Role::User,
-            content: body.content.clone(),
-            model: None,
-            tokens_in: state.tokenizer.count(&body.content) as i64,
-            tokens_out: 0,
-            latency_ms: None,
-            error: None,
-            chain_hash: hash.clone(),
-        }])
-        .await?;
-    let user_message = stored.into_iter().next().ok_or_else(ApiError::internal)?;
-    state.channels.activity.record_message(&caller.channel, &id);
-    let mut history = prompt_from_stored(&branch);
-    history.push(crate::providers::PromptMessage {
-        role: Role::User,
-        content: body.content,
-    });
-    let turn = Turn {
-        session_id: id.clone(),
-        anchor: Anchor {
-            id: message_id,
-            hash,
+    let participant = conversation::admit(&state, caller.participant(user))?;
+    let turn = TurnRequest {
+        participant,
+        session: SessionRef::Id(id.clone()),
+        input: Input::Message(body.content),
+        sampling: Sampling {
+            temperature: body.temperature,
+            max_output_tokens: body.max_tokens,
         },
-        history,
-        temperature: body.temperature,
-        max_output_tokens: body.max_tokens,
-        language: caller.language.clone(),
-        channel: caller.channel.clone(),
+        mode: if body.stream {
+            ReplyMode::Stream
+        } else {
+            ReplyMode::Whole
+        },
     };
-    if body.stream {
-        let stream = chat::stream(&state, turn).await?;
-        let format = ChunkFormat {
-            id: stream.message_id.clone(),
-            model: state.config.agent.name.clone(),
-            created: chrono::Utc::now().timestamp(),
-            include_usage: true,
-        };
-        return Ok(sse::response(stream, format, &id));
-    }
-    let answer = chat::complete(&state, &turn).await?;
+    let turn = conversation::take_turn(&state, turn).await?;
+    let answer = match turn.reply {
+        Reply::Stream(stream) => {
+            let format = ChunkFormat {
+                id: stream.message_id.clone(),
+                model: state.config.agent.name.clone(),
+                created: chrono::Utc::now().timestamp(),
+                include_usage: true,
+            };
+            return Ok(sse::response(stream, format, &id));
+        }
+        Reply::Whole(answer) => *answer,
+    };
+    let user_message = turn.user_message.ok_or_else(ApiError::internal)?;
     let usage = sse::usage_json(
         answer.usage.prompt_tokens as i64,
         answer.usage.completion_tokens as i64,
@@ -567,8 +540,8 @@ pub async fn post_message(
     Ok((
         StatusCode::CREATED,
         Json(TurnResult {
-            user_message,
-            assistant_message: answer.message,
+            user_message: user_message.into(),
+            assistant_message: answer.message.into(),
             usage,
         }),
     )
@@ -596,18 +569,19 @@ pub struct HistoryResponse {
 /// The current branch of the conversation in OpenAI message format, ready to
 /// send as `messages` (failed empty answers left out).
 #[utoipa::path(get, path = "/api/sessions/{id}/history", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = HistoryResponse), (status = 404, body = ErrorBody),
+        (status = 403, description = "The channel does not serve history", body = ErrorBody)))]
 pub async fn history(
     State(state): State<SharedState>,
     caller: Caller,
     extract::Path(id): extract::Path<String>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     caller.require_history()?;
-    let branch = state.store.conversation(&caller.user(None)?, &id).await?;
-    let messages = prompt_from_stored(&branch)
+    let messages = conversation::current_history(&state, &caller.user(None)?, &id)
+        .await?
         .into_iter()
         .map(|m| HistoryMessage {
-            role: m.role,
+            role: m.role.into(),
             content: m.content,
         })
         .collect();
@@ -624,5 +598,5 @@ pub async fn stats(
     State(state): State<SharedState>,
     caller: Caller,
 ) -> Result<Json<UserStats>, ApiError> {
-    Ok(Json(state.store.stats(&caller.user(None)?).await?))
+    Ok(Json(state.store.stats(&caller.user(None)?).await?.into()))
 }

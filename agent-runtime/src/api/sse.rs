@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream;
 use serde_json::{Value, json};
 
-use crate::chat::{TurnEvent, TurnStream};
+use crate::conversation::{TurnEvent, TurnStream};
 
 /// What every chunk repeats.
 #[derive(Clone, Debug)]

@@ -1,19 +1,19 @@
-//! Delivers webhook answers from the outbox: produces the answer of each
-//! pending message (when not done yet), POSTs it signed to the callback URL,
-//! and retries with exponential backoff and jitter until the callback accepts
-//! it, across restarts; delivered rows are marked done.
+//! Delivers webhook answers from the outbox: has the conversation service
+//! answer each pending message (when not done yet), POSTs the answer signed
+//! to the callback URL, and retries with exponential backoff and jitter until
+//! the callback accepts it, across restarts; delivered rows are marked done.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::signing::{self, DELIVERY_HEADER, SIGNATURE_HEADER, SigningKeys, TIMESTAMP_HEADER};
-use super::webhook::{WebhookAnswer, store_user_message};
-use crate::app::SharedState;
-use crate::chat::{self, Anchor, Turn};
+use crate::channel_registry::signing::{self, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::channel_registry::webhook::WebhookAnswer;
+use crate::conversation::{self, Participant, SessionRef};
 use crate::db::Delivery;
+use crate::state::SharedState;
 
 /// How long a worker holds a delivery before another may take it over.
 const LEASE: Duration = Duration::from_secs(120);
@@ -30,76 +30,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(3 * 3600);
 /// Timeout of one callback POST.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Retry delays: `base * 2^attempt`, capped, with full jitter over the upper half.
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    /// First delay.
-    pub base: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before attempt `attempt + 1`, given a random `jitter` in [0, 1).
-    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-            .min(self.max);
-        exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-    }
-}
-
 fn jitter() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
-}
-
-/// The webhook machinery shared by the handler and the dispatcher.
-pub struct WebhookDelivery {
-    /// Signing keys of the webhook channels.
-    pub keys: SigningKeys,
-    wake: Notify,
-    http: reqwest::Client,
-    backoff: Backoff,
-}
-
-impl std::fmt::Debug for WebhookDelivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookDelivery")
-            .field("backoff", &self.backoff)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WebhookDelivery {
-    /// With keys from `keys` and the default backoff.
-    pub fn new(keys: SigningKeys, http: reqwest::Client) -> Self {
-        Self::with_backoff(keys, http, Backoff::default())
-    }
-
-    /// With a given backoff.
-    pub fn with_backoff(keys: SigningKeys, http: reqwest::Client, backoff: Backoff) -> Self {
-        Self {
-            keys,
-            wake: Notify::new(),
-            http,
-            backoff,
-        }
-    }
-
-    /// Tells the dispatcher there is new work.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
 }
 
 fn now_ms() -> i64 {
@@ -116,7 +48,7 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
     let mut last_purge = std::time::Instant::now();
     loop {
         tokio::select! {
-            () = state.webhooks.wake.notified() => {}
+            () = state.webhooks.woken() => {}
             () = tokio::time::sleep(POLL) => {}
             () = shutdown.cancelled() => return,
         }
@@ -182,6 +114,18 @@ enum AttemptError {
     Status(u16),
 }
 
+impl From<conversation::ConversationError> for AttemptError {
+    fn from(err: conversation::ConversationError) -> Self {
+        Self::Answer(err.to_string())
+    }
+}
+
+impl From<crate::db::StoreError> for AttemptError {
+    fn from(err: crate::db::StoreError) -> Self {
+        Self::Answer(err.to_string())
+    }
+}
+
 async fn process(state: &SharedState, delivery: Delivery) {
     let id = delivery.id.clone();
     let result = attempt(state, delivery.clone()).await;
@@ -189,7 +133,7 @@ async fn process(state: &SharedState, delivery: Delivery) {
         Ok(()) => state.store.mark_delivered(&id, now_ms()).await,
         Err(err) => {
             let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
-            let delay = state.webhooks.backoff.delay(attempts, jitter());
+            let delay = state.webhooks.backoff().delay(attempts, jitter());
             let give_up = now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
             if give_up {
                 tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "webhook delivery given up");
@@ -218,24 +162,26 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         return Err(AttemptError::ChannelGone(delivery.channel.clone()));
     };
     let key = state.webhooks.keys.key(&webhook.key).await?;
+    let participant = Participant {
+        user: delivery.user_id.clone(),
+        channel: delivery.channel.clone(),
+        language: channel.language.clone(),
+    };
     // A crash between accepting and storing: store the message now.
     if delivery.user_message_id.is_none() || delivery.session_id.is_none() {
-        let (session, message_id) = store_user_message(
+        let recorded = conversation::record(
             state,
-            &delivery.channel,
-            &delivery.user_id,
-            &delivery.conversation_id,
+            &participant,
+            SessionRef::External(delivery.conversation_id.clone()),
             &delivery.text,
         )
-        .await
-        .map_err(|e| AttemptError::Answer(e.message))?;
+        .await?;
         state
             .store
-            .set_delivery_message(&delivery.id, &session.id, &message_id)
-            .await
-            .map_err(|e| AttemptError::Answer(e.to_string()))?;
-        delivery.session_id = Some(session.id);
-        delivery.user_message_id = Some(message_id);
+            .set_delivery_message(&delivery.id, &recorded.session_id, &recorded.message.id)
+            .await?;
+        delivery.session_id = Some(recorded.session_id);
+        delivery.user_message_id = Some(recorded.message.id);
     }
     let (Some(session_id), Some(user_message_id)) = (
         delivery.session_id.clone(),
@@ -246,19 +192,14 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let (answer_id, answer) = match (&delivery.answer_message_id, &delivery.answer) {
         (Some(id), Some(text)) => (id.clone(), text.clone()),
         _ => {
-            let (id, text) = produce_answer(
-                state,
-                &delivery,
-                &session_id,
-                &user_message_id,
-                channel.language.clone(),
-            )
-            .await?;
+            let answer =
+                conversation::answer_recorded(state, &participant, &session_id, &user_message_id)
+                    .await?;
+            let (id, text) = (answer.message.id, answer.message.content);
             state
                 .store
                 .set_delivery_answer(&delivery.id, &id, &text)
-                .await
-                .map_err(|e| AttemptError::Answer(e.to_string()))?;
+                .await?;
             (id, text)
         }
     };
@@ -275,7 +216,7 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let timestamp = chrono::Utc::now().timestamp();
     let response = state
         .webhooks
-        .http
+        .http()
         .post(&delivery.callback_url)
         .timeout(CALLBACK_TIMEOUT)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -291,58 +232,4 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     }
     tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "webhook answer delivered");
     Ok(())
-}
-
-async fn produce_answer(
-    state: &SharedState,
-    delivery: &Delivery,
-    session_id: &str,
-    user_message_id: &str,
-    language: Option<String>,
-) -> Result<(String, String), AttemptError> {
-    let branch = state
-        .store
-        .conversation(&delivery.user_id, session_id)
-        .await
-        .map_err(|e| AttemptError::Answer(e.to_string()))?;
-    // The conversation up to the message being answered.
-    let end = branch
-        .iter()
-        .position(|m| m.id == user_message_id)
-        .ok_or_else(|| AttemptError::Answer("the message is no longer stored".to_owned()))?;
-    let anchor = Anchor {
-        id: branch[end].id.clone(),
-        hash: branch[end].chain_hash.clone(),
-    };
-    let turn = Turn {
-        session_id: session_id.to_owned(),
-        anchor,
-        history: chat::prompt_from_stored(&branch[..=end]),
-        temperature: None,
-        max_output_tokens: None,
-        language,
-        channel: delivery.channel.clone(),
-    };
-    let answer = chat::complete(state, &turn)
-        .await
-        .map_err(|e| AttemptError::Answer(e.message))?;
-    Ok((answer.message.id, answer.message.content))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
-        assert_eq!(b.delay(0, 1.0), Duration::from_millis(100));
-        assert_eq!(b.delay(0, 0.0), Duration::from_millis(50));
-        assert_eq!(b.delay(3, 1.0), Duration::from_millis(800));
-        assert_eq!(b.delay(30, 1.0), Duration::from_secs(2));
-        assert!(b.delay(30, 0.3) >= Duration::from_secs(1));
-    }
 }

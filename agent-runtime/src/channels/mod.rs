@@ -1,41 +1,19 @@
-//! Channels: the ways in to this agent. A [`ChannelRegistry`] of the channels
-//! served (from the config file, kept current by a ChatChannel [`watcher`] in a
-//! cluster), the per-channel routes (`/channels/{name}/...`, see [`routes`]),
-//! per-channel [`activity`] reported into each ChatChannel's status, and the
-//! signed [`webhook`] channel with its durable [`delivery`] of answers.
+//! Channels: the ways in to this agent beside the root API. The per-channel
+//! routes (`/channels/{name}/...`, see [`routes`]), the signed [`webhook`]
+//! intake with its durable [`delivery`] of answers (both through the
+//! conversation service), and the background tasks: the ChatChannel
+//! [`watcher`] that keeps the channel registry current in a cluster and the
+//! activity reporter. What the runtime knows about its channels (the registry,
+//! signing, activity counts) lives in [`crate::channel_registry`].
 
-pub mod activity;
 pub mod delivery;
-pub mod registry;
 pub mod routes;
-pub mod signing;
 pub mod watcher;
+pub mod web;
 pub mod webhook;
 
-pub use registry::{ChannelRegistry, ChannelSettings, SigningKeySource, WebhookSettings};
-
-use crate::app::SharedState;
-use crate::limits::ChannelLimits;
-
-/// Hands every channel's rate limits to the limiter, clearing those of
-/// channels no longer served (`previous`: the names served before).
-pub fn apply_limits(state: &SharedState, previous: &[String]) {
-    let current = state.channels.all();
-    for name in previous {
-        if !current.iter().any(|c| &c.name == name) {
-            state.limiter.set_channel_limits(name, None);
-        }
-    }
-    for channel in current {
-        let l = channel.rate_limit;
-        let limits = (l.requests_per_minute.is_some() || l.requests_per_minute_per_user.is_some())
-            .then_some(ChannelLimits {
-                requests_per_minute: l.requests_per_minute,
-                requests_per_minute_per_user: l.requests_per_minute_per_user,
-            });
-        state.limiter.set_channel_limits(&channel.name, limits);
-    }
-}
+use crate::channel_registry::activity;
+use crate::state::SharedState;
 
 /// The channels' background tasks: the webhook delivery always; in a cluster
 /// (`POD_NAME`/`POD_NAMESPACE` set and Kubernetes credentials) also the

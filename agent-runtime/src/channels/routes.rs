@@ -4,8 +4,6 @@
 //! ones 503; a browser origin listed in `allowedOrigins` gets CORS headers
 //! (preflight included).
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -14,23 +12,22 @@ use axum::routing::post;
 use tower::ServiceExt as _;
 use utoipa::OpenApi as _;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::{OpenApi, Required};
+use utoipa::openapi::{ObjectBuilder, OpenApi, Required, Type};
 
-use super::ChannelSettings;
-use crate::app::SharedState;
+use crate::auth::PathChannel;
+use crate::channels::web::{Intercept, WebEdge};
 use crate::error::ApiError;
+use crate::state::SharedState;
+use crds::runtime_config::ChannelType;
 
 /// Prefix of every per-channel route.
 pub const PREFIX: &str = "/channels/";
-
-/// The channel a request came in through, resolved from its path.
-#[derive(Clone, Debug)]
-pub struct PathChannel(pub Arc<ChannelSettings>);
 
 #[derive(Clone)]
 struct Dispatch {
     state: SharedState,
     api: Router,
+    web: WebEdge,
 }
 
 /// `/channels/{name}/webhook`.
@@ -45,9 +42,10 @@ pub fn webhook_router(state: SharedState) -> Router {
 /// A fallback rather than a route so that no path parameters of the outer match
 /// reach the API's handlers.
 pub fn fallback(state: SharedState, api: Router) -> Router {
+    let web = WebEdge::new(state.api_key.as_deref(), state.lifecycle.clone());
     Router::new()
         .fallback(dispatch)
-        .with_state(Dispatch { state, api })
+        .with_state(Dispatch { state, api, web })
 }
 
 /// `/channels/<name>/<rest>?q` → (`name`, `/<rest>?q`).
@@ -61,16 +59,42 @@ fn split_path(uri: &Uri) -> Option<(&str, String)> {
     Some((name, rest))
 }
 
-async fn dispatch(State(d): State<Dispatch>, mut request: Request) -> Response {
-    let Some((name, rest)) = split_path(request.uri()) else {
+async fn dispatch(State(d): State<Dispatch>, request: Request) -> Response {
+    // `/channels/{name}` of a web channel: the page, whose URLs are relative.
+    if let Some(name) = request.uri().path().strip_prefix(PREFIX)
+        && !name.contains('/')
+        && d.state
+            .channels
+            .get(name)
+            .is_some_and(|c| c.channel_type == ChannelType::Web)
+    {
+        let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+        if let Ok(location) = HeaderValue::from_str(&format!("{PREFIX}{name}/")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
+    }
+    let uri = request.uri().clone();
+    let Some((name, rest)) = split_path(&uri) else {
         let (method, uri) = (request.method().clone(), request.uri().clone());
         return crate::api::ops::not_found(method, uri)
             .await
             .into_response();
     };
+    // The web edge: the page (served even when the channel is disabled: the
+    // page then shows the API's 503), and browser identity on API calls.
+    let (mut request, announce) = match d.state.channels.get(name) {
+        Some(web) if web.channel_type == ChannelType::Web => {
+            match d.web.intercept(&web, &rest, request) {
+                Intercept::Answer(response) => return response,
+                Intercept::Forward(request, announce) => (request, announce),
+            }
+        }
+        _ => (request, None),
+    };
     let channel = match d.state.channels.resolve(name) {
         Ok(channel) => channel,
-        Err(err) => return err.into_response(),
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let origin = request
         .headers()
@@ -98,7 +122,10 @@ async fn dispatch(State(d): State<Dispatch>, mut request: Request) -> Response {
     if let Some(origin) = origin {
         allow_origin(response.headers_mut(), &origin);
     }
-    response
+    match announce {
+        Some(announce) => announce.after(&d.web, response),
+        None => response,
+    }
 }
 
 fn allow_origin(headers: &mut HeaderMap, origin: &str) {
@@ -156,6 +183,11 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
                 .description(Some("The ChatChannel the request comes in through"))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1)),
+                ))
                 .build();
             let params = item.parameters.get_or_insert_with(Vec::new);
             params.insert(0, name.into());
@@ -170,8 +202,8 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(super::webhook::receive),
-    components(schemas(super::webhook::WebhookAnswer)),
+    paths(super::webhook::receive, super::web::page_config_doc),
+    components(schemas(crate::channel_registry::webhook::WebhookAnswer)),
     tags((name = "channels", description = "Webhook channels: signed messages in, signed answers POSTed to the callback URL"))
 )]
 struct WebhookDoc;

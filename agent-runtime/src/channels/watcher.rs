@@ -1,4 +1,4 @@
-//! Keeps the [`super::ChannelRegistry`] in step with the ChatChannels of the pod's
+//! Keeps the [`crate::channel_registry::ChannelRegistry`] in step with the ChatChannels of the pod's
 //! namespace that point at this agent (a kube reflector), so enabling,
 //! disabling, language and limit changes apply without a restart.
 
@@ -11,8 +11,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
-use super::ChannelSettings;
-use crate::app::SharedState;
+use crate::channel_registry::{ChannelSettings, apply_limits};
+use crate::state::SharedState;
 
 /// The agent's channels in `store`, as settings.
 pub fn channels_of(store: &Store<ChatChannel>, agent: &str) -> Vec<ChannelSettings> {
@@ -65,7 +65,7 @@ pub async fn run(
                     .map(|c| c.name.clone())
                     .collect();
                 state.channels.replace_all(channels);
-                super::apply_limits(&state, &previous);
+                apply_limits(&state.channels, &state.limiter, &previous);
             }
             Some(Err(err)) => {
                 tracing::warn!(%namespace, error = %err, "ChatChannel watch failed; retrying");

@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::signing::{self, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
-use crate::app::SharedState;
 use crate::auth::valid_id;
-use crate::chat::chain_hash;
-use crate::db::{NewDelivery, NewMessage, Role, Session};
+use crate::channel_registry::signing::{self, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
+use crate::conversation::{self, Participant, SessionRef};
+use crate::db::NewDelivery;
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::state::SharedState;
 
 /// An inbound webhook message.
 #[derive(Deserialize, ToSchema, Debug)]
@@ -43,26 +43,6 @@ pub struct WebhookAccepted {
     pub session_id: String,
     /// The stored user message.
     pub message_id: String,
-}
-
-/// The JSON POSTed to the callback URL, signed like inbound messages.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-#[serde(rename_all = "camelCase")]
-pub struct WebhookAnswer {
-    /// Delivery id: the same on every retry; deduplicate on it.
-    pub delivery_id: String,
-    /// Channel name.
-    pub channel: String,
-    /// The sender's conversation id.
-    pub conversation_id: String,
-    /// The sender's user id.
-    pub user: String,
-    /// Id of the stored answer.
-    pub message_id: String,
-    /// Id of the user message it answers.
-    pub in_reply_to: String,
-    /// The answer.
-    pub text: String,
 }
 
 fn unauthorized(code: &'static str, message: String) -> ApiError {
@@ -159,7 +139,12 @@ pub async fn receive(
             ),
         ));
     }
-    crate::chat::admit(&state, &name, &user)?;
+    let participant = Participant {
+        user: user.clone(),
+        channel: name.clone(),
+        language: channel.language.clone(),
+    };
+    let admitted = conversation::admit(&state, participant)?;
     let delivery_id = uuid::Uuid::now_v7().to_string();
     let inserted = state
         .store
@@ -168,7 +153,7 @@ pub async fn receive(
             channel: name.clone(),
             inbound_key: inbound_key(timestamp, signature.unwrap_or_default()),
             conversation_id: conversation.clone(),
-            user_id: user.clone(),
+            user_id: user,
             text: message.text.clone(),
             callback_url: webhook.callback_url.clone(),
             now_ms: chrono::Utc::now().timestamp_millis(),
@@ -182,78 +167,38 @@ pub async fn receive(
             "this signed message was accepted before (replay refused); sign new messages with a new timestamp",
         ));
     }
-    let (session, message_id) = match store_user_message(
+    let recorded = match conversation::record(
         &state,
-        &name,
-        &user,
-        &conversation,
+        admitted.participant(),
+        SessionRef::External(conversation),
         &message.text,
     )
     .await
     {
-        Ok(stored) => stored,
+        Ok(recorded) => recorded,
         Err(err) => {
             // Not stored: forget the outbox row so the sender's retry is accepted.
             if let Err(e) = state.store.delete_delivery(&delivery_id).await {
                 tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a failed webhook delivery");
             }
-            return Err(err);
+            return Err(err.into());
         }
     };
     state
         .store
-        .set_delivery_message(&delivery_id, &session.id, &message_id)
+        .set_delivery_message(&delivery_id, &recorded.session_id, &recorded.message.id)
         .await?;
-    state.channels.activity.record_message(&name, &session.id);
     state.webhooks.wake();
-    tracing::info!(channel = %name, delivery = %delivery_id, session = %session.id, "webhook message accepted");
+    tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "webhook message accepted");
     Ok((
         StatusCode::ACCEPTED,
         Json(WebhookAccepted {
             delivery_id,
-            session_id: session.id,
-            message_id,
+            session_id: recorded.session_id,
+            message_id: recorded.message.id,
         }),
     )
         .into_response())
-}
-
-/// Stores `text` as the next user message of the conversation's session.
-pub(crate) async fn store_user_message(
-    state: &SharedState,
-    channel: &str,
-    user: &str,
-    conversation: &str,
-    text: &str,
-) -> Result<(Session, String), ApiError> {
-    let session = state
-        .store
-        .session_for_conversation(user, channel, conversation)
-        .await?;
-    let branch = state.store.conversation(user, &session.id).await?;
-    let parent = branch.last();
-    let id = NewMessage::new_id();
-    state
-        .store
-        .append_messages(&[NewMessage {
-            id: id.clone(),
-            session_id: session.id.clone(),
-            parent_id: parent.map(|m| m.id.clone()),
-            role: Role::User,
-            content: text.to_owned(),
-            model: None,
-            tokens_in: state.tokenizer.count(text) as i64,
-            tokens_out: 0,
-            latency_ms: None,
-            error: None,
-            chain_hash: chain_hash(
-                parent.map(|m| m.chain_hash.as_str()).unwrap_or_default(),
-                Role::User,
-                text,
-            ),
-        }])
-        .await?;
-    Ok((session, id))
 }
 
 #[cfg(test)]

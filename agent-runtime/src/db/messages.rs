@@ -1,12 +1,13 @@
-//! Message queries, session summaries, full-text search and per-user stats.
+//! Message queries: storing messages (with the session's counters), reading a
+//! session's messages and its current branch, finding messages by their
+//! conversation hash, and session summaries with their newest message.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::AssertSqlSafe;
-use utoipa::ToSchema;
 
 use super::sessions::{NewSession, SESSION_COLUMNS};
-use super::{Backend, Message, Role, Session, SessionSummary, Store, StoreError, now, with_pool};
+use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool};
+use crate::domain::Role;
 
 const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
      tokens_out, latency_ms, error, chain_hash, created_at";
@@ -43,78 +44,6 @@ impl NewMessage {
     pub fn new_id() -> String {
         uuid::Uuid::now_v7().to_string()
     }
-}
-
-/// One search result.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct SearchHit {
-    /// The matching session.
-    pub session: Session,
-    /// Relevance; higher is better.
-    pub score: f64,
-    /// The best-matching text (a message or the title).
-    pub snippet: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct SearchRow {
-    #[sqlx(flatten)]
-    session: Session,
-    score: f64,
-    snippet: Option<String>,
-    total: i64,
-}
-
-/// A turn whose models all failed (or whose stream broke), for the admin list.
-#[derive(Clone, Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct FailedTurn {
-    /// The stored answer (empty, partial, or the fallback response).
-    pub message_id: String,
-    /// Its session.
-    pub session_id: String,
-    /// The session's user.
-    pub user_id: String,
-    /// The session's channel.
-    pub channel: String,
-    /// `fallback` when the tenant's fallback response was answered, else the
-    /// model whose stream broke, or none.
-    pub model: Option<String>,
-    /// Why it failed.
-    pub reason: String,
-    /// Characters of answer text stored.
-    pub answer_chars: i64,
-    /// When.
-    pub created_at: DateTime<Utc>,
-    #[serde(skip)]
-    #[schema(ignore)]
-    total: i64,
-}
-
-/// Figures for one user.
-#[derive(Clone, Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
-pub struct UserStats {
-    /// Sessions that are not deleted.
-    pub sessions: i64,
-    /// Active sessions.
-    pub active_sessions: i64,
-    /// Archived sessions.
-    pub archived_sessions: i64,
-    /// Pinned sessions.
-    pub pinned_sessions: i64,
-    /// Messages in sessions that are not deleted.
-    pub messages: i64,
-    /// Of which written by the user.
-    pub user_messages: i64,
-    /// Of which answers.
-    pub assistant_messages: i64,
-    /// Prompt tokens.
-    pub tokens_in: i64,
-    /// Generated tokens.
-    pub tokens_out: i64,
-    /// Oldest session.
-    pub first_session_at: Option<DateTime<Utc>>,
-    /// Newest message.
-    pub last_message_at: Option<DateTime<Utc>>,
 }
 
 /// One message insert with parameters `$1`..`$12` (see [`bind_one`]).
@@ -346,7 +275,7 @@ impl Store {
                 channel: new.channel,
                 external_id: new.external_id,
                 title,
-                status: super::SessionStatus::Active,
+                status: crate::domain::SessionStatus::Active,
                 pinned: false,
                 message_count: 1,
                 tokens_in: message.tokens_in,
@@ -495,143 +424,6 @@ impl Store {
             Ok(out)
         })
     }
-
-    /// Ranked full-text search over titles and message text of the user's
-    /// sessions that are not deleted. A title hit weighs double; a session's
-    /// score adds up its hits. Returns a page and the total.
-    pub async fn search(
-        &self,
-        user_id: &str,
-        query: &str,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<SearchHit>, i64), StoreError> {
-        let cols = prefixed(SESSION_COLUMNS, "s");
-        let rows: Vec<SearchRow> = match &self.backend {
-            Backend::Postgres(pool) => {
-                let sql = format!(
-                    "WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS query), \
-                     hits AS ( \
-                       SELECT m.session_id, ts_rank(m.content_tsv, q.query) AS rank, m.content AS text \
-                       FROM messages m JOIN sessions s ON s.id = m.session_id, q \
-                       WHERE s.user_id = $1 AND s.status <> 'deleted' AND m.content_tsv @@ q.query \
-                       UNION ALL \
-                       SELECT s.id, 2 * ts_rank(s.title_tsv, q.query), s.title \
-                       FROM sessions s, q \
-                       WHERE s.user_id = $1 AND s.status <> 'deleted' AND s.title_tsv @@ q.query), \
-                     ranked AS ( \
-                       SELECT session_id, SUM(rank) AS score, \
-                              (array_agg(text ORDER BY rank DESC))[1] AS snippet \
-                       FROM hits GROUP BY session_id) \
-                     SELECT {cols}, CAST(r.score AS DOUBLE PRECISION) AS score, r.snippet, \
-                            COUNT(*) OVER () AS total \
-                     FROM ranked r JOIN sessions s ON s.id = r.session_id \
-                     ORDER BY r.score DESC, s.updated_at DESC, s.id LIMIT $3 OFFSET $4"
-                );
-                sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                    .bind(user_id)
-                    .bind(query)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Backend::Sqlite(pool) => {
-                let Some(fts_query) = fts5_query(query) else {
-                    return Ok((Vec::new(), 0));
-                };
-                let sql = format!(
-                    "WITH hits AS ( \
-                       SELECT m.session_id AS session_id, -bm25(messages_fts) AS hit, m.content AS text \
-                       FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid \
-                       JOIN sessions s ON s.id = m.session_id \
-                       WHERE messages_fts MATCH $2 AND s.user_id = $1 AND s.status <> 'deleted' \
-                       UNION ALL \
-                       SELECT s.id, -2 * bm25(sessions_fts), s.title \
-                       FROM sessions_fts JOIN sessions s ON s.rid = sessions_fts.rowid \
-                       WHERE sessions_fts MATCH $2 AND s.user_id = $1 AND s.status <> 'deleted'), \
-                     ranked AS ( \
-                       SELECT session_id, SUM(hit) AS score, MAX(hit) AS best, text AS snippet \
-                       FROM hits GROUP BY session_id) \
-                     SELECT {cols}, CAST(r.score AS REAL) AS score, r.snippet, \
-                            COUNT(*) OVER () AS total \
-                     FROM ranked r JOIN sessions s ON s.id = r.session_id \
-                     ORDER BY r.score DESC, s.updated_at DESC, s.id LIMIT $3 OFFSET $4"
-                );
-                sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                    .bind(user_id)
-                    .bind(fts_query)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
-        let total = rows.first().map(|r| r.total).unwrap_or(0);
-        let hits = rows
-            .into_iter()
-            .map(|r| SearchHit {
-                session: r.session,
-                score: r.score,
-                snippet: truncate_chars(r.snippet.as_deref().unwrap_or(""), 200),
-            })
-            .collect();
-        Ok((hits, total))
-    }
-
-    /// Failed turns across all users, newest first: a page and the total.
-    pub async fn failures(
-        &self,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<FailedTurn>, i64), StoreError> {
-        let sql = "SELECT m.id AS message_id, m.session_id, s.user_id, s.channel, m.model, \
-             m.error AS reason, CAST(LENGTH(m.content) AS BIGINT) AS answer_chars, m.created_at, \
-             COUNT(*) OVER () AS total \
-             FROM messages m JOIN sessions s ON s.id = m.session_id \
-             WHERE m.role = 'assistant' AND m.error IS NOT NULL \
-             ORDER BY m.seq DESC LIMIT $1 OFFSET $2";
-        let _timer = self.timer("failures");
-        let rows: Vec<FailedTurn> = with_pool!(self, pool => sqlx::query_as(sql)
-            .bind(limit).bind(offset).fetch_all(pool).await?);
-        let total = match rows.first() {
-            Some(row) => row.total,
-            None if offset > 0 => with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM messages WHERE role = 'assistant' AND error IS NOT NULL")
-                .fetch_one(pool).await?),
-            None => 0,
-        };
-        Ok((rows, total))
-    }
-
-    /// Figures for one user.
-    pub async fn stats(&self, user_id: &str) -> Result<UserStats, StoreError> {
-        let sql = "SELECT \
-             COUNT(*) AS sessions, \
-             CAST(COALESCE(SUM(CASE WHEN status = 'active' THEN 1 ELSE 0 END), 0) AS BIGINT) AS active_sessions, \
-             CAST(COALESCE(SUM(CASE WHEN status = 'archived' THEN 1 ELSE 0 END), 0) AS BIGINT) AS archived_sessions, \
-             CAST(COALESCE(SUM(CASE WHEN pinned THEN 1 ELSE 0 END), 0) AS BIGINT) AS pinned_sessions, \
-             CAST(COALESCE(SUM(message_count), 0) AS BIGINT) AS messages, \
-             CAST(0 AS BIGINT) AS user_messages, CAST(0 AS BIGINT) AS assistant_messages, \
-             CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tokens_in, \
-             CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tokens_out, \
-             MIN(created_at) AS first_session_at, MAX(last_message_at) AS last_message_at \
-             FROM sessions WHERE user_id = $1 AND status <> 'deleted'";
-        let by_role = "SELECT m.role, COUNT(*) FROM messages m JOIN sessions s ON s.id = m.session_id \
-             WHERE s.user_id = $1 AND s.status <> 'deleted' GROUP BY m.role";
-        with_pool!(self, pool => {
-            let mut stats: UserStats = sqlx::query_as(sql).bind(user_id).fetch_one(pool).await?;
-            let roles: Vec<(String, i64)> = sqlx::query_as(by_role).bind(user_id).fetch_all(pool).await?;
-            for (role, count) in roles {
-                match role.as_str() {
-                    "user" => stats.user_messages = count,
-                    "assistant" => stats.assistant_messages = count,
-                    _ => {}
-                }
-            }
-            Ok(stats)
-        })
-    }
 }
 
 /// The branch ending at the newest message, oldest first.
@@ -656,23 +448,12 @@ fn current_branch(all: Vec<Message>) -> Vec<Message> {
     branch
 }
 
-fn prefixed(columns: &str, alias: &str) -> String {
+pub(super) fn prefixed(columns: &str, alias: &str) -> String {
     columns
         .split(',')
         .map(|c| format!("{alias}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The user's words as an FTS5 query: each word quoted (so no input is FTS5
-/// syntax), all required. `None` when there is no word at all.
-fn fts5_query(input: &str) -> Option<String> {
-    let terms: Vec<String> = input
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{w}\""))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
 }
 
 /// A title from the first user message.
@@ -685,7 +466,7 @@ fn title_from(content: &str) -> String {
     truncate_chars(line, 80)
 }
 
-fn truncate_chars(text: &str, max: usize) -> String {
+pub(super) fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
@@ -695,15 +476,6 @@ fn truncate_chars(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fts5_queries_never_carry_syntax() {
-        assert_eq!(
-            fts5_query("kube* \"OR\" -x").as_deref(),
-            Some("\"kube\" \"OR\" \"x\"")
-        );
-        assert_eq!(fts5_query("  ** "), None);
-    }
 
     #[test]
     fn titles_are_the_first_line_cut_at_80_chars() {

@@ -1,12 +1,17 @@
 //! Conversation storage: sessions and messages in Postgres (what the operator
 //! provisions) or SQLite (the standalone default), migrated at start. Queries
 //! are written once in SQL both understand and run on whichever pool is open;
-//! only full-text search differs (tsvector + GIN vs. FTS5).
+//! only full-text search differs (tsvector + GIN vs. FTS5). Sessions,
+//! messages, search, per-user stats, admin queries and the webhook outbox each
+//! have their own file.
 
+mod admin;
 mod messages;
 mod models;
 mod outbox;
+mod search;
 mod sessions;
+mod stats;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,10 +20,13 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use messages::{FailedTurn, NewMessage, SearchHit, UserStats};
-pub use models::{Message, Role, Session, SessionStatus, SessionSummary};
+pub use admin::FailedTurn;
+pub use messages::NewMessage;
+pub use models::{Message, Session, SessionSummary};
 pub use outbox::{Delivery, NewDelivery};
+pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
+pub use stats::UserStats;
 
 use crate::settings::DatabaseTarget;
 

@@ -1,90 +1,16 @@
-//! Rows as the API shows them.
+//! Rows as stored. The HTTP API shows them through its own types,
+//! converted at the edge.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// Lifecycle of a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionStatus {
-    /// In use.
-    Active,
-    /// Put away by the user; still searchable.
-    Archived,
-    /// Soft-deleted: hidden everywhere but `status=deleted` listings.
-    Deleted,
-}
-
-impl SessionStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Archived => "archived",
-            Self::Deleted => "deleted",
-        }
-    }
-}
-
-impl TryFrom<String> for SessionStatus {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        match value.as_str() {
-            "active" => Ok(Self::Active),
-            "archived" => Ok(Self::Archived),
-            "deleted" => Ok(Self::Deleted),
-            other => Err(format!("unknown session status {other:?}")),
-        }
-    }
-}
-
-/// Author of a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The end user.
-    User,
-    /// The model.
-    Assistant,
-    /// Instructions.
-    System,
-    /// A tool result.
-    Tool,
-}
-
-impl Role {
-    /// The stored spelling, also OpenAI's.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Assistant => "assistant",
-            Self::System => "system",
-            Self::Tool => "tool",
-        }
-    }
-}
-
-impl TryFrom<String> for Role {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        match value.as_str() {
-            "user" => Ok(Self::User),
-            "assistant" => Ok(Self::Assistant),
-            "system" => Ok(Self::System),
-            "tool" => Ok(Self::Tool),
-            other => Err(format!("unknown role {other:?}")),
-        }
-    }
-}
+use crate::domain::{Role, SessionStatus};
 
 /// A conversation.
-#[derive(Clone, Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Session {
     /// Session id.
     pub id: String,
     /// Owner.
-    #[serde(rename = "user")]
     pub user_id: String,
     /// Channel it came in through.
     pub channel: String,
@@ -112,7 +38,7 @@ pub struct Session {
 }
 
 /// One stored message.
-#[derive(Clone, Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Message {
     /// Message id.
     pub id: String,
@@ -138,15 +64,13 @@ pub struct Message {
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Hash of the conversation up to and including this message.
-    #[serde(skip)]
     pub chain_hash: String,
 }
 
 /// A session with its newest message, for sidebars.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug)]
 pub struct SessionSummary {
     /// The session.
-    #[serde(flatten)]
     pub session: Session,
     /// Its newest message, if any.
     pub last_message: Option<Message>,

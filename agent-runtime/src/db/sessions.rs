@@ -1,11 +1,10 @@
 //! Session queries. Every query is scoped by the caller's user id: one user
 //! never reads or changes another's sessions.
 
-use serde::Deserialize;
 use sqlx::AssertSqlSafe;
-use utoipa::ToSchema;
 
-use super::{Session, SessionStatus, Store, StoreError, now, with_pool};
+use super::{Session, Store, StoreError, now, with_pool};
+use crate::domain::SessionStatus;
 
 pub(super) const SESSION_COLUMNS: &str = "id, user_id, channel, external_id, title, status, pinned, \
      message_count, tokens_in, tokens_out, created_at, updated_at, last_message_at";
@@ -24,8 +23,7 @@ pub struct NewSession {
 }
 
 /// Sort key of a session listing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SessionSort {
     /// Last change (default).
     #[default]
@@ -53,8 +51,7 @@ impl SessionSort {
 }
 
 /// Sort direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SortOrder {
     /// Ascending.
     Asc,

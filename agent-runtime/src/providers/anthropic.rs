@@ -1,180 +1,177 @@
-//! Anthropic Messages (`POST /v1/messages`), streaming included.
+//! Anthropic Messages (`POST /v1/messages`), streaming included: `x-api-key`,
+//! system prompt apart, turns alternating from the user, events ending with
+//! `message_stop`.
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use crds::runtime_config::ModelConfig;
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
-
-use super::sse::{self, SseEvent};
-use super::{
-    ChatProvider, ChatRequest, Completion, EventStream, ProviderError, StreamEvent, Usage,
-    read_json, send,
+use model_wire::anthropic::{
+    API_VERSION, BlockDelta, ErrorBody, InputMessage, Message, MessageContent, MessageStreamEvent,
+    MessagesRequest, Role as WireRole, SystemPrompt, text_of,
 };
-use crate::db::Role;
 
-const API_VERSION: &str = "2023-06-01";
+use super::http::{Flow, HttpProvider, ModelSettings, WireFormat};
+use super::openai::stream_error;
+use super::sse::SseEvent;
+use super::{ChatRequest, Completion, ProviderError, StreamEvent, Usage};
+use crate::domain::Role;
+
 /// Anthropic requires `max_tokens`; used when neither client nor config sets it.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// An Anthropic upstream.
-pub struct AnthropicProvider {
-    client: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: Option<String>,
-    temperature: Option<f64>,
-    max_output_tokens: Option<u32>,
-    timeout: Duration,
+pub type AnthropicProvider = HttpProvider<Anthropic>;
+
+/// The Anthropic Messages wire format.
+pub struct Anthropic;
+
+/// A stream's memory: usage and stop reason arrive in different events.
+#[derive(Default)]
+pub struct EventState {
+    usage: Usage,
+    stop_reason: Option<String>,
 }
 
-impl AnthropicProvider {
-    /// A provider for `config`, sending `api_key` as `x-api-key`.
-    pub fn new(client: reqwest::Client, config: &ModelConfig, api_key: Option<String>) -> Self {
+impl WireFormat for Anthropic {
+    const PROVIDER: &'static str = "anthropic";
+    type StreamState = EventState;
+
+    fn endpoint(config: &ModelConfig) -> String {
         let base = config.effective_base_url();
         let base = base.strip_suffix("/v1").unwrap_or(&base);
-        Self {
-            client,
-            url: format!("{base}/v1/messages"),
-            model: config.name.clone(),
-            api_key,
-            temperature: config.temperature,
-            max_output_tokens: config.max_output_tokens,
-            timeout: Duration::from_secs(config.timeout_seconds.max(1)),
+        format!("{base}/v1/messages")
+    }
+
+    fn authorize(
+        builder: reqwest::RequestBuilder,
+        api_key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let builder = builder.header("anthropic-version", API_VERSION);
+        match api_key {
+            Some(key) => builder.header("x-api-key", key),
+            None => builder,
         }
     }
 
     /// System messages go to `system`; the rest must alternate user/assistant
     /// starting with the user, so same-role neighbours are merged and a leading
     /// assistant message (a greeting) is dropped.
-    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
-        let system: Vec<&str> = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::System)
-            .map(|m| m.content.as_str())
-            .collect();
-        let mut turns: Vec<(&'static str, String)> = Vec::new();
-        for m in request.messages.iter().filter(|m| m.role != Role::System) {
-            let role = if m.role == Role::Assistant {
-                "assistant"
-            } else {
-                "user"
-            };
-            if turns.is_empty() && role == "assistant" {
+    fn request_body(
+        settings: &ModelSettings,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let mut system: Option<Cow<'_, str>> = None;
+        let mut messages: Vec<InputMessage<'_>> = Vec::new();
+        for m in &request.messages {
+            if m.role == Role::System {
+                append(&mut system, &m.content);
                 continue;
             }
-            match turns.last_mut() {
-                Some((last, text)) if *last == role => {
+            let role = if m.role == Role::Assistant {
+                WireRole::Assistant
+            } else {
+                WireRole::User
+            };
+            match messages.last_mut() {
+                None if role == WireRole::Assistant => {}
+                Some(InputMessage {
+                    role: last,
+                    content: MessageContent::Text(text),
+                }) if *last == role => {
+                    let text = text.to_mut();
                     text.push_str("\n\n");
                     text.push_str(&m.content);
                 }
-                _ => turns.push((role, m.content.clone())),
+                _ => messages.push(InputMessage {
+                    role,
+                    content: MessageContent::Text(Cow::Borrowed(&m.content)),
+                }),
             }
         }
-        let messages: Vec<Value> = turns
-            .into_iter()
-            .map(|(role, content)| json!({"role": role, "content": content}))
-            .collect();
-        let mut body = json!({
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": request.max_output_tokens.or(self.max_output_tokens).unwrap_or(DEFAULT_MAX_TOKENS),
-            "stream": stream,
-        });
-        if !system.is_empty() {
-            body["system"] = json!(system.join("\n\n"));
-        }
-        if let Some(t) = request.temperature.or(self.temperature) {
-            body["temperature"] = json!(t);
-        }
-        body
+        let body = MessagesRequest {
+            model: Cow::Borrowed(&settings.model),
+            messages,
+            max_tokens: request
+                .max_output_tokens
+                .or(settings.max_output_tokens)
+                .unwrap_or(DEFAULT_MAX_TOKENS),
+            system: system.map(SystemPrompt::Text),
+            temperature: request.temperature.or(settings.temperature),
+            stream,
+            ..MessagesRequest::default()
+        };
+        serde_json::to_vec(&body)
     }
 
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        let builder = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("anthropic-version", API_VERSION)
-            .body(body.to_string());
-        match &self.api_key {
-            Some(key) => builder.header("x-api-key", key),
-            None => builder,
+    fn completion(body: &[u8]) -> Result<Completion, ProviderError> {
+        let message: Message<'_> =
+            serde_json::from_slice(body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        Ok(Completion {
+            content: text_of(&message.content),
+            usage: message.usage.map(|u| Usage {
+                prompt_tokens: u.input_tokens,
+                completion_tokens: u.output_tokens,
+            }),
+            finish_reason: finish_reason(message.stop_reason.as_deref()),
+        })
+    }
+
+    fn stream_event(
+        state: &mut EventState,
+        event: SseEvent<'_>,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<Flow, ProviderError> {
+        let event: MessageStreamEvent<'_> = serde_json::from_str(event.data)
+            .map_err(|e| ProviderError::Malformed(format!("event is not JSON: {e}")))?;
+        match event {
+            MessageStreamEvent::MessageStart { message } => {
+                if let Some(usage) = message.usage {
+                    state.usage.prompt_tokens = usage.input_tokens;
+                }
+            }
+            MessageStreamEvent::ContentBlockDelta {
+                delta: BlockDelta::TextDelta { text },
+                ..
+            } if !text.is_empty() => out.push_back(StreamEvent::Delta(text.into_owned())),
+            MessageStreamEvent::MessageDelta { delta, usage } => {
+                state.usage.completion_tokens = usage.output_tokens;
+                if let Some(reason) = delta.stop_reason {
+                    state.stop_reason = Some(reason.into_owned());
+                }
+            }
+            MessageStreamEvent::MessageStop => {
+                out.push_back(StreamEvent::Usage(state.usage));
+                out.push_back(StreamEvent::Finished {
+                    finish_reason: finish_reason(state.stop_reason.as_deref()),
+                });
+                return Ok(Flow::End);
+            }
+            MessageStreamEvent::Error { error } => return Err(stream_error(&error.message)),
+            _ => {}
         }
+        Ok(Flow::Continue)
+    }
+
+    fn error_message(body: &[u8]) -> Option<String> {
+        serde_json::from_slice::<ErrorBody<'_>>(body)
+            .ok()
+            .map(|body| body.error.message.into_owned())
+            .filter(|message| !message.is_empty())
     }
 }
 
-/// Tracks a stream's usage across events.
-#[derive(Default)]
-struct StreamState {
-    usage: Usage,
-    stop_reason: Option<String>,
-}
-
-/// Events carried by one Anthropic stream event; `message_stop` yields the usage
-/// and [`StreamEvent::Finished`].
-fn stream_events(
-    event: &SseEvent,
-    state: &mut StreamState,
-) -> Result<Vec<StreamEvent>, ProviderError> {
-    let value: Value = serde_json::from_str(&event.data)
-        .map_err(|e| ProviderError::Malformed(format!("event is not JSON: {e}")))?;
-    let kind = value
-        .get("type")
-        .and_then(Value::as_str)
-        .or(event.event.as_deref())
-        .unwrap_or("");
-    let mut out = Vec::new();
-    match kind {
-        "message_start" => {
-            if let Some(n) = value
-                .pointer("/message/usage/input_tokens")
-                .and_then(Value::as_u64)
-            {
-                state.usage.prompt_tokens = n;
-            }
+/// Adds a system message to the system prompt, a blank line apart.
+fn append<'a>(system: &mut Option<Cow<'a, str>>, text: &'a str) {
+    match system {
+        None => *system = Some(Cow::Borrowed(text)),
+        Some(prompt) => {
+            let prompt = prompt.to_mut();
+            prompt.push_str("\n\n");
+            prompt.push_str(text);
         }
-        "content_block_delta" => {
-            if let Some(text) = value.pointer("/delta/text").and_then(Value::as_str)
-                && !text.is_empty()
-            {
-                out.push(StreamEvent::Delta(text.to_owned()));
-            }
-        }
-        "message_delta" => {
-            if let Some(n) = value
-                .pointer("/usage/output_tokens")
-                .and_then(Value::as_u64)
-            {
-                state.usage.completion_tokens = n;
-            }
-            if let Some(reason) = value.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                state.stop_reason = Some(reason.to_owned());
-            }
-        }
-        "message_stop" => {
-            out.push(StreamEvent::Usage(state.usage));
-            out.push(StreamEvent::Finished {
-                finish_reason: finish_reason(state.stop_reason.as_deref()),
-            });
-            return Ok(out);
-        }
-        "error" => {
-            let message = value
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("error event in stream");
-            return Err(ProviderError::Status {
-                status: 502,
-                message: message.to_owned(),
-                retry_after: None,
-            });
-        }
-        _ => {}
     }
-    Ok(out)
 }
 
 /// Anthropic stop reasons in OpenAI's words.
@@ -187,106 +184,74 @@ fn finish_reason(stop_reason: Option<&str>) -> String {
     .to_owned()
 }
 
-impl ChatProvider for AnthropicProvider {
-    fn provider(&self) -> &'static str {
-        "anthropic"
-    }
-
-    fn model(&self) -> &str {
-        &self.model
-    }
-
-    fn complete<'a>(
-        &'a self,
-        request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
-        Box::pin(async move {
-            let response = send(self.post(&self.body(request, false)), self.timeout).await?;
-            let value = read_json(response, self.timeout).await?;
-            let blocks = value
-                .get("content")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ProviderError::Malformed("answer has no content".into()))?;
-            let content: String = blocks
-                .iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect();
-            let usage = value.get("usage").map(|u| Usage {
-                prompt_tokens: u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0),
-                completion_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
-            });
-            Ok(Completion {
-                content,
-                usage,
-                finish_reason: finish_reason(value.get("stop_reason").and_then(Value::as_str)),
-            })
-        })
-    }
-
-    fn stream<'a>(
-        &'a self,
-        request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
-        Box::pin(async move {
-            let response = send(self.post(&self.body(request, true)), self.timeout).await?;
-            let events = sse::events(response, self.timeout);
-            let stream = futures::stream::unfold(
-                (events, StreamState::default(), false),
-                |(mut events, mut state, done)| async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        match events.next().await {
-                            Some(Ok(event)) => match stream_events(&event, &mut state) {
-                                Ok(items)
-                                    if items
-                                        .iter()
-                                        .any(|i| matches!(i, StreamEvent::Finished { .. })) =>
-                                {
-                                    let items = items.into_iter().map(Ok).collect::<Vec<_>>();
-                                    return Some((items, (events, state, true)));
-                                }
-                                Ok(items) if !items.is_empty() => {
-                                    let items = items.into_iter().map(Ok).collect::<Vec<_>>();
-                                    return Some((items, (events, state, false)));
-                                }
-                                Ok(_) => {}
-                                Err(err) => return Some((vec![Err(err)], (events, state, true))),
-                            },
-                            Some(Err(err)) => return Some((vec![Err(err)], (events, state, true))),
-                            None => {
-                                return Some((
-                                    vec![Err(ProviderError::Truncated)],
-                                    (events, state, true),
-                                ));
-                            }
-                        }
-                    }
-                },
-            )
-            .flat_map(futures::stream::iter)
-            .boxed();
-            Ok(stream)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::PromptMessage;
+    use crate::providers::http::tests::decode_in_chunks;
+
+    /// The streamed answer of the Messages streaming guide.
+    const STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\": \"message_start\", \"message\": {\"id\": \"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\", \"type\": \"message\", \"role\": \"assistant\", \"content\": [], \"model\": \"claude-opus-4-6\", \"stop_reason\": null, \"stop_sequence\": null, \"usage\": {\"input_tokens\": 25, \"output_tokens\": 1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\": \"content_block_start\", \"index\": 0, \"content_block\": {\"type\": \"text\", \"text\": \"\"}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"Hello\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"!\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\": \"content_block_stop\", \"index\": 0}\n\n",
+        "event: message_delta\ndata: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"max_tokens\", \"stop_sequence\":null}, \"usage\": {\"output_tokens\": 15}}\n\n",
+        "event: message_stop\ndata: {\"type\": \"message_stop\"}\n\n",
+    );
+
+    #[tokio::test]
+    async fn a_stream_decodes_whatever_its_chunking() {
+        for size in [1, 13, 100, STREAM.len()] {
+            let events: Vec<StreamEvent> = decode_in_chunks::<Anthropic>(STREAM, size)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .expect("no error");
+            assert_eq!(
+                events,
+                vec![
+                    StreamEvent::Delta("Hello".into()),
+                    StreamEvent::Delta("!".into()),
+                    StreamEvent::Usage(Usage {
+                        prompt_tokens: 25,
+                        completion_tokens: 15
+                    }),
+                    StreamEvent::Finished {
+                        finish_reason: "length".into()
+                    },
+                ],
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_end_right_or_fail() {
+        let stop = STREAM.find("event: message_stop").expect("stop");
+        let events = decode_in_chunks::<Anthropic>(&STREAM[..stop], 64).await;
+        assert!(matches!(events.last(), Some(Err(ProviderError::Truncated))));
+        let overloaded = format!(
+            "{}event: error\ndata: {{\"type\": \"error\", \"error\": {{\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}}}\n\n",
+            &STREAM[..stop]
+        );
+        let events = decode_in_chunks::<Anthropic>(&overloaded, 64).await;
+        assert!(matches!(
+            events.last(),
+            Some(Err(ProviderError::Status { status: 502, message, .. })) if message == "Overloaded"
+        ));
+        assert_eq!(events.iter().filter(|e| e.is_ok()).count(), 2);
+    }
 
     #[test]
     fn system_goes_apart_and_turns_alternate() {
-        let provider = AnthropicProvider::new(
-            crate::providers::http_client().expect("client"),
-            &ModelConfig {
-                name: "claude".into(),
-                ..ModelConfig::default()
-            },
-            None,
-        );
+        let settings = ModelSettings {
+            model: "claude".into(),
+            temperature: None,
+            max_output_tokens: None,
+        };
         let msg = |role, content: &str| PromptMessage {
             role,
             content: content.into(),
@@ -301,12 +266,44 @@ mod tests {
             ],
             ..ChatRequest::default()
         };
-        let body = provider.body(&request, true);
-        assert_eq!(body["system"], "be brief");
+        let body = Anthropic::request_body(&settings, &request, true).expect("serialises");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(
-            body["messages"],
-            json!([{"role": "user", "content": "a\n\nb"}, {"role": "assistant", "content": "c"}])
+            body,
+            serde_json::json!({
+                "model": "claude",
+                "system": "be brief",
+                "messages": [{"role": "user", "content": "a\n\nb"}, {"role": "assistant", "content": "c"}],
+                "max_tokens": 4096,
+                "stream": true
+            })
         );
-        assert_eq!(body["max_tokens"], 4096);
+    }
+
+    #[test]
+    fn answers_and_errors_are_read() {
+        let completion = Anthropic::completion(
+            br#"{"content":[{"text":"Hi! My name is Claude.","type":"text"}],"id":"msg_013Zva2CMHLNnXjNJJKqJ2EF","model":"claude-3-7-sonnet-20250219","role":"assistant","stop_reason":"end_turn","stop_sequence":null,"type":"message","usage":{"input_tokens":2095,"output_tokens":503}}"#,
+        )
+        .expect("reads");
+        assert_eq!(completion.content, "Hi! My name is Claude.");
+        assert_eq!(completion.finish_reason, "stop");
+        assert_eq!(
+            completion.usage,
+            Some(Usage {
+                prompt_tokens: 2095,
+                completion_tokens: 503
+            })
+        );
+        assert!(matches!(
+            Anthropic::completion(br#"{"type":"message"}"#),
+            Err(ProviderError::Malformed(_))
+        ));
+        assert_eq!(
+            Anthropic::error_message(
+                br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#
+            ),
+            Some("slow down".into())
+        );
     }
 }

@@ -1,253 +1,301 @@
-//! OpenAI Chat Completions, as spoken by OpenAI, vLLM, Ollama, LiteLLM and others.
+//! OpenAI Chat Completions, as spoken by OpenAI, vLLM, Ollama, LiteLLM and
+//! others: bearer key, `/chat/completions`, chunks ending with `[DONE]`.
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use crds::runtime_config::ModelConfig;
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
-
-use super::sse::{self, SseEvent};
-use super::{
-    ChatProvider, ChatRequest, Completion, EventStream, ProviderError, StreamEvent, Usage,
-    read_json, send,
+use model_wire::openai::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, CompletionUsage, DONE,
+    ErrorBody, Role as WireRole, StreamOptions,
 };
 
+use super::http::{Flow, HttpProvider, ModelSettings, WireFormat};
+use super::sse::SseEvent;
+use super::{ChatRequest, Completion, ProviderError, StreamEvent, Usage};
+use crate::domain::Role;
+
 /// An OpenAI-compatible upstream.
-pub struct OpenAiProvider {
-    client: reqwest::Client,
-    url: String,
-    model: String,
-    api_key: Option<String>,
-    temperature: Option<f64>,
-    max_output_tokens: Option<u32>,
-    timeout: Duration,
+pub type OpenAiProvider = HttpProvider<OpenAi>;
+
+/// The OpenAI Chat Completions wire format.
+pub struct OpenAi;
+
+/// A stream's memory: whether a finish reason came before `[DONE]`.
+#[derive(Default)]
+pub struct ChunkState {
+    finished: bool,
 }
 
-impl OpenAiProvider {
-    /// A provider for `config`, sending `api_key` as a bearer token.
-    pub fn new(client: reqwest::Client, config: &ModelConfig, api_key: Option<String>) -> Self {
-        Self {
-            client,
-            url: format!("{}/chat/completions", config.effective_base_url()),
-            model: config.name.clone(),
-            api_key,
-            temperature: config.temperature,
-            max_output_tokens: config.max_output_tokens,
-            timeout: Duration::from_secs(config.timeout_seconds.max(1)),
-        }
+impl WireFormat for OpenAi {
+    const PROVIDER: &'static str = "openai";
+    type StreamState = ChunkState;
+
+    fn endpoint(config: &ModelConfig) -> String {
+        format!("{}/chat/completions", config.effective_base_url())
     }
 
-    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-            .collect();
-        let mut body = json!({"model": self.model, "messages": messages, "stream": stream});
-        if stream {
-            body["stream_options"] = json!({"include_usage": true});
-        }
-        if let Some(t) = request.temperature.or(self.temperature) {
-            body["temperature"] = json!(t);
-        }
-        if let Some(n) = request.max_output_tokens.or(self.max_output_tokens) {
-            body["max_tokens"] = json!(n);
-        }
-        body
-    }
-
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        let builder = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        match &self.api_key {
+    fn authorize(
+        builder: reqwest::RequestBuilder,
+        api_key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        match api_key {
             Some(key) => builder.bearer_auth(key),
             None => builder,
         }
     }
-}
 
-fn usage_of(value: &Value) -> Option<Usage> {
-    let usage = value.get("usage").filter(|u| u.is_object())?;
-    Some(Usage {
-        prompt_tokens: usage.get("prompt_tokens")?.as_u64()?,
-        completion_tokens: usage
-            .get("completion_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-    })
-}
-
-/// Events carried by one OpenAI chunk; `Ok(None)` marks `[DONE]`.
-fn chunk_events(event: &SseEvent) -> Result<Option<Vec<StreamEvent>>, ProviderError> {
-    let data = event.data.trim();
-    if data == "[DONE]" {
-        return Ok(None);
-    }
-    let value: Value = serde_json::from_str(data)
-        .map_err(|e| ProviderError::Malformed(format!("chunk is not JSON: {e}")))?;
-    if let Some(error) = value.get("error") {
-        let message = error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("error event in stream");
-        return Err(ProviderError::Status {
-            status: 502,
-            message: message.to_owned(),
-            retry_after: None,
-        });
-    }
-    let mut out = Vec::new();
-    if let Some(choice) = value.pointer("/choices/0") {
-        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str)
-            && !text.is_empty()
-        {
-            out.push(StreamEvent::Delta(text.to_owned()));
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            out.push(StreamEvent::Finished {
-                finish_reason: reason.to_owned(),
-            });
-        }
-    }
-    if let Some(usage) = usage_of(&value) {
-        out.push(StreamEvent::Usage(usage));
-    }
-    Ok(Some(out))
-}
-
-impl ChatProvider for OpenAiProvider {
-    fn provider(&self) -> &'static str {
-        "openai"
+    fn request_body(
+        settings: &ModelSettings,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let body = ChatCompletionRequest {
+            model: Cow::Borrowed(&settings.model),
+            messages: request
+                .messages
+                .iter()
+                .map(|m| ChatMessage::text(wire_role(m.role), m.content.as_str()))
+                .collect(),
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+            temperature: request.temperature.or(settings.temperature),
+            max_tokens: request.max_output_tokens.or(settings.max_output_tokens),
+            ..ChatCompletionRequest::default()
+        };
+        serde_json::to_vec(&body)
     }
 
-    fn model(&self) -> &str {
-        &self.model
-    }
-
-    fn complete<'a>(
-        &'a self,
-        request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
-        Box::pin(async move {
-            let response = send(self.post(&self.body(request, false)), self.timeout).await?;
-            let value = read_json(response, self.timeout).await?;
-            let choice = value
-                .pointer("/choices/0")
-                .ok_or_else(|| ProviderError::Malformed("answer has no choices".into()))?;
-            let content = match choice.pointer("/message/content") {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(_) => return Err(ProviderError::Malformed("content is not text".into())),
-            };
-            Ok(Completion {
-                content,
-                usage: usage_of(&value),
-                finish_reason: choice
-                    .get("finish_reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("stop")
-                    .to_owned(),
-            })
+    fn completion(body: &[u8]) -> Result<Completion, ProviderError> {
+        let answer: ChatCompletion<'_> =
+            serde_json::from_slice(body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let usage = answer.usage.map(usage);
+        let choice = answer
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| ProviderError::Malformed("answer has no choices".into()))?;
+        Ok(Completion {
+            content: choice.message.content.unwrap_or_default().into_owned(),
+            usage,
+            finish_reason: choice
+                .finish_reason
+                .map_or_else(|| "stop".to_owned(), Cow::into_owned),
         })
     }
 
-    fn stream<'a>(
-        &'a self,
-        request: &'a ChatRequest,
-    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
-        Box::pin(async move {
-            let response = send(self.post(&self.body(request, true)), self.timeout).await?;
-            let events = sse::events(response, self.timeout);
-            // State: (events, finished seen, done).
-            let stream = futures::stream::unfold(
-                (events, false, false),
-                |(mut events, mut finished, done)| async move {
-                    if done {
-                        return None;
-                    }
-                    let mut batch: Vec<Result<StreamEvent, ProviderError>> = Vec::new();
-                    loop {
-                        match events.next().await {
-                            Some(Ok(event)) => match chunk_events(&event) {
-                                Ok(Some(items)) => {
-                                    for item in items {
-                                        finished |= matches!(item, StreamEvent::Finished { .. });
-                                        batch.push(Ok(item));
-                                    }
-                                    if !batch.is_empty() {
-                                        return Some((batch, (events, finished, false)));
-                                    }
-                                }
-                                // `[DONE]`: complete only if a finish reason came first.
-                                Ok(None) if finished => return None,
-                                Ok(None) => {
-                                    batch.push(Ok(StreamEvent::Finished {
-                                        finish_reason: "stop".into(),
-                                    }));
-                                    return Some((batch, (events, true, true)));
-                                }
-                                Err(err) => {
-                                    batch.push(Err(err));
-                                    return Some((batch, (events, finished, true)));
-                                }
-                            },
-                            Some(Err(err)) => {
-                                batch.push(Err(err));
-                                return Some((batch, (events, finished, true)));
-                            }
-                            // The body ended without `[DONE]`.
-                            None if finished => return None,
-                            None => {
-                                batch.push(Err(ProviderError::Truncated));
-                                return Some((batch, (events, finished, true)));
-                            }
-                        }
-                    }
-                },
-            )
-            .flat_map(futures::stream::iter)
-            .boxed();
-            Ok(stream)
-        })
+    fn stream_event(
+        state: &mut ChunkState,
+        event: SseEvent<'_>,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<Flow, ProviderError> {
+        let data = event.data.trim();
+        if data == DONE {
+            // Complete without a finish reason only if one came first.
+            if !state.finished {
+                out.push_back(StreamEvent::Finished {
+                    finish_reason: "stop".into(),
+                });
+            }
+            return Ok(Flow::End);
+        }
+        let chunk: ChatCompletionChunk<'_> = serde_json::from_str(data)
+            .map_err(|e| ProviderError::Malformed(format!("chunk is not JSON: {e}")))?;
+        if let Some(error) = chunk.error {
+            return Err(stream_error(&error.message));
+        }
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                out.push_back(StreamEvent::Delta(text.into_owned()));
+            }
+            if let Some(reason) = choice.finish_reason {
+                state.finished = true;
+                out.push_back(StreamEvent::Finished {
+                    finish_reason: reason.into_owned(),
+                });
+            }
+        }
+        if let Some(counts) = chunk.usage {
+            out.push_back(StreamEvent::Usage(usage(counts)));
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn error_message(body: &[u8]) -> Option<String> {
+        serde_json::from_slice::<ErrorBody<'_>>(body)
+            .ok()
+            .map(|body| body.error.message.into_owned())
+            .filter(|message| !message.is_empty())
+    }
+}
+
+fn wire_role(role: Role) -> WireRole {
+    match role {
+        Role::User => WireRole::User,
+        Role::Assistant => WireRole::Assistant,
+        Role::System => WireRole::System,
+        Role::Tool => WireRole::Tool,
+    }
+}
+
+fn usage(counts: CompletionUsage) -> Usage {
+    Usage {
+        prompt_tokens: counts.prompt_tokens,
+        completion_tokens: counts.completion_tokens,
+    }
+}
+
+/// An error sent in the middle of a stream.
+pub(super) fn stream_error(message: &str) -> ProviderError {
+    ProviderError::Status {
+        status: 502,
+        message: if message.is_empty() {
+            "error event in stream".to_owned()
+        } else {
+            message.to_owned()
+        },
+        retry_after: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::PromptMessage;
+    use crate::providers::http::tests::decode_in_chunks;
+
+    /// The streamed answer of the Chat Completions reference, usage included.
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn expected() -> Vec<StreamEvent> {
+        vec![
+            StreamEvent::Delta("Hello".into()),
+            StreamEvent::Delta(" there".into()),
+            StreamEvent::Finished {
+                finish_reason: "stop".into(),
+            },
+            StreamEvent::Usage(Usage {
+                prompt_tokens: 9,
+                completion_tokens: 12,
+            }),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_stream_decodes_whatever_its_chunking() {
+        for size in [1, 7, 64, STREAM.len()] {
+            let events: Vec<StreamEvent> = decode_in_chunks::<OpenAi>(STREAM, size)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .expect("no error");
+            assert_eq!(events, expected(), "chunks of {size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_end_right_or_fail() {
+        // Without `[DONE]` after the finish reason: complete.
+        let end = STREAM.find("data: [DONE]").expect("done");
+        let events = decode_in_chunks::<OpenAi>(&STREAM[..end], 64).await;
+        assert!(events.iter().all(Result::is_ok));
+        // Cut before the finish reason: truncated.
+        let cut = STREAM.find("\"finish_reason\":\"stop\"").expect("stop");
+        let cut = STREAM[..cut].rfind("data:").expect("chunk");
+        let events = decode_in_chunks::<OpenAi>(&STREAM[..cut], 64).await;
+        assert!(matches!(events.last(), Some(Err(ProviderError::Truncated))));
+        // `[DONE]` with no finish reason: finished as `stop`.
+        let events = decode_in_chunks::<OpenAi>("data: [DONE]\n\n", 64).await;
+        assert!(matches!(
+            events.as_slice(),
+            [Ok(StreamEvent::Finished { finish_reason })] if finish_reason == "stop"
+        ));
+        // Not JSON: malformed, and nothing after it.
+        let events = decode_in_chunks::<OpenAi>("data: {oops\n\ndata: [DONE]\n\n", 64).await;
+        assert!(matches!(
+            events.as_slice(),
+            [Err(ProviderError::Malformed(_))]
+        ));
+        // An error in the stream.
+        let events = decode_in_chunks::<OpenAi>(
+            "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n",
+            64,
+        )
+        .await;
+        assert!(matches!(
+            events.as_slice(),
+            [Err(ProviderError::Status { status: 502, message, .. })] if message == "overloaded"
+        ));
+    }
 
     #[test]
-    fn chunks_become_events() {
-        let event = |data: &str| SseEvent {
-            event: None,
-            data: data.to_owned(),
+    fn requests_carry_the_prompt_and_the_limits() {
+        let settings = ModelSettings {
+            model: "gpt-4o-mini".into(),
+            temperature: Some(0.5),
+            max_output_tokens: Some(100),
         };
-        let items = chunk_events(&event(
-            r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
-        ))
-        .expect("parses")
-        .expect("not done");
-        assert_eq!(items, vec![StreamEvent::Delta("Hi".into())]);
-        let items = chunk_events(&event(
-            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
-        ))
-        .expect("parses")
-        .expect("not done");
+        let request = ChatRequest {
+            messages: vec![
+                PromptMessage {
+                    role: Role::System,
+                    content: "be brief".into(),
+                },
+                PromptMessage {
+                    role: Role::User,
+                    content: "hi".into(),
+                },
+            ],
+            temperature: None,
+            max_output_tokens: Some(7),
+        };
+        let body = OpenAi::request_body(&settings, &request, true).expect("serialises");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(
-            items,
-            vec![StreamEvent::Usage(Usage {
-                prompt_tokens: 5,
-                completion_tokens: 2
-            })]
+            body,
+            serde_json::json!({
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "temperature": 0.5,
+                "max_tokens": 7
+            })
         );
-        assert!(chunk_events(&event("[DONE]")).expect("parses").is_none());
+    }
+
+    #[test]
+    fn answers_and_errors_are_read() {
+        let completion = OpenAi::completion(
+            br#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        )
+        .expect("reads");
+        assert_eq!(completion.content, "Hi");
+        assert_eq!(completion.finish_reason, "length");
+        assert_eq!(
+            completion.usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 1
+            })
+        );
         assert!(matches!(
-            chunk_events(&event("{oops")),
+            OpenAi::completion(br#"{"choices":[]}"#),
             Err(ProviderError::Malformed(_))
         ));
+        assert_eq!(
+            OpenAi::error_message(br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#),
+            Some("Incorrect API key provided".into())
+        );
+        assert_eq!(OpenAi::error_message(b"Bad Gateway"), None);
     }
 }

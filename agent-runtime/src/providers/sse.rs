@@ -1,116 +1,100 @@
-//! Server-sent events read from an upstream body, with an idle timeout between
-//! chunks.
-
-use std::collections::VecDeque;
-use std::time::Duration;
-
-use futures::stream::{self, BoxStream, StreamExt};
-
-use super::ProviderError;
+//! An incremental decoder of server-sent events: bytes go in as they arrive,
+//! complete events come out, borrowed from buffers that are reused from one
+//! event to the next (no allocation per event once the buffers have grown).
 
 /// One event: its `event:` name (if any) and its `data:` lines joined by `\n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
-    pub event: Option<String>,
-    pub data: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    /// The `event:` field.
+    pub event: Option<&'a str>,
+    /// The `data:` fields, joined by `\n`.
+    pub data: &'a str,
 }
 
-struct State {
-    body: BoxStream<'static, Result<axum::body::Bytes, reqwest::Error>>,
+/// Decodes a byte stream of events. Lines end with `\n` or `\r\n`; an event
+/// ends with a blank line; comment lines (`:`) and unknown fields are skipped.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    /// Bytes received and not yet read as lines, from `read` on.
     buffer: Vec<u8>,
-    ready: VecDeque<SseEvent>,
-    idle: Duration,
-    finished: bool,
+    read: usize,
+    /// The event being assembled.
+    event: String,
+    data: String,
+    has_event: bool,
+    has_data: bool,
+    /// The last call returned the assembled event: clear it on the next one.
+    dispatched: bool,
 }
 
-/// Events of `response`; an error item when a chunk takes longer than `idle` or
-/// the connection fails. A clean end of the body ends the stream.
-pub fn events(
-    response: reqwest::Response,
-    idle: Duration,
-) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
-    let state = State {
-        body: response.bytes_stream().boxed(),
-        buffer: Vec::new(),
-        ready: VecDeque::new(),
-        idle,
-        finished: false,
-    };
-    stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(event) = state.ready.pop_front() {
-                return Some((Ok(event), state));
-            }
-            if state.finished {
-                return None;
-            }
-            match tokio::time::timeout(state.idle, state.body.next()).await {
-                Err(_) => {
-                    state.finished = true;
-                    return Some((Err(ProviderError::Timeout(state.idle)), state));
-                }
-                Ok(Some(Err(err))) => {
-                    state.finished = true;
-                    return Some((Err(ProviderError::from_reqwest(err)), state));
-                }
-                Ok(Some(Ok(chunk))) => {
-                    state.buffer.extend_from_slice(&chunk);
-                    parse_ready(&mut state.buffer, &mut state.ready);
-                }
-                Ok(None) => {
-                    state.finished = true;
-                    // A final event without its blank line still counts.
-                    state.buffer.extend_from_slice(b"\n\n");
-                    parse_ready(&mut state.buffer, &mut state.ready);
-                }
-            }
+impl SseDecoder {
+    /// Appends bytes received.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.read > 0 {
+            // Only the unread tail (a partial line) moves.
+            self.buffer.drain(..self.read);
+            self.read = 0;
         }
-    })
-    .boxed()
-}
+        self.buffer.extend_from_slice(chunk);
+    }
 
-/// Moves every complete event (ended by a blank line) from `buffer` to `out`.
-fn parse_ready(buffer: &mut Vec<u8>, out: &mut VecDeque<SseEvent>) {
-    loop {
-        let Some((end, sep)) = find_blank_line(buffer) else {
-            return;
-        };
-        let block: Vec<u8> = buffer.drain(..end + sep).collect();
-        let text = String::from_utf8_lossy(&block[..end]);
-        let mut event = None;
-        let mut data: Vec<&str> = Vec::new();
-        for line in text.lines() {
-            if line.starts_with(':') {
+    /// Marks the end of the body: a last event without its blank line still counts.
+    pub fn finish(&mut self) {
+        self.push(b"\n\n");
+    }
+
+    /// The next complete event, if the bytes received hold one.
+    pub fn next_event(&mut self) -> Option<SseEvent<'_>> {
+        if std::mem::take(&mut self.dispatched) {
+            self.event.clear();
+            self.data.clear();
+            self.has_event = false;
+            self.has_data = false;
+        }
+        loop {
+            let rest = &self.buffer[self.read..];
+            let end = rest.iter().position(|&b| b == b'\n')?;
+            self.read += end + 1;
+            let line = match &rest[..end] {
+                [line @ .., b'\r'] => line,
+                line => line,
+            };
+            if line.is_empty() {
+                if self.has_data || self.has_event {
+                    self.dispatched = true;
+                    return Some(SseEvent {
+                        event: self.has_event.then_some(self.event.as_str()),
+                        data: &self.data,
+                    });
+                }
                 continue;
             }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line, ""),
+            if line[0] == b':' {
+                continue;
+            }
+            let (field, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &b""[..]),
             };
             match field {
-                "event" => event = Some(value.to_owned()),
-                "data" => data.push(value),
+                b"event" => {
+                    self.event.clear();
+                    self.event.push_str(&String::from_utf8_lossy(value));
+                    self.has_event = true;
+                }
+                b"data" => {
+                    if self.has_data {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(&String::from_utf8_lossy(value));
+                    self.has_data = true;
+                }
                 _ => {}
             }
         }
-        if !data.is_empty() || event.is_some() {
-            out.push_back(SseEvent {
-                event,
-                data: data.join("\n"),
-            });
-        }
-    }
-}
-
-fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
 
@@ -118,18 +102,55 @@ fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
+    fn drain(decoder: &mut SseDecoder) -> Vec<(Option<String>, String)> {
+        let mut out = Vec::new();
+        while let Some(event) = decoder.next_event() {
+            out.push((event.event.map(str::to_owned), event.data.to_owned()));
+        }
+        out
+    }
+
     #[test]
     fn splits_events_across_chunks() {
-        let mut buffer = b"event: a\ndata: {\"x\":1}\n\ndata: par".to_vec();
-        let mut out = VecDeque::new();
-        parse_ready(&mut buffer, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].event.as_deref(), Some("a"));
-        assert_eq!(out[0].data, "{\"x\":1}");
-        buffer.extend_from_slice(b"tial\r\n\r\n: comment\n\n");
-        parse_ready(&mut buffer, &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].data, "partial");
-        assert!(buffer.is_empty());
+        let mut decoder = SseDecoder::default();
+        decoder.push(b"event: a\ndata: {\"x\":1}\n\ndata: par");
+        assert_eq!(
+            drain(&mut decoder),
+            vec![(Some("a".into()), "{\"x\":1}".into())]
+        );
+        decoder.push(b"tial\r\n\r\n: comment\n\nda");
+        assert_eq!(drain(&mut decoder), vec![(None, "partial".into())]);
+        decoder.push(b"ta: one\ndata:two\nid: 7\n\n");
+        assert_eq!(drain(&mut decoder), vec![(None, "one\ntwo".into())]);
+        assert!(decoder.buffer[decoder.read..].is_empty());
+    }
+
+    #[test]
+    fn a_last_event_without_its_blank_line_counts() {
+        let mut decoder = SseDecoder::default();
+        decoder.push(b"data: [DONE]");
+        assert!(drain(&mut decoder).is_empty());
+        decoder.finish();
+        assert_eq!(drain(&mut decoder), vec![(None, "[DONE]".into())]);
+        decoder.finish();
+        assert!(drain(&mut decoder).is_empty());
+    }
+
+    #[test]
+    fn every_split_of_a_stream_decodes_the_same() {
+        let stream =
+            b"event: message_start\ndata: {\"a\":1}\n\nevent: ping\r\ndata: {}\r\n\r\ndata: x\n\n";
+        let mut whole = SseDecoder::default();
+        whole.push(stream);
+        let expected = drain(&mut whole);
+        assert_eq!(expected.len(), 3);
+        for cut in 0..stream.len() {
+            let mut decoder = SseDecoder::default();
+            decoder.push(&stream[..cut]);
+            let mut got = drain(&mut decoder);
+            decoder.push(&stream[cut..]);
+            got.extend(drain(&mut decoder));
+            assert_eq!(got, expected, "split at {cut}");
+        }
     }
 }

@@ -1,69 +1,188 @@
-//! Thin apply: server-side apply of a desired child under the operator's field
-//! manager, skipped when the live child already carries the same content hash.
+//! Apply: every desired child is written (or found already in place) in one pass. The
+//! children arrive as one struct taken apart without `..`, so a child that is built
+//! but not applied does not compile.
 
 use std::fmt::Debug;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use crds::AgentDeployment;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::debug;
+use tracing::info;
 
-use crate::agent::build::stamp_applied_hash;
+use super::build::Children;
+use super::build::service_monitor::ServiceMonitor;
+use super::context::AgentContext;
+use super::dereference::ServiceMonitorPlan;
+use super::status::ServiceMonitorState;
+use crate::apply::{apply_child, create_once};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::names;
 
-/// The applied-hash annotation of a live object's metadata, if any.
-pub fn live_hash<K: Resource>(live: Option<&K>) -> Option<String> {
-    live.and_then(|o| o.annotations().get(names::APPLIED_HASH).cloned())
-}
+/// Applies `children` of `agent`; returns what became of the ServiceMonitor.
+pub async fn apply_children(
+    agent: &AgentDeployment,
+    ctx: &AgentContext,
+    children: Children,
+    plan: ServiceMonitorPlan,
+) -> Result<ServiceMonitorState> {
+    let Children {
+        api_key_secret,
+        service_account,
+        role,
+        role_binding,
+        config_map,
+        deployment,
+        service,
+        service_monitor,
+    } = children;
+    let shared = &ctx.shared;
+    let stores = &ctx.stores;
+    let mut written = Vec::new();
 
-/// Applies `desired` unless `live_hash` already equals its content hash. Returns whether
-/// a write was sent.
-pub async fn apply_if_changed<K>(
-    ctx: &Context,
-    api: &Api<K>,
-    mut desired: K,
-    live_hash: Option<String>,
-    kind: &str,
-) -> Result<bool>
-where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-{
-    let hash = stamp_applied_hash(&mut desired)?;
-    let name = desired.name_any();
-    if live_hash.as_deref() == Some(hash.as_str()) {
-        return Ok(false);
+    // Created once: an existing key is never replaced.
+    let key_ref = ObjectRef::new(&api_key_secret.name_any())
+        .within(&api_key_secret.namespace().unwrap_or_default());
+    if stores.secrets.get(&key_ref).is_none()
+        && create_once(shared, &api(shared, &api_key_secret), &api_key_secret).await?
+    {
+        shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Normal,
+                "ApiKeyCreated",
+                "CreateSecret",
+                format!(
+                    "generated the client API key in Secret {}",
+                    api_key_secret.name_any()
+                ),
+            )
+            .await;
     }
-    debug!(%kind, %name, %hash, "applying");
-    ctx.metrics.write(kind, "apply");
-    api.patch(
-        &name,
-        &PatchParams::apply(names::FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(Error::kube(format!("applying {kind} {name}")))?;
-    Ok(true)
-}
 
-/// Creates `object` unless it exists; never rewrites it. Returns whether it was created.
-pub async fn create_once<K>(ctx: &Context, api: &Api<K>, object: &K) -> Result<bool>
-where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&K::DynamicType::default()).into_owned();
-    let name = object.name_any();
-    ctx.metrics.write(&kind, "create");
-    let params = PostParams {
-        field_manager: Some(names::FIELD_MANAGER.to_owned()),
-        ..Default::default()
+    // Each child is tried even when one before it fails (a hand edit the API server
+    // will not let an apply undo must not hold back the others); the first failure is
+    // returned once all were tried.
+    let results = [
+        apply_cached(
+            shared,
+            &stores.service_accounts,
+            service_account,
+            &mut written,
+        )
+        .await,
+        apply_cached(shared, &stores.roles, role, &mut written).await,
+        apply_cached(shared, &stores.role_bindings, role_binding, &mut written).await,
+        apply_cached(shared, &stores.config_maps, config_map, &mut written).await,
+        apply_cached(shared, &stores.services, service, &mut written).await,
+        apply_cached(shared, &stores.deployments, deployment, &mut written).await,
+    ];
+    let first_failure = results.into_iter().find_map(Result::err);
+
+    let service_monitor = match service_monitor {
+        Some(desired) => {
+            // Not watched (the CRD may come and go): read it live.
+            let api = api(shared, &desired);
+            let live = api
+                .get_opt(&desired.name_any())
+                .await
+                .map_err(Error::kube("reading the ServiceMonitor"))?;
+            let name = desired.name_any();
+            if apply_child(shared, &api, desired, live.as_ref()).await? {
+                written.push(format!("ServiceMonitor {name}"));
+            }
+            ServiceMonitorState::Applied
+        }
+        None if plan == ServiceMonitorPlan::CrdMissing => ServiceMonitorState::CrdMissing,
+        None => {
+            // Turned off: the one it made before goes (only when the agent owns it).
+            if shared.service_monitor_crd_installed().await {
+                let api: Api<ServiceMonitor> = Api::namespaced(
+                    shared.client.clone(),
+                    &agent.namespace().unwrap_or_default(),
+                );
+                let name = agent.name_any();
+                let live = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::kube("reading the ServiceMonitor"))?;
+                let owned = live.is_some_and(|m| {
+                    m.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == agent.uid().as_ref())
+                });
+                if owned {
+                    shared.metrics.write("ServiceMonitor", "delete");
+                    api.delete(&name, &Default::default())
+                        .await
+                        .map_err(Error::kube("deleting the disabled ServiceMonitor"))?;
+                    info!(%name, "deleted the ServiceMonitor (monitoring turned off)");
+                    shared
+                        .event(
+                            &agent.object_ref(&()),
+                            EventType::Normal,
+                            "ServiceMonitorDeleted",
+                            "Delete",
+                            format!("deleted ServiceMonitor {name}: spec.monitoring.serviceMonitor.enabled is false"),
+                        )
+                        .await;
+                }
+            }
+            ServiceMonitorState::Disabled
+        }
     };
-    match api.create(&params, object).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(Error::kube(format!("creating {kind} {name}"))(e)),
+
+    if !written.is_empty() {
+        info!(children = ?written, "applied");
+        shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Normal,
+                "Applied",
+                "Apply",
+                format!("applied {}", written.join(", ")),
+            )
+            .await;
     }
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(service_monitor),
+    }
+}
+
+/// The API of `object`'s kind in its namespace.
+fn api<K>(shared: &Context, object: &K) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    Api::namespaced(
+        shared.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    )
+}
+
+/// Applies `desired` unless its cached live copy already holds it; notes a write.
+async fn apply_cached<K>(
+    shared: &Context,
+    store: &Store<K>,
+    desired: K,
+    written: &mut Vec<String>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let name = desired.name_any();
+    let live = store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default()));
+    if apply_child(shared, &api(shared, &desired), desired, live.as_deref()).await? {
+        written.push(format!("{} {name}", K::kind(&())));
+    }
+    Ok(())
 }

@@ -1,233 +1,237 @@
-//! Managed databases on the operator's Postgres server: a role and a database of the
-//! agent's own, named deterministically from namespace and name, with PUBLIC access
-//! revoked so no other tenant's role can connect. Passwords never leave the
-//! credentials Secret: they are not logged and statement logging is off.
+//! The database step: provision the agent's own database (Managed) or check the
+//! tenant's Secret (External), and say where the runtime finds its URL.
 
-use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use rand::distr::{Alphanumeric, SampleString};
-use sha2::{Digest, Sha256};
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use crds::{AgentDeployment, DatabaseMode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
-use crate::agent::build::DatabaseCredentials;
+use super::build::SecretKey;
+use super::build::database_secret;
+use super::context::AgentContext;
+use super::status::DatabaseState;
+use crate::apply::create_once;
+use crate::backoff::ObjectKey;
+use crate::database::{database_identifier, generate_password};
 use crate::error::{Error, Result};
+use crate::names;
 
-/// Postgres identifiers are at most 63 bytes.
-const MAX_IDENTIFIER: usize = 63;
+/// How long a successful database check is trusted before it is repeated.
+const DATABASE_RECHECK: Duration = Duration::from_secs(600);
 
-/// A connection pool to the Postgres server with an admin role.
-#[derive(Clone)]
-pub struct DatabaseAdmin {
-    pool: PgPool,
-    host: String,
-    port: u16,
-}
-
-impl std::fmt::Debug for DatabaseAdmin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseAdmin")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DatabaseAdmin {
-    /// A lazily connecting pool for `admin_url`; nothing is sent until first use.
-    pub fn connect_lazy(admin_url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(admin_url)
-            .map_err(Error::database("parsing the admin DSN"))?
-            // Statements carry passwords: never log them.
-            .disable_statement_logging();
-        let host = options.get_host().to_owned();
-        let port = options.get_port();
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_lazy_with(options);
-        Ok(Self { pool, host, port })
-    }
-
-    /// Credentials of the role named `identifier` on this server.
-    pub fn credentials(&self, identifier: &str, password: String) -> DatabaseCredentials {
-        DatabaseCredentials {
-            host: self.host.clone(),
-            port: self.port,
-            dbname: identifier.to_owned(),
-            user: identifier.to_owned(),
-            password,
-        }
-    }
-
-    /// Makes sure role and database `identifier` exist, the role owns the database, and
-    /// PUBLIC may not connect. The password is set when the role is created, and reset
-    /// only when `password_is_new` (its Secret did not exist yet), so re-running never
-    /// changes a password in use.
-    pub async fn ensure(
-        &self,
-        identifier: &str,
-        password: &str,
-        password_is_new: bool,
-    ) -> Result<()> {
-        let ident = quote_identifier(identifier);
-        let literal = quote_literal(password);
-        let role_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(identifier)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(Error::database("looking up the role"))?;
-        if !role_exists {
-            let create = format!(
-                "CREATE ROLE {ident} LOGIN PASSWORD {literal} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-            );
-            match sqlx::query(sqlx::AssertSqlSafe(create))
-                .execute(&self.pool)
-                .await
-            {
-                Ok(_) => {}
-                // Created concurrently: fall through to the password reset below.
-                Err(e) if sqlstate(&e).as_deref() == Some("42710") => {
-                    self.set_password(&ident, &literal).await?
-                }
-                Err(e) => return Err(Error::database("creating the role")(e)),
-            }
-        } else if password_is_new {
-            self.set_password(&ident, &literal).await?;
-        }
-
-        let db_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(identifier)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(Error::database("looking up the database"))?;
-        if !db_exists {
-            let create = format!("CREATE DATABASE {ident} OWNER {ident}");
-            match sqlx::query(sqlx::AssertSqlSafe(create))
-                .execute(&self.pool)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if sqlstate(&e).as_deref() == Some("42P04") => {}
-                Err(e) => return Err(Error::database("creating the database")(e)),
-            }
-        }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "REVOKE ALL ON DATABASE {ident} FROM PUBLIC"
-        )))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::database("revoking PUBLIC access"))?;
-        Ok(())
-    }
-
-    async fn set_password(&self, ident: &str, literal: &str) -> Result<()> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER ROLE {ident} PASSWORD {literal}"
-        )))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::database("setting the role's password"))?;
-        Ok(())
-    }
-
-    /// Drops database and role `identifier` (disconnecting their sessions); succeeds
-    /// when they are already gone.
-    pub async fn drop_database(&self, identifier: &str) -> Result<()> {
-        let ident = quote_identifier(identifier);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {ident} WITH (FORCE)"
-        )))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::database("dropping the database"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {ident}")))
-            .execute(&self.pool)
-            .await
-            .map_err(Error::database("dropping the role"))?;
-        Ok(())
-    }
-}
-
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.into_owned())
-        .filter(|c| !c.is_empty())
-}
-
-/// The role and database name of an agent: `sb_<namespace>_<name>_<hash>`, lower-case
-/// `[a-z0-9_]`, at most 63 bytes; the hash of the exact namespace and name keeps
-/// truncated or sanitized names distinct.
-pub fn database_identifier(namespace: &str, name: &str) -> String {
-    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
-    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-    let sanitize = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+/// Provisions (Managed) or checks (External) the database. Returns its state for the
+/// status, where the runtime finds its URL, and the error to retry with, if any.
+pub async fn ensure_database(
+    agent: &AgentDeployment,
+    ctx: &AgentContext,
+) -> (DatabaseState, SecretKey, Option<Error>) {
+    let name = agent.name_any();
+    let namespace = agent.namespace().unwrap_or_default();
+    let not_ready = |reason: &str, error: Error| {
+        (
+            DatabaseState::NotReady {
+                reason: reason.to_owned(),
+                message: error.to_string(),
+                permanent: error.is_permanent(),
+            },
+            error,
+        )
     };
-    let mut stem = format!("sb_{}_{}", sanitize(namespace), sanitize(name));
-    stem.truncate(MAX_IDENTIFIER - hash.len() - 1);
-    format!("{stem}_{hash}")
+    match agent.spec.database.mode {
+        DatabaseMode::External => {
+            let Some(reference) = &agent.spec.database.external_secret_ref else {
+                let (s, e) = not_ready(
+                    "InvalidSpec",
+                    Error::InvalidSpec("spec.database.externalSecretRef is required".to_owned()),
+                );
+                return (
+                    s,
+                    SecretKey {
+                        name: String::new(),
+                        key: String::new(),
+                    },
+                    Some(e),
+                );
+            };
+            let url = SecretKey {
+                name: reference.name.clone(),
+                key: names::DATABASE_URI_KEY.to_owned(),
+            };
+            let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+            match api.get_opt(&reference.name).await {
+                Ok(Some(secret)) => {
+                    let has_uri = secret.data.as_ref().is_some_and(|d| {
+                        d.get(names::DATABASE_URI_KEY)
+                            .is_some_and(|v| !v.0.is_empty())
+                    });
+                    if has_uri {
+                        (
+                            DatabaseState::Ready {
+                                secret: reference.name.clone(),
+                                generated: false,
+                                adopted: false,
+                            },
+                            url,
+                            None,
+                        )
+                    } else {
+                        let (s, e) = not_ready(
+                            "ExternalSecretInvalid",
+                            Error::MissingDependency(format!(
+                                "Secret {} has no `uri` key; add a postgres:// URL under `uri`",
+                                reference.name
+                            )),
+                        );
+                        (s, url, Some(e))
+                    }
+                }
+                Ok(None) => {
+                    let (s, e) = not_ready(
+                        "ExternalSecretNotFound",
+                        Error::MissingDependency(format!(
+                            "Secret {} named by spec.database.externalSecretRef does not exist; create it",
+                            reference.name
+                        )),
+                    );
+                    (s, url, Some(e))
+                }
+                Err(e) => {
+                    let (s, e) = not_ready(
+                        "ExternalSecretUnreadable",
+                        Error::kube("reading the external database Secret")(e),
+                    );
+                    (s, url, Some(e))
+                }
+            }
+        }
+        DatabaseMode::Managed => {
+            let secret_name = names::database_secret(&name);
+            let url = SecretKey {
+                name: secret_name.clone(),
+                key: names::DATABASE_URI_KEY.to_owned(),
+            };
+            match ensure_managed_database(agent, ctx).await {
+                Ok(adopted) => (
+                    DatabaseState::Ready {
+                        secret: secret_name,
+                        generated: true,
+                        adopted,
+                    },
+                    url,
+                    None,
+                ),
+                Err(e) => {
+                    let reason = match &e {
+                        Error::NoDatabaseAdmin | Error::DatabaseAdminSecret(_) => "NoDatabaseAdmin",
+                        Error::Database { .. } => "DatabaseUnavailable",
+                        _ => "ProvisioningFailed",
+                    };
+                    let (s, e) = not_ready(reason, e);
+                    (s, url, Some(e))
+                }
+            }
+        }
+    }
 }
 
-/// A new random password: 32 alphanumeric characters from the thread-local CSPRNG.
-pub fn generate_password() -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), 32)
-}
-
-/// `"ident"` with embedded quotes doubled.
-pub fn quote_identifier(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// `'literal'` with embedded quotes doubled; backslashes are literal in standard strings.
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_are_safe_bounded_and_distinct() {
-        let id = database_identifier("tenant-a", "support");
-        assert!(id.starts_with("sb_tenant_a_support_"), "{id}");
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        );
-        let long = database_identifier(&"n".repeat(63), &"a".repeat(50));
-        assert_eq!(long.len(), 63);
-        // Sanitizing maps both to the same stem; the hash keeps them apart.
-        assert_ne!(
-            database_identifier("a-b", "c"),
-            database_identifier("a", "b-c")
-        );
-        assert_eq!(database_identifier("x", "y"), database_identifier("x", "y"));
+/// Returns true when an existing database was adopted by this run.
+async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) -> Result<bool> {
+    let admin = ctx.shared.database.as_ref().ok_or(Error::NoDatabaseAdmin)?;
+    admin.ready().await?;
+    let name = agent.name_any();
+    let namespace = agent.namespace().unwrap_or_default();
+    let key = ObjectKey::of(agent);
+    let secret_name = names::database_secret(&name);
+    let secret_cached = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&secret_name).within(&namespace))
+        .is_some();
+    let recently_checked = ctx
+        .database_checked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .is_some_and(|at| at.elapsed() < DATABASE_RECHECK);
+    if secret_cached && recently_checked {
+        return Ok(false);
     }
 
-    #[test]
-    fn quoting_doubles_quotes() {
-        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
+    let identifier = database_identifier(&namespace, &name);
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+    let read_password = |secret: Option<Secret>| -> Result<Option<String>> {
+        let Some(secret) = secret else {
+            return Ok(None);
+        };
+        let password = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("password"))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .filter(|p| !p.is_empty());
+        password.map(Some).ok_or_else(|| {
+            Error::MissingDependency(format!(
+                "Secret {secret_name} exists but has no password; delete it and the operator resets the password"
+            ))
+        })
+    };
+    let existing = read_password(
+        api.get_opt(&secret_name)
+            .await
+            .map_err(Error::kube("reading the database Secret"))?,
+    )?;
+    let (password, is_new) = match existing {
+        Some(p) => (p, false),
+        None => {
+            // Write the Secret first: if the operator dies before the role exists, the
+            // next run finds the password and creates the role with it.
+            let password = generate_password();
+            let secret =
+                database_secret::build(agent, &admin.credentials(&identifier, password.clone()));
+            if create_once(&ctx.shared, &api, &secret).await? {
+                (password, true)
+            } else {
+                let raced = api
+                    .get_opt(&secret_name)
+                    .await
+                    .map_err(Error::kube("reading the database Secret"))?;
+                (read_password(raced)?.unwrap_or(password), false)
+            }
+        }
+    };
+    let adopted = admin.ensure(&identifier, &password, is_new).await?;
+    if adopted {
+        ctx.shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Warning,
+                "DatabaseAdopted",
+                "ProvisionDatabase",
+                format!(
+                    "database and role {identifier} already existed (kept by reclaimPolicy: Retain from a deleted agent of this name): adopted with their data and history, new password in Secret {secret_name}"
+                ),
+            )
+            .await;
+    } else if is_new {
+        ctx.shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Normal,
+                "DatabaseProvisioned",
+                "ProvisionDatabase",
+                format!(
+                    "database and role {identifier} ready; credentials in Secret {secret_name}"
+                ),
+            )
+            .await;
     }
-
-    #[test]
-    fn passwords_are_long_and_differ() {
-        let a = generate_password();
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, generate_password());
-    }
+    ctx.database_checked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, Instant::now());
+    Ok(adopted)
 }

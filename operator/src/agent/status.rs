@@ -1,5 +1,6 @@
 //! Pure status computation: what was applied and observed (database, Deployment,
-//! the runtime pods' own reports) in, the AgentDeployment's status out.
+//! runtime pods that cannot get their image, the pods' own reports) in, the
+//! AgentDeployment's status out.
 
 use crds::condition::{FALSE, TRUE, UNKNOWN, find_condition, new_condition, set_condition};
 use crds::conditions::{
@@ -7,6 +8,7 @@ use crds::conditions::{
 };
 use crds::{AgentDeploymentStatus, Phase, RuntimePodStatus, agent::GeneratedSecrets};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -19,6 +21,10 @@ pub enum DatabaseState {
         secret: String,
         /// Whether the operator generated that Secret (Managed mode).
         generated: bool,
+        /// The managed database existed before this agent's credentials did (kept by
+        /// `reclaimPolicy: Retain` from a deleted agent of the same name), and was
+        /// taken over with its data.
+        adopted: bool,
     },
     /// Not usable, with a reason and a message for the user.
     NotReady {
@@ -42,6 +48,57 @@ pub enum ServiceMonitorState {
     CrdMissing,
 }
 
+/// Container waiting reasons that mean the image cannot be had: the pod waits forever
+/// unless the image reference, the registry or the pull policy changes.
+pub const IMAGE_PULL_FAILURES: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+];
+
+/// A runtime pod whose container cannot get its image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePullFailure {
+    /// The pod.
+    pub pod: String,
+    /// The container.
+    pub container: String,
+    /// The image it asks for.
+    pub image: String,
+    /// The kubelet's waiting reason (one of [`IMAGE_PULL_FAILURES`]).
+    pub reason: String,
+    /// The kubelet's message, e.g. the registry's answer.
+    pub message: String,
+}
+
+/// The first (by pod name) of `pods` whose container cannot get its image.
+pub fn image_pull_failure<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<ImagePullFailure> {
+    let mut pods: Vec<&Pod> = pods.into_iter().collect();
+    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    pods.into_iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let containers = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        containers.into_iter().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            IMAGE_PULL_FAILURES
+                .contains(&reason)
+                .then(|| ImagePullFailure {
+                    pod: pod.metadata.name.clone().unwrap_or_default(),
+                    container: c.name.clone(),
+                    image: c.image.clone(),
+                    reason: reason.to_owned(),
+                    message: waiting.message.clone().unwrap_or_default(),
+                })
+        })
+    })
+}
+
 /// Everything the status is computed from.
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
@@ -51,6 +108,8 @@ pub struct Observed<'a> {
     pub database: DatabaseState,
     /// The live Deployment, if the watch has seen it.
     pub deployment: Option<&'a Deployment>,
+    /// A runtime pod that cannot get its image, if any.
+    pub image_pull: Option<ImagePullFailure>,
     /// `status.runtime` entries of runtime pods that still exist.
     pub runtime: &'a [RuntimePodStatus],
     /// The time the reports are judged at: a report older than
@@ -100,13 +159,32 @@ pub fn desired_status(
     };
 
     let (db_ok, db_permanent) = match &observed.database {
-        DatabaseState::Ready { secret, .. } => {
-            conds.set(
-                DATABASE_READY,
-                TRUE,
-                "Provisioned",
-                format!("database credentials are in Secret {secret}"),
-            );
+        DatabaseState::Ready {
+            secret, adopted, ..
+        } => {
+            // Once adopted, it says so for as long as the database stays ready.
+            let was_adopted = find_condition(&conds.list, DATABASE_READY)
+                .is_some_and(|c| c.status == TRUE && c.reason == DATABASE_ADOPTED);
+            if *adopted || was_adopted {
+                conds.set(
+                    DATABASE_READY,
+                    TRUE,
+                    DATABASE_ADOPTED,
+                    format!(
+                        "adopted an existing database of this name (kept by reclaimPolicy: Retain \
+                         from a deleted agent), with its data and history; credentials are in Secret \
+                         {secret}. To start empty instead, delete the agent, drop the database and \
+                         role by hand, and create it again"
+                    ),
+                );
+            } else {
+                conds.set(
+                    DATABASE_READY,
+                    TRUE,
+                    "Provisioned",
+                    format!("database credentials are in Secret {secret}"),
+                );
+            }
             (true, false)
         }
         DatabaseState::NotReady {
@@ -148,15 +226,30 @@ pub fn desired_status(
         }
         (Some(_), Some(c)) => {
             let reason = c.reason.clone().unwrap_or_else(|| "Deployment".to_owned());
-            let message = format!(
+            let mut message = format!(
                 "{ready_replicas}/{replicas} runtime pods ready; Deployment: {}",
                 c.message.clone().unwrap_or_default()
             );
             let status = c.status.as_deref().unwrap_or(UNKNOWN);
+            match &observed.image_pull {
+                // Serving from older pods while a new one cannot start (a stuck
+                // rollout): still available, and the message says what is stuck.
+                Some(failure) if status == TRUE => {
+                    message.push_str("; ");
+                    message.push_str(&pull_message(failure));
+                }
+                _ => {}
+            }
             conds.set(AVAILABLE, status, &reason, message);
             status == TRUE
         }
     };
+
+    // Pods that cannot start are why the agent is not available: say so, with the
+    // kubelet's words, instead of waiting in silence.
+    if let Some(failure) = observed.image_pull.as_ref().filter(|_| !available_ok) {
+        conds.set(AVAILABLE, FALSE, IMAGE_PULL_FAILED, pull_message(failure));
+    }
 
     let reports: Vec<&RuntimePodStatus> = observed
         .runtime
@@ -268,6 +361,7 @@ pub fn desired_status(
         DatabaseState::Ready {
             secret,
             generated: true,
+            ..
         } => Some(secret.clone()),
         _ => None,
     };
@@ -286,6 +380,19 @@ pub fn desired_status(
         }),
         runtime: Vec::new(),
     }
+}
+
+/// Reason of Available (and so Ready) when runtime pods cannot get their image.
+pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
+
+/// Reason of DatabaseReady when a retained database of the same name was taken over.
+pub const DATABASE_ADOPTED: &str = "DatabaseAdopted";
+
+fn pull_message(failure: &ImagePullFailure) -> String {
+    format!(
+        "pod {} cannot get image {:?} for container {} ({}): {}; fix spec.image or the registry access",
+        failure.pod, failure.image, failure.container, failure.reason, failure.message
+    )
 }
 
 /// Sets conditions stamped with one generation.
@@ -360,8 +467,10 @@ mod tests {
             database: DatabaseState::Ready {
                 secret: "support-db".to_owned(),
                 generated: true,
+                adopted: false,
             },
             deployment,
+            image_pull: None,
             runtime,
             now: Timestamp::now(),
             service_monitor: ServiceMonitorState::CrdMissing,
@@ -373,6 +482,34 @@ mod tests {
 
     fn condition<'a>(status: &'a AgentDeploymentStatus, type_: &str) -> &'a Condition {
         find_condition(&status.conditions, type_).unwrap_or_else(|| panic!("{type_} missing"))
+    }
+
+    #[test]
+    fn an_adopted_database_says_so_and_keeps_saying_so() {
+        let d = deployment();
+        let mut adopting = observed(Some(&d), &[]);
+        adopting.database = DatabaseState::Ready {
+            secret: "support-db".to_owned(),
+            generated: true,
+            adopted: true,
+        };
+        let first = desired_status(&Default::default(), &adopting);
+        let db = condition(&first, DATABASE_READY);
+        assert_eq!(
+            (db.status.as_str(), db.reason.as_str()),
+            (TRUE, DATABASE_ADOPTED)
+        );
+        assert!(
+            db.message.contains("reclaimPolicy: Retain"),
+            "{}",
+            db.message
+        );
+        // Later reconciles find the database in place (not adopted again): still said.
+        let later = desired_status(&first, &observed(Some(&d), &[]));
+        assert_eq!(condition(&later, DATABASE_READY).reason, DATABASE_ADOPTED);
+        // A fresh database is just Provisioned.
+        let fresh = desired_status(&Default::default(), &observed(Some(&d), &[]));
+        assert_eq!(condition(&fresh, DATABASE_READY).reason, "Provisioned");
     }
 
     #[test]
@@ -478,5 +615,112 @@ mod tests {
         let third = desired_status(&live, &observed(None, &reports));
         assert!(status_differs(Some(&live), &third));
         assert!(status_differs(None, &first));
+    }
+
+    fn pod(name: &str, reason: &str, message: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "status": { "containerStatuses": [{
+                "name": "runtime", "image": "registry.local/agent-runtime:nope",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "waiting": { "reason": reason, "message": message } },
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_that_cannot_get_their_image_are_found_with_the_kubelets_message() {
+        let creating = pod("p0", "ContainerCreating", "");
+        let backoff = pod("p2", "ImagePullBackOff", "Back-off pulling image");
+        let invalid = pod("p1", "InvalidImageName", "couldn't parse image name");
+        assert_eq!(image_pull_failure([&creating]), None);
+        let found = image_pull_failure([&creating, &backoff, &invalid]).unwrap();
+        assert_eq!(
+            found,
+            ImagePullFailure {
+                pod: "p1".to_owned(),
+                container: "runtime".to_owned(),
+                image: "registry.local/agent-runtime:nope".to_owned(),
+                reason: "InvalidImageName".to_owned(),
+                message: "couldn't parse image name".to_owned(),
+            }
+        );
+        for reason in IMAGE_PULL_FAILURES {
+            assert!(
+                image_pull_failure([&pod("p", reason, "m")]).is_some(),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_pull_failure_makes_available_and_ready_false_with_its_message() {
+        let mut d = deployment();
+        let available = d
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c.type_.as_deref() == Some("Available"))
+            .unwrap();
+        available.status = Some(FALSE.to_owned());
+        available.reason = Some("MinimumReplicasUnavailable".to_owned());
+        let failing = pod(
+            "support-1",
+            "ErrImagePull",
+            "pull access denied for registry.local/agent-runtime",
+        );
+        let mut o = observed(Some(&d), &[]);
+        o.image_pull = image_pull_failure([&failing]);
+        let status = desired_status(&Default::default(), &o);
+        let available = condition(&status, AVAILABLE);
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_str()),
+            (FALSE, IMAGE_PULL_FAILED)
+        );
+        assert!(
+            available.message.contains("support-1"),
+            "{}",
+            available.message
+        );
+        assert!(
+            available.message.contains("pull access denied"),
+            "{}",
+            available.message
+        );
+        let ready = condition(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            (FALSE, IMAGE_PULL_FAILED)
+        );
+        assert!(ready.message.contains("pull access denied"));
+
+        // Once the pod pulls its image the condition follows the Deployment again.
+        o.image_pull = None;
+        let recovered = desired_status(&status, &o);
+        assert_eq!(
+            condition(&recovered, AVAILABLE).reason,
+            "MinimumReplicasUnavailable"
+        );
+    }
+
+    #[test]
+    fn a_stuck_rollout_stays_available_and_says_why() {
+        let d = deployment();
+        let failing = pod("support-new", "ImagePullBackOff", "Back-off pulling image");
+        let mut o = observed(Some(&d), &[]);
+        o.image_pull = image_pull_failure([&failing]);
+        let status = desired_status(&Default::default(), &o);
+        let available = condition(&status, AVAILABLE);
+        assert_eq!(available.status, TRUE);
+        assert!(
+            available.message.contains("support-new"),
+            "{}",
+            available.message
+        );
     }
 }

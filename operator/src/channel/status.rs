@@ -3,25 +3,12 @@
 
 use crds::condition::{FALSE, TRUE, UNKNOWN, find_condition, new_condition, set_condition};
 use crds::conditions::{ACCEPTED, AGENT_READY, READY};
-use crds::{AgentDeployment, ChannelType, ChatChannel, ChatChannelStatus};
+use crds::{AgentDeployment, ChatChannel, ChatChannelStatus};
 use kube::ResourceExt;
 
 /// URL path of a channel under its agent's endpoint.
 pub fn channel_path(channel: &str) -> String {
     format!("/channels/{channel}")
-}
-
-/// Spec problems the CRD schema cannot express (or that slipped past an older one).
-pub fn validate(channel: &ChatChannel) -> Vec<String> {
-    let spec = &channel.spec;
-    let mut problems = Vec::new();
-    if spec.agent_ref.name.trim().is_empty() {
-        problems.push("spec.agentRef.name must not be empty".to_owned());
-    }
-    if spec.type_ == ChannelType::Webhook && spec.webhook.is_none() {
-        problems.push("spec.webhook is required when spec.type is webhook".to_owned());
-    }
-    problems
 }
 
 /// The status the operator wants for `channel`, given its agent (if it exists). Keeps
@@ -37,7 +24,7 @@ pub fn desired_status(channel: &ChatChannel, agent: Option<&AgentDeployment>) ->
         );
     };
     let agent_name = &channel.spec.agent_ref.name;
-    let problems = validate(channel);
+    let problems = super::validate::validate(channel);
     let accepted = if !problems.is_empty() {
         set(ACCEPTED, FALSE, "InvalidSpec", problems.join("; "));
         false

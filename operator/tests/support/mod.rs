@@ -98,6 +98,13 @@ impl World {
             "model": { "provider": "openai", "name": "gpt-4o-mini", "baseUrl": "http://mock-llm:8080/v1" },
             "systemPrompt": "You are a test agent.",
             "database": { "mode": "Managed", "reclaimPolicy": "Delete" },
+            // The operator's tests need pods scheduled and Running, not a runtime: they
+            // go to the harness's kwok nodes (tainted for exactly such tests), since the
+            // image named here runs nowhere.
+            "scheduling": {
+                "nodeSelector": { "type": "kwok" },
+                "tolerations": [{ "key": "switchboard.dev/kwok", "operator": "Exists", "effect": "NoSchedule" }],
+            },
         });
         merge(&mut spec, extra);
         self.apply::<AgentDeployment>(json!({

@@ -1,0 +1,340 @@
+//! What the HTTP API shows and accepts, apart from storage rows: each type
+//! here is converted from (or into) its storage or domain counterpart at the
+//! edge, so the wire shape and the schema in the OpenAPI document can change
+//! without touching the database layer, and the other way round.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db;
+use crate::domain;
+
+/// Lifecycle of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// In use.
+    Active,
+    /// Put away by the user; still searchable.
+    Archived,
+    /// Soft-deleted: hidden everywhere but `status=deleted` listings.
+    Deleted,
+}
+
+impl From<domain::SessionStatus> for SessionStatus {
+    fn from(status: domain::SessionStatus) -> Self {
+        match status {
+            domain::SessionStatus::Active => Self::Active,
+            domain::SessionStatus::Archived => Self::Archived,
+            domain::SessionStatus::Deleted => Self::Deleted,
+        }
+    }
+}
+
+impl From<SessionStatus> for domain::SessionStatus {
+    fn from(status: SessionStatus) -> Self {
+        match status {
+            SessionStatus::Active => Self::Active,
+            SessionStatus::Archived => Self::Archived,
+            SessionStatus::Deleted => Self::Deleted,
+        }
+    }
+}
+
+/// Author of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The end user.
+    User,
+    /// The model.
+    Assistant,
+    /// Instructions.
+    System,
+    /// A tool result.
+    Tool,
+}
+
+impl From<domain::Role> for Role {
+    fn from(role: domain::Role) -> Self {
+        match role {
+            domain::Role::User => Self::User,
+            domain::Role::Assistant => Self::Assistant,
+            domain::Role::System => Self::System,
+            domain::Role::Tool => Self::Tool,
+        }
+    }
+}
+
+/// Sort key of a session listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionSort {
+    /// Last change (default).
+    #[default]
+    UpdatedAt,
+    /// Creation time.
+    CreatedAt,
+    /// Newest message time.
+    LastMessageAt,
+    /// Title, alphabetically.
+    Title,
+    /// Number of messages.
+    MessageCount,
+}
+
+impl From<SessionSort> for db::SessionSort {
+    fn from(sort: SessionSort) -> Self {
+        match sort {
+            SessionSort::UpdatedAt => Self::UpdatedAt,
+            SessionSort::CreatedAt => Self::CreatedAt,
+            SessionSort::LastMessageAt => Self::LastMessageAt,
+            SessionSort::Title => Self::Title,
+            SessionSort::MessageCount => Self::MessageCount,
+        }
+    }
+}
+
+/// Sort direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Ascending.
+    Asc,
+    /// Descending (default).
+    #[default]
+    Desc,
+}
+
+impl From<SortOrder> for db::SortOrder {
+    fn from(order: SortOrder) -> Self {
+        match order {
+            SortOrder::Asc => Self::Asc,
+            SortOrder::Desc => Self::Desc,
+        }
+    }
+}
+
+/// A conversation.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Session {
+    /// Session id.
+    pub id: String,
+    /// Owner.
+    pub user: String,
+    /// Channel it came in through.
+    pub channel: String,
+    /// The client's own conversation id, when it sent one.
+    pub external_id: Option<String>,
+    /// Title (the first user message unless set).
+    pub title: Option<String>,
+    /// Lifecycle state.
+    pub status: SessionStatus,
+    /// Pinned sessions list first.
+    pub pinned: bool,
+    /// Messages stored.
+    pub message_count: i64,
+    /// Prompt tokens used by the session's answers.
+    pub tokens_in: i64,
+    /// Tokens generated for the session.
+    pub tokens_out: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change of any kind.
+    pub updated_at: DateTime<Utc>,
+    /// Time of the newest message.
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+impl From<db::Session> for Session {
+    fn from(s: db::Session) -> Self {
+        Self {
+            id: s.id,
+            user: s.user_id,
+            channel: s.channel,
+            external_id: s.external_id,
+            title: s.title,
+            status: s.status.into(),
+            pinned: s.pinned,
+            message_count: s.message_count,
+            tokens_in: s.tokens_in,
+            tokens_out: s.tokens_out,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            last_message_at: s.last_message_at,
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Message {
+    /// Message id.
+    pub id: String,
+    /// Session it belongs to.
+    pub session_id: String,
+    /// The message it answers or follows; branches share a parent.
+    pub parent_id: Option<String>,
+    /// Author.
+    pub role: Role,
+    /// Text (partial when `error` is set on an answer).
+    pub content: String,
+    /// Upstream model that wrote an answer.
+    pub model: Option<String>,
+    /// Prompt tokens (for a user message: its own length in tokens).
+    pub tokens_in: i64,
+    /// Generated tokens.
+    pub tokens_out: i64,
+    /// Milliseconds the upstream took for an answer.
+    pub latency_ms: Option<i64>,
+    /// What went wrong producing an answer.
+    pub error: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<db::Message> for Message {
+    fn from(m: db::Message) -> Self {
+        Self {
+            id: m.id,
+            session_id: m.session_id,
+            parent_id: m.parent_id,
+            role: m.role.into(),
+            content: m.content,
+            model: m.model,
+            tokens_in: m.tokens_in,
+            tokens_out: m.tokens_out,
+            latency_ms: m.latency_ms,
+            error: m.error,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// A session with its newest message, for sidebars.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SessionSummary {
+    /// The session.
+    #[serde(flatten)]
+    pub session: Session,
+    /// Its newest message, if any.
+    pub last_message: Option<Message>,
+}
+
+impl From<db::SessionSummary> for SessionSummary {
+    fn from(s: db::SessionSummary) -> Self {
+        Self {
+            session: s.session.into(),
+            last_message: s.last_message.map(Into::into),
+        }
+    }
+}
+
+/// One search result.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// The matching session.
+    pub session: Session,
+    /// Relevance; higher is better.
+    pub score: f64,
+    /// The best-matching text (a message or the title).
+    pub snippet: String,
+}
+
+impl From<db::SearchHit> for SearchHit {
+    fn from(h: db::SearchHit) -> Self {
+        Self {
+            session: h.session.into(),
+            score: h.score,
+            snippet: h.snippet,
+        }
+    }
+}
+
+/// A turn whose models all failed (or whose stream broke), for the admin list.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FailedTurn {
+    /// The stored answer (empty, partial, or the fallback response).
+    pub message_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// The session's user.
+    pub user_id: String,
+    /// The session's channel.
+    pub channel: String,
+    /// `fallback` when the tenant's fallback response was answered, else the
+    /// model whose stream broke, or none.
+    pub model: Option<String>,
+    /// Why it failed.
+    pub reason: String,
+    /// Characters of answer text stored.
+    pub answer_chars: i64,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<db::FailedTurn> for FailedTurn {
+    fn from(f: db::FailedTurn) -> Self {
+        Self {
+            message_id: f.message_id,
+            session_id: f.session_id,
+            user_id: f.user_id,
+            channel: f.channel,
+            model: f.model,
+            reason: f.reason,
+            answer_chars: f.answer_chars,
+            created_at: f.created_at,
+        }
+    }
+}
+
+/// Figures for one user.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct UserStats {
+    /// Sessions that are not deleted.
+    pub sessions: i64,
+    /// Active sessions.
+    pub active_sessions: i64,
+    /// Archived sessions.
+    pub archived_sessions: i64,
+    /// Pinned sessions.
+    pub pinned_sessions: i64,
+    /// Messages in sessions that are not deleted.
+    pub messages: i64,
+    /// Of which written by the user.
+    pub user_messages: i64,
+    /// Of which answers.
+    pub assistant_messages: i64,
+    /// Prompt tokens.
+    pub tokens_in: i64,
+    /// Generated tokens.
+    pub tokens_out: i64,
+    /// Oldest session.
+    pub first_session_at: Option<DateTime<Utc>>,
+    /// Newest message.
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+impl From<db::UserStats> for UserStats {
+    fn from(s: db::UserStats) -> Self {
+        Self {
+            sessions: s.sessions,
+            active_sessions: s.active_sessions,
+            archived_sessions: s.archived_sessions,
+            pinned_sessions: s.pinned_sessions,
+            messages: s.messages,
+            user_messages: s.user_messages,
+            assistant_messages: s.assistant_messages,
+            tokens_in: s.tokens_in,
+            tokens_out: s.tokens_out,
+            first_session_at: s.first_session_at,
+            last_message_at: s.last_message_at,
+        }
+    }
+}
+
+/// Converts each row of a page into its API shape.
+pub fn convert<R, T: From<R>>(rows: Vec<R>) -> Vec<T> {
+    rows.into_iter().map(T::from).collect()
+}

@@ -1,0 +1,423 @@
+//! What the runtime knows about its channels, below the edges and the shared
+//! state: the registry of channels served, readable per request without waiting
+//! on anything (fed once from the config file standalone, kept current by the
+//! ChatChannel watcher in a cluster, so changes apply without a restart), each
+//! channel's [`activity`], webhook [`signing`], and the [`webhook`] outbox
+//! handle with the answer's wire format.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crds::ChatChannel;
+use crds::runtime_config::{
+    ChannelConfig, ChannelFeatures, ChannelRateLimitConfig, ChannelType, RuntimeConfig,
+};
+
+pub mod activity;
+pub mod signing;
+pub mod webhook;
+
+use activity::ChannelActivityCounter;
+
+use crate::limits::{ChannelLimits, RateLimiter};
+
+/// Channel name used when a request names none.
+pub const DEFAULT_CHANNEL: &str = "default";
+
+/// Why a request cannot use the channel it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// No such channel for this agent.
+    #[error("this agent has no channel {0:?}")]
+    NotFound(String),
+    /// The channel is disabled.
+    #[error(
+        "channel {0:?} is disabled (spec.enabled: false); ask the operator of this agent to enable it"
+    )]
+    Disabled(String),
+}
+
+/// Default replay window of a webhook channel.
+const DEFAULT_TOLERANCE_SECONDS: u32 = 300;
+
+/// Where a webhook channel's signing key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigningKeySource {
+    /// An environment variable of this process (standalone).
+    Env(String),
+    /// A key of a Secret in the pod's namespace (in a cluster).
+    Secret {
+        /// Secret name.
+        name: String,
+        /// Key inside it.
+        key: String,
+    },
+}
+
+/// A webhook channel's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where answers are POSTed.
+    pub callback_url: String,
+    /// The HMAC-SHA256 key's source.
+    pub key: SigningKeySource,
+    /// How far a signed timestamp may be from now.
+    pub tolerance: Duration,
+}
+
+/// Everything the runtime needs to serve one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// The ChatChannel's name.
+    pub name: String,
+    /// Kind of channel.
+    pub channel_type: ChannelType,
+    /// A disabled channel answers 503.
+    pub enabled: bool,
+    /// Language of the fallback response.
+    pub language: Option<String>,
+    /// First assistant message of a new session.
+    pub greeting: Option<String>,
+    /// Features served.
+    pub features: ChannelFeatures,
+    /// Per-channel request limits.
+    pub rate_limit: ChannelRateLimitConfig,
+    /// Browser origins allowed by CORS (`*` for any).
+    pub allowed_origins: Vec<String>,
+    /// Webhook settings (type `webhook` only).
+    pub webhook: Option<WebhookSettings>,
+    /// The chat page's settings (type `web`).
+    pub web: WebSettings,
+}
+
+/// A web channel's page settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebSettings {
+    /// Page title; the channel's name when unset.
+    pub title: Option<String>,
+    /// Header an auth proxy sets naming the user (lower case); `None`: anonymous visitors.
+    pub trusted_header: Option<String>,
+}
+
+impl ChannelSettings {
+    /// A channel with every default (all features, enabled, no limits).
+    pub fn open(name: &str) -> Self {
+        Self::from_config(&ChannelConfig {
+            name: name.to_owned(),
+            ..ChannelConfig::default()
+        })
+    }
+
+    /// From the runtime config file.
+    pub fn from_config(config: &ChannelConfig) -> Self {
+        Self {
+            name: config.name.clone(),
+            channel_type: config.channel_type,
+            enabled: config.enabled,
+            language: config.language.clone(),
+            greeting: config.greeting.clone(),
+            features: config.features,
+            rate_limit: config.rate_limit.unwrap_or_default(),
+            allowed_origins: config.allowed_origins.clone(),
+            webhook: config.webhook.as_ref().map(|w| WebhookSettings {
+                callback_url: w.callback_url.clone(),
+                key: SigningKeySource::Env(w.signing_key_env.clone()),
+                tolerance: Duration::from_secs(u64::from(
+                    w.timestamp_tolerance_seconds
+                        .unwrap_or(DEFAULT_TOLERANCE_SECONDS),
+                )),
+            }),
+            web: config
+                .web
+                .as_ref()
+                .map(|w| WebSettings {
+                    title: w.title.clone(),
+                    trusted_header: w.trusted_header.as_ref().map(|h| h.to_ascii_lowercase()),
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// From a ChatChannel resource.
+    pub fn from_resource(channel: &ChatChannel) -> Option<Self> {
+        let name = channel.metadata.name.clone()?;
+        let spec = &channel.spec;
+        let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+        let channel_type = match spec.type_ {
+            crds::ChannelType::Web => ChannelType::Web,
+            crds::ChannelType::Webhook => ChannelType::Webhook,
+            crds::ChannelType::Openai => ChannelType::Openai,
+            crds::ChannelType::Slack => ChannelType::Slack,
+            crds::ChannelType::Discord => ChannelType::Discord,
+        };
+        Some(Self {
+            name,
+            channel_type,
+            enabled: spec.enabled,
+            language: Some(spec.language.clone()),
+            greeting: spec.greeting.clone(),
+            features: ChannelFeatures {
+                history: spec.features.history,
+                search: spec.features.search,
+                streaming: spec.features.streaming,
+            },
+            rate_limit: spec
+                .rate_limit
+                .as_ref()
+                .map(|r| ChannelRateLimitConfig {
+                    requests_per_minute: positive(r.requests_per_minute),
+                    requests_per_minute_per_user: positive(r.requests_per_minute_per_user),
+                })
+                .unwrap_or_default(),
+            allowed_origins: spec.allowed_origins.clone(),
+            webhook: spec.webhook.as_ref().map(|w| WebhookSettings {
+                callback_url: w.callback_url.clone(),
+                key: SigningKeySource::Secret {
+                    name: w.signing_secret_ref.name.clone(),
+                    key: w.signing_secret_ref.key.clone(),
+                },
+                tolerance: Duration::from_secs(
+                    u64::try_from(w.timestamp_tolerance_seconds.max(1)).unwrap_or(300),
+                ),
+            }),
+            web: spec
+                .web
+                .as_ref()
+                .map(|w| WebSettings {
+                    title: w.title.clone(),
+                    trusted_header: w
+                        .auth
+                        .as_ref()
+                        .and_then(|a| a.trusted_header.as_ref())
+                        .map(|h| h.to_ascii_lowercase()),
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Whether a browser at `origin` may call this channel.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Snapshot {
+    /// No channel list given (standalone without channels): any name is served
+    /// with defaults.
+    open: bool,
+    channels: Arc<HashMap<String, Arc<ChannelSettings>>>,
+}
+
+/// The channels served now; cheap to read from every request.
+#[derive(Debug)]
+pub struct ChannelRegistry {
+    snapshot: RwLock<Snapshot>,
+    /// Messages and sessions per channel, seen by this pod.
+    pub activity: ChannelActivityCounter,
+}
+
+impl ChannelRegistry {
+    /// From the config file: its channels, or open (every name served with
+    /// defaults) when it lists none.
+    pub fn from_config(config: &RuntimeConfig) -> Self {
+        let channels: HashMap<_, _> = config
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), Arc::new(ChannelSettings::from_config(c))))
+            .collect();
+        let idle_minutes = config.sessions.idle_timeout_minutes.unwrap_or(30);
+        Self {
+            snapshot: RwLock::new(Snapshot {
+                open: channels.is_empty(),
+                channels: Arc::new(channels),
+            }),
+            activity: ChannelActivityCounter::new(Duration::from_secs(
+                u64::from(idle_minutes) * 60,
+            )),
+        }
+    }
+
+    fn read(&self) -> Snapshot {
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces every channel (the watcher's view); the registry is closed from
+    /// now on: names not listed are unknown.
+    pub fn replace_all(&self, channels: impl IntoIterator<Item = ChannelSettings>) {
+        let channels: HashMap<_, _> = channels
+            .into_iter()
+            .map(|c| (c.name.clone(), Arc::new(c)))
+            .collect();
+        let next = Snapshot {
+            open: false,
+            channels: Arc::new(channels),
+        };
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+
+    /// The channel's settings, if it is known.
+    pub fn get(&self, name: &str) -> Option<Arc<ChannelSettings>> {
+        let snapshot = self.read();
+        match snapshot.channels.get(name) {
+            Some(c) => Some(c.clone()),
+            None if snapshot.open => Some(Arc::new(ChannelSettings::open(name))),
+            None => None,
+        }
+    }
+
+    /// Every known channel.
+    pub fn all(&self) -> Vec<Arc<ChannelSettings>> {
+        let mut all: Vec<_> = self.read().channels.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The channel's request limits (for the rate limiter), if it is known.
+    pub fn limits(&self, name: &str) -> Option<ChannelRateLimitConfig> {
+        self.get(name).map(|c| c.rate_limit)
+    }
+
+    /// The channel a request names, refused when unknown (404) or disabled (503).
+    pub fn resolve(&self, name: &str) -> Result<Arc<ChannelSettings>, ChannelError> {
+        let channel = self
+            .get(name)
+            .ok_or_else(|| ChannelError::NotFound(name.to_owned()))?;
+        if !channel.enabled {
+            return Err(ChannelError::Disabled(name.to_owned()));
+        }
+        Ok(channel)
+    }
+
+    /// The channel of the root routes when no channel is named: `default` when
+    /// such a channel is listed, else every default.
+    pub fn resolve_default(&self) -> Result<Arc<ChannelSettings>, ChannelError> {
+        match self.read().channels.get(DEFAULT_CHANNEL) {
+            Some(_) => self.resolve(DEFAULT_CHANNEL),
+            None => Ok(Arc::new(ChannelSettings::open(DEFAULT_CHANNEL))),
+        }
+    }
+}
+
+/// Hands every channel's rate limits to the limiter, clearing those of
+/// channels no longer served (`previous`: the names served before).
+pub fn apply_limits(registry: &ChannelRegistry, limiter: &RateLimiter, previous: &[String]) {
+    let current = registry.all();
+    for name in previous {
+        if !current.iter().any(|c| &c.name == name) {
+            limiter.set_channel_limits(name, None);
+        }
+    }
+    for channel in current {
+        let l = channel.rate_limit;
+        let limits = (l.requests_per_minute.is_some() || l.requests_per_minute_per_user.is_some())
+            .then_some(ChannelLimits {
+                requests_per_minute: l.requests_per_minute,
+                requests_per_minute_per_user: l.requests_per_minute_per_user,
+            });
+        limiter.set_channel_limits(&channel.name, limits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> RuntimeConfig {
+        serde_yaml::from_str(yaml).expect("config parses")
+    }
+
+    #[test]
+    fn without_channels_every_name_is_served_with_defaults() {
+        let registry = ChannelRegistry::from_config(&RuntimeConfig::default());
+        let c = registry.resolve("anything").expect("open");
+        assert!(c.enabled && c.features.streaming);
+        assert!(registry.all().is_empty());
+    }
+
+    #[test]
+    fn listed_channels_are_the_only_ones_and_disabled_ones_refuse() {
+        let registry = ChannelRegistry::from_config(&config(
+            "channels:\n- name: web\n  language: de\n- name: off\n  enabled: false\n",
+        ));
+        assert_eq!(
+            registry.resolve("web").expect("known").language.as_deref(),
+            Some("de")
+        );
+        assert_eq!(
+            registry.resolve("nope").expect_err("unknown"),
+            ChannelError::NotFound("nope".to_owned())
+        );
+        let err = registry.resolve("off").expect_err("disabled");
+        assert_eq!(err, ChannelError::Disabled("off".to_owned()));
+        assert!(err.to_string().contains("disabled"));
+        assert_eq!(
+            registry.resolve_default().expect("default").name,
+            DEFAULT_CHANNEL
+        );
+    }
+
+    #[test]
+    fn the_watchers_view_replaces_everything_and_closes_the_registry() {
+        let registry = ChannelRegistry::from_config(&RuntimeConfig::default());
+        registry.replace_all([ChannelSettings {
+            rate_limit: ChannelRateLimitConfig {
+                requests_per_minute: Some(5),
+                requests_per_minute_per_user: None,
+            },
+            ..ChannelSettings::open("support")
+        }]);
+        assert!(registry.get("other").is_none(), "closed after the watcher");
+        assert_eq!(
+            registry
+                .limits("support")
+                .and_then(|l| l.requests_per_minute),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn chat_channel_resources_become_settings() {
+        let channel: ChatChannel = serde_yaml::from_str(
+            r#"
+apiVersion: switchboard.dev/v1alpha1
+kind: ChatChannel
+metadata: {name: hooks}
+spec:
+  agentRef: {name: support}
+  type: webhook
+  language: fr
+  allowedOrigins: ["https://a.example"]
+  rateLimit: {requestsPerMinutePerUser: 3}
+  features: {streaming: false}
+  webhook:
+    callbackUrl: http://cb.example/x
+    signingSecretRef: {name: hook-key, key: key}
+"#,
+        )
+        .expect("channel parses");
+        let settings = ChannelSettings::from_resource(&channel).expect("named");
+        assert_eq!(settings.channel_type, ChannelType::Webhook);
+        assert_eq!(settings.language.as_deref(), Some("fr"));
+        assert!(settings.allows_origin("https://A.example"));
+        assert!(!settings.allows_origin("https://b.example"));
+        let webhook = settings.webhook.expect("webhook settings");
+        assert_eq!(
+            webhook.key,
+            SigningKeySource::Secret {
+                name: "hook-key".into(),
+                key: "key".into()
+            }
+        );
+        assert_eq!(webhook.tolerance, Duration::from_secs(300));
+    }
+}

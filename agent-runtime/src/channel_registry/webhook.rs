@@ -1,0 +1,132 @@
+//! What webhook intake and the background delivery share: the answer's wire
+//! format ([`WebhookAnswer`]) and the [`WebhookDelivery`] handle (signing keys,
+//! the wake-up, the callback client and its backoff).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+
+use super::signing::SigningKeys;
+
+/// The JSON POSTed to the callback URL, signed like inbound messages.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAnswer {
+    /// Delivery id: the same on every retry; deduplicate on it.
+    pub delivery_id: String,
+    /// Channel name.
+    pub channel: String,
+    /// The sender's conversation id.
+    pub conversation_id: String,
+    /// The sender's user id.
+    pub user: String,
+    /// Id of the stored answer.
+    pub message_id: String,
+    /// Id of the user message it answers.
+    pub in_reply_to: String,
+    /// The answer.
+    pub text: String,
+}
+
+/// Retry delays: `base * 2^attempt`, capped, with full jitter over the upper half.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// First delay.
+    pub base: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt + 1`, given a random `jitter` in [0, 1).
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max);
+        exp.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// The webhook machinery shared by intake and the background delivery.
+pub struct WebhookDelivery {
+    /// Signing keys of the webhook channels.
+    pub keys: SigningKeys,
+    wake: Notify,
+    http: reqwest::Client,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for WebhookDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDelivery")
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookDelivery {
+    /// With keys from `keys` and the default backoff.
+    pub fn new(keys: SigningKeys, http: reqwest::Client) -> Self {
+        Self::with_backoff(keys, http, Backoff::default())
+    }
+
+    /// With a given backoff.
+    pub fn with_backoff(keys: SigningKeys, http: reqwest::Client, backoff: Backoff) -> Self {
+        Self {
+            keys,
+            wake: Notify::new(),
+            http,
+            backoff,
+        }
+    }
+
+    /// Tells the dispatcher there is new work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`WebhookDelivery::wake`] was called.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The client that POSTs answers to callbacks.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The retry delays.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        assert_eq!(b.delay(0, 1.0), Duration::from_millis(100));
+        assert_eq!(b.delay(0, 0.0), Duration::from_millis(50));
+        assert_eq!(b.delay(3, 1.0), Duration::from_millis(800));
+        assert_eq!(b.delay(30, 1.0), Duration::from_secs(2));
+        assert!(b.delay(30, 0.3) >= Duration::from_secs(1));
+    }
+}

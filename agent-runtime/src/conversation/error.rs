@@ -1,0 +1,37 @@
+//! Why a turn could not be taken, in the conversation's own terms; each edge
+//! maps these to its wire format (the HTTP API in `crate::error`).
+
+use crate::db::StoreError;
+use crate::limits::{Overloaded, RateLimited};
+use crate::prompt::ContextOverflow;
+use crate::providers::ChainError;
+
+/// A conversation failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// The runtime is shutting down; another replica will answer.
+    #[error("this runtime is shutting down")]
+    ShuttingDown,
+    /// Over a request rate limit or the token budget.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    /// Every upstream slot busy and the queue full (or the wait ran out).
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+    /// Storage failed or the session is not the user's.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The prompt does not fit the model's context even without history.
+    #[error(transparent)]
+    ContextTooLong(#[from] ContextOverflow),
+    /// Every model failed and there is no fallback response; the failure is
+    /// stored as the answer.
+    #[error("the model could not answer: {0}")]
+    Upstream(ChainError),
+    /// The message to answer is no longer stored.
+    #[error("the message is no longer stored")]
+    MessageGone,
+    /// A write returned no row.
+    #[error("storage returned no row for {0}")]
+    NothingStored(&'static str),
+}

@@ -1,0 +1,212 @@
+//! The conversation service: the one path every way in takes through a
+//! conversation (the OpenAI API, the sessions API, webhook intake and its
+//! delivery; chat apps and tools later). It resolves the session, records the
+//! user's message once, runs the turn against the model chain (whole or
+//! streamed, one accounting path for both), stores the answer, and answers
+//! with domain errors ([`ConversationError`]) that each edge maps to its own
+//! wire format.
+//!
+//! An edge first [`admit`]s its caller (shutdown and rate limits), then builds
+//! a [`TurnRequest`] and calls [`take_turn`], getting back a [`TurnReply`]: a
+//! whole [`Answer`] or a [`TurnStream`] of [`TurnEvent`]s. Edges that answer
+//! later (webhook delivery) [`record`] the message now and
+//! [`answer_recorded`] it in the background.
+
+mod error;
+mod record;
+mod stream;
+mod turn;
+
+pub use error::ConversationError;
+pub use record::{Recorded, current_history, open_session, record};
+pub use stream::{TurnEvent, TurnStream};
+pub use turn::{Answer, FALLBACK_MODEL};
+
+use crate::db::Message;
+use crate::providers::PromptMessage;
+use crate::state::{AppState, SharedState};
+
+/// Who is talking, through which channel.
+#[derive(Clone, Debug)]
+pub struct Participant {
+    /// The end user.
+    pub user: String,
+    /// The channel the message came in through.
+    pub channel: String,
+    /// Language for the fallback response.
+    pub language: Option<String>,
+}
+
+/// A participant let in by [`admit`]: only an admitted participant can take
+/// a turn.
+#[derive(Clone, Debug)]
+pub struct Admitted(Participant);
+
+impl Admitted {
+    /// Who was admitted.
+    pub fn participant(&self) -> &Participant {
+        &self.0
+    }
+}
+
+/// Which session a message belongs to.
+#[derive(Clone, Debug)]
+pub enum SessionRef {
+    /// One of the user's sessions, by id (it must exist).
+    Id(String),
+    /// The client's own conversation id: its session, created when missing.
+    External(String),
+    /// No id: the session whose stored history the client's history continues,
+    /// else a new one (OpenAI clients resending the whole conversation).
+    Recognised,
+}
+
+/// What the user said.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// One new message after the session's newest.
+    Message(String),
+    /// The whole conversation as the client holds it, newest last: the
+    /// messages not stored yet are stored.
+    History(Vec<PromptMessage>),
+}
+
+/// The client's sampling options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sampling {
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Answer length cap.
+    pub max_output_tokens: Option<u32>,
+}
+
+/// How the answer is wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Once complete and stored.
+    Whole,
+    /// As events while the model writes.
+    Stream,
+}
+
+/// One turn as an edge asks for it.
+#[derive(Debug)]
+pub struct TurnRequest {
+    /// Who, let in by [`admit`].
+    pub participant: Admitted,
+    /// Which session.
+    pub session: SessionRef,
+    /// What the user said.
+    pub input: Input,
+    /// Sampling options.
+    pub sampling: Sampling,
+    /// Whole or streamed.
+    pub mode: ReplyMode,
+}
+
+/// The answer, as asked for.
+pub enum Reply {
+    /// Complete and stored.
+    Whole(Box<Answer>),
+    /// Being written; the last event carries the stored answer.
+    Stream(TurnStream),
+}
+
+/// What a turn gives back.
+pub struct TurnReply {
+    /// The session the turn went to.
+    pub session_id: String,
+    /// The user message stored for an [`Input::Message`].
+    pub user_message: Option<Message>,
+    /// The answer.
+    pub reply: Reply,
+}
+
+/// Admits `participant` before anything is stored: refused while the runtime
+/// shuts down and over a rate limit or the token budget.
+pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, ConversationError> {
+    if state.lifecycle.is_draining() {
+        return Err(ConversationError::ShuttingDown);
+    }
+    state
+        .limiter
+        .check(&participant.channel, &participant.user)
+        .map_err(|limited| {
+            state
+                .metrics
+                .rate_limited
+                .with_label_values(&[limited.scope.as_str()])
+                .inc();
+            tracing::info!(
+                scope = limited.scope.as_str(),
+                retry_after_ms = limited.retry_after.as_millis() as u64,
+                "rate limited"
+            );
+            ConversationError::RateLimited(limited)
+        })?;
+    Ok(Admitted(participant))
+}
+
+/// Records the user's input in its session (resolved or created), then
+/// answers it, whole or streamed. Errors before the first byte (every model
+/// refusing with no fallback response, limits, storage) come back as errors,
+/// not as a stream.
+pub async fn take_turn(
+    state: &SharedState,
+    request: TurnRequest,
+) -> Result<TurnReply, ConversationError> {
+    let TurnRequest {
+        participant,
+        session,
+        input,
+        sampling,
+        mode,
+    } = request;
+    let recorded = record::record_input(state, &participant.0, session, input).await?;
+    tracing::debug!(session = %recorded.session_id, user = %participant.0.user, stream = mode == ReplyMode::Stream, "turn");
+    let turn = turn::Turn {
+        session_id: recorded.session_id.clone(),
+        anchor: recorded.anchor,
+        history: recorded.history,
+        sampling,
+        language: participant.0.language,
+        channel: participant.0.channel,
+    };
+    let reply = match mode {
+        ReplyMode::Whole => Reply::Whole(Box::new(turn::complete(state, &turn).await?)),
+        ReplyMode::Stream => Reply::Stream(stream::stream(state, turn).await?),
+    };
+    Ok(TurnReply {
+        session_id: recorded.session_id,
+        user_message: recorded.user_message,
+        reply,
+    })
+}
+
+/// Answers a user message stored before (by [`record`]), whole: the
+/// conversation up to that message is the prompt, the answer follows it.
+pub async fn answer_recorded(
+    state: &SharedState,
+    participant: &Participant,
+    session_id: &str,
+    message_id: &str,
+) -> Result<Answer, ConversationError> {
+    let branch = state
+        .store
+        .conversation(&participant.user, session_id)
+        .await?;
+    // The conversation up to the message being answered.
+    let end = branch
+        .iter()
+        .position(|m| m.id == message_id)
+        .ok_or(ConversationError::MessageGone)?;
+    let turn = turn::Turn {
+        session_id: session_id.to_owned(),
+        anchor: record::Anchor::of(&branch[end]),
+        history: record::prompt_from_stored(&branch[..=end]),
+        sampling: Sampling::default(),
+        language: participant.language.clone(),
+        channel: participant.channel.clone(),
+    };
+    turn::complete(state, &turn).await
+}

@@ -1,0 +1,262 @@
+//! A streamed turn: the model's deltas relayed to the consumer as they come,
+//! ending with the stored answer ([`TurnEvent::Done`]) or, when the upstream
+//! breaks, the client leaves or the runtime shuts down, with the stored
+//! partial answer ([`TurnEvent::Failed`]). The call is settled through the
+//! same accounting as a whole turn ([`super::turn`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::ConversationError;
+use super::turn::{
+    Answer, Call, CallEnd, Turn, build_request, handle_chain_failure, settle, turn_span,
+};
+use crate::db::{Message, NewMessage};
+use crate::providers::{
+    ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent, StreamVerdict,
+};
+use crate::state::SharedState;
+
+/// What a streamed turn sends its consumer.
+#[derive(Debug)]
+pub enum TurnEvent {
+    /// More text.
+    Delta(String),
+    /// Done and stored.
+    Done(Box<Answer>),
+    /// Failed midway; the partial answer is stored with the error.
+    Failed {
+        /// The stored partial answer.
+        message: Box<Message>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A streamed turn: the id its answer will be stored under and its events.
+pub struct TurnStream {
+    /// Id of the assistant message being written.
+    pub message_id: String,
+    /// Events, ending with [`TurnEvent::Done`] or [`TurnEvent::Failed`].
+    pub events: mpsc::Receiver<TurnEvent>,
+}
+
+/// Starts a streamed turn. Errors before the first byte (every model refusing
+/// and no fallback response) come back as an error instead of a stream.
+pub(super) async fn stream(
+    state: &SharedState,
+    turn: Turn,
+) -> Result<TurnStream, ConversationError> {
+    let span = turn_span(state, &turn, true);
+    stream_in(state, turn, span.clone()).instrument(span).await
+}
+
+async fn stream_in(
+    state: &SharedState,
+    turn: Turn,
+    span: tracing::Span,
+) -> Result<TurnStream, ConversationError> {
+    let request = build_request(state, &turn)?;
+    let turn_guard = state.lifecycle.turn();
+    let permit = state.gate.acquire().await?;
+    let started = Instant::now();
+    let id = NewMessage::new_id();
+    let (tx, rx) = mpsc::channel(16);
+    let (events, provider, verdict) = match state.chain.stream(&request).await {
+        Ok(ok) => ok,
+        Err(err) => {
+            let answer =
+                handle_chain_failure(state, &turn, &request, &span, err, started, id.clone())
+                    .await?;
+            // The fallback response, streamed as one delta.
+            let _ = tx.try_send(TurnEvent::Delta(answer.message.content.clone()));
+            let _ = tx.try_send(TurnEvent::Done(Box::new(answer)));
+            return Ok(TurnStream {
+                message_id: id,
+                events: rx,
+            });
+        }
+    };
+    let streaming = Streaming {
+        state: state.clone(),
+        turn,
+        request,
+        provider,
+        started,
+        id: id.clone(),
+        tx,
+    };
+    let task_span = span.clone();
+    tokio::spawn(
+        async move {
+            let _turn = turn_guard;
+            let _permit = permit;
+            streaming.run(events, verdict, &task_span).await;
+        }
+        .instrument(span),
+    );
+    Ok(TurnStream {
+        message_id: id,
+        events: rx,
+    })
+}
+
+/// A streamed answer being relayed to its consumer.
+struct Streaming {
+    state: SharedState,
+    turn: Turn,
+    request: ChatRequest,
+    provider: Arc<dyn ChatProvider>,
+    started: Instant,
+    id: String,
+    tx: mpsc::Sender<TurnEvent>,
+}
+
+impl Streaming {
+    /// Relays the upstream's events until the answer ends, breaks, the client
+    /// leaves or the runtime shuts down; settles the call and stores the
+    /// answer; sends the last event.
+    async fn run(self, events: EventStream, verdict: StreamVerdict, span: &tracing::Span) {
+        let state = &self.state;
+        state.metrics.active_streams.inc();
+        let end = self.relay(events).await;
+        // The model's health: a clean end closes its circuit, a break counts
+        // against it; a client gone or a shutdown says nothing about it.
+        match (&end.upstream_error, &end.error) {
+            (Some(e), _) => verdict.failed(e),
+            (None, None) => verdict.succeeded(),
+            (None, Some(_)) => drop(verdict),
+        }
+        let call = Call {
+            state,
+            turn: &self.turn,
+            request: &self.request,
+            span,
+            provider: self.provider.as_ref(),
+            started: self.started,
+            id: self.id.clone(),
+        };
+        let settled = settle(call, end);
+        let session = &self.turn.session_id;
+        // Boxed: the write's future is large and would otherwise sit inline
+        // in every idle stream's task.
+        let write = state
+            .store
+            .append_messages(std::slice::from_ref(&settled.record));
+        let stored = match Box::pin(write).await {
+            Ok(mut rows) => rows.pop(),
+            Err(err) => {
+                tracing::error!(%session, error = %err, "could not store the answer");
+                None
+            }
+        };
+        let event = match (stored, settled.error) {
+            (Some(message), None) => TurnEvent::Done(Box::new(Answer {
+                message,
+                usage: settled.usage,
+                finish_reason: settled.finish_reason.unwrap_or_else(|| "stop".to_owned()),
+            })),
+            (Some(message), Some(error)) => {
+                tracing::warn!(%session, %error, "stream failed midway; partial answer stored");
+                TurnEvent::Failed {
+                    message: Box::new(message),
+                    error,
+                }
+            }
+            (None, _) => TurnEvent::Failed {
+                message: Box::new(placeholder(settled.record)),
+                error: "the answer could not be stored".to_owned(),
+            },
+        };
+        // The last event: give a slow reader a moment, never block shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tx.send(event)).await;
+        state.metrics.active_streams.dec();
+    }
+
+    /// Forwards deltas until the stream ends; what it ended with.
+    async fn relay(&self, mut events: EventStream) -> CallEnd {
+        let (state, tx) = (&self.state, &self.tx);
+        let mut end = CallEnd {
+            content: String::new(),
+            usage: None,
+            finish_reason: None,
+            error: None,
+            upstream_error: None,
+        };
+        let mut first_token = true;
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                () = tx.closed() => {
+                    end.error = Some(CLIENT_GONE.to_owned());
+                    break;
+                }
+                () = state.lifecycle.cancelled() => {
+                    end.error = Some("the runtime shut down before the answer was complete".to_owned());
+                    break;
+                }
+            };
+            match next {
+                None => break,
+                Some(Ok(StreamEvent::Delta(text))) => {
+                    if first_token {
+                        first_token = false;
+                        state
+                            .metrics
+                            .time_to_first_token
+                            .with_label_values(&[self.provider.model()])
+                            .observe(self.started.elapsed().as_secs_f64());
+                    }
+                    end.content.push_str(&text);
+                    let sent = tokio::select! {
+                        sent = tx.send(TurnEvent::Delta(text)) => sent.is_ok(),
+                        () = state.lifecycle.cancelled() => false,
+                    };
+                    if !sent {
+                        end.error = Some(CLIENT_GONE.to_owned());
+                        break;
+                    }
+                }
+                Some(Ok(StreamEvent::Usage(u))) => end.usage = Some(u),
+                Some(Ok(StreamEvent::Finished { finish_reason })) => {
+                    end.finish_reason = Some(finish_reason);
+                }
+                Some(Err(e)) => {
+                    end.error = Some(e.to_string());
+                    end.upstream_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(events);
+        if end.error.is_none() && end.finish_reason.is_none() {
+            end.error = Some(ProviderError::Truncated.to_string());
+            end.upstream_error = Some(ProviderError::Truncated);
+        }
+        end
+    }
+}
+
+const CLIENT_GONE: &str = "client disconnected before the answer was complete";
+
+/// A message that was not stored, shaped as if it were (for the last event).
+fn placeholder(record: NewMessage) -> Message {
+    Message {
+        id: record.id,
+        session_id: record.session_id,
+        parent_id: record.parent_id,
+        role: record.role,
+        content: record.content,
+        model: record.model,
+        tokens_in: record.tokens_in,
+        tokens_out: record.tokens_out,
+        latency_ms: record.latency_ms,
+        error: record.error,
+        created_at: chrono::Utc::now(),
+        chain_hash: record.chain_hash,
+    }
+}

@@ -1,0 +1,128 @@
+//! The runtime's shared state: configuration, storage, the model chain,
+//! limits, channels and metrics, built once at start and shared by every
+//! request and background task. Handlers and services depend on it; it
+//! depends on nothing above it.
+
+use std::sync::Arc;
+
+use axum::http::HeaderName;
+use crds::runtime_config::RuntimeConfig;
+
+use crate::channel_registry::signing::SigningKeys;
+use crate::channel_registry::webhook::WebhookDelivery;
+use crate::channel_registry::{ChannelRegistry, apply_limits};
+use crate::db::{Store, StoreError};
+use crate::limits::{RateLimiter, UpstreamGate};
+use crate::metrics::Metrics;
+use crate::prompt::Tokenizer;
+use crate::providers::{ModelChain, build_provider, http_client};
+use crate::settings::Settings;
+use crate::shutdown::Lifecycle;
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the conversation database: {0}")]
+    Database(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// Metrics could not be registered.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The user header is not a valid header name.
+    #[error("auth.userHeader {0:?} is not a valid HTTP header name")]
+    UserHeader(String),
+}
+
+/// Everything handlers and services share.
+pub struct AppState {
+    /// The configuration file.
+    pub config: RuntimeConfig,
+    /// Conversations.
+    pub store: Store,
+    /// The models, primary first.
+    pub chain: ModelChain,
+    /// Token counter for the primary model.
+    pub tokenizer: Tokenizer,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The tenant's client API key; `None` runs open.
+    pub api_key: Option<String>,
+    /// Trusted header naming the user.
+    pub user_header: HeaderName,
+    /// Unix time the runtime started (the `created` of `/v1/models`).
+    pub started_at: i64,
+    /// Request and token rate limits.
+    pub limiter: RateLimiter,
+    /// Bounded concurrency towards the upstream.
+    pub gate: UpstreamGate,
+    /// Shutdown signalling and the turns still writing.
+    pub lifecycle: Lifecycle,
+    /// The channels served now (config file, or the ChatChannel watcher).
+    pub channels: Arc<ChannelRegistry>,
+    /// Webhook channels: signing keys and the answer delivery.
+    pub webhooks: WebhookDelivery,
+}
+
+/// Shared handle on [`AppState`].
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// Opens the database (running migrations) and builds the providers.
+    pub async fn build(settings: Settings) -> Result<SharedState, StartError> {
+        let config = settings.config;
+        let user_header = HeaderName::try_from(config.auth.user_header.to_ascii_lowercase())
+            .map_err(|_| StartError::UserHeader(config.auth.user_header.clone()))?;
+        let metrics = Arc::new(Metrics::new()?);
+        let mut store = Store::connect(&settings.database).await?;
+        store.observe_with(metrics.clone());
+        let client = http_client()?;
+        let models = config
+            .model_chain()
+            .zip(settings.upstream_keys)
+            .map(|(model, key)| build_provider(client.clone(), model, key))
+            .collect();
+        let chain = ModelChain::with_policy(models, &config.limits, Some(metrics.clone()));
+        let model_name = config.model.name.clone();
+        // Loading the BPE tables takes a moment: do it now, not on the first request.
+        let tokenizer = tokio::task::spawn_blocking(move || {
+            let tokenizer = Tokenizer::for_model(&model_name);
+            tokenizer.count("warm up");
+            tokenizer
+        })
+        .await
+        .unwrap_or_else(|_| Tokenizer::for_model(""));
+        let channels = Arc::new(ChannelRegistry::from_config(&config));
+        let webhooks = WebhookDelivery::new(SigningKeys::from_env(), client.clone());
+        let limiter = RateLimiter::new(config.rate_limit.clone());
+        apply_limits(&channels, &limiter, &[]);
+        Ok(Arc::new(Self {
+            channels,
+            webhooks,
+            limiter,
+            gate: UpstreamGate::new(&config.limits, metrics.clone()),
+            lifecycle: Lifecycle::default(),
+            config,
+            store,
+            chain,
+            tokenizer,
+            metrics,
+            api_key: settings.api_key,
+            user_header,
+            started_at: chrono::Utc::now().timestamp(),
+        }))
+    }
+
+    /// The upstream looks usable: some model of the chain has a closed circuit
+    /// and its last call did not fail. Cheap; for the pod's status report.
+    pub fn upstream_healthy(&self) -> bool {
+        self.chain.healthy()
+    }
+
+    /// Messages (user and assistant) stored since start.
+    pub fn messages_total(&self) -> u64 {
+        self.metrics.messages_total()
+    }
+}

@@ -1,0 +1,498 @@
+//! The runtime Deployment: restricted pods (non-root, read-only root, no
+//! capabilities), probed, rolled without unavailability, restarted when the rendered
+//! configuration changes (its hash is a pod template annotation).
+
+use std::collections::BTreeMap;
+
+use crds::AgentDeployment;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::{BuildInputs, metadata, strings};
+use crate::hash::short_hash;
+use crate::names;
+
+/// User and group the runtime runs as (the distroless `nonroot` user).
+const RUNTIME_UID: i64 = 65532;
+/// Name of the runtime container.
+pub const CONTAINER: &str = "runtime";
+
+/// The Deployment named like the agent.
+pub fn build(agent: &AgentDeployment, inputs: &BuildInputs) -> Deployment {
+    let name = agent.name_any();
+    let spec = &agent.spec;
+    let scheduling = spec.scheduling.clone().unwrap_or_default();
+    let pod = PodSpec {
+        service_account_name: Some(name.clone()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNTIME_UID),
+            run_as_group: Some(RUNTIME_UID),
+            fs_group: Some(RUNTIME_UID),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        }),
+        containers: vec![container(agent, inputs)],
+        volumes: Some(vec![
+            Volume {
+                name: "config".to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::config_map(&name),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "tmp".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("64Mi".to_owned())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        node_selector: scheduling.node_selector,
+        tolerations: scheduling.tolerations,
+        affinity: scheduling.affinity,
+        ..Default::default()
+    };
+    Deployment {
+        metadata: metadata(agent, &name),
+        spec: DeploymentSpec {
+            // Without spec.replicas the field is left out entirely, so an HPA or
+            // `kubectl scale` owns it and this field manager never fights them.
+            replicas: spec.replicas,
+            selector: LabelSelector {
+                match_labels: Some(names::selector_labels(&name)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(names::labels(&name)),
+                    annotations: Some(BTreeMap::from([(
+                        names::CONFIG_HASH.to_owned(),
+                        short_hash(inputs.runtime_config.as_bytes()),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn container(agent: &AgentDeployment, inputs: &BuildInputs) -> Container {
+    let spec = &agent.spec;
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    Container {
+        name: CONTAINER.to_owned(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| inputs.default_image.clone()),
+        ),
+        // A node that has the image (loaded by hand, or pulled once) starts pods
+        // without asking a registry, whatever the tag.
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(strings(&["agent-runtime"])),
+        args: Some(vec![
+            "--config".to_owned(),
+            format!("{}/{}", names::CONFIG_DIR, names::CONFIG_KEY),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: names::HTTP_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        }]),
+        env: Some(env(agent, inputs)),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 2)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(strings(&["ALL"])),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".to_owned(),
+                mount_path: names::CONFIG_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}
+
+/// The runtime's environment: where it finds its database URL, its client API key
+/// and its model keys (all from Secrets, never literal), and tracing settings.
+fn env(agent: &AgentDeployment, inputs: &BuildInputs) -> Vec<EnvVar> {
+    let name = agent.name_any();
+    let spec = &agent.spec;
+    let field = |var: &str, path: &str| EnvVar {
+        name: var.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let secret = |var: &str, secret: &str, key: &str| EnvVar {
+        name: var.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let literal = |var: &str, value: String| EnvVar {
+        name: var.to_owned(),
+        value: Some(value),
+        ..Default::default()
+    };
+    let mut env = vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        secret(
+            names::DATABASE_URL_ENV,
+            &inputs.database_url.name,
+            &inputs.database_url.key,
+        ),
+        secret(
+            names::API_KEY_ENV,
+            &names::api_key_secret(&name),
+            names::API_KEY_KEY,
+        ),
+    ];
+    for (i, model) in std::iter::once(&spec.model)
+        .chain(&spec.fallbacks)
+        .enumerate()
+    {
+        if let Some(key_ref) = &model.api_key_secret_ref {
+            env.push(secret(
+                &names::model_key_env(i),
+                &key_ref.name,
+                &key_ref.key,
+            ));
+        }
+    }
+    if let Some(tracing) = &spec.monitoring.tracing {
+        env.extend([
+            literal("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.otlp_endpoint.clone()),
+            literal("OTEL_SERVICE_NAME", name.clone()),
+            literal(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                format!(
+                    "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.deployment.name={name}"
+                ),
+            ),
+        ]);
+    }
+    env
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits when the spec sets none.
+fn default_resources() -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    ResourceRequirements {
+        requests: Some(quantities(&[("cpu", "50m"), ("memory", "64Mi")])),
+        limits: Some(quantities(&[("memory", "256Mi")])),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::{SecretKey, config_map};
+    use super::*;
+    use serde_json::json;
+
+    fn the_container(deployment: &Deployment) -> &Container {
+        &deployment.spec.template.spec.as_ref().unwrap().containers[0]
+    }
+
+    #[test]
+    fn deployment_is_restricted_probed_and_rolls_without_unavailability() {
+        let deployment = build(&full(), &inputs(true));
+        let spec = &deployment.spec;
+        assert_eq!(spec.replicas, Some(2));
+        let rolling = spec
+            .strategy
+            .as_ref()
+            .unwrap()
+            .rolling_update
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&rolling.max_unavailable).unwrap(),
+            json!(0)
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        let pod_sc = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_sc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("support"));
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "agents");
+        assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
+        let c = the_container(&deployment);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(c.image.as_deref(), Some("registry.local/agent-runtime:1.0"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["agent-runtime".to_owned()][..])
+        );
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &["--config", "/etc/switchboard/agent.yaml"]
+        );
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (live.path.as_deref(), ready.path.as_deref()),
+            (Some("/healthz"), Some("/readyz"))
+        );
+        let env: BTreeMap<_, _> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.clone(), e.value_from.clone()))
+            .collect();
+        let secret_of = |name: &str| {
+            let s = env[name].as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+            (s.name.clone(), s.key.clone())
+        };
+        assert_eq!(
+            secret_of("DATABASE_URL"),
+            ("support-db".to_owned(), "uri".to_owned())
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_API_KEY"),
+            ("support-api-key".to_owned(), "api-key".to_owned())
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_MODEL_KEY_0"),
+            ("model-credentials".to_owned(), "openai-api-key".to_owned())
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_MODEL_KEY_1"),
+            (
+                "model-credentials".to_owned(),
+                "anthropic-api-key".to_owned()
+            )
+        );
+        assert!(
+            !env.contains_key("SWITCHBOARD_MODEL_KEY_2"),
+            "the keyless fallback gets no env var"
+        );
+        assert!(env.contains_key("POD_NAME") && env.contains_key("POD_NAMESPACE"));
+        assert!(
+            c.env.as_ref().unwrap().iter().all(|e| e.value.is_none()),
+            "no literal values in env"
+        );
+    }
+
+    #[test]
+    fn the_security_settings_serialize_under_their_api_names() {
+        let value = serde_json::to_value(build(&full(), &inputs(true))).unwrap();
+        let container = &value["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            value["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+            true
+        );
+    }
+
+    #[test]
+    fn tracing_sets_the_otlp_variables_only_when_asked() {
+        let env_of = |agent: &AgentDeployment| -> BTreeMap<String, Option<String>> {
+            let deployment = build(agent, &inputs(true));
+            the_container(&deployment)
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        let mut agent = full();
+        agent.spec.monitoring.tracing = None;
+        assert!(!env_of(&agent).keys().any(|k| k.starts_with("OTEL_")));
+        agent.spec.monitoring.tracing = Some(crds::agent::TracingSpec {
+            otlp_endpoint: "http://otel-collector.observability:4318".into(),
+        });
+        let env = env_of(&agent);
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"].as_deref(),
+            Some("http://otel-collector.observability:4318")
+        );
+        assert_eq!(env["OTEL_SERVICE_NAME"].as_deref(), Some("support"));
+        assert!(
+            env["OTEL_RESOURCE_ATTRIBUTES"]
+                .as_deref()
+                .is_some_and(|v| v.contains("k8s.pod.name=$(POD_NAME)"))
+        );
+    }
+
+    #[test]
+    fn config_change_changes_the_pod_template_hash() {
+        let agent = full();
+        let before = build(&agent, &inputs_for(&agent, true));
+        let mut changed = agent.clone();
+        changed.spec.system_prompt = Some("Be brief.".to_owned());
+        let after = build(&changed, &inputs_for(&changed, true));
+        let hash = |d: &Deployment| {
+            d.spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[names::CONFIG_HASH]
+                .clone()
+        };
+        assert_ne!(hash(&before), hash(&after));
+        let again = build(&agent, &inputs_for(&agent, true));
+        assert_eq!(hash(&before), hash(&again), "rendering is deterministic");
+        // Only the config hash differs between the two Deployments' pod templates.
+        assert_eq!(the_container(&before), the_container(&after));
+    }
+
+    #[test]
+    fn unset_replicas_leave_the_field_out_for_an_hpa() {
+        let agent = minimal();
+        let inputs = BuildInputs {
+            runtime_config: config_map::runtime_config(&agent, Some("Hello prompt"))
+                .to_yaml()
+                .unwrap(),
+            database_url: SecretKey {
+                name: "hello-pg".to_owned(),
+                key: "uri".to_owned(),
+            },
+            ..inputs_for(&agent, false)
+        };
+        let deployment = build(&agent, &inputs);
+        let value = serde_json::to_value(&deployment).unwrap();
+        assert!(value["spec"].get("replicas").is_none(), "{}", value["spec"]);
+        let c = the_container(&deployment);
+        let db = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "DATABASE_URL")
+            .unwrap();
+        assert_eq!(
+            db.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "hello-pg"
+        );
+        // Default resources apply.
+        assert!(
+            c.resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .as_ref()
+                .unwrap()
+                .contains_key("memory")
+        );
+    }
+}

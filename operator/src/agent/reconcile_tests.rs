@@ -1,0 +1,394 @@
+//! Reconcile-level tests of the AgentDeployment controller against a mock API service
+//! and a recording database fake: the exact requests of a whole reconcile, for the
+//! happy path, a database failure, an invalid spec and deletion with each reclaim
+//! policy.
+
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use crds::conditions::{DATABASE_READY, READY};
+use crds::{AgentDeployment, ReclaimPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+use serde_json::Value;
+
+use super::build::fixtures::full;
+use super::context::AgentContext;
+use super::watches::Stores;
+use super::{error_policy, reconcile};
+use crate::backoff::ObjectKey;
+use crate::config::Config;
+use crate::context::Context;
+use crate::controller::mock_api::{self, Log};
+use crate::database::{DatabaseCredentials, Provisioner};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::names;
+
+/// A database server that records what it is asked and fails when told to.
+#[derive(Debug, Default)]
+struct FakeDatabase {
+    fail: bool,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeDatabase {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn answer(&self, call: String) -> Result<()> {
+        self.calls.lock().unwrap().push(call);
+        if self.fail {
+            Err(Error::database("connecting")(sqlx::Error::PoolTimedOut))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for FakeDatabase {
+    fn credentials(&self, identifier: &str, password: String) -> DatabaseCredentials {
+        DatabaseCredentials {
+            host: "db.test".to_owned(),
+            port: 5432,
+            dbname: identifier.to_owned(),
+            user: identifier.to_owned(),
+            password,
+            params: String::new(),
+        }
+    }
+
+    async fn ensure(&self, identifier: &str, _password: &str, is_new: bool) -> Result<bool> {
+        self.answer(format!("ensure {identifier} new={is_new}"))
+            .map(|()| false)
+    }
+
+    async fn drop_database(&self, identifier: &str) -> Result<()> {
+        self.answer(format!("drop {identifier}"))
+    }
+}
+
+/// A store filled once with `objects`.
+fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&Event::InitDone);
+    reader
+}
+
+fn empty_stores() -> Stores {
+    Stores {
+        deployments: store(vec![]),
+        service_accounts: store(vec![]),
+        roles: store(vec![]),
+        role_bindings: store(vec![]),
+        config_maps: store(vec![]),
+        services: store(vec![]),
+        secrets: store(vec![]),
+        pods: store(vec![]),
+        channels: store(vec![]),
+    }
+}
+
+/// The agent fixture as the API server holds it: with the finalizer, `Delete` policy.
+fn agent() -> AgentDeployment {
+    let mut agent = full();
+    agent.metadata.finalizers = Some(vec![names::DATABASE_FINALIZER.to_owned()]);
+    agent.metadata.resource_version = Some("7".to_owned());
+    agent
+}
+
+struct World {
+    ctx: Arc<AgentContext>,
+    log: Log,
+    database: Arc<FakeDatabase>,
+}
+
+/// A reconcile context over a mock API that answers like an empty namespace holding
+/// `agent`: reads of missing objects are 404, creates and applies echo the object.
+fn world(agent: &AgentDeployment, database_fails: bool) -> World {
+    let agent_json = serde_json::to_value(agent).unwrap();
+    let (client, log) = mock_api::client(move |request| {
+        let is_agent = request.path.starts_with(
+            "/apis/switchboard.dev/v1alpha1/namespaces/tenant-a/agentdeployments/support",
+        );
+        match request.method.as_str() {
+            "GET" => mock_api::not_found(),
+            "PATCH" if is_agent => (200, agent_json.clone()),
+            "POST" => (201, request.body.clone()),
+            "PATCH" => (200, request.body.clone()),
+            _ => (405, Value::Null),
+        }
+    });
+    let database = Arc::new(FakeDatabase {
+        fail: database_fails,
+        ..Default::default()
+    });
+    let config = Config::parse_from([
+        "switchboard-operator",
+        "--runtime-image",
+        "registry.local/agent-runtime:1.0",
+    ]);
+    let shared = Arc::new(Context::new(
+        client,
+        config,
+        Metrics::new().unwrap(),
+        Some(database.clone() as Arc<dyn Provisioner>),
+    ));
+    World {
+        ctx: Arc::new(AgentContext::new(shared, empty_stores())),
+        log,
+        database,
+    }
+}
+
+const NS: &str = "/api/v1/namespaces/tenant-a";
+const AGENT: &str = "/apis/switchboard.dev/v1alpha1/namespaces/tenant-a/agentdeployments/support";
+const EVENTS: &str = "POST /apis/events.k8s.io/v1/namespaces/tenant-a/events";
+
+fn condition(status_patch: &Value, type_: &str) -> (String, String) {
+    let c = status_patch["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("{type_} in {status_patch}"));
+    (
+        c["status"].as_str().unwrap().to_owned(),
+        c["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn identifier() -> String {
+    crate::database::database_identifier("tenant-a", "support")
+}
+
+#[tokio::test]
+async fn a_new_agent_gets_its_database_every_child_and_a_status() {
+    let world = world(&agent(), false);
+    let action = reconcile(Arc::new(agent()), world.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(world.ctx.shared.config.resync()));
+    assert_eq!(
+        world.log.lines(),
+        [
+            "GET /apis/monitoring.coreos.com/v1".to_owned(),
+            format!("GET {NS}/secrets/support-db"),
+            format!("POST {NS}/secrets"),
+            EVENTS.to_owned(),
+            // The Secrets the pods read, for the digest on their template.
+            format!("GET {NS}/secrets/model-credentials"),
+            format!("GET {NS}/secrets/support-api-key"),
+            format!("GET {NS}/secrets/support-db"),
+            format!("POST {NS}/secrets"),
+            EVENTS.to_owned(),
+            format!("PATCH {NS}/serviceaccounts/support"),
+            "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
+            "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/support"
+                .to_owned(),
+            format!("PATCH {NS}/configmaps/support-config"),
+            format!("PATCH {NS}/services/support"),
+            "PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned(),
+            EVENTS.to_owned(),
+            format!("PATCH {AGENT}/status"),
+        ]
+    );
+    assert_eq!(
+        world.database.calls(),
+        [format!("ensure {} new=true", identifier())]
+    );
+    let requests = world.log.requests();
+    let secrets: Vec<_> = requests
+        .iter()
+        .filter(|r| r.line() == format!("POST {NS}/secrets"))
+        .map(|r| r.body["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(secrets, ["support-db", "support-api-key"]);
+    let status = world
+        .log
+        .last(&format!("PATCH {AGENT}/status"))
+        .unwrap()
+        .body;
+    assert_eq!(
+        condition(&status, DATABASE_READY),
+        ("True".to_owned(), "Provisioned".to_owned())
+    );
+    assert_eq!(status["status"]["secrets"]["database"], "support-db");
+    assert_eq!(
+        condition(&status, crds::conditions::SERVICE_MONITOR_READY).1,
+        "CRDNotInstalled"
+    );
+}
+
+#[tokio::test]
+async fn a_database_failure_is_reported_and_retried_with_backoff() {
+    let world = world(&agent(), true);
+    let agent = Arc::new(agent());
+    let error = reconcile(agent.clone(), world.ctx.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "database");
+    // The children are still applied (the runtime waits for its Secret), and the
+    // status says what is wrong.
+    let lines = world.log.lines();
+    assert!(
+        lines.contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned())
+    );
+    let status = world
+        .log
+        .last(&format!("PATCH {AGENT}/status"))
+        .unwrap()
+        .body;
+    assert_eq!(
+        condition(&status, DATABASE_READY),
+        ("False".to_owned(), "DatabaseUnavailable".to_owned())
+    );
+    assert_eq!(condition(&status, READY).1, "DatabaseUnavailable");
+    assert!(
+        !status.to_string().contains("password"),
+        "no credentials in the status"
+    );
+    let action = error_policy(agent.clone(), &error, world.ctx.clone());
+    assert_ne!(
+        action,
+        Action::await_change(),
+        "a transient failure is retried"
+    );
+    assert_eq!(
+        world.ctx.shared.backoff.attempts(&ObjectKey::of(&*agent)),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
+    let mut invalid = agent();
+    invalid.spec.image = Some("not an image".to_owned());
+    let world = world(&invalid, false);
+    let invalid = Arc::new(invalid);
+    let error = reconcile(invalid.clone(), world.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidSpec(_)), "{error}");
+    assert_eq!(world.log.lines(), [format!("PATCH {AGENT}/status")]);
+    assert!(world.database.calls().is_empty(), "nothing provisioned");
+    let status = world
+        .log
+        .last(&format!("PATCH {AGENT}/status"))
+        .unwrap()
+        .body;
+    assert_eq!(
+        condition(&status, DATABASE_READY),
+        ("False".to_owned(), "InvalidSpec".to_owned())
+    );
+    assert_eq!(status["status"]["phase"], "Failed");
+    let action = error_policy(invalid.clone(), &error, world.ctx.clone());
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        world.ctx.shared.backoff.attempts(&ObjectKey::of(&*invalid)),
+        0
+    );
+}
+
+fn deleting(policy: ReclaimPolicy) -> AgentDeployment {
+    let mut agent = agent();
+    agent.spec.database.reclaim_policy = policy;
+    agent.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    agent
+}
+
+/// The finalizer's removal: a JSON patch of the agent that drops it.
+fn removes_finalizer(log: &Log) -> bool {
+    log.last(&format!("PATCH {AGENT}"))
+        .is_some_and(|r| r.body.to_string().contains("\"remove\""))
+}
+
+#[tokio::test]
+async fn deletion_with_retain_keeps_the_database_and_releases_the_agent() {
+    let agent = deleting(ReclaimPolicy::Retain);
+    let world = world(&agent, false);
+    reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert!(world.database.calls().is_empty(), "the database is kept");
+    assert_eq!(
+        world.log.lines(),
+        [EVENTS.to_owned(), format!("PATCH {AGENT}")]
+    );
+    assert_eq!(world.log.requests()[0].body["reason"], "DatabaseRetained");
+    assert!(removes_finalizer(&world.log));
+}
+
+#[tokio::test]
+async fn deletion_with_delete_drops_the_database_then_releases_the_agent() {
+    let agent = deleting(ReclaimPolicy::Delete);
+    let world = world(&agent, false);
+    reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert_eq!(world.database.calls(), [format!("drop {}", identifier())]);
+    assert_eq!(
+        world.log.lines(),
+        [EVENTS.to_owned(), format!("PATCH {AGENT}")]
+    );
+    assert_eq!(world.log.requests()[0].body["reason"], "DatabaseDropped");
+    assert!(removes_finalizer(&world.log));
+}
+
+#[tokio::test]
+async fn deletion_with_delete_keeps_the_finalizer_while_the_drop_fails() {
+    let agent = deleting(ReclaimPolicy::Delete);
+    let world = world(&agent, true);
+    let error = reconcile(Arc::new(agent), world.ctx.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "database");
+    assert_eq!(world.database.calls(), [format!("drop {}", identifier())]);
+    // Only the status and an event: the finalizer stays, but the failure is visible
+    // with the way out.
+    let lines = world.log.lines_without_events();
+    assert!(
+        lines.iter().all(|l| l.contains("/status")),
+        "{:?}",
+        world.log.lines()
+    );
+    let bodies: Vec<String> = world
+        .log
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("DatabaseDropFailed") && b.contains("skip-database-drop")),
+        "{bodies:?}"
+    );
+    assert!(!removes_finalizer(&world.log));
+}
+
+#[tokio::test]
+async fn deletion_with_the_skip_annotation_releases_the_agent_without_a_drop() {
+    let mut agent = deleting(ReclaimPolicy::Delete);
+    agent.metadata.annotations = Some(
+        [(names::SKIP_DATABASE_DROP.to_owned(), "true".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let world = world(&agent, true);
+    reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert!(world.database.calls().is_empty(), "no drop is tried");
+    assert_eq!(
+        world.log.requests()[0].body["reason"],
+        "DatabaseDropSkipped"
+    );
+    assert!(removes_finalizer(&world.log));
+}

@@ -1,0 +1,147 @@
+//! Secrets the runtime pods read: a digest of the values they use goes into the pod
+//! template (annotation `switchboard.dev/secrets-hash`), so rotating a model key, the
+//! client key or the database credentials rolls the pods. Only the SHA-256 digest is
+//! written; no value appears in any object, log or event.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use sha2::{Digest, Sha256};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Pod template annotation holding the digest.
+pub const SECRETS_HASH: &str = "switchboard.dev/secrets-hash";
+
+/// (Secret, key) pairs the Deployment's containers read through `secretKeyRef`.
+pub fn used_keys(deployment: &Deployment) -> BTreeSet<(String, String)> {
+    deployment
+        .spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|p| {
+            p.containers
+                .iter()
+                .chain(p.init_containers.iter().flatten())
+        })
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()))
+        .collect()
+}
+
+/// A digest of every used value (absent values count as absent); stable across runs.
+pub fn digest(values: &BTreeMap<(String, String), Option<Vec<u8>>>) -> String {
+    let mut hasher = Sha256::new();
+    for ((name, key), value) in values {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        match value {
+            Some(v) => {
+                hasher.update((v.len() as u64).to_be_bytes());
+                hasher.update(v);
+            }
+            None => hasher.update([0xff]),
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Sets the digest on the pod template.
+pub fn annotate(deployment: &mut Deployment, digest: String) {
+    deployment
+        .spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SECRETS_HASH.to_owned(), digest);
+}
+
+/// Reads the used values (one GET per Secret) and annotates `deployment`. `pending`
+/// is a Secret about to be created in this reconcile (the client key) with its
+/// value, used when that Secret does not exist yet, so creation rolls nothing twice.
+pub async fn track(
+    shared: &Context,
+    namespace: &str,
+    deployment: &mut Deployment,
+    pending: (&str, &str, &str),
+) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), namespace);
+    let keys = used_keys(deployment);
+    let names: BTreeSet<&String> = keys.iter().map(|(n, _)| n).collect();
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("reading a Secret the runtime uses"))?;
+        secrets.insert(name.clone(), secret);
+    }
+    let values = keys
+        .into_iter()
+        .map(|(name, key)| {
+            let value = match secrets.get(&name) {
+                Some(Some(secret)) => secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&key))
+                    .map(|v| v.0.clone()),
+                _ if name == pending.0 && key == pending.1 => Some(pending.2.as_bytes().to_vec()),
+                _ => None,
+            };
+            ((name, key), value)
+        })
+        .collect();
+    annotate(deployment, digest(&values));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::build::build_children;
+    use super::super::build::fixtures::{full, inputs};
+    use super::*;
+
+    fn values(model_key: &str) -> BTreeMap<(String, String), Option<Vec<u8>>> {
+        BTreeMap::from([
+            (
+                ("model".to_owned(), "key".to_owned()),
+                Some(model_key.as_bytes().to_vec()),
+            ),
+            (("absent".to_owned(), "uri".to_owned()), None),
+        ])
+    }
+
+    #[test]
+    fn the_digest_changes_with_a_value_only_and_never_shows_it() {
+        let a = digest(&values("sk-one"));
+        assert_eq!(a, digest(&values("sk-one")));
+        assert_ne!(a, digest(&values("sk-two")));
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("sk-one"));
+    }
+
+    #[test]
+    fn the_runtime_deployment_reads_secrets_and_the_digest_lands_on_its_pod_template() {
+        let mut deployment = build_children(&full(), &inputs(false)).deployment;
+        let keys = used_keys(&deployment);
+        assert!(keys.iter().any(|(n, _)| n == "support-api-key"), "{keys:?}");
+        assert!(keys.len() >= 2, "{keys:?}");
+        annotate(&mut deployment, "abc".to_owned());
+        let template = deployment.spec.template.metadata.unwrap();
+        assert_eq!(template.annotations.unwrap()[SECRETS_HASH], "abc");
+    }
+}

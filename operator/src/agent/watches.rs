@@ -1,0 +1,205 @@
+//! The agent controller's caches: its children (whole objects with their managed
+//! fields dropped, so a hand edit can be compared with what is wanted), the Secrets it
+//! creates once (metadata only: their values stay out of memory), the runtime pods
+//! (metadata and container waiting states only), and the shared ChatChannel cache.
+
+use std::fmt::Debug;
+
+use crds::ChatChannel;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::names;
+
+/// A stream of changed objects that triggers reconciles.
+pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// Caches the reconcile reads instead of asking the API server.
+#[derive(Clone)]
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub pods: Store<Pod>,
+    pub channels: Store<ChatChannel>,
+}
+
+impl Stores {
+    /// Waits until every cache has been filled once.
+    pub async fn wait_ready(&self) {
+        let _ = futures::join!(
+            self.deployments.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.roles.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.channels.wait_until_ready(),
+        );
+    }
+}
+
+/// The streams of the watches behind [`Stores`], for the controller to react to.
+pub struct Triggers {
+    pub deployments: Trigger<Deployment>,
+    pub service_accounts: Trigger<ServiceAccount>,
+    pub roles: Trigger<Role>,
+    pub role_bindings: Trigger<RoleBinding>,
+    pub config_maps: Trigger<ConfigMap>,
+    pub services: Trigger<Service>,
+    pub secrets: Trigger<PartialObjectMeta<Secret>>,
+    pub pods: Trigger<Pod>,
+}
+
+/// Opens the watches of the operator's children in `namespace` (all when `None`);
+/// `channels` is the shared ChatChannel cache.
+pub fn watch_children(
+    client: &Client,
+    namespace: Option<&str>,
+    channels: Store<ChatChannel>,
+) -> (Stores, Triggers) {
+    let (deployments, deployments_t) = whole::<Deployment>(client, namespace);
+    let (service_accounts, service_accounts_t) = whole::<ServiceAccount>(client, namespace);
+    let (roles, roles_t) = whole::<Role>(client, namespace);
+    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace);
+    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace);
+    let (services, services_t) = whole::<Service>(client, namespace);
+    let (secrets, secrets_t) = metadata_only::<Secret>(client, namespace);
+    let (pods, pods_t) = pods(client, namespace);
+    (
+        Stores {
+            deployments,
+            service_accounts,
+            roles,
+            role_bindings,
+            config_maps,
+            services,
+            secrets,
+            pods,
+            channels,
+        },
+        Triggers {
+            deployments: deployments_t,
+            service_accounts: service_accounts_t,
+            roles: roles_t,
+            role_bindings: role_bindings_t,
+            config_maps: config_maps_t,
+            services: services_t,
+            secrets: secrets_t,
+            pods: pods_t,
+        },
+    )
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&names::managed_selector())
+}
+
+/// Whole objects the operator labelled, without their managed fields.
+fn whole<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, Trigger<K>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api::<K>(client, namespace), managed())
+        .default_backoff()
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Metadata of the objects the operator labelled.
+fn metadata_only<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Store<PartialObjectMeta<K>>, Trigger<PartialObjectMeta<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api::<PartialObjectMeta<K>>(client, namespace), managed())
+        .default_backoff()
+        .modify(|object: &mut PartialObjectMeta<K>| object.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// The runtime pods, reduced to their metadata and the waiting state of their
+/// containers (what the status needs: which pods exist, which cannot pull an image).
+fn pods(client: &Client, namespace: Option<&str>) -> (Store<Pod>, Trigger<Pod>) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api::<Pod>(client, namespace), managed())
+        .default_backoff()
+        .modify(slim_pod)
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Drops from `pod` everything but its metadata and its containers' waiting states.
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.spec = None;
+    let waiting = |statuses: Option<Vec<ContainerStatus>>| {
+        statuses.map(|list| {
+            list.into_iter()
+                .filter(|s| s.state.as_ref().is_some_and(|st| st.waiting.is_some()))
+                .map(|s| ContainerStatus {
+                    name: s.name,
+                    image: s.image,
+                    state: s.state,
+                    ..Default::default()
+                })
+                .collect()
+        })
+    };
+    pod.status = pod.status.take().map(|status| PodStatus {
+        container_statuses: waiting(status.container_statuses),
+        init_container_statuses: waiting(status.init_container_statuses),
+        ..Default::default()
+    });
+}

@@ -1,0 +1,101 @@
+//! The status step's I/O: prune the runtime entries of pods that are gone, compute the
+//! status from what was applied and observed, and write it only when more than a
+//! timestamp changed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crds::AgentDeployment;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+use tracing::info;
+
+use super::context::AgentContext;
+use super::status::{self, DatabaseState, Observed, ServiceMonitorState};
+use crate::controller::apply_status;
+use crate::error::{Error, Result};
+use crate::names;
+
+/// Writes `agent`'s status if it changed. Returns when to look again for the runtime
+/// reports to go stale, if any is fresh.
+pub async fn write_status(
+    agent: &AgentDeployment,
+    ctx: &AgentContext,
+    database: DatabaseState,
+    service_monitor: ServiceMonitorState,
+) -> Result<Option<Duration>> {
+    let shared = &ctx.shared;
+    let name = agent.name_any();
+    let namespace = agent.namespace().unwrap_or_default();
+    let current = agent.status.clone().unwrap_or_default();
+
+    let pods: Vec<_> = ctx
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(namespace.as_str())
+                && p.labels().get(names::INSTANCE_LABEL) == Some(&name)
+        })
+        .collect();
+    let live_pods: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    let (live, stale): (Vec<_>, Vec<_>) = current
+        .runtime
+        .iter()
+        .enumerate()
+        .partition(|(_, r)| live_pods.contains(&r.name));
+    if !stale.is_empty() {
+        // The pods own their entries: remove exactly the stale ones, by index, each
+        // guarded by a test of its name so a concurrent change fails the patch instead.
+        let mut ops = Vec::new();
+        for (index, entry) in stale.iter().rev() {
+            ops.push(json!({ "op": "test", "path": format!("/status/runtime/{index}/name"), "value": entry.name }));
+            ops.push(json!({ "op": "remove", "path": format!("/status/runtime/{index}") }));
+        }
+        let patch: json_patch::Patch =
+            serde_json::from_value(json!(ops)).map_err(|source| Error::Serialize {
+                what: "runtime prune patch".to_owned(),
+                source,
+            })?;
+        shared.metrics.write("AgentDeployment", "prune-runtime");
+        let api: Api<AgentDeployment> = Api::namespaced(shared.client.clone(), &namespace);
+        api.patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(Error::kube("pruning stale status.runtime entries"))?;
+        info!(
+            pruned = stale.len(),
+            "pruned runtime reports of pods that no longer exist"
+        );
+    }
+    let runtime: Vec<_> = live.into_iter().map(|(_, r)| r.clone()).collect();
+    let now = Timestamp::now();
+    // Look again when the freshest runtime report would go stale, so a runtime that
+    // stops reporting turns RuntimeReady False within the heartbeat window.
+    let recheck = status::next_staleness_check(&runtime, now);
+
+    let deployment = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(&name).within(&namespace));
+    let observed = Observed {
+        generation: agent.metadata.generation,
+        database,
+        deployment: deployment.as_deref(),
+        image_pull: status::image_pull_failure(pods.iter().map(|p| &**p)),
+        runtime: &runtime,
+        now,
+        service_monitor,
+        endpoint: names::endpoint(&name, &namespace, &shared.config.cluster_domain),
+        selector: names::selector_string(&name),
+        api_key_secret: names::api_key_secret(&name),
+    };
+    let desired = status::desired_status(&current, &observed);
+    if status::status_differs(agent.status.as_ref(), &desired) {
+        apply_status(shared, agent, &desired).await?;
+    }
+    Ok(recheck)
+}

@@ -1,0 +1,152 @@
+//! One watch of a kind, cached in one store and fanned out to every controller that
+//! reacts to it, so two controllers never open two watches of the same objects.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use futures::{Stream, StreamExt};
+use kube::Resource;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher::Event};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Objects queued per subscriber before the watch waits for it.
+const BUFFER: usize = 256;
+
+/// A change seen by the watch: an object applied (created or changed) or deleted.
+#[derive(Clone, Debug)]
+enum Change<K> {
+    Applied(K),
+    Deleted(K),
+}
+
+/// A watch of `K` shared by several controllers: one store, one stream from the API
+/// server, one channel per subscriber.
+pub struct SharedWatch<K, S>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store: Store<K>,
+    writer: reflector::store::Writer<K>,
+    source: S,
+    subscribers: Vec<(mpsc::Sender<Change<K>>, bool)>,
+}
+
+impl<K, S> SharedWatch<K, S>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+{
+    /// Shares the watch events of `source` (a watcher with its backoff).
+    pub fn new(source: S) -> Self {
+        let (store, writer) = reflector::store();
+        Self {
+            store,
+            writer,
+            source,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// The cache every subscriber reads.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// A stream of the objects applied, and also of those deleted when `deletions`.
+    pub fn subscribe(
+        &mut self,
+        deletions: bool,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        self.subscribers.push((tx, deletions));
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|change| {
+                let object = match change {
+                    Change::Applied(o) | Change::Deleted(o) => o,
+                };
+                (Ok(object), rx)
+            })
+        })
+    }
+
+    /// Drives the watch: fills the store and hands each change to the subscribers.
+    /// Runs until the watch ends (it does not: stop it by dropping the future).
+    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        let subscribers = self.subscribers;
+        self.source.reflect(self.writer).for_each(move |event| {
+            let changes: Vec<Change<K>> = match event {
+                Ok(Event::Apply(o) | Event::InitApply(o)) => vec![Change::Applied(o)],
+                Ok(Event::Delete(o)) => vec![Change::Deleted(o)],
+                Ok(Event::Init | Event::InitDone) => Vec::new(),
+                Err(error) => {
+                    warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
+                    Vec::new()
+                }
+            };
+            let subscribers = subscribers.clone();
+            async move {
+                for change in changes {
+                    let deleted = matches!(change, Change::Deleted(_));
+                    for (tx, deletions) in &subscribers {
+                        if deleted && !deletions {
+                            continue;
+                        }
+                        // A subscriber that has stopped is no longer interested.
+                        let _ = tx.send(change.clone()).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("ns".to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_sees_every_change_and_the_store_fills_once() {
+        let events: Vec<Result<Event<ConfigMap>, watcher::Error>> = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(cm("a"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(cm("b"))),
+            Ok(Event::Delete(cm("a"))),
+        ];
+        let mut shared = SharedWatch::new(futures::stream::iter(events));
+        let store = shared.store();
+        let primary = shared.subscribe(false);
+        let watcher = shared.subscribe(true);
+        shared.run().await;
+        let names = |s: Vec<Result<ConfigMap, watcher::Error>>| -> Vec<String> {
+            s.into_iter()
+                .map(|o| o.unwrap().metadata.name.unwrap())
+                .collect()
+        };
+        assert_eq!(names(primary.collect().await), ["a", "b"]);
+        assert_eq!(names(watcher.collect().await), ["a", "b", "a"]);
+        let mut cached: Vec<_> = store
+            .state()
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        cached.sort();
+        assert_eq!(cached, ["b"]);
+    }
+}
