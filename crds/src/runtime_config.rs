@@ -233,6 +233,43 @@ pub struct ChannelConfig {
     /// Web chat settings (type `web` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web: Option<WebConfig>,
+    /// Slack app settings (type `slack` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackConfig>,
+}
+
+/// A Slack channel's settings when run standalone (in a cluster they come from the
+/// ChatChannel, the token and secret from its Secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SlackConfig {
+    /// Environment variable holding the bot token (`xoxb-...`).
+    pub bot_token_env: String,
+    /// Environment variable holding the signing secret (Events API, v0 signatures).
+    pub signing_secret_env: String,
+    /// Only events of this workspace are answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// Conversation ids answered in; empty: every channel the app is in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channel_ids: Vec<String>,
+    /// In channels: `Mentions` (default) or `AllMessages`.
+    pub respond_to: crate::channel::RespondTo,
+    /// Answer direct messages (default true).
+    pub direct_messages: bool,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            bot_token_env: String::new(),
+            signing_secret_env: String::new(),
+            team_id: None,
+            channel_ids: Vec::new(),
+            respond_to: crate::channel::RespondTo::default(),
+            direct_messages: true,
+        }
+    }
 }
 
 /// A web channel's page settings.
@@ -261,6 +298,7 @@ impl Default for ChannelConfig {
             allowed_origins: Vec::new(),
             webhook: None,
             web: None,
+            slack: None,
         }
     }
 }

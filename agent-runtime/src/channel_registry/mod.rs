@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crds::ChatChannel;
+use crds::RespondTo;
 use crds::runtime_config::{
     ChannelConfig, ChannelFeatures, ChannelRateLimitConfig, ChannelType, RuntimeConfig,
 };
@@ -89,6 +90,25 @@ pub struct ChannelSettings {
     pub webhook: Option<WebhookSettings>,
     /// The chat page's settings (type `web`).
     pub web: WebSettings,
+    /// Slack app settings (type `slack` only).
+    pub slack: Option<SlackSettings>,
+}
+
+/// A Slack channel's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlackSettings {
+    /// The bot token's source (`chat.postMessage`).
+    pub bot_token: SigningKeySource,
+    /// The signing secret's source (Events API v0 signatures); `None`: no Events API.
+    pub signing_secret: Option<SigningKeySource>,
+    /// Only events of this workspace are answered.
+    pub team_id: Option<String>,
+    /// Conversation ids answered in; empty: all.
+    pub channel_ids: Vec<String>,
+    /// In channels: mentions only or every message.
+    pub respond_to: RespondTo,
+    /// Direct messages answered.
+    pub direct_messages: bool,
 }
 
 /// A web channel's page settings.
@@ -136,6 +156,14 @@ impl ChannelSettings {
                     trusted_header: w.trusted_header.as_ref().map(|h| h.to_ascii_lowercase()),
                 })
                 .unwrap_or_default(),
+            slack: config.slack.as_ref().map(|s| SlackSettings {
+                bot_token: SigningKeySource::Env(s.bot_token_env.clone()),
+                signing_secret: Some(SigningKeySource::Env(s.signing_secret_env.clone())),
+                team_id: s.team_id.clone(),
+                channel_ids: s.channel_ids.clone(),
+                respond_to: s.respond_to,
+                direct_messages: s.direct_messages,
+            }),
         }
     }
 
@@ -193,6 +221,14 @@ impl ChannelSettings {
                         .map(|h| h.to_ascii_lowercase()),
                 })
                 .unwrap_or_default(),
+            slack: spec.slack.as_ref().map(|s| SlackSettings {
+                bot_token: secret_source(&s.bot_token_ref),
+                signing_secret: s.signing_secret_ref.as_ref().map(secret_source),
+                team_id: s.team_id.clone(),
+                channel_ids: s.channel_ids.clone(),
+                respond_to: s.respond_to,
+                direct_messages: s.direct_messages,
+            }),
         })
     }
 
@@ -201,6 +237,13 @@ impl ChannelSettings {
         self.allowed_origins
             .iter()
             .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+fn secret_source(r: &crds::SecretKeyRef) -> SigningKeySource {
+    SigningKeySource::Secret {
+        name: r.name.clone(),
+        key: r.key.clone(),
     }
 }
 

@@ -5,10 +5,15 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use std::sync::RwLock;
+
 use tokio::sync::Notify;
 use utoipa::ToSchema;
 
 use super::signing::SigningKeys;
+
+/// Slack's Web API.
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
 
 /// The JSON POSTed to the callback URL, signed like inbound messages.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
@@ -59,13 +64,15 @@ impl Backoff {
     }
 }
 
-/// The webhook machinery shared by intake and the background delivery.
+/// The outbox machinery shared by intake (webhook, Slack) and the background
+/// delivery.
 pub struct WebhookDelivery {
-    /// Signing keys of the webhook channels.
+    /// Signing keys of the webhook channels, and the chat apps' tokens and secrets.
     pub keys: SigningKeys,
     wake: Notify,
     http: reqwest::Client,
     backoff: Backoff,
+    slack_api_url: RwLock<String>,
 }
 
 impl std::fmt::Debug for WebhookDelivery {
@@ -89,7 +96,24 @@ impl WebhookDelivery {
             wake: Notify::new(),
             http,
             backoff,
+            slack_api_url: RwLock::new(DEFAULT_SLACK_API_URL.to_owned()),
         }
+    }
+
+    /// Slack's Web API base URL.
+    pub fn slack_api_url(&self) -> String {
+        self.slack_api_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Points the Slack Web API elsewhere (`SWITCHBOARD_SLACK_API_URL`: a proxy, tests).
+    pub fn set_slack_api_url(&self, url: &str) {
+        *self
+            .slack_api_url
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = url.to_owned();
     }
 
     /// Tells the dispatcher there is new work.

@@ -1,7 +1,10 @@
-//! Delivers webhook answers from the outbox: has the conversation service
-//! answer each pending message (when not done yet), POSTs the answer signed
-//! to the callback URL, and retries with exponential backoff and jitter until
-//! the callback accepts it, across restarts; delivered rows are marked done.
+//! Delivers answers from the outbox: has the conversation service answer each
+//! pending message (when not done yet), then hands the answer to its channel:
+//! POSTed signed to a webhook's callback URL, or posted in the Slack thread
+//! with `chat.postMessage`. Retries with exponential backoff and jitter (a
+//! platform's `429 Retry-After` is waited out exactly) until accepted, across
+//! restarts; delivered rows are marked done. Several pods share the outbox:
+//! each row is worked by the one holding its lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,8 +105,10 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
 /// Why one attempt did not deliver.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
-    #[error("channel {0} is no longer a webhook channel of this agent")]
+    #[error("channel {0} is no longer a webhook or slack channel of this agent")]
     ChannelGone(String),
+    #[error(transparent)]
+    Slack(#[from] super::slack_api::PostError),
     #[error("signing key unavailable: {0}")]
     Key(#[from] signing::KeyError),
     #[error("cannot produce the answer: {0}")]
@@ -133,13 +138,16 @@ async fn process(state: &SharedState, delivery: Delivery) {
         Ok(()) => state.store.mark_delivered(&id, now_ms()).await,
         Err(err) => {
             let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
-            let delay = state.webhooks.backoff().delay(attempts, jitter());
+            let delay = match &err {
+                AttemptError::Slack(super::slack_api::PostError::RateLimited(wait)) => *wait,
+                _ => state.webhooks.backoff().delay(attempts, jitter()),
+            };
             let give_up = now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
             if give_up {
-                tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "webhook delivery given up");
+                tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "answer delivery given up");
             } else {
                 tracing::warn!(delivery = %id, channel = %delivery.channel, attempt = attempts + 1,
-                    retry_in_ms = delay.as_millis() as u64, error = %err, "webhook delivery failed; will retry");
+                    retry_in_ms = delay.as_millis() as u64, error = %err, "answer delivery failed; will retry");
             }
             state
                 .store
@@ -148,7 +156,7 @@ async fn process(state: &SharedState, delivery: Delivery) {
         }
     };
     if let Err(err) = outcome {
-        tracing::error!(delivery = %id, error = %err, "cannot record a webhook delivery's outcome");
+        tracing::error!(delivery = %id, error = %err, "cannot record a delivery's outcome");
     }
 }
 
@@ -156,12 +164,8 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let channel = state
         .channels
         .get(&delivery.channel)
-        .filter(|c| c.webhook.is_some())
+        .filter(|c| c.webhook.is_some() || c.slack.is_some())
         .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
-    let Some(webhook) = channel.webhook.clone() else {
-        return Err(AttemptError::ChannelGone(delivery.channel.clone()));
-    };
-    let key = state.webhooks.keys.key(&webhook.key).await?;
     let participant = Participant {
         user: delivery.user_id.clone(),
         channel: delivery.channel.clone(),
@@ -203,6 +207,26 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             (id, text)
         }
     };
+    if let Some(slack) = &channel.slack {
+        let token = state.webhooks.keys.key(&slack.bot_token).await?;
+        let token = String::from_utf8_lossy(&token);
+        let (conversation, thread) = super::slack::reply_target(&delivery.conversation_id);
+        super::slack_api::post_message(
+            state.webhooks.http(),
+            &state.webhooks.slack_api_url(),
+            token.trim(),
+            conversation,
+            thread,
+            &answer,
+        )
+        .await?;
+        tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Slack answer posted");
+        return Ok(());
+    }
+    let Some(webhook) = channel.webhook.clone() else {
+        return Err(AttemptError::ChannelGone(delivery.channel.clone()));
+    };
+    let key = state.webhooks.keys.key(&webhook.key).await?;
     let body = serde_json::to_vec(&WebhookAnswer {
         delivery_id: delivery.id.clone(),
         channel: delivery.channel.clone(),
