@@ -92,6 +92,24 @@ pub struct ChannelSettings {
     pub web: WebSettings,
     /// Slack app settings (type `slack` only).
     pub slack: Option<SlackSettings>,
+    /// Discord bot settings (type `discord` only).
+    pub discord: Option<DiscordSettings>,
+}
+
+/// A Discord channel's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscordSettings {
+    /// The bot token's source (Gateway and REST); channels sharing it share one
+    /// Gateway connection.
+    pub bot_token: SigningKeySource,
+    /// Guild ids served; empty: all.
+    pub guild_ids: Vec<String>,
+    /// Channel ids served; empty: all of the guilds served.
+    pub channel_ids: Vec<String>,
+    /// In guild channels: mentions only or every message.
+    pub respond_to: RespondTo,
+    /// Direct messages answered.
+    pub direct_messages: bool,
 }
 
 /// A Slack channel's settings.
@@ -164,6 +182,13 @@ impl ChannelSettings {
                 respond_to: s.respond_to,
                 direct_messages: s.direct_messages,
             }),
+            discord: config.discord.as_ref().map(|d| DiscordSettings {
+                bot_token: SigningKeySource::Env(d.bot_token_env.clone()),
+                guild_ids: d.guild_ids.clone(),
+                channel_ids: d.channel_ids.clone(),
+                respond_to: d.respond_to,
+                direct_messages: d.direct_messages,
+            }),
         }
     }
 
@@ -228,6 +253,13 @@ impl ChannelSettings {
                 channel_ids: s.channel_ids.clone(),
                 respond_to: s.respond_to,
                 direct_messages: s.direct_messages,
+            }),
+            discord: spec.discord.as_ref().map(|d| DiscordSettings {
+                bot_token: secret_source(&d.bot_token_ref),
+                guild_ids: d.guild_ids.clone(),
+                channel_ids: d.channel_ids.clone(),
+                respond_to: d.respond_to,
+                direct_messages: d.direct_messages,
             }),
         })
     }

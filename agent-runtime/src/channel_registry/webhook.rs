@@ -73,6 +73,16 @@ pub struct WebhookDelivery {
     http: reqwest::Client,
     backoff: Backoff,
     slack_api_url: RwLock<String>,
+    discord: RwLock<DiscordEndpoints>,
+}
+
+/// Where Discord is reached when not at discord.com (a proxy; the mock in tests).
+#[derive(Clone, Debug, Default)]
+pub struct DiscordEndpoints {
+    /// The Gateway's websocket URL (`ws://host:port`).
+    pub gateway_url: Option<String>,
+    /// `host:port` of a plain-HTTP REST stand-in.
+    pub api_proxy: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookDelivery {
@@ -97,7 +107,31 @@ impl WebhookDelivery {
             http,
             backoff,
             slack_api_url: RwLock::new(DEFAULT_SLACK_API_URL.to_owned()),
+            discord: RwLock::new(DiscordEndpoints::default()),
         }
+    }
+
+    /// Points Discord elsewhere.
+    pub fn set_discord_endpoints(&self, endpoints: DiscordEndpoints) {
+        *self.discord.write().unwrap_or_else(|p| p.into_inner()) = endpoints;
+    }
+
+    /// The Gateway URL to use instead of Discord's.
+    pub fn discord_gateway_url(&self) -> Option<String> {
+        self.discord
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .gateway_url
+            .clone()
+    }
+
+    /// The REST stand-in to use instead of Discord's.
+    pub fn discord_api_proxy(&self) -> Option<String> {
+        self.discord
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .api_proxy
+            .clone()
     }
 
     /// Slack's Web API base URL.

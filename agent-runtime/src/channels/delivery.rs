@@ -109,6 +109,8 @@ enum AttemptError {
     ChannelGone(String),
     #[error(transparent)]
     Slack(#[from] super::slack_api::PostError),
+    #[error(transparent)]
+    Discord(#[from] super::discord_api::DiscordPostError),
     #[error("signing key unavailable: {0}")]
     Key(#[from] signing::KeyError),
     #[error("cannot produce the answer: {0}")]
@@ -164,7 +166,7 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let channel = state
         .channels
         .get(&delivery.channel)
-        .filter(|c| c.webhook.is_some() || c.slack.is_some())
+        .filter(|c| c.webhook.is_some() || c.slack.is_some() || c.discord.is_some())
         .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
     let participant = Participant {
         user: delivery.user_id.clone(),
@@ -193,9 +195,23 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     ) else {
         return Err(AttemptError::Answer("the message is not stored".to_owned()));
     };
+    let discord = match &channel.discord {
+        Some(d) => {
+            let token = state.webhooks.keys.key(&d.bot_token).await?;
+            let token = String::from_utf8_lossy(&token).trim().to_owned();
+            Some(super::discord_api::client(
+                &token,
+                state.webhooks.discord_api_proxy().as_deref(),
+            ))
+        }
+        None => None,
+    };
     let (answer_id, answer) = match (&delivery.answer_message_id, &delivery.answer) {
         (Some(id), Some(text)) => (id.clone(), text.clone()),
         _ => {
+            if let Some(client) = &discord {
+                super::discord_api::typing(client, &delivery.conversation_id).await;
+            }
             let answer =
                 conversation::answer_recorded(state, &participant, &session_id, &user_message_id)
                     .await?;
@@ -207,6 +223,17 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             (id, text)
         }
     };
+    if let Some(client) = &discord {
+        super::discord_api::post_answer(
+            client,
+            &delivery.conversation_id,
+            delivery.reply_to.as_deref(),
+            &answer,
+        )
+        .await?;
+        tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Discord answer posted");
+        return Ok(());
+    }
     if let Some(slack) = &channel.slack {
         let token = state.webhooks.keys.key(&slack.bot_token).await?;
         let token = String::from_utf8_lossy(&token);

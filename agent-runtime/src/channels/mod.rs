@@ -7,6 +7,8 @@
 //! signing, activity counts) lives in [`crate::channel_registry`].
 
 pub mod delivery;
+pub mod discord;
+pub mod discord_api;
 pub mod routes;
 pub mod slack;
 pub mod slack_api;
@@ -20,7 +22,13 @@ use crate::state::SharedState;
 /// Points the Slack Web API elsewhere (a proxy; the mock in tests).
 pub const SLACK_API_URL_ENV: &str = "SWITCHBOARD_SLACK_API_URL";
 
-/// The channels' background tasks: the webhook delivery always; in a cluster
+/// Points the Discord Gateway elsewhere (`ws://host:port`; the mock in tests).
+pub const DISCORD_GATEWAY_URL_ENV: &str = "SWITCHBOARD_DISCORD_GATEWAY_URL";
+/// Sends Discord REST calls to a plain-HTTP `host:port` (the mock in tests).
+pub const DISCORD_API_PROXY_ENV: &str = "SWITCHBOARD_DISCORD_API_PROXY";
+
+/// The channels' background tasks: the outbox delivery and the Discord
+/// Gateway supervisor always; in a cluster
 /// (`POD_NAME`/`POD_NAMESPACE` set and Kubernetes credentials) also the
 /// ChatChannel watcher and the activity reporter.
 pub struct ChannelTasks {
@@ -35,7 +43,20 @@ impl ChannelTasks {
         if let Some(url) = lookup(SLACK_API_URL_ENV).filter(|u| !u.is_empty()) {
             state.webhooks.set_slack_api_url(&url);
         }
-        let mut tasks = vec![tokio::spawn(delivery::run(state.clone(), stop.clone()))];
+        let present = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        state
+            .webhooks
+            .set_discord_endpoints(crate::channel_registry::webhook::DiscordEndpoints {
+                gateway_url: present(DISCORD_GATEWAY_URL_ENV),
+                api_proxy: present(DISCORD_API_PROXY_ENV),
+            });
+        // The lease holder's name: the pod, or this process.
+        let holder = present("POD_NAME")
+            .unwrap_or_else(|| format!("process-{}", uuid::Uuid::new_v4().simple()));
+        let mut tasks = vec![
+            tokio::spawn(delivery::run(state.clone(), stop.clone())),
+            tokio::spawn(discord::run(state.clone(), holder, stop.clone())),
+        ];
         let pod = crate::status_report::ReporterConfig::from_env(&state.config.agent.name, lookup);
         if let Some(pod) = pod {
             match kube::Client::try_default().await {
