@@ -430,3 +430,81 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         "no secret in the log"
     );
 }
+
+/// `sessions.idleTimeoutMinutes`: a thread idle for longer than the timeout
+/// continues in a new session (the old one keeps its messages); the answer still
+/// goes to the same thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_after_the_idle_timeout_starts_a_new_session() {
+    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+        .await
+        .expect("mock Slack");
+    let db = TestDatabase::create_on(&admin_url()).await;
+    let url = db.url().to_owned();
+    let h = Harness::start_on(Some(db), |config, _| {
+        slack_channel(config);
+        config.sessions.idle_timeout_minutes = Some(30);
+    })
+    .await;
+    h.state.webhooks.keys.set_lookup(|name| match name {
+        "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+        "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_owned()),
+        _ => None,
+    });
+    let api = slack.api_url();
+    let tasks = ChannelTasks::start(&h.state, move |name| {
+        (name == SLACK_API_URL_ENV).then(|| api.clone())
+    })
+    .await;
+    let events = EventsSender::new(
+        &h.url("/channels/support-slack/slack/events"),
+        SIGNING_SECRET,
+    );
+    let thread = "1700000000.000100";
+    let first = mention("first question", thread, None, "EvI1");
+    assert_eq!(events.send(&first).await.status, Some(200));
+    posts_settle(&slack, 1).await;
+    // Within the timeout the thread stays one session.
+    let second = mention("second question", "1700000010.0", Some(thread), "EvI2");
+    assert_eq!(events.send(&second).await.status, Some(200));
+    posts_settle(&slack, 2).await;
+    let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+    assert_eq!(
+        sessions["data"].as_array().map(Vec::len),
+        Some(1),
+        "{sessions}"
+    );
+    let old_id = sessions["data"][0]["id"].as_str().expect("id").to_owned();
+
+    // 31 minutes of silence (the clock of the stored session moved back).
+    let pool = sqlx::PgPool::connect(&url).await.expect("database");
+    sqlx::query(
+        "UPDATE sessions SET last_message_at = last_message_at - interval '31 minutes', \
+         created_at = created_at - interval '31 minutes'",
+    )
+    .execute(&pool)
+    .await
+    .expect("moved back");
+    let third = mention("back after a break", "1700002000.0", Some(thread), "EvI3");
+    assert_eq!(events.send(&third).await.status, Some(200));
+    posts_settle(&slack, 3).await;
+    assert_eq!(slack.posts()[2].thread_ts.as_deref(), Some(thread));
+    let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+    let list = sessions["data"].as_array().expect("sessions");
+    assert_eq!(list.len(), 2, "a new session after the timeout: {sessions}");
+    let new = list
+        .iter()
+        .find(|s| s["id"] != old_id.as_str())
+        .expect("new");
+    let old = list
+        .iter()
+        .find(|s| s["id"] == old_id.as_str())
+        .expect("old");
+    assert_eq!(new["message_count"], 2, "{sessions}");
+    assert_eq!(
+        old["message_count"], 4,
+        "the old session keeps its messages"
+    );
+    tasks.stop().await;
+    pool.close().await;
+}

@@ -115,6 +115,22 @@ impl Store {
         .await
     }
 
+    /// Detaches an idle session from its conversation id (the id becomes
+    /// `<conversation>~<session id>`), so the next message of the conversation
+    /// opens a new session; a no-op when another pod did it first.
+    pub async fn retire_conversation(
+        &self,
+        session_id: &str,
+        conversation: &str,
+    ) -> Result<(), StoreError> {
+        let retired = format!("{conversation}~{session_id}");
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE sessions SET external_id = $3 WHERE id = $1 AND external_id = $2")
+            .bind(session_id).bind(conversation).bind(&retired)
+            .execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
     async fn session_for_conversation_once(
         &self,
         user_id: &str,
