@@ -22,13 +22,29 @@ use crate::state::SharedState;
 /// Points the Slack Web API elsewhere (a proxy; the mock in tests).
 pub const SLACK_API_URL_ENV: &str = "SWITCHBOARD_SLACK_API_URL";
 
+/// How often `sessions.retentionDays` is applied.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Applies `sessions.retentionDays` at start and then every hour.
+async fn purge_periodically(state: SharedState, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(err) = crate::conversation::retention::purge_expired(&state).await {
+            tracing::warn!(error = %err, "cannot purge old sessions");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Points the Discord Gateway elsewhere (`ws://host:port`; the mock in tests).
 pub const DISCORD_GATEWAY_URL_ENV: &str = "SWITCHBOARD_DISCORD_GATEWAY_URL";
 /// Sends Discord REST calls to a plain-HTTP `host:port` (the mock in tests).
 pub const DISCORD_API_PROXY_ENV: &str = "SWITCHBOARD_DISCORD_API_PROXY";
 
-/// The channels' background tasks: the outbox delivery and the Discord
-/// Gateway supervisor always; in a cluster
+/// The channels' background tasks: the outbox delivery, the Discord Gateway
+/// supervisor and the sessions' retention always; in a cluster
 /// (`POD_NAME`/`POD_NAMESPACE` set and Kubernetes credentials) also the
 /// ChatChannel watcher and the activity reporter.
 pub struct ChannelTasks {
@@ -56,6 +72,7 @@ impl ChannelTasks {
         let mut tasks = vec![
             tokio::spawn(delivery::run(state.clone(), stop.clone())),
             tokio::spawn(discord::run(state.clone(), holder, stop.clone())),
+            tokio::spawn(purge_periodically(state.clone(), stop.clone())),
         ];
         let pod = crate::status_report::ReporterConfig::from_env(&state.config.agent.name, lookup);
         if let Some(pod) = pod {
