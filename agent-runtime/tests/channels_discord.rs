@@ -196,93 +196,98 @@ on_both_databases!(
     a_dropped_gateway_is_resumed_and_429s_are_waited_out,
 );
 
-/// Two runtime processes on one Postgres database: one Gateway connection
-/// between them, each message answered once; when the holder is killed the
-/// other takes the bot over within the lease time and answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_hold_one_gateway_connection() {
-    let discord = DiscordMock::start(TOKEN, APP, Duration::from_millis(500))
-        .await
-        .expect("mock Discord");
-    let mock = MockLlm::start().await.expect("mock LLM");
-    let db = TestDatabase::create_on(&admin_url()).await;
-    let config = format!(
-        "agent: {{name: discordy}}\n\
-         model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
-         database: {{urlEnv: DATABASE_URL}}\n\
-         channels:\n\
-         - name: support-discord\n  type: discord\n  discord: {{botTokenEnv: DISCORD_BOT_TOKEN}}\n",
-        mock.openai_base_url(),
-    );
-    let gateway = discord.gateway_url();
-    let rest = discord.rest_addr().to_string();
-    let env = [
-        ("UPSTREAM_KEY", "sk-upstream"),
-        ("DATABASE_URL", db.url()),
-        ("DISCORD_BOT_TOKEN", TOKEN),
-        (DISCORD_GATEWAY_URL_ENV, gateway.as_str()),
-        (DISCORD_API_PROXY_ENV, rest.as_str()),
-        ("RUST_LOG", "info"),
-    ];
-    let a = RuntimeProcess::spawn(&config, &env).await;
-    let b = RuntimeProcess::spawn(&config, &env).await;
-    assert!(
-        discord
-            .wait_until(WAIT, |d| d.gateway_counts().identifies == 1)
+/// Needs Postgres (`make unit` skips `postgres::` tests).
+mod replicas_on_postgres {
+    use super::*;
+
+    /// Two runtime processes on one Postgres database: one Gateway connection
+    /// between them, each message answered once; when the holder is killed the
+    /// other takes the bot over within the lease time and answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_hold_one_gateway_connection() {
+        let discord = DiscordMock::start(TOKEN, APP, Duration::from_millis(500))
             .await
-    );
-    for i in 0..3 {
+            .expect("mock Discord");
+        let mock = MockLlm::start().await.expect("mock LLM");
+        let db = TestDatabase::create_on(&admin_url()).await;
+        let config = format!(
+            "agent: {{name: discordy}}\n\
+             model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
+             database: {{urlEnv: DATABASE_URL}}\n\
+             channels:\n\
+             - name: support-discord\n  type: discord\n  discord: {{botTokenEnv: DISCORD_BOT_TOKEN}}\n",
+            mock.openai_base_url(),
+        );
+        let gateway = discord.gateway_url();
+        let rest = discord.rest_addr().to_string();
+        let env = [
+            ("UPSTREAM_KEY", "sk-upstream"),
+            ("DATABASE_URL", db.url()),
+            ("DISCORD_BOT_TOKEN", TOKEN),
+            (DISCORD_GATEWAY_URL_ENV, gateway.as_str()),
+            (DISCORD_API_PROXY_ENV, rest.as_str()),
+            ("RUST_LOG", "info"),
+        ];
+        let a = RuntimeProcess::spawn(&config, &env).await;
+        let b = RuntimeProcess::spawn(&config, &env).await;
+        assert!(
+            discord
+                .wait_until(WAIT, |d| d.gateway_counts().identifies == 1)
+                .await
+        );
+        for i in 0..3 {
+            discord
+                .user_message(
+                    Some(GUILD),
+                    CHANNEL,
+                    &format!("<@1100000000000000001> question {i}"),
+                    true,
+                )
+                .expect("dispatched");
+            posts_settle(&discord, i + 1).await;
+        }
+        let holds = |p: &RuntimeProcess| p.log().contains("holds the Discord bot's lease");
+        let counts = discord.gateway_counts();
+        assert_eq!(
+            (counts.identifies, counts.connections),
+            (1, 1),
+            "one connection between the two replicas"
+        );
+        assert!(
+            holds(&a) != holds(&b),
+            "exactly one replica holds the lease"
+        );
+        let (mut holder, survivor) = if holds(&a) { (a, b) } else { (b, a) };
+        holder.child.kill().await.expect("holder killed");
+        assert!(
+            discord
+                .wait_until(WAIT, |d| d.gateway_counts().identifies == 2)
+                .await,
+            "the survivor connects within the lease time"
+        );
+        assert!(holds(&survivor));
         discord
             .user_message(
                 Some(GUILD),
                 CHANNEL,
-                &format!("<@1100000000000000001> question {i}"),
+                "<@1100000000000000001> after the takeover",
                 true,
             )
             .expect("dispatched");
-        posts_settle(&discord, i + 1).await;
+        posts_settle(&discord, 4).await;
+        let log = survivor.log();
+        let mut survivor = survivor;
+        survivor.child.kill().await.expect("survivor killed");
+        let posts = discord.posts();
+        assert_eq!(
+            posts.len(),
+            4,
+            "each message answered exactly once: {posts:?}"
+        );
+        let mut replied: Vec<_> = posts.iter().filter_map(|p| p.reply_to.clone()).collect();
+        replied.sort();
+        replied.dedup();
+        assert_eq!(replied.len(), 4);
+        assert!(!log.contains(TOKEN), "no token in the log");
     }
-    let holds = |p: &RuntimeProcess| p.log().contains("holds the Discord bot's lease");
-    let counts = discord.gateway_counts();
-    assert_eq!(
-        (counts.identifies, counts.connections),
-        (1, 1),
-        "one connection between the two replicas"
-    );
-    assert!(
-        holds(&a) != holds(&b),
-        "exactly one replica holds the lease"
-    );
-    let (mut holder, survivor) = if holds(&a) { (a, b) } else { (b, a) };
-    holder.child.kill().await.expect("holder killed");
-    assert!(
-        discord
-            .wait_until(WAIT, |d| d.gateway_counts().identifies == 2)
-            .await,
-        "the survivor connects within the lease time"
-    );
-    assert!(holds(&survivor));
-    discord
-        .user_message(
-            Some(GUILD),
-            CHANNEL,
-            "<@1100000000000000001> after the takeover",
-            true,
-        )
-        .expect("dispatched");
-    posts_settle(&discord, 4).await;
-    let log = survivor.log();
-    let mut survivor = survivor;
-    survivor.child.kill().await.expect("survivor killed");
-    let posts = discord.posts();
-    assert_eq!(
-        posts.len(),
-        4,
-        "each message answered exactly once: {posts:?}"
-    );
-    let mut replied: Vec<_> = posts.iter().filter_map(|p| p.reply_to.clone()).collect();
-    replied.sort();
-    replied.dedup();
-    assert_eq!(replied.len(), 4);
-    assert!(!log.contains(TOKEN), "no token in the log");
 }

@@ -245,266 +245,178 @@ on_both_databases!(
     rate_limits_and_an_outage_are_waited_out,
 );
 
-/// Two runtime processes on one Postgres database, Slack delivering each event
-/// to both (its retries land on whichever pod the load balancer picks): every
-/// message is answered exactly once; the answers keep coming after one of the
-/// processes is killed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_post_each_answer_exactly_once() {
-    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
-        .await
-        .expect("mock Slack");
-    let mock = MockLlm::start().await.expect("mock LLM");
-    let db = TestDatabase::create_on(&admin_url()).await;
-    let config = format!(
-        "agent: {{name: slacky}}\n\
-         model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
-         database: {{urlEnv: DATABASE_URL}}\n\
-         channels:\n\
-         - name: support-slack\n  type: slack\n  slack: {{botTokenEnv: SLACK_BOT_TOKEN, signingSecretEnv: SLACK_SIGNING_SECRET, teamId: {TEAM}}}\n",
-        mock.openai_base_url(),
-    );
-    let api = slack.api_url();
-    let env = [
-        ("UPSTREAM_KEY", "sk-upstream"),
-        ("DATABASE_URL", db.url()),
-        ("SLACK_BOT_TOKEN", BOT_TOKEN),
-        ("SLACK_SIGNING_SECRET", SIGNING_SECRET),
-        (SLACK_API_URL_ENV, api.as_str()),
-    ];
-    let a = RuntimeProcess::spawn(&config, &env).await;
-    let b = RuntimeProcess::spawn(&config, &env).await;
-    let path = "/channels/support-slack/slack/events";
-    let to_a = EventsSender::new(&format!("{}{path}", a.base), SIGNING_SECRET);
-    let to_b = EventsSender::new(&format!("{}{path}", b.base), SIGNING_SECRET);
-    let events: Vec<_> = (0..6)
-        .map(|i| {
-            mention(
-                &format!("question {i}"),
-                &format!("17000001{i:02}.000100"),
-                None,
-                &format!("EvR{i}"),
-            )
-        })
-        .collect();
-    for event in &events {
-        let (first, second) = tokio::join!(to_a.send(event), to_b.send(event));
-        assert_eq!((first.status, second.status), (Some(200), Some(200)));
-    }
-    posts_settle(&slack, events.len()).await;
+/// Needs Postgres (`make unit` skips `postgres::` tests).
+mod replicas_on_postgres {
+    use super::*;
 
-    // One replica dies; Slack's retries and new events reach the survivor.
-    let mut a = a;
-    a.child.kill().await.expect("replica a killed");
-    let more: Vec<_> = (6..9)
-        .map(|i| {
-            mention(
-                &format!("question {i}"),
-                &format!("17000001{i:02}.000100"),
-                None,
-                &format!("EvR{i}"),
-            )
-        })
-        .collect();
-    for event in &more {
-        let (first, second) = tokio::join!(to_a.send(event), to_b.send(event));
-        assert_eq!(second.status, Some(200), "the survivor acknowledges");
-        assert_ne!(first.status, Some(200), "the dead replica does not");
+    /// Two runtime processes on one Postgres database, Slack delivering each event
+    /// to both (its retries land on whichever pod the load balancer picks): every
+    /// message is answered exactly once; the answers keep coming after one of the
+    /// processes is killed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_post_each_answer_exactly_once() {
+        let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+            .await
+            .expect("mock Slack");
+        let mock = MockLlm::start().await.expect("mock LLM");
+        let db = TestDatabase::create_on(&admin_url()).await;
+        let config = format!(
+            "agent: {{name: slacky}}\n\
+             model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
+             database: {{urlEnv: DATABASE_URL}}\n\
+             channels:\n\
+             - name: support-slack\n  type: slack\n  slack: {{botTokenEnv: SLACK_BOT_TOKEN, signingSecretEnv: SLACK_SIGNING_SECRET, teamId: {TEAM}}}\n",
+            mock.openai_base_url(),
+        );
+        let api = slack.api_url();
+        let env = [
+            ("UPSTREAM_KEY", "sk-upstream"),
+            ("DATABASE_URL", db.url()),
+            ("SLACK_BOT_TOKEN", BOT_TOKEN),
+            ("SLACK_SIGNING_SECRET", SIGNING_SECRET),
+            (SLACK_API_URL_ENV, api.as_str()),
+        ];
+        let a = RuntimeProcess::spawn(&config, &env).await;
+        let b = RuntimeProcess::spawn(&config, &env).await;
+        let path = "/channels/support-slack/slack/events";
+        let to_a = EventsSender::new(&format!("{}{path}", a.base), SIGNING_SECRET);
+        let to_b = EventsSender::new(&format!("{}{path}", b.base), SIGNING_SECRET);
+        let events: Vec<_> = (0..6)
+            .map(|i| {
+                mention(
+                    &format!("question {i}"),
+                    &format!("17000001{i:02}.000100"),
+                    None,
+                    &format!("EvR{i}"),
+                )
+            })
+            .collect();
+        for event in &events {
+            let (first, second) = tokio::join!(to_a.send(event), to_b.send(event));
+            assert_eq!((first.status, second.status), (Some(200), Some(200)));
+        }
+        posts_settle(&slack, events.len()).await;
+
+        // One replica dies; Slack's retries and new events reach the survivor.
+        let mut a = a;
+        a.child.kill().await.expect("replica a killed");
+        let more: Vec<_> = (6..9)
+            .map(|i| {
+                mention(
+                    &format!("question {i}"),
+                    &format!("17000001{i:02}.000100"),
+                    None,
+                    &format!("EvR{i}"),
+                )
+            })
+            .collect();
+        for event in &more {
+            let (first, second) = tokio::join!(to_a.send(event), to_b.send(event));
+            assert_eq!(second.status, Some(200), "the survivor acknowledges");
+            assert_ne!(first.status, Some(200), "the dead replica does not");
+        }
+        posts_settle(&slack, 9).await;
+        // Stop the survivor too (nothing in flight can land afterwards), then count:
+        // one answer per thread.
+        let log = b.log();
+        let mut b = b;
+        b.child.kill().await.expect("replica b killed");
+        let posts = slack.posts();
+        let mut threads: Vec<_> = posts.iter().filter_map(|p| p.thread_ts.clone()).collect();
+        threads.sort();
+        let before = threads.len();
+        threads.dedup();
+        assert_eq!(before, 9, "9 answers for 9 messages: {posts:?}\n{log}");
+        assert_eq!(threads.len(), 9, "no thread answered twice: {posts:?}");
+        for (i, post) in posts.iter().enumerate() {
+            assert!(post.text.contains("question"), "{i}: {post:?}");
+        }
+        assert!(
+            !log.contains(BOT_TOKEN) && !log.contains(SIGNING_SECRET),
+            "no secret in the log"
+        );
     }
-    posts_settle(&slack, 9).await;
-    // Stop the survivor too (nothing in flight can land afterwards), then count:
-    // one answer per thread.
-    let log = b.log();
-    let mut b = b;
-    b.child.kill().await.expect("replica b killed");
-    let posts = slack.posts();
-    let mut threads: Vec<_> = posts.iter().filter_map(|p| p.thread_ts.clone()).collect();
-    threads.sort();
-    let before = threads.len();
-    threads.dedup();
-    assert_eq!(before, 9, "9 answers for 9 messages: {posts:?}\n{log}");
-    assert_eq!(threads.len(), 9, "no thread answered twice: {posts:?}");
-    for (i, post) in posts.iter().enumerate() {
-        assert!(post.text.contains("question"), "{i}: {post:?}");
-    }
-    assert!(
-        !log.contains(BOT_TOKEN) && !log.contains(SIGNING_SECRET),
-        "no secret in the log"
-    );
 }
 
-/// In a cluster: the runtime (the binary, as a pod runs it) serves a `type: slack`
-/// ChatChannel with the bot token and signing secret read from the Secret the
-/// channel references (what the operator's Role grants by name), never logging them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_channels_secrets_are_read_from_the_cluster() {
-    use k8s_openapi::api::core::v1::Secret;
-    use kube::api::{Api, PostParams};
-    use switchboard_tests::TestCluster;
-    use switchboard_tests::wait::{eventually, free_port};
+/// Needs Postgres (`make unit` skips `postgres::` tests).
+mod timeout_on_postgres {
+    use super::*;
 
-    let cluster = TestCluster::connect().await;
-    cluster.install_crds().await;
-    let ns = cluster.namespace("slack-rt").await;
-    let secrets: Api<Secret> = Api::namespaced(cluster.client(), ns.name());
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "support-slack"},
-        "stringData": {"bot-token": BOT_TOKEN, "signing-secret": SIGNING_SECRET},
-    }))
-    .expect("secret");
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret created");
-    let channels: Api<crds::ChatChannel> = Api::namespaced(cluster.client(), ns.name());
-    let channel: crds::ChatChannel = serde_json::from_value(json!({
-        "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
-        "metadata": {"name": "support-slack"},
-        "spec": {"agentRef": {"name": "support"}, "type": "slack", "language": "en", "slack": {
-            "botTokenRef": {"name": "support-slack", "key": "bot-token"},
-            "signingSecretRef": {"name": "support-slack", "key": "signing-secret"},
-            "teamId": TEAM}},
-    }))
-    .expect("channel");
-    channels
-        .create(&PostParams::default(), &channel)
-        .await
-        .expect("channel created");
+    /// `sessions.idleTimeoutMinutes`: a thread idle for longer than the timeout
+    /// continues in a new session (the old one keeps its messages); the answer still
+    /// goes to the same thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_after_the_idle_timeout_starts_a_new_session() {
+        let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+            .await
+            .expect("mock Slack");
+        let db = TestDatabase::create_on(&admin_url()).await;
+        let url = db.url().to_owned();
+        let h = Harness::start_on(Some(db), |config, _| {
+            slack_channel(config);
+            config.sessions.idle_timeout_minutes = Some(30);
+        })
+        .await;
+        h.state.webhooks.keys.set_lookup(|name| match name {
+            "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+            "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_owned()),
+            _ => None,
+        });
+        let api = slack.api_url();
+        let tasks = ChannelTasks::start(&h.state, move |name| {
+            (name == SLACK_API_URL_ENV).then(|| api.clone())
+        })
+        .await;
+        let events = EventsSender::new(
+            &h.url("/channels/support-slack/slack/events"),
+            SIGNING_SECRET,
+        );
+        let thread = "1700000000.000100";
+        let first = mention("first question", thread, None, "EvI1");
+        assert_eq!(events.send(&first).await.status, Some(200));
+        posts_settle(&slack, 1).await;
+        // Within the timeout the thread stays one session.
+        let second = mention("second question", "1700000010.0", Some(thread), "EvI2");
+        assert_eq!(events.send(&second).await.status, Some(200));
+        posts_settle(&slack, 2).await;
+        let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+        assert_eq!(
+            sessions["data"].as_array().map(Vec::len),
+            Some(1),
+            "{sessions}"
+        );
+        let old_id = sessions["data"][0]["id"].as_str().expect("id").to_owned();
 
-    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+        // 31 minutes of silence (the clock of the stored session moved back).
+        let pool = sqlx::PgPool::connect(&url).await.expect("database");
+        sqlx::query(
+            "UPDATE sessions SET last_message_at = last_message_at - interval '31 minutes', \
+             created_at = created_at - interval '31 minutes'",
+        )
+        .execute(&pool)
         .await
-        .expect("mock Slack");
-    let mock = MockLlm::start().await.expect("mock LLM");
-    let dir = common::TempDir::new();
-    let config = format!(
-        "agent: {{name: support}}\nmodel: {{provider: openai, name: mock-gpt, baseUrl: '{}', timeoutSeconds: 5}}\n\
-         database: {{sqlitePath: '{}/rt.db'}}\n",
-        mock.openai_base_url(),
-        dir.0.display()
-    );
-    std::fs::write(dir.0.join("agent.yaml"), config).expect("config");
-    let port = free_port();
-    let log = dir.0.join("runtime.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runtime"))
-        .arg("--config")
-        .arg(dir.0.join("agent.yaml"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("POD_NAME", "support-abc")
-        .env("POD_NAMESPACE", ns.name())
-        .env(SLACK_API_URL_ENV, slack.api_url())
-        .env("RUST_LOG", "info")
-        .stdout(std::fs::File::create(&log).expect("log file"))
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("runtime starts");
-    let events = EventsSender::new(
-        &format!("http://127.0.0.1:{port}/channels/support-slack/slack/events"),
-        SIGNING_SECRET,
-    );
-    // Once the watcher has the channel and the secret is read, the handshake passes.
-    eventually(
-        WAIT,
-        "url_verification with the Secret's signing secret",
-        || {
-            let events = events.clone();
-            async move { (events.url_verification("c-1").await.status == Some(200)).then_some(()) }
-        },
-    )
-    .await;
-    let event = mention("hello from the cluster", "1700000000.000100", None, "EvK1");
-    assert_eq!(events.send(&event).await.status, Some(200));
-    posts_settle(&slack, 1).await;
-    assert_eq!(
-        slack.posts()[0].thread_ts.as_deref(),
-        Some("1700000000.000100"),
-        "posted with the Secret's bot token, in the thread"
-    );
-    child.kill().await.expect("runtime killed");
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(logged.contains("Slack message accepted"), "{logged}");
-    assert!(
-        !logged.contains(BOT_TOKEN) && !logged.contains(SIGNING_SECRET),
-        "no secret in the log"
-    );
-}
-
-/// `sessions.idleTimeoutMinutes`: a thread idle for longer than the timeout
-/// continues in a new session (the old one keeps its messages); the answer still
-/// goes to the same thread.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_after_the_idle_timeout_starts_a_new_session() {
-    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
-        .await
-        .expect("mock Slack");
-    let db = TestDatabase::create_on(&admin_url()).await;
-    let url = db.url().to_owned();
-    let h = Harness::start_on(Some(db), |config, _| {
-        slack_channel(config);
-        config.sessions.idle_timeout_minutes = Some(30);
-    })
-    .await;
-    h.state.webhooks.keys.set_lookup(|name| match name {
-        "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
-        "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_owned()),
-        _ => None,
-    });
-    let api = slack.api_url();
-    let tasks = ChannelTasks::start(&h.state, move |name| {
-        (name == SLACK_API_URL_ENV).then(|| api.clone())
-    })
-    .await;
-    let events = EventsSender::new(
-        &h.url("/channels/support-slack/slack/events"),
-        SIGNING_SECRET,
-    );
-    let thread = "1700000000.000100";
-    let first = mention("first question", thread, None, "EvI1");
-    assert_eq!(events.send(&first).await.status, Some(200));
-    posts_settle(&slack, 1).await;
-    // Within the timeout the thread stays one session.
-    let second = mention("second question", "1700000010.0", Some(thread), "EvI2");
-    assert_eq!(events.send(&second).await.status, Some(200));
-    posts_settle(&slack, 2).await;
-    let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
-    assert_eq!(
-        sessions["data"].as_array().map(Vec::len),
-        Some(1),
-        "{sessions}"
-    );
-    let old_id = sessions["data"][0]["id"].as_str().expect("id").to_owned();
-
-    // 31 minutes of silence (the clock of the stored session moved back).
-    let pool = sqlx::PgPool::connect(&url).await.expect("database");
-    sqlx::query(
-        "UPDATE sessions SET last_message_at = last_message_at - interval '31 minutes', \
-         created_at = created_at - interval '31 minutes'",
-    )
-    .execute(&pool)
-    .await
-    .expect("moved back");
-    let third = mention("back after a break", "1700002000.0", Some(thread), "EvI3");
-    assert_eq!(events.send(&third).await.status, Some(200));
-    posts_settle(&slack, 3).await;
-    assert_eq!(slack.posts()[2].thread_ts.as_deref(), Some(thread));
-    let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
-    let list = sessions["data"].as_array().expect("sessions");
-    assert_eq!(list.len(), 2, "a new session after the timeout: {sessions}");
-    let new = list
-        .iter()
-        .find(|s| s["id"] != old_id.as_str())
-        .expect("new");
-    let old = list
-        .iter()
-        .find(|s| s["id"] == old_id.as_str())
-        .expect("old");
-    assert_eq!(new["message_count"], 2, "{sessions}");
-    assert_eq!(
-        old["message_count"], 4,
-        "the old session keeps its messages"
-    );
-    tasks.stop().await;
-    pool.close().await;
+        .expect("moved back");
+        let third = mention("back after a break", "1700002000.0", Some(thread), "EvI3");
+        assert_eq!(events.send(&third).await.status, Some(200));
+        posts_settle(&slack, 3).await;
+        assert_eq!(slack.posts()[2].thread_ts.as_deref(), Some(thread));
+        let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+        let list = sessions["data"].as_array().expect("sessions");
+        assert_eq!(list.len(), 2, "a new session after the timeout: {sessions}");
+        let new = list
+            .iter()
+            .find(|s| s["id"] != old_id.as_str())
+            .expect("new");
+        let old = list
+            .iter()
+            .find(|s| s["id"] == old_id.as_str())
+            .expect("old");
+        assert_eq!(new["message_count"], 2, "{sessions}");
+        assert_eq!(
+            old["message_count"], 4,
+            "the old session keeps its messages"
+        );
+        tasks.stop().await;
+        pool.close().await;
+    }
 }
