@@ -11,7 +11,8 @@
 #   TokenRequest API, so exactly the RBAC the chart grants), with their metrics server
 #   on an ephemeral loopback port (two replicas on one machine).
 # - A sample agent (config/samples/agent-minimal.yaml, model = mock-llm) and its
-#   OpenAI channel: its database created, its runtime pod Ready, a chat answered by the
+#   OpenAI channel: its database created, its runtime pod Ready with the pull policy
+#   the chart's runtime.image.pullPolicy set (Never), a chat answered by the
 #   runtime process of the pod behind the agent's Service (listed in its EndpointSlice).
 # - RBAC: the operator's ServiceAccount can read Secrets in the tenant namespace and the
 #   admin Secret by name, and cannot read Secrets in a namespace it does not manage.
@@ -109,7 +110,7 @@ if ! $real_node; then
 fi
 
 step "CRDs and namespaces"
-kubectl apply --server-side -f "$chart/crds/" >/dev/null
+kubectl apply --server-side --force-conflicts -f "$chart/crds/" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/agentdeployments.switchboard.dev crd/chatchannels.switchboard.dev >/dev/null
 for n in "$ns" "$tenant" "$other"; do kubectl create namespace "$n" >/dev/null; done
@@ -118,7 +119,9 @@ kubectl -n "$ns" create secret generic switchboard-database-admin \
   --from-literal=uri="$admin_url" >/dev/null
 kubectl -n "$other" create secret generic not-yours --from-literal=token=secret >/dev/null
 
-values=(--set "watchNamespaces={$tenant}")
+# The runtime images are imported, never pulled: the operator passes Never on to the
+# agents' pods. The operator logs text for people.
+values=(--set "watchNamespaces={$tenant}" --set runtime.image.pullPolicy=Never --set logFormat=text)
 if $real_node; then
   # The real node: the one node kwok does not fake.
   node="$(kubectl get nodes -o json | jq -r '[.items[] | select(.metadata.annotations["kwok.x-k8s.io/node"] != "fake")][0].metadata.name')"
@@ -193,6 +196,13 @@ psql "$db_uri" -Atc 'select current_database()' >/dev/null || die "the agent's d
 echo "database $(psql "$db_uri" -Atc 'select current_database()') created; agent Ready in $agent_time"
 runtime_pod="$(kubectl get pods -n "$tenant" -l app.kubernetes.io/name=switchboard-agent -o jsonpath='{.items[0].metadata.name}')"
 kubectl wait --for=condition=Ready "pod/$runtime_pod" -n "$tenant" --timeout=60s >/dev/null
+policy="$(kubectl get pod "$runtime_pod" -n "$tenant" -o jsonpath='{.spec.containers[0].imagePullPolicy}')"
+[[ "$policy" == Never ]] || die "runtime pod pulls with $policy, not the chart's runtime.image.pullPolicy=Never"
+if $real_node; then
+  first_line="$(kubectl logs -n "$ns" "$first_leader" --limit-bytes=4096 | head -1 || true)"
+  [[ -n "$first_line" && "$first_line" != "{"* ]] || die "logFormat=text, but the operator logs: $first_line"
+fi
+echo "runtime pod pull policy: $policy (runtime.image.pullPolicy); operator logs as text (logFormat)"
 key="$(kubectl get secret hello-api-key -n "$tenant" -o jsonpath='{.data.api-key}' | base64 -d)"
 
 # chat MESSAGE: one chat completion through the channel hello-openai; prints the answer.

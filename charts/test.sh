@@ -48,8 +48,11 @@ else
   fail "version: chart ${chart_version}, appVersion ${app_version}, crate ${crate_version} (Chart.yaml must follow Cargo.toml)"
 fi
 image="$(helm template switchboard "$chart" | sed -n 's/^ *image: //p' | head -1)"
-[[ "$image" == *":${app_version}" ]] && pass "version: image tag defaults to appVersion (${image})" \
-  || fail "version: default image ${image} is not tagged ${app_version}"
+if [[ "$image" == *":${app_version}" ]]; then
+  pass "version: image tag defaults to appVersion (${image})"
+else
+  fail "version: default image ${image} is not tagged ${app_version}"
+fi
 
 # --- drift ----------------------------------------------------------------------
 drift() { # drift SOURCE COPY
@@ -131,6 +134,59 @@ for values in "${ci_values[@]}"; do
   fi
 done
 
+# --- values that become operator flags --------------------------------------------
+# Each such value renders into the operator container's args, and only when set away
+# from its default (so the default render stays equal to the Kustomize base).
+operator_args() { # operator_args HELM_ARGS...: the operator container's args, one a line
+  helm template switchboard "$chart" -n switchboard-system "$@" | python3 -c '
+import sys, yaml
+for doc in yaml.safe_load_all(sys.stdin):
+    if doc and doc.get("kind") == "Deployment":
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == "operator":
+                print("\n".join(c.get("args", [])))'
+}
+default_args="$(operator_args)"
+for flag in --log-format --otlp-endpoint --runtime-image-pull-policy; do
+  if grep -q -- "^${flag}=" <<<"$default_args"; then
+    fail "flags: the default render passes ${flag} (defaults stay implicit)"
+  else
+    pass "flags: the default render leaves ${flag} at the operator's default"
+  fi
+done
+flag_cases=(
+  "logFormat=text|--log-format=text"
+  "tracing.otlpEndpoint=http://otel-collector.monitoring:4318|--otlp-endpoint=http://otel-collector.monitoring:4318"
+  "runtime.image.pullPolicy=Always|--runtime-image-pull-policy=Always"
+  "runtime.image.pullPolicy=Never|--runtime-image-pull-policy=Never"
+)
+for case in "${flag_cases[@]}"; do
+  value="${case%%|*}" flag="${case#*|}"
+  if grep -qxF -- "$flag" <<<"$(operator_args --set "$value")"; then
+    pass "flags: --set ${value} renders ${flag}"
+  else
+    fail "flags: --set ${value} does not render ${flag} into the operator's args"
+  fi
+done
+# Every flag the chart can render is one the operator knows (when it is built).
+operator_bin="${CARGO_TARGET_DIR:-$root/target}/debug/switchboard-operator"
+if [[ -x "$operator_bin" ]]; then
+  help="$("$operator_bin" --help)"
+  unknown=()
+  while read -r flag; do
+    [[ -z "$flag" ]] && continue
+    grep -qF -- "${flag} " <<<"$help" || grep -qF -- "${flag}=" <<<"$help" \
+      || grep -qE -- "${flag}( |$)" <<<"$help" || unknown+=("$flag")
+  done <<<"$(operator_args -f "$chart/ci/all-options-values.yaml" | sed 's/=.*//' | sort -u)"
+  if ((${#unknown[@]})); then
+    fail "flags: the chart renders flags ${operator_bin##*/} does not know: ${unknown[*]}"
+  else
+    pass "flags: every flag of the all-options render is in ${operator_bin##*/} --help"
+  fi
+else
+  echo "skip the flag check against the operator binary: ${operator_bin} not built" >&2
+fi
+
 # --- Kustomize and the chart agree -------------------------------------------------
 kubectl kustomize config/default >"$tmp/kustomize.yaml"
 # The images as the Kustomize base pins them (a static tag there, appVersion in the chart).
@@ -196,12 +252,14 @@ if $cluster; then
   done
   kubectl label namespace switchboard-system --overwrite pod-security.kubernetes.io/enforce=restricted \
     pod-security.kubernetes.io/warn=restricted >/dev/null
-  if out="$(kubectl apply --server-side --dry-run=server -f "$chart/crds/" 2>&1)"; then
+  # --force-conflicts, as the Rust tests' install_crds does: on a shared cluster another
+  # branch's tests may have applied their own version of the CRDs last.
+  if out="$(kubectl apply --server-side --force-conflicts --dry-run=server -f "$chart/crds/" 2>&1)"; then
     pass "dry-run=server: crds/ ($(grep -c serverside-applied <<<"$out") CRDs)"
   else
     fail "dry-run=server: crds/"; echo "$out" >&2
   fi
-  kubectl apply --server-side -f "$chart/crds/" >/dev/null
+  kubectl apply --server-side --force-conflicts -f "$chart/crds/" >/dev/null
   dry_run() { # dry_run LABEL FILE
     local out
     if ! out="$(kubectl apply --dry-run=server -f "$2" 2>&1)"; then

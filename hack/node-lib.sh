@@ -93,6 +93,9 @@ network_up() {
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     die "bridge ${BRIDGE} exists already: another local cluster with a real node runs on this machine (one per machine), or a stale one; stop it (make cluster-down in its worktree) or: ip link del ${BRIDGE}"
   fi
+  # From here on the bridge and the chains are this state's: only then does
+  # network_down remove them (a failed up must not tear down another cluster's).
+  : >"${STATE}/network.owned"
   # The machine's sysctls that we or the kubelet change, restored on down. The
   # kubelet sets vm.overcommit_memory=1, kernel.panic=10 and
   # kernel.panic_on_oops=1, as on every Kubernetes node (its only other choice,
@@ -149,6 +152,7 @@ network_up() {
 }
 
 network_down() {
+  [[ -f "${STATE}/network.owned" ]] || return 0
   ipt -D FORWARD -m comment --comment "switchboard pod network" -j "$FWD_CHAIN" 2>/dev/null || true
   ipt -F "$FWD_CHAIN" 2>/dev/null && ipt -X "$FWD_CHAIN" 2>/dev/null || true
   ipt -t nat -D PREROUTING -m comment --comment "switchboard host services" -j "$DNAT_CHAIN" 2>/dev/null || true

@@ -57,6 +57,10 @@ web/setup.sh
 AGENT_RUNTIME_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/agent-runtime" \
   MOCK_LLM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/mock-llm" web/test.sh
 
+step "OpenAI Node SDK against the runtime (tools, structured output, refused fields)"
+AGENT_RUNTIME_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/agent-runtime" \
+  MOCK_LLM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/mock-llm" tests/node/test.sh
+
 step "Monitoring: generated files, promtool rules and tests, dashboards, the binaries under Prometheus"
 monitoring/test.sh
 

@@ -124,8 +124,14 @@ def start_runtime(mock_port):
     mock = f"http://127.0.0.1:{mock_port}/v1"
     config = {
         "agent": {"name": AGENT, "namespace": NAMESPACE},
-        "model": {"provider": "openai", "name": "primary-model", "baseUrl": mock, "timeoutSeconds": 10},
-        "fallbacks": [{"provider": "openai", "name": "backup-model", "baseUrl": mock, "timeoutSeconds": 10}],
+        "model": {"provider": "openai", "name": "primary-model", "baseUrl": mock, "timeoutSeconds": 10,
+                  "pricing": {"inputPerMillionTokens": "0.15", "outputPerMillionTokens": "0.6", "currency": "USD"}},
+        "fallbacks": [{"provider": "openai", "name": "backup-model", "baseUrl": mock, "timeoutSeconds": 10,
+                       "pricing": {"inputPerMillionTokens": "1", "outputPerMillionTokens": "5", "currency": "USD"}}],
+        "budget": {"monthly": "1000", "whenSpent": "Fallback"},
+        # A webhook channel whose callback nobody serves: its outbox backlog is exported.
+        "channels": [{"name": "hooks", "type": "webhook", "webhook": {
+            "callbackUrl": f"http://127.0.0.1:{free_port()}/callback", "signingKeyEnv": "E2E_WEBHOOK_KEY"}}],
         "systemPrompt": "You are the monitoring test agent.",
         "database": {"sqlitePath": str(STATE / "runtime.db")},
         "rateLimit": {"requestsPerMinutePerUser": 5},
@@ -134,6 +140,7 @@ def start_runtime(mock_port):
     (STATE / "runtime.yaml").write_text(json.dumps(config, indent=2))  # JSON is YAML
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "OTEL_", "KUBECONFIG"))}
     env["RUST_LOG"] = "warn"
+    env["E2E_WEBHOOK_KEY"] = "e2e-webhook-signing-key"
     start("agent-runtime", [str(BIN / "agent-runtime"), "--config", str(STATE / "runtime.yaml"),
                             "--listen", f"127.0.0.1:{port}"], cwd=STATE, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -196,7 +203,7 @@ def kubectl(*args, check=True, input=None):
 
 
 def start_operator():
-    kubectl("apply", "--server-side", "-k", str(REPO / "config" / "crd"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "config" / "crd"))
     kubectl("wait", "--for", "condition=established", "--timeout=60s",
             "crd/agentdeployments.switchboard.dev", "crd/chatchannels.switchboard.dev")
     kubectl("create", "namespace", NAMESPACE)

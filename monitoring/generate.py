@@ -49,6 +49,10 @@ BURN_TIERS = [
     ("warning", "3d", "6h", 1, "3h"),
 ]
 WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
+# An undelivered webhook answer older than this means its callback is failing.
+WEBHOOK_BACKLOG_SECONDS = 300
+# Share of the monthly budget at which the tenant is warned.
+BUDGET_WARN_RATIO = 0.9
 AGENT = "namespace, service"
 
 
@@ -223,6 +227,29 @@ def runtime_alerts():
             "unreachable, restarting or busy: turns are slow or fail.",
         ),
         alert(
+            "SwitchboardWebhookDeliveriesBackingUp",
+            f"max by (namespace, service, channel) (switchboard_runtime_webhook_outbox_oldest_age_seconds) > {WEBHOOK_BACKLOG_SECONDS}",
+            "10m",
+            "warning",
+            "Webhook answers of {{ $labels.namespace }}/{{ $labels.service }} are not being delivered.",
+            "The oldest undelivered answer of webhook channel {{ $labels.channel }} of agent {{ $labels.service }} "
+            "in namespace {{ $labels.namespace }} is {{ $value | humanizeDuration }} old (threshold "
+            f"{WEBHOOK_BACKLOG_SECONDS // 60} minutes) and has been for 10 minutes: the callback refuses or cannot be "
+            "reached, and answers pile up in the outbox (they are kept and retried).",
+        ),
+        alert(
+            "SwitchboardTenantBudgetNearlySpent",
+            "max by (namespace, service, currency) (switchboard_runtime_budget_window_cost)\n/\n"
+            f"max by (namespace, service, currency) (switchboard_runtime_budget_limit)\n> {BUDGET_WARN_RATIO}",
+            "5m",
+            "warning",
+            "Agent {{ $labels.namespace }}/{{ $labels.service }} has spent most of its monthly budget.",
+            "Agent {{ $labels.service }} in namespace {{ $labels.namespace }} has spent "
+            "{{ $value | humanizePercentage }} of this month's budget (threshold "
+            f"{BUDGET_WARN_RATIO * 100:g}%, currency {{{{ $labels.currency }}}}): once it is spent its turns get "
+            "the fallback response or 429 until the month ends.",
+        ),
+        alert(
             "SwitchboardDatabaseSlow",
             "histogram_quantile(0.99,\n  sum by (namespace, service, le) "
             "(rate(switchboard_runtime_database_duration_seconds_bucket[5m]))\n) > 0.5",
@@ -267,6 +294,16 @@ def operator_alerts():
             "minutes (threshold 10%) with a platform error (Kubernetes API, database, configuration or "
             "internal; a tenant's invalid spec or missing Secret is not counted here, it shows in that "
             "resource's conditions).",
+        ),
+        alert(
+            "SwitchboardOperatorWatchErrors",
+            "sum by (kind) (rate(switchboard_operator_watch_errors_total[10m])) > 0",
+            "15m",
+            "warning",
+            "The operator's watch of {{ $labels.kind }} keeps failing.",
+            "The operator's watches of {{ $labels.kind }} have failed {{ $value | printf \"%.3f\" }} times a "
+            "second for 15 minutes (each failure is retried with backoff): its caches go stale and changes are "
+            "reconciled late or not at all. RBAC, a removed CRD or an unreachable API server are the usual causes.",
         ),
         alert(
             "SwitchboardOperatorKubeApiErrors",
@@ -422,10 +459,18 @@ def overview_panels():
               quantiles("switchboard_runtime_http_request_duration_seconds", api, [], "")),
         panel("Time to first token", "Time from the request to the first generated token, all agents: 50th, 95th and 99th percentile.", "s",
               quantiles("switchboard_runtime_time_to_first_token_seconds", sel, [], "")),
-        panel("Tokens per tenant", "Tokens per second by tenant and direction (in = prompt, out = generated). Cost per tenant is not shown: the runtime does not export a cost metric yet.", "suffix: tokens/s",
+        panel("Tokens per tenant", "Tokens per second by tenant and direction (in = prompt, out = generated).", "suffix: tokens/s",
               [target(f"sum by (namespace, direction) (rate(switchboard_runtime_tokens_total{{{sel}}}[$__rate_interval]))", "{{namespace}} {{direction}}")]),
         panel("Tokens per tenant, last 24 hours", "Tokens used over the last 24 hours by tenant, prompt and generated together.", tokens_unit,
               [target(f"sum by (namespace) (increase(switchboard_runtime_tokens_total{{{sel}}}[24h]))", "{{namespace}}")],
+              kind="bargauge"),
+        row("Cost"),
+        panel("Cost per tenant", "Spend per hour by tenant, in each agent's pricing currency (models priced with spec.model.pricing; unpriced models cost nothing).", "suffix: /h",
+              [target(f"sum by (namespace, currency) (rate(switchboard_runtime_cost_total{{{sel}}}[$__rate_interval])) * 3600", "{{namespace}} {{currency}}")]),
+        panel("Cost per model", "Spend per hour by model, all tenants, in the pricing currency.", "suffix: /h",
+              [target(f"sum by (model, currency) (rate(switchboard_runtime_cost_total{{{sel}}}[$__rate_interval])) * 3600", "{{model}} {{currency}}")]),
+        panel("Monthly budget used", "Share of each agent's monthly budget spent in the current calendar month (UTC); at 100% its turns get the fallback response or 429, as spec.budget.whenSpent says.", "percentunit",
+              [target(f"max by (namespace, service) (switchboard_runtime_budget_window_cost{{{sel}}})\n/\nmax by (namespace, service) (switchboard_runtime_budget_limit{{{sel}}})", "{{namespace}}/{{service}}")],
               kind="bargauge"),
         row("Models"),
         panel("Model calls by outcome", "Turns per second by the outcome of their model chain: ok, or the error of the last model tried (a turn rescued by a fallback model counts as ok for that model).", "ops",
@@ -449,6 +494,13 @@ def overview_panels():
               [target(f"sum by (operation) (rate(switchboard_runtime_database_retries_total{{{sel}}}[$__rate_interval]))", "{{operation}}")]),
         panel("Messages stored", "Messages stored per second by role (user and assistant).", "ops",
               [target(f"sum by (role) (rate(switchboard_runtime_messages_total{{{sel}}}[$__rate_interval]))", "{{role}}")]),
+        row("Webhook delivery"),
+        panel("Webhook delivery backlog", "Webhook answers accepted but not yet delivered to the channel's callback, by agent and channel (the agent's whole outbox; pods count it every 10 s).", "none",
+              [target(f"max by (namespace, service, channel) (switchboard_runtime_webhook_outbox_pending{{{sel}}})", "{{namespace}}/{{service}} {{channel}}")],
+              width=12),
+        panel("Oldest undelivered webhook answer", "Age of the oldest webhook answer still waiting for its callback, by agent and channel (0 when none waits).", "s",
+              [target(f"max by (namespace, service, channel) (switchboard_runtime_webhook_outbox_oldest_age_seconds{{{sel}}})", "{{namespace}}/{{service}} {{channel}}")],
+              width=12),
     ]
 
 
@@ -498,6 +550,15 @@ def agent_panels():
         panel("Tokens by model", "Tokens per second by model and direction.", "suffix: tokens/s",
               [target(f'sum by (model, direction) (rate(switchboard_runtime_tokens_total{{{agent}, channel=~"$channel", model=~"$model"}}[$__rate_interval]))', "{{model}} {{direction}}")],
               width=12),
+        row("Cost"),
+        panel("Cost by model", "Spend per hour by model, in the pricing currency.", "suffix: /h",
+              [target(f'sum by (model, currency) (rate(switchboard_runtime_cost_total{{{agent}, channel=~"$channel", model=~"$model"}}[$__rate_interval])) * 3600', "{{model}} {{currency}}")]),
+        panel("Cost by channel", "Spend per hour by channel, in the pricing currency.", "suffix: /h",
+              [target(f'sum by (channel, currency) (rate(switchboard_runtime_cost_total{{{agent}, channel=~"$channel", model=~"$model"}}[$__rate_interval])) * 3600', "{{channel}} {{currency}}")]),
+        panel("This month's spend", "The agent's spend in the current calendar month (UTC), all pods together, and its monthly budget (status.usage shows the same figures exactly).", "none",
+              [target(f"max by (currency) (switchboard_runtime_budget_window_cost{{{agent}}})", "spent {{currency}}"),
+               target(f"max by (currency) (switchboard_runtime_budget_limit{{{agent}}})", "budget {{currency}}")],
+              kind="stat"),
         row("Limits and storage"),
         panel("Rate-limit rejections", "Requests refused with 429 by a rate limit, per second, by scope.", "reqps",
               [target(f"sum by (scope) (rate(switchboard_runtime_rate_limited_requests_total{{{agent}}}[$__rate_interval]))", "{{scope}}")]),
@@ -510,6 +571,12 @@ def agent_panels():
               width=12),
         panel("Database retries", "Database operations retried per second, by operation.", "ops",
               [target(f"sum by (operation) (rate(switchboard_runtime_database_retries_total{{{agent}}}[$__rate_interval]))", "{{operation}}")],
+              width=12),
+        panel("Webhook delivery backlog", "Webhook answers of this agent not yet delivered to their callback, by channel.", "none",
+              [target(f'max by (channel) (switchboard_runtime_webhook_outbox_pending{{{agent}, channel=~"$channel"}})', "{{channel}}")],
+              width=12),
+        panel("Oldest undelivered webhook answer", "Age of the oldest webhook answer still waiting for its callback, by channel.", "s",
+              [target(f'max by (channel) (switchboard_runtime_webhook_outbox_oldest_age_seconds{{{agent}, channel=~"$channel"}})', "{{channel}}")],
               width=12),
     ]
 
@@ -533,10 +600,18 @@ def operator_panels():
                for q in (0.5, 0.95, 0.99)]),
         panel("Errors by category", "Failed reconciles per second by controller and error category (kube_api, database, config, invalid_spec, missing_dependency, internal).", "ops",
               [target("sum by (controller, category) (rate(switchboard_operator_reconcile_failures_total[$__rate_interval]))", "{{controller}} {{category}}")]),
+        panel("Reconciles in flight", "Reconciles running now, by controller: the work the controllers' queues hand out (at most the configured concurrency each).", "none",
+              [target("sum by (controller) (switchboard_operator_reconciles_in_flight)", "{{controller}}")]),
         row("Kubernetes API"),
         panel("Writes", "Write requests sent to the Kubernetes API per second, by kind and verb. An idle operator writes nothing.", "reqps",
               [target("sum by (kind, verb) (rate(switchboard_operator_kube_writes_total[$__rate_interval]))", "{{kind}} {{verb}}")],
-              width=24),
+              width=12),
+        panel("Watch errors", "Errors of the operator's watches per second, by kind (each is retried with backoff).", "ops",
+              [target("sum by (kind) (rate(switchboard_operator_watch_errors_total[$__rate_interval]))", "{{kind}}")],
+              width=6),
+        panel("Watch restarts", "Watches that started over with a fresh list, by kind, over the dashboard's range.", "none",
+              [target("sum by (kind) (increase(switchboard_operator_watch_restarts_total[$__range]))", "{{kind}}")],
+              kind="stat", width=6),
     ]
 
 
@@ -633,14 +708,14 @@ def dashboards():
         "switchboard-overview.json": dashboard(
             "switchboard-overview",
             "Switchboard overview",
-            "Every agent of every tenant: health, traffic, tokens, models, limits and storage.",
+            "Every agent of every tenant: health, traffic, tokens, cost, models, limits, storage and webhook delivery.",
             overview_panels(),
             [variable_query("namespace", "Tenant", namespaces, multi=True)],
         ),
         "switchboard-agent.json": dashboard(
             "switchboard-agent",
             "Switchboard agent detail",
-            "One agent: traffic, models, tokens by channel and model, limits and storage.",
+            "One agent: traffic, models, tokens and cost by channel and model, limits, storage and webhook delivery.",
             agent_panels(),
             [
                 variable_query("namespace", "Namespace", namespaces),
@@ -657,7 +732,7 @@ def dashboards():
         "switchboard-operator.json": dashboard(
             "switchboard-operator",
             "Switchboard operator",
-            "The operator: leadership, reconciles, errors by category and writes to the Kubernetes API.",
+            "The operator: leadership, reconciles, errors by category, work in flight, writes and watches.",
             operator_panels(),
             [],
         ),

@@ -46,11 +46,12 @@ if [[ ! -x "$bin_dir/agent-runtime" || ! -x "$bin_dir/switchboard-operator" || !
   for dir in "$HOME/.cargo/bin" /usr/local/go/bin; do
     case ":$PATH:" in *":$dir:"*) ;; *) [[ -d "$dir" ]] && PATH="$dir:$PATH" ;; esac
   done
-  cargo build --locked -p agent-runtime -p operator -p tests \
+  cargo build --locked -p agent-runtime -p operator -p mock-llm \
     --bin agent-runtime --bin switchboard-operator --bin mock-llm
 fi
 
 started_cluster=0
+external_cluster=0
 cleanup() {
   if [[ $started_cluster == 1 ]]; then
     step "Stopping the local cluster this run started"
@@ -58,14 +59,19 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-if hack/cluster.sh status >/dev/null 2>&1; then
+if [[ -n "${KUBECONFIG:-}" ]] && kubectl get --raw /readyz >/dev/null 2>&1; then
+  # A cluster started from another checkout (eval "$(make -s cluster-env)" there):
+  # use it as it is; never start a second one beside it.
+  step "Using the local cluster of \$KUBECONFIG"
+  external_cluster=1
+elif hack/cluster.sh status >/dev/null 2>&1; then
   step "Using the local cluster that is already up"
 else
   step "Starting the local cluster (for the operator)"
   started_cluster=1
   hack/cluster.sh up
 fi
-eval "$(hack/cluster.sh env)"
+[[ $external_cluster == 1 ]] || eval "$(hack/cluster.sh env)"
 
 step "Real binaries under a real Prometheus: promtool check metrics, metric names, every dashboard query returns data"
 python3 monitoring/e2e.py

@@ -80,6 +80,48 @@ impl TryFrom<String> for Role {
     }
 }
 
+/// A tool call the model made: stored with its answer, sent back upstream in
+/// the history, answered by a `tool` message naming its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id.
+    pub id: String,
+    /// The function called.
+    pub name: String,
+    /// Its arguments as the model wrote them (JSON text).
+    pub arguments: String,
+}
+
+/// [`chain_hash`] of a message that may carry tool calls (an assistant's) or
+/// answer one (a tool result's): with neither, the same as [`chain_hash`].
+pub fn chain_hash_with_tools(
+    parent_hash: &str,
+    role: Role,
+    content: &str,
+    tool_calls: &[ToolCall],
+    tool_call_id: Option<&str>,
+) -> String {
+    if tool_calls.is_empty() && tool_call_id.is_none() {
+        return chain_hash(parent_hash, role, content);
+    }
+    let mut text = String::from(content);
+    for call in tool_calls {
+        for part in [
+            call.id.as_str(),
+            call.name.as_str(),
+            call.arguments.as_str(),
+        ] {
+            text.push('\0');
+            text.push_str(part);
+        }
+    }
+    if let Some(id) = tool_call_id {
+        text.push_str("\0tool_call_id\0");
+        text.push_str(id);
+    }
+    chain_hash(parent_hash, role, &text)
+}
+
 /// Hash of a conversation up to and including a message, given its parent's
 /// (empty for the first message): how a resent history is recognised.
 pub fn chain_hash(parent_hash: &str, role: Role, content: &str) -> String {
@@ -105,5 +147,25 @@ mod tests {
         assert_ne!(b, chain_hash("", Role::Assistant, "hello"));
         assert_ne!(a, chain_hash("", Role::System, "hi"));
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn tool_calls_and_results_change_the_hash_only_when_present() {
+        let plain = chain_hash("", Role::Assistant, "");
+        assert_eq!(
+            chain_hash_with_tools("", Role::Assistant, "", &[], None),
+            plain
+        );
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: "{}".into(),
+        };
+        let with_call = chain_hash_with_tools("", Role::Assistant, "", &[call], None);
+        assert_ne!(with_call, plain);
+        assert_ne!(
+            chain_hash_with_tools("", Role::Tool, "sunny", &[], Some("call_1")),
+            chain_hash("", Role::Tool, "sunny")
+        );
     }
 }

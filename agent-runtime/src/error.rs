@@ -29,6 +29,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to send in `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The request field at fault (OpenAI's `param`), when one is.
+    pub param: Option<String>,
 }
 
 /// The JSON error body.
@@ -48,6 +50,10 @@ pub struct ErrorDetail {
     /// OpenAI-style error type (`invalid_request_error`, `authentication_error`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The request field at fault, e.g. `response_format` or
+    /// `messages[1].content[1]` (OpenAI's `param`); absent when no one field is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -58,6 +64,19 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            param: None,
+        }
+    }
+
+    /// 400 for a request field that is wrong or cannot be honoured, naming it.
+    pub fn bad_field(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            param: Some(field.into()),
+            ..Self::bad_request(code, message)
         }
     }
 
@@ -113,6 +132,7 @@ impl ApiError {
                 code: self.code.to_owned(),
                 message: self.message.clone(),
                 kind: self.openai_type().to_owned(),
+                param: self.param.clone(),
             },
         }
     }
@@ -300,6 +320,24 @@ impl From<ConversationError> for ApiError {
                 Self::bad_request("context_length_exceeded", err.to_string())
             }
             ConversationError::Upstream(err) => upstream_error(&err),
+            ConversationError::BudgetSpent(spent) => Self {
+                retry_after: Some(spent.retry_after().as_secs().max(1)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "budget_exceeded",
+                    format!(
+                        "this agent's monthly budget ({} {}) is spent; it renews at {} (spec.budget)",
+                        spent.budget,
+                        spent.currency,
+                        spent.resets_at.format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                )
+            },
+            ConversationError::Unsupported(refusal) => Self::bad_field(
+                "unsupported_parameter",
+                refusal.field.clone(),
+                refusal.to_string(),
+            ),
             err @ (ConversationError::MessageGone | ConversationError::NothingStored(_)) => {
                 tracing::error!(error = %err, "conversation error");
                 Self::internal()

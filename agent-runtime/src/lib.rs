@@ -12,7 +12,8 @@
 //!   messages, turns whole or streamed, answers);
 //! - [`state`]: what handlers and services share;
 //! - below: [`channel_registry`] (the channels served, signing, activity),
-//!   [`limits`],
+//!   [`limits`], [`cost`] (prices, the cost metric, the monthly budget),
+//!   [`live`] (live sync of users' sessions across pods),
 //!   [`prompt`] (token counting, trimming), [`providers`] (upstream models),
 //!   [`db`] (storage), [`domain`] (roles, session states, conversation
 //!   hashes), [`metrics`], [`settings`] (config file + env), [`shutdown`],
@@ -25,10 +26,12 @@ pub mod auth;
 pub mod channel_registry;
 pub mod channels;
 pub mod conversation;
+pub mod cost;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod prompt;

@@ -1,21 +1,76 @@
-//! Admission control: request rate limits per (channel, user) and per channel,
-//! the tenant's token budget, and bounded concurrency towards the upstream with
-//! a bounded queue. Limits are looked up per request, so per-channel limits can
-//! be fed in at run time ([`RateLimiter::set_channel_limits`]).
+//! Admission control: request rate limits per user, per channel and user, and
+//! per channel; the tenant's token budget; and bounded concurrency towards the
+//! upstream with a bounded queue. Limits are looked up per request, so
+//! per-channel limits can be fed in at run time
+//! ([`RateLimiter::set_channel_limits`]).
+//!
+//! # Which limits apply
+//!
+//! Every limit that is set applies, so a channel's limit only tightens the
+//! agent's: the agent's `requestsPerMinutePerUser` counts a user's requests
+//! on every channel together; a channel's `requestsPerMinutePerUser` counts
+//! them on that channel too; a channel's `requestsPerMinute` counts all its
+//! users; the agent's `tokensPerMinute` counts the tokens of every request.
+//!
+//! # Limits across pods
+//!
+//! Counts are fixed windows of one unix minute per key, kept in the agent's
+//! own database when it is Postgres (the UNLOGGED table `rate_windows`), so
+//! every pod of the agent counts against the same numbers. A request is
+//! counted by ONE statement for all its keys (`INSERT … ON CONFLICT … DO
+//! UPDATE … WHERE count < lim RETURNING key`): Postgres locks each key's row
+//! for the update, so concurrent pods never count past a limit. A request
+//! refused by one key gives back what it counted on the others (a second
+//! statement, on that rare path only). The cost is that one round trip per
+//! admitted request, and only for agents with limits set; refusals are
+//! remembered by the pod for the rest of the minute (the tokens budget for a
+//! second) and answered without the database, so a flood costs nothing extra.
+//! Leasing quota slices per pod would save the round trip but either
+//! under-admits (slices held by idle pods) or, for per-user limits where most
+//! users send a few requests a minute, saves nothing.
+//!
+//! Error bounds: within a minute the request limits are exact for any number
+//! of pods. Being fixed windows, a client can get up to twice a limit within
+//! 60 seconds that straddle a minute boundary (the end of one minute and the
+//! start of the next). Pods take the minute from their own clocks: skew
+//! between them moves their boundaries by as much. While the database cannot
+//! be reached, each pod falls back to counting in memory, so the limits hold
+//! per pod only (a warning is logged).
+//!
+//! The token budget reserves tokens at admission and settles them after the
+//! model call: a request is admitted while the minute's count (tokens used
+//! plus tokens reserved by requests in flight) is below the budget, and adds
+//! its reservation, the largest request this pod saw among its last 16 (before
+//! any, `context.maxTokens`). When it settles, the reservation is replaced by
+//! the tokens really used (or given back when the turn fails before the
+//! model). The request that crosses the budget is the last one admitted, so a
+//! minute is never overspent by more than that one request's tokens, as long
+//! as requests in flight use no more than their reservation; one that uses
+//! more adds its excess. A request's tokens count in the minute it was
+//! admitted.
+//!
+//! With SQLite (one process) the same counts are kept in memory.
 
-use std::collections::HashMap;
+mod window;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crds::runtime_config::{LimitsConfig, RateLimitConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::db::{RateWindows, WindowCount};
 use crate::metrics::Metrics;
+
+use window::MemoryWindows;
+pub use window::{WINDOW, current_minute};
 
 /// Request limits of one channel (from its ChatChannel).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelLimits {
-    /// Requests per minute for one user on this channel (overrides the agent's).
+    /// Requests per minute for one user on this channel (on top of the agent's).
     pub requests_per_minute_per_user: Option<u32>,
     /// Requests per minute for the whole channel.
     pub requests_per_minute: Option<u32>,
@@ -24,7 +79,7 @@ pub struct ChannelLimits {
 /// Which limit refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitScope {
-    /// One user on one channel.
+    /// One user (the agent's limit across channels, or a channel's own).
     User,
     /// One channel.
     Channel,
@@ -58,77 +113,205 @@ pub struct RateLimited {
 #[error("the agent is at capacity: every upstream slot is busy and the queue is full")]
 pub struct Overloaded;
 
-/// GCRA state per key: the theoretical arrival time of the next request.
-#[derive(Default)]
-struct Gcra {
-    tat: HashMap<String, Instant>,
+/// Key of the tenant's token budget.
+const TOKENS_KEY: &str = "tokens";
+/// Requests whose token use the reservation is taken from.
+const ESTIMATE_SAMPLES: usize = 16;
+/// How long a pod answers a spent token budget without asking the database
+/// (settling requests may give tokens back within the minute).
+const TOKENS_REFUSAL_MEMORY: Duration = Duration::from_secs(1);
+
+fn user_key(user: &str) -> String {
+    format!("user\u{1f}{user}")
 }
 
-impl Gcra {
-    /// Admits one request for `key` at `per_minute` (bursting up to a minute's
-    /// worth), or says how long to wait.
-    fn check(&mut self, key: &str, per_minute: u32, now: Instant) -> Result<(), Duration> {
-        let per_minute = per_minute.max(1);
-        let interval = Duration::from_secs(60) / per_minute;
-        let tolerance = interval * (per_minute - 1);
-        let tat = self.tat.get(key).copied().unwrap_or(now).max(now);
-        let allow_at = tat.checked_sub(tolerance).unwrap_or(now);
-        if allow_at > now {
-            return Err(allow_at - now);
+fn channel_user_key(channel: &str, user: &str) -> String {
+    // Channel names are DNS labels: the separator cannot occur in them.
+    format!("channel-user\u{1f}{channel}\u{1f}{user}")
+}
+
+fn channel_key(channel: &str) -> String {
+    format!("channel\u{1f}{channel}")
+}
+
+/// What the pods share: the counters (database or memory) and this pod's
+/// estimate of a request's tokens.
+struct Counters {
+    memory: MemoryWindows,
+    database: Option<RateWindows>,
+    /// The last minute whose older rows this pod deleted.
+    forgotten: AtomicI64,
+    /// Tokens of this pod's last requests, newest last.
+    recent_tokens: Mutex<VecDeque<u64>>,
+    first_estimate: u64,
+}
+
+impl Counters {
+    /// Counts `counts` in `minute` (all or nothing): `Ok(true)` when counted
+    /// in the database, `Ok(false)` in memory, else the index of the key at
+    /// its limit.
+    async fn count(&self, minute: i64, counts: &[WindowCount]) -> Result<bool, usize> {
+        if let Some(database) = &self.database {
+            self.forget_old(database, minute);
+            match database.count(minute, counts).await {
+                Ok(counted) if counted.len() == counts.len() => return Ok(true),
+                Ok(counted) => {
+                    // Refused by some key: give back what was counted on the others.
+                    for c in counts.iter().filter(|c| counted.contains(&c.key)) {
+                        if let Err(err) = database.adjust(&c.key, minute, -c.add).await {
+                            tracing::warn!(error = %err, "cannot give back a refused request's count");
+                        }
+                    }
+                    let full = counts
+                        .iter()
+                        .position(|c| !counted.contains(&c.key))
+                        .unwrap_or_default();
+                    return Err(full);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "rate-limit counters unavailable: counting in this pod only");
+                }
+            }
         }
-        self.tat.insert(key.to_owned(), tat + interval);
-        if self.tat.len() > 10_000 {
-            self.tat.retain(|_, t| *t > now);
+        self.memory.count(minute, counts).map(|()| false)
+    }
+
+    /// Adds `delta` to `key` in `minute`, where it was counted.
+    fn adjust(self: &Arc<Self>, in_database: bool, key: &'static str, minute: i64, delta: i64) {
+        if delta == 0 {
+            return;
         }
-        Ok(())
+        match (&self.database, in_database) {
+            (Some(database), true) => {
+                let database = database.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(err) = database.adjust(key, minute, delta).await {
+                            tracing::warn!(error = %err, "cannot settle reserved tokens");
+                        }
+                    });
+                }
+            }
+            _ => self.memory.adjust(key, minute, delta),
+        }
+    }
+
+    /// Once a minute per pod, deletes the rows of minutes before the last.
+    fn forget_old(&self, database: &RateWindows, minute: i64) {
+        let last = self.forgotten.load(Ordering::Relaxed);
+        if last >= minute
+            || self
+                .forgotten
+                .compare_exchange(last, minute, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let database = database.clone();
+        tokio::spawn(async move {
+            if let Err(err) = database.forget_before(minute - 1).await {
+                tracing::debug!(error = %err, "cannot delete old rate-limit counters");
+            }
+        });
+    }
+
+    fn estimate(&self) -> u64 {
+        let recent = self.recent_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().copied().max().unwrap_or(self.first_estimate)
+    }
+
+    fn observe(&self, tokens: u64) {
+        let mut recent = self.recent_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == ESTIMATE_SAMPLES {
+            recent.pop_front();
+        }
+        recent.push_back(tokens);
     }
 }
 
-/// A token bucket that may go into debt: the tenant's tokens per minute.
-struct TokenBudget {
-    per_minute: u32,
-    level: f64,
-    updated: Instant,
+/// Tokens reserved from the budget for one admitted request; settled with
+/// the tokens used ([`TokenHold::settle`]), or given back when dropped
+/// unsettled (the turn failed before the model answered).
+pub struct TokenHold {
+    counters: Arc<Counters>,
+    minute: i64,
+    reserved: i64,
+    in_database: bool,
+    settled: AtomicBool,
 }
 
-impl TokenBudget {
-    fn refill(&mut self, now: Instant) {
-        let rate = f64::from(self.per_minute) / 60.0;
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.level = (self.level + elapsed * rate).min(f64::from(self.per_minute));
-        self.updated = now;
+impl std::fmt::Debug for TokenHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenHold")
+            .field("minute", &self.minute)
+            .field("reserved", &self.reserved)
+            .finish()
     }
 }
 
-/// Request and token rate limits.
+impl TokenHold {
+    /// Replaces the reservation by the tokens the request used (once).
+    pub fn settle(&self, tokens: u64) {
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.counters.observe(tokens);
+        let used = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self.counters.adjust(
+            self.in_database,
+            TOKENS_KEY,
+            self.minute,
+            used.saturating_sub(self.reserved),
+        );
+    }
+}
+
+impl Drop for TokenHold {
+    fn drop(&mut self) {
+        if !self.settled.swap(true, Ordering::AcqRel) {
+            self.counters
+                .adjust(self.in_database, TOKENS_KEY, self.minute, -self.reserved);
+        }
+    }
+}
+
+/// An admitted request: its token reservation, when the agent has a budget.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Tokens reserved from the budget.
+    pub tokens: Option<TokenHold>,
+}
+
+/// Request and token rate limits of one agent, shared by its pods through the
+/// database when it is Postgres (see the module's documentation).
 pub struct RateLimiter {
     config: Option<RateLimitConfig>,
     channels: RwLock<HashMap<String, ChannelLimits>>,
-    per_user: Mutex<Gcra>,
-    per_channel: Mutex<Gcra>,
-    tokens: Option<Mutex<TokenBudget>>,
+    counters: Arc<Counters>,
+    /// Keys found at their limit, and until when this pod refuses them alone.
+    refused: Mutex<HashMap<String, Instant>>,
 }
 
 impl RateLimiter {
-    /// Limits from the agent's `rateLimit`; no channel limits yet.
-    pub fn new(config: Option<RateLimitConfig>) -> Self {
-        let tokens = config
-            .as_ref()
-            .and_then(|c| c.tokens_per_minute)
-            .filter(|t| *t > 0)
-            .map(|per_minute| {
-                Mutex::new(TokenBudget {
-                    per_minute,
-                    level: f64::from(per_minute),
-                    updated: Instant::now(),
-                })
-            });
+    /// Limits from the agent's `rateLimit`, counted in `database` when given
+    /// (else in memory); `first_estimate` tokens are reserved per request
+    /// until this pod has seen one (`context.maxTokens`).
+    pub fn new(
+        config: Option<RateLimitConfig>,
+        database: Option<RateWindows>,
+        first_estimate: u64,
+    ) -> Self {
         Self {
             config,
             channels: RwLock::new(HashMap::new()),
-            per_user: Mutex::new(Gcra::default()),
-            per_channel: Mutex::new(Gcra::default()),
-            tokens,
+            counters: Arc::new(Counters {
+                memory: MemoryWindows::default(),
+                database,
+                forgotten: AtomicI64::new(i64::MIN),
+                recent_tokens: Mutex::new(VecDeque::with_capacity(ESTIMATE_SAMPLES)),
+                first_estimate,
+            }),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -150,56 +333,128 @@ impl RateLimiter {
             .unwrap_or_default()
     }
 
-    /// Admits one request of `user` on `channel`, or says which limit refused it.
-    pub fn check(&self, channel: &str, user: &str) -> Result<(), RateLimited> {
-        let now = Instant::now();
+    /// The keys a request of `user` on `channel` counts against, with the
+    /// scope each refuses with.
+    fn keys(&self, channel: &str, user: &str) -> Vec<(LimitScope, WindowCount)> {
         let channel_limits = self.channel_limits(channel);
-        if let Some(budget) = &self.tokens {
-            let mut budget = budget.lock().unwrap_or_else(|p| p.into_inner());
-            budget.refill(now);
-            if budget.level <= 0.0 {
-                let rate = f64::from(budget.per_minute) / 60.0;
-                let wait = Duration::from_secs_f64((-budget.level + 1.0) / rate);
-                return Err(RateLimited {
-                    scope: LimitScope::Tokens,
-                    retry_after: wait,
-                });
-            }
+        let agent = self.config.as_ref();
+        let request = |key: String, limit: u32| WindowCount {
+            key,
+            limit: i64::from(limit.max(1)),
+            add: 1,
+        };
+        let mut keys = Vec::with_capacity(4);
+        if let Some(budget) = agent.and_then(|c| c.tokens_per_minute).filter(|t| *t > 0) {
+            keys.push((
+                LimitScope::Tokens,
+                WindowCount {
+                    key: TOKENS_KEY.to_owned(),
+                    limit: i64::from(budget),
+                    add: i64::try_from(self.counters.estimate()).unwrap_or(i64::MAX),
+                },
+            ));
         }
         if let Some(limit) = channel_limits.requests_per_minute {
-            self.per_channel
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check(channel, limit, now)
-                .map_err(|retry_after| RateLimited {
-                    scope: LimitScope::Channel,
-                    retry_after,
-                })?;
+            keys.push((LimitScope::Channel, request(channel_key(channel), limit)));
         }
-        let per_user = channel_limits.requests_per_minute_per_user.or(self
-            .config
-            .as_ref()
-            .and_then(|c| c.requests_per_minute_per_user));
-        if let Some(limit) = per_user {
-            let key = format!("{channel}\u{0}{user}");
-            self.per_user
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check(&key, limit, now)
-                .map_err(|retry_after| RateLimited {
-                    scope: LimitScope::User,
-                    retry_after,
-                })?;
+        if let Some(limit) = channel_limits.requests_per_minute_per_user {
+            keys.push((
+                LimitScope::User,
+                request(channel_user_key(channel, user), limit),
+            ));
         }
-        Ok(())
+        if let Some(limit) = agent.and_then(|c| c.requests_per_minute_per_user) {
+            keys.push((LimitScope::User, request(user_key(user), limit)));
+        }
+        // One lock order for every request (see `RateWindows::count`).
+        keys.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+        keys
     }
 
-    /// Charges tokens a turn used against the tenant's budget.
+    /// Admits one request of `user` on `channel` (counting it against every
+    /// limit that applies, and reserving its tokens from the budget), or says
+    /// which limit refused it.
+    pub async fn check(&self, channel: &str, user: &str) -> Result<Admission, RateLimited> {
+        let keys = self.keys(channel, user);
+        if keys.is_empty() {
+            return Ok(Admission::default());
+        }
+        let now = Instant::now();
+        {
+            let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            for (scope, count) in &keys {
+                if let Some(until) = refused.get(&count.key).filter(|until| **until > now) {
+                    return Err(RateLimited {
+                        scope: *scope,
+                        retry_after: *until - now,
+                    });
+                }
+            }
+        }
+        let (minute, left) = current_minute();
+        let counts: Vec<WindowCount> = keys.iter().map(|(_, c)| c.clone()).collect();
+        match self.counters.count(minute, &counts).await {
+            Ok(in_database) => Ok(Admission {
+                tokens: keys
+                    .iter()
+                    .find(|(scope, _)| *scope == LimitScope::Tokens)
+                    .map(|(_, count)| TokenHold {
+                        counters: self.counters.clone(),
+                        minute,
+                        reserved: count.add,
+                        in_database,
+                        settled: AtomicBool::new(false),
+                    }),
+            }),
+            Err(full) => {
+                let (scope, count) = &keys[full];
+                let remember = match scope {
+                    LimitScope::Tokens => left.min(TOKENS_REFUSAL_MEMORY),
+                    _ => left,
+                };
+                let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                if refused.len() > 10_000 {
+                    refused.retain(|_, until| *until > now);
+                }
+                refused.insert(count.key.clone(), now + remember);
+                Err(RateLimited {
+                    scope: *scope,
+                    retry_after: left,
+                })
+            }
+        }
+    }
+
+    /// Charges tokens a turn used against the tenant's budget when no
+    /// reservation was made for it (an answer given later than its
+    /// admission), in the background.
     pub fn charge_tokens(&self, tokens: u64) {
-        if let Some(budget) = &self.tokens {
-            let mut budget = budget.lock().unwrap_or_else(|p| p.into_inner());
-            budget.refill(Instant::now());
-            budget.level -= tokens as f64;
+        if self
+            .config
+            .as_ref()
+            .and_then(|c| c.tokens_per_minute)
+            .is_none_or(|t| t == 0)
+        {
+            return;
+        }
+        self.counters.observe(tokens);
+        let (minute, _) = current_minute();
+        let count = WindowCount {
+            key: TOKENS_KEY.to_owned(),
+            limit: i64::MAX,
+            add: i64::try_from(tokens).unwrap_or(i64::MAX),
+        };
+        if self.counters.database.is_none() {
+            let _ = self.counters.memory.count(minute, &[count]);
+            return;
+        }
+        let counters = self.counters.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Without a limit this only fails on an unreachable database, and
+            // then counts in memory.
+            runtime.spawn(async move {
+                let _ = counters.count(minute, &[count]).await;
+            });
         }
     }
 }
@@ -285,27 +540,71 @@ impl UpstreamGate {
 mod tests {
     use super::*;
 
-    #[test]
-    fn per_user_limits_burst_then_refuse_with_a_wait() {
-        let limiter = RateLimiter::new(Some(RateLimitConfig {
-            requests_per_minute_per_user: Some(2),
-            tokens_per_minute: None,
-        }));
-        assert!(limiter.check("web", "alice").is_ok());
-        assert!(limiter.check("web", "alice").is_ok());
-        let refused = limiter.check("web", "alice").expect_err("third refused");
-        assert_eq!(refused.scope, LimitScope::User);
-        assert!(refused.retry_after > Duration::ZERO);
-        assert!(refused.retry_after <= Duration::from_secs(30));
-        // Another user, or the same user on another channel, is not affected.
-        assert!(limiter.check("web", "bob").is_ok());
-        assert!(limiter.check("api", "alice").is_ok());
+    fn limiter(per_user: Option<u32>, tokens: Option<u32>) -> RateLimiter {
+        RateLimiter::new(
+            Some(RateLimitConfig {
+                requests_per_minute_per_user: per_user,
+                tokens_per_minute: tokens,
+            }),
+            None,
+            100,
+        )
     }
 
-    #[test]
-    fn channel_limits_are_looked_up_per_request() {
-        let limiter = RateLimiter::new(None);
-        assert!(limiter.check("web", "a").is_ok());
+    #[tokio::test]
+    async fn per_user_limits_count_across_channels_and_refuse_until_the_minute_ends() {
+        let limiter = limiter(Some(2), None);
+        assert!(limiter.check("web", "alice").await.is_ok());
+        assert!(limiter.check("api", "alice").await.is_ok());
+        let refused = limiter
+            .check("web", "alice")
+            .await
+            .expect_err("third refused");
+        assert_eq!(refused.scope, LimitScope::User);
+        assert!(refused.retry_after > Duration::ZERO);
+        assert!(refused.retry_after <= WINDOW);
+        // Another user is not affected.
+        assert!(limiter.check("web", "bob").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_channel_limit_tightens_the_agents_and_counts_per_channel() {
+        let limiter = limiter(Some(3), None);
+        limiter.set_channel_limits(
+            "web",
+            Some(ChannelLimits {
+                requests_per_minute_per_user: Some(1),
+                requests_per_minute: None,
+            }),
+        );
+        assert!(limiter.check("web", "alice").await.is_ok());
+        let refused = limiter
+            .check("web", "alice")
+            .await
+            .expect_err("channel's own limit");
+        assert_eq!(refused.scope, LimitScope::User);
+        // Elsewhere the agent's limit still counts the web request: 2 more.
+        assert!(limiter.check("api", "alice").await.is_ok());
+        assert!(limiter.check("api", "alice").await.is_ok());
+        assert!(limiter.check("api", "alice").await.is_err());
+        // A looser channel limit does not loosen the agent's.
+        limiter.set_channel_limits(
+            "loose",
+            Some(ChannelLimits {
+                requests_per_minute_per_user: Some(100),
+                requests_per_minute: None,
+            }),
+        );
+        assert!(limiter.check("loose", "bob").await.is_ok());
+        assert!(limiter.check("loose", "bob").await.is_ok());
+        assert!(limiter.check("loose", "bob").await.is_ok());
+        assert!(limiter.check("loose", "bob").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn channel_limits_are_looked_up_per_request() {
+        let limiter = RateLimiter::new(None, None, 100);
+        assert!(limiter.check("web", "a").await.is_ok());
         limiter.set_channel_limits(
             "web",
             Some(ChannelLimits {
@@ -313,24 +612,32 @@ mod tests {
                 requests_per_minute_per_user: None,
             }),
         );
-        assert!(limiter.check("web", "a").is_ok());
-        let refused = limiter.check("web", "b").expect_err("channel full");
+        assert!(limiter.check("web", "a").await.is_ok());
+        let refused = limiter.check("web", "b").await.expect_err("channel full");
         assert_eq!(refused.scope, LimitScope::Channel);
         limiter.set_channel_limits("web", None);
-        assert!(limiter.check("web", "b").is_ok());
+        assert!(limiter.check("web", "b").await.is_ok());
     }
 
-    #[test]
-    fn token_budget_refuses_once_spent() {
-        let limiter = RateLimiter::new(Some(RateLimitConfig {
-            requests_per_minute_per_user: None,
-            tokens_per_minute: Some(600),
-        }));
-        assert!(limiter.check("web", "a").is_ok());
-        limiter.charge_tokens(1200);
-        let refused = limiter.check("web", "a").expect_err("spent");
+    #[tokio::test]
+    async fn token_budget_reserves_then_settles_and_refuses_once_spent() {
+        let limiter = limiter(None, Some(250));
+        // The first reservation is the first estimate (100).
+        let first = limiter.check("web", "a").await.expect("admitted");
+        let hold = first.tokens.as_ref().expect("a reservation");
+        assert_eq!(hold.reserved, 100);
+        hold.settle(120);
+        // Then the largest request seen: 120 + 120 = 240 < 250.
+        let second = limiter.check("web", "a").await.expect("admitted");
+        assert_eq!(second.tokens.as_ref().map(|h| h.reserved), Some(120));
+        // Given back when dropped unsettled (a failed turn).
+        drop(second);
+        let third = limiter.check("web", "a").await.expect("admitted");
+        let fourth = limiter.check("web", "a").await.expect("still below");
+        // 120 used + 2 × 120 reserved = 360 >= 250: spent.
+        let refused = limiter.check("web", "a").await.expect_err("spent");
         assert_eq!(refused.scope, LimitScope::Tokens);
-        // 600 tokens in debt at 10 tokens a second: about a minute.
-        assert!(refused.retry_after >= Duration::from_secs(59));
+        assert!(refused.retry_after <= WINDOW);
+        drop((third, fourth));
     }
 }

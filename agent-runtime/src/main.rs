@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
     name = "agent-runtime",
     after_help = "env: SWITCHBOARD_CONFIG (config path), SWITCHBOARD_LISTEN (address), RUST_LOG,\n\
     SWITCHBOARD_LOG_FORMAT=json|text, POD_NAME + POD_NAMESPACE (report health into status),\n\
+    SWITCHBOARD_UPSTREAM_CHECK_SECONDS (models checked while idle; default 60, 0 = off),\n\
     OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP traces; off when unset)"
 )]
 struct Args {
@@ -117,6 +118,13 @@ async fn start_status_reporter(
     };
     tracing::info!(pod = %config.pod, interval = ?config.interval, "reporting health into the AgentDeployment's status");
     let stop = CancellationToken::new();
+    if let Some(every) = config.upstream_check {
+        tokio::spawn(status_report::check_upstream(
+            state.chain.clone(),
+            every,
+            stop.clone(),
+        ));
+    }
     let state = state.clone();
     let health = move || {
         let state = state.clone();
@@ -128,7 +136,10 @@ async fn start_status_reporter(
 
 /// This pod's health as reported into the status.
 async fn current_health(state: &SharedState) -> Health {
+    // The budget window's shared totals, as all pods have added to them.
+    state.ledger.refresh().await;
     Health {
+        usage: state.ledger.usage_status(),
         ready: state.store.ping().await.is_ok(),
         upstream_healthy: state.upstream_healthy(),
         active_sessions: state.channels.activity.active_sessions_total(),

@@ -9,8 +9,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The runtime's metrics.
@@ -51,6 +51,10 @@ pub struct Metrics {
     pub db_retries: IntCounterVec,
     /// Messages stored (user and assistant), by role.
     pub messages: IntCounterVec,
+    /// Webhook answers accepted but not yet delivered, by channel.
+    pub webhook_outbox_pending: IntGaugeVec,
+    /// Age of the oldest undelivered webhook answer, by channel.
+    pub webhook_outbox_oldest_age: GaugeVec,
     messages_total: AtomicU64,
 }
 
@@ -175,8 +179,24 @@ impl Metrics {
             ),
             &["role"],
         )?;
+        let webhook_outbox_pending = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_runtime_webhook_outbox_pending",
+                "Webhook deliveries accepted but not yet delivered to the callback, by channel (the agent's whole outbox, as this pod last counted it).",
+            ),
+            &["channel"],
+        )?;
+        let webhook_outbox_oldest_age = GaugeVec::new(
+            Opts::new(
+                "switchboard_runtime_webhook_outbox_oldest_age_seconds",
+                "Age of the oldest undelivered webhook delivery, by channel (0 when none waits).",
+            ),
+            &["channel"],
+        )?;
         for collector in [
-            Box::new(upstream_retries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_outbox_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_outbox_oldest_age.clone()),
+            Box::new(upstream_retries.clone()),
             Box::new(upstream_fallbacks.clone()),
             Box::new(circuit_state.clone()),
             Box::new(rate_limited.clone()),
@@ -215,8 +235,18 @@ impl Metrics {
             db_duration,
             db_retries,
             messages,
+            webhook_outbox_pending,
+            webhook_outbox_oldest_age,
             messages_total: AtomicU64::new(0),
         })
+    }
+
+    /// Registers a further collector (the cost accounting's exact figures).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
     }
 
     /// Counts stored messages.

@@ -241,7 +241,17 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
     }
     for (status, response) in responses.iter_mut() {
         // Before OpenAPI 3.2 the schema of a stream describes each event.
-        if let Some(stream) = response.pointer_mut("/content/text~1event-stream") {
+        if let Some(stream) = response.pointer_mut("/content/text~1event-stream")
+            && path.ends_with("/api/events")
+        {
+            stream["schema"] = json!({
+                "type": "object",
+                "properties": {
+                    "data": {"type": "string", "description": "A change as JSON: {\"type\", \"session_id\"}"},
+                    "retry": {"type": "integer"},
+                },
+            });
+        } else if let Some(stream) = response.pointer_mut("/content/text~1event-stream") {
             stream["schema"] = json!({
                 "type": "object",
                 "required": ["data"],
@@ -275,6 +285,92 @@ fn set(
     {
         target[keyword] = value;
     }
+}
+
+/// The request options `openai_options::request_options` checks, in the
+/// schemas (each nullable, as the handler reads `null` as absent).
+fn constrain_openai_options(schemas: &mut Map<String, Value>) {
+    use crate::api::openai_options::FUNCTION_NAME_PATTERN;
+    let nullable = |schema: Value| json!({"oneOf": [schema, {"type": "null"}]});
+    let properties = [
+        (
+            "tool_choice",
+            json!({"oneOf": [
+                {"type": "string", "enum": ["none", "auto", "required"]},
+                {"type": "object", "required": ["type", "function"], "properties": {
+                    "type": {"type": "string", "enum": ["function"]},
+                    "function": {"type": "object", "required": ["name"],
+                                 "properties": {"name": {"type": "string"}}}}},
+                {"type": "null"},
+            ]}),
+        ),
+        (
+            "response_format",
+            json!({"oneOf": [
+                {"type": "object", "required": ["type"], "properties": {
+                    "type": {"type": "string", "enum": ["text", "json_object"]}}},
+                {"type": "object", "required": ["type", "json_schema"], "properties": {
+                    "type": {"type": "string", "enum": ["json_schema"]},
+                    "json_schema": {"type": "object", "required": ["name"], "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "schema": {"type": "object"},
+                        "strict": {"type": "boolean"}}}}},
+                {"type": "null"},
+            ]}),
+        ),
+        (
+            "stop",
+            json!({"oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+                {"type": "null"},
+            ]}),
+        ),
+        (
+            "logit_bias",
+            nullable(json!({"type": "object",
+                "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}})),
+        ),
+        (
+            "top_p",
+            nullable(json!({"type": "number", "minimum": 0, "maximum": 1})),
+        ),
+        (
+            "presence_penalty",
+            nullable(json!({"type": "number", "minimum": -2, "maximum": 2})),
+        ),
+        (
+            "frequency_penalty",
+            nullable(json!({"type": "number", "minimum": -2, "maximum": 2})),
+        ),
+    ];
+    if let Some(target) = schemas
+        .get_mut("ChatCompletionRequest")
+        .and_then(|s| s.pointer_mut("/properties"))
+    {
+        for (property, schema) in properties {
+            let description = target[property]["description"].clone();
+            target[property] = schema;
+            if description.is_string() {
+                target[property]["description"] = description;
+            }
+        }
+    }
+    set(
+        schemas,
+        "ToolDefinition",
+        "type",
+        "enum",
+        json!(["function"]),
+    );
+    set(
+        schemas,
+        "FunctionDefinition",
+        "name",
+        "pattern",
+        json!(FUNCTION_NAME_PATTERN),
+    );
 }
 
 /// The body constraints the handlers check, in the schemas.
@@ -389,18 +485,32 @@ fn constrain_schemas(schemas: &mut Map<String, Value>, limits: &LimitsConfig) {
     {
         text["maxLength"] = json!(limits.max_message_chars);
     }
-    set(schemas, "ContentPart", "type", "enum", json!(["text"]));
-    set(schemas, "ContentPart", "text", "type", json!("string"));
+    // A content part: text, or an image (`content_of`, `image_part`).
+    if let Some(part) = schemas.get_mut("ContentPart") {
+        *part = json!({"oneOf": [
+            {"type": "object", "required": ["type", "text"], "properties": {
+                "type": {"type": "string", "enum": ["text"]},
+                "text": {"type": "string", "maxLength": limits.max_message_chars}}},
+            {"type": "object", "required": ["type", "image_url"], "properties": {
+                "type": {"type": "string", "enum": ["image_url"]},
+                "image_url": {"$ref": "#/components/schemas/ImageUrl"}}},
+        ]});
+    }
     set(
         schemas,
-        "ContentPart",
-        "text",
-        "maxLength",
-        json!(limits.max_message_chars),
+        "ImageUrl",
+        "url",
+        "pattern",
+        json!(crate::api::openai_options::IMAGE_URL_PATTERN),
     );
-    if let Some(part) = schemas.get_mut("ContentPart") {
-        part["required"] = json!(["type", "text"]);
-    }
+    set(
+        schemas,
+        "ImageUrl",
+        "detail",
+        "enum",
+        json!(crate::api::openai_options::IMAGE_DETAILS),
+    );
+    constrain_openai_options(schemas);
     // Unsigned token caps: the whole u32 range.
     for (schema, property) in [
         ("ChatCompletionRequest", "max_tokens"),

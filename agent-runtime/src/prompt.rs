@@ -1,6 +1,7 @@
 //! Building the prompt sent upstream: token counting with a real BPE tokenizer
 //! (tiktoken) and trimming the history to `context.maxTokens`: system messages
-//! and the newest message are always kept, the oldest turns go first.
+//! and the newest message are always kept, the oldest turns go first; a tool
+//! result whose call was trimmed away goes too (a result must follow its call).
 
 use tiktoken_rs::CoreBPE;
 
@@ -39,9 +40,15 @@ impl Tokenizer {
         self.bpe.encode_ordinary(text).len()
     }
 
-    /// Tokens one chat message costs.
+    /// Tokens one chat message costs (tool calls' names and arguments included).
     pub fn message_tokens(&self, message: &PromptMessage) -> usize {
-        PER_MESSAGE_OVERHEAD + self.count(&message.content)
+        PER_MESSAGE_OVERHEAD
+            + self.count(&message.content)
+            + message
+                .tool_calls
+                .iter()
+                .map(|c| PER_MESSAGE_OVERHEAD + self.count(&c.name) + self.count(&c.arguments))
+                .sum::<usize>()
     }
 
     /// Tokens a whole prompt costs.
@@ -79,7 +86,14 @@ pub fn trim(
     let upper_bound = REPLY_PRIMING
         + messages
             .iter()
-            .map(|m| PER_MESSAGE_OVERHEAD + m.content.len())
+            .map(|m| {
+                PER_MESSAGE_OVERHEAD
+                    + m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| PER_MESSAGE_OVERHEAD + c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            })
             .sum::<usize>();
     if upper_bound <= max_tokens {
         return Ok(messages);
@@ -113,11 +127,33 @@ pub fn trim(
         used += costs[i];
         keep[i] = true;
     }
-    Ok(messages
+    let kept: Vec<PromptMessage> = messages
         .into_iter()
         .zip(keep)
         .filter_map(|(m, k)| k.then_some(m))
-        .collect())
+        .collect();
+    Ok(drop_orphan_results(kept))
+}
+
+/// Drops tool results whose call is not among the messages before them
+/// (trimmed away), except the newest message.
+fn drop_orphan_results(messages: Vec<PromptMessage>) -> Vec<PromptMessage> {
+    use crate::domain::Role;
+    let last = messages.len().saturating_sub(1);
+    let mut calls: Vec<String> = Vec::new();
+    let mut kept = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        calls.extend(m.tool_calls.iter().map(|c| c.id.clone()));
+        let orphan = m.role == Role::Tool
+            && i != last
+            && m.tool_call_id
+                .as_ref()
+                .is_some_and(|id| !calls.contains(id));
+        if !orphan {
+            kept.push(m);
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -126,10 +162,7 @@ mod tests {
     use crate::domain::Role;
 
     fn msg(role: Role, content: &str) -> PromptMessage {
-        PromptMessage {
-            role,
-            content: content.to_owned(),
-        }
+        PromptMessage::text(role, content)
     }
 
     #[test]

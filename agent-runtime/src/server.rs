@@ -22,6 +22,10 @@ pub fn router(state: SharedState) -> Router {
     let api = api
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::api::live::announce_changes,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::auth::require_api_key,
         ))
         .with_state(state.clone());
@@ -82,6 +86,8 @@ pub async fn serve_with_shutdown(
         .with_graceful_shutdown(signalled)
         .await;
     state.lifecycle.wait_for_turns().await;
+    // Costs not yet added to the shared budget window.
+    state.ledger.flush().await;
     state.store.close().await;
     tracing::info!("shut down");
     result

@@ -11,8 +11,10 @@ use crds::runtime_config::RuntimeConfig;
 use crate::channel_registry::signing::SigningKeys;
 use crate::channel_registry::webhook::WebhookDelivery;
 use crate::channel_registry::{ChannelRegistry, apply_limits};
+use crate::cost::CostLedger;
 use crate::db::{Store, StoreError};
 use crate::limits::{RateLimiter, UpstreamGate};
+use crate::live::LiveSync;
 use crate::metrics::Metrics;
 use crate::prompt::Tokenizer;
 use crate::providers::{ModelChain, build_provider, http_client};
@@ -64,6 +66,10 @@ pub struct AppState {
     pub channels: Arc<ChannelRegistry>,
     /// Webhook channels: signing keys and the answer delivery.
     pub webhooks: WebhookDelivery,
+    /// Costs of model calls and the monthly budget.
+    pub ledger: Arc<CostLedger>,
+    /// Live sync of users' sessions to their open pages, on every pod.
+    pub live: LiveSync,
 }
 
 /// Shared handle on [`AppState`].
@@ -96,14 +102,25 @@ impl AppState {
         .unwrap_or_else(|_| Tokenizer::for_model(""));
         let channels = Arc::new(ChannelRegistry::from_config(&config));
         let webhooks = WebhookDelivery::new(SigningKeys::from_env(), client.clone());
-        let limiter = RateLimiter::new(config.rate_limit.clone());
+        let limiter = RateLimiter::new(
+            config.rate_limit.clone(),
+            store.rate_windows(),
+            u64::from(config.context.max_tokens),
+        );
+        let ledger = CostLedger::new(&config, store.clone(), &metrics)?;
+        // The month's spend so far (other pods', or before a restart).
+        ledger.refresh().await;
         apply_limits(&channels, &limiter, &[]);
+        let lifecycle = Lifecycle::default();
+        let live = LiveSync::start(&store, &lifecycle);
         Ok(Arc::new(Self {
+            live,
             channels,
             webhooks,
+            ledger,
             limiter,
             gate: UpstreamGate::new(&config.limits, metrics.clone()),
-            lifecycle: Lifecycle::default(),
+            lifecycle,
             config,
             store,
             chain,

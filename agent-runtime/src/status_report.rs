@@ -1,18 +1,22 @@
 //! Reports this pod's health into its AgentDeployment's `status.runtime`: every
 //! heartbeat the pod server-side-applies its own list entry (keyed by pod name) under
 //! a field manager of its own, so pods never overwrite each other and the operator
-//! can turn the entries into RuntimeReady and ModelReachable. On shutdown a last
-//! report says the pod is no longer ready.
+//! can turn the entries into RuntimeReady and ModelReachable. When costs are
+//! accounted, each report also carries the agent-wide `status.usage` (the budget
+//! window's tokens and cost, read from the shared database, so every pod reports
+//! the same figures). On shutdown a last report says the pod is no longer ready.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crds::{AgentDeployment, RuntimePodStatus};
+use crds::{AgentDeployment, RuntimePodStatus, UsageStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
+
+use crate::providers::ModelChain;
 
 /// Where and how often to report.
 #[derive(Clone, Debug)]
@@ -27,7 +31,14 @@ pub struct ReporterConfig {
     pub interval: Duration,
     /// Runtime version reported.
     pub version: String,
+    /// Time between upstream reachability checks while no chat call gives a
+    /// verdict; `None` turns them off (see [`check_upstream`]).
+    pub upstream_check: Option<Duration>,
 }
+
+/// Default seconds between upstream reachability checks
+/// (`SWITCHBOARD_UPSTREAM_CHECK_SECONDS`; `0` turns them off).
+pub const UPSTREAM_CHECK_SECONDS: u64 = 60;
 
 impl ReporterConfig {
     /// From the environment a pod gets (`POD_NAME`, `POD_NAMESPACE`; the interval from
@@ -42,12 +53,16 @@ impl ReporterConfig {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|s| *s > 0)
             .unwrap_or(crds::RUNTIME_HEARTBEAT_SECONDS);
+        let upstream_check = lookup("SWITCHBOARD_UPSTREAM_CHECK_SECONDS")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(UPSTREAM_CHECK_SECONDS);
         Some(ReporterConfig {
             agent: agent.to_owned(),
             namespace,
             pod,
             interval: Duration::from_secs(interval),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            upstream_check: (upstream_check > 0).then(|| Duration::from_secs(upstream_check)),
         })
     }
 
@@ -58,7 +73,7 @@ impl ReporterConfig {
 }
 
 /// What the pod knows about itself at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Health {
     /// The runtime serves requests (its database answers).
     pub ready: bool,
@@ -68,6 +83,9 @@ pub struct Health {
     pub active_sessions: i64,
     /// Messages handled since start.
     pub messages_total: i64,
+    /// Tokens and cost of the budget window (shared by all pods), when costs
+    /// are accounted; written to the agent-wide `status.usage`.
+    pub usage: Option<UsageStatus>,
 }
 
 /// The status patch for one report.
@@ -81,12 +99,36 @@ pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> 
         last_heartbeat: Time(now),
         version: config.version.clone(),
     };
+    let mut status = serde_json::json!({ "runtime": [entry] });
+    if let Some(usage) = health.usage {
+        status["usage"] = serde_json::json!(usage);
+    }
     serde_json::json!({
         "apiVersion": "switchboard.dev/v1alpha1",
         "kind": "AgentDeployment",
         "metadata": { "name": config.agent },
-        "status": { "runtime": [entry] },
+        "status": status,
     })
+}
+
+/// Keeps the reported upstream health honest while the agent is idle: every `every`
+/// it checks each model that no chat call has judged within that time (a GET of the
+/// upstream's models list, no tokens spent), until `shutdown` is cancelled. An agent
+/// whose every model is unreachable (no connection, a refused key, server errors)
+/// then reports `upstreamHealthy: false`, which the operator shows as
+/// `ModelReachable=False` and phase `Degraded`.
+pub async fn check_upstream(chain: ModelChain, every: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for (model, error) in chain.check_reachability(every).await {
+            tracing::warn!(%model, %error, "model upstream unreachable");
+        }
+    }
 }
 
 /// Reports until `shutdown` is cancelled, then sends a last not-ready report.
@@ -150,6 +192,10 @@ mod tests {
             ("support-7d9-abc", "tenant-a")
         );
         assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(
+            c.upstream_check,
+            Some(Duration::from_secs(UPSTREAM_CHECK_SECONDS))
+        );
         assert_eq!(c.field_manager(), "switchboard-runtime-support-7d9-abc");
         assert!(
             ReporterConfig::from_env("support", |_| None).is_none(),
@@ -164,6 +210,7 @@ mod tests {
             upstream_healthy: false,
             active_sessions: 3,
             messages_total: 42,
+            usage: None,
         };
         let patch = status_patch(
             &config(),
@@ -182,5 +229,33 @@ mod tests {
             patch["status"].get("conditions").is_none(),
             "never touches the operator's fields"
         );
+        assert!(
+            patch["status"].get("usage").is_none(),
+            "no prices, no usage"
+        );
+    }
+
+    #[test]
+    fn patch_carries_the_windows_usage_when_accounted() {
+        let usage = UsageStatus {
+            window: "2026-12".into(),
+            input_tokens: 1000,
+            output_tokens: 250,
+            cost: "0.0003".into(),
+            currency: "USD".into(),
+            budget: Some("1".into()),
+            budget_spent: false,
+        };
+        let health = Health {
+            ready: true,
+            usage: Some(usage),
+            ..Health::default()
+        };
+        let patch = status_patch(&config(), health, Timestamp::UNIX_EPOCH);
+        let status = &patch["status"]["usage"];
+        assert_eq!(status["window"], "2026-12");
+        assert_eq!(status["inputTokens"], 1000);
+        assert_eq!(status["cost"], "0.0003");
+        assert_eq!(status["budgetSpent"], false);
     }
 }

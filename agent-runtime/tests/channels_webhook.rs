@@ -367,6 +367,22 @@ async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
             .expect("count"),
         1
     );
+    // The backlog shows in the metrics (recounted every 10 s).
+    eventually(Duration::from_secs(25), "the backlog gauge at 1", || {
+        let h = &h;
+        async move {
+            let n = h
+                .metric_sum("switchboard_runtime_webhook_outbox_pending{channel=\"hooks\"}")
+                .await;
+            (n == 1.0).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        h.metric_sum("switchboard_runtime_webhook_outbox_oldest_age_seconds{channel=\"hooks\"}")
+            .await
+            > 0.0
+    );
     callback.failing.store(false, Ordering::SeqCst);
     eventually(
         Duration::from_secs(40),
@@ -378,6 +394,20 @@ async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
     )
     .await;
     outbox_settled(&h.state, 1).await;
+    eventually(
+        Duration::from_secs(25),
+        "the backlog gauge back at 0",
+        || {
+            let h = &h;
+            async move {
+                let n = h
+                    .metric_sum("switchboard_runtime_webhook_outbox_pending{channel=\"hooks\"}")
+                    .await;
+                (n == 0.0).then_some(())
+            }
+        },
+    )
+    .await;
     tasks.stop().await;
     assert_eq!(callback.accepted().len(), 1, "delivered exactly once");
 }

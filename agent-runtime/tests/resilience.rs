@@ -407,6 +407,7 @@ async fn rate_limits_answer_429_with_retry_after(db: Db) {
         });
     })
     .await;
+    common::within_one_rate_window(std::time::Duration::from_secs(15)).await;
     for i in 0..2 {
         let (status, _) = h
             .chat("a", json!([{"role": "user", "content": format!("m{i}")}]))
@@ -455,6 +456,7 @@ async fn token_budget_answers_429(db: Db) {
         });
     })
     .await;
+    common::within_one_rate_window(std::time::Duration::from_secs(15)).await;
     let (status, _) = h
         .chat(
             "a",

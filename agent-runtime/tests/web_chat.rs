@@ -495,6 +495,7 @@ async fn the_auth_proxy_names_the_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_apply_per_visitor() {
     let h = start(Db::Sqlite).await;
+    common::within_one_rate_window(std::time::Duration::from_secs(15)).await;
     let alice = Visitor::arrive(&h, "limited").await;
     let bob = Visitor::arrive(&h, "limited").await;
     let ask = |v: &Visitor| {

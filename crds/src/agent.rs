@@ -50,6 +50,14 @@ use crate::common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
         .message("spec.systemPrompt and spec.systemPromptFrom are mutually exclusive: set one")
         .field_path(".systemPromptFrom")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.fallbacks) || self.fallbacks.all(f, !has(f.pricing) || ((!has(self.model.pricing) || f.pricing.currency == self.model.pricing.currency) && self.fallbacks.all(g, !has(g.pricing) || g.pricing.currency == f.pricing.currency)))")
+        .message("spec.fallbacks: every model's pricing.currency must be the same (costs and the budget are summed in one currency)")
+        .field_path(".fallbacks")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.budget) || has(self.model.pricing) || (has(self.fallbacks) && self.fallbacks.exists(f, has(f.pricing)))")
+        .message("spec.budget needs prices: set pricing on spec.model (or on a fallback) so turns have a cost")
+        .field_path(".budget")
+        .reason(Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDeploymentSpec {
@@ -121,6 +129,69 @@ pub struct AgentDeploymentSpec {
     /// Prometheus scraping of the runtime pods.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+
+    /// A monthly spending limit for the agent, in the models' pricing currency (needs
+    /// `pricing` on the models). The spend of the current calendar month (UTC) is
+    /// shared by all the agent's pods through its database and shown in
+    /// `status.usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
+}
+
+/// What a model costs, per million tokens. Amounts are numbers such as `0.15`,
+/// kept exactly to six decimal places.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelPricing {
+    /// Price of one million prompt (input) tokens, e.g. `0.15`.
+    #[x_kube(
+        validation = Rule::new("self >= 0.0").message("pricing.inputPerMillionTokens must not be negative").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000.0").message("pricing.inputPerMillionTokens must be at most 1000000").reason(Reason::FieldValueInvalid),
+    )]
+    pub input_per_million_tokens: f64,
+    /// Price of one million generated (output) tokens, e.g. `0.60`.
+    #[x_kube(
+        validation = Rule::new("self >= 0.0").message("pricing.outputPerMillionTokens must not be negative").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000.0").message("pricing.outputPerMillionTokens must be at most 1000000").reason(Reason::FieldValueInvalid),
+    )]
+    pub output_per_million_tokens: f64,
+    /// ISO 4217 currency code of the prices (default `USD`); every model of an agent
+    /// uses the same one.
+    #[serde(default = "default_currency")]
+    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Z]{3}$')").message("pricing.currency must be a three-letter ISO 4217 code such as USD or EUR").reason(Reason::FieldValueInvalid))]
+    pub currency: String,
+}
+
+fn default_currency() -> String {
+    "USD".to_owned()
+}
+
+/// What the agent answers once the month's budget is spent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BudgetAction {
+    /// Answer with the fallback response for the channel's language (no model is
+    /// called); 429 when there is none.
+    #[default]
+    Fallback,
+    /// Refuse new turns with 429 (`budget_exceeded`) until the next month.
+    Reject,
+}
+
+/// A monthly spending limit.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Spend allowed per calendar month (UTC), in the models' pricing currency,
+    /// e.g. `50`.
+    #[x_kube(
+        validation = Rule::new("self > 0.0").message("budget.monthly must be positive").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000000.0").message("budget.monthly must be at most 1000000000").reason(Reason::FieldValueInvalid),
+    )]
+    pub monthly: f64,
+    /// `Fallback` (default): answer with the fallback response; `Reject`: 429.
+    #[serde(default)]
+    pub when_spent: BudgetAction,
 }
 
 /// A model provider speaking one wire format.
@@ -190,6 +261,11 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000").message("maxOutputTokens must be between 1 and 1000000").reason(Reason::FieldValueInvalid))]
     pub max_output_tokens: Option<i32>,
+
+    /// What the model costs (for the cost metrics, `status.usage` and the budget).
+    /// Unset: its tokens are counted but cost nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<ModelPricing>,
 
     /// Seconds to wait for the upstream before the attempt counts as failed.
     #[serde(default = "default_timeout_seconds")]
@@ -435,6 +511,35 @@ pub struct AgentDeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".to_owned()]))]
     pub runtime: Vec<RuntimePodStatus>,
+    /// Tokens and cost of the current budget window (the calendar month, UTC),
+    /// shared by all pods; written by the runtime pods when the models have prices
+    /// or a budget is set, never by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
+}
+
+/// Tokens and cost of one budget window, as the runtime pods report it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageStatus {
+    /// The window: a calendar month in UTC, e.g. `2026-12`.
+    pub window: String,
+    /// Prompt tokens in the window.
+    #[serde(default)]
+    pub input_tokens: i64,
+    /// Generated tokens in the window.
+    #[serde(default)]
+    pub output_tokens: i64,
+    /// Cost in the window, an exact decimal, e.g. `0.0123`.
+    pub cost: String,
+    /// Currency of `cost` and `budget`.
+    pub currency: String,
+    /// The month's budget, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    /// The budget is spent: turns get the configured answer (fallback or 429).
+    #[serde(default)]
+    pub budget_spent: bool,
 }
 
 /// Summary of an agent's state.

@@ -1,5 +1,5 @@
-//! Switchboard API types (`switchboard.dev/v1alpha1`): the `AgentDeployment` and
-//! `ChatChannel` custom resources, their shared condition helpers, and the
+//! Switchboard API types (`switchboard.dev/v1alpha1`): the `AgentDeployment`,
+//! `ChatChannel` and `ToolServer` custom resources, their shared condition helpers, and the
 //! configuration file the operator renders for the agent runtime. Pure types, no I/O.
 
 pub mod agent;
@@ -7,17 +7,21 @@ pub mod channel;
 pub mod common;
 pub mod condition;
 pub mod docs;
+pub mod money;
 pub mod runtime_config;
+pub mod tool_server;
 
 pub use agent::{
-    AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, DatabaseMode, ModelProvider,
-    ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
+    AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, BudgetAction, BudgetSpec,
+    DatabaseMode, ModelPricing, ModelProvider, ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
+    UsageStatus,
 };
 pub use channel::{
     ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ConnectionState,
     DiscordChannelSpec, RespondTo, SlackChannelSpec, SlackMode,
 };
 pub use common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
+pub use tool_server::{ToolServer, ToolServerSpec, ToolServerStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -55,17 +59,21 @@ pub mod conditions {
     pub const CONNECTED: &str = "Connected";
 }
 
-/// Both CRDs, in the order they are written to `config/crd`, with descriptions
+/// Every CRD, in the order they are written to `config/crd`, with descriptions
 /// unwrapped (see [`unwrap_descriptions`]).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    [AgentDeployment::crd(), ChatChannel::crd()]
-        .into_iter()
-        .map(|crd| {
-            let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
-            unwrap_descriptions(&mut value);
-            serde_json::from_value(value).expect("a CRD deserializes")
-        })
-        .collect()
+    [
+        AgentDeployment::crd(),
+        ChatChannel::crd(),
+        ToolServer::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+        unwrap_descriptions(&mut value);
+        serde_json::from_value(value).expect("a CRD deserializes")
+    })
+    .collect()
 }
 
 /// Doc comments are wrapped at the source's line width; `kubectl explain` wraps text

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 // The same types as in the resources, so the rendered file and the spec cannot drift.
-pub use crate::agent::ModelProvider;
+pub use crate::agent::{BudgetAction, ModelProvider};
 pub use crate::channel::{ChannelFeatures, ChannelType};
+pub use crate::money::Micros;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,37 @@ pub struct RuntimeConfig {
     pub server: ServerConfig,
     /// Request and message size limits.
     pub limits: LimitsConfig,
+    /// A monthly spending limit (needs prices on the models); absent means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
+}
+
+/// What a model costs per million tokens; amounts are exact decimals (`"0.15"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingConfig {
+    /// Price of one million prompt tokens.
+    pub input_per_million_tokens: Micros,
+    /// Price of one million generated tokens.
+    pub output_per_million_tokens: Micros,
+    /// ISO 4217 code, e.g. `USD`.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+}
+
+fn default_currency() -> String {
+    "USD".to_owned()
+}
+
+/// A monthly spending limit, in the models' pricing currency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetConfig {
+    /// Spend allowed per calendar month (UTC).
+    pub monthly: Micros,
+    /// What turns get once it is spent.
+    #[serde(default)]
+    pub when_spent: BudgetAction,
 }
 
 /// Which agent this runtime serves.
@@ -99,6 +131,9 @@ pub struct ModelConfig {
     /// Timeout in seconds for the upstream to start answering, and for each gap
     /// between streamed chunks.
     pub timeout_seconds: u64,
+    /// What the model costs; absent: its tokens cost nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingConfig>,
 }
 
 impl Default for ModelConfig {
@@ -111,6 +146,7 @@ impl Default for ModelConfig {
             temperature: None,
             max_output_tokens: None,
             timeout_seconds: 60,
+            pricing: None,
         }
     }
 }
@@ -486,6 +522,18 @@ impl RuntimeConfig {
         if self.limits.upstream_concurrency == 0 {
             problems.push("limits.upstreamConcurrency must be at least 1".to_owned());
         }
+        let currencies: std::collections::BTreeSet<&str> = self
+            .model_chain()
+            .filter_map(|m| m.pricing.as_ref().map(|p| p.currency.as_str()))
+            .collect();
+        if currencies.len() > 1 {
+            problems.push(format!(
+                "every model's pricing.currency must be the same, got {currencies:?}"
+            ));
+        }
+        if self.budget.is_some() && currencies.is_empty() {
+            problems.push("budget needs prices: set pricing on a model".to_owned());
+        }
         let mut names = std::collections::BTreeSet::new();
         for channel in &self.channels {
             if !names.insert(channel.name.as_str()) {
@@ -514,6 +562,12 @@ impl RuntimeConfig {
                 .find(|(k, _)| k.to_ascii_lowercase() == *want)
                 .map(|(_, v)| v.as_str())
         })
+    }
+
+    /// The currency the models are priced in (`None` when no model has a price).
+    pub fn pricing_currency(&self) -> Option<&str> {
+        self.model_chain()
+            .find_map(|m| m.pricing.as_ref().map(|p| p.currency.as_str()))
     }
 
     /// The channel with this name, if configured.

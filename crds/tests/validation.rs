@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crds::{AgentDeployment, ChatChannel};
+use crds::{AgentDeployment, ChatChannel, ToolServer};
 use kube::core::cel::{validate_cel, validate_cel_update};
 use serde::de::DeserializeOwned;
 
@@ -104,6 +104,7 @@ fn every_invalid_manifest_is_refused_with_its_message() {
         let result = match kind.as_str() {
             "AgentDeployment" => check::<AgentDeployment>(f),
             "ChatChannel" => check::<ChatChannel>(f),
+            "ToolServer" => check::<ToolServer>(f),
             other => Err(format!("unknown kind {other:?}")),
         };
         if let Err(why) = result {
@@ -120,7 +121,11 @@ fn every_invalid_manifest_is_refused_with_its_message() {
 #[test]
 fn every_sample_is_accepted() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(repo_dir("config/samples")).unwrap() {
+    // The production examples and the demo set.
+    let entries = std::fs::read_dir(repo_dir("config/samples"))
+        .unwrap()
+        .chain(std::fs::read_dir(repo_dir("config/samples/demo")).unwrap());
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
@@ -137,6 +142,10 @@ fn every_sample_is_accepted() {
                     let chc: ChatChannel = serde_yaml::from_value(value).unwrap();
                     validate_cel(&chc).map_err(|e| e.to_string())
                 }
+                Some("ToolServer") => {
+                    let tsv: ToolServer = serde_yaml::from_value(value).unwrap();
+                    validate_cel(&tsv).map_err(|e| e.to_string())
+                }
                 _ => continue,
             };
             seen += 1;
@@ -146,8 +155,8 @@ fn every_sample_is_accepted() {
         }
     }
     assert!(
-        seen >= 5,
-        "expected at least 5 sample resources, found {seen}"
+        seen >= 10,
+        "expected at least 10 sample resources (5 examples, 5 in the demo set), found {seen}"
     );
 }
 
@@ -179,6 +188,17 @@ fn serde_defaults_fill_an_empty_spec() {
     assert!(chc.spec.enabled);
     assert_eq!(chc.spec.language, "en");
     assert!(chc.spec.features.history && chc.spec.features.search && chc.spec.features.streaming);
+
+    let tsv: ToolServer = serde_yaml::from_str(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: ToolServer\nmetadata: {name: t}\nspec:\n  url: http://tools:8000/mcp\n",
+    )
+    .unwrap();
+    assert_eq!(tsv.spec.timeout_seconds, 30);
+    assert!(tsv.spec.headers.is_empty());
+    let crd = serde_json::to_value(<ToolServer as kube::CustomResourceExt>::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["timeoutSeconds"]["default"], 30);
+    assert_eq!(spec["headers"]["maxItems"], 16);
 }
 
 #[test]

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use model_wire::anthropic::{
-    BlockDelta, ContentBlock, ErrorBody, Message, MessageDelta, MessageDeltaUsage,
-    MessageStreamEvent, MessagesRequest, Role, Usage,
+    BlockDelta, ContentBlock, ErrorBody, Message, MessageContent, MessageDelta, MessageDeltaUsage,
+    MessageStreamEvent, MessagesRequest, Role, ToolChoice, ToolResultContent, Usage, text_of,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,12 +43,50 @@ pub(crate) fn prompt(body: &Value) -> Result<Prompt, serde_json::Error> {
     if let Some(system) = &request.system {
         prompt_tokens += approx_tokens(&system.text());
     }
+    // Tool results: the blocks of a last user turn that holds some.
+    let tool_results: Vec<String> = match request.messages.last() {
+        Some(m) if m.role == Role::User => match &m.content {
+            MessageContent::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(|block| match block {
+                    ContentBlock::ToolResult { content, .. } => Some(match content {
+                        Some(ToolResultContent::Text(text)) => text.clone().into_owned(),
+                        Some(ToolResultContent::Blocks(blocks)) => text_of(blocks),
+                        None => String::new(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            MessageContent::Text(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    // The last user turn with text holds the marker (tool results have none).
+    let last_user = request
+        .messages
+        .iter()
+        .rev()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.text().into_owned())
+        .find(|text| !text.is_empty())
+        .unwrap_or(last_user);
+    let no_tools = matches!(request.tool_choice, Some(ToolChoice::None));
     Ok(Prompt {
         model: request.model.into_owned(),
         last_user,
         prompt_tokens,
         stream: request.stream,
         include_usage: false,
+        tools: if no_tools {
+            Vec::new()
+        } else {
+            request
+                .tools
+                .iter()
+                .map(|t| t.name.clone().into_owned())
+                .collect()
+        },
+        tool_results: (!tool_results.is_empty()).then_some(tool_results),
     })
 }
 
@@ -73,7 +111,7 @@ fn message<'a>(
         role: Role::Assistant,
         content,
         model: reply.model.as_str().into(),
-        stop_reason: done.then(|| "end_turn".into()),
+        stop_reason: done.then(|| stop_reason(reply).into()),
         stop_sequence: None,
         usage: Some(Usage {
             input_tokens: reply.prompt_tokens,
@@ -83,11 +121,31 @@ fn message<'a>(
     }
 }
 
+fn stop_reason(reply: &Reply) -> &'static str {
+    if reply.tool_calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    }
+}
+
 pub(crate) fn whole(reply: &Reply) -> String {
-    let text = ContentBlock::Text {
-        text: reply.text.as_str().into(),
+    let blocks = if reply.tool_calls.is_empty() {
+        vec![ContentBlock::Text {
+            text: reply.text.as_str().into(),
+        }]
+    } else {
+        reply
+            .tool_calls
+            .iter()
+            .map(|call| ContentBlock::ToolUse {
+                id: call.id.as_str().into(),
+                name: call.name.as_str().into(),
+                input: serde_json::from_str(&call.arguments).unwrap_or_default(),
+            })
+            .collect()
     };
-    json(&message(reply, vec![text], reply.completion_tokens()))
+    json(&message(reply, blocks, reply.completion_tokens()))
 }
 
 /// The stream events (`event: {type}` / `data: {event}`), ending with `message_stop`.
@@ -111,7 +169,12 @@ pub(crate) fn events(reply: &Reply) -> Vec<String> {
         ),
         event("ping", &MessageStreamEvent::Ping),
     ];
-    for piece in chunks(&reply.text) {
+    let pieces = if reply.tool_calls.is_empty() {
+        chunks(&reply.text)
+    } else {
+        Vec::new()
+    };
+    for piece in pieces {
         events.push(event(
             "content_block_delta",
             &MessageStreamEvent::ContentBlockDelta {
@@ -124,11 +187,43 @@ pub(crate) fn events(reply: &Reply) -> Vec<String> {
         "content_block_stop",
         &MessageStreamEvent::ContentBlockStop { index: 0 },
     ));
+    // Each call a tool_use block after the (empty) text block, its input in
+    // two pieces.
+    for (i, call) in reply.tool_calls.iter().enumerate() {
+        let index = i as u32 + 1;
+        events.push(event(
+            "content_block_start",
+            &MessageStreamEvent::ContentBlockStart {
+                index,
+                content_block: ContentBlock::ToolUse {
+                    id: call.id.as_str().into(),
+                    name: call.name.as_str().into(),
+                    input: serde_json::json!({}),
+                },
+            },
+        ));
+        let (head, tail) = call.arguments.split_at(call.arguments.len() / 2);
+        for piece in [head, tail] {
+            events.push(event(
+                "content_block_delta",
+                &MessageStreamEvent::ContentBlockDelta {
+                    index,
+                    delta: BlockDelta::InputJsonDelta {
+                        partial_json: piece.into(),
+                    },
+                },
+            ));
+        }
+        events.push(event(
+            "content_block_stop",
+            &MessageStreamEvent::ContentBlockStop { index },
+        ));
+    }
     events.push(event(
         "message_delta",
         &MessageStreamEvent::MessageDelta {
             delta: MessageDelta {
-                stop_reason: Some("end_turn".into()),
+                stop_reason: Some(stop_reason(reply).into()),
                 stop_sequence: None,
             },
             usage: MessageDeltaUsage {

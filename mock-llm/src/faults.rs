@@ -58,6 +58,16 @@ pub struct Behaviour {
     /// Faults apply only to the first N requests carrying the same marker
     /// (`times`, `x-mock-times`); later ones are answered normally.
     pub times: Option<u64>,
+    /// Prompt tokens reported in the usage (`usage_in`, `x-mock-usage-in`);
+    /// default: a rough count of the prompt.
+    pub usage_in: Option<u64>,
+    /// Generated tokens reported in the usage (`usage_out`, `x-mock-usage-out`);
+    /// default: one per streamed chunk.
+    pub usage_out: Option<u64>,
+    /// When the request offers tools: the ones to call, comma-separated
+    /// (`tools`, `x-mock-tools`; `none` answers in text). Default: the first
+    /// tool offered.
+    pub tools: Option<Vec<String>>,
 }
 
 const MARKER_OPEN: &str = "[[mock:";
@@ -100,6 +110,18 @@ impl Behaviour {
             "words" => self.words = value.trim().parse().ok(),
             "model" => self.only_model = Some(value.trim().to_owned()),
             "times" => self.times = value.trim().parse().ok(),
+            "usage_in" => self.usage_in = value.trim().parse().ok(),
+            "usage_out" => self.usage_out = value.trim().parse().ok(),
+            "tools" => {
+                self.tools = Some(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty() && *t != "none")
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
             _ => {}
         }
     }

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use model_wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
-    CompletionUsage, DONE, Delta, ErrorBody, ErrorDetail, MessageContent, Model, ModelList,
-    ResponseMessage, Role,
+    CompletionUsage, DONE, Delta, ErrorBody, ErrorDetail, FunctionCall, FunctionCallDelta,
+    MessageContent, Model, ModelList, ResponseMessage, Role, ToolCall, ToolCallDelta, ToolChoice,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -67,12 +67,30 @@ pub(crate) fn prompt(body: &Value) -> Result<Prompt, serde_json::Error> {
         .map(|m| approx_tokens(&text(&m.content)) + 3)
         .sum::<u64>()
         + 3;
+    let tool_results: Vec<String> = request
+        .messages
+        .iter()
+        .rev()
+        .take_while(|m| m.role == Role::Tool)
+        .map(|m| text(&m.content))
+        .collect();
+    let no_tools = matches!(&request.tool_choice, Some(ToolChoice::Mode(mode)) if mode == "none");
     Ok(Prompt {
         model: request.model.into_owned(),
         last_user,
         prompt_tokens,
         stream: request.stream,
         include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+        tools: if no_tools {
+            Vec::new()
+        } else {
+            request
+                .tools
+                .iter()
+                .map(|t| t.function.name.clone().into_owned())
+                .collect()
+        },
+        tool_results: (!tool_results.is_empty()).then(|| tool_results.into_iter().rev().collect()),
     })
 }
 
@@ -91,7 +109,23 @@ fn usage(reply: &Reply) -> CompletionUsage {
     CompletionUsage::new(reply.prompt_tokens, reply.completion_tokens())
 }
 
+fn finish_reason(reply: &Reply) -> &'static str {
+    if reply.tool_calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    }
+}
+
 pub(crate) fn whole(reply: &Reply) -> String {
+    let calls = reply.tool_calls.iter().map(|call| ToolCall {
+        id: call.id.as_str().into(),
+        kind: "function".into(),
+        function: FunctionCall {
+            name: call.name.as_str().into(),
+            arguments: call.arguments.as_str().into(),
+        },
+    });
     json(&ChatCompletion {
         id: reply.id.as_str().into(),
         object: "chat.completion".into(),
@@ -101,10 +135,14 @@ pub(crate) fn whole(reply: &Reply) -> String {
             index: 0,
             message: ResponseMessage {
                 role: Role::Assistant,
-                content: Some(reply.text.as_str().into()),
+                content: reply
+                    .tool_calls
+                    .is_empty()
+                    .then(|| reply.text.as_str().into()),
                 refusal: None,
+                tool_calls: calls.collect(),
             },
-            finish_reason: Some("stop".into()),
+            finish_reason: Some(finish_reason(reply).into()),
         }],
         usage: Some(usage(reply)),
         system_fingerprint: None,
@@ -138,18 +176,57 @@ pub(crate) fn events(reply: &Reply) -> Vec<String> {
         Delta {
             role: Some(Role::Assistant),
             content: Some("".into()),
-            refusal: None,
+            ..Delta::default()
         },
         None,
     )))];
-    for piece in chunks(&reply.text) {
+    let pieces = if reply.tool_calls.is_empty() {
+        chunks(&reply.text)
+    } else {
+        Vec::new()
+    };
+    for piece in pieces {
         let delta = Delta {
             content: Some(piece.into()),
             ..Delta::default()
         };
         events.push(data(&json(&chunk(reply, delta, None))));
     }
-    events.push(data(&json(&chunk(reply, Delta::default(), Some("stop")))));
+    // Each call: its id and name, then its arguments in two pieces.
+    for (index, call) in reply.tool_calls.iter().enumerate() {
+        let (head, tail) = call.arguments.split_at(call.arguments.len() / 2);
+        let first = ToolCallDelta {
+            index: index as u32,
+            id: Some(call.id.as_str().into()),
+            kind: Some("function".into()),
+            function: Some(FunctionCallDelta {
+                name: Some(call.name.as_str().into()),
+                arguments: Some("".into()),
+            }),
+        };
+        for piece in [first]
+            .into_iter()
+            .chain([head, tail].map(|text| ToolCallDelta {
+                index: index as u32,
+                function: Some(FunctionCallDelta {
+                    name: None,
+                    arguments: Some(text.into()),
+                }),
+                ..ToolCallDelta::default()
+            }))
+        {
+            let delta = Delta {
+                tool_calls: vec![piece],
+                ..Delta::default()
+            };
+            events.push(data(&json(&chunk(reply, delta, None))));
+        }
+    }
+    events.push(data(&json(&chunk(
+        reply,
+        Delta::default(),
+        Some(finish_reason(reply)),
+    ))));
     if reply.include_usage {
         events.push(data(&json(&ChatCompletionChunk {
             choices: Vec::new(),

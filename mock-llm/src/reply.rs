@@ -82,6 +82,19 @@ pub(crate) struct Prompt {
     pub stream: bool,
     /// Whether a streamed answer ends with usage (OpenAI's `stream_options`).
     pub include_usage: bool,
+    /// The names of the tools offered (none when `tool_choice` is `none`).
+    pub tools: Vec<String>,
+    /// The tool results the conversation ends with, if it ends with some.
+    pub tool_results: Option<Vec<String>>,
+}
+
+/// A tool call the mock makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MockToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text: `{"text": <the last user message, marker stripped>}`.
+    pub arguments: String,
 }
 
 /// The answer to send.
@@ -92,6 +105,8 @@ pub(crate) struct Reply {
     pub text: String,
     pub prompt_tokens: u64,
     pub include_usage: bool,
+    /// Tool calls instead of text (when the request offered tools).
+    pub tool_calls: Vec<MockToolCall>,
     behaviour: Behaviour,
 }
 
@@ -106,14 +121,58 @@ impl Reply {
             text: text.into(),
             prompt_tokens: 10,
             include_usage,
+            tool_calls: Vec::new(),
             behaviour: Behaviour::default(),
         }
     }
 
-    /// Tokens of the answer: one per streamed chunk.
+    /// Tokens of the answer: the count the request set, else one per streamed
+    /// chunk (a tool call's arguments count as two pieces).
     pub fn completion_tokens(&self) -> u64 {
-        chunks(&self.text).len().max(1) as u64
+        if let Some(n) = self.behaviour.usage_out {
+            n
+        } else if self.tool_calls.is_empty() {
+            chunks(&self.text).len().max(1) as u64
+        } else {
+            2 * self.tool_calls.len() as u64
+        }
     }
+}
+
+/// The answer to a conversation that offers tools or ends with their
+/// results: tool results are answered in text (`Tool results: a; b`);
+/// otherwise the tools named by the behaviour (default: the first offered)
+/// are called with the last user message as their `text` argument.
+fn tool_turn(
+    prompt: &Prompt,
+    behaviour: &Behaviour,
+    id: &str,
+) -> (Option<String>, Vec<MockToolCall>) {
+    if let Some(results) = &prompt.tool_results {
+        return (
+            Some(format!("Tool results: {}", results.join("; "))),
+            Vec::new(),
+        );
+    }
+    if prompt.tools.is_empty() || behaviour.reply.is_some() {
+        return (None, Vec::new());
+    }
+    let names = match &behaviour.tools {
+        Some(names) => names.clone(),
+        None => prompt.tools.iter().take(1).cloned().collect(),
+    };
+    let text = faults::strip_marker(&prompt.last_user).trim().to_owned();
+    let arguments = serde_json::json!({ "text": text }).to_string();
+    let calls = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| MockToolCall {
+            id: format!("call_{id}_{i}"),
+            name,
+            arguments: arguments.clone(),
+        })
+        .collect();
+    (None, calls)
 }
 
 /// `value` as JSON text (these plain structs always serialise).
@@ -213,13 +272,20 @@ pub(crate) async fn handle(
     }
 
     let now = unix_nanos();
+    let (tool_text, tool_calls) =
+        tool_turn(&prompt, &behaviour, &format!("{:x}", now % 0xffff_ffff));
     let reply = Reply {
         id: format!("mock-{now}"),
         created: (now / 1_000_000_000) as u64,
-        text: behaviour.reply_text(&prompt.last_user),
+        text: match tool_text {
+            Some(text) => text,
+            None if !tool_calls.is_empty() => String::new(),
+            None => behaviour.reply_text(&prompt.last_user),
+        },
         model: prompt.model,
-        prompt_tokens: prompt.prompt_tokens,
+        prompt_tokens: behaviour.usage_in.unwrap_or(prompt.prompt_tokens),
         include_usage: prompt.include_usage,
+        tool_calls,
         behaviour,
     };
     if prompt.stream {

@@ -37,6 +37,63 @@ pub struct MessagesRequest<'a> {
     /// Whether to stream the answer as events.
     #[serde(default)]
     pub stream: bool,
+    /// Tools the model may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool<'a>>,
+    /// Whether and which tool the model must use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice<'a>>,
+    /// About the request (the end user's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata<'a>>,
+}
+
+/// A tool the model may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tool<'a> {
+    /// Its name.
+    pub name: Cow<'a, str>,
+    /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Cow<'a, str>>,
+    /// Its input, as a JSON Schema object (required by the API).
+    pub input_schema: serde_json::Value,
+}
+
+/// `tool_choice`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToolChoice<'a> {
+    /// The model decides.
+    Auto {
+        /// At most one tool use per answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    /// The model must use some tool.
+    Any {
+        /// At most one tool use per answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    /// The model must use this tool.
+    Tool {
+        /// The tool's name.
+        name: Cow<'a, str>,
+        /// At most one tool use per answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disable_parallel_tool_use: Option<bool>,
+    },
+    /// The model must not use tools.
+    None,
+}
+
+/// `metadata`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata<'a> {
+    /// An opaque id of the end user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Cow<'a, str>>,
 }
 
 /// `system`: text, or text blocks.
@@ -105,7 +162,7 @@ pub fn text_of(blocks: &[ContentBlock<'_>]) -> String {
         .iter()
         .filter_map(|block| match block {
             ContentBlock::Text { text } => Some(text.as_ref()),
-            ContentBlock::Other => None,
+            _ => None,
         })
         .collect()
 }
@@ -119,10 +176,64 @@ pub enum ContentBlock<'a> {
         /// The text.
         text: Cow<'a, str>,
     },
-    /// A kind of block not modelled here (image, tool use, thinking, ...):
-    /// read and skipped; not for sending.
+    /// An image.
+    Image {
+        /// Where its bytes are.
+        source: ImageSource<'a>,
+    },
+    /// The model uses a tool (in an answer, or an assistant turn of the history).
+    ToolUse {
+        /// The use's id, which its result refers to.
+        id: Cow<'a, str>,
+        /// The tool's name.
+        name: Cow<'a, str>,
+        /// Its input (a JSON object; empty in a streamed `content_block_start`).
+        #[serde(default)]
+        input: serde_json::Value,
+    },
+    /// A tool's result (in a user turn).
+    ToolResult {
+        /// The use it answers.
+        tool_use_id: Cow<'a, str>,
+        /// The result's text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<ToolResultContent<'a>>,
+        /// Whether the tool failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
+    /// A kind of block not modelled here (document, thinking, ...): read and
+    /// skipped; not for sending.
     #[serde(other)]
     Other,
+}
+
+/// A tool result's content: text, or text blocks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolResultContent<'a> {
+    /// Plain text.
+    Text(Cow<'a, str>),
+    /// Blocks.
+    Blocks(Vec<ContentBlock<'a>>),
+}
+
+/// An image block's `source`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ImageSource<'a> {
+    /// The bytes, base64-encoded.
+    Base64 {
+        /// `image/jpeg`, `image/png`, `image/gif` or `image/webp`.
+        media_type: Cow<'a, str>,
+        /// The base64 text.
+        data: Cow<'a, str>,
+    },
+    /// An `https:` URL the API fetches.
+    Url {
+        /// The URL.
+        url: Cow<'a, str>,
+    },
 }
 
 /// A whole answer (`type: message`), also the `message` of `message_start`.
@@ -430,6 +541,41 @@ mod tests {
             MessageStreamEvent::ContentBlockDelta {
                 delta: BlockDelta::Other,
                 ..
+            }
+        ));
+    }
+
+    #[test]
+    fn tool_use_and_results_round_trip() {
+        let sample = json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 1024,
+            "messages": [
+                {"role": "user", "content": "Weather in SF?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "SF"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "15 C"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}
+            ],
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "u-1"},
+            "stream": true
+        });
+        let request: MessagesRequest<'_> = serde_json::from_value(sample.clone()).expect("parses");
+        assert!(matches!(
+            &request.messages[1].content,
+            MessageContent::Blocks(blocks) if matches!(&blocks[0], ContentBlock::ToolUse { name, .. } if name == "get_weather")
+        ));
+        assert_eq!(serde_json::to_value(&request).expect("serialises"), sample);
+        let start: MessageStreamEvent<'_> = serde_json::from_str(
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}"#,
+        )
+        .expect("parses");
+        assert!(matches!(
+            start,
+            MessageStreamEvent::ContentBlockStart {
+                index: 1,
+                content_block: ContentBlock::ToolUse { .. }
             }
         ));
     }

@@ -41,6 +41,170 @@ pub struct ChatCompletionRequest<'a> {
     /// An end-user identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Cow<'a, str>>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool<'a>>,
+    /// Whether and which tool the model must call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice<'a>>,
+    /// Whether the model may call several tools in one answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// The answer's format: text, any JSON object, or JSON matching a schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat<'a>>,
+    /// Seed for (best-effort) deterministic sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Penalty for tokens already present, -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// Penalty by token frequency, -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// Bias per token id (a JSON object of token id to -100..100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A tool the model may call (only `function` tools exist in Chat Completions).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tool<'a> {
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: Cow<'a, str>,
+    /// The function.
+    pub function: FunctionDefinition<'a>,
+}
+
+/// A function tool's definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDefinition<'a> {
+    /// Its name.
+    pub name: Cow<'a, str>,
+    /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Cow<'a, str>>,
+    /// Its arguments, as a JSON Schema object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// Whether the arguments must follow the schema exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: `none`, `auto`, `required`, or one named function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice<'a> {
+    /// `none`, `auto` or `required`.
+    Mode(Cow<'a, str>),
+    /// `{"type": "function", "function": {"name": ...}}`.
+    Named(NamedToolChoice<'a>),
+}
+
+/// A `tool_choice` naming one function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedToolChoice<'a> {
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: Cow<'a, str>,
+    /// The function.
+    pub function: FunctionName<'a>,
+}
+
+/// A function, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionName<'a> {
+    /// Its name.
+    pub name: Cow<'a, str>,
+}
+
+/// `response_format`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat<'a> {
+    /// Plain text (the default).
+    Text,
+    /// Any valid JSON object ("JSON mode").
+    JsonObject,
+    /// JSON matching a schema ("structured outputs").
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat<'a>,
+    },
+}
+
+/// The `json_schema` of a structured-output `response_format`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat<'a> {
+    /// The format's name.
+    pub name: Cow<'a, str>,
+    /// What the format is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Cow<'a, str>>,
+    /// The JSON Schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// Whether the answer must follow the schema exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// A tool call the model made (in an answer, or in an assistant message of
+/// the history).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall<'a> {
+    /// The call's id, which the tool's result refers to.
+    pub id: Cow<'a, str>,
+    /// `function`.
+    #[serde(rename = "type", default = "function")]
+    pub kind: Cow<'a, str>,
+    /// The function and its arguments.
+    pub function: FunctionCall<'a>,
+}
+
+/// A function call: its name and its arguments as JSON text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall<'a> {
+    /// The function's name.
+    pub name: Cow<'a, str>,
+    /// The arguments, as the model wrote them (JSON text, not always valid).
+    #[serde(default)]
+    pub arguments: Cow<'a, str>,
+}
+
+fn function() -> Cow<'static, str> {
+    Cow::Borrowed("function")
+}
+
+/// A piece of a tool call in a streamed chunk: the first piece of a call has
+/// its id and name, later ones more of its arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallDelta<'a> {
+    /// Which call of the answer this piece belongs to.
+    #[serde(default)]
+    pub index: u32,
+    /// The call's id (first piece).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Cow<'a, str>>,
+    /// `function` (first piece).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Cow<'a, str>>,
+    /// The function's name and more arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta<'a>>,
+}
+
+/// The function part of a [`ToolCallDelta`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCallDelta<'a> {
+    /// The function's name (first piece).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Cow<'a, str>>,
+    /// More argument text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Cow<'a, str>>,
 }
 
 /// `stream_options`.
@@ -91,6 +255,12 @@ pub struct ChatMessage<'a> {
     /// The author's name, to tell participants of one role apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Cow<'a, str>>,
+    /// The tools an assistant message called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall<'a>>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<Cow<'a, str>>,
 }
 
 impl<'a> ChatMessage<'a> {
@@ -99,7 +269,7 @@ impl<'a> ChatMessage<'a> {
         Self {
             role,
             content: Some(MessageContent::Text(text.into())),
-            name: None,
+            ..Self::default()
         }
     }
 }
@@ -212,6 +382,9 @@ pub struct ResponseMessage<'a> {
     /// A refusal, when the model refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Cow<'a, str>>,
+    /// The tools the model calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall<'a>>,
 }
 
 fn assistant() -> Role {
@@ -301,6 +474,9 @@ pub struct Delta<'a> {
     /// More refusal text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Cow<'a, str>>,
+    /// Pieces of tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta<'a>>,
 }
 
 /// An error answer: `{"error": {...}}`.
@@ -499,6 +675,54 @@ mod tests {
             serde_json::to_value(&chunk).expect("serialises"),
             json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
                    "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": null}]})
+        );
+    }
+
+    #[test]
+    fn tools_and_tool_calls_round_trip() {
+        let sample = json!({
+            "model": "gpt-4.1",
+            "messages": [
+                {"role": "user", "content": "Weather in Boston?"},
+                {"role": "assistant", "tool_calls": [{"id": "call_abc", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"location\":\"Boston\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_abc", "content": "Sunny"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": true}},
+            "seed": 3,
+            "logit_bias": {"50256": -100},
+            "stream": false
+        });
+        let request: ChatCompletionRequest<'_> =
+            serde_json::from_value(sample.clone()).expect("parses");
+        assert_eq!(
+            request.messages[1].tool_calls[0].function.name,
+            "get_weather"
+        );
+        assert_eq!(
+            request.messages[2].tool_call_id.as_deref(),
+            Some("call_abc")
+        );
+        assert!(matches!(request.tool_choice, Some(ToolChoice::Named(_))));
+        assert!(matches!(
+            request.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ));
+        assert_eq!(serde_json::to_value(&request).expect("serialises"), sample);
+
+        let chunk: ChatCompletionChunk<'_> = serde_json::from_str(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#,
+        )
+        .expect("chunk parses");
+        let piece = &chunk.choices[0].delta.tool_calls[0];
+        assert_eq!(piece.id.as_deref(), Some("call_1"));
+        assert_eq!(
+            piece.function.as_ref().and_then(|f| f.name.as_deref()),
+            Some("get_weather")
         );
     }
 

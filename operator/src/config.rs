@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use switchboard_telemetry::LogFormat;
 
 /// Flags of `switchboard-operator`.
 #[derive(Parser, Debug, Clone)]
@@ -29,6 +30,16 @@ pub struct Config {
         default_value = concat!("ghcr.io/switchboard-dev/switchboard-agent-runtime:", env!("CARGO_PKG_VERSION"))
     )]
     pub runtime_image: String,
+
+    /// Pull policy of the runtime container in the pods the operator builds
+    /// (`Always`, `IfNotPresent` or `Never`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RUNTIME_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent",
+        value_parser = ["Always", "IfNotPresent", "Never"]
+    )]
+    pub runtime_image_pull_policy: String,
 
     /// Secret holding the Postgres admin DSN (key `uri`), as `namespace/name`.
     #[arg(long, env = "SWITCHBOARD_DATABASE_ADMIN_SECRET")]
@@ -86,6 +97,16 @@ pub struct Config {
     /// Seconds between full re-checks of every object when nothing changes.
     #[arg(long, env = "SWITCHBOARD_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+
+    /// Log lines as `json` (one object per line) or `text`.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// OTLP/HTTP endpoint the operator sends its reconcile spans to (`/v1/traces` is
+    /// appended), e.g. `http://otel-collector.monitoring:4318`. Unset: no traces. The
+    /// standard `OTEL_*` variables (headers, timeout, service name, batching) apply.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -116,6 +137,20 @@ impl Config {
         Duration::from_secs(self.resync_seconds.max(30))
     }
 
+    /// The environment as the tracing setup sees it: `--otlp-endpoint` wins over
+    /// every endpoint variable; the other `OTEL_*` variables come from `env`.
+    pub fn telemetry_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> impl Fn(&str) -> Option<String> {
+        let endpoint = self.otlp_endpoint.clone();
+        move |name| match (name, &endpoint) {
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", Some(endpoint)) => Some(endpoint.clone()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", Some(_)) => None,
+            _ => env(name),
+        }
+    }
+
     /// The namespaces to watch, `None` meaning all.
     pub fn watched_namespaces(&self) -> Option<Vec<String>> {
         let ns: Vec<String> = self
@@ -125,5 +160,52 @@ impl Config {
             .filter(|n| !n.is_empty())
             .collect();
         (!ns.is_empty()).then_some(ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_telemetry::OtlpSettings;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("switchboard-operator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_keep_json_logs_no_traces_and_if_not_present() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.runtime_image_pull_policy, "IfNotPresent");
+    }
+
+    #[test]
+    fn log_format_and_pull_policy_are_checked() {
+        let config = parse(&["--log-format=text", "--runtime-image-pull-policy=Always"])
+            .expect("valid flags");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.runtime_image_pull_policy, "Always");
+        let err = parse(&["--log-format=yaml"]).expect_err("unknown format");
+        assert!(err.to_string().contains("json or text"), "{err}");
+        let err = parse(&["--runtime-image-pull-policy=Sometimes"]).expect_err("unknown policy");
+        assert!(err.to_string().contains("IfNotPresent"), "{err}");
+    }
+
+    #[test]
+    fn the_otlp_flag_wins_over_the_environment() {
+        let env = |name: &str| match name {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => Some("http://env:4318/v1/traces".to_owned()),
+            "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("2000".to_owned()),
+            _ => None,
+        };
+        let config = parse(&["--otlp-endpoint=http://collector:4318"]).expect("valid flags");
+        let settings = OtlpSettings::from_env(config.telemetry_env(env)).expect("tracing on");
+        assert_eq!(settings.traces_url(), "http://collector:4318/v1/traces");
+        assert_eq!(settings.timeout, Duration::from_secs(2));
+        // Without the flag the standard variables decide, as for the runtime.
+        let config = parse(&[]).expect("defaults parse");
+        let settings = OtlpSettings::from_env(config.telemetry_env(env)).expect("tracing on");
+        assert_eq!(settings.traces_url(), "http://env:4318/v1/traces");
+        assert!(OtlpSettings::from_env(config.telemetry_env(|_| None)).is_none());
     }
 }

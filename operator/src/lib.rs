@@ -26,7 +26,7 @@ use crds::{AgentDeployment, ChatChannel};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::controller::shared_watch::SharedWatch;
-use crate::watch::tolerant_watcher;
+use crate::watch::{observed, tolerant_watcher};
 
 /// Runs the AgentDeployment and ChatChannel controllers for every watched namespace
 /// (or the whole cluster) until `shutdown` resolves. Per namespace, each kind both
@@ -44,13 +44,22 @@ where
     for scope in scopes {
         let client = context.client.clone();
         let ns = scope.as_deref();
+        let metrics = &context.metrics;
         let mut agents = SharedWatch::new(
-            tolerant_watcher::<AgentDeployment>(client.clone(), ns, watcher::Config::default())
-                .default_backoff(),
+            observed(
+                tolerant_watcher::<AgentDeployment>(client.clone(), ns, watcher::Config::default()),
+                metrics,
+                "AgentDeployment",
+            )
+            .default_backoff(),
         );
         let mut channels = SharedWatch::new(
-            tolerant_watcher::<ChatChannel>(client, ns, watcher::Config::default())
-                .default_backoff(),
+            observed(
+                tolerant_watcher::<ChatChannel>(client, ns, watcher::Config::default()),
+                metrics,
+                "ChatChannel",
+            )
+            .default_backoff(),
         );
         // Each controller reacts to its own kind's changes and to the other kind's
         // changes and deletions.

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    operator::telemetry::init_logging();
+    let telemetry = operator::telemetry::init(&config).context("setting up logs and traces")?;
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = server.await;
     info!("stopped");
+    telemetry.shutdown();
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the operator, prefixed `switchboard_operator_`: reconciles,
-//! their durations, failures by error category, and write requests sent to the API.
+//! their durations, failures by error category, reconciles running, write requests
+//! sent to the API, and the health of the watches (errors, restarts).
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The operator's metrics and the registry that serves them.
@@ -19,6 +20,22 @@ pub struct Metrics {
     pub writes: IntCounterVec,
     /// 1 while this process holds the leader Lease.
     pub leader: IntGauge,
+    /// Errors of the watches (list or watch failed; retried with backoff), by kind.
+    pub watch_errors: IntCounterVec,
+    /// Watches that started over with a fresh list (after an error or an expired
+    /// resource version), by kind.
+    pub watch_restarts: IntCounterVec,
+    /// Reconciles running now, by controller: the work the queue is handing out.
+    pub reconciles_in_flight: IntGaugeVec,
+}
+
+/// Counts one reconcile as running until dropped.
+pub struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -58,6 +75,30 @@ impl Metrics {
             "switchboard_operator_leader",
             "1 while this process holds the leader Lease.",
         )?;
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_watch_errors_total",
+                "Errors of the operator's watches (retried with backoff), by kind.",
+            ),
+            &["kind"],
+        )?;
+        let watch_restarts = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_watch_restarts_total",
+                "Watches started over with a fresh list after the first, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let reconciles_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_operator_reconciles_in_flight",
+                "Reconciles running now, by controller.",
+            ),
+            &["controller"],
+        )?;
+        registry.register(Box::new(watch_errors.clone()))?;
+        registry.register(Box::new(watch_restarts.clone()))?;
+        registry.register(Box::new(reconciles_in_flight.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(failures.clone()))?;
@@ -70,7 +111,23 @@ impl Metrics {
             failures,
             writes,
             leader,
+            watch_errors,
+            watch_restarts,
+            reconciles_in_flight,
         })
+    }
+
+    /// Marks one reconcile of `controller` running until the guard drops.
+    pub fn in_flight(&self, controller: &str) -> InFlight {
+        let gauge = self.reconciles_in_flight.with_label_values(&[controller]);
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// Makes every kind's watch series exist from the start (at zero).
+    pub fn declare_watch(&self, kind: &str) {
+        self.watch_errors.with_label_values(&[kind]);
+        self.watch_restarts.with_label_values(&[kind]);
     }
 
     /// Counts one write request.

@@ -1,6 +1,7 @@
 //! Watch streams that survive one undecodable object: objects are listed and watched
 //! untyped, then decoded one by one; an object that does not decode is logged and
-//! skipped instead of failing the whole list.
+//! skipped instead of failing the whole list; and the watch metrics every stream
+//! goes through ([`observed`]).
 
 use std::fmt::Debug;
 
@@ -10,6 +11,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tracing::warn;
+
+use crate::metrics::Metrics;
 
 /// A watcher of `K` in `namespace` (all when `None`) that skips undecodable objects.
 pub fn tolerant_watcher<K>(
@@ -30,6 +33,37 @@ where
             Err(e) => Some(Err(e)),
             Ok(event) => decode_event(event).map(Ok),
         }
+    })
+}
+
+/// Counts `stream`'s errors and its restarts (every fresh list after the first)
+/// under `kind` in the operator's watch metrics.
+pub fn observed<K, S>(
+    stream: S,
+    metrics: &Metrics,
+    kind: &str,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
+where
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    metrics.declare_watch(kind);
+    let errors = metrics.watch_errors.with_label_values(&[kind]);
+    let restarts = metrics.watch_restarts.with_label_values(&[kind]);
+    let kind = kind.to_owned();
+    let mut listed = false;
+    stream.inspect(move |event| match event {
+        Err(error) => {
+            errors.inc();
+            warn!(%kind, %error, "watch failed; retrying with backoff");
+        }
+        Ok(Event::Init) => {
+            if listed {
+                restarts.inc();
+            }
+            listed = true;
+        }
+        Ok(_) => {}
     })
 }
 

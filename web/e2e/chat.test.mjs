@@ -36,8 +36,10 @@ function hostSite(title) {
     `<script src="${chat}/channels/web/assets/embed.js" data-label="Chat with us"></script></body></html>`;
   return new Promise((ok) => {
     const s = createServer((req, res) => {
+      // `?chat=` picks the chat's address (default: the runtime as started).
+      const chat = new URL(req.url, "http://host").searchParams.get("chat") ?? server.url;
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
-      res.end(page(server.url));
+      res.end(page(chat));
     });
     s.listen(0, "127.0.0.1", () => ok({ url: `http://127.0.0.1:${s.address().port}`, close: () => s.close() }));
   });
@@ -330,6 +332,9 @@ test("a disabled channel says so; a rate-limited one gives the retry time", asyn
   assert.ok(await page.locator("#composer").isDisabled());
   assert.ok(await page.locator("#send").isDisabled());
   await ctx.close();
+  // Limits count per unix minute: start the three messages with 15 s of it left.
+  const left = 60_000 - (Date.now() % 60_000);
+  if (left < 15_000) await new Promise((resolve) => setTimeout(resolve, left + 50));
   ctx = await context();
   page = await open(ctx, "web-limited");
   // Two messages per minute per visitor on this channel: the third is refused.
@@ -521,6 +526,49 @@ test("an allowed site embeds the chat as a panel; another site cannot frame it",
   assert.match(await refused, /has been blocked/);
   assert.equal(await page2.frameLocator("iframe").locator(".app").count(), 0);
   await other.close();
+});
+
+test("embedded by another site over https: the visitor's partitioned cookies carry the chat", async () => {
+  // The chat on another site than the shop (localhost, a secure context where
+  // Secure cookies are kept, against the shop at 127.0.0.1), seen through an
+  // ingress that terminated TLS (X-Forwarded-Proto: https): only cookies made
+  // for third-party use (SameSite=None; Secure; Partitioned) reach the frame.
+  const chat = server.url.replace("127.0.0.1", "localhost");
+  const shop = `${sites.allowed.url}/?chat=${encodeURIComponent(chat)}`;
+  const ctx = await browser.newContext({
+    viewport: { width: 1200, height: 800 },
+    extraHTTPHeaders: { "x-forwarded-proto": "https" },
+  });
+  const page = await ctx.newPage();
+  const refusals = [];
+  page.on("response", (r) => r.url().startsWith(chat) && r.status() >= 400 && refusals.push(`${r.status()} ${r.url()}`));
+  await page.goto(shop);
+  await page.getByRole("button", { name: "Chat with us" }).click();
+  let frame = page.frameLocator("iframe");
+  await frame.locator('.app.embed[data-ready="true"]').waitFor();
+  await frame.locator("#composer").fill("hello across sites");
+  await frame.locator("#composer").press("Enter");
+  await frame.locator(".msg.assistant", { hasText: "Echo: hello across sites" }).waitFor();
+  assert.deepEqual(refusals, []);
+  // Partitioned cookies are kept under the shop's site.
+  const cookies = (await ctx.cookies()).filter((c) => c.domain === "localhost");
+  const visitor = cookies.find((c) => c.name === "switchboard_visitor");
+  assert.ok(visitor, JSON.stringify(cookies));
+  assert.equal(visitor.sameSite, "None");
+  assert.equal(visitor.secure, true);
+  assert.equal(visitor.httpOnly, true);
+  assert.equal(visitor.partitionKey, "http://127.0.0.1");
+  const csrf = cookies.find((c) => c.name === "switchboard_csrf");
+  assert.equal(csrf?.sameSite, "None");
+  // The same visitor after a reload of the shop: the chat is still theirs.
+  await page.reload();
+  await page.getByRole("button", { name: "Chat with us" }).click();
+  frame = page.frameLocator("iframe");
+  await frame.locator('.app.embed[data-ready="true"]').waitFor();
+  await frame.getByRole("button", { name: "Chat list" }).click();
+  await frame.locator(".session .stitle", { hasText: "hello across sites" }).waitFor();
+  assert.deepEqual(refusals, []);
+  await ctx.close();
 });
 
 test("no request left the page's origin; no console errors or CSP violations", () => {

@@ -13,6 +13,7 @@ import { buildHelp } from "./help.ts";
 import { icon } from "./icons.ts";
 import { messageView, type Shown } from "./message-view.ts";
 import { sessionItem } from "./session-item.ts";
+import { loadPref, savePref } from "./storage.ts";
 import { isApple, match } from "./shortcuts.ts";
 import { Sync, type Change } from "./sync.ts";
 
@@ -97,7 +98,7 @@ export class App {
     document.documentElement.lang = this.config.language || lang;
     document.documentElement.dir = direction(lang);
     document.title = this.config.title;
-    this.applyTheme(localStorage.getItem(`${this.storeKey}:theme`) ?? "auto");
+    this.applyTheme(loadPref(`${this.storeKey}:theme`) ?? "auto");
     this.build(mount);
     this.restoreTabs();
     // The list and the open chats load together, while the page draws.
@@ -231,7 +232,7 @@ export class App {
     }
     let saved: { tabs?: string[]; active?: number } = {};
     try {
-      saved = JSON.parse(localStorage.getItem(`${this.storeKey}:tabs`) ?? "{}");
+      saved = JSON.parse(loadPref(`${this.storeKey}:tabs`) ?? "{}");
     } catch {
       saved = {};
     }
@@ -245,7 +246,7 @@ export class App {
     if (!this.config.features.history) return;
     const ids = this.tabs.map((t) => t.id).filter((x): x is string => x !== null);
     const activeId = this.tab().id;
-    localStorage.setItem(
+    savePref(
       `${this.storeKey}:tabs`,
       JSON.stringify({ tabs: ids, active: activeId ? ids.indexOf(activeId) : ids.length }),
     );
@@ -717,7 +718,7 @@ export class App {
   private cycleTheme(): void {
     const now = document.documentElement.dataset.theme;
     const next = now === "auto" ? "light" : now === "light" ? "dark" : "auto";
-    localStorage.setItem(`${this.storeKey}:theme`, next);
+    savePref(`${this.storeKey}:theme`, next);
     this.applyTheme(next);
   }
 

@@ -192,11 +192,21 @@ pub struct Message {
     pub error: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// The tools an assistant message called (OpenAI's shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<crate::api::openai_options::ToolCallItem>>,
+    /// The call a tool message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl From<db::Message> for Message {
     fn from(m: db::Message) -> Self {
         Self {
+            tool_calls: Some(m.tool_calls())
+                .filter(|calls| !calls.is_empty())
+                .map(|calls| calls.iter().map(Into::into).collect()),
+            tool_call_id: m.tool_call_id.clone(),
             id: m.id,
             session_id: m.session_id,
             parent_id: m.parent_id,

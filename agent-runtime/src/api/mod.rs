@@ -5,10 +5,32 @@
 
 pub mod admin;
 pub mod dto;
+pub mod live;
 pub mod openai;
+pub mod openai_options;
 pub mod ops;
 pub mod sessions;
 pub mod sse;
+
+/// Deserializes an optional whole number that JSON may spell `5` or `5.0`.
+pub(crate) fn whole_i64<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(n), _) => Some(n),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+        _ => None,
+    };
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))
+}
 
 /// Deserializes an optional count that JSON may spell `5` or `5.0` (JSON
 /// Schema's `integer`, which the OpenAPI document promises, admits both).

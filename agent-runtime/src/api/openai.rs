@@ -4,7 +4,7 @@
 //! one, else by recognising the history it continues) and only messages not
 //! stored yet are stored: the conversation service does both.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::State;
@@ -14,12 +14,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::api::openai_options::{
+    self, OptionFields, StopSequences, ToolCallItem, ToolDefinition, image_part,
+};
 use crate::api::sse::{self, ChunkFormat, usage_json};
 use crate::auth::{Caller, valid_id};
 use crate::conversation::{self, Input, Reply, ReplyMode, Sampling, SessionRef, TurnRequest};
 use crate::domain::Role;
 use crate::error::{ApiError, ErrorBody, extract};
-use crate::providers::PromptMessage;
+use crate::live::LiveUser;
+use crate::providers::{ImagePart, PromptMessage};
 use crate::state::SharedState;
 
 /// Headers a client may name its conversation with, in order of preference.
@@ -65,7 +69,7 @@ pub async fn list_models(State(state): State<SharedState>) -> Json<ModelList> {
     })
 }
 
-/// Message content: text, or a list of parts of which only text is accepted.
+/// Message content: text, or a list of text and image parts.
 #[derive(Deserialize, ToSchema, Debug)]
 #[serde(untagged)]
 pub enum InputContent {
@@ -78,11 +82,22 @@ pub enum InputContent {
 /// One content part.
 #[derive(Deserialize, ToSchema, Debug)]
 pub struct ContentPart {
-    /// Part type; only `text` is supported.
+    /// Part type: `text` or `image_url` (others are refused).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The text.
+    /// The text of a `text` part.
     pub text: Option<String>,
+    /// The image of an `image_url` part.
+    pub image_url: Option<ImageUrl>,
+}
+
+/// An image part's image.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct ImageUrl {
+    /// `https:`/`http:` URL, or a base64 `data:image/...` URL.
+    pub url: String,
+    /// `low`, `high` or `auto`.
+    pub detail: Option<String>,
 }
 
 /// One message of the history.
@@ -90,8 +105,14 @@ pub struct ContentPart {
 pub struct InputMessage {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Content; may be null for an assistant message.
+    /// Content; may be null for an assistant message that calls tools.
     pub content: Option<InputContent>,
+    /// The tools an assistant message called.
+    pub tool_calls: Option<Vec<ToolCallItem>>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+    /// The author's name (accepted, not sent upstream).
+    pub name: Option<String>,
 }
 
 /// `stream_options`.
@@ -102,7 +123,9 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// `POST /v1/chat/completions` body (unknown fields are ignored).
+/// `POST /v1/chat/completions` body. Documented OpenAI fields the runtime
+/// does not carry (`logprobs`, `audio`, ...) are refused when set; fields
+/// OpenAI does not document are ignored.
 #[derive(Deserialize, ToSchema, Debug)]
 pub struct ChatCompletionRequest {
     /// Model name; echoed back (the agent decides which model answers).
@@ -125,10 +148,39 @@ pub struct ChatCompletionRequest {
     /// Number of answers; only 1 is supported.
     #[serde(default, deserialize_with = "crate::api::whole_u32")]
     pub n: Option<u32>,
-    /// End-user id, used when the trusted user header is absent.
+    /// End-user id, used when the trusted user header is absent; sent upstream.
     pub user: Option<String>,
     /// Free-form metadata; `conversation_id` (or `session_id`, `chat_id`) names the conversation.
     pub metadata: Option<HashMap<String, Value>>,
+    /// Function tools the model may call (client-side: the client runs them).
+    pub tools: Option<Vec<ToolDefinition>>,
+    /// `none`, `auto`, `required`, or `{"type": "function", "function": {"name": ...}}`.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    /// Whether the model may call several tools in one answer.
+    pub parallel_tool_calls: Option<bool>,
+    /// `{"type": "text" | "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// Up to 4 stop sequences.
+    pub stop: Option<StopSequences>,
+    /// Nucleus sampling, 0 to 1.
+    pub top_p: Option<f64>,
+    /// Sampling seed.
+    #[serde(default, deserialize_with = "crate::api::whole_i64")]
+    pub seed: Option<i64>,
+    /// Presence penalty, -2 to 2.
+    pub presence_penalty: Option<f64>,
+    /// Frequency penalty, -2 to 2.
+    pub frequency_penalty: Option<f64>,
+    /// Bias per token id, -100 to 100.
+    #[schema(value_type = Option<HashMap<String, f64>>)]
+    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    /// Every other field: documented OpenAI ones the runtime does not carry
+    /// are refused when set, the rest ignored.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// The answer, non-streamed.
@@ -153,39 +205,50 @@ pub const ROLES: [&str; 6] = [
     "function",
 ];
 
-fn role_of(raw: &str) -> Result<Role, ApiError> {
+fn role_of(raw: &str, index: usize) -> Result<Role, ApiError> {
     match raw {
         "user" => Ok(Role::User),
         "assistant" => Ok(Role::Assistant),
         "system" | "developer" => Ok(Role::System),
         "tool" | "function" => Ok(Role::Tool),
-        other => Err(ApiError::bad_request(
+        other => Err(ApiError::bad_field(
             "invalid_request",
+            format!("messages[{index}].role"),
             format!("unknown message role {other:?}; use system, user, assistant or tool"),
         )),
     }
 }
 
-fn text_of(content: Option<InputContent>, index: usize) -> Result<String, ApiError> {
+/// A message's text, and its images.
+fn content_of(
+    content: Option<InputContent>,
+    index: usize,
+) -> Result<(String, Vec<ImagePart>), ApiError> {
     match content {
-        None => Ok(String::new()),
-        Some(InputContent::Text(text)) => Ok(text),
+        None => Ok((String::new(), Vec::new())),
+        Some(InputContent::Text(text)) => Ok((text, Vec::new())),
         Some(InputContent::Parts(parts)) => {
             let mut text = String::new();
-            for part in parts {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    (kind, _) => {
-                        return Err(ApiError::bad_request(
+            let mut images = Vec::new();
+            for (p, part) in parts.into_iter().enumerate() {
+                let field = format!("messages[{index}].content[{p}]");
+                match (part.kind.as_str(), part.text, part.image_url) {
+                    ("text", Some(t), _) => text.push_str(&t),
+                    ("image_url", _, Some(image)) => {
+                        images.push(image_part(image.url, image.detail, &field)?);
+                    }
+                    (kind, _, _) => {
+                        return Err(ApiError::bad_field(
                             "unsupported_content",
+                            field,
                             format!(
-                                "messages[{index}] has a {kind:?} part; only text is supported"
+                                "a {kind:?} part is not supported; send text or image_url parts"
                             ),
                         ));
                     }
                 }
             }
-            Ok(text)
+            Ok((text, images))
         }
     }
 }
@@ -216,19 +279,27 @@ fn prompt_messages(
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let role = role_of(&m.role)?;
-            let content = text_of(m.content, i)?;
+            let role = role_of(&m.role, i)?;
+            let (content, images) = content_of(m.content, i)?;
             let chars = content.chars().count();
             if chars > limits.max_message_chars {
-                return Err(ApiError::bad_request(
+                return Err(ApiError::bad_field(
                     "message_too_long",
+                    format!("messages[{i}].content"),
                     format!(
                         "messages[{i}] has {chars} characters; at most {} are accepted",
                         limits.max_message_chars
                     ),
                 ));
             }
-            Ok(PromptMessage { role, content })
+            let tool_calls = m.tool_calls.unwrap_or_default();
+            Ok(PromptMessage {
+                role,
+                content,
+                tool_calls: tool_calls.into_iter().map(Into::into).collect(),
+                tool_call_id: m.tool_call_id,
+                images,
+            })
         })
         .collect()
 }
@@ -260,6 +331,17 @@ fn conversation_id(
         }
     }
     Ok(from_metadata)
+}
+
+/// The stored answer as OpenAI's message: its text (`null` when it only
+/// calls tools) and its tool calls.
+fn answer_message(message: &crate::db::Message) -> Value {
+    let calls: Vec<ToolCallItem> = message.tool_calls().iter().map(Into::into).collect();
+    if calls.is_empty() {
+        return json!({"role": "assistant", "content": message.content, "refusal": null});
+    }
+    let content = (!message.content.is_empty()).then_some(message.content.as_str());
+    json!({"role": "assistant", "content": content, "refusal": null, "tool_calls": calls})
 }
 
 /// Answers a chat, OpenAI style.
@@ -308,7 +390,7 @@ pub async fn chat_completions(
         ));
     }
     let user = caller.user(request.user.as_deref())?;
-    let participant = conversation::admit(&state, caller.participant(user))?;
+    let participant = conversation::admit(&state, caller.participant(user.clone())).await?;
     let session = match conversation_id(&headers, request.metadata.as_ref())? {
         Some(id) => SessionRef::External(id),
         None => SessionRef::Recognised,
@@ -318,6 +400,20 @@ pub async fn chat_completions(
         .clone()
         .unwrap_or_else(|| state.config.agent.name.clone());
     let messages = prompt_messages(&state, request.messages)?;
+    let options = openai_options::request_options(OptionFields {
+        tools: request.tools,
+        tool_choice: request.tool_choice,
+        parallel_tool_calls: request.parallel_tool_calls,
+        response_format: request.response_format,
+        stop: request.stop,
+        top_p: request.top_p,
+        seed: request.seed,
+        presence_penalty: request.presence_penalty,
+        frequency_penalty: request.frequency_penalty,
+        logit_bias: request.logit_bias,
+        user: request.user,
+        other: request.other,
+    })?;
     let turn = TurnRequest {
         participant,
         session,
@@ -325,6 +421,7 @@ pub async fn chat_completions(
         sampling: Sampling {
             temperature: request.temperature,
             max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
+            options,
         },
         mode: if request.stream {
             ReplyMode::Stream
@@ -342,7 +439,9 @@ pub async fn chat_completions(
                 created,
                 include_usage: request.stream_options.is_some_and(|o| o.include_usage),
             };
-            return Ok(sse::response(stream, format, &turn.session_id));
+            let mut response = sse::response(stream, format, &turn.session_id);
+            response.extensions_mut().insert(LiveUser(user));
+            return Ok(response);
         }
         Reply::Whole(answer) => *answer,
     };
@@ -353,7 +452,7 @@ pub async fn chat_completions(
         model,
         choices: vec![json!({
             "index": 0,
-            "message": {"role": "assistant", "content": answer.message.content, "refusal": null},
+            "message": answer_message(&answer.message),
             "logprobs": null,
             "finish_reason": answer.finish_reason,
         })],
@@ -367,5 +466,6 @@ pub async fn chat_completions(
     if let Ok(value) = HeaderValue::from_str(&turn.session_id) {
         response.headers_mut().insert("x-session-id", value);
     }
+    response.extensions_mut().insert(LiveUser(user));
     Ok(response)
 }

@@ -504,7 +504,7 @@ pub async fn post_message(
             format!("channel {:?} does not stream", caller.channel),
         ));
     }
-    let participant = conversation::admit(&state, caller.participant(user))?;
+    let participant = conversation::admit(&state, caller.participant(user)).await?;
     let turn = TurnRequest {
         participant,
         session: SessionRef::Id(id.clone()),
@@ -512,6 +512,7 @@ pub async fn post_message(
         sampling: Sampling {
             temperature: body.temperature,
             max_output_tokens: body.max_tokens,
+            ..Sampling::default()
         },
         mode: if body.stream {
             ReplyMode::Stream
@@ -555,6 +556,12 @@ pub struct HistoryMessage {
     pub role: Role,
     /// Text.
     pub content: String,
+    /// The tools an assistant message called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<crate::api::openai_options::ToolCallItem>>,
+    /// The call a tool message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// A conversation in OpenAI message format.
@@ -582,6 +589,9 @@ pub async fn history(
         .into_iter()
         .map(|m| HistoryMessage {
             role: m.role.into(),
+            tool_calls: (!m.tool_calls.is_empty())
+                .then(|| m.tool_calls.iter().map(Into::into).collect()),
+            tool_call_id: m.tool_call_id,
             content: m.content,
         })
         .collect();

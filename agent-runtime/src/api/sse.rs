@@ -1,7 +1,8 @@
 //! A streamed turn as server-sent events in OpenAI's exact chunk format:
 //! a role chunk, content chunks, a chunk with `finish_reason`, a usage chunk
 //! (with `stream_options.include_usage`; otherwise usage rides on the finish
-//! chunk), then `data: [DONE]`. A failure midway ends with an OpenAI-style
+//! chunk), then `data: [DONE]`. Tool calls stream as `delta.tool_calls`
+//! pieces (id and name first, then the arguments' text). A failure midway ends with an OpenAI-style
 //! `data: {"error": ...}` event and no `[DONE]`.
 
 use std::collections::VecDeque;
@@ -13,6 +14,7 @@ use futures::stream;
 use serde_json::{Value, json};
 
 use crate::conversation::{TurnEvent, TurnStream};
+use crate::providers::ToolCallDelta;
 
 /// What every chunk repeats.
 #[derive(Clone, Debug)]
@@ -63,6 +65,20 @@ fn frame(data: &str) -> String {
     format!("data: {data}\n\n")
 }
 
+/// A piece of a tool call as OpenAI's `delta.tool_calls`: the first piece of
+/// a call with its id, type and name, later ones with more arguments.
+fn tool_call_delta(piece: &ToolCallDelta) -> Value {
+    let mut call = json!({"index": piece.index, "function": {"arguments": piece.arguments}});
+    if let Some(id) = &piece.id {
+        call["id"] = json!(id);
+        call["type"] = json!("function");
+    }
+    if let Some(name) = &piece.name {
+        call["function"]["name"] = json!(name);
+    }
+    json!({"tool_calls": [call]})
+}
+
 /// OpenAI's usage object.
 pub fn usage_json(prompt: i64, completion: i64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
@@ -88,6 +104,9 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                 match events.recv().await {
                     Some(TurnEvent::Delta(text)) => {
                         queue.push_back(format.chunk(json!({"content": text}), None, None));
+                    }
+                    Some(TurnEvent::ToolCall(piece)) => {
+                        queue.push_back(format.chunk(tool_call_delta(&piece), None, None));
                     }
                     Some(TurnEvent::Done(answer)) => {
                         let usage = usage_json(

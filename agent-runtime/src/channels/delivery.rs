@@ -37,6 +37,39 @@ fn jitter() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
 
+/// How often the outbox backlog gauges are recounted.
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Sets the backlog gauges: every webhook channel served (zero when nothing
+/// waits) and every channel with undelivered rows.
+async fn count_backlog(state: &SharedState) {
+    let rows = match state.store.pending_deliveries_by_channel().await {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot count the webhook outbox backlog");
+            return;
+        }
+    };
+    let (pending, age) = (
+        &state.metrics.webhook_outbox_pending,
+        &state.metrics.webhook_outbox_oldest_age,
+    );
+    pending.reset();
+    age.reset();
+    for channel in state.channels.all() {
+        if channel.channel_type == crds::ChannelType::Webhook {
+            pending.with_label_values(&[&channel.name]).set(0);
+            age.with_label_values(&[&channel.name]).set(0.0);
+        }
+    }
+    let now = now_ms();
+    for (channel, count, oldest_ms) in rows {
+        pending.with_label_values(&[&channel]).set(count);
+        age.with_label_values(&[&channel])
+            .set((now - oldest_ms).max(0) as f64 / 1000.0);
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -49,11 +82,16 @@ fn millis(d: Duration) -> i64 {
 pub async fn run(state: SharedState, shutdown: CancellationToken) {
     let workers = Arc::new(Semaphore::new(CONCURRENCY));
     let mut last_purge = std::time::Instant::now();
+    let mut last_backlog: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             () = state.webhooks.woken() => {}
             () = tokio::time::sleep(POLL) => {}
             () = shutdown.cancelled() => return,
+        }
+        if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+            last_backlog = Some(std::time::Instant::now());
+            count_backlog(&state).await;
         }
         if last_purge.elapsed() > Duration::from_secs(600) {
             last_purge = std::time::Instant::now();

@@ -249,7 +249,7 @@ async fn intake(state: &SharedState, token: &str, bot: u64, message: &Message) {
         channel: name.clone(),
         language: channel.language.clone(),
     };
-    let admitted = match conversation::admit(state, participant) {
+    let admitted = match conversation::admit(state, participant).await {
         Ok(a) => a,
         Err(err) => {
             tracing::info!(channel = %name, error = %err, "Discord message not admitted");

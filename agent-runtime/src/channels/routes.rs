@@ -43,7 +43,11 @@ pub fn webhook_router(state: SharedState) -> Router {
 /// A fallback rather than a route so that no path parameters of the outer match
 /// reach the API's handlers.
 pub fn fallback(state: SharedState, api: Router) -> Router {
-    let web = WebEdge::new(state.api_key.as_deref(), state.lifecycle.clone());
+    let web = WebEdge::new(
+        state.api_key.as_deref(),
+        state.live.clone(),
+        state.lifecycle.clone(),
+    );
     Router::new()
         .fallback(dispatch)
         .with_state(Dispatch { state, api, web })
@@ -84,14 +88,18 @@ async fn dispatch(State(d): State<Dispatch>, request: Request) -> Response {
     };
     // The web edge: the page (served even when the channel is disabled: the
     // page then shows the API's 503), and browser identity on API calls.
-    let (mut request, announce) = match d.state.channels.get(name) {
+    let mut request = match d.state.channels.get(name) {
         Some(web) if web.channel_type == ChannelType::Web => {
             match d.web.intercept(&web, &rest, request) {
                 Intercept::Answer(response) => return response,
-                Intercept::Forward(request, announce) => (request, announce),
+                Intercept::Forward(request) => request,
             }
         }
-        _ => (request, None),
+        // The live-sync stream is the web edge's alone.
+        _ if rest.split('?').next() == Some("/api/events") => {
+            return crate::channels::web::events_not_served().into_response();
+        }
+        _ => request,
     };
     let channel = match d.state.channels.resolve(name) {
         Ok(channel) => channel,
@@ -123,10 +131,7 @@ async fn dispatch(State(d): State<Dispatch>, request: Request) -> Response {
     if let Some(origin) = origin {
         allow_origin(response.headers_mut(), &origin);
     }
-    match announce {
-        Some(announce) => announce.after(&d.web, response),
-        None => response,
-    }
+    response
 }
 
 fn allow_origin(headers: &mut HeaderMap, origin: &str) {
@@ -203,7 +208,7 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(super::webhook::receive, super::slack::receive, super::web::page_config_doc),
+    paths(super::webhook::receive, super::slack::receive, super::web::page_config_doc, super::web::events_doc),
     components(schemas(crate::channel_registry::webhook::WebhookAnswer)),
     tags((name = "channels", description = "Webhook and chat-app channels: signed messages in; answers POSTed signed to the callback URL or posted in the Slack thread"))
 )]

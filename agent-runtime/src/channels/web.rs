@@ -28,6 +28,7 @@ use tokio::sync::broadcast;
 use crate::auth::EdgeUser;
 use crate::channel_registry::ChannelSettings;
 use crate::error::ApiError;
+use crate::live::{LiveMessage, LiveSync};
 use crate::shutdown::Lifecycle;
 
 /// The visitor cookie: `<id>.<hex HMAC-SHA256(id)>`.
@@ -104,22 +105,24 @@ pub struct PageCsrf {
     ))]
 pub async fn page_config_doc() {}
 
-/// A change to one user's sessions, for their open pages.
-#[derive(Clone, Debug)]
-pub struct UserEvent {
-    /// Whose sessions changed (`visitor:<id>` or the proxy's user).
-    pub user: String,
-    /// `session.created`, `session.updated`, `session.deleted` or `message.created`.
-    pub kind: &'static str,
-    /// The session, when known.
-    pub session_id: Option<String>,
-}
+/// The live-sync stream as the OpenAPI document describes it (the web edge
+/// answers it before routing).
+#[utoipa::path(get, path = "/channels/{name}/api/events", tag = "channels",
+    params(("name" = String, Path, description = "A ChatChannel of type web")),
+    security(()),
+    responses(
+        (status = 200, description = "The visitor's live-sync stream (server-sent events, kept open): `retry: 2000`, a `: ping` comment every 15 s, and one `data:` line per change to the visitor's sessions made on any pod of the agent, by the page or through the API with the key: `{\"type\": \"session.created\" | \"session.updated\" | \"session.deleted\" | \"message.created\", \"session_id\": \"...\"}` (`session_id` absent, `session.updated`: reload the list)", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid visitor cookie (open the chat page first), or the auth proxy's header is missing", body = crate::error::ErrorBody),
+        (status = 403, description = "A foreign `Origin`", body = crate::error::ErrorBody),
+        (status = 404, description = "No such channel, not of type web, or called with the API key (the stream serves the chat page only)", body = crate::error::ErrorBody),
+    ))]
+pub async fn events_doc() {}
 
-/// The web edge's own state: the cookie key and the event fan-out.
+/// The web edge's own state: the cookie key and the live-sync fan-out.
 #[derive(Clone)]
 pub struct WebEdge {
     key: Arc<[u8; 32]>,
-    events: broadcast::Sender<UserEvent>,
+    live: LiveSync,
     lifecycle: Lifecycle,
 }
 
@@ -127,21 +130,15 @@ pub struct WebEdge {
 pub enum Intercept {
     /// Answered here.
     Answer(Response),
-    /// Goes on to the client API, as the user of `EdgeUser` when one was set;
-    /// a successful state change is announced on the event stream.
-    Forward(Request, Option<Announce>),
-}
-
-/// What to announce after a forwarded request succeeds.
-pub struct Announce {
-    user: String,
-    method: Method,
-    path: String,
+    /// Goes on to the client API, as the user of `EdgeUser` when one was set
+    /// (a successful change is announced to the user's pages by the API's
+    /// `crate::api::live` layer).
+    Forward(Request),
 }
 
 impl WebEdge {
     /// The key from the tenant's API key, else random (see the module doc).
-    pub fn new(api_key: Option<&str>, lifecycle: Lifecycle) -> Self {
+    pub fn new(api_key: Option<&str>, live: LiveSync, lifecycle: Lifecycle) -> Self {
         let key: [u8; 32] = match api_key {
             Some(secret) => {
                 let mut mac = hmac_with(secret.as_bytes());
@@ -155,17 +152,11 @@ impl WebEdge {
                 key
             }
         };
-        let (events, _) = broadcast::channel(1024);
         Self {
             key: Arc::new(key),
-            events,
+            live,
             lifecycle,
         }
-    }
-
-    /// Announces a change to `event.user`'s open pages (no-op without any).
-    pub fn publish(&self, event: UserEvent) {
-        let _ = self.events.send(event);
     }
 
     fn sign(&self, label: &str, value: &str) -> String {
@@ -224,18 +215,21 @@ impl WebEdge {
             _ => {}
         }
         let is_api = path.starts_with("/api/") || path.starts_with("/v1/");
+        if path == "/api/events" && request.headers().contains_key(header::AUTHORIZATION) {
+            return Intercept::Answer(events_not_served().into_response());
+        }
         // The tenant's key (server-to-server calls) is accepted as before.
         // So is a CORS preflight (answered by the routes).
         if !is_api
             || request.method() == Method::OPTIONS
             || request.headers().contains_key(header::AUTHORIZATION)
         {
-            return Intercept::Forward(request, None);
+            return Intercept::Forward(request);
         }
         let user = match self.browser_user(channel, request.headers()) {
             Ok(Some(user)) => user,
             // No browser identity at all on a runtime without a key: open as before.
-            Ok(None) => return Intercept::Forward(request, None),
+            Ok(None) => return Intercept::Forward(request),
             Err(err) => return Intercept::Answer(err.into_response()),
         };
         if let Err(err) = self.check_request(channel, &user, &request) {
@@ -244,14 +238,9 @@ impl WebEdge {
         if path == "/api/events" && get {
             return Intercept::Answer(self.events(user));
         }
-        let announce = (!is_safe(request.method())).then(|| Announce {
-            user: user.clone(),
-            method: request.method().clone(),
-            path: path.to_owned(),
-        });
         let mut request = request;
         request.extensions_mut().insert(EdgeUser(user));
-        Intercept::Forward(request, announce)
+        Intercept::Forward(request)
     }
 
     /// The browser's user: the proxy's header, or the signed visitor cookie.
@@ -410,23 +399,24 @@ impl WebEdge {
         response
     }
 
-    /// `text/event-stream` of `user`'s changes: `retry`, a ping every 15 s,
-    /// one `data:` line per change; ends when the runtime shuts down.
+    /// `text/event-stream` of `user`'s changes (made on any pod): `retry`, a
+    /// ping every 15 s, one `data:` line per change; ends when the runtime
+    /// shuts down.
     fn events(&self, user: String) -> Response {
-        let receiver = self.events.subscribe();
+        let receiver = self.live.subscribe();
         let lifecycle = self.lifecycle.clone();
         let changes = futures::stream::unfold(receiver, move |mut receiver| {
             let user = user.clone();
             async move {
                 loop {
                     match receiver.recv().await {
-                        Ok(event) if event.user == user => {
+                        Ok(LiveMessage::Event(event)) if event.user == user => {
                             let line = json!({"type": event.kind, "session_id": event.session_id});
                             return Some((format!("data: {line}\n\n"), receiver));
                         }
-                        Ok(_) => {}
+                        Ok(LiveMessage::Event(_)) => {}
                         // Missed some: a list-only event makes the page reload.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Ok(LiveMessage::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                             return Some((
                                 "data: {\"type\":\"session.updated\"}\n\n".to_owned(),
                                 receiver,
@@ -441,10 +431,15 @@ impl WebEdge {
             tokio::time::sleep(PING).await;
             Some((": ping\n\n".to_owned(), ()))
         });
-        let body = futures::stream::once(async { "retry: 2000\n: connected\n\n".to_owned() })
-            .chain(futures::stream::select(changes, pings))
-            .take_until(async move { lifecycle.cancelled().await })
-            .map(Ok::<_, std::convert::Infallible>);
+        let live = self.live.clone();
+        let body = futures::stream::once(async move {
+            // Connected once the other pods' changes arrive here too.
+            live.listening(Duration::from_secs(3)).await;
+            "retry: 2000\n: connected\n\n".to_owned()
+        })
+        .chain(futures::stream::select(changes, pings))
+        .take_until(async move { lifecycle.cancelled().await })
+        .map(Ok::<_, std::convert::Infallible>);
         let mut response = Response::new(Body::from_stream(body));
         let out = response.headers_mut();
         out.insert(
@@ -454,84 +449,6 @@ impl WebEdge {
         out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         out.insert("x-accel-buffering", HeaderValue::from_static("no"));
         response
-    }
-}
-
-impl Announce {
-    /// Wraps a forwarded request's response: once a successful change's body
-    /// has been sent whole (the turn stored), the user's pages hear of it.
-    pub fn after(self, edge: &WebEdge, response: Response) -> Response {
-        if !response.status().is_success() {
-            return response;
-        }
-        let header_session = response
-            .headers()
-            .get("x-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let path_session = self
-            .path
-            .strip_prefix("/api/sessions/")
-            .and_then(|tail| tail.split('/').next())
-            .filter(|id| !id.is_empty() && *id != "search" && *id != "summaries")
-            .map(str::to_owned);
-        let kind = if self.method == Method::DELETE {
-            "session.deleted"
-        } else if self.path == "/api/sessions" && self.method == Method::POST {
-            "session.created"
-        } else if self.path.starts_with("/v1/") {
-            "message.created"
-        } else {
-            "session.updated"
-        };
-        let (parts, body) = response.into_parts();
-        // Announced when the body is done with (sent whole, or the client left).
-        let mut guard = PublishOnDrop {
-            edge: edge.clone(),
-            event: Some(UserEvent {
-                user: self.user,
-                kind,
-                session_id: header_session.or(path_session),
-            }),
-            seen: Vec::new(),
-        };
-        let stream = body.into_data_stream().map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                guard.observe(bytes);
-            }
-            chunk
-        });
-        Response::from_parts(parts, Body::from_stream(stream))
-    }
-}
-
-/// Publishes its event when dropped; learns a new session's id from the
-/// response body (`{"id": ...}` of `POST /api/sessions`) when none was known.
-struct PublishOnDrop {
-    edge: WebEdge,
-    event: Option<UserEvent>,
-    seen: Vec<u8>,
-}
-
-impl PublishOnDrop {
-    fn observe(&mut self, bytes: &[u8]) {
-        let unknown = self.event.as_ref().is_some_and(|e| e.session_id.is_none());
-        if unknown && self.seen.len() < 64 * 1024 {
-            self.seen.extend_from_slice(bytes);
-        }
-    }
-}
-
-impl Drop for PublishOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut event) = self.event.take() {
-            if event.session_id.is_none() {
-                event.session_id = serde_json::from_slice::<serde_json::Value>(&self.seen)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
-            }
-            self.edge.publish(event);
-        }
     }
 }
 
@@ -655,6 +572,16 @@ fn proxy_user(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| crate::auth::valid_id(v, name).ok())
+}
+
+/// `/api/events` asked for with the API key, or on a channel that is not of
+/// type web.
+pub fn events_not_served() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "events_not_served",
+        "the live-sync stream /api/events serves the chat page of a web channel (visitor cookie or auth proxy), not API-key callers",
+    )
 }
 
 fn no_visitor() -> ApiError {

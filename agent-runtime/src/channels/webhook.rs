@@ -144,7 +144,7 @@ pub async fn receive(
         channel: name.clone(),
         language: channel.language.clone(),
     };
-    let admitted = conversation::admit(&state, participant)?;
+    let admitted = conversation::admit(&state, participant).await?;
     let delivery_id = uuid::Uuid::now_v7().to_string();
     let inserted = state
         .store

@@ -1,10 +1,11 @@
 //! Why a turn could not be taken, in the conversation's own terms; each edge
 //! maps these to its wire format (the HTTP API in `crate::error`).
 
+use crate::cost::BudgetSpent;
 use crate::db::StoreError;
 use crate::limits::{Overloaded, RateLimited};
 use crate::prompt::ContextOverflow;
-use crate::providers::ChainError;
+use crate::providers::{ChainError, Refusal};
 
 /// A conversation failure.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,10 @@ pub enum ConversationError {
     /// Over a request rate limit or the token budget.
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    /// The agent's monthly budget is spent (and it refuses, or has no fallback
+    /// response for the language).
+    #[error("the agent's monthly budget ({} {}) is spent", .0.budget, .0.currency)]
+    BudgetSpent(BudgetSpent),
     /// Every upstream slot busy and the queue full (or the wait ran out).
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
@@ -28,6 +33,9 @@ pub enum ConversationError {
     /// stored as the answer.
     #[error("the model could not answer: {0}")]
     Upstream(ChainError),
+    /// The request asks for something the agent's model cannot honour.
+    #[error(transparent)]
+    Unsupported(Refusal),
     /// The message to answer is no longer stored.
     #[error("the message is no longer stored")]
     MessageGone,

@@ -23,8 +23,13 @@ pub use record::{Recorded, current_history, open_session, record};
 pub use stream::{TurnEvent, TurnStream};
 pub use turn::{Answer, FALLBACK_MODEL};
 
+use std::sync::Arc;
+
+use crds::runtime_config::BudgetAction;
+
 use crate::db::Message;
-use crate::providers::PromptMessage;
+use crate::limits::TokenHold;
+use crate::providers::{ChatRequest, PromptMessage, RequestOptions};
 use crate::state::{AppState, SharedState};
 
 /// Who is talking, through which channel.
@@ -39,9 +44,10 @@ pub struct Participant {
 }
 
 /// A participant let in by [`admit`]: only an admitted participant can take
-/// a turn.
+/// a turn. Holds the tokens reserved from the tenant's budget, settled by the
+/// turn (given back if it ends before the model answered).
 #[derive(Clone, Debug)]
-pub struct Admitted(Participant);
+pub struct Admitted(Participant, Option<Arc<TokenHold>>);
 
 impl Admitted {
     /// Who was admitted.
@@ -73,12 +79,14 @@ pub enum Input {
 }
 
 /// The client's sampling options.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Sampling {
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Answer length cap.
     pub max_output_tokens: Option<u32>,
+    /// Tools, answer format and the other request options.
+    pub options: RequestOptions,
 }
 
 /// How the answer is wanted.
@@ -124,14 +132,27 @@ pub struct TurnReply {
 }
 
 /// Admits `participant` before anything is stored: refused while the runtime
-/// shuts down and over a rate limit or the token budget.
-pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, ConversationError> {
+/// shuts down, when the monthly budget is spent and set to refuse, and over a
+/// rate limit or the token budget (counted across the agent's pods, see
+/// [`crate::limits`]).
+pub async fn admit(
+    state: &AppState,
+    participant: Participant,
+) -> Result<Admitted, ConversationError> {
     if state.lifecycle.is_draining() {
         return Err(ConversationError::ShuttingDown);
     }
-    state
+    if let Some(spent) = state.ledger.budget_spent()
+        && spent.action == BudgetAction::Reject
+    {
+        state.ledger.count_exhausted(spent.action);
+        tracing::info!(budget = %spent.budget, currency = %spent.currency, "monthly budget spent: turn refused");
+        return Err(ConversationError::BudgetSpent(spent));
+    }
+    let admission = state
         .limiter
         .check(&participant.channel, &participant.user)
+        .await
         .map_err(|limited| {
             state
                 .metrics
@@ -145,7 +166,7 @@ pub fn admit(state: &AppState, participant: Participant) -> Result<Admitted, Con
             );
             ConversationError::RateLimited(limited)
         })?;
-    Ok(Admitted(participant))
+    Ok(Admitted(participant, admission.tokens.map(Arc::new)))
 }
 
 /// Records the user's input in its session (resolved or created), then
@@ -163,6 +184,7 @@ pub async fn take_turn(
         sampling,
         mode,
     } = request;
+    refuse_unsupported(state, &sampling, &input)?;
     let recorded = record::record_input(state, &participant.0, session, input).await?;
     tracing::debug!(session = %recorded.session_id, user = %participant.0.user, stream = mode == ReplyMode::Stream, "turn");
     let turn = turn::Turn {
@@ -172,6 +194,7 @@ pub async fn take_turn(
         sampling,
         language: participant.0.language,
         channel: participant.0.channel,
+        tokens: participant.1,
     };
     let reply = match mode {
         ReplyMode::Whole => Reply::Whole(Box::new(turn::complete(state, &turn).await?)),
@@ -182,6 +205,32 @@ pub async fn take_turn(
         user_message: recorded.user_message,
         reply,
     })
+}
+
+/// Refuses, before anything is stored, a request the primary model cannot
+/// honour (a field it has no counterpart for). Fallback models that cannot
+/// honour it are skipped by the chain instead.
+fn refuse_unsupported(
+    state: &AppState,
+    sampling: &Sampling,
+    input: &Input,
+) -> Result<(), ConversationError> {
+    let Some(primary) = state.chain.models().first() else {
+        return Ok(());
+    };
+    let probe = ChatRequest {
+        messages: match input {
+            Input::History(history) => history.clone(),
+            Input::Message(_) => Vec::new(),
+        },
+        temperature: sampling.temperature,
+        max_output_tokens: sampling.max_output_tokens,
+        options: sampling.options.clone(),
+    };
+    match primary.refuses(&probe) {
+        Some(refusal) => Err(ConversationError::Unsupported(refusal)),
+        None => Ok(()),
+    }
 }
 
 /// Answers a user message stored before (by [`record`]), whole: the
@@ -208,6 +257,7 @@ pub async fn answer_recorded(
         sampling: Sampling::default(),
         language: participant.language.clone(),
         channel: participant.channel.clone(),
+        tokens: None,
     };
     turn::complete(state, &turn).await
 }

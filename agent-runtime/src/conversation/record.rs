@@ -5,7 +5,7 @@
 
 use super::{ConversationError, Input, Participant, SessionRef};
 use crate::db::{Message, NewMessage, NewSession, Session};
-use crate::domain::{Role, chain_hash};
+use crate::domain::{Role, chain_hash, chain_hash_with_tools};
 use crate::providers::PromptMessage;
 use crate::state::AppState;
 
@@ -70,10 +70,7 @@ pub(super) async fn record_input(
     let user = &participant.user;
     match (session, input) {
         (SessionRef::Recognised, Input::Message(text)) => {
-            let history = vec![PromptMessage {
-                role: Role::User,
-                content: text,
-            }];
+            let history = vec![PromptMessage::text(Role::User, text)];
             sync_history(state, participant, None, history).await
         }
         (SessionRef::Recognised, Input::History(history)) => {
@@ -91,10 +88,7 @@ pub(super) async fn record_input(
             let (session_id, branch, message) =
                 append_user_message(state, participant, session, &text).await?;
             let mut history = prompt_from_stored(&branch);
-            history.push(PromptMessage {
-                role: Role::User,
-                content: text,
-            });
+            history.push(PromptMessage::text(Role::User, text));
             Ok(RecordedInput {
                 session_id,
                 anchor: Anchor::of(&message),
@@ -191,6 +185,8 @@ async fn append_user_message(
             Role::User,
             text,
         ),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
     };
     let message = state
         .store
@@ -218,7 +214,13 @@ async fn sync_history(
     let mut hashes = Vec::with_capacity(messages.len());
     let mut parent = String::new();
     for m in &messages {
-        parent = chain_hash(&parent, m.role, &m.content);
+        parent = chain_hash_with_tools(
+            &parent,
+            m.role,
+            &m.content,
+            &m.tool_calls,
+            m.tool_call_id.as_deref(),
+        );
         hashes.push(parent.clone());
     }
     let n = messages.len();
@@ -355,6 +357,8 @@ fn new_records(
             latency_ms: None,
             error: None,
             chain_hash: hashes[i].clone(),
+            tool_calls: m.tool_calls.clone(),
+            tool_call_id: m.tool_call_id.clone(),
         });
     }
     records
@@ -407,6 +411,8 @@ pub async fn open_session(
         model: None,
         chain_hash: chain_hash("", Role::Assistant, &text),
         content: text,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
     };
     Ok(state
         .store
@@ -426,14 +432,16 @@ pub async fn current_history(
     Ok(prompt_from_stored(&branch))
 }
 
-/// The stored conversation as prompt messages, skipping failed empty answers.
+/// The stored conversation as prompt messages (tool calls and results
+/// included), skipping failed empty answers.
 pub(super) fn prompt_from_stored(messages: &[Message]) -> Vec<PromptMessage> {
     messages
         .iter()
         .filter(|m| !(m.role == Role::Assistant && m.error.is_some() && m.content.is_empty()))
         .map(|m| PromptMessage {
-            role: m.role,
-            content: m.content.clone(),
+            tool_calls: m.tool_calls(),
+            tool_call_id: m.tool_call_id.clone(),
+            ..PromptMessage::text(m.role, m.content.clone())
         })
         .collect()
 }

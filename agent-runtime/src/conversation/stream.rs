@@ -13,11 +13,13 @@ use tracing::Instrument;
 
 use super::ConversationError;
 use super::turn::{
-    Answer, Call, CallEnd, Turn, build_request, handle_chain_failure, settle, turn_span,
+    Answer, Call, CallEnd, Turn, answer_budget_spent, build_request, handle_chain_failure, settle,
+    turn_span,
 };
 use crate::db::{Message, NewMessage};
 use crate::providers::{
-    ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent, StreamVerdict,
+    ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent, StreamVerdict, ToolCall,
+    ToolCallDelta,
 };
 use crate::state::SharedState;
 
@@ -26,6 +28,8 @@ use crate::state::SharedState;
 pub enum TurnEvent {
     /// More text.
     Delta(String),
+    /// A piece of a tool call (the first piece of each call has its id and name).
+    ToolCall(ToolCallDelta),
     /// Done and stored.
     Done(Box<Answer>),
     /// Failed midway; the partial answer is stored with the error.
@@ -61,6 +65,11 @@ async fn stream_in(
     span: tracing::Span,
 ) -> Result<TurnStream, ConversationError> {
     let request = build_request(state, &turn)?;
+    if let Some(spent) = state.ledger.budget_spent() {
+        let id = NewMessage::new_id();
+        let answer = answer_budget_spent(state, &turn, &request, spent, id.clone()).await?;
+        return Ok(answered_at_once(id, answer));
+    }
     let turn_guard = state.lifecycle.turn();
     let permit = state.gate.acquire().await?;
     let started = Instant::now();
@@ -72,13 +81,7 @@ async fn stream_in(
             let answer =
                 handle_chain_failure(state, &turn, &request, &span, err, started, id.clone())
                     .await?;
-            // The fallback response, streamed as one delta.
-            let _ = tx.try_send(TurnEvent::Delta(answer.message.content.clone()));
-            let _ = tx.try_send(TurnEvent::Done(Box::new(answer)));
-            return Ok(TurnStream {
-                message_id: id,
-                events: rx,
-            });
+            return Ok(answered_at_once(id, answer));
         }
     };
     let streaming = Streaming {
@@ -103,6 +106,17 @@ async fn stream_in(
         message_id: id,
         events: rx,
     })
+}
+
+/// A stream of an answer known at once (a fallback response): one delta, done.
+fn answered_at_once(id: String, answer: Answer) -> TurnStream {
+    let (tx, rx) = mpsc::channel(2);
+    let _ = tx.try_send(TurnEvent::Delta(answer.message.content.clone()));
+    let _ = tx.try_send(TurnEvent::Done(Box::new(answer)));
+    TurnStream {
+        message_id: id,
+        events: rx,
+    }
 }
 
 /// A streamed answer being relayed to its consumer.
@@ -182,6 +196,7 @@ impl Streaming {
         let (state, tx) = (&self.state, &self.tx);
         let mut end = CallEnd {
             content: String::new(),
+            tool_calls: Vec::new(),
             usage: None,
             finish_reason: None,
             error: None,
@@ -221,6 +236,17 @@ impl Streaming {
                         break;
                     }
                 }
+                Some(Ok(StreamEvent::ToolCall(piece))) => {
+                    add_tool_call_piece(&mut end.tool_calls, &piece);
+                    let sent = tokio::select! {
+                        sent = tx.send(TurnEvent::ToolCall(piece)) => sent.is_ok(),
+                        () = state.lifecycle.cancelled() => false,
+                    };
+                    if !sent {
+                        end.error = Some(CLIENT_GONE.to_owned());
+                        break;
+                    }
+                }
                 Some(Ok(StreamEvent::Usage(u))) => end.usage = Some(u),
                 Some(Ok(StreamEvent::Finished { finish_reason })) => {
                     end.finish_reason = Some(finish_reason);
@@ -241,6 +267,27 @@ impl Streaming {
     }
 }
 
+/// Adds a streamed piece to the calls it belongs to (by index: a new index
+/// starts a call, later pieces add to its arguments).
+fn add_tool_call_piece(calls: &mut Vec<ToolCall>, piece: &ToolCallDelta) {
+    let index = piece.index as usize;
+    while calls.len() <= index {
+        calls.push(ToolCall {
+            id: String::new(),
+            name: String::new(),
+            arguments: String::new(),
+        });
+    }
+    let call = &mut calls[index];
+    if let Some(id) = &piece.id {
+        call.id.clone_from(id);
+    }
+    if let Some(name) = &piece.name {
+        call.name.push_str(name);
+    }
+    call.arguments.push_str(&piece.arguments);
+}
+
 const CLIENT_GONE: &str = "client disconnected before the answer was complete";
 
 /// A message that was not stored, shaped as if it were (for the last event).
@@ -258,5 +305,9 @@ fn placeholder(record: NewMessage) -> Message {
         error: record.error,
         created_at: chrono::Utc::now(),
         chain_hash: record.chain_hash,
+        tool_calls: (!record.tool_calls.is_empty())
+            .then(|| serde_json::to_string(&record.tool_calls).ok())
+            .flatten(),
+        tool_call_id: record.tool_call_id,
     }
 }

@@ -4,18 +4,25 @@
 //! accounting path ([`settle`]): the call counted by outcome, its duration, the
 //! tokens (metrics and the tenant's budget), the span's GenAI fields, the
 //! optional content log, and the answer's record. Each turn is a `gen_ai` span
-//! (OpenTelemetry GenAI semantic conventions).
+//! (OpenTelemetry GenAI semantic conventions). The cost goes to the ledger
+//! ([`crate::cost`]); once the month's budget is spent a turn gets the fallback
+//! response without a model call.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
 use super::record::Anchor;
 use super::{ConversationError, Sampling};
+use crds::runtime_config::BudgetAction;
+
+use crate::cost::BudgetSpent;
 use crate::db::{Message, NewMessage};
-use crate::domain::{Role, chain_hash};
+use crate::domain::{Role, chain_hash_with_tools};
+use crate::limits::TokenHold;
 use crate::providers::{
-    ChainError, ChatProvider, ChatRequest, PromptMessage, ProviderError, Usage,
+    ChainError, ChatProvider, ChatRequest, PromptMessage, ProviderError, ToolCall, Usage,
 };
 use crate::state::{AppState, SharedState};
 
@@ -38,6 +45,8 @@ pub(super) struct Turn {
     pub language: Option<String>,
     /// Channel the turn came in on (metrics).
     pub channel: String,
+    /// Tokens reserved from the budget at admission; `None`: charged as used.
+    pub tokens: Option<Arc<TokenHold>>,
 }
 
 /// A finished answer.
@@ -94,10 +103,7 @@ pub(super) fn build_request(
         .as_deref()
         .filter(|p| !p.trim().is_empty())
     {
-        messages.push(PromptMessage {
-            role: Role::System,
-            content: prompt.to_owned(),
-        });
+        messages.push(PromptMessage::text(Role::System, prompt));
     }
     messages.extend(turn.history.iter().cloned());
     let messages = crate::prompt::trim(
@@ -109,13 +115,23 @@ pub(super) fn build_request(
         messages,
         temperature: turn.sampling.temperature,
         max_output_tokens: turn.sampling.max_output_tokens,
+        options: turn.sampling.options.clone(),
     })
 }
 
-fn estimate_usage(state: &AppState, request: &ChatRequest, content: &str) -> Usage {
+fn estimate_usage(
+    state: &AppState,
+    request: &ChatRequest,
+    content: &str,
+    tool_calls: &[ToolCall],
+) -> Usage {
+    let calls: usize = tool_calls
+        .iter()
+        .map(|c| state.tokenizer.count(&c.name) + state.tokenizer.count(&c.arguments))
+        .sum();
     Usage {
         prompt_tokens: state.tokenizer.prompt_tokens(&request.messages) as u64,
-        completion_tokens: state.tokenizer.count(content) as u64,
+        completion_tokens: (state.tokenizer.count(content) + calls) as u64,
     }
 }
 
@@ -123,6 +139,7 @@ fn estimate_usage(state: &AppState, request: &ChatRequest, content: &str) -> Usa
 struct AnswerDraft {
     id: String,
     content: String,
+    tool_calls: Vec<ToolCall>,
     model: Option<String>,
     usage: Usage,
     latency: Duration,
@@ -133,7 +150,15 @@ impl AnswerDraft {
     /// The message to store: the answer to the turn's anchor.
     fn into_record(self, turn: &Turn) -> NewMessage {
         NewMessage {
-            chain_hash: chain_hash(&turn.anchor.hash, Role::Assistant, &self.content),
+            chain_hash: chain_hash_with_tools(
+                &turn.anchor.hash,
+                Role::Assistant,
+                &self.content,
+                &self.tool_calls,
+                None,
+            ),
+            tool_calls: self.tool_calls,
+            tool_call_id: None,
             id: self.id,
             session_id: turn.session_id.clone(),
             parent_id: Some(turn.anchor.id.clone()),
@@ -179,6 +204,7 @@ pub(super) async fn handle_chain_failure(
         let draft = AnswerDraft {
             id,
             content: String::new(),
+            tool_calls: Vec::new(),
             model: None,
             usage: Usage::default(),
             latency: started.elapsed(),
@@ -187,14 +213,47 @@ pub(super) async fn handle_chain_failure(
         store_one(state, draft.into_record(turn)).await?;
         return Err(ConversationError::Upstream(err));
     };
-    let usage = estimate_usage(state, request, text);
+    let usage = estimate_usage(state, request, text, &[]);
     let draft = AnswerDraft {
         id,
         content: text.to_owned(),
+        tool_calls: Vec::new(),
         model: Some(FALLBACK_MODEL.to_owned()),
         usage,
         latency: started.elapsed(),
         error,
+    };
+    Ok(Answer {
+        message: store_one(state, draft.into_record(turn)).await?,
+        usage,
+        finish_reason: "stop".to_owned(),
+    })
+}
+
+/// The answer of a turn taken when the month's budget is spent (and set to
+/// answer with the fallback response): the fallback response for the language,
+/// stored without calling a model; with none, the turn is refused.
+pub(super) async fn answer_budget_spent(
+    state: &AppState,
+    turn: &Turn,
+    request: &ChatRequest,
+    spent: BudgetSpent,
+    id: String,
+) -> Result<Answer, ConversationError> {
+    let Some(text) = state.config.fallback_response(turn.language.as_deref()) else {
+        state.ledger.count_exhausted(BudgetAction::Reject);
+        return Err(ConversationError::BudgetSpent(spent));
+    };
+    state.ledger.count_exhausted(BudgetAction::Fallback);
+    let usage = estimate_usage(state, request, text, &[]);
+    let draft = AnswerDraft {
+        id,
+        content: text.to_owned(),
+        tool_calls: Vec::new(),
+        model: Some(FALLBACK_MODEL.to_owned()),
+        usage,
+        latency: Duration::ZERO,
+        error: Some(ConversationError::BudgetSpent(spent).to_string()),
     };
     Ok(Answer {
         message: store_one(state, draft.into_record(turn)).await?,
@@ -229,6 +288,8 @@ fn count_call(state: &AppState, provider: &str, model: &str, outcome: &str) {
 pub(super) struct CallEnd {
     /// The text received (all of it, or what came before the end).
     pub content: String,
+    /// The tool calls received (complete, or as far as they came).
+    pub tool_calls: Vec<ToolCall>,
     /// Usage, when the upstream reported it.
     pub usage: Option<Usage>,
     /// Why the model stopped, when it did.
@@ -282,7 +343,7 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
     let latency = started.elapsed();
     let usage = end
         .usage
-        .unwrap_or_else(|| estimate_usage(state, request, &end.content));
+        .unwrap_or_else(|| estimate_usage(state, request, &end.content, &end.tool_calls));
     let metrics = state.metrics.as_ref();
     metrics
         .upstream_duration
@@ -294,9 +355,12 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
         usage.prompt_tokens,
         usage.completion_tokens,
     );
-    state
-        .limiter
-        .charge_tokens(usage.prompt_tokens + usage.completion_tokens);
+    let tokens = usage.prompt_tokens + usage.completion_tokens;
+    match &turn.tokens {
+        Some(hold) => hold.settle(tokens),
+        None => state.limiter.charge_tokens(tokens),
+    }
+    state.ledger.charge(model, &turn.channel, usage);
     span.record("gen_ai.response.model", model);
     span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
     span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
@@ -317,6 +381,7 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
     let draft = AnswerDraft {
         id,
         content: end.content,
+        tool_calls: end.tool_calls,
         model: Some(model.to_owned()),
         usage,
         latency,
@@ -347,6 +412,9 @@ async fn complete_in(
     span: &tracing::Span,
 ) -> Result<Answer, ConversationError> {
     let request = build_request(state, turn)?;
+    if let Some(spent) = state.ledger.budget_spent() {
+        return answer_budget_spent(state, turn, &request, spent, NewMessage::new_id()).await;
+    }
     let _turn = state.lifecycle.turn();
     let _permit = state.gate.acquire().await?;
     let started = Instant::now();
@@ -368,6 +436,7 @@ async fn complete_in(
     };
     let end = CallEnd {
         content: completion.content,
+        tool_calls: completion.tool_calls,
         usage: completion.usage,
         finish_reason: Some(completion.finish_reason),
         error: None,

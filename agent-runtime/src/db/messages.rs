@@ -7,10 +7,10 @@ use sqlx::AssertSqlSafe;
 
 use super::sessions::{NewSession, SESSION_COLUMNS};
 use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool};
-use crate::domain::Role;
+use crate::domain::{Role, ToolCall};
 
 const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
-     tokens_out, latency_ms, error, chain_hash, created_at";
+     tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id";
 
 /// A message to store.
 #[derive(Debug, Clone)]
@@ -37,6 +37,10 @@ pub struct NewMessage {
     pub error: Option<String>,
     /// Conversation hash up to and including this message.
     pub chain_hash: String,
+    /// The tools an assistant message called.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
 }
 
 impl NewMessage {
@@ -44,14 +48,21 @@ impl NewMessage {
     pub fn new_id() -> String {
         uuid::Uuid::now_v7().to_string()
     }
+
+    /// The tool calls as stored: a JSON array, or NULL for none.
+    fn tool_calls_json(&self) -> Option<String> {
+        (!self.tool_calls.is_empty())
+            .then(|| serde_json::to_string(&self.tool_calls).ok())
+            .flatten()
+    }
 }
 
-/// One message insert with parameters `$1`..`$12` (see [`bind_one`]).
+/// One message insert with parameters `$1`..`$14` (see [`bind_one`]).
 const PG_INSERT_ONE: &str = "INSERT INTO messages (id, session_id, parent_id, role, content, \
-     model, tokens_in, tokens_out, latency_ms, error, chain_hash, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     model, tokens_in, tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, \
+     tool_call_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-/// Binds `$1`..`$12` of [`PG_INSERT_ONE`].
+/// Binds `$1`..`$14` of [`PG_INSERT_ONE`].
 fn bind_one<'q>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, Message, sqlx::postgres::PgArguments>,
     m: &'q NewMessage,
@@ -70,6 +81,8 @@ fn bind_one<'q>(
         .bind(&m.error)
         .bind(&m.chain_hash)
         .bind(at)
+        .bind(m.tool_calls_json())
+        .bind(&m.tool_call_id)
 }
 
 /// Inserts `$messages` in order on transaction `$tx` (any backend), updating
@@ -78,8 +91,9 @@ macro_rules! insert_messages {
     ($tx:ident, $messages:expr) => {{
         let insert = format!(
             "INSERT INTO messages (id, session_id, parent_id, role, content, model, tokens_in, \
-             tokens_out, latency_ms, error, chain_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {MESSAGE_COLUMNS}"
+             tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING {MESSAGE_COLUMNS}"
         );
         let update = "UPDATE sessions SET message_count = message_count + 1, \
              tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
@@ -100,6 +114,8 @@ macro_rules! insert_messages {
                 .bind(&m.error)
                 .bind(&m.chain_hash)
                 .bind(at)
+                .bind(m.tool_calls_json())
+                .bind(&m.tool_call_id)
                 .fetch_one(&mut *$tx)
                 .await?;
             let title = (m.role == Role::User).then(|| title_from(&m.content));
@@ -174,7 +190,7 @@ impl Store {
                 "WITH ins AS ({PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}), \
                  upd AS (UPDATE sessions SET message_count = message_count + 1, \
                    tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
-                   last_message_at = $12, updated_at = $12, title = COALESCE(title, $13) \
+                   last_message_at = $12, updated_at = $12, title = COALESCE(title, $15) \
                    WHERE id = $2) \
                  SELECT * FROM ins"
             );
@@ -253,7 +269,7 @@ impl Store {
                 "WITH s AS (INSERT INTO sessions (id, user_id, channel, external_id, title, status, \
                    pinned, created_at, updated_at, message_count, tokens_in, tokens_out, \
                    last_message_at) \
-                   VALUES ($2, $13, $14, $15, $16, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
+                   VALUES ($2, $15, $16, $17, $18, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
                  {PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}"
             );
             debug_assert_eq!(message.session_id, id);

@@ -2,15 +2,19 @@
 //! provisions) or SQLite (the standalone default), migrated at start. Queries
 //! are written once in SQL both understand and run on whichever pool is open;
 //! only full-text search differs (tsvector + GIN vs. FTS5). Sessions,
-//! messages, search, per-user stats, admin queries and the webhook outbox each
-//! have their own file.
+//! messages, search, per-user stats, admin queries, the webhook outbox, the
+//! shared rate-limit counters, the live-sync channel and the cost accounting's
+//! spend windows each have their own file.
 
 mod admin;
+mod live;
 mod messages;
 mod models;
 mod outbox;
+mod rate_windows;
 mod search;
 mod sessions;
+mod spend;
 mod stats;
 
 use std::str::FromStr;
@@ -21,11 +25,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use admin::FailedTurn;
+pub use live::LiveChannel;
 pub use messages::NewMessage;
 pub use models::{Message, Session, SessionSummary};
 pub use outbox::{Delivery, NewDelivery};
+pub use rate_windows::{RateWindows, WindowCount};
 pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
+pub use spend::WindowSpend;
 pub use stats::UserStats;
 
 use crate::settings::DatabaseTarget;

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Role, SessionStatus};
+use crate::domain::{Role, SessionStatus, ToolCall};
 
 /// A conversation.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -65,6 +65,22 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     /// Hash of the conversation up to and including this message.
     pub chain_hash: String,
+    /// The tools an assistant message called, as a JSON array (see
+    /// [`Message::tool_calls`]).
+    pub tool_calls: Option<String>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// The tools an assistant message called (none when the stored JSON is
+    /// absent or unreadable).
+    pub fn tool_calls(&self) -> Vec<ToolCall> {
+        self.tool_calls
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A session with its newest message, for sidebars.

@@ -208,6 +208,19 @@ impl Store {
             .bind(status).fetch_one(pool).await?))
     }
 
+    /// Undelivered deliveries by channel: how many, and when the oldest was
+    /// accepted (unix milliseconds).
+    pub async fn pending_deliveries_by_channel(
+        &self,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT channel, COUNT(*), MIN(created_at) FROM webhook_outbox \
+                 WHERE status = 'pending' GROUP BY channel")
+            .fetch_all(pool).await?),
+        )
+    }
+
     /// Removes finished deliveries older than `before_ms`.
     pub async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
         Ok(with_pool!(self, pool => sqlx::query(

@@ -7,14 +7,18 @@ use std::collections::VecDeque;
 
 use crds::runtime_config::ModelConfig;
 use model_wire::anthropic::{
-    API_VERSION, BlockDelta, ErrorBody, InputMessage, Message, MessageContent, MessageStreamEvent,
-    MessagesRequest, Role as WireRole, SystemPrompt, text_of,
+    API_VERSION, BlockDelta, ContentBlock, ErrorBody, ImageSource, InputMessage, Message,
+    MessageContent, MessageStreamEvent, MessagesRequest, Metadata, Role as WireRole, SystemPrompt,
+    Tool, ToolChoice as WireToolChoice, ToolResultContent, text_of,
 };
 
 use super::http::{Flow, HttpProvider, ModelSettings, WireFormat};
 use super::openai::stream_error;
 use super::sse::SseEvent;
-use super::{ChatRequest, Completion, ProviderError, StreamEvent, Usage};
+use super::{
+    ChatRequest, Completion, PromptMessage, ProviderError, RequestOptions, ResponseFormat,
+    StreamEvent, ToolCall, ToolCallDelta, ToolChoice, Usage,
+};
 use crate::domain::Role;
 
 /// Anthropic requires `max_tokens`; used when neither client nor config sets it.
@@ -26,11 +30,14 @@ pub type AnthropicProvider = HttpProvider<Anthropic>;
 /// The Anthropic Messages wire format.
 pub struct Anthropic;
 
-/// A stream's memory: usage and stop reason arrive in different events.
+/// A stream's memory: usage and stop reason arrive in different events, and
+/// a tool use's input deltas name its block, not its place among the calls.
 #[derive(Default)]
 pub struct EventState {
     usage: Usage,
     stop_reason: Option<String>,
+    /// Block index to tool call index, for the tool-use blocks begun.
+    tool_blocks: Vec<(u32, u32)>,
 }
 
 impl WireFormat for Anthropic {
@@ -41,6 +48,12 @@ impl WireFormat for Anthropic {
         let base = config.effective_base_url();
         let base = base.strip_suffix("/v1").unwrap_or(&base);
         format!("{base}/v1/messages")
+    }
+
+    fn models_endpoint(config: &ModelConfig) -> String {
+        let base = config.effective_base_url();
+        let base = base.strip_suffix("/v1").unwrap_or(&base);
+        format!("{base}/v1/models")
     }
 
     fn authorize(
@@ -54,9 +67,72 @@ impl WireFormat for Anthropic {
         }
     }
 
+    /// Options the Messages API has no counterpart for. `response_format`
+    /// other than `text` is refused too: JSON output on Anthropic needs a
+    /// beta feature of some models only, so it is not promised here.
+    fn refuses(request: &ChatRequest) -> Option<(String, String)> {
+        let options = &request.options;
+        let unsupported = |field: &str| {
+            Some((
+                field.to_owned(),
+                "the Anthropic Messages API has no such option; leave it out, or use an \
+                 OpenAI-compatible model"
+                    .to_owned(),
+            ))
+        };
+        if matches!(
+            options.response_format,
+            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+        ) {
+            return Some((
+                "response_format".to_owned(),
+                "JSON mode and JSON schemas are not available for Anthropic models through \
+                 this runtime; ask for JSON in the prompt, or use an OpenAI-compatible model"
+                    .to_owned(),
+            ));
+        }
+        if options.seed.is_some() {
+            return unsupported("seed");
+        }
+        if options.presence_penalty.is_some() {
+            return unsupported("presence_penalty");
+        }
+        if options.frequency_penalty.is_some() {
+            return unsupported("frequency_penalty");
+        }
+        if options.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return unsupported("logit_bias");
+        }
+        // Images only in user turns, tool uses only in assistant turns, a
+        // tool result only as a tool message. (The index is the client's when
+        // the conversation service asks before adding the system prompt.)
+        for (i, m) in request.messages.iter().enumerate() {
+            if !m.images.is_empty() && m.role != Role::User {
+                return Some((
+                    format!("messages[{i}].content"),
+                    "Anthropic models accept images in user messages only".to_owned(),
+                ));
+            }
+            if !m.tool_calls.is_empty() && m.role != Role::Assistant {
+                return Some((
+                    format!("messages[{i}].tool_calls"),
+                    "Anthropic models accept tool calls in assistant messages only".to_owned(),
+                ));
+            }
+            if m.tool_call_id.is_some() && m.role != Role::Tool {
+                return Some((
+                    format!("messages[{i}].tool_call_id"),
+                    "Anthropic models accept a tool_call_id on tool messages only".to_owned(),
+                ));
+            }
+        }
+        None
+    }
+
     /// System messages go to `system`; the rest must alternate user/assistant
-    /// starting with the user, so same-role neighbours are merged and a leading
-    /// assistant message (a greeting) is dropped.
+    /// starting with the user, so same-role neighbours are merged (tool
+    /// results are user turns) and a leading assistant message (a greeting)
+    /// is dropped.
     fn request_body(
         settings: &ModelSettings,
         request: &ChatRequest,
@@ -74,22 +150,14 @@ impl WireFormat for Anthropic {
             } else {
                 WireRole::User
             };
+            let content = content_of(m);
             match messages.last_mut() {
                 None if role == WireRole::Assistant => {}
-                Some(InputMessage {
-                    role: last,
-                    content: MessageContent::Text(text),
-                }) if *last == role => {
-                    let text = text.to_mut();
-                    text.push_str("\n\n");
-                    text.push_str(&m.content);
-                }
-                _ => messages.push(InputMessage {
-                    role,
-                    content: MessageContent::Text(Cow::Borrowed(&m.content)),
-                }),
+                Some(last) if last.role == role => merge(&mut last.content, content),
+                _ => messages.push(InputMessage { role, content }),
             }
         }
+        let options = &request.options;
         let body = MessagesRequest {
             model: Cow::Borrowed(&settings.model),
             messages,
@@ -99,7 +167,26 @@ impl WireFormat for Anthropic {
                 .unwrap_or(DEFAULT_MAX_TOKENS),
             system: system.map(SystemPrompt::Text),
             temperature: request.temperature.or(settings.temperature),
+            top_p: options.top_p,
+            stop_sequences: (!options.stop.is_empty())
+                .then(|| options.stop.iter().map(|s| s.as_str().into()).collect()),
             stream,
+            tools: options
+                .tools
+                .iter()
+                .map(|tool| Tool {
+                    name: tool.name.as_str().into(),
+                    description: tool.description.as_deref().map(Cow::Borrowed),
+                    input_schema: tool
+                        .parameters
+                        .clone()
+                        .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+                })
+                .collect(),
+            tool_choice: tool_choice(options),
+            metadata: options.user.as_deref().map(|user| Metadata {
+                user_id: Some(Cow::Borrowed(user)),
+            }),
             ..MessagesRequest::default()
         };
         serde_json::to_vec(&body)
@@ -108,6 +195,18 @@ impl WireFormat for Anthropic {
     fn completion(body: &[u8]) -> Result<Completion, ProviderError> {
         let message: Message<'_> =
             serde_json::from_slice(body).map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let tool_calls = message
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, name, input } => Some(ToolCall {
+                    id: id.clone().into_owned(),
+                    name: name.clone().into_owned(),
+                    arguments: input.to_string(),
+                }),
+                _ => None,
+            })
+            .collect();
         Ok(Completion {
             content: text_of(&message.content),
             usage: message.usage.map(|u| Usage {
@@ -115,6 +214,7 @@ impl WireFormat for Anthropic {
                 completion_tokens: u.output_tokens,
             }),
             finish_reason: finish_reason(message.stop_reason.as_deref()),
+            tool_calls,
         })
     }
 
@@ -135,6 +235,39 @@ impl WireFormat for Anthropic {
                 delta: BlockDelta::TextDelta { text },
                 ..
             } if !text.is_empty() => out.push_back(StreamEvent::Delta(text.into_owned())),
+            MessageStreamEvent::ContentBlockStart {
+                index,
+                content_block: ContentBlock::ToolUse { id, name, .. },
+            } => {
+                let call = state.tool_blocks.len() as u32;
+                state.tool_blocks.push((index, call));
+                out.push_back(StreamEvent::ToolCall(ToolCallDelta {
+                    index: call,
+                    id: Some(id.into_owned()),
+                    name: Some(name.into_owned()),
+                    arguments: String::new(),
+                }));
+            }
+            MessageStreamEvent::ContentBlockDelta {
+                index,
+                delta: BlockDelta::InputJsonDelta { partial_json },
+            } if !partial_json.is_empty() => {
+                let call = state
+                    .tool_blocks
+                    .iter()
+                    .find(|(block, _)| *block == index)
+                    .map(|(_, call)| *call)
+                    .ok_or_else(|| {
+                        ProviderError::Malformed(format!(
+                            "input_json_delta for block {index}, which is not a tool use"
+                        ))
+                    })?;
+                out.push_back(StreamEvent::ToolCall(ToolCallDelta {
+                    index: call,
+                    arguments: partial_json.into_owned(),
+                    ..ToolCallDelta::default()
+                }));
+            }
             MessageStreamEvent::MessageDelta { delta, usage } => {
                 state.usage.completion_tokens = usage.output_tokens;
                 if let Some(reason) = delta.stop_reason {
@@ -159,6 +292,108 @@ impl WireFormat for Anthropic {
             .ok()
             .map(|body| body.error.message.into_owned())
             .filter(|message| !message.is_empty())
+    }
+}
+
+/// A prompt message's content as Anthropic's: plain text when it is only
+/// text, else blocks (text, images, tool uses, a tool result).
+fn content_of(m: &PromptMessage) -> MessageContent<'_> {
+    if m.images.is_empty() && m.tool_calls.is_empty() && m.tool_call_id.is_none() {
+        return MessageContent::Text(Cow::Borrowed(&m.content));
+    }
+    let mut blocks = Vec::new();
+    if let Some(id) = &m.tool_call_id {
+        blocks.push(ContentBlock::ToolResult {
+            tool_use_id: id.as_str().into(),
+            content: Some(ToolResultContent::Text(Cow::Borrowed(&m.content))),
+            is_error: None,
+        });
+        return MessageContent::Blocks(blocks);
+    }
+    if !m.content.is_empty() {
+        blocks.push(ContentBlock::Text {
+            text: Cow::Borrowed(&m.content),
+        });
+    }
+    for image in &m.images {
+        blocks.push(ContentBlock::Image {
+            source: image_source(&image.url),
+        });
+    }
+    for call in &m.tool_calls {
+        // The API wants an object; arguments that are not one (the model's
+        // own malformed output, sent back) go as an empty input.
+        let input = serde_json::from_str::<serde_json::Value>(&call.arguments)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        blocks.push(ContentBlock::ToolUse {
+            id: call.id.as_str().into(),
+            name: call.name.as_str().into(),
+            input,
+        });
+    }
+    MessageContent::Blocks(blocks)
+}
+
+/// A `data:` URL as base64 bytes, anything else as a URL to fetch.
+fn image_source(url: &str) -> ImageSource<'_> {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((media_type, data)) = rest.split_once(";base64,")
+    {
+        return ImageSource::Base64 {
+            media_type: media_type.into(),
+            data: data.into(),
+        };
+    }
+    ImageSource::Url { url: url.into() }
+}
+
+/// Appends `next` to a turn of the same role: text to text a blank line
+/// apart, anything else as blocks.
+fn merge<'a>(content: &mut MessageContent<'a>, next: MessageContent<'a>) {
+    match (&mut *content, next) {
+        (MessageContent::Text(text), MessageContent::Text(more)) => {
+            let text = text.to_mut();
+            text.push_str("\n\n");
+            text.push_str(&more);
+        }
+        (current, next) => {
+            let mut blocks = match std::mem::replace(current, MessageContent::Blocks(Vec::new())) {
+                MessageContent::Text(text) => vec![ContentBlock::Text { text }],
+                MessageContent::Blocks(blocks) => blocks,
+            };
+            match next {
+                MessageContent::Text(text) => blocks.push(ContentBlock::Text { text }),
+                MessageContent::Blocks(more) => blocks.extend(more),
+            }
+            // Tool results lead a user turn, as the API requires.
+            blocks.sort_by_key(|b| !matches!(b, ContentBlock::ToolResult { .. }));
+            *current = MessageContent::Blocks(blocks);
+        }
+    }
+}
+
+/// OpenAI's `tool_choice` and `parallel_tool_calls` as Anthropic's one
+/// `tool_choice` (`required` is `any`; no parallel calls is
+/// `disable_parallel_tool_use`).
+fn tool_choice(options: &RequestOptions) -> Option<WireToolChoice<'_>> {
+    let disable = (options.parallel_tool_calls == Some(false)).then_some(true);
+    match (&options.tool_choice, disable) {
+        (Some(ToolChoice::None), _) => Some(WireToolChoice::None),
+        (Some(ToolChoice::Auto), _) | (None, Some(_)) if !options.tools.is_empty() => {
+            Some(WireToolChoice::Auto {
+                disable_parallel_tool_use: disable,
+            })
+        }
+        (Some(ToolChoice::Required), _) => Some(WireToolChoice::Any {
+            disable_parallel_tool_use: disable,
+        }),
+        (Some(ToolChoice::Function(name)), _) => Some(WireToolChoice::Tool {
+            name: name.as_str().into(),
+            disable_parallel_tool_use: disable,
+        }),
+        _ => None,
     }
 }
 
@@ -252,10 +487,7 @@ mod tests {
             temperature: None,
             max_output_tokens: None,
         };
-        let msg = |role, content: &str| PromptMessage {
-            role,
-            content: content.into(),
-        };
+        let msg = |role, content: &str| PromptMessage::text(role, content);
         let request = ChatRequest {
             messages: vec![
                 msg(Role::System, "be brief"),

@@ -39,7 +39,12 @@ impl ChainError {
             .iter()
             .rev()
             .map(|(_, e)| e)
-            .find(|e| !matches!(e, ProviderError::CircuitOpen))
+            .find(|e| {
+                !matches!(
+                    e,
+                    ProviderError::CircuitOpen | ProviderError::Unsupported(_)
+                )
+            })
             .or_else(|| self.attempts.last().map(|(_, e)| e))
     }
 }
@@ -111,6 +116,28 @@ impl ModelChain {
         self.breakers.iter().any(|b| b.healthy())
     }
 
+    /// Checks that each model is reachable (see [`ChatProvider::check_reachable`])
+    /// unless a call or check gave a verdict within `every`, and records the result,
+    /// so an idle agent whose every model is unreachable stops reporting healthy.
+    /// Returns the models found unreachable, with why.
+    pub async fn check_reachability(&self, every: Duration) -> Vec<(String, ProviderError)> {
+        let checks = self
+            .models
+            .iter()
+            .zip(&self.breakers)
+            .filter(|(_, breaker)| breaker.check_due(every))
+            .map(|(model, breaker)| async move {
+                let result = model.check_reachable().await;
+                breaker.on_check(result.is_ok());
+                result.err().map(|e| (model.model().to_owned(), e))
+            });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     fn export_state(&self, index: usize) {
         if let (Some(metrics), Some(model), Some(breaker)) = (
             &self.metrics,
@@ -126,8 +153,14 @@ impl ModelChain {
 
     /// Runs `call` against each model in turn (retrying per the policy, skipping
     /// open circuits) until one succeeds.
+    /// A model that cannot honour the request (see [`ChatProvider::refuses`])
+    /// is skipped like one whose circuit is open: the conversation service
+    /// refuses the request up front when the primary cannot honour it, so a
+    /// fallback that cannot is passed over rather than sent a request it would
+    /// answer differently.
     async fn run<'a, T, F>(
         &'a self,
+        request: &ChatRequest,
         defer_verdict: bool,
         mut call: F,
     ) -> Result<(T, usize), ChainError>
@@ -137,6 +170,14 @@ impl ModelChain {
         let mut attempts = Vec::new();
         let mut previous: Option<&str> = None;
         for (index, (model, breaker)) in self.models.iter().zip(&self.breakers).enumerate() {
+            if let Some(refusal) = model.refuses(request) {
+                tracing::debug!(model = model.model(), field = %refusal.field, "model cannot honour the request: skipped");
+                attempts.push((
+                    model.model().to_owned(),
+                    ProviderError::Unsupported(refusal),
+                ));
+                continue;
+            }
             let mut attempt = 1;
             loop {
                 let admission = breaker.admit();
@@ -209,7 +250,9 @@ impl ModelChain {
         &self,
         request: &ChatRequest,
     ) -> Result<(Completion, Arc<dyn ChatProvider>), ChainError> {
-        let (completion, index) = self.run(false, |model| model.complete(request)).await?;
+        let (completion, index) = self
+            .run(request, false, |model| model.complete(request))
+            .await?;
         Ok((completion, self.models[index].clone()))
     }
 
@@ -224,7 +267,7 @@ impl ModelChain {
         request: &ChatRequest,
     ) -> Result<(EventStream, Arc<dyn ChatProvider>, StreamVerdict), ChainError> {
         let (events, index) = self
-            .run(true, |model| {
+            .run(request, true, |model| {
                 Box::pin(async move {
                     let mut events = model.stream(request).await?;
                     match events.next().await {

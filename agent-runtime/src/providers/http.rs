@@ -14,7 +14,9 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::sse::{SseDecoder, SseEvent};
-use super::{ChatProvider, ChatRequest, Completion, EventStream, ProviderError, StreamEvent};
+use super::{
+    ChatProvider, ChatRequest, Completion, EventStream, ProviderError, Refusal, StreamEvent,
+};
 
 /// What the model config fixes for every request.
 #[derive(Clone, Debug)]
@@ -45,11 +47,20 @@ pub trait WireFormat: Send + Sync + 'static {
 
     /// The URL requests are posted to, for the config's base URL.
     fn endpoint(config: &ModelConfig) -> String;
+    /// The URL that lists the upstream's models (a GET that spends no tokens), used
+    /// to check that the upstream answers and takes the key.
+    fn models_endpoint(config: &ModelConfig) -> String;
     /// Adds the credentials and the format's fixed headers.
     fn authorize(
         builder: reqwest::RequestBuilder,
         api_key: Option<&str>,
     ) -> reqwest::RequestBuilder;
+    /// The request field this format cannot carry, with why and what to do
+    /// instead (none by default).
+    fn refuses(request: &ChatRequest) -> Option<(String, String)> {
+        let _ = request;
+        None
+    }
     /// The request body, serialised.
     fn request_body(
         settings: &ModelSettings,
@@ -72,6 +83,7 @@ pub trait WireFormat: Send + Sync + 'static {
 pub struct HttpProvider<W> {
     client: reqwest::Client,
     url: String,
+    models_url: String,
     api_key: Option<String>,
     settings: ModelSettings,
     timeout: Duration,
@@ -84,6 +96,7 @@ impl<W: WireFormat> HttpProvider<W> {
         Self {
             client,
             url: W::endpoint(config),
+            models_url: W::models_endpoint(config),
             api_key,
             settings: ModelSettings {
                 model: config.name.clone(),
@@ -126,13 +139,59 @@ impl<W: WireFormat> HttpProvider<W> {
     }
 }
 
+/// Longest wait for a reachability check's answer (the model's own timeout when
+/// shorter).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a reachability check's outcome means the model cannot be used: no
+/// connection, no answer in time, a refused key (401, 403) or a server error. Any
+/// other answer (404 from a server without a models list, 429) shows a live upstream
+/// that takes the key.
+fn unreachable(error: &ProviderError) -> bool {
+    match error {
+        ProviderError::Status { status, .. } => matches!(status, 401 | 403) || *status >= 500,
+        ProviderError::Timeout(_) | ProviderError::Connection(_) => true,
+        ProviderError::Malformed(_)
+        | ProviderError::Truncated
+        | ProviderError::CircuitOpen
+        | ProviderError::Unsupported(_) => false,
+    }
+}
+
 impl<W: WireFormat> ChatProvider for HttpProvider<W> {
+    fn check_reachable(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let timeout = self.timeout.min(CHECK_TIMEOUT);
+            let builder = W::authorize(self.client.get(&self.models_url), self.api_key.as_deref());
+            let response = tokio::time::timeout(timeout, builder.send())
+                .await
+                .map_err(|_| ProviderError::Timeout(timeout))?
+                .map_err(ProviderError::from_reqwest)?;
+            if response.status().is_success() {
+                return Ok(());
+            }
+            match status_error::<W>(response).await {
+                error if unreachable(&error) => Err(error),
+                _ => Ok(()),
+            }
+        })
+    }
+
     fn provider(&self) -> &'static str {
         W::PROVIDER
     }
 
     fn model(&self) -> &str {
         &self.settings.model
+    }
+
+    fn refuses(&self, request: &ChatRequest) -> Option<Refusal> {
+        W::refuses(request).map(|(field, reason)| Refusal {
+            field,
+            provider: W::PROVIDER.to_owned(),
+            model: self.settings.model.clone(),
+            reason,
+        })
     }
 
     fn complete<'a>(

@@ -8,6 +8,7 @@ mod anthropic;
 mod chain;
 mod http;
 mod openai;
+mod request;
 pub mod resilience;
 mod sse;
 
@@ -22,9 +23,11 @@ pub use anthropic::AnthropicProvider;
 pub use chain::{ChainError, ModelChain, StreamVerdict};
 pub use http::HttpProvider;
 pub use openai::OpenAiProvider;
+pub use request::{ImagePart, Refusal, RequestOptions, ResponseFormat, ToolChoice, ToolSpec};
 pub use resilience::{Admission, CircuitBreaker, CircuitState, RetryPolicy};
 
 use crate::domain::Role;
+pub use crate::domain::ToolCall;
 
 /// One message sent upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +36,25 @@ pub struct PromptMessage {
     pub role: Role,
     /// Text.
     pub content: String,
+    /// The tools an assistant message called.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
+    /// Images of a user message (after its text).
+    pub images: Vec<ImagePart>,
+}
+
+impl PromptMessage {
+    /// A message of plain text.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            images: Vec::new(),
+        }
+    }
 }
 
 /// What to ask a model.
@@ -44,6 +66,8 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
     /// Answer length cap (the client's, else the model config's).
     pub max_output_tokens: Option<u32>,
+    /// Tools, answer format and the other options.
+    pub options: RequestOptions,
 }
 
 /// Token usage an upstream reported.
@@ -62,8 +86,24 @@ pub struct Completion {
     pub content: String,
     /// Usage, when reported.
     pub usage: Option<Usage>,
-    /// Why it stopped (`stop`, `length`, ...).
+    /// Why it stopped (`stop`, `length`, `tool_calls`, ...).
     pub finish_reason: String,
+    /// The tools the model calls.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A piece of a streamed tool call: the first piece of a call carries its id
+/// and name, later ones more of its arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    /// Which call of the answer (0, 1, ...).
+    pub index: u32,
+    /// The call's id (first piece).
+    pub id: Option<String>,
+    /// The function's name (first piece).
+    pub name: Option<String>,
+    /// More argument text.
+    pub arguments: String,
 }
 
 /// One event of a streamed answer.
@@ -71,6 +111,8 @@ pub struct Completion {
 pub enum StreamEvent {
     /// More text.
     Delta(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
     /// Usage figures (may come more than once; the last wins).
     Usage(Usage),
     /// The answer is complete.
@@ -111,6 +153,9 @@ pub enum ProviderError {
     /// The model's circuit is open: it failed repeatedly and is skipped for now.
     #[error("skipped: the model failed repeatedly and its circuit is open")]
     CircuitOpen,
+    /// The request asks for something this model cannot honour: skipped.
+    #[error("skipped: {0}")]
+    Unsupported(Refusal),
 }
 
 impl ProviderError {
@@ -125,6 +170,7 @@ impl ProviderError {
             Self::Malformed(_) => "malformed",
             Self::Truncated => "truncated",
             Self::CircuitOpen => "circuit_open",
+            Self::Unsupported(_) => "unsupported",
         }
     }
 
@@ -158,6 +204,12 @@ pub trait ChatProvider: Send + Sync {
     fn provider(&self) -> &'static str;
     /// The model name sent upstream.
     fn model(&self) -> &str;
+    /// The first part of `request` this model cannot honour, if any (checked
+    /// before the request is sent: a refused field is never dropped).
+    fn refuses(&self, request: &ChatRequest) -> Option<Refusal> {
+        let _ = request;
+        None
+    }
     /// Asks for a whole answer.
     fn complete<'a>(
         &'a self,
@@ -169,6 +221,11 @@ pub trait ChatProvider: Send + Sync {
         &'a self,
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<EventStream, ProviderError>>;
+    /// Checks, without a chat call (no tokens spent), that the upstream answers and
+    /// takes the credentials. A provider with no such check is taken as reachable.
+    fn check_reachable(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Shared HTTP client for upstream calls (rustls, webpki roots).

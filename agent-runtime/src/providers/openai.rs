@@ -6,13 +6,19 @@ use std::collections::VecDeque;
 
 use crds::runtime_config::ModelConfig;
 use model_wire::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, CompletionUsage, DONE,
-    ErrorBody, Role as WireRole, StreamOptions,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, CompletionUsage,
+    ContentPart, DONE, ErrorBody, FunctionCall, FunctionDefinition, FunctionName, ImageUrl,
+    JsonSchemaFormat, MessageContent, NamedToolChoice, ResponseFormat as WireFormatKind,
+    Role as WireRole, Stop, StreamOptions, Tool, ToolCall as WireToolCall,
+    ToolChoice as WireToolChoice,
 };
 
 use super::http::{Flow, HttpProvider, ModelSettings, WireFormat};
 use super::sse::SseEvent;
-use super::{ChatRequest, Completion, ProviderError, StreamEvent, Usage};
+use super::{
+    ChatRequest, Completion, PromptMessage, ProviderError, RequestOptions, ResponseFormat,
+    StreamEvent, ToolCall, ToolCallDelta, ToolChoice, Usage,
+};
 use crate::domain::Role;
 
 /// An OpenAI-compatible upstream.
@@ -35,6 +41,10 @@ impl WireFormat for OpenAi {
         format!("{}/chat/completions", config.effective_base_url())
     }
 
+    fn models_endpoint(config: &ModelConfig) -> String {
+        format!("{}/models", config.effective_base_url())
+    }
+
     fn authorize(
         builder: reqwest::RequestBuilder,
         api_key: Option<&str>,
@@ -50,20 +60,27 @@ impl WireFormat for OpenAi {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<Vec<u8>, serde_json::Error> {
+        let options = &request.options;
         let body = ChatCompletionRequest {
             model: Cow::Borrowed(&settings.model),
-            messages: request
-                .messages
-                .iter()
-                .map(|m| ChatMessage::text(wire_role(m.role), m.content.as_str()))
-                .collect(),
+            messages: request.messages.iter().map(wire_message).collect(),
             stream,
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
             temperature: request.temperature.or(settings.temperature),
             max_tokens: request.max_output_tokens.or(settings.max_output_tokens),
-            ..ChatCompletionRequest::default()
+            top_p: options.top_p,
+            stop: match options.stop.as_slice() {
+                [] => None,
+                stop => Some(Stop::Many(stop.iter().map(|s| s.as_str().into()).collect())),
+            },
+            user: options.user.as_deref().map(Cow::Borrowed),
+            seed: options.seed,
+            presence_penalty: options.presence_penalty,
+            frequency_penalty: options.frequency_penalty,
+            logit_bias: options.logit_bias.clone(),
+            ..tool_fields(options)
         };
         serde_json::to_vec(&body)
     }
@@ -83,6 +100,16 @@ impl WireFormat for OpenAi {
             finish_reason: choice
                 .finish_reason
                 .map_or_else(|| "stop".to_owned(), Cow::into_owned),
+            tool_calls: choice
+                .message
+                .tool_calls
+                .into_iter()
+                .map(|call| ToolCall {
+                    id: call.id.into_owned(),
+                    name: call.function.name.into_owned(),
+                    arguments: call.function.arguments.into_owned(),
+                })
+                .collect(),
         })
     }
 
@@ -110,6 +137,15 @@ impl WireFormat for OpenAi {
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                 out.push_back(StreamEvent::Delta(text.into_owned()));
             }
+            for piece in choice.delta.tool_calls {
+                let function = piece.function.unwrap_or_default();
+                out.push_back(StreamEvent::ToolCall(ToolCallDelta {
+                    index: piece.index,
+                    id: piece.id.map(Cow::into_owned),
+                    name: function.name.map(Cow::into_owned),
+                    arguments: function.arguments.map(Cow::into_owned).unwrap_or_default(),
+                }));
+            }
             if let Some(reason) = choice.finish_reason {
                 state.finished = true;
                 out.push_back(StreamEvent::Finished {
@@ -128,6 +164,97 @@ impl WireFormat for OpenAi {
             .ok()
             .map(|body| body.error.message.into_owned())
             .filter(|message| !message.is_empty())
+    }
+}
+
+/// One prompt message as OpenAI's: text (with image parts after it when it
+/// has images), the assistant's tool calls, the tool result's call id.
+fn wire_message(m: &PromptMessage) -> ChatMessage<'_> {
+    let content = if !m.images.is_empty() {
+        let mut parts = Vec::with_capacity(m.images.len() + 1);
+        if !m.content.is_empty() {
+            parts.push(ContentPart::Text {
+                text: m.content.as_str().into(),
+            });
+        }
+        parts.extend(m.images.iter().map(|image| ContentPart::ImageUrl {
+            image_url: ImageUrl {
+                url: image.url.as_str().into(),
+                detail: image.detail.as_deref().map(Cow::Borrowed),
+            },
+        }));
+        Some(MessageContent::Parts(parts))
+    } else if m.role == Role::Assistant && m.content.is_empty() && !m.tool_calls.is_empty() {
+        None
+    } else {
+        Some(MessageContent::Text(m.content.as_str().into()))
+    };
+    ChatMessage {
+        role: wire_role(m.role),
+        content,
+        name: None,
+        tool_calls: m
+            .tool_calls
+            .iter()
+            .map(|call| WireToolCall {
+                id: call.id.as_str().into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: call.name.as_str().into(),
+                    arguments: call.arguments.as_str().into(),
+                },
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.as_deref().map(Cow::Borrowed),
+    }
+}
+
+/// The request's tools, tool choice and answer format, as OpenAI's.
+fn tool_fields(options: &RequestOptions) -> ChatCompletionRequest<'_> {
+    ChatCompletionRequest {
+        tools: options
+            .tools
+            .iter()
+            .map(|tool| Tool {
+                kind: "function".into(),
+                function: FunctionDefinition {
+                    name: tool.name.as_str().into(),
+                    description: tool.description.as_deref().map(Cow::Borrowed),
+                    parameters: tool.parameters.clone(),
+                    strict: tool.strict,
+                },
+            })
+            .collect(),
+        tool_choice: options.tool_choice.as_ref().map(|choice| match choice {
+            ToolChoice::None => WireToolChoice::Mode("none".into()),
+            ToolChoice::Auto => WireToolChoice::Mode("auto".into()),
+            ToolChoice::Required => WireToolChoice::Mode("required".into()),
+            ToolChoice::Function(name) => WireToolChoice::Named(NamedToolChoice {
+                kind: "function".into(),
+                function: FunctionName {
+                    name: name.as_str().into(),
+                },
+            }),
+        }),
+        parallel_tool_calls: options.parallel_tool_calls,
+        response_format: options.response_format.as_ref().map(|format| match format {
+            ResponseFormat::Text => WireFormatKind::Text,
+            ResponseFormat::JsonObject => WireFormatKind::JsonObject,
+            ResponseFormat::JsonSchema {
+                name,
+                description,
+                schema,
+                strict,
+            } => WireFormatKind::JsonSchema {
+                json_schema: JsonSchemaFormat {
+                    name: name.as_str().into(),
+                    description: description.as_deref().map(Cow::Borrowed),
+                    schema: schema.clone(),
+                    strict: *strict,
+                },
+            },
+        }),
+        ..ChatCompletionRequest::default()
     }
 }
 
@@ -246,17 +373,12 @@ mod tests {
         };
         let request = ChatRequest {
             messages: vec![
-                PromptMessage {
-                    role: Role::System,
-                    content: "be brief".into(),
-                },
-                PromptMessage {
-                    role: Role::User,
-                    content: "hi".into(),
-                },
+                PromptMessage::text(Role::System, "be brief"),
+                PromptMessage::text(Role::User, "hi"),
             ],
             temperature: None,
             max_output_tokens: Some(7),
+            ..ChatRequest::default()
         };
         let body = OpenAi::request_body(&settings, &request, true).expect("serialises");
         let body: serde_json::Value = serde_json::from_slice(&body).expect("json");

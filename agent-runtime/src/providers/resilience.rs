@@ -69,7 +69,7 @@ pub fn is_retryable(err: &ProviderError) -> bool {
         | ProviderError::Connection(_)
         | ProviderError::Malformed(_)
         | ProviderError::Truncated => true,
-        ProviderError::CircuitOpen => false,
+        ProviderError::CircuitOpen | ProviderError::Unsupported(_) => false,
     }
 }
 
@@ -78,7 +78,7 @@ pub fn is_retryable(err: &ProviderError) -> bool {
 pub fn counts_as_failure(err: &ProviderError) -> bool {
     match err {
         ProviderError::Status { status, .. } => *status >= 500,
-        ProviderError::CircuitOpen => false,
+        ProviderError::CircuitOpen | ProviderError::Unsupported(_) => false,
         _ => true,
     }
 }
@@ -118,6 +118,8 @@ struct BreakerInner {
     opened_at: Option<Instant>,
     /// The last call (or probe) succeeded.
     last_ok: bool,
+    /// When a call or reachability check last gave a verdict.
+    last_verdict: Option<Instant>,
 }
 
 /// A circuit breaker for one model.
@@ -151,6 +153,7 @@ impl CircuitBreaker {
                 consecutive_failures: 0,
                 opened_at: None,
                 last_ok: true,
+                last_verdict: None,
             }),
         }
     }
@@ -186,12 +189,14 @@ impl CircuitBreaker {
         inner.consecutive_failures = 0;
         inner.opened_at = None;
         inner.last_ok = true;
+        inner.last_verdict = Some(Instant::now());
     }
 
     /// Records a failed call; returns whether this opened the circuit.
     pub fn on_failure(&self) -> bool {
         let mut inner = self.lock();
         inner.last_ok = false;
+        inner.last_verdict = Some(Instant::now());
         inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
         let opens = inner.state == CircuitState::HalfOpen
             || (inner.state == CircuitState::Closed
@@ -216,6 +221,25 @@ impl CircuitBreaker {
     /// The current state.
     pub fn state(&self) -> CircuitState {
         self.lock().state
+    }
+
+    /// Whether a reachability check is due: the circuit is closed (an open one
+    /// is unhealthy already and probes itself on the next call) and no call or
+    /// check gave a verdict within `every`.
+    pub fn check_due(&self, every: Duration) -> bool {
+        let inner = self.lock();
+        inner.state == CircuitState::Closed
+            && inner.last_verdict.is_none_or(|at| at.elapsed() >= every)
+    }
+
+    /// Records a reachability check (no chat call: the failure counts and the
+    /// circuit state stay as they are, only [`Self::healthy`] follows it).
+    pub fn on_check(&self, reachable: bool) {
+        let mut inner = self.lock();
+        if inner.state == CircuitState::Closed {
+            inner.last_ok = reachable;
+            inner.last_verdict = Some(Instant::now());
+        }
     }
 
     /// Closed and the last call did not fail.
@@ -275,5 +299,30 @@ mod tests {
         let long = CircuitBreaker::new(1, Duration::from_secs(3600));
         long.on_failure();
         assert_eq!(long.admit(), Admission::Rejected);
+    }
+
+    #[test]
+    fn a_reachability_check_moves_health_but_not_the_circuit() {
+        let breaker = CircuitBreaker::new(2, Duration::from_secs(3600));
+        let hour = Duration::from_secs(3600);
+        assert!(breaker.check_due(hour), "never judged");
+        breaker.on_check(false);
+        assert!(!breaker.healthy());
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.admit(), Admission::Allowed, "calls still go ahead");
+        assert!(!breaker.check_due(hour), "judged just now");
+        assert!(breaker.check_due(Duration::ZERO));
+        breaker.on_check(true);
+        assert!(breaker.healthy());
+        // A real call's verdict counts as recent too.
+        let called = CircuitBreaker::new(1, Duration::from_secs(3600));
+        called.on_success();
+        assert!(!called.check_due(hour));
+        // An open circuit is left to its own half-open probe.
+        called.on_failure();
+        assert_eq!(called.state(), CircuitState::Open);
+        assert!(!called.check_due(Duration::ZERO));
+        called.on_check(true);
+        assert!(!called.healthy());
     }
 }

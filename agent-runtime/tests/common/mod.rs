@@ -353,3 +353,16 @@ impl RuntimeProcess {
         assert!(killed.success());
     }
 }
+
+/// Rate limits count per unix minute (see `agent_runtime::limits`): waits for
+/// the next minute to begin when less than `margin` of this one is left, so
+/// that a short sequence of requests falls in one window.
+pub async fn within_one_rate_window(margin: std::time::Duration) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let left = std::time::Duration::from_secs((since.as_secs() / 60 + 1) * 60) - since;
+    if left < margin {
+        tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
+    }
+}

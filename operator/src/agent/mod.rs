@@ -60,7 +60,12 @@ pub async fn run(
 ) {
     let (agent_store, agent_stream) = agents;
     let (channel_store, channel_stream) = channels;
-    let (stores, triggers) = watch_children(&shared.client, namespace.as_deref(), channel_store);
+    let (stores, triggers) = watch_children(
+        &shared.client,
+        namespace.as_deref(),
+        channel_store,
+        &shared.metrics,
+    );
     let context = Arc::new(AgentContext::new(shared.clone(), stores));
     let config = ControllerConfig::default()
         .concurrency(shared.config.agent_concurrency)
@@ -103,6 +108,7 @@ pub async fn run(
 pub async fn reconcile(agent: Arc<AgentDeployment>, ctx: Arc<AgentContext>) -> Result<Action> {
     let metrics = &ctx.shared.metrics;
     metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+    let _in_flight = metrics.in_flight(CONTROLLER);
     let _timer = metrics
         .reconcile_duration
         .with_label_values(&[CONTROLLER])
@@ -158,6 +164,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
             })?;
     let inputs = BuildInputs {
         default_image: shared.config.runtime_image.clone(),
+        image_pull_policy: shared.config.runtime_image_pull_policy.clone(),
         runtime_config,
         database_url,
         service_monitor: references.service_monitor == dereference::ServiceMonitorPlan::Build,

@@ -379,6 +379,8 @@ pub fn desired_status(
             database: database_secret,
         }),
         runtime: Vec::new(),
+        // Written by the runtime pods; left out so the operator's apply never owns it.
+        usage: None,
     }
 }
 
@@ -420,7 +422,9 @@ pub fn status_differs(
         return true;
     };
     let mut current = current.clone();
+    // The runtime pods own `runtime` and `usage`.
     current.runtime.clear();
+    current.usage = None;
     let mut desired = desired.clone();
     normalize_times(&mut current.conditions);
     normalize_times(&mut desired.conditions);
@@ -545,6 +549,29 @@ mod tests {
         assert!(
             status.runtime.is_empty(),
             "the operator never writes runtime entries"
+        );
+    }
+
+    #[test]
+    fn the_runtimes_usage_report_is_neither_written_nor_a_reason_to_write() {
+        let d = deployment();
+        let mut current = desired_status(&Default::default(), &observed(Some(&d), &[]));
+        current.usage = Some(crds::UsageStatus {
+            window: "2026-12".to_owned(),
+            input_tokens: 10,
+            output_tokens: 5,
+            cost: "0.0000045".to_owned(),
+            currency: "USD".to_owned(),
+            budget: Some("1".to_owned()),
+            budget_spent: false,
+        });
+        let desired = desired_status(&current, &observed(Some(&d), &[]));
+        assert_eq!(desired.usage, None, "the operator's apply never owns usage");
+        let applied = serde_json::to_value(&desired).unwrap();
+        assert!(applied.get("usage").is_none(), "{applied}");
+        assert!(
+            !status_differs(Some(&current), &desired),
+            "a usage report alone does not make the operator write"
         );
     }
 

@@ -20,7 +20,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::metrics::Metrics;
 use crate::names;
+use crate::watch::observed;
 
 /// A stream of changed objects that triggers reconciles.
 pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -74,15 +76,17 @@ pub fn watch_children(
     client: &Client,
     namespace: Option<&str>,
     channels: Store<ChatChannel>,
+    metrics: &Metrics,
 ) -> (Stores, Triggers) {
-    let (deployments, deployments_t) = whole::<Deployment>(client, namespace);
-    let (service_accounts, service_accounts_t) = whole::<ServiceAccount>(client, namespace);
-    let (roles, roles_t) = whole::<Role>(client, namespace);
-    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace);
-    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace);
-    let (services, services_t) = whole::<Service>(client, namespace);
-    let (secrets, secrets_t) = metadata_only::<Secret>(client, namespace);
-    let (pods, pods_t) = pods(client, namespace);
+    let (deployments, deployments_t) = whole::<Deployment>(client, namespace, metrics);
+    let (service_accounts, service_accounts_t) =
+        whole::<ServiceAccount>(client, namespace, metrics);
+    let (roles, roles_t) = whole::<Role>(client, namespace, metrics);
+    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace, metrics);
+    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace, metrics);
+    let (services, services_t) = whole::<Service>(client, namespace, metrics);
+    let (secrets, secrets_t) = metadata_only::<Secret>(client, namespace, metrics);
+    let (pods, pods_t) = pods(client, namespace, metrics);
     (
         Stores {
             deployments,
@@ -123,7 +127,7 @@ fn managed() -> watcher::Config {
 }
 
 /// Whole objects the operator labelled, without their managed fields.
-fn whole<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, Trigger<K>)
+fn whole<K>(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> (Store<K>, Trigger<K>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + DeserializeOwned
@@ -134,12 +138,17 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api::<K>(client, namespace), managed())
-        .default_backoff()
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
+    let kind = K::kind(&()).into_owned();
+    let stream = observed(
+        watcher(api::<K>(client, namespace), managed()),
+        metrics,
+        &kind,
+    )
+    .default_backoff()
+    .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+    .reflect(writer)
+    .touched_objects()
+    .boxed();
     (reader, stream)
 }
 
@@ -147,6 +156,7 @@ where
 fn metadata_only<K>(
     client: &Client,
     namespace: Option<&str>,
+    metrics: &Metrics,
 ) -> (Store<PartialObjectMeta<K>>, Trigger<PartialObjectMeta<K>>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -158,25 +168,34 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api::<PartialObjectMeta<K>>(client, namespace), managed())
-        .default_backoff()
-        .modify(|object: &mut PartialObjectMeta<K>| object.metadata.managed_fields = None)
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
+    let kind = K::kind(&()).into_owned();
+    let stream = observed(
+        watcher(api::<PartialObjectMeta<K>>(client, namespace), managed()),
+        metrics,
+        &kind,
+    )
+    .default_backoff()
+    .modify(|object: &mut PartialObjectMeta<K>| object.metadata.managed_fields = None)
+    .reflect(writer)
+    .touched_objects()
+    .boxed();
     (reader, stream)
 }
 
 /// The runtime pods, reduced to their metadata and the waiting state of their
 /// containers (what the status needs: which pods exist, which cannot pull an image).
-fn pods(client: &Client, namespace: Option<&str>) -> (Store<Pod>, Trigger<Pod>) {
+fn pods(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> (Store<Pod>, Trigger<Pod>) {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api::<Pod>(client, namespace), managed())
-        .default_backoff()
-        .modify(slim_pod)
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
+    let stream = observed(
+        watcher(api::<Pod>(client, namespace), managed()),
+        metrics,
+        "Pod",
+    )
+    .default_backoff()
+    .modify(slim_pod)
+    .reflect(writer)
+    .touched_objects()
+    .boxed();
     (reader, stream)
 }
 

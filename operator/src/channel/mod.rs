@@ -85,6 +85,7 @@ pub async fn run(
 pub async fn reconcile(channel: Arc<ChatChannel>, ctx: Arc<ChannelContext>) -> Result<Action> {
     let metrics = &ctx.shared.metrics;
     metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+    let _in_flight = metrics.in_flight(CONTROLLER);
     let _timer = metrics
         .reconcile_duration
         .with_label_values(&[CONTROLLER])

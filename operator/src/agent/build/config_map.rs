@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crds::runtime_config::{
-    self as rc, AgentIdentity, ContextConfig, DatabaseConfig, ModelConfig, RateLimitConfig,
+    self as rc, AgentIdentity, ContextConfig, DatabaseConfig, Micros, ModelConfig, RateLimitConfig,
     RuntimeConfig, SessionsConfig,
 };
 use crds::{AgentDeployment, ModelProvider, ModelSpec};
@@ -77,6 +77,13 @@ pub fn runtime_config(agent: &AgentDeployment, system_prompt_from: Option<&str>)
             listen: format!("0.0.0.0:{}", names::HTTP_PORT),
         },
         limits: rc::LimitsConfig::default(),
+        budget: spec.budget.as_ref().and_then(|b| {
+            Some(rc::BudgetConfig {
+                // The schema bounds the amount; an unusable one leaves the agent unlimited.
+                monthly: Micros::from_f64(b.monthly).ok()?,
+                when_spent: b.when_spent,
+            })
+        }),
     }
 }
 
@@ -95,6 +102,13 @@ fn model_config(model: &ModelSpec, index: usize) -> ModelConfig {
         temperature: model.temperature,
         max_output_tokens: model.max_output_tokens.and_then(|v| u32::try_from(v).ok()),
         timeout_seconds: u64::try_from(model.timeout_seconds).unwrap_or(60),
+        pricing: model.pricing.as_ref().and_then(|p| {
+            Some(rc::PricingConfig {
+                input_per_million_tokens: Micros::from_f64(p.input_per_million_tokens).ok()?,
+                output_per_million_tokens: Micros::from_f64(p.output_per_million_tokens).ok()?,
+                currency: p.currency.clone(),
+            })
+        }),
     }
 }
 

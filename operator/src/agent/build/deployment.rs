@@ -121,9 +121,9 @@ fn container(agent: &AgentDeployment, inputs: &BuildInputs) -> Container {
                 .clone()
                 .unwrap_or_else(|| inputs.default_image.clone()),
         ),
-        // A node that has the image (loaded by hand, or pulled once) starts pods
-        // without asking a registry, whatever the tag.
-        image_pull_policy: Some("IfNotPresent".to_owned()),
+        // `IfNotPresent` by default: a node that has the image (loaded by hand, or
+        // pulled once) starts pods without asking a registry, whatever the tag.
+        image_pull_policy: Some(inputs.image_pull_policy.clone()),
         command: Some(strings(&["agent-runtime"])),
         args: Some(vec![
             "--config".to_owned(),
@@ -448,6 +448,20 @@ mod tests {
         assert_eq!(hash(&before), hash(&again), "rendering is deterministic");
         // Only the config hash differs between the two Deployments' pod templates.
         assert_eq!(the_container(&before), the_container(&after));
+    }
+
+    #[test]
+    fn the_pull_policy_comes_from_the_operator() {
+        let agent = full();
+        let inputs = BuildInputs {
+            image_pull_policy: "Always".to_owned(),
+            ..inputs_for(&agent, false)
+        };
+        let deployment = build(&agent, &inputs);
+        assert_eq!(
+            the_container(&deployment).image_pull_policy.as_deref(),
+            Some("Always")
+        );
     }
 
     #[test]

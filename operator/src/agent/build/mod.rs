@@ -28,6 +28,8 @@ use crate::names;
 pub struct BuildInputs {
     /// Image used when the spec sets none.
     pub default_image: String,
+    /// Pull policy of the runtime container (`--runtime-image-pull-policy`).
+    pub image_pull_policy: String,
     /// The rendered runtime configuration file (see [`config_map::runtime_config`]).
     pub runtime_config: String,
     /// Where the runtime's database URL lives.
@@ -141,6 +143,7 @@ pub(crate) mod fixtures {
     pub fn inputs_for(agent: &AgentDeployment, service_monitor: bool) -> BuildInputs {
         BuildInputs {
             default_image: "registry.local/agent-runtime:1.0".to_owned(),
+            image_pull_policy: "IfNotPresent".to_owned(),
             runtime_config: config_map::runtime_config(agent, None)
                 .to_yaml()
                 .expect("renders"),

@@ -1,0 +1,106 @@
+//! What a client may ask of a model beyond the prompt and its sampling
+//! temperature: tools and the choice among them, the answer's format, stop
+//! sequences and the other sampling options of OpenAI's request; and the
+//! [`Refusal`] a provider gives for an option its wire format cannot honour
+//! (answered as a 400 naming the field, never dropped in silence).
+
+use serde_json::{Map, Value};
+
+/// A function tool the client offers the model (client-side: the client
+/// runs it and sends the result back in the next request's history).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSpec {
+    /// The function's name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: Option<String>,
+    /// Its arguments, as a JSON Schema object.
+    pub parameters: Option<Value>,
+    /// Whether the arguments must follow the schema exactly.
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// No tool.
+    None,
+    /// The model decides.
+    Auto,
+    /// Some tool.
+    Required,
+    /// This function.
+    Function(String),
+}
+
+/// The answer's format.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResponseFormat {
+    /// Plain text (the default; honoured everywhere).
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// The format's name.
+        name: String,
+        /// What it is for.
+        description: Option<String>,
+        /// The JSON Schema.
+        schema: Option<Value>,
+        /// Whether the answer must follow it exactly.
+        strict: Option<bool>,
+    },
+}
+
+/// An image part of a user message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePart {
+    /// `https:` or `data:` URL.
+    pub url: String,
+    /// `low`, `high` or `auto`.
+    pub detail: Option<String>,
+}
+
+/// The client's options beyond the prompt, temperature and length cap. Every
+/// field is either sent upstream (as is or translated) or refused.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestOptions {
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// Whether and which tool it must call.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether it may call several tools in one answer.
+    pub parallel_tool_calls: Option<bool>,
+    /// The answer's format.
+    pub response_format: Option<ResponseFormat>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// Presence penalty.
+    pub presence_penalty: Option<f64>,
+    /// Frequency penalty.
+    pub frequency_penalty: Option<f64>,
+    /// Bias per token id.
+    pub logit_bias: Option<Map<String, Value>>,
+    /// The end user's id as the client names it.
+    pub user: Option<String>,
+}
+
+/// A request option (or message part) the model in use cannot honour.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` is not supported by {provider} model {model}: {reason}")]
+pub struct Refusal {
+    /// The request field, as the client named it (`response_format`,
+    /// `messages[2].content`, ...).
+    pub field: String,
+    /// The provider (`openai`, `anthropic`).
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// Why, and what to do instead.
+    pub reason: String,
+}
