@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source hack/lib/env.sh
 
 # Runtime test files that need the cluster, Postgres or the Python client.
-needs_more=" channels_cluster cost_cluster postgres_restart python_sdk api_conformance "
+needs_more=" channels_cluster chat_apps_cluster cost_cluster postgres_restart python_sdk api_conformance "
 
 args=(--workspace --locked --lib --bins --test validation)
 for file in agent-runtime/tests/*.rs; do

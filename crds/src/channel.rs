@@ -1,5 +1,6 @@
 //! `ChatChannel` (short name `chc`): one way in to an agent (a web chat, a signed
-//! webhook, an OpenAI-compatible endpoint), with its own language, limits and features.
+//! webhook, an OpenAI-compatible endpoint, a Slack app or a Discord bot), with its own
+//! language, limits and features.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -21,7 +22,7 @@ use crate::common::SecretKeyRef;
     namespaced,
     status = "ChatChannelStatus",
     derive = "PartialEq",
-    doc = "A way in to a Switchboard agent: web chat, signed webhook or OpenAI-compatible endpoint.",
+    doc = "A way in to a Switchboard agent: web chat, signed webhook, OpenAI-compatible endpoint, Slack app or Discord bot.",
     printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentRef.name", description = "The AgentDeployment this channel leads to"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
@@ -48,6 +49,22 @@ use crate::common::SecretKeyRef;
         .message("spec.openai is only allowed when spec.type is openai")
         .field_path(".openai")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.type != 'slack' || has(self.slack)")
+        .message("spec.slack is required when spec.type is slack")
+        .field_path(".slack")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.slack) || self.type == 'slack'")
+        .message("spec.slack is only allowed when spec.type is slack")
+        .field_path(".slack")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.type != 'discord' || has(self.discord)")
+        .message("spec.discord is required when spec.type is discord")
+        .field_path(".discord")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.discord) || self.type == 'discord'")
+        .message("spec.discord is only allowed when spec.type is discord")
+        .field_path(".discord")
+        .reason(Reason::FieldValueForbidden),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ChatChannelSpec {
@@ -57,7 +74,8 @@ pub struct ChatChannelSpec {
     pub agent_ref: AgentRef,
 
     /// How clients reach the agent: `web` (browser chat), `webhook` (signed HTTP
-    /// callbacks) or `openai` (an OpenAI-compatible endpoint for SDKs and chat UIs).
+    /// callbacks), `openai` (an OpenAI-compatible endpoint for SDKs and chat UIs),
+    /// `slack` (a Slack app) or `discord` (a Discord bot).
     #[serde(rename = "type")]
     pub type_: ChannelType,
 
@@ -103,6 +121,14 @@ pub struct ChatChannelSpec {
     /// Settings of an `openai` channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openai: Option<OpenAiChannelSpec>,
+
+    /// Settings of a `slack` channel (required for that type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackChannelSpec>,
+
+    /// Settings of a `discord` channel (required for that type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordChannelSpec>,
 
     /// Which bearer key opens this channel's routes: `Agent` (default) the agent's
     /// client key; `Channel` a key of its own, in a Secret the operator creates
@@ -151,6 +177,10 @@ pub enum ChannelType {
     Webhook,
     /// OpenAI-compatible `/v1/chat/completions`.
     Openai,
+    /// A Slack app: Events API or Socket Mode in, `chat.postMessage` out.
+    Slack,
+    /// A Discord bot: Gateway messages and the Interactions endpoint in, REST out.
+    Discord,
 }
 
 impl ChannelType {
@@ -160,6 +190,8 @@ impl ChannelType {
             ChannelType::Web => "web",
             ChannelType::Webhook => "webhook",
             ChannelType::Openai => "openai",
+            ChannelType::Slack => "slack",
+            ChannelType::Discord => "discord",
         }
     }
 }
@@ -261,6 +293,184 @@ pub struct OpenAiChannelSpec {
     pub model_alias: Option<String>,
 }
 
+/// How a Slack app receives events.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SlackMode {
+    /// Slack POSTs signed events to the channel's endpoint (needs a public HTTPS URL).
+    #[default]
+    EventsApi,
+    /// The runtime opens a websocket to Slack with an app-level token (`xapp-`); no
+    /// public endpoint needed.
+    SocketMode,
+}
+
+/// Which messages a bot answers in the channels it serves.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RespondTo {
+    /// Only messages that mention the bot (and replies in threads it answered).
+    #[default]
+    Mentions,
+    /// Every message in the channels served.
+    AllMessages,
+}
+
+/// Slack app settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.mode != 'SocketMode' || has(self.appTokenRef)")
+        .message("spec.slack.appTokenRef is required when spec.slack.mode is SocketMode")
+        .field_path(".appTokenRef")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.appTokenRef) || self.mode == 'SocketMode'")
+        .message("spec.slack.appTokenRef is only allowed when spec.slack.mode is SocketMode")
+        .field_path(".appTokenRef")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.mode != 'EventsApi' || has(self.signingSecretRef)")
+        .message("spec.slack.signingSecretRef is required when spec.slack.mode is EventsApi")
+        .field_path(".signingSecretRef")
+        .reason(Reason::FieldValueRequired),
+)]
+pub struct SlackChannelSpec {
+    /// `EventsApi` (Slack POSTs to the channel's endpoint, default) or `SocketMode`
+    /// (the runtime connects out to Slack; needs `appTokenRef`).
+    #[serde(default)]
+    pub mode: SlackMode,
+    /// Secret key with the bot token (`xoxb-...`) used for `chat.postMessage`.
+    pub bot_token_ref: SecretKeyRef,
+    /// Secret key with the app's signing secret, which verifies the Events API's
+    /// request signatures (v0). Required in `EventsApi` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
+    /// Secret key with the app-level token (`xapp-...`, scope `connections:write`).
+    /// Required in, and only allowed in, `SocketMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_token_ref: Option<SecretKeyRef>,
+    /// The Slack workspace (team id, e.g. `T0123ABCD`) this app serves; events of other
+    /// workspaces are refused. Unset: whatever workspace the tokens belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^T[A-Z0-9]{8,30}$')").message("spec.slack.teamId must be a Slack team id such as T0123ABCD").reason(Reason::FieldValueInvalid))]
+    pub team_id: Option<String>,
+    /// Conversation ids (e.g. `C0123ABCD`) the app answers in. Empty: every channel it
+    /// is a member of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500), inner(length(max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(id, id.matches('^[CG][A-Z0-9]{8,30}$'))").message("spec.slack.channelIds entries must be Slack channel ids such as C0123ABCD").reason(Reason::FieldValueInvalid))]
+    pub channel_ids: Vec<String>,
+    /// In channels: `Mentions` (only `app_mention` events, default) or `AllMessages`.
+    #[serde(default)]
+    pub respond_to: RespondTo,
+    /// Answer every message sent to the app in a direct message (default true).
+    #[serde(default = "default_true")]
+    pub direct_messages: bool,
+}
+
+/// Discord bot settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.publicKey) && has(self.publicKeyRef))")
+        .message("spec.discord.publicKey and spec.discord.publicKeyRef are mutually exclusive: set one")
+        .field_path(".publicKeyRef")
+        .reason(Reason::FieldValueForbidden),
+)]
+pub struct DiscordChannelSpec {
+    /// Secret key with the bot token, used for the Gateway and the REST API.
+    pub bot_token_ref: SecretKeyRef,
+    /// The application's id (a snowflake, e.g. `1234567890123456789`), from the
+    /// developer portal.
+    #[schemars(length(max = 20))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{17,20}$')").message("spec.discord.applicationId must be a Discord snowflake id of 17 to 20 digits").reason(Reason::FieldValueInvalid))]
+    pub application_id: String,
+    /// The application's Ed25519 public key (64 hex digits) that verifies requests to
+    /// the Interactions endpoint. Set this or `publicKeyRef` to serve the slash
+    /// command; neither: no Interactions endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{64}$')").message("spec.discord.publicKey must be 64 hexadecimal digits (the application's Ed25519 public key)").reason(Reason::FieldValueInvalid))]
+    pub public_key: Option<String>,
+    /// The public key from a Secret key instead of `publicKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_ref: Option<SecretKeyRef>,
+    /// Guild (server) ids served. Empty: every guild the bot is in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500), inner(length(max = 20)))]
+    #[x_kube(validation = Rule::new("self.all(id, id.matches('^[0-9]{17,20}$'))").message("spec.discord.guildIds entries must be Discord snowflake ids of 17 to 20 digits").reason(Reason::FieldValueInvalid))]
+    pub guild_ids: Vec<String>,
+    /// Channel (or thread) ids served. Empty: every channel of the guilds served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500), inner(length(max = 20)))]
+    #[x_kube(validation = Rule::new("self.all(id, id.matches('^[0-9]{17,20}$'))").message("spec.discord.channelIds entries must be Discord snowflake ids of 17 to 20 digits").reason(Reason::FieldValueInvalid))]
+    pub channel_ids: Vec<String>,
+    /// In guild channels: `Mentions` (default) or `AllMessages` (needs the privileged
+    /// Message Content intent).
+    #[serde(default)]
+    pub respond_to: RespondTo,
+    /// Answer direct messages to the bot (default true).
+    #[serde(default = "default_true")]
+    pub direct_messages: bool,
+    /// Name of the slash command answered through the Interactions endpoint (default
+    /// `ask`): 1 to 32 lower-case letters, digits, `-` or `_`.
+    #[serde(default = "default_slash_command")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[-_a-z0-9]{1,32}$')").message("spec.discord.slashCommand must be 1 to 32 lower-case letters, digits, '-' or '_'").reason(Reason::FieldValueInvalid))]
+    pub slash_command: String,
+}
+
+fn default_slash_command() -> String {
+    "ask".to_owned()
+}
+
+/// Connection state of a `slack` or `discord` channel, reported by the runtime pod that
+/// holds the connection as the `Connected` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The platform accepted the bot's credentials and events flow (`True`).
+    Connected,
+    /// The connection dropped or the platform is unreachable; retrying (`False`).
+    Reconnecting,
+    /// The platform refused the credentials (`False`; the message carries the
+    /// platform's own words, never the token).
+    Unauthorized,
+}
+
+impl ConnectionState {
+    /// The condition's `status`.
+    pub fn status(self) -> &'static str {
+        match self {
+            ConnectionState::Connected => crate::condition::TRUE,
+            ConnectionState::Reconnecting | ConnectionState::Unauthorized => {
+                crate::condition::FALSE
+            }
+        }
+    }
+
+    /// The condition's `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ConnectionState::Connected => "Connected",
+            ConnectionState::Reconnecting => "Reconnecting",
+            ConnectionState::Unauthorized => "Unauthorized",
+        }
+    }
+
+    /// The `Connected` condition for this state.
+    pub fn condition(
+        self,
+        message: impl Into<String>,
+        observed_generation: Option<i64>,
+    ) -> Condition {
+        crate::condition::new_condition(
+            crate::conditions::CONNECTED,
+            self.status(),
+            self.reason(),
+            message,
+            observed_generation,
+        )
+    }
+}
+
 /// Observed state of a channel.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -268,7 +478,8 @@ pub struct ChatChannelStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Accepted, AgentReady and Ready.
+    /// Accepted, AgentReady and Ready; `Connected` on `slack` and `discord` channels
+    /// (see [`ConnectionState`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
     pub conditions: Vec<Condition>,

@@ -16,7 +16,10 @@ pub use agent::{
     DatabaseMode, ModelPricing, ModelProvider, ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
     UsageStatus,
 };
-pub use channel::{ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ClientKeyMode};
+pub use channel::{
+    ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ClientKeyMode, ConnectionState,
+    DiscordChannelSpec, RespondTo, SlackChannelSpec, SlackMode,
+};
 pub use common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
 pub use tool_server::{ToolServer, ToolServerSpec, ToolServerStatus};
 
@@ -51,6 +54,9 @@ pub mod conditions {
     pub const ACCEPTED: &str = "Accepted";
     /// A channel's agent is Ready.
     pub const AGENT_READY: &str = "AgentReady";
+    /// A `slack` or `discord` channel's connection to its platform: reason
+    /// `Connected`, `Reconnecting` or `Unauthorized` (see `channel::ConnectionState`).
+    pub const CONNECTED: &str = "Connected";
 }
 
 /// Every CRD, in the order they are written to `config/crd`, with descriptions

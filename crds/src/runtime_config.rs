@@ -312,6 +312,77 @@ pub struct ChannelConfig {
     /// Which key opens the channel: the agent's, or its own (`channel.<name>` in
     /// `auth.keysDir`).
     pub client_key: ClientKeyMode,
+    /// Slack app settings (type `slack` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackConfig>,
+    /// Discord bot settings (type `discord` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordConfig>,
+}
+
+/// A Discord channel's settings when run standalone (in a cluster they come from the
+/// ChatChannel, the token from its Secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DiscordConfig {
+    /// Environment variable holding the bot token.
+    pub bot_token_env: String,
+    /// Guild ids served; empty: every guild the bot is in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guild_ids: Vec<String>,
+    /// Channel (or thread) ids served; empty: every channel of those guilds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channel_ids: Vec<String>,
+    /// In guild channels: `Mentions` (default) or `AllMessages`.
+    pub respond_to: crate::channel::RespondTo,
+    /// Answer direct messages (default true).
+    pub direct_messages: bool,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            bot_token_env: String::new(),
+            guild_ids: Vec::new(),
+            channel_ids: Vec::new(),
+            respond_to: crate::channel::RespondTo::default(),
+            direct_messages: true,
+        }
+    }
+}
+
+/// A Slack channel's settings when run standalone (in a cluster they come from the
+/// ChatChannel, the token and secret from its Secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SlackConfig {
+    /// Environment variable holding the bot token (`xoxb-...`).
+    pub bot_token_env: String,
+    /// Environment variable holding the signing secret (Events API, v0 signatures).
+    pub signing_secret_env: String,
+    /// Only events of this workspace are answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// Conversation ids answered in; empty: every channel the app is in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channel_ids: Vec<String>,
+    /// In channels: `Mentions` (default) or `AllMessages`.
+    pub respond_to: crate::channel::RespondTo,
+    /// Answer direct messages (default true).
+    pub direct_messages: bool,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            bot_token_env: String::new(),
+            signing_secret_env: String::new(),
+            team_id: None,
+            channel_ids: Vec::new(),
+            respond_to: crate::channel::RespondTo::default(),
+            direct_messages: true,
+        }
+    }
 }
 
 /// A web channel's page settings.
@@ -342,6 +413,8 @@ impl Default for ChannelConfig {
             web: None,
             model_alias: None,
             client_key: ClientKeyMode::Agent,
+            slack: None,
+            discord: None,
         }
     }
 }

@@ -226,3 +226,59 @@ fn valid_update_keeps_agent_ref() {
     validate_cel_update(&chc("a", "de"), &chc("a", "en")).unwrap();
     assert!(validate_cel_update(&chc("b", "en"), &chc("a", "en")).is_err());
 }
+
+#[test]
+fn chat_app_defaults_match_the_schema() {
+    let chc: ChatChannel = serde_yaml::from_str(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: ChatChannel\nmetadata: {name: c}\nspec:\n  agentRef: {name: a}\n  type: discord\n  discord:\n    botTokenRef: {name: d, key: t}\n    applicationId: \"1234567890123456789\"\n",
+    )
+    .unwrap();
+    let discord = chc.spec.discord.as_ref().unwrap();
+    assert_eq!(discord.slash_command, "ask");
+    assert_eq!(discord.respond_to, crds::RespondTo::Mentions);
+    assert!(discord.direct_messages);
+    validate_cel(&chc).unwrap();
+
+    let chc: ChatChannel = serde_yaml::from_str(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: ChatChannel\nmetadata: {name: c}\nspec:\n  agentRef: {name: a}\n  type: slack\n  slack:\n    botTokenRef: {name: s, key: t}\n    signingSecretRef: {name: s, key: k}\n",
+    )
+    .unwrap();
+    let slack = chc.spec.slack.as_ref().unwrap();
+    assert_eq!(slack.mode, crds::SlackMode::EventsApi);
+    assert_eq!(slack.respond_to, crds::RespondTo::Mentions);
+    assert!(slack.direct_messages);
+    validate_cel(&chc).unwrap();
+
+    let crd = serde_json::to_value(<ChatChannel as kube::CustomResourceExt>::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let d = &spec["discord"]["properties"];
+    assert_eq!(d["slashCommand"]["default"], "ask");
+    assert_eq!(d["respondTo"]["default"], "Mentions");
+    assert_eq!(d["directMessages"]["default"], true);
+    let s = &spec["slack"]["properties"];
+    assert_eq!(s["mode"]["default"], "EventsApi");
+    assert_eq!(s["respondTo"]["default"], "Mentions");
+    assert_eq!(s["directMessages"]["default"], true);
+}
+
+#[test]
+fn connection_state_conditions() {
+    use crds::ConnectionState;
+    let c = ConnectionState::Unauthorized.condition("401: Unauthorized", Some(3));
+    assert_eq!(c.type_, crds::conditions::CONNECTED);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "Unauthorized")
+    );
+    assert_eq!(c.message, "401: Unauthorized");
+    let c = ConnectionState::Connected.condition("gateway session ready", None);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "Connected")
+    );
+    let c = ConnectionState::Reconnecting.condition("resuming", None);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "Reconnecting")
+    );
+}

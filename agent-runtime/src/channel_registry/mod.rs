@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crds::ChatChannel;
+use crds::RespondTo;
 use crds::runtime_config::{
     ChannelConfig, ChannelFeatures, ChannelRateLimitConfig, ChannelType, ClientKeyMode,
     RuntimeConfig,
@@ -115,6 +116,43 @@ pub struct ChannelSettings {
     /// Opened by a key of its own (`channel.<name>`), not the agent's key; its
     /// sessions are visible only through it.
     pub own_key: bool,
+    /// Slack app settings (type `slack` only).
+    pub slack: Option<SlackSettings>,
+    /// Discord bot settings (type `discord` only).
+    pub discord: Option<DiscordSettings>,
+}
+
+/// A Discord channel's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscordSettings {
+    /// The bot token's source (Gateway and REST); channels sharing it share one
+    /// Gateway connection.
+    pub bot_token: SigningKeySource,
+    /// Guild ids served; empty: all.
+    pub guild_ids: Vec<String>,
+    /// Channel ids served; empty: all of the guilds served.
+    pub channel_ids: Vec<String>,
+    /// In guild channels: mentions only or every message.
+    pub respond_to: RespondTo,
+    /// Direct messages answered.
+    pub direct_messages: bool,
+}
+
+/// A Slack channel's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlackSettings {
+    /// The bot token's source (`chat.postMessage`).
+    pub bot_token: SigningKeySource,
+    /// The signing secret's source (Events API v0 signatures); `None`: no Events API.
+    pub signing_secret: Option<SigningKeySource>,
+    /// Only events of this workspace are answered.
+    pub team_id: Option<String>,
+    /// Conversation ids answered in; empty: all.
+    pub channel_ids: Vec<String>,
+    /// In channels: mentions only or every message.
+    pub respond_to: RespondTo,
+    /// Direct messages answered.
+    pub direct_messages: bool,
 }
 
 /// A web channel's page settings.
@@ -164,6 +202,21 @@ impl ChannelSettings {
                 .unwrap_or_default(),
             model_alias: config.model_alias.clone(),
             own_key: config.client_key == ClientKeyMode::Channel,
+            slack: config.slack.as_ref().map(|s| SlackSettings {
+                bot_token: SigningKeySource::Env(s.bot_token_env.clone()),
+                signing_secret: Some(SigningKeySource::Env(s.signing_secret_env.clone())),
+                team_id: s.team_id.clone(),
+                channel_ids: s.channel_ids.clone(),
+                respond_to: s.respond_to,
+                direct_messages: s.direct_messages,
+            }),
+            discord: config.discord.as_ref().map(|d| DiscordSettings {
+                bot_token: SigningKeySource::Env(d.bot_token_env.clone()),
+                guild_ids: d.guild_ids.clone(),
+                channel_ids: d.channel_ids.clone(),
+                respond_to: d.respond_to,
+                direct_messages: d.direct_messages,
+            }),
         }
     }
 
@@ -176,6 +229,8 @@ impl ChannelSettings {
             crds::ChannelType::Web => ChannelType::Web,
             crds::ChannelType::Webhook => ChannelType::Webhook,
             crds::ChannelType::Openai => ChannelType::Openai,
+            crds::ChannelType::Slack => ChannelType::Slack,
+            crds::ChannelType::Discord => ChannelType::Discord,
         };
         Some(Self {
             name,
@@ -221,6 +276,21 @@ impl ChannelSettings {
                 .unwrap_or_default(),
             model_alias: spec.openai.as_ref().and_then(|o| o.model_alias.clone()),
             own_key: spec.client_key == crds::ClientKeyMode::Channel,
+            slack: spec.slack.as_ref().map(|s| SlackSettings {
+                bot_token: secret_source(&s.bot_token_ref),
+                signing_secret: s.signing_secret_ref.as_ref().map(secret_source),
+                team_id: s.team_id.clone(),
+                channel_ids: s.channel_ids.clone(),
+                respond_to: s.respond_to,
+                direct_messages: s.direct_messages,
+            }),
+            discord: spec.discord.as_ref().map(|d| DiscordSettings {
+                bot_token: secret_source(&d.bot_token_ref),
+                guild_ids: d.guild_ids.clone(),
+                channel_ids: d.channel_ids.clone(),
+                respond_to: d.respond_to,
+                direct_messages: d.direct_messages,
+            }),
         })
     }
 
@@ -229,6 +299,13 @@ impl ChannelSettings {
         self.allowed_origins
             .iter()
             .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+fn secret_source(r: &crds::SecretKeyRef) -> SigningKeySource {
+    SigningKeySource::Secret {
+        name: r.name.clone(),
+        key: r.key.clone(),
     }
 }
 

@@ -5,10 +5,15 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use std::sync::RwLock;
+
 use tokio::sync::Notify;
 use utoipa::ToSchema;
 
 use super::signing::SigningKeys;
+
+/// Slack's Web API.
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
 
 /// The JSON POSTed to the callback URL, signed like inbound messages.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
@@ -59,13 +64,25 @@ impl Backoff {
     }
 }
 
-/// The webhook machinery shared by intake and the background delivery.
+/// The outbox machinery shared by intake (webhook, Slack) and the background
+/// delivery.
 pub struct WebhookDelivery {
-    /// Signing keys of the webhook channels.
+    /// Signing keys of the webhook channels, and the chat apps' tokens and secrets.
     pub keys: SigningKeys,
     wake: Notify,
     http: reqwest::Client,
     backoff: Backoff,
+    slack_api_url: RwLock<String>,
+    discord: RwLock<DiscordEndpoints>,
+}
+
+/// Where Discord is reached when not at discord.com (a proxy; the mock in tests).
+#[derive(Clone, Debug, Default)]
+pub struct DiscordEndpoints {
+    /// The Gateway's websocket URL (`ws://host:port`).
+    pub gateway_url: Option<String>,
+    /// `host:port` of a plain-HTTP REST stand-in.
+    pub api_proxy: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookDelivery {
@@ -89,7 +106,48 @@ impl WebhookDelivery {
             wake: Notify::new(),
             http,
             backoff,
+            slack_api_url: RwLock::new(DEFAULT_SLACK_API_URL.to_owned()),
+            discord: RwLock::new(DiscordEndpoints::default()),
         }
+    }
+
+    /// Points Discord elsewhere.
+    pub fn set_discord_endpoints(&self, endpoints: DiscordEndpoints) {
+        *self.discord.write().unwrap_or_else(|p| p.into_inner()) = endpoints;
+    }
+
+    /// The Gateway URL to use instead of Discord's.
+    pub fn discord_gateway_url(&self) -> Option<String> {
+        self.discord
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .gateway_url
+            .clone()
+    }
+
+    /// The REST stand-in to use instead of Discord's.
+    pub fn discord_api_proxy(&self) -> Option<String> {
+        self.discord
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .api_proxy
+            .clone()
+    }
+
+    /// Slack's Web API base URL.
+    pub fn slack_api_url(&self) -> String {
+        self.slack_api_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Points the Slack Web API elsewhere (`SWITCHBOARD_SLACK_API_URL`: a proxy, tests).
+    pub fn set_slack_api_url(&self, url: &str) {
+        *self
+            .slack_api_url
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = url.to_owned();
     }
 
     /// Tells the dispatcher there is new work.

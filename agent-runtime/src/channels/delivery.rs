@@ -1,7 +1,10 @@
-//! Delivers webhook answers from the outbox: has the conversation service
-//! answer each pending message (when not done yet), POSTs the answer signed
-//! to the callback URL, and retries with exponential backoff and jitter until
-//! the callback accepts it, across restarts; delivered rows are marked done.
+//! Delivers answers from the outbox: has the conversation service answer each
+//! pending message (when not done yet), then hands the answer to its channel:
+//! POSTed signed to a webhook's callback URL, or posted in the Slack thread
+//! with `chat.postMessage`. Retries with exponential backoff and jitter (a
+//! platform's `429 Retry-After` is waited out exactly) until accepted, across
+//! restarts; delivered rows are marked done. Several pods share the outbox:
+//! each row is worked by the one holding its lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,8 +143,12 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
 /// Why one attempt did not deliver.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
-    #[error("channel {0} is no longer a webhook channel of this agent")]
+    #[error("channel {0} is no longer a webhook or slack channel of this agent")]
     ChannelGone(String),
+    #[error(transparent)]
+    Slack(#[from] super::slack_api::PostError),
+    #[error(transparent)]
+    Discord(#[from] super::discord_api::DiscordPostError),
     #[error("signing key unavailable: {0}")]
     Key(#[from] signing::KeyError),
     #[error("cannot produce the answer: {0}")]
@@ -171,13 +178,16 @@ async fn process(state: &SharedState, delivery: Delivery) {
         Ok(()) => state.store.mark_delivered(&id, now_ms()).await,
         Err(err) => {
             let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
-            let delay = state.webhooks.backoff().delay(attempts, jitter());
+            let delay = match &err {
+                AttemptError::Slack(super::slack_api::PostError::RateLimited(wait)) => *wait,
+                _ => state.webhooks.backoff().delay(attempts, jitter()),
+            };
             let give_up = now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
             if give_up {
-                tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "webhook delivery given up");
+                tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "answer delivery given up");
             } else {
                 tracing::warn!(delivery = %id, channel = %delivery.channel, attempt = attempts + 1,
-                    retry_in_ms = delay.as_millis() as u64, error = %err, "webhook delivery failed; will retry");
+                    retry_in_ms = delay.as_millis() as u64, error = %err, "answer delivery failed; will retry");
             }
             state
                 .store
@@ -186,7 +196,7 @@ async fn process(state: &SharedState, delivery: Delivery) {
         }
     };
     if let Err(err) = outcome {
-        tracing::error!(delivery = %id, error = %err, "cannot record a webhook delivery's outcome");
+        tracing::error!(delivery = %id, error = %err, "cannot record a delivery's outcome");
     }
 }
 
@@ -194,12 +204,8 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let channel = state
         .channels
         .get(&delivery.channel)
-        .filter(|c| c.webhook.is_some())
+        .filter(|c| c.webhook.is_some() || c.slack.is_some() || c.discord.is_some())
         .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
-    let Some(webhook) = channel.webhook.clone() else {
-        return Err(AttemptError::ChannelGone(delivery.channel.clone()));
-    };
-    let key = state.webhooks.keys.key(&webhook.key).await?;
     let participant = Participant {
         user: delivery.user_id.clone(),
         channel: delivery.channel.clone(),
@@ -227,9 +233,23 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     ) else {
         return Err(AttemptError::Answer("the message is not stored".to_owned()));
     };
+    let discord = match &channel.discord {
+        Some(d) => {
+            let token = state.webhooks.keys.key(&d.bot_token).await?;
+            let token = String::from_utf8_lossy(&token).trim().to_owned();
+            Some(super::discord_api::client(
+                &token,
+                state.webhooks.discord_api_proxy().as_deref(),
+            ))
+        }
+        None => None,
+    };
     let (answer_id, answer) = match (&delivery.answer_message_id, &delivery.answer) {
         (Some(id), Some(text)) => (id.clone(), text.clone()),
         _ => {
+            if let Some(client) = &discord {
+                super::discord_api::typing(client, &delivery.conversation_id).await;
+            }
             let answer =
                 conversation::answer_recorded(state, &participant, &session_id, &user_message_id)
                     .await?;
@@ -241,6 +261,37 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             (id, text)
         }
     };
+    if let Some(client) = &discord {
+        super::discord_api::post_answer(
+            client,
+            &delivery.conversation_id,
+            delivery.reply_to.as_deref(),
+            &answer,
+        )
+        .await?;
+        tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Discord answer posted");
+        return Ok(());
+    }
+    if let Some(slack) = &channel.slack {
+        let token = state.webhooks.keys.key(&slack.bot_token).await?;
+        let token = String::from_utf8_lossy(&token);
+        let (conversation, thread) = super::slack::reply_target(&delivery.conversation_id);
+        super::slack_api::post_message(
+            state.webhooks.http(),
+            &state.webhooks.slack_api_url(),
+            token.trim(),
+            conversation,
+            thread,
+            &answer,
+        )
+        .await?;
+        tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Slack answer posted");
+        return Ok(());
+    }
+    let Some(webhook) = channel.webhook.clone() else {
+        return Err(AttemptError::ChannelGone(delivery.channel.clone()));
+    };
+    let key = state.webhooks.keys.key(&webhook.key).await?;
     let body = serde_json::to_vec(&WebhookAnswer {
         delivery_id: delivery.id.clone(),
         channel: delivery.channel.clone(),

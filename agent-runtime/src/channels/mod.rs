@@ -1,13 +1,17 @@
 //! Channels: the ways in to this agent beside the root API. The per-channel
 //! routes (`/channels/{name}/...`, see [`routes`]), the signed [`webhook`]
-//! intake with its durable [`delivery`] of answers (both through the
-//! conversation service), and the background tasks: the ChatChannel
+//! intake and the [`slack`] Events API intake with the durable [`delivery`] of
+//! answers (all through the conversation service), and the background tasks: the ChatChannel
 //! [`watcher`] that keeps the channel registry current in a cluster and the
 //! activity reporter. What the runtime knows about its channels (the registry,
 //! signing, activity counts) lives in [`crate::channel_registry`].
 
 pub mod delivery;
+pub mod discord;
+pub mod discord_api;
 pub mod routes;
+pub mod slack;
+pub mod slack_api;
 pub mod watcher;
 pub mod web;
 pub mod webhook;
@@ -15,7 +19,32 @@ pub mod webhook;
 use crate::channel_registry::activity;
 use crate::state::SharedState;
 
-/// The channels' background tasks: the webhook delivery always; in a cluster
+/// Points the Slack Web API elsewhere (a proxy; the mock in tests).
+pub const SLACK_API_URL_ENV: &str = "SWITCHBOARD_SLACK_API_URL";
+
+/// How often `sessions.retentionDays` is applied.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Applies `sessions.retentionDays` at start and then every hour.
+async fn purge_periodically(state: SharedState, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(err) = crate::conversation::retention::purge_expired(&state).await {
+            tracing::warn!(error = %err, "cannot purge old sessions");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Points the Discord Gateway elsewhere (`ws://host:port`; the mock in tests).
+pub const DISCORD_GATEWAY_URL_ENV: &str = "SWITCHBOARD_DISCORD_GATEWAY_URL";
+/// Sends Discord REST calls to a plain-HTTP `host:port` (the mock in tests).
+pub const DISCORD_API_PROXY_ENV: &str = "SWITCHBOARD_DISCORD_API_PROXY";
+
+/// The channels' background tasks: the outbox delivery, the Discord Gateway
+/// supervisor and the sessions' retention always; in a cluster
 /// (`POD_NAME`/`POD_NAMESPACE` set and Kubernetes credentials) also the
 /// ChatChannel watcher and the activity reporter.
 pub struct ChannelTasks {
@@ -27,7 +56,24 @@ impl ChannelTasks {
     /// Starts them. `lookup` reads the environment.
     pub async fn start(state: &SharedState, lookup: impl Fn(&str) -> Option<String>) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(delivery::run(state.clone(), stop.clone()))];
+        if let Some(url) = lookup(SLACK_API_URL_ENV).filter(|u| !u.is_empty()) {
+            state.webhooks.set_slack_api_url(&url);
+        }
+        let present = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        state
+            .webhooks
+            .set_discord_endpoints(crate::channel_registry::webhook::DiscordEndpoints {
+                gateway_url: present(DISCORD_GATEWAY_URL_ENV),
+                api_proxy: present(DISCORD_API_PROXY_ENV),
+            });
+        // The lease holder's name: the pod, or this process.
+        let holder = present("POD_NAME")
+            .unwrap_or_else(|| format!("process-{}", uuid::Uuid::new_v4().simple()));
+        let mut tasks = vec![
+            tokio::spawn(delivery::run(state.clone(), stop.clone())),
+            tokio::spawn(discord::run(state.clone(), holder, stop.clone())),
+            tokio::spawn(purge_periodically(state.clone(), stop.clone())),
+        ];
         let pod = crate::status_report::ReporterConfig::from_env(&state.config.agent.name, lookup);
         if let Some(pod) = pod {
             match kube::Client::try_default().await {

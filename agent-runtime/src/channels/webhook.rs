@@ -156,6 +156,7 @@ pub async fn receive(
             user_id: user,
             text: message.text.clone(),
             callback_url: webhook.callback_url.clone(),
+            reply_to: None,
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;
@@ -186,7 +187,12 @@ pub async fn receive(
     };
     state
         .store
-        .set_delivery_message(&delivery_id, &recorded.session_id, &recorded.message.id)
+        .delivery_ready(
+            &delivery_id,
+            &recorded.session_id,
+            &recorded.message.id,
+            chrono::Utc::now().timestamp_millis(),
+        )
         .await?;
     state.webhooks.wake();
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "webhook message accepted");

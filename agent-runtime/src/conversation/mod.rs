@@ -14,6 +14,7 @@
 
 mod error;
 mod record;
+pub mod retention;
 mod stream;
 mod turn;
 

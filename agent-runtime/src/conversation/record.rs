@@ -81,10 +81,7 @@ pub(super) async fn record_input(
             sync_history(state, participant, Some(session), history).await
         }
         (SessionRef::External(conversation), Input::History(history)) => {
-            let session = state
-                .store
-                .session_for_conversation(user, &participant.channel, &conversation)
-                .await?;
+            let session = conversation_session(state, participant, &conversation).await?;
             sync_history(state, participant, Some(session), history).await
         }
         (session, Input::Message(text)) => {
@@ -102,6 +99,43 @@ pub(super) async fn record_input(
     }
 }
 
+/// The session of a client's conversation id (webhook, Slack thread, Discord
+/// channel), created when missing. With `sessions.idleTimeoutMinutes`, a
+/// session idle for longer is retired (it keeps its messages under its own id)
+/// and the conversation continues in a new one.
+async fn conversation_session(
+    state: &AppState,
+    participant: &Participant,
+    conversation: &str,
+) -> Result<Session, ConversationError> {
+    let (user, channel) = (&participant.user, &participant.channel);
+    let session = state
+        .store
+        .session_for_conversation(user, channel, conversation)
+        .await?;
+    let Some(minutes) = state
+        .config
+        .sessions
+        .idle_timeout_minutes
+        .filter(|m| *m > 0)
+    else {
+        return Ok(session);
+    };
+    let last = session.last_message_at.unwrap_or(session.created_at);
+    if chrono::Utc::now() - last <= chrono::Duration::minutes(i64::from(minutes)) {
+        return Ok(session);
+    }
+    tracing::info!(session = %session.id, idle_minutes = minutes, "conversation idle past the timeout: a new session");
+    state
+        .store
+        .retire_conversation(&session.id, conversation)
+        .await?;
+    Ok(state
+        .store
+        .session_for_conversation(user, channel, conversation)
+        .await?)
+}
+
 /// Appends a user message after the newest of the session's current branch
 /// (a new session when none is named); returns the session id, the branch
 /// before the message, and the stored message.
@@ -116,9 +150,7 @@ async fn append_user_message(
         // The branch read below checks the session is the user's.
         SessionRef::Id(id) => id,
         SessionRef::External(conversation) => {
-            state
-                .store
-                .session_for_conversation(user, &participant.channel, &conversation)
+            conversation_session(state, participant, &conversation)
                 .await?
                 .id
         }

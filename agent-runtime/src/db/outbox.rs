@@ -23,9 +23,18 @@ pub struct NewDelivery {
     pub text: String,
     /// Where the answer goes.
     pub callback_url: String,
+    /// The platform message the answer replies to (Discord).
+    pub reply_to: Option<String>,
     /// Unix milliseconds.
     pub now_ms: i64,
 }
+
+/// How long a new row waits before the delivery worker may take it: the
+/// intake stores the user message meanwhile and then makes the row due at once
+/// ([`Store::delivery_ready`]); only a pod that died in between leaves the
+/// recording to the worker. Without it the worker could record the message a
+/// second time while the intake is still recording it.
+pub const INTAKE_GRACE_MS: i64 = 30_000;
 
 /// A pending delivery.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -54,22 +63,25 @@ pub struct Delivery {
     pub attempts: i64,
     /// When it was accepted (unix milliseconds).
     pub created_at: i64,
+    /// The platform message the answer replies to (Discord).
+    pub reply_to: Option<String>,
 }
 
 const COLUMNS: &str = "id, channel, conversation_id, user_id, text, callback_url, session_id, \
-    user_message_id, answer_message_id, answer, attempts, created_at";
+    user_message_id, answer_message_id, answer, attempts, created_at, reply_to";
 
 impl Store {
     /// Inserts a delivery; `false` when the same inbound message (channel and
     /// replay key) was accepted before.
     pub async fn insert_delivery(&self, new: &NewDelivery) -> Result<bool, StoreError> {
         let sql = "INSERT INTO webhook_outbox (id, channel, inbound_key, conversation_id, user_id, \
-            text, callback_url, status, attempts, next_attempt_at, created_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
+            text, callback_url, status, attempts, next_attempt_at, created_at, reply_to) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $10, $8, $9) \
             ON CONFLICT (channel, inbound_key) DO NOTHING";
         let done = with_pool!(self, pool => sqlx::query(sql)
             .bind(&new.id).bind(&new.channel).bind(&new.inbound_key).bind(&new.conversation_id)
             .bind(&new.user_id).bind(&new.text).bind(&new.callback_url).bind(new.now_ms)
+            .bind(&new.reply_to).bind(new.now_ms + INTAKE_GRACE_MS)
             .execute(pool).await?.rows_affected());
         Ok(done == 1)
     }
@@ -79,6 +91,23 @@ impl Store {
     pub async fn delete_delivery(&self, id: &str) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("DELETE FROM webhook_outbox WHERE id = $1")
             .bind(id).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Records the stored user message of a delivery and makes it due now (the
+    /// intake's last step).
+    pub async fn delivery_ready(
+        &self,
+        id: &str,
+        session_id: &str,
+        user_message_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET session_id = $2, user_message_id = $3, \
+                 next_attempt_at = $4 WHERE id = $1")
+            .bind(id).bind(session_id).bind(user_message_id).bind(now_ms)
+            .execute(pool).await.map(|_| ())?);
         Ok(())
     }
 
@@ -197,5 +226,33 @@ impl Store {
         Ok(with_pool!(self, pool => sqlx::query(
                 "DELETE FROM webhook_outbox WHERE status <> 'pending' AND created_at < $1")
             .bind(before_ms).execute(pool).await?.rows_affected()))
+    }
+}
+
+impl Store {
+    /// Takes or renews the lease `name` for `holder` until `until_ms`: `true` when
+    /// `holder` has it now (it held it, or the last holder's lease expired).
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO chat_app_leases (name, holder, expires_at) VALUES ($1, $2, $4) \
+            ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+            WHERE chat_app_leases.holder = excluded.holder OR chat_app_leases.expires_at < $3";
+        let done = with_pool!(self, pool => sqlx::query(sql)
+            .bind(name).bind(holder).bind(now_ms).bind(until_ms)
+            .execute(pool).await?.rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Gives the lease up (when `holder` has it) so another pod can take over at once.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "DELETE FROM chat_app_leases WHERE name = $1 AND holder = $2")
+            .bind(name).bind(holder).execute(pool).await.map(|_| ())?);
+        Ok(())
     }
 }

@@ -115,6 +115,35 @@ impl Store {
         .await
     }
 
+    /// Removes for good up to `batch` deleted sessions (their messages with
+    /// them) whose deletion was before `cutoff`; returns how many went.
+    pub async fn purge_sessions_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query(
+                "DELETE FROM sessions WHERE id IN \
+                 (SELECT id FROM sessions WHERE status = 'deleted' AND updated_at < $1 LIMIT $2)")
+            .bind(cutoff).bind(batch).execute(pool).await?.rows_affected()))
+    }
+
+    /// Detaches an idle session from its conversation id (the id becomes
+    /// `<conversation>~<session id>`), so the next message of the conversation
+    /// opens a new session; a no-op when another pod did it first.
+    pub async fn retire_conversation(
+        &self,
+        session_id: &str,
+        conversation: &str,
+    ) -> Result<(), StoreError> {
+        let retired = format!("{conversation}~{session_id}");
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE sessions SET external_id = $3 WHERE id = $1 AND external_id = $2")
+            .bind(session_id).bind(conversation).bind(&retired)
+            .execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
     async fn session_for_conversation_once(
         &self,
         user_id: &str,

@@ -81,8 +81,9 @@ pub async fn dereference(
     })
 }
 
-/// The names of the agent's ChatChannels and of their webhook signing Secrets, sorted
-/// and without duplicates (so the Role's hash is stable).
+/// The names of the agent's ChatChannels and of the Secrets the runtime reads for them
+/// (webhook signing keys; Slack bot tokens, signing secrets and app tokens; Discord bot
+/// tokens and public keys), sorted and without duplicates (so the Role's hash is stable).
 pub fn agent_channels<C: AsRef<ChatChannel>>(
     all: &[C],
     agent: &AgentDeployment,
@@ -98,6 +99,21 @@ pub fn agent_channels<C: AsRef<ChatChannel>>(
         channels.insert(channel.name_any());
         if let Some(webhook) = &channel.spec.webhook {
             secrets.insert(webhook.signing_secret_ref.name.clone());
+        }
+        if let Some(slack) = &channel.spec.slack {
+            secrets.insert(slack.bot_token_ref.name.clone());
+            for r in [&slack.signing_secret_ref, &slack.app_token_ref]
+                .into_iter()
+                .flatten()
+            {
+                secrets.insert(r.name.clone());
+            }
+        }
+        if let Some(discord) = &channel.spec.discord {
+            secrets.insert(discord.bot_token_ref.name.clone());
+            if let Some(r) = &discord.public_key_ref {
+                secrets.insert(r.name.clone());
+            }
         }
     }
     (
@@ -157,6 +173,46 @@ mod tests {
         assert_eq!(
             own_key_channels(&all, &full()),
             [("keyed".to_owned(), "uid-k".to_owned())]
+        );
+    }
+
+    #[test]
+    fn chat_app_secrets_are_granted_by_name() {
+        let chat_app = |name: &str, spec: serde_json::Value| -> ChatChannel {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+                "metadata": {"name": name, "namespace": "tenant-a"},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let slack = chat_app(
+            "slack",
+            serde_json::json!({"agentRef": {"name": "support"}, "type": "slack", "slack": {
+                "mode": "SocketMode",
+                "botTokenRef": {"name": "slack-bot", "key": "token"},
+                "signingSecretRef": {"name": "slack-signing", "key": "secret"},
+                "appTokenRef": {"name": "slack-app", "key": "token"}}}),
+        );
+        let discord = chat_app(
+            "discord",
+            serde_json::json!({"agentRef": {"name": "support"}, "type": "discord", "discord": {
+                "botTokenRef": {"name": "discord-bot", "key": "token"},
+                "applicationId": "1234567890123456789",
+                "publicKeyRef": {"name": "discord-public", "key": "key"}}}),
+        );
+        let all = [std::sync::Arc::new(slack), std::sync::Arc::new(discord)];
+        let (channels, secrets) = agent_channels(&all, &full());
+        assert_eq!(channels, ["discord", "slack"]);
+        assert_eq!(
+            secrets,
+            [
+                "discord-bot",
+                "discord-public",
+                "slack-app",
+                "slack-bot",
+                "slack-signing"
+            ]
         );
     }
 }

@@ -1,0 +1,84 @@
+//! The one Slack Web API call the runtime makes: `chat.postMessage`, in a
+//! thread when the conversation has one, with the bot token. A `429` comes
+//! back with Slack's `Retry-After` so the outbox waits exactly that long.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Timeout of one Web API call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait when a 429 names no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why a post did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// Slack answered 429: try again after this long.
+    #[error("Slack rate limited chat.postMessage; retry after {}s", .0.as_secs_f64())]
+    RateLimited(Duration),
+    /// Slack could not be reached.
+    #[error("Slack unreachable: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    /// An HTTP status other than 2xx or 429.
+    #[error("Slack answered HTTP {0}")]
+    Status(u16),
+    /// `ok: false` with Slack's error code (`invalid_auth`, `channel_not_found`, ...).
+    #[error("Slack refused chat.postMessage: {0}")]
+    Refused(String),
+}
+
+/// Posts `text` to `channel` (in `thread_ts` when given).
+pub async fn post_message(
+    http: &reqwest::Client,
+    api_url: &str,
+    token: &str,
+    channel: &str,
+    thread_ts: Option<&str>,
+    text: &str,
+) -> Result<(), PostError> {
+    let mut body = json!({ "channel": channel, "text": text });
+    if let Some(ts) = thread_ts {
+        body["thread_ts"] = json!(ts);
+    }
+    let url = format!("{}/chat.postMessage", api_url.trim_end_matches('/'));
+    let response = http
+        .post(url)
+        .timeout(CALL_TIMEOUT)
+        .bearer_auth(token)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(PostError::Unreachable)?;
+    let status = response.status();
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(DEFAULT_RETRY_AFTER);
+        return Err(PostError::RateLimited(wait));
+    }
+    if !status.is_success() {
+        return Err(PostError::Status(status.as_u16()));
+    }
+    let bytes = response.bytes().await.map_err(PostError::Unreachable)?;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if answer["ok"].as_bool() == Some(true) {
+        Ok(())
+    } else {
+        Err(PostError::Refused(
+            answer["error"]
+                .as_str()
+                .unwrap_or("unknown_error")
+                .to_owned(),
+        ))
+    }
+}

@@ -1,0 +1,422 @@
+//! The Slack channel (Events API) against the mock Slack of `mock-chatapps`:
+//! `url_verification`, a mention answered in its thread and a direct message in
+//! the DM, Slack's retries of the same event answered once, bad and stale
+//! signatures refused, a `429 Retry-After` waited out, Slack down and back, and
+//! two runtime processes on one Postgres database posting each answer exactly once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use agent_runtime::channels::{ChannelTasks, SLACK_API_URL_ENV};
+use common::{Db, Harness, RuntimeProcess};
+use crds::RespondTo;
+use crds::runtime_config::{ChannelConfig, ChannelType, RuntimeConfig, SlackConfig};
+use mock_chatapps::slack::{self, EventsSender, SlackMock};
+use serde_json::json;
+use switchboard_tests::database::{TestDatabase, admin_url};
+use switchboard_tests::mock_llm::MockLlm;
+
+const BOT_TOKEN: &str = "xoxb-test-bot-token";
+const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
+const TEAM: &str = "T0TEAM00001";
+const CHANNEL: &str = "C0CHAN00001";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn slack_channel(config: &mut RuntimeConfig) {
+    config.channels = vec![ChannelConfig {
+        name: "support-slack".into(),
+        channel_type: ChannelType::Slack,
+        language: Some("en".into()),
+        slack: Some(SlackConfig {
+            bot_token_env: "SLACK_BOT_TOKEN".into(),
+            signing_secret_env: "SLACK_SIGNING_SECRET".into(),
+            team_id: Some(TEAM.into()),
+            channel_ids: vec![CHANNEL.into()],
+            respond_to: RespondTo::Mentions,
+            direct_messages: true,
+        }),
+        ..ChannelConfig::default()
+    }];
+}
+
+struct Setup {
+    h: Harness,
+    tasks: ChannelTasks,
+    slack: SlackMock,
+    events: EventsSender,
+}
+
+async fn start(db: Db) -> Setup {
+    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+        .await
+        .expect("mock Slack");
+    let h = Harness::start_with(db, |config, _| slack_channel(config)).await;
+    h.state.webhooks.keys.set_lookup(|name| match name {
+        "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+        "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_owned()),
+        _ => None,
+    });
+    let api = slack.api_url();
+    let tasks = ChannelTasks::start(&h.state, move |name| {
+        (name == SLACK_API_URL_ENV).then(|| api.clone())
+    })
+    .await;
+    let events = EventsSender::new(
+        &h.url("/channels/support-slack/slack/events"),
+        SIGNING_SECRET,
+    );
+    Setup {
+        h,
+        tasks,
+        slack,
+        events,
+    }
+}
+
+fn mention(text: &str, ts: &str, thread: Option<&str>, event_id: &str) -> serde_json::Value {
+    slack::app_mention(TEAM, CHANNEL, "U0CAROL0001", text, ts, thread, event_id)
+}
+
+async fn posts_settle(slack: &SlackMock, n: usize) {
+    assert!(
+        slack.wait_until(WAIT, |s| s.posts().len() >= n).await,
+        "{n} answers posted; got {:?}",
+        slack.posts()
+    );
+}
+
+async fn a_mention_is_answered_in_its_thread_once_despite_retries(db: Db) {
+    let s = start(db).await;
+    let verification = s.events.url_verification("challenge-123").await;
+    assert_eq!(verification.status, Some(200));
+    let body: serde_json::Value = serde_json::from_str(&verification.body).expect("json");
+    assert_eq!(body["challenge"], "challenge-123");
+
+    // Slack delivers the event, then retries it three times.
+    let event = mention(
+        "what are your opening hours?",
+        "1700000000.000100",
+        None,
+        "Ev0001",
+    );
+    let started = Instant::now();
+    let deliveries = s.events.send_with_retries(&event, 3, "http_timeout").await;
+    assert!(
+        deliveries.iter().all(|d| d.status == Some(200)),
+        "every delivery acknowledged: {deliveries:?}"
+    );
+    // Well inside Slack's 3 seconds each (the answer comes later).
+    assert!(started.elapsed() < Duration::from_secs(4 * 3));
+    posts_settle(&s.slack, 1).await;
+    let post = &s.slack.posts()[0];
+    assert_eq!(post.channel, CHANNEL);
+    assert_eq!(
+        post.thread_ts.as_deref(),
+        Some("1700000000.000100"),
+        "in the thread"
+    );
+    assert!(
+        post.text.contains("opening hours"),
+        "the mock echoes: {post:?}"
+    );
+
+    // A reply in the thread continues the same session and is answered there.
+    let reply = mention(
+        "and on Sundays?",
+        "1700000050.000200",
+        Some("1700000000.000100"),
+        "Ev0002",
+    );
+    assert_eq!(s.events.send(&reply).await.status, Some(200));
+    posts_settle(&s.slack, 2).await;
+    assert_eq!(
+        s.slack.posts()[1].thread_ts.as_deref(),
+        Some("1700000000.000100")
+    );
+    let (_, sessions) = s.h.get("U0CAROL0001", "/api/sessions").await;
+    assert_eq!(
+        sessions["data"].as_array().map(Vec::len),
+        Some(1),
+        "{sessions}"
+    );
+    assert_eq!(sessions["data"][0]["channel"], "support-slack");
+    assert_eq!(sessions["data"][0]["message_count"], 4, "{sessions}");
+
+    // A direct message is answered in the DM, outside any thread.
+    let dm = slack::direct_message(
+        TEAM,
+        "D0DIRECT001",
+        "U0CAROL0001",
+        "hello there",
+        "1700000060.000300",
+        "Ev0003",
+    );
+    assert_eq!(s.events.send(&dm).await.status, Some(200));
+    posts_settle(&s.slack, 3).await;
+    let post = &s.slack.posts()[2];
+    assert_eq!(
+        (post.channel.as_str(), post.thread_ts.as_deref()),
+        ("D0DIRECT001", None)
+    );
+
+    // Other workspaces and channels are acknowledged but not answered.
+    let mut foreign = mention("hi", "1700000070.0", None, "Ev0004");
+    foreign["team_id"] = json!("T0OTHER0001");
+    assert_eq!(s.events.send(&foreign).await.status, Some(200));
+    s.tasks.stop().await;
+    assert_eq!(
+        s.slack.posts().len(),
+        3,
+        "each message answered exactly once"
+    );
+}
+
+async fn bad_and_stale_signatures_are_refused(db: Db) {
+    let s = start(db).await;
+    let event = mention("hello", "1700000000.000100", None, "Ev0100");
+    let now = chrono::Utc::now().timestamp();
+    let forged = s
+        .events
+        .post_raw(&event, now, Some(format!("v0={}", "ab".repeat(32))), None)
+        .await;
+    assert_eq!(forged.status, Some(401), "{}", forged.body);
+    assert!(forged.body.contains("invalid_signature"), "{}", forged.body);
+    let other_secret = EventsSender::new(
+        &s.h.url("/channels/support-slack/slack/events"),
+        "not-the-secret",
+    );
+    assert_eq!(other_secret.send(&event).await.status, Some(401));
+    let stale = s.events.post_raw(&event, now - 600, None, None).await;
+    assert_eq!(stale.status, Some(401));
+    assert!(stale.body.contains("stale_timestamp"), "{}", stale.body);
+    let unsigned =
+        s.h.client
+            .post(s.h.url("/channels/support-slack/slack/events"))
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("sent");
+    assert_eq!(unsigned.status(), 401);
+    // Not a Slack channel.
+    let elsewhere = EventsSender::new(&s.h.url("/channels/nope/slack/events"), SIGNING_SECRET);
+    assert_eq!(elsewhere.send(&event).await.status, Some(404));
+    // A signed copy goes through and is answered once.
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    posts_settle(&s.slack, 1).await;
+    s.tasks.stop().await;
+    assert_eq!(
+        s.slack.posts().len(),
+        1,
+        "only the signed event was answered"
+    );
+}
+
+async fn rate_limits_and_an_outage_are_waited_out(db: Db) {
+    let s = start(db).await;
+    s.slack.rate_limit_posts(1, 2);
+    let started = Instant::now();
+    let event = mention("are you there?", "1700000000.000100", None, "Ev0200");
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    posts_settle(&s.slack, 1).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 2 was honoured ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(s.slack.post_attempts(), 2, "one 429, then the post");
+
+    // Slack down for a while: the answer is posted once it is back.
+    s.slack.outage(Duration::from_secs(3));
+    let event = mention("still there?", "1700000100.000100", None, "Ev0201");
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    posts_settle(&s.slack, 2).await;
+    assert!(
+        s.slack.post_attempts() >= 4,
+        "refused while down, then posted"
+    );
+    s.tasks.stop().await;
+    assert_eq!(s.slack.posts().len(), 2);
+}
+
+on_both_databases!(
+    a_mention_is_answered_in_its_thread_once_despite_retries,
+    bad_and_stale_signatures_are_refused,
+    rate_limits_and_an_outage_are_waited_out,
+);
+
+/// Needs Postgres (`make unit` skips `postgres::` tests).
+mod replicas_on_postgres {
+    use super::*;
+
+    /// Two runtime processes on one Postgres database, Slack delivering each event
+    /// to both (its retries land on whichever pod the load balancer picks): every
+    /// message is answered exactly once; the answers keep coming after one of the
+    /// processes is killed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_post_each_answer_exactly_once() {
+        let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+            .await
+            .expect("mock Slack");
+        let mock = MockLlm::start().await.expect("mock LLM");
+        let db = TestDatabase::create_on(&admin_url()).await;
+        let config = format!(
+            "agent: {{name: slacky}}\n\
+             model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
+             database: {{urlEnv: DATABASE_URL}}\n\
+             channels:\n\
+             - name: support-slack\n  type: slack\n  slack: {{botTokenEnv: SLACK_BOT_TOKEN, signingSecretEnv: SLACK_SIGNING_SECRET, teamId: {TEAM}}}\n",
+            mock.openai_base_url(),
+        );
+        let api = slack.api_url();
+        let env = [
+            ("UPSTREAM_KEY", "sk-upstream"),
+            ("DATABASE_URL", db.url()),
+            ("SLACK_BOT_TOKEN", BOT_TOKEN),
+            ("SLACK_SIGNING_SECRET", SIGNING_SECRET),
+            (SLACK_API_URL_ENV, api.as_str()),
+        ];
+        let a = RuntimeProcess::spawn(&config, &env).await;
+        let b = RuntimeProcess::spawn(&config, &env).await;
+        let path = "/channels/support-slack/slack/events";
+        let to_a = EventsSender::new(&format!("{}{path}", a.base), SIGNING_SECRET);
+        let to_b = EventsSender::new(&format!("{}{path}", b.base), SIGNING_SECRET);
+        let events: Vec<_> = (0..6)
+            .map(|i| {
+                mention(
+                    &format!("question {i}"),
+                    &format!("17000001{i:02}.000100"),
+                    None,
+                    &format!("EvR{i}"),
+                )
+            })
+            .collect();
+        for event in &events {
+            let (first, second) = tokio::join!(to_a.send(event), to_b.send(event));
+            assert_eq!((first.status, second.status), (Some(200), Some(200)));
+        }
+        posts_settle(&slack, events.len()).await;
+
+        // One replica dies; Slack's retries and new events reach the survivor.
+        let mut a = a;
+        a.child.kill().await.expect("replica a killed");
+        let more: Vec<_> = (6..9)
+            .map(|i| {
+                mention(
+                    &format!("question {i}"),
+                    &format!("17000001{i:02}.000100"),
+                    None,
+                    &format!("EvR{i}"),
+                )
+            })
+            .collect();
+        for event in &more {
+            let (first, second) = tokio::join!(to_a.send(event), to_b.send(event));
+            assert_eq!(second.status, Some(200), "the survivor acknowledges");
+            assert_ne!(first.status, Some(200), "the dead replica does not");
+        }
+        posts_settle(&slack, 9).await;
+        // Stop the survivor too (nothing in flight can land afterwards), then count:
+        // one answer per thread.
+        let log = b.log();
+        let mut b = b;
+        b.child.kill().await.expect("replica b killed");
+        let posts = slack.posts();
+        let mut threads: Vec<_> = posts.iter().filter_map(|p| p.thread_ts.clone()).collect();
+        threads.sort();
+        let before = threads.len();
+        threads.dedup();
+        assert_eq!(before, 9, "9 answers for 9 messages: {posts:?}\n{log}");
+        assert_eq!(threads.len(), 9, "no thread answered twice: {posts:?}");
+        for (i, post) in posts.iter().enumerate() {
+            assert!(post.text.contains("question"), "{i}: {post:?}");
+        }
+        assert!(
+            !log.contains(BOT_TOKEN) && !log.contains(SIGNING_SECRET),
+            "no secret in the log"
+        );
+    }
+}
+
+/// Needs Postgres (`make unit` skips `postgres::` tests).
+mod timeout_on_postgres {
+    use super::*;
+
+    /// `sessions.idleTimeoutMinutes`: a thread idle for longer than the timeout
+    /// continues in a new session (the old one keeps its messages); the answer still
+    /// goes to the same thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_after_the_idle_timeout_starts_a_new_session() {
+        let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+            .await
+            .expect("mock Slack");
+        let db = TestDatabase::create_on(&admin_url()).await;
+        let url = db.url().to_owned();
+        let h = Harness::start_on(Some(db), |config, _| {
+            slack_channel(config);
+            config.sessions.idle_timeout_minutes = Some(30);
+        })
+        .await;
+        h.state.webhooks.keys.set_lookup(|name| match name {
+            "SLACK_BOT_TOKEN" => Some(BOT_TOKEN.to_owned()),
+            "SLACK_SIGNING_SECRET" => Some(SIGNING_SECRET.to_owned()),
+            _ => None,
+        });
+        let api = slack.api_url();
+        let tasks = ChannelTasks::start(&h.state, move |name| {
+            (name == SLACK_API_URL_ENV).then(|| api.clone())
+        })
+        .await;
+        let events = EventsSender::new(
+            &h.url("/channels/support-slack/slack/events"),
+            SIGNING_SECRET,
+        );
+        let thread = "1700000000.000100";
+        let first = mention("first question", thread, None, "EvI1");
+        assert_eq!(events.send(&first).await.status, Some(200));
+        posts_settle(&slack, 1).await;
+        // Within the timeout the thread stays one session.
+        let second = mention("second question", "1700000010.0", Some(thread), "EvI2");
+        assert_eq!(events.send(&second).await.status, Some(200));
+        posts_settle(&slack, 2).await;
+        let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+        assert_eq!(
+            sessions["data"].as_array().map(Vec::len),
+            Some(1),
+            "{sessions}"
+        );
+        let old_id = sessions["data"][0]["id"].as_str().expect("id").to_owned();
+
+        // 31 minutes of silence (the clock of the stored session moved back).
+        let pool = sqlx::PgPool::connect(&url).await.expect("database");
+        sqlx::query(
+            "UPDATE sessions SET last_message_at = last_message_at - interval '31 minutes', \
+             created_at = created_at - interval '31 minutes'",
+        )
+        .execute(&pool)
+        .await
+        .expect("moved back");
+        let third = mention("back after a break", "1700002000.0", Some(thread), "EvI3");
+        assert_eq!(events.send(&third).await.status, Some(200));
+        posts_settle(&slack, 3).await;
+        assert_eq!(slack.posts()[2].thread_ts.as_deref(), Some(thread));
+        let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+        let list = sessions["data"].as_array().expect("sessions");
+        assert_eq!(list.len(), 2, "a new session after the timeout: {sessions}");
+        let new = list
+            .iter()
+            .find(|s| s["id"] != old_id.as_str())
+            .expect("new");
+        let old = list
+            .iter()
+            .find(|s| s["id"] == old_id.as_str())
+            .expect("old");
+        assert_eq!(new["message_count"], 2, "{sessions}");
+        assert_eq!(
+            old["message_count"], 4,
+            "the old session keeps its messages"
+        );
+        tasks.stop().await;
+        pool.close().await;
+    }
+}

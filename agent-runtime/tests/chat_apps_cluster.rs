@@ -1,0 +1,128 @@
+//! Against the real local control plane: the runtime (the binary, as a pod
+//! runs it) serves a `type: slack` ChatChannel with the bot token and signing
+//! secret read from the Secret the channel references.
+
+mod common;
+
+use std::time::Duration;
+
+use agent_runtime::channels::SLACK_API_URL_ENV;
+use mock_chatapps::slack::{self, EventsSender, SlackMock};
+use serde_json::json;
+use switchboard_tests::mock_llm::MockLlm;
+
+const BOT_TOKEN: &str = "xoxb-test-bot-token";
+const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
+const TEAM: &str = "T0TEAM00001";
+const CHANNEL: &str = "C0CHAN00001";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn mention(text: &str, ts: &str, thread: Option<&str>, event_id: &str) -> serde_json::Value {
+    slack::app_mention(TEAM, CHANNEL, "U0CAROL0001", text, ts, thread, event_id)
+}
+
+async fn posts_settle(slack: &SlackMock, n: usize) {
+    assert!(
+        slack.wait_until(WAIT, |s| s.posts().len() >= n).await,
+        "{n} answers posted; got {:?}",
+        slack.posts()
+    );
+}
+
+/// In a cluster: the runtime (the binary, as a pod runs it) serves a `type: slack`
+/// ChatChannel with the bot token and signing secret read from the Secret the
+/// channel references (what the operator's Role grants by name), never logging them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channels_secrets_are_read_from_the_cluster() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    use switchboard_tests::TestCluster;
+    use switchboard_tests::wait::{eventually, free_port};
+
+    let cluster = TestCluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.namespace("slack-rt").await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), ns.name());
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "support-slack"},
+        "stringData": {"bot-token": BOT_TOKEN, "signing-secret": SIGNING_SECRET},
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret created");
+    let channels: Api<crds::ChatChannel> = Api::namespaced(cluster.client(), ns.name());
+    let channel: crds::ChatChannel = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+        "metadata": {"name": "support-slack"},
+        "spec": {"agentRef": {"name": "support"}, "type": "slack", "language": "en", "slack": {
+            "botTokenRef": {"name": "support-slack", "key": "bot-token"},
+            "signingSecretRef": {"name": "support-slack", "key": "signing-secret"},
+            "teamId": TEAM}},
+    }))
+    .expect("channel");
+    channels
+        .create(&PostParams::default(), &channel)
+        .await
+        .expect("channel created");
+
+    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+        .await
+        .expect("mock Slack");
+    let mock = MockLlm::start().await.expect("mock LLM");
+    let dir = common::TempDir::new();
+    let config = format!(
+        "agent: {{name: support}}\nmodel: {{provider: openai, name: mock-gpt, baseUrl: '{}', timeoutSeconds: 5}}\n\
+         database: {{sqlitePath: '{}/rt.db'}}\n",
+        mock.openai_base_url(),
+        dir.0.display()
+    );
+    std::fs::write(dir.0.join("agent.yaml"), config).expect("config");
+    let port = free_port();
+    let log = dir.0.join("runtime.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runtime"))
+        .arg("--config")
+        .arg(dir.0.join("agent.yaml"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("POD_NAME", "support-abc")
+        .env("POD_NAMESPACE", ns.name())
+        .env(SLACK_API_URL_ENV, slack.api_url())
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).expect("log file"))
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("runtime starts");
+    let events = EventsSender::new(
+        &format!("http://127.0.0.1:{port}/channels/support-slack/slack/events"),
+        SIGNING_SECRET,
+    );
+    // Once the watcher has the channel and the secret is read, the handshake passes.
+    eventually(
+        WAIT,
+        "url_verification with the Secret's signing secret",
+        || {
+            let events = events.clone();
+            async move { (events.url_verification("c-1").await.status == Some(200)).then_some(()) }
+        },
+    )
+    .await;
+    let event = mention("hello from the cluster", "1700000000.000100", None, "EvK1");
+    assert_eq!(events.send(&event).await.status, Some(200));
+    posts_settle(&slack, 1).await;
+    assert_eq!(
+        slack.posts()[0].thread_ts.as_deref(),
+        Some("1700000000.000100"),
+        "posted with the Secret's bot token, in the thread"
+    );
+    child.kill().await.expect("runtime killed");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("Slack message accepted"), "{logged}");
+    assert!(
+        !logged.contains(BOT_TOKEN) && !logged.contains(SIGNING_SECRET),
+        "no secret in the log"
+    );
+}
