@@ -39,8 +39,10 @@ demo-down: ## stop the demo
 images: ## build the operator and runtime images (release, offline, buildah from scratch)
 	@hack/images.sh build --profile release
 
-.PHONY: bench bench-operator
-bench: ## benchmarks: runtime vs. calling the mock upstream directly
+.PHONY: bench bench-instructions bench-operator
+bench: ## benchmarks: runtime vs. calling the mock upstream directly (table with aims and ratios)
 	@hack/bench.sh
+bench-instructions: ## instructions per chat under callgrind only (the stable figure, a few minutes)
+	@hack/bench.sh --instructions-only
 bench-operator: ## operator at scale: N agents to Available, memory, idle writes, cleanup (N=100)
 	@operator/bench/scale.sh $(or $(N),100) $(or $(REPLICAS),1) $(or $(MODE),Managed)

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # `make bench`: the agent runtime against mock-llm, compared with calling mock-llm
-# directly, in one run (see tools/src/bin/bench.rs). Uses the harness's Postgres
-# (starting the local cluster when it is not up), release builds, and raises the
-# open-file limit for the idle-stream figures. Prints a Markdown table.
+# directly, in one run (see tools/src/bin/bench/). Uses the harness's Postgres
+# (starting the local cluster when it is not up), release builds, valgrind's
+# callgrind for the instruction counts (installed with apt-get when missing), and
+# raises the open-file limit for the idle-stream figures. Prints a Markdown table;
+# arguments go to the bench (`hack/bench.sh --instructions-only` for the
+# instruction counts alone: `make bench-instructions`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/env.sh
+# shellcheck source=hack/cluster-lib.sh
+source hack/cluster-lib.sh
+
+command -v valgrind >/dev/null || apt_install valgrind
 
 echo "==> building release binaries"
 cargo build --release --locked --bin agent-runtime --bin mock-llm --bin bench
+release="${CARGO_TARGET_DIR:-target}/release"
 
 started=0
 if ! hack/cluster.sh status >/dev/null 2>&1; then
@@ -28,8 +36,9 @@ db_url=$(printf '%s' "$SWITCHBOARD_DATABASE_ADMIN_URL" | sed -E "s#/[^/?]*(\?|$)
 # Idle streams need up to 2 sockets each on the runtime side (1 over HTTP/2).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-target/release/bench \
-  --runtime target/release/agent-runtime \
-  --mock target/release/mock-llm \
+"$release/bench" \
+  --runtime "$release/agent-runtime" \
+  --mock "$release/mock-llm" \
   --database-url "$db_url" \
+  --profile-dir "${CARGO_TARGET_DIR:-target}/bench" \
   "$@"

@@ -153,7 +153,7 @@ pub fn chain_hash(parent_hash: &str, role: Role, content: &str) -> String {
     hasher.update([0]);
     hasher.update(content.as_bytes());
     let digest = hasher.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 #[cfg(test)]
@@ -168,6 +168,9 @@ mod tests {
         assert_ne!(b, chain_hash("", Role::Assistant, "hello"));
         assert_ne!(a, chain_hash("", Role::System, "hi"));
         assert_eq!(a.len(), 32);
+        // Stored hashes stay recognisable: the first 16 bytes of SHA-256 in
+        // lowercase hex, as written since the first release.
+        assert_eq!(a, "1be150df66301e99c994f187d7ffac00");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::api::ops;
@@ -89,6 +90,13 @@ pub async fn serve_with_shutdown(
         );
         lifecycle.begin_shutdown(grace);
     };
+    // No Nagle: a streamed answer is many small writes, and each would wait
+    // for the client's (delayed) acknowledgement of the one before.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(signalled)
         .await;

@@ -1,0 +1,917 @@
+//! `bench` (run by `make bench`): the agent runtime against `mock-llm`, compared with
+//! calling `mock-llm` directly, in one run. Prints a table of added latency (p50/p99,
+//! non-streaming and time to first token when streaming), requests per second at a
+//! fixed concurrency with every message persisted to Postgres, memory idle and under
+//! load, memory per idle SSE stream, and the stable figure: instructions per
+//! chat under callgrind (see [`callgrind`]), with Postgres and with SQLite.
+//! Each figure is printed with the aim issue 18 set for it and its ratio to
+//! calling `mock-llm` directly. Figures are reported, never asserted.
+
+mod callgrind;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt;
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+#[command(about = "Benchmark the agent runtime against the mock LLM")]
+struct Args {
+    /// The agent-runtime binary.
+    #[arg(long)]
+    runtime: PathBuf,
+    /// The mock-llm binary.
+    #[arg(long)]
+    mock: PathBuf,
+    /// A Postgres URL of an empty database for the runtime; without one, the
+    /// runtime stores into SQLite (its standalone default) and the Postgres
+    /// instruction count is left out.
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Sequential requests per latency series.
+    #[arg(long, default_value_t = 2000)]
+    latency_requests: usize,
+    /// Concurrent clients in the throughput run.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Idle SSE stream counts to measure memory at, one HTTP/1.1 connection per
+    /// stream (each stream costs the runtime two sockets: the client's and the
+    /// upstream's).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    streams: Vec<usize>,
+    /// Idle SSE stream counts to measure memory at over HTTP/2 (h2c), 100
+    /// streams per client connection (one socket per stream: the upstream's).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    h2_streams: Vec<usize>,
+    /// CPU list the runtime is pinned to (taskset), e.g. "0"; empty for none.
+    #[arg(long, default_value = "0")]
+    runtime_cpus: String,
+    /// Chats counted under callgrind per backend (after 20 warm-up chats); 0
+    /// leaves the instruction counts out.
+    #[arg(long, default_value_t = 200)]
+    instruction_chats: usize,
+    /// The valgrind binary.
+    #[arg(long, default_value = "valgrind")]
+    valgrind: PathBuf,
+    /// Where the callgrind profiles are kept (for `callgrind_annotate`).
+    #[arg(long, default_value = "target/bench")]
+    profile_dir: PathBuf,
+    /// Only the instruction counts (a minute or two, without the wall-clock
+    /// phases): for comparing builds.
+    #[arg(long)]
+    instructions_only: bool,
+}
+
+/// Where the runtime stores conversations.
+#[derive(Clone)]
+enum Database {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl Database {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "Postgres",
+            Self::Sqlite(_) => "SQLite",
+        }
+    }
+
+    /// The config file's `database` section.
+    fn config(&self) -> String {
+        match self {
+            Self::Postgres(_) => "database:\n  urlEnv: DATABASE_URL\n".to_owned(),
+            Self::Sqlite(path) => format!("database:\n  sqlitePath: {}\n", path.display()),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Postgres(url) => vec![("DATABASE_URL", url.clone())],
+            Self::Sqlite(_) => vec![],
+        }
+    }
+}
+
+const API_KEY: &str = "bench-key";
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// CPU time (user + system) a process has used, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces) start at ") ".
+            let rest = s.rsplit_once(") ")?.1.to_owned();
+            let fields: Vec<&str> = rest.split(' ').collect();
+            // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Resident memory of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_http(client: &reqwest::Client, url: &str) {
+    assert!(
+        wait_http_for(client, url, Duration::from_secs(30)).await,
+        "{url} did not come up"
+    );
+}
+
+/// Whether `url` answers 2xx within `limit`.
+async fn wait_http_for(client: &reqwest::Client, url: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn chat_body(text: &str, stream: bool, user: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model": "bench",
+        "stream": stream,
+        "user": user,
+        "messages": [{ "role": "user", "content": text }],
+    })
+}
+
+/// One request; returns (total time, time to first body chunk).
+async fn timed(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut req = client.post(url).json(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.expect("request sent");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    let mut stream = resp.bytes_stream();
+    let mut first = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("body chunk");
+        if first.is_none() && !chunk.is_empty() {
+            first = Some(start.elapsed());
+        }
+    }
+    let total = start.elapsed();
+    (total, first.unwrap_or(total))
+}
+
+struct Series {
+    direct: Vec<Duration>,
+    runtime: Vec<Duration>,
+}
+
+/// Interleaves direct and through-the-runtime requests so drift hits both alike.
+async fn latency_series(
+    client: &reqwest::Client,
+    mock: &str,
+    runtime: &str,
+    n: usize,
+    stream: bool,
+) -> (Series, Series) {
+    let mut total = Series {
+        direct: vec![],
+        runtime: vec![],
+    };
+    let mut ttft = Series {
+        direct: vec![],
+        runtime: vec![],
+    };
+    for i in 0..n {
+        let body = chat_body(&format!("latency probe {i}"), stream, "bench-latency");
+        let (t, f) = timed(client, &format!("{mock}/v1/chat/completions"), None, &body).await;
+        total.direct.push(t);
+        ttft.direct.push(f);
+        let (t, f) = timed(
+            client,
+            &format!("{runtime}/v1/chat/completions"),
+            Some(API_KEY),
+            &body,
+        )
+        .await;
+        total.runtime.push(t);
+        ttft.runtime.push(f);
+    }
+    for s in [&mut total, &mut ttft] {
+        s.direct.sort();
+        s.runtime.sort();
+    }
+    (total, ttft)
+}
+
+/// Requests per second through the runtime at fixed concurrency; samples RSS.
+async fn throughput(
+    client: &reqwest::Client,
+    base: &str,
+    key: Option<&'static str>,
+    pid: u32,
+    args: &Args,
+) -> (f64, u64, u64, Duration) {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for worker in 0..args.concurrency {
+        let (client, url) = (client.clone(), format!("{base}/v1/chat/completions"));
+        let (done, failed) = (done.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let body = chat_body(
+                    &format!("load {worker} {i}"),
+                    false,
+                    &format!("bench-user-{worker}"),
+                );
+                i += 1;
+                let mut request = client.post(&url).json(&body);
+                if let Some(key) = key {
+                    request = request.bearer_auth(key);
+                }
+                let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+                if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    let cpu_start = cpu_time(pid);
+    let mut peak = 0;
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_time(pid).saturating_sub(cpu_start);
+    let done = done.load(Ordering::Relaxed);
+    (
+        done as f64 / secs,
+        failed.load(Ordering::Relaxed),
+        peak,
+        cpu.checked_div(u32::try_from(done).unwrap_or(u32::MAX).max(1))
+            .unwrap_or_default(),
+    )
+}
+
+/// Opens `n` streaming chats whose upstream sends its first chunk and then nothing
+/// more (the runtime has relayed it, so the stream is open and idle), and returns
+/// the runtime's RSS once all are open, then closes them.
+async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let url = format!("{runtime}/v1/chat/completions");
+    hold_idle_streams(pid, n, move |i| {
+        let request = client.post(&url).bearer_auth(API_KEY).json(&chat_body(
+            &format!("idle {i} [[mock: fault=hang; after=1]]"),
+            true,
+            &format!("idle-{i}"),
+        ));
+        async move {
+            let response = request.send().await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let mut stream = response.bytes_stream();
+            // Open once the first chunk (the role delta) has arrived.
+            stream.next().await?.ok()?;
+            Some(Box::new(stream) as Box<dyn Send>)
+        }
+    })
+    .await
+}
+
+/// Opens stream `i` with `open(i)` for `i` in `0..n` (a few hundred at a time),
+/// holding each open stream; returns the runtime's RSS once all are open (or
+/// after 120 s) and how many are, then closes them.
+async fn hold_idle_streams<F, Fut>(pid: u32, n: usize, open: F) -> (u64, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Option<Box<dyn Send>>> + Send + 'static,
+{
+    let opened = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let stream = open(i);
+        let (opened, mut stop) = (opened.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Some(stream) = stream.await {
+                opened.fetch_add(1, Ordering::Relaxed);
+                let _ = stop.changed().await;
+                drop(stream);
+            }
+        }));
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (opened.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_kib(pid);
+    let open = opened.load(Ordering::Relaxed) as usize;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        t.abort();
+    }
+    (rss, open)
+}
+
+/// Like [`idle_streams`], over HTTP/2 without TLS (prior knowledge): `n`
+/// streams multiplexed 100 to a connection.
+async fn idle_h2_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
+    use http_body_util::BodyExt as _;
+    type H2Client = hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >;
+    let connections = n.div_ceil(100).max(1);
+    let clients: Vec<H2Client> = (0..connections)
+        .map(|_| {
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http()
+        })
+        .collect();
+    let url = format!("{runtime}/v1/chat/completions");
+    hold_idle_streams(pid, n, move |i| {
+        let client = clients[i % connections].clone();
+        let body = chat_body(
+            &format!("idle2 {i} [[mock: fault=hang; after=1]]"),
+            true,
+            &format!("idle2-{i}"),
+        );
+        let request = hyper::Request::post(&url)
+            .header("authorization", format!("Bearer {API_KEY}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                serde_json::to_vec(&body).expect("json"),
+            )))
+            .expect("request");
+        async move {
+            let response = client.request(request).await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let mut body = response.into_body();
+            body.frame().await?.ok()?;
+            Some(Box::new(body) as Box<dyn Send>)
+        }
+    })
+    .await
+}
+
+/// Writes the runtime's config file for `database`, listening on `port`.
+fn runtime_config(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    mock_url: &str,
+    database: &Database,
+) -> PathBuf {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "agent:\n  name: bench\nmodel:\n  provider: openai\n  name: bench-model\n  baseUrl: {mock_url}/v1\n\
+             {}server:\n  listen: 127.0.0.1:{port}\n\
+             limits:\n  upstreamConcurrency: 20000\n  upstreamQueue: 100\n",
+            database.config()
+        ),
+    )
+    .expect("config written");
+    config
+}
+
+/// Starts the runtime (pinned per `--runtime-cpus`) on a free port; waits until ready.
+async fn start_runtime(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    database: &Database,
+    client: &reqwest::Client,
+) -> (Proc, String) {
+    let port = free_port();
+    let runtime_url = format!("http://127.0.0.1:{port}");
+    let config = runtime_config(dir, "agent", port, mock_url, database);
+    let mut cmd = if args.runtime_cpus.is_empty() {
+        Command::new(&args.runtime)
+    } else {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &args.runtime_cpus]).arg(&args.runtime);
+        c
+    };
+    let runtime = Proc {
+        child: cmd
+            .args(["--config", &config.display().to_string()])
+            .env("SWITCHBOARD_API_KEY", API_KEY)
+            .envs(database.env())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("agent-runtime starts"),
+    };
+    wait_http(client, &format!("{runtime_url}/readyz")).await;
+    // With taskset the pid is taskset's until it execs; it execs at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (runtime, runtime_url)
+}
+
+/// Starts mock-llm on a free port; waits until ready.
+async fn start_mock(args: &Args, client: &reqwest::Client) -> (Proc, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mock = Proc {
+        child: Command::new(&args.mock)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mock-llm starts"),
+    };
+    wait_http(client, &format!("{url}/healthz")).await;
+    (mock, url)
+}
+
+/// Chats run before counting starts.
+const WARM_CHATS: usize = 20;
+
+/// Instructions per chat of mock-llm answering directly.
+async fn count_mock(
+    args: &Args,
+    client: &reqwest::Client,
+) -> Result<callgrind::Counted, callgrind::NotCounted> {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let chat_url = format!("{url}/v1/chat/completions");
+    let target = callgrind::Target {
+        program: &args.mock,
+        args: vec!["--listen".into(), format!("127.0.0.1:{port}")],
+        envs: vec![],
+        ready_url: format!("{url}/healthz"),
+        profile: args.profile_dir.join("callgrind.mock-llm"),
+    };
+    callgrind::count(
+        &args.valgrind,
+        target,
+        client,
+        WARM_CHATS,
+        args.instruction_chats,
+        |i| {
+            let (client, chat_url) = (client.clone(), chat_url.clone());
+            async move {
+                let body = chat_body(&format!("count {i}"), false, "bench-count");
+                timed(&client, &chat_url, None, &body).await;
+            }
+        },
+    )
+    .await
+}
+
+/// Instructions per chat of the runtime (not pinned: under valgrind its
+/// threads run one at a time anyway) storing into `database`.
+async fn count_runtime(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    database: &Database,
+    client: &reqwest::Client,
+) -> Result<callgrind::Counted, callgrind::NotCounted> {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let chat_url = format!("{url}/v1/chat/completions");
+    let name = format!("count-{}", database.name().to_lowercase());
+    let config = runtime_config(dir, &name, port, mock_url, database);
+    let mut envs = database.env();
+    envs.extend([
+        ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]);
+    let target = callgrind::Target {
+        program: &args.runtime,
+        args: vec!["--config".into(), config.display().to_string()],
+        envs,
+        ready_url: format!("{url}/readyz"),
+        profile: args
+            .profile_dir
+            .join(format!("callgrind.agent-runtime.{name}")),
+    };
+    callgrind::count(
+        &args.valgrind,
+        target,
+        client,
+        WARM_CHATS,
+        args.instruction_chats,
+        |i| {
+            let (client, chat_url) = (client.clone(), chat_url.clone());
+            async move {
+                let body = chat_body(&format!("count {i}"), false, "bench-count");
+                timed(&client, &chat_url, Some(API_KEY), &body).await;
+            }
+        },
+    )
+    .await
+}
+
+/// The machine's load average over the last minute.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Instruction counts: mock-llm directly, the runtime per backend.
+struct Instructions {
+    direct: Result<u64, String>,
+    runtime: Vec<(&'static str, Result<callgrind::Counted, String>)>,
+}
+
+async fn instructions(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    client: &reqwest::Client,
+) -> Instructions {
+    std::fs::create_dir_all(&args.profile_dir).expect("profile dir");
+    let direct = count_mock(args, client)
+        .await
+        .map(|c| c.per_chat)
+        .map_err(|e| e.to_string());
+    let mut databases = Vec::new();
+    if let Some(url) = &args.database_url {
+        databases.push(Database::Postgres(url.clone()));
+    }
+    let sqlite = dir.join("count.db");
+    databases.push(Database::Sqlite(sqlite.clone()));
+    let mut runtime = Vec::new();
+    for database in databases {
+        let counted = count_runtime(args, dir, mock_url, &database, client)
+            .await
+            .map_err(|e| e.to_string());
+        runtime.push((database.name(), counted));
+    }
+    Instructions { direct, runtime }
+}
+
+/// A wall-clock figure's row: direct, runtime, added, ratio, aim, met.
+fn latency_row(name: &str, s: &Series, p: f64, aim_added_ms: f64) {
+    let (d, r) = (percentile(&s.direct, p), percentile(&s.runtime, p));
+    let added = r.saturating_sub(d);
+    println!(
+        "| {name} | {} ms | {} ms | +{} ms | {:.2} | added ≤ {aim_added_ms} ms | {} |",
+        ms(d),
+        ms(r),
+        ms(added),
+        ratio(r.as_secs_f64(), d.as_secs_f64()),
+        met(added.as_secs_f64() * 1000.0 <= aim_added_ms),
+    );
+}
+
+fn ratio(runtime: f64, direct: f64) -> f64 {
+    if direct > 0.0 { runtime / direct } else { 0.0 }
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes { "yes" } else { "no" }
+}
+
+/// Groups digits by thousands.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Native CPU time per request of the runtime's sequential series.
+fn per_request(cpu: Duration, requests: usize) -> Duration {
+    cpu.checked_div(u32::try_from(requests).unwrap_or(u32::MAX).max(1))
+        .unwrap_or_default()
+}
+
+/// The aims of issue 18 for one core.
+const AIM_CPU_MICROS: f64 = 330.0;
+const AIM_IDLE_STREAM_KIB: f64 = 16.0;
+
+fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro: Option<f64>) {
+    let direct = counts.direct.as_ref().ok().copied();
+    let direct_cell = match &counts.direct {
+        Ok(n) => thousands(*n),
+        Err(e) => format!("not counted: {e}"),
+    };
+    for (backend, counted) in &counts.runtime {
+        let aim = instructions_per_micro.map(|rate| (AIM_CPU_MICROS * rate) as u64);
+        let aim_cell = match aim {
+            Some(aim) => format!(
+                "≤ {} (330 µs at this run's {:.0} instructions per CPU-µs)",
+                thousands(aim),
+                instructions_per_micro.unwrap_or_default()
+            ),
+            None => "≤ 330 µs of CPU (see the CPU row)".to_owned(),
+        };
+        match counted {
+            Ok(c) => println!(
+                "| instructions per chat, {backend} (callgrind, {} chats one at a time) | {direct_cell} | {} | +{} | {} | {aim_cell} | {} |",
+                chats,
+                thousands(c.per_chat),
+                thousands(c.per_chat.saturating_sub(direct.unwrap_or(0))),
+                direct.map_or("—".to_owned(), |d| format!(
+                    "{:.2}",
+                    ratio(c.per_chat as f64, d as f64)
+                )),
+                aim.map_or("—", |aim| met(c.per_chat <= aim)),
+            ),
+            Err(e) => println!(
+                "| instructions per chat, {backend} | {direct_cell} | not counted: {e} | — | — | {aim_cell} | — |"
+            ),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let client = reqwest::Client::new();
+    let load_start = load_average();
+    let (_mock, mock_url) = start_mock(&args, &client).await;
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let database = match &args.database_url {
+        Some(url) => Database::Postgres(url.clone()),
+        None => Database::Sqlite(dir.join("bench.db")),
+    };
+
+    if args.instructions_only {
+        let counts = instructions(&args, &dir, &mock_url, &client).await;
+        println!(
+            "\n## Instructions per chat (callgrind; {} chats one at a time after {WARM_CHATS} warm-up chats)\n",
+            args.instruction_chats
+        );
+        println!("| figure | direct | runtime | added | ratio | aim | met |");
+        println!("|---|---|---|---|---|---|---|");
+        instruction_rows(&counts, args.instruction_chats, None);
+        for (_, counted) in &counts.runtime {
+            if let Ok(c) = counted {
+                println!("\nprofile: {}", c.profile.display());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
+    let (runtime, runtime_url) = start_runtime(&args, &dir, &mock_url, &database, &client).await;
+    let pid = runtime.pid();
+    let mock_pid = _mock.pid();
+    let idle_rss = rss_kib(pid);
+
+    // Warm both paths (connections, prepared statements, tokenizer tables).
+    let _ = latency_series(&client, &mock_url, &runtime_url, 50, false).await;
+
+    let cpu_before = cpu_time(pid);
+    let (plain, _) = latency_series(
+        &client,
+        &mock_url,
+        &runtime_url,
+        args.latency_requests,
+        false,
+    )
+    .await;
+    let sequential_cpu = per_request(
+        cpu_time(pid).saturating_sub(cpu_before),
+        args.latency_requests,
+    );
+    let (_, ttft) = latency_series(
+        &client,
+        &mock_url,
+        &runtime_url,
+        args.latency_requests,
+        true,
+    )
+    .await;
+    let (direct_rps, direct_failed, _, mock_cpu_per_request) =
+        throughput(&client, &mock_url, None, mock_pid, &args).await;
+    let (rps, failed, peak_rss, cpu_per_request) =
+        throughput(&client, &runtime_url, Some(API_KEY), pid, &args).await;
+
+    let mut stream_rows = Vec::new();
+    let runs = args
+        .streams
+        .iter()
+        .map(|&n| (n, "HTTP/1.1"))
+        .chain(args.h2_streams.iter().map(|&n| (n, "HTTP/2")));
+    drop(runtime);
+    for (n, protocol) in runs {
+        // A fresh runtime per row: memory a process has freed stays in its
+        // allocator and would hide what the next row costs.
+        let (runtime, runtime_url) =
+            start_runtime(&args, &dir, &mock_url, &database, &client).await;
+        let pid = runtime.pid();
+        let _ = latency_series(&client, &mock_url, &runtime_url, 20, true).await;
+        let before = rss_kib(pid);
+        let (rss, open) = if protocol == "HTTP/2" {
+            idle_h2_streams(&runtime_url, pid, n).await
+        } else {
+            idle_streams(&runtime_url, pid, n).await
+        };
+        drop(runtime);
+        let per = if open > 0 {
+            (rss.saturating_sub(before) as f64) / open as f64
+        } else {
+            0.0
+        };
+        stream_rows.push((n, protocol, open, before, rss, per));
+        // Let the mock drop the closed upstream connections before the next row.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let counts = if args.instruction_chats > 0 {
+        Some(instructions(&args, &dir, &mock_url, &client).await)
+    } else {
+        None
+    };
+    let load_end = load_average();
+
+    println!("\n## Switchboard agent runtime vs. mock-llm directly (one run)\n");
+    println!(
+        "Runtime pinned to CPU(s) `{}` on a {}-CPU machine (load average over a minute: {load_start} at the start, \
+         {load_end} at the end); every request through the runtime persists its user and assistant messages to \
+         {}. Latency: {} sequential requests per series, interleaved with the same request sent to the mock. \
+         Ratio: runtime ÷ direct. Aims: issue 18.\n",
+        if args.runtime_cpus.is_empty() {
+            "any"
+        } else {
+            &args.runtime_cpus
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        database.name(),
+        args.latency_requests
+    );
+    println!("| figure | direct | runtime | added | ratio | aim | met |");
+    println!("|---|---|---|---|---|---|---|");
+    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        let aim = if p == 0.5 { 0.3 } else { 1.0 };
+        latency_row(&format!("chat, non-streaming, {label}"), &plain, p, aim);
+    }
+    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        latency_row(
+            &format!("chat, streaming, time to first token, {label}"),
+            &ttft,
+            p,
+            1.0,
+        );
+    }
+    let aim_rps = match database {
+        Database::Postgres(_) => 3000.0,
+        Database::Sqlite(_) => 2000.0,
+    };
+    println!(
+        "| chats/s at concurrency {} ({} s, persisted; failed: {direct_failed} direct, {failed} runtime) | {direct_rps:.0} | {rps:.0} | — | {:.2} | ≥ {aim_rps:.0} on one core | {} |",
+        args.concurrency,
+        args.seconds,
+        ratio(rps, direct_rps),
+        met(rps >= aim_rps),
+    );
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "| CPU time per chat in that run (user + system) | {:.0} µs | {:.0} µs (one core's worth: {:.0} chats/s) | +{:.0} µs | {:.2} | ≤ {AIM_CPU_MICROS:.0} µs | {} |",
+        micros(mock_cpu_per_request),
+        micros(cpu_per_request),
+        if cpu_per_request.is_zero() {
+            0.0
+        } else {
+            1.0 / cpu_per_request.as_secs_f64()
+        },
+        micros(cpu_per_request.saturating_sub(mock_cpu_per_request)),
+        ratio(micros(cpu_per_request), micros(mock_cpu_per_request)),
+        met(micros(cpu_per_request) <= AIM_CPU_MICROS),
+    );
+    println!(
+        "| CPU time per chat, one at a time (the non-streaming series) | — | {:.0} µs | — | — | ≤ {AIM_CPU_MICROS:.0} µs | {} |",
+        micros(sequential_cpu),
+        met(micros(sequential_cpu) <= AIM_CPU_MICROS),
+    );
+    if let Some(counts) = &counts {
+        // Instructions per CPU-µs of the runtime's sequential series: the
+        // same one-at-a-time chats the count runs.
+        let rate = counts
+            .runtime
+            .iter()
+            .find(|(name, _)| *name == database.name())
+            .and_then(|(_, c)| c.as_ref().ok())
+            .filter(|_| !sequential_cpu.is_zero())
+            .map(|c| c.per_chat as f64 / micros(sequential_cpu));
+        instruction_rows(counts, args.instruction_chats, rate);
+    }
+    println!(
+        "| memory idle (RSS) | — | {:.1} MiB | — | — | — | — |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| memory under load (peak RSS) | — | {:.1} MiB | — | — | — | — |",
+        peak_rss as f64 / 1024.0
+    );
+    for (n, protocol, open, before, rss, per) in stream_rows {
+        println!(
+            "| memory per idle SSE stream at {n}, {protocol} ({open} open; RSS {:.1} → {:.1} MiB) | — | {per:.1} KiB | — | — | ≤ {AIM_IDLE_STREAM_KIB:.0} KiB | {} |",
+            before as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            met(open == n && per <= AIM_IDLE_STREAM_KIB),
+        );
+    }
+    if let Some(counts) = &counts {
+        println!();
+        for (_, counted) in &counts.runtime {
+            if let Ok(c) = counted {
+                println!(
+                    "profile: {} (callgrind_annotate --inclusive=yes)",
+                    c.profile.display()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
