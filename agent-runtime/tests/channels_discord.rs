@@ -121,7 +121,12 @@ async fn a_mention_is_answered_as_a_reply(db: Db) {
     assert_eq!(posts[1].reply_to.as_deref(), Some(long_id.as_str()));
     assert_eq!(posts[2].reply_to, None);
     // The same channel is one session.
-    let (_, sessions) = h.get("1300000000000000001", "/api/sessions").await;
+    let (_, sessions) = h
+        .get(
+            "1300000000000000001",
+            "/channels/support-discord/api/sessions",
+        )
+        .await;
     assert_eq!(
         sessions["data"].as_array().map(Vec::len),
         Some(1),

@@ -134,7 +134,9 @@ async fn a_mention_is_answered_in_its_thread_once_despite_retries(db: Db) {
         s.slack.posts()[1].thread_ts.as_deref(),
         Some("1700000000.000100")
     );
-    let (_, sessions) = s.h.get("U0CAROL0001", "/api/sessions").await;
+    let (_, sessions) =
+        s.h.get("U0CAROL0001", "/channels/support-slack/api/sessions")
+            .await;
     assert_eq!(
         sessions["data"].as_array().map(Vec::len),
         Some(1),
@@ -379,7 +381,9 @@ mod timeout_on_postgres {
         let second = mention("second question", "1700000010.0", Some(thread), "EvI2");
         assert_eq!(events.send(&second).await.status, Some(200));
         posts_settle(&slack, 2).await;
-        let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+        let (_, sessions) = h
+            .get("U0CAROL0001", "/channels/support-slack/api/sessions")
+            .await;
         assert_eq!(
             sessions["data"].as_array().map(Vec::len),
             Some(1),
@@ -400,7 +404,9 @@ mod timeout_on_postgres {
         assert_eq!(events.send(&third).await.status, Some(200));
         posts_settle(&slack, 3).await;
         assert_eq!(slack.posts()[2].thread_ts.as_deref(), Some(thread));
-        let (_, sessions) = h.get("U0CAROL0001", "/api/sessions").await;
+        let (_, sessions) = h
+            .get("U0CAROL0001", "/channels/support-slack/api/sessions")
+            .await;
         let list = sessions["data"].as_array().expect("sessions");
         assert_eq!(list.len(), 2, "a new session after the timeout: {sessions}");
         let new = list
