@@ -16,7 +16,8 @@ let client;
 before(async () => {
   runtime = await startRuntime();
   client = new OpenAI({
-    baseURL: `${runtime.base}/v1`,
+    // Channels are total: the SDK talks to a declared channel's routes.
+    baseURL: `${runtime.base}/channels/web/v1`,
     apiKey: runtime.apiKey,
     maxRetries: 0,
     timeout: 30_000,
@@ -38,7 +39,7 @@ const tools = [
 ];
 
 async function sessionsApi(path) {
-  const response = await fetch(`${runtime.base}${path}`, {
+  const response = await fetch(`${runtime.base}/channels/web${path}`, {
     headers: { authorization: `Bearer ${runtime.apiKey}`, "x-switchboard-user": USER },
   });
   assert.equal(response.status, 200, path);
