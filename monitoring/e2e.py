@@ -129,9 +129,12 @@ def start_runtime(mock_port):
         "fallbacks": [{"provider": "openai", "name": "backup-model", "baseUrl": mock, "timeoutSeconds": 10,
                        "pricing": {"inputPerMillionTokens": "1", "outputPerMillionTokens": "5", "currency": "USD"}}],
         "budget": {"monthly": "1000", "whenSpent": "Fallback"},
-        # A webhook channel whose callback nobody serves: its outbox backlog is exported.
-        "channels": [{"name": "hooks", "type": "webhook", "webhook": {
-            "callbackUrl": f"http://127.0.0.1:{free_port()}/callback", "signingKeyEnv": "E2E_WEBHOOK_KEY"}}],
+        # The chats go to the default channel `api` (the root routes); a webhook channel
+        # whose callback nobody serves: its outbox backlog is exported.
+        "defaultChannel": "api",
+        "channels": [{"name": "api", "type": "openai"},
+                     {"name": "hooks", "type": "webhook", "webhook": {
+                         "callbackUrl": f"http://127.0.0.1:{free_port()}/callback", "signingKeyEnv": "E2E_WEBHOOK_KEY"}}],
         "systemPrompt": "You are the monitoring test agent.",
         "database": {"sqlitePath": str(STATE / "runtime.db")},
         "rateLimit": {"requestsPerMinutePerUser": 5},
