@@ -68,8 +68,11 @@ elif hack/cluster.sh status >/dev/null 2>&1; then
   step "Using the local cluster that is already up"
 else
   step "Starting the local cluster (for the operator)"
-  started_cluster=1
-  hack/cluster.sh up
+  # Another run may bring the same cluster up meanwhile: then this run started
+  # nothing and must not stop it.
+  up_log=$(hack/cluster.sh up 2>&1) || { printf '%s\n' "$up_log" >&2; exit 1; }
+  printf '%s\n' "$up_log"
+  grep -q "nothing started" <<<"$up_log" || started_cluster=1
 fi
 [[ $external_cluster == 1 ]] || eval "$(hack/cluster.sh env)"
 
