@@ -163,8 +163,11 @@ async fn chat(http: &reqwest::Client, url: &str, key: &str, messages: serde_json
         Duration::from_secs(30),
         &format!("{url} to answer"),
         || async {
+            // Each try bounded: a pooled connection to a pod that is gone (after a
+            // rollout) gets no answer at all; the next try opens a new one.
             http.post(url)
                 .bearer_auth(key)
+                .timeout(Duration::from_secs(10))
                 .json(&body)
                 .send()
                 .await
