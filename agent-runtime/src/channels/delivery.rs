@@ -16,7 +16,8 @@ use crate::channel_registry::signing::{self, DELIVERY_HEADER, SIGNATURE_HEADER, 
 use crate::channel_registry::webhook::WebhookAnswer;
 use crate::conversation::{self, Participant, SessionRef};
 use crate::db::Delivery;
-use crate::state::SharedState;
+use crate::error::ApiError;
+use crate::state::{AppState, SharedState};
 
 /// How long a worker holds a delivery before another may take it over.
 const LEASE: Duration = Duration::from_secs(120);
@@ -76,6 +77,39 @@ fn now_ms() -> i64 {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Records a message whose answer goes out through the outbox row `delivery_id`
+/// (already inserted by the intake): when it cannot be stored the row is dropped,
+/// so the sender's retry is accepted; once stored, the row becomes due and the
+/// delivery worker is woken. Shared by every intake that answers through the outbox.
+pub async fn record_for_delivery(
+    state: &AppState,
+    participant: &Participant,
+    session: SessionRef,
+    text: &str,
+    delivery_id: &str,
+) -> Result<conversation::Recorded, ApiError> {
+    let recorded = match conversation::record(state, participant, session, text).await {
+        Ok(recorded) => recorded,
+        Err(err) => {
+            if let Err(e) = state.store.delete_delivery(delivery_id).await {
+                tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a failed delivery");
+            }
+            return Err(err.into());
+        }
+    };
+    state
+        .store
+        .delivery_ready(
+            delivery_id,
+            &recorded.session_id,
+            &recorded.message.id,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await?;
+    state.webhooks.wake();
+    Ok(recorded)
 }
 
 /// Works the outbox until `shutdown` is cancelled.

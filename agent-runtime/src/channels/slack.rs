@@ -316,33 +316,14 @@ pub async fn receive(
         tracing::info!(channel = %name, event = %message.event_id, "Slack event seen before; acknowledged again");
         return Ok(StatusCode::OK.into_response());
     }
-    let recorded = match conversation::record(
+    let recorded = super::delivery::record_for_delivery(
         &state,
         admitted.participant(),
         SessionRef::External(message.conversation.clone()),
         &message.text,
+        &delivery_id,
     )
-    .await
-    {
-        Ok(recorded) => recorded,
-        Err(err) => {
-            // Not stored: forget the outbox row so Slack's retry is accepted.
-            if let Err(e) = state.store.delete_delivery(&delivery_id).await {
-                tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a failed Slack delivery");
-            }
-            return Err(err.into());
-        }
-    };
-    state
-        .store
-        .delivery_ready(
-            &delivery_id,
-            &recorded.session_id,
-            &recorded.message.id,
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await?;
-    state.webhooks.wake();
+    .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "Slack message accepted");
     Ok(StatusCode::OK.into_response())
 }

@@ -168,33 +168,14 @@ pub async fn receive(
             "this signed message was accepted before (replay refused); sign new messages with a new timestamp",
         ));
     }
-    let recorded = match conversation::record(
+    let recorded = super::delivery::record_for_delivery(
         &state,
         admitted.participant(),
         SessionRef::External(conversation),
         &message.text,
+        &delivery_id,
     )
-    .await
-    {
-        Ok(recorded) => recorded,
-        Err(err) => {
-            // Not stored: forget the outbox row so the sender's retry is accepted.
-            if let Err(e) = state.store.delete_delivery(&delivery_id).await {
-                tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a failed webhook delivery");
-            }
-            return Err(err.into());
-        }
-    };
-    state
-        .store
-        .delivery_ready(
-            &delivery_id,
-            &recorded.session_id,
-            &recorded.message.id,
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await?;
-    state.webhooks.wake();
+    .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "webhook message accepted");
     Ok((
         StatusCode::ACCEPTED,
