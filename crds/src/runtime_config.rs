@@ -21,6 +21,9 @@ pub const KEY_FILE_CLIENT: &str = "client";
 pub const KEY_FILE_ADMIN: &str = "admin";
 /// Prefix of the files in `auth.keysDir` holding channel keys.
 pub const KEY_FILE_CHANNEL_PREFIX: &str = "channel.";
+/// Prefix of the files in `auth.keysDir` holding the keys other agents of the
+/// namespace use to call this one as a tool (`agent.<caller>`).
+pub const KEY_FILE_AGENT_PREFIX: &str = "agent.";
 
 /// File in `auth.keysDir` holding channel `name`'s own key.
 pub fn channel_key_file(name: &str) -> String {
@@ -73,6 +76,93 @@ pub struct RuntimeConfig {
     /// A monthly spending limit (needs prices on the models); absent means none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetConfig>,
+    /// Server-side tools (MCP servers and other agents) the runtime offers the
+    /// model and calls itself; empty means none.
+    #[serde(skip_serializing_if = "ToolsConfig::is_empty")]
+    pub tools: ToolsConfig,
+}
+
+/// Server-side tools: where they are and the rules for the tool loop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ToolsConfig {
+    /// The sources of tools, in the order the AgentDeployment lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<ToolSourceConfig>,
+    /// Tool names (as the model sees them) whose calls wait for a person's approval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub require_approval: Vec<String>,
+    /// Model calls one turn may make while it keeps asking for tools; the turn then
+    /// ends with a final message saying so.
+    pub max_steps: u32,
+    /// Seconds a call waiting for approval waits before it counts as rejected.
+    pub approval_timeout_seconds: u64,
+}
+
+impl ToolsConfig {
+    /// No tool sources and no approvals: the section is left out of the file.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty() && self.require_approval.is_empty()
+    }
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            require_approval: Vec::new(),
+            max_steps: 8,
+            approval_timeout_seconds: 600,
+        }
+    }
+}
+
+/// Which kind of thing offers tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ToolSourceKind {
+    /// An MCP server over Streamable HTTP (a `ToolServer`).
+    #[default]
+    Mcp,
+    /// Another agent, called as one tool through its OpenAI-compatible route.
+    Agent,
+}
+
+/// One source of tools.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ToolSourceConfig {
+    /// The ToolServer's or the AgentDeployment's name.
+    pub name: String,
+    /// MCP server or agent.
+    pub kind: ToolSourceKind,
+    /// The MCP endpoint, or the agent's base URL (its Service, e.g.
+    /// `http://helper.team-a.svc:8080`).
+    pub url: String,
+    /// Headers sent with every request, each value read from an environment variable.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ToolHeaderConfig>,
+    /// Seconds one tool call may take before it fails (its error goes to the model).
+    pub timeout_seconds: u64,
+    /// The subset of the server's tools offered to the model; empty offers all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// For an agent: what the tool does, as the model reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// For an agent: the environment variable holding the key that opens the other
+    /// agent's agent-call route (provisioned by the operator for this pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}
+
+/// One header sent to a tool source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ToolHeaderConfig {
+    /// Header name.
+    pub name: String,
+    /// Environment variable holding the value (a secret: never logged).
+    pub value_env: String,
 }
 
 /// What a model costs per million tokens; amounts are exact decimals (`"0.15"`).

@@ -89,6 +89,8 @@ pub fn runtime_config(agent: &AgentDeployment, system_prompt_from: Option<&str>)
                 when_spent: b.when_spent,
             })
         }),
+        // Filled from `spec.tools` once the operator resolves ToolServers and agents.
+        tools: rc::ToolsConfig::default(),
     }
 }
 
