@@ -284,6 +284,14 @@ async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
             .contains("replayed or stale"),
         "{err}"
     );
+    // The channel's own tolerance (60 s) applies, not the default (300 s): two
+    // minutes old is refused, half a minute old is accepted.
+    let (status, err) = send(&h.client, &endpoint, &body, now() - 120, None).await;
+    assert_eq!(status, 401, "{err}");
+    assert_eq!(err["error"]["code"], "stale_timestamp");
+    let recent = message("half a minute old");
+    let (status, err) = send(&h.client, &endpoint, &recent, now() - 30, None).await;
+    assert_eq!(status, 202, "{err}");
 
     let at = now();
     let raw = serde_json::to_vec(&body).expect("json");
@@ -325,19 +333,19 @@ async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
     );
     eventually(
         Duration::from_secs(15),
-        "the one accepted message answered",
+        "the two accepted messages answered",
         || {
             let n = callback.accepted().len();
-            async move { (n >= 1).then_some(()) }
+            async move { (n >= 2).then_some(()) }
         },
     )
     .await;
-    outbox_settled(&h.state, 1).await;
+    outbox_settled(&h.state, 2).await;
     tasks.stop().await;
     assert_eq!(
         callback.accepted().len(),
-        1,
-        "only the accepted message was answered"
+        2,
+        "only the accepted messages were answered"
     );
 }
 
@@ -412,8 +420,54 @@ async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
     assert_eq!(callback.accepted().len(), 1, "delivered exactly once");
 }
 
+/// A second message in a conversation that arrives before the first is
+/// answered, and is worked on only after that answer is stored (the order the
+/// outbox can take), is answered too, with the first question and its answer in
+/// its prompt. It used to fall off the conversation's branch once the first
+/// answer was stored and was retried until given up.
+async fn a_message_stored_before_the_previous_answer_is_answered_too(db: Db) {
+    use agent_runtime::conversation::{self, Participant, SessionRef};
+    let (_callback, url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &url).await;
+    tasks.stop().await;
+    let carol = Participant {
+        user: "carol".into(),
+        channel: "hooks".into(),
+        language: None,
+    };
+    let thread = || SessionRef::External("conv-9".into());
+    let first = conversation::record(&h.state, &carol, thread(), "first question")
+        .await
+        .expect("stored");
+    let second = conversation::record(&h.state, &carol, thread(), "second question")
+        .await
+        .expect("stored");
+    assert_eq!(first.session_id, second.session_id);
+    let answer =
+        conversation::answer_recorded(&h.state, &carol, &first.session_id, &first.message.id)
+            .await
+            .expect("the first answered");
+    let answer = answer.message.content;
+    conversation::answer_recorded(&h.state, &carol, &second.session_id, &second.message.id)
+        .await
+        .expect("the second answered after the first answer was stored");
+    let prompt = h.mock.requests().pop().expect("called").body;
+    let contents: Vec<&str> = prompt["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        contents[1..],
+        ["first question", answer.as_str(), "second question"],
+        "{prompt}"
+    );
+}
+
 on_both_databases!(
     a_signed_message_is_answered_at_the_callback,
+    a_message_stored_before_the_previous_answer_is_answered_too,
     bad_stale_and_replayed_messages_are_refused,
     a_failing_callback_gets_the_answer_once_it_recovers,
 );

@@ -195,6 +195,79 @@ async fn fallback_chain_answers_when_the_primary_fails(db: Db) {
     );
 }
 
+/// Each model's own sampling settings (`temperature`, `topP`, `maxOutputTokens`)
+/// reach its upstream, the fallback's included, and a client's own value wins.
+async fn each_model_sends_its_own_sampling_settings(db: Db) {
+    let h = Harness::start_with(db, |c, m| {
+        fast_retries(c);
+        c.limits.retry_max_attempts = 1;
+        dead_primary(c, m);
+        c.model.temperature = Some(0.3);
+        c.model.top_p = Some(0.9);
+        c.model.max_output_tokens = Some(64);
+        c.fallbacks[0].temperature = Some(0.7);
+        c.fallbacks[0].top_p = Some(0.5);
+        c.fallbacks[0].max_output_tokens = Some(32);
+    })
+    .await;
+    let (status, body) = h
+        .chat(
+            "a",
+            json!([{"role": "user", "content": "hi [[mock: status=503; model=dead-gpt]]"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = |model: &str| {
+        h.mock
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.model() == Some(model))
+            .map(|r| r.body)
+            .expect("the model was called")
+    };
+    let primary = sent("dead-gpt");
+    assert_eq!(
+        (
+            &primary["temperature"],
+            &primary["top_p"],
+            &primary["max_tokens"]
+        ),
+        (&json!(0.3), &json!(0.9), &json!(64)),
+        "{primary}"
+    );
+    let fallback = sent("mock-gpt");
+    assert_eq!(
+        (
+            &fallback["temperature"],
+            &fallback["top_p"],
+            &fallback["max_tokens"]
+        ),
+        (&json!(0.7), &json!(0.5), &json!(32)),
+        "{fallback}"
+    );
+
+    let (status, body) = h
+        .post(
+            "a",
+            "/v1/chat/completions",
+            json!({"model": "test-agent", "top_p": 0.2, "temperature": 1.5, "max_tokens": 5,
+                   "messages": [{"role": "user", "content": "again [[mock: status=503; model=dead-gpt]]"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let fallback = sent("mock-gpt");
+    assert_eq!(
+        (
+            &fallback["temperature"],
+            &fallback["top_p"],
+            &fallback["max_tokens"]
+        ),
+        (&json!(1.5), &json!(0.2), &json!(5)),
+        "{fallback}"
+    );
+}
+
 async fn circuit_opens_then_probes_and_closes(db: Db) {
     let h = Harness::start_with(db, |c, m| {
         c.limits.retry_max_attempts = 1;
@@ -567,6 +640,7 @@ on_both_databases!(
     retry_waits_for_retry_after,
     streams_failing_before_the_first_token_are_retried,
     fallback_chain_answers_when_the_primary_fails,
+    each_model_sends_its_own_sampling_settings,
     circuit_opens_then_probes_and_closes,
     streams_breaking_midway_open_the_circuit,
     a_long_probe_stream_does_not_hold_the_circuit_half_open,

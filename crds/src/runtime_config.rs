@@ -233,6 +233,9 @@ pub struct ModelConfig {
     /// Sampling temperature.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Nucleus sampling (`top_p`) unless the request sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
     /// Maximum tokens in one answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
@@ -252,6 +255,7 @@ impl Default for ModelConfig {
             base_url: None,
             api_key_env: None,
             temperature: None,
+            top_p: None,
             max_output_tokens: None,
             timeout_seconds: 60,
             pricing: None,

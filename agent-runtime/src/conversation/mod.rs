@@ -241,19 +241,17 @@ pub async fn answer_recorded(
     session_id: &str,
     message_id: &str,
 ) -> Result<Answer, ConversationError> {
+    // The conversation up to the message being answered.
     let branch = state
         .store
-        .conversation(&participant.user, session_id)
-        .await?;
-    // The conversation up to the message being answered.
-    let end = branch
-        .iter()
-        .position(|m| m.id == message_id)
+        .conversation_to(&participant.user, session_id, message_id)
+        .await?
         .ok_or(ConversationError::MessageGone)?;
+    let last = branch.last().ok_or(ConversationError::MessageGone)?;
     let turn = turn::Turn {
         session_id: session_id.to_owned(),
-        anchor: record::Anchor::of(&branch[end]),
-        history: record::prompt_from_stored(&branch[..=end]),
+        anchor: record::Anchor::of(last),
+        history: record::prompt_from_stored(&branch),
         sampling: Sampling::default(),
         language: participant.language.clone(),
         channel: participant.channel.clone(),

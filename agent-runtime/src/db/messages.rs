@@ -372,6 +372,24 @@ impl Store {
         Ok(current_branch(all))
     }
 
+    /// The conversation leading to `message_id` (oldest first, ending with it),
+    /// `None` when it is not stored. Follows the parent links from that message,
+    /// wherever its branch now ends: a message that arrived before the one it
+    /// follows was answered (chat apps and webhooks answer from the outbox) stays
+    /// answerable, and the answers stored meanwhile to the messages before it are
+    /// put back in their place, so the model reads the thread as it happened.
+    pub async fn conversation_to(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Vec<Message>>, StoreError> {
+        let all = self
+            .retrying("conversation", || self.all_messages(user_id, session_id))
+            .await?;
+        Ok(path_to(all, message_id))
+    }
+
     /// Messages of `user_id` (in one session when given, else in any that is not
     /// deleted) whose conversation hash is one of `hashes`, newest first.
     pub async fn find_by_chain_hash(
@@ -464,6 +482,34 @@ fn current_branch(all: Vec<Message>) -> Vec<Message> {
     branch
 }
 
+/// See [`Store::conversation_to`].
+fn path_to(all: Vec<Message>, message_id: &str) -> Option<Vec<Message>> {
+    let by_id: std::collections::HashMap<&str, &Message> =
+        all.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut path = vec![*by_id.get(message_id)?];
+    while let Some(parent) = path.last().and_then(|m| m.parent_id.as_deref()) {
+        match by_id.get(parent) {
+            Some(m) if path.len() <= all.len() => path.push(m),
+            _ => break,
+        }
+    }
+    path.reverse();
+    let mut filled = Vec::with_capacity(path.len() + 2);
+    for (i, message) in path.iter().enumerate() {
+        filled.push((*message).clone());
+        let followed_by_user = path.get(i + 1).is_some_and(|next| next.role == Role::User);
+        if message.role == Role::User && followed_by_user {
+            // `all` is in storage order: the first answer stored to it.
+            if let Some(answer) = all.iter().find(|m| {
+                m.role == Role::Assistant && m.parent_id.as_deref() == Some(message.id.as_str())
+            }) {
+                filled.push(answer.clone());
+            }
+        }
+    }
+    Some(filled)
+}
+
 pub(super) fn prefixed(columns: &str, alias: &str) -> String {
     columns
         .split(',')
@@ -498,5 +544,42 @@ mod tests {
         assert_eq!(title_from("\n  hello world \nmore"), "hello world");
         let long = "é".repeat(100);
         assert_eq!(title_from(&long).chars().count(), 81);
+    }
+
+    fn message(id: &str, parent: Option<&str>, role: Role) -> Message {
+        Message {
+            id: id.into(),
+            session_id: "s".into(),
+            parent_id: parent.map(Into::into),
+            role,
+            content: id.into(),
+            model: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            latency_ms: None,
+            error: None,
+            created_at: Utc::now(),
+            chain_hash: String::new(),
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
+
+    fn ids(path: Option<Vec<Message>>) -> Vec<String> {
+        path.expect("found").into_iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn a_message_that_came_before_the_previous_answer_stays_answerable_in_order() {
+        // m2 arrived before m1 was answered; a1 was stored after m2.
+        let all = vec![
+            message("m1", None, Role::User),
+            message("m2", Some("m1"), Role::User),
+            message("a1", Some("m1"), Role::Assistant),
+        ];
+        assert_eq!(current_branch(all.clone()).len(), 2, "m2 is off the branch");
+        assert_eq!(ids(path_to(all.clone(), "m2")), ["m1", "a1", "m2"]);
+        assert_eq!(ids(path_to(all.clone(), "m1")), ["m1"]);
+        assert!(path_to(all, "gone").is_none());
     }
 }

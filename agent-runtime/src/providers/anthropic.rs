@@ -167,7 +167,7 @@ impl WireFormat for Anthropic {
                 .unwrap_or(DEFAULT_MAX_TOKENS),
             system: system.map(SystemPrompt::Text),
             temperature: request.temperature.or(settings.temperature),
-            top_p: options.top_p,
+            top_p: options.top_p.or(settings.top_p),
             stop_sequences: (!options.stop.is_empty())
                 .then(|| options.stop.iter().map(|s| s.as_str().into()).collect()),
             stream,
@@ -485,6 +485,7 @@ mod tests {
         let settings = ModelSettings {
             model: "claude".into(),
             temperature: None,
+            top_p: None,
             max_output_tokens: None,
         };
         let msg = |role, content: &str| PromptMessage::text(role, content);

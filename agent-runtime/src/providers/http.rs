@@ -25,6 +25,8 @@ pub struct ModelSettings {
     pub model: String,
     /// Sampling temperature unless the request sets one.
     pub temperature: Option<f64>,
+    /// Nucleus sampling unless the request sets it.
+    pub top_p: Option<f64>,
     /// Answer length cap unless the request sets one.
     pub max_output_tokens: Option<u32>,
 }
@@ -101,6 +103,7 @@ impl<W: WireFormat> HttpProvider<W> {
             settings: ModelSettings {
                 model: config.name.clone(),
                 temperature: config.temperature,
+                top_p: config.top_p,
                 max_output_tokens: config.max_output_tokens,
             },
             timeout: Duration::from_secs(config.timeout_seconds.max(1)),

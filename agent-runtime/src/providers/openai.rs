@@ -70,7 +70,7 @@ impl WireFormat for OpenAi {
             }),
             temperature: request.temperature.or(settings.temperature),
             max_tokens: request.max_output_tokens.or(settings.max_output_tokens),
-            top_p: options.top_p,
+            top_p: options.top_p.or(settings.top_p),
             stop: match options.stop.as_slice() {
                 [] => None,
                 stop => Some(Stop::Many(stop.iter().map(|s| s.as_str().into()).collect())),
@@ -369,6 +369,7 @@ mod tests {
         let settings = ModelSettings {
             model: "gpt-4o-mini".into(),
             temperature: Some(0.5),
+            top_p: Some(0.9),
             max_output_tokens: Some(100),
         };
         let request = ChatRequest {
@@ -390,9 +391,16 @@ mod tests {
                 "stream": true,
                 "stream_options": {"include_usage": true},
                 "temperature": 0.5,
+                "top_p": 0.9,
                 "max_tokens": 7
             })
         );
+        // The client's own top_p wins over the model config's.
+        let mut request = request;
+        request.options.top_p = Some(0.2);
+        let body = OpenAi::request_body(&settings, &request, false).expect("serialises");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["top_p"], 0.2);
     }
 
     #[test]

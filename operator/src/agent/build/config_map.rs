@@ -107,6 +107,7 @@ fn model_config(model: &ModelSpec, index: usize) -> ModelConfig {
             .as_ref()
             .map(|_| names::model_key_env(index)),
         temperature: model.temperature,
+        top_p: model.top_p,
         max_output_tokens: model.max_output_tokens.and_then(|v| u32::try_from(v).ok()),
         timeout_seconds: u64::try_from(model.timeout_seconds).unwrap_or(60),
         pricing: model.pricing.as_ref().and_then(|p| {
