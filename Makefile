@@ -2,6 +2,9 @@
 # and `make test`; everything they need is installed by the scripts in hack/.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# The test and demo builds are one-shot: incremental compilation only costs time and
+# disk there (its cache is as large as the build). A developer's own setting wins.
+export CARGO_INCREMENTAL ?= 0
 
 .PHONY: help
 help: ## list the targets
