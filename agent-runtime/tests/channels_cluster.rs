@@ -2,7 +2,8 @@
 //! would run it) watches its ChatChannels and applies changes without a
 //! restart, and reports its per-channel activity into each channel's status.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
 use crds::ChatChannel;
@@ -10,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use switchboard_tests::TestCluster;
 use switchboard_tests::mock_llm::MockLlm;
-use switchboard_tests::wait::{eventually, free_port};
+use switchboard_tests::wait::eventually;
 
 const POD: &str = "support-7d9-abc";
 
@@ -22,15 +23,6 @@ fn channel(name: &str, agent: &str, language: &str) -> ChatChannel {
         "spec": {"agentRef": {"name": agent}, "type": "web", "language": language},
     }))
     .expect("channel")
-}
-
-/// Kills the runtime process when the test ends.
-struct Runtime(tokio::process::Child);
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
 }
 
 async fn ask(client: &reqwest::Client, base: &str, channel: &str) -> (u16, Value) {
@@ -61,54 +53,30 @@ async fn channel_changes_apply_without_restart_and_activity_is_reported() {
     }
 
     let mock = MockLlm::start().await.expect("mock");
-    let dir = std::env::temp_dir().join(format!("sbtest-chc-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
     let config = format!(
         "agent: {{name: support}}\nmodel: {{provider: openai, name: mock-gpt, baseUrl: '{}', timeoutSeconds: 2}}\n\
          fallbackResponses: {{de: 'Entschuldigung.', fr: 'Désolé.', en: 'Sorry.'}}\n",
         mock.openai_base_url()
     );
-    std::fs::write(dir.join("agent.yaml"), config).expect("config");
-    let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runtime"))
-        .arg("--config")
-        .arg(dir.join("agent.yaml"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(&dir)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("POD_NAME", POD)
-        .env("POD_NAMESPACE", ns.name())
-        .env("SWITCHBOARD_HEARTBEAT_SECONDS", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("runtime starts");
-    let _runtime = Runtime(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let runtime = common::RuntimeProcess::spawn_in_cluster(&config, &cluster, ns.name(), POD).await;
+    let base = runtime.base.clone();
     let client = reqwest::Client::new();
 
-    // Once the watcher has synced, only this agent's channels are served.
-    eventually(
-        Duration::from_secs(30),
-        "the watcher's view of the channels",
-        || {
-            let client = client.clone();
-            let base = base.clone();
-            async move {
-                let status = client
-                    .get(format!("{base}/channels/other-agents/v1/models"))
-                    .send()
-                    .await
-                    .ok()?
-                    .status();
-                (status == 404).then_some(())
-            }
-        },
-    )
-    .await;
+    // Once the watcher has synced, this agent's channels are served, and only they.
+    runtime.wait_for_channel("support-web").await;
+    let models = |channel: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .get(format!("{base}/channels/{channel}/v1/models"))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(models("other-agents").await, Some(404));
     let (status, body) = ask(&client, &base, "support-web").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "Entschuldigung.");
@@ -187,5 +155,4 @@ async fn channel_changes_apply_without_restart_and_activity_is_reported() {
         },
     )
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

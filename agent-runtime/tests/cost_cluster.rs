@@ -3,7 +3,8 @@
 //! `status.usage`, and the operator's status writes (server-side apply under its
 //! own field manager, without `usage`) leave that report alone.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
 use crds::{AgentDeployment, ChatChannel};
@@ -11,18 +12,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use switchboard_tests::TestCluster;
 use switchboard_tests::mock_llm::MockLlm;
-use switchboard_tests::wait::{eventually, free_port};
+use switchboard_tests::wait::eventually;
 
 const POD: &str = "priced-5c8-xyz";
-
-/// Kills the runtime process when the test ends.
-struct Runtime(tokio::process::Child);
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
@@ -58,8 +50,6 @@ async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
         .expect("channel created");
 
     let mock = MockLlm::start().await.expect("mock");
-    let dir = std::env::temp_dir().join(format!("sbtest-cost-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
     let config = format!(
         "agent: {{name: priced}}\n\
          model: {{provider: openai, name: mock-gpt, baseUrl: '{}', timeoutSeconds: 2,\n\
@@ -67,36 +57,10 @@ async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
          budget: {{monthly: '20'}}\n",
         mock.openai_base_url()
     );
-    std::fs::write(dir.join("agent.yaml"), config).expect("config");
-    let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runtime"))
-        .arg("--config")
-        .arg(dir.join("agent.yaml"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(&dir)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("POD_NAME", POD)
-        .env("POD_NAMESPACE", ns.name())
-        .env("SWITCHBOARD_HEARTBEAT_SECONDS", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("runtime starts");
-    let _runtime = Runtime(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let runtime = common::RuntimeProcess::spawn_in_cluster(&config, &cluster, ns.name(), POD).await;
+    let base = runtime.base.clone();
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "the runtime to serve", || {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let ok = client.get(format!("{base}/readyz")).send().await.ok()?;
-            ok.status().is_success().then_some(())
-        }
-    })
-    .await;
+    runtime.wait_for_channel("priced-api").await;
 
     // Two turns of 10,000 tokens in and 2,000 out: 2 × (0.0015 + 0.0012) = 0.0054 USD.
     for i in 0..2 {
@@ -161,5 +125,4 @@ async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
         Some("0.0054".to_owned()),
         "the operator's write keeps the runtime's usage report"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -310,6 +310,41 @@ impl RuntimeProcess {
     /// until `/readyz` answers. `{dir}` in the config is replaced by the temp
     /// directory.
     pub async fn spawn(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start(
+            config,
+            &[
+                ("SWITCHBOARD_API_KEY", API_KEY),
+                ("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY),
+            ],
+            env,
+        )
+        .await
+    }
+
+    /// Starts the binary as a pod of `namespace` would run (its ChatChannels
+    /// watched and its status written through `cluster`), open (no key), its
+    /// health reported every second.
+    pub async fn spawn_in_cluster(
+        config: &str,
+        cluster: &switchboard_tests::TestCluster,
+        namespace: &str,
+        pod: &str,
+    ) -> Self {
+        let kubeconfig = cluster.kubeconfig().display().to_string();
+        Self::start(
+            config,
+            &[],
+            &[
+                ("KUBECONFIG", kubeconfig.as_str()),
+                ("POD_NAME", pod),
+                ("POD_NAMESPACE", namespace),
+                ("SWITCHBOARD_HEARTBEAT_SECONDS", "1"),
+            ],
+        )
+        .await
+    }
+
+    async fn start(config: &str, keys: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new();
         let config = config.replace("{dir}", &dir.0.display().to_string());
         let config_path = dir.0.join("agent.yaml");
@@ -320,8 +355,8 @@ impl RuntimeProcess {
             .arg(&config_path)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("SWITCHBOARD_API_KEY", API_KEY)
-            .env("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY)
+            .current_dir(&dir.0)
+            .envs(keys.iter().copied())
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(std::fs::File::create(dir.0.join("runtime.log")).expect("log file"))
@@ -346,6 +381,22 @@ impl RuntimeProcess {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Self { child, base, dir }
+    }
+
+    /// Waits until the runtime serves `channel` (its ChatChannel watch has
+    /// listed it): `/readyz` does not wait for the first list.
+    pub async fn wait_for_channel(&self, channel: &str) {
+        let url = format!("{}/channels/{channel}/v1/models", self.base);
+        let client = reqwest::Client::new();
+        switchboard_tests::wait::eventually(
+            std::time::Duration::from_secs(30),
+            &format!("the runtime serving channel {channel}"),
+            || {
+                let request = client.get(&url).send();
+                async move { (request.await.ok()?.status() == 200).then_some(()) }
+            },
+        )
+        .await
     }
 
     /// What the runtime has logged so far.
