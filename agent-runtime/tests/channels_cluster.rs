@@ -62,8 +62,8 @@ async fn channel_changes_apply_without_restart_and_activity_is_reported() {
     let base = runtime.base.clone();
     let client = reqwest::Client::new();
 
-    // Once the watcher has synced, this agent's channels are served, and only they.
-    runtime.wait_for_channel("support-web").await;
+    // Ready means the watcher has listed the channels: this agent's are served,
+    // and only they.
     let models = |channel: &'static str| {
         let client = client.clone();
         let base = base.clone();
@@ -76,6 +76,7 @@ async fn channel_changes_apply_without_restart_and_activity_is_reported() {
                 .map(|r| r.status().as_u16())
         }
     };
+    assert_eq!(models("support-web").await, Some(200));
     assert_eq!(models("other-agents").await, Some(404));
     let (status, body) = ask(&client, &base, "support-web").await;
     assert_eq!(status, 200, "{body}");

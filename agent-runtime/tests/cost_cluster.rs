@@ -60,7 +60,7 @@ async fn the_runtime_reports_the_windows_cost_and_the_operator_keeps_it() {
     let runtime = common::RuntimeProcess::spawn_in_cluster(&config, &cluster, ns.name(), POD).await;
     let base = runtime.base.clone();
     let client = reqwest::Client::new();
-    runtime.wait_for_channel("priced-api").await;
+    // Ready means the ChatChannels have been listed: the channel is served at once.
 
     // Two turns of 10,000 tokens in and 2,000 out: 2 × (0.0015 + 0.0012) = 0.0054 USD.
     for i in 0..2 {

@@ -34,10 +34,19 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the conversation database answers.
+/// Readiness: the conversation database answers and, in a cluster, the agent's
+/// ChatChannels have been listed (before that every channel route would 404).
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "Ready"), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<SharedState>) -> Response {
+    if state.channels.awaiting_list() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "channels_not_listed",
+            "this agent's ChatChannels have not been read from the cluster yet",
+        )
+        .into_response();
+    }
     match state.store.ping().await {
         Ok(()) => Json(json!({"status": "ready", "database": state.store.kind()})).into_response(),
         Err(err) => {

@@ -321,6 +321,8 @@ struct Snapshot {
 #[derive(Debug)]
 pub struct ChannelRegistry {
     snapshot: RwLock<Snapshot>,
+    /// Set while the channels come from a watch that has not listed them yet.
+    awaiting_list: std::sync::atomic::AtomicBool,
     /// The channel the root routes belong to (`defaultChannel`).
     default_channel: Option<String>,
     /// Messages and sessions per channel, seen by this pod.
@@ -342,6 +344,7 @@ impl ChannelRegistry {
                 open: channels.is_empty(),
                 channels: Arc::new(channels),
             }),
+            awaiting_list: std::sync::atomic::AtomicBool::new(false),
             default_channel: config.default_channel.clone(),
             activity: ChannelActivityCounter::new(Duration::from_secs(
                 u64::from(idle_minutes) * 60,
@@ -356,9 +359,24 @@ impl ChannelRegistry {
         }
     }
 
+    /// The channels are to come from a watch: none is served, and the runtime is
+    /// not ready, until its first list ([`Self::replace_all`]).
+    pub fn await_list(&self) {
+        self.replace_all(Vec::new());
+        self.awaiting_list
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the channels' first list is still awaited.
+    pub fn awaiting_list(&self) -> bool {
+        self.awaiting_list.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Replaces every channel (the watcher's view); the registry is closed from
     /// now on: names not listed are unknown.
     pub fn replace_all(&self, channels: impl IntoIterator<Item = ChannelSettings>) {
+        self.awaiting_list
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let channels: HashMap<_, _> = channels
             .into_iter()
             .map(|c| (c.name.clone(), Arc::new(c)))
@@ -463,6 +481,20 @@ mod tests {
         let c = registry.resolve("anything").expect("open");
         assert!(c.enabled && c.features.streaming);
         assert!(registry.all().is_empty());
+    }
+
+    #[test]
+    fn a_registry_awaiting_its_list_serves_nothing_until_listed() {
+        let registry = ChannelRegistry::from_config(&config(""));
+        assert!(!registry.awaiting_list());
+        registry.await_list();
+        assert!(registry.awaiting_list());
+        assert_eq!(
+            registry.resolve("default").expect_err("nothing served"),
+            ChannelError::NotFound("default".to_owned())
+        );
+        registry.replace_all(Vec::new());
+        assert!(!registry.awaiting_list(), "an empty list is a list");
     }
 
     #[test]

@@ -80,8 +80,9 @@ impl ChannelTasks {
                 Ok(client) => {
                     tracing::info!(namespace = %pod.namespace, "watching this agent's ChatChannels");
                     // Only declared channels are served: none until the watch has
-                    // listed them (the config file's list does not apply here).
-                    state.channels.replace_all(Vec::new());
+                    // listed them (the config file's list does not apply here), and
+                    // the pod is not ready until then.
+                    state.channels.await_list();
                     state
                         .webhooks
                         .keys

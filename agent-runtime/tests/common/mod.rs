@@ -383,22 +383,6 @@ impl RuntimeProcess {
         Self { child, base, dir }
     }
 
-    /// Waits until the runtime serves `channel` (its ChatChannel watch has
-    /// listed it): `/readyz` does not wait for the first list.
-    pub async fn wait_for_channel(&self, channel: &str) {
-        let url = format!("{}/channels/{channel}/v1/models", self.base);
-        let client = reqwest::Client::new();
-        switchboard_tests::wait::eventually(
-            std::time::Duration::from_secs(30),
-            &format!("the runtime serving channel {channel}"),
-            || {
-                let request = client.get(&url).send();
-                async move { (request.await.ok()?.status() == 200).then_some(()) }
-            },
-        )
-        .await
-    }
-
     /// What the runtime has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("runtime.log")).unwrap_or_default()
