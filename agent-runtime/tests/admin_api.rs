@@ -604,6 +604,29 @@ async fn the_outbox_lists_entries_without_text_and_retries_dead_ones(db: Db) {
     w.stop().await;
 }
 
+async fn a_runtime_without_channels_lists_its_open_default_channel(db: Db) {
+    let h = Harness::start(db).await;
+    let (status, body) = h
+        .chat("dora", json!([{"role": "user", "content": "hi"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, list) = h.admin_get("/api/admin/channels").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    let channel = &list["data"][0];
+    assert_eq!(channel["name"], "default");
+    assert_eq!(channel["default"], true);
+    assert!(channel["last_message_at"].is_string(), "{list}");
+    let (_, stats) = h.admin_get("/api/admin/stats").await;
+    assert_eq!(stats["channels"], 1, "{stats}");
+    assert_eq!(stats["active_channels"], 1);
+    assert_eq!(stats["outbox"], json!([]));
+    assert!(stats["spend"].is_null(), "no prices, no spend: {stats}");
+    let (_, conversations) = h.admin_get("/api/admin/conversations").await;
+    assert_eq!(conversations["data"][0]["channel"], "default");
+    assert_eq!(conversations["data"][0]["user"], "dora");
+}
+
 impl World {
     async fn stop(mut self) {
         if let Some(tasks) = self.tasks.take() {
@@ -618,4 +641,5 @@ on_both_databases!(
     stats_count_what_happened,
     channels_show_settings_activity_and_outbox,
     the_outbox_lists_entries_without_text_and_retries_dead_ones,
+    a_runtime_without_channels_lists_its_open_default_channel,
 );

@@ -380,7 +380,7 @@ pub async fn stats(
             all_pods: limited.all_pods,
         },
         active_channels: figures.active_channels,
-        channels: state.channels.all().len() as i64,
+        channels: served_channels(&state).len() as i64,
         upstream: UpstreamStats {
             concurrency: i64::try_from(limits.upstream_concurrency.max(1)).unwrap_or(i64::MAX),
             in_flight: metrics.upstream_in_flight.get(),
@@ -394,6 +394,20 @@ pub async fn stats(
     }))
 }
 
+/// The channels served: those declared, else (a runtime without declared
+/// channels, which serves any name) the `default` channel of its root routes.
+fn served_channels(
+    state: &SharedState,
+) -> Vec<std::sync::Arc<crate::channel_registry::ChannelSettings>> {
+    let mut served = state.channels.all();
+    if served.is_empty() {
+        served.push(std::sync::Arc::new(
+            crate::channel_registry::ChannelSettings::open(crate::auth::DEFAULT_CHANNEL),
+        ));
+    }
+    served
+}
+
 /// Every channel the runtime serves, with its settings, newest message,
 /// outbox and (for chat apps) connection state.
 #[utoipa::path(get, path = "/api/admin/channels", tag = "admin",
@@ -402,25 +416,16 @@ pub async fn channels(State(state): State<SharedState>) -> Result<Json<ChannelLi
     let now_ms = Utc::now().timestamp_millis();
     let last_messages = state.store.last_message_by_channel().await?;
     let depths = state.store.outbox_depths(now_ms).await?;
-    let mut served = state.channels.all();
-    if served.is_empty() {
-        // A runtime without declared channels serves any name; its root routes
-        // are the `default` channel.
-        served.push(std::sync::Arc::new(
-            crate::channel_registry::ChannelSettings::open(crate::auth::DEFAULT_CHANNEL),
-        ));
-    }
-    let default = state
-        .channels
-        .default_channel()
-        .unwrap_or(crate::auth::DEFAULT_CHANNEL);
+    let open = state.channels.all().is_empty();
+    let served = served_channels(&state);
+    let default = state.channels.default_channel();
     let data = served
         .iter()
         .map(|c| ChannelView {
             name: c.name.clone(),
             channel_type: c.channel_type.as_str().to_owned(),
             enabled: c.enabled,
-            default: c.name == default,
+            default: default.map_or(open, |d| c.name == d),
             language: c.language.clone(),
             features: ChannelFeatureSwitches {
                 history: c.features.history,
