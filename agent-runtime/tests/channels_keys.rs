@@ -246,6 +246,28 @@ async fn one_channels_key_cannot_read_another_channels_sessions(db: Db) {
             .len(),
         1
     );
+    // The admin sees both alices, each under her channel and as she was named.
+    let (status, page) = w.h.admin_get("/api/admin/conversations?user=alice").await;
+    assert_eq!(status, 200, "{page}");
+    let mut seen: Vec<(String, String)> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|c| (c["channel"].to_string(), c["user"].to_string()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("\"partners\"".to_owned(), "\"alice\"".to_owned()),
+            ("\"web\"".to_owned(), "\"alice\"".to_owned()),
+        ],
+        "{page}"
+    );
+    let (_, partners) =
+        w.h.admin_get("/api/admin/conversations?user=alice&channel=partners")
+            .await;
+    assert_eq!(partners["data"][0]["id"], id.as_str(), "{partners}");
 }
 
 /// Polls `check` until it holds (the reloader runs every second).
