@@ -339,9 +339,9 @@ fn constrain_openai_options(schemas: &mut Map<String, Value>) {
                     "type": {"type": "string", "enum": ["json_schema"]},
                     "json_schema": {"type": "object", "required": ["name"], "properties": {
                         "name": {"type": "string"},
-                        "description": {"type": "string"},
+                        "description": {"type": ["string", "null"]},
                         "schema": {"type": "object"},
-                        "strict": {"type": "boolean"}}}}},
+                        "strict": {"type": ["boolean", "null"]}}}}},
                 {"type": "null"},
             ]}),
         ),
