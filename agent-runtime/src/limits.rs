@@ -53,7 +53,7 @@
 
 mod window;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -128,6 +128,16 @@ fn user_key(user: &str) -> String {
 fn channel_user_key(channel: &str, user: &str) -> String {
     // Channel names are DNS labels: the separator cannot occur in them.
     format!("channel-user\u{1f}{channel}\u{1f}{user}")
+}
+
+/// The user of a per-user key ([`user_key`], [`channel_user_key`]).
+fn user_of_key(key: &str) -> Option<&str> {
+    if let Some(user) = key.strip_prefix("user\u{1f}") {
+        return Some(user);
+    }
+    key.strip_prefix("channel-user\u{1f}")?
+        .split_once('\u{1f}')
+        .map(|(_, user)| user)
 }
 
 fn channel_key(channel: &str) -> String {
@@ -282,6 +292,43 @@ pub struct Admission {
     pub tokens: Option<TokenHold>,
 }
 
+/// Distinct users this pod refused in the current and the previous window
+/// (for the admin stats; bounded by the users of two minutes).
+#[derive(Debug, Default)]
+struct RefusedUsers {
+    minute: i64,
+    current: HashSet<String>,
+    previous: HashSet<String>,
+}
+
+impl RefusedUsers {
+    /// Moves the sets on to `minute`.
+    fn roll(&mut self, minute: i64) {
+        if minute == self.minute {
+            return;
+        }
+        self.previous = if minute == self.minute + 1 {
+            std::mem::take(&mut self.current)
+        } else {
+            HashSet::new()
+        };
+        self.current.clear();
+        self.minute = minute;
+    }
+}
+
+/// Users refused by a rate limit, as the admin stats show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitedUsers {
+    /// Distinct users refused (or at a per-user limit) in the current window.
+    pub current_window: i64,
+    /// The same for the window before it.
+    pub last_window: i64,
+    /// Whether the figures cover every pod (the shared counters were read), or
+    /// this pod only.
+    pub all_pods: bool,
+}
+
 /// Request and token rate limits of one agent, shared by its pods through the
 /// database when it is Postgres (see the module's documentation).
 pub struct RateLimiter {
@@ -290,6 +337,8 @@ pub struct RateLimiter {
     counters: Arc<Counters>,
     /// Keys found at their limit, and until when this pod refuses them alone.
     refused: Mutex<HashMap<String, Instant>>,
+    /// Users this pod refused, by window.
+    refused_users: Mutex<RefusedUsers>,
 }
 
 impl RateLimiter {
@@ -312,6 +361,55 @@ impl RateLimiter {
                 first_estimate,
             }),
             refused: Mutex::new(HashMap::new()),
+            refused_users: Mutex::new(RefusedUsers::default()),
+        }
+    }
+
+    /// Remembers that `user` was refused in this window.
+    fn note_refused(&self, user: &str) {
+        let (minute, _) = current_minute();
+        let mut users = self.refused_users.lock().unwrap_or_else(|p| p.into_inner());
+        users.roll(minute);
+        if users.current.len() < 100_000 && !users.current.contains(user) {
+            users.current.insert(user.to_owned());
+        }
+    }
+
+    /// Distinct users refused in the current and the previous window: those this
+    /// pod refused, joined (on Postgres) with the users at a per-user limit in
+    /// the shared counters, which covers the other pods' refusals too.
+    pub async fn rate_limited_users(&self) -> RateLimitedUsers {
+        let (minute, _) = current_minute();
+        let (mut current, mut previous) = {
+            let mut users = self.refused_users.lock().unwrap_or_else(|p| p.into_inner());
+            users.roll(minute);
+            (users.current.clone(), users.previous.clone())
+        };
+        let mut all_pods = self.counters.database.is_none();
+        if let Some(database) = &self.counters.database {
+            match database.keys_at_limit(minute - 1).await {
+                Ok(rows) => {
+                    all_pods = true;
+                    for (at, key) in rows {
+                        let Some(user) = user_of_key(&key) else {
+                            continue;
+                        };
+                        if at == minute {
+                            current.insert(user.to_owned());
+                        } else if at == minute - 1 {
+                            previous.insert(user.to_owned());
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the shared rate-limit counters");
+                }
+            }
+        }
+        RateLimitedUsers {
+            current_window: current.len() as i64,
+            last_window: previous.len() as i64,
+            all_pods,
         }
     }
 
@@ -384,6 +482,7 @@ impl RateLimiter {
             let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
             for (scope, count) in &keys {
                 if let Some(until) = refused.get(&count.key).filter(|until| **until > now) {
+                    self.note_refused(user);
                     return Err(RateLimited {
                         scope: *scope,
                         retry_after: *until - now,
@@ -417,6 +516,8 @@ impl RateLimiter {
                     refused.retain(|_, until| *until > now);
                 }
                 refused.insert(count.key.clone(), now + remember);
+                drop(refused);
+                self.note_refused(user);
                 Err(RateLimited {
                     scope: *scope,
                     retry_after: left,

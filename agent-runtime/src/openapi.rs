@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::admin_dto::{ConversationStatus, OutboxEntryState};
 use crate::api::dto::{SessionSort, SortOrder};
 use crate::api::{admin, openai, ops, sessions};
 use crate::state::SharedState;
@@ -24,13 +25,13 @@ use crate::state::SharedState;
             Unauthenticated: /healthz, /readyz, /metrics, /api/openapi.json."
     ),
     paths(ops::healthz, ops::readyz, ops::metrics, ops::openapi_json),
-    components(schemas(SessionSort, SortOrder)),
+    components(schemas(SessionSort, SortOrder, ConversationStatus, OutboxEntryState)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "openai", description = "OpenAI-compatible API"),
          (name = "operations", description = "Health, readiness, metrics; no API key"),
          (name = "sessions", description = "Sessions API"),
-         (name = "admin", description = "Tenant administration"))
+         (name = "admin", description = "Tenant administration: every user's conversations, the agent's figures, channels and the outbox; the agent's admin key only"))
 )]
 struct ApiDoc;
 
@@ -67,10 +68,18 @@ pub fn api_router() -> OpenApiRouter<SharedState> {
         .routes(routes!(sessions::history))
         .routes(routes!(sessions::stats))
         .routes(routes!(admin::failures))
+        .routes(routes!(admin::list_conversations))
+        .routes(routes!(admin::get_conversation))
+        .routes(routes!(admin::stats))
+        .routes(routes!(admin::channels))
+        .routes(routes!(admin::outbox))
+        .routes(routes!(admin::retry_outbox))
 }
 
-/// Operations that do not identify the caller (user and channel headers).
-const WITHOUT_CALLER: [&str; 1] = ["failures"];
+/// Whether `path` is an admin route (the admin key; no caller identified).
+fn is_admin(path: &str) -> bool {
+    path.starts_with("/api/admin/") || path.starts_with("/channels/{name}/api/admin/")
+}
 /// Header naming the channel of a root route.
 const CHANNEL_HEADER: &str = crate::auth::CHANNEL_HEADER;
 /// Text with something other than whitespace in it (what `str::trim` leaves
@@ -141,7 +150,8 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let identifies_caller = authenticated && !WITHOUT_CALLER.contains(&operation_id.as_str());
+    let admin = is_admin(path);
+    let identifies_caller = authenticated && !admin;
     let uses_database = authenticated && operation_id != "list_models";
     let per_channel = path.starts_with("/channels/{name}/") && path != "/channels/{name}/webhook";
     let has_body = operation.get("requestBody").is_some();
@@ -184,6 +194,14 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
                 schema["pattern"] = json!(NOT_BLANK);
             }
             ("header", "x-conversation-id") => *schema = id_schema(true),
+            ("query", "channel" | "user") if admin => *schema = id_schema(false),
+            ("query", "cursor") if admin => {
+                schema["pattern"] = json!(crate::api::admin::CURSOR_PATTERN);
+            }
+            ("query", "active_minutes") if admin => {
+                schema["minimum"] = json!(1);
+                schema["maximum"] = json!(crate::api::admin::MAX_ACTIVE_MINUTES);
+            }
             _ => {}
         }
     }
@@ -205,7 +223,7 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
     if authenticated {
         declare("401", "The API key is missing or wrong");
     }
-    if operation_id == "failures" {
+    if admin {
         declare(
             "403",
             "This runtime has no admin key configured: admin routes are closed",
@@ -321,9 +339,9 @@ fn constrain_openai_options(schemas: &mut Map<String, Value>) {
                     "type": {"type": "string", "enum": ["json_schema"]},
                     "json_schema": {"type": "object", "required": ["name"], "properties": {
                         "name": {"type": "string"},
-                        "description": {"type": "string"},
+                        "description": {"type": ["string", "null"]},
                         "schema": {"type": "object"},
-                        "strict": {"type": "boolean"}}}}},
+                        "strict": {"type": ["boolean", "null"]}}}}},
                 {"type": "null"},
             ]}),
         ),

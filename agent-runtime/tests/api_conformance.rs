@@ -15,7 +15,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{API_KEY, RuntimeProcess};
+use common::{ADMIN_KEY, API_KEY, RuntimeProcess};
 use switchboard_tests::mock_llm::MockLlm;
 
 /// Cases per operation in each generating phase.
@@ -32,11 +32,14 @@ const SIGNING_KEY: &str = "conformance-signing-key";
 /// none (403s), and a webhook channel.
 const CHANNELS: [&str; 3] = ["web", "locked", "hooks"];
 
+/// The runtime under test: a context window wider than any one message the
+/// document admits (a schema-valid request is not refused for its length).
 fn runtime_config(mock: &MockLlm) -> String {
     format!(
         "agent: {{name: conformance}}\n\
          model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
          database: {{sqlitePath: \"{{dir}}/rt.db\"}}\n\
+         context: {{maxTokens: 1000000}}\n\
          defaultChannel: web\n\
          channels:\n\
          - {{name: web, type: web, greeting: \"Hello!\"}}\n\
@@ -48,13 +51,19 @@ fn runtime_config(mock: &MockLlm) -> String {
 }
 
 /// schemathesis' configuration: channel names drawn from the configured ones
-/// (nine times in ten; otherwise anything the document allows).
+/// (nine times in ten; otherwise anything the document allows); the admin
+/// routes called with the admin key (the client key only gets their 401); an
+/// invalid body too large to read refused with 413 counts as refused.
 fn schemathesis_config() -> String {
     let names: Vec<String> = CHANNELS.iter().map(|c| format!("{c:?}")).collect();
     format!(
         "[dictionaries.channels]\nvalues = [{}]\n\n\
          [parameters]\n\"path.name\" = {{ dictionary = \"channels\", probability = 0.9 }}\n\n\
-         [generation]\ndatabase = \"none\"\n",
+         [generation]\ndatabase = \"none\"\n\n\
+         [checks.negative_data_rejection]\nexpected-statuses = [\"400\", \"401\", \"403\", \"404\", \
+         \"405\", \"406\", \"409\", \"413\", \"415\", \"422\", \"428\", \"429\", \"5xx\"]\n\n\
+         [[operations]]\ninclude-path-regex = \"/api/admin/\"\n\
+         headers = {{ Authorization = \"Bearer {ADMIN_KEY}\" }}\n",
         names.join(", ")
     )
 }

@@ -130,12 +130,59 @@ async fn each_key_opens_only_its_own_routes(db: Db) {
             .await;
         assert_eq!(status, expected, "header channel with {key}");
     }
-    for (key, expected) in [(ADMIN_KEY, 200), (API_KEY, 401), (PARTNERS_KEY, 401)] {
+    // Every admin route: the admin key is let through (to the route's own
+    // answer), the client key and the channel keys are refused.
+    let admin_routes = [
+        (Method::GET, "/api/admin/failures", 200),
+        (Method::GET, "/api/admin/conversations", 200),
+        (Method::GET, "/api/admin/conversations/some-id", 404),
+        (Method::GET, "/api/admin/stats", 200),
+        (Method::GET, "/api/admin/channels", 200),
+        (Method::GET, "/api/admin/outbox", 200),
+        (Method::POST, "/api/admin/outbox/some-id/retry", 404),
+    ];
+    for (method, path, admitted) in admin_routes {
+        for (key, expected) in [
+            (ADMIN_KEY, admitted),
+            (API_KEY, 401),
+            (PARTNERS_KEY, 401),
+            (VENDORS_KEY, 401),
+        ] {
+            let (status, body) =
+                w.h.json(
+                    w.h.client
+                        .request(method.clone(), w.h.url(path))
+                        .bearer_auth(key),
+                )
+                .await;
+            assert_eq!(status, expected, "{method} {path} with {key}: {body}");
+            assert!(body["error"]["code"].is_string() || status == 200, "{body}");
+        }
+        // Naming a channel does not help a channel's key in.
+        let (status, _) =
+            w.h.json(
+                w.h.client
+                    .request(method.clone(), w.h.url(path))
+                    .bearer_auth(PARTNERS_KEY)
+                    .header("x-switchboard-channel", "partners"),
+            )
+            .await;
         assert_eq!(
-            w.status(Method::GET, "/api/admin/failures", key).await,
-            expected,
-            "admin with {key}"
+            status, 401,
+            "{method} {path} with the partners key and channel"
         );
+    }
+    // Nor does a channel's own path.
+    for path in [
+        "/channels/partners/api/admin/stats",
+        "/channels/web/api/admin/conversations",
+    ] {
+        for key in [API_KEY, PARTNERS_KEY] {
+            let (status, body) =
+                w.h.json(w.h.client.get(w.h.url(path)).bearer_auth(key))
+                    .await;
+            assert_eq!(status, 401, "{path} with {key}: {body}");
+        }
     }
 }
 
@@ -199,6 +246,28 @@ async fn one_channels_key_cannot_read_another_channels_sessions(db: Db) {
             .len(),
         1
     );
+    // The admin sees both alices, each under her channel and as she was named.
+    let (status, page) = w.h.admin_get("/api/admin/conversations?user=alice").await;
+    assert_eq!(status, 200, "{page}");
+    let mut seen: Vec<(String, String)> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|c| (c["channel"].to_string(), c["user"].to_string()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("\"partners\"".to_owned(), "\"alice\"".to_owned()),
+            ("\"web\"".to_owned(), "\"alice\"".to_owned()),
+        ],
+        "{page}"
+    );
+    let (_, partners) =
+        w.h.admin_get("/api/admin/conversations?user=alice&channel=partners")
+            .await;
+    assert_eq!(partners["data"][0]["id"], id.as_str(), "{partners}");
 }
 
 /// Polls `check` until it holds (the reloader runs every second).

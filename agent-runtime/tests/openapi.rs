@@ -26,7 +26,13 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(
         listed,
         [
+            "/api/admin/channels",
+            "/api/admin/conversations",
+            "/api/admin/conversations/{id}",
             "/api/admin/failures",
+            "/api/admin/outbox",
+            "/api/admin/outbox/{id}/retry",
+            "/api/admin/stats",
             "/api/openapi.json",
             "/api/sessions",
             "/api/sessions/search",
@@ -82,10 +88,10 @@ async fn openapi_document_matches_the_routes() {
             );
         }
     }
-    // 22 operations, the 20 client API ones again per channel, the webhook
-    // receiver, the Slack Events API receiver, a web channel's config.json and
-    // its live-sync stream.
-    assert_eq!(operations, 22 + 20 + 1 + 1 + 1 + 1);
+    // 28 operations, the 26 API ones (client and admin) again per channel, the
+    // webhook receiver, the Slack Events API receiver, a web channel's
+    // config.json and its live-sync stream.
+    assert_eq!(operations, 28 + 26 + 1 + 1 + 1 + 1);
 }
 
 /// Every `$ref` in `value`.

@@ -35,7 +35,9 @@ pub fn api_reference(crds: &[CustomResourceDefinition]) -> String {
          Every resource is namespaced. Fields are listed by their path; rules are enforced by \
          the apiserver (`kubectl apply` refuses a manifest that breaks one, naming the field).\n\n\
          The agent runtime's OpenAI-compatible API, request field by request field (pass-through, \
-         translated or refused for each provider), is described in [openai-api.md](openai-api.md).\n",
+         translated or refused for each provider), is described in [openai-api.md](openai-api.md); \
+         its admin API (every user's conversations, stats, channels and the outbox, under the \
+         agent's admin key) in [admin-api.md](admin-api.md).\n",
     );
     for crd in crds {
         render_crd(&mut out, crd);

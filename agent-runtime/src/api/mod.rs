@@ -4,6 +4,7 @@
 //! conversation service (or a storage read) and the result back.
 
 pub mod admin;
+pub mod admin_dto;
 pub mod dto;
 pub mod live;
 pub mod openai;

@@ -317,14 +317,31 @@ fn response_format(value: Value) -> Result<ResponseFormat, ApiError> {
                     "the schema is a JSON object",
                 ));
             }
+            let description = match format.get("description") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(text.clone()),
+                Some(_) => {
+                    return Err(bad(
+                        "response_format.json_schema.description",
+                        "the description is a string",
+                    ));
+                }
+            };
+            let strict = match format.get("strict") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(strict)) => Some(*strict),
+                Some(_) => {
+                    return Err(bad(
+                        "response_format.json_schema.strict",
+                        "strict is true or false",
+                    ));
+                }
+            };
             Ok(ResponseFormat::JsonSchema {
                 name: name.to_owned(),
-                description: format
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                description,
                 schema,
-                strict: format.get("strict").and_then(Value::as_bool),
+                strict,
             })
         }
         _ => Err(bad(
@@ -425,6 +442,14 @@ mod tests {
             (
                 json!({"response_format": {"type": "json_schema", "json_schema": {}}}),
                 "response_format.json_schema.name",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "w", "strict": {}}}}),
+                "response_format.json_schema.strict",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "w", "description": 1}}}),
+                "response_format.json_schema.description",
             ),
             (json!({"logprobs": true}), "logprobs"),
             (json!({"audio": {"voice": "alloy"}}), "audio"),

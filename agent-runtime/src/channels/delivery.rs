@@ -31,6 +31,9 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// (timestamps up to 3600 s either side of now), after which replays are
 /// refused by their timestamp.
 const KEEP_FINISHED: Duration = Duration::from_secs(3 * 3600);
+/// Given-up rows are kept this long, so an admin can retry them
+/// (`POST /api/admin/outbox/{id}/retry`).
+const KEEP_FAILED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Timeout of one callback POST.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,7 +134,10 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
             last_purge = std::time::Instant::now();
             if let Err(err) = state
                 .store
-                .purge_deliveries(now_ms() - millis(KEEP_FINISHED))
+                .purge_deliveries(
+                    now_ms() - millis(KEEP_FINISHED),
+                    now_ms() - millis(KEEP_FAILED),
+                )
                 .await
             {
                 tracing::warn!(error = %err, "cannot purge finished webhook deliveries");

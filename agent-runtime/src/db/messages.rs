@@ -9,7 +9,7 @@ use super::sessions::{NewSession, SESSION_COLUMNS};
 use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool};
 use crate::domain::{Role, ToolCall};
 
-const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
+pub(super) const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
      tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id";
 
 /// A message to store.

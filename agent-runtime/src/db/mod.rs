@@ -24,7 +24,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use admin::FailedTurn;
+pub use admin::{
+    Activity, AdminConversation, AgentFigures, ConversationFilter, FailedTurn, OutboxDepth,
+    OutboxEntry, OutboxFilter, OutboxState, RetryOutcome,
+};
 pub use live::LiveChannel;
 pub use messages::NewMessage;
 pub use models::{Message, Session, SessionSummary};

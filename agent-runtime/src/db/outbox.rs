@@ -221,11 +221,17 @@ impl Store {
         )
     }
 
-    /// Removes finished deliveries older than `before_ms`.
-    pub async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+    /// Removes delivered deliveries older than `before_ms`, and given-up ones
+    /// older than `failed_before_ms` (kept longer, for a manual retry).
+    pub async fn purge_deliveries(
+        &self,
+        before_ms: i64,
+        failed_before_ms: i64,
+    ) -> Result<u64, StoreError> {
         Ok(with_pool!(self, pool => sqlx::query(
-                "DELETE FROM webhook_outbox WHERE status <> 'pending' AND created_at < $1")
-            .bind(before_ms).execute(pool).await?.rows_affected()))
+                "DELETE FROM webhook_outbox WHERE (status = 'delivered' AND created_at < $1) \
+                 OR (status = 'failed' AND created_at < $2)")
+            .bind(before_ms).bind(failed_before_ms).execute(pool).await?.rows_affected()))
     }
 }
 

@@ -83,6 +83,21 @@ impl RateWindows {
         Ok(())
     }
 
+    /// The per-user keys (`user…`, `channel-user…`) whose count reached their
+    /// limit in `minute` or later, with their minute: the users being refused.
+    pub async fn keys_at_limit(&self, minute: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT minute, key FROM rate_windows \
+             WHERE minute >= $1 AND count >= lim AND (key LIKE $2 OR key LIKE $3)",
+        )
+        .bind(minute)
+        .bind("user\u{1f}%")
+        .bind("channel-user\u{1f}%")
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     /// Deletes the counters of minutes before `minute`.
     pub async fn forget_before(&self, minute: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM rate_windows WHERE minute < $1")
