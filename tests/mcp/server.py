@@ -11,7 +11,8 @@ Tools:
   add(a: int, b: int) -> int     the sum
   echo(text: str) -> str         the text back
   slow(seconds: float) -> str    sleeps, then answers "slept"; for timeouts
-  fail(message: str)             raises, so the call is a tool error
+  fail(message: str)             raises a ToolError: the call is an error result
+                                 carrying the message
   delete_file(path: str) -> str  deletes nothing; meant to sit behind an approval
 """
 
@@ -21,6 +22,7 @@ import sys
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("switchboard-test-tools")
 
@@ -46,8 +48,8 @@ async def slow(seconds: float) -> str:
 
 @server.tool()
 def fail(message: str) -> str:
-    """Always fail with the given message."""
-    raise RuntimeError(message)
+    """Always fail with the given message (a tool error the caller sees)."""
+    raise ToolError(message)
 
 
 @server.tool()
