@@ -375,3 +375,73 @@ on_both_databases!(
     streamed_turns_run_server_tools_without_showing_them,
     a_dead_source_leaves_turns_without_its_tools,
 );
+
+/// Two runtime processes: the caller offers the callee as the tool
+/// `ask_helper_bot`; the callee's `agent.caller` key file opens its agent-call
+/// route, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agent_answers_as_a_tool() {
+    use common::{API_KEY, RuntimeProcess, TempDir};
+    const AGENT_KEY: &str = "agent-key-for-caller";
+    let mock = MockLlm::start().await.expect("mock starts");
+    let keys = TempDir::new();
+    std::fs::write(keys.0.join("agent.caller"), AGENT_KEY).expect("key file");
+    let model = format!(
+        "model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
+         database: {{sqlitePath: \"{{dir}}/rt.db\"}}\n",
+        mock.openai_base_url()
+    );
+    let callee = RuntimeProcess::spawn(
+        &format!(
+            "agent: {{name: helper-bot}}\n{model}auth: {{keysDir: \"{}\"}}\n",
+            keys.0.display()
+        ),
+        &[("UPSTREAM_KEY", "sk-upstream")],
+    )
+    .await;
+    let caller = RuntimeProcess::spawn(
+        &format!(
+            "agent: {{name: caller}}\n{model}tools:\n  sources:\n  - {{name: helper-bot, kind: Agent, url: \"{}\", keyEnv: CALLEE_KEY, timeoutSeconds: 10, description: \"Knows everything\"}}\n",
+            callee.base
+        ),
+        &[("UPSTREAM_KEY", "sk-upstream"), ("CALLEE_KEY", AGENT_KEY)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let answer: Value = client
+        .post(format!("{}/v1/chat/completions", caller.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": r#"Ask [[mock: tools=ask_helper_bot; args={"message":"What is 2+2?"}]]"#}]}))
+        .send()
+        .await
+        .expect("caller answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Tool results: Echo: What is 2+2?",
+        "{answer}\ncaller log:\n{}\ncallee log:\n{}",
+        caller.log(),
+        callee.log()
+    );
+    let offered = mock.requests()[0].body["tools"].to_string();
+    assert!(offered.contains("Knows everything"), "{offered}");
+    // The agent-call route: only the agent key opens it; the agent key opens nothing else.
+    let call = |key: &'static str, path: &'static str| {
+        client
+            .post(format!("{}{path}", callee.base))
+            .bearer_auth(key)
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for (key, path, status) in [
+        (AGENT_KEY, "/agents/v1/chat/completions", 200),
+        (API_KEY, "/agents/v1/chat/completions", 401),
+        ("wrong-key", "/agents/v1/chat/completions", 401),
+        (AGENT_KEY, "/v1/chat/completions", 401),
+    ] {
+        let response = call(key, path).await.expect("callee answers");
+        assert_eq!(response.status().as_u16(), status, "{path} with {key}");
+    }
+}
