@@ -115,6 +115,7 @@ async fn with_tools(db: Db, server: &McpServer, upstream: ModelProvider) -> Harn
         }
         config.tools.sources = vec![mcp_source("calc", &url, 3)];
         config.tools.max_steps = 3;
+        config.tools.require_approval = vec!["delete_file".into()];
     })
     .await
 }
@@ -273,6 +274,22 @@ async fn invalid_arguments_and_the_step_limit(db: Db) {
     assert!(
         content.contains("arguments.a must be of type integer"),
         "{content}"
+    );
+    // A tool that needs an approval never runs (approvals are not asked for yet).
+    let (status, body) = ask(
+        &h,
+        r#"Delete [[mock: tools=delete_file; args={"path":"/etc/x"}]]"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert!(content.contains("the call was rejected"), "{content}");
+    assert_eq!(
+        h.metric_sum(r#"switchboard_runtime_tool_calls_total{outcome="rejected""#)
+            .await,
+        1.0
     );
     // A model that keeps asking stops at maxSteps (3) model calls.
     let before = h.mock.requests().len();

@@ -127,6 +127,13 @@ async fn execute(state: &AppState, call: ToolCall, tool: Option<ServerTool>) -> 
         };
         let arguments =
             schema::check(&tool.schema, &call.arguments).map_err(ToolError::InvalidArguments)?;
+        // Approvals are not asked for yet: a tool that needs one never runs.
+        if state.tools.needs_approval(&tool.name) {
+            return Err(ToolError::Rejected(
+                "this tool needs a person's approval, which this runtime cannot ask for yet"
+                    .to_owned(),
+            ));
+        }
         state.tools.call(&tool, arguments).await
     }
     .instrument(span.clone())
