@@ -95,6 +95,42 @@ pub async fn require_api_key(
     refusal.into_response()
 }
 
+/// The route other agents call this one on as a tool, opened only by their
+/// `agent.<caller>` keys (see [`require_agent_key`]).
+pub const AGENT_CALL_PATH: &str = "/agents/v1/chat/completions";
+/// The internal channel agent calls come in through.
+pub const AGENTS_CHANNEL: &str = "agents";
+
+/// Middleware of [`AGENT_CALL_PATH`]: only a key from an `agent.<caller>` file of
+/// `auth.keysDir` opens it (the client, admin and channel keys do not), whatever
+/// the default channel; the call is served on the internal channel `agents`
+/// (its sessions visible only there) as user `agent:<caller>`.
+pub async fn require_agent_key(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(presented) = bearer_token(request.headers()) else {
+        return ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
+            .into_response();
+    };
+    let Some(caller) = state.keys.agent_caller(presented) else {
+        return ApiError::unauthorized(
+            "invalid API key: this route is opened only by the key another agent was given to call this one",
+        )
+        .into_response();
+    };
+    let mut channel = ChannelSettings::open(AGENTS_CHANNEL);
+    channel.own_key = true;
+    request
+        .extensions_mut()
+        .insert(PathChannel(std::sync::Arc::new(channel)));
+    request
+        .extensions_mut()
+        .insert(EdgeUser(format!("agent:{caller}")));
+    next.run(request).await
+}
+
 /// The channel of a root route: the one `x-switchboard-channel` names, else the
 /// agent's default channel.
 fn root_channel(

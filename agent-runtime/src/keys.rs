@@ -1,5 +1,7 @@
 //! The bearer keys the runtime accepts, and their rotation: the agent's client
-//! key, the admin key, and the keys of channels that have their own. Read from
+//! key, the admin key, the keys of channels that have their own, and the keys
+//! other agents of the namespace call this one with as a tool (`agent.<caller>`,
+//! opening only `POST /agents/v1/chat/completions`). Read from
 //! the environment at start and, when `auth.keysDir` is set (a mounted Secret
 //! volume in a cluster), re-read from its files every `auth.keysReloadSeconds`,
 //! so a rotated Secret takes effect without a restart. A replaced key keeps
@@ -14,8 +16,8 @@ use crds::runtime_config::AuthConfig;
 
 // The file names the operator mounts (shared with it through the crds crate).
 use crds::runtime_config::{
-    KEY_FILE_ADMIN as ADMIN_FILE, KEY_FILE_CHANNEL_PREFIX as CHANNEL_FILE_PREFIX,
-    KEY_FILE_CLIENT as CLIENT_FILE,
+    KEY_FILE_ADMIN as ADMIN_FILE, KEY_FILE_AGENT_PREFIX as AGENT_FILE_PREFIX,
+    KEY_FILE_CHANNEL_PREFIX as CHANNEL_FILE_PREFIX, KEY_FILE_CLIENT as CLIENT_FILE,
 };
 
 /// Which key a request must present.
@@ -77,6 +79,31 @@ struct Keys {
     client: Slot,
     admin: Slot,
     channels: HashMap<String, Slot>,
+    agents: HashMap<String, Slot>,
+}
+
+/// Rotates each named slot to its loaded key, adds new names, and forgets
+/// names whose key and grace are both gone.
+fn rotate_named(
+    slots: &mut HashMap<String, Slot>,
+    loaded: HashMap<String, String>,
+    grace: Duration,
+    now: Instant,
+) {
+    for (name, slot) in slots.iter_mut() {
+        slot.rotate(loaded.get(name).cloned(), grace, now);
+    }
+    for (name, key) in loaded {
+        slots.entry(name).or_insert_with(|| Slot::new(Some(key)));
+    }
+    slots.retain(|_, s| s.is_set() || s.previous.as_ref().is_some_and(|(_, u)| now < *u));
+}
+
+fn currents(slots: &HashMap<String, Slot>) -> HashMap<String, Option<String>> {
+    slots
+        .iter()
+        .map(|(n, s)| (n.clone(), s.current.clone()))
+        .collect()
 }
 
 /// The keys accepted now; cheap to check from every request.
@@ -123,8 +150,24 @@ impl KeyRing {
                 .into_iter()
                 .map(|(name, key)| (name, Slot::new(Some(key))))
                 .collect(),
+            agents: loaded
+                .agents
+                .into_iter()
+                .map(|(name, key)| (name, Slot::new(Some(key))))
+                .collect(),
         };
         ring
+    }
+
+    /// The agent whose `agent.<caller>` key `presented` is (in its grace period
+    /// too), if any.
+    pub fn agent_caller(&self, presented: &str) -> Option<String> {
+        let now = Instant::now();
+        self.read()
+            .agents
+            .iter()
+            .find(|(_, slot)| slot.accepts(presented, now))
+            .map(|(name, _)| name.clone())
     }
 
     /// The agent's client key now (the web edge derives its cookie key from it).
@@ -183,32 +226,18 @@ impl KeyRing {
         let before = (
             keys.client.current.clone(),
             keys.admin.current.clone(),
-            keys.channels
-                .iter()
-                .map(|(n, s)| (n.clone(), s.current.clone()))
-                .collect::<HashMap<_, _>>(),
+            currents(&keys.channels),
+            currents(&keys.agents),
         );
         keys.client.rotate(loaded.client, self.grace, now);
         keys.admin.rotate(loaded.admin, self.grace, now);
-        for (name, slot) in keys.channels.iter_mut() {
-            let next = loaded.channels.get(name).cloned();
-            slot.rotate(next, self.grace, now);
-        }
-        for (name, key) in loaded.channels {
-            keys.channels
-                .entry(name)
-                .or_insert_with(|| Slot::new(Some(key)));
-        }
-        // Forget channels whose key and grace are both gone.
-        keys.channels
-            .retain(|_, s| s.is_set() || s.previous.as_ref().is_some_and(|(_, u)| now < *u));
+        rotate_named(&mut keys.channels, loaded.channels, self.grace, now);
+        rotate_named(&mut keys.agents, loaded.agents, self.grace, now);
         let after = (
             keys.client.current.clone(),
             keys.admin.current.clone(),
-            keys.channels
-                .iter()
-                .map(|(n, s)| (n.clone(), s.current.clone()))
-                .collect::<HashMap<_, _>>(),
+            currents(&keys.channels),
+            currents(&keys.agents),
         );
         before != after
     }
@@ -219,6 +248,7 @@ impl KeyRing {
             client: self.env_client.clone(),
             admin: self.env_admin.clone(),
             channels: HashMap::new(),
+            agents: HashMap::new(),
         };
         let Some(dir) = &self.dir else {
             return loaded;
@@ -245,6 +275,8 @@ impl KeyRing {
                 loaded.admin = Some(key);
             } else if let Some(channel) = name.strip_prefix(CHANNEL_FILE_PREFIX) {
                 loaded.channels.insert(channel.to_owned(), key);
+            } else if let Some(caller) = name.strip_prefix(AGENT_FILE_PREFIX) {
+                loaded.agents.insert(caller.to_owned(), key);
             }
         }
         loaded
@@ -255,6 +287,7 @@ struct Loaded {
     client: Option<String>,
     admin: Option<String>,
     channels: HashMap<String, String>,
+    agents: HashMap<String, String>,
 }
 
 fn read_key(path: &Path) -> Option<String> {

@@ -17,7 +17,8 @@
 //!   [`prompt`] (token counting, trimming), [`providers`] (upstream models),
 //!   [`db`] (storage), [`domain`] (roles, session states, conversation
 //!   hashes), [`metrics`], [`settings`] (config file + env), [`shutdown`],
-//!   [`status_report`], [`telemetry`] (logs, OTLP traces).
+//!   [`status_report`], [`telemetry`] (logs, OTLP traces), [`tools`]
+//!   (server-side tools: MCP servers and other agents).
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +45,7 @@ pub mod shutdown;
 pub mod state;
 pub mod status_report;
 pub mod telemetry;
+pub mod tools;
 
 pub use server::{router, serve, serve_with_shutdown};
 pub use settings::{DatabaseTarget, Settings, SettingsError};

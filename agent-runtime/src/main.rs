@@ -149,5 +149,13 @@ async fn current_health(state: &SharedState) -> Health {
         upstream_healthy: state.upstream_healthy(),
         active_sessions: state.channels.activity.active_sessions_total(),
         messages_total: i64::try_from(state.messages_total()).unwrap_or(i64::MAX),
+        tool_problems: (!state.tools.is_empty()).then(|| {
+            state
+                .tools
+                .problems()
+                .into_iter()
+                .map(|p| (p.source, p.error))
+                .collect()
+        }),
     }
 }

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub webhook_outbox_pending: IntGaugeVec,
     /// Age of the oldest undelivered webhook answer, by channel.
     pub webhook_outbox_oldest_age: GaugeVec,
+    /// Server-side tool calls by tool, source and outcome.
+    pub tool_calls: IntCounterVec,
+    /// Server-side tool call duration by tool and source.
+    pub tool_duration: HistogramVec,
+    /// Whether each tool source was reachable with tools at its last listing (1) or not (0).
+    pub tool_source_up: IntGaugeVec,
     messages_total: AtomicU64,
 }
 
@@ -193,8 +199,33 @@ impl Metrics {
             ),
             &["channel"],
         )?;
+        let tool_calls = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_tool_calls_total",
+                "Server-side tool calls by tool, source and outcome (ok, error, timeout, invalid_arguments, unavailable, rejected).",
+            ),
+            &["tool", "source", "outcome"],
+        )?;
+        let tool_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "switchboard_runtime_tool_call_duration_seconds",
+                "Duration of server-side tool calls (without the wait for an approval).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["tool", "source"],
+        )?;
+        let tool_source_up = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_runtime_tool_source_up",
+                "1 when the tool source answered its last listing with tools, else 0.",
+            ),
+            &["source"],
+        )?;
         for collector in [
             Box::new(webhook_outbox_pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tool_calls.clone()),
+            Box::new(tool_duration.clone()),
+            Box::new(tool_source_up.clone()),
             Box::new(webhook_outbox_oldest_age.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(upstream_fallbacks.clone()),
@@ -237,6 +268,9 @@ impl Metrics {
             messages,
             webhook_outbox_pending,
             webhook_outbox_oldest_age,
+            tool_calls,
+            tool_duration,
+            tool_source_up,
             messages_total: AtomicU64::new(0),
         })
     }

@@ -35,8 +35,20 @@ pub fn router(state: SharedState) -> Router {
         .clone()
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed);
+    // Other agents calling this one as a tool: one route, its own keys.
+    let agent_calls = Router::new()
+        .route(
+            crate::auth::AGENT_CALL_PATH,
+            axum::routing::post(crate::api::openai::chat_completions),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_agent_key,
+        ))
+        .with_state(state.clone());
     Router::new()
         .merge(api)
+        .merge(agent_calls)
         .merge(channel_routes::webhook_router(state.clone()))
         .merge(ops::router(state.clone(), openapi))
         .fallback_service(channel_routes::fallback(state.clone(), per_channel))

@@ -21,6 +21,7 @@ use crate::prompt::Tokenizer;
 use crate::providers::{ModelChain, build_provider, http_client};
 use crate::settings::Settings;
 use crate::shutdown::Lifecycle;
+use crate::tools::ToolRegistry;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub struct AppState {
     pub ledger: Arc<CostLedger>,
     /// Live sync of users' sessions to their open pages, on every pod.
     pub live: LiveSync,
+    /// Server-side tools (MCP servers, other agents) offered to the model.
+    pub tools: Arc<ToolRegistry>,
 }
 
 /// Shared handle on [`AppState`].
@@ -115,7 +118,16 @@ impl AppState {
         apply_limits(&channels, &limiter, &[]);
         let lifecycle = Lifecycle::default();
         let live = LiveSync::start(&store, &lifecycle);
+        let tools = Arc::new(ToolRegistry::new(
+            config.tools.clone(),
+            client.clone(),
+            metrics.clone(),
+        ));
+        // The first listing before the first turn; then periodically.
+        tools.refresh().await;
+        tokio::spawn(tools.clone().run(lifecycle.clone()));
         Ok(Arc::new(Self {
+            tools,
             live,
             channels,
             webhooks,

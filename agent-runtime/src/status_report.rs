@@ -86,6 +86,43 @@ pub struct Health {
     /// Tokens and cost of the budget window (shared by all pods), when costs
     /// are accounted; written to the agent-wide `status.usage`.
     pub usage: Option<UsageStatus>,
+    /// With server-side tool sources configured: the sources that could not
+    /// be listed or listed no tools, as (source, error); written as the
+    /// condition [`TOOLS_CONDITION`] (a type the operator does not write).
+    pub tool_problems: Option<Vec<(String, String)>>,
+}
+
+/// The condition the runtime writes about its tool sources.
+pub const TOOLS_CONDITION: &str = "ToolsAvailable";
+
+fn tools_condition(problems: &[(String, String)], now: Timestamp) -> serde_json::Value {
+    let (status, reason, message) = if problems.is_empty() {
+        (
+            "True",
+            "SourcesListed",
+            "every tool source lists its tools".to_owned(),
+        )
+    } else {
+        let named: Vec<String> = problems
+            .iter()
+            .map(|(source, error)| format!("{source}: {error}"))
+            .collect();
+        (
+            "False",
+            "SourceUnavailable",
+            format!(
+                "turns go on without these sources' tools: {}",
+                named.join("; ")
+            ),
+        )
+    };
+    serde_json::json!({
+        "type": TOOLS_CONDITION,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": Time(now),
+    })
 }
 
 /// The status patch for one report.
@@ -102,6 +139,9 @@ pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> 
     let mut status = serde_json::json!({ "runtime": [entry] });
     if let Some(usage) = health.usage {
         status["usage"] = serde_json::json!(usage);
+    }
+    if let Some(problems) = &health.tool_problems {
+        status["conditions"] = serde_json::json!([tools_condition(problems, now)]);
     }
     serde_json::json!({
         "apiVersion": "switchboard.dev/v1alpha1",
@@ -204,6 +244,34 @@ mod tests {
     }
 
     #[test]
+    fn tool_problems_are_a_condition_naming_the_source() {
+        let health = Health {
+            tool_problems: Some(vec![("search".into(), "initialize failed: refused".into())]),
+            ..Health::default()
+        };
+        let patch = status_patch(
+            &config(),
+            health,
+            Timestamp::from_second(1_700_000_000).unwrap(),
+        );
+        let condition = &patch["status"]["conditions"][0];
+        assert_eq!(condition["type"], TOOLS_CONDITION);
+        assert_eq!(condition["status"], "False");
+        assert!(
+            condition["message"]
+                .as_str()
+                .unwrap()
+                .contains("search: initialize failed: refused")
+        );
+        let healthy = Health {
+            tool_problems: Some(Vec::new()),
+            ..Health::default()
+        };
+        let patch = status_patch(&config(), healthy, Timestamp::from_second(1).unwrap());
+        assert_eq!(patch["status"]["conditions"][0]["status"], "True");
+    }
+
+    #[test]
     fn patch_carries_only_this_pods_entry() {
         let health = Health {
             ready: true,
@@ -211,6 +279,7 @@ mod tests {
             active_sessions: 3,
             messages_total: 42,
             usage: None,
+            tool_problems: None,
         };
         let patch = status_patch(
             &config(),

@@ -223,6 +223,79 @@ async fn chat_turns_are_exported_as_genai_spans_over_otlp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_are_execute_tool_spans_under_the_turn() {
+    let mock = MockLlm::start().await.expect("mock");
+    let received = Received::default();
+    let endpoint = start_receiver(received.clone()).await;
+    // An agent source nobody answers: the call fails fast, its error goes to the model.
+    let nobody = format!("http://127.0.0.1:{}", switchboard_tests::wait::free_port());
+    let config = format!(
+        "{}tools:\n  sources:\n  - {{name: nobody, kind: Agent, url: \"{nobody}\", timeoutSeconds: 5}}\n",
+        config(&mock)
+    );
+    let runtime = RuntimeProcess::spawn(
+        &config,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", runtime.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({"messages": [{"role": "user", "content": r#"[[mock: tools=ask_nobody; args={"message":"hi"}]] ask"#}]}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("");
+    assert!(content.contains("could not be reached"), "{answer}");
+    let spans = eventually(Duration::from_secs(20), "the tool span exported", || {
+        let received = received.clone();
+        async move {
+            let spans = received.spans();
+            let done = spans
+                .iter()
+                .any(|(_, s)| s.name == "execute_tool ask_nobody")
+                && spans.iter().any(|(_, s)| s.name == "chat mock-gpt");
+            done.then_some(spans)
+        }
+    })
+    .await;
+    let tool = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "execute_tool ask_nobody")
+        .expect("tool span");
+    let turn = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "chat mock-gpt")
+        .expect("turn span");
+    assert_eq!(
+        tool.parent_span_id, turn.span_id,
+        "the call is the turn's child"
+    );
+    let attr = |key: &str| attribute(&tool.attributes, key);
+    assert_eq!(
+        attr("gen_ai.operation.name").as_deref(),
+        Some("execute_tool")
+    );
+    assert_eq!(attr("gen_ai.tool.name").as_deref(), Some("ask_nobody"));
+    assert!(attr("gen_ai.tool.call.id").is_some_and(|id| id.starts_with("call_")));
+    assert_eq!(attr("error.type").as_deref(), Some("unavailable"));
+    assert_eq!(
+        tool.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_exported_when_the_sdk_is_disabled() {
     // The endpoint is set and the receiver runs; OTEL_SDK_DISABLED=true wins.
     let (_mock, received, mut runtime) = traced_runtime(&[("OTEL_SDK_DISABLED", "true")]).await;

@@ -68,6 +68,7 @@ fn reported(chain: &ModelChain) -> serde_json::Value {
         active_sessions: 0,
         messages_total: 0,
         usage: None,
+        tool_problems: None,
     };
     status_patch(&config, health, k8s_openapi::jiff::Timestamp::now())["status"]["runtime"][0]
         .clone()

@@ -68,6 +68,12 @@ pub struct Behaviour {
     /// (`tools`, `x-mock-tools`; `none` answers in text). Default: the first
     /// tool offered.
     pub tools: Option<Vec<String>>,
+    /// The calls' arguments, JSON text per tool separated by `|` (`args`,
+    /// `x-mock-args`; the last repeats). Default: `{"text": <the user message>}`.
+    pub tool_args: Option<Vec<String>>,
+    /// Call the tools again even when the conversation ends with their results
+    /// (`loop=true`, `x-mock-loop`): a model that never stops asking.
+    pub tool_loop: bool,
 }
 
 const MARKER_OPEN: &str = "[[mock:";
@@ -112,6 +118,10 @@ impl Behaviour {
             "times" => self.times = value.trim().parse().ok(),
             "usage_in" => self.usage_in = value.trim().parse().ok(),
             "usage_out" => self.usage_out = value.trim().parse().ok(),
+            "args" => {
+                self.tool_args = Some(value.split('|').map(|a| a.trim().to_owned()).collect())
+            }
+            "loop" => self.tool_loop = value.trim() == "true",
             "tools" => {
                 self.tools = Some(
                     value

@@ -148,7 +148,9 @@ fn tool_turn(
     behaviour: &Behaviour,
     id: &str,
 ) -> (Option<String>, Vec<MockToolCall>) {
-    if let Some(results) = &prompt.tool_results {
+    if let Some(results) = &prompt.tool_results
+        && !behaviour.tool_loop
+    {
         return (
             Some(format!("Tool results: {}", results.join("; "))),
             Vec::new(),
@@ -169,7 +171,14 @@ fn tool_turn(
         .map(|(i, name)| MockToolCall {
             id: format!("call_{id}_{i}"),
             name,
-            arguments: arguments.clone(),
+            arguments: match &behaviour.tool_args {
+                Some(args) => args
+                    .get(i)
+                    .or(args.last())
+                    .cloned()
+                    .unwrap_or_else(|| arguments.clone()),
+                None => arguments.clone(),
+            },
         })
         .collect();
     (None, calls)

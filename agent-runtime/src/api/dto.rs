@@ -198,11 +198,76 @@ pub struct Message {
     /// The call a tool message answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// On the result of a server-side tool call: the execution (tool, source,
+    /// input, output, status, duration, error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_execution: Option<ToolExecution>,
+}
+
+/// A server-side tool call the runtime ran for the model.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ToolExecution {
+    /// Execution id.
+    pub id: String,
+    /// The tool, as the model named it.
+    pub tool: String,
+    /// The source offering it (an MCP server or an agent).
+    pub source: String,
+    /// The assistant message that asked for the call.
+    pub call_message_id: String,
+    /// The call's id.
+    pub tool_call_id: String,
+    /// The arguments as the model wrote them (JSON text).
+    pub input: String,
+    /// What the model got back (the result, or the error).
+    pub output: String,
+    /// `ok`, `error`, `timeout`, `invalid_arguments`, `unavailable` or `rejected`.
+    pub status: String,
+    /// How long the call took, in milliseconds.
+    pub duration_ms: i64,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<db::ToolExecution> for ToolExecution {
+    fn from(e: db::ToolExecution) -> Self {
+        Self {
+            id: e.id,
+            tool: e.tool,
+            source: e.source,
+            call_message_id: e.call_message_id,
+            tool_call_id: e.tool_call_id,
+            input: e.input,
+            output: e.output,
+            status: e.status,
+            duration_ms: e.duration_ms,
+            error: e.error,
+            started_at: DateTime::from_timestamp_millis(e.started_at).unwrap_or_default(),
+        }
+    }
+}
+
+impl Message {
+    /// Attaches each execution to the tool message holding its result.
+    pub fn with_executions(messages: &mut [Message], executions: Vec<db::ToolExecution>) {
+        let mut by_result: std::collections::HashMap<String, db::ToolExecution> = executions
+            .into_iter()
+            .map(|e| (e.result_message_id.clone(), e))
+            .collect();
+        for message in messages {
+            if let Some(e) = by_result.remove(&message.id) {
+                message.tool_execution = Some(e.into());
+            }
+        }
+    }
 }
 
 impl From<db::Message> for Message {
     fn from(m: db::Message) -> Self {
         Self {
+            tool_execution: None,
             tool_calls: Some(m.tool_calls())
                 .filter(|calls| !calls.is_empty())
                 .map(|calls| calls.iter().map(Into::into).collect()),

@@ -432,8 +432,12 @@ pub async fn list_messages(
         .store
         .list_messages(&caller.user(None)?, &id, limit, offset)
         .await?;
+    let mut data: Vec<dto::Message> = dto::convert(data);
+    if data.iter().any(|m| m.tool_call_id.is_some()) {
+        dto::Message::with_executions(&mut data, state.store.tool_executions(&id).await?);
+    }
     Ok(Json(MessagePage {
-        data: dto::convert(data),
+        data,
         pagination: Pagination::new(limit, offset, total),
     }))
 }

@@ -16,6 +16,7 @@ mod error;
 mod record;
 pub mod retention;
 mod stream;
+mod tool_loop;
 mod turn;
 
 pub use error::ConversationError;

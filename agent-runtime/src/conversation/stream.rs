@@ -133,65 +133,145 @@ struct Streaming {
 impl Streaming {
     /// Relays the upstream's events until the answer ends, breaks, the client
     /// leaves or the runtime shuts down; settles the call and stores the
-    /// answer; sends the last event.
-    async fn run(self, events: EventStream, verdict: StreamVerdict, span: &tracing::Span) {
-        let state = &self.state;
+    /// answer; while the answer calls server-side tools, runs them and relays
+    /// the model's next answer; sends the last event.
+    async fn run(mut self, events: EventStream, verdict: StreamVerdict, span: &tracing::Span) {
+        let state = self.state.clone();
         state.metrics.active_streams.inc();
-        let end = self.relay(events).await;
-        // The model's health: a clean end closes its circuit, a break counts
-        // against it; a client gone or a shutdown says nothing about it.
-        match (&end.upstream_error, &end.error) {
-            (Some(e), _) => verdict.failed(e),
-            (None, None) => verdict.succeeded(),
-            (None, Some(_)) => drop(verdict),
-        }
-        let call = Call {
-            state,
-            turn: &self.turn,
-            request: &self.request,
-            span,
-            provider: self.provider.as_ref(),
-            started: self.started,
-            id: self.id.clone(),
-        };
-        let settled = settle(call, end);
-        let session = &self.turn.session_id;
-        // Boxed: the write's future is large and would otherwise sit inline
-        // in every idle stream's task.
-        let write = state
-            .store
-            .append_messages(std::slice::from_ref(&settled.record));
-        let stored = match Box::pin(write).await {
-            Ok(mut rows) => rows.pop(),
-            Err(err) => {
-                tracing::error!(%session, error = %err, "could not store the answer");
-                None
+        let mut step = 1;
+        let mut next = Some((events, verdict));
+        let event = loop {
+            let Some((events, verdict)) = next.take() else {
+                break None;
+            };
+            let mut end = self.relay(events).await;
+            // The model's health: a clean end closes its circuit, a break counts
+            // against it; a client gone or a shutdown says nothing about it.
+            match (&end.upstream_error, &end.error) {
+                (Some(e), _) => verdict.failed(e),
+                (None, None) => verdict.succeeded(),
+                (None, Some(_)) => drop(verdict),
             }
-        };
-        let event = match (stored, settled.error) {
-            (Some(message), None) => TurnEvent::Done(Box::new(Answer {
-                message,
-                usage: settled.usage,
-                finish_reason: settled.finish_reason.unwrap_or_else(|| "stop".to_owned()),
-            })),
-            (Some(message), Some(error)) => {
-                tracing::warn!(%session, %error, "stream failed midway; partial answer stored");
-                TurnEvent::Failed {
-                    message: Box::new(message),
-                    error,
+            let calls = super::tool_loop::plan(&state, &self.turn, &mut end, step);
+            let id = if calls.is_empty() {
+                self.id.clone()
+            } else {
+                NewMessage::new_id()
+            };
+            let call = Call {
+                state: &state,
+                turn: &self.turn,
+                request: &self.request,
+                span,
+                provider: self.provider.as_ref(),
+                started: self.started,
+                id,
+            };
+            let settled = settle(call, end);
+            let session = &self.turn.session_id;
+            // Boxed: the write's future is large and would otherwise sit inline
+            // in every idle stream's task.
+            let write = state
+                .store
+                .append_messages(std::slice::from_ref(&settled.record));
+            let stored = match Box::pin(write).await {
+                Ok(mut rows) => rows.pop(),
+                Err(err) => {
+                    tracing::error!(%session, error = %err, "could not store the answer");
+                    None
+                }
+            };
+            match (stored, settled.error) {
+                (Some(message), None) if !calls.is_empty() => {
+                    match self.next_step(&message, calls).await {
+                        Ok(Some(more)) => {
+                            step += 1;
+                            next = Some(more);
+                        }
+                        Ok(None) => break None,
+                        Err(event) => break Some(event),
+                    }
+                }
+                (Some(message), None) => {
+                    break Some(TurnEvent::Done(Box::new(Answer {
+                        message,
+                        usage: settled.usage,
+                        finish_reason: settled.finish_reason.unwrap_or_else(|| "stop".to_owned()),
+                    })));
+                }
+                (Some(message), Some(error)) => {
+                    tracing::warn!(%session, %error, "stream failed midway; partial answer stored");
+                    break Some(TurnEvent::Failed {
+                        message: Box::new(message),
+                        error,
+                    });
+                }
+                (None, _) => {
+                    break Some(TurnEvent::Failed {
+                        message: Box::new(placeholder(settled.record)),
+                        error: "the answer could not be stored".to_owned(),
+                    });
                 }
             }
-            (None, _) => TurnEvent::Failed {
-                message: Box::new(placeholder(settled.record)),
-                error: "the answer could not be stored".to_owned(),
-            },
         };
-        // The last event: give a slow reader a moment, never block shutdown.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.tx.send(event)).await;
+        if let Some(event) = event {
+            // The last event: give a slow reader a moment, never block shutdown.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tx.send(event)).await;
+        }
         state.metrics.active_streams.dec();
     }
 
-    /// Forwards deltas until the stream ends; what it ended with.
+    /// Runs the server-side calls of `asked` and starts the model's next answer:
+    /// its events, or the last event when the turn ends here (the chain failed:
+    /// the fallback response or the failure), or `None` when it was sent already.
+    async fn next_step(
+        &mut self,
+        asked: &Message,
+        calls: Vec<ToolCall>,
+    ) -> Result<Option<(EventStream, StreamVerdict)>, TurnEvent> {
+        let state = self.state.clone();
+        let failed = |error: String| TurnEvent::Failed {
+            message: Box::new(asked.clone()),
+            error,
+        };
+        super::tool_loop::run_calls(&state, &mut self.turn, asked, calls)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.request = build_request(&state, &self.turn).map_err(|e| failed(e.to_string()))?;
+        self.started = Instant::now();
+        match state.chain.stream(&self.request).await {
+            Ok((events, provider, verdict)) => {
+                self.provider = provider;
+                Ok(Some((events, verdict)))
+            }
+            Err(err) => {
+                let span = tracing::Span::current();
+                match handle_chain_failure(
+                    &state,
+                    &self.turn,
+                    &self.request,
+                    &span,
+                    err,
+                    self.started,
+                    self.id.clone(),
+                )
+                .await
+                {
+                    Ok(answer) => {
+                        let _ = self
+                            .tx
+                            .send(TurnEvent::Delta(answer.message.content.clone()))
+                            .await;
+                        Err(TurnEvent::Done(Box::new(answer)))
+                    }
+                    Err(e) => Err(failed(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Forwards deltas until the stream ends; what it ended with. Pieces of
+    /// server-side tool calls are kept, not forwarded.
     async fn relay(&self, mut events: EventStream) -> CallEnd {
         let (state, tx) = (&self.state, &self.tx);
         let mut end = CallEnd {
@@ -202,6 +282,7 @@ impl Streaming {
             error: None,
             upstream_error: None,
         };
+        let mut hidden = std::collections::HashSet::new();
         let mut first_token = true;
         loop {
             let next = tokio::select! {
@@ -238,6 +319,14 @@ impl Streaming {
                 }
                 Some(Ok(StreamEvent::ToolCall(piece))) => {
                     add_tool_call_piece(&mut end.tool_calls, &piece);
+                    if let Some(name) = &piece.name
+                        && super::tool_loop::is_server_call(state, &self.turn, name)
+                    {
+                        hidden.insert(piece.index);
+                    }
+                    if hidden.contains(&piece.index) {
+                        continue;
+                    }
                     let sent = tokio::select! {
                         sent = tx.send(TurnEvent::ToolCall(piece)) => sent.is_ok(),
                         () = state.lifecycle.cancelled() => false,

@@ -111,12 +111,14 @@ pub(super) fn build_request(
         messages,
         state.config.context.max_tokens as usize,
     )?;
-    Ok(ChatRequest {
+    let mut request = ChatRequest {
         messages,
         temperature: turn.sampling.temperature,
         max_output_tokens: turn.sampling.max_output_tokens,
         options: turn.sampling.options.clone(),
-    })
+    };
+    super::tool_loop::offer(state, &mut request);
+    Ok(request)
 }
 
 fn estimate_usage(
@@ -173,7 +175,10 @@ impl AnswerDraft {
     }
 }
 
-async fn store_one(state: &AppState, message: NewMessage) -> Result<Message, ConversationError> {
+pub(super) async fn store_one(
+    state: &AppState,
+    message: NewMessage,
+) -> Result<Message, ConversationError> {
     state
         .store
         .append_messages(std::slice::from_ref(&message))
@@ -411,41 +416,52 @@ async fn complete_in(
     turn: &Turn,
     span: &tracing::Span,
 ) -> Result<Answer, ConversationError> {
-    let request = build_request(state, turn)?;
-    if let Some(spent) = state.ledger.budget_spent() {
-        return answer_budget_spent(state, turn, &request, spent, NewMessage::new_id()).await;
-    }
-    let _turn = state.lifecycle.turn();
-    let _permit = state.gate.acquire().await?;
-    let started = Instant::now();
-    let id = NewMessage::new_id();
-    let (completion, provider) = match state.chain.complete(&request).await {
-        Ok(ok) => ok,
-        Err(err) => {
-            return handle_chain_failure(state, turn, &request, span, err, started, id).await;
+    let mut turn = turn.clone();
+    let mut step = 1;
+    loop {
+        let request = build_request(state, &turn)?;
+        if let Some(spent) = state.ledger.budget_spent() {
+            return answer_budget_spent(state, &turn, &request, spent, NewMessage::new_id()).await;
         }
-    };
-    let call = Call {
-        state,
-        turn,
-        request: &request,
-        span,
-        provider: provider.as_ref(),
-        started,
-        id,
-    };
-    let end = CallEnd {
-        content: completion.content,
-        tool_calls: completion.tool_calls,
-        usage: completion.usage,
-        finish_reason: Some(completion.finish_reason),
-        error: None,
-        upstream_error: None,
-    };
-    let settled = settle(call, end);
-    Ok(Answer {
-        message: store_one(state, settled.record).await?,
-        usage: settled.usage,
-        finish_reason: settled.finish_reason.unwrap_or_default(),
-    })
+        let _turn = state.lifecycle.turn();
+        let permit = state.gate.acquire().await?;
+        let started = Instant::now();
+        let id = NewMessage::new_id();
+        let (completion, provider) = match state.chain.complete(&request).await {
+            Ok(ok) => ok,
+            Err(err) => {
+                return handle_chain_failure(state, &turn, &request, span, err, started, id).await;
+            }
+        };
+        drop(permit);
+        let mut end = CallEnd {
+            content: completion.content,
+            tool_calls: completion.tool_calls,
+            usage: completion.usage,
+            finish_reason: Some(completion.finish_reason),
+            error: None,
+            upstream_error: None,
+        };
+        let calls = super::tool_loop::plan(state, &turn, &mut end, step);
+        let call = Call {
+            state,
+            turn: &turn,
+            request: &request,
+            span,
+            provider: provider.as_ref(),
+            started,
+            id,
+        };
+        let settled = settle(call, end);
+        let message = store_one(state, settled.record).await?;
+        if calls.is_empty() {
+            return Ok(Answer {
+                message,
+                usage: settled.usage,
+                finish_reason: settled.finish_reason.unwrap_or_default(),
+            });
+        }
+        super::tool_loop::run_calls(state, &mut turn, &message, calls).await?;
+        step += 1;
+    }
 }

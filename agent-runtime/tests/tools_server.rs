@@ -1,0 +1,464 @@
+//! Server-side tools end to end: the runtime lists a real MCP server (the
+//! official MCP Python SDK's server in tests/mcp/server.py, started here),
+//! offers its tools to the mock model, runs the calls the model asks for and
+//! sends the results back, whole and streamed, OpenAI and Anthropic upstreams;
+//! executions are stored and shown in the sessions API; errors, timeouts and
+//! invalid arguments go back to the model; the step limit ends a looping turn;
+//! a dead source leaves the turn without its tools and says so.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Db, Harness, sse_data};
+use crds::runtime_config::{
+    ModelConfig, ModelProvider, RuntimeConfig, ToolHeaderConfig, ToolSourceConfig, ToolSourceKind,
+};
+use serde_json::{Value, json};
+use switchboard_tests::mock_llm::MockLlm;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The MCP test server, killed when dropped.
+struct McpServer {
+    _child: Child,
+    url: String,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl McpServer {
+    /// Starts the server (the venv is made by hack/python-env.sh when missing)
+    /// and waits for its ready line. With `token`, requests need it as a bearer token.
+    async fn start(token: Option<&str>) -> Self {
+        let root = repo_root();
+        let venv = Command::new("bash")
+            .arg(root.join("hack/python-env.sh"))
+            .status()
+            .await
+            .expect("hack/python-env.sh runs");
+        assert!(venv.success(), "hack/python-env.sh failed");
+        let port = free_port();
+        let mut command = Command::new(root.join(".switchboard/venv/bin/python"));
+        command
+            .arg(root.join("tests/mcp/server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        let mut child = command.spawn().expect("the MCP server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("mcp server ready on ") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "the MCP server printed no ready line");
+        Self {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+}
+
+fn mcp_source(name: &str, url: &str, timeout_seconds: u64) -> ToolSourceConfig {
+    ToolSourceConfig {
+        name: name.into(),
+        kind: ToolSourceKind::Mcp,
+        url: url.into(),
+        timeout_seconds,
+        ..ToolSourceConfig::default()
+    }
+}
+
+fn anthropic(config: &mut RuntimeConfig, mock: &MockLlm) {
+    config.model = ModelConfig {
+        provider: ModelProvider::Anthropic,
+        name: "mock-claude".into(),
+        base_url: Some(mock.anthropic_base_url()),
+        api_key_env: Some("UPSTREAM_KEY".into()),
+        timeout_seconds: 5,
+        ..ModelConfig::default()
+    };
+}
+
+async fn with_tools(db: Db, server: &McpServer, upstream: ModelProvider) -> Harness {
+    let url = server.url.clone();
+    Harness::start_with(db, move |config, mock| {
+        if upstream == ModelProvider::Anthropic {
+            anthropic(config, mock);
+        } else {
+            config.model.timeout_seconds = 5;
+        }
+        config.tools.sources = vec![mcp_source("calc", &url, 3)];
+        config.tools.max_steps = 3;
+        config.tools.require_approval = vec!["delete_file".into()];
+    })
+    .await
+}
+
+async fn ask(h: &Harness, text: &str) -> (u16, Value) {
+    h.post(
+        "alice",
+        "/v1/chat/completions",
+        json!({"model": "m", "messages": [{"role": "user", "content": text}]}),
+    )
+    .await
+}
+
+/// The stored messages of alice's only session.
+async fn stored_messages(h: &Harness) -> Vec<Value> {
+    let (status, sessions) = h.get("alice", "/api/sessions").await;
+    assert_eq!(status, 200, "{sessions}");
+    let id = sessions["data"][0]["id"]
+        .as_str()
+        .expect("a session")
+        .to_owned();
+    let (status, page) = h
+        .get("alice", &format!("/api/sessions/{id}/messages"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().expect("messages").clone()
+}
+
+async fn a_server_tool_call_is_run_stored_and_listed(db: Db) {
+    let server = McpServer::start(None).await;
+    for upstream in [ModelProvider::Openai, ModelProvider::Anthropic] {
+        let h = with_tools(db, &server, upstream).await;
+        let (status, body) = ask(&h, r#"Add them [[mock: tools=add; args={"a":2,"b":3}]]"#).await;
+        assert_eq!(status, 200, "{body}");
+        let message = &body["choices"][0]["message"];
+        assert_eq!(message["content"], "Tool results: 5", "{body}");
+        assert!(
+            message.get("tool_calls").is_none_or(Value::is_null),
+            "{body}"
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        // The model was offered the server's tools, then got the result.
+        let requests = h.mock.requests();
+        assert_eq!(requests.len(), 2, "one call, then the answer");
+        let offered = requests[0].body["tools"].to_string();
+        for tool in ["add", "echo", "slow", "fail", "delete_file"] {
+            assert!(offered.contains(&format!("\"{tool}\"")), "{offered}");
+        }
+        assert!(
+            requests[1].body.to_string().contains("\"5\""),
+            "{}",
+            requests[1].body
+        );
+        // Stored: the call, its result with the execution, the answer.
+        let messages = stored_messages(&h).await;
+        let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "assistant"],
+            "{messages:?}"
+        );
+        assert_eq!(messages[1]["tool_calls"][0]["function"]["name"], "add");
+        let execution = &messages[2]["tool_execution"];
+        assert_eq!(execution["tool"], "add", "{execution}");
+        assert_eq!(execution["source"], "calc");
+        assert_eq!(execution["status"], "ok");
+        assert_eq!(execution["output"], "5");
+        assert_eq!(execution["input"], r#"{"a":2,"b":3}"#);
+        assert_eq!(execution["call_message_id"], messages[1]["id"]);
+        assert!(execution["duration_ms"].as_i64().is_some());
+        assert_eq!(
+            h.metric_sum(
+                r#"switchboard_runtime_tool_calls_total{outcome="ok",source="calc",tool="add"}"#
+            )
+            .await,
+            1.0
+        );
+        // The next turn sees the calls and results in the stored history.
+        let id = messages[0]["session_id"]
+            .as_str()
+            .expect("session")
+            .to_owned();
+        let (status, body) = h
+            .post(
+                "alice",
+                &format!("/api/sessions/{id}/messages"),
+                json!({"content": "thanks [[mock: tools=none]]"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let last = h.mock.requests().pop().expect("called").body.to_string();
+        assert!(last.contains("\"5\"") && last.contains("add"), "{last}");
+    }
+}
+
+async fn parallel_calls_errors_and_timeouts_go_back_to_the_model(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    let (status, body) = ask(
+        &h,
+        r#"Several [[mock: tools=add,echo,fail,slow; args={"a":1,"b":2}|{"text":"hi"}|{"message":"boom"}|{"seconds":10}]]"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert!(
+        content.starts_with("Tool results: 3; hi; Error: the tool failed: "),
+        "{content}"
+    );
+    assert!(content.contains("boom"), "{content}");
+    assert!(
+        content.contains("did not answer within 3 seconds"),
+        "{content}"
+    );
+    let messages = stored_messages(&h).await;
+    let statuses: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["tool_execution"]["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["ok", "ok", "error", "timeout"], "{messages:?}");
+    // The four ran at once: all started before the slow one timed out (3 s).
+    let starts: Vec<i64> = messages
+        .iter()
+        .filter_map(|m| m["tool_execution"]["started_at"].as_str())
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .timestamp_millis()
+        })
+        .collect();
+    let spread = starts.iter().max().expect("starts") - starts.iter().min().expect("starts");
+    assert!(spread < 3000, "{starts:?}");
+    for outcome in ["error", "timeout"] {
+        assert_eq!(
+            h.metric_sum(&format!(
+                "switchboard_runtime_tool_calls_total{{outcome=\"{outcome}\""
+            ))
+            .await,
+            1.0,
+            "{outcome}"
+        );
+    }
+}
+
+async fn invalid_arguments_and_the_step_limit(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    let (status, body) = ask(&h, r#"Bad [[mock: tools=add; args={"a":"two","b":1}]]"#).await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert!(content.contains("invalid arguments"), "{content}");
+    assert!(
+        content.contains("arguments.a must be of type integer"),
+        "{content}"
+    );
+    // A tool that needs an approval never runs (approvals are not asked for yet).
+    let (status, body) = ask(
+        &h,
+        r#"Delete [[mock: tools=delete_file; args={"path":"/etc/x"}]]"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert!(content.contains("the call was rejected"), "{content}");
+    assert_eq!(
+        h.metric_sum(r#"switchboard_runtime_tool_calls_total{outcome="rejected""#)
+            .await,
+        1.0
+    );
+    // A model that keeps asking stops at maxSteps (3) model calls.
+    let before = h.mock.requests().len();
+    let (status, body) = h
+        .post(
+            "bob",
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [{"role": "user", "content": r#"Loop [[mock: tools=echo; args={"text":"again"}; loop=true]]"#}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.mock.requests().len() - before, 3);
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert!(content.contains("limit of 3 model calls"), "{content}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+}
+
+async fn streamed_turns_run_server_tools_without_showing_them(db: Db) {
+    let server = McpServer::start(None).await;
+    for upstream in [ModelProvider::Openai, ModelProvider::Anthropic] {
+        let h = with_tools(db, &server, upstream).await;
+        let request = h.as_user(reqwest::Method::POST, "/v1/chat/completions", "alice").json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": r#"Add [[mock: tools=add; args={"a":20,"b":22}]]"#}]}),
+        );
+        let (status, body) = h.stream_text(request).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("tool_calls"),
+            "server-side calls are not shown: {body}"
+        );
+        let text: String = sse_data(&body)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(text, "Tool results: 42", "{body}");
+        let messages = stored_messages(&h).await;
+        assert_eq!(
+            messages[2]["tool_execution"]["output"], "42",
+            "{messages:?}"
+        );
+    }
+}
+
+async fn a_dead_source_leaves_turns_without_its_tools(db: Db) {
+    let server = McpServer::start(None).await;
+    let dead = format!("http://127.0.0.1:{}/mcp", free_port());
+    let live = server.url.clone();
+    let h = Harness::start_with(db, move |config, _| {
+        let mut subset = mcp_source("subset", &live, 5);
+        subset.tools = vec!["echo".into()];
+        // A header whose variable is not set: the source is left out, and the
+        // problem names the variable.
+        let mut guarded = mcp_source("guarded", &live, 5);
+        guarded.headers = vec![ToolHeaderConfig {
+            name: "Authorization".into(),
+            value_env: "TOOLS_TEST_UNSET_AUTH".into(),
+        }];
+        config.tools.sources = vec![mcp_source("gone", &dead, 2), subset, guarded];
+    })
+    .await;
+    let problems = h.state().tools.problems();
+    let named: Vec<&str> = problems.iter().map(|p| p.source.as_str()).collect();
+    assert_eq!(named, ["gone", "guarded"], "{problems:?}");
+    assert!(
+        problems[1].error.contains("TOOLS_TEST_UNSET_AUTH"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        h.metric_sum(r#"switchboard_runtime_tool_source_up{source="gone"}"#)
+            .await,
+        0.0
+    );
+    assert_eq!(
+        h.metric_sum(r#"switchboard_runtime_tool_source_up{source="subset"}"#)
+            .await,
+        1.0
+    );
+    let (status, body) = ask(&h, "Hello [[mock: tools=none]]").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "Echo: Hello");
+    let offered = h.mock.requests().pop().expect("called").body["tools"].to_string();
+    assert!(offered.contains("\"echo\""), "{offered}");
+    assert!(
+        !offered.contains("\"add\""),
+        "only the subset is offered: {offered}"
+    );
+}
+
+on_both_databases!(
+    a_server_tool_call_is_run_stored_and_listed,
+    parallel_calls_errors_and_timeouts_go_back_to_the_model,
+    invalid_arguments_and_the_step_limit,
+    streamed_turns_run_server_tools_without_showing_them,
+    a_dead_source_leaves_turns_without_its_tools,
+);
+
+/// Two runtime processes: the caller offers the callee as the tool
+/// `ask_helper_bot`; the callee's `agent.caller` key file opens its agent-call
+/// route, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agent_answers_as_a_tool() {
+    use common::{API_KEY, RuntimeProcess, TempDir};
+    const AGENT_KEY: &str = "agent-key-for-caller";
+    let mock = MockLlm::start().await.expect("mock starts");
+    let keys = TempDir::new();
+    std::fs::write(keys.0.join("agent.caller"), AGENT_KEY).expect("key file");
+    let model = format!(
+        "model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
+         database: {{sqlitePath: \"{{dir}}/rt.db\"}}\n",
+        mock.openai_base_url()
+    );
+    let callee = RuntimeProcess::spawn(
+        &format!(
+            "agent: {{name: helper-bot}}\n{model}auth: {{keysDir: \"{}\"}}\n",
+            keys.0.display()
+        ),
+        &[("UPSTREAM_KEY", "sk-upstream")],
+    )
+    .await;
+    let caller = RuntimeProcess::spawn(
+        &format!(
+            "agent: {{name: caller}}\n{model}tools:\n  sources:\n  - {{name: helper-bot, kind: Agent, url: \"{}\", keyEnv: CALLEE_KEY, timeoutSeconds: 10, description: \"Knows everything\"}}\n",
+            callee.base
+        ),
+        &[("UPSTREAM_KEY", "sk-upstream"), ("CALLEE_KEY", AGENT_KEY)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let answer: Value = client
+        .post(format!("{}/v1/chat/completions", caller.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": r#"Ask [[mock: tools=ask_helper_bot; args={"message":"What is 2+2?"}]]"#}]}))
+        .send()
+        .await
+        .expect("caller answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Tool results: Echo: What is 2+2?",
+        "{answer}\ncaller log:\n{}\ncallee log:\n{}",
+        caller.log(),
+        callee.log()
+    );
+    let offered = mock.requests()[0].body["tools"].to_string();
+    assert!(offered.contains("Knows everything"), "{offered}");
+    // The agent-call route: only the agent key opens it; the agent key opens nothing else.
+    let call = |key: &'static str, path: &'static str| {
+        client
+            .post(format!("{}{path}", callee.base))
+            .bearer_auth(key)
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for (key, path, status) in [
+        (AGENT_KEY, "/agents/v1/chat/completions", 200),
+        (API_KEY, "/agents/v1/chat/completions", 401),
+        ("wrong-key", "/agents/v1/chat/completions", 401),
+        (AGENT_KEY, "/v1/chat/completions", 401),
+    ] {
+        let response = call(key, path).await.expect("callee answers");
+        assert_eq!(response.status().as_u16(), status, "{path} with {key}");
+    }
+}
