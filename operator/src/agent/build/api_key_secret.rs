@@ -1,5 +1,5 @@
-//! The key Secrets: the agent's client key, its admin key, and a key for each
-//! channel with `spec.clientKey: Channel`. Each is created once with a generated
+//! The key Secrets: the agent's client key, its admin key, a key for each
+//! channel with `spec.clientKey: Channel`, and a key for each agent it calls. Each is created once with a generated
 //! key and never rewritten (rotating one is writing a new value into it; the
 //! pods re-read it without a restart).
 
@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
-use super::{OwnKeyChannel, metadata};
+use super::{AgentKey, OwnKeyChannel, metadata};
 use crate::names;
 
 fn key_secret(
@@ -60,6 +60,20 @@ pub fn build_channel(agent: &AgentDeployment, channel: &OwnKeyChannel) -> Secret
         block_owner_deletion: None,
     }]);
     key_secret(meta, &channel.new_key)
+}
+
+/// The Secret holding the key `agent` calls `key.callee` with: owned by the caller
+/// (it goes with the caller) and labelled with the callee, whose pods read it as
+/// file `agent.<caller>`.
+pub fn build_agent_call(agent: &AgentDeployment, key: &AgentKey) -> Secret {
+    let mut meta = metadata(
+        agent,
+        &names::agent_call_key_secret(&agent.name_any(), &key.callee),
+    );
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(names::CALLEE_LABEL.to_owned(), key.callee.clone());
+    key_secret(meta, &key.new_key)
 }
 
 #[cfg(test)]
