@@ -73,7 +73,7 @@ pub async fn list_tools(
         retry_config: std::sync::Arc::new(NeverRetry),
         ..StreamableHttpClientTransportConfig::with_uri(url)
     };
-    let transport = StreamableHttpClientTransport::with_client(http, config);
+    let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
     let listing = async {
         let client = ()
             .serve(transport)
@@ -86,12 +86,23 @@ pub async fn list_tools(
         let _ = client.cancel().await;
         tools
     };
-    let tools = tokio::time::timeout(timeout, listing).await.map_err(|_| {
+    let listed = tokio::time::timeout(timeout, listing).await.map_err(|_| {
         ListError::Unreachable(format!(
             "no answer within {}s (spec.timeoutSeconds)",
             timeout.as_secs()
         ))
-    })??;
+    })?;
+    let tools = match listed {
+        Ok(tools) => tools,
+        // The SDK reports a refusal without `WWW-Authenticate` as an undecodable
+        // body: ask once more in plain HTTP for the status the server answered.
+        Err(ListError::Protocol(message)) => {
+            return Err(http_refusal(&http, url, &secrets)
+                .await
+                .unwrap_or(ListError::Protocol(message)));
+        }
+        Err(e) => return Err(e),
+    };
     Ok(tools
         .into_iter()
         .map(|t| ToolInfo {
@@ -99,6 +110,42 @@ pub async fn list_tools(
             description: t.description.map(|d| truncate(&d, 1024)),
         })
         .collect())
+}
+
+/// The server's answer to a plain `initialize` POST when it is an HTTP error.
+async fn http_refusal(http: &reqwest::Client, url: &str, secrets: &[&str]) -> Option<ListError> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "switchboard-operator", "version": env!("CARGO_PKG_VERSION")}},
+    });
+    let response = http
+        .post(url)
+        .header(
+            reqwest::header::ACCEPT,
+            "application/json, text/event-stream",
+        )
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    let status = response.status();
+    if status.is_success() {
+        return None;
+    }
+    let text = response.text().await.unwrap_or_default();
+    let message = truncate(
+        &scrub(
+            &format!("the server answered HTTP {status}: {}", text.trim()),
+            secrets,
+        ),
+        1024,
+    );
+    Some(match status.as_u16() {
+        401 | 403 => ListError::Unauthorized(message),
+        _ => ListError::Protocol(message),
+    })
 }
 
 /// Sorts an error message into a [`ListError`], secrets scrubbed.
