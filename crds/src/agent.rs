@@ -540,7 +540,9 @@ pub struct AgentDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Ready, DatabaseReady, Available, RuntimeReady, ModelReachable,
-    /// ServiceMonitorReady, each with the generation it was computed for.
+    /// ServiceMonitorReady, each with the generation it was computed for; with
+    /// `spec.tools`, ToolsReady (False naming each missing or not-Ready ToolServer and
+    /// each missing agent; it does not hold Ready back: turns go on without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
     pub conditions: Vec<Condition>,
