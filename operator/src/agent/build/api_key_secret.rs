@@ -78,6 +78,7 @@ pub fn build_agent_call(agent: &AgentDeployment, key: &AgentKey) -> Secret {
 
 #[cfg(test)]
 mod tests {
+    use super::super::BuildInputs;
     use super::super::fixtures::*;
     use super::*;
 
@@ -109,6 +110,38 @@ mod tests {
         assert_eq!(
             secret.metadata.labels.unwrap()[names::INSTANCE_LABEL],
             "support"
+        );
+    }
+
+    #[test]
+    fn an_agent_call_key_belongs_to_the_caller_and_names_the_callee() {
+        let inputs = BuildInputs {
+            agent_keys: vec![AgentKey {
+                callee: "billing".to_owned(),
+                new_key: "sb-agent-x".to_owned(),
+            }],
+            ..inputs(false)
+        };
+        let children = super::super::build_children(&full(), &inputs);
+        let [secret] = children.agent_key_secrets.as_slice() else {
+            panic!("one agent-call key: {:?}", children.agent_key_secrets);
+        };
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("support-calls-billing")
+        );
+        assert_eq!(
+            secret.string_data.as_ref().unwrap()["api-key"],
+            "sb-agent-x"
+        );
+        let labels = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[names::CALLEE_LABEL], "billing");
+        assert_eq!(labels[names::INSTANCE_LABEL], "support");
+        assert_eq!(labels[names::MANAGED_BY_LABEL], names::MANAGED_BY);
+        let owners = secret.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("AgentDeployment", "support")
         );
     }
 }
