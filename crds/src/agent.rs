@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::agent_tools::{AgentTool, ToolPolicySpec};
 use crate::common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
 
 /// Desired state of an agent: which models answer, how they are prompted, where the
@@ -39,6 +40,9 @@ use crate::common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 50 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most 50 characters: it names the agent's Deployment, Service and database")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.spec.tools) || self.spec.tools.all(t, !has(t.agent) || t.agent != self.metadata.name)")
+        .message("spec.tools[].agent must name another agent: an agent cannot call itself")
         .reason(Reason::FieldValueInvalid)
 )]
 #[x_kube(
@@ -150,6 +154,19 @@ pub struct AgentDeploymentSpec {
     /// Client, channel and admin keys: how long a replaced key keeps working.
     #[serde(default)]
     pub keys: KeysSpec,
+
+    /// Server-side tools the model may call, each entry naming a ToolServer
+    /// (optionally a subset of its tools) or another agent of this namespace. At
+    /// most 32, each named once. A missing or failing source leaves the agent
+    /// running without it (condition `ToolsReady` says which).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(o, (has(o.toolServer) ? 's/' + o.toolServer : 'a/' + (has(o.agent) ? o.agent : '')) == (has(t.toolServer) ? 's/' + t.toolServer : 'a/' + (has(t.agent) ? t.agent : ''))))").message("spec.tools: each toolServer and each agent may be named once").reason(Reason::FieldValueInvalid))]
+    pub tools: Vec<AgentTool>,
+
+    /// Rules of the tool loop: approvals, the step limit, the approval timeout.
+    #[serde(default)]
+    pub tool_policy: ToolPolicySpec,
 }
 
 /// Key rotation. Key Secrets are read by the runtime pods without a restart; after a
@@ -523,7 +540,9 @@ pub struct AgentDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Ready, DatabaseReady, Available, RuntimeReady, ModelReachable,
-    /// ServiceMonitorReady, each with the generation it was computed for.
+    /// ServiceMonitorReady, each with the generation it was computed for; with
+    /// `spec.tools`, ToolsReady (False naming each missing or not-Ready ToolServer and
+    /// each missing agent; it does not hold Ready back: turns go on without them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
     pub conditions: Vec<Condition>,

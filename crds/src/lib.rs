@@ -3,6 +3,7 @@
 //! configuration file the operator renders for the agent runtime. Pure types, no I/O.
 
 pub mod agent;
+pub mod agent_tools;
 pub mod channel;
 pub mod common;
 pub mod condition;
@@ -12,9 +13,9 @@ pub mod runtime_config;
 pub mod tool_server;
 
 pub use agent::{
-    AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, BudgetAction, BudgetSpec,
-    DatabaseMode, ModelPricing, ModelProvider, ModelSpec, Phase, ReclaimPolicy, RuntimePodStatus,
-    UsageStatus,
+    AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, AgentTool, BudgetAction,
+    BudgetSpec, DatabaseMode, ModelPricing, ModelProvider, ModelSpec, Phase, ReclaimPolicy,
+    RuntimePodStatus, ToolPolicySpec, UsageStatus,
 };
 pub use channel::{
     ChannelType, ChatChannel, ChatChannelSpec, ChatChannelStatus, ClientKeyMode, ConnectionState,
@@ -57,6 +58,9 @@ pub mod conditions {
     /// A `slack` or `discord` channel's connection to its platform: reason
     /// `Connected`, `Reconnecting` or `Unauthorized` (see `channel::ConnectionState`).
     pub const CONNECTED: &str = "Connected";
+    /// An agent's `spec.tools` sources exist and are Ready (written by the operator;
+    /// the runtime reports what its pods reach as `ToolsAvailable`).
+    pub const TOOLS_READY: &str = "ToolsReady";
 }
 
 /// Every CRD, in the order they are written to `config/crd`, with descriptions

@@ -1,8 +1,8 @@
 //! `ToolServer` (short name `tsv`): an MCP server reached over Streamable HTTP
 //! whose tools agents may use: its URL, the headers sent to it (values from
-//! Secrets) and the time a tool call may take. Its status is to list the tools
-//! the server offers and say whether it answers (written by the operator once
-//! it connects to tool servers; the type comes first).
+//! Secrets) and the time a tool call may take. Its status lists the tools the
+//! server offers and says whether it answers (the operator lists them every 5
+//! minutes, sooner with backoff while the server fails).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -81,19 +81,21 @@ pub struct ToolServerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready: the server answered and listed its tools (False with the server's
-    /// error otherwise).
+    /// Ready: the server answered and listed its tools; False with reason
+    /// `Unreachable`, `Unauthorized`, `ProtocolError`, `NoTools`, `SecretMissing` or
+    /// `InvalidHeader` and the server's error (secrets scrubbed) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
     pub conditions: Vec<Condition>,
-    /// The tools the server offers, as it listed them.
+    /// The tools the server offers, as it last listed them (kept while it fails).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".to_owned()]))]
     pub tools: Vec<ToolInfo>,
     /// How many tools the server offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_count: Option<i32>,
-    /// When the server's tools were last listed.
+    /// When a listing last changed `tools` (or first listed them). The operator
+    /// re-lists every 5 minutes but writes the status only when something changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_listed_time: Option<Time>,
 }

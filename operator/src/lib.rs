@@ -17,18 +17,19 @@ pub mod metrics;
 pub mod names;
 pub mod server;
 pub mod telemetry;
+pub mod tool_server;
 pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use crds::{AgentDeployment, ChatChannel};
+use crds::{AgentDeployment, ChatChannel, ToolServer};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::controller::shared_watch::SharedWatch;
 use crate::watch::{observed, tolerant_watcher};
 
-/// Runs the AgentDeployment and ChatChannel controllers for every watched namespace
+/// Runs the AgentDeployment, ChatChannel and ToolServer controllers for every watched namespace
 /// (or the whole cluster) until `shutdown` resolves. Per namespace, each kind both
 /// controllers read is watched once and shared.
 pub async fn run_controllers<S>(context: Arc<context::Context>, shutdown: S)
@@ -55,9 +56,17 @@ where
         );
         let mut channels = SharedWatch::new(
             observed(
-                tolerant_watcher::<ChatChannel>(client, ns, watcher::Config::default()),
+                tolerant_watcher::<ChatChannel>(client.clone(), ns, watcher::Config::default()),
                 metrics,
                 "ChatChannel",
+            )
+            .default_backoff(),
+        );
+        let mut tool_servers = SharedWatch::new(
+            observed(
+                tolerant_watcher::<ToolServer>(client, ns, watcher::Config::default()),
+                metrics,
+                "ToolServer",
             )
             .default_backoff(),
         );
@@ -68,6 +77,12 @@ where
             scope,
             (agents.store(), agents.subscribe(false)),
             (channels.store(), channels.subscribe(true)),
+            (tool_servers.store(), tool_servers.subscribe(true)),
+            shutdown.clone(),
+        );
+        let tool_server_controller = tool_server::run(
+            context.clone(),
+            (tool_servers.store(), tool_servers.subscribe(false)),
             shutdown.clone(),
         );
         let channel_controller = channel::run(
@@ -78,8 +93,10 @@ where
         );
         controllers.push(tokio::spawn(agent_controller));
         controllers.push(tokio::spawn(channel_controller));
+        controllers.push(tokio::spawn(tool_server_controller));
         watches.push(tokio::spawn(agents.run()));
         watches.push(tokio::spawn(channels.run()));
+        watches.push(tokio::spawn(tool_servers.run()));
     }
     futures::future::join_all(controllers).await;
     for watch in watches {

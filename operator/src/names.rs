@@ -114,3 +114,29 @@ pub fn managed_selector() -> String {
 pub fn endpoint(agent: &str, namespace: &str, cluster_domain: &str) -> String {
     format!("http://{agent}.{namespace}.svc.{cluster_domain}:{HTTP_PORT}")
 }
+
+/// Label on an agent-call key Secret naming the agent it opens (the callee); the
+/// Secret itself belongs to the caller.
+pub const CALLEE_LABEL: &str = "switchboard.dev/callee";
+
+/// Secret with the key `caller` calls `callee` with (owned by the caller; projected
+/// into the callee's keys volume as file `agent.<caller>`).
+pub fn agent_call_key_secret(caller: &str, callee: &str) -> String {
+    format!("{caller}-calls-{callee}")
+}
+
+/// Env var of a caller's pods holding the key it calls `callee` with.
+pub fn agent_call_key_env(callee: &str) -> String {
+    format!("SWITCHBOARD_AGENT_KEY_{}", env_suffix(callee))
+}
+
+/// Env var holding the value of header `index` of ToolServer `server`.
+pub fn tool_header_env(server: &str, index: usize) -> String {
+    format!("SWITCHBOARD_TOOL_{}_HEADER_{index}", env_suffix(server))
+}
+
+/// A DNS label as an env var name part (`search-tools` → `SEARCH_TOOLS`); distinct
+/// labels stay distinct (labels hold no `_`).
+fn env_suffix(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}

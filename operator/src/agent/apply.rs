@@ -22,6 +22,7 @@ use super::status::ServiceMonitorState;
 use crate::apply::{apply_child, create_once};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::names;
 
 /// Applies `children` of `agent`; returns what became of the ServiceMonitor.
 pub async fn apply_children(
@@ -34,6 +35,7 @@ pub async fn apply_children(
         api_key_secret,
         admin_key_secret,
         channel_key_secrets,
+        agent_key_secrets,
         service_account,
         role,
         role_binding,
@@ -48,12 +50,15 @@ pub async fn apply_children(
 
     // Created once: an existing key is never replaced (rotating is writing a new
     // value into the Secret; the pods re-read it).
+    let wanted_agent_keys: Vec<String> = agent_key_secrets.iter().map(|s| s.name_any()).collect();
     for key_secret in std::iter::once(api_key_secret)
         .chain(std::iter::once(admin_key_secret))
         .chain(channel_key_secrets)
+        .chain(agent_key_secrets)
     {
         create_key_secret(agent, shared, stores, &key_secret).await?;
     }
+    delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
 
     // Each child is tried even when one before it fails (a hand edit the API server
     // will not let an apply undo must not hold back the others); the first failure is
@@ -158,6 +163,10 @@ async fn create_key_secret(
         && create_once(shared, &api(shared, secret), secret).await?
     {
         let (reason, what) = match secret.name_any() {
+            _ if secret.labels().contains_key(names::CALLEE_LABEL) => (
+                "AgentKeyCreated",
+                "the key this agent calls another agent with",
+            ),
             n if n.ends_with("-admin-key") => ("AdminKeyCreated", "the admin key"),
             n if n.ends_with("-channel-key") => ("ChannelKeyCreated", "a channel's own client key"),
             _ => ("ApiKeyCreated", "the client API key"),
@@ -169,6 +178,54 @@ async fn create_key_secret(
                 reason,
                 "CreateSecret",
                 format!("generated {what} in Secret {}", secret.name_any()),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Deletes the agent-call key Secrets of `agent` whose entry left `spec.tools` (the
+/// callee then drops the file).
+async fn delete_stale_agent_keys(
+    agent: &AgentDeployment,
+    shared: &Context,
+    stores: &super::watches::Stores,
+    wanted: &[String],
+) -> Result<()> {
+    let namespace = agent.namespace();
+    let name = agent.name_any();
+    let stale: Vec<String> = stores
+        .secrets
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace == namespace)
+        .filter(|s| s.labels().contains_key(names::CALLEE_LABEL))
+        .filter(|s| s.labels().get(names::INSTANCE_LABEL) == Some(&name))
+        .filter(|s| {
+            s.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == agent.uid().as_ref())
+        })
+        .map(|s| s.name_any())
+        .filter(|n| !wanted.contains(n))
+        .collect();
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(shared.client.clone(), &namespace.unwrap_or_default());
+    for secret in stale {
+        shared.metrics.write("Secret", "delete");
+        match api.delete(&secret, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(Error::kube("deleting an agent-call key Secret")(e)),
+        }
+        info!(%secret, "deleted an agent-call key (its spec.tools entry is gone)");
+        shared
+            .event(
+                &agent.object_ref(&()),
+                EventType::Normal,
+                "AgentKeyDeleted",
+                "DeleteSecret",
+                format!("deleted Secret {secret}: spec.tools no longer names that agent"),
             )
             .await;
     }

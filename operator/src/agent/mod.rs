@@ -13,6 +13,7 @@ pub mod dereference;
 mod reconcile_tests;
 pub mod secrets;
 pub mod status;
+pub mod tools;
 pub mod validate;
 pub mod watches;
 pub mod write_status;
@@ -20,7 +21,7 @@ pub mod write_status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::{AgentDeployment, ChatChannel};
+use crds::{AgentDeployment, ChatChannel, ToolServer};
 use futures::{Stream, StreamExt};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -43,8 +44,8 @@ use crate::names;
 const CONTROLLER: &str = "agent";
 
 /// Runs the AgentDeployment controller for `namespace` (all when `None`) until
-/// `shutdown` resolves. `agents` and `channels` come from the watches both
-/// controllers share.
+/// `shutdown` resolves. `agents`, `channels` and `tool_servers` come from the
+/// watches the controllers share.
 pub async fn run(
     shared: Arc<Context>,
     namespace: Option<String>,
@@ -56,16 +57,26 @@ pub async fn run(
         Store<ChatChannel>,
         impl Stream<Item = Result<ChatChannel, watcher::Error>> + Send + 'static,
     ),
+    tool_servers: (
+        Store<ToolServer>,
+        impl Stream<Item = Result<ToolServer, watcher::Error>> + Send + 'static,
+    ),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (agent_store, agent_stream) = agents;
     let (channel_store, channel_stream) = channels;
+    let (tool_server_store, tool_server_stream) = tool_servers;
     let (stores, triggers) = watch_children(
         &shared.client,
         namespace.as_deref(),
-        channel_store,
+        watches::SharedStores {
+            channels: channel_store,
+            agents: agent_store.clone(),
+            tool_servers: tool_server_store,
+        },
         &shared.metrics,
     );
+    let naming = agent_store.clone();
     let context = Arc::new(AgentContext::new(shared.clone(), stores));
     let config = ControllerConfig::default()
         .concurrency(shared.config.agent_concurrency)
@@ -78,7 +89,25 @@ pub async fn run(
         .owns_stream(triggers.role_bindings)
         .owns_stream(triggers.config_maps)
         .owns_stream(triggers.services)
-        .owns_stream(triggers.secrets)
+        // Key Secrets go to their owner, and an agent-call key also to the agent it
+        // opens (the callee projects it as a file, and drops it when it goes).
+        .watches_stream(triggers.secrets, |secret| {
+            let Some(namespace) = secret.metadata.namespace.clone() else {
+                return Vec::new();
+            };
+            let owner = secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true) && o.kind == "AgentDeployment")
+                .map(|o| ObjectRef::<AgentDeployment>::new(&o.name).within(&namespace));
+            let callee = secret
+                .labels()
+                .get(names::CALLEE_LABEL)
+                .map(|c| ObjectRef::<AgentDeployment>::new(c).within(&namespace));
+            owner.into_iter().chain(callee).collect::<Vec<_>>()
+        })
         // Runtime pods are owned by ReplicaSets; map them to their agent by label so a
         // vanished pod's status.runtime entry is pruned and an image that cannot be
         // pulled is reported.
@@ -92,6 +121,14 @@ pub async fn run(
                 ObjectRef::<AgentDeployment>::new(&channel.spec.agent_ref.name)
                     .within(&channel.namespace()?),
             )
+        })
+        // A ToolServer's changes (its status above all) requeue the agents naming it.
+        .watches_stream(tool_server_stream, move |server| {
+            let namespace = server.namespace();
+            tools::agents_naming_server(&naming.state(), namespace.as_deref(), &server.name_any())
+                .into_iter()
+                .map(|(name, ns)| ObjectRef::<AgentDeployment>::new(&name).within(&ns))
+                .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -154,14 +191,22 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     }
 
     let references = dereference::dereference(agent, shared, &ctx.stores.channels).await?;
+    let resolved_tools = tools::resolve(
+        agent,
+        &ctx.stores.tool_servers.state(),
+        &ctx.stores.agents.state(),
+    );
     let (database, database_url, database_error) = database::ensure_database(agent, ctx).await;
-    let runtime_config =
-        build::config_map::runtime_config(agent, references.system_prompt_from.as_deref())
-            .to_yaml()
-            .map_err(|e| Error::Serialize {
-                what: "runtime configuration".to_owned(),
-                source: serde_json::Error::io(std::io::Error::other(e.to_string())),
-            })?;
+    let runtime_config = build::config_map::runtime_config(
+        agent,
+        references.system_prompt_from.as_deref(),
+        tools::tools_config(agent, &resolved_tools, &shared.config.cluster_domain),
+    )
+    .to_yaml()
+    .map_err(|e| Error::Serialize {
+        what: "runtime configuration".to_owned(),
+        source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+    })?;
     let inputs = BuildInputs {
         default_image: shared.config.runtime_image.clone(),
         image_pull_policy: shared.config.runtime_image_pull_policy.clone(),
@@ -181,15 +226,48 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
                 new_key: format!("sb-ch-{}", crate::database::generate_password()),
             })
             .collect(),
+        tool_env: tools::tool_env(agent, &resolved_tools),
+        agent_keys: tools::callees(agent)
+            .into_iter()
+            .map(|callee| build::AgentKey {
+                callee,
+                new_key: format!("sb-agent-{}", crate::database::generate_password()),
+            })
+            .collect(),
+        callers: tools::callers(&ctx.stores.agents.state(), agent),
     };
     let mut children = build_children(agent, &inputs);
-    // The pods roll when a Secret they read changes (a digest, never a value).
-    let api_key_secret = names::api_key_secret(&agent.name_any());
+    // The pods roll when a Secret they read changes (a digest, never a value). The
+    // keys generated in this reconcile count with their new values, so creating
+    // them rolls nothing twice.
+    let name = agent.name_any();
+    let api_key_secret = names::api_key_secret(&name);
+    let agent_key_secrets: Vec<(String, &str)> = inputs
+        .agent_keys
+        .iter()
+        .map(|k| {
+            (
+                names::agent_call_key_secret(&name, &k.callee),
+                k.new_key.as_str(),
+            )
+        })
+        .collect();
+    let pending: Vec<(&str, &str, &str)> = std::iter::once((
+        api_key_secret.as_str(),
+        names::API_KEY_KEY,
+        inputs.new_api_key.as_str(),
+    ))
+    .chain(
+        agent_key_secrets
+            .iter()
+            .map(|(secret, key)| (secret.as_str(), names::API_KEY_KEY, *key)),
+    )
+    .collect();
     secrets::track(
         shared,
         &agent.namespace().unwrap_or_default(),
         &mut children.deployment,
-        (&api_key_secret, names::API_KEY_KEY, &inputs.new_api_key),
+        &pending,
     )
     .await?;
     let service_monitor =

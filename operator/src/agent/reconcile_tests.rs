@@ -98,6 +98,8 @@ fn empty_stores() -> Stores {
         secrets: store(vec![]),
         pods: store(vec![]),
         channels: store(vec![]),
+        agents: store(vec![]),
+        tool_servers: store(vec![]),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Secrets the runtime pods read through their environment: a digest of the values
 //! they use goes into the pod template (annotation `switchboard.dev/secrets-hash`),
-//! so rotating a model key or the database credentials rolls the pods. The client,
-//! admin and channel keys are files the pods re-read (no rollout; see the
-//! Deployment's keys volume). Only the SHA-256 digest is written; no value appears
+//! so rotating a model key, a ToolServer header, the key this agent calls another
+//! one with, or the database credentials rolls the pods. The client, admin and
+//! channel keys, and the keys other agents call this one with, are files the pods
+//! re-read (no rollout; see the Deployment's keys volume). Only the SHA-256 digest is written; no value appears
 //! in any object, log or event.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,13 +74,14 @@ pub fn annotate(deployment: &mut Deployment, digest: String) {
 }
 
 /// Reads the used values (one GET per Secret) and annotates `deployment`. `pending`
-/// is a Secret about to be created in this reconcile (the client key) with its
-/// value, used when that Secret does not exist yet, so creation rolls nothing twice.
+/// are Secrets about to be created in this reconcile (the client key, the keys this
+/// agent calls others with) as (name, key, value), used when that Secret does not
+/// exist yet, so creation rolls nothing twice.
 pub async fn track(
     shared: &Context,
     namespace: &str,
     deployment: &mut Deployment,
-    pending: (&str, &str, &str),
+    pending: &[(&str, &str, &str)],
 ) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), namespace);
     let keys = used_keys(deployment);
@@ -101,8 +103,10 @@ pub async fn track(
                     .as_ref()
                     .and_then(|d| d.get(&key))
                     .map(|v| v.0.clone()),
-                _ if name == pending.0 && key == pending.1 => Some(pending.2.as_bytes().to_vec()),
-                _ => None,
+                _ => pending
+                    .iter()
+                    .find(|(n, k, _)| *n == name && *k == key)
+                    .map(|(_, _, v)| v.as_bytes().to_vec()),
             };
             ((name, key), value)
         })

@@ -5,6 +5,7 @@
 use crds::condition::{FALSE, TRUE, UNKNOWN, find_condition, new_condition, set_condition};
 use crds::conditions::{
     AVAILABLE, DATABASE_READY, MODEL_REACHABLE, READY, RUNTIME_READY, SERVICE_MONITOR_READY,
+    TOOLS_READY,
 };
 use crds::{AgentDeploymentStatus, Phase, RuntimePodStatus, agent::GeneratedSecrets};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -127,6 +128,9 @@ pub struct Observed<'a> {
     pub admin_key_secret: String,
     /// What `spec.defaultChannel` names.
     pub default_channel: DefaultChannelState,
+    /// The ToolsReady condition as (status, reason, message); `None` while
+    /// `spec.tools` is empty (see [`crate::agent::tools::tools_ready`]).
+    pub tools_ready: Option<(&'static str, &'static str, String)>,
 }
 
 /// Condition type saying whether `spec.defaultChannel` names one of the agent's
@@ -377,6 +381,10 @@ pub fn desired_status(
             ),
         ),
     }
+    match &observed.tools_ready {
+        None => conds.list.retain(|c| c.type_ != TOOLS_READY),
+        Some((status, reason, message)) => conds.set(TOOLS_READY, status, reason, message.clone()),
+    }
     let conditions = conds.list;
 
     let phase = if db_permanent {
@@ -520,7 +528,31 @@ mod tests {
             api_key_secret: "support-api-key".to_owned(),
             admin_key_secret: "support-admin-key".to_owned(),
             default_channel: DefaultChannelState::Unset,
+            tools_ready: None,
         }
+    }
+
+    #[test]
+    fn the_tools_condition_is_there_only_with_tools_and_leaves_ready_alone() {
+        let d = deployment();
+        let mut o = observed(Some(&d), &[]);
+        let without = desired_status(&AgentDeploymentStatus::default(), &o);
+        o.tools_ready = Some((
+            FALSE,
+            "ToolSourcesNotReady",
+            "toolServer dead is not Ready".to_owned(),
+        ));
+        let with = desired_status(&without, &o);
+        let c = condition(&with, TOOLS_READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            (FALSE, "ToolSourcesNotReady")
+        );
+        assert_eq!(c.observed_generation, Some(3));
+        assert_eq!(condition(&with, READY), condition(&without, READY));
+        o.tools_ready = None;
+        let removed = desired_status(&with, &o);
+        assert!(find_condition(&removed.conditions, TOOLS_READY).is_none());
     }
 
     #[test]

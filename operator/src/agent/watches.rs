@@ -1,11 +1,12 @@
 //! The agent controller's caches: its children (whole objects with their managed
 //! fields dropped, so a hand edit can be compared with what is wanted), the Secrets it
 //! creates once (metadata only: their values stay out of memory), the runtime pods
-//! (metadata and container waiting states only), and the shared ChatChannel cache.
+//! (metadata and container waiting states only), and the shared ChatChannel,
+//! AgentDeployment and ToolServer caches.
 
 use std::fmt::Debug;
 
-use crds::ChatChannel;
+use crds::{AgentDeployment, ChatChannel, ToolServer};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::NamespaceResourceScope;
@@ -39,6 +40,10 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub pods: Store<Pod>,
     pub channels: Store<ChatChannel>,
+    /// Every AgentDeployment (the shared cache): who calls whom.
+    pub agents: Store<AgentDeployment>,
+    /// Every ToolServer (the shared cache): what `spec.tools` names.
+    pub tool_servers: Store<ToolServer>,
 }
 
 impl Stores {
@@ -54,6 +59,8 @@ impl Stores {
             self.secrets.wait_until_ready(),
             self.pods.wait_until_ready(),
             self.channels.wait_until_ready(),
+            self.agents.wait_until_ready(),
+            self.tool_servers.wait_until_ready(),
         );
     }
 }
@@ -70,14 +77,26 @@ pub struct Triggers {
     pub pods: Trigger<Pod>,
 }
 
+/// The shared caches of the kinds the agent controller reads but does not own.
+pub struct SharedStores {
+    pub channels: Store<ChatChannel>,
+    pub agents: Store<AgentDeployment>,
+    pub tool_servers: Store<ToolServer>,
+}
+
 /// Opens the watches of the operator's children in `namespace` (all when `None`);
-/// `channels` is the shared ChatChannel cache.
+/// `shared` are the caches shared with the other controllers.
 pub fn watch_children(
     client: &Client,
     namespace: Option<&str>,
-    channels: Store<ChatChannel>,
+    shared: SharedStores,
     metrics: &Metrics,
 ) -> (Stores, Triggers) {
+    let SharedStores {
+        channels,
+        agents,
+        tool_servers,
+    } = shared;
     let (deployments, deployments_t) = whole::<Deployment>(client, namespace, metrics);
     let (service_accounts, service_accounts_t) =
         whole::<ServiceAccount>(client, namespace, metrics);
@@ -98,6 +117,8 @@ pub fn watch_children(
             secrets,
             pods,
             channels,
+            agents,
+            tool_servers,
         },
         Triggers {
             deployments: deployments_t,

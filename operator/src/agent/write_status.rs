@@ -108,6 +108,11 @@ pub async fn write_status(
                 }
             }
         },
+        tools_ready: super::tools::tools_ready(&super::tools::resolve(
+            agent,
+            &ctx.stores.tool_servers.state(),
+            &ctx.stores.agents.state(),
+        )),
     };
     let desired = status::desired_status(&current, &observed);
     if status::status_differs(agent.status.as_ref(), &desired) {

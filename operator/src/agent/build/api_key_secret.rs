@@ -1,5 +1,5 @@
-//! The key Secrets: the agent's client key, its admin key, and a key for each
-//! channel with `spec.clientKey: Channel`. Each is created once with a generated
+//! The key Secrets: the agent's client key, its admin key, a key for each
+//! channel with `spec.clientKey: Channel`, and a key for each agent it calls. Each is created once with a generated
 //! key and never rewritten (rotating one is writing a new value into it; the
 //! pods re-read it without a restart).
 
@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
-use super::{OwnKeyChannel, metadata};
+use super::{AgentKey, OwnKeyChannel, metadata};
 use crate::names;
 
 fn key_secret(
@@ -62,8 +62,23 @@ pub fn build_channel(agent: &AgentDeployment, channel: &OwnKeyChannel) -> Secret
     key_secret(meta, &channel.new_key)
 }
 
+/// The Secret holding the key `agent` calls `key.callee` with: owned by the caller
+/// (it goes with the caller) and labelled with the callee, whose pods read it as
+/// file `agent.<caller>`.
+pub fn build_agent_call(agent: &AgentDeployment, key: &AgentKey) -> Secret {
+    let mut meta = metadata(
+        agent,
+        &names::agent_call_key_secret(&agent.name_any(), &key.callee),
+    );
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(names::CALLEE_LABEL.to_owned(), key.callee.clone());
+    key_secret(meta, &key.new_key)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::BuildInputs;
     use super::super::fixtures::*;
     use super::*;
 
@@ -95,6 +110,38 @@ mod tests {
         assert_eq!(
             secret.metadata.labels.unwrap()[names::INSTANCE_LABEL],
             "support"
+        );
+    }
+
+    #[test]
+    fn an_agent_call_key_belongs_to_the_caller_and_names_the_callee() {
+        let inputs = BuildInputs {
+            agent_keys: vec![AgentKey {
+                callee: "billing".to_owned(),
+                new_key: "sb-agent-x".to_owned(),
+            }],
+            ..inputs(false)
+        };
+        let children = super::super::build_children(&full(), &inputs);
+        let [secret] = children.agent_key_secrets.as_slice() else {
+            panic!("one agent-call key: {:?}", children.agent_key_secrets);
+        };
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("support-calls-billing")
+        );
+        assert_eq!(
+            secret.string_data.as_ref().unwrap()["api-key"],
+            "sb-agent-x"
+        );
+        let labels = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[names::CALLEE_LABEL], "billing");
+        assert_eq!(labels[names::INSTANCE_LABEL], "support");
+        assert_eq!(labels[names::MANAGED_BY_LABEL], names::MANAGED_BY);
+        let owners = secret.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("AgentDeployment", "support")
         );
     }
 }

@@ -26,8 +26,14 @@ pub fn build(agent: &AgentDeployment, runtime_config: &str) -> ConfigMap {
     }
 }
 
-/// The runtime configuration file for `agent`. Secrets appear only as env var names.
-pub fn runtime_config(agent: &AgentDeployment, system_prompt_from: Option<&str>) -> RuntimeConfig {
+/// The runtime configuration file for `agent`, with `tools` rendered from
+/// `spec.tools` (see [`crate::agent::tools::tools_config`]). Secrets appear only as
+/// env var names.
+pub fn runtime_config(
+    agent: &AgentDeployment,
+    system_prompt_from: Option<&str>,
+    tools: rc::ToolsConfig,
+) -> RuntimeConfig {
     let spec = &agent.spec;
     let model_chain: Vec<ModelConfig> = std::iter::once(&spec.model)
         .chain(spec.fallbacks.iter())
@@ -89,8 +95,7 @@ pub fn runtime_config(agent: &AgentDeployment, system_prompt_from: Option<&str>)
                 when_spent: b.when_spent,
             })
         }),
-        // Filled from `spec.tools` once the operator resolves ToolServers and agents.
-        tools: rc::ToolsConfig::default(),
+        tools,
     }
 }
 
@@ -127,7 +132,7 @@ mod tests {
 
     #[test]
     fn runtime_config_renders_as_the_expected_file() {
-        let rendered = runtime_config(&full(), None);
+        let rendered = runtime_config(&full(), None, Default::default());
         let expected =
             RuntimeConfig::from_yaml(include_str!("../../../fixtures/agent-full.runtime.yaml"))
                 .expect("expected fixture parses");
@@ -142,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_prompt_from_a_config_map_lands_in_the_file() {
-        let config = runtime_config(&minimal(), Some("Hello prompt"));
+        let config = runtime_config(&minimal(), Some("Hello prompt"), Default::default());
         assert_eq!(config.system_prompt.as_deref(), Some("Hello prompt"));
         assert_eq!(config.model.api_key_env, None);
         let map = build(&minimal(), "x: 1\n");

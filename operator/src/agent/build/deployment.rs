@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crds::AgentDeployment;
-use crds::runtime_config::{KEY_FILE_ADMIN, KEY_FILE_CLIENT, channel_key_file};
+use crds::runtime_config::{
+    KEY_FILE_ADMIN, KEY_FILE_AGENT_PREFIX, KEY_FILE_CLIENT, channel_key_file,
+};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -231,6 +233,19 @@ fn env(agent: &AgentDeployment, inputs: &BuildInputs) -> Vec<EnvVar> {
             ));
         }
     }
+    // Tool header values and agent-call keys: optional, so a missing Secret leaves
+    // that tool out (the runtime reports it) instead of keeping the pod from starting.
+    env.extend(inputs.tool_env.iter().map(|t| {
+        let mut var = secret(&t.var, &t.secret, &t.key);
+        if let Some(r) = var
+            .value_from
+            .as_mut()
+            .and_then(|v| v.secret_key_ref.as_mut())
+        {
+            r.optional = Some(true);
+        }
+        var
+    }));
     if let Some(tracing) = &spec.monitoring.tracing {
         env.extend([
             literal("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.otlp_endpoint.clone()),
@@ -250,7 +265,7 @@ fn env(agent: &AgentDeployment, inputs: &BuildInputs) -> Vec<EnvVar> {
 pub const KEYS_VOLUME: &str = "keys";
 
 /// The key Secrets as files in one projected volume, named as the runtime reads
-/// them (`client`, `admin`, `channel.<name>`). The kubelet updates the files when
+/// them (`client`, `admin`, `channel.<name>`, `agent.<caller>`). The kubelet updates the files when
 /// a Secret changes and the runtime re-reads them: a rotation restarts nothing
 /// (and these Secrets are not part of the secrets digest). Each source is
 /// optional, so a pod starts while a Secret is still being created; the runtime
@@ -277,6 +292,13 @@ fn keys_volume(agent: &AgentDeployment, inputs: &BuildInputs) -> Volume {
         source(
             names::channel_key_secret(&c.name),
             channel_key_file(&c.name),
+        )
+    }));
+    // The keys the agents naming this one in `spec.tools` call it with.
+    sources.extend(inputs.callers.iter().map(|caller| {
+        source(
+            names::agent_call_key_secret(caller, &name),
+            format!("{KEY_FILE_AGENT_PREFIX}{caller}"),
         )
     }));
     Volume {
@@ -585,9 +607,13 @@ mod tests {
     fn unset_replicas_leave_the_field_out_for_an_hpa() {
         let agent = minimal();
         let inputs = BuildInputs {
-            runtime_config: config_map::runtime_config(&agent, Some("Hello prompt"))
-                .to_yaml()
-                .unwrap(),
+            runtime_config: config_map::runtime_config(
+                &agent,
+                Some("Hello prompt"),
+                Default::default(),
+            )
+            .to_yaml()
+            .unwrap(),
             database_url: SecretKey {
                 name: "hello-pg".to_owned(),
                 key: "uri".to_owned(),
@@ -625,5 +651,49 @@ mod tests {
                 .unwrap()
                 .contains_key("memory")
         );
+    }
+
+    #[test]
+    fn tool_secrets_are_optional_env_and_callers_keys_are_files() {
+        let agent = full();
+        let inputs = BuildInputs {
+            tool_env: vec![crate::agent::tools::ToolEnv {
+                var: "SWITCHBOARD_AGENT_KEY_BILLING".to_owned(),
+                secret: "support-calls-billing".to_owned(),
+                key: "api-key".to_owned(),
+            }],
+            callers: vec!["sales".to_owned()],
+            ..inputs(false)
+        };
+        let deployment = build(&agent, &inputs);
+        let env = the_container(&deployment).env.clone().unwrap();
+        let key = env
+            .iter()
+            .find(|e| e.name == "SWITCHBOARD_AGENT_KEY_BILLING")
+            .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+            .expect("the agent-call key is read from its Secret");
+        assert_eq!(key.name, "support-calls-billing");
+        assert_eq!(key.key, "api-key");
+        assert_eq!(key.optional, Some(true));
+        let pod = deployment.spec.template.spec.as_ref().unwrap();
+        let keys = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == KEYS_VOLUME)
+            .unwrap();
+        let sources = keys.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let caller = sources
+            .iter()
+            .filter_map(|s| s.secret.as_ref())
+            .find(|s| s.name == "sales-calls-support")
+            .expect("the caller's key is projected");
+        let item = &caller.items.as_ref().unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("api-key", "agent.sales")
+        );
+        assert_eq!(caller.optional, Some(true));
     }
 }

@@ -49,6 +49,23 @@ pub struct BuildInputs {
     /// The agent's channels opened by a key of their own (`spec.clientKey:
     /// Channel`), sorted by name.
     pub own_key_channels: Vec<OwnKeyChannel>,
+    /// Env vars the pods read for `spec.tools` (header values, agent-call keys).
+    pub tool_env: Vec<crate::agent::tools::ToolEnv>,
+    /// The agents this one calls (`spec.tools[].agent`), each with the key written
+    /// if its Secret does not exist yet, sorted by name.
+    pub agent_keys: Vec<AgentKey>,
+    /// The agents of the namespace that call this one, sorted: their keys become
+    /// files `agent.<caller>` in the keys volume.
+    pub callers: Vec<String>,
+}
+
+/// The key this agent calls another one with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentKey {
+    /// The agent called.
+    pub callee: String,
+    /// The key written if its Secret does not exist yet.
+    pub new_key: String,
 }
 
 /// A channel with a key of its own.
@@ -82,6 +99,8 @@ pub struct Children {
     pub admin_key_secret: Secret,
     /// The own keys of channels with `spec.clientKey: Channel` (each created once).
     pub channel_key_secrets: Vec<Secret>,
+    /// The keys this agent calls other agents with (each created once).
+    pub agent_key_secrets: Vec<Secret>,
     /// Identity of the runtime pods.
     pub service_account: ServiceAccount,
     /// What the runtime may do.
@@ -107,6 +126,11 @@ pub fn build_children(agent: &AgentDeployment, inputs: &BuildInputs) -> Children
             .own_key_channels
             .iter()
             .map(|c| api_key_secret::build_channel(agent, c))
+            .collect(),
+        agent_key_secrets: inputs
+            .agent_keys
+            .iter()
+            .map(|k| api_key_secret::build_agent_call(agent, k))
             .collect(),
         service_account: service_account::build(agent),
         role: role::build(agent, inputs),
@@ -170,7 +194,7 @@ pub(crate) mod fixtures {
         BuildInputs {
             default_image: "registry.local/agent-runtime:1.0".to_owned(),
             image_pull_policy: "IfNotPresent".to_owned(),
-            runtime_config: config_map::runtime_config(agent, None)
+            runtime_config: config_map::runtime_config(agent, None, Default::default())
                 .to_yaml()
                 .expect("renders"),
             database_url: SecretKey {
@@ -183,6 +207,9 @@ pub(crate) mod fixtures {
             new_api_key: "sb-key".to_owned(),
             new_admin_key: "sb-admin".to_owned(),
             own_key_channels: Vec::new(),
+            tool_env: Vec::new(),
+            agent_keys: Vec::new(),
+            callers: Vec::new(),
         }
     }
 
@@ -204,6 +231,7 @@ mod tests {
             api_key_secret,
             admin_key_secret,
             channel_key_secrets,
+            agent_key_secrets,
             service_account,
             role,
             role_binding,
@@ -213,6 +241,7 @@ mod tests {
             service_monitor,
         } = &children;
         assert!(channel_key_secrets.is_empty());
+        assert!(agent_key_secrets.is_empty());
         let metas = [
             &api_key_secret.metadata,
             &admin_key_secret.metadata,

@@ -1,0 +1,165 @@
+//! The ToolServer controller: connects to each server (MCP over Streamable HTTP,
+//! with the headers read from their Secrets), lists its tools into the status and
+//! sets Ready (or Ready False with the server's error, secrets scrubbed). It
+//! re-lists every 5 minutes, sooner with backoff while the server fails, and writes
+//! the status only when something changed.
+
+pub mod mcp;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::ToolServer;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use tracing::{info, instrument};
+
+use self::status::Outcome;
+use crate::backoff::ObjectKey;
+use crate::context::Context;
+use crate::controller::{apply_status, on_error, on_success};
+use crate::error::{Error, Result};
+
+/// Label of this controller in metrics.
+const CONTROLLER: &str = "toolserver";
+
+/// How often a server that answers is listed again.
+pub const RELIST_EVERY: Duration = Duration::from_secs(300);
+
+/// Listings at once (each may wait up to the server's timeout).
+const CONCURRENCY: u16 = 4;
+
+/// Runs the ToolServer controller until `shutdown` resolves; `tool_servers` comes
+/// from the watch shared with the agent controller.
+pub async fn run(
+    shared: Arc<Context>,
+    tool_servers: (
+        Store<ToolServer>,
+        impl Stream<Item = Result<ToolServer, watcher::Error>> + Send + 'static,
+    ),
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (store, stream) = tool_servers;
+    let config = ControllerConfig::default()
+        .concurrency(CONCURRENCY)
+        .debounce(Duration::from_millis(300));
+    Controller::for_stream(stream, store)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, shared)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tool server reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+/// One listing of `server`'s tools.
+#[instrument(skip_all, fields(namespace = server.namespace().unwrap_or_default(), toolserver = server.name_any()))]
+pub async fn reconcile(server: Arc<ToolServer>, shared: Arc<Context>) -> Result<Action> {
+    let metrics = &shared.metrics;
+    metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+    let _in_flight = metrics.in_flight(CONTROLLER);
+    let _timer = metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+
+    let timeout =
+        Duration::from_secs(u64::try_from(server.spec.timeout_seconds.clamp(1, 600)).unwrap_or(30));
+    let outcome = match read_headers(&server, &shared).await? {
+        Err(message) => Outcome::Failed {
+            reason: "SecretMissing".to_owned(),
+            message,
+        },
+        Ok(headers) => match mcp::list_tools(&server.spec.url, &headers, timeout).await {
+            Ok(tools) => Outcome::Listed(tools),
+            Err(e) => Outcome::Failed {
+                reason: e.reason().to_owned(),
+                message: e.to_string(),
+            },
+        },
+    };
+    let current = server.status.clone().unwrap_or_default();
+    let desired = status::desired_status(
+        &current,
+        server.metadata.generation,
+        &outcome,
+        Time(Timestamp::now()),
+    );
+    if status::status_differs(server.status.as_ref(), &desired) {
+        match &outcome {
+            Outcome::Listed(tools) => info!(tools = tools.len(), "listed the server's tools"),
+            Outcome::Failed { reason, message } => {
+                info!(%reason, %message, "the server's tools could not be listed")
+            }
+        }
+        apply_status(&shared, &*server, &desired).await?;
+    }
+    let key = ObjectKey::of(&*server);
+    Ok(match outcome {
+        Outcome::Listed(_) => {
+            on_success(&shared, &*server);
+            Action::requeue(RELIST_EVERY)
+        }
+        Outcome::Failed { .. } => Action::requeue(shared.backoff.next(&key).min(RELIST_EVERY)),
+    })
+}
+
+/// The error policy of the controller (see [`on_error`]).
+pub fn error_policy(server: Arc<ToolServer>, error: &Error, shared: Arc<Context>) -> Action {
+    on_error(&shared, CONTROLLER, &*server, error)
+}
+
+/// The headers as (name, value), read from their Secrets; `Ok(Err(message))` when
+/// one is missing (the message names the Secret and key, never a value).
+async fn read_headers(
+    server: &ToolServer,
+    shared: &Context,
+) -> Result<std::result::Result<Vec<(String, String)>, String>> {
+    let api: Api<Secret> = Api::namespaced(
+        shared.client.clone(),
+        &server.namespace().unwrap_or_default(),
+    );
+    let mut headers = Vec::new();
+    for (i, header) in server.spec.headers.iter().enumerate() {
+        let r = &header.value_from;
+        let secret = api.get_opt(&r.name).await.map_err(Error::kube(format!(
+            "reading Secret {} (a ToolServer header)",
+            r.name
+        )))?;
+        let Some(secret) = secret else {
+            return Ok(Err(format!(
+                "spec.headers[{i}].valueFrom: Secret {} not found; create it with key {}",
+                r.name, r.key
+            )));
+        };
+        let value = secret.data.as_ref().and_then(|d| d.get(&r.key));
+        let Some(value) = value else {
+            return Ok(Err(format!(
+                "spec.headers[{i}].valueFrom: Secret {} has no key {}",
+                r.name, r.key
+            )));
+        };
+        let Ok(value) = String::from_utf8(value.0.clone()) else {
+            return Ok(Err(format!(
+                "spec.headers[{i}].valueFrom: key {} of Secret {} is not text",
+                r.key, r.name
+            )));
+        };
+        headers.push((
+            header.name.clone(),
+            value.trim_end_matches(['\r', '\n']).to_owned(),
+        ));
+    }
+    Ok(Ok(headers))
+}
