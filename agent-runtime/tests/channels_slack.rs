@@ -31,6 +31,7 @@ fn slack_channel(config: &mut RuntimeConfig) {
         slack: Some(SlackConfig {
             bot_token_env: "SLACK_BOT_TOKEN".into(),
             signing_secret_env: "SLACK_SIGNING_SECRET".into(),
+            app_token_env: None,
             team_id: Some(TEAM.into()),
             channel_ids: vec![CHANNEL.into()],
             respond_to: RespondTo::Mentions,
