@@ -186,6 +186,7 @@ impl Caller {
             user,
             channel: self.channel.clone(),
             language: self.language.clone(),
+            author: None,
         }
     }
 

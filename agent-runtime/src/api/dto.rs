@@ -198,6 +198,10 @@ pub struct Message {
     /// The call a tool message answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Who wrote a user message in a shared session (a Slack thread: the
+    /// Slack user id); absent: the session's user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 impl From<db::Message> for Message {
@@ -207,6 +211,7 @@ impl From<db::Message> for Message {
                 .filter(|calls| !calls.is_empty())
                 .map(|calls| calls.iter().map(Into::into).collect()),
             tool_call_id: m.tool_call_id.clone(),
+            author: m.author.clone(),
             id: m.id,
             session_id: m.session_id,
             parent_id: m.parent_id,

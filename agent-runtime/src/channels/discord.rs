@@ -341,6 +341,7 @@ async fn intake(state: &SharedState, token: &str, bot: u64, message: &Message) {
         user: user.clone(),
         channel: name.clone(),
         language: channel.language.clone(),
+        author: None,
     };
     let admitted = match conversation::admit(state, participant).await {
         Ok(a) => a,

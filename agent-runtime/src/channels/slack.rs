@@ -338,8 +338,25 @@ async fn store_event(
         user: message.user.clone(),
         channel: name.clone(),
         language: channel.language.clone(),
+        author: None,
     };
     let admitted = conversation::admit(state, participant).await?;
+    // A thread is one session for everyone in it: the session of the user who
+    // started it (each message keeps its author). A DM is its user's own.
+    let owner = if message.conversation.contains(THREAD_SEPARATOR) {
+        state
+            .store
+            .conversation_owner(&name, &message.conversation)
+            .await?
+            .unwrap_or_else(|| message.user.clone())
+    } else {
+        message.user.clone()
+    };
+    let in_session = Participant {
+        user: owner.clone(),
+        author: Some(message.user.clone()),
+        ..admitted.participant().clone()
+    };
     let delivery_id = uuid::Uuid::now_v7().to_string();
     let inserted = state
         .store
@@ -348,7 +365,7 @@ async fn store_event(
             channel: name.clone(),
             inbound_key: format!("slack:{}", message.event_id),
             conversation_id: message.conversation.clone(),
-            user_id: message.user.clone(),
+            user_id: owner,
             text: message.text.clone(),
             callback_url: String::new(),
             reply_to: None,
@@ -361,7 +378,7 @@ async fn store_event(
     }
     let recorded = super::delivery::record_for_delivery(
         state,
-        admitted.participant(),
+        &in_session,
         SessionRef::External(message.conversation.clone()),
         &message.text,
         &delivery_id,
