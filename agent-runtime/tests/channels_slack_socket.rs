@@ -295,60 +295,66 @@ async fn bad_tokens_are_reported_unauthorized() {
     }
 }
 
-/// Slack's Web API down for a minute while the Socket Mode connection keeps
-/// delivering: the events are stored and acknowledged, the answers are posted
-/// once Slack is back, each exactly once. Then Slack down altogether (the
-/// connection dropped, `apps.connections.open` refused): the runtime
-/// reconnects once it is back and the next event is answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slack_down_for_a_minute_then_every_answer_once() {
-    let s = start(Db::Sqlite, APP_TOKEN).await;
-    connected(&s.slack, 1).await;
-    s.slack.web_api_outage(Duration::from_secs(60));
-    let mut envelopes = Vec::new();
-    for i in 0..3 {
-        envelopes.push(
-            s.slack
-                .socket_event(
-                    mention(
-                        &format!("during the outage {i}"),
-                        &format!("17000001{i:02}.000100"),
-                        None,
-                        &format!("EvO{i}"),
-                    ),
-                    0,
-                )
-                .expect("sent"),
-        );
-    }
-    for envelope in &envelopes {
-        acked(&s.slack, envelope).await;
-    }
-    assert!(s.slack.posts().is_empty(), "nothing posted while down");
-    // The outbox retries with backoff capped at 30 s: all posted within that
-    // after the minute is over.
-    posts_settle(&s.slack, 3, Duration::from_secs(60 + 45)).await;
-    assert!(
-        s.slack.post_attempts() > 3,
-        "refused while down, then posted"
-    );
+/// A minute long; on Postgres, so that `make unit` (which skips `postgres::`
+/// tests) stays short.
+mod minute_outage_on_postgres {
+    use super::*;
 
-    let before = s.slack.socket_connections();
-    s.slack.outage(Duration::from_secs(3));
-    state_becomes(
-        &s.h.state.channels.connections,
-        ConnectionState::Reconnecting,
-    )
-    .await;
-    connected(&s.slack, before + 1).await;
-    let after = s
-        .slack
-        .socket_event(mention("back?", "1700000200.000100", None, "EvO9"), 0)
-        .expect("sent");
-    acked(&s.slack, &after).await;
-    posts_settle(&s.slack, 4, WAIT).await;
-    s.tasks.stop().await;
-    once_per_thread(&s.slack, 4);
+    /// Slack's Web API down for a minute while the Socket Mode connection keeps
+    /// delivering: the events are stored and acknowledged, the answers are posted
+    /// once Slack is back, each exactly once. Then Slack down altogether (the
+    /// connection dropped, `apps.connections.open` refused): the runtime
+    /// reconnects once it is back and the next event is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slack_down_for_a_minute_then_every_answer_once() {
+        let s = start(Db::Postgres, APP_TOKEN).await;
+        connected(&s.slack, 1).await;
+        s.slack.web_api_outage(Duration::from_secs(60));
+        let mut envelopes = Vec::new();
+        for i in 0..3 {
+            envelopes.push(
+                s.slack
+                    .socket_event(
+                        mention(
+                            &format!("during the outage {i}"),
+                            &format!("17000001{i:02}.000100"),
+                            None,
+                            &format!("EvO{i}"),
+                        ),
+                        0,
+                    )
+                    .expect("sent"),
+            );
+        }
+        for envelope in &envelopes {
+            acked(&s.slack, envelope).await;
+        }
+        assert!(s.slack.posts().is_empty(), "nothing posted while down");
+        // The outbox retries with backoff capped at 30 s: all posted within that
+        // after the minute is over.
+        posts_settle(&s.slack, 3, Duration::from_secs(60 + 45)).await;
+        assert!(
+            s.slack.post_attempts() > 3,
+            "refused while down, then posted"
+        );
+
+        let before = s.slack.socket_connections();
+        s.slack.outage(Duration::from_secs(3));
+        state_becomes(
+            &s.h.state.channels.connections,
+            ConnectionState::Reconnecting,
+        )
+        .await;
+        connected(&s.slack, before + 1).await;
+        let after = s
+            .slack
+            .socket_event(mention("back?", "1700000200.000100", None, "EvO9"), 0)
+            .expect("sent");
+        acked(&s.slack, &after).await;
+        posts_settle(&s.slack, 4, WAIT).await;
+        s.tasks.stop().await;
+        once_per_thread(&s.slack, 4);
+    }
 }
 
 /// Needs Postgres (`make unit` skips `postgres::` tests).
