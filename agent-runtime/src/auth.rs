@@ -222,6 +222,7 @@ impl Caller {
             user,
             channel: self.channel.clone(),
             language: self.language.clone(),
+            author: None,
         }
     }
 

@@ -296,3 +296,54 @@ mod replicas_on_postgres {
         assert!(!log.contains(TOKEN), "no token in the log");
     }
 }
+
+/// The Discord channel's connection state as the lease holder sees it:
+/// Connected once the session is ready; a token the Gateway refuses (close
+/// 4004) is Unauthorized with Discord's words and without the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_state_follows_the_gateway() {
+    use crds::channel::ConnectionState;
+    async fn state_becomes(h: &Harness, expected: ConnectionState) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = h.state.channels.connections.get("support-discord");
+            if let Some(c) = &got
+                && c.state == expected
+            {
+                return c.message.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{expected:?} expected: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (h, tasks, _discord) = start(Db::Sqlite).await;
+    state_becomes(&h, ConnectionState::Connected).await;
+    tasks.stop().await;
+
+    let discord = DiscordMock::start(TOKEN, APP, Duration::from_millis(500))
+        .await
+        .expect("mock Discord");
+    let h = Harness::start_with(Db::Sqlite, |config, _| discord_channel(config)).await;
+    h.state
+        .webhooks
+        .keys
+        .set_lookup(|name| (name == "DISCORD_BOT_TOKEN").then(|| "not-the-bot-token".to_owned()));
+    let gateway = discord.gateway_url();
+    let rest = discord.rest_addr().to_string();
+    let tasks = ChannelTasks::start(&h.state, move |name| match name {
+        DISCORD_GATEWAY_URL_ENV => Some(gateway.clone()),
+        DISCORD_API_PROXY_ENV => Some(rest.clone()),
+        _ => None,
+    })
+    .await;
+    let message = state_becomes(&h, ConnectionState::Unauthorized).await;
+    assert!(message.contains("4004"), "{message}");
+    assert!(
+        !message.contains("not-the-bot-token"),
+        "no token: {message}"
+    );
+    tasks.stop().await;
+}

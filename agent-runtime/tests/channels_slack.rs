@@ -31,6 +31,7 @@ fn slack_channel(config: &mut RuntimeConfig) {
         slack: Some(SlackConfig {
             bot_token_env: "SLACK_BOT_TOKEN".into(),
             signing_secret_env: "SLACK_SIGNING_SECRET".into(),
+            app_token_env: None,
             team_id: Some(TEAM.into()),
             channel_ids: vec![CHANNEL.into()],
             respond_to: RespondTo::Mentions,
@@ -241,7 +242,87 @@ async fn rate_limits_and_an_outage_are_waited_out(db: Db) {
     assert_eq!(s.slack.posts().len(), 2);
 }
 
+/// A thread is one session for everyone in it: a second user's reply lands in
+/// the session of the user who started the thread, keeping its author; the
+/// sessions API lists it for its owner only (sessions are per user), and a
+/// thread the second user starts is theirs.
+async fn a_thread_with_several_users_is_one_session(db: Db) {
+    let s = start(db).await;
+    let thread = "1700000300.000100";
+    let first = slack::app_mention(
+        TEAM,
+        CHANNEL,
+        "U0CAROL0001",
+        "who is on call?",
+        thread,
+        None,
+        "EvT1",
+    );
+    assert_eq!(s.events.send(&first).await.status, Some(200));
+    posts_settle(&s.slack, 1).await;
+    let reply = slack::app_mention(
+        TEAM,
+        CHANNEL,
+        "U0DAVE00001",
+        "and tomorrow?",
+        "1700000310.000100",
+        Some(thread),
+        "EvT2",
+    );
+    assert_eq!(s.events.send(&reply).await.status, Some(200));
+    posts_settle(&s.slack, 2).await;
+    assert_eq!(s.slack.posts()[1].thread_ts.as_deref(), Some(thread));
+
+    let (_, sessions) =
+        s.h.get("U0CAROL0001", "/channels/support-slack/api/sessions")
+            .await;
+    let list = sessions["data"].as_array().expect("sessions");
+    assert_eq!(list.len(), 1, "{sessions}");
+    assert_eq!(
+        list[0]["message_count"], 4,
+        "both users' messages: {sessions}"
+    );
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let (_, messages) =
+        s.h.get(
+            "U0CAROL0001",
+            &format!("/channels/support-slack/api/sessions/{id}/messages"),
+        )
+        .await;
+    let authors: Vec<_> = messages["data"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["author"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(authors, ["U0CAROL0001", "U0DAVE00001"], "{messages}");
+    let (_, dave) =
+        s.h.get("U0DAVE00001", "/channels/support-slack/api/sessions")
+            .await;
+    assert_eq!(dave["data"].as_array().map(Vec::len), Some(0), "{dave}");
+
+    // A thread Dave starts is his own session.
+    let own = slack::app_mention(
+        TEAM,
+        CHANNEL,
+        "U0DAVE00001",
+        "hi",
+        "1700000400.000100",
+        None,
+        "EvT3",
+    );
+    assert_eq!(s.events.send(&own).await.status, Some(200));
+    posts_settle(&s.slack, 3).await;
+    let (_, dave) =
+        s.h.get("U0DAVE00001", "/channels/support-slack/api/sessions")
+            .await;
+    assert_eq!(dave["data"].as_array().map(Vec::len), Some(1), "{dave}");
+    s.tasks.stop().await;
+}
+
 on_both_databases!(
+    a_thread_with_several_users_is_one_session,
     a_mention_is_answered_in_its_thread_once_despite_retries,
     bad_and_stale_signatures_are_refused,
     rate_limits_and_an_outage_are_waited_out,

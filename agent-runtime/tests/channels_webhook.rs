@@ -434,6 +434,7 @@ async fn a_message_stored_before_the_previous_answer_is_answered_too(db: Db) {
         user: "carol".into(),
         channel: "hooks".into(),
         language: None,
+        author: None,
     };
     let thread = || SessionRef::External("conv-9".into());
     let first = conversation::record(&h.state, &carol, thread(), "first question")

@@ -1,6 +1,7 @@
 //! Against the real local control plane: the runtime (the binary, as a pod
 //! runs it) serves a `type: slack` ChatChannel with the bot token and signing
-//! secret read from the Secret the channel references.
+//! secret read from the Secret the channel references, and reports each Slack
+//! channel's connection as its `Connected` condition.
 
 mod common;
 
@@ -45,7 +46,8 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
     let secrets: Api<Secret> = Api::namespaced(cluster.client(), ns.name());
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "support-slack"},
-        "stringData": {"bot-token": BOT_TOKEN, "signing-secret": SIGNING_SECRET},
+        "stringData": {"bot-token": BOT_TOKEN, "signing-secret": SIGNING_SECRET,
+            "app-token": "xapp-1-not-the-apps-token"},
     }))
     .expect("secret");
     secrets
@@ -67,7 +69,22 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         .await
         .expect("channel created");
 
-    let slack = SlackMock::start(BOT_TOKEN, "xapp-unused")
+    // A Socket Mode channel whose app token Slack refuses.
+    let socket: crds::ChatChannel = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+        "metadata": {"name": "support-socket"},
+        "spec": {"agentRef": {"name": "support"}, "type": "slack", "slack": {
+            "mode": "SocketMode",
+            "botTokenRef": {"name": "support-slack", "key": "bot-token"},
+            "appTokenRef": {"name": "support-slack", "key": "app-token"}}},
+    }))
+    .expect("channel");
+    channels
+        .create(&PostParams::default(), &socket)
+        .await
+        .expect("socket channel created");
+
+    let slack = SlackMock::start(BOT_TOKEN, "xapp-1-the-apps-token")
         .await
         .expect("mock Slack");
     let mock = MockLlm::start().await.expect("mock LLM");
@@ -118,11 +135,67 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         Some("1700000000.000100"),
         "posted with the Secret's bot token, in the thread"
     );
+
+    // The runtime reports each channel's connection as the Connected condition:
+    // auth.test passed (Events API), apps.connections.open refused (Socket Mode).
+    let connected = |name: &'static str| {
+        let channels = channels.clone();
+        move || {
+            let channels = channels.clone();
+            async move {
+                let channel = channels.get(name).await.ok()?;
+                let conditions = channel.status?.conditions;
+                let c = conditions.into_iter().find(|c| c.type_ == "Connected")?;
+                Some((c.status, c.reason, c.message))
+            }
+        }
+    };
+    let events_api = eventually(
+        WAIT,
+        "Connected on support-slack",
+        connected("support-slack"),
+    )
+    .await;
+    assert_eq!(
+        (events_api.0.as_str(), events_api.1.as_str()),
+        ("True", "Connected")
+    );
+    let refused = eventually(WAIT, "Connected=False on support-socket", || {
+        let get = connected("support-socket");
+        async move { get().await.filter(|c| c.1 == "Unauthorized") }
+    })
+    .await;
+    assert_eq!(refused.0, "False");
+    assert_eq!(refused.2, "apps.connections.open: invalid_auth");
+    // The operator's status apply (its own field manager, without Connected)
+    // leaves the runtime's condition in place.
+    let operator_status = json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+        "metadata": {"name": "support-socket"},
+        "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+            "message": "bound", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+    });
+    channels
+        .patch_status(
+            "support-socket",
+            &kube::api::PatchParams::apply("switchboard-operator").force(),
+            &kube::api::Patch::Apply(&operator_status),
+        )
+        .await
+        .expect("operator-style status apply");
+    let after = connected("support-socket")().await;
+    assert_eq!(
+        after.map(|c| c.1).as_deref(),
+        Some("Unauthorized"),
+        "the runtime's condition survives the operator's apply"
+    );
     child.kill().await.expect("runtime killed");
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logged.contains("Slack message accepted"), "{logged}");
     assert!(
-        !logged.contains(BOT_TOKEN) && !logged.contains(SIGNING_SECRET),
+        !logged.contains(BOT_TOKEN)
+            && !logged.contains(SIGNING_SECRET)
+            && !logged.contains("xapp-1-not-the-apps-token"),
         "no secret in the log"
     );
 }

@@ -26,6 +26,7 @@ use crate::common::SecretKeyRef;
     printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentRef.name", description = "The AgentDeployment this channel leads to"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Connected", type_ = "string", json_path = ".status.conditions[?(@.type==\"Connected\")].reason", description = "slack and discord channels: Connected, Reconnecting or Unauthorized, as the runtime pod holding the connection reports it"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")

@@ -452,8 +452,14 @@ impl Default for DiscordConfig {
 pub struct SlackConfig {
     /// Environment variable holding the bot token (`xoxb-...`).
     pub bot_token_env: String,
-    /// Environment variable holding the signing secret (Events API, v0 signatures).
+    /// Environment variable holding the signing secret (Events API, v0 signatures);
+    /// empty: no Events API endpoint.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub signing_secret_env: String,
+    /// Environment variable holding the app-level token (`xapp-...`): the channel
+    /// receives its events over Socket Mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_token_env: Option<String>,
     /// Only events of this workspace are answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
@@ -471,6 +477,7 @@ impl Default for SlackConfig {
         Self {
             bot_token_env: String::new(),
             signing_secret_env: String::new(),
+            app_token_env: None,
             team_id: None,
             channel_ids: Vec::new(),
             respond_to: crate::channel::RespondTo::default(),

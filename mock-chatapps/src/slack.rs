@@ -219,16 +219,42 @@ pub struct SlackPost {
     pub thread_ts: Option<String>,
 }
 
+/// What the test makes a Socket Mode connection do.
+enum Control {
+    /// Send this envelope.
+    Send(Value),
+    /// Send `disconnect` with this reason, then close.
+    Disconnect(String),
+    /// Drop the TCP connection without a close frame.
+    Drop,
+}
+
 #[derive(Default)]
 struct Inner {
     posts: Vec<SlackPost>,
     rate_limits: Vec<u64>,
     outage: Outage,
     acks: Vec<String>,
-    socket: Option<mpsc::UnboundedSender<Value>>,
+    /// Open Socket Mode connections, oldest first.
+    sockets: Vec<mpsc::UnboundedSender<Control>>,
+    /// Envelopes sent and not acknowledged yet, by envelope id.
+    unacked: Vec<(String, Value)>,
+    /// Round robin over the open connections.
+    next_socket: usize,
     socket_connections: u32,
     next_ts: u64,
     post_attempts: u32,
+    envelopes_sent: u64,
+    /// The Web API alone is down (Socket Mode connections stay).
+    web_outage: Outage,
+    /// Acknowledgements still to be lost in transit.
+    lose_acks: usize,
+}
+
+impl Inner {
+    fn web_down(&self) -> bool {
+        self.outage.active() || self.web_outage.active()
+    }
 }
 
 struct Shared {
@@ -295,11 +321,99 @@ impl SlackMock {
             .extend(std::iter::repeat_n(retry_after_seconds, n));
     }
 
-    /// Slack is down for `duration`: the Web API answers 503 and Socket Mode drops.
+    /// Slack is down for `duration`: the Web API answers 503, `apps.connections.open`
+    /// too, and the Socket Mode connections drop.
     pub fn outage(&self, duration: Duration) {
         let mut inner = self.shared.lock();
         inner.outage.start(duration);
-        inner.socket = None;
+        for socket in inner.sockets.drain(..) {
+            let _ = socket.send(Control::Drop);
+        }
+    }
+
+    /// The Web API (`chat.postMessage`, `auth.test`, `apps.connections.open`) answers
+    /// 503 for `duration`; open Socket Mode connections keep delivering events.
+    pub fn web_api_outage(&self, duration: Duration) {
+        self.shared.lock().web_outage.start(duration);
+    }
+
+    /// The next `n` Socket Mode acknowledgements are lost (not recorded), so their
+    /// envelopes stay unacknowledged for [`Self::redeliver_unacked`].
+    pub fn lose_acks(&self, n: usize) {
+        self.shared.lock().lose_acks = n;
+    }
+
+    /// Drops every Socket Mode connection mid-stream (no close frame).
+    pub fn drop_sockets(&self) {
+        for socket in self.shared.lock().sockets.drain(..) {
+            let _ = socket.send(Control::Drop);
+        }
+    }
+
+    /// Sends `disconnect` with `reason` (`refresh_requested`, `warning`, ...) on every
+    /// Socket Mode connection, then closes them, as Slack does before it rotates them.
+    pub fn disconnect_sockets(&self, reason: &str) {
+        for socket in self.shared.lock().sockets.drain(..) {
+            let _ = socket.send(Control::Disconnect(reason.to_owned()));
+        }
+    }
+
+    /// Open Socket Mode connections.
+    pub fn open_sockets(&self) -> usize {
+        self.shared
+            .lock()
+            .sockets
+            .iter()
+            .filter(|s| !s.is_closed())
+            .count()
+    }
+
+    /// Envelope ids sent and not acknowledged.
+    pub fn unacked(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .unacked
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Delivers every unacknowledged envelope again (with `retry_attempt` raised),
+    /// each on the next open connection, as Slack does when no acknowledgement came;
+    /// returns how many were sent.
+    pub fn redeliver_unacked(&self) -> Result<usize, MockError> {
+        let pending: Vec<Value> = {
+            let mut inner = self.shared.lock();
+            inner.unacked.drain(..).map(|(_, e)| e).collect()
+        };
+        let count = pending.len();
+        for mut envelope in pending {
+            let attempt = envelope["retry_attempt"].as_u64().unwrap_or(0) + 1;
+            envelope["retry_attempt"] = json!(attempt);
+            envelope["retry_reason"] = json!("timeout");
+            self.push_envelope(envelope)?;
+        }
+        Ok(count)
+    }
+
+    fn push_envelope(&self, envelope: Value) -> Result<(), MockError> {
+        let mut inner = self.shared.lock();
+        inner.sockets.retain(|s| !s.is_closed());
+        if inner.sockets.is_empty() {
+            return Err(MockError::NotConnected);
+        }
+        let at = inner.next_socket % inner.sockets.len();
+        inner.next_socket = inner.next_socket.wrapping_add(1);
+        let id = envelope["envelope_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        inner.sockets[at]
+            .send(Control::Send(envelope.clone()))
+            .map_err(|_| MockError::NotConnected)?;
+        inner.unacked.retain(|(i, _)| *i != id);
+        inner.unacked.push((id, envelope));
+        Ok(())
     }
 
     /// Every accepted `chat.postMessage`, in order.
@@ -323,10 +437,16 @@ impl SlackMock {
     }
 
     /// Sends an `events_api` envelope with this `event_callback` payload over Socket
-    /// Mode; returns the envelope id the app must acknowledge.
+    /// Mode (on the open connections in turn); returns the envelope id the app must
+    /// acknowledge.
     pub fn socket_event(&self, payload: Value, retry_attempt: u32) -> Result<String, MockError> {
+        let serial = {
+            let mut inner = self.shared.lock();
+            inner.envelopes_sent += 1;
+            inner.envelopes_sent
+        };
         let envelope_id = format!(
-            "{:08x}-mock-{}",
+            "{:08x}-{serial:04}-mock-{}",
             unix_now(),
             payload["event_id"].as_str().unwrap_or("event")
         );
@@ -338,9 +458,7 @@ impl SlackMock {
             "retry_reason": if retry_attempt > 0 { "timeout" } else { "" },
             "payload": payload,
         });
-        let inner = self.shared.lock();
-        let tx = inner.socket.as_ref().ok_or(MockError::NotConnected)?;
-        tx.send(envelope).map_err(|_| MockError::NotConnected)?;
+        self.push_envelope(envelope)?;
         Ok(envelope_id)
     }
 
@@ -412,7 +530,7 @@ async fn post_message(
 ) -> Response {
     let mut inner = shared.lock();
     inner.post_attempts += 1;
-    if inner.outage.active() {
+    if inner.web_down() {
         drop(inner);
         shared.bump();
         return (StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response();
@@ -456,6 +574,9 @@ async fn post_message(
 }
 
 async fn auth_test(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if shared.lock().web_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response();
+    }
     if bearer(&headers) != Some(shared.bot_token.as_str()) {
         return Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
     }
@@ -463,7 +584,7 @@ async fn auth_test(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
 }
 
 async fn connections_open(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if shared.lock().outage.active() {
+    if shared.lock().web_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response();
     }
     if bearer(&headers) != Some(shared.app_token.as_str()) {
@@ -487,10 +608,10 @@ async fn accept_socket(listener: TcpListener, shared: Arc<Shared>) {
                 return;
             };
             let (mut sink, mut source) = ws.split();
-            let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<Control>();
             {
                 let mut inner = shared.lock();
-                inner.socket = Some(tx.clone());
+                inner.sockets.push(tx.clone());
                 inner.socket_connections += 1;
             }
             shared.bump();
@@ -509,20 +630,38 @@ async fn accept_socket(listener: TcpListener, shared: Arc<Shared>) {
                         if let Ok(v) = serde_json::from_str::<Value>(&text)
                             && let Some(id) = v["envelope_id"].as_str()
                         {
-                            shared.lock().acks.push(id.to_owned());
+                            let mut inner = shared.lock();
+                            if inner.lose_acks > 0 {
+                                inner.lose_acks -= 1;
+                                continue;
+                            }
+                            inner.acks.push(id.to_owned());
+                            inner.unacked.retain(|(i, _)| i != id);
+                            drop(inner);
                             shared.bump();
                         }
                     }
-                    envelope = rx.recv() => {
-                        let Some(envelope) = envelope else { break };
-                        if sink.send(WsMessage::text(envelope.to_string())).await.is_err() { break; }
+                    control = rx.recv() => {
+                        match control {
+                            Some(Control::Send(envelope)) => {
+                                if sink.send(WsMessage::text(envelope.to_string())).await.is_err() { break; }
+                            }
+                            Some(Control::Disconnect(reason)) => {
+                                let message = json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "mock"}});
+                                let _ = sink.send(WsMessage::text(message.to_string())).await;
+                                let _ = sink.close().await;
+                                break;
+                            }
+                            Some(Control::Drop) | None => break,
+                        }
                     }
                 }
             }
+            // Dropping both halves closes the TCP connection (no close frame on Drop).
             let mut inner = shared.lock();
-            if inner.socket.as_ref().is_some_and(|t| t.same_channel(&tx)) {
-                inner.socket = None;
-            }
+            inner.sockets.retain(|t| !t.same_channel(&tx));
+            drop(inner);
+            shared.bump();
         });
     }
 }

@@ -202,6 +202,10 @@ pub struct Message {
     /// input, output, status, duration, error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_execution: Option<ToolExecution>,
+    /// Who wrote a user message in a shared session (a Slack thread: the
+    /// Slack user id); absent: the session's user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// A server-side tool call the runtime ran for the model.
@@ -272,6 +276,7 @@ impl From<db::Message> for Message {
                 .filter(|calls| !calls.is_empty())
                 .map(|calls| calls.iter().map(Into::into).collect()),
             tool_call_id: m.tool_call_id.clone(),
+            author: m.author.clone(),
             id: m.id,
             session_id: m.session_id,
             parent_id: m.parent_id,

@@ -145,6 +145,8 @@ pub struct SlackSettings {
     pub bot_token: SigningKeySource,
     /// The signing secret's source (Events API v0 signatures); `None`: no Events API.
     pub signing_secret: Option<SigningKeySource>,
+    /// The app-level token's source (`xapp-...`): events arrive over Socket Mode.
+    pub app_token: Option<SigningKeySource>,
     /// Only events of this workspace are answered.
     pub team_id: Option<String>,
     /// Conversation ids answered in; empty: all.
@@ -204,7 +206,9 @@ impl ChannelSettings {
             own_key: config.client_key == ClientKeyMode::Channel,
             slack: config.slack.as_ref().map(|s| SlackSettings {
                 bot_token: SigningKeySource::Env(s.bot_token_env.clone()),
-                signing_secret: Some(SigningKeySource::Env(s.signing_secret_env.clone())),
+                signing_secret: (!s.signing_secret_env.is_empty())
+                    .then(|| SigningKeySource::Env(s.signing_secret_env.clone())),
+                app_token: s.app_token_env.clone().map(SigningKeySource::Env),
                 team_id: s.team_id.clone(),
                 channel_ids: s.channel_ids.clone(),
                 respond_to: s.respond_to,
@@ -278,7 +282,12 @@ impl ChannelSettings {
             own_key: spec.client_key == crds::ClientKeyMode::Channel,
             slack: spec.slack.as_ref().map(|s| SlackSettings {
                 bot_token: secret_source(&s.bot_token_ref),
-                signing_secret: s.signing_secret_ref.as_ref().map(secret_source),
+                signing_secret: (s.mode == crds::SlackMode::EventsApi)
+                    .then(|| s.signing_secret_ref.as_ref().map(secret_source))
+                    .flatten(),
+                app_token: (s.mode == crds::SlackMode::SocketMode)
+                    .then(|| s.app_token_ref.as_ref().map(secret_source))
+                    .flatten(),
                 team_id: s.team_id.clone(),
                 channel_ids: s.channel_ids.clone(),
                 respond_to: s.respond_to,
@@ -327,6 +336,8 @@ pub struct ChannelRegistry {
     default_channel: Option<String>,
     /// Messages and sessions per channel, seen by this pod.
     pub activity: ChannelActivityCounter,
+    /// Connection state of the `slack` and `discord` channels this pod connects.
+    pub connections: crate::channels::connection::ConnectionStates,
 }
 
 impl ChannelRegistry {
@@ -349,6 +360,7 @@ impl ChannelRegistry {
             activity: ChannelActivityCounter::new(Duration::from_secs(
                 u64::from(idle_minutes) * 60,
             )),
+            connections: crate::channels::connection::ConnectionStates::default(),
         }
     }
 

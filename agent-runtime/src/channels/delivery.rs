@@ -250,6 +250,7 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         user: delivery.user_id.clone(),
         channel: delivery.channel.clone(),
         language: channel.language.clone(),
+        author: None,
     };
     // A crash between accepting and storing: store the message now.
     if delivery.user_message_id.is_none() || delivery.session_id.is_none() {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crds::RespondTo;
+use crds::channel::ConnectionState;
 use tokio_util::sync::CancellationToken;
 use twilight_gateway::{
     ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
@@ -28,6 +29,8 @@ use crate::state::SharedState;
 const LEASE: Duration = Duration::from_secs(15);
 /// How often leases are renewed and the channels looked at again.
 const RENEW: Duration = Duration::from_secs(5);
+/// The Gateway's close code for a refused token ("Authentication failed").
+const AUTHENTICATION_FAILED: u16 = 4004;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -115,9 +118,40 @@ fn without_mention(text: &str, bot: u64) -> String {
         .to_owned()
 }
 
+/// What a running shard last saw, and the channels it serves (kept current
+/// by [`run`]), so that each channel's connection state is the shard's.
+#[derive(Default)]
+struct BotStatus {
+    channels: Vec<String>,
+    last: Option<(ConnectionState, String)>,
+}
+
+type SharedStatus = Arc<std::sync::Mutex<BotStatus>>;
+
+fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, BotStatus> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records the shard's state for every channel it serves.
+fn publish(state: &SharedState, status: &SharedStatus, now: Option<(ConnectionState, String)>) {
+    let mut status = lock(status);
+    if now.is_some() {
+        status.last = now;
+    }
+    if let Some((connection, message)) = &status.last {
+        for name in &status.channels {
+            state
+                .channels
+                .connections
+                .set(name, *connection, message.clone());
+        }
+    }
+}
+
 /// Keeps one shard per bot whose lease this pod holds, until `shutdown`.
+/// The lease holder alone reports the bot's channels' connection state.
 pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken) {
-    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    let mut running: HashMap<String, (CancellationToken, SharedStatus)> = HashMap::new();
     loop {
         let bots = bots(&state.channels.all());
         let mut wanted = Vec::new();
@@ -146,19 +180,41 @@ pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken
                 continue;
             }
             wanted.push(lease.clone());
-            if !running.contains_key(&lease) {
-                let stop = shutdown.child_token();
-                running.insert(lease.clone(), stop.clone());
-                tracing::info!(lease = %lease, channels = bot.channels.len(),
-                    "this pod holds the Discord bot's lease: connecting");
-                tokio::spawn(shard(state.clone(), token, stop));
+            let names: Vec<String> = bot.channels.iter().map(|c| c.name.clone()).collect();
+            match running.get(&lease) {
+                Some((_, status)) => {
+                    let gone: Vec<String> = lock(status)
+                        .channels
+                        .iter()
+                        .filter(|n| !names.contains(n))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        state.channels.connections.remove(&name);
+                    }
+                    lock(status).channels = names;
+                    publish(&state, status, None);
+                }
+                None => {
+                    let stop = shutdown.child_token();
+                    let status = SharedStatus::default();
+                    lock(&status).channels = names;
+                    running.insert(lease.clone(), (stop.clone(), status.clone()));
+                    tracing::info!(lease = %lease, channels = bot.channels.len(),
+                        "this pod holds the Discord bot's lease: connecting");
+                    tokio::spawn(shard(state.clone(), token, status, stop));
+                }
             }
         }
-        running.retain(|lease, stop| {
+        running.retain(|lease, (stop, status)| {
             let keep = wanted.contains(lease);
             if !keep {
                 tracing::info!(lease = %lease, "Discord lease lost or bot gone: disconnecting");
                 stop.cancel();
+                // Another pod (the new holder) reports these channels now.
+                for name in &lock(status).channels {
+                    state.channels.connections.remove(name);
+                }
             }
             keep
         });
@@ -167,7 +223,7 @@ pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken
             () = shutdown.cancelled() => break,
         }
     }
-    for (lease, stop) in running {
+    for (lease, (stop, _)) in running {
         stop.cancel();
         if let Err(err) = state.store.release_lease(&lease, &holder).await {
             tracing::warn!(error = %err, "cannot release the Discord lease");
@@ -177,7 +233,7 @@ pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken
 
 /// Runs one bot's shard until `stop`; twilight reconnects, resumes and
 /// re-identifies by itself.
-async fn shard(state: SharedState, token: String, stop: CancellationToken) {
+async fn shard(state: SharedState, token: String, status: SharedStatus, stop: CancellationToken) {
     let intents = Intents::GUILD_MESSAGES | Intents::DIRECT_MESSAGES | Intents::MESSAGE_CONTENT;
     let mut config = ConfigBuilder::new(token.clone(), intents);
     if let Some(url) = state.webhooks.discord_gateway_url() {
@@ -185,7 +241,15 @@ async fn shard(state: SharedState, token: String, stop: CancellationToken) {
     }
     let mut shard = Shard::with_config(ShardId::ONE, config.build());
     let mut bot_id: Option<u64> = None;
+    // Close frames always come through (`Event::GatewayClose`).
     let wanted = EventTypeFlags::READY | EventTypeFlags::MESSAGE_CREATE | EventTypeFlags::RESUMED;
+    let set = |connection: ConnectionState, message: String| {
+        publish(&state, &status, Some((connection, message)));
+    };
+    set(
+        ConnectionState::Reconnecting,
+        "connecting to the Discord Gateway".to_owned(),
+    );
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -195,15 +259,44 @@ async fn shard(state: SharedState, token: String, stop: CancellationToken) {
             Some(Ok(Event::Ready(ready))) => {
                 bot_id = Some(ready.user.id.get());
                 tracing::info!("Discord Gateway connected");
+                set(
+                    ConnectionState::Connected,
+                    "Discord Gateway session ready".to_owned(),
+                );
             }
-            Some(Ok(Event::Resumed)) => tracing::info!("Discord Gateway session resumed"),
+            Some(Ok(Event::Resumed)) => {
+                tracing::info!("Discord Gateway session resumed");
+                set(
+                    ConnectionState::Connected,
+                    "Discord Gateway session resumed".to_owned(),
+                );
+            }
+            Some(Ok(Event::GatewayClose(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (f.code, f.reason.into_owned()))
+                    .unwrap_or((0, String::new()));
+                let message = format!("Discord Gateway closed the connection: {code} {reason}");
+                if code == AUTHENTICATION_FAILED {
+                    set(ConnectionState::Unauthorized, message);
+                } else {
+                    set(ConnectionState::Reconnecting, message);
+                }
+            }
             Some(Ok(Event::MessageCreate(message))) => {
                 if let Some(bot) = bot_id {
                     intake(&state, &token, bot, &message).await;
                 }
             }
             Some(Ok(_)) => {}
-            Some(Err(err)) => tracing::warn!(error = %err, "Discord Gateway error; reconnecting"),
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "Discord Gateway error; reconnecting");
+                if lock(&status).last.as_ref().map(|l| l.0) != Some(ConnectionState::Unauthorized) {
+                    set(
+                        ConnectionState::Reconnecting,
+                        format!("Discord Gateway error: {err}"),
+                    );
+                }
+            }
             None => {
                 tracing::error!("Discord Gateway closed for good (bad token or intents?)");
                 return;
@@ -248,6 +341,7 @@ async fn intake(state: &SharedState, token: &str, bot: u64, message: &Message) {
         user: user.clone(),
         channel: name.clone(),
         language: channel.language.clone(),
+        author: None,
     };
     let admitted = match conversation::admit(state, participant).await {
         Ok(a) => a,

@@ -1,17 +1,20 @@
 //! Channels: the ways in to this agent beside the root API. The per-channel
 //! routes (`/channels/{name}/...`, see [`routes`]), the signed [`webhook`]
-//! intake and the [`slack`] Events API intake with the durable [`delivery`] of
+//! intake, the [`slack`] Events API and [`slack_socket`] Socket Mode intakes
+//! (with each channel's [`connection`] state) and the durable [`delivery`] of
 //! answers (all through the conversation service), and the background tasks: the ChatChannel
 //! [`watcher`] that keeps the channel registry current in a cluster and the
 //! activity reporter. What the runtime knows about its channels (the registry,
 //! signing, activity counts) lives in [`crate::channel_registry`].
 
+pub mod connection;
 pub mod delivery;
 pub mod discord;
 pub mod discord_api;
 pub mod routes;
 pub mod slack;
 pub mod slack_api;
+pub mod slack_socket;
 pub mod watcher;
 pub mod web;
 pub mod webhook;
@@ -44,9 +47,10 @@ pub const DISCORD_GATEWAY_URL_ENV: &str = "SWITCHBOARD_DISCORD_GATEWAY_URL";
 pub const DISCORD_API_PROXY_ENV: &str = "SWITCHBOARD_DISCORD_API_PROXY";
 
 /// The channels' background tasks: the outbox delivery, the Discord Gateway
-/// supervisor and the sessions' retention always; in a cluster
-/// (`POD_NAME`/`POD_NAMESPACE` set and Kubernetes credentials) also the
-/// ChatChannel watcher and the activity reporter.
+/// supervisor, Slack Socket Mode (and the Slack channels' connection check) and
+/// the sessions' retention always; in a cluster (`POD_NAME`/`POD_NAMESPACE` set
+/// and Kubernetes credentials) also the ChatChannel watcher, the activity
+/// reporter and the connection-state reporter (the `Connected` condition).
 pub struct ChannelTasks {
     stop: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -72,6 +76,7 @@ impl ChannelTasks {
         let mut tasks = vec![
             tokio::spawn(delivery::run(state.clone(), stop.clone())),
             tokio::spawn(discord::run(state.clone(), holder, stop.clone())),
+            tokio::spawn(slack_socket::run(state.clone(), stop.clone())),
             tokio::spawn(purge_periodically(state.clone(), stop.clone())),
         ];
         let pod = crate::status_report::ReporterConfig::from_env(&state.config.agent.name, lookup);
@@ -87,6 +92,12 @@ impl ChannelTasks {
                         .webhooks
                         .keys
                         .set_cluster(client.clone(), pod.namespace.clone());
+                    tasks.push(tokio::spawn(connection::report(
+                        client.clone(),
+                        pod.namespace.clone(),
+                        state.channels.connections.clone(),
+                        stop.clone(),
+                    )));
                     tasks.push(tokio::spawn(watcher::run(
                         client.clone(),
                         pod.namespace.clone(),

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::channel_registry::SlackSettings;
+use crate::channel_registry::{ChannelSettings, SlackSettings};
 use crate::conversation::{self, Participant, SessionRef};
 use crate::db::NewDelivery;
 use crate::error::{ApiError, ErrorBody, extract};
@@ -291,12 +291,72 @@ pub async fn receive(
     let Some(message) = incoming(&slack, &envelope) else {
         return Ok(StatusCode::OK.into_response());
     };
+    store_event(&state, &channel, message).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// A Socket Mode `events_api` envelope's payload (an `event_callback`): the
+/// first of `channels` (served by the connection's app token) that answers it
+/// stores it with its outbox row. `Ok` once stored, seen before, or not for
+/// any channel: the envelope may then be acknowledged; an error leaves it
+/// unacknowledged so that Slack delivers it again.
+pub async fn accept_socket_event(
+    state: &SharedState,
+    channels: &[std::sync::Arc<ChannelSettings>],
+    payload: serde_json::Value,
+) -> Result<(), ApiError> {
+    let envelope: Envelope = serde_json::from_value(payload).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("payload must be an Events API event_callback: {e}"),
+        )
+    })?;
+    if envelope.kind != "event_callback" {
+        return Ok(());
+    }
+    let found = channels.iter().find_map(|c| {
+        c.slack
+            .as_ref()
+            .and_then(|s| incoming(s, &envelope))
+            .map(|m| (c, m))
+    });
+    let Some((channel, message)) = found else {
+        return Ok(());
+    };
+    store_event(state, channel, message).await
+}
+
+/// Stores a message with its outbox row keyed by the event id (Slack's
+/// redeliveries of the same event find the row and store nothing).
+async fn store_event(
+    state: &SharedState,
+    channel: &ChannelSettings,
+    message: Incoming,
+) -> Result<(), ApiError> {
+    let name = channel.name.clone();
     let participant = Participant {
         user: message.user.clone(),
         channel: name.clone(),
         language: channel.language.clone(),
+        author: None,
     };
-    let admitted = conversation::admit(&state, participant).await?;
+    let admitted = conversation::admit(state, participant).await?;
+    // A thread is one session for everyone in it: the session of the user who
+    // started it (each message keeps its author). A DM is its user's own.
+    let owner = if message.conversation.contains(THREAD_SEPARATOR) {
+        state
+            .store
+            .conversation_owner(&name, &message.conversation)
+            .await?
+            .unwrap_or_else(|| message.user.clone())
+    } else {
+        message.user.clone()
+    };
+    let in_session = Participant {
+        user: owner.clone(),
+        author: Some(message.user.clone()),
+        ..admitted.participant().clone()
+    };
     let delivery_id = uuid::Uuid::now_v7().to_string();
     let inserted = state
         .store
@@ -305,7 +365,7 @@ pub async fn receive(
             channel: name.clone(),
             inbound_key: format!("slack:{}", message.event_id),
             conversation_id: message.conversation.clone(),
-            user_id: message.user.clone(),
+            user_id: owner,
             text: message.text.clone(),
             callback_url: String::new(),
             reply_to: None,
@@ -314,18 +374,18 @@ pub async fn receive(
         .await?;
     if !inserted {
         tracing::info!(channel = %name, event = %message.event_id, "Slack event seen before; acknowledged again");
-        return Ok(StatusCode::OK.into_response());
+        return Ok(());
     }
     let recorded = super::delivery::record_for_delivery(
-        &state,
-        admitted.participant(),
+        state,
+        &in_session,
         SessionRef::External(message.conversation.clone()),
         &message.text,
         &delivery_id,
     )
     .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "Slack message accepted");
-    Ok(StatusCode::OK.into_response())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -339,6 +399,7 @@ mod tests {
         SlackSettings {
             bot_token: SigningKeySource::Env("T".into()),
             signing_secret: Some(SigningKeySource::Env("S".into())),
+            app_token: None,
             team_id: Some("T0TEAM0001".into()),
             channel_ids: vec!["C0CHAN0001".into()],
             respond_to: RespondTo::Mentions,

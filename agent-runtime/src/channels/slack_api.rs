@@ -82,3 +82,110 @@ pub async fn post_message(
         ))
     }
 }
+
+/// Why a Web API call other than `chat.postMessage` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Slack could not be reached or answered other than 2xx.
+    #[error("Slack unreachable: {0}")]
+    Unreachable(String),
+    /// `ok: false` with an authentication error (`invalid_auth`, `not_authed`,
+    /// `account_inactive`, `token_revoked`, ...): retrying will not help.
+    #[error("{method}: {error}")]
+    Unauthorized {
+        /// The Web API method.
+        method: &'static str,
+        /// Slack's error code.
+        error: String,
+    },
+    /// `ok: false` with any other error code.
+    #[error("{method}: {error}")]
+    Refused {
+        /// The Web API method.
+        method: &'static str,
+        /// Slack's error code.
+        error: String,
+    },
+}
+
+/// Slack error codes that mean the token itself is refused.
+const AUTH_ERRORS: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "not_allowed_token_type",
+    "missing_scope",
+];
+
+/// Calls a Web API `method` with `token` and no arguments; the answer's JSON
+/// when `ok: true`.
+async fn call(
+    http: &reqwest::Client,
+    api_url: &str,
+    token: &str,
+    method: &'static str,
+) -> Result<Value, CallError> {
+    let url = format!("{}/{method}", api_url.trim_end_matches('/'));
+    let response = http
+        .post(url)
+        .timeout(CALL_TIMEOUT)
+        .bearer_auth(token)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .send()
+        .await
+        .map_err(|e| CallError::Unreachable(format!("{method}: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(CallError::Unreachable(format!(
+            "{method}: HTTP {}",
+            status.as_u16()
+        )));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| CallError::Unreachable(format!("{method}: {e}")))?;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if answer["ok"].as_bool() == Some(true) {
+        return Ok(answer);
+    }
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or("unknown_error")
+        .to_owned();
+    if AUTH_ERRORS.contains(&error.as_str()) {
+        Err(CallError::Unauthorized { method, error })
+    } else {
+        Err(CallError::Refused { method, error })
+    }
+}
+
+/// `auth.test` with the bot token: whether Slack accepts it.
+pub async fn auth_test(
+    http: &reqwest::Client,
+    api_url: &str,
+    token: &str,
+) -> Result<(), CallError> {
+    call(http, api_url, token, "auth.test").await.map(|_| ())
+}
+
+/// `apps.connections.open` with the app-level token: a Socket Mode WebSocket URL.
+pub async fn connections_open(
+    http: &reqwest::Client,
+    api_url: &str,
+    app_token: &str,
+) -> Result<String, CallError> {
+    let answer = call(http, api_url, app_token, "apps.connections.open").await?;
+    answer["url"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CallError::Refused {
+            method: "apps.connections.open",
+            error: "no url in the answer".to_owned(),
+        })
+}

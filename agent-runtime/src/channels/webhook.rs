@@ -143,6 +143,7 @@ pub async fn receive(
         user: user.clone(),
         channel: name.clone(),
         language: channel.language.clone(),
+        author: None,
     };
     let admitted = conversation::admit(&state, participant).await?;
     let delivery_id = uuid::Uuid::now_v7().to_string();

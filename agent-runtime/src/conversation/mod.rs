@@ -42,6 +42,10 @@ pub struct Participant {
     pub channel: String,
     /// Language for the fallback response.
     pub language: Option<String>,
+    /// Who wrote the message when the session is shared and `user` is its
+    /// owner (a Slack thread: the user who started it); stored with the
+    /// message. `None`: `user` wrote it.
+    pub author: Option<String>,
 }
 
 /// A participant let in by [`admit`]: only an admitted participant can take

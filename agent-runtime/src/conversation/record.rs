@@ -187,6 +187,7 @@ async fn append_user_message(
         ),
         tool_calls: Vec::new(),
         tool_call_id: None,
+        author: participant.author.clone(),
     };
     let message = state
         .store
@@ -359,6 +360,7 @@ fn new_records(
             chain_hash: hashes[i].clone(),
             tool_calls: m.tool_calls.clone(),
             tool_call_id: m.tool_call_id.clone(),
+            author: None,
         });
     }
     records
@@ -413,6 +415,7 @@ pub async fn open_session(
         content: text,
         tool_calls: Vec::new(),
         tool_call_id: None,
+        author: None,
     };
     Ok(state
         .store

@@ -398,5 +398,6 @@ fn placeholder(record: NewMessage) -> Message {
             .then(|| serde_json::to_string(&record.tool_calls).ok())
             .flatten(),
         tool_call_id: record.tool_call_id,
+        author: record.author,
     }
 }

@@ -206,6 +206,7 @@ pub(super) async fn run_calls(
             error: outcome.result.as_ref().err().map(ToString::to_string),
             tool_calls: Vec::new(),
             tool_call_id: Some(outcome.call.id.clone()),
+            author: None,
         };
         parent = Anchor {
             id: record.id.clone(),

@@ -171,6 +171,7 @@ impl AnswerDraft {
             tokens_out: self.usage.completion_tokens as i64,
             latency_ms: Some(self.latency.as_millis() as i64),
             error: self.error,
+            author: None,
         }
     }
 }

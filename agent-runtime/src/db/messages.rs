@@ -10,7 +10,7 @@ use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, w
 use crate::domain::{Role, ToolCall};
 
 pub(super) const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
-     tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id";
+     tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id, author";
 
 /// A message to store.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct NewMessage {
     pub tool_calls: Vec<ToolCall>,
     /// The call a tool message answers.
     pub tool_call_id: Option<String>,
+    /// The platform user who wrote a user message in a shared session (a
+    /// Slack thread); `None`: the session's user.
+    pub author: Option<String>,
 }
 
 impl NewMessage {
@@ -57,12 +60,12 @@ impl NewMessage {
     }
 }
 
-/// One message insert with parameters `$1`..`$14` (see [`bind_one`]).
+/// One message insert with parameters `$1`..`$15` (see [`bind_one`]).
 const PG_INSERT_ONE: &str = "INSERT INTO messages (id, session_id, parent_id, role, content, \
      model, tokens_in, tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, \
-     tool_call_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     tool_call_id, author) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
-/// Binds `$1`..`$14` of [`PG_INSERT_ONE`].
+/// Binds `$1`..`$15` of [`PG_INSERT_ONE`].
 fn bind_one<'q>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, Message, sqlx::postgres::PgArguments>,
     m: &'q NewMessage,
@@ -83,6 +86,7 @@ fn bind_one<'q>(
         .bind(at)
         .bind(m.tool_calls_json())
         .bind(&m.tool_call_id)
+        .bind(&m.author)
 }
 
 /// Inserts `$messages` in order on transaction `$tx` (any backend), updating
@@ -91,8 +95,8 @@ macro_rules! insert_messages {
     ($tx:ident, $messages:expr) => {{
         let insert = format!(
             "INSERT INTO messages (id, session_id, parent_id, role, content, model, tokens_in, \
-             tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id, \
+             author) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              RETURNING {MESSAGE_COLUMNS}"
         );
         let update = "UPDATE sessions SET message_count = message_count + 1, \
@@ -116,6 +120,7 @@ macro_rules! insert_messages {
                 .bind(at)
                 .bind(m.tool_calls_json())
                 .bind(&m.tool_call_id)
+                .bind(&m.author)
                 .fetch_one(&mut *$tx)
                 .await?;
             let title = (m.role == Role::User).then(|| title_from(&m.content));
@@ -190,7 +195,7 @@ impl Store {
                 "WITH ins AS ({PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}), \
                  upd AS (UPDATE sessions SET message_count = message_count + 1, \
                    tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
-                   last_message_at = $12, updated_at = $12, title = COALESCE(title, $15) \
+                   last_message_at = $12, updated_at = $12, title = COALESCE(title, $16) \
                    WHERE id = $2) \
                  SELECT * FROM ins"
             );
@@ -269,7 +274,7 @@ impl Store {
                 "WITH s AS (INSERT INTO sessions (id, user_id, channel, external_id, title, status, \
                    pinned, created_at, updated_at, message_count, tokens_in, tokens_out, \
                    last_message_at) \
-                   VALUES ($2, $15, $16, $17, $18, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
+                   VALUES ($2, $16, $17, $18, $19, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
                  {PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}"
             );
             debug_assert_eq!(message.session_id, id);
@@ -562,6 +567,7 @@ mod tests {
             chain_hash: String::new(),
             tool_calls: None,
             tool_call_id: None,
+            author: None,
         }
     }
 

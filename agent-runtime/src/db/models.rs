@@ -70,6 +70,9 @@ pub struct Message {
     pub tool_calls: Option<String>,
     /// The call a tool message answers.
     pub tool_call_id: Option<String>,
+    /// The platform user who wrote a user message in a shared session (a
+    /// Slack thread); `None`: the session's user.
+    pub author: Option<String>,
 }
 
 impl Message {

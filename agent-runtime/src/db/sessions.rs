@@ -115,6 +115,20 @@ impl Store {
         .await
     }
 
+    /// The user owning the current session of `channel`'s conversation
+    /// `conversation` (the oldest when several users opened one), if any: a
+    /// shared conversation (a Slack thread) continues in that session.
+    pub async fn conversation_owner(
+        &self,
+        channel: &str,
+        conversation: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar::<_, String>(
+                "SELECT user_id FROM sessions WHERE channel = $1 AND external_id = $2 \
+                 AND status <> 'deleted' ORDER BY created_at, id LIMIT 1")
+            .bind(channel).bind(conversation).fetch_optional(pool).await?))
+    }
+
     /// Removes for good up to `batch` deleted sessions (their messages with
     /// them) whose deletion was before `cutoff`; returns how many went.
     pub async fn purge_sessions_before(

@@ -2,8 +2,9 @@
 //! and its URL, from the channel and the agent it points to.
 
 use crds::condition::{FALSE, TRUE, UNKNOWN, find_condition, new_condition, set_condition};
-use crds::conditions::{ACCEPTED, AGENT_READY, READY};
+use crds::conditions::{ACCEPTED, AGENT_READY, CONNECTED, READY};
 use crds::{AgentDeployment, ChatChannel, ChatChannelStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 
 /// URL path of a channel under its agent's endpoint.
@@ -11,12 +12,25 @@ pub fn channel_path(channel: &str) -> String {
     format!("/channels/{channel}")
 }
 
+/// The conditions the operator writes: all but `Connected`, which the runtime pod
+/// holding the platform connection writes with its own field manager (the
+/// operator's server-side apply leaves out what it does not own, so it never
+/// takes over or removes that condition).
+fn operator_conditions(conditions: &[Condition]) -> Vec<Condition> {
+    conditions
+        .iter()
+        .filter(|c| c.type_ != CONNECTED)
+        .cloned()
+        .collect()
+}
+
 /// The status the operator wants for `channel`, given its agent (if it exists). Keeps
-/// transition times of unchanged conditions; `activity` belongs to the runtime pods.
+/// transition times of unchanged conditions; `activity` and the `Connected`
+/// condition belong to the runtime pods.
 pub fn desired_status(channel: &ChatChannel, agent: Option<&AgentDeployment>) -> ChatChannelStatus {
     let generation = channel.metadata.generation;
     let current = channel.status.clone().unwrap_or_default();
-    let mut conditions = current.conditions.clone();
+    let mut conditions = operator_conditions(&current.conditions);
     let mut set = |type_: &str, status: &str, reason: &str, message: String| {
         set_condition(
             &mut conditions,
@@ -133,11 +147,13 @@ pub fn desired_status(channel: &ChatChannel, agent: Option<&AgentDeployment>) ->
     }
 }
 
-/// Whether writing `desired` changes anything but timestamps (and the pods' activity).
+/// Whether writing `desired` changes anything but timestamps (and what the pods
+/// write: activity and `Connected`).
 pub fn status_differs(current: Option<&ChatChannelStatus>, desired: &ChatChannelStatus) -> bool {
     let Some(current) = current else { return true };
     let mut current = current.clone();
     current.activity.clear();
+    current.conditions = operator_conditions(&current.conditions);
     let mut desired = desired.clone();
     crate::agent::status::normalize_times(&mut current.conditions);
     crate::agent::status::normalize_times(&mut desired.conditions);
@@ -205,6 +221,21 @@ mod tests {
             find_condition(&status.conditions, READY).unwrap().reason,
             "Disabled"
         );
+    }
+
+    #[test]
+    fn the_runtimes_connected_condition_is_neither_written_nor_compared() {
+        let mut ch = channel();
+        let first = desired_status(&ch, Some(&agent(TRUE)));
+        let mut with_connected = first.clone();
+        with_connected.conditions.push(
+            crds::channel::ConnectionState::Unauthorized
+                .condition("apps.connections.open: invalid_auth", None),
+        );
+        ch.status = Some(with_connected);
+        let second = desired_status(&ch, Some(&agent(TRUE)));
+        assert!(find_condition(&second.conditions, CONNECTED).is_none());
+        assert!(!status_differs(ch.status.as_ref(), &second));
     }
 
     #[test]
