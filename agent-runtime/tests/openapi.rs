@@ -83,9 +83,9 @@ async fn openapi_document_matches_the_routes() {
         }
     }
     // 22 operations, the 20 client API ones again per channel, the webhook
-    // receiver, the Slack Events API receiver, a web channel's config.json and
-    // its live-sync stream.
-    assert_eq!(operations, 22 + 20 + 1 + 1 + 1 + 1);
+    // receiver, the Slack Events API receiver, the Discord Interactions
+    // endpoint, a web channel's config.json and its live-sync stream.
+    assert_eq!(operations, 22 + 20 + 1 + 1 + 1 + 1 + 1);
 }
 
 /// Every `$ref` in `value`.

@@ -1,6 +1,7 @@
 //! Channels: the ways in to this agent beside the root API. The per-channel
 //! routes (`/channels/{name}/...`, see [`routes`]), the signed [`webhook`]
-//! intake and the [`slack`] Events API intake with the durable [`delivery`] of
+//! intake, the [`slack`] Events API intake, the [`discord`] Gateway bot and its
+//! [`discord_interactions`] slash command, with the durable [`delivery`] of
 //! answers (all through the conversation service), and the background tasks: the ChatChannel
 //! [`watcher`] that keeps the channel registry current in a cluster and the
 //! activity reporter. What the runtime knows about its channels (the registry,
@@ -9,6 +10,7 @@
 pub mod delivery;
 pub mod discord;
 pub mod discord_api;
+pub mod discord_interactions;
 pub mod routes;
 pub mod slack;
 pub mod slack_api;

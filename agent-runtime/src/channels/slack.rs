@@ -309,6 +309,7 @@ pub async fn receive(
             text: message.text.clone(),
             callback_url: String::new(),
             reply_to: None,
+            interaction_token: None,
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;
@@ -322,6 +323,7 @@ pub async fn receive(
         SessionRef::External(message.conversation.clone()),
         &message.text,
         &delivery_id,
+        super::delivery::IfNotRecorded::DropRow,
     )
     .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "Slack message accepted");

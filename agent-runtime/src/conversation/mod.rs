@@ -241,11 +241,12 @@ pub async fn answer_recorded(
     session_id: &str,
     message_id: &str,
 ) -> Result<Answer, ConversationError> {
+    // The conversation up to the message being answered (another message
+    // recorded after it, answered first, does not hide it).
     let branch = state
         .store
-        .conversation(&participant.user, session_id)
+        .conversation_to(&participant.user, session_id, message_id)
         .await?;
-    // The conversation up to the message being answered.
     let end = branch
         .iter()
         .position(|m| m.id == message_id)

@@ -372,6 +372,22 @@ impl Store {
         Ok(current_branch(all))
     }
 
+    /// The conversation from its start to the message `message_id` (which need
+    /// not be on the current branch: two messages recorded before either was
+    /// answered each get answered after their own history); empty when the
+    /// message is not in the session.
+    pub async fn conversation_to(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        message_id: &str,
+    ) -> Result<Vec<Message>, StoreError> {
+        let all = self
+            .retrying("conversation", || self.all_messages(user_id, session_id))
+            .await?;
+        Ok(branch_to(all, message_id))
+    }
+
     /// Messages of `user_id` (in one session when given, else in any that is not
     /// deleted) whose conversation hash is one of `hashes`, newest first.
     pub async fn find_by_chain_hash(
@@ -445,6 +461,15 @@ impl Store {
 /// The branch ending at the newest message, oldest first.
 fn current_branch(all: Vec<Message>) -> Vec<Message> {
     let Some(last) = all.last() else {
+        return Vec::new();
+    };
+    let last = last.id.clone();
+    branch_to(all, &last)
+}
+
+/// The messages from the root to `id` (empty when `id` is not among `all`).
+fn branch_to(all: Vec<Message>, id: &str) -> Vec<Message> {
+    let Some(last) = all.iter().find(|m| m.id == id) else {
         return Vec::new();
     };
     let by_id: std::collections::HashMap<&str, &Message> =
