@@ -286,19 +286,34 @@ async fn a_global_429_holds_off_every_route(db: Db) {
             global: true,
         },
     );
-    // Two messages at once: both deliveries meet the global limit.
-    let asked: Vec<String> = (0..2)
-        .map(|i| {
-            discord
-                .user_message(
-                    Some(GUILD),
-                    CHANNEL,
-                    &format!("<@1100000000000000001> global {i}"),
-                    true,
-                )
-                .expect("dispatched")
-        })
-        .collect();
+    // The first message's first call meets the global limit; a message in
+    // another channel (other routes) sent once the 429 was answered waits too.
+    let mut asked = vec![
+        discord
+            .user_message(
+                Some(GUILD),
+                CHANNEL,
+                "<@1100000000000000001> global 0",
+                true,
+            )
+            .expect("dispatched"),
+    ];
+    assert!(
+        discord
+            .wait_until(WAIT, |d| d.requests().iter().any(|r| r.status == 429))
+            .await,
+        "the global 429 was answered"
+    );
+    asked.push(
+        discord
+            .user_message(
+                Some(GUILD),
+                "1000000000000000003",
+                "<@1100000000000000001> global 1",
+                true,
+            )
+            .expect("dispatched"),
+    );
     posts_settle(&discord, 2).await;
     tasks.stop().await;
     let requests = discord.requests();

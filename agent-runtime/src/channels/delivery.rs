@@ -31,6 +31,8 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// (timestamps up to 3600 s either side of now), after which replays are
 /// refused by their timestamp.
 const KEEP_FINISHED: Duration = Duration::from_secs(3 * 3600);
+/// How long Discord accepts an interaction's token (15 minutes, a margin kept).
+const INTERACTION_TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 60);
 /// Timeout of one callback POST.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -316,7 +318,11 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             (id, text)
         }
     };
-    if let (Some(client), Some(token)) = (&discord, &delivery.interaction_token) {
+    // An interaction's token lasts 15 minutes: an answer later than that (Discord
+    // or the model down for long) is posted in the channel instead.
+    let token_valid = now_ms() - delivery.created_at < millis(INTERACTION_TOKEN_LIFETIME);
+    if let (Some(client), Some(token), true) = (&discord, &delivery.interaction_token, token_valid)
+    {
         let application = channel
             .discord
             .as_ref()

@@ -233,7 +233,7 @@ pub async fn receive(
 ) -> Result<Response, ApiError> {
     let channel = state.channels.resolve(&name)?;
     let (discord, key_source) = match (&channel.discord, channel.channel_type) {
-        (Some(d), ChannelType::Discord) if d.public_key.is_some() => {
+        (Some(d), ChannelType::Discord) if d.public_key.is_some() && d.application_id.is_some() => {
             (d.clone(), d.public_key.clone())
         }
         _ => {
@@ -241,7 +241,7 @@ pub async fn receive(
                 StatusCode::NOT_FOUND,
                 "not_a_discord_interactions_channel",
                 format!(
-                    "channel {name:?} is not a discord channel with an Interactions endpoint (spec.discord.publicKey or publicKeyRef)"
+                    "channel {name:?} is not a discord channel with an Interactions endpoint (it needs spec.discord.applicationId and publicKey or publicKeyRef)"
                 ),
             ));
         }
