@@ -532,42 +532,48 @@ on_both_databases!(
     the_slash_command_is_deferred_then_answered,
 );
 
-/// Discord down for a minute: the Gateway refuses connections and REST answers
-/// 503 for 60 s. A message whose answer was due during the outage and the
-/// messages sent during it (kept by Discord, replayed on Resume) are each
-/// answered exactly once afterwards. (One database: the minute is real.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discord_down_for_a_minute() {
-    let (_h, tasks, discord) = start(Db::Sqlite).await;
-    let mention = |i: u32| format!("<@1100000000000000001> during the outage {i}");
-    let mut asked = vec![
-        discord
-            .user_message(Some(GUILD), CHANNEL, &mention(0), true)
-            .expect("dispatched"),
-    ];
-    discord.outage(Duration::from_secs(60));
-    for i in 1..4 {
-        asked.push(
+/// A real minute of Discord outage (`make unit` skips `postgres::` tests).
+mod slow_on_postgres {
+    use super::*;
+
+    /// Discord down for a minute: the Gateway refuses connections and REST answers
+    /// 503 for 60 s. A message whose answer was due during the outage and the
+    /// messages sent during it (kept by Discord, replayed on Resume) are each
+    /// answered exactly once afterwards. On Postgres only, so that `make unit`
+    /// (which skips `postgres::`) stays short: the minute is real.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discord_down_for_a_minute() {
+        let (_h, tasks, discord) = start(Db::Postgres).await;
+        let mention = |i: u32| format!("<@1100000000000000001> during the outage {i}");
+        let mut asked = vec![
             discord
-                .user_message(Some(GUILD), CHANNEL, &mention(i), true)
-                .expect("kept for the resume"),
+                .user_message(Some(GUILD), CHANNEL, &mention(0), true)
+                .expect("dispatched"),
+        ];
+        discord.outage(Duration::from_secs(60));
+        for i in 1..4 {
+            asked.push(
+                discord
+                    .user_message(Some(GUILD), CHANNEL, &mention(i), true)
+                    .expect("kept for the resume"),
+            );
+        }
+        assert!(
+            answered(&discord, 4, Duration::from_secs(180)).await,
+            "all answered after the outage: {:?}",
+            discord.posts()
         );
+        tasks.stop().await;
+        let counts = discord.gateway_counts();
+        assert_eq!(counts.identifies, 1, "resumed after the outage: {counts:?}");
+        assert!(counts.resumes >= 1);
+        assert!(
+            discord.requests().iter().any(|r| r.status == 503),
+            "REST was down"
+        );
+        assert_each_answered_once(&discord, &asked);
+        assert_eq!(discord.posts().len(), 4);
     }
-    assert!(
-        answered(&discord, 4, Duration::from_secs(180)).await,
-        "all answered after the outage: {:?}",
-        discord.posts()
-    );
-    tasks.stop().await;
-    let counts = discord.gateway_counts();
-    assert_eq!(counts.identifies, 1, "resumed after the outage: {counts:?}");
-    assert!(counts.resumes >= 1);
-    assert!(
-        discord.requests().iter().any(|r| r.status == 503),
-        "REST was down"
-    );
-    assert_each_answered_once(&discord, &asked);
-    assert_eq!(discord.posts().len(), 4);
 }
 
 /// Needs Postgres (`make unit` skips `postgres::` tests).
