@@ -101,6 +101,11 @@ struct RateLimitedBody {
     global: bool,
 }
 
+/// An unreachable Discord, without the URL (an interaction's path holds its token).
+fn unreachable(err: reqwest::Error) -> DiscordPostError {
+    DiscordPostError::Unreachable(err.without_url())
+}
+
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -190,16 +195,10 @@ impl DiscordRest {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            let response = request
-                .send()
-                .await
-                .map_err(DiscordPostError::Unreachable)?;
+            let response = request.send().await.map_err(unreachable)?;
             let status = response.status();
             let headers = response.headers().clone();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(DiscordPostError::Unreachable)?;
+            let bytes = response.bytes().await.map_err(unreachable)?;
             if status.as_u16() == 429 {
                 let limited: RateLimitedBody = serde_json::from_slice(&bytes).unwrap_or_default();
                 let retry_after = limited
