@@ -1,9 +1,14 @@
 //! The Discord channel against the mock Discord of `mock-chatapps` (Gateway
-//! websocket and REST): a mention answered as a reply with the typing
-//! indicator, answers over 2,000 characters split, a dropped Gateway connection
-//! resumed without losing or repeating a message, a `429 retry_after` waited
-//! out, and two runtime processes on one Postgres database holding one Gateway
-//! connection between them, the survivor taking over when the holder dies.
+//! websocket, REST, signed interactions): a mention answered as a reply with
+//! the typing indicator, answers over 2,000 characters split, a dropped Gateway
+//! connection resumed without losing or repeating a message, op 9 (resumable
+//! or not), a `429 retry_after` waited out, a global 429 holding off every
+//! route, Discord down for a minute, fallback answers in the channel's
+//! language, the slash command through the Interactions endpoint (PING, bad
+//! signatures, deferred then edited, long answers split into follow-ups), and
+//! two runtime processes on one Postgres database holding one Gateway
+//! connection between them, the survivor resuming the session when the holder
+//! dies and answering what was sent during the handover.
 
 mod common;
 
@@ -14,6 +19,7 @@ use common::{Db, Harness, RuntimeProcess};
 use crds::RespondTo;
 use crds::runtime_config::{ChannelConfig, ChannelType, DiscordConfig, RuntimeConfig};
 use mock_chatapps::discord::{DiscordMock, GatewayFault, RateLimitFault};
+use serde_json::json;
 use switchboard_tests::database::{TestDatabase, admin_url};
 use switchboard_tests::mock_llm::MockLlm;
 
@@ -23,7 +29,7 @@ const GUILD: &str = "1000000000000000001";
 const CHANNEL: &str = "1000000000000000002";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn discord_channel(config: &mut RuntimeConfig) {
+fn discord_channel(config: &mut RuntimeConfig, public_key: String) {
     config.channels = vec![ChannelConfig {
         name: "support-discord".into(),
         channel_type: ChannelType::Discord,
@@ -31,19 +37,33 @@ fn discord_channel(config: &mut RuntimeConfig) {
         discord: Some(DiscordConfig {
             bot_token_env: "DISCORD_BOT_TOKEN".into(),
             guild_ids: vec![GUILD.into()],
-            channel_ids: Vec::new(),
             respond_to: RespondTo::Mentions,
             direct_messages: true,
+            application_id: Some(APP.into()),
+            public_key: Some(public_key),
+            ..DiscordConfig::default()
         }),
         ..ChannelConfig::default()
     }];
 }
 
 async fn start(db: Db) -> (Harness, ChannelTasks, DiscordMock) {
+    start_with(db, |_| {}).await
+}
+
+async fn start_with(
+    db: Db,
+    tweak: impl FnOnce(&mut RuntimeConfig),
+) -> (Harness, ChannelTasks, DiscordMock) {
     let discord = DiscordMock::start(TOKEN, APP, Duration::from_millis(500))
         .await
         .expect("mock Discord");
-    let h = Harness::start_with(db, |config, _| discord_channel(config)).await;
+    let public_key = discord.public_key_hex();
+    let h = Harness::start_with(db, |config, _| {
+        discord_channel(config, public_key);
+        tweak(config);
+    })
+    .await;
     h.state
         .webhooks
         .keys
@@ -196,10 +216,365 @@ async fn a_dropped_gateway_is_resumed_and_429s_are_waited_out(db: Db) {
     );
 }
 
+/// Answers `n` REST posts (messages, original edits and follow-ups) within `wait`.
+async fn answered(discord: &DiscordMock, n: usize, wait: Duration) -> bool {
+    discord.wait_until(wait, |d| d.posts().len() >= n).await
+}
+
+fn assert_each_answered_once(discord: &DiscordMock, asked: &[String]) {
+    let posts = discord.posts();
+    for id in asked {
+        let replies = posts
+            .iter()
+            .filter(|p| p.reply_to.as_deref() == Some(id.as_str()))
+            .count();
+        assert_eq!(replies, 1, "message {id} answered once: {posts:?}");
+    }
+}
+
+async fn invalid_sessions_resume_or_identify_again(db: Db) {
+    let (_h, tasks, discord) = start(db).await;
+    let mention = |i: u32| format!("<@1100000000000000001> question {i}");
+    let mut asked = Vec::new();
+    // op 9 with d: true: the session is resumable; the bot resumes it.
+    discord
+        .gateway_fault(GatewayFault::InvalidSession { resumable: true })
+        .expect("op 9");
+    assert!(
+        discord
+            .wait_until(WAIT, |d| d.gateway_counts().resumes == 1)
+            .await,
+        "resumed after op 9 (resumable): {:?}",
+        discord.gateway_counts()
+    );
+    asked.push(
+        discord
+            .user_message(Some(GUILD), CHANNEL, &mention(1), true)
+            .expect("dispatched"),
+    );
+    posts_settle(&discord, 1).await;
+    // op 9 with d: false: the session is gone; the bot identifies afresh.
+    discord
+        .gateway_fault(GatewayFault::InvalidSession { resumable: false })
+        .expect("op 9");
+    assert!(
+        discord
+            .wait_until(WAIT, |d| d.gateway_counts().identifies == 2)
+            .await,
+        "identified again after op 9 (not resumable): {:?}",
+        discord.gateway_counts()
+    );
+    asked.push(
+        discord
+            .user_message(Some(GUILD), CHANNEL, &mention(2), true)
+            .expect("dispatched"),
+    );
+    posts_settle(&discord, 2).await;
+    tasks.stop().await;
+    assert_eq!(discord.gateway_counts().resumes, 1);
+    assert_each_answered_once(&discord, &asked);
+    assert_eq!(discord.posts().len(), 2);
+}
+
+async fn a_global_429_holds_off_every_route(db: Db) {
+    let (_h, tasks, discord) = start(db).await;
+    let retry_after = 2.0;
+    discord.rate_limit(
+        "POST /channels/{id}/typing",
+        RateLimitFault {
+            retry_after,
+            global: true,
+        },
+    );
+    // The first message's first call meets the global limit; a message in
+    // another channel (other routes) sent once the 429 was answered waits too.
+    let mut asked = vec![
+        discord
+            .user_message(
+                Some(GUILD),
+                CHANNEL,
+                "<@1100000000000000001> global 0",
+                true,
+            )
+            .expect("dispatched"),
+    ];
+    assert!(
+        discord
+            .wait_until(WAIT, |d| d.requests().iter().any(|r| r.status == 429))
+            .await,
+        "the global 429 was answered"
+    );
+    asked.push(
+        discord
+            .user_message(
+                Some(GUILD),
+                "1000000000000000003",
+                "<@1100000000000000001> global 1",
+                true,
+            )
+            .expect("dispatched"),
+    );
+    posts_settle(&discord, 2).await;
+    tasks.stop().await;
+    let requests = discord.requests();
+    let limited = requests
+        .iter()
+        .position(|r| r.status == 429)
+        .expect("the global 429 was answered");
+    let at = requests[limited].at;
+    let held = Duration::from_secs_f64(retry_after) - Duration::from_millis(100);
+    let early: Vec<_> = requests[limited + 1..]
+        .iter()
+        .filter(|r| r.at.duration_since(at) < held)
+        .map(|r| r.route.clone())
+        .collect();
+    assert!(
+        early.is_empty(),
+        "no route is called while the global limit holds: {early:?}"
+    );
+    assert_each_answered_once(&discord, &asked);
+    assert_eq!(discord.posts().len(), 2);
+}
+
+async fn fallback_answers_reach_discord_in_the_channels_language(db: Db) {
+    let (_h, tasks, discord) = start_with(db, |config| {
+        config.fallback_responses = [
+            ("de".to_owned(), "Entschuldigung, gerade nicht.".to_owned()),
+            ("en".to_owned(), "Sorry, not right now.".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        config.channels[0].language = Some("de".into());
+    })
+    .await;
+    let id = discord
+        .user_message(
+            Some(GUILD),
+            CHANNEL,
+            "<@1100000000000000001> hilfe [[mock: status=500]]",
+            true,
+        )
+        .expect("dispatched");
+    posts_settle(&discord, 1).await;
+    tasks.stop().await;
+    let posts = discord.posts();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0].content, "Entschuldigung, gerade nicht.");
+    assert_eq!(posts[0].reply_to.as_deref(), Some(id.as_str()));
+}
+
+async fn the_slash_command_is_deferred_then_answered(db: Db) {
+    let (h, tasks, discord) = start(db).await;
+    let url = h.url("/channels/support-discord/discord/interactions");
+    // The lease holder registered the command for the channel's guild.
+    assert!(
+        discord
+            .wait_until(WAIT, |d| !d.command_registrations().is_empty())
+            .await,
+        "the slash command is registered"
+    );
+    let (guild, body) = discord.command_registrations()[0].clone();
+    assert_eq!(guild.as_deref(), Some(GUILD));
+    assert_eq!(body[0]["name"], "ask");
+    assert_eq!(body[0]["options"][0]["name"], "question");
+    assert_eq!(body[0]["options"][0]["type"], 3);
+
+    // PING is answered with PONG.
+    let ping = json!({"type": 1, "id": "1200000000000000500", "application_id": APP, "token": "t", "version": 1});
+    let (status, answer) = discord
+        .send_interaction(&url, &ping, None)
+        .await
+        .expect("sent");
+    assert_eq!((status, answer), (200, json!({"type": 1})));
+    // A bad or missing signature is a 401 naming what was wrong.
+    let bad = "00".repeat(64);
+    let (status, answer) = discord
+        .send_interaction(&url, &ping, Some(&bad))
+        .await
+        .expect("sent");
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("x-signature-ed25519")),
+        "{answer}"
+    );
+    let unsigned = h
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(ping.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unsigned.status(), 401);
+    let unsigned: serde_json::Value =
+        serde_json::from_slice(&unsigned.bytes().await.expect("body")).expect("json");
+    assert!(
+        unsigned.to_string().contains("missing x-signature"),
+        "{unsigned}"
+    );
+
+    // /ask: deferred at once, then the deferred response is edited with the answer.
+    let ask = discord.command_interaction(GUILD, CHANNEL, "ask", "what are your opening hours?");
+    let token = ask["token"].as_str().expect("token").to_owned();
+    let (status, answer) = discord
+        .send_interaction(&url, &ask, None)
+        .await
+        .expect("sent");
+    assert_eq!((status, answer), (200, json!({"type": 5})));
+    assert!(
+        discord
+            .wait_until(WAIT, |d| !d.original_edits().is_empty())
+            .await,
+        "the deferred response is edited"
+    );
+    let (edited, body) = discord.original_edits()[0].clone();
+    assert_eq!(edited, token);
+    assert!(
+        body["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("opening hours")),
+        "{body}"
+    );
+    // The same interaction again (a replay) is not answered twice.
+    let (status, _) = discord
+        .send_interaction(&url, &ask, None)
+        .await
+        .expect("sent");
+    assert_eq!(status, 200);
+
+    // A 3,000-character answer: @original with the first piece, a follow-up with the rest.
+    let long = "word ".repeat(600);
+    let ask = discord.command_interaction(GUILD, CHANNEL, "ask", long.trim());
+    let token = ask["token"].as_str().expect("token").to_owned();
+    let (status, _) = discord
+        .send_interaction(&url, &ask, None)
+        .await
+        .expect("sent");
+    assert_eq!(status, 200);
+    assert!(
+        discord
+            .wait_until(WAIT, |d| d.original_edits().len() == 2
+                && !d.followups().is_empty())
+            .await,
+        "edited and followed up: {:?}",
+        discord.followups()
+    );
+    let edit = discord.original_edits()[1].clone();
+    let follow = discord.followups()[0].clone();
+    assert_eq!(
+        (edit.0.as_str(), follow.0.as_str()),
+        (token.as_str(), token.as_str())
+    );
+    let (first, rest) = (
+        edit.1["content"].as_str().unwrap_or_default().to_owned(),
+        follow.1["content"].as_str().unwrap_or_default().to_owned(),
+    );
+    assert!(first.chars().count() <= 2000 && rest.chars().count() <= 2000);
+    assert!(first.chars().count() + rest.chars().count() >= 3000 - 2);
+    // Another command name is not answered; no message was posted in the channel.
+    let other = discord.command_interaction(GUILD, CHANNEL, "other", "x");
+    let (status, answer) = discord
+        .send_interaction(&url, &other, None)
+        .await
+        .expect("sent");
+    assert_eq!((status, answer["type"].clone()), (200, json!(4)));
+    tasks.stop().await;
+    assert_eq!(
+        discord.original_edits().len(),
+        2,
+        "each command answered once"
+    );
+    assert_eq!(discord.followups().len(), 1);
+    assert!(discord.posts().is_empty());
+    assert!(
+        discord.typing().is_empty(),
+        "a slash command shows thinking… instead"
+    );
+}
+
+/// Several messages sent while the bot is disconnected come back together on
+/// Resume; each is answered once (in the one session of the channel).
+async fn messages_replayed_together_are_each_answered_once(db: Db) {
+    let (_h, tasks, discord) = start(db).await;
+    discord.outage(Duration::from_secs(2));
+    let asked: Vec<String> = (0..3)
+        .map(|i| {
+            discord
+                .user_message(
+                    Some(GUILD),
+                    CHANNEL,
+                    &format!("<@1100000000000000001> queued {i}"),
+                    true,
+                )
+                .expect("kept for the resume")
+        })
+        .collect();
+    assert!(
+        answered(&discord, 3, WAIT).await,
+        "all answered: {:?}",
+        discord.posts()
+    );
+    tasks.stop().await;
+    assert_eq!(discord.gateway_counts().identifies, 1);
+    assert_each_answered_once(&discord, &asked);
+    assert_eq!(discord.posts().len(), 3);
+}
+
 on_both_databases!(
+    messages_replayed_together_are_each_answered_once,
     a_mention_is_answered_as_a_reply,
     a_dropped_gateway_is_resumed_and_429s_are_waited_out,
+    invalid_sessions_resume_or_identify_again,
+    a_global_429_holds_off_every_route,
+    fallback_answers_reach_discord_in_the_channels_language,
+    the_slash_command_is_deferred_then_answered,
 );
+
+/// A real minute of Discord outage (`make unit` skips `postgres::` tests).
+mod slow_on_postgres {
+    use super::*;
+
+    /// Discord down for a minute: the Gateway refuses connections and REST answers
+    /// 503 for 60 s. A message whose answer was due during the outage and the
+    /// messages sent during it (kept by Discord, replayed on Resume) are each
+    /// answered exactly once afterwards. On Postgres only, so that `make unit`
+    /// (which skips `postgres::`) stays short: the minute is real.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discord_down_for_a_minute() {
+        let (_h, tasks, discord) = start(Db::Postgres).await;
+        let mention = |i: u32| format!("<@1100000000000000001> during the outage {i}");
+        let mut asked = vec![
+            discord
+                .user_message(Some(GUILD), CHANNEL, &mention(0), true)
+                .expect("dispatched"),
+        ];
+        discord.outage(Duration::from_secs(60));
+        for i in 1..4 {
+            asked.push(
+                discord
+                    .user_message(Some(GUILD), CHANNEL, &mention(i), true)
+                    .expect("kept for the resume"),
+            );
+        }
+        assert!(
+            answered(&discord, 4, Duration::from_secs(180)).await,
+            "all answered after the outage: {:?}",
+            discord.posts()
+        );
+        tasks.stop().await;
+        let counts = discord.gateway_counts();
+        assert_eq!(counts.identifies, 1, "resumed after the outage: {counts:?}");
+        assert!(counts.resumes >= 1);
+        assert!(
+            discord.requests().iter().any(|r| r.status == 503),
+            "REST was down"
+        );
+        assert_each_answered_once(&discord, &asked);
+        assert_eq!(discord.posts().len(), 4);
+    }
+}
 
 /// Needs Postgres (`make unit` skips `postgres::` tests).
 mod replicas_on_postgres {
@@ -207,7 +582,8 @@ mod replicas_on_postgres {
 
     /// Two runtime processes on one Postgres database: one Gateway connection
     /// between them, each message answered once; when the holder is killed the
-    /// other takes the bot over within the lease time and answers.
+    /// other takes the bot over within the lease time, RESUMEs its session (no
+    /// new IDENTIFY) and answers the messages sent during the handover once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_replicas_hold_one_gateway_connection() {
         let discord = DiscordMock::start(TOKEN, APP, Duration::from_millis(500))
@@ -264,11 +640,28 @@ mod replicas_on_postgres {
         );
         let (mut holder, survivor) = if holds(&a) { (a, b) } else { (b, a) };
         holder.child.kill().await.expect("holder killed");
+        // Sent during the handover: Discord keeps them in the session.
+        for i in 0..2 {
+            discord
+                .user_message(
+                    Some(GUILD),
+                    CHANNEL,
+                    &format!("<@1100000000000000001> during the handover {i}"),
+                    true,
+                )
+                .expect("dispatched");
+        }
         assert!(
             discord
-                .wait_until(WAIT, |d| d.gateway_counts().identifies == 2)
+                .wait_until(WAIT, |d| d.gateway_counts().resumes == 1)
                 .await,
-            "the survivor connects within the lease time"
+            "the survivor resumes the session within the lease time: {:?}",
+            discord.gateway_counts()
+        );
+        assert_eq!(
+            discord.gateway_counts().identifies,
+            1,
+            "resumed, not identified afresh"
         );
         assert!(holds(&survivor));
         discord
@@ -279,20 +672,27 @@ mod replicas_on_postgres {
                 true,
             )
             .expect("dispatched");
-        posts_settle(&discord, 4).await;
+        posts_settle(&discord, 6).await;
         let log = survivor.log();
         let mut survivor = survivor;
         survivor.child.kill().await.expect("survivor killed");
         let posts = discord.posts();
         assert_eq!(
             posts.len(),
-            4,
+            6,
             "each message answered exactly once: {posts:?}"
         );
         let mut replied: Vec<_> = posts.iter().filter_map(|p| p.reply_to.clone()).collect();
         replied.sort();
         replied.dedup();
-        assert_eq!(replied.len(), 4);
+        assert_eq!(replied.len(), 6);
+        assert!(
+            posts
+                .iter()
+                .any(|p| p.content.contains("during the handover 1")),
+            "{posts:?}"
+        );
+        assert!(log.contains("resuming the Discord session"), "{log}");
         assert!(!log.contains(TOKEN), "no token in the log");
     }
 }
@@ -326,7 +726,8 @@ async fn the_connection_state_follows_the_gateway() {
     let discord = DiscordMock::start(TOKEN, APP, Duration::from_millis(500))
         .await
         .expect("mock Discord");
-    let h = Harness::start_with(Db::Sqlite, |config, _| discord_channel(config)).await;
+    let public_key = discord.public_key_hex();
+    let h = Harness::start_with(Db::Sqlite, |config, _| discord_channel(config, public_key)).await;
     h.state
         .webhooks
         .keys

@@ -380,13 +380,17 @@ pub struct DiscordChannelSpec {
     /// Secret key with the bot token, used for the Gateway and the REST API.
     pub bot_token_ref: SecretKeyRef,
     /// The application's id (a snowflake, e.g. `1234567890123456789`), from the
-    /// developer portal.
+    /// developer portal. With a public key, the pod holding the bot's Gateway
+    /// connection registers `slashCommand` for this application, and answers arrive
+    /// through the interaction's follow-up webhook.
     #[schemars(length(max = 20))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]{17,20}$')").message("spec.discord.applicationId must be a Discord snowflake id of 17 to 20 digits").reason(Reason::FieldValueInvalid))]
     pub application_id: String,
     /// The application's Ed25519 public key (64 hex digits) that verifies requests to
-    /// the Interactions endpoint. Set this or `publicKeyRef` to serve the slash
-    /// command; neither: no Interactions endpoint.
+    /// the Interactions endpoint (`POST <endpoint>/discord/interactions`, the
+    /// application's Interactions Endpoint URL; a bad signature is refused with 401).
+    /// Set this or `publicKeyRef` to serve the slash command; neither: no
+    /// Interactions endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{64}$')").message("spec.discord.publicKey must be 64 hexadecimal digits (the application's Ed25519 public key)").reason(Reason::FieldValueInvalid))]
@@ -412,7 +416,9 @@ pub struct DiscordChannelSpec {
     #[serde(default = "default_true")]
     pub direct_messages: bool,
     /// Name of the slash command answered through the Interactions endpoint (default
-    /// `ask`): 1 to 32 lower-case letters, digits, `-` or `_`.
+    /// `ask`): 1 to 32 lower-case letters, digits, `-` or `_`. Registered with one
+    /// required string option, `question`, in each of `guildIds` (globally when none
+    /// are listed); answered deferred, then with the agent's answer.
     #[serde(default = "default_slash_command")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^[-_a-z0-9]{1,32}$')").message("spec.discord.slashCommand must be 1 to 32 lower-case letters, digits, '-' or '_'").reason(Reason::FieldValueInvalid))]

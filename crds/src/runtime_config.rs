@@ -431,6 +431,19 @@ pub struct DiscordConfig {
     pub respond_to: crate::channel::RespondTo,
     /// Answer direct messages (default true).
     pub direct_messages: bool,
+    /// The application's id: registers the slash command and answers it through
+    /// the follow-up webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<String>,
+    /// The application's Ed25519 public key (64 hex digits) verifying requests to
+    /// the Interactions endpoint; or `publicKeyEnv`. Neither: no Interactions endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Environment variable holding the public key instead of `publicKey`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_env: Option<String>,
+    /// The slash command answered (default `ask`).
+    pub slash_command: String,
 }
 
 impl Default for DiscordConfig {
@@ -441,6 +454,10 @@ impl Default for DiscordConfig {
             channel_ids: Vec::new(),
             respond_to: crate::channel::RespondTo::default(),
             direct_messages: true,
+            application_id: None,
+            public_key: None,
+            public_key_env: None,
+            slash_command: "ask".to_owned(),
         }
     }
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::routing::{patch, post, put};
 use axum::{Json, Router};
+use ed25519_dalek::{Signer as _, SigningKey};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -99,6 +100,8 @@ struct Inner {
     typing: Vec<String>,
     callbacks: Vec<(String, Value)>,
     followups: Vec<(String, Value)>,
+    edits: Vec<(String, Value)>,
+    commands: Vec<(Option<String>, Value)>,
     requests: Vec<RestRequest>,
     rate_limits: HashMap<String, VecDeque<RateLimitFault>>,
     global_rate_limits: VecDeque<RateLimitFault>,
@@ -114,6 +117,8 @@ enum GatewayCommand {
 struct Shared {
     token: String,
     application_id: String,
+    /// The application's Ed25519 key: signs the interactions the mock sends.
+    signing_key: SigningKey,
     gateway_url: String,
     heartbeat_interval_ms: u64,
     inner: Mutex<Inner>,
@@ -162,6 +167,7 @@ impl DiscordMock {
         let shared = Arc::new(Shared {
             token: token.to_owned(),
             application_id: application_id.to_owned(),
+            signing_key: SigningKey::from_bytes(&[42; 32]),
             gateway_url: format!("ws://{gateway_addr}"),
             heartbeat_interval_ms: u64::try_from(heartbeat_interval.as_millis()).unwrap_or(41_250),
             inner: Mutex::new(Inner::default()),
@@ -293,9 +299,91 @@ impl DiscordMock {
         self.shared.lock().callbacks.clone()
     }
 
-    /// Follow-up and original-response edits `(interaction token, body)`.
+    /// Follow-up messages (`POST /webhooks/{app}/{token}`): `(interaction token, body)`.
     pub fn followups(&self) -> Vec<(String, Value)> {
         self.shared.lock().followups.clone()
+    }
+
+    /// Edits of the original (deferred) response
+    /// (`PATCH /webhooks/{app}/{token}/messages/@original`): `(interaction token, body)`.
+    pub fn original_edits(&self) -> Vec<(String, Value)> {
+        self.shared.lock().edits.clone()
+    }
+
+    /// Slash-command registrations (bulk overwrites): `(guild id or None for global, body)`.
+    pub fn command_registrations(&self) -> Vec<(Option<String>, Value)> {
+        self.shared.lock().commands.clone()
+    }
+
+    /// The application's public key, as the developer portal shows it (64 hex digits).
+    pub fn public_key_hex(&self) -> String {
+        hex::encode(self.shared.signing_key.verifying_key().as_bytes())
+    }
+
+    /// Signs `body` as Discord does: `(X-Signature-Timestamp, X-Signature-Ed25519)`.
+    pub fn sign(&self, timestamp: &str, body: &[u8]) -> (String, String) {
+        let mut message = timestamp.as_bytes().to_vec();
+        message.extend_from_slice(body);
+        let signature = self.shared.signing_key.sign(&message);
+        (timestamp.to_owned(), hex::encode(signature.to_bytes()))
+    }
+
+    /// An APPLICATION_COMMAND interaction of a guild member running `/command
+    /// question:<question>` in a channel, as Discord POSTs it. Returns the body.
+    pub fn command_interaction(
+        &self,
+        guild_id: &str,
+        channel_id: &str,
+        command: &str,
+        question: &str,
+    ) -> Value {
+        let id = self.shared.next_snowflake();
+        json!({
+            "type": 2,
+            "id": id,
+            "application_id": self.shared.application_id,
+            "token": format!("interaction-token-{id}"),
+            "version": 1,
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "channel": {"id": channel_id, "type": 0},
+            "member": {"user": user_json("1300000000000000001", "user", false), "roles": [], "permissions": "0"},
+            "locale": "en-US",
+            "data": {
+                "id": "1400000000000000001",
+                "name": command,
+                "type": 1,
+                "options": [{"name": "question", "type": 3, "value": question}],
+            },
+        })
+    }
+
+    /// POSTs a signed interaction to `url` (the runtime's Interactions endpoint),
+    /// as Discord does; `signature` replaces the real signature when given.
+    /// Returns the status and the JSON answer.
+    pub async fn send_interaction(
+        &self,
+        url: &str,
+        body: &Value,
+        signature: Option<&str>,
+    ) -> Result<(u16, Value), MockError> {
+        let body = body.to_string();
+        let timestamp = format!("{}", now_millis() / 1000);
+        let (timestamp, real) = self.sign(&timestamp, body.as_bytes());
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-signature-timestamp", timestamp)
+            .header("x-signature-ed25519", signature.unwrap_or(&real))
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// Every REST request with its answer.
@@ -599,7 +687,12 @@ fn rest_router(shared: Arc<Shared>) -> Router {
         .route("/api/v10/webhooks/{app}/{token}", post(followup))
         .route(
             "/api/v10/webhooks/{app}/{token}/messages/@original",
-            patch(followup),
+            patch(edit_original),
+        )
+        .route("/api/v10/applications/{app}/commands", put(global_commands))
+        .route(
+            "/api/v10/applications/{app}/guilds/{guild}/commands",
+            put(guild_commands),
         )
         .with_state(shared)
 }
@@ -781,6 +874,88 @@ async fn followup(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    webhook_message(&shared, &app, token, &headers, body, false)
+}
+
+async fn edit_original(
+    State(shared): State<Arc<Shared>>,
+    Path((app, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    webhook_message(&shared, &app, token, &headers, body, true)
+}
+
+async fn global_commands(
+    State(shared): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    register_commands(&shared, &app, None, &headers, body)
+}
+
+async fn guild_commands(
+    State(shared): State<Arc<Shared>>,
+    Path((app, guild)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    register_commands(&shared, &app, Some(guild), &headers, body)
+}
+
+/// Bulk overwrite of the application's (or a guild's) commands: answers them with ids.
+fn register_commands(
+    shared: &Shared,
+    app: &str,
+    guild: Option<String>,
+    headers: &HeaderMap,
+    body: Value,
+) -> Response {
+    let route = if guild.is_some() {
+        "PUT /applications/{app}/guilds/{guild}/commands"
+    } else {
+        "PUT /applications/{app}/commands"
+    };
+    let h = match gate(shared, headers, route, true) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    if app != shared.application_id {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Application", "code": 10002})),
+        )
+            .into_response();
+    }
+    let Some(commands) = body.as_array().cloned() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "Invalid Form Body", "code": 50035})),
+        )
+            .into_response();
+    };
+    let answer: Vec<Value> = commands
+        .into_iter()
+        .map(|mut c| {
+            c["id"] = json!(shared.next_snowflake());
+            c["application_id"] = json!(shared.application_id);
+            c
+        })
+        .collect();
+    shared.lock().commands.push((guild, body));
+    shared.bump();
+    (StatusCode::OK, h, Json(Value::Array(answer))).into_response()
+}
+
+fn webhook_message(
+    shared: &Shared,
+    app: &str,
+    token: String,
+    headers: &HeaderMap,
+    body: Value,
+    original: bool,
+) -> Response {
     if app != shared.application_id {
         return (
             StatusCode::NOT_FOUND,
@@ -788,12 +963,31 @@ async fn followup(
         )
             .into_response();
     }
-    let h = match gate(&shared, &headers, "POST /webhooks/{app}/{token}", false) {
+    let route = if original {
+        "PATCH /webhooks/{app}/{token}/messages/@original"
+    } else {
+        "POST /webhooks/{app}/{token}"
+    };
+    let h = match gate(shared, headers, route, false) {
         Ok(h) => h,
         Err(r) => return r,
     };
     let content = body["content"].as_str().unwrap_or_default().to_owned();
-    shared.lock().followups.push((token, body));
+    if content.chars().count() > 2000 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": 50035, "message": "Invalid Form Body"})),
+        )
+            .into_response();
+    }
+    {
+        let mut inner = shared.lock();
+        if original {
+            inner.edits.push((token, body));
+        } else {
+            inner.followups.push((token, body));
+        }
+    }
     shared.bump();
     let id = shared.next_snowflake();
     let message = message_json(

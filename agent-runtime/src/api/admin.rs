@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::admin_dto::{
-    AdminStats, ChannelFeatureSwitches, ChannelLimitsView, ChannelList, ChannelOutbox, ChannelView,
-    ConversationDetail, ConversationPage, ConversationStats, ConversationStatus, FailureStats,
-    KeyMode, OutboxEntryState, OutboxEntryView, OutboxPage, OutboxStats, RateLimitedStats,
-    UpstreamStats,
+    AdminStats, ChannelConnection, ChannelFeatureSwitches, ChannelLimitsView, ChannelList,
+    ChannelOutbox, ChannelView, ConversationDetail, ConversationPage, ConversationStats,
+    ConversationStatus, FailureStats, KeyMode, OutboxEntryState, OutboxEntryView, OutboxPage,
+    OutboxStats, RateLimitedStats, UpstreamStats,
 };
 use crate::api::dto::{self, FailedTurn};
 use crate::api::sessions::{MAX_PAGE, PageQuery, Pagination};
@@ -419,6 +419,7 @@ pub async fn channels(State(state): State<SharedState>) -> Result<Json<ChannelLi
     let open = state.channels.all().is_empty();
     let served = served_channels(&state);
     let default = state.channels.default_channel();
+    let connections = &state.channels.connections;
     let data = served
         .iter()
         .map(|c| ChannelView {
@@ -450,7 +451,10 @@ pub async fn channels(State(state): State<SharedState>) -> Result<Json<ChannelLi
                 .find(|d| d.channel == c.name)
                 .map(|d| OutboxStats::from_depth(d, now_ms))
                 .unwrap_or_default(),
-            connection: None,
+            connection: connections.get(&c.name).map(|c| ChannelConnection {
+                state: c.state.reason().to_owned(),
+                message: c.message.clone(),
+            }),
         })
         .collect();
     Ok(Json(ChannelList { data }))

@@ -328,10 +328,19 @@ pub struct ChannelView {
     pub last_message_at: Option<DateTime<Utc>>,
     /// Its outbox (zero for channels that answer in the response).
     pub outbox: OutboxStats,
-    /// Connection state reported by chat-app channels (Slack Socket Mode,
-    /// Discord Gateway) on this pod; `null` for other channels and while none
-    /// was reported.
-    pub connection: Option<String>,
+    /// Connection state reported by chat-app channels (Slack, Discord) on this
+    /// pod; `null` for other channels, and while none was reported here (the
+    /// Discord Gateway is held by one pod: see the channel's `Connected` condition).
+    pub connection: Option<ChannelConnection>,
+}
+
+/// A chat-app channel's connection to its platform.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct ChannelConnection {
+    /// `Connected`, `Reconnecting` or `Unauthorized`.
+    pub state: String,
+    /// The platform's own words (an error code or close reason; never a token).
+    pub message: String,
 }
 
 /// The channels served.

@@ -66,6 +66,8 @@ const DEFAULT_TOLERANCE_SECONDS: u32 = 300;
 /// Where a webhook channel's signing key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SigningKeySource {
+    /// Given in the channel itself (not a secret: a Discord public key).
+    Inline(String),
     /// An environment variable of this process (standalone).
     Env(String),
     /// A key of a Secret in the pod's namespace (in a cluster).
@@ -136,6 +138,12 @@ pub struct DiscordSettings {
     pub respond_to: RespondTo,
     /// Direct messages answered.
     pub direct_messages: bool,
+    /// The application's id (slash command registration, follow-up webhooks).
+    pub application_id: Option<String>,
+    /// The application's Ed25519 public key (hex); `None`: no Interactions endpoint.
+    pub public_key: Option<SigningKeySource>,
+    /// The slash command answered through the Interactions endpoint.
+    pub slash_command: String,
 }
 
 /// A Slack channel's settings.
@@ -220,6 +228,13 @@ impl ChannelSettings {
                 channel_ids: d.channel_ids.clone(),
                 respond_to: d.respond_to,
                 direct_messages: d.direct_messages,
+                application_id: d.application_id.clone(),
+                public_key: d
+                    .public_key
+                    .clone()
+                    .map(SigningKeySource::Inline)
+                    .or_else(|| d.public_key_env.clone().map(SigningKeySource::Env)),
+                slash_command: d.slash_command.clone(),
             }),
         }
     }
@@ -299,6 +314,13 @@ impl ChannelSettings {
                 channel_ids: d.channel_ids.clone(),
                 respond_to: d.respond_to,
                 direct_messages: d.direct_messages,
+                application_id: Some(d.application_id.clone()),
+                public_key: d
+                    .public_key
+                    .clone()
+                    .map(SigningKeySource::Inline)
+                    .or_else(|| d.public_key_ref.as_ref().map(secret_source)),
+                slash_command: d.slash_command.clone(),
             }),
         })
     }

@@ -172,6 +172,7 @@ impl SigningKeys {
     /// The key for `source`.
     pub async fn key(&self, source: &SigningKeySource) -> Result<Vec<u8>, KeyError> {
         match source {
+            SigningKeySource::Inline(value) => Ok(value.clone().into_bytes()),
             SigningKeySource::Env(name) => {
                 let lookup = self.env.read().unwrap_or_else(|p| p.into_inner()).clone();
                 lookup(name)

@@ -34,6 +34,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(3 * 3600);
 /// Given-up rows are kept this long, so an admin can retry them
 /// (`POST /api/admin/outbox/{id}/retry`).
 const KEEP_FAILED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long Discord accepts an interaction's token (15 minutes, a margin kept).
+const INTERACTION_TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 60);
 /// Timeout of one callback POST.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,21 +84,34 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// What becomes of an outbox row whose message cannot be stored at intake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfNotRecorded {
+    /// Drop the row: the sender was refused and will send again (webhook, Slack).
+    DropRow,
+    /// Keep the row: nobody sends it again (Discord); the delivery worker
+    /// records the message once the row's intake grace has passed.
+    KeepRow,
+}
+
 /// Records a message whose answer goes out through the outbox row `delivery_id`
-/// (already inserted by the intake): when it cannot be stored the row is dropped,
-/// so the sender's retry is accepted; once stored, the row becomes due and the
-/// delivery worker is woken. Shared by every intake that answers through the outbox.
+/// (already inserted by the intake); once stored, the row becomes due and the
+/// delivery worker is woken. When the message cannot be stored, `if_not` says
+/// whether the row goes. Shared by every intake that answers through the outbox.
 pub async fn record_for_delivery(
     state: &AppState,
     participant: &Participant,
     session: SessionRef,
     text: &str,
     delivery_id: &str,
+    if_not: IfNotRecorded,
 ) -> Result<conversation::Recorded, ApiError> {
     let recorded = match conversation::record(state, participant, session, text).await {
         Ok(recorded) => recorded,
         Err(err) => {
-            if let Err(e) = state.store.delete_delivery(delivery_id).await {
+            if if_not == IfNotRecorded::DropRow
+                && let Err(e) = state.store.delete_delivery(delivery_id).await
+            {
                 tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a failed delivery");
             }
             return Err(err.into());
@@ -219,7 +234,10 @@ async fn process(state: &SharedState, delivery: Delivery) {
         Err(err) => {
             let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
             let delay = match &err {
-                AttemptError::Slack(super::slack_api::PostError::RateLimited(wait)) => *wait,
+                AttemptError::Slack(super::slack_api::PostError::RateLimited(wait))
+                | AttemptError::Discord(super::discord_api::DiscordPostError::RateLimited(wait)) => {
+                    *wait
+                }
                 _ => state.webhooks.backoff().delay(attempts, jitter()),
             };
             let give_up = now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
@@ -279,6 +297,7 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             let token = state.webhooks.keys.key(&d.bot_token).await?;
             let token = String::from_utf8_lossy(&token).trim().to_owned();
             Some(super::discord_api::client(
+                state.webhooks.http(),
                 &token,
                 state.webhooks.discord_api_proxy().as_deref(),
             ))
@@ -288,7 +307,11 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let (answer_id, answer) = match (&delivery.answer_message_id, &delivery.answer) {
         (Some(id), Some(text)) => (id.clone(), text.clone()),
         _ => {
-            if let Some(client) = &discord {
+            // A slash command shows "thinking…" already.
+            if let Some(client) = discord
+                .as_ref()
+                .filter(|_| delivery.interaction_token.is_none())
+            {
                 super::discord_api::typing(client, &delivery.conversation_id).await;
             }
             let answer =
@@ -302,6 +325,20 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             (id, text)
         }
     };
+    // An interaction's token lasts 15 minutes: an answer later than that (Discord
+    // or the model down for long) is posted in the channel instead.
+    let token_valid = now_ms() - delivery.created_at < millis(INTERACTION_TOKEN_LIFETIME);
+    if let (Some(client), Some(token), true) = (&discord, &delivery.interaction_token, token_valid)
+    {
+        let application = channel
+            .discord
+            .as_ref()
+            .and_then(|d| d.application_id.as_deref())
+            .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
+        super::discord_api::answer_interaction(client, application, token, &answer).await?;
+        tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Discord slash command answered");
+        return Ok(());
+    }
     if let Some(client) = &discord {
         super::discord_api::post_answer(
             client,

@@ -6,22 +6,25 @@
 //! (its guild and channel ids, `respondTo`, `directMessages`) is stored with an
 //! outbox row keyed by the message id; the outbox worker
 //! ([`super::delivery`]) answers it as a reply, through the conversation service.
+//! The holder keeps the Gateway session beside the lease, so a pod taking the
+//! lease over resumes it (Discord replays the events of the handover; a message
+//! already stored is not answered twice), and registers the slash commands of
+//! the channels with an Interactions endpoint ([`super::discord_interactions`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crds::RespondTo;
-use crds::channel::ConnectionState;
+use crds::{ConnectionState, RespondTo};
 use tokio_util::sync::CancellationToken;
 use twilight_gateway::{
-    ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
+    ConfigBuilder, Event, EventTypeFlags, Intents, Session, Shard, ShardId, StreamExt as _,
 };
 use twilight_model::channel::Message;
 
 use crate::channel_registry::{ChannelSettings, DiscordSettings, SigningKeySource};
 use crate::conversation::{self, Participant, SessionRef};
-use crate::db::NewDelivery;
+use crate::db::{GatewaySession, NewDelivery};
 use crate::state::SharedState;
 
 /// How long a lease lasts unless renewed: a dead holder's bot moves to
@@ -29,8 +32,6 @@ use crate::state::SharedState;
 const LEASE: Duration = Duration::from_secs(15);
 /// How often leases are renewed and the channels looked at again.
 const RENEW: Duration = Duration::from_secs(5);
-/// The Gateway's close code for a refused token ("Authentication failed").
-const AUTHENTICATION_FAILED: u16 = 4004;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -118,40 +119,90 @@ fn without_mention(text: &str, bot: u64) -> String {
         .to_owned()
 }
 
-/// What a running shard last saw, and the channels it serves (kept current
-/// by [`run`]), so that each channel's connection state is the shard's.
-#[derive(Default)]
-struct BotStatus {
-    channels: Vec<String>,
-    last: Option<(ConnectionState, String)>,
-}
+/// Gateway close code for a refused token.
+const AUTHENTICATION_FAILED: u16 = 4004;
 
-type SharedStatus = Arc<std::sync::Mutex<BotStatus>>;
-
-fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, BotStatus> {
-    status.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Records the shard's state for every channel it serves.
-fn publish(state: &SharedState, status: &SharedStatus, now: Option<(ConnectionState, String)>) {
-    let mut status = lock(status);
-    if now.is_some() {
-        status.last = now;
+/// Called whenever a bot's Gateway connection changes state (`lease` names
+/// the bot; `detail` is Discord's own words, never the token): records it as
+/// the connection state of each of the bot's channels (the lease holder alone
+/// reports them; they become the channels' `Connected` condition).
+fn connection_changed(
+    state: &SharedState,
+    lease: &str,
+    channels: &[Arc<ChannelSettings>],
+    connection: ConnectionState,
+    detail: &str,
+) {
+    let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
+    tracing::info!(lease = %lease, channels = ?names, state = connection.reason(), detail,
+        "Discord connection state");
+    for name in names {
+        state
+            .channels
+            .connections
+            .set(name, connection, detail.to_owned());
     }
-    if let Some((connection, message)) = &status.last {
-        for name in &status.channels {
-            state
-                .channels
-                .connections
-                .set(name, *connection, message.clone());
+}
+
+/// The slash commands to register per (application, guild; `None`: global),
+/// from the channels with an Interactions endpoint.
+fn command_plan(
+    channels: &[Arc<ChannelSettings>],
+) -> BTreeMap<(String, Option<String>), BTreeSet<String>> {
+    let mut plan: BTreeMap<_, BTreeSet<String>> = BTreeMap::new();
+    for discord in channels.iter().filter_map(|c| c.discord.as_ref()) {
+        let (Some(app), Some(_)) = (&discord.application_id, &discord.public_key) else {
+            continue;
+        };
+        if discord.guild_ids.is_empty() {
+            plan.entry((app.clone(), None))
+                .or_default()
+                .insert(discord.slash_command.clone());
+        }
+        for guild in &discord.guild_ids {
+            plan.entry((app.clone(), Some(guild.clone())))
+                .or_default()
+                .insert(discord.slash_command.clone());
         }
     }
+    plan
 }
 
-/// Keeps one shard per bot whose lease this pod holds, until `shutdown`.
-/// The lease holder alone reports the bot's channels' connection state.
+/// Registers a bot's slash commands (bulk overwrite, global or per guild);
+/// `true` when every registration went through.
+async fn register(
+    state: &SharedState,
+    token: &str,
+    plan: &BTreeMap<(String, Option<String>), BTreeSet<String>>,
+) -> bool {
+    let client = super::discord_api::client(
+        state.webhooks.http(),
+        token,
+        state.webhooks.discord_api_proxy().as_deref(),
+    );
+    let mut all = true;
+    for ((app, guild), commands) in plan {
+        let commands: Vec<String> = commands.iter().cloned().collect();
+        match super::discord_api::register_commands(&client, app, guild.as_deref(), &commands).await
+        {
+            Ok(()) => {
+                tracing::info!(guild = ?guild, commands = ?commands, "Discord slash commands registered")
+            }
+            Err(err) => {
+                all = false;
+                tracing::warn!(guild = ?guild, error = %err, "cannot register Discord slash commands; will retry");
+            }
+        }
+    }
+    all
+}
+
+/// Keeps one shard per bot whose lease this pod holds, until `shutdown`; the
+/// holder registers the bot's slash commands (again when they change).
 pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken) {
-    let mut running: HashMap<String, (CancellationToken, SharedStatus)> = HashMap::new();
+    let mut running: HashMap<String, (CancellationToken, Vec<String>)> = HashMap::new();
+    // Per lease: the command plan registered (or being registered).
+    let registered: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     loop {
         let bots = bots(&state.channels.all());
         let mut wanted = Vec::new();
@@ -180,41 +231,53 @@ pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken
                 continue;
             }
             wanted.push(lease.clone());
-            let names: Vec<String> = bot.channels.iter().map(|c| c.name.clone()).collect();
-            match running.get(&lease) {
-                Some((_, status)) => {
-                    let gone: Vec<String> = lock(status)
-                        .channels
-                        .iter()
-                        .filter(|n| !names.contains(n))
-                        .cloned()
-                        .collect();
-                    for name in gone {
-                        state.channels.connections.remove(&name);
+            if !running.contains_key(&lease) {
+                let stop = shutdown.child_token();
+                let names = bot.channels.iter().map(|c| c.name.clone()).collect();
+                running.insert(lease.clone(), (stop.clone(), names));
+                tracing::info!(lease = %lease, channels = bot.channels.len(),
+                    "this pod holds the Discord bot's lease: connecting");
+                let gateway = Gateway {
+                    state: state.clone(),
+                    token: token.clone(),
+                    lease: lease.clone(),
+                    holder: holder.clone(),
+                    channels: bot.channels.clone(),
+                };
+                tokio::spawn(gateway.run(stop));
+            }
+            let plan = command_plan(&bot.channels);
+            let fingerprint = format!("{plan:?}");
+            let fresh = {
+                let mut done = registered.lock().unwrap_or_else(|p| p.into_inner());
+                done.insert(lease.clone(), fingerprint.clone()).as_ref() != Some(&fingerprint)
+            };
+            if fresh && !plan.is_empty() {
+                let (state, registered, lease) = (state.clone(), registered.clone(), lease.clone());
+                tokio::spawn(async move {
+                    if !register(&state, &token, &plan).await {
+                        // Tried again at the next renewal.
+                        registered
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&lease);
                     }
-                    lock(status).channels = names;
-                    publish(&state, status, None);
-                }
-                None => {
-                    let stop = shutdown.child_token();
-                    let status = SharedStatus::default();
-                    lock(&status).channels = names;
-                    running.insert(lease.clone(), (stop.clone(), status.clone()));
-                    tracing::info!(lease = %lease, channels = bot.channels.len(),
-                        "this pod holds the Discord bot's lease: connecting");
-                    tokio::spawn(shard(state.clone(), token, status, stop));
-                }
+                });
             }
         }
-        running.retain(|lease, (stop, status)| {
+        running.retain(|lease, (stop, names)| {
             let keep = wanted.contains(lease);
             if !keep {
                 tracing::info!(lease = %lease, "Discord lease lost or bot gone: disconnecting");
                 stop.cancel();
                 // Another pod (the new holder) reports these channels now.
-                for name in &lock(status).channels {
+                for name in names.iter() {
                     state.channels.connections.remove(name);
                 }
+                registered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(lease);
             }
             keep
         });
@@ -231,81 +294,155 @@ pub async fn run(state: SharedState, holder: String, shutdown: CancellationToken
     }
 }
 
-/// Runs one bot's shard until `stop`; twilight reconnects, resumes and
-/// re-identifies by itself.
-async fn shard(state: SharedState, token: String, status: SharedStatus, stop: CancellationToken) {
-    let intents = Intents::GUILD_MESSAGES | Intents::DIRECT_MESSAGES | Intents::MESSAGE_CONTENT;
-    let mut config = ConfigBuilder::new(token.clone(), intents);
-    if let Some(url) = state.webhooks.discord_gateway_url() {
-        config = config.proxy_url(url);
-    }
-    let mut shard = Shard::with_config(ShardId::ONE, config.build());
-    let mut bot_id: Option<u64> = None;
-    // Close frames always come through (`Event::GatewayClose`).
-    let wanted = EventTypeFlags::READY | EventTypeFlags::MESSAGE_CREATE | EventTypeFlags::RESUMED;
-    let set = |connection: ConnectionState, message: String| {
-        publish(&state, &status, Some((connection, message)));
-    };
-    set(
-        ConnectionState::Reconnecting,
-        "connecting to the Discord Gateway".to_owned(),
-    );
-    loop {
-        let event = tokio::select! {
-            () = stop.cancelled() => return,
-            event = shard.next_event(wanted) => event,
+/// One bot's Gateway connection, run by the lease holder.
+struct Gateway {
+    state: SharedState,
+    token: String,
+    lease: String,
+    holder: String,
+    channels: Vec<Arc<ChannelSettings>>,
+}
+
+impl Gateway {
+    /// Runs the bot's shard until `stop`; twilight reconnects, resumes and
+    /// re-identifies by itself. The session stored beside the lease (by a
+    /// previous holder) is resumed, so what Discord dispatched during the
+    /// handover is replayed; the session is stored again as events are stored.
+    async fn run(self, stop: CancellationToken) {
+        let state = &self.state;
+        let intents = Intents::GUILD_MESSAGES | Intents::DIRECT_MESSAGES | Intents::MESSAGE_CONTENT;
+        let mut config = ConfigBuilder::new(self.token.clone(), intents);
+        if let Some(url) = state.webhooks.discord_gateway_url() {
+            config = config.proxy_url(url);
+        }
+        let mut saved = match state.store.gateway_session(&self.lease).await {
+            Ok(saved) => saved,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the stored Discord session; identifying");
+                None
+            }
         };
-        match event {
-            Some(Ok(Event::Ready(ready))) => {
-                bot_id = Some(ready.user.id.get());
-                tracing::info!("Discord Gateway connected");
-                set(
-                    ConnectionState::Connected,
-                    "Discord Gateway session ready".to_owned(),
-                );
+        if let Some(session) = &saved {
+            tracing::info!(lease = %self.lease, sequence = session.sequence,
+                "resuming the Discord session of the previous holder");
+            config = config.session(Session::new(session.sequence, session.id.clone()));
+            if let Some(url) = &session.resume_url {
+                config = config.resume_url(url.clone());
             }
-            Some(Ok(Event::Resumed)) => {
-                tracing::info!("Discord Gateway session resumed");
-                set(
-                    ConnectionState::Connected,
-                    "Discord Gateway session resumed".to_owned(),
-                );
-            }
-            Some(Ok(Event::GatewayClose(frame))) => {
-                let (code, reason) = frame
-                    .map(|f| (f.code, f.reason.into_owned()))
-                    .unwrap_or((0, String::new()));
-                let message = format!("Discord Gateway closed the connection: {code} {reason}");
-                if code == AUTHENTICATION_FAILED {
-                    set(ConnectionState::Unauthorized, message);
-                } else {
-                    set(ConnectionState::Reconnecting, message);
-                }
-            }
-            Some(Ok(Event::MessageCreate(message))) => {
-                if let Some(bot) = bot_id {
-                    intake(&state, &token, bot, &message).await;
-                }
-            }
-            Some(Ok(_)) => {}
-            Some(Err(err)) => {
-                tracing::warn!(error = %err, "Discord Gateway error; reconnecting");
-                if lock(&status).last.as_ref().map(|l| l.0) != Some(ConnectionState::Unauthorized) {
-                    set(
-                        ConnectionState::Reconnecting,
-                        format!("Discord Gateway error: {err}"),
+        }
+        let mut shard = Shard::with_config(ShardId::ONE, config.build());
+        let mut bot_id: Option<u64> = saved.as_ref().and_then(|s| s.bot_user_id);
+        // Close frames always come through (`Event::GatewayClose`).
+        let wanted =
+            EventTypeFlags::READY | EventTypeFlags::MESSAGE_CREATE | EventTypeFlags::RESUMED;
+        connection_changed(
+            state,
+            &self.lease,
+            &self.channels,
+            ConnectionState::Reconnecting,
+            "connecting to the Discord Gateway",
+        );
+        let mut refused = false;
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                event = shard.next_event(wanted) => event,
+            };
+            match event {
+                Some(Ok(Event::Ready(ready))) => {
+                    bot_id = Some(ready.user.id.get());
+                    refused = false;
+                    connection_changed(
+                        state,
+                        &self.lease,
+                        &self.channels,
+                        ConnectionState::Connected,
+                        "identified",
                     );
                 }
+                Some(Ok(Event::Resumed)) => {
+                    connection_changed(
+                        state,
+                        &self.lease,
+                        &self.channels,
+                        ConnectionState::Connected,
+                        "session resumed",
+                    );
+                }
+                Some(Ok(Event::GatewayClose(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (f.code, f.reason.into_owned()))
+                        .unwrap_or((0, String::new()));
+                    refused = code == AUTHENTICATION_FAILED;
+                    connection_changed(
+                        state,
+                        &self.lease,
+                        &self.channels,
+                        if refused {
+                            ConnectionState::Unauthorized
+                        } else {
+                            ConnectionState::Reconnecting
+                        },
+                        &format!("Discord Gateway closed the connection: {code} {reason}"),
+                    );
+                    continue;
+                }
+                Some(Ok(Event::MessageCreate(message))) => {
+                    // A resumed session has no READY: the bot's id is stored with it.
+                    if let Some(bot) = bot_id {
+                        intake(state, &self.token, bot, &message).await;
+                    }
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "Discord Gateway error; reconnecting");
+                    // A refused token stays Unauthorized while twilight retries.
+                    if !refused {
+                        connection_changed(
+                            state,
+                            &self.lease,
+                            &self.channels,
+                            ConnectionState::Reconnecting,
+                            &format!("Discord Gateway error: {err}"),
+                        );
+                    }
+                    continue;
+                }
+                None => {
+                    connection_changed(
+                        state,
+                        &self.lease,
+                        &self.channels,
+                        ConnectionState::Unauthorized,
+                        "Discord closed the Gateway for good (bad token or intents?)",
+                    );
+                    return;
+                }
             }
-            None => {
-                tracing::error!("Discord Gateway closed for good (bad token or intents?)");
-                return;
+            // Stored after the event's message is: a successor resumes from here.
+            let current = shard.session().map(|s| GatewaySession {
+                id: s.id().to_owned(),
+                sequence: s.sequence(),
+                resume_url: shard.resume_url().map(str::to_owned),
+                bot_user_id: bot_id,
+            });
+            if let Some(current) = current.filter(|c| saved.as_ref() != Some(c)) {
+                match state
+                    .store
+                    .save_gateway_session(&self.lease, &self.holder, &current)
+                    .await
+                {
+                    Ok(()) => saved = Some(current),
+                    Err(err) => tracing::warn!(error = %err, "cannot store the Discord session"),
+                }
             }
         }
     }
 }
 
-/// Stores a message a channel answers, with its outbox row.
+/// Stores a message a channel answers, with its outbox row keyed by the
+/// message id: a message Discord replays (on Resume after a handover) finds
+/// the row and is not answered twice.
 async fn intake(state: &SharedState, token: &str, bot: u64, message: &Message) {
     let channels: Vec<_> = {
         let mut mine = Vec::new();
@@ -361,46 +498,40 @@ async fn intake(state: &SharedState, token: &str, bot: u64, message: &Message) {
             user_id: user,
             text: text.clone(),
             callback_url: String::new(),
-            reply_to: Some(message_id),
+            reply_to: Some(message_id.clone()),
+            interaction_token: None,
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await;
     match inserted {
         Ok(true) => {}
-        Ok(false) => return,
+        Ok(false) => {
+            tracing::info!(channel = %name, message = %message_id, "Discord message seen before (replayed); not answered again");
+            return;
+        }
         Err(err) => {
             tracing::error!(channel = %name, error = %err, "cannot store a Discord message");
             return;
         }
     }
-    // Stored: recording the user message now is an optimisation (the
-    // delivery worker records it when this fails).
-    match conversation::record(
+    // Nobody sends a Gateway message again: when it cannot be recorded now the
+    // row stays and the delivery worker records it.
+    match super::delivery::record_for_delivery(
         state,
         admitted.participant(),
         SessionRef::External(channel_id),
         &text,
+        &delivery_id,
+        super::delivery::IfNotRecorded::KeepRow,
     )
     .await
     {
-        Ok(recorded) => {
-            if let Err(err) = state
-                .store
-                .delivery_ready(
-                    &delivery_id,
-                    &recorded.session_id,
-                    &recorded.message.id,
-                    chrono::Utc::now().timestamp_millis(),
-                )
-                .await
-            {
-                tracing::warn!(error = %err, "cannot link a Discord message to its delivery");
-            }
+        Ok(_) => {
+            tracing::info!(channel = %name, delivery = %delivery_id, "Discord message accepted")
         }
-        Err(err) => tracing::warn!(error = %err, "Discord message not recorded yet"),
+        Err(err) => tracing::warn!(channel = %name, delivery = %delivery_id, error = %err,
+            "Discord message stored; recording it is left to the delivery worker"),
     }
-    state.webhooks.wake();
-    tracing::info!(channel = %name, delivery = %delivery_id, "Discord message accepted");
 }
 
 #[cfg(test)]
@@ -421,6 +552,9 @@ mod tests {
                 channel_ids: ids.iter().map(|s| s.to_string()).collect(),
                 respond_to,
                 direct_messages: dms,
+                application_id: None,
+                public_key: None,
+                slash_command: "ask".into(),
             }),
             ..ChannelSettings::open(name)
         })

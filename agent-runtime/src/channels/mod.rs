@@ -1,7 +1,8 @@
 //! Channels: the ways in to this agent beside the root API. The per-channel
 //! routes (`/channels/{name}/...`, see [`routes`]), the signed [`webhook`]
-//! intake, the [`slack`] Events API and [`slack_socket`] Socket Mode intakes
-//! (with each channel's [`connection`] state) and the durable [`delivery`] of
+//! intake, the [`slack`] Events API and [`slack_socket`] Socket Mode intakes,
+//! the [`discord`] Gateway bot and its [`discord_interactions`] slash command
+//! (with each channel's [`connection`] state), and the durable [`delivery`] of
 //! answers (all through the conversation service), and the background tasks: the ChatChannel
 //! [`watcher`] that keeps the channel registry current in a cluster and the
 //! activity reporter. What the runtime knows about its channels (the registry,
@@ -11,6 +12,7 @@ pub mod connection;
 pub mod delivery;
 pub mod discord;
 pub mod discord_api;
+pub mod discord_interactions;
 pub mod routes;
 pub mod slack;
 pub mod slack_api;

@@ -35,6 +35,10 @@ pub fn webhook_router(state: SharedState) -> Router {
     Router::new()
         .route("/channels/{name}/webhook", post(super::webhook::receive))
         .route("/channels/{name}/slack/events", post(super::slack::receive))
+        .route(
+            "/channels/{name}/discord/interactions",
+            post(super::discord_interactions::receive),
+        )
         .with_state(state)
 }
 
@@ -208,9 +212,9 @@ pub fn add_channel_paths(openapi: &mut OpenApi) {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(super::webhook::receive, super::slack::receive, super::web::page_config_doc, super::web::events_doc),
+    paths(super::webhook::receive, super::slack::receive, super::discord_interactions::receive, super::web::page_config_doc, super::web::events_doc),
     components(schemas(crate::channel_registry::webhook::WebhookAnswer)),
-    tags((name = "channels", description = "Webhook and chat-app channels: signed messages in; answers POSTed signed to the callback URL or posted in the Slack thread"))
+    tags((name = "channels", description = "Webhook and chat-app channels: signed messages in; answers POSTed signed to the callback URL or posted in the Slack thread or on Discord"))
 )]
 struct WebhookDoc;
 

@@ -369,6 +369,7 @@ async fn store_event(
             text: message.text.clone(),
             callback_url: String::new(),
             reply_to: None,
+            interaction_token: None,
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;
@@ -382,6 +383,7 @@ async fn store_event(
         SessionRef::External(message.conversation.clone()),
         &message.text,
         &delivery_id,
+        super::delivery::IfNotRecorded::DropRow,
     )
     .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "Slack message accepted");

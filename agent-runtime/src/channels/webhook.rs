@@ -158,6 +158,7 @@ pub async fn receive(
             text: message.text.clone(),
             callback_url: webhook.callback_url.clone(),
             reply_to: None,
+            interaction_token: None,
             now_ms: chrono::Utc::now().timestamp_millis(),
         })
         .await?;
@@ -175,6 +176,7 @@ pub async fn receive(
         SessionRef::External(conversation),
         &message.text,
         &delivery_id,
+        super::delivery::IfNotRecorded::DropRow,
     )
     .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "webhook message accepted");

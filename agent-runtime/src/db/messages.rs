@@ -470,6 +470,14 @@ fn current_branch(all: Vec<Message>) -> Vec<Message> {
     let Some(last) = all.last() else {
         return Vec::new();
     };
+    branch_to(&all, &last.id)
+}
+
+/// The messages from the root to `id` (empty when `id` is not among `all`).
+fn branch_to(all: &[Message], id: &str) -> Vec<Message> {
+    let Some(last) = all.iter().find(|m| m.id == id) else {
+        return Vec::new();
+    };
     let by_id: std::collections::HashMap<&str, &Message> =
         all.iter().map(|m| (m.id.as_str(), m)).collect();
     let mut branch = vec![last.clone()];
@@ -489,19 +497,13 @@ fn current_branch(all: Vec<Message>) -> Vec<Message> {
 
 /// See [`Store::conversation_to`].
 fn path_to(all: Vec<Message>, message_id: &str) -> Option<Vec<Message>> {
-    let by_id: std::collections::HashMap<&str, &Message> =
-        all.iter().map(|m| (m.id.as_str(), m)).collect();
-    let mut path = vec![*by_id.get(message_id)?];
-    while let Some(parent) = path.last().and_then(|m| m.parent_id.as_deref()) {
-        match by_id.get(parent) {
-            Some(m) if path.len() <= all.len() => path.push(m),
-            _ => break,
-        }
+    let path = branch_to(&all, message_id);
+    if path.is_empty() {
+        return None;
     }
-    path.reverse();
     let mut filled = Vec::with_capacity(path.len() + 2);
     for (i, message) in path.iter().enumerate() {
-        filled.push((*message).clone());
+        filled.push(message.clone());
         let followed_by_user = path.get(i + 1).is_some_and(|next| next.role == Role::User);
         if message.role == Role::User && followed_by_user {
             // `all` is in storage order: the first answer stored to it.

@@ -32,7 +32,7 @@ pub use admin::{
 pub use live::LiveChannel;
 pub use messages::NewMessage;
 pub use models::{Message, Session, SessionSummary};
-pub use outbox::{Delivery, NewDelivery};
+pub use outbox::{Delivery, GatewaySession, NewDelivery};
 pub use rate_windows::{RateWindows, WindowCount};
 pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};

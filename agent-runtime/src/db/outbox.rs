@@ -25,8 +25,23 @@ pub struct NewDelivery {
     pub callback_url: String,
     /// The platform message the answer replies to (Discord).
     pub reply_to: Option<String>,
+    /// The token of the Discord interaction (slash command) the answer completes.
+    pub interaction_token: Option<String>,
     /// Unix milliseconds.
     pub now_ms: i64,
+}
+
+/// A Discord Gateway session as kept beside the bot's lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySession {
+    /// `session_id` of `READY`.
+    pub id: String,
+    /// The last sequence number whose event was stored.
+    pub sequence: u64,
+    /// `resume_gateway_url` of `READY`.
+    pub resume_url: Option<String>,
+    /// The bot's user id (`READY`'s user), for the messages a Resume replays.
+    pub bot_user_id: Option<u64>,
 }
 
 /// How long a new row waits before the delivery worker may take it: the
@@ -65,23 +80,25 @@ pub struct Delivery {
     pub created_at: i64,
     /// The platform message the answer replies to (Discord).
     pub reply_to: Option<String>,
+    /// The token of the Discord interaction the answer completes.
+    pub interaction_token: Option<String>,
 }
 
 const COLUMNS: &str = "id, channel, conversation_id, user_id, text, callback_url, session_id, \
-    user_message_id, answer_message_id, answer, attempts, created_at, reply_to";
+    user_message_id, answer_message_id, answer, attempts, created_at, reply_to, interaction_token";
 
 impl Store {
     /// Inserts a delivery; `false` when the same inbound message (channel and
     /// replay key) was accepted before.
     pub async fn insert_delivery(&self, new: &NewDelivery) -> Result<bool, StoreError> {
         let sql = "INSERT INTO webhook_outbox (id, channel, inbound_key, conversation_id, user_id, \
-            text, callback_url, status, attempts, next_attempt_at, created_at, reply_to) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $10, $8, $9) \
+            text, callback_url, status, attempts, next_attempt_at, created_at, reply_to, interaction_token) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $10, $8, $9, $11) \
             ON CONFLICT (channel, inbound_key) DO NOTHING";
         let done = with_pool!(self, pool => sqlx::query(sql)
             .bind(&new.id).bind(&new.channel).bind(&new.inbound_key).bind(&new.conversation_id)
             .bind(&new.user_id).bind(&new.text).bind(&new.callback_url).bind(new.now_ms)
-            .bind(&new.reply_to).bind(new.now_ms + INTAKE_GRACE_MS)
+            .bind(&new.reply_to).bind(new.now_ms + INTAKE_GRACE_MS).bind(&new.interaction_token)
             .execute(pool).await?.rows_affected());
         Ok(done == 1)
     }
@@ -254,11 +271,47 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Gives the lease up (when `holder` has it) so another pod can take over at once.
+    /// Gives the lease up (when `holder` has it) so another pod can take over at
+    /// once; the stored session stays for that pod to resume.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query(
-                "DELETE FROM chat_app_leases WHERE name = $1 AND holder = $2")
+                "UPDATE chat_app_leases SET expires_at = 0 WHERE name = $1 AND holder = $2")
             .bind(name).bind(holder).execute(pool).await.map(|_| ())?);
         Ok(())
+    }
+
+    /// Stores the Discord Gateway session of the lease `name`, when `holder` still
+    /// holds it (a pod that lost the lease cannot overwrite its successor's).
+    pub async fn save_gateway_session(
+        &self,
+        name: &str,
+        holder: &str,
+        session: &GatewaySession,
+    ) -> Result<(), StoreError> {
+        let sequence = i64::try_from(session.sequence).unwrap_or(i64::MAX);
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE chat_app_leases SET session_id = $3, session_sequence = $4, resume_url = $5, \
+                 bot_user_id = $6 WHERE name = $1 AND holder = $2")
+            .bind(name).bind(holder).bind(&session.id).bind(sequence).bind(&session.resume_url)
+            .bind(session.bot_user_id.map(|id| id.to_string()))
+            .execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// The Gateway session last stored with the lease `name`, if any.
+    pub async fn gateway_session(&self, name: &str) -> Result<Option<GatewaySession>, StoreError> {
+        let row = with_pool!(self, pool => sqlx::query_as::<_, (Option<String>, Option<i64>, Option<String>, Option<String>)>(
+                "SELECT session_id, session_sequence, resume_url, bot_user_id FROM chat_app_leases \
+                 WHERE name = $1")
+            .bind(name).fetch_optional(pool).await?);
+        Ok(match row {
+            Some((Some(id), Some(sequence), resume_url, bot)) => Some(GatewaySession {
+                id,
+                sequence: u64::try_from(sequence).unwrap_or(0),
+                resume_url,
+                bot_user_id: bot.and_then(|b| b.parse().ok()),
+            }),
+            _ => None,
+        })
     }
 }
