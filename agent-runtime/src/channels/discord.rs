@@ -409,13 +409,16 @@ impl Gateway {
                     continue;
                 }
                 None => {
-                    connection_changed(
-                        state,
-                        &self.lease,
-                        &self.channels,
-                        ConnectionState::Unauthorized,
-                        "Discord closed the Gateway for good (bad token or intents?)",
-                    );
+                    // After a 4004 close, its own words stay the reason.
+                    if !refused {
+                        connection_changed(
+                            state,
+                            &self.lease,
+                            &self.channels,
+                            ConnectionState::Unauthorized,
+                            "Discord closed the Gateway for good (bad token or intents?)",
+                        );
+                    }
                     return;
                 }
             }
