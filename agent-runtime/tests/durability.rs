@@ -1,6 +1,7 @@
-//! Durability: the user's message is stored before the upstream is called; a
-//! stream that fails midway (upstream cut, reset, garbage, or the client
-//! leaving) leaves the user message and the partial answer with its error.
+//! Durability: the user's message is stored while the upstream is called,
+//! durable before anything of the answer is returned; a stream that fails
+//! midway (upstream cut, reset, garbage, or the client leaving) leaves the
+//! user message and the partial answer with its error.
 
 mod common;
 
@@ -39,7 +40,20 @@ async fn user_message_is_stored_before_the_upstream_answers(db: Db) {
             .then_some(())
     })
     .await;
-    let during = only_session_messages(&h, "alice").await;
+    // The message is written alongside the model call: stored while the
+    // model still thinks.
+    let during = eventually(
+        Duration::from_secs(10),
+        "the user message stored",
+        || async {
+            let (_, list) = h.get("alice", "/api/sessions").await;
+            if list["data"].as_array().is_none_or(|s| s.is_empty()) {
+                return None;
+            }
+            Some(only_session_messages(&h, "alice").await)
+        },
+    )
+    .await;
     assert!(
         !pending.is_finished(),
         "the model answered before the messages were read: {during:?}"

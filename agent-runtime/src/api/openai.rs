@@ -441,7 +441,9 @@ pub async fn chat_completions(
         },
     };
     let created = chrono::Utc::now().timestamp();
-    let turn = conversation::take_turn(&state, turn).await?;
+    // Boxed: the turn's future is large, and the handler's future is moved
+    // by every layer it passes through.
+    let turn = Box::pin(conversation::take_turn(&state, turn)).await?;
     let answer = match turn.reply {
         Reply::Stream(stream) => {
             let format = ChunkFormat {

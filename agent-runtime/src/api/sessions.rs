@@ -524,7 +524,7 @@ pub async fn post_message(
             ReplyMode::Whole
         },
     };
-    let turn = conversation::take_turn(&state, turn).await?;
+    let turn = Box::pin(conversation::take_turn(&state, turn)).await?;
     let answer = match turn.reply {
         Reply::Stream(stream) => {
             let format = ChunkFormat {

@@ -175,9 +175,11 @@ pub async fn admit(
 }
 
 /// Records the user's input in its session (resolved or created), then
-/// answers it, whole or streamed. Errors before the first byte (every model
-/// refusing with no fallback response, limits, storage) come back as errors,
-/// not as a stream.
+/// answers it, whole or streamed. A client history's new messages are written
+/// while the model is called: the answer is stored, and the reply (or the
+/// stream) begins, only once they are durable. Errors before the first byte
+/// (every model refusing with no fallback response, limits, storage) come
+/// back as errors, not as a stream.
 pub async fn take_turn(
     state: &SharedState,
     request: TurnRequest,
@@ -190,8 +192,15 @@ pub async fn take_turn(
         mode,
     } = request;
     refuse_unsupported(state, &sampling, &input)?;
-    let recorded = record::record_input(state, &participant.0, session, input).await?;
+    // The large inner futures are boxed where they are awaited: inline, every
+    // move of the enclosing futures would copy them (see docs/performance.md).
+    let recorded = Box::pin(record::record_input(state, &participant.0, session, input)).await?;
     tracing::debug!(session = %recorded.session_id, user = %participant.0.user, stream = mode == ReplyMode::Stream, "turn");
+    // The input's messages are written while the model is called; the answer
+    // is stored and returned only once they are durable.
+    let written: turn::InputWrite<'_> = recorded
+        .pending
+        .map(|write| Box::pin(write.run(state)) as futures::future::BoxFuture<'_, _>);
     let turn = turn::Turn {
         session_id: recorded.session_id.clone(),
         anchor: recorded.anchor,
@@ -202,8 +211,10 @@ pub async fn take_turn(
         tokens: participant.1,
     };
     let reply = match mode {
-        ReplyMode::Whole => Reply::Whole(Box::new(turn::complete(state, &turn).await?)),
-        ReplyMode::Stream => Reply::Stream(stream::stream(state, turn).await?),
+        ReplyMode::Whole => Reply::Whole(Box::new(
+            Box::pin(turn::complete(state, &turn, written)).await?,
+        )),
+        ReplyMode::Stream => Reply::Stream(Box::pin(stream::stream(state, turn, written)).await?),
     };
     Ok(TurnReply {
         session_id: recorded.session_id,
@@ -262,5 +273,5 @@ pub async fn answer_recorded(
         channel: participant.channel.clone(),
         tokens: None,
     };
-    turn::complete(state, &turn).await
+    turn::complete(state, &turn, None).await
 }

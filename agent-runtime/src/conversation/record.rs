@@ -36,7 +36,7 @@ pub struct Recorded {
     pub message: Message,
 }
 
-/// What a turn starts from once its input is stored.
+/// What a turn starts from once its input is resolved to a session.
 pub(super) struct RecordedInput {
     pub session_id: String,
     pub anchor: Anchor,
@@ -44,6 +44,49 @@ pub(super) struct RecordedInput {
     pub history: Vec<PromptMessage>,
     /// The stored message, for an [`Input::Message`].
     pub user_message: Option<Message>,
+    /// The input's messages still to be written (a client's history): the
+    /// turn writes them while the model is called, and stores and returns the
+    /// answer only once they are durable.
+    pub pending: Option<PendingWrite>,
+}
+
+/// A write of a turn's input whose result the turn does not need before
+/// calling the model: everything it would return (the session's id, the
+/// messages' ids and hashes) is decided before it is sent.
+pub(super) struct PendingWrite {
+    session_id: String,
+    channel: String,
+    kind: WriteKind,
+}
+
+enum WriteKind {
+    /// A new session with its first messages, in one commit.
+    Session(NewSession, Vec<NewMessage>),
+    /// Messages appended to an existing session.
+    Messages(Vec<NewMessage>),
+}
+
+impl PendingWrite {
+    /// Writes the messages (retrying through database outages, see
+    /// [`crate::db::Store::append_messages`]).
+    pub(super) async fn run(self, state: &AppState) -> Result<(), ConversationError> {
+        match self.kind {
+            WriteKind::Session(new, records) => {
+                state
+                    .store
+                    .create_session_with_messages(&self.session_id, new, &records)
+                    .await?;
+            }
+            WriteKind::Messages(records) => {
+                state.store.append_messages(&records).await?;
+            }
+        }
+        state
+            .channels
+            .activity
+            .record_message(&self.channel, &self.session_id);
+        Ok(())
+    }
 }
 
 /// Stores `text` as the next user message of a session (for edges that
@@ -94,6 +137,7 @@ pub(super) async fn record_input(
                 anchor: Anchor::of(&message),
                 history,
                 user_message: Some(message),
+                pending: None,
             })
         }
     }
@@ -203,8 +247,9 @@ async fn append_user_message(
 }
 
 /// Maps a whole client history to a session (`session` when named, else the
-/// one whose stored messages it continues, else a new one) and stores the
-/// messages not stored yet, durably, before the model is called.
+/// one whose stored messages it continues, else a new one); the messages not
+/// stored yet are the returned [`PendingWrite`], which the turn writes while
+/// the model is called.
 async fn sync_history(
     state: &AppState,
     participant: &Participant,
@@ -255,29 +300,27 @@ async fn sync_history(
                     // A new conversation: the session and its messages in one commit.
                     let session_id = uuid::Uuid::now_v7().to_string();
                     let records = new_records(state, &session_id, &messages, &hashes, 0, None);
-                    let (session, stored) = state
-                        .store
-                        .create_session_with_messages(
-                            &session_id,
-                            NewSession {
-                                user_id: user.to_owned(),
-                                channel: participant.channel.clone(),
-                                external_id: None,
-                                title: None,
-                            },
-                            &records,
-                        )
-                        .await?;
-                    let last = stored
+                    let last = records
                         .last()
                         .ok_or(ConversationError::NothingStored("the history"))?;
-                    let anchor = Anchor::of(last);
+                    let anchor = Anchor {
+                        id: last.id.clone(),
+                        hash: last.chain_hash.clone(),
+                    };
+                    let new = NewSession {
+                        user_id: user.to_owned(),
+                        channel: participant.channel.clone(),
+                        external_id: None,
+                        title: None,
+                    };
+                    let pending = WriteKind::Session(new, records);
                     return Ok(recorded_history(
                         state,
                         participant,
-                        session.id,
+                        session_id,
                         anchor,
                         messages,
+                        Some(pending),
                     ));
                 }
             }
@@ -302,15 +345,14 @@ async fn sync_history(
         },
         None => parent.ok_or(ConversationError::NothingStored("the history"))?,
     };
-    if !records.is_empty() {
-        state.store.append_messages(&records).await?;
-    }
+    let pending = (!records.is_empty()).then_some(WriteKind::Messages(records));
     Ok(recorded_history(
         state,
         participant,
         session.id,
         anchor,
         messages,
+        pending,
     ))
 }
 
@@ -320,12 +362,21 @@ fn recorded_history(
     session_id: String,
     anchor: Anchor,
     history: Vec<PromptMessage>,
+    pending: Option<WriteKind>,
 ) -> RecordedInput {
-    state
-        .channels
-        .activity
-        .record_message(&participant.channel, &session_id);
+    if pending.is_none() {
+        // Nothing to write: the activity counts now (else once written).
+        state
+            .channels
+            .activity
+            .record_message(&participant.channel, &session_id);
+    }
     RecordedInput {
+        pending: pending.map(|kind| PendingWrite {
+            session_id: session_id.clone(),
+            channel: participant.channel.clone(),
+            kind,
+        }),
         session_id,
         anchor,
         history,

@@ -13,8 +13,8 @@ use tracing::Instrument;
 
 use super::ConversationError;
 use super::turn::{
-    Answer, Call, CallEnd, Turn, answer_budget_spent, build_request, handle_chain_failure, settle,
-    turn_span,
+    Answer, Call, CallEnd, InputWrite, Turn, answer_budget_spent, build_request,
+    handle_chain_failure, input_written, settle, turn_span,
 };
 use crate::db::{Message, NewMessage};
 use crate::providers::{
@@ -49,33 +49,55 @@ pub struct TurnStream {
     pub events: mpsc::Receiver<TurnEvent>,
 }
 
-/// Starts a streamed turn. Errors before the first byte (every model refusing
-/// and no fallback response) come back as an error instead of a stream.
+/// Starts a streamed turn, calling the model while `written` makes the
+/// turn's input durable (the stream starts only after it). Errors before the
+/// first byte (every model refusing and no fallback response) come back as an
+/// error instead of a stream.
 pub(super) async fn stream(
     state: &SharedState,
     turn: Turn,
+    written: InputWrite<'_>,
 ) -> Result<TurnStream, ConversationError> {
     let span = turn_span(state, &turn, true);
-    stream_in(state, turn, span.clone()).instrument(span).await
+    Box::pin(stream_in(state, turn, span.clone(), written))
+        .instrument(span)
+        .await
 }
 
 async fn stream_in(
     state: &SharedState,
     turn: Turn,
     span: tracing::Span,
+    written: InputWrite<'_>,
 ) -> Result<TurnStream, ConversationError> {
-    let request = build_request(state, &turn)?;
+    let request = match build_request(state, &turn) {
+        Ok(request) => request,
+        Err(err) => {
+            input_written(written).await?;
+            return Err(err);
+        }
+    };
     if let Some(spent) = state.ledger.budget_spent() {
+        input_written(written).await?;
         let id = NewMessage::new_id();
         let answer = answer_budget_spent(state, &turn, &request, spent, id.clone()).await?;
         return Ok(answered_at_once(id, answer));
     }
     let turn_guard = state.lifecycle.turn();
-    let permit = state.gate.acquire().await?;
-    let started = Instant::now();
+    let call = async {
+        let permit = state.gate.acquire().await?;
+        let started = Instant::now();
+        let result = Box::pin(state.chain.stream(&request)).await;
+        Ok::<_, ConversationError>((permit, started, result))
+    };
+    // The input not stored: the stream (if one started) is dropped unread,
+    // which closes it upstream; its verdict, unsettled, counts neither way.
+    let (stored, called) = futures::future::join(input_written(written), call).await;
+    stored?;
+    let (permit, started, result) = called?;
     let id = NewMessage::new_id();
     let (tx, rx) = mpsc::channel(16);
-    let (events, provider, verdict) = match state.chain.stream(&request).await {
+    let (events, provider, verdict) = match result {
         Ok(ok) => ok,
         Err(err) => {
             let answer =

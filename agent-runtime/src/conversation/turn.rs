@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use tracing::Instrument;
 
 use super::record::Anchor;
@@ -47,6 +48,18 @@ pub(super) struct Turn {
     pub channel: String,
     /// Tokens reserved from the budget at admission; `None`: charged as used.
     pub tokens: Option<Arc<TokenHold>>,
+}
+
+/// The turn's input being written while the model is called (see
+/// [`super::take_turn`]); `None` when it is stored already.
+pub(super) type InputWrite<'a> = Option<BoxFuture<'a, Result<(), ConversationError>>>;
+
+/// Waits for the turn's input to be durable.
+pub(super) async fn input_written(write: InputWrite<'_>) -> Result<(), ConversationError> {
+    match write {
+        Some(write) => write.await,
+        None => Ok(()),
+    }
 }
 
 /// A finished answer.
@@ -401,13 +414,15 @@ pub(super) fn settle(call: Call<'_>, end: CallEnd) -> Settled {
     }
 }
 
-/// Runs a turn to completion.
+/// Runs a turn to completion, calling the model while `written` makes the
+/// turn's input durable; the answer is stored only after it.
 pub(super) async fn complete(
     state: &SharedState,
     turn: &Turn,
+    written: InputWrite<'_>,
 ) -> Result<Answer, ConversationError> {
     let span = turn_span(state, turn, false);
-    complete_in(state, turn, &span)
+    Box::pin(complete_in(state, turn, &span, written))
         .instrument(span.clone())
         .await
 }
@@ -416,33 +431,59 @@ async fn complete_in(
     state: &AppState,
     turn: &Turn,
     span: &tracing::Span,
+    written: InputWrite<'_>,
 ) -> Result<Answer, ConversationError> {
     let mut turn = turn.clone();
+    let mut written = written;
     let mut step = 1;
     loop {
-        let request = build_request(state, &turn)?;
+        let request = match build_request(state, &turn) {
+            Ok(request) => request,
+            Err(err) => {
+                input_written(written.take()).await?;
+                return Err(err);
+            }
+        };
         if let Some(spent) = state.ledger.budget_spent() {
+            input_written(written.take()).await?;
             return answer_budget_spent(state, &turn, &request, spent, NewMessage::new_id()).await;
         }
         let _turn = state.lifecycle.turn();
-        let permit = state.gate.acquire().await?;
-        let started = Instant::now();
+        let call = async {
+            let permit = state.gate.acquire().await?;
+            let started = Instant::now();
+            let result = Box::pin(state.chain.complete(&request)).await;
+            Ok::<_, ConversationError>((permit, started, result))
+        };
+        // The first step's model call overlaps the input's write.
+        let (stored, called) = futures::future::join(input_written(written.take()), call).await;
         let id = NewMessage::new_id();
-        let (completion, provider) = match state.chain.complete(&request).await {
+        if let Err(err) = stored {
+            // The input could not be stored: no answer is stored or returned,
+            // but a call the model answered is accounted for (tokens, cost).
+            if let Ok((_, started, Ok((completion, provider)))) = called {
+                let call = Call {
+                    state,
+                    turn: &turn,
+                    request: &request,
+                    span,
+                    provider: provider.as_ref(),
+                    started,
+                    id,
+                };
+                settle(call, whole_end(completion));
+            }
+            return Err(err);
+        }
+        let (permit, started, result) = called?;
+        let (completion, provider) = match result {
             Ok(ok) => ok,
             Err(err) => {
                 return handle_chain_failure(state, &turn, &request, span, err, started, id).await;
             }
         };
         drop(permit);
-        let mut end = CallEnd {
-            content: completion.content,
-            tool_calls: completion.tool_calls,
-            usage: completion.usage,
-            finish_reason: Some(completion.finish_reason),
-            error: None,
-            upstream_error: None,
-        };
+        let mut end = whole_end(completion);
         let calls = super::tool_loop::plan(state, &turn, &mut end, step);
         let call = Call {
             state,
@@ -464,5 +505,17 @@ async fn complete_in(
         }
         super::tool_loop::run_calls(state, &mut turn, &message, calls).await?;
         step += 1;
+    }
+}
+
+/// How a whole answer ended.
+fn whole_end(completion: crate::providers::Completion) -> CallEnd {
+    CallEnd {
+        content: completion.content,
+        tool_calls: completion.tool_calls,
+        usage: completion.usage,
+        finish_reason: Some(completion.finish_reason),
+        error: None,
+        upstream_error: None,
     }
 }

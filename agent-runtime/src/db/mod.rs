@@ -226,14 +226,16 @@ impl Store {
     {
         let deadline = std::time::Instant::now() + WRITE_RETRY_BUDGET;
         let mut delay = Duration::from_millis(50);
-        let mut result = write().await;
+        // The attempts are boxed: a database call's future is large, and
+        // inline it would be copied with every future that awaits a write.
+        let mut result = Box::pin(write()).await;
         let mut retried = false;
         loop {
             match result {
                 // The attempt that failed was still committing when the check
                 // looked: the row is there now.
                 Err(err) if retried && err.is_unique_violation() => {
-                    return match committed().await {
+                    return match Box::pin(committed()).await {
                         Ok(Some(done)) => Ok(done),
                         _ => Err(err),
                     };
@@ -246,9 +248,9 @@ impl Store {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                     retried = true;
-                    result = match committed().await {
+                    result = match Box::pin(committed()).await {
                         Ok(Some(done)) => return Ok(done),
-                        Ok(None) => write().await,
+                        Ok(None) => Box::pin(write()).await,
                         // Still unreachable: go round again.
                         Err(err) => Err(err),
                     };

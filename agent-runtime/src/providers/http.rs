@@ -81,10 +81,29 @@ pub trait WireFormat: Send + Sync + 'static {
     fn error_message(body: &[u8]) -> Option<String>;
 }
 
+/// Where a provider's requests go, parsed once when the provider is built
+/// (parsing a URL, with its IDNA host processing, cost ~20,000 instructions
+/// per request). A URL that does not parse is kept as written: each request
+/// then fails the way it always did.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Parsed(reqwest::Url),
+    Unparsed(String),
+}
+
+impl Endpoint {
+    fn new(url: String) -> Self {
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) => Self::Parsed(parsed),
+            Err(_) => Self::Unparsed(url),
+        }
+    }
+}
+
 /// A model behind an HTTP API speaking `W`.
 pub struct HttpProvider<W> {
     client: reqwest::Client,
-    url: String,
+    url: Endpoint,
     models_url: String,
     api_key: Option<String>,
     settings: ModelSettings,
@@ -97,7 +116,7 @@ impl<W: WireFormat> HttpProvider<W> {
     pub fn new(client: reqwest::Client, config: &ModelConfig, api_key: Option<String>) -> Self {
         Self {
             client,
-            url: W::endpoint(config),
+            url: Endpoint::new(W::endpoint(config)),
             models_url: W::models_endpoint(config),
             api_key,
             settings: ModelSettings {
@@ -124,9 +143,11 @@ impl<W: WireFormat> HttpProvider<W> {
     /// Posts `body`, bounding the wait for response headers; a non-success
     /// status becomes [`ProviderError::Status`].
     async fn send(&self, body: Vec<u8>) -> Result<reqwest::Response, ProviderError> {
-        let builder = self
-            .client
-            .post(&self.url)
+        let builder = match &self.url {
+            Endpoint::Parsed(url) => self.client.post(url.clone()),
+            Endpoint::Unparsed(url) => self.client.post(url.as_str()),
+        };
+        let builder = builder
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let builder = W::authorize(builder, self.api_key.as_deref());

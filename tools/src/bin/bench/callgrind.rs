@@ -5,10 +5,13 @@
 //!
 //! The process runs under callgrind with instrumentation off (valgrind's
 //! slowdown without its cache and call accounting), is warmed (connections,
-//! prepared statements, tokenizer tables), then counting is switched on with
-//! `callgrind_control`, `chats` chats are sent one at a time, and the counts
-//! are dumped. The dump is a profile `callgrind_annotate` reads: every thread
-//! of the process, the I/O driver and the database client included.
+//! prepared statements, tokenizer tables; whole and streamed chats), then
+//! counting is switched on with `callgrind_control`, `chats` whole chats are
+//! sent one at a time and the counts dumped, then `chats` streamed chats (the
+//! time-to-first-token path, then the relay and the answer's store) and the
+//! counts dumped again. Each dump is a profile `callgrind_annotate` reads:
+//! every thread of the process, the I/O driver and the database client
+//! included.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,6 +35,14 @@ pub struct Target<'a> {
     pub profile: PathBuf,
 }
 
+/// The counted windows of one process.
+pub struct Counts {
+    /// Whole (non-streamed) chats.
+    pub whole: Counted,
+    /// Streamed chats.
+    pub streamed: Counted,
+}
+
 /// A counted window.
 pub struct Counted {
     /// Instructions executed per chat, every thread of the process.
@@ -50,8 +61,9 @@ impl std::fmt::Display for NotCounted {
     }
 }
 
-/// Runs `target` under callgrind, warms it with `warm` chats and counts the
-/// instructions of the next `chats` (each `chat(i)` completes one chat).
+/// Runs `target` under callgrind, warms it with `warm` chats of each kind and
+/// counts the instructions of the next `chats` whole chats, then of `chats`
+/// streamed ones (each `chat(i, streamed)` completes one chat).
 pub async fn count<F, Fut>(
     valgrind: &Path,
     target: Target<'_>,
@@ -59,9 +71,9 @@ pub async fn count<F, Fut>(
     warm: usize,
     chats: usize,
     chat: F,
-) -> Result<Counted, NotCounted>
+) -> Result<Counts, NotCounted>
 where
-    F: Fn(usize) -> Fut,
+    F: Fn(usize, bool) -> Fut,
     Fut: Future<Output = ()>,
 {
     for stale in dumps(&target.profile) {
@@ -101,23 +113,38 @@ where
         )));
     }
     for i in 0..warm {
-        chat(i).await;
+        chat(i, false).await;
+        chat(i, true).await;
     }
     control(&["--instr=on", &pid]).await?;
-    for i in warm..warm + chats {
-        chat(i).await;
+    // Each dump holds the counts since the one before.
+    for streamed in [false, true] {
+        for i in warm..warm + chats {
+            chat(i, streamed).await;
+        }
+        let hint = if streamed {
+            "--dump=streamed"
+        } else {
+            "--dump=whole"
+        };
+        control(&[hint, &pid]).await?;
     }
-    control(&["--dump=counted", &pid]).await?;
     drop(process);
-    let profile = dumps(&target.profile)
-        .into_iter()
-        .next()
-        .ok_or_else(|| NotCounted("callgrind wrote no dump".into()))?;
-    let total = total_instructions(&profile)?;
-    Ok(Counted {
-        per_chat: total / chats.max(1) as u64,
-        profile,
-    })
+    let mut windows = dumps(&target.profile).into_iter().map(|profile| {
+        let total = total_instructions(&profile)?;
+        Ok(Counted {
+            per_chat: total / chats.max(1) as u64,
+            profile,
+        })
+    });
+    let mut next = || {
+        windows
+            .next()
+            .unwrap_or_else(|| Err(NotCounted("callgrind wrote too few dumps".into())))
+    };
+    let whole = next()?;
+    let streamed = next()?;
+    Ok(Counts { whole, streamed })
 }
 
 /// Sends a command to the process under callgrind.

@@ -68,6 +68,9 @@ struct Args {
     /// phases): for comparing builds.
     #[arg(long)]
     instructions_only: bool,
+    /// Only the idle-stream memory rows.
+    #[arg(long)]
+    streams_only: bool,
 }
 
 /// Where the runtime stores conversations.
@@ -324,10 +327,19 @@ async fn throughput(
     )
 }
 
+/// Streams held open: the runtime's RSS once all were open (or the wait ran
+/// out), how many were, how many failed to open and the first failure.
+struct Held {
+    rss: u64,
+    open: usize,
+    failed: usize,
+    first_failure: Option<String>,
+}
+
 /// Opens `n` streaming chats whose upstream sends its first chunk and then nothing
 /// more (the runtime has relayed it, so the stream is open and idle), and returns
 /// the runtime's RSS once all are open, then closes them.
-async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
+async fn idle_streams(runtime: &str, pid: u32, n: usize) -> Held {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -340,38 +352,61 @@ async fn idle_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
             &format!("idle-{i}"),
         ));
         async move {
-            let response = request.send().await.ok()?;
+            let response = request.send().await.map_err(|e| e.to_string())?;
             if !response.status().is_success() {
-                return None;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(format!(
+                    "{status}: {}",
+                    body.chars().take(200).collect::<String>()
+                ));
             }
             let mut stream = response.bytes_stream();
             // Open once the first chunk (the role delta) has arrived.
-            stream.next().await?.ok()?;
-            Some(Box::new(stream) as Box<dyn Send>)
+            match stream.next().await {
+                Some(Ok(_)) => Ok(Box::new(stream) as Box<dyn Send>),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the stream ended before its first chunk".to_owned()),
+            }
         }
     })
     .await
 }
 
 /// Opens stream `i` with `open(i)` for `i` in `0..n` (a few hundred at a time),
-/// holding each open stream; returns the runtime's RSS once all are open (or
-/// after 120 s) and how many are, then closes them.
-async fn hold_idle_streams<F, Fut>(pid: u32, n: usize, open: F) -> (u64, usize)
+/// holding each open stream; returns the runtime's RSS once all are open or
+/// failed (or after 120 s), with how many are open and how many failed, then
+/// closes them.
+async fn hold_idle_streams<F, Fut>(pid: u32, n: usize, open: F) -> Held
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Option<Box<dyn Send>>> + Send + 'static,
+    Fut: Future<Output = Result<Box<dyn Send>, String>> + Send + 'static,
 {
     let opened = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for i in 0..n {
         let stream = open(i);
-        let (opened, mut stop) = (opened.clone(), stop_rx.clone());
+        let (opened, failed, first_failure, mut stop) = (
+            opened.clone(),
+            failed.clone(),
+            first_failure.clone(),
+            stop_rx.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            if let Some(stream) = stream.await {
-                opened.fetch_add(1, Ordering::Relaxed);
-                let _ = stop.changed().await;
-                drop(stream);
+            match stream.await {
+                Ok(stream) => {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    let _ = stop.changed().await;
+                    drop(stream);
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    let mut first = first_failure.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(e);
+                }
             }
         }));
         if i % 200 == 199 {
@@ -379,7 +414,8 @@ where
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while (opened.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
+    let settled = || (opened.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed)) as usize;
+    while settled() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -389,12 +425,21 @@ where
     for t in tasks {
         t.abort();
     }
-    (rss, open)
+    let first_failure = first_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    Held {
+        rss,
+        open,
+        failed: failed.load(Ordering::Relaxed) as usize,
+        first_failure,
+    }
 }
 
 /// Like [`idle_streams`], over HTTP/2 without TLS (prior knowledge): `n`
 /// streams multiplexed 100 to a connection.
-async fn idle_h2_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
+async fn idle_h2_streams(runtime: &str, pid: u32, n: usize) -> Held {
     use http_body_util::BodyExt as _;
     type H2Client = hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
@@ -424,13 +469,19 @@ async fn idle_h2_streams(runtime: &str, pid: u32, n: usize) -> (u64, usize) {
             )))
             .expect("request");
         async move {
-            let response = client.request(request).await.ok()?;
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             if !response.status().is_success() {
-                return None;
+                return Err(response.status().to_string());
             }
             let mut body = response.into_body();
-            body.frame().await?.ok()?;
-            Some(Box::new(body) as Box<dyn Send>)
+            match body.frame().await {
+                Some(Ok(_)) => Ok(Box::new(body) as Box<dyn Send>),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the stream ended before its first frame".to_owned()),
+            }
         }
     })
     .await
@@ -514,11 +565,11 @@ async fn start_mock(args: &Args, client: &reqwest::Client) -> (Proc, String) {
 /// Chats run before counting starts.
 const WARM_CHATS: usize = 20;
 
-/// Instructions per chat of mock-llm answering directly.
+/// Instructions per chat of mock-llm answering directly, whole and streamed.
 async fn count_mock(
     args: &Args,
     client: &reqwest::Client,
-) -> Result<callgrind::Counted, callgrind::NotCounted> {
+) -> Result<callgrind::Counts, callgrind::NotCounted> {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let chat_url = format!("{url}/v1/chat/completions");
@@ -535,10 +586,10 @@ async fn count_mock(
         client,
         WARM_CHATS,
         args.instruction_chats,
-        |i| {
+        |i, streamed| {
             let (client, chat_url) = (client.clone(), chat_url.clone());
             async move {
-                let body = chat_body(&format!("count {i}"), false, "bench-count");
+                let body = chat_body(&format!("count {i}"), streamed, "bench-count");
                 timed(&client, &chat_url, None, &body).await;
             }
         },
@@ -547,14 +598,15 @@ async fn count_mock(
 }
 
 /// Instructions per chat of the runtime (not pinned: under valgrind its
-/// threads run one at a time anyway) storing into `database`.
+/// threads run one at a time anyway) storing into `database`, whole and
+/// streamed.
 async fn count_runtime(
     args: &Args,
     dir: &Path,
     mock_url: &str,
     database: &Database,
     client: &reqwest::Client,
-) -> Result<callgrind::Counted, callgrind::NotCounted> {
+) -> Result<callgrind::Counts, callgrind::NotCounted> {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let chat_url = format!("{url}/v1/chat/completions");
@@ -580,15 +632,78 @@ async fn count_runtime(
         client,
         WARM_CHATS,
         args.instruction_chats,
-        |i| {
+        |i, streamed| {
             let (client, chat_url) = (client.clone(), chat_url.clone());
             async move {
-                let body = chat_body(&format!("count {i}"), false, "bench-count");
+                let body = chat_body(&format!("count {i}"), streamed, "bench-count");
                 timed(&client, &chat_url, Some(API_KEY), &body).await;
             }
         },
     )
     .await
+}
+
+/// One idle-stream row: streams wanted, protocol, what was held, RSS before,
+/// KiB per open stream.
+type StreamRow = (usize, &'static str, Held, u64, f64);
+
+/// Memory per idle SSE stream, each count over HTTP/1.1 (`--streams`) and
+/// HTTP/2 (`--h2-streams`).
+async fn stream_phase(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    database: &Database,
+    client: &reqwest::Client,
+) -> Vec<StreamRow> {
+    let mut stream_rows = Vec::new();
+    let runs = args
+        .streams
+        .iter()
+        .map(|&n| (n, "HTTP/1.1"))
+        .chain(args.h2_streams.iter().map(|&n| (n, "HTTP/2")));
+    for (n, protocol) in runs {
+        // A fresh runtime per row: memory a process has freed stays in its
+        // allocator and would hide what the next row costs.
+        let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
+        let pid = runtime.pid();
+        let _ = latency_series(client, mock_url, &runtime_url, 20, true).await;
+        let before = rss_kib(pid);
+        let held = if protocol == "HTTP/2" {
+            idle_h2_streams(&runtime_url, pid, n).await
+        } else {
+            idle_streams(&runtime_url, pid, n).await
+        };
+        drop(runtime);
+        let per = if held.open > 0 {
+            (held.rss.saturating_sub(before) as f64) / held.open as f64
+        } else {
+            0.0
+        };
+        if let Some(failure) = &held.first_failure {
+            eprintln!(
+                "{n} idle streams over {protocol}: {} failed to open; the first: {failure}",
+                held.failed
+            );
+        }
+        stream_rows.push((n, protocol, held, before, per));
+        // Let the mock drop the closed upstream connections before the next row.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stream_rows
+}
+
+fn stream_table_rows(stream_rows: Vec<StreamRow>) {
+    for (n, protocol, held, before, per) in stream_rows {
+        println!(
+            "| memory per idle SSE stream at {n}, {protocol} ({} open, {} failed; RSS {:.1} → {:.1} MiB) | — | {per:.1} KiB | — | — | ≤ {AIM_IDLE_STREAM_KIB:.0} KiB | {} |",
+            held.open,
+            held.failed,
+            before as f64 / 1024.0,
+            held.rss as f64 / 1024.0,
+            met(held.open == n && per <= AIM_IDLE_STREAM_KIB),
+        );
+    }
 }
 
 /// The machine's load average over the last minute.
@@ -601,8 +716,9 @@ fn load_average() -> String {
 
 /// Instruction counts: mock-llm directly, the runtime per backend.
 struct Instructions {
-    direct: Result<u64, String>,
-    runtime: Vec<(&'static str, Result<callgrind::Counted, String>)>,
+    /// Whole and streamed chats.
+    direct: Result<(u64, u64), String>,
+    runtime: Vec<(&'static str, Result<callgrind::Counts, String>)>,
 }
 
 async fn instructions(
@@ -614,7 +730,7 @@ async fn instructions(
     std::fs::create_dir_all(&args.profile_dir).expect("profile dir");
     let direct = count_mock(args, client)
         .await
-        .map(|c| c.per_chat)
+        .map(|c| (c.whole.per_chat, c.streamed.per_chat))
         .map_err(|e| e.to_string());
     let mut databases = Vec::new();
     if let Some(url) = &args.database_url {
@@ -678,12 +794,13 @@ const AIM_CPU_MICROS: f64 = 330.0;
 const AIM_IDLE_STREAM_KIB: f64 = 16.0;
 
 fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro: Option<f64>) {
-    let direct = counts.direct.as_ref().ok().copied();
+    let direct = counts.direct.as_ref().ok().map(|(whole, _)| *whole);
     let direct_cell = match &counts.direct {
-        Ok(n) => thousands(*n),
+        Ok((n, _)) => thousands(*n),
         Err(e) => format!("not counted: {e}"),
     };
     for (backend, counted) in &counts.runtime {
+        let counted = counted.as_ref().map(|c| &c.whole);
         let aim = instructions_per_micro.map(|rate| (AIM_CPU_MICROS * rate) as u64);
         let aim_cell = match aim {
             Some(aim) => format!(
@@ -710,6 +827,31 @@ fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro:
             ),
         }
     }
+    streamed_rows(counts, chats);
+}
+
+/// Instructions per streamed chat: the time-to-first-token path (the input
+/// stored, the upstream's first event relayed), the rest of the relay and the
+/// answer's store. No aim of its own (the CPU aim is set for whole chats).
+fn streamed_rows(counts: &Instructions, chats: usize) {
+    let direct = counts.direct.as_ref().ok().map(|(_, streamed)| *streamed);
+    let direct_cell = direct.map_or_else(|| "not counted".to_owned(), thousands);
+    for (backend, counted) in &counts.runtime {
+        match counted.as_ref().map(|c| &c.streamed) {
+            Ok(c) => println!(
+                "| instructions per streamed chat, {backend} (callgrind, {chats} chats one at a time) | {direct_cell} | {} | +{} | {} | — | — |",
+                thousands(c.per_chat),
+                thousands(c.per_chat.saturating_sub(direct.unwrap_or(0))),
+                direct.map_or("—".to_owned(), |d| format!(
+                    "{:.2}",
+                    ratio(c.per_chat as f64, d as f64)
+                )),
+            ),
+            Err(e) => println!(
+                "| instructions per streamed chat, {backend} | {direct_cell} | not counted: {e} | — | — | — | — |"
+            ),
+        }
+    }
 }
 
 #[tokio::main]
@@ -728,17 +870,32 @@ async fn main() {
     if args.instructions_only {
         let counts = instructions(&args, &dir, &mock_url, &client).await;
         println!(
-            "\n## Instructions per chat (callgrind; {} chats one at a time after {WARM_CHATS} warm-up chats)\n",
+            "\n## Instructions per chat (callgrind; {} chats of each kind one at a time after {WARM_CHATS} warm-up chats of each kind)\n",
             args.instruction_chats
         );
         println!("| figure | direct | runtime | added | ratio | aim | met |");
         println!("|---|---|---|---|---|---|---|");
         instruction_rows(&counts, args.instruction_chats, None);
+        println!();
         for (_, counted) in &counts.runtime {
             if let Ok(c) = counted {
-                println!("\nprofile: {}", c.profile.display());
+                println!("profile: {}", c.whole.profile.display());
+                println!("profile (streamed): {}", c.streamed.profile.display());
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
+    if args.streams_only {
+        let rows = stream_phase(&args, &dir, &mock_url, &database, &client).await;
+        println!(
+            "\n## Idle SSE streams (load average over a minute: {load_start} at the start, {} at the end)\n",
+            load_average()
+        );
+        println!("| figure | direct | runtime | added | ratio | aim | met |");
+        println!("|---|---|---|---|---|---|---|");
+        stream_table_rows(rows);
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
@@ -777,36 +934,8 @@ async fn main() {
     let (rps, failed, peak_rss, cpu_per_request) =
         throughput(&client, &runtime_url, Some(API_KEY), pid, &args).await;
 
-    let mut stream_rows = Vec::new();
-    let runs = args
-        .streams
-        .iter()
-        .map(|&n| (n, "HTTP/1.1"))
-        .chain(args.h2_streams.iter().map(|&n| (n, "HTTP/2")));
     drop(runtime);
-    for (n, protocol) in runs {
-        // A fresh runtime per row: memory a process has freed stays in its
-        // allocator and would hide what the next row costs.
-        let (runtime, runtime_url) =
-            start_runtime(&args, &dir, &mock_url, &database, &client).await;
-        let pid = runtime.pid();
-        let _ = latency_series(&client, &mock_url, &runtime_url, 20, true).await;
-        let before = rss_kib(pid);
-        let (rss, open) = if protocol == "HTTP/2" {
-            idle_h2_streams(&runtime_url, pid, n).await
-        } else {
-            idle_streams(&runtime_url, pid, n).await
-        };
-        drop(runtime);
-        let per = if open > 0 {
-            (rss.saturating_sub(before) as f64) / open as f64
-        } else {
-            0.0
-        };
-        stream_rows.push((n, protocol, open, before, rss, per));
-        // Let the mock drop the closed upstream connections before the next row.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    let stream_rows = stream_phase(&args, &dir, &mock_url, &database, &client).await;
 
     let counts = if args.instruction_chats > 0 {
         Some(instructions(&args, &dir, &mock_url, &client).await)
@@ -883,7 +1012,7 @@ async fn main() {
             .find(|(name, _)| *name == database.name())
             .and_then(|(_, c)| c.as_ref().ok())
             .filter(|_| !sequential_cpu.is_zero())
-            .map(|c| c.per_chat as f64 / micros(sequential_cpu));
+            .map(|c| c.whole.per_chat as f64 / micros(sequential_cpu));
         instruction_rows(counts, args.instruction_chats, rate);
     }
     println!(
@@ -894,21 +1023,15 @@ async fn main() {
         "| memory under load (peak RSS) | — | {:.1} MiB | — | — | — | — |",
         peak_rss as f64 / 1024.0
     );
-    for (n, protocol, open, before, rss, per) in stream_rows {
-        println!(
-            "| memory per idle SSE stream at {n}, {protocol} ({open} open; RSS {:.1} → {:.1} MiB) | — | {per:.1} KiB | — | — | ≤ {AIM_IDLE_STREAM_KIB:.0} KiB | {} |",
-            before as f64 / 1024.0,
-            rss as f64 / 1024.0,
-            met(open == n && per <= AIM_IDLE_STREAM_KIB),
-        );
-    }
+    stream_table_rows(stream_rows);
     if let Some(counts) = &counts {
         println!();
         for (_, counted) in &counts.runtime {
             if let Ok(c) = counted {
                 println!(
-                    "profile: {} (callgrind_annotate --inclusive=yes)",
-                    c.profile.display()
+                    "profiles: {} and {} (streamed) (callgrind_annotate --inclusive=yes)",
+                    c.whole.profile.display(),
+                    c.streamed.profile.display()
                 );
             }
         }
