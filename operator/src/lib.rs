@@ -26,7 +26,7 @@ use crds::{AgentDeployment, ChatChannel};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::controller::shared_watch::SharedWatch;
-use crate::watch::{observed, tolerant_watcher};
+use crate::watch::{observed, slim_metadata, tolerant_watcher};
 
 /// Runs the AgentDeployment and ChatChannel controllers for every watched namespace
 /// (or the whole cluster) until `shutdown` resolves. Per namespace, each kind both
@@ -51,7 +51,8 @@ where
                 metrics,
                 "AgentDeployment",
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(slim_metadata::<AgentDeployment>),
         );
         let mut channels = SharedWatch::new(
             observed(
@@ -59,7 +60,8 @@ where
                 metrics,
                 "ChatChannel",
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(slim_metadata::<ChatChannel>),
         );
         // Each controller reacts to its own kind's changes and to the other kind's
         // changes and deletions.
