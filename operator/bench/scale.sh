@@ -171,7 +171,11 @@ start_operator() {
   setsid "$BIN" --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" --leader-elect=false \
     --runtime-image registry.local/agent-runtime:bench ${OPERATOR_ARGS:-} >>"$LOG" 2>&1 &
   PID=$!
-  wait_for "the operator's /healthz" curl -fsS --max-time 2 -o /dev/null "127.0.0.1:$PORT/healthz"
+  healthy() {
+    operator_running || { log "the operator exited (log: $LOG)"; return 2; }
+    curl -fs --max-time 2 -o /dev/null "127.0.0.1:$PORT/healthz" || return 1
+  }
+  wait_for "the operator's /healthz" healthy
 }
 
 stop_operator() {

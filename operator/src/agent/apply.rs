@@ -44,34 +44,44 @@ pub async fn apply_children(
     } = children;
     let shared = &ctx.shared;
     let stores = &ctx.stores;
-    let mut written = Vec::new();
 
     // Created once: an existing key is never replaced (rotating is writing a new
-    // value into the Secret; the pods re-read it).
-    for key_secret in std::iter::once(api_key_secret)
+    // value into the Secret; the pods re-read it). The keys are independent: created
+    // at once (one round trip of latency, not one per key).
+    let keys: Vec<_> = std::iter::once(api_key_secret)
         .chain(std::iter::once(admin_key_secret))
         .chain(channel_key_secrets)
-    {
-        create_key_secret(agent, shared, stores, &key_secret).await?;
-    }
+        .collect();
+    futures::future::try_join_all(
+        keys.iter()
+            .map(|key_secret| create_key_secret(agent, shared, stores, key_secret)),
+    )
+    .await?;
 
-    // Each child is tried even when one before it fails (a hand edit the API server
-    // will not let an apply undo must not hold back the others); the first failure is
-    // returned once all were tried.
+    // Each child is tried even when another fails (a hand edit the API server will
+    // not let an apply undo must not hold back the others); the first failure, in
+    // this order, is returned once all were tried. The children are independent
+    // objects, so their applies go out at once.
+    let (service_account, role, role_binding, config_map, service, deployment) = futures::join!(
+        apply_cached(shared, &stores.service_accounts, service_account),
+        apply_cached(shared, &stores.roles, role),
+        apply_cached(shared, &stores.role_bindings, role_binding),
+        apply_cached(shared, &stores.config_maps, config_map),
+        apply_cached(shared, &stores.services, service),
+        apply_cached(shared, &stores.deployments, deployment),
+    );
     let results = [
-        apply_cached(
-            shared,
-            &stores.service_accounts,
-            service_account,
-            &mut written,
-        )
-        .await,
-        apply_cached(shared, &stores.roles, role, &mut written).await,
-        apply_cached(shared, &stores.role_bindings, role_binding, &mut written).await,
-        apply_cached(shared, &stores.config_maps, config_map, &mut written).await,
-        apply_cached(shared, &stores.services, service, &mut written).await,
-        apply_cached(shared, &stores.deployments, deployment, &mut written).await,
+        service_account,
+        role,
+        role_binding,
+        config_map,
+        service,
+        deployment,
     ];
+    let mut written: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned().flatten())
+        .collect();
     let first_failure = results.into_iter().find_map(Result::err);
 
     let service_monitor = match service_monitor {
@@ -186,13 +196,9 @@ where
     )
 }
 
-/// Applies `desired` unless its cached live copy already holds it; notes a write.
-async fn apply_cached<K>(
-    shared: &Context,
-    store: &Store<K>,
-    desired: K,
-    written: &mut Vec<String>,
-) -> Result<()>
+/// Applies `desired` unless its cached live copy already holds it; returns what was
+/// written, if anything.
+async fn apply_cached<K>(shared: &Context, store: &Store<K>, desired: K) -> Result<Option<String>>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Serialize
@@ -202,8 +208,6 @@ where
 {
     let name = desired.name_any();
     let live = store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default()));
-    if apply_child(shared, &api(shared, &desired), desired, live.as_deref()).await? {
-        written.push(format!("{} {name}", K::kind(&())));
-    }
-    Ok(())
+    let wrote = apply_child(shared, &api(shared, &desired), desired, live.as_deref()).await?;
+    Ok(wrote.then(|| format!("{} {name}", K::kind(&()))))
 }

@@ -192,10 +192,10 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             // (The key Secrets are files the pods re-read: not in the digest.)
             format!("GET {NS}/secrets/model-credentials"),
             format!("GET {NS}/secrets/support-db"),
-            // The client key, then the admin key.
+            // The client key and the admin key, created together, each with its event.
+            format!("POST {NS}/secrets"),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
-            format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
