@@ -392,8 +392,14 @@ for round in $ROUNDS; do
     SAMPLER=$!
     apply_round warm
   fi
-  wait_for "$N agents Available" all_available "$round"
-  result "available_${round}_s" "$(seconds_since "$start")"
+  if wait_for "$N agents Available" all_available "$round"; then
+    result "available_${round}_s" "$(seconds_since "$start")"
+  else
+    # Timed out: say how far it got, and measure the rest all the same.
+    result "available_${round}_s" "over-${TIMEOUT}"
+    result "available_${round}_at_timeout" "$(kubectl get agd -n "$NS" -l "bench-round=$round" \
+      -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true)/$N"
+  fi
   stop_sampler
   timeline "$round" "$start"
   if [[ "$MODE" == Managed ]]; then database_figures "$WORK/$round.databases" "${round}_"; fi
@@ -410,7 +416,7 @@ get() {
   echo "${v:-—}"
 }
 mib() { awk -v k="$1" 'BEGIN { if (k == "—") print k; else printf "%.1f MiB", k / 1024 }'; }
-met() { awk -v v="$1" -v a="$2" 'BEGIN { if (v == "—") print v; else print (v + 0 <= a + 0) ? "yes" : "no" }'; }
+met() { awk -v v="$1" -v a="$2" 'BEGIN { if (v == "—") print v; else if (v !~ /^[0-9.]+$/) print "no"; else print (v + 0 <= a + 0) ? "yes" : "no" }'; }
 build_of() { case "$1" in */release/*) echo release ;; */debug/*) echo debug ;; *) echo "$1" ;; esac; }
 peak=$(get rss_peak_kib); steady=$(get rss_steady_kib)
 echo
