@@ -237,6 +237,7 @@ cleanup() {
       if operator_running; then wait_for "the agents' finalizers" no_agents_left || status=1; fi
     fi
     if [[ "$(agents_left)" -eq 0 ]]; then
+      stop_operator # its work is done: the namespace's pods go by the cluster's hands
       kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
       log "waiting for namespace $NS to go"
       wait_for "namespace $NS to go" namespace_gone || {
