@@ -1,58 +1,122 @@
 #!/usr/bin/env bash
 # `make bench-operator`: scale figures for the operator (reported, not asserted; not
-# part of `make test`). Runs the real operator binary against the local cluster and
-# its Postgres and prints, one `key=value` per line:
-#   available_after_s         N agents applied at once until all are Available
-#   rss_kib_converged         the operator's memory once converged
-#   writes_idle               write requests it sends while nothing changes (expect 0)
-#   delete_all_s              Managed: deleting every agent until the operator's own
-#                             finalizer has dropped each database and role
-#   databases_before/after    the run's tenant databases in Postgres (after must be 0)
+# part of `make test`). Runs the operator's release build against the local cluster,
+# its kwok nodes and its Postgres, and prints `key=value` lines as it goes, then one
+# table with the aims of issue 18:
+#   available_cold_s       agents applied first, operator started after: from its
+#                          start until every agent is Available
+#   available_warm_s       operator running, agents applied at once: from the apply
+#                          until every agent is Available (a fresh set of names)
+#   databases_all_s        Managed: from the operator's start until every agent of the
+#                          cold round has its database (and the rate, databases/s)
+#   rss_peak_kib           the operator's peak RSS (VmHWM) over the whole run
+#   rss_steady_kib         its RSS once converged and idle
+#   writes_idle_per_min    POST/PUT/PATCH/DELETE requests its client sent during the
+#                          idle window, per minute (counted under the client itself:
+#                          switchboard_operator_kube_requests_total; expect 0)
+#   delete_all_s           deleting every agent until the operator's own finalizer has
+#                          dropped each database and role
+#   databases_after        the run's tenant databases and roles left (must be 0)
 #
 #   operator/bench/scale.sh [N [REPLICAS [MODE]]]    # defaults: 100 1 Managed
-#   make bench-operator N=20                         # the same through make
+#   make bench-operator N=2000                       # the same through make
 #
-# Starts the local cluster when it is not up (and stops it again), builds the operator
-# (debug, like the tests; OPERATOR_BIN overrides). Every wait is bounded
-# (BENCH_TIMEOUT_SECONDS, default 300); the idle window is BENCH_IDLE_SECONDS (60).
-# Cleanup deletes the agents while the operator still runs, so it is the operator that
-# drops their databases; finalizers are never stripped. A run that cannot clean up says
-# what it left behind and fails.
+# The runtime pods are scheduled onto the cluster's kwok nodes (nodeSelector
+# type=kwok, tolerating switchboard.dev/kwok), where they become Running and Ready
+# without running anything; the real node is left alone. The kwok nodes hold 1,000
+# pods each: N x REPLICAS beyond their free room is refused (REPLICAS=0 measures the
+# operator without pods). Managed databases are made on the cluster's Postgres; a run
+# whose databases would not fit on its disk is refused (MODE=External skips them).
+#
+# Environment: BENCH_ROUNDS ("cold warm", or one of them), BENCH_TIMEOUT_SECONDS
+# (every wait, default 600), BENCH_IDLE_SECONDS (60), OPERATOR_BIN (a built binary;
+# default: cargo build --release), OPERATOR_ARGS (extra flags for the operator).
+# Needs the cluster up (make cluster-up, or its exports from make -s cluster-env in
+# the environment); never starts or stops it.
+#
+# Every wait is bounded. Cleanup (on exit, error, Ctrl-C or TERM) deletes the agents
+# while an operator runs (it restarts one if needed), so it is the operator's finalizer
+# that drops their databases (finalizers are never stripped), then the namespace, and
+# checks Postgres for leftovers. A run that cannot clean up says what it left and fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 source hack/lib/env.sh
 
 N="${1:-100}"; REPLICAS="${2:-1}"; MODE="${3:-Managed}"
-TIMEOUT="${BENCH_TIMEOUT_SECONDS:-300}"
+TIMEOUT="${BENCH_TIMEOUT_SECONDS:-600}"
 IDLE="${BENCH_IDLE_SECONDS:-60}"
+ROUNDS="${BENCH_ROUNDS:-cold warm}"
 case "$MODE" in Managed | External) ;; *) echo "MODE must be Managed or External, not $MODE" >&2; exit 2 ;; esac
 [[ "$N" =~ ^[0-9]+$ && "$N" -ge 1 ]] || { echo "N must be a positive number, not $N" >&2; exit 2; }
+[[ "$REPLICAS" =~ ^[0-9]+$ ]] || { echo "REPLICAS must be a number, not $REPLICAS" >&2; exit 2; }
+for r in $ROUNDS; do
+  case "$r" in cold | warm) ;; *) echo "BENCH_ROUNDS holds cold and/or warm, not $r" >&2; exit 2 ;; esac
+done
 
 log() { printf '==> %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 seconds_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
+result() { echo "$1=$2"; RESULTS+=("$1=$2"); }
+RESULTS=()
+
+# The cluster of this checkout, or the one the environment already names (the
+# exports of `make -s cluster-env` from another checkout).
+if [[ -z "${KUBECONFIG:-}" || -z "${SWITCHBOARD_DATABASE_ADMIN_URL:-}" ]]; then
+  if ! hack/cluster.sh status >/dev/null 2>&1; then
+    echo "the local cluster is down: make cluster-up first" >&2
+    exit 2
+  fi
+  eval "$(hack/cluster.sh env)"
+fi
 
 if [[ -z "${OPERATOR_BIN:-}" ]]; then
-  log "building the operator"
-  cargo build --locked -q --bin switchboard-operator
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchboard-operator"
+  log "building the operator (release)"
+  cargo build --release --locked -q --bin switchboard-operator
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/switchboard-operator"
 else
   BIN=$OPERATOR_BIN
 fi
 
-started_cluster=0
-if ! hack/cluster.sh status >/dev/null 2>&1; then
-  log "starting the local cluster"
-  hack/cluster.sh up >&2
-  started_cluster=1
+# Room for the pods on the kwok nodes (1,000 pods each, less what already runs there).
+kwok_free() {
+  local capacity used
+  capacity=$(kubectl get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.allocatable.pods}{"\n"}{end}' |
+    awk '/k$/ { $1 = $1 * 1000 } /M$/ { $1 = $1 * 1000000 } { s += $1 } END { print s + 0 }')
+  used=$(kubectl get pods -A --field-selector=status.phase!=Succeeded,status.phase!=Failed \
+    -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | grep -c '^kwok-' || true)
+  echo $((capacity - used))
+}
+pods_needed=$((N * REPLICAS))
+free_pods=$(kwok_free)
+if ((pods_needed > free_pods)); then
+  echo "the kwok nodes have room for $free_pods pods; $N agents x $REPLICAS replicas need $pods_needed (try REPLICAS=0)" >&2
+  exit 2
 fi
-eval "$(hack/cluster.sh env)"
+
+# Each managed database is a copy of template1 on the Postgres disk: refuse a run that
+# would leave less than 4 GiB free there (when the data directory is on this machine).
+if [[ "$MODE" == Managed ]]; then
+  read -r template_bytes data_dir < <(psql -qtA -F ' ' "$SWITCHBOARD_DATABASE_ADMIN_URL" \
+    -c "SELECT pg_database_size('template1'), current_setting('data_directory')")
+  if [[ -d "$data_dir" ]]; then
+    free_bytes=$(($(df --output=avail -k "$data_dir" | tail -1) * 1024))
+    need_bytes=$((N * template_bytes))
+    result database_bytes_each "$template_bytes"
+    if ((need_bytes + 4 * 1024 * 1024 * 1024 > free_bytes)); then
+      echo "$N databases need ~$((need_bytes / 1048576)) MiB on the Postgres disk, which has $((free_bytes / 1048576)) MiB free (4 GiB kept); use MODE=External or a smaller N" >&2
+      exit 2
+    fi
+  fi
+fi
 
 NS="bench-$N-$RANDOM"
 PREFIX="sb_${NS//-/_}_" # the operator's database and role prefix for this namespace
 LOG="$(mktemp -t operator-bench.XXXX.log)"
+WORK="$(mktemp -d -t operator-bench.XXXX)"
 PID=""
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SAMPLER=""
 
 # Tenant databases (or roles) of this run in the harness's Postgres.
 count_like() {
@@ -61,11 +125,10 @@ count_like() {
     -c "SELECT count(*) FROM $table WHERE starts_with($column, '$PREFIX')"
 }
 
-# Agents left in the namespace (none once every finalizer has run).
 agents_left() { kubectl get agd -n "$NS" -o name 2>/dev/null | wc -l; }
 
-# Waits up to TIMEOUT seconds for `$@` to succeed (exit 0), once a second; exit 1
-# means "not yet", anything else gives up at once.
+# Waits up to TIMEOUT seconds for `$@` to succeed (exit 0), every 2 s; exit 1 means
+# "not yet", anything else gives up at once.
 wait_for() {
   local what=$1; shift
   local deadline=$((SECONDS + TIMEOUT)) rc
@@ -81,65 +144,129 @@ wait_for() {
       log "timed out after ${TIMEOUT}s waiting for $what (operator log: $LOG)"
       return 1
     fi
-    sleep 1
+    sleep 2
   done
 }
 
 no_agents_left() { [[ "$(agents_left)" -eq 0 ]]; }
+no_pods_left() { [[ "$(kubectl get pods -n "$NS" -o name 2>/dev/null | wc -l)" -eq 0 ]]; }
+namespace_gone() { ! kubectl get namespace "$NS" >/dev/null 2>&1; }
 
+# Every agent of round $1 Available; prints progress now and then.
 all_available() {
   local available
-  available=$(kubectl get agd -n "$NS" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true)
+  available=$(kubectl get agd -n "$NS" -l "bench-round=$1" \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true)
+  if ((SECONDS % 20 < 2)); then log "$available/$N Available"; fi
   [[ "$available" -ge "$N" ]]
 }
 
 operator_running() { [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; }
 
-# The operator's write counter; fails (never reads 0) when /metrics is unreachable.
+start_operator() {
+  log "starting the operator (log: $LOG)"
+  # A session of its own: a Ctrl-C on the terminal stops this script, whose cleanup
+  # still needs the operator to run the finalizers.
+  # shellcheck disable=SC2086 # OPERATOR_ARGS is a list of flags
+  setsid "$BIN" --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" --leader-elect=false \
+    --runtime-image registry.local/agent-runtime:bench ${OPERATOR_ARGS:-} >>"$LOG" 2>&1 &
+  PID=$!
+  healthy() {
+    operator_running || { log "the operator exited (log: $LOG)"; return 2; }
+    curl -fs --max-time 2 -o /dev/null "127.0.0.1:$PORT/healthz" || return 1
+  }
+  wait_for "the operator's /healthz" healthy
+}
+
+stop_operator() {
+  if operator_running; then
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  PID=""
+}
+
+metrics() { curl -fsS --max-time 5 "127.0.0.1:$PORT/metrics"; }
+
+# Write requests (POST, PUT, PATCH, DELETE) the operator's client has sent; fails
+# (never reads 0) when /metrics is unreachable or lacks the counter.
 writes_total() {
   local body
-  body=$(curl -fsS --max-time 5 "127.0.0.1:$PORT/metrics") || { log "the operator's /metrics is unreachable"; return 1; }
-  awk '/^switchboard_operator_kube_writes_total/ { s += $2; found = 1 } END { if (!found) exit 1; print s }' <<<"$body" \
-    || { log "no switchboard_operator_kube_writes_total in /metrics"; return 1; }
+  body=$(metrics) || { log "the operator's /metrics is unreachable"; return 2; }
+  awk '/^switchboard_operator_kube_requests_total/ {
+         found = 1
+         if ($1 ~ /method="(POST|PUT|PATCH|DELETE)"/) s += $2
+       }
+       /^switchboard_operator_kube_writes_total/ { own += $2; has_own = 1 }
+       END {
+         if (found) print s + 0
+         else if (has_own) print own + 0  # an older build: its own count of the writes it labels
+         else exit 1
+       }' <<<"$body" \
+    || { log "no switchboard_operator_kube_requests_total in /metrics"; return 2; }
+}
+
+kib() { awk -v k="$1" '/^'"$1"':/ { print $2 }' "/proc/$PID/status"; }
+
+# Databases of this run over time: "<ms since $1> <count>" once a second into $2.
+sample_databases() {
+  local start=$1 out=$2
+  while :; do
+    echo "$(($(now_ms) - start)) $(count_like pg_database datname 2>/dev/null || echo -1)" >>"$out"
+    sleep 1
+  done
+}
+
+stop_sampler() {
+  if [[ -n "$SAMPLER" ]]; then
+    kill "$SAMPLER" 2>/dev/null || true
+    wait "$SAMPLER" 2>/dev/null || true
+    SAMPLER=""
+  fi
 }
 
 cleanup() {
   local status=$?
-  trap - EXIT
+  trap - EXIT INT TERM
+  stop_sampler
   if kubectl get namespace "$NS" >/dev/null 2>&1; then
     if [[ "$(agents_left)" -gt 0 ]]; then
       log "deleting the remaining agents (the operator drops their databases)"
       kubectl delete agd --all -n "$NS" --wait=false >/dev/null 2>&1 || true
+      operator_running || start_operator || true
       if operator_running; then wait_for "the agents' finalizers" no_agents_left || status=1; fi
     fi
     if [[ "$(agents_left)" -eq 0 ]]; then
+      stop_operator # its work is done: the namespace's pods go by the cluster's hands
       kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+      log "waiting for namespace $NS to go"
+      wait_for "namespace $NS to go" namespace_gone || {
+        log "namespace $NS is still terminating (its pods are being deleted); it goes by itself"
+      }
     else
       log "namespace $NS kept: $(agents_left) agents still hold finalizers; with an operator running, kubectl delete namespace $NS"
       status=1
     fi
   fi
-  if operator_running; then
-    kill -TERM "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
+  stop_operator
   local left_databases left_roles
   left_databases=$(count_like pg_database datname 2>/dev/null || echo "?")
   left_roles=$(count_like pg_roles rolname 2>/dev/null || echo "?")
   echo "databases_after=$left_databases roles_after=$left_roles"
-  if [[ "$MODE" == Managed && ("$left_databases" != 0 || "$left_roles" != 0) ]]; then
+  if [[ "$left_databases" != 0 || "$left_roles" != 0 ]]; then
     log "left behind in Postgres: databases and roles named ${PREFIX}*"
     status=1
   fi
-  rm -f "$LOG.yaml"
+  rm -rf "$WORK"
   if [[ "$status" == 0 ]]; then rm -f "$LOG"; fi
-  if [[ "$started_cluster" == 1 ]]; then hack/cluster.sh down >&2 || true; fi
   exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 log "CRDs and namespace $NS"
-kubectl apply --server-side --field-manager=switchboard-bench -k config/crd >/dev/null
+kubectl apply --server-side --force-conflicts --field-manager=switchboard-bench -k config/crd >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/agentdeployments.switchboard.dev crd/chatchannels.switchboard.dev >/dev/null
 kubectl create namespace "$NS" >/dev/null
@@ -150,53 +277,161 @@ if [[ "$MODE" == External ]]; then
 else
   DB='{"mode":"Managed","reclaimPolicy":"Delete"}'
 fi
-for i in $(seq -w 1 "$N"); do
-  cat <<YAML
+
+# The manifests of round $1: agents named <round letter><number>.
+manifests() {
+  local round=$1 letter=${1:0:1} i
+  for i in $(seq -w 1 "$N"); do
+    cat <<YAML
 ---
 apiVersion: switchboard.dev/v1alpha1
 kind: AgentDeployment
-metadata: {name: a$i}
+metadata: {name: $letter$i, labels: {bench-round: $round}}
 spec:
   model: {provider: openai, name: m, baseUrl: "http://mock:8080/v1"}
   replicas: $REPLICAS
   database: $DB
+  scheduling:
+    nodeSelector: {type: kwok}
+    tolerations: [{key: switchboard.dev/kwok, operator: Exists, effect: NoSchedule}]
 YAML
-done >"$LOG.yaml"
-echo "databases_before=$(count_like pg_database datname)"
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-log "starting the operator (log: $LOG)"
-"$BIN" --namespace "$NS" --metrics-addr "127.0.0.1:$PORT" --leader-elect=false \
-  --runtime-image registry.local/agent-runtime:bench >"$LOG" 2>&1 &
-PID=$!
-wait_for "the operator's /healthz" curl -fsS --max-time 2 -o /dev/null "127.0.0.1:$PORT/healthz"
-
-log "applying $N agents ($REPLICAS replicas each, database $MODE)"
-start=$(now_ms)
-kubectl apply -n "$NS" -f "$LOG.yaml" >/dev/null
-wait_for "$N agents Available" all_available
-echo "agents=$N replicas=$REPLICAS db=$MODE available_after_s=$(seconds_since "$start")"
-
-# Settled: the write counter stops moving for 5 s (bounded like every wait).
-settled() {
-  local a b
-  a=$(writes_total) || return 2
-  sleep 5
-  b=$(writes_total) || return 2
-  [[ "$a" == "$b" ]]
+  done >"$WORK/$round.yaml"
 }
-wait_for "the operator's writes to settle" settled
-echo "rss_kib_converged=$(awk '/VmRSS/{print $2}' "/proc/$PID/status")"
-w0=$(writes_total)
-log "idle for ${IDLE}s"
-sleep "$IDLE"
-operator_running || { log "the operator died while idle (log: $LOG)"; exit 1; }
-w1=$(writes_total)
-echo "writes_total=$w1 writes_idle=$((w1 - w0)) idle_s=$IDLE"
-echo "rss_kib_after_idle=$(awk '/VmRSS/{print $2}' "/proc/$PID/status")"
 
-log "deleting every agent"
-start=$(now_ms)
-kubectl delete agd -n "$NS" --all --wait=false >/dev/null
-wait_for "every agent's finalizer" no_agents_left
-echo "delete_all_s=$(seconds_since "$start")"
+apply_round() { kubectl apply -n "$NS" -f "$WORK/$1.yaml" >/dev/null; }
+
+# From the sampler's file: seconds until all N databases existed, and databases/s.
+database_figures() {
+  local file=$1 prefix=$2 all rate
+  read -r all rate < <(awk -v n="$N" '$2 >= n && !t { t = $1 } $2 > 0 && !f { f = $1 }
+       END { if (t) printf "%.1f %.1f\n", t / 1000, (t > f ? n * 1000 / (t - f) : n); else print "— —" }' "$file")
+  result "${prefix}databases_all_s" "$all"
+  result "${prefix}databases_per_s" "$rate"
+}
+
+idle_window() {
+  settled() {
+    local a b
+    a=$(writes_total) || return 2
+    sleep 5
+    b=$(writes_total) || return 2
+    [[ "$a" == "$b" ]]
+  }
+  wait_for "the operator's writes to settle" settled
+  local w0 w1 before after
+  before=$(metrics)
+  w0=$(writes_total)
+  log "idle for ${IDLE}s"
+  sleep "$IDLE"
+  operator_running || { log "the operator died while idle (log: $LOG)"; exit 1; }
+  w1=$(writes_total)
+  after=$(metrics)
+  result writes_idle "$((w1 - w0))"
+  result writes_idle_per_min "$(awk -v w=$((w1 - w0)) -v s="$IDLE" 'BEGIN { printf "%.1f", w * 60 / s }')"
+  # Which requests, when there were any (by method; the operator's own label by kind).
+  if ((w1 != w0)); then
+    diff <(grep -E '^switchboard_operator_kube_(requests|writes)_total' <<<"$before") \
+      <(grep -E '^switchboard_operator_kube_(requests|writes)_total' <<<"$after") | grep '^>' >&2 || true
+  fi
+  result rss_steady_kib "$(kib VmRSS)"
+}
+
+# When the pieces of round $1 came to be, in seconds after $2 (epoch ms): the
+# operator's Deployments, kube-controller-manager's ReplicaSets and Pods, and the
+# agents' Available transitions (first, last). Shows which stage the time went to.
+timeline() {
+  local round=$1 start_s=$(($2 / 1000)) kind
+  for kind in deployments replicasets pods; do
+    kubectl get "$kind" -n "$NS" -o json |
+      jq -r --argjson s "$start_s" '[.items[].metadata.creationTimestamp | fromdateiso8601 - $s] |
+        if length == 0 then "— —" else "\(min) \(max)" end' |
+      { read -r first last; result "${round}_${kind}_created_s" "$first..$last"; }
+  done
+  kubectl get agd -n "$NS" -l "bench-round=$round" -o json |
+    jq -r --argjson s "$start_s" '[.items[].status.conditions[]? | select(.type == "Available" and .status == "True")
+        | .lastTransitionTime | fromdateiso8601 - $s] | if length == 0 then "— —" else "\(min) \(max)" end' |
+    { read -r first last; result "${round}_available_transitions_s" "$first..$last"; }
+}
+
+delete_round() {
+  log "deleting every agent of round $1"
+  local start
+  start=$(now_ms)
+  kubectl delete agd -n "$NS" -l "bench-round=$1" --wait=false >/dev/null
+  wait_for "every agent's finalizer" no_agents_left
+  result "${1}_delete_all_s" "$(seconds_since "$start")"
+  if [[ "$MODE" == Managed ]]; then result "${1}_databases_left" "$(count_like pg_database datname)"; fi
+}
+
+result agents "$N"
+result replicas "$REPLICAS"
+result db "$MODE"
+result operator "$BIN"
+if [[ "$MODE" == Managed ]]; then result databases_before "$(count_like pg_database datname)"; fi
+first=1
+for round in $ROUNDS; do
+  manifests "$round"
+  if ((first == 0)); then
+    # The pods of the round before must be gone first (the kwok nodes' room).
+    log "waiting for the pods of the previous round to go"
+    wait_for "the previous round's pods to go" no_pods_left
+  fi
+  first=0
+  if [[ "$round" == cold ]]; then
+    stop_operator
+    log "applying $N agents ($REPLICAS replicas each, database $MODE) with no operator running"
+    apply_round cold
+    start=$(now_ms)
+    sample_databases "$start" "$WORK/cold.databases" &
+    SAMPLER=$!
+    start_operator
+  else
+    operator_running || start_operator
+    log "applying $N agents ($REPLICAS replicas each, database $MODE) to the running operator"
+    start=$(now_ms)
+    sample_databases "$start" "$WORK/warm.databases" &
+    SAMPLER=$!
+    apply_round warm
+  fi
+  if wait_for "$N agents Available" all_available "$round"; then
+    result "available_${round}_s" "$(seconds_since "$start")"
+  else
+    # Timed out: say how far it got, and measure the rest all the same.
+    result "available_${round}_s" "over-${TIMEOUT}"
+    result "available_${round}_at_timeout" "$(kubectl get agd -n "$NS" -l "bench-round=$round" \
+      -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true)/$N"
+  fi
+  stop_sampler
+  timeline "$round" "$start"
+  if [[ "$MODE" == Managed ]]; then database_figures "$WORK/$round.databases" "${round}_"; fi
+  result "rss_${round}_available_kib" "$(kib VmRSS)"
+  if [[ "$round" == "${ROUNDS%% *}" ]]; then idle_window; fi
+  result rss_peak_kib "$(kib VmHWM)"
+  delete_round "$round"
+done
+
+# The table: each figure with its aim (issue 18).
+get() {
+  local k v=""
+  for k in "${RESULTS[@]}"; do [[ "${k%%=*}" == "$1" ]] && v="${k#*=}"; done
+  echo "${v:-—}"
+}
+mib() { awk -v k="$1" 'BEGIN { if (k == "—") print k; else printf "%.1f MiB", k / 1024 }'; }
+met() { awk -v v="$1" -v a="$2" 'BEGIN { if (v == "—") print v; else if (v !~ /^[0-9.]+$/) print "no"; else print (v + 0 <= a + 0) ? "yes" : "no" }'; }
+build_of() { case "$1" in */release/*) echo release ;; */debug/*) echo debug ;; *) echo "$1" ;; esac; }
+peak=$(get rss_peak_kib); steady=$(get rss_steady_kib)
+echo
+echo "| operator, $N agents x $REPLICAS replicas, database $MODE, $(build_of "$BIN") build | value | aim | met |"
+echo "|---|---|---|---|"
+for round in $ROUNDS; do
+  what="operator started after the agents were applied"
+  [[ "$round" == warm ]] && what="agents applied to the running operator"
+  echo "| all Available, $what | $(get "available_${round}_s") s | ≤ 180 s | $(met "$(get "available_${round}_s")" 180) |"
+  if [[ "$MODE" == Managed ]]; then
+    echo "| every database created ($round) | $(get "${round}_databases_all_s") s ($(get "${round}_databases_per_s") databases/s) | — | — |"
+  fi
+  echo "| every agent deleted, databases dropped ($round) | $(get "${round}_delete_all_s") s | — | — |"
+done
+echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
+echo "| steady RSS (converged, idle) | $(mib "$steady") | ≤ 100 MiB | $(met "$steady" 102400) |"
+echo "| API writes per idle minute (POST/PUT/PATCH/DELETE) | $(get writes_idle_per_min) | 0 | $(met "$(get writes_idle_per_min)" 0) |"

@@ -79,7 +79,7 @@ pub struct Config {
     pub identity: Option<String>,
 
     /// AgentDeployments reconciled at once.
-    #[arg(long, env = "SWITCHBOARD_AGENT_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "SWITCHBOARD_AGENT_CONCURRENCY", default_value_t = 32)]
     pub agent_concurrency: u16,
 
     /// ChatChannels reconciled at once.

@@ -254,9 +254,13 @@ impl DatabaseAdmin {
             .disable_statement_logging();
         let host = options.get_host().to_owned();
         let port = options.get_port();
+        // At most 8 statements at once: the bound on databases created in parallel
+        // (CREATE DATABASE copies the template; a 2-core server gains little past
+        // that). Reconciles beyond it wait for a connection, up to a minute, rather
+        // than fail.
         let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(60))
             .connect_lazy_with(options);
         Ok(Self {
             pool,

@@ -27,7 +27,7 @@ use crds::{AgentDeployment, ChatChannel, ToolServer};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::controller::shared_watch::SharedWatch;
-use crate::watch::{observed, tolerant_watcher};
+use crate::watch::{observed, slim_metadata, tolerant_watcher};
 
 /// Runs the AgentDeployment, ChatChannel and ToolServer controllers for every watched namespace
 /// (or the whole cluster) until `shutdown` resolves. Per namespace, each kind both
@@ -52,7 +52,8 @@ where
                 metrics,
                 "AgentDeployment",
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(slim_metadata::<AgentDeployment>),
         );
         let mut channels = SharedWatch::new(
             observed(
@@ -60,7 +61,8 @@ where
                 metrics,
                 "ChatChannel",
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(slim_metadata::<ChatChannel>),
         );
         let mut tool_servers = SharedWatch::new(
             observed(

@@ -20,14 +20,16 @@ use tracing::{info, warn};
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry = operator::telemetry::init(&config).context("setting up logs and traces")?;
-    let client = Client::try_default()
+    let metrics = Metrics::new().context("registering metrics")?;
+    let kube_config = kube::Config::infer()
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let client = operator::metrics::counting_client(kube_config, &metrics)
+        .context("building the Kubernetes client")?;
     let database = database_admin(&client, &config)?;
     if database.is_none() {
         warn!("no database admin DSN configured: Managed databases will report NoDatabaseAdmin");
     }
-    let metrics = Metrics::new().context("registering metrics")?;
     let context = Arc::new(Context::new(
         client.clone(),
         config.clone(),

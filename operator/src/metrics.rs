@@ -18,6 +18,9 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     /// Write requests sent to the Kubernetes API, by kind and verb.
     pub writes: IntCounterVec,
+    /// Every request the client sent to the Kubernetes API, by HTTP method: counted
+    /// under the client itself, so no write (a finalizer patch, an event) escapes it.
+    pub requests: IntCounterVec,
     /// 1 while this process holds the leader Lease.
     pub leader: IntGauge,
     /// Errors of the watches (list or watch failed; retried with backoff), by kind.
@@ -71,6 +74,13 @@ impl Metrics {
             ),
             &["kind", "verb"],
         )?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "switchboard_operator_kube_requests_total",
+                "Requests the operator's client sent to the Kubernetes API, by HTTP method.",
+            ),
+            &["method"],
+        )?;
         let leader = IntGauge::new(
             "switchboard_operator_leader",
             "1 while this process holds the leader Lease.",
@@ -103,6 +113,7 @@ impl Metrics {
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -110,6 +121,7 @@ impl Metrics {
             reconcile_duration,
             failures,
             writes,
+            requests,
             leader,
             watch_errors,
             watch_restarts,
@@ -141,4 +153,28 @@ impl Metrics {
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
     }
+}
+
+/// A Kubernetes client for `config` whose every request is counted by method in
+/// `metrics.requests`: the audit behind "no writes while idle".
+pub fn counting_client(
+    config: kube::Config,
+    metrics: &Metrics,
+) -> Result<kube::Client, kube::Error> {
+    let requests = metrics.requests.clone();
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            requests
+                .with_label_values(&[request.method().as_str()])
+                .inc();
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
+/// Whether a request of `method` changes something on the API server.
+pub fn is_write(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
 }

@@ -67,6 +67,22 @@ where
     })
 }
 
+/// The annotation `kubectl apply` (client-side) keeps a whole copy of the object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached object's metadata what no reconcile reads and what can be
+/// larger than the rest of it: the managed fields and kubectl's last-applied copy.
+pub fn slim_metadata<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 fn decode_event<K>(event: Event<DynamicObject>) -> Option<Event<K>>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned,
@@ -98,5 +114,44 @@ where
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::api::ObjectMeta;
+
+    #[test]
+    fn slim_metadata_drops_managed_fields_and_the_last_applied_copy_only() {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("a".to_owned()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                annotations: Some(
+                    [
+                        (LAST_APPLIED.to_owned(), "{...}".to_owned()),
+                        ("keep".to_owned(), "me".to_owned()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        slim_metadata(&mut cm);
+        assert!(cm.metadata.managed_fields.is_none());
+        let annotations = cm.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["keep"]);
+        cm.metadata.annotations = Some(
+            [(LAST_APPLIED.to_owned(), "{...}".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        slim_metadata(&mut cm);
+        assert!(cm.metadata.annotations.is_none());
     }
 }

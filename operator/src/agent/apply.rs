@@ -46,37 +46,47 @@ pub async fn apply_children(
     } = children;
     let shared = &ctx.shared;
     let stores = &ctx.stores;
-    let mut written = Vec::new();
 
     // Created once: an existing key is never replaced (rotating is writing a new
-    // value into the Secret; the pods re-read it).
+    // value into the Secret; the pods re-read it). The keys are independent: created
+    // at once (one round trip of latency, not one per key).
     let wanted_agent_keys: Vec<String> = agent_key_secrets.iter().map(|s| s.name_any()).collect();
-    for key_secret in std::iter::once(api_key_secret)
+    let keys: Vec<_> = std::iter::once(api_key_secret)
         .chain(std::iter::once(admin_key_secret))
         .chain(channel_key_secrets)
         .chain(agent_key_secrets)
-    {
-        create_key_secret(agent, shared, stores, &key_secret).await?;
-    }
+        .collect();
+    futures::future::try_join_all(
+        keys.iter()
+            .map(|key_secret| create_key_secret(agent, shared, stores, key_secret)),
+    )
+    .await?;
     delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
 
-    // Each child is tried even when one before it fails (a hand edit the API server
-    // will not let an apply undo must not hold back the others); the first failure is
-    // returned once all were tried.
+    // Each child is tried even when another fails (a hand edit the API server will
+    // not let an apply undo must not hold back the others); the first failure, in
+    // this order, is returned once all were tried. The children are independent
+    // objects, so their applies go out at once.
+    let (service_account, role, role_binding, config_map, service, deployment) = futures::join!(
+        apply_cached(shared, &stores.service_accounts, service_account),
+        apply_cached(shared, &stores.roles, role),
+        apply_cached(shared, &stores.role_bindings, role_binding),
+        apply_cached(shared, &stores.config_maps, config_map),
+        apply_cached(shared, &stores.services, service),
+        apply_cached(shared, &stores.deployments, deployment),
+    );
     let results = [
-        apply_cached(
-            shared,
-            &stores.service_accounts,
-            service_account,
-            &mut written,
-        )
-        .await,
-        apply_cached(shared, &stores.roles, role, &mut written).await,
-        apply_cached(shared, &stores.role_bindings, role_binding, &mut written).await,
-        apply_cached(shared, &stores.config_maps, config_map, &mut written).await,
-        apply_cached(shared, &stores.services, service, &mut written).await,
-        apply_cached(shared, &stores.deployments, deployment, &mut written).await,
+        service_account,
+        role,
+        role_binding,
+        config_map,
+        service,
+        deployment,
     ];
+    let mut written: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned().flatten())
+        .collect();
     let first_failure = results.into_iter().find_map(Result::err);
 
     let service_monitor = match service_monitor {
@@ -243,13 +253,9 @@ where
     )
 }
 
-/// Applies `desired` unless its cached live copy already holds it; notes a write.
-async fn apply_cached<K>(
-    shared: &Context,
-    store: &Store<K>,
-    desired: K,
-    written: &mut Vec<String>,
-) -> Result<()>
+/// Applies `desired` unless its cached live copy already holds it; returns what was
+/// written, if anything.
+async fn apply_cached<K>(shared: &Context, store: &Store<K>, desired: K) -> Result<Option<String>>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Serialize
@@ -259,8 +265,6 @@ where
 {
     let name = desired.name_any();
     let live = store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default()));
-    if apply_child(shared, &api(shared, &desired), desired, live.as_deref()).await? {
-        written.push(format!("{} {name}", K::kind(&())));
-    }
-    Ok(())
+    let wrote = apply_child(shared, &api(shared, &desired), desired, live.as_deref()).await?;
+    Ok(wrote.then(|| format!("{} {name}", K::kind(&()))))
 }

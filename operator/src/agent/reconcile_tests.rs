@@ -194,10 +194,10 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             // (The key Secrets are files the pods re-read: not in the digest.)
             format!("GET {NS}/secrets/model-credentials"),
             format!("GET {NS}/secrets/support-db"),
-            // The client key, then the admin key.
+            // The client key and the admin key, created together, each with its event.
+            format!("POST {NS}/secrets"),
             format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
-            format!("POST {NS}/secrets"),
             EVENTS.to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
@@ -400,4 +400,222 @@ async fn deletion_with_the_skip_annotation_releases_the_agent_without_a_drop() {
         "DatabaseDropSkipped"
     );
     assert!(removes_finalizer(&world.log));
+}
+
+/// What a stateful mock API server holds: the last body created or applied at each
+/// object path.
+type Objects = Arc<Mutex<std::collections::BTreeMap<String, Value>>>;
+
+/// The object path a request names (a create names the collection: the new object's
+/// name is in its body).
+fn object_path(request: &mock_api::Request) -> String {
+    match request.method.as_str() {
+        "POST" => format!(
+            "{}/{}",
+            request.path,
+            request.body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        _ => request.path.clone(),
+    }
+}
+
+/// A Secret as the API server keeps it: `stringData` moved into `data`.
+fn as_stored(body: &Value) -> Value {
+    let Ok(mut secret) = serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(body.clone())
+    else {
+        return body.clone();
+    };
+    if secret.type_.is_none() && body["kind"] != "Secret" {
+        return body.clone();
+    }
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (key, value) in strings {
+            data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+        }
+    }
+    serde_json::to_value(secret).unwrap()
+}
+
+/// A reconcile context over a mock API server that keeps what it is sent in `objects`
+/// (reads answer from it), with caches holding those objects as the watches would.
+fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
+    let agent_json = serde_json::to_value(agent).unwrap();
+    let kept = objects.clone();
+    let (client, log) = mock_api::client(move |request| {
+        let path = object_path(request);
+        let mut objects = kept.lock().unwrap();
+        match request.method.as_str() {
+            "GET" => objects
+                .get(&path)
+                .map_or_else(mock_api::not_found, |o| (200, o.clone())),
+            "PATCH" if path.starts_with(AGENT) => (200, agent_json.clone()),
+            "POST" if path.contains("/events/") => (201, request.body.clone()),
+            "POST" | "PATCH" => {
+                let stored = as_stored(&request.body);
+                objects.insert(path, stored.clone());
+                (if request.method == "POST" { 201 } else { 200 }, stored)
+            }
+            _ => (405, Value::Null),
+        }
+    });
+    let kept = objects.lock().unwrap().clone();
+    let of_kind = |collection: &str| -> Vec<Value> {
+        kept.iter()
+            .filter(|(path, _)| {
+                path.rsplit_once('/')
+                    .is_some_and(|(parent, _)| parent.ends_with(collection))
+            })
+            .map(|(_, o)| o.clone())
+            .collect()
+    };
+    fn typed<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
+        objects
+            .into_iter()
+            .map(|o| serde_json::from_value(o).unwrap())
+            .collect()
+    }
+    use kube::core::PartialObjectMetaExt;
+    let secrets: Vec<k8s_openapi::api::core::v1::Secret> = typed(of_kind("/secrets"));
+    let stores = Stores {
+        deployments: store(typed(of_kind("/deployments"))),
+        service_accounts: store(typed(of_kind("/serviceaccounts"))),
+        roles: store(typed(of_kind("/roles"))),
+        role_bindings: store(typed(of_kind("/rolebindings"))),
+        config_maps: store(typed(of_kind("/configmaps"))),
+        services: store(typed(of_kind("/services"))),
+        secrets: store(
+            secrets
+                .into_iter()
+                .map(|s| s.metadata.into_request_partial())
+                .collect(),
+        ),
+        pods: store(vec![]),
+        channels: store(vec![]),
+        agents: store(vec![]),
+        tool_servers: store(vec![]),
+    };
+    let database = Arc::new(FakeDatabase::default());
+    let config = Config::parse_from([
+        "switchboard-operator",
+        "--runtime-image",
+        "registry.local/agent-runtime:1.0",
+    ]);
+    let shared = Arc::new(Context::new(
+        client,
+        config,
+        Metrics::new().unwrap(),
+        Some(database.clone() as Arc<dyn Provisioner>),
+    ));
+    World {
+        ctx: Arc::new(AgentContext::new(shared, stores)),
+        log,
+        database,
+    }
+}
+
+/// Whether a request changes something on the API server.
+fn is_write(line: &str) -> bool {
+    crate::metrics::is_write(line.split(' ').next().unwrap_or_default())
+}
+
+/// The agent with the status of the last status write in `log` (as the watch would
+/// bring it back).
+fn with_written_status(agent: &AgentDeployment, log: &Log) -> AgentDeployment {
+    let mut agent = agent.clone();
+    if let Some(status) = log.last(&format!("PATCH {AGENT}/status")) {
+        agent.status = Some(serde_json::from_value(status.body["status"].clone()).unwrap());
+    }
+    agent
+}
+
+/// Creates everything for `agent()` in `objects`, has the runtime Deployment report
+/// its pod available (as kube-controller-manager and kwok would), and reconciles
+/// once more so the status says so. Returns the agent with that status.
+async fn converge(objects: &Objects) -> AgentDeployment {
+    let first = stateful_world(&agent(), objects.clone());
+    reconcile(Arc::new(agent()), first.ctx.clone())
+        .await
+        .unwrap();
+    assert!(first.log.lines().iter().any(|l| is_write(l)));
+    let deployment = "/apis/apps/v1/namespaces/tenant-a/deployments/support";
+    objects.lock().unwrap().get_mut(deployment).unwrap()["status"] = serde_json::json!({
+        "replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                        "message": "Deployment has minimum availability."}],
+    });
+    let agent = with_written_status(&agent(), &first.log);
+    let second = stateful_world(&agent, objects.clone());
+    reconcile(Arc::new(agent.clone()), second.ctx.clone())
+        .await
+        .unwrap();
+    let agent = with_written_status(&agent, &second.log);
+    let available = agent
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == crds::conditions::AVAILABLE)
+        .map(|c| c.status.clone());
+    assert_eq!(available.as_deref(), Some("True"));
+    agent
+}
+
+/// "0 writes while idle": once an agent's children, Secrets, database and status are
+/// in place, a reconcile (a resync, a restart of the operator, a watch event that
+/// changed nothing) reads but writes nothing, not even an event.
+#[tokio::test]
+async fn a_converged_agent_is_reconciled_without_a_single_write() {
+    let objects = Objects::default();
+    let converged = converge(&objects).await;
+
+    // A fresh operator (nothing remembered but what the caches hold), then the same
+    // one again (its database check remembered).
+    let restarted = stateful_world(&converged, objects.clone());
+    for round in ["after a restart", "on a resync"] {
+        let before = restarted.log.lines().len();
+        let action = reconcile(Arc::new(converged.clone()), restarted.ctx.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            action,
+            Action::requeue(restarted.ctx.shared.config.resync())
+        );
+        let writes: Vec<String> = restarted.log.lines()[before..]
+            .iter()
+            .filter(|l| is_write(l))
+            .cloned()
+            .collect();
+        assert!(writes.is_empty(), "writes {round}: {writes:?}");
+    }
+    // The database is checked again after a restart (not created), and not on the
+    // resync right after.
+    assert_eq!(
+        restarted.database.calls(),
+        [format!("ensure {} new=false", identifier())]
+    );
+}
+
+/// The converse, so the test above cannot pass by never writing: a child edited by
+/// hand is put back, and only that child is written.
+#[tokio::test]
+async fn a_converged_agent_with_a_child_edited_by_hand_gets_only_that_child_applied() {
+    let objects = Objects::default();
+    let converged = converge(&objects).await;
+    let service = format!("{NS}/services/support");
+    objects.lock().unwrap().get_mut(&service).unwrap()["spec"]["ports"][0]["port"] =
+        Value::from(1234);
+
+    let world = stateful_world(&converged, objects.clone());
+    reconcile(Arc::new(converged), world.ctx.clone())
+        .await
+        .unwrap();
+    let writes: Vec<String> = world
+        .log
+        .lines_without_events()
+        .into_iter()
+        .filter(|l| is_write(l))
+        .collect();
+    assert_eq!(writes, [format!("PATCH {service}")]);
 }

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::metrics::Metrics;
 use crate::names;
-use crate::watch::observed;
+use crate::watch::{observed, slim_metadata};
 
 /// A stream of changed objects that triggers reconciles.
 pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -166,7 +166,7 @@ where
         &kind,
     )
     .default_backoff()
-    .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+    .modify(slim_metadata::<K>)
     .reflect(writer)
     .touched_objects()
     .boxed();
@@ -222,7 +222,7 @@ fn pods(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> (Store<P
 
 /// Drops from `pod` everything but its metadata and its containers' waiting states.
 pub fn slim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
+    slim_metadata(pod);
     pod.spec = None;
     let waiting = |statuses: Option<Vec<ContainerStatus>>| {
         statuses.map(|list| {
