@@ -14,6 +14,7 @@ use futures::stream;
 use serde_json::{Value, json};
 
 use crate::conversation::{TurnEvent, TurnStream};
+use crate::db::ToolApproval;
 use crate::providers::ToolCallDelta;
 
 /// What every chunk repeats.
@@ -79,6 +80,22 @@ fn tool_call_delta(piece: &ToolCallDelta) -> Value {
     json!({"tool_calls": [call]})
 }
 
+/// A server-side tool call waiting for a person's approval, as its own named
+/// event (`event: approval_required`; OpenAI's clients skip named events they
+/// do not know): the turn goes on once it is decided.
+fn approval_event(approval: &ToolApproval) -> String {
+    let data = json!({
+        "id": approval.id,
+        "session_id": approval.session_id,
+        "tool": approval.tool,
+        "arguments": approval.arguments,
+        "expires_at": chrono::DateTime::from_timestamp_millis(approval.expires_at)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    format!("event: approval_required\ndata: {data}\n\n")
+}
+
 /// OpenAI's usage object.
 pub fn usage_json(prompt: i64, completion: i64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
@@ -107,6 +124,9 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                     }
                     Some(TurnEvent::ToolCall(piece)) => {
                         queue.push_back(format.chunk(tool_call_delta(&piece), None, None));
+                    }
+                    Some(TurnEvent::ApprovalRequired(approval)) => {
+                        queue.push_back(approval_event(&approval));
                     }
                     Some(TurnEvent::Done(answer)) => {
                         let usage = usage_json(
