@@ -555,13 +555,17 @@ async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
         .split("\n\n")
         .find(|f| f.starts_with("event: approval_required"))
         .expect("frame");
-    let event: Value = serde_json::from_str(
+    let chunk: Value = serde_json::from_str(
         frame
             .lines()
             .find_map(|l| l.strip_prefix("data: "))
             .expect("data"),
     )
     .expect("json");
+    // Also a chunk (no choices) for clients that ignore the event's name.
+    assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+    assert_eq!(chunk["choices"], json!([]), "{chunk}");
+    let event = &chunk["approval"];
     assert_eq!(event["tool"], "delete_file", "{event}");
     assert_eq!(event["arguments"], r#"{"path":"/tmp/x"}"#, "{event}");
     assert!(event["expires_at"].is_string(), "{event}");

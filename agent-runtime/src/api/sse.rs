@@ -80,18 +80,27 @@ fn tool_call_delta(piece: &ToolCallDelta) -> Value {
     json!({"tool_calls": [call]})
 }
 
-/// A server-side tool call waiting for a person's approval, as its own named
-/// event (`event: approval_required`; OpenAI's clients skip named events they
-/// do not know): the turn goes on once it is decided.
-fn approval_event(approval: &ToolApproval) -> String {
+/// A server-side tool call waiting for a person's approval, as a named event
+/// (`event: approval_required`) whose data are also a valid chunk with no
+/// choices (OpenAI's SDKs hand any event's data to their caller as a chunk),
+/// the approval under `approval`: the turn goes on once it is decided.
+fn approval_event(format: &ChunkFormat, approval: &ToolApproval) -> String {
     let data = json!({
-        "id": approval.id,
-        "session_id": approval.session_id,
-        "tool": approval.tool,
-        "arguments": approval.arguments,
-        "expires_at": chrono::DateTime::from_timestamp_millis(approval.expires_at)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "id": format.id,
+        "object": "chat.completion.chunk",
+        "created": format.created,
+        "model": format.model,
+        "system_fingerprint": null,
+        "choices": [],
+        "approval": {
+            "id": approval.id,
+            "session_id": approval.session_id,
+            "tool": approval.tool,
+            "arguments": approval.arguments,
+            "expires_at": chrono::DateTime::from_timestamp_millis(approval.expires_at)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
     });
     format!("event: approval_required\ndata: {data}\n\n")
 }
@@ -126,7 +135,7 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                         queue.push_back(format.chunk(tool_call_delta(&piece), None, None));
                     }
                     Some(TurnEvent::ApprovalRequired(approval)) => {
-                        queue.push_back(approval_event(&approval));
+                        queue.push_back(approval_event(&format, &approval));
                     }
                     Some(TurnEvent::Done(answer)) => {
                         let usage = usage_json(
