@@ -532,15 +532,35 @@ async fn an_undecided_call_expires(db: Db) {
     );
 }
 
-async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
+async fn a_decision_taken_elsewhere_resumes_the_turn(db: Db) {
     let server = McpServer::start(None).await;
     let h = with_tools(db, &server, ModelProvider::Openai).await;
-    let mut response = h
-        .as_user(reqwest::Method::POST, "/v1/chat/completions", "alice")
-        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": DELETE}]}))
-        .send()
-        .await
-        .expect("sent");
+    let decide = async {
+        let (_, pending) = pending_approval(&h).await;
+        // Written to the database only, as another pod would: no in-process wake-up.
+        let decided = h
+            .state()
+            .store
+            .decide_tool_approval(
+                pending["id"].as_str().expect("id"),
+                "approved",
+                Some("bob"),
+                None,
+            )
+            .await
+            .expect("decided");
+        assert!(decided);
+    };
+    let ((status, body), ()) = tokio::join!(ask(&h, DELETE), decide);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Tool results: deleted /tmp/x",
+        "{body}"
+    );
+}
+
+/// Reads a stream until its approval event: the body so far and the approval.
+async fn read_to_approval(response: &mut reqwest::Response) -> (String, Value) {
     assert_eq!(response.status().as_u16(), 200);
     let mut body = String::new();
     while !body.contains("event: approval_required") {
@@ -565,17 +585,40 @@ async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
     // Also a chunk (no choices) for clients that ignore the event's name.
     assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
     assert_eq!(chunk["choices"], json!([]), "{chunk}");
-    let event = &chunk["approval"];
+    let event = chunk["approval"].clone();
     assert_eq!(event["tool"], "delete_file", "{event}");
-    assert_eq!(event["arguments"], r#"{"path":"/tmp/x"}"#, "{event}");
     assert!(event["expires_at"].is_string(), "{event}");
-    let session = event["session_id"].as_str().expect("session");
+    (body, event)
+}
+
+/// Reads the rest of a stream after `body`.
+async fn read_to_end(response: &mut reqwest::Response, mut body: String) -> String {
+    while let Some(chunk) = response.chunk().await.expect("read") {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    body
+}
+
+async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    // The OpenAI route.
+    let mut response = h
+        .as_user(reqwest::Method::POST, "/v1/chat/completions", "alice")
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": DELETE}]}))
+        .send()
+        .await
+        .expect("sent");
+    let (body, event) = read_to_approval(&mut response).await;
+    assert_eq!(event["arguments"], r#"{"path":"/tmp/x"}"#, "{event}");
+    let session = event["session_id"].as_str().expect("session").to_owned();
     let approval = event["id"].as_str().expect("id");
     // A client reading the session meanwhile sees the pending approval.
     let (_, list) = h
         .get("alice", &format!("/api/sessions/{session}/approvals"))
         .await;
     assert_eq!(list["data"][0]["state"], "pending", "{list}");
+    assert_eq!(list["data"][0]["id"], approval, "{list}");
     let (status, decided) = h
         .post(
             "alice",
@@ -584,15 +627,51 @@ async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
         )
         .await;
     assert_eq!(status, 200, "{decided}");
-    while let Some(chunk) = response.chunk().await.expect("read") {
-        body.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let body = read_to_end(&mut response, body).await;
     assert_eq!(
         streamed_text(&body),
         "Tool results: deleted /tmp/x",
         "{body}"
     );
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    // The sessions API's stream, rejected this time.
+    let mut response = h
+        .as_user(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/messages"),
+            "alice",
+        )
+        .json(&json!({"stream": true, "content": r#"Again [[mock: tools=delete_file; args={"path":"/tmp/y"}]]"#}))
+        .send()
+        .await
+        .expect("sent");
+    let (body, event) = read_to_approval(&mut response).await;
+    assert_eq!(event["arguments"], r#"{"path":"/tmp/y"}"#, "{event}");
+    assert_eq!(event["session_id"], session.as_str(), "{event}");
+    let approval = event["id"].as_str().expect("id");
+    let (status, decided) = h
+        .post(
+            "alice",
+            &format!("/api/sessions/{session}/approvals/{approval}"),
+            json!({"approve": false, "reason": "keep it"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    let body = read_to_end(&mut response, body).await;
+    assert!(
+        streamed_text(&body).contains("rejected by a person: keep it"),
+        "{body}"
+    );
+    let (_, list) = h
+        .get("alice", &format!("/api/sessions/{session}/approvals"))
+        .await;
+    let states: Vec<&str> = list["data"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["state"].as_str())
+        .collect();
+    assert_eq!(states, ["approved", "rejected"], "{list}");
 }
 
 on_both_databases!(
@@ -600,6 +679,7 @@ on_both_databases!(
     a_rejected_call_tells_the_model_why,
     an_undecided_call_expires,
     a_stream_shows_the_pause_then_the_answer,
+    a_decision_taken_elsewhere_resumes_the_turn,
     a_server_tool_call_is_run_stored_and_listed,
     parallel_calls_errors_and_timeouts_go_back_to_the_model,
     invalid_arguments_and_the_step_limit,
