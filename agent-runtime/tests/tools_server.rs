@@ -609,8 +609,13 @@ async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
         .send()
         .await
         .expect("sent");
-    let (body, event) = read_to_approval(&mut response).await;
+    let (mut body, event) = read_to_approval(&mut response).await;
     assert_eq!(event["arguments"], r#"{"path":"/tmp/x"}"#, "{event}");
+    // A quiet stream gets a keep-alive comment (every 15 s).
+    while !body.contains("\n: keep-alive\n\n") {
+        let chunk = response.chunk().await.expect("read").expect("still open");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
     let session = event["session_id"].as_str().expect("session").to_owned();
     let approval = event["id"].as_str().expect("id");
     // A client reading the session meanwhile sees the pending approval.

@@ -3,7 +3,9 @@
 //! (with `stream_options.include_usage`; otherwise usage rides on the finish
 //! chunk), then `data: [DONE]`. Tool calls stream as `delta.tool_calls`
 //! pieces (id and name first, then the arguments' text). A failure midway ends with an OpenAI-style
-//! `data: {"error": ...}` event and no `[DONE]`.
+//! `data: {"error": ...}` event and no `[DONE]`. A call waiting for a
+//! person's approval is an `event: approval_required`; a stream quiet for 15 s
+//! gets a `: keep-alive` comment (ignored by SSE clients).
 
 use std::collections::VecDeque;
 
@@ -16,6 +18,9 @@ use serde_json::{Value, json};
 use crate::conversation::{TurnEvent, TurnStream};
 use crate::db::ToolApproval;
 use crate::providers::ToolCallDelta;
+
+/// How long a stream stays quiet before a keep-alive comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What every chunk repeats.
 #[derive(Clone, Debug)]
@@ -127,7 +132,16 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                 if ended {
                     return None;
                 }
-                match events.recv().await {
+                // A comment now and then keeps proxies from closing a quiet
+                // stream (a turn waiting for an approval, a slow model).
+                let next = match tokio::time::timeout(KEEP_ALIVE, events.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        queue.push_back(": keep-alive\n\n".to_owned());
+                        continue;
+                    }
+                };
+                match next {
                     Some(TurnEvent::Delta(text)) => {
                         queue.push_back(format.chunk(json!({"content": text}), None, None));
                     }
