@@ -59,6 +59,8 @@ pub struct Metrics {
     pub tool_calls: IntCounterVec,
     /// Server-side tool call duration by tool and source.
     pub tool_duration: HistogramVec,
+    /// Approvals of server-side tool calls by tool and outcome.
+    pub tool_approvals: IntCounterVec,
     /// Whether each tool source was reachable with tools at its last listing (1) or not (0).
     pub tool_source_up: IntGaugeVec,
     messages_total: AtomicU64,
@@ -214,6 +216,13 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["tool", "source"],
         )?;
+        let tool_approvals = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_tool_approvals_total",
+                "Approvals of server-side tool calls by tool and outcome (approved, rejected, expired).",
+            ),
+            &["tool", "outcome"],
+        )?;
         let tool_source_up = IntGaugeVec::new(
             Opts::new(
                 "switchboard_runtime_tool_source_up",
@@ -225,6 +234,7 @@ impl Metrics {
             Box::new(webhook_outbox_pending.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(tool_calls.clone()),
             Box::new(tool_duration.clone()),
+            Box::new(tool_approvals.clone()),
             Box::new(tool_source_up.clone()),
             Box::new(webhook_outbox_oldest_age.clone()),
             Box::new(upstream_retries.clone()),
@@ -270,6 +280,7 @@ impl Metrics {
             webhook_outbox_oldest_age,
             tool_calls,
             tool_duration,
+            tool_approvals,
             tool_source_up,
             messages_total: AtomicU64::new(0),
         })

@@ -66,6 +66,8 @@ pub fn api_router() -> OpenApiRouter<SharedState> {
         .routes(routes!(sessions::unpin))
         .routes(routes!(sessions::list_messages, sessions::post_message))
         .routes(routes!(sessions::history))
+        .routes(routes!(sessions::list_approvals))
+        .routes(routes!(sessions::decide_approval))
         .routes(routes!(sessions::stats))
         .routes(routes!(admin::failures))
         .routes(routes!(admin::list_conversations))
@@ -412,6 +414,14 @@ fn constrain_schemas(schemas: &mut Map<String, Value>, limits: &LimitsConfig) {
         );
         set(schemas, schema, "title", "pattern", json!(NOT_BLANK));
     }
+    // A rejection's reason: at most MAX_REASON_CHARS characters.
+    set(
+        schemas,
+        "ApprovalDecision",
+        "reason",
+        "maxLength",
+        json!(crate::api::sessions::MAX_REASON_CHARS),
+    );
     // An update must change something: a title or the pin.
     if let Some(update) = schemas.get_mut("UpdateSession") {
         update["anyOf"] = json!([

@@ -38,6 +38,8 @@ async fn openapi_document_matches_the_routes() {
             "/api/sessions/search",
             "/api/sessions/summaries",
             "/api/sessions/{id}",
+            "/api/sessions/{id}/approvals",
+            "/api/sessions/{id}/approvals/{approval_id}",
             "/api/sessions/{id}/archive",
             "/api/sessions/{id}/history",
             "/api/sessions/{id}/messages",
@@ -88,10 +90,10 @@ async fn openapi_document_matches_the_routes() {
             );
         }
     }
-    // 28 operations, the 26 API ones (client and admin) again per channel, the
+    // 30 operations, the 28 API ones (client and admin) again per channel, the
     // webhook receiver, the Slack Events API receiver, the Discord Interactions
     // endpoint, a web channel's config.json and its live-sync stream.
-    assert_eq!(operations, 28 + 26 + 1 + 1 + 1 + 1 + 1);
+    assert_eq!(operations, 30 + 28 + 1 + 1 + 1 + 1 + 1);
 }
 
 /// Every `$ref` in `value`.

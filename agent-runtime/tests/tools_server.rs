@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Db, Harness, sse_data};
+use common::{Db, Harness, sse_data, streamed_text};
 use crds::runtime_config::{
     ModelConfig, ModelProvider, RuntimeConfig, ToolHeaderConfig, ToolSourceConfig, ToolSourceKind,
 };
@@ -106,6 +106,15 @@ fn anthropic(config: &mut RuntimeConfig, mock: &MockLlm) {
 }
 
 async fn with_tools(db: Db, server: &McpServer, upstream: ModelProvider) -> Harness {
+    with_approval_timeout(db, server, upstream, 600).await
+}
+
+async fn with_approval_timeout(
+    db: Db,
+    server: &McpServer,
+    upstream: ModelProvider,
+    approval_timeout_seconds: u64,
+) -> Harness {
     let url = server.url.clone();
     Harness::start_with(db, move |config, mock| {
         if upstream == ModelProvider::Anthropic {
@@ -116,6 +125,7 @@ async fn with_tools(db: Db, server: &McpServer, upstream: ModelProvider) -> Harn
         config.tools.sources = vec![mcp_source("calc", &url, 3)];
         config.tools.max_steps = 3;
         config.tools.require_approval = vec!["delete_file".into()];
+        config.tools.approval_timeout_seconds = approval_timeout_seconds;
     })
     .await
 }
@@ -275,22 +285,6 @@ async fn invalid_arguments_and_the_step_limit(db: Db) {
         content.contains("arguments.a must be of type integer"),
         "{content}"
     );
-    // A tool that needs an approval never runs (approvals are not asked for yet).
-    let (status, body) = ask(
-        &h,
-        r#"Delete [[mock: tools=delete_file; args={"path":"/etc/x"}]]"#,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let content = body["choices"][0]["message"]["content"]
-        .as_str()
-        .expect("text");
-    assert!(content.contains("the call was rejected"), "{content}");
-    assert_eq!(
-        h.metric_sum(r#"switchboard_runtime_tool_calls_total{outcome="rejected""#)
-            .await,
-        1.0
-    );
     // A model that keeps asking stops at maxSteps (3) model calls.
     let before = h.mock.requests().len();
     let (status, body) = h
@@ -385,7 +379,312 @@ async fn a_dead_source_leaves_turns_without_its_tools(db: Db) {
     );
 }
 
+/// Waits until one of alice's sessions has a pending approval: the session's
+/// id and the approval.
+async fn pending_approval(h: &Harness) -> (String, Value) {
+    for _ in 0..400 {
+        let (status, sessions) = h.get("alice", "/api/sessions").await;
+        assert_eq!(status, 200, "{sessions}");
+        for session in sessions["data"].as_array().into_iter().flatten() {
+            let id = session["id"].as_str().expect("id");
+            let (status, list) = h
+                .get("alice", &format!("/api/sessions/{id}/approvals"))
+                .await;
+            assert_eq!(status, 200, "{list}");
+            if let Some(pending) = list["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["state"] == "pending")
+            {
+                return (id.to_owned(), pending.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no approval was asked for");
+}
+
+const DELETE: &str = r#"Delete [[mock: tools=delete_file; args={"path":"/tmp/x"}]]"#;
+
+async fn an_approved_call_runs(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    let decide = async {
+        let (session, pending) = pending_approval(&h).await;
+        // Listing while pending shows the call and its arguments.
+        assert_eq!(pending["tool"], "delete_file", "{pending}");
+        assert_eq!(pending["source"], "calc", "{pending}");
+        assert_eq!(pending["arguments"], r#"{"path":"/tmp/x"}"#, "{pending}");
+        assert!(pending["expires_at"].is_string(), "{pending}");
+        let approval = pending["id"].as_str().expect("id").to_owned();
+        let path = format!("/api/sessions/{session}/approvals/{approval}");
+        // Someone who cannot see the session cannot decide.
+        let (status, body) = h.post("bob", &path, json!({"approve": true})).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "session_not_found", "{body}");
+        let (status, body) = h
+            .post(
+                "alice",
+                &format!("/api/sessions/{session}/approvals/nope"),
+                json!({"approve": true}),
+            )
+            .await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "approval_not_found", "{body}");
+        let (status, body) = h.post("alice", &path, json!({"approve": true})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "approved", "{body}");
+        assert_eq!(body["decided_by"], "alice", "{body}");
+        // Deciding twice is a conflict.
+        let (status, body) = h
+            .post("alice", &path, json!({"approve": false, "reason": "late"}))
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "approval_decided", "{body}");
+    };
+    let ((status, body), ()) = tokio::join!(ask(&h, DELETE), decide);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Tool results: deleted /tmp/x",
+        "{body}"
+    );
+    let messages = stored_messages(&h).await;
+    let execution = &messages[2]["tool_execution"];
+    assert_eq!(execution["status"], "ok", "{messages:?}");
+    assert_eq!(execution["output"], "deleted /tmp/x", "{messages:?}");
+    assert_eq!(
+        h.metric_sum(
+            r#"switchboard_runtime_tool_approvals_total{outcome="approved",tool="delete_file"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+async fn a_rejected_call_tells_the_model_why(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    let decide = async {
+        let (session, pending) = pending_approval(&h).await;
+        let approval = pending["id"].as_str().expect("id");
+        let (status, body) = h
+            .post(
+                "alice",
+                &format!("/api/sessions/{session}/approvals/{approval}"),
+                json!({"approve": false, "reason": "not that file"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "rejected", "{body}");
+        assert_eq!(body["reason"], "not that file", "{body}");
+    };
+    let ((status, body), ()) = tokio::join!(ask(&h, DELETE), decide);
+    assert_eq!(status, 200, "{body}");
+    let last = h.mock.requests().pop().expect("called").body.to_string();
+    assert!(
+        last.contains("rejected by a person: not that file"),
+        "{last}"
+    );
+    let messages = stored_messages(&h).await;
+    assert_eq!(
+        messages[2]["tool_execution"]["status"], "rejected",
+        "{messages:?}"
+    );
+    assert_eq!(
+        h.metric_sum(
+            r#"switchboard_runtime_tool_approvals_total{outcome="rejected",tool="delete_file"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+async fn an_undecided_call_expires(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_approval_timeout(db, &server, ModelProvider::Openai, 2).await;
+    let (status, body) = ask(&h, DELETE).await;
+    assert_eq!(status, 200, "{body}");
+    let last = h.mock.requests().pop().expect("called").body.to_string();
+    assert!(last.contains("within 2 seconds (expired)"), "{last}");
+    let messages = stored_messages(&h).await;
+    let session = messages[0]["session_id"].as_str().expect("session");
+    let (status, list) = h
+        .get("alice", &format!("/api/sessions/{session}/approvals"))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"][0]["state"], "expired", "{list}");
+    let approval = list["data"][0]["id"].as_str().expect("id");
+    let (status, body) = h
+        .post(
+            "alice",
+            &format!("/api/sessions/{session}/approvals/{approval}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        h.metric_sum(
+            r#"switchboard_runtime_tool_approvals_total{outcome="expired",tool="delete_file"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+async fn a_decision_taken_elsewhere_resumes_the_turn(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    let decide = async {
+        let (_, pending) = pending_approval(&h).await;
+        // Written to the database only, as another pod would: no in-process wake-up.
+        let decided = h
+            .state()
+            .store
+            .decide_tool_approval(
+                pending["id"].as_str().expect("id"),
+                "approved",
+                Some("bob"),
+                None,
+            )
+            .await
+            .expect("decided");
+        assert!(decided);
+    };
+    let ((status, body), ()) = tokio::join!(ask(&h, DELETE), decide);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Tool results: deleted /tmp/x",
+        "{body}"
+    );
+}
+
+/// Reads a stream until its approval event: the body so far and the approval.
+async fn read_to_approval(response: &mut reqwest::Response) -> (String, Value) {
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = String::new();
+    while !body.contains("event: approval_required") {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("read")
+            .expect("more before the pause");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let frame = body
+        .split("\n\n")
+        .find(|f| f.starts_with("event: approval_required"))
+        .expect("frame");
+    let chunk: Value = serde_json::from_str(
+        frame
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data"),
+    )
+    .expect("json");
+    // Also a chunk (no choices) for clients that ignore the event's name.
+    assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+    assert_eq!(chunk["choices"], json!([]), "{chunk}");
+    let event = chunk["approval"].clone();
+    assert_eq!(event["tool"], "delete_file", "{event}");
+    assert!(event["expires_at"].is_string(), "{event}");
+    (body, event)
+}
+
+/// Reads the rest of a stream after `body`.
+async fn read_to_end(response: &mut reqwest::Response, mut body: String) -> String {
+    while let Some(chunk) = response.chunk().await.expect("read") {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    body
+}
+
+async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    // The OpenAI route.
+    let mut response = h
+        .as_user(reqwest::Method::POST, "/v1/chat/completions", "alice")
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": DELETE}]}))
+        .send()
+        .await
+        .expect("sent");
+    let (mut body, event) = read_to_approval(&mut response).await;
+    assert_eq!(event["arguments"], r#"{"path":"/tmp/x"}"#, "{event}");
+    // A quiet stream gets a keep-alive comment (every 15 s).
+    while !body.contains("\n: keep-alive\n\n") {
+        let chunk = response.chunk().await.expect("read").expect("still open");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let session = event["session_id"].as_str().expect("session").to_owned();
+    let approval = event["id"].as_str().expect("id");
+    // A client reading the session meanwhile sees the pending approval.
+    let (_, list) = h
+        .get("alice", &format!("/api/sessions/{session}/approvals"))
+        .await;
+    assert_eq!(list["data"][0]["state"], "pending", "{list}");
+    assert_eq!(list["data"][0]["id"], approval, "{list}");
+    let (status, decided) = h
+        .post(
+            "alice",
+            &format!("/api/sessions/{session}/approvals/{approval}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    let body = read_to_end(&mut response, body).await;
+    assert_eq!(
+        streamed_text(&body),
+        "Tool results: deleted /tmp/x",
+        "{body}"
+    );
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    // The sessions API's stream, rejected this time.
+    let mut response = h
+        .as_user(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/messages"),
+            "alice",
+        )
+        .json(&json!({"stream": true, "content": r#"Again [[mock: tools=delete_file; args={"path":"/tmp/y"}]]"#}))
+        .send()
+        .await
+        .expect("sent");
+    let (body, event) = read_to_approval(&mut response).await;
+    assert_eq!(event["arguments"], r#"{"path":"/tmp/y"}"#, "{event}");
+    assert_eq!(event["session_id"], session.as_str(), "{event}");
+    let approval = event["id"].as_str().expect("id");
+    let (status, decided) = h
+        .post(
+            "alice",
+            &format!("/api/sessions/{session}/approvals/{approval}"),
+            json!({"approve": false, "reason": "keep it"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    let body = read_to_end(&mut response, body).await;
+    assert!(
+        streamed_text(&body).contains("rejected by a person: keep it"),
+        "{body}"
+    );
+    let (_, list) = h
+        .get("alice", &format!("/api/sessions/{session}/approvals"))
+        .await;
+    let states: Vec<&str> = list["data"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["state"].as_str())
+        .collect();
+    assert_eq!(states, ["approved", "rejected"], "{list}");
+}
+
 on_both_databases!(
+    an_approved_call_runs,
+    a_rejected_call_tells_the_model_why,
+    an_undecided_call_expires,
+    a_stream_shows_the_pause_then_the_answer,
+    a_decision_taken_elsewhere_resumes_the_turn,
     a_server_tool_call_is_run_stored_and_listed,
     parallel_calls_errors_and_timeouts_go_back_to_the_model,
     invalid_arguments_and_the_step_limit,

@@ -253,6 +253,80 @@ impl From<db::ToolExecution> for ToolExecution {
     }
 }
 
+/// Where an approval stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalState {
+    /// Waiting for a person's decision.
+    Pending,
+    /// Approved: the tool ran.
+    Approved,
+    /// Rejected by a person: the model got the reason.
+    Rejected,
+    /// Not decided in time: rejected.
+    Expired,
+}
+
+/// A server-side tool call that waits (or waited) for a person's approval.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ToolApproval {
+    /// Approval id (decide with `POST /api/sessions/{id}/approvals/{approval_id}`).
+    pub id: String,
+    /// The session.
+    pub session_id: String,
+    /// The assistant message that asked for the call.
+    pub message_id: String,
+    /// The call's id.
+    pub tool_call_id: String,
+    /// The tool, as the model named it.
+    pub tool: String,
+    /// The source offering it.
+    pub source: String,
+    /// The call's arguments as the model wrote them (JSON text).
+    pub arguments: String,
+    /// Where it stands.
+    pub state: ApprovalState,
+    /// When it was asked for.
+    pub requested_at: DateTime<Utc>,
+    /// When it expires undecided.
+    pub expires_at: DateTime<Utc>,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// When it was decided.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The reason given with a rejection.
+    pub reason: Option<String>,
+}
+
+impl From<db::ToolApproval> for ToolApproval {
+    fn from(a: db::ToolApproval) -> Self {
+        let now = Utc::now().timestamp_millis();
+        let state = match a.state.as_str() {
+            "approved" => ApprovalState::Approved,
+            "rejected" => ApprovalState::Rejected,
+            "expired" => ApprovalState::Expired,
+            // Past its time with nobody waiting any more (its pod gone): expired.
+            _ if a.expires_at < now - 5_000 => ApprovalState::Expired,
+            _ => ApprovalState::Pending,
+        };
+        Self {
+            id: a.id,
+            session_id: a.session_id,
+            message_id: a.message_id,
+            tool_call_id: a.tool_call_id,
+            tool: a.tool,
+            source: a.source,
+            arguments: a.arguments,
+            state,
+            requested_at: DateTime::from_timestamp_millis(a.requested_at).unwrap_or_default(),
+            expires_at: DateTime::from_timestamp_millis(a.expires_at).unwrap_or_default(),
+            decided_by: a.decided_by,
+            decided_at: a.decided_at.and_then(DateTime::from_timestamp_millis),
+            reason: a.reason,
+        }
+    }
+}
+
 impl Message {
     /// Attaches each execution to the tool message holding its result.
     pub fn with_executions(messages: &mut [Message], executions: Vec<db::ToolExecution>) {

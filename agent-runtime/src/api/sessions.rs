@@ -614,3 +614,112 @@ pub async fn stats(
 ) -> Result<Json<UserStats>, ApiError> {
     Ok(Json(state.store.stats(&caller.user(None)?).await?.into()))
 }
+
+/// A session's approvals of server-side tool calls.
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalList {
+    /// Pending and decided approvals, oldest first.
+    pub data: Vec<dto::ToolApproval>,
+}
+
+/// Lists a session's approvals of server-side tool calls (pending and
+/// decided), with each call's arguments.
+#[utoipa::path(get, path = "/api/sessions/{id}/approvals", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = ApprovalList), (status = 404, body = ErrorBody)))]
+pub async fn list_approvals(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Json<ApprovalList>, ApiError> {
+    let user = caller.user(None)?;
+    state.store.get_session(&user, &id).await?;
+    let data = state.store.tool_approvals(&id).await?;
+    Ok(Json(ApprovalList {
+        data: dto::convert(data),
+    }))
+}
+
+/// A person's decision on a tool call.
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct ApprovalDecision {
+    /// `true`: the tool runs; `false`: the model is told the call was rejected.
+    pub approve: bool,
+    /// Why it was rejected (the model gets it).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Longest rejection reason, in characters.
+pub const MAX_REASON_CHARS: usize = 2000;
+
+/// Approves or rejects a pending tool call: the waiting turn goes on (the
+/// tool runs, or the model gets "rejected by a person: <reason>").
+#[utoipa::path(post, path = "/api/sessions/{id}/approvals/{approval_id}", tag = "sessions",
+    params(("id" = String, Path), ("approval_id" = String, Path)),
+    request_body = ApprovalDecision,
+    responses((status = 200, body = dto::ToolApproval), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already decided or expired", body = ErrorBody)))]
+pub async fn decide_approval(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path((id, approval_id)): extract::Path<(String, String)>,
+    extract::Json(body): extract::Json<ApprovalDecision>,
+) -> Result<Json<dto::ToolApproval>, ApiError> {
+    let user = caller.user(None)?;
+    if let Some(reason) = &body.reason
+        && reason.chars().count() > MAX_REASON_CHARS
+    {
+        return Err(ApiError::bad_field(
+            "invalid_request",
+            "reason",
+            format!("reason must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    state.store.get_session(&user, &id).await?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "approval_not_found",
+            format!("no approval {approval_id:?} in session {id:?}"),
+        )
+    };
+    let current = state
+        .store
+        .tool_approval(&id, &approval_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let conflict = |row: &crate::db::ToolApproval| {
+        let shown = dto::ToolApproval::from(row.clone());
+        let state = serde_json::to_value(shown.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "approval_decided",
+            format!("approval {approval_id:?} is {state} already: it cannot be decided again"),
+        )
+    };
+    if !current.is_pending() || current.expires_at < chrono::Utc::now().timestamp_millis() {
+        return Err(conflict(&current));
+    }
+    let (outcome, reason) = if body.approve {
+        ("approved", None)
+    } else {
+        ("rejected", body.reason.as_deref())
+    };
+    let decided = state
+        .store
+        .decide_tool_approval(&approval_id, outcome, Some(&user), reason)
+        .await?;
+    let row = state
+        .store
+        .tool_approval(&id, &approval_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !decided {
+        return Err(conflict(&row));
+    }
+    state.tools.approval_decided(&approval_id);
+    Ok(Json(row.into()))
+}

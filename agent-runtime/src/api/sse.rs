@@ -3,7 +3,9 @@
 //! (with `stream_options.include_usage`; otherwise usage rides on the finish
 //! chunk), then `data: [DONE]`. Tool calls stream as `delta.tool_calls`
 //! pieces (id and name first, then the arguments' text). A failure midway ends with an OpenAI-style
-//! `data: {"error": ...}` event and no `[DONE]`.
+//! `data: {"error": ...}` event and no `[DONE]`. A call waiting for a
+//! person's approval is an `event: approval_required`; a stream quiet for 15 s
+//! gets a `: keep-alive` comment (ignored by SSE clients).
 
 use std::collections::VecDeque;
 
@@ -14,7 +16,11 @@ use futures::stream;
 use serde_json::{Value, json};
 
 use crate::conversation::{TurnEvent, TurnStream};
+use crate::db::ToolApproval;
 use crate::providers::ToolCallDelta;
+
+/// How long a stream stays quiet before a keep-alive comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What every chunk repeats.
 #[derive(Clone, Debug)]
@@ -79,6 +85,31 @@ fn tool_call_delta(piece: &ToolCallDelta) -> Value {
     json!({"tool_calls": [call]})
 }
 
+/// A server-side tool call waiting for a person's approval, as a named event
+/// (`event: approval_required`) whose data are also a valid chunk with no
+/// choices (OpenAI's SDKs hand any event's data to their caller as a chunk),
+/// the approval under `approval`: the turn goes on once it is decided.
+fn approval_event(format: &ChunkFormat, approval: &ToolApproval) -> String {
+    let data = json!({
+        "id": format.id,
+        "object": "chat.completion.chunk",
+        "created": format.created,
+        "model": format.model,
+        "system_fingerprint": null,
+        "choices": [],
+        "approval": {
+            "id": approval.id,
+            "session_id": approval.session_id,
+            "tool": approval.tool,
+            "arguments": approval.arguments,
+            "expires_at": chrono::DateTime::from_timestamp_millis(approval.expires_at)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+    });
+    format!("event: approval_required\ndata: {data}\n\n")
+}
+
 /// OpenAI's usage object.
 pub fn usage_json(prompt: i64, completion: i64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
@@ -101,12 +132,24 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                 if ended {
                     return None;
                 }
-                match events.recv().await {
+                // A comment now and then keeps proxies from closing a quiet
+                // stream (a turn waiting for an approval, a slow model).
+                let next = match tokio::time::timeout(KEEP_ALIVE, events.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        queue.push_back(": keep-alive\n\n".to_owned());
+                        continue;
+                    }
+                };
+                match next {
                     Some(TurnEvent::Delta(text)) => {
                         queue.push_back(format.chunk(json!({"content": text}), None, None));
                     }
                     Some(TurnEvent::ToolCall(piece)) => {
                         queue.push_back(format.chunk(tool_call_delta(&piece), None, None));
+                    }
+                    Some(TurnEvent::ApprovalRequired(approval)) => {
+                        queue.push_back(approval_event(&format, &approval));
                     }
                     Some(TurnEvent::Done(answer)) => {
                         let usage = usage_json(

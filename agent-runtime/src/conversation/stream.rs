@@ -16,7 +16,7 @@ use super::turn::{
     Answer, Call, CallEnd, InputWrite, Turn, answer_budget_spent, build_request,
     handle_chain_failure, input_written, settle, turn_span,
 };
-use crate::db::{Message, NewMessage};
+use crate::db::{Message, NewMessage, ToolApproval};
 use crate::providers::{
     ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent, StreamVerdict, ToolCall,
     ToolCallDelta,
@@ -30,6 +30,9 @@ pub enum TurnEvent {
     Delta(String),
     /// A piece of a tool call (the first piece of each call has its id and name).
     ToolCall(ToolCallDelta),
+    /// A server-side tool call waits for a person's approval; the turn goes
+    /// on once it is decided (or expired).
+    ApprovalRequired(Box<ToolApproval>),
     /// Done and stored.
     Done(Box<Answer>),
     /// Failed midway; the partial answer is stored with the error.
@@ -256,7 +259,7 @@ impl Streaming {
             message: Box::new(asked.clone()),
             error,
         };
-        super::tool_loop::run_calls(&state, &mut self.turn, asked, calls)
+        super::tool_loop::run_calls(&state, &mut self.turn, asked, calls, Some(&self.tx))
             .await
             .map_err(|e| failed(e.to_string()))?;
         self.request = build_request(&state, &self.turn).map_err(|e| failed(e.to_string()))?;

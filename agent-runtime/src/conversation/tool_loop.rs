@@ -16,8 +16,9 @@ use tracing::Instrument;
 
 use super::ConversationError;
 use super::record::Anchor;
+use super::stream::TurnEvent;
 use super::turn::{CallEnd, Turn};
-use crate::db::{Message, NewMessage, ToolExecution};
+use crate::db::{Message, NewMessage, ToolApproval, ToolExecution};
 use crate::domain::{Role, chain_hash_with_tools};
 use crate::providers::{ChatRequest, PromptMessage, ToolCall};
 use crate::state::AppState;
@@ -101,8 +102,142 @@ impl Outcome {
     }
 }
 
-/// Runs one call under an `execute_tool` span.
-async fn execute(state: &AppState, call: ToolCall, tool: Option<ServerTool>) -> Outcome {
+/// Where a call belongs and who hears of a pause for approval.
+pub(super) struct CallContext<'a> {
+    /// The stored answer that asked for the calls.
+    pub asked: &'a Message,
+    /// A streamed turn's consumer (told of each approval asked for).
+    pub events: Option<&'a tokio::sync::mpsc::Sender<TurnEvent>>,
+}
+
+/// Asks for a person's approval of `call` and waits for the decision (woken
+/// in this process by the decision route, and reading the row every second so
+/// that a decision taken through another pod counts too), at most
+/// `tools.approvalTimeoutSeconds`: no decision by then is a rejection.
+async fn await_approval(
+    state: &AppState,
+    call: &ToolCall,
+    tool: &ServerTool,
+    ctx: &CallContext<'_>,
+) -> Result<(), ToolError> {
+    let timeout = state.tools.config().approval_timeout_seconds;
+    let now = chrono::Utc::now().timestamp_millis();
+    let pending = ToolApproval {
+        id: NewMessage::new_id(),
+        session_id: ctx.asked.session_id.clone(),
+        message_id: ctx.asked.id.clone(),
+        tool_call_id: call.id.clone(),
+        tool: tool.name.clone(),
+        source: tool.source.clone(),
+        arguments: call.arguments.clone(),
+        requested_at: now,
+        expires_at: now.saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX / 2) * 1000),
+        state: "pending".to_owned(),
+        decided_by: None,
+        decided_at: None,
+        reason: None,
+    };
+    let wake = state.tools.approval_waiter(&pending.id);
+    if let Err(e) = state.store.add_tool_approval(&pending).await {
+        state.tools.approval_settled(&pending.id);
+        tracing::error!(error = %e, "could not store an approval request");
+        return Err(ToolError::Unavailable(
+            "the approval could not be asked for (storage failed)".to_owned(),
+        ));
+    }
+    tracing::info!(approval = %pending.id, tool = %tool.name, "tool call waits for a person's approval");
+    if let Some(events) = ctx.events {
+        // A consumer gone already reads the pending approval from the session.
+        let _ = events
+            .send(TurnEvent::ApprovalRequired(Box::new(pending.clone())))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let decided = loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(APPROVAL_POLL) => {}
+            () = tokio::time::sleep_until(deadline) => break None,
+            () = state.lifecycle.cancelled() => {
+                state.tools.approval_settled(&pending.id);
+                return Err(ToolError::Rejected(
+                    "the runtime shut down before anyone decided on this call".to_owned(),
+                ));
+            }
+        }
+        match state
+            .store
+            .tool_approval(&pending.session_id, &pending.id)
+            .await
+        {
+            Ok(Some(row)) if !row.is_pending() => break Some(row),
+            Ok(Some(_)) => {}
+            Ok(None) => break None,
+            Err(e) => tracing::warn!(error = %e, "could not read an approval: read again"),
+        }
+    };
+    let decided = match decided {
+        Some(row) => Some(row),
+        None => {
+            // Expire it, unless a decision came in at the last moment.
+            match state
+                .store
+                .decide_tool_approval(&pending.id, "expired", None, None)
+                .await
+            {
+                Ok(true) => None,
+                Ok(false) => state
+                    .store
+                    .tool_approval(&pending.session_id, &pending.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|row| !row.is_pending()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not mark an approval expired");
+                    None
+                }
+            }
+        }
+    };
+    state.tools.approval_settled(&pending.id);
+    let outcome = decided
+        .as_ref()
+        .map(|row| row.state.as_str())
+        .unwrap_or("expired");
+    state
+        .metrics
+        .tool_approvals
+        .with_label_values(&[tool.name.as_str(), outcome])
+        .inc();
+    tracing::info!(approval = %pending.id, tool = %tool.name, outcome, "approval decided");
+    match decided {
+        Some(row) if row.state == "approved" => Ok(()),
+        Some(row) if row.state == "rejected" => Err(ToolError::Rejected(format!(
+            "rejected by a person: {}",
+            row.reason
+                .as_deref()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or("no reason given")
+        ))),
+        _ => Err(ToolError::Rejected(format!(
+            "rejected: no one approved the call within {timeout} seconds (expired)"
+        ))),
+    }
+}
+
+/// How often a waiting turn reads its approval (decisions taken through
+/// another pod).
+const APPROVAL_POLL: Duration = Duration::from_secs(1);
+
+/// Runs one call under an `execute_tool` span (after its approval when the
+/// tool needs one; the duration leaves the wait out).
+async fn execute(
+    state: &AppState,
+    call: ToolCall,
+    tool: Option<ServerTool>,
+    ctx: &CallContext<'_>,
+) -> Outcome {
     let span = tracing::info_span!(
         "execute_tool",
         otel.name = %format_args!("execute_tool {}", call.name),
@@ -115,11 +250,9 @@ async fn execute(state: &AppState, call: ToolCall, tool: Option<ServerTool>) -> 
         error.type = tracing::field::Empty,
         tool.source = tool.as_ref().map(|t| t.source.as_str()).unwrap_or(""),
     );
-    let started_at = chrono::Utc::now().timestamp_millis();
-    let started = Instant::now();
     let source = tool.as_ref().map(|t| t.source.clone()).unwrap_or_default();
-    let result = async {
-        let Some(tool) = tool else {
+    let ready = async {
+        let Some(tool) = tool.as_ref() else {
             return Err(ToolError::Unavailable(format!(
                 "no tool named {} is available now",
                 call.name
@@ -127,17 +260,25 @@ async fn execute(state: &AppState, call: ToolCall, tool: Option<ServerTool>) -> 
         };
         let arguments =
             schema::check(&tool.schema, &call.arguments).map_err(ToolError::InvalidArguments)?;
-        // Approvals are not asked for yet: a tool that needs one never runs.
         if state.tools.needs_approval(&tool.name) {
-            return Err(ToolError::Rejected(
-                "this tool needs a person's approval, which this runtime cannot ask for yet"
-                    .to_owned(),
-            ));
+            await_approval(state, &call, tool, ctx).await?;
         }
-        state.tools.call(&tool, arguments).await
+        Ok((tool, arguments))
     }
     .instrument(span.clone())
     .await;
+    let started_at = chrono::Utc::now().timestamp_millis();
+    let started = Instant::now();
+    let result = match ready {
+        Ok((tool, arguments)) => {
+            state
+                .tools
+                .call(tool, arguments)
+                .instrument(span.clone())
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let duration = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
@@ -175,10 +316,12 @@ pub(super) async fn run_calls(
     turn: &mut Turn,
     asked: &Message,
     calls: Vec<ToolCall>,
+    events: Option<&tokio::sync::mpsc::Sender<TurnEvent>>,
 ) -> Result<(), ConversationError> {
+    let ctx = CallContext { asked, events };
     let outcomes = join_all(calls.into_iter().map(|call| {
         let tool = state.tools.find(&call.name);
-        execute(state, call, tool)
+        execute(state, call, tool, &ctx)
     }))
     .await;
     let mut parent = Anchor::of(asked);

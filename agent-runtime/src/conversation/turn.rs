@@ -503,7 +503,7 @@ async fn complete_in(
                 finish_reason: settled.finish_reason.unwrap_or_default(),
             });
         }
-        super::tool_loop::run_calls(state, &mut turn, &message, calls).await?;
+        super::tool_loop::run_calls(state, &mut turn, &message, calls, None).await?;
         step += 1;
     }
 }

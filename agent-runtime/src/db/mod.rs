@@ -16,6 +16,7 @@ mod search;
 mod sessions;
 mod spend;
 mod stats;
+mod tool_approvals;
 mod tool_executions;
 
 use std::str::FromStr;
@@ -38,6 +39,7 @@ pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
 pub use spend::WindowSpend;
 pub use stats::UserStats;
+pub use tool_approvals::ToolApproval;
 pub use tool_executions::ToolExecution;
 
 use crate::settings::DatabaseTarget;

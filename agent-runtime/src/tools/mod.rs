@@ -14,7 +14,7 @@ mod mcp;
 pub mod schema;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crds::runtime_config::{ToolSourceConfig, ToolSourceKind, ToolsConfig};
@@ -47,8 +47,8 @@ pub enum ToolError {
     /// The source could not be reached.
     #[error("the tool's server could not be reached: {0}")]
     Unavailable(String),
-    /// A person rejected the call (or nobody decided in time).
-    #[error("the call was rejected: {0}")]
+    /// A person rejected the call (or nobody decided in time); the text says which.
+    #[error("{0}")]
     Rejected(String),
 }
 
@@ -117,6 +117,8 @@ pub struct ToolRegistry {
     metrics: Arc<Metrics>,
     snapshot: RwLock<Arc<Snapshot>>,
     wake: Notify,
+    /// Turns waiting for an approval's decision, by approval id.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 fn timeout_of(source: &ToolSourceConfig) -> Duration {
@@ -140,6 +142,7 @@ impl ToolRegistry {
             metrics,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             wake: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
         }
     }
 
@@ -182,6 +185,32 @@ impl ToolRegistry {
     /// Whether calls to `name` wait for a person's approval.
     pub fn needs_approval(&self, name: &str) -> bool {
         self.config.require_approval.iter().any(|n| n == name)
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        match self.waiters.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// What wakes the turn waiting for approval `id` (registered until
+    /// [`Self::approval_settled`]).
+    pub fn approval_waiter(&self, id: &str) -> Arc<Notify> {
+        self.waiters().entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Wakes the turn waiting for approval `id` in this process, if any (it
+    /// reads the decision from the database).
+    pub fn approval_decided(&self, id: &str) {
+        if let Some(notify) = self.waiters().get(id) {
+            notify.notify_one();
+        }
+    }
+
+    /// Forgets the waiter of approval `id`.
+    pub fn approval_settled(&self, id: &str) {
+        self.waiters().remove(id);
     }
 
     /// Lists every source again now (MCP sources connect anew when their
