@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use agent_runtime::channels::SLACK_API_URL_ENV;
+use agent_runtime::channels::{DISCORD_API_PROXY_ENV, DISCORD_GATEWAY_URL_ENV, SLACK_API_URL_ENV};
 use mock_chatapps::slack::{self, EventsSender, SlackMock};
 use serde_json::json;
 use switchboard_tests::mock_llm::MockLlm;
@@ -16,6 +16,8 @@ const BOT_TOKEN: &str = "xoxb-test-bot-token";
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
 const TEAM: &str = "T0TEAM00001";
 const CHANNEL: &str = "C0CHAN00001";
+const DISCORD_TOKEN: &str = "discord-bot-token-from-the-secret";
+const DISCORD_APP: &str = "1100000000000000000";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn mention(text: &str, ts: &str, thread: Option<&str>, event_id: &str) -> serde_json::Value {
@@ -47,7 +49,7 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "support-slack"},
         "stringData": {"bot-token": BOT_TOKEN, "signing-secret": SIGNING_SECRET,
-            "app-token": "xapp-1-not-the-apps-token"},
+            "app-token": "xapp-1-not-the-apps-token", "discord-token": DISCORD_TOKEN},
     }))
     .expect("secret");
     secrets
@@ -84,6 +86,27 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         .await
         .expect("socket channel created");
 
+    // A Discord channel whose bot token is read from the same Secret.
+    let discord_channel: crds::ChatChannel = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+        "metadata": {"name": "support-discord"},
+        "spec": {"agentRef": {"name": "support"}, "type": "discord", "discord": {
+            "botTokenRef": {"name": "support-slack", "key": "discord-token"},
+            "applicationId": DISCORD_APP}},
+    }))
+    .expect("channel");
+    channels
+        .create(&PostParams::default(), &discord_channel)
+        .await
+        .expect("discord channel created");
+    let discord = mock_chatapps::discord::DiscordMock::start(
+        DISCORD_TOKEN,
+        DISCORD_APP,
+        Duration::from_millis(500),
+    )
+    .await
+    .expect("mock Discord");
+
     let slack = SlackMock::start(BOT_TOKEN, "xapp-1-the-apps-token")
         .await
         .expect("mock Slack");
@@ -107,6 +130,8 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         .env("POD_NAME", "support-abc")
         .env("POD_NAMESPACE", ns.name())
         .env(SLACK_API_URL_ENV, slack.api_url())
+        .env(DISCORD_GATEWAY_URL_ENV, discord.gateway_url())
+        .env(DISCORD_API_PROXY_ENV, discord.rest_addr().to_string())
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(&log).expect("log file"))
         .stderr(std::process::Stdio::inherit())
@@ -167,6 +192,14 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
     .await;
     assert_eq!(refused.0, "False");
     assert_eq!(refused.2, "apps.connections.open: invalid_auth");
+    // The Discord bot connected with the token read from the cluster Secret (the
+    // mock Gateway closes with 4004 for any other token).
+    let gateway = eventually(WAIT, "Connected on support-discord", || {
+        let get = connected("support-discord");
+        async move { get().await.filter(|c| c.1 == "Connected") }
+    })
+    .await;
+    assert_eq!(gateway.0, "True");
     // The operator's status apply (its own field manager, without Connected)
     // leaves the runtime's condition in place.
     let operator_status = json!({
@@ -195,7 +228,8 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
     assert!(
         !logged.contains(BOT_TOKEN)
             && !logged.contains(SIGNING_SECRET)
-            && !logged.contains("xapp-1-not-the-apps-token"),
+            && !logged.contains("xapp-1-not-the-apps-token")
+            && !logged.contains(DISCORD_TOKEN),
         "no secret in the log"
     );
 }
