@@ -17,6 +17,7 @@ use crds::runtime_config::{
 };
 
 pub mod activity;
+pub mod connection;
 pub mod signing;
 pub mod webhook;
 
@@ -359,7 +360,7 @@ pub struct ChannelRegistry {
     /// Messages and sessions per channel, seen by this pod.
     pub activity: ChannelActivityCounter,
     /// Connection state of the `slack` and `discord` channels this pod connects.
-    pub connections: crate::channels::connection::ConnectionStates,
+    pub connections: connection::ConnectionStates,
 }
 
 impl ChannelRegistry {
@@ -382,7 +383,7 @@ impl ChannelRegistry {
             activity: ChannelActivityCounter::new(Duration::from_secs(
                 u64::from(idle_minutes) * 60,
             )),
-            connections: crate::channels::connection::ConnectionStates::default(),
+            connections: connection::ConnectionStates::default(),
         }
     }
 

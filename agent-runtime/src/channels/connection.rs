@@ -1,92 +1,15 @@
-//! The connection state of this pod's `slack` and `discord` channels: what the
-//! Slack Socket Mode connection, the Slack `auth.test` check and the Discord
-//! Gateway last saw (Connected, Reconnecting, Unauthorized with the platform's
-//! own message, never a token). The runtime reports it as the ChatChannel's
-//! `Connected` condition ([`report`]); an admin API can read the snapshot.
+//! Reports this pod's chat-app connection states (kept with the channel
+//! registry, [`crate::channel_registry::connection`]) as each ChatChannel's
+//! `Connected` condition ([`report`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use crds::ChatChannel;
-use crds::channel::ConnectionState;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// One channel's connection as this pod sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Connection {
-    /// Connected, Reconnecting or Unauthorized.
-    pub state: ConnectionState,
-    /// Human-readable detail: the platform's error code or close reason.
-    pub message: String,
-}
-
-/// The states per channel name, with a change signal for the reporter.
-#[derive(Clone, Debug)]
-pub struct ConnectionStates {
-    inner: Arc<Mutex<BTreeMap<String, Connection>>>,
-    changed: watch::Sender<u64>,
-}
-
-impl Default for ConnectionStates {
-    fn default() -> Self {
-        Self {
-            inner: Arc::default(),
-            changed: watch::channel(0).0,
-        }
-    }
-}
-
-impl ConnectionStates {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Connection>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records `channel`'s state; a change (only) wakes the reporter.
-    pub fn set(&self, channel: &str, state: ConnectionState, message: impl Into<String>) {
-        let new = Connection {
-            state,
-            message: message.into(),
-        };
-        let changed = {
-            let mut map = self.lock();
-            if map.get(channel) == Some(&new) {
-                false
-            } else {
-                map.insert(channel.to_owned(), new.clone());
-                true
-            }
-        };
-        if changed {
-            tracing::info!(channel, state = state.reason(), message = %new.message, "channel connection state");
-            self.changed.send_modify(|v| *v += 1);
-        }
-    }
-
-    /// Forgets a channel this pod no longer connects.
-    pub fn remove(&self, channel: &str) {
-        if self.lock().remove(channel).is_some() {
-            self.changed.send_modify(|v| *v += 1);
-        }
-    }
-
-    /// `channel`'s state, if this pod has one.
-    pub fn get(&self, channel: &str) -> Option<Connection> {
-        self.lock().get(channel).cloned()
-    }
-
-    /// Every channel's state, by name.
-    pub fn snapshot(&self) -> BTreeMap<String, Connection> {
-        self.lock().clone()
-    }
-
-    /// A receiver that sees every change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-}
+pub use crate::channel_registry::connection::{Connection, ConnectionStates};
 
 /// The field manager of the `Connected` condition: one for every runtime pod
 /// (the last pod to see a change states it), distinct from the operator's so
@@ -145,6 +68,7 @@ pub async fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crds::channel::ConnectionState;
 
     #[test]
     fn states_change_and_patch_carries_only_the_condition() {
