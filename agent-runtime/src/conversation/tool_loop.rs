@@ -57,8 +57,10 @@ pub(super) fn plan(state: &AppState, turn: &Turn, end: &mut CallEnd, step: u32) 
         return Vec::new();
     }
     if !client.is_empty() {
-        tracing::info!(
-            server = server.len(),
+        // Not silent: the operator sees each left-out call by name.
+        let left_out: Vec<&str> = server.iter().map(|c| c.name.as_str()).collect();
+        tracing::warn!(
+            tools = ?left_out,
             "the answer calls client-side and server-side tools: the server-side calls are left out"
         );
         end.tool_calls = client;
