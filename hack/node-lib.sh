@@ -51,6 +51,8 @@ CNI_CONF_DIR="${STATE}/cni/net.d"
 FWD_CHAIN=SWITCHBOARD-FORWARD
 DNAT_CHAIN=SWITCHBOARD-HOST
 INPUT_CHAIN=SWITCHBOARD-INPUT
+# The state dir of the cluster whose network is up (one per machine).
+NODE_OWNER=/run/switchboard-node.owner
 
 ctr_node() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
@@ -91,11 +93,20 @@ ipt() { iptables -w 5 "$@"; }
 
 network_up() {
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
-    die "bridge ${BRIDGE} exists already: another local cluster with a real node runs on this machine (one per machine), or a stale one; stop it (make cluster-down in its worktree) or: ip link del ${BRIDGE}"
+    local owner
+    owner=$(cat "$NODE_OWNER" 2>/dev/null || true)
+    if node_procs_alive; then
+      die "bridge ${BRIDGE} belongs to another local cluster with a real node that is running${owner:+ (state ${owner})}: one per machine; stop it (make cluster-down in its worktree)"
+    fi
+    # Nothing runs on it: a cluster that was never stopped (its processes
+    # killed, the machine's network left as it was). Its bridge and chains go.
+    log "removing the network of a stopped cluster${owner:+ (state ${owner})}: bridge ${BRIDGE} and our iptables chains, with no process of a node left"
+    network_remove
   fi
   # From here on the bridge and the chains are this state's: only then does
   # network_down remove them (a failed up must not tear down another cluster's).
   : >"${STATE}/network.owned"
+  echo "$STATE" >"$NODE_OWNER"
   # The machine's sysctls that we or the kubelet change, restored on down. The
   # kubelet sets vm.overcommit_memory=1, kernel.panic=10 and
   # kernel.panic_on_oops=1, as on every Kubernetes node (its only other choice,
@@ -151,8 +162,29 @@ network_up() {
   ipt -I INPUT 1 -p tcp --dport "$API_PORT" -m comment --comment "switchboard apiserver" -j "$INPUT_CHAIN"
 }
 
+# node_procs_alive: a kubelet or kube-proxy of a local cluster's real node (ours
+# or another worktree's) runs, or a containerd of a cluster state.
+node_procs_alive() {
+  pgrep -f -- "--hostname-override=${REAL_NODE}" >/dev/null 2>&1 && return 0
+  local owner
+  owner=$(cat "$NODE_OWNER" 2>/dev/null || true)
+  [[ -n "$owner" ]] && pgrep -f -- "containerd --config ${owner}/containerd/config.toml" >/dev/null 2>&1
+}
+
 network_down() {
   [[ -f "${STATE}/network.owned" ]] || return 0
+  rm -f "${STATE}/network.owned"
+  local owner
+  owner=$(cat "$NODE_OWNER" 2>/dev/null || true)
+  # Another cluster took the network over after ours was killed: it is theirs.
+  [[ -z "$owner" || "$owner" == "$STATE" ]] || return 0
+  network_remove
+  rm -f "$NODE_OWNER"
+}
+
+# network_remove: the bridge, our chains and the rules that jump to them,
+# whichever cluster state made them.
+network_remove() {
   ipt -D FORWARD -m comment --comment "switchboard pod network" -j "$FWD_CHAIN" 2>/dev/null || true
   ipt -F "$FWD_CHAIN" 2>/dev/null && ipt -X "$FWD_CHAIN" 2>/dev/null || true
   ipt -t nat -D PREROUTING -m comment --comment "switchboard host services" -j "$DNAT_CHAIN" 2>/dev/null || true
@@ -160,9 +192,11 @@ network_down() {
   ipt -t nat -D OUTPUT -d "$NODE_IP" -p tcp -m comment --comment "switchboard host services (local)" -j DNAT --to-destination 127.0.0.1 2>/dev/null || true
   ipt -t nat -D INPUT -d 127.0.0.1 -m conntrack --ctstate DNAT --ctorigdst "$NODE_IP" -m comment --comment "switchboard: host services see loopback clients" -j SNAT --to-source 127.0.0.1 2>/dev/null || true
   ipt -t nat -D POSTROUTING -o lo -m conntrack --ctstate DNAT --ctorigdst "$NODE_IP" -m comment --comment "switchboard: host services see loopback clients" -j SNAT --to-source 127.0.0.1 2>/dev/null || true
-  local port
-  port=$(sed -n 's/^API_PORT=//p' "${STATE}/ports.env" 2>/dev/null || true)
-  [[ -z "$port" ]] || ipt -D INPUT -p tcp --dport "$port" -m comment --comment "switchboard apiserver" -j "$INPUT_CHAIN" 2>/dev/null || true
+  local rule
+  while read -r rule; do
+    # shellcheck disable=SC2086 # the rule's words, as iptables -S printed them
+    eval "ipt -D ${rule#-A }" 2>/dev/null || true
+  done < <(ipt -S INPUT 2>/dev/null | grep -F -- "-j ${INPUT_CHAIN}" || true)
   ipt -F "$INPUT_CHAIN" 2>/dev/null && ipt -X "$INPUT_CHAIN" 2>/dev/null || true
   ip link del "$BRIDGE" 2>/dev/null || true
 }
