@@ -679,8 +679,179 @@ async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
     assert_eq!(states, ["approved", "rejected"], "{list}");
 }
 
+/// The client's own `get_weather` tool.
+fn client_tools() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+    }}])
+}
+
+/// The `tool_calls` pieces of a stream: (index, name if any).
+fn streamed_calls(body: &str) -> Vec<(u64, Option<String>)> {
+    sse_data(body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array().cloned())
+        .flatten()
+        .map(|t| {
+            (
+                t["index"].as_u64().expect("index"),
+                t["function"]["name"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+async fn an_answer_calling_both_kinds_runs_the_server_calls_first(db: Db) {
+    let server = McpServer::start(None).await;
+    for upstream in [ModelProvider::Openai, ModelProvider::Anthropic] {
+        let h = with_tools(db, &server, upstream).await;
+        for stream in [false, true] {
+            // The model asks for `add` (the agent's) and `get_weather` (the
+            // client's) at once; having read add's result, it asks for the
+            // weather again.
+            let user = if stream { "bob" } else { "alice" };
+            let ask = json!({"model": "m", "stream": stream, "tools": client_tools(), "messages": [{"role": "user", "content":
+                r#"Sum and weather [[mock: tools=add,get_weather; args={"a":20,"b":22}|{"city":"Oslo"}; next=get_weather]]"#}]});
+            let before = h.mock.requests().len();
+            let request = h
+                .as_user(reqwest::Method::POST, "/v1/chat/completions", user)
+                .json(&ask);
+            let calls: Vec<(u64, Option<String>)> = if stream {
+                let (status, body) = h.stream_text(request).await;
+                assert_eq!(status, 200, "{body}");
+                assert!(
+                    !body.contains("\"add\""),
+                    "server-side calls stay hidden: {body}"
+                );
+                assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
+                streamed_calls(&body)
+            } else {
+                let response = request.send().await.expect("sent");
+                assert_eq!(response.status(), 200);
+                let body: Value = response.json().await.expect("json");
+                assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+                body["choices"][0]["message"]["tool_calls"]
+                    .as_array()
+                    .expect("tool calls")
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (i as u64, t["function"]["name"].as_str().map(str::to_owned)))
+                    .collect()
+            };
+            assert_eq!(
+                calls
+                    .iter()
+                    .filter(|(_, name)| name.is_some())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                [(0, Some("get_weather".to_owned()))],
+                "upstream {upstream:?}, stream {stream}"
+            );
+            assert!(calls.iter().all(|(i, _)| *i == 0), "{calls:?}");
+            // Two model calls: the second saw add's result and no call of the client's.
+            let requests = h.mock.requests();
+            assert_eq!(requests.len() - before, 2, "{upstream:?} stream {stream}");
+            let second = requests[requests.len() - 1].body["messages"].to_string();
+            assert!(second.contains("42"), "{second}");
+            assert!(
+                !second.contains("\"get_weather\""),
+                "the held-back call is not in the history: {second}"
+            );
+            // Stored: the server-side call and its result, then the client's call.
+            let (_, sessions) = h.get(user, "/api/sessions").await;
+            let id = sessions["data"][0]["id"]
+                .as_str()
+                .expect("session")
+                .to_owned();
+            let (_, page) = h.get(user, &format!("/api/sessions/{id}/messages")).await;
+            let messages = page["data"].as_array().expect("messages");
+            let shape: Vec<(String, Vec<String>)> = messages
+                .iter()
+                .map(|m| {
+                    let names = m["tool_calls"]
+                        .as_array()
+                        .map(|calls| {
+                            calls
+                                .iter()
+                                .filter_map(|c| c["function"]["name"].as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (m["role"].as_str().unwrap_or_default().to_owned(), names)
+                })
+                .collect();
+            assert_eq!(
+                shape,
+                [
+                    ("user".to_owned(), vec![]),
+                    ("assistant".to_owned(), vec!["add".to_owned()]),
+                    ("tool".to_owned(), vec![]),
+                    ("assistant".to_owned(), vec!["get_weather".to_owned()]),
+                ],
+                "{messages:?}"
+            );
+            assert_eq!(messages[2]["tool_execution"]["output"], "42");
+        }
+    }
+}
+
+async fn at_the_step_limit_a_mixed_answer_returns_the_client_calls(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    for stream in [false, true] {
+        let user = if stream { "bob" } else { "alice" };
+        // A model that always asks for both: add runs at steps 1 and 2; at
+        // step 3 (maxSteps) the client gets its call, add is not run again.
+        let ask = json!({"model": "m", "stream": stream, "tools": client_tools(), "messages": [{"role": "user", "content":
+            r#"Loop both [[mock: tools=add,get_weather; args={"a":1,"b":1}|{"city":"Oslo"}; loop=true]]"#}]});
+        let request = h
+            .as_user(reqwest::Method::POST, "/v1/chat/completions", user)
+            .json(&ask);
+        let names: Vec<String> = if stream {
+            let (status, body) = h.stream_text(request).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
+            let calls = streamed_calls(&body);
+            assert!(
+                calls.iter().all(|(i, _)| *i == 0),
+                "numbered from 0: {calls:?}"
+            );
+            calls.into_iter().filter_map(|(_, name)| name).collect()
+        } else {
+            let response = request.send().await.expect("sent");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+            body["choices"][0]["message"]["tool_calls"]
+                .as_array()
+                .expect("tool calls")
+                .iter()
+                .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(names, ["get_weather"], "stream {stream}");
+        let (_, sessions) = h.get(user, "/api/sessions").await;
+        let id = sessions["data"][0]["id"]
+            .as_str()
+            .expect("session")
+            .to_owned();
+        let (_, page) = h.get(user, &format!("/api/sessions/{id}/messages")).await;
+        let runs = page["data"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["tool_execution"]["tool"] == "add")
+            .count();
+        assert_eq!(runs, 2, "{page}");
+    }
+}
+
 on_both_databases!(
     an_approved_call_runs,
+    an_answer_calling_both_kinds_runs_the_server_calls_first,
+    at_the_step_limit_a_mixed_answer_returns_the_client_calls,
     a_rejected_call_tells_the_model_why,
     an_undecided_call_expires,
     a_stream_shows_the_pause_then_the_answer,

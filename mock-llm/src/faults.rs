@@ -74,6 +74,20 @@ pub struct Behaviour {
     /// Call the tools again even when the conversation ends with their results
     /// (`loop=true`, `x-mock-loop`): a model that never stops asking.
     pub tool_loop: bool,
+    /// Tools to call when the conversation ends with tool results (`next`,
+    /// `x-mock-next`, comma-separated; arguments as by default): a model
+    /// that, having read some results, asks for another tool.
+    pub next_tools: Option<Vec<String>>,
+}
+
+/// Comma-separated tool names (`none`: no tool).
+fn tool_names(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && *t != "none")
+        .map(str::to_owned)
+        .collect()
 }
 
 const MARKER_OPEN: &str = "[[mock:";
@@ -122,16 +136,8 @@ impl Behaviour {
                 self.tool_args = Some(value.split('|').map(|a| a.trim().to_owned()).collect())
             }
             "loop" => self.tool_loop = value.trim() == "true",
-            "tools" => {
-                self.tools = Some(
-                    value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty() && *t != "none")
-                        .map(str::to_owned)
-                        .collect(),
-                )
-            }
+            "tools" => self.tools = Some(tool_names(value)),
+            "next" => self.next_tools = Some(tool_names(value)),
             _ => {}
         }
     }

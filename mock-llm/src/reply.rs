@@ -148,8 +148,13 @@ fn tool_turn(
     behaviour: &Behaviour,
     id: &str,
 ) -> (Option<String>, Vec<MockToolCall>) {
+    let next = match (&prompt.tool_results, &behaviour.next_tools) {
+        (Some(_), Some(next)) if !behaviour.tool_loop && !next.is_empty() => Some(next.clone()),
+        _ => None,
+    };
     if let Some(results) = &prompt.tool_results
         && !behaviour.tool_loop
+        && next.is_none()
     {
         return (
             Some(format!("Tool results: {}", results.join("; "))),
@@ -159,9 +164,11 @@ fn tool_turn(
     if prompt.tools.is_empty() || behaviour.reply.is_some() {
         return (None, Vec::new());
     }
-    let names = match &behaviour.tools {
-        Some(names) => names.clone(),
-        None => prompt.tools.iter().take(1).cloned().collect(),
+    let asked_next = next.is_some();
+    let names = match (next, &behaviour.tools) {
+        (Some(next), _) => next,
+        (None, Some(names)) => names.clone(),
+        (None, None) => prompt.tools.iter().take(1).cloned().collect(),
     };
     let text = faults::strip_marker(&prompt.last_user).trim().to_owned();
     let arguments = serde_json::json!({ "text": text }).to_string();
@@ -172,12 +179,12 @@ fn tool_turn(
             id: format!("call_{id}_{i}"),
             name,
             arguments: match &behaviour.tool_args {
-                Some(args) => args
+                Some(args) if !asked_next => args
                     .get(i)
                     .or(args.last())
                     .cloned()
                     .unwrap_or_else(|| arguments.clone()),
-                None => arguments.clone(),
+                _ => arguments.clone(),
             },
         })
         .collect();

@@ -169,7 +169,7 @@ impl Streaming {
             let Some((events, verdict)) = next.take() else {
                 break None;
             };
-            let mut end = self.relay(events).await;
+            let (mut end, held) = self.relay(events).await;
             // The model's health: a clean end closes its circuit, a break counts
             // against it; a client gone or a shutdown says nothing about it.
             match (&end.upstream_error, &end.error) {
@@ -178,6 +178,7 @@ impl Streaming {
                 (None, Some(_)) => drop(verdict),
             }
             let calls = super::tool_loop::plan(&state, &self.turn, &mut end, step);
+            self.release(held, &end.tool_calls).await;
             let id = if calls.is_empty() {
                 self.id.clone()
             } else {
@@ -295,10 +296,41 @@ impl Streaming {
         }
     }
 
-    /// Forwards deltas until the stream ends; what it ended with. Pieces of
-    /// server-side tool calls are kept, not forwarded.
-    async fn relay(&self, mut events: EventStream) -> CallEnd {
+    /// Sends the held client-side call pieces whose calls the answer kept
+    /// (see [`super::tool_loop::plan`]), numbered from 0 in the order they
+    /// came (the server-side calls between them are not the client's).
+    async fn release(&self, held: Vec<ToolCallDelta>, kept: &[ToolCall]) {
+        if held.is_empty() {
+            return;
+        }
+        let mut ids = std::collections::HashMap::new();
+        for piece in &held {
+            if let Some(id) = &piece.id {
+                ids.entry(piece.index).or_insert_with(|| id.clone());
+            }
+        }
+        let mut visible = std::collections::HashMap::new();
+        for mut piece in held {
+            let id = ids.get(&piece.index).map_or("", String::as_str);
+            if !kept.iter().any(|c| c.id == id) {
+                continue;
+            }
+            let next = visible.len() as u32;
+            piece.index = *visible.entry(piece.index).or_insert(next);
+            if self.tx.send(TurnEvent::ToolCall(piece)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Forwards deltas until the stream ends; what it ended with, and the
+    /// pieces of client-side calls held back (when the answer may also call
+    /// server-side tools, see [`super::tool_loop::may_mix`]). Pieces of
+    /// server-side tool calls are kept, never forwarded.
+    async fn relay(&self, mut events: EventStream) -> (CallEnd, Vec<ToolCallDelta>) {
         let (state, tx) = (&self.state, &self.tx);
+        let hold = super::tool_loop::may_mix(state, &self.turn);
+        let mut held = Vec::new();
         let mut end = CallEnd {
             content: String::new(),
             tool_calls: Vec::new(),
@@ -352,6 +384,10 @@ impl Streaming {
                     if hidden.contains(&piece.index) {
                         continue;
                     }
+                    if hold {
+                        held.push(piece);
+                        continue;
+                    }
                     let sent = tokio::select! {
                         sent = tx.send(TurnEvent::ToolCall(piece)) => sent.is_ok(),
                         () = state.lifecycle.cancelled() => false,
@@ -377,7 +413,7 @@ impl Streaming {
             end.error = Some(ProviderError::Truncated.to_string());
             end.upstream_error = Some(ProviderError::Truncated);
         }
-        end
+        (end, held)
     }
 }
 

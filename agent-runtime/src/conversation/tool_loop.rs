@@ -6,8 +6,11 @@
 //! row each, and the model is asked again, up to `tools.maxSteps` model calls.
 //! Errors, timeouts and invalid arguments go back to the model as the tool's
 //! result. Client-side calls are returned to the client as before; server-side
-//! calls never are (in an answer calling both, the server-side ones are left
-//! out).
+//! calls never are. An answer calling both runs its server-side calls first:
+//! the client's calls are held back (not stored, not sent) and the model,
+//! asked again with the server-side results, asks for them again if it still
+//! needs them; at the step limit, when no further model call is left, the
+//! client's calls are returned and the server-side ones are not run.
 
 use std::time::{Duration, Instant};
 
@@ -40,10 +43,18 @@ pub(super) fn is_server_call(state: &AppState, turn: &Turn, name: &str) -> bool 
     state.tools.find(name).is_some() && !turn.sampling.options.tools.iter().any(|t| t.name == name)
 }
 
+/// Whether an answer of this turn may call client-side and server-side tools
+/// together (the client sent tools and the agent has its own): then a
+/// stream holds the client's call pieces back until the answer ends.
+pub(super) fn may_mix(state: &AppState, turn: &Turn) -> bool {
+    !turn.sampling.options.tools.is_empty() && !state.tools.tools().is_empty()
+}
+
 /// Decides what follows a model call: the server-side calls to run (empty:
-/// the answer is final). At the step limit, or when the answer also calls
-/// client-side tools, the server-side calls are taken out of the answer (and
-/// at the limit a closing sentence is added).
+/// the answer is final). An answer that also calls client-side tools keeps
+/// only its server-side calls (the model is asked again with their results);
+/// at the step limit the server-side calls are taken out of the answer
+/// instead (with a closing sentence when no client-side call is left).
 pub(super) fn plan(state: &AppState, turn: &Turn, end: &mut CallEnd, step: u32) -> Vec<ToolCall> {
     if end.error.is_some() || end.tool_calls.is_empty() {
         return Vec::new();
@@ -56,17 +67,29 @@ pub(super) fn plan(state: &AppState, turn: &Turn, end: &mut CallEnd, step: u32) 
     if server.is_empty() {
         return Vec::new();
     }
-    if !client.is_empty() {
-        // Not silent: the operator sees each left-out call by name.
-        let left_out: Vec<&str> = server.iter().map(|c| c.name.as_str()).collect();
-        tracing::warn!(
-            tools = ?left_out,
-            "the answer calls client-side and server-side tools: the server-side calls are left out"
-        );
-        end.tool_calls = client;
-        return Vec::new();
-    }
     let max_steps = state.tools.config().max_steps.max(1);
+    if !client.is_empty() {
+        let names =
+            |calls: &[ToolCall]| -> Vec<String> { calls.iter().map(|c| c.name.clone()).collect() };
+        if step >= max_steps {
+            // No model call is left to read the server-side results: the
+            // client gets its calls, and its next request starts a new turn.
+            tracing::warn!(
+                max_steps,
+                left_out = ?names(&server),
+                "tool step limit reached: the answer's server-side calls are not run, its client-side calls are returned"
+            );
+            end.tool_calls = client;
+            return Vec::new();
+        }
+        tracing::info!(
+            server = ?names(&server),
+            held_back = ?names(&client),
+            "the answer calls server-side and client-side tools: the server-side calls run first, the model is asked again"
+        );
+        end.tool_calls.clone_from(&server);
+        return server;
+    }
     if step >= max_steps {
         tracing::warn!(max_steps, "tool step limit reached: the turn ends");
         end.tool_calls.clear();
