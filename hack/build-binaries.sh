@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses from the cache) the binaries of the local test harness:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kubelet, kube-proxy, kwok and helm, at the versions pinned in hack/versions.env, from source through the
+# kubelet, kube-proxy, kwok, helm and CoreDNS, at the versions pinned in hack/versions.env, from source through the
 # Go module proxy and the wrapper modules in hack/gomod/ (no prebuilt downloads).
 #
 # Binaries are cached outside the repo as
@@ -25,7 +25,7 @@ BIN_DIR="${CACHE_DIR}/bin"
 log() { echo "build-binaries: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm coredns)
 
 version_of() {
   case "$1" in
@@ -33,6 +33,7 @@ version_of() {
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) echo "$KUBERNETES_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
+    coredns) echo "$COREDNS_VERSION" ;;
     *) return 1 ;;
   esac
 }
@@ -50,6 +51,7 @@ estimate_of() {
     kube-proxy) echo "~2 min" ;;
     kwok) echo "~4 min" ;;
     helm) echo "~4 min" ;;
+    coredns) echo "~3 min" ;;
   esac
 }
 
@@ -207,6 +209,11 @@ for n in "${missing[@]}"; do
       build kwok "$KWOK_VERSION" kwok "${KWOK_MODULE}/cmd/kwok" \
         "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}"
       write_kwok_stages
+      ;;
+    coredns)
+      check_wrapper coredns "$COREDNS_MODULE" "$COREDNS_VERSION"
+      c=$(origin_hash coredns "$COREDNS_MODULE" "$COREDNS_VERSION")
+      build coredns "$COREDNS_VERSION" coredns . "${c:+-X ${COREDNS_MODULE}/coremain.GitCommit=${c:0:7}}"
       ;;
     helm)
       check_wrapper helm "$HELM_MODULE" "$HELM_VERSION"

@@ -4,8 +4,9 @@
 #   etcd, kube-apiserver (TLS, RBAC, PodSecurity/ServiceAccount admission,
 #   ServiceAccount tokens), kube-controller-manager, kube-scheduler;
 #   a real node `switchboard-node`: containerd, kubelet, kube-proxy, CNI bridge
-#   networking, a local pause image (hack/node-lib.sh: settings and network
-#   rules, with the why of each);
+#   networking, a local pause image, the cluster's DNS (CoreDNS for
+#   cluster.local; hack/node-lib.sh: settings and network rules, with the why
+#   of each);
 #   kwok (fake nodes kwok-node-0/1 for scale tests: pods get scheduled, Running
 #   and Ready without running; tainted switchboard.dev/kwok=true:NoSchedule, so
 #   only pods that tolerate it land there), plus a throwaway Postgres
@@ -41,7 +42,7 @@ POD_CIDR=198.18.0.0/16
 KWOK_NODE_IP=198.18.255.254 # reported by the fake nodes; nothing answers there
 KWOK_TAINT=switchboard.dev/kwok
 NODES=(kwok-node-0 kwok-node-1)
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok containerd kubelet kube-proxy) # start order
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok containerd coredns kubelet kube-proxy) # start order
 
 # ---- status -------------------------------------------------------------------
 
@@ -283,6 +284,8 @@ cmd_up() {
   pick_port KUBELET_HEALTHZ_PORT
   pick_port PROXY_HEALTHZ_PORT
   pick_port PROXY_METRICS_PORT
+  pick_port DNS_HEALTH_PORT
+  pick_port DNS_READY_PORT
   cat >"${STATE}/ports.env" <<EOF
 ETCD_PORT=${ETCD_PORT}
 ETCD_PEER_PORT=${ETCD_PEER_PORT}

@@ -19,7 +19,10 @@
 # 127.0.0.1:<port> (route_localnet on the bridge only). The kube-apiserver is
 # the exception: pods reach it through the `kubernetes` Service, whose endpoint
 # must be a non-loopback address, so it listens on all addresses and an INPUT
-# rule accepts its port only from loopback and the bridge.
+# rule accepts its port only from loopback and the bridge. The cluster's DNS
+# (CoreDNS, the kubelet's clusterDNS) listens on NODE_IP:53 itself: pods
+# resolve <service>.<namespace>.svc.cluster.local as on any cluster, and any
+# other name is NXDOMAIN (nothing is forwarded off the machine).
 #
 # Settings that this kind of machine needs (Firecracker VM, cgroup v1/v2
 # hybrid, Debian's containerd 1.6 and runc 1.1, CAP_SYS_RESOURCE withheld):
@@ -144,6 +147,8 @@ network_up() {
   ipt -I FORWARD 1 -m comment --comment "switchboard pod network" -j "$FWD_CHAIN"
   # Pods reach the host's loopback services at NODE_IP:<port>.
   ipt -t nat -N "$DNAT_CHAIN"
+  # ... except the cluster's DNS, which listens on NODE_IP:53 itself (dns_up).
+  ipt -t nat -A "$DNAT_CHAIN" -i "$BRIDGE" -d "$NODE_IP" -p tcp --dport 53 -m comment --comment "switchboard: cluster DNS on the node IP" -j RETURN
   ipt -t nat -A "$DNAT_CHAIN" -i "$BRIDGE" -d "$NODE_IP" -p tcp -m comment --comment "switchboard: pods reach host loopback services" -j DNAT --to-destination 127.0.0.1
   ipt -t nat -A PREROUTING -m comment --comment "switchboard host services" -j "$DNAT_CHAIN"
   # The host reaches them at the same address (tenant database URLs name NODE_IP).
@@ -288,6 +293,9 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 clusterDomain: cluster.local
+# The cluster's DNS (CoreDNS, dns_up) on the node IP: pods resolve Services
+# by name (<service>.<namespace>.svc.cluster.local) as on any cluster.
+clusterDNS: ["${NODE_IP}"]
 podCIDR: ${NODE_POD_CIDR}
 podLogsDir: ${STATE}/pod-logs
 maxPods: 110
@@ -352,6 +360,7 @@ node_up() {
     containerd --config "${CONTAINERD_DIR}/config.toml"
   wait_for 30 "containerd" containerd containerd_ready
   ctr_node images import "$pause" >/dev/null
+  dns_up
   log "starting kubelet (node ${REAL_NODE}, ${NODE_IP}) and kube-proxy"
   start_bg kubelet "$KUBELET_DIR" "$kubelet" --config="${STATE}/kubelet-config.yaml" \
     --kubeconfig="${STATE}/kubeconfigs/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" \
@@ -359,6 +368,43 @@ node_up() {
     --node-labels="type=real" --v=1
   start_bg kube-proxy "${STATE}/kube-proxy-config.yaml" "$proxy" --config="${STATE}/kube-proxy-config.yaml" --v=1
 }
+
+# ---- cluster DNS ------------------------------------------------------------------
+
+# dns_up: CoreDNS (our build, hack/gomod/coredns) on NODE_IP:53, UDP and TCP,
+# answering cluster.local (Services, their endpoints, pods) and reverse
+# lookups from the apiserver, and NXDOMAIN for every other name at once:
+# nothing is forwarded off the machine. Its readiness (the kubernetes plugin
+# has listed Services) on a loopback port.
+dns_up() {
+  local coredns="${BIN_DIR}/coredns-${COREDNS_VERSION}"
+  cat >"${STATE}/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind ${NODE_IP}
+    errors
+    health 127.0.0.1:${DNS_HEALTH_PORT}
+    ready 127.0.0.1:${DNS_READY_PORT}
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig ${KUBECONFIG_FILE}
+        pods verified
+        ttl 5
+    }
+    cache 5
+}
+.:53 {
+    bind ${NODE_IP}
+    errors
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+EOF
+  log "starting CoreDNS ${COREDNS_VERSION} on ${NODE_IP}:53 (cluster.local)"
+  start_bg coredns "${STATE}/Corefile" "$coredns" -conf "${STATE}/Corefile"
+  wait_for 60 "CoreDNS to list Services" coredns dns_ready
+}
+
+dns_ready() { curl -fsS "http://127.0.0.1:${DNS_READY_PORT}/ready"; }
 
 proxy_synced() { curl -fsS "http://127.0.0.1:${PROXY_HEALTHZ_PORT}/healthz"; }
 
@@ -378,7 +424,7 @@ forward_rule_first() {
 # (tasks killed through its API, then its shims), containerd, the pods'
 # network namespaces and mounts, and the network. Only what carries our paths.
 node_down() {
-  stop_procs kube-proxy kubelet
+  stop_procs kube-proxy kubelet coredns
   local netns=() id ns
   if running containerd; then
     for id in $(ctr_node containers ls -q 2>/dev/null); do
