@@ -2,7 +2,9 @@
 # Local Kubernetes cluster + Postgres for Switchboard's end-to-end tests and
 # demo, on this machine only (loopback with free ports, and 198.18.0.0/15):
 #   etcd, kube-apiserver (TLS, RBAC, PodSecurity/ServiceAccount admission,
-#   ServiceAccount tokens), kube-controller-manager, kube-scheduler;
+#   ServiceAccount tokens), kube-controller-manager (client rate 200/s, burst
+#   400, as large clusters set it: its default 20/s alone would hold 2,000
+#   agents' Deployments back for 200 s in the operator bench), kube-scheduler;
 #   a real node `switchboard-node`: containerd, kubelet, kube-proxy, CNI bridge
 #   networking, a local pause image, the cluster's DNS (CoreDNS for
 #   cluster.local; hack/node-lib.sh: settings and network rules, with the why
@@ -351,6 +353,7 @@ EOF
     --cluster-signing-cert-file="${PKI}/ca.crt" --cluster-signing-key-file="${PKI}/ca.key" \
     --service-cluster-ip-range="${SERVICE_CIDR}" \
     --requestheader-client-ca-file="${PKI}/front-proxy-ca.crt" \
+    --kube-api-qps=200 --kube-api-burst=400 \
     --leader-elect=true --profiling=false
   local sched_kc="${STATE}/kubeconfigs/kube-scheduler.kubeconfig"
   start_bg kube-scheduler "$STATE" "$scheduler" \
