@@ -372,24 +372,20 @@ mod replicas_on_postgres {
             .expect("mock Slack");
         let mock = MockLlm::start().await.expect("mock LLM");
         let db = TestDatabase::create_on(&admin_url()).await;
-        let config = format!(
-            "agent: {{name: slacky}}\n\
-             model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
-             database: {{urlEnv: DATABASE_URL}}\n\
-             channels:\n\
-             - name: support-slack\n  type: slack\n  slack: {{botTokenEnv: SLACK_BOT_TOKEN, appTokenEnv: SLACK_APP_TOKEN, teamId: {TEAM}}}\n",
-            mock.openai_base_url(),
-        );
         let api = slack.api_url();
-        let env = [
-            ("UPSTREAM_KEY", "sk-upstream"),
-            ("DATABASE_URL", db.url()),
-            ("SLACK_BOT_TOKEN", BOT_TOKEN),
-            ("SLACK_APP_TOKEN", APP_TOKEN),
-            (SLACK_API_URL_ENV, api.as_str()),
-        ];
-        let a = RuntimeProcess::spawn(&config, &env).await;
-        let b = RuntimeProcess::spawn(&config, &env).await;
+        let (a, b) = RuntimeProcess::slack_replicas(
+            &mock,
+            db.url(),
+            &format!(
+                "{{botTokenEnv: SLACK_BOT_TOKEN, appTokenEnv: SLACK_APP_TOKEN, teamId: {TEAM}}}"
+            ),
+            &[
+                ("SLACK_BOT_TOKEN", BOT_TOKEN),
+                ("SLACK_APP_TOKEN", APP_TOKEN),
+                (SLACK_API_URL_ENV, api.as_str()),
+            ],
+        )
+        .await;
         assert!(
             slack.wait_until(WAIT, |s| s.open_sockets() == 2).await,
             "one connection per process: {}",

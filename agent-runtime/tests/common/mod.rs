@@ -321,6 +321,35 @@ impl RuntimeProcess {
         .await
     }
 
+    /// Two processes of agent `slacky` on one Postgres database (`database_url`)
+    /// with the mock model and one Slack channel `support-slack` (`slack`: the
+    /// channel's `slack:` settings, YAML flow style), each given `env` next to
+    /// the upstream key and `DATABASE_URL`: replicas behind one Slack app.
+    pub async fn slack_replicas(
+        mock: &MockLlm,
+        database_url: &str,
+        slack: &str,
+        env: &[(&str, &str)],
+    ) -> (Self, Self) {
+        let config = format!(
+            "agent: {{name: slacky}}\n\
+             model: {{provider: openai, name: mock-gpt, baseUrl: \"{}\", apiKeyEnv: UPSTREAM_KEY, timeoutSeconds: 5}}\n\
+             database: {{urlEnv: DATABASE_URL}}\n\
+             channels:\n\
+             - name: support-slack\n  type: slack\n  slack: {slack}\n",
+            mock.openai_base_url(),
+        );
+        let mut all = vec![
+            ("UPSTREAM_KEY", "sk-upstream"),
+            ("DATABASE_URL", database_url),
+        ];
+        all.extend_from_slice(env);
+        (
+            Self::spawn(&config, &all).await,
+            Self::spawn(&config, &all).await,
+        )
+    }
+
     /// Starts the binary as a pod of `namespace` would run (its ChatChannels
     /// watched and its status written through `cluster`), open (no key), its
     /// health reported every second.
