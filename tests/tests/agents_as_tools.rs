@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crds::AgentDeployment;
+use crds::{AgentDeployment, ChatChannel};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -132,6 +132,17 @@ async fn an_agent_asks_another_through_its_service() {
         .await
         .expect("caller applied");
 
+    let channels: Api<ChatChannel> = Api::namespaced(cluster.client(), ns.name());
+    let channel = json!({
+        "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+        "metadata": { "name": "caller-api" },
+        "spec": { "agentRef": { "name": "caller" }, "type": "openai" }
+    });
+    channels
+        .patch("caller-api", &params, &Patch::Apply(channel))
+        .await
+        .expect("channel applied");
+
     let waited = cluster.kubectl([
         "wait",
         "--for=condition=Ready",
@@ -189,7 +200,17 @@ async fn an_agent_asks_another_through_its_service() {
         .expect("ClusterIP");
     let key = secret_value(&secrets, "caller-api-key", "api-key").await;
     let http = reqwest::Client::new();
-    let url = format!("http://{caller_ip}:8080/v1/chat/completions");
+    let endpoint = eventually(
+        Duration::from_secs(30),
+        "the channel's endpoint",
+        || async { channels.get("caller-api").await.ok()?.status?.endpoint },
+    )
+    .await;
+    let path = endpoint
+        .split_once("/channels/")
+        .map(|(_, p)| p.to_owned())
+        .expect("a channel path");
+    let url = format!("http://{caller_ip}:8080/channels/{path}/v1/chat/completions");
     let body = json!({ "model": "caller", "user": "alice", "messages": [{ "role": "user",
         "content": r#"What is the weather? [[mock: tools=ask_helper; args={"message":"weather in Oslo"}]]"# }] });
     let answer = eventually(Duration::from_secs(60), "the caller to answer", || async {
@@ -234,7 +255,11 @@ async fn an_agent_asks_another_through_its_service() {
         .fetch_all(&mut conn)
         .await
         .expect("sessions");
-    assert_eq!(sessions, [("agents".to_owned(), "agent:caller".to_owned())]);
+    // (Stored users are scoped by channel: `<channel>\u{1f}<user>`.)
+    assert_eq!(
+        sessions,
+        [("agents".to_owned(), "agents\u{1f}agent:caller".to_owned())]
+    );
     let asked: String =
         sqlx::query_scalar("SELECT content FROM messages WHERE role = 'user' ORDER BY seq LIMIT 1")
             .fetch_one(&mut conn)
