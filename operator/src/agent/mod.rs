@@ -29,7 +29,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use tracing::instrument;
+use tracing::{debug, instrument};
 
 use self::build::{BuildInputs, build_children};
 use self::context::AgentContext;
@@ -160,15 +160,35 @@ pub async fn reconcile(agent: Arc<AgentDeployment>, ctx: Arc<AgentContext>) -> R
             FinalizerEvent::Cleanup(agent) => cleanup::cleanup_agent(&agent, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    })?;
+    .await;
+    let action = match action {
+        Err(
+            kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))
+            | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)),
+        ) if status.code == 409 || status.code == 422 => {
+            // The finalizer list changed since the cached copy (the JSON patch's
+            // `test` failed): under load the watch lags behind this operator's own
+            // previous write. The newer copy it brings reconciles again; no
+            // warning, no event, no backoff for a copy that was only stale.
+            debug!(
+                code = status.code,
+                "the cached agent was stale: the watch brings the newer copy"
+            );
+            return Ok(Action::requeue(STALE_COPY_RETRY));
+        }
+        other => other.map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(Box::new(other)),
+        })?,
+    };
     on_success(&ctx.shared, &*object);
     Ok(action)
 }
+
+/// When a stale cached agent made the finalizer patch fail, the reconcile is
+/// tried again after this long unless the watch's newer copy comes first.
+const STALE_COPY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The error policy of the controller (see [`on_error`]).
 pub fn error_policy(agent: Arc<AgentDeployment>, error: &Error, ctx: Arc<AgentContext>) -> Action {

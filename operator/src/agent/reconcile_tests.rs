@@ -282,6 +282,40 @@ async fn a_database_failure_is_reported_and_retried_with_backoff() {
 }
 
 #[tokio::test]
+async fn a_stale_cached_agent_is_retried_without_a_failure() {
+    // The cached copy lacks the finalizer the API server's copy already has:
+    // the finalizer patch's `test` fails with 422.
+    let mut stale = agent();
+    stale.metadata.finalizers = None;
+    let (client, log) = mock_api::client(|request| match request.method.as_str() {
+        "PATCH" => (
+            422,
+            serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "Invalid", "code": 422,
+                "message": "the server rejected our request due to an error in our request",
+            }),
+        ),
+        _ => mock_api::not_found(),
+    });
+    let config = Config::parse_from([
+        "switchboard-operator",
+        "--runtime-image",
+        "registry.local/agent-runtime:1.0",
+    ]);
+    let shared = Arc::new(Context::new(client, config, Metrics::new().unwrap(), None));
+    let ctx = Arc::new(AgentContext::new(shared, empty_stores()));
+    let stale = Arc::new(stale);
+    let action = reconcile(stale.clone(), ctx.clone())
+        .await
+        .expect("a stale copy is not a failure");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(5)));
+    // One request, the finalizer patch; no event, no backoff.
+    assert_eq!(log.lines(), [format!("PATCH {AGENT}")]);
+    assert_eq!(ctx.shared.backoff.attempts(&ObjectKey::of(&*stale)), 0);
+}
+
+#[tokio::test]
 async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
     let mut invalid = agent();
     invalid.spec.image = Some("not an image".to_owned());
