@@ -704,6 +704,54 @@ fn streamed_calls(body: &str) -> Vec<(u64, Option<String>)> {
         .collect()
 }
 
+/// Asks as `user` with the client's own tools, whole or streamed; the answer
+/// must end with `tool_calls` and show no server-side call. The client's calls
+/// as (index, name) pieces (a whole answer's calls by position).
+async fn client_calls(
+    h: &Harness,
+    user: &str,
+    content: &str,
+    stream: bool,
+) -> Vec<(u64, Option<String>)> {
+    let ask = json!({"model": "m", "stream": stream, "tools": client_tools(),
+        "messages": [{"role": "user", "content": content}]});
+    let request = h
+        .as_user(reqwest::Method::POST, "/v1/chat/completions", user)
+        .json(&ask);
+    if stream {
+        let (status, body) = h.stream_text(request).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("\"add\""),
+            "server-side calls stay hidden: {body}"
+        );
+        assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
+        return streamed_calls(&body);
+    }
+    let response = request.send().await.expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    body["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .expect("tool calls")
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i as u64, t["function"]["name"].as_str().map(str::to_owned)))
+        .collect()
+}
+
+/// The stored messages of `user`'s only session.
+async fn messages_of(h: &Harness, user: &str) -> Vec<Value> {
+    let (_, sessions) = h.get(user, "/api/sessions").await;
+    let id = sessions["data"][0]["id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let (_, page) = h.get(user, &format!("/api/sessions/{id}/messages")).await;
+    page["data"].as_array().expect("messages").clone()
+}
+
 async fn an_answer_calling_both_kinds_runs_the_server_calls_first(db: Db) {
     let server = McpServer::start(None).await;
     for upstream in [ModelProvider::Openai, ModelProvider::Anthropic] {
@@ -713,40 +761,21 @@ async fn an_answer_calling_both_kinds_runs_the_server_calls_first(db: Db) {
             // client's) at once; having read add's result, it asks for the
             // weather again.
             let user = if stream { "bob" } else { "alice" };
-            let ask = json!({"model": "m", "stream": stream, "tools": client_tools(), "messages": [{"role": "user", "content":
-                r#"Sum and weather [[mock: tools=add,get_weather; args={"a":20,"b":22}|{"city":"Oslo"}; next=get_weather]]"#}]});
             let before = h.mock.requests().len();
-            let request = h
-                .as_user(reqwest::Method::POST, "/v1/chat/completions", user)
-                .json(&ask);
-            let calls: Vec<(u64, Option<String>)> = if stream {
-                let (status, body) = h.stream_text(request).await;
-                assert_eq!(status, 200, "{body}");
-                assert!(
-                    !body.contains("\"add\""),
-                    "server-side calls stay hidden: {body}"
-                );
-                assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
-                streamed_calls(&body)
-            } else {
-                let response = request.send().await.expect("sent");
-                assert_eq!(response.status(), 200);
-                let body: Value = response.json().await.expect("json");
-                assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
-                body["choices"][0]["message"]["tool_calls"]
-                    .as_array()
-                    .expect("tool calls")
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (i as u64, t["function"]["name"].as_str().map(str::to_owned)))
-                    .collect()
-            };
+            let calls = client_calls(
+                &h,
+                user,
+                r#"Sum and weather [[mock: tools=add,get_weather; args={"a":20,"b":22}|{"city":"Oslo"}; next=get_weather]]"#,
+                stream,
+            )
+            .await;
+            let named: Vec<_> = calls
+                .iter()
+                .filter(|(_, name)| name.is_some())
+                .cloned()
+                .collect();
             assert_eq!(
-                calls
-                    .iter()
-                    .filter(|(_, name)| name.is_some())
-                    .cloned()
-                    .collect::<Vec<_>>(),
+                named,
                 [(0, Some("get_weather".to_owned()))],
                 "upstream {upstream:?}, stream {stream}"
             );
@@ -761,13 +790,7 @@ async fn an_answer_calling_both_kinds_runs_the_server_calls_first(db: Db) {
                 "the held-back call is not in the history: {second}"
             );
             // Stored: the server-side call and its result, then the client's call.
-            let (_, sessions) = h.get(user, "/api/sessions").await;
-            let id = sessions["data"][0]["id"]
-                .as_str()
-                .expect("session")
-                .to_owned();
-            let (_, page) = h.get(user, &format!("/api/sessions/{id}/messages")).await;
-            let messages = page["data"].as_array().expect("messages");
+            let messages = messages_of(&h, user).await;
             let shape: Vec<(String, Vec<String>)> = messages
                 .iter()
                 .map(|m| {
@@ -805,46 +828,25 @@ async fn at_the_step_limit_a_mixed_answer_returns_the_client_calls(db: Db) {
         let user = if stream { "bob" } else { "alice" };
         // A model that always asks for both: add runs at steps 1 and 2; at
         // step 3 (maxSteps) the client gets its call, add is not run again.
-        let ask = json!({"model": "m", "stream": stream, "tools": client_tools(), "messages": [{"role": "user", "content":
-            r#"Loop both [[mock: tools=add,get_weather; args={"a":1,"b":1}|{"city":"Oslo"}; loop=true]]"#}]});
-        let request = h
-            .as_user(reqwest::Method::POST, "/v1/chat/completions", user)
-            .json(&ask);
-        let names: Vec<String> = if stream {
-            let (status, body) = h.stream_text(request).await;
-            assert_eq!(status, 200, "{body}");
-            assert!(body.contains(r#""finish_reason":"tool_calls""#), "{body}");
-            let calls = streamed_calls(&body);
-            assert!(
-                calls.iter().all(|(i, _)| *i == 0),
-                "numbered from 0: {calls:?}"
-            );
-            calls.into_iter().filter_map(|(_, name)| name).collect()
-        } else {
-            let response = request.send().await.expect("sent");
-            let body: Value = response.json().await.expect("json");
-            assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
-            body["choices"][0]["message"]["tool_calls"]
-                .as_array()
-                .expect("tool calls")
-                .iter()
-                .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
-                .collect()
-        };
+        let calls = client_calls(
+            &h,
+            user,
+            r#"Loop both [[mock: tools=add,get_weather; args={"a":1,"b":1}|{"city":"Oslo"}; loop=true]]"#,
+            stream,
+        )
+        .await;
+        assert!(
+            calls.iter().all(|(i, _)| *i == 0),
+            "numbered from 0: {calls:?}"
+        );
+        let names: Vec<String> = calls.into_iter().filter_map(|(_, name)| name).collect();
         assert_eq!(names, ["get_weather"], "stream {stream}");
-        let (_, sessions) = h.get(user, "/api/sessions").await;
-        let id = sessions["data"][0]["id"]
-            .as_str()
-            .expect("session")
-            .to_owned();
-        let (_, page) = h.get(user, &format!("/api/sessions/{id}/messages")).await;
-        let runs = page["data"]
-            .as_array()
-            .expect("messages")
+        let runs = messages_of(&h, user)
+            .await
             .iter()
             .filter(|m| m["tool_execution"]["tool"] == "add")
             .count();
-        assert_eq!(runs, 2, "{page}");
+        assert_eq!(runs, 2, "stream {stream}");
     }
 }
 

@@ -66,6 +66,30 @@ impl TestCluster {
             .expect("kubectl runs (the harness puts it on PATH: eval \"$(make -s cluster-env)\")")
     }
 
+    /// Waits (3 minutes at most) until `kubectl wait --for=condition=Ready` sees
+    /// every AgentDeployment of `agents` in `namespace` Ready; else panics with
+    /// kubectl's error, where the operator's log is, and the namespace's pods and
+    /// events.
+    pub fn wait_agents_ready(&self, namespace: &str, agents: &[&str], operator_log: &Path) {
+        let mut args = vec!["wait".to_owned(), "--for=condition=Ready".to_owned()];
+        args.extend(agents.iter().map(|a| format!("agd/{a}")));
+        args.extend([
+            "-n".to_owned(),
+            namespace.to_owned(),
+            "--timeout=180s".to_owned(),
+        ]);
+        let waited = self.kubectl(&args);
+        assert!(
+            waited.status.success(),
+            "agents not Ready: {}\noperator log in {}; pods: {}",
+            String::from_utf8_lossy(&waited.stderr),
+            operator_log.display(),
+            self.kubectl(["get", "pods,events", "-n", namespace, "-o", "wide"])
+                .stdout
+                .escape_ascii()
+        );
+    }
+
     /// Like [`Self::kubectl`], panicking with its stderr unless it succeeds; returns stdout.
     pub fn kubectl_ok<I, S>(&self, args: I) -> String
     where

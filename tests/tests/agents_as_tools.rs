@@ -143,25 +143,7 @@ async fn an_agent_asks_another_through_its_service() {
         .await
         .expect("channel applied");
 
-    let waited = cluster.kubectl([
-        "wait",
-        "--for=condition=Ready",
-        "agd/caller",
-        "agd/helper",
-        "-n",
-        ns.name(),
-        "--timeout=180s",
-    ]);
-    assert!(
-        waited.status.success(),
-        "agents not Ready: {}\noperator log in {}; pods: {}",
-        String::from_utf8_lossy(&waited.stderr),
-        logs.display(),
-        cluster
-            .kubectl(["get", "pods,events", "-n", ns.name(), "-o", "wide"])
-            .stdout
-            .escape_ascii()
-    );
+    cluster.wait_agents_ready(ns.name(), &["caller", "helper"], &logs.join("operator.log"));
     let caller = agents.get("caller").await.expect("caller");
     let conditions = caller.status.expect("status").conditions;
     assert!(

@@ -259,24 +259,10 @@ async fn the_whole_loop_on_real_pods() {
 
     // The runtimes report in (with their projected ServiceAccount tokens), and the
     // agents become Ready as kubectl sees it.
-    let waited = cluster.kubectl([
-        "wait",
-        "--for=condition=Ready",
-        "agd/tenant-a",
-        "agd/tenant-b",
-        "-n",
+    cluster.wait_agents_ready(
         ns.name(),
-        "--timeout=180s",
-    ]);
-    assert!(
-        waited.status.success(),
-        "agents not Ready: {}\noperator log in {}; pods: {}",
-        String::from_utf8_lossy(&waited.stderr),
-        logs.display(),
-        cluster
-            .kubectl(["get", "pods,events", "-n", ns.name(), "-o", "wide"])
-            .stdout
-            .escape_ascii()
+        &["tenant-a", "tenant-b"],
+        &logs.join("operator.log"),
     );
     let a = agents.get("tenant-a").await.unwrap();
     let reports = &a.status.as_ref().unwrap().runtime;
