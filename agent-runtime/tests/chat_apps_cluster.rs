@@ -222,6 +222,26 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         Some("Unauthorized"),
         "the runtime's condition survives the operator's apply"
     );
+    // A channel disabled no longer connects: its Connected condition goes, the
+    // operator's Accepted stays.
+    channels
+        .patch(
+            "support-socket",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"enabled": false}})),
+        )
+        .await
+        .expect("channel disabled");
+    eventually(WAIT, "Connected withdrawn from support-socket", || {
+        let channels = channels.clone();
+        async move {
+            let status = channels.get("support-socket").await.ok()?.status?;
+            let types: Vec<String> = status.conditions.iter().map(|c| c.type_.clone()).collect();
+            (!types.iter().any(|t| t == "Connected") && types.iter().any(|t| t == "Accepted"))
+                .then_some(())
+        }
+    })
+    .await;
     child.kill().await.expect("runtime killed");
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logged.contains("Slack message accepted"), "{logged}");

@@ -3,12 +3,14 @@
 //! `Connected` condition ([`report`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crds::ChatChannel;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
 
+use crate::channel_registry::ChannelRegistry;
 pub use crate::channel_registry::connection::{Connection, ConnectionStates};
 
 /// The field manager of the `Connected` condition: one for every runtime pod
@@ -27,33 +29,84 @@ pub fn condition_patch(channel: &str, connection: &Connection) -> serde_json::Va
     })
 }
 
+/// The server-side apply body withdrawing the `Connected` condition from
+/// `channel`: nothing under `status`, so the condition this field manager owned
+/// goes (the operator's conditions are its own and stay).
+pub fn withdraw_patch(channel: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "ChatChannel",
+        "metadata": { "name": channel },
+        "status": {},
+    })
+}
+
+/// Whether `channel` still connects to a chat app somewhere (a Slack or
+/// Discord channel, enabled): its condition stays even when this pod stops
+/// reporting it (another pod took its Discord lease).
+fn still_connects(registry: &ChannelRegistry, channel: &str) -> bool {
+    registry
+        .get(channel)
+        .is_some_and(|c| c.enabled && (c.slack.is_some() || c.discord.is_some()))
+}
+
 /// Writes each changed state as its ChatChannel's `Connected` condition until
-/// `shutdown`; failed writes are retried on the next change or after 10 s.
+/// `shutdown`; failed writes are retried on the next change or after 10 s. A
+/// channel that no longer connects to a chat app (deleted, disabled, or no
+/// longer Slack or Discord) has the condition withdrawn.
 pub async fn report(
     client: Client,
     namespace: String,
-    states: ConnectionStates,
+    registry: Arc<ChannelRegistry>,
     shutdown: CancellationToken,
 ) {
     let api: Api<ChatChannel> = Api::namespaced(client, &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let states = registry.connections.clone();
     let mut written: BTreeMap<String, Connection> = BTreeMap::new();
     let mut changes = states.subscribe();
     loop {
-        for (channel, connection) in states.snapshot() {
-            if written.get(&channel) == Some(&connection) {
+        let snapshot = states.snapshot();
+        for (channel, connection) in &snapshot {
+            if written.get(channel) == Some(connection) {
                 continue;
             }
-            let patch = condition_patch(&channel, &connection);
+            let patch = condition_patch(channel, connection);
             match api
-                .patch_status(&channel, &params, &Patch::Apply(&patch))
+                .patch_status(channel, &params, &Patch::Apply(&patch))
                 .await
             {
                 Ok(_) => {
-                    written.insert(channel, connection);
+                    written.insert(channel.clone(), connection.clone());
                 }
                 Err(err) => {
                     tracing::warn!(%channel, error = %err, "cannot report the channel's connection state");
+                }
+            }
+        }
+        let gone: Vec<String> = written
+            .keys()
+            .filter(|c| !snapshot.contains_key(*c))
+            .cloned()
+            .collect();
+        for channel in gone {
+            if still_connects(&registry, &channel) {
+                written.remove(&channel);
+                continue;
+            }
+            match api
+                .patch_status(&channel, &params, &Patch::Apply(withdraw_patch(&channel)))
+                .await
+            {
+                Ok(_) => {
+                    written.remove(&channel);
+                }
+                // A deleted ChatChannel has no condition left to withdraw.
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    written.remove(&channel);
+                }
+                Err(err) => {
+                    tracing::warn!(%channel, error = %err, "cannot withdraw the channel's connection state");
                 }
             }
         }
@@ -95,5 +148,8 @@ mod tests {
         assert_eq!(patch["status"].as_object().map(|o| o.len()), Some(1));
         states.remove("s");
         assert!(states.snapshot().is_empty());
+        let withdraw = withdraw_patch("s");
+        assert_eq!(withdraw["status"], serde_json::json!({}));
+        assert_eq!(withdraw["metadata"]["name"], "s");
     }
 }

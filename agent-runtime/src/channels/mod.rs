@@ -97,7 +97,7 @@ impl ChannelTasks {
                     tasks.push(tokio::spawn(connection::report(
                         client.clone(),
                         pod.namespace.clone(),
-                        state.channels.connections.clone(),
+                        state.channels.clone(),
                         stop.clone(),
                     )));
                     tasks.push(tokio::spawn(watcher::run(
