@@ -341,6 +341,14 @@ impl From<ConversationError> for ApiError {
                 refusal.field.clone(),
                 refusal.to_string(),
             ),
+            ConversationError::ImagesNotAccepted { field } => Self::bad_field(
+                "unsupported_content",
+                field.clone(),
+                format!(
+                    "{field} is an image, and no model of this agent accepts images; \
+                     send the message without image parts"
+                ),
+            ),
             err @ (ConversationError::MessageGone | ConversationError::NothingStored(_)) => {
                 tracing::error!(error = %err, "conversation error");
                 Self::internal()

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// Moves to the next model of the chain, by the model left and the model tried.
     pub upstream_fallbacks: IntCounterVec,
+    /// Models of the chain passed over for a request they cannot take, by model
+    /// and reason (`images`: the prompt has images and the model accepts none;
+    /// `unsupported`: a field its wire format cannot honour).
+    pub upstream_skips: IntCounterVec,
     /// Circuit state per model: 0 closed, 1 half-open, 2 open.
     pub circuit_state: IntGaugeVec,
     /// Requests refused by a rate limit, by scope (`user`, `channel`, `tokens`).
@@ -137,6 +141,13 @@ impl Metrics {
             ),
             &["from_model", "to_model"],
         )?;
+        let upstream_skips = IntCounterVec::new(
+            Opts::new(
+                "switchboard_runtime_upstream_skips_total",
+                "Models of the chain passed over for a request they cannot take, by reason.",
+            ),
+            &["model", "reason"],
+        )?;
         let circuit_state = IntGaugeVec::new(
             Opts::new(
                 "switchboard_runtime_upstream_circuit_state",
@@ -239,6 +250,7 @@ impl Metrics {
             Box::new(webhook_outbox_oldest_age.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(upstream_fallbacks.clone()),
+            Box::new(upstream_skips.clone()),
             Box::new(circuit_state.clone()),
             Box::new(rate_limited.clone()),
             Box::new(queue_depth.clone()),
@@ -268,6 +280,7 @@ impl Metrics {
             active_streams,
             upstream_retries,
             upstream_fallbacks,
+            upstream_skips,
             circuit_state,
             rate_limited,
             queue_depth,

@@ -322,6 +322,13 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<ModelPricing>,
 
+    /// Whether the model accepts images (OpenAI `image_url` content parts). Unset:
+    /// true, images are passed through as before. false: a request whose prompt
+    /// carries an image skips this model for the next one of the chain that accepts
+    /// images; when none does, it is refused with a 400 naming the first image part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepts_images: Option<bool>,
+
     /// Seconds to wait for the upstream before the attempt counts as failed.
     #[serde(default = "default_timeout_seconds")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("timeoutSeconds must be between 1 and 3600").reason(Reason::FieldValueInvalid))]

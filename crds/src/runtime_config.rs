@@ -245,6 +245,14 @@ pub struct ModelConfig {
     /// What the model costs; absent: its tokens cost nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pricing: Option<PricingConfig>,
+    /// Whether the model accepts image content parts (absent: true). A prompt with
+    /// an image skips a model that does not; none accepting is a 400.
+    #[serde(skip_serializing_if = "is_true")]
+    pub accepts_images: bool,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl Default for ModelConfig {
@@ -259,6 +267,7 @@ impl Default for ModelConfig {
             max_output_tokens: None,
             timeout_seconds: 60,
             pricing: None,
+            accepts_images: true,
         }
     }
 }

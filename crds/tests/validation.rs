@@ -85,9 +85,14 @@ where
 /// Messages the apiserver produces from the OpenAPI schema itself (required fields,
 /// enums, types, maxItems) rather than from a CEL rule.
 fn is_schema_level(message: &str) -> bool {
-    ["Required value", "Unsupported value", "expected numeric"]
-        .iter()
-        .any(|m| message.contains(m))
+    [
+        "Required value",
+        "Unsupported value",
+        "expected numeric",
+        "expected boolean",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 #[test]

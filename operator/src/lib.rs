@@ -26,8 +26,8 @@ use std::sync::Arc;
 use crds::{AgentDeployment, ChatChannel, ToolServer};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::controller::shared_watch::SharedWatch;
-use crate::watch::{observed, slim_metadata, tolerant_watcher};
+use crate::controller::shared_watch::{SharedTrigger, SharedWatch};
+use crate::watch::{observed, secret_changes, slim_metadata, tolerant_watcher};
 
 /// Runs the AgentDeployment, ChatChannel and ToolServer controllers for every watched namespace
 /// (or the whole cluster) until `shutdown` resolves. Per namespace, each kind both
@@ -66,12 +66,15 @@ where
         );
         let mut tool_servers = SharedWatch::new(
             observed(
-                tolerant_watcher::<ToolServer>(client, ns, watcher::Config::default()),
+                tolerant_watcher::<ToolServer>(client.clone(), ns, watcher::Config::default()),
                 metrics,
                 "ToolServer",
             )
             .default_backoff(),
         );
+        // Secrets by metadata, uncached: a ToolServer re-lists its tools when a header
+        // Secret changes, an agent re-reads the Secrets its pods use.
+        let mut secrets = SharedTrigger::new(secret_changes(client, ns, metrics));
         // Each controller reacts to its own kind's changes and to the other kind's
         // changes and deletions.
         let agent_controller = agent::run(
@@ -80,11 +83,13 @@ where
             (agents.store(), agents.subscribe(false)),
             (channels.store(), channels.subscribe(true)),
             (tool_servers.store(), tool_servers.subscribe(true)),
+            secrets.subscribe(),
             shutdown.clone(),
         );
         let tool_server_controller = tool_server::run(
             context.clone(),
             (tool_servers.store(), tool_servers.subscribe(false)),
+            secrets.subscribe(),
             shutdown.clone(),
         );
         let channel_controller = channel::run(
@@ -99,6 +104,7 @@ where
         watches.push(tokio::spawn(agents.run()));
         watches.push(tokio::spawn(channels.run()));
         watches.push(tokio::spawn(tool_servers.run()));
+        watches.push(tokio::spawn(secrets.run()));
     }
     futures::future::join_all(controllers).await;
     for watch in watches {

@@ -6,7 +6,9 @@
 use std::fmt::Debug;
 
 use futures::{Stream, StreamExt};
-use kube::api::{Api, ApiResource, DynamicObject};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -65,6 +67,38 @@ where
         }
         Ok(_) => {}
     })
+}
+
+/// Every Secret of `namespace` (all when `None`), by metadata only and reduced to
+/// its name, namespace and resource version, as they change or go: for controllers
+/// that map a Secret to the objects reading it (ToolServer headers, the runtime's
+/// environment). Uncached: each object is dropped once mapped. The metadata never
+/// carries a value, and kubectl's last-applied copy (which can) is dropped at once.
+pub fn secret_changes(
+    client: Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    let api: Api<PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    observed(
+        watcher::watcher(api, watcher::Config::default()),
+        metrics,
+        "Secret",
+    )
+    .default_backoff()
+    .modify(|object: &mut PartialObjectMeta<Secret>| {
+        let meta = std::mem::take(&mut object.metadata);
+        object.metadata = ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            resource_version: meta.resource_version,
+            ..ObjectMeta::default()
+        };
+    })
+    .touched_objects()
 }
 
 /// The annotation `kubectl apply` (client-side) keeps a whole copy of the object in.

@@ -3,7 +3,8 @@
 //! database made, the pods read the tenant's Secret), `scheduling.affinity`,
 //! `resources`, `systemPromptFrom` (read from the ConfigMap and followed when it
 //! changes) and each model's sampling settings (`temperature`, `topP`,
-//! `maxOutputTokens`, fallbacks included) in the rendered runtime file.
+//! `maxOutputTokens`, fallbacks included) and `acceptsImages` (unset: accepted)
+//! in the rendered runtime file.
 
 mod support;
 
@@ -71,7 +72,8 @@ async fn every_field_reaches_the_pods() {
                           "temperature": 0.2, "topP": 0.8, "maxOutputTokens": 321},
                 "fallbacks": [{"provider": "openai", "name": "backup",
                                "baseUrl": "http://mock-llm:8080/v1",
-                               "temperature": 0.9, "topP": 0.4, "maxOutputTokens": 99}],
+                               "temperature": 0.9, "topP": 0.4, "maxOutputTokens": 99,
+                               "acceptsImages": false}],
                 "systemPromptFrom": {"name": "prompts", "key": PROMPT_KEY},
                 "database": {"mode": "External", "externalSecretRef": {"name": "tenant-db"}},
                 "resources": resources,
@@ -105,6 +107,11 @@ async fn every_field_reaches_the_pods() {
     assert_eq!(
         (backup.temperature, backup.top_p, backup.max_output_tokens),
         (Some(0.9), Some(0.4), Some(99))
+    );
+    assert!(config.model.accepts_images, "unset: images accepted");
+    assert!(
+        !backup.accepts_images,
+        "acceptsImages: false reaches the file"
     );
 
     // The pods: the tenant's database Secret, the resources and the affinity as given.

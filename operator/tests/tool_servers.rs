@@ -5,8 +5,11 @@
 //! rendered into its runtime configuration and a ToolsReady condition naming the
 //! dead one; an agent naming another agent gets a key Secret whose value reaches the
 //! caller's pods as an env var and the callee's as the file `agent.<caller>`, and
-//! loses both when the entry goes. Needs `SWITCHBOARD_PYTHON` with `mcp` installed
-//! (hack/python-env.sh makes it).
+//! loses both when the entry goes. A header Secret fixed or created after the
+//! server is acted on at once (not at the 5-minute re-list): the server turns Ready,
+//! the agent's ToolsReady follows and its pods roll to the new value. No token ever
+//! shows in a status, an event or the operator's log. Needs `SWITCHBOARD_PYTHON` with
+//! `mcp` installed (hack/python-env.sh makes it).
 
 mod support;
 
@@ -26,6 +29,9 @@ use tokio::process::{Child, Command};
 
 const TOKEN: &str = "tok-e2e-5ecret-value";
 const WAIT: Duration = Duration::from_secs(90);
+/// How long a Secret change may take to show: well under the 5-minute re-list (and
+/// a server refused for its headers is not retried with backoff meanwhile).
+const SECRET_PICKUP: Duration = Duration::from_secs(45);
 
 /// The FastMCP test server on a free loopback port, stopped when dropped.
 struct McpServer {
@@ -67,6 +73,10 @@ async fn mcp_server(token: &str) -> McpServer {
 }
 
 async fn tool_server(world: &World, name: &str, url: &str, secret_key: &str) {
+    tool_server_reading(world, name, url, "tools-token", secret_key).await;
+}
+
+async fn tool_server_reading(world: &World, name: &str, url: &str, secret: &str, key: &str) {
     world
         .apply::<ToolServer>(json!({
             "apiVersion": "switchboard.dev/v1alpha1", "kind": "ToolServer",
@@ -75,7 +85,7 @@ async fn tool_server(world: &World, name: &str, url: &str, secret_key: &str) {
                 "url": url,
                 "timeoutSeconds": 5,
                 "headers": [{ "name": "Authorization",
-                              "valueFrom": { "name": "tools-token", "key": secret_key } }],
+                              "valueFrom": { "name": secret, "key": key } }],
             },
         }))
         .await;
@@ -89,8 +99,17 @@ async fn ready(world: &World, name: &str) -> Option<(String, String, String)> {
 }
 
 async fn wait_ready(world: &World, name: &str, status: &str) -> (String, String, String) {
+    wait_ready_within(world, name, status, WAIT).await
+}
+
+async fn wait_ready_within(
+    world: &World,
+    name: &str,
+    status: &str,
+    within: Duration,
+) -> (String, String, String) {
     eventually(
-        WAIT,
+        within,
         &format!("ToolServer {name} Ready={status}"),
         || async { ready(world, name).await.filter(|r| r.0 == status) },
     )
@@ -150,11 +169,15 @@ async fn tool_servers_are_listed_and_agents_get_their_tools_and_keys() {
     let (_, reason, message) = wait_ready(&world, "wrong-token", "False").await;
     assert_eq!(reason, "Unauthorized", "{message}");
     assert!(!message.contains("wr0ng-t0ken-value"), "{message}");
-    let shown = world.kubectl(&["get", "toolservers", "-o", "yaml"]);
-    assert!(
-        !shown.contains(TOKEN) && !shown.contains("wr0ng-t0ken"),
-        "{shown}"
-    );
+    for shown in [
+        world.kubectl(&["get", "toolservers", "-o", "yaml"]),
+        world.kubectl(&["get", "events", "-o", "yaml"]),
+    ] {
+        assert!(
+            !shown.contains(TOKEN) && !shown.contains("wr0ng-t0ken"),
+            "{shown}"
+        );
+    }
 
     // Two agents: `caller` uses both servers and asks `callee`.
     world.apply_agent("callee", json!({ "replicas": 1 })).await;
@@ -317,4 +340,91 @@ async fn tool_servers_are_listed_and_agents_get_their_tools_and_keys() {
     world
         .wait_condition("caller", "ToolsReady", "True", WAIT)
         .await;
+}
+
+/// The secrets digest on the agent's pod template.
+async fn secrets_digest(world: &World, agent: &str) -> Option<String> {
+    let d: Deployment = world.api().get_opt(agent).await.ok()??;
+    d.spec
+        .template
+        .metadata?
+        .annotations?
+        .get("switchboard.dev/secrets-hash")
+        .cloned()
+}
+
+async fn set_secret(world: &World, name: &str, key: &str, value: &str) {
+    world
+        .apply::<Secret>(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name },
+            "stringData": { key: value },
+        }))
+        .await;
+}
+
+#[tokio::test]
+async fn a_header_secret_fixed_or_created_later_is_acted_on_at_once() {
+    let world = World::new("op-tools-secret").await;
+    let server = mcp_server(TOKEN).await;
+    let operator = world.operator("solo", &["--leader-elect=false"]).await;
+    const WRONG: &str = "Bearer wr0ng-rotated-t0ken";
+
+    // A wrong token: Unauthorized, and the agent naming the server says so.
+    set_secret(&world, "rotated-token", "value", WRONG).await;
+    tool_server_reading(&world, "rotated", &server.url, "rotated-token", "value").await;
+    world
+        .apply_agent(
+            "user",
+            json!({ "replicas": 1, "tools": [{ "toolServer": "rotated" }] }),
+        )
+        .await;
+    let (_, reason, message) = wait_ready(&world, "rotated", "False").await;
+    assert_eq!(reason, "Unauthorized", "{message}");
+    let before = eventually(WAIT, "ToolsReady False and a secrets digest", || async {
+        let (status, _) = world.condition("user", "ToolsReady").await?;
+        if status != "False" {
+            return None;
+        }
+        secrets_digest(&world, "user").await
+    })
+    .await;
+
+    // The token fixed: Ready within seconds, ToolsReady follows, the pods roll.
+    set_secret(&world, "rotated-token", "value", &format!("Bearer {TOKEN}")).await;
+    let (_, reason, message) = wait_ready_within(&world, "rotated", "True", SECRET_PICKUP).await;
+    assert_eq!(reason, "Listed", "{message}");
+    world
+        .wait_condition("user", "ToolsReady", "True", SECRET_PICKUP)
+        .await;
+    let after = eventually(SECRET_PICKUP, "a new secrets digest", || async {
+        secrets_digest(&world, "user")
+            .await
+            .filter(|d| *d != before)
+    })
+    .await;
+    assert!(!after.contains(TOKEN));
+
+    // A ToolServer made before its Secret: SecretMissing, then Ready once it exists.
+    tool_server_reading(&world, "late", &server.url, "late-token", "value").await;
+    let (_, reason, message) = wait_ready(&world, "late", "False").await;
+    assert_eq!(reason, "SecretMissing", "{message}");
+    assert!(message.contains("late-token"), "{message}");
+    set_secret(&world, "late-token", "value", &format!("Bearer {TOKEN}")).await;
+    let (_, reason, message) = wait_ready_within(&world, "late", "True", SECRET_PICKUP).await;
+    assert_eq!(reason, "Listed", "{message}");
+
+    // No token anywhere a user or an operator reads.
+    let shown = [
+        world.kubectl(&["get", "toolservers", "-o", "yaml"]),
+        world.kubectl(&["get", "agentdeployments", "-o", "yaml"]),
+        world.kubectl(&["get", "events", "-o", "yaml"]),
+        operator.log_text(),
+    ];
+    for text in &shown {
+        assert!(
+            !text.contains(TOKEN) && !text.contains("wr0ng-rotated"),
+            "a token shows: {text}"
+        );
+    }
 }

@@ -246,7 +246,7 @@ fn content_of(
                 match (part.kind.as_str(), part.text, part.image_url) {
                     ("text", Some(t), _) => text.push_str(&t),
                     ("image_url", _, Some(image)) => {
-                        images.push(image_part(image.url, image.detail, &field)?);
+                        images.push(image_part(image.url, image.detail, p, &field)?);
                     }
                     (kind, _, _) => {
                         return Err(ApiError::bad_field(

@@ -353,7 +353,12 @@ fn response_format(value: Value) -> Result<ResponseFormat, ApiError> {
 
 /// An image part checked: an `https:`, `http:` or base64 `data:image/` URL
 /// and a known `detail`.
-pub fn image_part(url: String, detail: Option<String>, field: &str) -> Result<ImagePart, ApiError> {
+pub fn image_part(
+    url: String,
+    detail: Option<String>,
+    part: usize,
+    field: &str,
+) -> Result<ImagePart, ApiError> {
     let ok = url.starts_with("https://")
         || url.starts_with("http://")
         || (url.starts_with("data:image/") && url.contains(";base64,"));
@@ -369,7 +374,7 @@ pub fn image_part(url: String, detail: Option<String>, field: &str) -> Result<Im
             format!("image detail {detail:?} is not one of low, high, auto"),
         ));
     }
-    Ok(ImagePart { url, detail })
+    Ok(ImagePart { url, detail, part })
 }
 
 #[cfg(test)]
@@ -388,9 +393,17 @@ mod tests {
             assert_eq!(valid_name(text), ok, "{text:?}");
             assert_eq!(name(text), ok, "{text:?}");
         }
-        assert!(image_part("data:image/png;base64,AA".into(), Some("low".into()), "p").is_ok());
-        assert!(image_part("ftp://x".into(), None, "p").is_err());
-        assert!(image_part("https://x/a.png".into(), Some("max".into()), "p").is_err());
+        assert!(
+            image_part(
+                "data:image/png;base64,AA".into(),
+                Some("low".into()),
+                0,
+                "p"
+            )
+            .is_ok()
+        );
+        assert!(image_part("ftp://x".into(), None, 0, "p").is_err());
+        assert!(image_part("https://x/a.png".into(), Some("max".into()), 0, "p").is_err());
     }
 
     /// The function-name pattern as a plain check (no regex dependency).

@@ -36,6 +36,13 @@ pub enum ConversationError {
     /// The request asks for something the agent's model cannot honour.
     #[error(transparent)]
     Unsupported(Refusal),
+    /// The prompt carries an image (`field` names the first) and no model of
+    /// the agent accepts images.
+    #[error("`{field}` is an image, and no model of this agent accepts images")]
+    ImagesNotAccepted {
+        /// The first image part, as the client named it.
+        field: String,
+    },
     /// The message to answer is no longer stored.
     #[error("the message is no longer stored")]
     MessageGone,

@@ -223,15 +223,34 @@ pub async fn take_turn(
     })
 }
 
-/// Refuses, before anything is stored, a request the primary model cannot
-/// honour (a field it has no counterpart for). Fallback models that cannot
-/// honour it are skipped by the chain instead.
+/// Refuses, before anything is stored, a request with images when no model of
+/// the chain accepts images, and a request the first model that would take it
+/// (the primary, or with images the first accepting them) cannot honour (a
+/// field it has no counterpart for). Later models that cannot honour it are
+/// skipped by the chain instead.
 fn refuse_unsupported(
     state: &AppState,
     sampling: &Sampling,
     input: &Input,
 ) -> Result<(), ConversationError> {
-    let Some(primary) = state.chain.models().first() else {
+    let image = match input {
+        Input::History(history) => crate::providers::first_image_field(history),
+        Input::Message(_) => None,
+    };
+    let models = state.chain.models();
+    let first = match &image {
+        Some(field) => match models.iter().find(|m| m.accepts_images()) {
+            Some(model) => Some(model),
+            None if models.is_empty() => None,
+            None => {
+                return Err(ConversationError::ImagesNotAccepted {
+                    field: field.clone(),
+                });
+            }
+        },
+        None => models.first(),
+    };
+    let Some(first) = first else {
         return Ok(());
     };
     let probe = ChatRequest {
@@ -243,7 +262,7 @@ fn refuse_unsupported(
         max_output_tokens: sampling.max_output_tokens,
         options: sampling.options.clone(),
     };
-    match primary.refuses(&probe) {
+    match first.refuses(&probe) {
         Some(refusal) => Err(ConversationError::Unsupported(refusal)),
         None => Ok(()),
     }

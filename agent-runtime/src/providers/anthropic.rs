@@ -487,6 +487,7 @@ mod tests {
             temperature: None,
             top_p: None,
             max_output_tokens: None,
+            accepts_images: true,
         };
         let msg = |role, content: &str| PromptMessage::text(role, content);
         let request = ChatRequest {

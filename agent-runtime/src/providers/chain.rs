@@ -9,7 +9,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::resilience::{self, Admission, CircuitBreaker, CircuitState, RetryPolicy};
-use super::{ChatProvider, ChatRequest, Completion, EventStream, ProviderError};
+use super::{
+    ChatProvider, ChatRequest, Completion, EventStream, ProviderError, Refusal, first_image_field,
+};
 use crate::metrics::Metrics;
 
 /// The primary model followed by its fallbacks, each behind its own circuit
@@ -157,7 +159,9 @@ impl ModelChain {
     /// is skipped like one whose circuit is open: the conversation service
     /// refuses the request up front when the primary cannot honour it, so a
     /// fallback that cannot is passed over rather than sent a request it would
-    /// answer differently.
+    /// answer differently. A model that does not accept images is skipped the
+    /// same way for a prompt that carries one (the conversation service refuses
+    /// the request up front when no model accepts them).
     async fn run<'a, T, F>(
         &'a self,
         request: &ChatRequest,
@@ -169,9 +173,29 @@ impl ModelChain {
     {
         let mut attempts = Vec::new();
         let mut previous: Option<&str> = None;
+        let image = first_image_field(&request.messages);
         for (index, (model, breaker)) in self.models.iter().zip(&self.breakers).enumerate() {
-            if let Some(refusal) = model.refuses(request) {
-                tracing::debug!(model = model.model(), field = %refusal.field, "model cannot honour the request: skipped");
+            let skip = match &image {
+                Some(field) if !model.accepts_images() => Some((
+                    "images",
+                    Refusal {
+                        field: field.clone(),
+                        provider: model.provider().to_owned(),
+                        model: model.model().to_owned(),
+                        reason: "the model does not accept images (acceptsImages: false)"
+                            .to_owned(),
+                    },
+                )),
+                _ => model.refuses(request).map(|r| ("unsupported", r)),
+            };
+            if let Some((reason, refusal)) = skip {
+                tracing::info!(model = model.model(), %reason, field = %refusal.field, "model cannot take the request: skipped");
+                if let Some(metrics) = &self.metrics {
+                    metrics
+                        .upstream_skips
+                        .with_label_values(&[model.model(), reason])
+                        .inc();
+                }
                 attempts.push((
                     model.model().to_owned(),
                     ProviderError::Unsupported(refusal),

@@ -29,6 +29,8 @@ pub struct ModelSettings {
     pub top_p: Option<f64>,
     /// Answer length cap unless the request sets one.
     pub max_output_tokens: Option<u32>,
+    /// Whether the model accepts image parts.
+    pub accepts_images: bool,
 }
 
 /// Whether a stream goes on after an event.
@@ -124,6 +126,7 @@ impl<W: WireFormat> HttpProvider<W> {
                 temperature: config.temperature,
                 top_p: config.top_p,
                 max_output_tokens: config.max_output_tokens,
+                accepts_images: config.accepts_images,
             },
             timeout: Duration::from_secs(config.timeout_seconds.max(1)),
             wire: PhantomData,
@@ -207,6 +210,10 @@ impl<W: WireFormat> ChatProvider for HttpProvider<W> {
 
     fn model(&self) -> &str {
         &self.settings.model
+    }
+
+    fn accepts_images(&self) -> bool {
+        self.settings.accepts_images
     }
 
     fn refuses(&self, request: &ChatRequest) -> Option<Refusal> {

@@ -57,6 +57,16 @@ impl PromptMessage {
     }
 }
 
+/// The first image part of `messages` as the client names it
+/// (`messages[2].content[1]`, indexes into `messages`), if any.
+pub fn first_image_field(messages: &[PromptMessage]) -> Option<String> {
+    messages.iter().enumerate().find_map(|(i, m)| {
+        m.images
+            .first()
+            .map(|image| format!("messages[{i}].content[{}]", image.part))
+    })
+}
+
 /// What to ask a model.
 #[derive(Clone, Debug, Default)]
 pub struct ChatRequest {
@@ -209,6 +219,11 @@ pub trait ChatProvider: Send + Sync {
     fn refuses(&self, request: &ChatRequest) -> Option<Refusal> {
         let _ = request;
         None
+    }
+    /// Whether the model accepts image parts (its config's `acceptsImages`): a
+    /// request with images skips a model that does not.
+    fn accepts_images(&self) -> bool {
+        true
     }
     /// Asks for a whole answer.
     fn complete<'a>(

@@ -371,6 +371,7 @@ mod tests {
             temperature: Some(0.5),
             top_p: Some(0.9),
             max_output_tokens: Some(100),
+            accepts_images: true,
         };
         let request = ChatRequest {
             messages: vec![

@@ -60,6 +60,9 @@ pub struct ImagePart {
     pub url: String,
     /// `low`, `high` or `auto`.
     pub detail: Option<String>,
+    /// Its position among the message's content parts, as the client sent them
+    /// (names the part when no model of the agent accepts images).
+    pub part: usize,
 }
 
 /// The client's options beyond the prompt, temperature and length cap. Every

@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use crds::{AgentDeployment, ChatChannel, ToolServer};
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -44,8 +45,8 @@ use crate::names;
 const CONTROLLER: &str = "agent";
 
 /// Runs the AgentDeployment controller for `namespace` (all when `None`) until
-/// `shutdown` resolves. `agents`, `channels` and `tool_servers` come from the
-/// watches the controllers share.
+/// `shutdown` resolves. `agents`, `channels`, `tool_servers` and `secrets` (every
+/// Secret's changes, by metadata) come from the watches the controllers share.
 pub async fn run(
     shared: Arc<Context>,
     namespace: Option<String>,
@@ -61,6 +62,7 @@ pub async fn run(
         Store<ToolServer>,
         impl Stream<Item = Result<ToolServer, watcher::Error>> + Send + 'static,
     ),
+    secrets: impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (agent_store, agent_stream) = agents;
@@ -77,6 +79,7 @@ pub async fn run(
         &shared.metrics,
     );
     let naming = agent_store.clone();
+    let deployments = stores.deployments.clone();
     let context = Arc::new(AgentContext::new(shared.clone(), stores));
     let config = ControllerConfig::default()
         .concurrency(shared.config.agent_concurrency)
@@ -128,6 +131,16 @@ pub async fn run(
             tools::agents_naming_server(&naming.state(), namespace.as_deref(), &server.name_any())
                 .into_iter()
                 .map(|(name, ns)| ObjectRef::<AgentDeployment>::new(&name).within(&ns))
+                .collect::<Vec<_>>()
+        })
+        // A Secret the pods read through their environment (a model key, a
+        // ToolServer header, ...) changed, came or went: the agent's secrets digest
+        // follows, so its pods roll now rather than at the next resync.
+        .watches_stream(secrets, move |secret| {
+            let namespace = secret.namespace().unwrap_or_default();
+            secrets::agents_reading_secret(&deployments.state(), &namespace, &secret.name_any())
+                .into_iter()
+                .map(|agent| ObjectRef::<AgentDeployment>::new(&agent).within(&namespace))
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)

@@ -1,7 +1,8 @@
 //! Secrets the runtime pods read through their environment: a digest of the values
 //! they use goes into the pod template (annotation `switchboard.dev/secrets-hash`),
 //! so rotating a model key, a ToolServer header, the key this agent calls another
-//! one with, or the database credentials rolls the pods. The client, admin and
+//! one with, or the database credentials rolls the pods (at once: the operator
+//! watches Secrets by metadata and maps one to the agents whose pods read it). The client, admin and
 //! channel keys, and the keys other agents call this one with, are files the pods
 //! re-read (no rollout; see the Deployment's keys volume). Only the SHA-256 digest is written; no value appears
 //! in any object, log or event.
@@ -34,6 +35,29 @@ pub fn used_keys(deployment: &Deployment) -> BTreeSet<(String, String)> {
         .flat_map(|c| c.env.iter().flatten())
         .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
         .map(|r| (r.name.clone(), r.key.clone()))
+        .collect()
+}
+
+/// The agents of `namespace` whose runtime Deployment (from the cache) reads Secret
+/// `secret` through its environment.
+pub fn agents_reading_secret<D: AsRef<Deployment>>(
+    deployments: &[D],
+    namespace: &str,
+    secret: &str,
+) -> Vec<String> {
+    deployments
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|d| used_keys(d).iter().any(|(name, _)| name == secret))
+        .filter_map(|d| {
+            d.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true) && o.kind == "AgentDeployment")
+                .map(|o| o.name.clone())
+        })
         .collect()
 }
 
@@ -153,6 +177,25 @@ mod tests {
             "the client key is re-read from its file, never rolls the pods: {keys:?}"
         );
         assert!(keys.len() >= 2, "{keys:?}");
+        let mut owned = deployment.clone();
+        owned.metadata.namespace = Some("tenant".to_owned());
+        owned.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "switchboard.dev/v1alpha1".to_owned(),
+                kind: "AgentDeployment".to_owned(),
+                name: "support".to_owned(),
+                uid: "u".to_owned(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        let cached = [std::sync::Arc::new(owned)];
+        assert_eq!(
+            agents_reading_secret(&cached, "tenant", "model-credentials"),
+            ["support"]
+        );
+        assert!(agents_reading_secret(&cached, "other", "model-credentials").is_empty());
+        assert!(agents_reading_secret(&cached, "tenant", "support-api-key").is_empty());
         annotate(&mut deployment, "abc".to_owned());
         let template = deployment.spec.template.metadata.unwrap();
         assert_eq!(template.annotations.unwrap()[SECRETS_HASH], "abc");

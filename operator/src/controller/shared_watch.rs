@@ -1,5 +1,7 @@
 //! One watch of a kind, cached in one store and fanned out to every controller that
-//! reacts to it, so two controllers never open two watches of the same objects.
+//! reacts to it, so two controllers never open two watches of the same objects; and
+//! [`SharedTrigger`], the same fan-out without a cache, for a kind the controllers only
+//! map to their own objects and never read back.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -103,6 +105,54 @@ where
     }
 }
 
+/// A stream of changed objects shared by several controllers with no cache: each
+/// object the source yields (applied or deleted) goes to every subscriber, and is
+/// then dropped.
+pub struct SharedTrigger<K, S> {
+    source: S,
+    subscribers: Vec<mpsc::Sender<K>>,
+}
+
+impl<K, S> SharedTrigger<K, S>
+where
+    K: Clone + Send + 'static,
+    S: Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+{
+    /// Shares `source` (the touched objects of a watcher with its backoff; its
+    /// errors are counted and logged where it is made, see `watch::observed`).
+    pub fn new(source: S) -> Self {
+        Self {
+            source,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// A stream of every object the source yields from now on.
+    pub fn subscribe(&mut self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        self.subscribers.push(tx);
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|object| (Ok(object), rx))
+        })
+    }
+
+    /// Drives the source, handing each object to the subscribers. Runs until the
+    /// source ends (a watcher does not: stop it by dropping the future).
+    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        let subscribers = self.subscribers;
+        self.source.for_each(move |object| {
+            let subscribers = subscribers.clone();
+            async move {
+                let Ok(object) = object else { return };
+                for tx in &subscribers {
+                    // A subscriber that has stopped is no longer interested.
+                    let _ = tx.send(object.clone()).await;
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +198,21 @@ mod tests {
             .collect();
         cached.sort();
         assert_eq!(cached, ["b"]);
+    }
+
+    #[tokio::test]
+    async fn a_shared_trigger_hands_every_object_to_every_subscriber() {
+        let objects: Vec<Result<ConfigMap, watcher::Error>> = vec![Ok(cm("a")), Ok(cm("b"))];
+        let mut shared = SharedTrigger::new(futures::stream::iter(objects));
+        let first = shared.subscribe();
+        let second = shared.subscribe();
+        shared.run().await;
+        let names = |s: Vec<Result<ConfigMap, watcher::Error>>| -> Vec<String> {
+            s.into_iter()
+                .map(|o| o.unwrap().metadata.name.unwrap())
+                .collect()
+        };
+        assert_eq!(names(first.collect().await), ["a", "b"]);
+        assert_eq!(names(second.collect().await), ["a", "b"]);
     }
 }

@@ -1,8 +1,10 @@
 //! The ToolServer controller: connects to each server (MCP over Streamable HTTP,
 //! with the headers read from their Secrets), lists its tools into the status and
 //! sets Ready (or Ready False with the server's error, secrets scrubbed). It
-//! re-lists every 5 minutes, sooner with backoff while the server fails, and writes
-//! the status only when something changed.
+//! re-lists every 5 minutes, sooner with backoff while the server fails, at once when
+//! a header's Secret is created, changed or deleted (a watch of Secrets by metadata),
+//! and writes the status only when something changed. A failure only a Secret can
+//! fix (missing, refused, not a header value) waits for that Secret, not the backoff.
 
 pub mod mcp;
 pub mod status;
@@ -16,9 +18,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tracing::{info, instrument};
 
@@ -45,14 +47,24 @@ pub async fn run(
         Store<ToolServer>,
         impl Stream<Item = Result<ToolServer, watcher::Error>> + Send + 'static,
     ),
+    secrets: impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (store, stream) = tool_servers;
     let config = ControllerConfig::default()
         .concurrency(CONCURRENCY)
         .debounce(Duration::from_millis(300));
+    let servers = store.clone();
     Controller::for_stream(stream, store)
         .with_config(config)
+        // A header's Secret changed (or came, or went): list its servers again.
+        .watches_stream(secrets, move |secret| {
+            let namespace = secret.namespace().unwrap_or_default();
+            servers_reading_secret(&servers.state(), &namespace, &secret.name_any())
+                .into_iter()
+                .map(|server| ObjectRef::<ToolServer>::new(&server).within(&namespace))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, shared)
         .for_each(|result| async move {
@@ -111,8 +123,30 @@ pub async fn reconcile(server: Arc<ToolServer>, shared: Arc<Context>) -> Result<
             on_success(&shared, &*server);
             Action::requeue(RELIST_EVERY)
         }
+        // Only a Secret can fix these: its watch brings the next listing.
+        Outcome::Failed { reason, .. } if WAITS_FOR_SECRET.contains(&reason.as_str()) => {
+            Action::requeue(RELIST_EVERY)
+        }
         Outcome::Failed { .. } => Action::requeue(shared.backoff.next(&key).min(RELIST_EVERY)),
     })
+}
+
+/// Failure reasons a header Secret causes: listed again when one of the server's
+/// Secrets changes (or at the next regular re-list), not retried with backoff.
+const WAITS_FOR_SECRET: [&str; 3] = ["SecretMissing", "Unauthorized", "InvalidHeader"];
+
+/// The ToolServers of `namespace` (names) whose `spec.headers` read Secret `secret`.
+pub fn servers_reading_secret(
+    servers: &[Arc<ToolServer>],
+    namespace: &str,
+    secret: &str,
+) -> Vec<String> {
+    servers
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace))
+        .filter(|s| s.spec.headers.iter().any(|h| h.value_from.name == secret))
+        .map(|s| s.name_any())
+        .collect()
 }
 
 /// The error policy of the controller (see [`on_error`]).
@@ -162,4 +196,42 @@ async fn read_headers(
         ));
     }
     Ok(Ok(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn server(namespace: &str, name: &str, secrets: &[&str]) -> Arc<ToolServer> {
+        let headers: Vec<_> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json!({"name": format!("X-H{i}"), "valueFrom": {"name": s, "key": "k"}}))
+            .collect();
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "switchboard.dev/v1alpha1", "kind": "ToolServer",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"url": "http://mcp:8000/mcp", "headers": headers},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_secret_maps_to_the_servers_of_its_namespace_that_read_it() {
+        let servers = [
+            server("a", "one", &["token"]),
+            server("a", "two", &["other", "token"]),
+            server("a", "three", &["other"]),
+            server("b", "four", &["token"]),
+        ];
+        assert_eq!(
+            servers_reading_secret(&servers, "a", "token"),
+            ["one", "two"]
+        );
+        assert_eq!(servers_reading_secret(&servers, "b", "token"), ["four"]);
+        assert!(servers_reading_secret(&servers, "a", "unrelated").is_empty());
+    }
 }

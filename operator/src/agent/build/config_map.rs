@@ -122,6 +122,7 @@ fn model_config(model: &ModelSpec, index: usize) -> ModelConfig {
                 currency: p.currency.clone(),
             })
         }),
+        accepts_images: model.accepts_images.unwrap_or(true),
     }
 }
 
