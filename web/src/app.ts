@@ -86,6 +86,8 @@ export class App {
   private liveBody: HTMLElement | null = null;
   /** Approval cards by approval id, kept while their outcome stays (a reason being typed survives redraws). */
   private cards = new Map<string, { key: string; el: HTMLElement }>();
+  /** Messages whose tool calls were decided here without this page's stream (after a reload): their answer is resumed. */
+  private resume = new Set<string>();
   private liveFrame = 0;
 
   constructor(private readonly config: ChatConfig) {
@@ -331,6 +333,7 @@ export class App {
     // An edit in progress is not redrawn under the user's hands.
     if (this.tab() === tab && !tab.editing && !tab.live) this.renderConversation();
     this.renderTabs();
+    this.resumeAnswer(tab);
   }
 
   // ---------------------------------------------------------------- lists
@@ -991,7 +994,29 @@ export class App {
     }
     this.changed({ kind: "session", id: session });
     // Without this page's stream (after a reload) the turn goes on in the runtime: look for its answer.
-    if (!tab.live) for (const ms of [500, 1500, 3500, 7000]) window.setTimeout(() => void this.loadTab(tab), ms);
+    if (!tab.live) {
+      if (decided.message_id) this.resume.add(decided.message_id);
+      for (const ms of [500, 1500, 3500, 7000]) window.setTimeout(() => void this.loadTab(tab), ms);
+    }
+  }
+
+  /**
+   * A turn whose page left while it waited for an approval runs the tool once
+   * decided, but its next answer is cut off (nobody reads its stream). Once the
+   * tool results are stored, that answer is asked for again here, streamed
+   * into this page (a regeneration: the cut-off one stays as a branch).
+   */
+  private resumeAnswer(tab: Tab): void {
+    if (tab.live || !this.resume.size) return;
+    const path = this.path(tab);
+    const at = path.findIndex((e) => this.resume.has(e.message.id));
+    if (at < 0) return;
+    let next = at + 1;
+    while (path[next]?.message.role === "tool") next++;
+    const answer = path[next]?.message;
+    if (next === at + 1 || !answer) return; // the results are not stored yet: look again later
+    this.resume.delete(path[at].message.id);
+    if (answer.role === "assistant" && answer.error && /disconnect/i.test(answer.error)) this.regenerate(tab, path[next]);
   }
 
   private autosize(): void {
