@@ -8,7 +8,9 @@ channel); starts Debian's Prometheus scraping them with the target labels the
 operator's ServiceMonitor gives (namespace, service, pod) and loading the alert
 rules; drives chats and faults (a failing primary model until its circuit
 opens, a rate limit exceeded, the SQLite file locked by another writer, streamed
-answers); then:
+answers, a server-side tool call to a real MCP server (tests/mcp/server.py, the
+official MCP Python SDK) and one that waits for an approval, then approved);
+then:
 
   - `promtool check metrics` on each /metrics output (no complaints allowed),
   - check.py metrics: every metric and label the dashboards and rules use exists,
@@ -26,6 +28,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -119,7 +122,20 @@ def prom_query(prom, query):
 # ---------------------------------------------------------------------------
 
 
-def start_runtime(mock_port):
+def start_mcp_server():
+    """The MCP test server of tests/mcp/ on a free port; its URL once it is ready."""
+    python = os.environ.get("SWITCHBOARD_PYTHON")
+    if not python:
+        subprocess.run(["bash", str(REPO / "hack" / "python-env.sh")], check=True)
+        python = str(REPO / ".switchboard" / "venv" / "bin" / "python")
+    port = free_port()
+    start("mcp-server", [python, str(REPO / "tests" / "mcp" / "server.py"), str(port)])
+    url = f"http://127.0.0.1:{port}/mcp"
+    wait_for("the MCP server", lambda: "mcp server ready on" in (STATE / "mcp-server.log").read_text(), timeout=120)
+    return url
+
+
+def start_runtime(mock_port, mcp_url):
     port = free_port()
     mock = f"http://127.0.0.1:{mock_port}/v1"
     config = {
@@ -139,6 +155,9 @@ def start_runtime(mock_port):
         "database": {"sqlitePath": str(STATE / "runtime.db")},
         "rateLimit": {"requestsPerMinutePerUser": 5},
         "limits": {"retryBaseDelayMs": 10, "retryMaxDelayMs": 50, "circuitOpenSeconds": 600},
+        # A real MCP server's tools; delete_file waits for a person's approval.
+        "tools": {"sources": [{"name": "calc", "url": mcp_url, "timeoutSeconds": 10}],
+                  "requireApproval": ["delete_file"], "maxSteps": 3},
     }
     (STATE / "runtime.yaml").write_text(json.dumps(config, indent=2))  # JSON is YAML
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "OTEL_", "KUBECONFIG"))}
@@ -160,7 +179,38 @@ def chat(base, user, text, stream=False, expect=(200,)):
     return status
 
 
+def drive_tools(base):
+    """A tool call, and one that waits for an approval (given through the sessions API)."""
+    chat(base, "tool-user", '[[mock: tools=add; args={"a":2,"b":3}]] add them')
+    user = {"x-switchboard-user": "approver"}
+    answered = []
+    asking = threading.Thread(target=lambda: answered.append(http(
+        "POST", f"{base}/v1/chat/completions",
+        {"model": AGENT, "messages": [{"role": "user", "content":
+                                       '[[mock: tools=delete_file; args={"path":"/tmp/x"}]] delete it'}]},
+        user)))
+    asking.start()
+
+    def pending():
+        status, body = http("GET", f"{base}/api/sessions", headers=user)
+        for session in json.loads(body)["data"]:
+            _, listed = http("GET", f"{base}/api/sessions/{session['id']}/approvals", headers=user)
+            for approval in json.loads(listed)["data"]:
+                if approval["state"] == "pending":
+                    return session["id"], approval["id"]
+        return None
+
+    session, approval = wait_for("a tool call waiting for approval", pending, timeout=30)
+    status, body = http("POST", f"{base}/api/sessions/{session}/approvals/{approval}", {"approve": True}, user)
+    if status != 200:
+        raise SystemExit(f"e2e: approving the tool call answered {status}: {body[:300]}")
+    asking.join(timeout=60)
+    if not answered or answered[0][0] != 200 or "deleted /tmp/x" not in answered[0][1]:
+        raise SystemExit(f"e2e: the chat that waited for an approval did not succeed: {answered!r}")
+
+
 def drive_runtime(base):
+    drive_tools(base)
     for i in range(6):
         chat(base, f"user-{i % 3}", f"hello number {i}")
     for i in range(3):
@@ -292,7 +342,7 @@ def main(argv):
         mock_port = free_port()
         start("mock-llm", [str(BIN / "mock-llm"), "--listen", f"127.0.0.1:{mock_port}"])
         wait_for("mock-llm", lambda: get(f"http://127.0.0.1:{mock_port}/healthz")[0] == 200)
-        runtime = start_runtime(mock_port)
+        runtime = start_runtime(mock_port, start_mcp_server())
         operator = start_operator() if with_operator else None
         prom = start_prometheus(runtime, operator)
         wait_for("Prometheus' first scrape", lambda: scraped_after(prom, AGENT, 0))

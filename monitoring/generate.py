@@ -250,6 +250,17 @@ def runtime_alerts():
             "the fallback response or 429 until the month ends.",
         ),
         alert(
+            "SwitchboardToolSourceDown",
+            "max by (namespace, service, source) (switchboard_runtime_tool_source_up) == 0",
+            "10m",
+            "warning",
+            "Tool source {{ $labels.source }} of agent {{ $labels.namespace }}/{{ $labels.service }} is down.",
+            "No runtime pod of agent {{ $labels.service }} in namespace {{ $labels.namespace }} has listed any "
+            "tools from source {{ $labels.source }} (a ToolServer or another agent) for 10 minutes: the server "
+            "cannot be reached, refuses the runtime, or lists no tools. Turns go on without its tools, so answers "
+            "that need them are worse or wrong; the AgentDeployment's ToolsAvailable condition names the error.",
+        ),
+        alert(
             "SwitchboardDatabaseSlow",
             "histogram_quantile(0.99,\n  sum by (namespace, service, le) "
             "(rate(switchboard_runtime_database_duration_seconds_bucket[5m]))\n) > 0.5",
@@ -543,6 +554,19 @@ def agent_panels():
               [target(f'sum by (from_model, to_model) (rate(switchboard_runtime_upstream_fallbacks_total{{{agent}, from_model=~"$model"}}[$__rate_interval]))', "{{from_model}} -> {{to_model}}")]),
         panel("Circuit state", "Circuit breaker state per model and pod: 0 closed, 1 half-open, 2 open.", "none",
               [target(f"max by (model) (switchboard_runtime_upstream_circuit_state{{{model}}})", "{{model}}")]),
+        row("Tools"),
+        panel("Tool calls by tool and outcome", "Server-side tool calls per second by tool and outcome (ok, error, timeout, invalid_arguments, unavailable, rejected).", "ops",
+              [target(f"sum by (tool, outcome) (rate(switchboard_runtime_tool_calls_total{{{agent}}}[$__rate_interval]))", "{{tool}} {{outcome}}")],
+              width=12),
+        panel("Tool call duration", "95th percentile of the duration of server-side tool calls, by tool (the wait for an approval left out).", "s",
+              [target(f"histogram_quantile(0.95, sum by (tool, le) (rate(switchboard_runtime_tool_call_duration_seconds_bucket{{{agent}}}[$__rate_interval])))", "{{tool}}")],
+              width=12),
+        panel("Tool sources up", "Whether each tool source (ToolServer or agent) answered its last listing with tools: 1 up, 0 down (turns then go on without its tools). The lowest value across the agent's pods.", "none",
+              [target(f"min by (source) (switchboard_runtime_tool_source_up{{{agent}}})", "{{source}}")],
+              kind="stat", width=12),
+        panel("Approvals by outcome", "Tool calls that waited for a person's approval over the dashboard's range, by outcome (approved, rejected, expired).", "none",
+              [target(f"sum by (outcome) (increase(switchboard_runtime_tool_approvals_total{{{agent}}}[$__range]))", "{{outcome}}")],
+              kind="bargauge", width=12),
         row("Tokens"),
         panel("Tokens by channel", "Tokens per second by channel and direction (in = prompt, out = generated).", "suffix: tokens/s",
               [target(f'sum by (channel, direction) (rate(switchboard_runtime_tokens_total{{{agent}, channel=~"$channel", model=~"$model"}}[$__rate_interval]))', "{{channel}} {{direction}}")],

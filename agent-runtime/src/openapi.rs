@@ -31,7 +31,7 @@ use crate::state::SharedState;
     tags((name = "openai", description = "OpenAI-compatible API"),
          (name = "operations", description = "Health, readiness, metrics; no API key"),
          (name = "sessions", description = "Sessions API"),
-         (name = "admin", description = "Tenant administration: every user's conversations, the agent's figures, channels and the outbox; the agent's admin key only"))
+         (name = "admin", description = "Tenant administration: every user's conversations, the agent's figures, channels, the outbox and tool calls waiting for approval; the agent's admin key only"))
 )]
 struct ApiDoc;
 
@@ -76,6 +76,8 @@ pub fn api_router() -> OpenApiRouter<SharedState> {
         .routes(routes!(admin::channels))
         .routes(routes!(admin::outbox))
         .routes(routes!(admin::retry_outbox))
+        .routes(routes!(admin::list_approvals))
+        .routes(routes!(admin::decide_approval))
 }
 
 /// Whether `path` is an admin route (the admin key; no caller identified).
@@ -196,7 +198,7 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
                 schema["pattern"] = json!(NOT_BLANK);
             }
             ("header", "x-conversation-id") => *schema = id_schema(true),
-            ("query", "channel" | "user") if admin => *schema = id_schema(false),
+            ("query", "channel" | "user" | "session_id") if admin => *schema = id_schema(false),
             ("query", "cursor") if admin => {
                 schema["pattern"] = json!(crate::api::admin::CURSOR_PATTERN);
             }

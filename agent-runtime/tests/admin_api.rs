@@ -4,7 +4,8 @@
 //! its answer (an outbox entry). Each route is checked on what those chats
 //! stored: conversations with filters and cursor pages, one conversation with
 //! its messages, the stats, the channels, the outbox and its manual retry; and
-//! every refused parameter names itself.
+//! every refused parameter names itself. Tool calls waiting for approval are
+//! listed across sessions and decided by the admin.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use agent_runtime::channel_registry::signing::sign;
 use agent_runtime::channels::ChannelTasks;
+use agent_runtime::db::ToolApproval;
 use axum::http::StatusCode;
 use common::{ADMIN_KEY, Db, Harness, assert_error};
 use crds::runtime_config::{
@@ -627,6 +629,204 @@ async fn a_runtime_without_channels_lists_its_open_default_channel(db: Db) {
     assert_eq!(conversations["data"][0]["user"], "dora");
 }
 
+/// A pending approval in `session`, as the tool loop stores it, `age_ms` old
+/// and expiring in `expires_in_ms`.
+fn approval(id: &str, session: &str, age_ms: i64, expires_in_ms: i64) -> ToolApproval {
+    let now = chrono::Utc::now().timestamp_millis();
+    ToolApproval {
+        id: id.into(),
+        session_id: session.into(),
+        message_id: format!("{id}-asked"),
+        tool_call_id: format!("call-{id}"),
+        tool: "delete_file".into(),
+        source: "files".into(),
+        arguments: r#"{"path":"/tmp/x"}"#.into(),
+        requested_at: now - age_ms,
+        expires_at: now + expires_in_ms,
+        state: "pending".into(),
+        decided_by: None,
+        decided_at: None,
+        reason: None,
+    }
+}
+
+async fn session_of(h: &Harness, user: &str) -> String {
+    let (status, session) = h.post(user, "/api/sessions", json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    session["id"].as_str().expect("id").to_owned()
+}
+
+/// Every approval id of the listing `query`, following its cursors.
+async fn all_approval_pages(h: &Harness, query: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut next = format!("/api/admin/approvals?{query}");
+    for _ in 0..20 {
+        let (status, page) = h.admin_get(&next).await;
+        assert_eq!(status, 200, "{page}");
+        found.extend(ids(&page).into_iter().map(str::to_owned));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                assert_eq!(page["has_more"], true);
+                next = format!("/api/admin/approvals?{query}&cursor={cursor}");
+            }
+            None => {
+                assert_eq!(page["has_more"], false);
+                return found;
+            }
+        }
+    }
+    panic!("the cursors do not end");
+}
+
+async fn approvals_are_listed_filtered_paged_and_decided(db: Db) {
+    let h = Harness::start(db).await;
+    let alice_1 = session_of(&h, "alice").await;
+    let alice_2 = session_of(&h, "alice").await;
+    let bob = session_of(&h, "bob").await;
+    let store = &h.state().store;
+    for row in [
+        approval("a-oldest", &alice_1, 30_000, 600_000),
+        approval("a-second", &alice_2, 20_000, 600_000),
+        approval("b-third", &bob, 10_000, 600_000),
+        // Past its time (its turn gone): not decidable, not listed.
+        approval("a-lapsed", &alice_1, 40_000, -1_000),
+    ] {
+        store.add_tool_approval(&row).await.expect("stored");
+    }
+    let mut decided = approval("a-decided", &alice_2, 50_000, 600_000);
+    decided.state = "approved".into();
+    store.add_tool_approval(&decided).await.expect("stored");
+
+    // Pending ones of every session, oldest first, with user and channel.
+    let (status, all) = h.admin_get("/api/admin/approvals").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(ids(&all), ["a-oldest", "a-second", "b-third"], "{all}");
+    assert_eq!(all["has_more"], false);
+    assert!(all["next_cursor"].is_null(), "{all}");
+    let first = &all["data"][0];
+    assert_eq!(first["session_id"], alice_1.as_str());
+    assert_eq!(first["user"], "alice");
+    assert_eq!(first["channel"], "default");
+    assert_eq!(first["tool"], "delete_file");
+    assert_eq!(first["source"], "files");
+    assert_eq!(first["arguments"], r#"{"path":"/tmp/x"}"#);
+    assert_eq!(first["state"], "pending");
+    assert!(first["expires_at"].is_string(), "{first}");
+
+    // Filters.
+    let (_, by_user) = h.admin_get("/api/admin/approvals?user=bob").await;
+    assert_eq!(ids(&by_user), ["b-third"]);
+    let (_, by_session) = h
+        .admin_get(&format!("/api/admin/approvals?session_id={alice_2}"))
+        .await;
+    assert_eq!(ids(&by_session), ["a-second"]);
+    let (_, both) = h
+        .admin_get(&format!(
+            "/api/admin/approvals?session_id={alice_2}&user=bob"
+        ))
+        .await;
+    assert_eq!(ids(&both), Vec::<&str>::new());
+    // Cursor pages of one give the same approvals in the same order.
+    assert_eq!(
+        all_approval_pages(&h, "limit=1").await,
+        ["a-oldest", "a-second", "b-third"]
+    );
+    assert_eq!(
+        all_approval_pages(&h, "limit=1&user=alice").await,
+        ["a-oldest", "a-second"]
+    );
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=nope", "cursor"),
+        ("user=", "user"),
+        ("session_id=%20", "session_id"),
+    ] {
+        let refused = h.admin_get(&format!("/api/admin/approvals?{query}")).await;
+        assert_bad_param(&refused, param);
+    }
+
+    // Deciding: approved, rejected with a reason; recorded as the admin's.
+    let decide = |id: &str, body: Value| {
+        let request = h
+            .client
+            .post(h.url(&format!("/api/admin/approvals/{id}")))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body);
+        h.json(request)
+    };
+    let (status, body) = decide("a-oldest", json!({"approve": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "approved", "{body}");
+    assert_eq!(body["decided_by"], "admin", "{body}");
+    assert_eq!(body["user"], "alice", "{body}");
+    assert!(body["decided_at"].is_string(), "{body}");
+    let (status, body) = decide(
+        "b-third",
+        json!({"approve": false, "reason": "not on a Friday"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "rejected", "{body}");
+    assert_eq!(body["reason"], "not on a Friday", "{body}");
+    // The user sees the admin's decision in the session's own list.
+    let (_, list) = h
+        .get("bob", &format!("/api/sessions/{bob}/approvals"))
+        .await;
+    assert_eq!(list["data"][0]["state"], "rejected", "{list}");
+    assert_eq!(list["data"][0]["decided_by"], "admin", "{list}");
+    // Decided ones leave the pending list.
+    let (_, left) = h.admin_get("/api/admin/approvals").await;
+    assert_eq!(ids(&left), ["a-second"]);
+
+    // Refusals: decided already, past its time, unknown, a reason too long,
+    // the client key.
+    let twice = decide("a-oldest", json!({"approve": false})).await;
+    assert_error(&twice, 409, "approval_decided");
+    assert_eq!(twice.1["error"]["param"], "approval_id", "{}", twice.1);
+    assert!(
+        twice.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("approved already")),
+        "{}",
+        twice.1
+    );
+    let lapsed = decide("a-lapsed", json!({"approve": true})).await;
+    assert_error(&lapsed, 409, "approval_decided");
+    assert!(
+        lapsed.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired already")),
+        "{}",
+        lapsed.1
+    );
+    let missing = decide("nope", json!({"approve": true})).await;
+    assert_error(&missing, 404, "approval_not_found");
+    assert_eq!(missing.1["error"]["param"], "approval_id", "{}", missing.1);
+    let long = decide(
+        "a-second",
+        json!({"approve": false, "reason": "x".repeat(2001)}),
+    )
+    .await;
+    assert_error(&long, 400, "invalid_request");
+    assert_eq!(long.1["error"]["param"], "reason", "{}", long.1);
+    let client = h
+        .json(
+            h.client
+                .post(h.url("/api/admin/approvals/a-second"))
+                .bearer_auth(common::API_KEY)
+                .json(&json!({"approve": true})),
+        )
+        .await;
+    assert_eq!(client.0, 401, "{}", client.1);
+    let (_, still) = h.admin_get("/api/admin/approvals").await;
+    assert_eq!(
+        ids(&still),
+        ["a-second"],
+        "refused decisions change nothing"
+    );
+}
+
 impl World {
     async fn stop(mut self) {
         if let Some(tasks) = self.tasks.take() {
@@ -642,4 +842,5 @@ on_both_databases!(
     channels_show_settings_activity_and_outbox,
     the_outbox_lists_entries_without_text_and_retries_dead_ones,
     a_runtime_without_channels_lists_its_open_default_channel,
+    approvals_are_listed_filtered_paged_and_decided,
 );

@@ -26,6 +26,8 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(
         listed,
         [
+            "/api/admin/approvals",
+            "/api/admin/approvals/{approval_id}",
             "/api/admin/channels",
             "/api/admin/conversations",
             "/api/admin/conversations/{id}",
@@ -90,10 +92,10 @@ async fn openapi_document_matches_the_routes() {
             );
         }
     }
-    // 30 operations, the 28 API ones (client and admin) again per channel, the
+    // 32 operations, the 30 API ones (client and admin) again per channel, the
     // webhook receiver, the Slack Events API receiver, the Discord Interactions
     // endpoint, a web channel's config.json and its live-sync stream.
-    assert_eq!(operations, 30 + 28 + 1 + 1 + 1 + 1 + 1);
+    assert_eq!(operations, 32 + 30 + 1 + 1 + 1 + 1 + 1);
 }
 
 /// Every `$ref` in `value`.

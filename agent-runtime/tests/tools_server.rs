@@ -850,10 +850,41 @@ async fn at_the_step_limit_a_mixed_answer_returns_the_client_calls(db: Db) {
     }
 }
 
+async fn an_admin_decides_a_waiting_call(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    let decide = async {
+        let (session, pending) = pending_approval(&h).await;
+        let approval = pending["id"].as_str().expect("id");
+        // The admin sees it among every session's pending calls.
+        let (status, page) = h.admin_get("/api/admin/approvals?user=alice").await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["data"][0]["id"], approval, "{page}");
+        assert_eq!(page["data"][0]["session_id"], session.as_str(), "{page}");
+        let (status, body) = h
+            .json(
+                h.client
+                    .post(h.url(&format!("/api/admin/approvals/{approval}")))
+                    .bearer_auth(common::ADMIN_KEY)
+                    .json(&json!({"approve": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["decided_by"], "admin", "{body}");
+    };
+    let ((status, body), ()) = tokio::join!(ask(&h, DELETE), decide);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Tool results: deleted /tmp/x",
+        "{body}"
+    );
+}
+
 on_both_databases!(
     an_approved_call_runs,
     an_answer_calling_both_kinds_runs_the_server_calls_first,
     at_the_step_limit_a_mixed_answer_returns_the_client_calls,
+    an_admin_decides_a_waiting_call,
     a_rejected_call_tells_the_model_why,
     an_undecided_call_expires,
     a_stream_shows_the_pause_then_the_answer,

@@ -31,6 +31,7 @@ export const CHANNELS = [
 export const ALL_FEATURES = { history: true, search: true, streaming: true };
 
 export const API_KEY = "dev-tenant-key-not-for-browsers";
+export const ADMIN_KEY = "dev-admin-key-not-for-browsers";
 
 function binary(name, envName) {
   const candidates = [
@@ -73,8 +74,48 @@ function yaml(value) {
   return JSON.stringify(value); // JSON is YAML
 }
 
-/** Starts mock + runtime; resolves to { base, apiKey, dir, stop() }. */
-export async function startRuntime({ channels = CHANNELS, allowedOrigins = [], port: wanted = 0 } = {}) {
+/**
+ * The MCP test server (tests/mcp/server.py, the official MCP Python SDK) on a
+ * free port: resolves to { url, stop() } once it prints its ready line. Python
+ * from $SWITCHBOARD_PYTHON, else the repository's .switchboard/venv (made by
+ * hack/python-env.sh when missing).
+ */
+export async function startMcpServer() {
+  let python = process.env.SWITCHBOARD_PYTHON;
+  if (!python) {
+    python = join(repo, ".switchboard", "venv", "bin", "python");
+    const made = spawn("bash", [join(repo, "hack", "python-env.sh")], { stdio: ["ignore", "inherit", "inherit"] });
+    const code = await new Promise((ok) => made.on("exit", ok));
+    if (code !== 0) throw new Error(`hack/python-env.sh failed (${code})`);
+  }
+  const port = await freePort();
+  const child = spawn(python, [join(repo, "tests", "mcp", "server.py"), String(port)], { stdio: ["ignore", "pipe", "ignore"] });
+  const stop = () => {
+    if (child.exitCode === null) child.kill("SIGTERM");
+  };
+  await new Promise((ok, fail) => {
+    let seen = "";
+    const timer = setTimeout(() => fail(new Error("the MCP server printed no ready line in 120 s")), 120000);
+    child.stdout.on("data", (chunk) => {
+      seen += chunk;
+      if (seen.includes("mcp server ready on ")) {
+        clearTimeout(timer);
+        ok();
+      }
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      fail(new Error(`the MCP server exited with ${code}`));
+    });
+  });
+  return { url: `http://127.0.0.1:${port}/mcp`, stop };
+}
+
+/**
+ * Starts mock + runtime; resolves to { base, apiKey, dir, stop() }. `tools`:
+ * the runtime's tools section (sources, requireApproval, ...), none by default.
+ */
+export async function startRuntime({ channels = CHANNELS, allowedOrigins = [], port: wanted = 0, tools = null } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "sb-web-"));
   const mockPort = await freePort();
   const port = wanted || (await freePort());
@@ -101,6 +142,7 @@ export async function startRuntime({ channels = CHANNELS, allowedOrigins = [], p
       // The sites allowed to embed the chat (the browser test's host page).
       ...(c.name === "web" && allowedOrigins.length ? { allowedOrigins } : {}),
     })),
+    ...(tools ? { tools } : {}),
   };
   writeFileSync(join(dir, "agent.yaml"), yaml(config));
   const runtime = spawn(
@@ -108,7 +150,14 @@ export async function startRuntime({ channels = CHANNELS, allowedOrigins = [], p
     ["--config", join(dir, "agent.yaml"), "--listen", `127.0.0.1:${port}`],
     {
       stdio: ["ignore", log, log],
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, SWITCHBOARD_API_KEY: API_KEY, UPSTREAM_KEY: "sk-upstream-dev", RUST_LOG: "warn" },
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        SWITCHBOARD_API_KEY: API_KEY,
+        SWITCHBOARD_ADMIN_KEY: ADMIN_KEY,
+        UPSTREAM_KEY: "sk-upstream-dev",
+        RUST_LOG: "warn",
+      },
     },
   );
   const stop = () => {

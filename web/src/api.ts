@@ -15,6 +15,13 @@ export interface Session {
   last_message_at: string | null;
 }
 
+/** A tool call an assistant message made (OpenAI's shape). */
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
 export interface Message {
   id: string;
   session_id: string;
@@ -24,12 +31,52 @@ export interface Message {
   model: string | null;
   error: string | null;
   created_at: string;
+  /** The tools an assistant message called (server-side tools the runtime ran). */
+  tool_calls?: ToolCall[] | null;
+  /** The call a tool message answers. */
+  tool_call_id?: string | null;
+}
+
+/** A server-side tool call that waits (or waited) for a person's approval. */
+export interface Approval {
+  id: string;
+  session_id: string;
+  /** The assistant message that asked for the call (absent in a stream's event). */
+  message_id?: string;
+  tool_call_id?: string;
+  tool: string;
+  /** The call's arguments: JSON text as the model wrote it. */
+  arguments: string;
+  state: "pending" | "approved" | "rejected" | "expired";
+  expires_at: string;
+  decided_by?: string | null;
+  reason?: string | null;
+}
+
+/** One message of the history sent with a turn (the branch as stored). */
+export interface HistoryItem {
+  role: string;
+  content: string;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
 }
 
 export interface SearchHit {
   session: Session;
   score: number;
   snippet: string;
+}
+
+/**
+ * A stored (or shown) message as the runtime wants it back in a turn's
+ * history: tool calls and tool results included, so the branch is recognised
+ * as the one stored.
+ */
+export function historyItem(m: Pick<Message, "role" | "content" | "tool_calls" | "tool_call_id">): HistoryItem {
+  const item: HistoryItem = { role: m.role, content: m.content };
+  if (m.tool_calls && m.tool_calls.length) item.tool_calls = m.tool_calls;
+  if (m.tool_call_id) item.tool_call_id = m.tool_call_id;
+  return item;
 }
 
 /** A failed request: HTTP status (0 for no answer at all), the API's code and message, and Retry-After. */
@@ -146,6 +193,22 @@ export class Api {
     }
   }
 
+  /** A session's approvals of tool calls, pending and decided, oldest first. */
+  async approvals(id: string): Promise<Approval[]> {
+    const list = await this.request<{ data: Approval[] }>("GET", `/api/sessions/${encodeURIComponent(id)}/approvals`);
+    return list.data;
+  }
+
+  /** Approves or rejects (with an optional reason) a pending tool call. */
+  decide(id: string, approval: string, approve: boolean, reason?: string): Promise<Approval> {
+    const body = approve ? { approve } : { approve, ...(reason?.trim() ? { reason: reason.trim() } : {}) };
+    return this.request<Approval>(
+      "POST",
+      `/api/sessions/${encodeURIComponent(id)}/approvals/${encodeURIComponent(approval)}`,
+      body,
+    );
+  }
+
   rename(id: string, title: string): Promise<Session> {
     return this.request<Session>("PATCH", `/api/sessions/${encodeURIComponent(id)}`, { title });
   }
@@ -166,7 +229,7 @@ export class Api {
    */
   async *chat(
     id: string,
-    history: { role: string; content: string }[],
+    history: HistoryItem[],
     signal: AbortSignal,
     stream = true,
   ): AsyncGenerator<TurnEvent> {

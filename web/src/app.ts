@@ -2,7 +2,8 @@
 // chats, the conversation with its branches, and the composer. State lives in
 // one object; each region is redrawn from it with DOM calls (no HTML strings).
 
-import { Api, ApiError, type Message, type SearchHit, type Session } from "./api.ts";
+import { Api, ApiError, historyItem, type Approval, type Message, type SearchHit, type Session, type ToolCall } from "./api.ts";
+import { approvalFor, approvalView, outcomeOf, outcomeText, toolUseView } from "./approval-view.ts";
 import { stepBranch, visiblePath, type PathEntry } from "./branches.ts";
 import type { ChatConfig } from "./config.ts";
 import { queryTerms } from "./highlight.ts";
@@ -24,6 +25,10 @@ interface Live {
   text: string;
   error: string | null;
   stopped: boolean;
+  /** Tool calls this turn waits (or waited) on, as the stream announced them. */
+  approvals: Approval[];
+  /** Where the text stood when the last approval was asked for (text after it streams below the cards). */
+  cut: number;
 }
 
 interface Tab {
@@ -31,6 +36,8 @@ interface Tab {
   /** null: a draft (no session yet). */
   id: string | null;
   messages: Message[];
+  /** The session's approvals of tool calls (read when a message called tools). */
+  approvals: Approval[];
   chosen: Record<string, string>;
   live: Live | null;
   loaded: boolean;
@@ -77,6 +84,10 @@ export class App {
   private menuBtn!: HTMLButtonElement;
   private announcer!: HTMLElement;
   private liveBody: HTMLElement | null = null;
+  /** Approval cards by approval id, kept while their outcome stays (a reason being typed survives redraws). */
+  private cards = new Map<string, { key: string; el: HTMLElement }>();
+  /** Messages whose tool calls were decided here without this page's stream (after a reload): their answer is resumed. */
+  private resume = new Set<string>();
   private liveFrame = 0;
 
   constructor(private readonly config: ChatConfig) {
@@ -221,7 +232,7 @@ export class App {
   }
 
   private newTab(id: string | null): Tab {
-    return { key: Math.random().toString(36).slice(2), id, messages: [], chosen: {}, live: null, loaded: id === null, editing: null };
+    return { key: Math.random().toString(36).slice(2), id, messages: [], approvals: [], chosen: {}, live: null, loaded: id === null, editing: null };
   }
 
   private restoreTabs(): void {
@@ -306,7 +317,10 @@ export class App {
   private async loadTab(tab: Tab): Promise<void> {
     if (tab.id === null || !this.config.features.history) return;
     try {
-      tab.messages = await this.api.messages(tab.id);
+      const messages = await this.api.messages(tab.id);
+      // Approvals matter only where a message called tools.
+      if (messages.some((m) => m.tool_calls?.length)) tab.approvals = await this.api.approvals(tab.id);
+      tab.messages = messages;
       tab.loaded = true;
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
@@ -319,6 +333,7 @@ export class App {
     // An edit in progress is not redrawn under the user's hands.
     if (this.tab() === tab && !tab.editing && !tab.live) this.renderConversation();
     this.renderTabs();
+    this.resumeAnswer(tab);
   }
 
   // ---------------------------------------------------------------- lists
@@ -455,8 +470,9 @@ export class App {
 
   /** The branch shown in `tab`. */
   private path(tab: Tab): PathEntry<Message>[] {
+    // Tool results stay on the path (the next answer's parent); they are not shown.
     return visiblePath(
-      tab.messages.filter((m) => m.role === "user" || m.role === "assistant"),
+      tab.messages.filter((m) => m.role !== "system"),
       tab.chosen,
     );
   }
@@ -481,7 +497,7 @@ export class App {
     if (text !== null) {
       shown.push({ id: "pending-user", parent_id: null, role: "user", content: text, model: null, error: null, pending: true });
     }
-    const live: Live = { controller: new AbortController(), before: shown, text: "", error: null, stopped: false };
+    const live: Live = { controller: new AbortController(), before: shown, text: "", error: null, stopped: false, approvals: [], cut: 0 };
     tab.live = live;
     this.setBanner(this.banner?.kind === "disabled" ? null : this.banner);
     this.renderConversation();
@@ -503,13 +519,19 @@ export class App {
       }
       const history = live.before
         .filter((m) => !(m.role === "assistant" && m.error && !m.content))
-        .map((m) => ({ role: m.role, content: m.content }));
+        .map(historyItem);
       for await (const ev of this.api.chat(tab.id, history, live.controller.signal, this.config.features.streaming)) {
         if (ev.kind === "delta") {
           live.text += ev.text;
           this.scheduleLive();
         } else if (ev.kind === "error") {
           live.error = ev.message;
+        } else if (ev.kind === "approval") {
+          live.approvals.push({ ...ev.approval, state: "pending" });
+          live.cut = live.text.length;
+          if (this.tab() === tab) this.renderConversation();
+          // Heard, not focused: a stray Enter must not approve a call.
+          this.announcer.textContent = `${this.t("approvalTitle", { tool: ev.approval.tool })} ${this.t("approvalWaiting")}`;
         }
       }
     } catch (e) {
@@ -596,7 +618,7 @@ export class App {
       const live = this.tab().live;
       if (live && this.liveBody) {
         const stick = this.nearBottom();
-        fillMarkdown(this.liveBody, live.text, this.t);
+        fillMarkdown(this.liveBody, live.text.slice(live.cut), this.t);
         if (stick) this.log.scrollTop = this.log.scrollHeight;
       }
     });
@@ -854,16 +876,29 @@ export class App {
     const items: Node[] = [];
     this.liveBody = null;
     if (tab.live) {
-      for (const m of tab.live.before) items.push(this.messageView(tab, { message: m as Message, index: 0, count: 1, siblings: [m.id] }, false));
+      const live = tab.live;
+      for (const m of live.before) {
+        if (m.role !== "tool") items.push(this.messageView(tab, { message: m as Message, index: 0, count: 1, siblings: [m.id] }, false));
+      }
+      if (live.approvals.length) {
+        // The calls this turn waits on, outside the busy answer so they can be read and used.
+        const before = h("div", { class: "body markdown", dir: "auto" });
+        fillMarkdown(before, live.text.slice(0, live.cut), this.t);
+        const art = h("article", { class: "msg assistant tool-use", "aria-label": this.t("assistant") });
+        if (live.cut > 0) art.appendChild(before);
+        for (const a of live.approvals) art.appendChild(this.approvalCard(tab, a));
+        items.push(art);
+      }
+      const waiting = live.approvals.some((a) => outcomeOf(a) === "pending");
       const body = h("div", { class: "body markdown", dir: "auto" });
-      fillMarkdown(body, tab.live.text, this.t);
+      fillMarkdown(body, live.text.slice(live.cut), this.t);
       this.liveBody = body;
       items.push(
         h(
           "article",
           { class: "msg assistant live", "aria-busy": "true", "aria-label": this.t("assistant") },
           body,
-          tab.live.text ? null : h("div", { class: "typing", "aria-label": this.t("streaming") }, h("span"), h("span"), h("span")),
+          live.text.length > live.cut || waiting ? null : h("div", { class: "typing", "aria-label": this.t("streaming") }, h("span"), h("span"), h("span")),
         ),
       );
     } else {
@@ -876,7 +911,7 @@ export class App {
       } else if (!tab.loaded) {
         items.push(h("p", { class: "loading" }, this.t("loading")));
       }
-      for (const entry of path) items.push(this.messageView(tab, entry, true));
+      for (const entry of path) if (entry.message.role !== "tool") items.push(this.messageView(tab, entry, true));
     }
     this.log.setAttribute("aria-busy", tab.live ? "true" : "false");
     this.log.replaceChildren(...items);
@@ -884,6 +919,12 @@ export class App {
   }
 
   private messageView(tab: Tab, entry: PathEntry<Message>, interactive: boolean): HTMLElement {
+    const m = entry.message;
+    if (m.role === "assistant" && m.tool_calls?.length) {
+      const body = h("div", { class: "body markdown", dir: "auto" });
+      fillMarkdown(body, m.content, this.t);
+      return toolUseView(this.t, m, (call) => this.callCard(tab, m, call), body);
+    }
     if (!interactive) return messageView(this.t, entry as PathEntry<Shown>, null);
     return messageView(this.t, entry as PathEntry<Shown>, {
       editing: tab.editing === entry.message.id,
@@ -898,6 +939,84 @@ export class App {
       },
       onRegenerate: () => this.regenerate(tab, entry),
     });
+  }
+
+  // ---------------------------------------------------------------- approvals
+
+  /** The approval card of `call` (made by stored message `m`), when the call needed one. */
+  private callCard(tab: Tab, m: Message, call: ToolCall): HTMLElement | null {
+    const approval = approvalFor(tab.approvals, m.id, call);
+    return approval ? this.approvalCard(tab, approval) : null;
+  }
+
+  /** A card for `approval`, the same element while its outcome stays. */
+  private approvalCard(tab: Tab, approval: Approval): HTMLElement {
+    const outcome = outcomeOf(approval);
+    const key = `${outcome}:${approval.decided_by ?? ""}:${approval.reason ?? ""}`;
+    const cached = this.cards.get(approval.id);
+    if (cached?.key === key) return cached.el;
+    const el = approvalView(this.t, approval, (approve, reason) => this.decide(tab, approval, approve, reason));
+    this.cards.set(approval.id, { key, el });
+    if (outcome === "pending") {
+      // Redrawn when it runs out (the turn then goes on with a rejection).
+      const left = Date.parse(approval.expires_at) - Date.now();
+      if (Number.isFinite(left)) {
+        window.setTimeout(() => {
+          if (tab.live) this.renderConversation();
+          else void this.loadTab(tab);
+        }, Math.min(Math.max(left + 1500, 0), 2 ** 31 - 1));
+      }
+    }
+    return el;
+  }
+
+  /** Sends the visitor's decision on `approval`; the card then shows the outcome. */
+  private async decide(tab: Tab, approval: Approval, approve: boolean, reason: string): Promise<void> {
+    const session = approval.session_id || tab.id;
+    if (!session) return;
+    let decided: Approval;
+    try {
+      decided = await this.api.decide(session, approval.id, approve, reason);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 409)) throw e;
+      // Decided meanwhile (another tab, an operator) or expired: show how it stands.
+      const all = await this.api.approvals(session);
+      decided = all.find((a) => a.id === approval.id) ?? { ...approval, state: "expired" };
+    }
+    const merge = (list: Approval[]) => list.map((a) => (a.id === decided.id ? { ...a, ...decided } : a));
+    tab.approvals = tab.approvals.some((a) => a.id === decided.id) ? merge(tab.approvals) : [...tab.approvals, decided];
+    if (tab.live) tab.live.approvals = merge(tab.live.approvals);
+    this.announcer.textContent = outcomeText(this.t, decided);
+    if (this.tab() === tab) {
+      this.renderConversation();
+      this.log.querySelector<HTMLElement>(`[data-approval="${CSS.escape(decided.id)}"]`)?.setAttribute("tabindex", "-1");
+      this.log.querySelector<HTMLElement>(`[data-approval="${CSS.escape(decided.id)}"]`)?.focus();
+    }
+    this.changed({ kind: "session", id: session });
+    // Without this page's stream (after a reload) the turn goes on in the runtime: look for its answer.
+    if (!tab.live) {
+      if (decided.message_id) this.resume.add(decided.message_id);
+      for (const ms of [500, 1500, 3500, 7000]) window.setTimeout(() => void this.loadTab(tab), ms);
+    }
+  }
+
+  /**
+   * A turn whose page left while it waited for an approval runs the tool once
+   * decided, but its next answer is cut off (nobody reads its stream). Once the
+   * tool results are stored, that answer is asked for again here, streamed
+   * into this page (a regeneration: the cut-off one stays as a branch).
+   */
+  private resumeAnswer(tab: Tab): void {
+    if (tab.live || !this.resume.size) return;
+    const path = this.path(tab);
+    const at = path.findIndex((e) => this.resume.has(e.message.id));
+    if (at < 0) return;
+    let next = at + 1;
+    while (path[next]?.message.role === "tool") next++;
+    const answer = path[next]?.message;
+    if (next === at + 1 || !answer) return; // the results are not stored yet: look again later
+    this.resume.delete(path[at].message.id);
+    if (answer.role === "assistant" && answer.error && /disconnect/i.test(answer.error)) this.regenerate(tab, path[next]);
   }
 
   private autosize(): void {

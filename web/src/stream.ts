@@ -56,9 +56,19 @@ export class SseParser {
   }
 }
 
+/** A tool call the turn waits on, as the stream announces it. */
+export interface ApprovalRequest {
+  id: string;
+  session_id: string;
+  tool: string;
+  arguments: string;
+  expires_at: string;
+}
+
 /** What a streamed turn tells the page. */
 export type TurnEvent =
   | { kind: "delta"; text: string }
+  | { kind: "approval"; approval: ApprovalRequest }
   | { kind: "finish"; reason: string }
   | { kind: "usage"; promptTokens: number; completionTokens: number }
   | { kind: "error"; code: string; message: string }
@@ -68,6 +78,8 @@ interface Chunk {
   choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[];
   usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
   error?: { code?: string; message?: string };
+  /** `event: approval_required`: the turn waits for a person's decision on a tool call. */
+  approval?: Partial<ApprovalRequest> | null;
 }
 
 /** Interprets one SSE data payload of an OpenAI-style chat stream. */
@@ -89,6 +101,19 @@ export function turnEvents(data: string): TurnEvent[] {
     ];
   }
   const out: TurnEvent[] = [];
+  const a = chunk.approval;
+  if (a && typeof a.id === "string" && typeof a.session_id === "string" && typeof a.tool === "string") {
+    out.push({
+      kind: "approval",
+      approval: {
+        id: a.id,
+        session_id: a.session_id,
+        tool: a.tool,
+        arguments: typeof a.arguments === "string" ? a.arguments : "",
+        expires_at: typeof a.expires_at === "string" ? a.expires_at : "",
+      },
+    });
+  }
   for (const choice of chunk.choices ?? []) {
     const text = choice.delta?.content;
     if (typeof text === "string" && text !== "") out.push({ kind: "delta", text });

@@ -1,7 +1,8 @@
 //! Tenant administration under the agent's admin key, across every user and
 //! channel: failed turns, conversations with their messages, the agent's
-//! figures, the channels served, and the outbox as a queue with a manual
-//! retry. Every refused parameter is a 400 naming it.
+//! figures, the channels served, the outbox as a queue with a manual retry,
+//! and tool calls waiting for a person's approval (decided here by the admin).
+//! Every refused parameter is a 400 naming it.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,15 +12,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::admin_dto::{
-    AdminStats, ChannelConnection, ChannelFeatureSwitches, ChannelLimitsView, ChannelList,
-    ChannelOutbox, ChannelView, ConversationDetail, ConversationPage, ConversationStats,
-    ConversationStatus, FailureStats, KeyMode, OutboxEntryState, OutboxEntryView, OutboxPage,
-    OutboxStats, RateLimitedStats, UpstreamStats,
+    AdminApproval, AdminStats, ApprovalPage, ChannelConnection, ChannelFeatureSwitches,
+    ChannelLimitsView, ChannelList, ChannelOutbox, ChannelView, ConversationDetail,
+    ConversationPage, ConversationStats, ConversationStatus, FailureStats, KeyMode,
+    OutboxEntryState, OutboxEntryView, OutboxPage, OutboxStats, RateLimitedStats, UpstreamStats,
 };
 use crate::api::dto::{self, FailedTurn};
-use crate::api::sessions::{MAX_PAGE, PageQuery, Pagination};
-use crate::db::{self, ConversationFilter, OutboxFilter, RetryOutcome};
+use crate::api::sessions::{ApprovalDecision, MAX_PAGE, MAX_REASON_CHARS, PageQuery, Pagination};
+use crate::db::{self, ApprovalFilter, ConversationFilter, OutboxFilter, RetryOutcome};
 use crate::error::{ApiError, ErrorBody, extract};
+use crate::live::UserEvent;
 use crate::state::SharedState;
 
 /// Default page size.
@@ -577,6 +579,151 @@ pub async fn retry_outbox(
     Ok(Json(RetryResult {
         entry: entry_view(&state, entry, now_ms),
     }))
+}
+
+/// Filters of the approvals listing.
+#[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
+pub struct ApprovalQuery {
+    /// Only approvals of this session.
+    #[param(value_type = Option<String>)]
+    pub session_id: Option<String>,
+    /// Only approvals in sessions of this user (as clients name them).
+    #[param(value_type = Option<String>)]
+    pub user: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
+}
+
+/// Who an approval decided through the admin API is recorded as decided by.
+pub const ADMIN_DECIDER: &str = "admin";
+
+/// Tool calls waiting for a person's approval in every session, oldest first
+/// (the first to expire first), with the call's arguments and the session's
+/// user and channel; filtered by session and user; paged by cursor. Decided
+/// and expired ones are not listed (a session's own list has them).
+#[utoipa::path(get, path = "/api/admin/approvals", tag = "admin", params(ApprovalQuery),
+    responses((status = 200, body = ApprovalPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_approvals(
+    State(state): State<SharedState>,
+    extract::Query(query): extract::Query<ApprovalQuery>,
+) -> Result<Json<ApprovalPage>, ApiError> {
+    let limit = page_limit(query.limit.as_deref())?;
+    let session_id = name_filter("session_id", query.session_id)?;
+    let user = name_filter("user", query.user)?;
+    let after = parse_cursor(query.cursor.as_deref())?;
+    let (rows, has_more) = state
+        .store
+        .admin_tool_approvals(&ApprovalFilter {
+            session_id,
+            user,
+            after,
+            now_ms: Utc::now().timestamp_millis(),
+            limit,
+        })
+        .await?;
+    let next_cursor = if has_more {
+        rows.last()
+            .and_then(|last| cursor(last.approval.requested_at, &last.approval.id))
+    } else {
+        None
+    };
+    Ok(Json(ApprovalPage {
+        data: dto::convert(rows),
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    }))
+}
+
+/// Approves or rejects a pending tool call of any session as the admin
+/// (`decided_by: "admin"`): the waiting turn goes on (the tool runs, or the
+/// model gets "rejected by a person: <reason>"), and the user's open chat
+/// pages are told.
+#[utoipa::path(post, path = "/api/admin/approvals/{approval_id}", tag = "admin",
+    params(("approval_id" = String, Path, description = "The approval's id")),
+    request_body = ApprovalDecision,
+    responses((status = 200, body = AdminApproval), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No approval of this id", body = ErrorBody),
+        (status = 409, description = "Already decided or expired", body = ErrorBody)))]
+pub async fn decide_approval(
+    State(state): State<SharedState>,
+    extract::Path(approval_id): extract::Path<String>,
+    extract::Json(body): extract::Json<ApprovalDecision>,
+) -> Result<Json<AdminApproval>, ApiError> {
+    if let Some(reason) = &body.reason
+        && reason.chars().count() > MAX_REASON_CHARS
+    {
+        return Err(ApiError::bad_field(
+            "invalid_request",
+            "reason",
+            format!("reason must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    let not_found = || ApiError {
+        param: Some("approval_id".to_owned()),
+        ..ApiError::new(
+            StatusCode::NOT_FOUND,
+            "approval_not_found",
+            format!("no approval {approval_id:?}"),
+        )
+    };
+    let conflict = |row: &db::AdminApproval| {
+        // Still `pending` in the table here means past its time (its turn is
+        // about to mark it, or gone).
+        let now = if row.approval.is_pending() {
+            "expired"
+        } else {
+            row.approval.state.as_str()
+        };
+        ApiError {
+            param: Some("approval_id".to_owned()),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "approval_decided",
+                format!("approval {approval_id:?} is {now} already: it cannot be decided again"),
+            )
+        }
+    };
+    let current = state
+        .store
+        .admin_tool_approval(&approval_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !current.approval.is_pending() || current.approval.expires_at < Utc::now().timestamp_millis()
+    {
+        return Err(conflict(&current));
+    }
+    let (outcome, reason) = if body.approve {
+        ("approved", None)
+    } else {
+        ("rejected", body.reason.as_deref())
+    };
+    let decided = state
+        .store
+        .decide_tool_approval(&approval_id, outcome, Some(ADMIN_DECIDER), reason)
+        .await?;
+    let row = state
+        .store
+        .admin_tool_approval(&approval_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !decided {
+        return Err(conflict(&row));
+    }
+    state.tools.approval_decided(&approval_id);
+    tracing::info!(approval = %approval_id, tool = %row.approval.tool, outcome, "tool call decided by an admin");
+    // The user's chat pages show the decision (as after their own).
+    state.live.publish(UserEvent {
+        user: crate::domain::shown_user(&row.user_id).to_owned(),
+        kind: "session.updated",
+        session_id: Some(row.approval.session_id.clone()),
+    });
+    Ok(Json(row.into()))
 }
 
 fn millis_time(ms: i64) -> Option<DateTime<Utc>> {

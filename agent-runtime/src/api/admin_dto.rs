@@ -415,3 +415,37 @@ pub struct OutboxPage {
     /// Whether another page follows.
     pub has_more: bool,
 }
+
+/// A server-side tool call waiting for (or given) a person's approval, with
+/// the user and channel of its session.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AdminApproval {
+    /// The approval (decide it with `POST /api/admin/approvals/{approval_id}`).
+    #[serde(flatten)]
+    pub approval: crate::api::dto::ToolApproval,
+    /// The session's user, as the client named them.
+    pub user: String,
+    /// The channel the session came in through.
+    pub channel: String,
+}
+
+impl From<db::AdminApproval> for AdminApproval {
+    fn from(row: db::AdminApproval) -> Self {
+        Self {
+            user: crate::domain::shown_user(&row.user_id).to_owned(),
+            channel: row.channel,
+            approval: row.approval.into(),
+        }
+    }
+}
+
+/// A page of pending approvals, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalPage {
+    /// Pending approvals (still within their time), oldest first.
+    pub data: Vec<AdminApproval>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// Whether another page follows.
+    pub has_more: bool,
+}

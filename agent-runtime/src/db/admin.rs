@@ -272,7 +272,7 @@ pub enum RetryOutcome {
 const OUTBOX_COLUMNS: &str = "id, channel, conversation_id, callback_url, session_id, status, \
     attempts, last_error, next_attempt_at, locked_until, created_at, delivered_at";
 
-fn like_escaped(text: &str) -> String {
+pub(super) fn like_escaped(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 2);
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -39,7 +39,7 @@ pub use search::SearchHit;
 pub use sessions::{NewSession, SessionFilter, SessionSort, SortOrder};
 pub use spend::WindowSpend;
 pub use stats::UserStats;
-pub use tool_approvals::ToolApproval;
+pub use tool_approvals::{AdminApproval, ApprovalFilter, ToolApproval};
 pub use tool_executions::ToolExecution;
 
 use crate::settings::DatabaseTarget;

@@ -46,6 +46,39 @@ impl ToolApproval {
 const COLUMNS: &str = "id, session_id, message_id, tool_call_id, tool, source, arguments, \
     requested_at, expires_at, state, decided_by, decided_at, reason";
 
+/// [`COLUMNS`] of the table named `a`, with the session's user and channel
+/// (named `s`), for the admin views.
+const ADMIN_COLUMNS: &str = "a.id, a.session_id, a.message_id, a.tool_call_id, a.tool, a.source, \
+    a.arguments, a.requested_at, a.expires_at, a.state, a.decided_by, a.decided_at, a.reason, \
+    s.user_id, s.channel";
+
+/// An approval with its session's user and channel (the admin's view).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct AdminApproval {
+    /// The approval.
+    #[sqlx(flatten)]
+    pub approval: ToolApproval,
+    /// The session's user as stored (scoped on channels with their own key).
+    pub user_id: String,
+    /// The channel the session came in through.
+    pub channel: String,
+}
+
+/// Which approvals the admin listing shows: pending ones, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct ApprovalFilter {
+    /// Only this session's.
+    pub session_id: Option<String>,
+    /// Only this user's (as clients name them: also on channels with their own key).
+    pub user: Option<String>,
+    /// Only those after this position (requested at, id), oldest first.
+    pub after: Option<(i64, String)>,
+    /// Still decidable at this time (unix milliseconds): not past their expiry.
+    pub now_ms: i64,
+    /// Page size.
+    pub limit: i64,
+}
+
 impl Store {
     /// Stores a new approval.
     pub async fn add_tool_approval(&self, row: &ToolApproval) -> Result<(), StoreError> {
@@ -106,5 +139,54 @@ impl Store {
             .bind(state).bind(decided_by).bind(now).bind(reason).bind(id)
             .execute(pool).await.map(|r| r.rows_affected())?);
         Ok(affected == 1)
+    }
+
+    /// Pending approvals of every session (still within their time), oldest
+    /// first, with their sessions' users and channels; and whether more follow.
+    pub async fn admin_tool_approvals(
+        &self,
+        filter: &ApprovalFilter,
+    ) -> Result<(Vec<AdminApproval>, bool), StoreError> {
+        let _timer = self.timer("admin_tool_approvals");
+        let sql = format!(
+            "SELECT {ADMIN_COLUMNS} FROM tool_approvals a JOIN sessions s ON s.id = a.session_id \
+             WHERE a.state = 'pending' AND a.expires_at >= $1 \
+               AND ($2 IS NULL OR a.session_id = $2) \
+               AND ($3 IS NULL OR s.user_id = $3 OR s.user_id LIKE $4 ESCAPE '\\') \
+               AND ($5 IS NULL OR a.requested_at > $5 OR (a.requested_at = $5 AND a.id > $6)) \
+             ORDER BY a.requested_at, a.id LIMIT $7"
+        );
+        let scoped = filter.user.as_deref().map(|user| {
+            format!(
+                "%{}{}",
+                crate::domain::SCOPE_SEPARATOR,
+                super::admin::like_escaped(user)
+            )
+        });
+        let (after_at, after_id) = match &filter.after {
+            Some((at, id)) => (Some(*at), Some(id.clone())),
+            None => (None, None),
+        };
+        let mut rows: Vec<AdminApproval> = with_pool!(self, pool =>
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(filter.now_ms).bind(&filter.session_id).bind(&filter.user).bind(&scoped)
+                .bind(after_at).bind(after_id).bind(filter.limit + 1)
+                .fetch_all(pool).await?);
+        let more = rows.len() as i64 > filter.limit;
+        rows.truncate(usize::try_from(filter.limit).unwrap_or(0));
+        Ok((rows, more))
+    }
+
+    /// One approval of any session, with its session's user and channel.
+    pub async fn admin_tool_approval(&self, id: &str) -> Result<Option<AdminApproval>, StoreError> {
+        let _timer = self.timer("admin_tool_approval");
+        let sql = format!(
+            "SELECT {ADMIN_COLUMNS} FROM tool_approvals a JOIN sessions s ON s.id = a.session_id \
+             WHERE a.id = $1"
+        );
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, AdminApproval>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(id).fetch_optional(pool).await?),
+        )
     }
 }
