@@ -58,6 +58,11 @@ impl Lifecycle {
         self.inner.draining.is_cancelled()
     }
 
+    /// Running streams must end (see [`Self::cancelled`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
     /// Resolves when running streams must end.
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await;

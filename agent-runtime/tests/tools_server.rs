@@ -679,6 +679,44 @@ async fn a_stream_shows_the_pause_then_the_answer(db: Db) {
     assert_eq!(states, ["approved", "rejected"], "{list}");
 }
 
+async fn a_reader_gone_during_an_approval_still_gets_the_whole_answer(db: Db) {
+    let server = McpServer::start(None).await;
+    let h = with_tools(db, &server, ModelProvider::Openai).await;
+    // The page that asked reloads while the call waits: its stream is dropped.
+    let mut response = h
+        .as_user(reqwest::Method::POST, "/v1/chat/completions", "alice")
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user",
+            "content": r#"Delete [[mock: tools=delete_file; args={"path":"/tmp/x"}; chunk_delay_ms=50]]"#}]}))
+        .send()
+        .await
+        .expect("sent");
+    let (_, event) = read_to_approval(&mut response).await;
+    drop(response);
+    let session = event["session_id"].as_str().expect("session").to_owned();
+    let approval = event["id"].as_str().expect("id");
+    let (status, decided) = h
+        .post(
+            "alice",
+            &format!("/api/sessions/{session}/approvals/{approval}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    // The tool ran; the model's answer to it is read to its end and stored
+    // whole (not cut off as "client disconnected").
+    let last = switchboard_tests::eventually(Duration::from_secs(30), "the answer stored", || {
+        let h = &h;
+        async move {
+            let messages = stored_messages(h).await;
+            let last = messages.last()?.clone();
+            (last["role"] == "assistant" && messages.len() >= 4).then_some(last)
+        }
+    })
+    .await;
+    assert_eq!(last["content"], "Tool results: deleted /tmp/x", "{last}");
+    assert!(last["error"].is_null(), "{last}");
+}
+
 /// The client's own `get_weather` tool.
 fn client_tools() -> Value {
     json!([{"type": "function", "function": {
@@ -885,6 +923,7 @@ on_both_databases!(
     an_answer_calling_both_kinds_runs_the_server_calls_first,
     at_the_step_limit_a_mixed_answer_returns_the_client_calls,
     an_admin_decides_a_waiting_call,
+    a_reader_gone_during_an_approval_still_gets_the_whole_answer,
     a_rejected_call_tells_the_model_why,
     an_undecided_call_expires,
     a_stream_shows_the_pause_then_the_answer,

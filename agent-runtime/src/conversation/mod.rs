@@ -203,6 +203,7 @@ pub async fn take_turn(
         .map(|write| Box::pin(write.run(state)) as futures::future::BoxFuture<'_, _>);
     let turn = turn::Turn {
         session_id: recorded.session_id.clone(),
+        user: participant.0.user.clone(),
         anchor: recorded.anchor,
         history: recorded.history,
         sampling,
@@ -285,6 +286,7 @@ pub async fn answer_recorded(
     let last = branch.last().ok_or(ConversationError::MessageGone)?;
     let turn = turn::Turn {
         session_id: session_id.to_owned(),
+        user: participant.user.clone(),
         anchor: record::Anchor::of(last),
         history: record::prompt_from_stored(&branch),
         sampling: Sampling::default(),

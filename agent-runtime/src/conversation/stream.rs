@@ -117,6 +117,7 @@ async fn stream_in(
         started,
         id: id.clone(),
         tx,
+        after_tools: false,
     };
     let task_span = span.clone();
     tokio::spawn(
@@ -153,6 +154,19 @@ struct Streaming {
     started: Instant,
     id: String,
     tx: mpsc::Sender<TurnEvent>,
+    /// Set once server-side tools ran in this turn: the model's later answers
+    /// are read to their end and stored even when the reader has left (the
+    /// tools' effects happened; the answer to them must not be cut off).
+    after_tools: bool,
+}
+
+/// What relaying one model answer gave.
+struct Relayed {
+    end: CallEnd,
+    /// Client-side call pieces held back (see [`Streaming::release`]).
+    held: Vec<ToolCallDelta>,
+    /// The reader left while the answer was read on to its end.
+    reader_gone: bool,
 }
 
 impl Streaming {
@@ -169,7 +183,11 @@ impl Streaming {
             let Some((events, verdict)) = next.take() else {
                 break None;
             };
-            let (mut end, held) = self.relay(events).await;
+            let Relayed {
+                mut end,
+                held,
+                reader_gone,
+            } = self.relay(events).await;
             // The model's health: a clean end closes its circuit, a break counts
             // against it; a client gone or a shutdown says nothing about it.
             match (&end.upstream_error, &end.error) {
@@ -219,6 +237,15 @@ impl Streaming {
                     }
                 }
                 (Some(message), None) => {
+                    if reader_gone {
+                        // The page that asked is gone: its open pages learn of the
+                        // answer through the live sync.
+                        state.live.publish(crate::live::UserEvent {
+                            user: crate::domain::shown_user(&self.turn.user).to_owned(),
+                            kind: "message.created",
+                            session_id: Some(session.clone()),
+                        });
+                    }
                     break Some(TurnEvent::Done(Box::new(Answer {
                         message,
                         usage: settled.usage,
@@ -263,6 +290,7 @@ impl Streaming {
         super::tool_loop::run_calls(&state, &mut self.turn, asked, calls, Some(&self.tx))
             .await
             .map_err(|e| failed(e.to_string()))?;
+        self.after_tools = true;
         self.request = build_request(&state, &self.turn).map_err(|e| failed(e.to_string()))?;
         self.started = Instant::now();
         match state.chain.stream(&self.request).await {
@@ -326,9 +354,11 @@ impl Streaming {
     /// Forwards deltas until the stream ends; what it ended with, and the
     /// pieces of client-side calls held back (when the answer may also call
     /// server-side tools, see [`super::tool_loop::may_mix`]). Pieces of
-    /// server-side tool calls are kept, never forwarded.
-    async fn relay(&self, mut events: EventStream) -> (CallEnd, Vec<ToolCallDelta>) {
+    /// server-side tool calls are kept, never forwarded. A reader leaving ends
+    /// the answer there, unless tools ran in this turn: then it is read on.
+    async fn relay(&self, mut events: EventStream) -> Relayed {
         let (state, tx) = (&self.state, &self.tx);
+        let mut reader_gone = false;
         let hold = super::tool_loop::may_mix(state, &self.turn);
         let mut held = Vec::new();
         let mut end = CallEnd {
@@ -344,7 +374,11 @@ impl Streaming {
         loop {
             let next = tokio::select! {
                 next = events.next() => next,
-                () = tx.closed() => {
+                () = tx.closed(), if !reader_gone => {
+                    if self.after_tools {
+                        reader_gone = true;
+                        continue;
+                    }
                     end.error = Some(CLIENT_GONE.to_owned());
                     break;
                 }
@@ -365,11 +399,16 @@ impl Streaming {
                             .observe(self.started.elapsed().as_secs_f64());
                     }
                     end.content.push_str(&text);
+                    if reader_gone {
+                        continue;
+                    }
                     let sent = tokio::select! {
                         sent = tx.send(TurnEvent::Delta(text)) => sent.is_ok(),
                         () = state.lifecycle.cancelled() => false,
                     };
-                    if !sent {
+                    if !sent && self.after_tools && !state.lifecycle.is_cancelled() {
+                        reader_gone = true;
+                    } else if !sent {
                         end.error = Some(CLIENT_GONE.to_owned());
                         break;
                     }
@@ -388,11 +427,16 @@ impl Streaming {
                         held.push(piece);
                         continue;
                     }
+                    if reader_gone {
+                        continue;
+                    }
                     let sent = tokio::select! {
                         sent = tx.send(TurnEvent::ToolCall(piece)) => sent.is_ok(),
                         () = state.lifecycle.cancelled() => false,
                     };
-                    if !sent {
+                    if !sent && self.after_tools && !state.lifecycle.is_cancelled() {
+                        reader_gone = true;
+                    } else if !sent {
                         end.error = Some(CLIENT_GONE.to_owned());
                         break;
                     }
@@ -413,7 +457,11 @@ impl Streaming {
             end.error = Some(ProviderError::Truncated.to_string());
             end.upstream_error = Some(ProviderError::Truncated);
         }
-        (end, held)
+        Relayed {
+            end,
+            held,
+            reader_gone,
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub const FALLBACK_MODEL: &str = "fallback";
 pub(super) struct Turn {
     /// Session the answer goes to.
     pub session_id: String,
+    /// The stored user the turn answers (for live-sync events).
+    pub user: String,
     /// Message the answer follows.
     pub anchor: Anchor,
     /// The conversation as the model should see it, newest last, without the
