@@ -10,28 +10,39 @@ cd "$(dirname "$0")/.."
 source hack/lib/env.sh
 
 # Runtime test files that need the cluster, Postgres or the Python client.
-needs_more=" channels_cluster chat_apps_cluster cost_cluster postgres_restart python_sdk api_conformance "
-
-args=(--workspace --locked --lib --bins --test validation)
+needs_more=" channels_cluster chat_apps_cluster cost_cluster postgres_restart python_sdk api_conformance limits_across_pods live_sync_replicas "
+# Three builds: `--test NAME` picks that name in every package given, and other
+# packages have cluster tests of the same names (operator/tests/telemetry.rs,
+# tests/tests/images.rs), so the runtime's files are named for its package only.
+crates=(--workspace --locked --lib --bins)
+runtime=(-p agent-runtime --locked)
 for file in agent-runtime/tests/*.rs; do
   name=$(basename "$file" .rs)
   case "$needs_more" in *" $name "*) continue ;; esac
-  args+=(--test "$name")
+  runtime+=(--test "$name")
 done
-
+validation=(-p crds --locked --test validation)
 # Nothing points at a cluster or a Postgres server: a test here that needs one fails
 # saying so, instead of quietly using whichever happens to be up.
 unset SWITCHBOARD_DATABASE_ADMIN_URL SWITCHBOARD_HARNESS_KUBECONFIG KUBECONFIG SWITCHBOARD_PYTHON
-
 # Build, and list each test binary with its package directory (cargo runs tests there).
-cargo test "${args[@]}" --no-run
-mapfile -t binaries < <(cargo test "${args[@]}" --no-run --message-format=json 2>/dev/null | python3 -c '
+list_binaries() {
+  cargo test "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(os.path.dirname(m["manifest_path"]) + "\t" + m["executable"])
-')
+'
+}
+cargo test "${crates[@]}" --no-run
+cargo test "${runtime[@]}" --no-run
+cargo test "${validation[@]}" --no-run
+mapfile -t binaries < <({
+  list_binaries "${crates[@]}"
+  list_binaries "${runtime[@]}"
+  list_binaries "${validation[@]}"
+} | sort -u)
 
 # Side by side, UNIT_JOBS at a time (default: one per core); more only slows the
 # timing-sensitive ones.
