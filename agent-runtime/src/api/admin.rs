@@ -18,7 +18,7 @@ use crate::api::admin_dto::{
     OutboxEntryState, OutboxEntryView, OutboxPage, OutboxStats, RateLimitedStats, UpstreamStats,
 };
 use crate::api::dto::{self, FailedTurn};
-use crate::api::sessions::{ApprovalDecision, MAX_PAGE, MAX_REASON_CHARS, PageQuery, Pagination};
+use crate::api::sessions::{self, ApprovalDecision, MAX_PAGE, PageQuery, Pagination};
 use crate::db::{self, ApprovalFilter, ConversationFilter, OutboxFilter, RetryOutcome};
 use crate::error::{ApiError, ErrorBody, extract};
 use crate::live::UserEvent;
@@ -655,15 +655,7 @@ pub async fn decide_approval(
     extract::Path(approval_id): extract::Path<String>,
     extract::Json(body): extract::Json<ApprovalDecision>,
 ) -> Result<Json<AdminApproval>, ApiError> {
-    if let Some(reason) = &body.reason
-        && reason.chars().count() > MAX_REASON_CHARS
-    {
-        return Err(ApiError::bad_field(
-            "invalid_request",
-            "reason",
-            format!("reason must be at most {MAX_REASON_CHARS} characters"),
-        ));
-    }
+    body.check()?;
     let not_found = || ApiError {
         param: Some("approval_id".to_owned()),
         ..ApiError::new(
@@ -672,51 +664,23 @@ pub async fn decide_approval(
             format!("no approval {approval_id:?}"),
         )
     };
-    let conflict = |row: &db::AdminApproval| {
-        // Still `pending` in the table here means past its time (its turn is
-        // about to mark it, or gone).
-        let now = if row.approval.is_pending() {
-            "expired"
-        } else {
-            row.approval.state.as_str()
-        };
-        ApiError {
-            param: Some("approval_id".to_owned()),
-            ..ApiError::new(
-                StatusCode::CONFLICT,
-                "approval_decided",
-                format!("approval {approval_id:?} is {now} already: it cannot be decided again"),
-            )
-        }
-    };
     let current = state
         .store
         .admin_tool_approval(&approval_id)
         .await?
         .ok_or_else(not_found)?;
-    if !current.approval.is_pending() || current.approval.expires_at < Utc::now().timestamp_millis()
-    {
-        return Err(conflict(&current));
-    }
-    let (outcome, reason) = if body.approve {
-        ("approved", None)
-    } else {
-        ("rejected", body.reason.as_deref())
-    };
-    let decided = state
-        .store
-        .decide_tool_approval(&approval_id, outcome, Some(ADMIN_DECIDER), reason)
-        .await?;
+    body.still_open(&current.approval)?;
+    let decided = body.record(&state, &approval_id, ADMIN_DECIDER).await?;
     let row = state
         .store
         .admin_tool_approval(&approval_id)
         .await?
         .ok_or_else(not_found)?;
     if !decided {
-        return Err(conflict(&row));
+        return Err(sessions::approval_conflict(&row.approval));
     }
     state.tools.approval_decided(&approval_id);
-    tracing::info!(approval = %approval_id, tool = %row.approval.tool, outcome, "tool call decided by an admin");
+    tracing::info!(approval = %approval_id, tool = %row.approval.tool, approve = body.approve, "tool call decided by an admin");
     // The user's chat pages show the decision (as after their own).
     state.live.publish(UserEvent {
         user: crate::domain::shown_user(&row.user_id).to_owned(),

@@ -666,15 +666,7 @@ pub async fn decide_approval(
     extract::Json(body): extract::Json<ApprovalDecision>,
 ) -> Result<Json<dto::ToolApproval>, ApiError> {
     let user = caller.user(None)?;
-    if let Some(reason) = &body.reason
-        && reason.chars().count() > MAX_REASON_CHARS
-    {
-        return Err(ApiError::bad_field(
-            "invalid_request",
-            "reason",
-            format!("reason must be at most {MAX_REASON_CHARS} characters"),
-        ));
-    }
+    body.check()?;
     state.store.get_session(&user, &id).await?;
     let not_found = || {
         ApiError::new(
@@ -688,38 +680,80 @@ pub async fn decide_approval(
         .tool_approval(&id, &approval_id)
         .await?
         .ok_or_else(not_found)?;
-    let conflict = |row: &crate::db::ToolApproval| {
-        let shown = dto::ToolApproval::from(row.clone());
-        let state = serde_json::to_value(shown.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "approval_decided",
-            format!("approval {approval_id:?} is {state} already: it cannot be decided again"),
-        )
-    };
-    if !current.is_pending() || current.expires_at < chrono::Utc::now().timestamp_millis() {
-        return Err(conflict(&current));
-    }
-    let (outcome, reason) = if body.approve {
-        ("approved", None)
-    } else {
-        ("rejected", body.reason.as_deref())
-    };
-    let decided = state
-        .store
-        .decide_tool_approval(&approval_id, outcome, Some(&user), reason)
-        .await?;
+    body.still_open(&current)?;
+    let decided = body.record(&state, &approval_id, &user).await?;
     let row = state
         .store
         .tool_approval(&id, &approval_id)
         .await?
         .ok_or_else(not_found)?;
     if !decided {
-        return Err(conflict(&row));
+        return Err(approval_conflict(&row));
     }
     state.tools.approval_decided(&approval_id);
     Ok(Json(row.into()))
+}
+
+impl ApprovalDecision {
+    /// A reason longer than [`MAX_REASON_CHARS`] is a 400 naming `reason`.
+    pub(super) fn check(&self) -> Result<(), ApiError> {
+        match &self.reason {
+            Some(reason) if reason.chars().count() > MAX_REASON_CHARS => Err(ApiError::bad_field(
+                "invalid_request",
+                "reason",
+                format!("reason must be at most {MAX_REASON_CHARS} characters"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A 409 naming `approval_id` unless `approval` still waits, in time.
+    pub(super) fn still_open(&self, approval: &crate::db::ToolApproval) -> Result<(), ApiError> {
+        if !approval.is_pending() || approval.expires_at < chrono::Utc::now().timestamp_millis() {
+            return Err(approval_conflict(approval));
+        }
+        Ok(())
+    }
+
+    /// Stores this decision on `approval_id` as `decided_by`; `false` when
+    /// another decision (or the expiry) came first.
+    pub(super) async fn record(
+        &self,
+        state: &crate::state::AppState,
+        approval_id: &str,
+        decided_by: &str,
+    ) -> Result<bool, ApiError> {
+        let (outcome, reason) = if self.approve {
+            ("approved", None)
+        } else {
+            ("rejected", self.reason.as_deref())
+        };
+        Ok(state
+            .store
+            .decide_tool_approval(approval_id, outcome, Some(decided_by), reason)
+            .await?)
+    }
+}
+
+/// The 409 for an approval decided already or past its time, naming
+/// `approval_id` (the user's and the admin's route alike).
+pub(super) fn approval_conflict(approval: &crate::db::ToolApproval) -> ApiError {
+    // Still `pending` here means past its time (its turn is about to mark it
+    // expired, or is gone).
+    let now = if approval.is_pending() {
+        "expired"
+    } else {
+        approval.state.as_str()
+    };
+    ApiError {
+        param: Some("approval_id".to_owned()),
+        ..ApiError::new(
+            StatusCode::CONFLICT,
+            "approval_decided",
+            format!(
+                "approval {:?} is {now} already: it cannot be decided again",
+                approval.id
+            ),
+        )
+    }
 }
