@@ -33,11 +33,14 @@ pub struct Metrics {
 }
 
 /// Counts one reconcile as running until dropped.
-pub struct InFlight(prometheus::IntGauge);
+pub struct InFlight(prometheus::IntGauge, Option<prometheus::HistogramTimer>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+        if let Some(timer) = self.1.take() {
+            timer.observe_duration();
+        }
     }
 }
 
@@ -129,11 +132,17 @@ impl Metrics {
         })
     }
 
-    /// Marks one reconcile of `controller` running until the guard drops.
-    pub fn in_flight(&self, controller: &str) -> InFlight {
+    /// One reconcile of `controller`: counted now, in flight and timed until
+    /// the guard drops.
+    pub fn reconcile_started(&self, controller: &str) -> InFlight {
+        self.reconciles.with_label_values(&[controller]).inc();
         let gauge = self.reconciles_in_flight.with_label_values(&[controller]);
         gauge.inc();
-        InFlight(gauge)
+        let timer = self
+            .reconcile_duration
+            .with_label_values(&[controller])
+            .start_timer();
+        InFlight(gauge, Some(timer))
     }
 
     /// Makes every kind's watch series exist from the start (at zero).

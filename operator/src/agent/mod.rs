@@ -157,12 +157,7 @@ pub async fn run(
 #[instrument(skip_all, fields(namespace = agent.namespace().unwrap_or_default(), agent = agent.name_any()))]
 pub async fn reconcile(agent: Arc<AgentDeployment>, ctx: Arc<AgentContext>) -> Result<Action> {
     let metrics = &ctx.shared.metrics;
-    metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-    let _in_flight = metrics.in_flight(CONTROLLER);
-    let _timer = metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    let _reconcile = metrics.reconcile_started(CONTROLLER);
     ctx.stores.wait_ready().await;
     let namespace = agent.namespace().unwrap_or_default();
     let api: Api<AgentDeployment> = Api::namespaced(ctx.shared.client.clone(), &namespace);

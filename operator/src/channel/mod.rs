@@ -84,12 +84,7 @@ pub async fn run(
 #[instrument(skip_all, fields(namespace = channel.namespace().unwrap_or_default(), channel = channel.name_any()))]
 pub async fn reconcile(channel: Arc<ChatChannel>, ctx: Arc<ChannelContext>) -> Result<Action> {
     let metrics = &ctx.shared.metrics;
-    metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-    let _in_flight = metrics.in_flight(CONTROLLER);
-    let _timer = metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    let _reconcile = metrics.reconcile_started(CONTROLLER);
     let _ = ctx.agents.wait_until_ready().await;
     let namespace = channel.namespace().unwrap_or_default();
     let agent = ctx

@@ -79,12 +79,7 @@ pub async fn run(
 #[instrument(skip_all, fields(namespace = server.namespace().unwrap_or_default(), toolserver = server.name_any()))]
 pub async fn reconcile(server: Arc<ToolServer>, shared: Arc<Context>) -> Result<Action> {
     let metrics = &shared.metrics;
-    metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-    let _in_flight = metrics.in_flight(CONTROLLER);
-    let _timer = metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
+    let _reconcile = metrics.reconcile_started(CONTROLLER);
 
     let timeout =
         Duration::from_secs(u64::try_from(server.spec.timeout_seconds.clamp(1, 600)).unwrap_or(30));
