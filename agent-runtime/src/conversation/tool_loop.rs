@@ -40,14 +40,14 @@ pub(super) fn offer(state: &AppState, request: &mut ChatRequest) {
 /// Whether a call named `name` in the turn's answer is server-side (a tool the
 /// client defines itself under the same name stays the client's).
 pub(super) fn is_server_call(state: &AppState, turn: &Turn, name: &str) -> bool {
-    state.tools.find(name).is_some() && !turn.sampling.options.tools.iter().any(|t| t.name == name)
+    state.tools.offers(name) && !turn.sampling.options.tools.iter().any(|t| t.name == name)
 }
 
 /// Whether an answer of this turn may call client-side and server-side tools
 /// together (the client sent tools and the agent has its own): then a
 /// stream holds the client's call pieces back until the answer ends.
 pub(super) fn may_mix(state: &AppState, turn: &Turn) -> bool {
-    !turn.sampling.options.tools.is_empty() && !state.tools.tools().is_empty()
+    !turn.sampling.options.tools.is_empty() && state.tools.any()
 }
 
 /// Decides what follows a model call: the server-side calls to run (empty:

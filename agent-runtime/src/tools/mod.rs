@@ -168,6 +168,16 @@ impl ToolRegistry {
         self.current().tools.clone()
     }
 
+    /// Whether any tool is offered now (without copying them).
+    pub fn any(&self) -> bool {
+        !self.current().tools.is_empty()
+    }
+
+    /// Whether a tool of this name is offered now (without copying it).
+    pub fn offers(&self, name: &str) -> bool {
+        self.current().tools.iter().any(|t| t.name == name)
+    }
+
     /// A tool offered now, by the name the model uses.
     pub fn find(&self, name: &str) -> Option<ServerTool> {
         self.current()
