@@ -69,7 +69,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(fit_note(note)),
             action: action.to_owned(),
             secondary: None,
         };
@@ -106,5 +106,36 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), installed));
         installed
+    }
+}
+
+/// The API server refuses an event whose note is longer than 1,024 bytes: a longer
+/// one is cut at a character boundary, ending in an ellipsis.
+fn fit_note(mut note: String) -> String {
+    const LIMIT: usize = 1024;
+    if note.len() <= LIMIT {
+        return note;
+    }
+    let mut end = LIMIT - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::fit_note;
+
+    #[test]
+    fn a_long_note_is_cut_to_what_the_api_server_takes() {
+        assert_eq!(fit_note("short".to_owned()), "short");
+        let cut = fit_note("é".repeat(700));
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
+        assert_eq!(fit_note("a".repeat(1024)).len(), 1024);
     }
 }

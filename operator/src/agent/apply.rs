@@ -56,11 +56,14 @@ pub async fn apply_children(
         .chain(channel_key_secrets)
         .chain(agent_key_secrets)
         .collect();
-    futures::future::try_join_all(
+    let generated: Vec<String> = futures::future::try_join_all(
         keys.iter()
-            .map(|key_secret| create_key_secret(agent, shared, stores, key_secret)),
+            .map(|key_secret| create_key_secret(shared, stores, key_secret)),
     )
-    .await?;
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
     delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
 
     // Each child is tried even when another fails (a hand edit the API server will
@@ -142,15 +145,21 @@ pub async fn apply_children(
         }
     };
 
-    if !written.is_empty() {
-        info!(children = ?written, "applied");
+    // One event for the pass: the keys generated and the children written (an event
+    // per key tripled the requests of a new agent's first reconcile).
+    if !written.is_empty() || !generated.is_empty() {
+        info!(children = ?written, keys = ?generated, "applied");
+        let mut parts = generated;
+        if !written.is_empty() {
+            parts.push(format!("applied {}", written.join(", ")));
+        }
         shared
             .event(
                 &agent.object_ref(&()),
                 EventType::Normal,
                 "Applied",
                 "Apply",
-                format!("applied {}", written.join(", ")),
+                parts.join("; "),
             )
             .await;
     }
@@ -160,38 +169,31 @@ pub async fn apply_children(
     }
 }
 
-/// Creates a key Secret unless it exists (never rewrites it), with an event.
+/// Creates a key Secret unless it exists (never rewrites it); says what it generated.
 async fn create_key_secret(
-    agent: &AgentDeployment,
     shared: &Context,
     stores: &super::watches::Stores,
     secret: &k8s_openapi::api::core::v1::Secret,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let key_ref =
         ObjectRef::new(&secret.name_any()).within(&secret.namespace().unwrap_or_default());
-    if stores.secrets.get(&key_ref).is_none()
-        && create_once(shared, &api(shared, secret), secret).await?
+    if stores.secrets.get(&key_ref).is_some()
+        || !create_once(shared, &api(shared, secret), secret).await?
     {
-        let (reason, what) = match secret.name_any() {
-            _ if secret.labels().contains_key(names::CALLEE_LABEL) => (
-                "AgentKeyCreated",
-                "the key this agent calls another agent with",
-            ),
-            n if n.ends_with("-admin-key") => ("AdminKeyCreated", "the admin key"),
-            n if n.ends_with("-channel-key") => ("ChannelKeyCreated", "a channel's own client key"),
-            _ => ("ApiKeyCreated", "the client API key"),
-        };
-        shared
-            .event(
-                &agent.object_ref(&()),
-                EventType::Normal,
-                reason,
-                "CreateSecret",
-                format!("generated {what} in Secret {}", secret.name_any()),
-            )
-            .await;
+        return Ok(None);
     }
-    Ok(())
+    let what = match secret.name_any() {
+        _ if secret.labels().contains_key(names::CALLEE_LABEL) => {
+            "the key this agent calls another agent with"
+        }
+        n if n.ends_with("-admin-key") => "the admin key",
+        n if n.ends_with("-channel-key") => "a channel's own client key",
+        _ => "the client API key",
+    };
+    Ok(Some(format!(
+        "generated {what} in Secret {}",
+        secret.name_any()
+    )))
 }
 
 /// Deletes the agent-call key Secrets of `agent` whose entry left `spec.tools` (the

@@ -194,11 +194,9 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             // (The key Secrets are files the pods re-read: not in the digest.)
             format!("GET {NS}/secrets/model-credentials"),
             format!("GET {NS}/secrets/support-db"),
-            // The client key and the admin key, created together, each with its event.
+            // The client key and the admin key, created together.
             format!("POST {NS}/secrets"),
             format!("POST {NS}/secrets"),
-            EVENTS.to_owned(),
-            EVENTS.to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/support"
@@ -206,10 +204,22 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             format!("PATCH {NS}/configmaps/support-config"),
             format!("PATCH {NS}/services/support"),
             "PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned(),
+            // One event for the keys generated and the children applied.
             EVENTS.to_owned(),
             format!("PATCH {AGENT}/status"),
         ]
     );
+    let applied = world.log.last(EVENTS).unwrap().body;
+    let note = applied["note"].as_str().unwrap();
+    assert!(
+        note.starts_with(
+            "generated the client API key in Secret support-api-key; \
+             generated the admin key in Secret support-admin-key; \
+             applied ServiceAccount support, "
+        ),
+        "{note}"
+    );
+    assert_eq!(applied["reason"], "Applied");
     assert_eq!(
         world.database.calls(),
         [format!("ensure {} new=true", identifier())]
