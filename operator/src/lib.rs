@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod apply;
 pub mod backoff;
+pub mod compact;
 pub mod channel;
 pub mod config;
 pub mod context;

@@ -19,7 +19,8 @@ use super::build::service_monitor::ServiceMonitor;
 use super::context::AgentContext;
 use super::dereference::ServiceMonitorPlan;
 use super::status::ServiceMonitorState;
-use crate::apply::{apply_child, create_once};
+use crate::apply::{Live, apply_child, apply_child_against, create_once, live_hash};
+use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::names;
@@ -257,7 +258,11 @@ where
 
 /// Applies `desired` unless its cached live copy already holds it; returns what was
 /// written, if anything.
-async fn apply_cached<K>(shared: &Context, store: &Store<K>, desired: K) -> Result<Option<String>>
+async fn apply_cached<K>(
+    shared: &Context,
+    store: &Store<Compact<K>>,
+    desired: K,
+) -> Result<Option<String>>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Serialize
@@ -266,7 +271,16 @@ where
         + Debug,
 {
     let name = desired.name_any();
-    let live = store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default()));
-    let wrote = apply_child(shared, &api(shared, &desired), desired, live.as_deref()).await?;
+    let live = match store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default())) {
+        Some(cached) => Some(Live {
+            value: cached.value().map_err(|source| Error::Serialize {
+                what: format!("cached {} {name}", K::kind(&())),
+                source,
+            })?,
+            hash: live_hash(&*cached),
+        }),
+        None => None,
+    };
+    let wrote = apply_child_against(shared, &api(shared, &desired), desired, live).await?;
     Ok(wrote.then(|| format!("{} {name}", K::kind(&()))))
 }

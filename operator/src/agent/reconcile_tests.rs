@@ -521,15 +521,27 @@ fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
             .map(|o| serde_json::from_value(o).unwrap())
             .collect()
     }
+    fn compact<K>(objects: Vec<Value>) -> Vec<crate::compact::Compact<K>>
+    where
+        K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        typed::<K>(objects)
+            .iter()
+            .map(|o| crate::compact::Compact::new(o).unwrap())
+            .collect()
+    }
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     use kube::core::PartialObjectMetaExt;
     let secrets: Vec<k8s_openapi::api::core::v1::Secret> = typed(of_kind("/secrets"));
     let stores = Stores {
-        deployments: store(typed(of_kind("/deployments"))),
-        service_accounts: store(typed(of_kind("/serviceaccounts"))),
-        roles: store(typed(of_kind("/roles"))),
-        role_bindings: store(typed(of_kind("/rolebindings"))),
-        config_maps: store(typed(of_kind("/configmaps"))),
-        services: store(typed(of_kind("/services"))),
+        deployments: store(compact::<Deployment>(of_kind("/deployments"))),
+        service_accounts: store(compact::<ServiceAccount>(of_kind("/serviceaccounts"))),
+        roles: store(compact::<Role>(of_kind("/roles"))),
+        role_bindings: store(compact::<RoleBinding>(of_kind("/rolebindings"))),
+        config_maps: store(compact::<ConfigMap>(of_kind("/configmaps"))),
+        services: store(compact::<Service>(of_kind("/services"))),
         secrets: store(
             secrets
                 .into_iter()

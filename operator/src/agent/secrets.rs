@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -40,7 +42,7 @@ pub fn used_keys(deployment: &Deployment) -> BTreeSet<(String, String)> {
 
 /// The agents of `namespace` whose runtime Deployment (from the cache) reads Secret
 /// `secret` through its environment.
-pub fn agents_reading_secret<D: AsRef<Deployment>>(
+pub fn agents_reading_secret<D: AsRef<Compact<Deployment>>>(
     deployments: &[D],
     namespace: &str,
     secret: &str,
@@ -48,13 +50,11 @@ pub fn agents_reading_secret<D: AsRef<Deployment>>(
     deployments
         .iter()
         .map(AsRef::as_ref)
-        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|d| used_keys(d).iter().any(|(name, _)| name == secret))
+        .filter(|d| d.meta().namespace.as_deref() == Some(namespace))
+        .filter(|d| d.reads_secret(secret))
         .filter_map(|d| {
-            d.metadata
-                .owner_references
+            d.owner_references()
                 .iter()
-                .flatten()
                 .find(|o| o.controller == Some(true) && o.kind == "AgentDeployment")
                 .map(|o| o.name.clone())
         })
@@ -189,7 +189,7 @@ mod tests {
                 ..Default::default()
             },
         ]);
-        let cached = [std::sync::Arc::new(owned)];
+        let cached = [std::sync::Arc::new(Compact::new(&owned).unwrap())];
         assert_eq!(
             agents_reading_secret(&cached, "tenant", "model-credentials"),
             ["support"]

@@ -1,5 +1,5 @@
-//! The agent controller's caches: its children (whole objects with their managed
-//! fields dropped, so a hand edit can be compared with what is wanted), the Secrets it
+//! The agent controller's caches: its children (with their managed fields dropped,
+//! in their compact form, so a hand edit can be compared with what is wanted), the Secrets it
 //! creates once (metadata only: their values stay out of memory), the runtime pods
 //! (metadata and container waiting states only), and the shared ChatChannel,
 //! AgentDeployment and ToolServer caches.
@@ -7,7 +7,7 @@
 use std::fmt::Debug;
 
 use crds::{AgentDeployment, ChatChannel, ToolServer};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use futures::stream::BoxStream;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,9 +18,12 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::warn;
 
+use crate::compact::Compact;
 use crate::metrics::Metrics;
 use crate::names;
 use crate::watch::{observed, slim_metadata};
@@ -31,12 +34,12 @@ pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
 /// Caches the reconcile reads instead of asking the API server.
 #[derive(Clone)]
 pub struct Stores {
-    pub deployments: Store<Deployment>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub roles: Store<Role>,
-    pub role_bindings: Store<RoleBinding>,
-    pub config_maps: Store<ConfigMap>,
-    pub services: Store<Service>,
+    pub deployments: Store<Compact<Deployment>>,
+    pub service_accounts: Store<Compact<ServiceAccount>>,
+    pub roles: Store<Compact<Role>>,
+    pub role_bindings: Store<Compact<RoleBinding>>,
+    pub config_maps: Store<Compact<ConfigMap>>,
+    pub services: Store<Compact<Service>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub pods: Store<Pod>,
     pub channels: Store<ChatChannel>,
@@ -147,10 +150,16 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(&names::managed_selector())
 }
 
-/// Whole objects the operator labelled, without their managed fields.
-fn whole<K>(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> (Store<K>, Trigger<K>)
+/// Objects the operator labelled, without their managed fields, cached in their
+/// compact form (the trigger stream carries them whole).
+fn whole<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+) -> (Store<Compact<K>>, Trigger<K>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
         + DeserializeOwned
         + Clone
         + Debug
@@ -158,7 +167,7 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
+    let (reader, mut writer) = reflector::store::<Compact<K>>();
     let kind = K::kind(&()).into_owned();
     let stream = observed(
         watcher(api::<K>(client, namespace), managed()),
@@ -167,10 +176,37 @@ where
     )
     .default_backoff()
     .modify(slim_metadata::<K>)
-    .reflect(writer)
+    .inspect_ok(move |event| {
+        if let Some(event) = compact_event(event) {
+            writer.apply_watcher_event(&event);
+        }
+    })
     .touched_objects()
     .boxed();
     (reader, stream)
+}
+
+/// `event` with its objects in their compact form (`None` for an object that does not
+/// serialise, which a typed object from the API server always does).
+fn compact_event<K>(event: &watcher::Event<K>) -> Option<watcher::Event<Compact<K>>>
+where
+    K: Resource + Serialize + DeserializeOwned,
+{
+    use watcher::Event;
+    let compact = |object: &K| match Compact::new(object) {
+        Ok(compact) => Some(compact),
+        Err(error) => {
+            warn!(%error, name = %object.name_any(), "could not cache a child");
+            None
+        }
+    };
+    Some(match event {
+        Event::Apply(o) => Event::Apply(compact(o)?),
+        Event::InitApply(o) => Event::InitApply(compact(o)?),
+        Event::Delete(o) => Event::Delete(compact(o)?),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    })
 }
 
 /// Metadata of the objects the operator labelled.

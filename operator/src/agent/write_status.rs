@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::context::AgentContext;
 use super::status::{self, DatabaseState, Observed, ServiceMonitorState};
@@ -80,11 +80,17 @@ pub async fn write_status(
     let deployment = ctx
         .stores
         .deployments
-        .get(&ObjectRef::new(&name).within(&namespace));
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .and_then(|cached| {
+            cached
+                .object()
+                .inspect_err(|error| warn!(%error, "could not read the cached Deployment"))
+                .ok()
+        });
     let observed = Observed {
         generation: agent.metadata.generation,
         database,
-        deployment: deployment.as_deref(),
+        deployment: deployment.as_ref(),
         image_pull: status::image_pull_failure(pods.iter().map(|p| &**p)),
         runtime: &runtime,
         now,

@@ -31,14 +31,44 @@ where
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let live = match live {
+        Some(live) => Some(Live {
+            value: to_value(live, &kind)?,
+            hash: live_hash(live),
+        }),
+        None => None,
+    };
+    apply_child_against(ctx, api, desired, live).await
+}
+
+/// A live child as compared with the desired one: the whole object as JSON and its
+/// applied-hash annotation.
+pub struct Live {
+    pub value: serde_json::Value,
+    pub hash: Option<String>,
+}
+
+/// [`apply_child`] against a live child already turned into JSON (a cached
+/// [`Compact`](crate::compact::Compact) object).
+pub async fn apply_child_against<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    desired: K,
+    live: Option<Live>,
+) -> Result<bool>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
     let mut desired = desired;
     let hash = stamp_applied_hash(&mut desired)?;
     let name = desired.name_any();
     if let Some(live) = live {
-        let (want, have) = (to_value(&desired, &kind)?, to_value(live, &kind)?);
-        match drift::first_difference(&want, &have) {
+        let want = to_value(&desired, &kind)?;
+        match drift::first_difference(&want, &live.value) {
             None => return Ok(false),
-            Some(path) if live_hash(live).as_deref() == Some(hash.as_str()) => {
+            Some(path) if live.hash.as_deref() == Some(hash.as_str()) => {
                 info!(%kind, %name, %path, "repairing a child edited by hand");
             }
             Some(_) => {}
