@@ -64,7 +64,10 @@ where
         Ok(Self {
             metadata: object.meta().clone(),
             body: serde_json::to_string(&value)?.into_boxed_str(),
-            secret_refs: secret_refs.into_iter().map(String::into_boxed_str).collect(),
+            secret_refs: secret_refs
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
             kind: PhantomData,
         })
     }

@@ -13,6 +13,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::database::Provisioner;
 use crate::metrics::Metrics;
+use crate::secret_versions::SecretVersions;
 
 /// How long a ServiceMonitor CRD probe result is trusted.
 const PROBE_TTL: Duration = Duration::from_secs(30);
@@ -31,6 +32,8 @@ pub struct Context {
     pub database: Option<Arc<dyn Provisioner>>,
     /// Retry backoff of every object of every controller.
     pub backoff: Backoff,
+    /// Every watched Secret's resource version, and the digests made from them.
+    pub secret_versions: Arc<SecretVersions>,
     service_monitor_probe: Mutex<Option<(Instant, bool)>>,
 }
 
@@ -53,6 +56,7 @@ impl Context {
             metrics,
             database,
             backoff: Backoff::default(),
+            secret_versions: Arc::default(),
             service_monitor_probe: Mutex::new(None),
         }
     }

@@ -5,8 +5,8 @@
 pub mod agent;
 pub mod apply;
 pub mod backoff;
-pub mod compact;
 pub mod channel;
+pub mod compact;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -16,6 +16,7 @@ pub mod hash;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod secret_versions;
 pub mod server;
 pub mod telemetry;
 pub mod tool_server;
@@ -75,7 +76,12 @@ where
         );
         // Secrets by metadata, uncached: a ToolServer re-lists its tools when a header
         // Secret changes, an agent re-reads the Secrets its pods use.
-        let mut secrets = SharedTrigger::new(secret_changes(client, ns, metrics));
+        let mut secrets = SharedTrigger::new(secret_changes(
+            client,
+            ns,
+            metrics,
+            context.secret_versions.clone(),
+        ));
         // Each controller reacts to its own kind's changes and to the other kind's
         // changes and deletions.
         let agent_controller = agent::run(

@@ -4,8 +4,9 @@
 //! goes through ([`observed`]).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::metrics::Metrics;
+use crate::secret_versions::SecretVersions;
 
 /// A watcher of `K` in `namespace` (all when `None`) that skips undecodable objects.
 pub fn tolerant_watcher<K>(
@@ -72,13 +74,16 @@ where
 /// Every Secret of `namespace` (all when `None`), by metadata only and reduced to
 /// its name, namespace and resource version, as they change or go: for controllers
 /// that map a Secret to the objects reading it (ToolServer headers, the runtime's
-/// environment). Uncached: each object is dropped once mapped. The metadata never
-/// carries a value, and kubectl's last-applied copy (which can) is dropped at once.
+/// environment). Uncached: each object is dropped once mapped, its version noted in
+/// `versions`. The metadata never carries a value, and kubectl's last-applied copy
+/// (which can) is dropped at once.
 pub fn secret_changes(
     client: Client,
     namespace: Option<&str>,
     metrics: &Metrics,
+    versions: Arc<SecretVersions>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    let scope = namespace.map(str::to_owned);
     let api: Api<PartialObjectMeta<Secret>> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -98,6 +103,7 @@ pub fn secret_changes(
             ..ObjectMeta::default()
         };
     })
+    .inspect_ok(move |event| versions.observe(scope.as_deref(), event))
     .touched_objects()
 }
 

@@ -271,16 +271,17 @@ where
         + Debug,
 {
     let name = desired.name_any();
-    let live = match store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default())) {
-        Some(cached) => Some(Live {
-            value: cached.value().map_err(|source| Error::Serialize {
-                what: format!("cached {} {name}", K::kind(&())),
-                source,
-            })?,
-            hash: live_hash(&*cached),
-        }),
-        None => None,
-    };
+    let live =
+        match store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default())) {
+            Some(cached) => Some(Live {
+                value: cached.value().map_err(|source| Error::Serialize {
+                    what: format!("cached {} {name}", K::kind(&())),
+                    source,
+                })?,
+                hash: live_hash(&*cached),
+            }),
+            None => None,
+        };
     let wrote = apply_child_against(shared, &api(shared, &desired), desired, live).await?;
     Ok(wrote.then(|| format!("{} {name}", K::kind(&()))))
 }

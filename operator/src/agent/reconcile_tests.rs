@@ -483,6 +483,9 @@ fn as_stored(body: &Value) -> Value {
     serde_json::to_value(secret).unwrap()
 }
 
+/// The resource versions the mock API server gives the objects written to it.
+static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
+
 /// A reconcile context over a mock API server that keeps what it is sent in `objects`
 /// (reads answer from it), with caches holding those objects as the watches would.
 fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
@@ -498,7 +501,10 @@ fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
             "PATCH" if path.starts_with(AGENT) => (200, agent_json.clone()),
             "POST" if path.contains("/events/") => (201, request.body.clone()),
             "POST" | "PATCH" => {
-                let stored = as_stored(&request.body);
+                let mut stored = as_stored(&request.body);
+                // A new resource version per write, as the API server gives.
+                let version = VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stored["metadata"]["resourceVersion"] = Value::from(version.to_string());
                 objects.insert(path, stored.clone());
                 (if request.method == "POST" { 201 } else { 200 }, stored)
             }
@@ -674,4 +680,88 @@ async fn a_converged_agent_with_a_child_edited_by_hand_gets_only_that_child_appl
         .filter(|l| is_write(l))
         .collect();
     assert_eq!(writes, [format!("PATCH {service}")]);
+}
+
+/// The Secrets the runtime pods read are read again only when the watch saw one of
+/// them change (or has not seen them): a converged agent whose Secrets the watch knows
+/// is reconciled without a single GET of a Secret, and one whose model key changed
+/// reads them again and rolls its pods.
+#[tokio::test]
+async fn the_secrets_the_pods_read_are_read_again_only_when_one_changed() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PartialObjectMeta;
+    let objects = Objects::default();
+    let model_key = format!("{NS}/secrets/model-credentials");
+    let model_secret = |version: &str, key: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "model-credentials", "namespace": "tenant-a", "resourceVersion": version},
+            "data": {"openai-api-key": key},
+        })
+    };
+    objects
+        .lock()
+        .unwrap()
+        .insert(model_key.clone(), model_secret("7", "c2stb25l"));
+    let converged = Box::pin(converge(&objects)).await;
+    let world = stateful_world(&converged, objects.clone());
+    let secret_gets = |from: usize| -> Vec<String> {
+        world.log.lines()[from..]
+            .iter()
+            .filter(|l| l.starts_with(&format!("GET {NS}/secrets/")))
+            .cloned()
+            .collect()
+    };
+    let watch_sees = |path: &str| {
+        let object = objects.lock().unwrap()[path].clone();
+        let secret: PartialObjectMeta<Secret> = serde_json::from_value(object).unwrap();
+        world
+            .ctx
+            .shared
+            .secret_versions
+            .observe(Some("tenant-a"), &Event::Apply(secret));
+    };
+    let template_digest = || -> Value {
+        let deployment = "/apis/apps/v1/namespaces/tenant-a/deployments/support";
+        objects.lock().unwrap()[deployment]["spec"]["template"]["metadata"]["annotations"]
+            [crate::agent::secrets::SECRETS_HASH]
+            .clone()
+    };
+
+    // Nothing seen by the watch yet (a fresh operator): read.
+    Box::pin(reconcile(Arc::new(converged.clone()), world.ctx.clone()))
+        .await
+        .unwrap();
+    // (The database step of a fresh operator reads its Secret too, once.)
+    assert_eq!(
+        secret_gets(0),
+        [
+            format!("GET {NS}/secrets/support-db"),
+            format!("GET {NS}/secrets/model-credentials"),
+            format!("GET {NS}/secrets/support-db"),
+        ]
+    );
+    // Both seen at the versions read: not read again.
+    watch_sees(&model_key);
+    watch_sees(&format!("{NS}/secrets/support-db"));
+    let before = world.log.lines().len();
+    Box::pin(reconcile(Arc::new(converged.clone()), world.ctx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(secret_gets(before), Vec::<String>::new());
+    let digest = template_digest();
+    assert!(digest.is_string(), "{digest}");
+
+    // The model key rotated: read again, and the pods roll (a new digest).
+    objects
+        .lock()
+        .unwrap()
+        .insert(model_key.clone(), model_secret("8", "c2stdHdv"));
+    watch_sees(&model_key);
+    let before = world.log.lines().len();
+    Box::pin(reconcile(Arc::new(converged), world.ctx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(secret_gets(before).len(), 2, "{:?}", secret_gets(before));
+    assert_ne!(template_digest(), digest);
 }

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::secret_versions::fingerprint;
 
 /// Pod template annotation holding the digest.
 pub const SECRETS_HASH: &str = "switchboard.dev/secrets-hash";
@@ -100,42 +101,77 @@ pub fn annotate(deployment: &mut Deployment, digest: String) {
 /// Reads the used values (one GET per Secret) and annotates `deployment`. `pending`
 /// are Secrets about to be created in this reconcile (the client key, the keys this
 /// agent calls others with) as (name, key, value), used when that Secret does not
-/// exist yet, so creation rolls nothing twice.
+/// exist yet, so creation rolls nothing twice. When the watch has seen every one of
+/// those Secrets at the versions a digest was made from before, that digest is used
+/// without reading them.
 pub async fn track(
     shared: &Context,
     namespace: &str,
     deployment: &mut Deployment,
     pending: &[(&str, &str, &str)],
 ) -> Result<()> {
-    let api: Api<Secret> = Api::namespaced(shared.client.clone(), namespace);
     let keys = used_keys(deployment);
     let names: BTreeSet<&String> = keys.iter().map(|(n, _)| n).collect();
+    let key_pairs = || keys.iter().map(|(n, k)| (n.as_str(), k.as_str()));
+    let seen: Option<Vec<(&str, String)>> = names
+        .iter()
+        .map(|n| Some((n.as_str(), shared.secret_versions.version(namespace, n)?)))
+        .collect();
+    if let Some(seen) = &seen {
+        let print = fingerprint(
+            namespace,
+            key_pairs(),
+            seen.iter().map(|(n, v)| (*n, v.as_str())),
+        );
+        if let Some(digest) = shared.secret_versions.digest(&print) {
+            annotate(deployment, digest);
+            return Ok(());
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), namespace);
     let mut secrets = BTreeMap::new();
-    for name in names {
+    for name in &names {
         let secret = api
             .get_opt(name)
             .await
             .map_err(Error::kube("reading a Secret the runtime uses"))?;
-        secrets.insert(name.clone(), secret);
+        secrets.insert((*name).clone(), secret);
     }
     let values = keys
-        .into_iter()
+        .iter()
         .map(|(name, key)| {
-            let value = match secrets.get(&name) {
+            let value = match secrets.get(name) {
                 Some(Some(secret)) => secret
                     .data
                     .as_ref()
-                    .and_then(|d| d.get(&key))
+                    .and_then(|d| d.get(key))
                     .map(|v| v.0.clone()),
                 _ => pending
                     .iter()
-                    .find(|(n, k, _)| *n == name && *k == key)
+                    .find(|(n, k, _)| n == name && k == key)
                     .map(|(_, _, v)| v.as_bytes().to_vec()),
             };
-            ((name, key), value)
+            ((name.clone(), key.clone()), value)
         })
         .collect();
-    annotate(deployment, digest(&values));
+    let digest = digest(&values);
+    // Kept only when every Secret exists (a missing one's stand-in from `pending` is
+    // not a version the watch can confirm).
+    let read: Option<Vec<(&str, &str)>> = secrets
+        .iter()
+        .map(|(n, s)| {
+            Some((
+                n.as_str(),
+                s.as_ref()?.metadata.resource_version.as_deref()?,
+            ))
+        })
+        .collect();
+    if let Some(read) = read {
+        shared
+            .secret_versions
+            .remember(fingerprint(namespace, key_pairs(), read), digest.clone());
+    }
+    annotate(deployment, digest);
     Ok(())
 }
 

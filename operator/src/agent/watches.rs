@@ -7,8 +7,8 @@
 use std::fmt::Debug;
 
 use crds::{AgentDeployment, ChatChannel, ToolServer};
-use futures::{StreamExt, TryStreamExt};
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
