@@ -54,9 +54,21 @@ struct Job {
 
 /// The queue of writes waiting while one (or a batch) is in flight; shared by
 /// every clone of a [`Store`].
-#[derive(Default)]
 pub(super) struct GroupCommit {
     queue: Mutex<Queue>,
+    /// Every write alone, as before group commit (for measuring it:
+    /// `SWITCHBOARD_GROUP_COMMIT=off` in the runtime's environment).
+    off: bool,
+}
+
+impl GroupCommit {
+    /// On unless the environment says `SWITCHBOARD_GROUP_COMMIT=off`.
+    pub(super) fn from_env() -> Self {
+        Self {
+            queue: Mutex::default(),
+            off: std::env::var_os("SWITCHBOARD_GROUP_COMMIT").is_some_and(|v| v == "off"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,6 +84,8 @@ pub(super) enum Entered<'a> {
     Alone(InFlight<'a>),
     /// In the next batch.
     Queued(Waiting),
+    /// Group commit is off: write it now.
+    Unbatched,
 }
 
 /// The answer of a queued write.
@@ -105,6 +119,9 @@ impl Store {
     /// writes it at once, holding the returned guard while it does) or queued
     /// (`queued()` joins the next batch; await its answer with [`waited`]).
     pub(super) fn enter(&self, queued: impl FnOnce() -> Write) -> Entered<'_> {
+        if self.group.off {
+            return Entered::Unbatched;
+        }
         let mut queue = self.lock_queue();
         if queue.busy {
             let (reply, waiting) = oneshot::channel();

@@ -193,6 +193,7 @@ impl Store {
             // One message: committed with the other one-message writes waiting.
             match self.enter(|| Write::Append(message.clone())) {
                 Entered::Alone(_in_flight) => return self.append_direct(messages).await,
+                Entered::Unbatched => return self.append_direct(messages).await,
                 Entered::Queued(waiting) => {
                     return match waiting.written().await? {
                         Written::Append(row) => Ok(vec![row]),
@@ -290,6 +291,7 @@ impl Store {
             });
             return match entered {
                 Entered::Alone(_in_flight) => self.create_direct(id, new, messages).await,
+                Entered::Unbatched => self.create_direct(id, new, messages).await,
                 Entered::Queued(waiting) => match waiting.written().await? {
                     Written::Open(session, row) => Ok((session, vec![row])),
                     Written::Append(_) => Err(StoreError::Corrupt(

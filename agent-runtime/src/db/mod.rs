@@ -203,7 +203,7 @@ impl Store {
             backend,
             latency: None,
             metrics: None,
-            group: Default::default(),
+            group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
         })
     }
 
