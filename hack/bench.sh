@@ -5,7 +5,8 @@
 # callgrind for the instruction counts (installed with apt-get when missing), and
 # raises the open-file limit for the idle-stream figures. Prints a Markdown table;
 # arguments go to the bench (`hack/bench.sh --instructions-only` for the
-# instruction counts alone: `make bench-instructions`).
+# instruction counts alone: `make bench-instructions`; `hack/bench.sh
+# --throughput-only postgres` or `... sqlite` for the throughput rows of one backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/env.sh

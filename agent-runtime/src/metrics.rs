@@ -9,7 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -53,6 +53,8 @@ pub struct Metrics {
     /// Database operations retried because the database was unreachable,
     /// restarting or busy, by operation.
     pub db_retries: IntCounterVec,
+    /// One-message writes committed together (group commit), per commit.
+    pub db_batch_size: Histogram,
     /// Messages stored (user and assistant), by role.
     pub messages: IntCounterVec,
     /// Webhook answers accepted but not yet delivered, by channel.
@@ -191,6 +193,13 @@ impl Metrics {
             ),
             &["operation"],
         )?;
+        let db_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "switchboard_runtime_database_batch_size",
+                "One-message writes (a user message opening or joining its session, an answer) committed together, per commit: concurrent writes share one statement (Postgres) or one transaction (SQLite).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )?;
         let messages = IntCounterVec::new(
             Opts::new(
                 "switchboard_runtime_messages_total",
@@ -258,6 +267,7 @@ impl Metrics {
             Box::new(queue_rejected.clone()),
             Box::new(db_duration.clone()),
             Box::new(db_retries.clone()),
+            Box::new(db_batch_size.clone()),
             Box::new(messages.clone()),
         ] {
             registry.register(collector)?;
@@ -288,6 +298,7 @@ impl Metrics {
             queue_rejected,
             db_duration,
             db_retries,
+            db_batch_size,
             messages,
             webhook_outbox_pending,
             webhook_outbox_oldest_age,

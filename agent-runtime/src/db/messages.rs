@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
+use super::group_commit::{Entered, Write, Written};
 use super::sessions::{NewSession, SESSION_COLUMNS};
 use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool};
 use crate::domain::{Role, ToolCall};
@@ -53,7 +54,7 @@ impl NewMessage {
     }
 
     /// The tool calls as stored: a JSON array, or NULL for none.
-    fn tool_calls_json(&self) -> Option<String> {
+    pub(super) fn tool_calls_json(&self) -> Option<String> {
         (!self.tool_calls.is_empty())
             .then(|| serde_json::to_string(&self.tool_calls).ok())
             .flatten()
@@ -188,6 +189,30 @@ impl Store {
         messages: &[NewMessage],
     ) -> Result<Vec<Message>, StoreError> {
         let _timer = self.timer("append_messages");
+        if let [message] = messages {
+            // One message: committed with the other one-message writes waiting.
+            match self.enter(|| Write::Append(message.clone())) {
+                Entered::Alone(_in_flight) => return self.append_direct(messages).await,
+                Entered::Unbatched => return self.append_direct(messages).await,
+                Entered::Queued(waiting) => {
+                    return match waiting.written().await? {
+                        Written::Append(row) => Ok(vec![row]),
+                        Written::Open(..) => Err(StoreError::Corrupt(
+                            "group commit answered an append with a session's opening".to_owned(),
+                        )),
+                    };
+                }
+            }
+        }
+        self.append_direct(messages).await
+    }
+
+    /// Stores `messages` with statements of their own (see
+    /// [`Store::append_messages`]).
+    pub(super) async fn append_direct(
+        &self,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Message>, StoreError> {
         if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
             // One statement, one round trip: the insert and the counters
             // together (a statement is atomic; no BEGIN/COMMIT needed).
@@ -256,20 +281,46 @@ impl Store {
         new: NewSession,
         messages: &[NewMessage],
     ) -> Result<(Session, Vec<Message>), StoreError> {
+        let _timer = self.timer("create_session");
+        if let [message] = messages {
+            // One message: committed with the other one-message writes waiting.
+            let entered = self.enter(|| Write::Open {
+                id: id.to_owned(),
+                new: new.clone(),
+                message: message.clone(),
+            });
+            return match entered {
+                Entered::Alone(_in_flight) => self.create_direct(id, new, messages).await,
+                Entered::Unbatched => self.create_direct(id, new, messages).await,
+                Entered::Queued(waiting) => match waiting.written().await? {
+                    Written::Open(session, row) => Ok((session, vec![row])),
+                    Written::Append(_) => Err(StoreError::Corrupt(
+                        "group commit answered a session's opening with an append".to_owned(),
+                    )),
+                },
+            };
+        }
+        self.create_direct(id, new, messages).await
+    }
+
+    /// Creates session `id` with `messages` with statements of their own (see
+    /// [`Store::create_session_with_messages`]).
+    pub(super) async fn create_direct(
+        &self,
+        id: &str,
+        new: NewSession,
+        messages: &[NewMessage],
+    ) -> Result<(Session, Vec<Message>), StoreError> {
         let sql = format!(
             "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
              RETURNING {SESSION_COLUMNS}"
         );
-        let _timer = self.timer("create_session");
         if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
             // The session (with its counters already counting the message) and
             // the message in one statement: one round trip, one commit.
             let at = now();
-            let title = new
-                .title
-                .clone()
-                .or_else(|| (message.role == Role::User).then(|| title_from(&message.content)));
+            let title = opening_title(&new, message);
             let sql = format!(
                 "WITH s AS (INSERT INTO sessions (id, user_id, channel, external_id, title, status, \
                    pinned, created_at, updated_at, message_count, tokens_in, tokens_out, \
@@ -290,21 +341,7 @@ impl Store {
             .fetch_one(pool)
             .await?;
             self.count_stored(std::slice::from_ref(&row));
-            let session = Session {
-                id: id.to_owned(),
-                user_id: new.user_id,
-                channel: new.channel,
-                external_id: new.external_id,
-                title,
-                status: crate::domain::SessionStatus::Active,
-                pinned: false,
-                message_count: 1,
-                tokens_in: message.tokens_in,
-                tokens_out: message.tokens_out,
-                created_at: at,
-                updated_at: at,
-                last_message_at: Some(at),
-            };
+            let session = opened_session(id, new, title, message, at);
             return Ok((session, vec![row]));
         }
         with_pool!(self, pool => {
@@ -316,18 +353,7 @@ impl Store {
             let stored = insert_messages!(tx, messages);
             tx.commit().await?;
             self.count_stored(&stored);
-            // Counters and title as the message inserts left them.
-            let session = Session {
-                message_count: session.message_count + stored.len() as i64,
-                tokens_in: session.tokens_in + stored.iter().map(|m| m.tokens_in).sum::<i64>(),
-                tokens_out: session.tokens_out + stored.iter().map(|m| m.tokens_out).sum::<i64>(),
-                last_message_at: stored.last().map(|m| m.created_at).or(session.last_message_at),
-                title: session.title.or_else(|| {
-                    stored.iter().find(|m| m.role == Role::User).map(|m| title_from(&m.content))
-                }),
-                ..session
-            };
-            Ok((session, stored))
+            Ok((with_stored(session, &stored), stored))
         })
     }
 
@@ -462,6 +488,106 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+/// Session `id` as opened with its first message `message`, stored at `at`
+/// (its counters already counting the message).
+pub(super) fn opened_session(
+    id: &str,
+    new: NewSession,
+    title: Option<String>,
+    message: &NewMessage,
+    at: DateTime<Utc>,
+) -> Session {
+    Session {
+        id: id.to_owned(),
+        user_id: new.user_id,
+        channel: new.channel,
+        external_id: new.external_id,
+        title,
+        status: crate::domain::SessionStatus::Active,
+        pinned: false,
+        message_count: 1,
+        tokens_in: message.tokens_in,
+        tokens_out: message.tokens_out,
+        created_at: at,
+        updated_at: at,
+        last_message_at: Some(at),
+    }
+}
+
+/// The title a session opened with `message` gets: the one asked for, else
+/// the message's first line when a user wrote it.
+pub(super) fn opening_title(new: &NewSession, message: &NewMessage) -> Option<String> {
+    new.title
+        .clone()
+        .or_else(|| (message.role == Role::User).then(|| title_from(&message.content)))
+}
+
+/// The title a message gives its session when it has none (a user's first line).
+pub(super) fn message_title(message: &NewMessage) -> Option<String> {
+    (message.role == Role::User).then(|| title_from(&message.content))
+}
+
+/// `session` (as inserted) with the counters and title the inserts of
+/// `stored` left it with.
+fn with_stored(session: Session, stored: &[Message]) -> Session {
+    Session {
+        message_count: session.message_count + stored.len() as i64,
+        tokens_in: session.tokens_in + stored.iter().map(|m| m.tokens_in).sum::<i64>(),
+        tokens_out: session.tokens_out + stored.iter().map(|m| m.tokens_out).sum::<i64>(),
+        last_message_at: stored
+            .last()
+            .map(|m| m.created_at)
+            .or(session.last_message_at),
+        title: session.title.or_else(|| {
+            stored
+                .iter()
+                .find(|m| m.role == Role::User)
+                .map(|m| title_from(&m.content))
+        }),
+        ..session
+    }
+}
+
+/// Runs one queued write on `conn`, inside the batch's transaction (SQLite;
+/// the caller wraps it in a savepoint). Postgres batches are one statement
+/// (see `group_commit`).
+pub(super) async fn sqlite_write(
+    conn: &mut sqlx::SqliteConnection,
+    write: &Write,
+) -> Result<Written, StoreError> {
+    match write {
+        Write::Append(message) => {
+            let mut stored = insert_messages!(conn, std::slice::from_ref(message));
+            stored
+                .pop()
+                .map(Written::Append)
+                .ok_or_else(|| StoreError::Corrupt("an insert returned no row".to_owned()))
+        }
+        Write::Open { id, new, message } => {
+            let sql = format!(
+                "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
+                 RETURNING {SESSION_COLUMNS}"
+            );
+            let session = sqlx::query_as::<_, Session>(AssertSqlSafe(sql))
+                .bind(id)
+                .bind(&new.user_id)
+                .bind(&new.channel)
+                .bind(&new.external_id)
+                .bind(&new.title)
+                .bind(now())
+                .fetch_one(&mut *conn)
+                .await?;
+            let mut stored = insert_messages!(conn, std::slice::from_ref(message));
+            let session = with_stored(session, &stored);
+            stored
+                .pop()
+                .map(|row| Written::Open(session, row))
+                .ok_or_else(|| StoreError::Corrupt("an insert returned no row".to_owned()))
+        }
     }
 }
 

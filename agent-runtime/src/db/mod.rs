@@ -7,6 +7,7 @@
 //! spend windows each have their own file.
 
 mod admin;
+mod group_commit;
 mod live;
 mod messages;
 mod models;
@@ -97,6 +98,8 @@ pub struct Store {
     backend: Backend,
     latency: Option<prometheus::HistogramVec>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// One-message writes waiting to be committed together.
+    group: std::sync::Arc<group_commit::GroupCommit>,
 }
 
 /// How long a message write keeps retrying while the database is unreachable
@@ -200,6 +203,7 @@ impl Store {
             backend,
             latency: None,
             metrics: None,
+            group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
         })
     }
 

@@ -71,6 +71,11 @@ struct Args {
     /// Only the idle-stream memory rows.
     #[arg(long)]
     streams_only: bool,
+    /// Only the throughput rows (chats/s at --concurrency, CPU per chat), the
+    /// runtime storing into `postgres` (needs --database-url) or `sqlite` (a
+    /// fresh file): for comparing builds of the store (group commit).
+    #[arg(long, value_name = "BACKEND", value_parser = ["postgres", "sqlite"])]
+    throughput_only: Option<String>,
 }
 
 /// Where the runtime stores conversations.
@@ -748,6 +753,51 @@ async fn instructions(
     Instructions { direct, runtime }
 }
 
+/// `--throughput-only`: the throughput rows alone, for one backend.
+async fn throughput_phase(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    database: &Database,
+    client: &reqwest::Client,
+    mock: &Proc,
+    load_start: &str,
+) {
+    let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
+    // Warm both paths (connections, prepared statements, tokenizer tables).
+    let _ = latency_series(client, mock_url, &runtime_url, 50, false).await;
+    let (direct_rps, direct_failed, _, mock_cpu) =
+        throughput(client, mock_url, None, mock.pid(), args).await;
+    let (rps, failed, peak_rss, cpu) =
+        throughput(client, &runtime_url, Some(API_KEY), runtime.pid(), args).await;
+    drop(runtime);
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; runtime pinned to CPU(s) `{}`)\n",
+        database.name(),
+        load_average(),
+        args.runtime_cpus
+    );
+    println!("| figure | direct | runtime | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| chats/s at concurrency {} ({} s, persisted; failed: {direct_failed} direct, {failed} runtime) | {direct_rps:.0} | {rps:.0} | {:.2} |",
+        args.concurrency,
+        args.seconds,
+        ratio(rps, direct_rps),
+    );
+    println!(
+        "| CPU time per chat in that run (user + system) | {:.0} µs | {:.0} µs | {:.2} |",
+        micros(mock_cpu),
+        micros(cpu),
+        ratio(micros(cpu), micros(mock_cpu)),
+    );
+    println!(
+        "| memory under load (peak RSS) | — | {:.1} MiB | — |",
+        peak_rss as f64 / 1024.0
+    );
+}
+
 /// A wall-clock figure's row: direct, runtime, added, ratio, aim, met.
 fn latency_row(name: &str, s: &Series, p: f64, aim_added_ms: f64) {
     let (d, r) = (percentile(&s.direct, p), percentile(&s.runtime, p));
@@ -883,6 +933,29 @@ async fn main() {
                 println!("profile (streamed): {}", c.streamed.profile.display());
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
+    if let Some(backend) = &args.throughput_only {
+        let database = match (backend.as_str(), &args.database_url) {
+            ("postgres", Some(url)) => Database::Postgres(url.clone()),
+            ("postgres", None) => {
+                eprintln!("--throughput-only postgres needs --database-url");
+                std::process::exit(2);
+            }
+            _ => Database::Sqlite(dir.join("throughput.db")),
+        };
+        throughput_phase(
+            &args,
+            &dir,
+            &mock_url,
+            &database,
+            &client,
+            &_mock,
+            &load_start,
+        )
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

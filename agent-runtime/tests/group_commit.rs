@@ -1,0 +1,328 @@
+//! Group commit: one-message writes (a user message opening or joining its
+//! session, an answer) that wait while another is written share one commit.
+//! Each caller still gets its own rows, a bad row fails only its own write,
+//! and across connection failures every message is stored exactly once.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agent_runtime::db::{NewMessage, NewSession, Store, StoreError};
+use agent_runtime::domain::Role;
+use common::{API_KEY, Db, Harness};
+use futures::future::join_all;
+use serde_json::json;
+use sqlx::Connection;
+use switchboard_tests::database::{TestDatabase, admin_url};
+
+fn message(session: &str, role: Role, content: &str, tokens: i64) -> NewMessage {
+    NewMessage {
+        id: NewMessage::new_id(),
+        session_id: session.to_owned(),
+        parent_id: None,
+        role,
+        content: content.to_owned(),
+        model: (role == Role::Assistant).then(|| "m".to_owned()),
+        tokens_in: tokens,
+        tokens_out: 2 * tokens,
+        latency_ms: (role == Role::Assistant).then_some(7),
+        error: None,
+        chain_hash: format!("hash of {content}"),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+        author: None,
+    }
+}
+
+fn new_session(user: &str) -> NewSession {
+    NewSession {
+        user_id: user.to_owned(),
+        channel: "api".to_owned(),
+        external_id: None,
+        title: None,
+    }
+}
+
+/// Commits and writes counted by `switchboard_runtime_database_batch_size`.
+async fn batches(h: &Harness) -> (f64, f64) {
+    (
+        h.metric_sum("switchboard_runtime_database_batch_size_count")
+            .await,
+        h.metric_sum("switchboard_runtime_database_batch_size_sum")
+            .await,
+    )
+}
+
+/// Opens `n` sessions at once, each with its user message.
+async fn open_sessions(store: &Store, n: usize) -> Vec<(String, NewMessage)> {
+    let opening: Vec<(String, NewMessage)> = (0..n)
+        .map(|i| {
+            let id = NewMessage::new_id();
+            let first = message(&id, Role::User, &format!("hello {i}\nsecond line"), 1);
+            (id, first)
+        })
+        .collect();
+    let opened = join_all(opening.iter().enumerate().map(|(i, (id, first))| {
+        store.create_session_with_messages(
+            id,
+            new_session(&format!("user-{i}")),
+            std::slice::from_ref(first),
+        )
+    }))
+    .await;
+    for (i, ((id, first), opened)) in opening.iter().zip(opened).enumerate() {
+        let (session, stored) = opened.unwrap_or_else(|e| panic!("opening {i}: {e}"));
+        assert_eq!(session.id, *id);
+        assert_eq!(session.user_id, format!("user-{i}"));
+        assert_eq!(
+            session.title.as_deref(),
+            Some(format!("hello {i}").as_str())
+        );
+        assert_eq!(session.message_count, 1);
+        assert_eq!((session.tokens_in, session.tokens_out), (1, 2));
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].id, first.id);
+        assert_eq!(stored[0].session_id, *id);
+        assert_eq!(stored[0].content, first.content);
+    }
+    opening
+}
+
+async fn concurrent_writes_share_commits_and_each_caller_gets_its_own_rows(db: Db) {
+    let h = Harness::start(db).await;
+    let store = &h.state.store;
+    let (commits_before, writes_before) = batches(&h).await;
+    let n = 40;
+    let opening = open_sessions(store, n).await;
+
+    // Two writes per session at once (an answer and a follow-up): a batch
+    // grows one session's counters by two.
+    let follow: Vec<NewMessage> = opening
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (id, _))| {
+            [
+                message(id, Role::Assistant, &format!("answer {i}"), 10),
+                message(id, Role::User, &format!("follow-up {i}"), 100),
+            ]
+        })
+        .collect();
+    let stored = join_all(
+        follow
+            .iter()
+            .map(|m| store.append_messages(std::slice::from_ref(m))),
+    )
+    .await;
+    for (m, stored) in follow.iter().zip(stored) {
+        let stored = stored.unwrap_or_else(|e| panic!("{}: {e}", m.content));
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].id, m.id);
+        assert_eq!(stored[0].content, m.content);
+        assert_eq!(stored[0].role, m.role);
+        assert_eq!(stored[0].latency_ms, m.latency_ms);
+        assert_eq!(stored[0].chain_hash, m.chain_hash);
+    }
+
+    for (i, (id, first)) in opening.iter().enumerate() {
+        let user = format!("user-{i}");
+        let session = store.get_session(&user, id).await.expect("session");
+        assert_eq!(session.message_count, 3, "session {i}");
+        assert_eq!(session.tokens_in, 1 + 10 + 100, "session {i}");
+        assert_eq!(session.tokens_out, 2 + 20 + 200, "session {i}");
+        assert_eq!(
+            session.title.as_deref(),
+            Some(format!("hello {i}").as_str()),
+            "the first title stays"
+        );
+        let messages = store.all_messages(&user, id).await.expect("messages");
+        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents.len(), 3, "{contents:?}");
+        assert_eq!(contents[0], first.content);
+        assert!(contents.contains(&format!("answer {i}").as_str()));
+        assert!(contents.contains(&format!("follow-up {i}").as_str()));
+    }
+
+    let (commits, writes) = batches(&h).await;
+    let (commits, writes) = (commits - commits_before, writes - writes_before);
+    assert_eq!(writes, (3 * n) as f64, "every write counted once");
+    assert!(
+        commits <= writes / 4.0,
+        "{writes} concurrent one-message writes took {commits} commits"
+    );
+}
+
+async fn a_failing_row_fails_only_its_own_write(db: Db) {
+    let h = Harness::start(db).await;
+    let store = &h.state.store;
+    let opening = open_sessions(store, 2).await;
+    let (session, _) = &opening[0];
+    let (commits_before, writes_before) = batches(&h).await;
+
+    let mut writes: Vec<NewMessage> = (0..12)
+        .map(|i| message(session, Role::Assistant, &format!("fine {i}"), 1))
+        .collect();
+    // A session that does not exist, and a message id stored already.
+    writes.insert(3, message("no-such-session", Role::User, "orphan", 1));
+    let mut duplicate = message(session, Role::User, "duplicate", 1);
+    duplicate.id = opening[1].1.id.clone();
+    writes.insert(7, duplicate);
+    let results = join_all(
+        writes
+            .iter()
+            .map(|m| store.append_messages(std::slice::from_ref(m))),
+    )
+    .await;
+    for (m, result) in writes.iter().zip(&results) {
+        match m.content.as_str() {
+            "orphan" | "duplicate" => assert!(
+                matches!(result, Err(StoreError::Database(_))),
+                "{}: {result:?}",
+                m.content
+            ),
+            _ => {
+                let stored = result
+                    .as_ref()
+                    .unwrap_or_else(|e| panic!("{}: {e}", m.content));
+                assert_eq!(stored[0].id, m.id);
+            }
+        }
+    }
+    let (commits, batched) = batches(&h).await;
+    assert!(
+        commits - commits_before < batched - writes_before,
+        "the writes were batched"
+    );
+
+    let got = store.get_session("user-0", session).await.expect("session");
+    assert_eq!(got.message_count, 13, "the opening and the 12 fine ones");
+    assert_eq!(got.tokens_in, 13);
+    let contents: Vec<String> = store
+        .all_messages("user-0", session)
+        .await
+        .expect("messages")
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(contents.len(), 13, "{contents:?}");
+    assert!(!contents.iter().any(|c| c == "orphan" || c == "duplicate"));
+    let other = store
+        .get_session("user-1", &opening[1].0)
+        .await
+        .expect("session");
+    assert_eq!(other.message_count, 1, "the duplicate left the other alone");
+}
+
+on_both_databases!(
+    concurrent_writes_share_commits_and_each_caller_gets_its_own_rows,
+    a_failing_row_fails_only_its_own_write,
+);
+
+/// The runtime's connections are killed again and again while clients chat:
+/// batches fail mid-flight (before or after their commit), every caller
+/// retries, and each message is stored exactly once, with session counters
+/// that match the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_messages_are_stored_exactly_once_when_connections_fail() {
+    let db = TestDatabase::create_on(&admin_url()).await;
+    let (name, url) = (db.name().to_owned(), db.url().to_owned());
+    let h = Harness::start_on(Some(db), |_, _| {}).await;
+    let base = h.url("");
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let killer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut admin = sqlx::PgConnection::connect(&admin_url())
+                .await
+                .expect("admin connection");
+            let mut killed = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .expect("terminate");
+                killed += n as u64;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            killed
+        })
+    };
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let workers = join_all((0..12).map(|w| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let mut answered = Vec::new();
+            for i in 0..10 {
+                let content = format!("w{w}-{i}");
+                let response = client
+                    .post(format!("{base}/v1/chat/completions"))
+                    .bearer_auth(API_KEY)
+                    .header("x-switchboard-user", format!("w{w}"))
+                    .json(&json!({"messages": [{"role": "user", "content": content}]}))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{content}: {e}"));
+                let status = response.status().as_u16();
+                assert!(status == 200 || status == 503, "{content}: {status}");
+                if status == 200 {
+                    answered.push(content);
+                }
+            }
+            answered
+        }
+    }))
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let killed = killer.await.expect("killer");
+    let answered: Vec<String> = workers.into_iter().flatten().collect();
+    assert!(killed > 0, "no connection was killed");
+    assert!(!answered.is_empty(), "nothing was answered");
+    let retries = h
+        .metric_sum("switchboard_runtime_database_retries_total{")
+        .await;
+    assert!(
+        retries > 0.0,
+        "no write was retried: the test proved nothing"
+    );
+
+    let mut check = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let duplicates: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT content, count(*) FROM messages GROUP BY session_id, role, content \
+         HAVING count(*) > 1",
+    )
+    .fetch_all(&mut check)
+    .await
+    .expect("duplicates");
+    assert!(duplicates.is_empty(), "stored twice: {duplicates:?}");
+    for content in &answered {
+        let (users, answers): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM messages WHERE role = 'user' AND content = $1), \
+               (SELECT count(*) FROM messages a JOIN messages u ON a.parent_id = u.id \
+                WHERE u.role = 'user' AND u.content = $1 AND a.role = 'assistant')",
+        )
+        .bind(content)
+        .fetch_one(&mut check)
+        .await
+        .expect("count");
+        assert_eq!((users, answers), (1, 1), "{content}");
+    }
+    let wrong: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, s.message_count, (SELECT count(*) FROM messages m WHERE m.session_id = s.id) \
+         FROM sessions s WHERE s.message_count <> \
+           (SELECT count(*) FROM messages m WHERE m.session_id = s.id)",
+    )
+    .fetch_all(&mut check)
+    .await
+    .expect("counters");
+    assert!(wrong.is_empty(), "counters off: {wrong:?}");
+}
