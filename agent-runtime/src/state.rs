@@ -18,7 +18,9 @@ use crate::limits::{RateLimiter, UpstreamGate};
 use crate::live::LiveSync;
 use crate::metrics::Metrics;
 use crate::prompt::Tokenizer;
-use crate::providers::{ModelChain, build_provider, http_client};
+use crate::providers::{
+    ModelChain, build_provider, client_for, http_client, http2_prior_knowledge_client,
+};
 use crate::settings::Settings;
 use crate::shutdown::Lifecycle;
 use crate::tools::ToolRegistry;
@@ -90,10 +92,17 @@ impl AppState {
         let mut store = Store::connect(&settings.database).await?;
         store.observe_with(metrics.clone());
         let client = http_client()?;
+        let h2c = if config.model_chain().any(|m| m.http2_prior_knowledge) {
+            Some(http2_prior_knowledge_client()?)
+        } else {
+            None
+        };
         let models = config
             .model_chain()
             .zip(settings.upstream_keys)
-            .map(|(model, key)| build_provider(client.clone(), model, key))
+            .map(|(model, key)| {
+                build_provider(client_for(model, &client, h2c.as_ref()), model, key)
+            })
             .collect();
         let chain = ModelChain::with_policy(models, &config.limits, Some(metrics.clone()));
         let model_name = config.model.name.clone();

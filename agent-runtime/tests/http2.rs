@@ -1,6 +1,7 @@
 //! The runtime speaks HTTP/2 without TLS (prior knowledge, as gateways and
 //! meshes do towards pods): many chats multiplexed on one connection, whole
-//! and streamed, each stored.
+//! and streamed, each stored. Towards a model set to `http2PriorKnowledge` it
+//! speaks h2c too: its streams share one upstream connection.
 
 mod common;
 
@@ -70,4 +71,62 @@ async fn chats_are_served_over_http2_prior_knowledge() {
         Some(20),
         "{sessions}"
     );
+}
+
+/// A model set to `http2PriorKnowledge` is called over h2c: concurrent
+/// streams share the one upstream connection the first chat opened, each
+/// relayed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_share_one_h2c_connection_to_a_model_set_to_http2() {
+    let h = Harness::start_with(Db::Sqlite, |config, _| {
+        config.model.http2_prior_knowledge = true;
+    })
+    .await;
+    let (status, body) = h
+        .chat("h2c-user", json!([{"role": "user", "content": "first"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let connections = h.mock.connections();
+    let streams = (0..10).map(|i| {
+        let request = h
+            .as_user(reqwest::Method::POST, "/v1/chat/completions", "h2c-user")
+            .json(&json!({"stream": true, "messages": [{"role": "user", "content": format!("h2c {i}")}]}));
+        let h = &h;
+        async move { (i, h.stream_text(request).await) }
+    });
+    for (i, (status, body)) in futures::future::join_all(streams).await {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            sse_data(&body).last().map(String::as_str),
+            Some("[DONE]"),
+            "{body}"
+        );
+        assert_eq!(streamed_text(&body), format!("Echo: h2c {i}"));
+    }
+    assert_eq!(
+        h.mock.connections(),
+        connections,
+        "the streams shared the upstream connection"
+    );
+    let requests = h.mock.requests();
+    assert_eq!(requests.len(), 11);
+    assert!(
+        requests.iter().all(|r| r.version == hyper::Version::HTTP_2),
+        "{:?}",
+        requests.iter().map(|r| r.version).collect::<Vec<_>>()
+    );
+}
+
+/// Unset, a plain-text upstream is called over HTTP/1.1 (vLLM, Ollama and
+/// most self-hosted servers speak nothing else).
+#[tokio::test]
+async fn a_model_not_set_to_http2_is_called_over_http1() {
+    let h = Harness::start(Db::Sqlite).await;
+    let (status, body) = h
+        .chat("h1-user", json!([{"role": "user", "content": "plain"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let requests = h.mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].version, hyper::Version::HTTP_11);
 }

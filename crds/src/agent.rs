@@ -329,6 +329,16 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepts_images: Option<bool>,
 
+    /// Speak HTTP/2 to a plain-text (`http://`) upstream from the first byte
+    /// (h2c, "prior knowledge"): all of the agent's calls to the model share one
+    /// connection instead of one connection per call in flight, which is most of
+    /// what a long stream costs the runtime. Only for upstreams that serve h2c;
+    /// vLLM, Ollama and most self-hosted servers speak HTTP/1.1 only, and every
+    /// call to them would fail. Unset: false. `https://` upstreams negotiate
+    /// HTTP/2 by themselves (ALPN) whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_prior_knowledge: Option<bool>,
+
     /// Seconds to wait for the upstream before the attempt counts as failed.
     #[serde(default = "default_timeout_seconds")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("timeoutSeconds must be between 1 and 3600").reason(Reason::FieldValueInvalid))]

@@ -249,6 +249,12 @@ pub struct ModelConfig {
     /// an image skips a model that does not; none accepting is a 400.
     #[serde(skip_serializing_if = "is_true")]
     pub accepts_images: bool,
+    /// Speak HTTP/2 to a plain-text (`http://`) upstream without asking first
+    /// (h2c with prior knowledge): every call to the model shares one
+    /// connection. Only for upstreams that serve h2c; `https://` upstreams
+    /// negotiate HTTP/2 by themselves (ALPN), whatever this says.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub http2_prior_knowledge: bool,
 }
 
 fn is_true(value: &bool) -> bool {
@@ -268,6 +274,7 @@ impl Default for ModelConfig {
             timeout_seconds: 60,
             pricing: None,
             accepts_images: true,
+            http2_prior_knowledge: false,
         }
     }
 }

@@ -19,10 +19,11 @@ use super::reply::{Dialect, Prompt, Reply, handle, json};
 
 pub(crate) async fn messages(
     State(state): State<Arc<MockState>>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, headers, body, Dialect::Anthropic).await
+    handle(state, version, headers, body, Dialect::Anthropic).await
 }
 
 pub(crate) fn prompt(body: &Value) -> Result<Prompt, serde_json::Error> {

@@ -38,6 +38,8 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// The JSON body (`null` when it was not JSON).
     pub body: serde_json::Value,
+    /// The HTTP version it came over (`HTTP/1.1`, or `HTTP/2.0` for h2c).
+    pub version: axum::http::Version,
     /// When it arrived.
     pub received_at: std::time::Instant,
 }
@@ -60,6 +62,8 @@ pub struct MockState {
     open_streams: std::sync::atomic::AtomicI64,
     /// Streamed bodies dropped before their end (the client went away).
     abandoned_streams: std::sync::atomic::AtomicU64,
+    /// Connections accepted.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 impl MockState {
@@ -106,13 +110,7 @@ impl MockLlm {
         let state = Arc::new(MockState::default());
         let app = router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let task = tokio::spawn(serve(listener, app, state.clone(), rx));
         Ok(Self {
             addr,
             state,
@@ -159,6 +157,13 @@ impl MockLlm {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How many connections it has accepted in all.
+    pub fn connections(&self) -> u64 {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many requests it has received in all.
     pub fn request_count(&self) -> u64 {
         self.state.total.load(std::sync::atomic::Ordering::Relaxed)
@@ -174,6 +179,52 @@ impl MockLlm {
             let _ = task.await;
         }
     }
+}
+
+/// Serves `app` over HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge)
+/// until `shutdown`, then shuts the open connections down gracefully (as
+/// `axum::serve` does). Served with hyper-util directly because `axum::serve`
+/// caps an HTTP/2 connection at 200 concurrent streams, and a client that
+/// multiplexes its streams over one connection (the agent runtime with
+/// `http2PriorKnowledge`) holds thousands in the benchmark.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    state: Arc<MockState>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(None::<u32>);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: wait, then accept again.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        state
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    graceful.shutdown().await;
 }
 
 impl Drop for MockLlm {

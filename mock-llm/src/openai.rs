@@ -40,10 +40,11 @@ pub(crate) async fn list_models() -> Json<ModelList<'static>> {
 
 pub(crate) async fn chat_completions(
     State(state): State<Arc<MockState>>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, headers, body, Dialect::OpenAi).await
+    handle(state, version, headers, body, Dialect::OpenAi).await
 }
 
 pub(crate) fn prompt(body: &Value) -> Result<Prompt, serde_json::Error> {

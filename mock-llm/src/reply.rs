@@ -206,6 +206,7 @@ fn unix_nanos() -> u128 {
 /// Answers one chat request in `dialect`.
 pub(crate) async fn handle(
     state: Arc<MockState>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
     dialect: Dialect,
@@ -228,6 +229,7 @@ pub(crate) async fn handle(
         })
         .collect(),
         body: parsed.clone().unwrap_or(Value::Null),
+        version,
         received_at: std::time::Instant::now(),
     });
     let Some(request) = parsed.filter(Value::is_object) else {

@@ -69,7 +69,7 @@ pub(super) async fn stream(
 
 async fn stream_in(
     state: &SharedState,
-    turn: Turn,
+    mut turn: Turn,
     span: tracing::Span,
     written: InputWrite<'_>,
 ) -> Result<TurnStream, ConversationError> {
@@ -109,10 +109,23 @@ async fn stream_in(
             return Ok(answered_at_once(id, answer));
         }
     };
+    // What the stream holds while it waits on the model: the request's
+    // messages (for the usage estimate when the upstream sends none, and the
+    // content log), not the options sent with them (the client's and the
+    // agent's tool definitions) nor, when no server-side tool can run, the
+    // turn's own copy of the history (only the tool loop rebuilds the request
+    // from it). A long conversation was held twice per open stream.
+    let tool_loop = state.tools.any();
+    if !tool_loop {
+        turn.history = Vec::new();
+    }
+    let mut request = request;
+    request.options = Default::default();
     let streaming = Streaming {
         state: state.clone(),
         turn,
         request,
+        tool_loop,
         provider,
         started,
         id: id.clone(),
@@ -154,6 +167,9 @@ struct Streaming {
     started: Instant,
     id: String,
     tx: mpsc::Sender<TurnEvent>,
+    /// Whether server-side tools were offered when the turn started: only
+    /// then does it keep the history to ask the model again with their results.
+    tool_loop: bool,
     /// Set once server-side tools ran in this turn: the model's later answers
     /// are read to their end and stored even when the reader has left (the
     /// tools' effects happened; the answer to them must not be cut off).
@@ -195,7 +211,11 @@ impl Streaming {
                 (None, None) => verdict.succeeded(),
                 (None, Some(_)) => drop(verdict),
             }
-            let calls = super::tool_loop::plan(&state, &self.turn, &mut end, step);
+            let calls = if self.tool_loop {
+                super::tool_loop::plan(&state, &self.turn, &mut end, step)
+            } else {
+                Vec::new()
+            };
             self.release(held, &end.tool_calls).await;
             let id = if calls.is_empty() {
                 self.id.clone()
@@ -296,6 +316,8 @@ impl Streaming {
         match state.chain.stream(&self.request).await {
             Ok((events, provider, verdict)) => {
                 self.provider = provider;
+                // Sent: not held while the answer streams (see `stream_in`).
+                self.request.options = Default::default();
                 Ok(Some((events, verdict)))
             }
             Err(err) => {

@@ -243,13 +243,45 @@ pub trait ChatProvider: Send + Sync {
     }
 }
 
-/// Shared HTTP client for upstream calls (rustls, webpki roots).
+/// Shared HTTP client for upstream calls (rustls, webpki roots). HTTP/1.1 to
+/// plain-text upstreams (one connection per call in flight); towards TLS
+/// upstreams HTTP/2 when they offer it (ALPN), every call then sharing one
+/// connection.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    upstream_client_builder().build()
+}
+
+/// The client for models set to `http2PriorKnowledge`: HTTP/2 from the first
+/// byte over plain text (h2c), so every call to the upstream shares one
+/// connection. Only for `http://` upstreams (see [`client_for`]).
+pub fn http2_prior_knowledge_client() -> Result<reqwest::Client, reqwest::Error> {
+    upstream_client_builder().http2_prior_knowledge().build()
+}
+
+fn upstream_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
-        .build()
+}
+
+/// The client a model's calls go through: `h2c` (the prior-knowledge client)
+/// for a plain-text upstream set to `http2PriorKnowledge`, else `shared` (an
+/// `https://` upstream negotiates its protocol by ALPN).
+pub fn client_for(
+    config: &ModelConfig,
+    shared: &reqwest::Client,
+    h2c: Option<&reqwest::Client>,
+) -> reqwest::Client {
+    match h2c {
+        Some(h2c)
+            if config.http2_prior_knowledge
+                && config.effective_base_url().starts_with("http://") =>
+        {
+            h2c.clone()
+        }
+        _ => shared.clone(),
+    }
 }
 
 /// Builds the provider for one model config.

@@ -123,6 +123,7 @@ fn model_config(model: &ModelSpec, index: usize) -> ModelConfig {
             })
         }),
         accepts_images: model.accepts_images.unwrap_or(true),
+        http2_prior_knowledge: model.http2_prior_knowledge.unwrap_or(false),
     }
 }
 
@@ -143,6 +144,26 @@ mod tests {
         assert!(
             !text.contains("openai-api-key") && !text.contains("model-credentials"),
             "no secret references in the file:\n{text}"
+        );
+    }
+
+    #[test]
+    fn http2_prior_knowledge_reaches_the_file_per_model() {
+        let unset = runtime_config(&full(), None, Default::default());
+        assert!(!unset.model.http2_prior_knowledge, "unset: HTTP/1.1");
+        assert!(!unset.to_yaml().unwrap().contains("http2PriorKnowledge"));
+        let mut agent = full();
+        agent.spec.model.http2_prior_knowledge = Some(true);
+        agent.spec.fallbacks[1].http2_prior_knowledge = Some(true);
+        let config = runtime_config(&agent, None, Default::default());
+        assert!(config.model.http2_prior_knowledge);
+        assert!(!config.fallbacks[0].http2_prior_knowledge);
+        assert!(config.fallbacks[1].http2_prior_knowledge);
+        let text = config.to_yaml().unwrap();
+        assert_eq!(
+            text.matches("http2PriorKnowledge: true").count(),
+            2,
+            "{text}"
         );
     }
 

@@ -76,6 +76,12 @@ struct Args {
     /// fresh file): for comparing builds of the store (group commit).
     #[arg(long, value_name = "BACKEND", value_parser = ["postgres", "sqlite"])]
     throughput_only: Option<String>,
+    /// The runtime's model set to `http2PriorKnowledge`: its calls to mock-llm
+    /// share one h2c connection instead of one HTTP/1.1 connection per call in
+    /// flight, in every phase (the idle-stream rows say which upstream
+    /// protocol they measured).
+    #[arg(long)]
+    upstream_h2c: bool,
 }
 
 /// Where the runtime stores conversations.
@@ -499,14 +505,20 @@ fn runtime_config(
     port: u16,
     mock_url: &str,
     database: &Database,
+    upstream_h2c: bool,
 ) -> PathBuf {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
         format!(
-            "agent:\n  name: bench\nmodel:\n  provider: openai\n  name: bench-model\n  baseUrl: {mock_url}/v1\n\
+            "agent:\n  name: bench\nmodel:\n  provider: openai\n  name: bench-model\n  baseUrl: {mock_url}/v1\n{}\
              {}server:\n  listen: 127.0.0.1:{port}\n\
              limits:\n  upstreamConcurrency: 20000\n  upstreamQueue: 100\n",
+            if upstream_h2c {
+                "  http2PriorKnowledge: true\n"
+            } else {
+                ""
+            },
             database.config()
         ),
     )
@@ -524,7 +536,7 @@ async fn start_runtime(
 ) -> (Proc, String) {
     let port = free_port();
     let runtime_url = format!("http://127.0.0.1:{port}");
-    let config = runtime_config(dir, "agent", port, mock_url, database);
+    let config = runtime_config(dir, "agent", port, mock_url, database, args.upstream_h2c);
     let mut cmd = if args.runtime_cpus.is_empty() {
         Command::new(&args.runtime)
     } else {
@@ -616,7 +628,7 @@ async fn count_runtime(
     let url = format!("http://127.0.0.1:{port}");
     let chat_url = format!("{url}/v1/chat/completions");
     let name = format!("count-{}", database.name().to_lowercase());
-    let config = runtime_config(dir, &name, port, mock_url, database);
+    let config = runtime_config(dir, &name, port, mock_url, database, args.upstream_h2c);
     let mut envs = database.env();
     envs.extend([
         ("SWITCHBOARD_API_KEY", API_KEY.to_owned()),
@@ -650,7 +662,7 @@ async fn count_runtime(
 
 /// One idle-stream row: streams wanted, protocol, what was held, RSS before,
 /// KiB per open stream.
-type StreamRow = (usize, &'static str, Held, u64, f64);
+type StreamRow = (usize, String, Held, u64, f64);
 
 /// Memory per idle SSE stream, each count over HTTP/1.1 (`--streams`) and
 /// HTTP/2 (`--h2-streams`).
@@ -691,7 +703,12 @@ async fn stream_phase(
                 held.failed
             );
         }
-        stream_rows.push((n, protocol, held, before, per));
+        let upstream = if args.upstream_h2c {
+            "upstream h2c"
+        } else {
+            "upstream HTTP/1.1"
+        };
+        stream_rows.push((n, format!("{protocol}, {upstream}"), held, before, per));
         // Let the mock drop the closed upstream connections before the next row.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
