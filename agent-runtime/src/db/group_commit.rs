@@ -2,9 +2,10 @@
 //! session, an answer) that arrive while another is being written wait, and
 //! are then committed together: one statement and one commit for the lot with
 //! Postgres, one transaction (a savepoint per write) and one commit, hence one
-//! full-text segment, with SQLite. A write with none before it goes straight
+//! full-text segment, with SQLite. A write that finds fewer writes in flight
+//! than the backend's limit (four with Postgres, one with SQLite) goes straight
 //! through with its own statement: no timer waits for a batch to fill; a batch
-//! is whatever queued while the previous write was in flight.
+//! is whatever queued while the writes in flight were being written.
 //!
 //! Each caller is answered once its row is durable, as before. A batch a row
 //! makes fail is written again row by row, so a bad write fails only its own
@@ -28,6 +29,13 @@ use super::{Backend, Message, NewMessage, NewSession, Session, Store, StoreError
 
 /// At most this many writes share a commit (the rest wait for the next).
 const MAX_BATCH: usize = 128;
+
+/// Writes or batches in flight at once with Postgres. With one, the writes of
+/// a busy runtime waited for each batch's round trip in turn: at 32 chats at
+/// once the runtime spent 35 % less CPU per chat than writing each alone but
+/// answered 27 % fewer chats a second, idle between round trips. SQLite has
+/// one writer: one batch at a time.
+const POSTGRES_IN_FLIGHT: usize = 4;
 
 /// A one-message write waiting for its batch.
 pub(crate) enum Write {
@@ -73,8 +81,8 @@ impl GroupCommit {
 
 #[derive(Default)]
 struct Queue {
-    /// A write or a batch is in flight: new writes queue.
-    busy: bool,
+    /// Writes or batches in flight; at the backend's limit new writes queue.
+    in_flight: usize,
     jobs: Vec<Job>,
 }
 
@@ -115,15 +123,20 @@ impl Drop for InFlight<'_> {
 }
 
 impl Store {
-    /// Enters a one-message write: alone (nothing else in flight: the caller
-    /// writes it at once, holding the returned guard while it does) or queued
+    /// Enters a one-message write: alone (fewer writes in flight than the
+    /// backend's limit: the caller writes it at once, holding the returned
+    /// guard while it does) or queued
     /// (`queued()` joins the next batch; await its answer with [`waited`]).
     pub(super) fn enter(&self, queued: impl FnOnce() -> Write) -> Entered<'_> {
         if self.group.off {
             return Entered::Unbatched;
         }
+        let limit = match self.backend {
+            Backend::Postgres(_) => POSTGRES_IN_FLIGHT,
+            Backend::Sqlite(_) => 1,
+        };
         let mut queue = self.lock_queue();
-        if queue.busy {
+        if queue.in_flight >= limit {
             let (reply, waiting) = oneshot::channel();
             queue.jobs.push(Job {
                 write: queued(),
@@ -131,7 +144,7 @@ impl Store {
             });
             return Entered::Queued(Waiting(waiting));
         }
-        queue.busy = true;
+        queue.in_flight += 1;
         drop(queue);
         self.observe_batch(1);
         Entered::Alone(InFlight { store: self })
@@ -150,7 +163,7 @@ impl Store {
         let jobs = {
             let mut queue = self.lock_queue();
             if queue.jobs.is_empty() {
-                queue.busy = false;
+                queue.in_flight -= 1;
                 return;
             }
             if queue.jobs.len() <= MAX_BATCH {
@@ -169,7 +182,7 @@ impl Store {
             }
             // No runtime (shutting down): the callers get a transient error
             // (their senders dropped) and retry, if they still can.
-            Err(_) => self.lock_queue().busy = false,
+            Err(_) => self.lock_queue().in_flight -= 1,
         }
     }
 
