@@ -281,6 +281,12 @@ impl ModelProvider {
 /// One model: provider, name, endpoint, credentials and sampling parameters.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.http2PriorKnowledge) || !self.http2PriorKnowledge || (has(self.baseUrl) && self.baseUrl.startsWith('http://'))")
+        .message("http2PriorKnowledge is for plain-text http:// upstreams that serve h2c: set an http:// baseUrl or leave it unset (https:// upstreams, the providers' own endpoints included, negotiate HTTP/2 by themselves)")
+        .field_path(".http2PriorKnowledge")
+        .reason(Reason::FieldValueInvalid)
+)]
 pub struct ModelSpec {
     /// Wire format of the upstream: `openai` (any OpenAI-compatible server) or `anthropic`.
     pub provider: ModelProvider,
@@ -334,8 +340,8 @@ pub struct ModelSpec {
     /// connection instead of one connection per call in flight, which is most of
     /// what a long stream costs the runtime. Only for upstreams that serve h2c;
     /// vLLM, Ollama and most self-hosted servers speak HTTP/1.1 only, and every
-    /// call to them would fail. Unset: false. `https://` upstreams negotiate
-    /// HTTP/2 by themselves (ALPN) whatever this says.
+    /// call to them would fail. Unset: false. Refused with an `https://` (or unset)
+    /// `baseUrl`: those upstreams negotiate HTTP/2 by themselves (ALPN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_prior_knowledge: Option<bool>,
 

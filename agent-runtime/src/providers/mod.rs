@@ -273,13 +273,17 @@ pub fn client_for(
     shared: &reqwest::Client,
     h2c: Option<&reqwest::Client>,
 ) -> reqwest::Client {
+    let plain_text = config.effective_base_url().starts_with("http://");
+    if config.http2_prior_knowledge && !plain_text {
+        // The CRD refuses this; a hand-written runtime file is told here.
+        tracing::warn!(
+            model = %config.name,
+            base_url = %config.effective_base_url(),
+            "http2PriorKnowledge is for plain-text http:// upstreams; this one negotiates its protocol itself (ALPN)"
+        );
+    }
     match h2c {
-        Some(h2c)
-            if config.http2_prior_knowledge
-                && config.effective_base_url().starts_with("http://") =>
-        {
-            h2c.clone()
-        }
+        Some(h2c) if config.http2_prior_knowledge && plain_text => h2c.clone(),
         _ => shared.clone(),
     }
 }
