@@ -115,22 +115,22 @@ pub fn fingerprint<'a>(
     let mut hasher = Sha256::new();
     hasher.update(namespace.as_bytes());
     hasher.update([0]);
-    for (name, key) in keys {
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update(key.as_bytes());
-        hasher.update([1]);
-    }
+    hash_pairs(&mut hasher, keys);
     hasher.update([2]);
-    for (name, version) in versions {
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update(version.as_bytes());
-        hasher.update([1]);
-    }
+    hash_pairs(&mut hasher, versions);
     let mut out = [0; 16];
     out.copy_from_slice(&hasher.finalize()[..16]);
     out
+}
+
+/// Feeds each (name, value) as name, 0, value, 1.
+fn hash_pairs<'a>(hasher: &mut Sha256, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (name, value) in pairs {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([1]);
+    }
 }
 
 #[cfg(test)]
