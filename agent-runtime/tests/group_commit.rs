@@ -86,6 +86,22 @@ async fn open_sessions(store: &Store, n: usize) -> Vec<(String, NewMessage)> {
         assert_eq!(stored[0].id, first.id);
         assert_eq!(stored[0].session_id, *id);
         assert_eq!(stored[0].content, first.content);
+        // What the write returned is what a read finds (times included: a
+        // batch writes them as a write of its own does).
+        let read = store
+            .get_session(&session.user_id, id)
+            .await
+            .expect("session");
+        assert_eq!(read.created_at, session.created_at, "session {i}");
+        assert_eq!(read.updated_at, session.updated_at, "session {i}");
+        assert_eq!(read.last_message_at, session.last_message_at, "session {i}");
+        assert_eq!((read.message_count, read.title), (1, session.title));
+        let messages = store
+            .all_messages(&session.user_id, id)
+            .await
+            .expect("messages");
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].created_at, stored[0].created_at, "session {i}");
     }
     opening
 }
@@ -142,6 +158,16 @@ async fn concurrent_writes_share_commits_and_each_caller_gets_its_own_rows(db: D
         assert_eq!(contents[0], first.content);
         assert!(contents.contains(&format!("answer {i}").as_str()));
         assert!(contents.contains(&format!("follow-up {i}").as_str()));
+        assert_eq!(
+            session.last_message_at,
+            messages.last().map(|m| m.created_at)
+        );
+        // The full-text index has the batched rows too.
+        let (hits, total) = store
+            .search(&user, &format!("follow-up {i}"), 10, 0)
+            .await
+            .expect("search");
+        assert_eq!(total, 1, "session {i}: {}", hits.len());
     }
 
     let (commits, writes) = batches(&h).await;

@@ -19,12 +19,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
+use sqlx::{PgPool, SqlitePool};
 use tokio::sync::oneshot;
 
-use super::messages::{
-    MESSAGE_COLUMNS, message_title, opened_session, opening_title, sqlite_write,
-};
+use super::messages::{message_title, opened_session, opening_title};
 use super::{Backend, Message, NewMessage, NewSession, Session, Store, StoreError, now};
 
 /// At most this many writes share a commit (the rest wait for the next).
@@ -278,8 +276,7 @@ async fn postgres_batch(
     pool: &PgPool,
     writes: &[&Write],
 ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
-    let sql = format!(
-        "WITH input AS ( \
+    let sql = "WITH input AS ( \
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], \
              $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bool[], \
@@ -306,14 +303,14 @@ async fn postgres_batch(
            author) \
          SELECT id, session_id, parent_id, role, content, model, tokens_in, tokens_out, \
            latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id, author \
-         FROM input ORDER BY ord \
-         RETURNING {MESSAGE_COLUMNS}"
-    );
+         FROM input ORDER BY ord";
     let n = writes.len();
     let mut columns = Columns::with_capacity(n);
     let mut opened = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
     for write in writes {
         let at = now();
+        times.push(at);
         let (message, session) = match write {
             Write::Append(message) => (message, None),
             Write::Open { id, new, message } => (message, Some((id, new))),
@@ -341,7 +338,7 @@ async fn postgres_batch(
             }
         }
     }
-    let rows = sqlx::query_as::<_, Message>(AssertSqlSafe(sql))
+    let written = sqlx::query(sql)
         .bind(columns.id)
         .bind(columns.session_id)
         .bind(columns.parent_id)
@@ -363,23 +360,25 @@ async fn postgres_batch(
         .bind(columns.channel)
         .bind(columns.external_id)
         .bind(columns.session_title)
-        .fetch_all(pool)
+        .execute(pool)
         .await?;
-    let mut rows: HashMap<String, Message> =
-        rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+    if written.rows_affected() != n as u64 {
+        return Err(no_row());
+    }
+    // The rows are what was written: nothing is read back.
     Ok(writes
         .iter()
         .zip(opened)
-        .map(|(write, opened)| {
-            let message = match write {
-                Write::Append(message) | Write::Open { message, .. } => message,
-            };
-            let row = rows.remove(&message.id).ok_or_else(no_row)?;
-            Ok(match opened {
-                Some((id, new, title, at)) => {
-                    Written::Open(opened_session(id, new.clone(), title, message, at), row)
+        .zip(times)
+        .map(|((write, opened), at)| {
+            Ok(match (write, opened) {
+                (Write::Open { message, .. }, Some((id, new, title, at))) => Written::Open(
+                    opened_session(id, new.clone(), title, message, at),
+                    message.stored(at),
+                ),
+                (Write::Append(message) | Write::Open { message, .. }, _) => {
+                    Written::Append(message.stored(at))
                 }
-                None => Written::Append(row),
             })
         })
         .collect())
@@ -458,30 +457,216 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The batch as one transaction, a savepoint per write (a write that fails
-/// is rolled back alone and answered with its error), one commit.
+/// The batch as one transaction of at most three statements whatever its
+/// size (the sessions some writes open, every message, the counters of the
+/// other writes' sessions), the rows passed as JSON arrays read with
+/// `json_each` (SQLite's `unnest`): a statement per write and a savepoint
+/// around each cost a round trip to the connection's thread apiece, most of a
+/// batch's time. A row that refuses its statement fails the batch, which the
+/// caller then writes row by row.
 async fn sqlite_batch(
     pool: &SqlitePool,
     writes: &[&Write],
 ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+    let batch = SqliteBatch::new(writes);
     let mut tx = pool.begin().await?;
-    let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        match sqlite_write(&mut savepoint, write).await {
-            Ok(written) => {
-                savepoint.commit().await?;
-                results.push(Ok(written));
-            }
-            // Busy or unreachable: the rest would wait as long; the whole
-            // batch is rolled back and every caller retries.
-            Err(err) if err.is_transient() => return Err(err),
-            Err(err) => {
-                savepoint.rollback().await?;
-                results.push(Err(err));
-            }
-        }
+    if !batch.opened.is_empty() {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
+               created_at, updated_at, message_count, tokens_in, tokens_out, last_message_at) \
+             SELECT value ->> 'id', value ->> 'user_id', value ->> 'channel', \
+               value ->> 'external_id', value ->> 'title', 'active', FALSE, value ->> 'at', \
+               value ->> 'at', 1, value ->> 'tokens_in', value ->> 'tokens_out', value ->> 'at' \
+             FROM json_each($1) ORDER BY key",
+        )
+        .bind(serde_json::to_string(&batch.opened).map_err(corrupt)?)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let sql = "INSERT INTO messages (id, session_id, parent_id, role, content, model, tokens_in, \
+           tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id, \
+           author) \
+         SELECT value ->> 'id', value ->> 'session_id', value ->> 'parent_id', \
+           value ->> 'role', value ->> 'content', value ->> 'model', value ->> 'tokens_in', \
+           value ->> 'tokens_out', value ->> 'latency_ms', value ->> 'error', \
+           value ->> 'chain_hash', value ->> 'created_at', value ->> 'tool_calls', \
+           value ->> 'tool_call_id', value ->> 'author' \
+         FROM json_each($1) ORDER BY key";
+    let inserted = sqlx::query(sql)
+        .bind(serde_json::to_string(&batch.messages).map_err(corrupt)?)
+        .execute(&mut *tx)
+        .await?;
+    if inserted.rows_affected() != writes.len() as u64 {
+        return Err(no_row());
+    }
+    if !batch.grown.is_empty() {
+        sqlx::query(
+            "UPDATE sessions SET message_count = message_count + g.n, \
+               tokens_in = sessions.tokens_in + g.tokens_in, \
+               tokens_out = sessions.tokens_out + g.tokens_out, \
+               last_message_at = g.at, updated_at = g.at, title = COALESCE(sessions.title, g.title) \
+             FROM (SELECT value ->> 'id' AS id, value ->> 'n' AS n, \
+                 value ->> 'tokens_in' AS tokens_in, value ->> 'tokens_out' AS tokens_out, \
+                 value ->> 'at' AS at, value ->> 'title' AS title FROM json_each($1)) AS g \
+             WHERE sessions.id = g.id",
+        )
+        .bind(serde_json::to_string(&batch.grown).map_err(corrupt)?)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
-    Ok(results)
+    // The rows are what was written: nothing is read back.
+    Ok(writes
+        .iter()
+        .zip(batch.at)
+        .map(|(write, at)| {
+            Ok(match write {
+                Write::Append(message) => Written::Append(message.stored(at)),
+                Write::Open { id, new, message } => {
+                    let title = opening_title(new, message);
+                    Written::Open(
+                        opened_session(id, new.clone(), title, message, at),
+                        message.stored(at),
+                    )
+                }
+            })
+        })
+        .collect())
+}
+
+fn corrupt(err: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("a batch could not be encoded: {err}"))
+}
+
+/// A time as sqlx binds it to SQLite (so rows a batch writes compare and
+/// decode like rows written alone).
+fn sqlite_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// The rows of a SQLite batch, serialised as JSON arrays.
+struct SqliteBatch<'a> {
+    /// Sessions opened by a write, in write order.
+    opened: Vec<OpenedRow<'a>>,
+    /// Every write's message, in write order.
+    messages: Vec<MessageRow<'a>>,
+    /// The sessions the other writes join, with what they add.
+    grown: Vec<GrownRow>,
+    /// Each write's time.
+    at: Vec<DateTime<Utc>>,
+}
+
+#[derive(serde::Serialize)]
+struct OpenedRow<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    channel: &'a str,
+    external_id: Option<&'a str>,
+    title: Option<String>,
+    at: String,
+    tokens_in: i64,
+    tokens_out: i64,
+}
+
+#[derive(serde::Serialize)]
+struct MessageRow<'a> {
+    id: &'a str,
+    session_id: &'a str,
+    parent_id: Option<&'a str>,
+    role: &'static str,
+    content: &'a str,
+    model: Option<&'a str>,
+    tokens_in: i64,
+    tokens_out: i64,
+    latency_ms: Option<i64>,
+    error: Option<&'a str>,
+    chain_hash: &'a str,
+    created_at: String,
+    tool_calls: Option<String>,
+    tool_call_id: Option<&'a str>,
+    author: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct GrownRow {
+    id: String,
+    n: i64,
+    tokens_in: i64,
+    tokens_out: i64,
+    /// The newest of its messages' times.
+    at: String,
+    /// The first title one of its messages gives (a user's first line).
+    title: Option<String>,
+}
+
+impl<'a> SqliteBatch<'a> {
+    fn new(writes: &[&'a Write]) -> Self {
+        let mut batch = Self {
+            opened: Vec::new(),
+            messages: Vec::with_capacity(writes.len()),
+            grown: Vec::new(),
+            at: Vec::with_capacity(writes.len()),
+        };
+        let mut grown_at: HashMap<&str, usize> = HashMap::new();
+        for write in writes {
+            let at = now();
+            let created_at = sqlite_time(at);
+            let message = match write {
+                Write::Append(message) => {
+                    let slot = *grown_at.entry(&message.session_id).or_insert_with(|| {
+                        batch.grown.push(GrownRow {
+                            id: message.session_id.clone(),
+                            n: 0,
+                            tokens_in: 0,
+                            tokens_out: 0,
+                            at: String::new(),
+                            title: None,
+                        });
+                        batch.grown.len() - 1
+                    });
+                    let grown = &mut batch.grown[slot];
+                    grown.n += 1;
+                    grown.tokens_in += message.tokens_in;
+                    grown.tokens_out += message.tokens_out;
+                    grown.at.clone_from(&created_at);
+                    if grown.title.is_none() {
+                        grown.title = message_title(message);
+                    }
+                    message
+                }
+                Write::Open { id, new, message } => {
+                    batch.opened.push(OpenedRow {
+                        id,
+                        user_id: &new.user_id,
+                        channel: &new.channel,
+                        external_id: new.external_id.as_deref(),
+                        title: opening_title(new, message),
+                        at: created_at.clone(),
+                        tokens_in: message.tokens_in,
+                        tokens_out: message.tokens_out,
+                    });
+                    message
+                }
+            };
+            batch.messages.push(MessageRow {
+                id: &message.id,
+                session_id: &message.session_id,
+                parent_id: message.parent_id.as_deref(),
+                role: message.role.as_str(),
+                content: &message.content,
+                model: message.model.as_deref(),
+                tokens_in: message.tokens_in,
+                tokens_out: message.tokens_out,
+                latency_ms: message.latency_ms,
+                error: message.error.as_deref(),
+                chain_hash: &message.chain_hash,
+                created_at,
+                tool_calls: message.tool_calls_json(),
+                tool_call_id: message.tool_call_id.as_deref(),
+                author: message.author.as_deref(),
+            });
+            batch.at.push(at);
+        }
+        batch
+    }
 }

@@ -53,6 +53,28 @@ impl NewMessage {
         uuid::Uuid::now_v7().to_string()
     }
 
+    /// The row this message is once stored at `at` (what a read returns:
+    /// every column is written as given).
+    pub(super) fn stored(&self, at: chrono::DateTime<chrono::Utc>) -> Message {
+        Message {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            parent_id: self.parent_id.clone(),
+            role: self.role,
+            content: self.content.clone(),
+            model: self.model.clone(),
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            latency_ms: self.latency_ms,
+            error: self.error.clone(),
+            created_at: at,
+            chain_hash: self.chain_hash.clone(),
+            tool_calls: self.tool_calls_json(),
+            tool_call_id: self.tool_call_id.clone(),
+            author: self.author.clone(),
+        }
+    }
+
     /// The tool calls as stored: a JSON array, or NULL for none.
     pub(super) fn tool_calls_json(&self) -> Option<String> {
         (!self.tool_calls.is_empty())
@@ -68,10 +90,10 @@ const PG_INSERT_ONE: &str = "INSERT INTO messages (id, session_id, parent_id, ro
 
 /// Binds `$1`..`$15` of [`PG_INSERT_ONE`].
 fn bind_one<'q>(
-    query: sqlx::query::QueryAs<'q, sqlx::Postgres, Message, sqlx::postgres::PgArguments>,
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     m: &'q NewMessage,
     at: DateTime<Utc>,
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, Message, sqlx::postgres::PgArguments> {
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     query
         .bind(&m.id)
         .bind(&m.session_id)
@@ -216,23 +238,24 @@ impl Store {
         if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
             // One statement, one round trip: the insert and the counters
             // together (a statement is atomic; no BEGIN/COMMIT needed).
+            // The row is what was written: nothing is read back.
             let sql = format!(
-                "WITH ins AS ({PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}), \
-                 upd AS (UPDATE sessions SET message_count = message_count + 1, \
+                "WITH upd AS (UPDATE sessions SET message_count = message_count + 1, \
                    tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
                    last_message_at = $12, updated_at = $12, title = COALESCE(title, $16) \
                    WHERE id = $2) \
-                 SELECT * FROM ins"
+                 {PG_INSERT_ONE}"
             );
             let title = (message.role == Role::User).then(|| title_from(&message.content));
-            let row = bind_one(
-                sqlx::query_as::<_, Message>(AssertSqlSafe(sql)),
-                message,
-                now(),
-            )
-            .bind(title)
-            .fetch_one(pool)
-            .await?;
+            let at = now();
+            let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
+                .bind(title)
+                .execute(pool)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Corrupt("an insert stored no row".to_owned()));
+            }
+            let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
             return Ok(vec![row]);
         }
@@ -326,20 +349,21 @@ impl Store {
                    pinned, created_at, updated_at, message_count, tokens_in, tokens_out, \
                    last_message_at) \
                    VALUES ($2, $16, $17, $18, $19, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
-                 {PG_INSERT_ONE} RETURNING {MESSAGE_COLUMNS}"
+                 {PG_INSERT_ONE}"
             );
             debug_assert_eq!(message.session_id, id);
-            let row = bind_one(
-                sqlx::query_as::<_, Message>(AssertSqlSafe(sql)),
-                message,
-                at,
-            )
-            .bind(&new.user_id)
-            .bind(&new.channel)
-            .bind(&new.external_id)
-            .bind(&title)
-            .fetch_one(pool)
-            .await?;
+            let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
+                .bind(&new.user_id)
+                .bind(&new.channel)
+                .bind(&new.external_id)
+                .bind(&title)
+                .execute(pool)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Corrupt("an insert stored no row".to_owned()));
+            }
+            // The row is what was written: nothing is read back.
+            let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
             let session = opened_session(id, new, title, message, at);
             return Ok((session, vec![row]));
@@ -541,6 +565,8 @@ fn with_stored(session: Session, stored: &[Message]) -> Session {
             .last()
             .map(|m| m.created_at)
             .or(session.last_message_at),
+        // Each insert set it to its message's time.
+        updated_at: stored.last().map_or(session.updated_at, |m| m.created_at),
         title: session.title.or_else(|| {
             stored
                 .iter()
@@ -548,46 +574,6 @@ fn with_stored(session: Session, stored: &[Message]) -> Session {
                 .map(|m| title_from(&m.content))
         }),
         ..session
-    }
-}
-
-/// Runs one queued write on `conn`, inside the batch's transaction (SQLite;
-/// the caller wraps it in a savepoint). Postgres batches are one statement
-/// (see `group_commit`).
-pub(super) async fn sqlite_write(
-    conn: &mut sqlx::SqliteConnection,
-    write: &Write,
-) -> Result<Written, StoreError> {
-    match write {
-        Write::Append(message) => {
-            let mut stored = insert_messages!(conn, std::slice::from_ref(message));
-            stored
-                .pop()
-                .map(Written::Append)
-                .ok_or_else(|| StoreError::Corrupt("an insert returned no row".to_owned()))
-        }
-        Write::Open { id, new, message } => {
-            let sql = format!(
-                "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
-                 RETURNING {SESSION_COLUMNS}"
-            );
-            let session = sqlx::query_as::<_, Session>(AssertSqlSafe(sql))
-                .bind(id)
-                .bind(&new.user_id)
-                .bind(&new.channel)
-                .bind(&new.external_id)
-                .bind(&new.title)
-                .bind(now())
-                .fetch_one(&mut *conn)
-                .await?;
-            let mut stored = insert_messages!(conn, std::slice::from_ref(message));
-            let session = with_stored(session, &stored);
-            stored
-                .pop()
-                .map(|row| Written::Open(session, row))
-                .ok_or_else(|| StoreError::Corrupt("an insert returned no row".to_owned()))
-        }
     }
 }
 
