@@ -204,7 +204,9 @@ impl Store {
         let writes: Vec<&Write> = jobs.iter().map(|job| &job.write).collect();
         let result = match &self.backend {
             Backend::Postgres(pool) => postgres_batch(pool, &writes).await,
-            Backend::Sqlite(pool) => sqlite_batch(pool, &writes).await,
+            Backend::Sqlite(pool) => {
+                sqlite_batch(self.sqlite_writer.as_ref().unwrap_or(pool), &writes).await
+            }
         };
         match result {
             Ok(results) => {

@@ -7,7 +7,9 @@ use sqlx::AssertSqlSafe;
 
 use super::group_commit::{Entered, Write, Written};
 use super::sessions::{NewSession, SESSION_COLUMNS};
-use super::{Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool};
+use super::{
+    Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool, with_writer,
+};
 use crate::domain::{Role, ToolCall};
 
 pub(super) const MESSAGE_COLUMNS: &str = "id, session_id, parent_id, role, content, model, tokens_in, \
@@ -259,7 +261,7 @@ impl Store {
             self.count_stored(std::slice::from_ref(&row));
             return Ok(vec![row]);
         }
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let stored = insert_messages!(tx, messages);
             tx.commit().await?;
@@ -368,7 +370,7 @@ impl Store {
             let session = opened_session(id, new, title, message, at);
             return Ok((session, vec![row]));
         }
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let session = sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
                 .bind(id).bind(&new.user_id).bind(&new.channel)

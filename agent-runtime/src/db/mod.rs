@@ -92,6 +92,21 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// As [`with_pool!`], for message writes: with a SQLite file, `$pool` is the
+/// store's one writing connection (see [`Store::connect`]).
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::db::Backend::Postgres($pool) => $body,
+            $crate::db::Backend::Sqlite(shared) => {
+                let $pool = $store.sqlite_writer.as_ref().unwrap_or(shared);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_writer;
+
 /// The conversation store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -100,6 +115,12 @@ pub struct Store {
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// One-message writes waiting to be committed together.
     group: std::sync::Arc<group_commit::GroupCommit>,
+    /// A SQLite file's connection for message writes, kept open. SQLite has
+    /// one writer at a time anyway, and a connection drops its page cache
+    /// whenever another connection wrote: with the writes spread over the
+    /// pool's connections in turn, every batch started cold and read its
+    /// pages again.
+    sqlite_writer: Option<SqlitePool>,
 }
 
 /// How long a message write keeps retrying while the database is unreachable
@@ -160,6 +181,7 @@ impl Drop for Timer<'_> {
 impl Store {
     /// Connects and runs the migrations.
     pub async fn connect(target: &DatabaseTarget) -> Result<Self, StoreError> {
+        let mut sqlite_writer = None;
         let backend = match target {
             DatabaseTarget::Postgres(url) => {
                 let pool = PgPoolOptions::new()
@@ -184,6 +206,7 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5));
                 // An in-memory database lives in one connection: keep exactly one forever.
+                let writer_options = options.clone();
                 let pool = if memory {
                     SqlitePoolOptions::new()
                         .max_connections(1)
@@ -196,6 +219,17 @@ impl Store {
                 .connect_with(options)
                 .await?;
                 sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                if !memory {
+                    sqlite_writer = Some(
+                        SqlitePoolOptions::new()
+                            .max_connections(1)
+                            .min_connections(1)
+                            .idle_timeout(None)
+                            .max_lifetime(None)
+                            .connect_with(writer_options)
+                            .await?,
+                    );
+                }
                 Backend::Sqlite(pool)
             }
         };
@@ -204,6 +238,7 @@ impl Store {
             latency: None,
             metrics: None,
             group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
+            sqlite_writer,
         })
     }
 
@@ -313,8 +348,11 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool.
+    /// Closes the pool (and the writing connection, when there is one).
     pub async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         with_pool!(self, pool => pool.close().await);
     }
 }
