@@ -728,6 +728,35 @@ fn stream_table_rows(stream_rows: Vec<StreamRow>) {
     }
 }
 
+/// The machine's CPU time (every kind, in ticks) and the part of it the host
+/// took for other guests (`steal`), from the first line of `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    Some((ticks.iter().sum(), *ticks.get(7)?))
+}
+
+/// The machine's CPU times when the bench started.
+static CPU_AT_START: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+
+/// The share of the machine's CPU time the host took (steal) since the bench
+/// started: on a shared virtual machine wall-clock figures drop as it rises.
+fn stolen() -> String {
+    match (CPU_AT_START.get().copied().flatten(), cpu_times()) {
+        (Some((total0, steal0)), Some((total, steal))) if total > total0 => format!(
+            "{:.1} %",
+            100.0 * steal.saturating_sub(steal0) as f64 / (total - total0) as f64
+        ),
+        _ => "?".into(),
+    }
+}
+
 /// The machine's load average over the last minute.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -790,9 +819,10 @@ async fn throughput_phase(
     drop(runtime);
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; runtime pinned to CPU(s) `{}`)\n",
+        "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
         database.name(),
         load_average(),
+        stolen(),
         args.runtime_cpus
     );
     println!("| figure | direct | runtime | ratio |");
@@ -926,6 +956,7 @@ async fn main() {
     let args = Args::parse();
     let client = reqwest::Client::new();
     let load_start = load_average();
+    CPU_AT_START.get_or_init(cpu_times);
     let (_mock, mock_url) = start_mock(&args, &client).await;
     let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
@@ -980,8 +1011,9 @@ async fn main() {
     if args.streams_only {
         let rows = stream_phase(&args, &dir, &mock_url, &database, &client).await;
         println!(
-            "\n## Idle SSE streams (load average over a minute: {load_start} at the start, {} at the end)\n",
-            load_average()
+            "\n## Idle SSE streams (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {})\n",
+            load_average(),
+            stolen()
         );
         println!("| figure | direct | runtime | added | ratio | aim | met |");
         println!("|---|---|---|---|---|---|---|");
@@ -1037,7 +1069,7 @@ async fn main() {
     println!("\n## Switchboard agent runtime vs. mock-llm directly (one run)\n");
     println!(
         "Runtime pinned to CPU(s) `{}` on a {}-CPU machine (load average over a minute: {load_start} at the start, \
-         {load_end} at the end); every request through the runtime persists its user and assistant messages to \
+         {load_end} at the end; CPU time taken by the host over the run: {}); every request through the runtime persists its user and assistant messages to \
          {}. Latency: {} sequential requests per series, interleaved with the same request sent to the mock. \
          Ratio: runtime ÷ direct. Aims: issue 18.\n",
         if args.runtime_cpus.is_empty() {
@@ -1046,6 +1078,7 @@ async fn main() {
             &args.runtime_cpus
         },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        stolen(),
         database.name(),
         args.latency_requests
     );
