@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Many small, short-lived allocations per request: mimalloc executes fewer
 /// instructions for them than the system allocator (docs/performance.md).
+/// The `system-allocator` feature leaves it out, so that heap profilers that
+/// follow `malloc` (heaptrack) see every allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
