@@ -86,12 +86,11 @@ struct Queue {
 
 /// How a one-message write goes (see [`Store::enter`]).
 pub(super) enum Entered<'a> {
-    /// Write it now; hold the guard until it is done.
-    Alone(InFlight<'a>),
+    /// Write it now, holding the guard (if any: none when group commit is
+    /// off) until it is done.
+    Now(Option<InFlight<'a>>),
     /// In the next batch.
     Queued(Waiting),
-    /// Group commit is off: write it now.
-    Unbatched,
 }
 
 /// The answer of a queued write.
@@ -121,13 +120,13 @@ impl Drop for InFlight<'_> {
 }
 
 impl Store {
-    /// Enters a one-message write: alone (fewer writes in flight than the
+    /// Enters a one-message write: now (fewer writes in flight than the
     /// backend's limit: the caller writes it at once, holding the returned
-    /// guard while it does) or queued
-    /// (`queued()` joins the next batch; await its answer with [`waited`]).
+    /// guard while it does) or queued (`queued()` joins the next batch; await
+    /// its answer with [`Waiting::written`]).
     pub(super) fn enter(&self, queued: impl FnOnce() -> Write) -> Entered<'_> {
         if self.group.off {
-            return Entered::Unbatched;
+            return Entered::Now(None);
         }
         let limit = match self.backend {
             Backend::Postgres(_) => POSTGRES_IN_FLIGHT,
@@ -145,7 +144,7 @@ impl Store {
         queue.in_flight += 1;
         drop(queue);
         self.observe_batch(1);
-        Entered::Alone(InFlight { store: self })
+        Entered::Now(Some(InFlight { store: self }))
     }
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -191,14 +190,13 @@ impl Store {
     }
 
     /// Writes `jobs` with one commit and answers each.
-    async fn write_batch(&self, jobs: Vec<Job>) {
+    async fn write_batch(&self, mut jobs: Vec<Job>) {
         self.observe_batch(jobs.len());
         let _timer = self.timer("group_commit");
         if jobs.len() == 1 {
-            for job in jobs {
-                let written = self.write_alone(&job.write).await;
-                let _ = job.reply.send(written);
-            }
+            let job = jobs.swap_remove(0);
+            let written = self.write_alone(&job.write).await;
+            let _ = job.reply.send(written);
             return;
         }
         let writes: Vec<&Write> = jobs.iter().map(|job| &job.write).collect();
@@ -259,8 +257,8 @@ impl Store {
     }
 }
 
-fn no_row() -> StoreError {
-    StoreError::Corrupt("an insert returned no row".to_owned())
+pub(super) fn no_row() -> StoreError {
+    StoreError::Corrupt("an insert stored no row".to_owned())
 }
 
 /// An error the callers' retries treat as the database being unreachable.

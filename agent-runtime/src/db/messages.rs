@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::group_commit::{Entered, Write, Written};
+use super::group_commit::{Entered, Write, Written, no_row};
 use super::sessions::{NewSession, SESSION_COLUMNS};
 use super::{
     Backend, Message, Session, SessionSummary, Store, StoreError, now, with_pool, with_writer,
@@ -148,7 +148,7 @@ macro_rules! insert_messages {
                 .bind(&m.author)
                 .fetch_one(&mut *$tx)
                 .await?;
-            let title = (m.role == Role::User).then(|| title_from(&m.content));
+            let title = message_title(m);
             sqlx::query(update)
                 .bind(&m.session_id)
                 .bind(m.tokens_in)
@@ -220,8 +220,7 @@ impl Store {
         if let [message] = messages {
             // One message: committed with the other one-message writes waiting.
             match self.enter(|| Write::Append(message.clone())) {
-                Entered::Alone(_in_flight) => return Box::pin(self.append_direct(messages)).await,
-                Entered::Unbatched => return Box::pin(self.append_direct(messages)).await,
+                Entered::Now(_in_flight) => return Box::pin(self.append_direct(messages)).await,
                 Entered::Queued(waiting) => {
                     return match waiting.written().await? {
                         Written::Append(row) => Ok(vec![row]),
@@ -252,14 +251,14 @@ impl Store {
                    WHERE id = $2) \
                  {PG_INSERT_ONE}"
             );
-            let title = (message.role == Role::User).then(|| title_from(&message.content));
+            let title = message_title(message);
             let at = now();
             let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
                 .bind(title)
                 .execute(pool)
                 .await?;
             if done.rows_affected() != 1 {
-                return Err(StoreError::Corrupt("an insert stored no row".to_owned()));
+                return Err(no_row());
             }
             let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
@@ -319,8 +318,7 @@ impl Store {
                 message: message.clone(),
             });
             return match entered {
-                Entered::Alone(_in_flight) => Box::pin(self.create_direct(id, new, messages)).await,
-                Entered::Unbatched => Box::pin(self.create_direct(id, new, messages)).await,
+                Entered::Now(_in_flight) => Box::pin(self.create_direct(id, new, messages)).await,
                 Entered::Queued(waiting) => match waiting.written().await? {
                     Written::Open(session, row) => Ok((session, vec![row])),
                     Written::Append(_) => Err(StoreError::Corrupt(
@@ -366,7 +364,7 @@ impl Store {
                 .execute(pool)
                 .await?;
             if done.rows_affected() != 1 {
-                return Err(StoreError::Corrupt("an insert stored no row".to_owned()));
+                return Err(no_row());
             }
             // The row is what was written: nothing is read back.
             let row = message.stored(at);
@@ -550,9 +548,7 @@ pub(super) fn opened_session(
 /// The title a session opened with `message` gets: the one asked for, else
 /// the message's first line when a user wrote it.
 pub(super) fn opening_title(new: &NewSession, message: &NewMessage) -> Option<String> {
-    new.title
-        .clone()
-        .or_else(|| (message.role == Role::User).then(|| title_from(&message.content)))
+    new.title.clone().or_else(|| message_title(message))
 }
 
 /// The title a message gives its session when it has none (a user's first line).
