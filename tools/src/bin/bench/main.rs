@@ -799,6 +799,21 @@ async fn instructions(
     Instructions { direct, runtime }
 }
 
+/// A fresh runtime storing into `database`, warmed (both paths: connections,
+/// prepared statements, tokenizer tables), then its throughput; the runtime is
+/// stopped after.
+async fn runtime_throughput(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    database: &Database,
+    client: &reqwest::Client,
+) -> (f64, u64, u64, Duration) {
+    let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
+    let _ = latency_series(client, mock_url, &runtime_url, 50, false).await;
+    throughput(client, &runtime_url, Some(API_KEY), runtime.pid(), args).await
+}
+
 /// `--throughput-only`: the throughput rows alone, for one backend.
 async fn throughput_phase(
     args: &Args,
@@ -809,14 +824,10 @@ async fn throughput_phase(
     mock: &Proc,
     load_start: &str,
 ) {
-    let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
-    // Warm both paths (connections, prepared statements, tokenizer tables).
-    let _ = latency_series(client, mock_url, &runtime_url, 50, false).await;
+    let (rps, failed, peak_rss, cpu) =
+        runtime_throughput(args, dir, mock_url, database, client).await;
     let (direct_rps, direct_failed, _, mock_cpu) =
         throughput(client, mock_url, None, mock.pid(), args).await;
-    let (rps, failed, peak_rss, cpu) =
-        throughput(client, &runtime_url, Some(API_KEY), runtime.pid(), args).await;
-    drop(runtime);
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
         "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
@@ -1062,13 +1073,7 @@ async fn main() {
     let sqlite_throughput = match database {
         Database::Postgres(_) => {
             let sqlite = Database::Sqlite(dir.join("throughput.db"));
-            let (runtime, runtime_url) =
-                start_runtime(&args, &dir, &mock_url, &sqlite, &client).await;
-            let _ = latency_series(&client, &mock_url, &runtime_url, 50, false).await;
-            let measured =
-                throughput(&client, &runtime_url, Some(API_KEY), runtime.pid(), &args).await;
-            drop(runtime);
-            Some(measured)
+            Some(runtime_throughput(&args, &dir, &mock_url, &sqlite, &client).await)
         }
         Database::Sqlite(_) => None,
     };
