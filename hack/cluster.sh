@@ -64,6 +64,30 @@ cmd_status() {
   fi
 }
 
+# cmd_diagnose: what a failed run needs to say why pods stayed Pending or the
+# node's containerd did not answer: each component running or not, the nodes'
+# taints and conditions, and the last lines of the real node's logs (and of any
+# component that exited). Printed to stderr by `make test` when tests failed.
+cmd_diagnose() {
+  local c down=()
+  KUBECTL="$("${HACK_DIR}/build-binaries.sh" --print-bin-dir)/kubectl-${KUBERNETES_VERSION}"
+  {
+    echo "---- local cluster (state: ${STATE})"
+    for c in "${COMPONENTS[@]}" postgres; do
+      if running "$c"; then echo "  ${c}: running"; else echo "  ${c}: NOT running"; down+=("$c"); fi
+    done
+    echo "---- nodes: taints and conditions"
+    kubectl_admin get nodes -o jsonpath='{range .items[*]}{.metadata.name}: taints={.spec.taints}{"\n"}{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}{end}' 2>&1 || true
+    for c in kubelet containerd "${down[@]}"; do
+      echo "---- last lines of ${LOG_DIR}/${c}.log"
+      tail -n 25 "${LOG_DIR}/${c}.log" 2>&1 || true
+    done
+    echo "---- memory and disk"
+    grep -E '^(MemTotal|MemAvailable|Active\(file\)|Inactive\(file\))' /proc/meminfo || true
+    df -h "$STATE" || true
+  } >&2
+}
+
 cmd_env() {
   if ! is_up; then
     log "the local cluster is not up (state: ${STATE}); run: make cluster-up"
@@ -421,9 +445,10 @@ case "${1:-}" in
   down) with_lock cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
+  diagnose) cmd_diagnose ;;
   images) with_lock cmd_images ;;
   *)
-    echo "usage: $0 up|down|env|status|images" >&2
+    echo "usage: $0 up|down|env|status|diagnose|images" >&2
     exit 2
     ;;
 esac

@@ -27,7 +27,13 @@ step "Generated CRDs match the types"
 cargo run -q -p crds --bin crdgen -- --check
 
 started_cluster=0
+cluster_in_use=0
 cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ "$cluster_in_use" = 1 ]; then
+    step "Failed (exit ${rc}): the local cluster as the failure left it"
+    hack/cluster.sh diagnose || true
+  fi
   if [ "$started_cluster" = 1 ]; then
     step "Stopping the local cluster this run started"
     hack/cluster.sh down || true
@@ -43,6 +49,7 @@ else
   started_cluster=1
   hack/cluster.sh up
 fi
+cluster_in_use=1
 eval "$(hack/cluster.sh env)"
 
 step "Python client for the SDK tests"

@@ -81,13 +81,66 @@ impl TestCluster {
         let waited = self.kubectl(&args);
         assert!(
             waited.status.success(),
-            "agents not Ready: {}\noperator log in {}; pods: {}",
+            "agents not Ready: {}\noperator log in {}; pods: {}\nnodes: {}",
             String::from_utf8_lossy(&waited.stderr),
             operator_log.display(),
             self.kubectl(["get", "pods,events", "-n", namespace, "-o", "wide"])
                 .stdout
-                .escape_ascii()
+                .escape_ascii(),
+            self.nodes_summary()
         );
+    }
+
+    /// Waits (3 minutes at most) until the real node (the one without the kwok
+    /// taint) is Ready and takes pods: a test that churned many pods can leave it
+    /// briefly NotReady or under pressure, and the next test's pods would sit
+    /// Pending without saying why. Panics with the nodes' taints and conditions.
+    pub fn wait_real_node_schedulable(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            let out = self.kubectl(["get", "nodes", "-o", "json"]);
+            let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let schedulable = nodes["items"].as_array().is_some_and(|items| {
+                items.iter().any(|node| {
+                    let taints = node["spec"]["taints"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let kwok = taints.iter().any(|t| t["key"] == KWOK_TAINT);
+                    let ready = node["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                    !kwok && ready && taints.iter().all(|t| t["effect"] == "PreferNoSchedule")
+                })
+            });
+            if schedulable {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the real node did not become Ready and schedulable within 3 minutes:\n{}",
+                self.nodes_summary()
+            );
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    }
+
+    /// Each node's taints and conditions (with reasons), for failure messages:
+    /// a pod that stays Pending is most often a node's doing.
+    pub fn nodes_summary(&self) -> String {
+        let out = self.kubectl([
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}: taints={.spec.taints} \
+             conditions={range .status.conditions[*]}{.type}={.status}({.reason}: {.message}) {end}{\"\\n\"}{end}",
+        ]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     /// Like [`Self::kubectl`], panicking with its stderr unless it succeeds; returns stdout.
@@ -112,6 +165,7 @@ impl TestCluster {
     /// the node and the admin DSN naming the node IP (so the tenants' database URLs
     /// work from pods and from here); its output goes to `log`. Killed on drop.
     pub fn start_operator(&self, namespace: &str, log: &Path) -> tokio::process::Child {
+        self.wait_real_node_schedulable();
         let file = std::fs::File::create(log).expect("operator log");
         tokio::process::Command::new(workspace_binary("switchboard-operator"))
             .args(["--namespace", namespace, "--lease-namespace", namespace])
@@ -269,6 +323,9 @@ pub fn node_ip() -> String {
 pub fn for_pods(addr: std::net::SocketAddr) -> String {
     format!("{}:{}", node_ip(), addr.port())
 }
+
+/// The taint that keeps ordinary pods off the kwok nodes (`hack/cluster.sh`).
+const KWOK_TAINT: &str = "switchboard.dev/kwok";
 
 /// The socket of the real node's containerd (`SWITCHBOARD_CONTAINERD_SOCK`).
 pub fn containerd_socket() -> PathBuf {
