@@ -203,3 +203,45 @@ async fn no_accepted_message_is_lost_when_postgres_restarts() {
     drop(conn);
     drop(h);
 }
+
+/// Postgres restarted while the runtime was idle: its pooled connections are
+/// dead, and a connection idle for a while is checked before use, so the next
+/// chats are answered at once, without a retry and without a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_after_a_restart_while_idle_need_no_retry() {
+    let server = Arc::new(
+        tokio::task::spawn_blocking(ThrowawayPostgres::start)
+            .await
+            .expect("server starts"),
+    );
+    let db = TestDatabase::create_on(server.admin_url()).await;
+    let h = Harness::start_on(Some(db), |_, _| {}).await;
+    let base = h.url("");
+    let client = reqwest::Client::new();
+    // Several connections in the pool: chats at once.
+    let contents: Vec<String> = (0..4).map(|i| format!("before-{i}")).collect();
+    let before: Vec<_> =
+        futures::future::join_all(contents.iter().map(|c| chat(&client, &base, c, false))).await;
+    for outcome in &before {
+        assert!(matches!(outcome, Outcome::Answered(_)), "{outcome:?}");
+    }
+    let restarting = server.clone();
+    tokio::task::spawn_blocking(move || restarting.crash_and_restart(Duration::from_millis(200)))
+        .await
+        .expect("restart");
+    // Idle past the time after which a pooled connection is checked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let retries = h
+        .metric_sum("switchboard_runtime_database_retries_total")
+        .await;
+    for i in 0..4 {
+        let outcome = chat(&client, &base, &format!("after-{i}"), false).await;
+        assert!(matches!(outcome, Outcome::Answered(_)), "{outcome:?}");
+    }
+    assert_eq!(
+        h.metric_sum("switchboard_runtime_database_retries_total")
+            .await,
+        retries,
+        "a chat after the restart retried a database call: a dead pooled connection was used"
+    );
+}

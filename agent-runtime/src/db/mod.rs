@@ -178,6 +178,17 @@ impl Drop for Timer<'_> {
     }
 }
 
+/// A pooled Postgres connection idle at least this long is pinged (one round
+/// trip) before it is handed out; one used more recently is not. sqlx pings
+/// every connection it hands out unless told otherwise, and pings it again
+/// when it comes back: before this, each statement of a chat cost three round
+/// trips, the first of them on the chat's path (docs/performance.md, "Round
+/// seven"). A connection that comes back was pinged then, so one reused within
+/// this time was answering a moment ago; should the server have gone in
+/// between, the statement fails as a transient error, which writes retry
+/// ([`Store::retrying_write`]), and the broken connection is dropped.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 impl Store {
     /// Connects and runs the migrations.
     pub async fn connect(target: &DatabaseTarget) -> Result<Self, StoreError> {
@@ -187,6 +198,15 @@ impl Store {
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_AFTER_IDLE {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect(url)
                     .await?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -216,6 +236,8 @@ impl Store {
                 } else {
                     SqlitePoolOptions::new().max_connections(4)
                 }
+                // A file has no server to lose: nothing to test before each use.
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
                 sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -226,6 +248,7 @@ impl Store {
                             .min_connections(1)
                             .idle_timeout(None)
                             .max_lifetime(None)
+                            .test_before_acquire(false)
                             .connect_with(writer_options)
                             .await?,
                     );
