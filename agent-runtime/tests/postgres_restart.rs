@@ -66,8 +66,9 @@ async fn chat(client: &reqwest::Client, base: &str, content: &str, stream: bool)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_accepted_message_is_lost_when_postgres_restarts() {
+/// A Postgres server of the test's own (to crash), a database on it (its
+/// URL), and a runtime storing there.
+async fn runtime_on_its_own_server() -> (Arc<ThrowawayPostgres>, String, Harness) {
     let server = Arc::new(
         tokio::task::spawn_blocking(ThrowawayPostgres::start)
             .await
@@ -76,6 +77,12 @@ async fn no_accepted_message_is_lost_when_postgres_restarts() {
     let db = TestDatabase::create_on(server.admin_url()).await;
     let db_url = db.url().to_owned();
     let h = Harness::start_on(Some(db), |_, _| {}).await;
+    (server, db_url, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_accepted_message_is_lost_when_postgres_restarts() {
+    let (server, db_url, h) = runtime_on_its_own_server().await;
     let base = h.url("");
     let stop = Arc::new(AtomicBool::new(false));
     // A long client timeout: a hang fails the test, a slow answer does not.
@@ -209,13 +216,7 @@ async fn no_accepted_message_is_lost_when_postgres_restarts() {
 /// chats are answered at once, without a retry and without a 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_after_a_restart_while_idle_need_no_retry() {
-    let server = Arc::new(
-        tokio::task::spawn_blocking(ThrowawayPostgres::start)
-            .await
-            .expect("server starts"),
-    );
-    let db = TestDatabase::create_on(server.admin_url()).await;
-    let h = Harness::start_on(Some(db), |_, _| {}).await;
+    let (server, _, h) = runtime_on_its_own_server().await;
     let base = h.url("");
     let client = reqwest::Client::new();
     // Several connections in the pool: chats at once.

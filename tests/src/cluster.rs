@@ -325,7 +325,7 @@ pub fn for_pods(addr: std::net::SocketAddr) -> String {
 }
 
 /// The taint that keeps ordinary pods off the kwok nodes (`hack/cluster.sh`).
-const KWOK_TAINT: &str = "switchboard.dev/kwok";
+pub const KWOK_TAINT: &str = "switchboard.dev/kwok";
 
 /// The socket of the real node's containerd (`SWITCHBOARD_CONTAINERD_SOCK`).
 pub fn containerd_socket() -> PathBuf {

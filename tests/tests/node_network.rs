@@ -10,7 +10,7 @@ use std::process::Command;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, ListParams};
 use switchboard_tests::TestCluster;
-use switchboard_tests::cluster::node_ip;
+use switchboard_tests::cluster::{KWOK_TAINT, node_ip};
 
 const BRIDGE: &str = "switchboard0";
 const RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 15);
@@ -91,7 +91,7 @@ async fn pod_and_service_networks_stay_on_this_machine() {
             .taints
             .unwrap_or_default()
             .iter()
-            .any(|t| t.key == "switchboard.dev/kwok" && t.effect == "NoSchedule");
+            .any(|t| t.key == KWOK_TAINT && t.effect == "NoSchedule");
         assert_eq!(
             kwok, tainted,
             "{name}: kwok nodes (and only they) are tainted"
