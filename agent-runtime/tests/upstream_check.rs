@@ -12,17 +12,8 @@ use agent_runtime::providers::{ChatProvider, ModelChain, build_provider, http_cl
 use agent_runtime::status_report::{Health, ReporterConfig, status_patch};
 use axum::http::StatusCode;
 use crds::runtime_config::{ModelConfig, ModelProvider};
+use switchboard_tests::ClosedPort;
 use switchboard_tests::mock_llm::MockLlm;
-
-/// A base URL on which nothing listens.
-async fn closed_port() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("http://{addr}/v1")
-}
 
 /// A server that refuses every key, as a provider does with a wrong one.
 async fn refusing_server() -> String {
@@ -76,8 +67,13 @@ fn reported(chain: &ModelChain) -> serde_json::Value {
 
 #[tokio::test]
 async fn an_agent_whose_every_model_is_unreachable_reports_it() {
+    let closed = ClosedPort::new();
     let chain = ModelChain::new(vec![
-        model(ModelProvider::Openai, "gpt-4o-mini", closed_port().await),
+        model(
+            ModelProvider::Openai,
+            "gpt-4o-mini",
+            format!("http://{}/v1", closed.addr),
+        ),
         model(
             ModelProvider::Anthropic,
             "claude-haiku-4-5",
@@ -107,9 +103,14 @@ async fn an_agent_whose_every_model_is_unreachable_reports_it() {
 
 #[tokio::test]
 async fn one_reachable_model_keeps_the_agent_healthy_without_a_chat_call() {
+    let closed = ClosedPort::new();
     let mock = MockLlm::start().await.expect("mock");
     let chain = ModelChain::new(vec![
-        model(ModelProvider::Openai, "gpt-4o-mini", closed_port().await),
+        model(
+            ModelProvider::Openai,
+            "gpt-4o-mini",
+            format!("http://{}/v1", closed.addr),
+        ),
         model(ModelProvider::Openai, "mock-gpt", mock.openai_base_url()),
         model(
             ModelProvider::Anthropic,
@@ -130,10 +131,11 @@ async fn one_reachable_model_keeps_the_agent_healthy_without_a_chat_call() {
 
 #[tokio::test]
 async fn a_model_judged_recently_is_not_checked_again() {
+    let closed = ClosedPort::new();
     let chain = ModelChain::new(vec![model(
         ModelProvider::Openai,
         "gpt-4o-mini",
-        closed_port().await,
+        format!("http://{}/v1", closed.addr),
     )]);
     assert_eq!(
         chain

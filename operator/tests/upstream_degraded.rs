@@ -38,16 +38,6 @@ fn runtime_binary() -> PathBuf {
     path
 }
 
-/// A base URL on which nothing listens.
-async fn closed_port() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("http://{addr}/v1")
-}
-
 /// A server that answers every request 401, as a provider does to a wrong key;
 /// returns its base URL and the requests it saw (`METHOD path`).
 async fn refusing_server() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -79,12 +69,13 @@ async fn an_agent_whose_every_model_is_unreachable_is_degraded_and_stays_ready()
     let world = World::new("op-degraded").await;
     let _operator = world.operator("solo", &["--leader-elect=false"]).await;
     let (refusing, seen) = refusing_server().await;
+    let closed = switchboard_tests::ClosedPort::new();
     world
         .apply_agent(
             "support",
             json!({
                 "replicas": 1,
-                "model": { "baseUrl": closed_port().await, "timeoutSeconds": 2 },
+                "model": { "baseUrl": format!("http://{}/v1", closed.addr), "timeoutSeconds": 2 },
                 "fallbacks": [{ "provider": "anthropic", "name": "claude-haiku-4-5", "baseUrl": refusing, "timeoutSeconds": 2 }],
             }),
         )

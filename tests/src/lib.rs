@@ -13,4 +13,4 @@ pub use mock_llm;
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
 pub use namespace::TestNamespace;
-pub use wait::{eventually, free_port};
+pub use wait::{ClosedPort, eventually, free_port};

@@ -30,3 +30,33 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// A loopback port on which nothing listens, held for as long as this lives:
+/// the socket is bound but not listening, so a connection to it is refused
+/// and no other test can take the port meanwhile (a port found free and let
+/// go can be taken by a test running beside this one).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    /// `127.0.0.1:port`.
+    pub addr: std::net::SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a loopback port");
+        let addr = socket.local_addr().expect("its address");
+        Self {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -292,7 +292,8 @@ async fn postgres_batch(
            FROM input WHERE opens ORDER BY ord), \
          grown AS (UPDATE sessions s SET message_count = s.message_count + g.n, \
              tokens_in = s.tokens_in + g.tokens_in, tokens_out = s.tokens_out + g.tokens_out, \
-             last_message_at = g.at, updated_at = g.at, title = COALESCE(s.title, g.title) \
+             last_message_at = GREATEST(s.last_message_at, g.at), \
+             updated_at = GREATEST(s.updated_at, g.at), title = COALESCE(s.title, g.title) \
            FROM (SELECT session_id, count(*) AS n, sum(tokens_in)::int8 AS tokens_in, \
                sum(tokens_out)::int8 AS tokens_out, max(created_at) AS at, \
                (array_agg(title ORDER BY ord) FILTER (WHERE title IS NOT NULL))[1] AS title \

@@ -114,6 +114,24 @@ fn bind_one<'q>(
         .bind(&m.author)
 }
 
+/// The statement growing a session's counters by one message of time `$4`.
+/// With Postgres, writes to one session can commit in another order than the
+/// one their times were taken in (transactions and batches run side by side),
+/// so the session's last-message time only moves forward. SQLite has one
+/// writer, whose writes commit in the order their times were taken.
+fn session_grown_sql<DB: sqlx::Database>(_: &sqlx::Transaction<'_, DB>) -> &'static str {
+    if DB::NAME == <sqlx::Postgres as sqlx::Database>::NAME {
+        "UPDATE sessions SET message_count = message_count + 1, \
+         tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
+         last_message_at = GREATEST(last_message_at, $4), \
+         updated_at = GREATEST(updated_at, $4), title = COALESCE(title, $5) WHERE id = $1"
+    } else {
+        "UPDATE sessions SET message_count = message_count + 1, \
+         tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
+         last_message_at = $4, updated_at = $4, title = COALESCE(title, $5) WHERE id = $1"
+    }
+}
+
 /// Inserts `$messages` in order on transaction `$tx` (any backend), updating
 /// each session's counters; evaluates to the stored rows.
 macro_rules! insert_messages {
@@ -124,9 +142,7 @@ macro_rules! insert_messages {
              author) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              RETURNING {MESSAGE_COLUMNS}"
         );
-        let update = "UPDATE sessions SET message_count = message_count + 1, \
-             tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
-             last_message_at = $4, updated_at = $4, title = COALESCE(title, $5) WHERE id = $1";
+        let update = session_grown_sql(&$tx);
         let mut stored = Vec::with_capacity($messages.len());
         for m in $messages {
             let at = now();
@@ -247,7 +263,8 @@ impl Store {
             let sql = format!(
                 "WITH upd AS (UPDATE sessions SET message_count = message_count + 1, \
                    tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
-                   last_message_at = $12, updated_at = $12, title = COALESCE(title, $16) \
+                   last_message_at = GREATEST(last_message_at, $12), \
+                   updated_at = GREATEST(updated_at, $12), title = COALESCE(title, $16) \
                    WHERE id = $2) \
                  {PG_INSERT_ONE}"
             );

@@ -218,11 +218,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_unreachable_with_the_reason_in_words() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        let closed = switchboard_tests::ClosedPort::new();
         let e = list_tools(
-            &format!("http://127.0.0.1:{port}/mcp"),
+            &format!("http://{}/mcp", closed.addr),
             &[("Authorization".to_owned(), "Bearer hush-hush".to_owned())],
             Duration::from_secs(5),
         )
