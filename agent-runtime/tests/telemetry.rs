@@ -228,7 +228,8 @@ async fn tool_calls_are_execute_tool_spans_under_the_turn() {
     let received = Received::default();
     let endpoint = start_receiver(received.clone()).await;
     // An agent source nobody answers: the call fails fast, its error goes to the model.
-    let nobody = format!("http://127.0.0.1:{}", switchboard_tests::wait::free_port());
+    let closed = switchboard_tests::ClosedPort::new();
+    let nobody = format!("http://{}", closed.addr);
     let config = format!(
         "{}tools:\n  sources:\n  - {{name: nobody, kind: Agent, url: \"{nobody}\", timeoutSeconds: 5}}\n",
         config(&mock)

@@ -34,14 +34,6 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 impl McpServer {
     /// Starts the server (the venv is made by hack/python-env.sh when missing)
     /// and waits for its ready line. With `token`, requests need it as a bearer token.
@@ -53,7 +45,7 @@ impl McpServer {
             .await
             .expect("hack/python-env.sh runs");
         assert!(venv.success(), "hack/python-env.sh failed");
-        let port = free_port();
+        let port = switchboard_tests::free_port();
         let mut command = Command::new(root.join(".switchboard/venv/bin/python"));
         command
             .arg(root.join("tests/mcp/server.py"))
@@ -336,7 +328,8 @@ async fn streamed_turns_run_server_tools_without_showing_them(db: Db) {
 
 async fn a_dead_source_leaves_turns_without_its_tools(db: Db) {
     let server = McpServer::start(None).await;
-    let dead = format!("http://127.0.0.1:{}/mcp", free_port());
+    let closed = switchboard_tests::ClosedPort::new();
+    let dead = format!("http://{}/mcp", closed.addr);
     let live = server.url.clone();
     let h = Harness::start_with(db, move |config, _| {
         let mut subset = mcp_source("subset", &live, 5);
