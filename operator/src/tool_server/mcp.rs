@@ -112,7 +112,8 @@ pub async fn list_tools(
         .collect())
 }
 
-/// The server's answer to a plain `initialize` POST when it is an HTTP error.
+/// The server's answer to a plain `initialize` POST when it is an HTTP error,
+/// or that nothing answered it.
 async fn http_refusal(http: &reqwest::Client, url: &str, secrets: &[&str]) -> Option<ListError> {
     let body = serde_json::json!({
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -128,8 +129,18 @@ async fn http_refusal(http: &reqwest::Client, url: &str, secrets: &[&str]) -> Op
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body.to_string())
         .send()
-        .await
-        .ok()?;
+        .await;
+    let response = match response {
+        Ok(response) => response,
+        // However the SDK worded it, nothing answered.
+        Err(e) if e.is_connect() || e.is_timeout() => {
+            return Some(ListError::Unreachable(truncate(
+                &scrub(&format!("nothing answered at {url}: {e}"), secrets),
+                1024,
+            )));
+        }
+        Err(_) => return None,
+    };
     let status = response.status();
     if status.is_success() {
         return None;
@@ -214,6 +225,18 @@ mod tests {
         assert_eq!(e.reason(), "Unreachable");
         let e = classify("tools/list failed: unexpected response", &[]);
         assert_eq!(e.reason(), "ProtocolError");
+    }
+
+    #[tokio::test]
+    async fn the_plain_http_check_finds_a_closed_port_unreachable() {
+        // Whatever the SDK said first, the second look says nothing answered.
+        let closed = switchboard_tests::ClosedPort::new();
+        let url = format!("http://{}/mcp", closed.addr);
+        let e = http_refusal(&reqwest::Client::new(), &url, &["hush-hush"])
+            .await
+            .expect("a verdict");
+        assert_eq!(e.reason(), "Unreachable", "{e}");
+        assert!(e.to_string().contains(&url), "{e}");
     }
 
     #[tokio::test]
