@@ -9,9 +9,11 @@
 //! counting is switched on with `callgrind_control`, `chats` whole chats are
 //! sent one at a time and the counts dumped, then `chats` streamed chats (the
 //! time-to-first-token path, then the relay and the answer's store) and the
-//! counts dumped again. Each dump is a profile `callgrind_annotate` reads:
-//! every thread of the process, the I/O driver and the database client
-//! included.
+//! counts dumped again, then `chats` follow-ups (a conversation's second
+//! question, sent with its stored first turn: the history is read back and
+//! matched) and the counts dumped a third time. Each dump is a profile
+//! `callgrind_annotate` reads: every thread of the process, the I/O driver
+//! and the database client included.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +43,22 @@ pub struct Counts {
     pub whole: Counted,
     /// Streamed chats.
     pub streamed: Counted,
+    /// Follow-ups: second questions of conversations opened before counting.
+    pub follow_up: Counted,
+}
+
+/// The chats [`count`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A new one-message chat, answered whole.
+    Whole,
+    /// A new one-message chat, streamed.
+    Streamed,
+    /// Opens conversation `i` (not counted): its answer is kept for the
+    /// follow-up.
+    Opening,
+    /// Conversation `i`'s second question, sent with its first turn.
+    FollowUp,
 }
 
 /// A counted window.
@@ -61,9 +79,10 @@ impl std::fmt::Display for NotCounted {
     }
 }
 
-/// Runs `target` under callgrind, warms it with `warm` chats of each kind and
-/// counts the instructions of the next `chats` whole chats, then of `chats`
-/// streamed ones (each `chat(i, streamed)` completes one chat).
+/// Runs `target` under callgrind, warms it with `warm` chats of each kind,
+/// opens `chats` conversations, and counts the instructions of the next
+/// `chats` whole chats, then of `chats` streamed ones, then of the
+/// conversations' follow-ups (each `chat(i, kind)` completes one chat).
 pub async fn count<F, Fut>(
     valgrind: &Path,
     target: Target<'_>,
@@ -73,7 +92,7 @@ pub async fn count<F, Fut>(
     chat: F,
 ) -> Result<Counts, NotCounted>
 where
-    F: Fn(usize, bool) -> Fut,
+    F: Fn(usize, Kind) -> Fut,
     Fut: Future<Output = ()>,
 {
     for stale in dumps(&target.profile) {
@@ -113,20 +132,23 @@ where
         )));
     }
     for i in 0..warm {
-        chat(i, false).await;
-        chat(i, true).await;
+        for kind in [Kind::Whole, Kind::Streamed, Kind::Opening, Kind::FollowUp] {
+            chat(i, kind).await;
+        }
+    }
+    for i in warm..warm + chats {
+        chat(i, Kind::Opening).await;
     }
     control(&["--instr=on", &pid]).await?;
     // Each dump holds the counts since the one before.
-    for streamed in [false, true] {
+    for (kind, hint) in [
+        (Kind::Whole, "--dump=whole"),
+        (Kind::Streamed, "--dump=streamed"),
+        (Kind::FollowUp, "--dump=follow-up"),
+    ] {
         for i in warm..warm + chats {
-            chat(i, streamed).await;
+            chat(i, kind).await;
         }
-        let hint = if streamed {
-            "--dump=streamed"
-        } else {
-            "--dump=whole"
-        };
         control(&[hint, &pid]).await?;
     }
     drop(process);
@@ -144,7 +166,12 @@ where
     };
     let whole = next()?;
     let streamed = next()?;
-    Ok(Counts { whole, streamed })
+    let follow_up = next()?;
+    Ok(Counts {
+        whole,
+        streamed,
+        follow_up,
+    })
 }
 
 /// Sends a command to the process under callgrind.

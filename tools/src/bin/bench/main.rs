@@ -9,10 +9,11 @@
 
 mod callgrind;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -596,6 +597,70 @@ async fn start_mock(args: &Args, client: &reqwest::Client) -> (Proc, String) {
 /// Chats run before counting starts.
 const WARM_CHATS: usize = 20;
 
+/// The chats counted under callgrind, for mock-llm and the runtime alike: a
+/// new one-message chat (whole or streamed), or conversation `i` opened and
+/// then followed up with its first turn as history.
+fn counting_chat(
+    client: &reqwest::Client,
+    chat_url: &str,
+    key: Option<&'static str>,
+) -> impl Fn(usize, callgrind::Kind) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+    use callgrind::Kind;
+    let answers = Arc::new(Mutex::new(HashMap::<usize, String>::new()));
+    let (client, chat_url) = (client.clone(), chat_url.to_owned());
+    move |i, kind| {
+        let (client, chat_url, answers) = (client.clone(), chat_url.clone(), answers.clone());
+        Box::pin(async move {
+            let opening = format!("conversation {i}");
+            match kind {
+                Kind::Whole | Kind::Streamed => {
+                    let body =
+                        chat_body(&format!("count {i}"), kind == Kind::Streamed, "bench-count");
+                    timed(&client, &chat_url, key, &body).await;
+                }
+                Kind::Opening => {
+                    let body = chat_body(&opening, false, "bench-count");
+                    let answer = answer_of(&client, &chat_url, key, &body).await;
+                    answers.lock().expect("answers").insert(i, answer);
+                }
+                Kind::FollowUp => {
+                    let answer = answers.lock().expect("answers")[&i].clone();
+                    let body = serde_json::json!({
+                        "model": "bench",
+                        "user": "bench-count",
+                        "messages": [
+                            { "role": "user", "content": opening },
+                            { "role": "assistant", "content": answer },
+                            { "role": "user", "content": format!("and then {i}?") },
+                        ],
+                    });
+                    timed(&client, &chat_url, key, &body).await;
+                }
+            }
+        })
+    }
+}
+
+/// The answer's text of a whole chat.
+async fn answer_of(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> String {
+    let mut req = client.post(url).json(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.expect("request sent");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    let answer: serde_json::Value = resp.json().await.expect("a JSON answer");
+    answer["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("an answer's text")
+        .to_owned()
+}
+
 /// Instructions per chat of mock-llm answering directly, whole and streamed.
 async fn count_mock(
     args: &Args,
@@ -617,13 +682,7 @@ async fn count_mock(
         client,
         WARM_CHATS,
         args.instruction_chats,
-        |i, streamed| {
-            let (client, chat_url) = (client.clone(), chat_url.clone());
-            async move {
-                let body = chat_body(&format!("count {i}"), streamed, "bench-count");
-                timed(&client, &chat_url, None, &body).await;
-            }
-        },
+        counting_chat(client, &chat_url, None),
     )
     .await
 }
@@ -663,13 +722,7 @@ async fn count_runtime(
         client,
         WARM_CHATS,
         args.instruction_chats,
-        |i, streamed| {
-            let (client, chat_url) = (client.clone(), chat_url.clone());
-            async move {
-                let body = chat_body(&format!("count {i}"), streamed, "bench-count");
-                timed(&client, &chat_url, Some(API_KEY), &body).await;
-            }
-        },
+        counting_chat(client, &chat_url, Some(API_KEY)),
     )
     .await
 }
@@ -781,8 +834,8 @@ fn load_average() -> String {
 
 /// Instruction counts: mock-llm directly, the runtime per backend.
 struct Instructions {
-    /// Whole and streamed chats.
-    direct: Result<(u64, u64), String>,
+    /// Whole chats, streamed chats, follow-ups.
+    direct: Result<(u64, u64, u64), String>,
     runtime: Vec<(&'static str, Result<callgrind::Counts, String>)>,
 }
 
@@ -795,7 +848,7 @@ async fn instructions(
     std::fs::create_dir_all(&args.profile_dir).expect("profile dir");
     let direct = count_mock(args, client)
         .await
-        .map(|c| (c.whole.per_chat, c.streamed.per_chat))
+        .map(|c| (c.whole.per_chat, c.streamed.per_chat, c.follow_up.per_chat))
         .map_err(|e| e.to_string());
     let mut databases = Vec::new();
     if let Some(url) = &args.database_url {
@@ -920,9 +973,9 @@ const AIM_CPU_MICROS: f64 = 330.0;
 const AIM_IDLE_STREAM_KIB: f64 = 16.0;
 
 fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro: Option<f64>) {
-    let direct = counts.direct.as_ref().ok().map(|(whole, _)| *whole);
+    let direct = counts.direct.as_ref().ok().map(|(whole, _, _)| *whole);
     let direct_cell = match &counts.direct {
-        Ok((n, _)) => thousands(*n),
+        Ok((n, _, _)) => thousands(*n),
         Err(e) => format!("not counted: {e}"),
     };
     for (backend, counted) in &counts.runtime {
@@ -956,26 +1009,43 @@ fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro:
     streamed_rows(counts, chats);
 }
 
-/// Instructions per streamed chat: the time-to-first-token path (the input
-/// stored, the upstream's first event relayed), the rest of the relay and the
-/// answer's store. No aim of its own (the CPU aim is set for whole chats).
+/// Rows without an aim of their own (the CPU aim is set for whole chats):
+/// instructions per streamed chat (the time-to-first-token path: the input
+/// stored, the upstream's first event relayed; the rest of the relay and the
+/// answer's store), and per follow-up (a conversation's second question sent
+/// with its first turn: the stored history found by its hashes, the two new
+/// messages stored).
 fn streamed_rows(counts: &Instructions, chats: usize) {
-    let direct = counts.direct.as_ref().ok().map(|(_, streamed)| *streamed);
-    let direct_cell = direct.map_or_else(|| "not counted".to_owned(), thousands);
-    for (backend, counted) in &counts.runtime {
-        match counted.as_ref().map(|c| &c.streamed) {
-            Ok(c) => println!(
-                "| instructions per streamed chat, {backend} (callgrind, {chats} chats one at a time) | {direct_cell} | {} | +{} | {} | — | — |",
-                thousands(c.per_chat),
-                thousands(c.per_chat.saturating_sub(direct.unwrap_or(0))),
-                direct.map_or("—".to_owned(), |d| format!(
-                    "{:.2}",
-                    ratio(c.per_chat as f64, d as f64)
-                )),
-            ),
-            Err(e) => println!(
-                "| instructions per streamed chat, {backend} | {direct_cell} | not counted: {e} | — | — | — | — |"
-            ),
+    type Pick = fn(&callgrind::Counts) -> &callgrind::Counted;
+    let kinds: [(&str, Option<u64>, Pick); 2] = [
+        (
+            "streamed chat",
+            counts.direct.as_ref().ok().map(|d| d.1),
+            |c| &c.streamed,
+        ),
+        (
+            "follow-up (history of 3, first turn stored)",
+            counts.direct.as_ref().ok().map(|d| d.2),
+            |c| &c.follow_up,
+        ),
+    ];
+    for (what, direct, pick) in kinds {
+        let direct_cell = direct.map_or_else(|| "not counted".to_owned(), thousands);
+        for (backend, counted) in &counts.runtime {
+            match counted.as_ref().map(pick) {
+                Ok(c) => println!(
+                    "| instructions per {what}, {backend} (callgrind, {chats} chats one at a time) | {direct_cell} | {} | +{} | {} | — | — |",
+                    thousands(c.per_chat),
+                    thousands(c.per_chat.saturating_sub(direct.unwrap_or(0))),
+                    direct.map_or("—".to_owned(), |d| format!(
+                        "{:.2}",
+                        ratio(c.per_chat as f64, d as f64)
+                    )),
+                ),
+                Err(e) => println!(
+                    "| instructions per {what}, {backend} | {direct_cell} | not counted: {e} | — | — | — | — |"
+                ),
+            }
         }
     }
 }
@@ -1008,6 +1078,7 @@ async fn main() {
             if let Ok(c) = counted {
                 println!("profile: {}", c.whole.profile.display());
                 println!("profile (streamed): {}", c.streamed.profile.display());
+                println!("profile (follow-ups): {}", c.follow_up.profile.display());
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -1197,9 +1268,10 @@ async fn main() {
         for (_, counted) in &counts.runtime {
             if let Ok(c) = counted {
                 println!(
-                    "profiles: {} and {} (streamed) (callgrind_annotate --inclusive=yes)",
+                    "profiles: {}, {} (streamed) and {} (follow-ups) (callgrind_annotate --inclusive=yes)",
                     c.whole.profile.display(),
-                    c.streamed.profile.display()
+                    c.streamed.profile.display(),
+                    c.follow_up.profile.display()
                 );
             }
         }
