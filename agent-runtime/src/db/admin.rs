@@ -380,7 +380,7 @@ impl Store {
         let _timer = self.timer("agent_figures");
         with_pool!(self, pool => {
             let mut figures: AgentFigures = sqlx::query_as(sessions)
-                .bind(active_since).bind(day_start).fetch_one(pool).await?;
+                .bind(active_since).bind(day_start).fetch_one(&mut *pool).await?;
             let (all, hour, day): (i64, i64, i64) = sqlx::query_as(failures)
                 .bind(hour_ago).bind(day_ago).fetch_one(pool).await?;
             figures.failures = all;

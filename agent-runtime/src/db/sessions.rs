@@ -241,7 +241,7 @@ impl Store {
             let rows = sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
                 .bind(user_id).bind(status).bind(filter.pinned)
                 .bind(filter.limit).bind(filter.offset)
-                .fetch_all(pool).await?;
+                .fetch_all(&mut *pool).await?;
             let (total,): (i64,) = sqlx::query_as(AssertSqlSafe(count.as_str()))
                 .bind(user_id).bind(status).bind(filter.pinned)
                 .fetch_one(pool).await?;

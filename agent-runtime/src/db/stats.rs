@@ -48,7 +48,7 @@ impl Store {
         let by_role = "SELECT m.role, COUNT(*) FROM messages m JOIN sessions s ON s.id = m.session_id \
              WHERE s.user_id = $1 AND s.status <> 'deleted' GROUP BY m.role";
         with_pool!(self, pool => {
-            let mut stats: UserStats = sqlx::query_as(sql).bind(user_id).fetch_one(pool).await?;
+            let mut stats: UserStats = sqlx::query_as(sql).bind(user_id).fetch_one(&mut *pool).await?;
             let roles: Vec<(String, i64)> = sqlx::query_as(by_role).bind(user_id).fetch_all(pool).await?;
             for (role, count) in roles {
                 match role.as_str() {
