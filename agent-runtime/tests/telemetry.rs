@@ -229,7 +229,7 @@ async fn tool_calls_are_execute_tool_spans_under_the_turn() {
     let endpoint = start_receiver(received.clone()).await;
     // An agent source nobody answers: the call fails fast, its error goes to the model.
     let closed = switchboard_tests::ClosedPort::new();
-    let nobody = format!("http://{}", closed.addr);
+    let nobody = closed.url("");
     let config = format!(
         "{}tools:\n  sources:\n  - {{name: nobody, kind: Agent, url: \"{nobody}\", timeoutSeconds: 5}}\n",
         config(&mock)

@@ -329,7 +329,7 @@ async fn streamed_turns_run_server_tools_without_showing_them(db: Db) {
 async fn a_dead_source_leaves_turns_without_its_tools(db: Db) {
     let server = McpServer::start(None).await;
     let closed = switchboard_tests::ClosedPort::new();
-    let dead = format!("http://{}/mcp", closed.addr);
+    let dead = closed.url("/mcp");
     let live = server.url.clone();
     let h = Harness::start_with(db, move |config, _| {
         let mut subset = mcp_source("subset", &live, 5);

@@ -69,11 +69,7 @@ fn reported(chain: &ModelChain) -> serde_json::Value {
 async fn an_agent_whose_every_model_is_unreachable_reports_it() {
     let closed = ClosedPort::new();
     let chain = ModelChain::new(vec![
-        model(
-            ModelProvider::Openai,
-            "gpt-4o-mini",
-            format!("http://{}/v1", closed.addr),
-        ),
+        model(ModelProvider::Openai, "gpt-4o-mini", closed.url("/v1")),
         model(
             ModelProvider::Anthropic,
             "claude-haiku-4-5",
@@ -106,11 +102,7 @@ async fn one_reachable_model_keeps_the_agent_healthy_without_a_chat_call() {
     let closed = ClosedPort::new();
     let mock = MockLlm::start().await.expect("mock");
     let chain = ModelChain::new(vec![
-        model(
-            ModelProvider::Openai,
-            "gpt-4o-mini",
-            format!("http://{}/v1", closed.addr),
-        ),
+        model(ModelProvider::Openai, "gpt-4o-mini", closed.url("/v1")),
         model(ModelProvider::Openai, "mock-gpt", mock.openai_base_url()),
         model(
             ModelProvider::Anthropic,
@@ -135,7 +127,7 @@ async fn a_model_judged_recently_is_not_checked_again() {
     let chain = ModelChain::new(vec![model(
         ModelProvider::Openai,
         "gpt-4o-mini",
-        format!("http://{}/v1", closed.addr),
+        closed.url("/v1"),
     )]);
     assert_eq!(
         chain

@@ -139,7 +139,7 @@ async fn tool_servers_are_listed_and_agents_get_their_tools_and_keys() {
         .await;
     tool_server(&world, "live", &server.url, "good").await;
     let dead = switchboard_tests::ClosedPort::new();
-    tool_server(&world, "dead", &format!("http://{}/mcp", dead.addr), "good").await;
+    tool_server(&world, "dead", &dead.url("/mcp"), "good").await;
     tool_server(&world, "wrong-token", &server.url, "bad").await;
 
     // The live server is listed with its tools.

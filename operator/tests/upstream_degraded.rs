@@ -75,7 +75,7 @@ async fn an_agent_whose_every_model_is_unreachable_is_degraded_and_stays_ready()
             "support",
             json!({
                 "replicas": 1,
-                "model": { "baseUrl": format!("http://{}/v1", closed.addr), "timeoutSeconds": 2 },
+                "model": { "baseUrl": closed.url("/v1"), "timeoutSeconds": 2 },
                 "fallbacks": [{ "provider": "anthropic", "name": "claude-haiku-4-5", "baseUrl": refusing, "timeoutSeconds": 2 }],
             }),
         )

@@ -53,6 +53,11 @@ impl ClosedPort {
             addr,
         }
     }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
 }
 
 impl Default for ClosedPort {

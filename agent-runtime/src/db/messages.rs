@@ -272,10 +272,8 @@ impl Store {
             let at = now();
             let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
                 .bind(title)
-                // On a connection of the pool, not on the pool: sqlx runs a
-                // statement given a pool in a boxed stream that holds the
-                // acquire too, ~5 KiB moved three times (a tenth of a chat's
-                // instructions for its two statements).
+                // On a connection, not the pool (see `with_pool!`); this
+                // future is boxed where it is awaited, so the acquire costs no moves.
                 .execute(&mut *pool.acquire().await?)
                 .await?;
             if done.rows_affected() != 1 {
@@ -382,10 +380,8 @@ impl Store {
                 .bind(&new.channel)
                 .bind(&new.external_id)
                 .bind(&title)
-                // On a connection of the pool, not on the pool: sqlx runs a
-                // statement given a pool in a boxed stream that holds the
-                // acquire too, ~5 KiB moved three times (a tenth of a chat's
-                // instructions for its two statements).
+                // On a connection, not the pool (see `with_pool!`); this
+                // future is boxed where it is awaited, so the acquire costs no moves.
                 .execute(&mut *pool.acquire().await?)
                 .await?;
             if done.rows_affected() != 1 {

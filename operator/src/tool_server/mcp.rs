@@ -231,7 +231,7 @@ mod tests {
     async fn the_plain_http_check_finds_a_closed_port_unreachable() {
         // Whatever the SDK said first, the second look says nothing answered.
         let closed = switchboard_tests::ClosedPort::new();
-        let url = format!("http://{}/mcp", closed.addr);
+        let url = closed.url("/mcp");
         let e = http_refusal(&reqwest::Client::new(), &url, &["hush-hush"])
             .await
             .expect("a verdict");
@@ -243,7 +243,7 @@ mod tests {
     async fn a_closed_port_is_unreachable_with_the_reason_in_words() {
         let closed = switchboard_tests::ClosedPort::new();
         let e = list_tools(
-            &format!("http://{}/mcp", closed.addr),
+            &closed.url("/mcp"),
             &[("Authorization".to_owned(), "Bearer hush-hush".to_owned())],
             Duration::from_secs(5),
         )

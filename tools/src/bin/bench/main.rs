@@ -229,6 +229,22 @@ fn chat_body(text: &str, stream: bool, user: &str) -> serde_json::Value {
     })
 }
 
+/// POSTs `body` (with `key` as a bearer token, if any); the response must be 2xx.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    let mut req = client.post(url).json(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.expect("request sent");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp
+}
+
 /// One request; returns (total time, time to first body chunk).
 async fn timed(
     client: &reqwest::Client,
@@ -237,13 +253,7 @@ async fn timed(
     body: &serde_json::Value,
 ) -> (Duration, Duration) {
     let start = Instant::now();
-    let mut req = client.post(url).json(body);
-    if let Some(key) = key {
-        req = req.bearer_auth(key);
-    }
-    let resp = req.send().await.expect("request sent");
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    let mut stream = resp.bytes_stream();
+    let mut stream = send(client, url, key, body).await.bytes_stream();
     let mut first = None;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.expect("body chunk");
@@ -648,13 +658,11 @@ async fn answer_of(
     key: Option<&str>,
     body: &serde_json::Value,
 ) -> String {
-    let mut req = client.post(url).json(body);
-    if let Some(key) = key {
-        req = req.bearer_auth(key);
-    }
-    let resp = req.send().await.expect("request sent");
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    let answer: serde_json::Value = resp.json().await.expect("a JSON answer");
+    let answer: serde_json::Value = send(client, url, key, body)
+        .await
+        .json()
+        .await
+        .expect("a JSON answer");
     answer["choices"][0]["message"]["content"]
         .as_str()
         .expect("an answer's text")
@@ -834,8 +842,7 @@ fn load_average() -> String {
 
 /// Instruction counts: mock-llm directly, the runtime per backend.
 struct Instructions {
-    /// Whole chats, streamed chats, follow-ups.
-    direct: Result<(u64, u64, u64), String>,
+    direct: Result<callgrind::Counts, String>,
     runtime: Vec<(&'static str, Result<callgrind::Counts, String>)>,
 }
 
@@ -846,10 +853,7 @@ async fn instructions(
     client: &reqwest::Client,
 ) -> Instructions {
     std::fs::create_dir_all(&args.profile_dir).expect("profile dir");
-    let direct = count_mock(args, client)
-        .await
-        .map(|c| (c.whole.per_chat, c.streamed.per_chat, c.follow_up.per_chat))
-        .map_err(|e| e.to_string());
+    let direct = count_mock(args, client).await.map_err(|e| e.to_string());
     let mut databases = Vec::new();
     if let Some(url) = &args.database_url {
         databases.push(Database::Postgres(url.clone()));
@@ -973,9 +977,9 @@ const AIM_CPU_MICROS: f64 = 330.0;
 const AIM_IDLE_STREAM_KIB: f64 = 16.0;
 
 fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro: Option<f64>) {
-    let direct = counts.direct.as_ref().ok().map(|(whole, _, _)| *whole);
+    let direct = counts.direct.as_ref().ok().map(|c| c.whole.per_chat);
     let direct_cell = match &counts.direct {
-        Ok((n, _, _)) => thousands(*n),
+        Ok(c) => thousands(c.whole.per_chat),
         Err(e) => format!("not counted: {e}"),
     };
     for (backend, counted) in &counts.runtime {
@@ -1006,7 +1010,7 @@ fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro:
             ),
         }
     }
-    streamed_rows(counts, chats);
+    unaimed_rows(counts, chats);
 }
 
 /// Rows without an aim of their own (the CPU aim is set for whole chats):
@@ -1015,21 +1019,16 @@ fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro:
 /// answer's store), and per follow-up (a conversation's second question sent
 /// with its first turn: the stored history found by its hashes, the two new
 /// messages stored).
-fn streamed_rows(counts: &Instructions, chats: usize) {
+fn unaimed_rows(counts: &Instructions, chats: usize) {
     type Pick = fn(&callgrind::Counts) -> &callgrind::Counted;
-    let kinds: [(&str, Option<u64>, Pick); 2] = [
-        (
-            "streamed chat",
-            counts.direct.as_ref().ok().map(|d| d.1),
-            |c| &c.streamed,
-        ),
-        (
-            "follow-up (history of 3, first turn stored)",
-            counts.direct.as_ref().ok().map(|d| d.2),
-            |c| &c.follow_up,
-        ),
+    let kinds: [(&str, Pick); 2] = [
+        ("streamed chat", |c| &c.streamed),
+        ("follow-up (history of 3, first turn stored)", |c| {
+            &c.follow_up
+        }),
     ];
-    for (what, direct, pick) in kinds {
+    for (what, pick) in kinds {
+        let direct = counts.direct.as_ref().ok().map(|c| pick(c).per_chat);
         let direct_cell = direct.map_or_else(|| "not counted".to_owned(), thousands);
         for (backend, counted) in &counts.runtime {
             match counted.as_ref().map(pick) {
