@@ -1,4 +1,4 @@
-//! State shared by every reconcile: the client, the one event recorder, metrics,
+//! State shared by every reconcile: the client, the one event publisher, metrics,
 //! configuration, the managed-database server, and per-object retry backoff.
 
 use std::sync::{Arc, Mutex};
@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use tracing::warn;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::database::Provisioner;
+use crate::events::{Events, NewEvent};
 use crate::metrics::Metrics;
 use crate::secret_versions::SecretVersions;
 
@@ -24,8 +25,8 @@ pub struct Context {
     pub client: Client,
     /// The operator's configuration.
     pub config: Config,
-    /// The one event recorder.
-    pub recorder: Recorder,
+    /// The one event publisher.
+    pub events: Events,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// The managed-database server, if configured.
@@ -45,12 +46,12 @@ impl Context {
         metrics: Metrics,
         database: Option<Arc<dyn Provisioner>>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: crate::names::FIELD_MANAGER.to_owned(),
-            instance: Some(config.identity()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(
+                client.clone(),
+                crate::names::FIELD_MANAGER.to_owned(),
+                config.identity(),
+            ),
             client,
             config,
             metrics,
@@ -70,16 +71,17 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
+        let event = NewEvent {
             type_,
-            reason: reason.to_owned(),
-            note: Some(fit_note(note)),
-            action: action.to_owned(),
-            secondary: None,
+            reason,
+            action,
+            note: fit_note(note),
         };
-        self.metrics.write("Event", "create");
-        if let Err(error) = self.recorder.publish(&event, object).await {
-            warn!(%error, reason, "could not publish event");
+        // Boxed: the reconciles' futures stay small (a debug build's test thread
+        // overflowed its stack with the publish inline).
+        match Box::pin(self.events.publish(event, object)).await {
+            Ok(verb) => self.metrics.write("Event", verb),
+            Err(error) => warn!(%error, reason, "could not publish event"),
         }
     }
 

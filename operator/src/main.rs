@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let kube_config = kube::Config::infer()
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-    let client = operator::metrics::counting_client(kube_config, &metrics)
+    let client = operator::client::client(kube_config, &metrics)
         .context("building the Kubernetes client")?;
     let database = database_admin(&client, &config)?;
     if database.is_none() {

@@ -164,25 +164,6 @@ impl Metrics {
     }
 }
 
-/// A Kubernetes client for `config` whose every request is counted by method in
-/// `metrics.requests`: the audit behind "no writes while idle".
-pub fn counting_client(
-    config: kube::Config,
-    metrics: &Metrics,
-) -> Result<kube::Client, kube::Error> {
-    let requests = metrics.requests.clone();
-    let count =
-        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
-            requests
-                .with_label_values(&[request.method().as_str()])
-                .inc();
-            request
-        });
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&count)
-        .build())
-}
-
 /// Whether a request of `method` changes something on the API server.
 pub fn is_write(method: &str) -> bool {
     matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
