@@ -9,6 +9,11 @@
 #                          until every agent is Available (a fresh set of names)
 #   databases_all_s        Managed: from the operator's start until every agent of the
 #                          cold round has its database (and the rate, databases/s)
+#   cpu_<round>_<process>_pct  CPU of each process the cluster's tooling started (with
+#                          its children) and of the operator, in % of one core, over
+#                          the time to Available; cpu_<round>_machine_pct: the whole
+#                          machine (200 = both cores busy on a 2-core machine)
+#   cpu_<round>_machine_ms_per_agent  the machine's busy CPU time per agent
 #   rss_peak_kib           the operator's peak RSS (VmHWM) over the whole run
 #   rss_steady_kib         its RSS once converged and idle
 #   writes_idle_per_min    POST/PUT/PATCH/DELETE requests its client sent during the
@@ -244,6 +249,37 @@ sample_databases() {
   done
 }
 
+# Where the machine's CPU goes during a round: the CPU time of each process the
+# cluster's tooling started (its pid files; each with its children, as Postgres's
+# backends) and of the operator, and the machine's busy time from /proc/stat. The
+# cluster, the operator, Postgres and this script share the cores, so the time to
+# Available is read against what each of them spent.
+PIDS_DIR="$(dirname "$KUBECONFIG")/pids"
+ticks_tree() {
+  local t c
+  t=$(awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0)
+  for c in $(cat "/proc/$1"/task/*/children 2>/dev/null); do t=$((t + $(ticks_tree "$c"))); done
+  echo "$t"
+}
+cpu_snapshot() {
+  local f
+  if [[ -d "$PIDS_DIR" ]]; then
+    for f in "$PIDS_DIR"/*.pid; do echo "$(basename "$f" .pid) $(ticks_tree "$(cat "$f")")"; done
+  fi
+  if operator_running; then echo "operator $(ticks_tree "$PID")"; else echo "operator 0"; fi
+  # user nice system irq softirq steal: everything but idle and iowait
+  awk '/^cpu / { print "machine", $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+# Results cpu_<round>_<process>_pct (of one core) and cpu_<round>_machine_ms_per_agent.
+cpu_figures() {
+  local round=$1 seconds=$2 key value
+  while read -r key value; do result "$key" "$value"; done < <(awk -v s="$seconds" -v hz="$(getconf CLK_TCK)" -v n="$N" -v r="$round" '
+    NR == FNR { before[$1] = $2; next }
+    { d = ($2 - before[$1]) / hz
+      if ($1 == "machine") printf "cpu_%s_machine_ms_per_agent %.0f\n", r, d * 1000 / n
+      printf "cpu_%s_%s_pct %.0f\n", r, $1, d * 100 / s }' "$WORK/$round.cpu0" "$WORK/$round.cpu1")
+}
+
 stop_sampler() {
   if [[ -n "$SAMPLER" ]]; then
     kill "$SAMPLER" 2>/dev/null || true
@@ -421,6 +457,7 @@ for round in $ROUNDS; do
     stop_operator
     log "applying $N agents ($REPLICAS replicas each, database $MODE) with no operator running"
     apply_round cold
+    cpu_snapshot >"$WORK/cold.cpu0"
     start=$(now_ms)
     sample_databases "$start" "$WORK/cold.databases" &
     SAMPLER=$!
@@ -428,6 +465,7 @@ for round in $ROUNDS; do
   else
     operator_running || start_operator
     log "applying $N agents ($REPLICAS replicas each, database $MODE) to the running operator"
+    cpu_snapshot >"$WORK/warm.cpu0"
     start=$(now_ms)
     sample_databases "$start" "$WORK/warm.databases" &
     SAMPLER=$!
@@ -435,7 +473,10 @@ for round in $ROUNDS; do
   fi
   follow_available "$round"
   if wait_for "$N agents Available" all_available "$round"; then
-    result "available_${round}_s" "$(seconds_since "$start")"
+    elapsed=$(seconds_since "$start")
+    cpu_snapshot >"$WORK/$round.cpu1"
+    result "available_${round}_s" "$elapsed"
+    cpu_figures "$round" "$elapsed"
   else
     # Timed out: say how far it got, and measure the rest all the same.
     result "available_${round}_s" "over-${TIMEOUT}"
@@ -472,6 +513,7 @@ for round in $ROUNDS; do
   if [[ "$MODE" == Managed ]]; then
     echo "| every database created ($round) | $(get "${round}_databases_all_s") s ($(get "${round}_databases_per_s") databases/s) | — | — |"
   fi
+  echo "| CPU of the whole machine per agent ($round; kube-apiserver, operator in % of a core) | $(get "cpu_${round}_machine_ms_per_agent") ms ($(get "cpu_${round}_kube-apiserver_pct") %, $(get "cpu_${round}_operator_pct") %) | — | — |"
   echo "| every agent deleted, databases dropped ($round) | $(get "${round}_delete_all_s") s | — | — |"
 done
 echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
