@@ -162,9 +162,15 @@ async fn http_refusal(http: &reqwest::Client, url: &str, secrets: &[&str]) -> Op
 /// Sorts an error message into a [`ListError`], secrets scrubbed.
 pub fn classify(message: &str, secrets: &[&str]) -> ListError {
     let message = truncate(&scrub(message, secrets), 1024);
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("401")
-        || lower.contains("403")
+    let lower = without_urls(&message.to_ascii_lowercase());
+    // Status codes as whole words: a port such as 40133 is not a 401.
+    let status = |code: &str| {
+        lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == code)
+    };
+    if status("401")
+        || status("403")
         || lower.contains("unauthorized")
         || lower.contains("forbidden")
         || lower.contains("auth required")
@@ -180,6 +186,21 @@ pub fn classify(message: &str, secrets: &[&str]) -> ListError {
     } else {
         ListError::Protocol(message)
     }
+}
+
+/// `text` without the URLs in it (an address's host, port or path is not a status).
+fn without_urls(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let bare = word.trim_start_matches('(');
+            if bare.starts_with("http://") || bare.starts_with("https://") {
+                "<url>"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `text` with every occurrence of each (non-trivial) secret replaced.
@@ -225,6 +246,32 @@ mod tests {
         assert_eq!(e.reason(), "Unreachable");
         let e = classify("tools/list failed: unexpected response", &[]);
         assert_eq!(e.reason(), "ProtocolError");
+    }
+
+    #[test]
+    fn an_address_that_holds_401_or_403_is_not_a_refusal() {
+        // The SDK's words for a refused connection to a port such as 40133 (a CI
+        // run's random port): it was sorted as Unauthorized for the "401" in it.
+        for url in [
+            "http://127.0.0.1:40133/mcp",
+            "http://tools.team-403.svc:8080/mcp",
+            "https://h/401/mcp",
+        ] {
+            let e = classify(
+                &format!(
+                    "initialize failed: Send message error Transport [rmcp::transport::worker::WorkerTransport] \
+                     error: Client error: error sending request for url ({url}), when send initialize request"
+                ),
+                &[],
+            );
+            assert_eq!(e.reason(), "Unreachable", "{url}: {e}");
+            assert!(
+                e.to_string().contains(url),
+                "the message keeps the address: {e}"
+            );
+        }
+        let e = classify("initialize failed: HTTP 403 from http://h:40100/mcp", &[]);
+        assert_eq!(e.reason(), "Unauthorized", "{e}");
     }
 
     #[tokio::test]
