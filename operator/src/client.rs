@@ -8,7 +8,8 @@
 //! with their TLS and read buffers. Over HTTP/2 (what client-go uses) every request
 //! and watch shares one connection, kept alive by pings as client-go does. An API
 //! server that does not offer h2 gets HTTP/1.1 as before, and so does a kubeconfig
-//! with a proxy (kube's own stack handles those).
+//! with a proxy (kube's own stack handles those). Every timeout of the kubeconfig's
+//! `Config` is applied as kube applies it.
 
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ use tower::{BoxError, ServiceBuilder};
 
 use crate::metrics::Metrics;
 
-/// How often an idle HTTP/2 connection is pinged, and how long a ping may take
-/// before the connection is dropped (client-go's `ReadIdleTimeout`, `PingTimeout`).
+/// How often the HTTP/2 connection is pinged while it carries streams (the watches
+/// always do), and how long a ping may take before the connection is dropped
+/// (client-go's `ReadIdleTimeout`, `PingTimeout`).
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -59,6 +61,7 @@ pub fn client(config: kube::Config, metrics: &Metrics) -> Result<kube::Client, k
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .http2_keep_alive_interval(PING_EVERY)
