@@ -79,9 +79,10 @@ impl Context {
         };
         // Boxed: the reconciles' futures stay small (a debug build's test thread
         // overflowed its stack with the publish inline).
-        match Box::pin(self.events.publish(event, object)).await {
-            Ok(verb) => self.metrics.write("Event", verb),
-            Err(error) => warn!(%error, reason, "could not publish event"),
+        let (verb, published) = Box::pin(self.events.publish(event, object)).await;
+        self.metrics.write("Event", verb);
+        if let Err(error) = published {
+            warn!(%error, reason, "could not publish event");
         }
     }
 

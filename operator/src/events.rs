@@ -6,7 +6,7 @@
 //! kube's `Recorder` does the same but keeps every event it published, whole, for
 //! those six minutes: ~2.3 KiB per agent at a cold start (one event each), 4.6 MiB
 //! of the operator's memory at 2,000 agents. This keeps, per key, a hash, the event's
-//! name and namespace, its count and when it was last seen.
+//! name, its count and when it was last seen.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -26,7 +26,8 @@ const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 /// How often the expired keys are swept (each publish would be O(keys)).
 const SWEEP_EVERY: SignedDuration = SignedDuration::from_secs(30);
 
-/// What makes an event "the same" as one published before.
+/// An event to publish. Its type, reason and action, with the object it regards,
+/// make it "the same" as one published before; its note does not (client-go's key).
 pub struct NewEvent<'a> {
     pub type_: EventType,
     pub reason: &'a str,
@@ -34,9 +35,9 @@ pub struct NewEvent<'a> {
     pub note: String,
 }
 
-/// One published event that a repeat would extend.
+/// One published event that a repeat would extend (in the regarding object's
+/// namespace, which is part of the key).
 struct Seen {
-    namespace: String,
     name: String,
     count: i32,
     last: Timestamp,
@@ -55,14 +56,10 @@ pub struct Events {
     cache: Mutex<Cache>,
 }
 
-/// The series an existing event gets: its new count and last time seen.
+/// A new event, or the next count of an existing one's series.
 enum Publish {
     Create,
-    Repeat {
-        namespace: String,
-        name: String,
-        count: i32,
-    },
+    Repeat { name: String, count: i32 },
 }
 
 impl Events {
@@ -81,48 +78,42 @@ impl Events {
 
     /// Publishes `event` about `regarding`: a new Event, or the next count of the
     /// series of the same event published less than six minutes ago. Returns the
-    /// last verb it sent ("create" or "patch").
+    /// last verb it sent ("create" or "patch") whether or not it succeeded.
     pub async fn publish(
         &self,
         event: NewEvent<'_>,
         regarding: &ObjectReference,
-    ) -> Result<&'static str, kube::Error> {
+    ) -> (&'static str, Result<(), kube::Error>) {
         let now = Timestamp::now();
         let key = key(&event, regarding);
-        match self.next(key, now) {
-            Publish::Repeat {
-                namespace,
-                name,
-                count,
-            } => {
-                let series = serde_json::json!({
-                    "series": { "count": count, "lastObservedTime": MicroTime(now) }
-                });
-                let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-                match events
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
-                    .await
-                {
-                    // Gone (deleted by hand, or its TTL): start a new one.
-                    Err(kube::Error::Api(e)) if e.code == 404 => {
-                        self.forget(key);
-                        self.create(event, regarding, key, now).await
-                    }
-                    other => other.map(|_| "patch"),
-                }
+        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace_of(regarding));
+        if let Publish::Repeat { name, count } = self.next(key, now) {
+            let series = serde_json::json!({
+                "series": { "count": count, "lastObservedTime": MicroTime(now) }
+            });
+            match events
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
+                .await
+            {
+                // Gone (deleted by hand, or its TTL): start a new one below.
+                Err(kube::Error::Api(e)) if e.code == 404 => self.forget(key),
+                other => return ("patch", other.map(drop)),
             }
-            Publish::Create => self.create(event, regarding, key, now).await,
         }
+        (
+            "create",
+            self.create(&events, event, regarding, key, now).await,
+        )
     }
 
     async fn create(
         &self,
+        events: &Api<Event>,
         event: NewEvent<'_>,
         regarding: &ObjectReference,
         key: u64,
         now: Timestamp,
-    ) -> Result<&'static str, kube::Error> {
-        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+    ) -> Result<(), kube::Error> {
         let name = format!(
             "{}.{:x}",
             regarding.name.as_deref().unwrap_or(&self.controller),
@@ -131,7 +122,7 @@ impl Events {
         let object = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                namespace: Some(namespace.to_owned()),
+                namespace: Some(namespace_of(regarding).to_owned()),
                 ..ObjectMeta::default()
             },
             action: Some(event.action.to_owned()),
@@ -150,20 +141,17 @@ impl Events {
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };
-        Api::<Event>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &object)
-            .await?;
+        events.create(&PostParams::default(), &object).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.seen.insert(
             key,
             Seen {
-                namespace: namespace.to_owned(),
                 name,
                 count: 1,
                 last: now,
             },
         );
-        Ok("create")
+        Ok(())
     }
 
     /// Sweeps expired keys now and then, and says whether `key` repeats an event.
@@ -179,7 +167,6 @@ impl Events {
                 seen.count += 1;
                 seen.last = now;
                 Publish::Repeat {
-                    namespace: seen.namespace.clone(),
                     name: seen.name.clone(),
                     count: seen.count,
                 }
@@ -198,6 +185,12 @@ impl Events {
     fn remembered(&self) -> usize {
         self.cache.lock().unwrap().seen.len()
     }
+}
+
+/// Where an event about `regarding` goes: its namespace ("default" for a
+/// cluster-scoped object, as kube's recorder does).
+fn namespace_of(regarding: &ObjectReference) -> &str {
+    regarding.namespace.as_deref().unwrap_or("default")
 }
 
 /// client-go's key of a series: the regarding object, type, reason and action (the
@@ -261,13 +254,26 @@ mod tests {
     #[tokio::test]
     async fn a_repeat_within_six_minutes_grows_the_series_of_the_first_event() {
         let (events, log) = events(201);
-        events.publish(applied("first"), &agent("a")).await.unwrap();
+        events
+            .publish(applied("first"), &agent("a"))
+            .await
+            .1
+            .unwrap();
         events
             .publish(applied("second"), &agent("a"))
             .await
+            .1
             .unwrap();
-        events.publish(applied("third"), &agent("a")).await.unwrap();
-        events.publish(applied("other"), &agent("b")).await.unwrap();
+        events
+            .publish(applied("third"), &agent("a"))
+            .await
+            .1
+            .unwrap();
+        events
+            .publish(applied("other"), &agent("b"))
+            .await
+            .1
+            .unwrap();
 
         assert_eq!(methods(&log), ["POST", "PATCH", "PATCH", "POST"]);
         let seen = log.requests();
@@ -307,13 +313,13 @@ mod tests {
     #[tokio::test]
     async fn another_reason_or_type_is_another_event() {
         let (events, log) = events(201);
-        events.publish(applied("x"), &agent("a")).await.unwrap();
+        events.publish(applied("x"), &agent("a")).await.1.unwrap();
         let mut warning = applied("x");
         warning.type_ = EventType::Warning;
-        events.publish(warning, &agent("a")).await.unwrap();
+        events.publish(warning, &agent("a")).await.1.unwrap();
         let mut other = applied("x");
         other.reason = "KeysGenerated";
-        events.publish(other, &agent("a")).await.unwrap();
+        events.publish(other, &agent("a")).await.1.unwrap();
         assert_eq!(methods(&log), ["POST", "POST", "POST"]);
         assert_eq!(log.requests()[1].body["type"], "Warning");
     }
@@ -321,12 +327,14 @@ mod tests {
     #[tokio::test]
     async fn a_series_whose_event_is_gone_starts_again_with_a_new_event() {
         let (events, log) = events(404);
-        events.publish(applied("x"), &agent("a")).await.unwrap();
-        events.publish(applied("y"), &agent("a")).await.unwrap();
+        events.publish(applied("x"), &agent("a")).await.1.unwrap();
+        let (verb, published) = events.publish(applied("y"), &agent("a")).await;
+        published.unwrap();
+        assert_eq!(verb, "create", "the last request sent");
         assert_eq!(methods(&log), ["POST", "PATCH", "POST"]);
         assert_eq!(log.requests()[2].body["note"], "y");
         // The new event is the one a further repeat extends.
-        events.publish(applied("z"), &agent("a")).await.unwrap();
+        events.publish(applied("z"), &agent("a")).await.1.unwrap();
         let name = log.requests()[2].body["metadata"]["name"]
             .as_str()
             .unwrap()
@@ -342,7 +350,6 @@ mod tests {
         events.cache.lock().unwrap().seen.insert(
             key,
             Seen {
-                namespace: "team".into(),
                 name: "a.1".into(),
                 count: 1,
                 last: now - SignedDuration::from_mins(7),
