@@ -159,9 +159,9 @@ no_pods_left() { [[ "$(kubectl get pods -n "$NS" -o name 2>/dev/null | wc -l)" -
 namespace_gone() { ! kubectl get namespace "$NS" >/dev/null 2>&1; }
 
 # Follows round $1's agents with one watch: each change is a line "name status" of
-# the Available condition in $WORK/$1.available. (Listing all N agents every 2 s
-# cost the machine the bench measures ~8 % of its CPU at N=2,000: the API server
-# encoding N objects and kubectl decoding them, ~140 times a run.)
+# the Available condition in $WORK/$1.available. (Listing all N agents every 2 s had
+# the API server encode and kubectl decode 2,000 objects ~140 times a run, on the
+# cores the bench measures.)
 follow_available() {
   kubectl get agd -n "$NS" -l "bench-round=$1" --watch \
     -o jsonpath='{.metadata.name} {.status.conditions[?(@.type=="Available")].status}{"\n"}' \
@@ -177,6 +177,12 @@ stop_watcher() {
   fi
 }
 
+# How many agents of round $1 are Available, listed from the API server.
+available_listed() {
+  kubectl get agd -n "$NS" -l "bench-round=$1" \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true
+}
+
 # Every agent of round $1 Available (the last line of each agent counts); prints
 # progress now and then. Lists them when the watch has ended, and to confirm the end.
 all_available() {
@@ -186,8 +192,7 @@ all_available() {
       "$WORK/$1.available")
   fi
   if [[ -z "${available:-}" ]] || [[ "$available" -ge "$N" ]]; then
-    available=$(kubectl get agd -n "$NS" -l "bench-round=$1" \
-      -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true)
+    available=$(available_listed "$1")
   fi
   if ((SECONDS % 20 < 2)); then log "$available/$N Available"; fi
   [[ "$available" -ge "$N" ]]
@@ -480,8 +485,7 @@ for round in $ROUNDS; do
   else
     # Timed out: say how far it got, and measure the rest all the same.
     result "available_${round}_s" "over-${TIMEOUT}"
-    result "available_${round}_at_timeout" "$(kubectl get agd -n "$NS" -l "bench-round=$round" \
-      -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\n"}{end}' | grep -c True || true)/$N"
+    result "available_${round}_at_timeout" "$(available_listed "$round")/$N"
   fi
   stop_sampler
   stop_watcher

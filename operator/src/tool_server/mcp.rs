@@ -188,17 +188,11 @@ pub fn classify(message: &str, secrets: &[&str]) -> ListError {
     }
 }
 
-/// `text` without the URLs in it (an address's host, port or path is not a status).
+/// `text` without the URLs in it (an address's host, port or path is not a status),
+/// however they are quoted or bracketed: each word holding `://` goes.
 fn without_urls(text: &str) -> String {
     text.split(' ')
-        .map(|word| {
-            let bare = word.trim_start_matches('(');
-            if bare.starts_with("http://") || bare.starts_with("https://") {
-                "<url>"
-            } else {
-                word
-            }
-        })
+        .map(|word| if word.contains("://") { "<url>" } else { word })
         .collect::<Vec<_>>()
         .join(" ")
 }
