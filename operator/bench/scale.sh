@@ -169,14 +169,6 @@ follow_available() {
   WATCHER=$!
 }
 
-stop_watcher() {
-  if [[ -n "$WATCHER" ]]; then
-    kill "$WATCHER" 2>/dev/null || true
-    wait "$WATCHER" 2>/dev/null || true
-    WATCHER=""
-  fi
-}
-
 # How many agents of round $1 are Available, listed from the API server.
 available_listed() {
   kubectl get agd -n "$NS" -l "bench-round=$1" \
@@ -285,19 +277,21 @@ cpu_figures() {
       printf "cpu_%s_%s_pct %.0f\n", r, $1, d * 100 / s }' "$WORK/$round.cpu0" "$WORK/$round.cpu1")
 }
 
-stop_sampler() {
-  if [[ -n "$SAMPLER" ]]; then
-    kill "$SAMPLER" 2>/dev/null || true
-    wait "$SAMPLER" 2>/dev/null || true
-    SAMPLER=""
+# Stops the background job whose pid the variable named $1 holds (SAMPLER, WATCHER).
+stop_job() {
+  local -n job=$1
+  if [[ -n "$job" ]]; then
+    kill "$job" 2>/dev/null || true
+    wait "$job" 2>/dev/null || true
+    job=""
   fi
 }
 
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  stop_sampler
-  stop_watcher
+  stop_job SAMPLER
+  stop_job WATCHER
   if kubectl get namespace "$NS" >/dev/null 2>&1; then
     if [[ "$(agents_left)" -gt 0 ]]; then
       log "deleting the remaining agents (the operator drops their databases)"
@@ -487,8 +481,8 @@ for round in $ROUNDS; do
     result "available_${round}_s" "over-${TIMEOUT}"
     result "available_${round}_at_timeout" "$(available_listed "$round")/$N"
   fi
-  stop_sampler
-  stop_watcher
+  stop_job SAMPLER
+  stop_job WATCHER
   timeline "$round" "$start"
   if [[ "$MODE" == Managed ]]; then database_figures "$WORK/$round.databases" "${round}_"; fi
   result "rss_${round}_available_kib" "$(kib VmRSS)"
