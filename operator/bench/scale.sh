@@ -163,6 +163,7 @@ namespace_gone() { ! kubectl get namespace "$NS" >/dev/null 2>&1; }
 # the API server encode and kubectl decode 2,000 objects ~140 times a run, on the
 # cores the bench measures.)
 follow_available() {
+  : >"$WORK/$1.available" # there before the first count reads it
   kubectl get agd -n "$NS" -l "bench-round=$1" --watch \
     -o jsonpath='{.metadata.name} {.status.conditions[?(@.type=="Available")].status}{"\n"}' \
     >"$WORK/$1.available" 2>/dev/null &

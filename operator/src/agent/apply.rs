@@ -19,7 +19,7 @@ use super::build::service_monitor::ServiceMonitor;
 use super::context::AgentContext;
 use super::dereference::ServiceMonitorPlan;
 use super::status::ServiceMonitorState;
-use crate::apply::{Live, apply_child, apply_child_against, create_once, live_hash};
+use crate::apply::{Live, apply_child, apply_child_against, create_once};
 use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -278,7 +278,7 @@ where
                     what: format!("cached {} {name}", K::kind(&())),
                     source,
                 })?,
-                hash: live_hash(&*cached),
+                hash: cached.applied_hash().map(str::to_owned),
             }),
             None => None,
         };

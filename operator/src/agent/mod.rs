@@ -11,6 +11,7 @@ pub mod database;
 pub mod dereference;
 #[cfg(test)]
 mod reconcile_tests;
+pub mod runtime_pod;
 pub mod secrets;
 pub mod status;
 pub mod tools;

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
 use kube::api::Api;
-use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::compact::Compact;
@@ -53,12 +53,7 @@ pub fn agents_reading_secret<D: AsRef<Compact<Deployment>>>(
         .map(AsRef::as_ref)
         .filter(|d| d.meta().namespace.as_deref() == Some(namespace))
         .filter(|d| d.reads_secret(secret))
-        .filter_map(|d| {
-            d.owner_references()
-                .iter()
-                .find(|o| o.controller == Some(true) && o.kind == "AgentDeployment")
-                .map(|o| o.name.clone())
-        })
+        .filter_map(|d| d.controlled_by("AgentDeployment").map(str::to_owned))
         .collect()
 }
 

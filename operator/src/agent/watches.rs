@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use super::runtime_pod::RuntimePod;
 use crate::compact::Compact;
 use crate::metrics::Metrics;
 use crate::names;
@@ -41,7 +42,7 @@ pub struct Stores {
     pub config_maps: Store<Compact<ConfigMap>>,
     pub services: Store<Compact<Service>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    pub pods: Store<Pod>,
+    pub pods: Store<RuntimePod>,
     pub channels: Store<ChatChannel>,
     /// Every AgentDeployment (the shared cache): who calls whom.
     pub agents: Store<AgentDeployment>,
@@ -177,7 +178,7 @@ where
     .default_backoff()
     .modify(slim_metadata::<K>)
     .inspect_ok(move |event| {
-        if let Some(event) = compact_event(event) {
+        if let Some(event) = converted(event, compact) {
             writer.apply_watcher_event(&event);
         }
     })
@@ -186,24 +187,27 @@ where
     (reader, stream)
 }
 
-/// `event` with its objects in their compact form (`None` for an object that does not
-/// serialise, which a typed object from the API server always does).
-fn compact_event<K>(event: &watcher::Event<K>) -> Option<watcher::Event<Compact<K>>>
+/// `object`'s compact form (`None` for an object that does not serialise, which a typed
+/// object from the API server always does).
+fn compact<K>(object: &K) -> Option<Compact<K>>
 where
     K: Resource + Serialize + DeserializeOwned,
 {
+    Compact::new(object)
+        .inspect_err(|error| warn!(%error, name = %object.name_any(), "could not cache a child"))
+        .ok()
+}
+
+/// `event` with its objects converted by `convert` (`None` when one does not convert).
+fn converted<K, C>(
+    event: &watcher::Event<K>,
+    convert: impl Fn(&K) -> Option<C>,
+) -> Option<watcher::Event<C>> {
     use watcher::Event;
-    let compact = |object: &K| match Compact::new(object) {
-        Ok(compact) => Some(compact),
-        Err(error) => {
-            warn!(%error, name = %object.name_any(), "could not cache a child");
-            None
-        }
-    };
     Some(match event {
-        Event::Apply(o) => Event::Apply(compact(o)?),
-        Event::InitApply(o) => Event::InitApply(compact(o)?),
-        Event::Delete(o) => Event::Delete(compact(o)?),
+        Event::Apply(o) => Event::Apply(convert(o)?),
+        Event::InitApply(o) => Event::InitApply(convert(o)?),
+        Event::Delete(o) => Event::Delete(convert(o)?),
         Event::Init => Event::Init,
         Event::InitDone => Event::InitDone,
     })
@@ -239,10 +243,14 @@ where
     (reader, stream)
 }
 
-/// The runtime pods, reduced to their metadata and the waiting state of their
-/// containers (what the status needs: which pods exist, which cannot pull an image).
-fn pods(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> (Store<Pod>, Trigger<Pod>) {
-    let (reader, writer) = reflector::store();
+/// The runtime pods: cached as [`RuntimePod`]s, their trigger stream carrying each
+/// reduced to its metadata and the waiting state of its containers.
+fn pods(
+    client: &Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+) -> (Store<RuntimePod>, Trigger<Pod>) {
+    let (reader, mut writer) = reflector::store::<RuntimePod>();
     let stream = observed(
         watcher(api::<Pod>(client, namespace), managed()),
         metrics,
@@ -250,7 +258,11 @@ fn pods(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> (Store<P
     )
     .default_backoff()
     .modify(slim_pod)
-    .reflect(writer)
+    .inspect_ok(move |event| {
+        if let Some(event) = converted(event, |pod| Some(RuntimePod::new(pod))) {
+            writer.apply_watcher_event(&event);
+        }
+    })
     .touched_objects()
     .boxed();
     (reader, stream)

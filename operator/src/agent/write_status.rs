@@ -38,8 +38,7 @@ pub async fn write_status(
         .state()
         .into_iter()
         .filter(|p| {
-            p.namespace().as_deref() == Some(namespace.as_str())
-                && p.labels().get(names::INSTANCE_LABEL) == Some(&name)
+            p.namespace().as_deref() == Some(namespace.as_str()) && p.agent() == Some(&*name)
         })
         .collect();
     let live_pods: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
@@ -91,7 +90,12 @@ pub async fn write_status(
         generation: agent.metadata.generation,
         database,
         deployment: deployment.as_ref(),
-        image_pull: status::image_pull_failure(pods.iter().map(|p| &**p)),
+        // The first failing pod by name (as `status::image_pull_failure` picks it).
+        image_pull: pods
+            .iter()
+            .filter_map(|p| p.image_pull_failure())
+            .min_by(|a, b| a.pod.cmp(&b.pod))
+            .cloned(),
         runtime: &runtime,
         now,
         service_monitor,

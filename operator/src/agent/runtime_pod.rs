@@ -1,0 +1,134 @@
+//! A runtime pod as the agent controller caches it. The status needs three things of
+//! each pod: that it exists, which agent it runs, and why its image cannot be pulled
+//! if it cannot. A `Pod`, however slimmed, is ~3 KiB inline (its `Option<PodSpec>`
+//! and `Option<PodStatus>` are held in place even when empty); this is its identity,
+//! the agent's name and the failure, if any.
+
+use std::borrow::Cow;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use super::status::{ImagePullFailure, image_pull_failure};
+use crate::compact::identity;
+use crate::names;
+
+/// A cached runtime pod: its identity, the agent it runs, its image pull failure.
+#[derive(Clone, Debug)]
+pub struct RuntimePod {
+    metadata: ObjectMeta,
+    agent: Option<Box<str>>,
+    image_pull: Option<Box<ImagePullFailure>>,
+}
+
+impl RuntimePod {
+    /// What the cache keeps of `pod`.
+    pub fn new(pod: &Pod) -> Self {
+        Self {
+            metadata: identity(&pod.metadata),
+            agent: pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(names::INSTANCE_LABEL))
+                .map(|agent| agent.as_str().into()),
+            image_pull: image_pull_failure([pod]).map(Box::new),
+        }
+    }
+
+    /// The agent the pod runs (its `app.kubernetes.io/instance` label).
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
+    /// Why a container of the pod cannot get its image, if one cannot.
+    pub fn image_pull_failure(&self) -> Option<&ImagePullFailure> {
+        self.image_pull.as_deref()
+    }
+}
+
+impl Resource for RuntimePod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Pod::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        Pod::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        Pod::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Pod::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    /// The identity only: a change to any other field of it is not kept.
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use serde_json::json;
+
+    use super::RuntimePod;
+
+    fn pod(waiting: Option<&str>) -> Pod {
+        let state = match waiting {
+            Some(reason) => json!({ "waiting": { "reason": reason, "message": "not found" } }),
+            None => json!({ "running": {} }),
+        };
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "support-7f9-abcde",
+                "namespace": "tenant-a",
+                "uid": "u1",
+                "resourceVersion": "42",
+                "labels": { "app.kubernetes.io/instance": "support", "pod-template-hash": "7f9" }
+            },
+            "status": { "containerStatuses": [
+                { "name": "runtime", "image": "runtime:2", "imageID": "", "ready": false,
+                  "restartCount": 0, "state": state }
+            ] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn keeps_the_identity_the_agent_and_the_image_pull_failure() {
+        let failing = RuntimePod::new(&pod(Some("ErrImagePull")));
+        assert_eq!(failing.name_any(), "support-7f9-abcde");
+        assert_eq!(failing.namespace().as_deref(), Some("tenant-a"));
+        assert_eq!(failing.resource_version().as_deref(), Some("42"));
+        assert_eq!(failing.agent(), Some("support"));
+        let failure = failing.image_pull_failure().unwrap();
+        assert_eq!(
+            (
+                &*failure.container,
+                &*failure.image,
+                &*failure.reason,
+                &*failure.message
+            ),
+            ("runtime", "runtime:2", "ErrImagePull", "not found")
+        );
+        assert_eq!(failure.pod, "support-7f9-abcde");
+
+        let running = RuntimePod::new(&pod(None));
+        assert_eq!(running.agent(), Some("support"));
+        assert!(running.image_pull_failure().is_none());
+    }
+}
