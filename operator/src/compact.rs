@@ -9,7 +9,6 @@
 //! ~1.2 KiB more per child than its JSON: a `BTreeMap` of labels allocates room for
 //! eleven entries, however few it holds.)
 
-use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -154,6 +153,39 @@ fn collect_secret_refs(value: &Value, into: &mut Vec<String>) {
     }
 }
 
+/// The items of `Resource` for a cached form of kind `$kind` whose `metadata` field
+/// holds its identity: the kind's names, and that metadata.
+macro_rules! cached_resource_items {
+    ($kind:ty) => {
+        fn kind(dt: &()) -> ::std::borrow::Cow<'_, str> {
+            <$kind>::kind(dt)
+        }
+
+        fn group(dt: &()) -> ::std::borrow::Cow<'_, str> {
+            <$kind>::group(dt)
+        }
+
+        fn version(dt: &()) -> ::std::borrow::Cow<'_, str> {
+            <$kind>::version(dt)
+        }
+
+        fn plural(dt: &()) -> ::std::borrow::Cow<'_, str> {
+            <$kind>::plural(dt)
+        }
+
+        fn meta(&self) -> &ObjectMeta {
+            &self.metadata
+        }
+
+        /// The identity only: a change to any other field of it is not kept (the
+        /// cache never changes its objects).
+        fn meta_mut(&mut self) -> &mut ObjectMeta {
+            &mut self.metadata
+        }
+    };
+}
+pub(crate) use cached_resource_items;
+
 impl<K> Resource for Compact<K>
 where
     K: Resource<DynamicType = ()>,
@@ -161,31 +193,7 @@ where
     type DynamicType = ();
     type Scope = K::Scope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    /// The identity only: a change to any other field of it is not kept (the cache
-    /// never changes its objects).
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    cached_resource_items!(K);
 }
 
 #[cfg(test)]

@@ -1,10 +1,8 @@
 //! A runtime pod as the agent controller caches it. The status needs three things of
 //! each pod: that it exists, which agent it runs, and why its image cannot be pulled
-//! if it cannot. A `Pod`, however slimmed, is ~3 KiB inline (its `Option<PodSpec>`
-//! and `Option<PodStatus>` are held in place even when empty); this is its identity,
-//! the agent's name and the failure, if any.
-
-use std::borrow::Cow;
+//! if it cannot. A `Pod`, however slimmed, holds its `Option<PodSpec>` and
+//! `Option<PodStatus>` in place even when empty, and its typed metadata; this is its
+//! identity, the agent's name and the failure, if any.
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Pod;
@@ -12,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use super::status::{ImagePullFailure, image_pull_failure};
-use crate::compact::identity;
+use crate::compact::{cached_resource_items, identity};
 use crate::names;
 
 /// A cached runtime pod: its identity, the agent it runs, its image pull failure.
@@ -53,30 +51,7 @@ impl Resource for RuntimePod {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Pod::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        Pod::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        Pod::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Pod::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    /// The identity only: a change to any other field of it is not kept.
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    cached_resource_items!(Pod);
 }
 
 #[cfg(test)]
