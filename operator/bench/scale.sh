@@ -14,6 +14,9 @@
 #                          the time to Available; cpu_<round>_machine_pct: the whole
 #                          machine (200 = both cores busy on a 2-core machine)
 #   cpu_<round>_machine_ms_per_agent  the machine's busy CPU time per agent
+#   <round>_reconciles_per_agent, <round>_requests_per_agent, <round>_watch_restarts
+#                          the agent controller's reconciles and the client's requests
+#                          per agent, and the watches that listed again, over the round
 #   rss_peak_kib           the operator's peak RSS (VmHWM) over the whole run
 #   rss_steady_kib         its RSS once converged and idle
 #   writes_idle_per_min    POST/PUT/PATCH/DELETE requests its client sent during the
@@ -278,6 +281,23 @@ cpu_figures() {
       printf "cpu_%s_%s_pct %.0f\n", r, $1, d * 100 / s }' "$WORK/$round.cpu0" "$WORK/$round.cpu1")
 }
 
+# Results <round>_reconciles_per_agent (the agent controller's), <round>_requests_per_agent
+# (every request the operator's client sent) and <round>_watch_restarts (watches that
+# listed again), over the round: the work behind its CPU. $2 and $3 hold /metrics
+# before (empty: none yet) and at Available.
+work_figures() {
+  local round=$1 key value
+  while read -r key value; do result "${round}_$key" "$value"; done < <(awk -v n="$N" '
+    function add(sign) {
+      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="agent"\}/) r += sign * $2
+      if ($1 ~ /^switchboard_operator_kube_requests_total/) q += sign * $2
+      if ($1 ~ /^switchboard_operator_watch_restarts_total/) w += sign * $2
+    }
+    FILENAME == ARGV[1] { add(-1); next }
+    { add(1) }
+    END { printf "reconciles_per_agent %.1f\nrequests_per_agent %.1f\nwatch_restarts %d\n", r / n, q / n, w }' "$2" "$3")
+}
+
 # Stops the background job whose pid the variable named $1 holds (SAMPLER, WATCHER).
 stop_job() {
   local -n job=$1
@@ -458,6 +478,7 @@ for round in $ROUNDS; do
     log "applying $N agents ($REPLICAS replicas each, database $MODE) with no operator running"
     apply_round cold
     cpu_snapshot >"$WORK/cold.cpu0"
+    : >"$WORK/cold.metrics0"
     start=$(now_ms)
     sample_databases "$start" "$WORK/cold.databases" &
     SAMPLER=$!
@@ -466,6 +487,7 @@ for round in $ROUNDS; do
     operator_running || start_operator
     log "applying $N agents ($REPLICAS replicas each, database $MODE) to the running operator"
     cpu_snapshot >"$WORK/warm.cpu0"
+    metrics >"$WORK/warm.metrics0" || : >"$WORK/warm.metrics0"
     start=$(now_ms)
     sample_databases "$start" "$WORK/warm.databases" &
     SAMPLER=$!
@@ -477,6 +499,9 @@ for round in $ROUNDS; do
     cpu_snapshot >"$WORK/$round.cpu1"
     result "available_${round}_s" "$elapsed"
     cpu_figures "$round" "$elapsed"
+    if metrics >"$WORK/$round.metrics1"; then
+      work_figures "$round" "$WORK/$round.metrics0" "$WORK/$round.metrics1"
+    fi
   else
     # Timed out: say how far it got, and measure the rest all the same.
     result "available_${round}_s" "over-${TIMEOUT}"

@@ -117,7 +117,12 @@ where
             .map(|(_, name)| &**name)
     }
 
-    /// Whether the object's containers read Secret `name` through `secretKeyRef`.
+    /// The Secrets the object's containers read through `secretKeyRef`, sorted.
+    pub fn secret_refs(&self) -> &[Box<str>] {
+        &self.secret_refs
+    }
+
+    /// Whether the object reads Secret `name` (see [`Compact::secret_refs`]).
     pub fn reads_secret(&self, name: &str) -> bool {
         self.secret_refs.iter().any(|s| &**s == name)
     }

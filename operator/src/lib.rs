@@ -15,6 +15,7 @@ pub mod database;
 pub mod error;
 pub mod events;
 pub mod hash;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod names;
@@ -86,11 +87,20 @@ where
         ));
         // Each controller reacts to its own kind's changes and to the other kind's
         // changes and deletions.
+        let channels_by_agent = channels.index(channel::served_agent);
         let agent_controller = agent::run(
             context.clone(),
             scope,
-            (agents.store(), agents.subscribe(false)),
-            (channels.store(), channels.subscribe(true)),
+            (
+                agents.store(),
+                agents.index(agent::tools::callee_values),
+                agents.subscribe(false),
+            ),
+            (
+                channels.store(),
+                channels_by_agent.clone(),
+                channels.subscribe(true),
+            ),
             (tool_servers.store(), tool_servers.subscribe(true)),
             secrets.subscribe(),
             shutdown.clone(),
@@ -103,7 +113,11 @@ where
         );
         let channel_controller = channel::run(
             context.clone(),
-            (channels.store(), channels.subscribe(false)),
+            (
+                channels.store(),
+                channels_by_agent,
+                channels.subscribe(false),
+            ),
             (agents.store(), agents.subscribe(true)),
             shutdown.clone(),
         );

@@ -7,7 +7,7 @@ use crds::{AgentDeployment, ChatChannel};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::reflector::Store;
+use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -42,7 +42,7 @@ pub enum ServiceMonitorPlan {
 pub async fn dereference(
     agent: &AgentDeployment,
     shared: &Context,
-    channels: &Store<ChatChannel>,
+    channels: &[Arc<ChatChannel>],
 ) -> Result<References> {
     let system_prompt_from = match &agent.spec.system_prompt_from {
         None => None,
@@ -69,9 +69,8 @@ pub async fn dereference(
     } else {
         ServiceMonitorPlan::CrdMissing
     };
-    let all = channels.state();
-    let (channels, signing_secrets) = agent_channels(&all, agent);
-    let own_key_channels = own_key_channels(&all, agent);
+    let own_key_channels = own_key_channels(channels, agent);
+    let (channels, signing_secrets) = agent_channels(channels, agent);
     Ok(References {
         system_prompt_from,
         channels,

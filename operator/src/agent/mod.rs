@@ -40,6 +40,7 @@ use self::watches::watch_children;
 use crate::context::Context;
 use crate::controller::{on_error, on_success};
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::names;
 
 /// Label of this controller in metrics.
@@ -53,10 +54,12 @@ pub async fn run(
     namespace: Option<String>,
     agents: (
         Store<AgentDeployment>,
+        Index<AgentDeployment>,
         impl Stream<Item = Result<AgentDeployment, watcher::Error>> + Send + 'static,
     ),
     channels: (
         Store<ChatChannel>,
+        Index<ChatChannel>,
         impl Stream<Item = Result<ChatChannel, watcher::Error>> + Send + 'static,
     ),
     tool_servers: (
@@ -66,21 +69,26 @@ pub async fn run(
     secrets: impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (agent_store, agent_stream) = agents;
-    let (channel_store, channel_stream) = channels;
+    let (agent_store, callers, agent_stream) = agents;
+    let (channel_store, agent_channels, channel_stream) = channels;
     let (tool_server_store, tool_server_stream) = tool_servers;
     let (stores, triggers) = watch_children(
         &shared.client,
         namespace.as_deref(),
         watches::SharedStores {
             channels: channel_store,
+            agent_channels,
             agents: agent_store.clone(),
+            callers,
             tool_servers: tool_server_store,
         },
         &shared.metrics,
     );
     let naming = agent_store.clone();
-    let deployments = stores.deployments.clone();
+    let (deployments, by_secret) = (
+        stores.deployments.clone(),
+        stores.deployments_by_secret.clone(),
+    );
     let context = Arc::new(AgentContext::new(shared.clone(), stores));
     let config = ControllerConfig::default()
         .concurrency(shared.config.agent_concurrency)
@@ -139,10 +147,14 @@ pub async fn run(
         // follows, so its pods roll now rather than at the next resync.
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace().unwrap_or_default();
-            secrets::agents_reading_secret(&deployments.state(), &namespace, &secret.name_any())
-                .into_iter()
-                .map(|agent| ObjectRef::<AgentDeployment>::new(&agent).within(&namespace))
-                .collect::<Vec<_>>()
+            secrets::agents_reading_secret(
+                &by_secret.get(&deployments, &namespace, &secret.name_any()),
+                &namespace,
+                &secret.name_any(),
+            )
+            .into_iter()
+            .map(|agent| ObjectRef::<AgentDeployment>::new(&agent).within(&namespace))
+            .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -219,12 +231,11 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         return Err(Error::InvalidSpec(message));
     }
 
-    let references = dereference::dereference(agent, shared, &ctx.stores.channels).await?;
-    let resolved_tools = tools::resolve(
-        agent,
-        &ctx.stores.tool_servers.state(),
-        &ctx.stores.agents.state(),
-    );
+    let references =
+        dereference::dereference(agent, shared, &ctx.stores.channels_of(agent)).await?;
+    let resolved_tools = tools::resolve(agent, &ctx.stores.tool_servers.state(), |name| {
+        ctx.stores.agent_exists(agent, name)
+    });
     let (database, database_url, database_error) = database::ensure_database(agent, ctx).await;
     let runtime_config = build::config_map::runtime_config(
         agent,
@@ -263,7 +274,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
                 new_key: format!("sb-agent-{}", crate::database::generate_password()),
             })
             .collect(),
-        callers: tools::callers(&ctx.stores.agents.state(), agent),
+        callers: tools::callers(&ctx.stores.callers_of(agent), agent),
     };
     let mut children = build_children(agent, &inputs);
     // The pods roll when a Secret they read changes (a digest, never a value). The

@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use super::build::fixtures::full;
 use super::context::AgentContext;
-use super::watches::Stores;
+use super::tools;
+use super::watches::{self, Stores};
 use super::{error_policy, reconcile};
 use crate::backoff::ObjectKey;
 use crate::config::Config;
@@ -25,6 +26,7 @@ use crate::context::Context;
 use crate::controller::mock_api::{self, Log};
 use crate::database::{DatabaseCredentials, Provisioner};
 use crate::error::{Error, Result};
+use crate::index::{self, Index};
 use crate::metrics::Metrics;
 use crate::names;
 
@@ -100,7 +102,28 @@ fn empty_stores() -> Stores {
         channels: store(vec![]),
         agents: store(vec![]),
         tool_servers: store(vec![]),
+        deployments_by_secret: unfilled(),
+        key_secrets: unfilled(),
+        agent_pods: unfilled(),
+        callers: unfilled(),
+        agent_channels: unfilled(),
     }
+}
+
+/// An index to be built by [`indexed`].
+fn unfilled<K>() -> Index<K> {
+    index::index(|_| Vec::new()).0
+}
+
+/// `stores` with their indexes built from their caches, as the watches build them.
+fn indexed(mut stores: Stores) -> Stores {
+    stores.deployments_by_secret =
+        index::of_store(&stores.deployments, watches::deployment_secrets);
+    stores.key_secrets = index::of_store(&stores.secrets, watches::key_secret_agent);
+    stores.agent_pods = index::of_store(&stores.pods, watches::pod_agent);
+    stores.callers = index::of_store(&stores.agents, tools::callee_values);
+    stores.agent_channels = index::of_store(&stores.channels, crate::channel::served_agent);
+    stores
 }
 
 /// The agent fixture as the API server holds it: with the finalizer, `Delete` policy.
@@ -558,7 +581,13 @@ fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
         channels: store(vec![]),
         agents: store(vec![]),
         tool_servers: store(vec![]),
+        deployments_by_secret: unfilled(),
+        key_secrets: unfilled(),
+        agent_pods: unfilled(),
+        callers: unfilled(),
+        agent_channels: unfilled(),
     };
+    let stores = indexed(stores);
     let database = Arc::new(FakeDatabase::default());
     let config = Config::parse_from([
         "switchboard-operator",

@@ -42,15 +42,13 @@ pub struct ToolEnv {
     pub key: String,
 }
 
-/// Resolves `agent`'s `spec.tools` against the ToolServers and agents of the caches.
-pub fn resolve<A>(
+/// Resolves `agent`'s `spec.tools` against the ToolServers of the cache and the
+/// agents `agent_exists` (by name, in `agent`'s namespace) says are there.
+pub fn resolve(
     agent: &AgentDeployment,
     servers: &[Arc<ToolServer>],
-    agents: &[A],
-) -> Vec<ResolvedTool>
-where
-    A: AsRef<AgentDeployment>,
-{
+    agent_exists: impl Fn(&str) -> bool,
+) -> Vec<ResolvedTool> {
     let namespace = agent.namespace();
     agent
         .spec
@@ -67,10 +65,7 @@ where
             }),
             (None, Some(name)) => Some(ResolvedTool::Agent {
                 name: name.clone(),
-                exists: agents
-                    .iter()
-                    .map(AsRef::as_ref)
-                    .any(|a| a.namespace() == namespace && a.name_any() == *name),
+                exists: agent_exists(name),
                 description: entry.description.clone(),
             }),
             (None, None) => None,
@@ -196,6 +191,12 @@ pub fn callees(agent: &AgentDeployment) -> Vec<String> {
         .filter(|callee| *callee != own)
         .collect();
     set.into_iter().collect()
+}
+
+/// The agents `agent` names in its `spec.tools`: the values the callers index keeps
+/// it under (see [`callers`]).
+pub fn callee_values(agent: &AgentDeployment) -> Vec<Box<str>> {
+    callees(agent).into_iter().map(Into::into).collect()
 }
 
 /// The agents of `agent`'s namespace that name it in their `spec.tools`, sorted:
@@ -373,11 +374,10 @@ mod tests {
         );
         let billing = agent_with_tools("billing", Vec::new());
         let servers = [server("search", Some(true))];
-        let resolved = resolve(
-            &support,
-            &arcs(&servers),
-            &arcs(&[support.clone(), billing]),
-        );
+        let agents = [support.clone(), billing];
+        let resolved = resolve(&support, &arcs(&servers), |name| {
+            agents.iter().any(|a| a.name_any() == name)
+        });
         let config = tools_config(&support, &resolved, "cluster.local");
         assert_eq!(config.sources.len(), 2, "{config:?}");
         let mcp = &config.sources[0];
@@ -430,11 +430,7 @@ mod tests {
             ],
         );
         let servers = [server("live", Some(true)), server("dead", Some(false))];
-        let resolved = resolve(
-            &support,
-            &arcs(&servers),
-            &arcs(std::slice::from_ref(&support)),
-        );
+        let resolved = resolve(&support, &arcs(&servers), |name| name == "support");
         let (status, reason, message) = tools_ready(&resolved).unwrap();
         assert_eq!((status, reason), (FALSE, "ToolSourcesNotReady"));
         assert!(
@@ -452,12 +448,8 @@ mod tests {
         assert!(!message.contains("live"), "{message}");
 
         let ok = agent_with_tools("support", vec![server_entry("live", &[])]);
-        let (status, _, message) = tools_ready(&resolve(
-            &ok,
-            &arcs(&servers),
-            &arcs(std::slice::from_ref(&ok)),
-        ))
-        .unwrap();
+        let (status, _, message) =
+            tools_ready(&resolve(&ok, &arcs(&servers), |name| name == "support")).unwrap();
         assert_eq!(status, TRUE);
         assert!(message.contains("live (2 tools)"), "{message}");
         assert_eq!(tools_ready(&[]), None);

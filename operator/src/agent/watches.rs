@@ -5,6 +5,7 @@
 //! AgentDeployment and ToolServer caches.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use crds::{AgentDeployment, ChatChannel, ToolServer};
 use futures::stream::BoxStream;
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -25,6 +26,7 @@ use tracing::warn;
 
 use super::runtime_pod::RuntimePod;
 use crate::compact::Compact;
+use crate::index::{Index, IndexWriter, index};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::watch::{observed, slim_metadata};
@@ -48,9 +50,47 @@ pub struct Stores {
     pub agents: Store<AgentDeployment>,
     /// Every ToolServer (the shared cache): what `spec.tools` names.
     pub tool_servers: Store<ToolServer>,
+    /// The Deployments by the Secrets they read.
+    pub deployments_by_secret: Index<Compact<Deployment>>,
+    /// The agent-call key Secrets by the agent that holds them (its instance label).
+    pub key_secrets: Index<PartialObjectMeta<Secret>>,
+    /// The runtime pods by their agent.
+    pub agent_pods: Index<RuntimePod>,
+    /// The agents by the agents their `spec.tools` names.
+    pub callers: Index<AgentDeployment>,
+    /// The ChatChannels by the agent they serve.
+    pub agent_channels: Index<ChatChannel>,
 }
 
 impl Stores {
+    /// Whether agent `name` of `agent`'s namespace is cached.
+    pub fn agent_exists(&self, agent: &AgentDeployment, name: &str) -> bool {
+        let reference = ObjectRef::new(name);
+        let reference = match agent.namespace() {
+            Some(namespace) => reference.within(&namespace),
+            None => reference,
+        };
+        self.agents.get(&reference).is_some()
+    }
+
+    /// The cached ChatChannels of `agent`'s namespace that serve it.
+    pub fn channels_of(&self, agent: &AgentDeployment) -> Vec<Arc<ChatChannel>> {
+        self.agent_channels.get(
+            &self.channels,
+            agent.namespace().as_deref().unwrap_or_default(),
+            &agent.name_any(),
+        )
+    }
+
+    /// The cached agents of `agent`'s namespace whose `spec.tools` names it.
+    pub fn callers_of(&self, agent: &AgentDeployment) -> Vec<Arc<AgentDeployment>> {
+        self.callers.get(
+            &self.agents,
+            agent.namespace().as_deref().unwrap_or_default(),
+            &agent.name_any(),
+        )
+    }
+
     /// Waits until every cache has been filled once.
     pub async fn wait_ready(&self) {
         let _ = futures::join!(
@@ -84,7 +124,11 @@ pub struct Triggers {
 /// The shared caches of the kinds the agent controller reads but does not own.
 pub struct SharedStores {
     pub channels: Store<ChatChannel>,
+    /// The ChatChannels by the agent they serve (kept by the shared watch).
+    pub agent_channels: Index<ChatChannel>,
     pub agents: Store<AgentDeployment>,
+    /// The agents by the agents their `spec.tools` names (kept by the shared watch).
+    pub callers: Index<AgentDeployment>,
     pub tool_servers: Store<ToolServer>,
 }
 
@@ -98,18 +142,24 @@ pub fn watch_children(
 ) -> (Stores, Triggers) {
     let SharedStores {
         channels,
+        agent_channels,
         agents,
+        callers,
         tool_servers,
     } = shared;
-    let (deployments, deployments_t) = whole::<Deployment>(client, namespace, metrics);
+    let (deployments_by_secret, by_secret) = index(deployment_secrets);
+    let (key_secrets, key_secrets_w) = index(key_secret_agent);
+    let (agent_pods, agent_pods_w) = index(pod_agent);
+    let (deployments, deployments_t) =
+        whole::<Deployment>(client, namespace, metrics, Some(by_secret));
     let (service_accounts, service_accounts_t) =
-        whole::<ServiceAccount>(client, namespace, metrics);
-    let (roles, roles_t) = whole::<Role>(client, namespace, metrics);
-    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace, metrics);
-    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace, metrics);
-    let (services, services_t) = whole::<Service>(client, namespace, metrics);
-    let (secrets, secrets_t) = metadata_only::<Secret>(client, namespace, metrics);
-    let (pods, pods_t) = pods(client, namespace, metrics);
+        whole::<ServiceAccount>(client, namespace, metrics, None);
+    let (roles, roles_t) = whole::<Role>(client, namespace, metrics, None);
+    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace, metrics, None);
+    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace, metrics, None);
+    let (services, services_t) = whole::<Service>(client, namespace, metrics, None);
+    let (secrets, secrets_t) = secrets_metadata(client, namespace, metrics, key_secrets_w);
+    let (pods, pods_t) = pods(client, namespace, metrics, agent_pods_w);
     (
         Stores {
             deployments,
@@ -123,6 +173,11 @@ pub fn watch_children(
             channels,
             agents,
             tool_servers,
+            deployments_by_secret,
+            key_secrets,
+            agent_pods,
+            callers,
+            agent_channels,
         },
         Triggers {
             deployments: deployments_t,
@@ -157,6 +212,7 @@ fn whole<K>(
     client: &Client,
     namespace: Option<&str>,
     metrics: &Metrics,
+    mut index: Option<IndexWriter<Compact<K>>>,
 ) -> (Store<Compact<K>>, Trigger<K>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -179,6 +235,9 @@ where
     .modify(slim_metadata::<K>)
     .inspect_ok(move |event| {
         if let Some(event) = converted(event, compact) {
+            if let Some(index) = &mut index {
+                index.apply_watcher_event(&event);
+            }
             writer.apply_watcher_event(&event);
         }
     })
@@ -213,31 +272,55 @@ fn converted<K, C>(
     })
 }
 
-/// Metadata of the objects the operator labelled.
-fn metadata_only<K>(
+/// The Secrets a Deployment reads: the values the Deployments index keeps it under.
+pub(crate) fn deployment_secrets(deployment: &Compact<Deployment>) -> Vec<Box<str>> {
+    deployment.secret_refs().to_vec()
+}
+
+/// A runtime pod's agent: the value the pods index keeps it under.
+pub(crate) fn pod_agent(pod: &RuntimePod) -> Vec<Box<str>> {
+    pod.agent().map(Into::into).into_iter().collect()
+}
+
+/// The agent an agent-call key Secret belongs to (its instance label): the value the
+/// key Secrets index keeps it under; none for the other Secrets.
+pub(crate) fn key_secret_agent(secret: &PartialObjectMeta<Secret>) -> Vec<Box<str>> {
+    let labels = secret.labels();
+    if !labels.contains_key(names::CALLEE_LABEL) {
+        return Vec::new();
+    }
+    labels
+        .get(names::INSTANCE_LABEL)
+        .map(|agent| agent.as_str().into())
+        .into_iter()
+        .collect()
+}
+
+/// Metadata of the Secrets the operator labelled (their values stay out of memory).
+fn secrets_metadata(
     client: &Client,
     namespace: Option<&str>,
     metrics: &Metrics,
-) -> (Store<PartialObjectMeta<K>>, Trigger<PartialObjectMeta<K>>)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).into_owned();
+    mut index: IndexWriter<PartialObjectMeta<Secret>>,
+) -> (
+    Store<PartialObjectMeta<Secret>>,
+    Trigger<PartialObjectMeta<Secret>>,
+) {
+    let (reader, mut writer) = reflector::store();
     let stream = observed(
-        watcher(api::<PartialObjectMeta<K>>(client, namespace), managed()),
+        watcher(
+            api::<PartialObjectMeta<Secret>>(client, namespace),
+            managed(),
+        ),
         metrics,
-        &kind,
+        "Secret",
     )
     .default_backoff()
-    .modify(|object: &mut PartialObjectMeta<K>| object.metadata.managed_fields = None)
-    .reflect(writer)
+    .modify(|object: &mut PartialObjectMeta<Secret>| object.metadata.managed_fields = None)
+    .inspect_ok(move |event| {
+        index.apply_watcher_event(event);
+        writer.apply_watcher_event(event);
+    })
     .touched_objects()
     .boxed();
     (reader, stream)
@@ -249,6 +332,7 @@ fn pods(
     client: &Client,
     namespace: Option<&str>,
     metrics: &Metrics,
+    mut index: IndexWriter<RuntimePod>,
 ) -> (Store<RuntimePod>, Trigger<Pod>) {
     let (reader, mut writer) = reflector::store::<RuntimePod>();
     let stream = observed(
@@ -260,6 +344,7 @@ fn pods(
     .modify(slim_pod)
     .inspect_ok(move |event| {
         if let Some(event) = converted(event, |pod| Some(RuntimePod::new(pod))) {
+            index.apply_watcher_event(&event);
             writer.apply_watcher_event(&event);
         }
     })

@@ -34,8 +34,8 @@ pub async fn write_status(
 
     let pods: Vec<_> = ctx
         .stores
-        .pods
-        .state()
+        .agent_pods
+        .get(&ctx.stores.pods, &namespace, &name)
         .into_iter()
         .filter(|p| {
             p.namespace().as_deref() == Some(namespace.as_str()) && p.agent() == Some(&*name)
@@ -106,7 +106,7 @@ pub async fn write_status(
         default_channel: match &agent.spec.default_channel {
             None => status::DefaultChannelState::Unset,
             Some(channel) => {
-                let found = ctx.stores.channels.state().iter().any(|c| {
+                let found = ctx.stores.channels_of(agent).iter().any(|c| {
                     c.name_any() == *channel
                         && c.namespace().as_deref() == Some(namespace.as_str())
                         && c.spec.agent_ref.name == name
@@ -121,7 +121,7 @@ pub async fn write_status(
         tools_ready: super::tools::tools_ready(&super::tools::resolve(
             agent,
             &ctx.stores.tool_servers.state(),
-            &ctx.stores.agents.state(),
+            |callee| ctx.stores.agent_exists(agent, callee),
         )),
     };
     let desired = status::desired_status(&current, &observed);

@@ -21,6 +21,7 @@ use tracing::instrument;
 use crate::context::Context;
 use crate::controller::{apply_status, on_error, on_success};
 use crate::error::{Error, Result};
+use crate::index::Index;
 
 /// Label of this controller in metrics.
 const CONTROLLER: &str = "channel";
@@ -33,12 +34,18 @@ pub struct ChannelContext {
     pub agents: Store<AgentDeployment>,
 }
 
+/// The agent a ChatChannel serves: the value the channels index keeps it under.
+pub fn served_agent(channel: &ChatChannel) -> Vec<Box<str>> {
+    vec![channel.spec.agent_ref.name.as_str().into()]
+}
+
 /// Runs the ChatChannel controller until `shutdown`. `channels` and `agents` come
 /// from the watches both controllers share.
 pub async fn run(
     shared: Arc<Context>,
     channels: (
         Store<ChatChannel>,
+        Index<ChatChannel>,
         impl Stream<Item = Result<ChatChannel, watcher::Error>> + Send + 'static,
     ),
     agents: (
@@ -47,9 +54,9 @@ pub async fn run(
     ),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (channel_reader, channel_stream) = channels;
+    let (channel_reader, by_agent, channel_stream) = channels;
     let (agents, agent_stream) = agents;
-    let index = channel_reader.clone();
+    let cached = channel_reader.clone();
     let context = Arc::new(ChannelContext {
         shared: shared.clone(),
         agents,
@@ -63,8 +70,8 @@ pub async fn run(
         .watches_stream(agent_stream, move |agent: AgentDeployment| {
             let namespace = agent.namespace();
             let name = agent.name_any();
-            index
-                .state()
+            by_agent
+                .get(&cached, namespace.as_deref().unwrap_or_default(), &name)
                 .into_iter()
                 .filter(|c| c.namespace() == namespace && c.spec.agent_ref.name == name)
                 .map(|c| ObjectRef::from_obj(&*c))

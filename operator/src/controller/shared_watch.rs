@@ -6,13 +6,15 @@
 use std::fmt::Debug;
 use std::future::Future;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use kube::runtime::{WatchStreamExt, watcher::Event};
+use kube::runtime::watcher::Event;
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use crate::index::{self, Index, IndexWriter, Values};
 
 /// Objects queued per subscriber before the watch waits for it.
 const BUFFER: usize = 256;
@@ -32,6 +34,7 @@ where
 {
     store: Store<K>,
     writer: reflector::store::Writer<K>,
+    indexes: Vec<IndexWriter<K>>,
     source: S,
     subscribers: Vec<(mpsc::Sender<Change<K>>, bool)>,
 }
@@ -47,9 +50,17 @@ where
         Self {
             store,
             writer,
+            indexes: Vec::new(),
             source,
             subscribers: Vec::new(),
         }
+    }
+
+    /// An index of the cache's objects under `values`, kept by this watch.
+    pub fn index(&mut self, values: Values<K>) -> Index<K> {
+        let (index, writer) = index::index(values);
+        self.indexes.push(writer);
+        index
     }
 
     /// The cache every subscriber reads.
@@ -78,7 +89,14 @@ where
     /// Runs until the watch ends (it does not: stop it by dropping the future).
     pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
         let subscribers = self.subscribers;
-        self.source.reflect(self.writer).for_each(move |event| {
+        let (mut writer, mut indexes) = (self.writer, self.indexes);
+        let filled = self.source.inspect_ok(move |event| {
+            for index in &mut indexes {
+                index.apply_watcher_event(event);
+            }
+            writer.apply_watcher_event(event);
+        });
+        filled.for_each(move |event| {
             let changes: Vec<Change<K>> = match event {
                 Ok(Event::Apply(o) | Event::InitApply(o)) => vec![Change::Applied(o)],
                 Ok(Event::Delete(o)) => vec![Change::Deleted(o)],
