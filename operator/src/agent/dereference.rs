@@ -2,12 +2,12 @@
 //! lead to the agent (from the shared cache), and whether a ServiceMonitor can be made.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crds::{AgentDeployment, ChatChannel};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
-use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
