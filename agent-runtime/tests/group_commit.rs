@@ -265,9 +265,13 @@ mod faults {
             let h = Harness::start_on(Some(db), |_, _| {}).await;
             let base = h.url("");
             let stop = Arc::new(AtomicBool::new(false));
+            // Kills that found connections to kill: the clients chat until
+            // there were several (a fast runtime answers the first ten chats
+            // of each client before the second kill).
+            let kills = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
             let killer = {
-                let stop = stop.clone();
+                let (stop, kills) = (stop.clone(), kills.clone());
                 tokio::spawn(async move {
                     let mut admin = sqlx::PgConnection::connect(&admin_url())
                         .await
@@ -283,6 +287,9 @@ mod faults {
                         .await
                         .expect("terminate");
                         killed += n as u64;
+                        if n > 0 {
+                            kills.fetch_add(1, Ordering::Relaxed);
+                        }
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                     killed
@@ -294,10 +301,13 @@ mod faults {
                 .build()
                 .expect("client");
             let workers = join_all((0..12).map(|w| {
-                let (client, base) = (client.clone(), base.clone());
+                let (client, base, kills) = (client.clone(), base.clone(), kills.clone());
                 async move {
                     let mut answered = Vec::new();
-                    for i in 0..10 {
+                    for i in 0..2_000 {
+                        if i >= 10 && kills.load(Ordering::Relaxed) >= 6 {
+                            break;
+                        }
                         let content = format!("w{w}-{i}");
                         let response = client
                             .post(format!("{base}/v1/chat/completions"))
@@ -360,6 +370,117 @@ mod faults {
         .await
         .expect("counters");
             assert!(wrong.is_empty(), "counters off: {wrong:?}");
+        }
+        /// A TCP proxy in front of the harness's Postgres counting the `Sync`
+        /// messages its clients send: one per statement, and one per ping
+        /// (a ping is a `Sync` alone). Returns the store URL through it.
+        async fn counting_syncs(url: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (head, rest) = url.split_once('@').expect("a URL with credentials");
+            let (server, path) = rest.split_once('/').expect("a URL with a database");
+            let path = path.split('?').next().unwrap_or(path);
+            let server = server.to_owned();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let proxied = format!(
+                "{head}@{}/{path}?sslmode=disable",
+                listener.local_addr().expect("addr")
+            );
+            let counted = syncs.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let Ok(upstream) = tokio::net::TcpStream::connect(&server).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = upstream.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                    let counted = counted.clone();
+                    tokio::spawn(async move {
+                        // The startup message has no type byte; every later one has.
+                        let mut typed = false;
+                        loop {
+                            let mut kind = [0u8; 1];
+                            if typed && client_read.read_exact(&mut kind).await.is_err() {
+                                return;
+                            }
+                            let Ok(len) = client_read.read_u32().await else {
+                                return;
+                            };
+                            let mut body = vec![0u8; (len as usize).saturating_sub(4)];
+                            if client_read.read_exact(&mut body).await.is_err() {
+                                return;
+                            }
+                            if typed && kind[0] == b'S' {
+                                counted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let mut frame = Vec::with_capacity(5 + body.len());
+                            if typed {
+                                frame.push(kind[0]);
+                            }
+                            frame.extend_from_slice(&len.to_be_bytes());
+                            frame.extend_from_slice(&body);
+                            if server_write.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                            typed = true;
+                        }
+                    });
+                }
+            });
+            (proxied, syncs)
+        }
+
+        /// A statement leaves its connection ready for the next one: one
+        /// round trip per one-message write, not a second for the pool's ping
+        /// of every connection that comes back to it (docs/performance.md).
+        #[tokio::test]
+        async fn a_write_costs_one_round_trip_to_postgres() {
+            let db = TestDatabase::create_on(&admin_url()).await;
+            let (url, syncs) = counting_syncs(db.url()).await;
+            let store = Store::connect(&agent_runtime::settings::DatabaseTarget::Postgres(url))
+                .await
+                .expect("store");
+            let opening = open_sessions(&store, 1).await;
+            let session = &opening[0].0;
+            // Each statement is prepared once per connection (a round trip
+            // of its own): warm the append on the connection first.
+            for i in 0..3 {
+                let warm = message(session, Role::Assistant, &format!("warm {i}"), 1);
+                store
+                    .append_messages(std::slice::from_ref(&warm))
+                    .await
+                    .expect("warm");
+            }
+            // What the migrations' and the opening's connections sent on their
+            // way back to the pool has arrived.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = syncs.load(Ordering::Relaxed);
+            let writes = 20;
+            for i in 0..writes {
+                let m = message(session, Role::User, &format!("one at a time {i}"), 1);
+                store
+                    .append_messages(std::slice::from_ref(&m))
+                    .await
+                    .expect("append");
+            }
+            let sent = syncs.load(Ordering::Relaxed) - before;
+            // A stall of a second or more between two writes costs a ping.
+            assert!(
+                (writes..=writes + 2).contains(&sent),
+                "{sent} Syncs for {writes} one-statement writes (a ping per statement would be {})",
+                2 * writes
+            );
+            let got = store.get_session("user-0", session).await.expect("session");
+            assert_eq!(got.message_count, 1 + 3 + writes as i64);
+            store.close().await;
         }
     }
 }

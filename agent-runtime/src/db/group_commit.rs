@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::oneshot;
 
+use super::kept::Kept;
 use super::messages::{message_title, opened_session, opening_title};
 use super::{Backend, Message, NewMessage, NewSession, Session, Store, StoreError, now};
 
@@ -33,7 +34,7 @@ const MAX_BATCH: usize = 128;
 /// once the runtime spent 35 % less CPU per chat than writing each alone but
 /// answered 27 % fewer chats a second, idle between round trips. SQLite has
 /// one writer: one batch at a time.
-const POSTGRES_IN_FLIGHT: usize = 4;
+pub(super) const POSTGRES_IN_FLIGHT: usize = 4;
 
 /// A one-message write waiting for its batch.
 pub(crate) enum Write {
@@ -201,7 +202,7 @@ impl Store {
         }
         let writes: Vec<&Write> = jobs.iter().map(|job| &job.write).collect();
         let result = match &self.backend {
-            Backend::Postgres(pool) => postgres_batch(pool, &writes).await,
+            Backend::Postgres(pool) => postgres_batch(&self.kept, pool, &writes).await,
             Backend::Sqlite(pool) => {
                 sqlite_batch(self.sqlite_writer.as_ref().unwrap_or(pool), &writes).await
             }
@@ -273,6 +274,7 @@ fn transient(reason: &str) -> StoreError {
 /// sessions opened by some of them inserted and the counters of the others'
 /// sessions grown in CTEs (a statement is atomic: one round trip, one commit).
 async fn postgres_batch(
+    kept: &Kept,
     pool: &PgPool,
     writes: &[&Write],
 ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
@@ -339,6 +341,7 @@ async fn postgres_batch(
             }
         }
     }
+    let mut connection = kept.take(pool).await?;
     let written = sqlx::query(sql)
         .bind(columns.id)
         .bind(columns.session_id)
@@ -363,8 +366,9 @@ async fn postgres_batch(
         .bind(columns.session_title)
         // On a connection, not the pool (see `with_pool!`); the batch runs
         // in a task of its own, so the acquire inlined here costs no moves.
-        .execute(&mut *pool.acquire().await?)
+        .execute(&mut *connection)
         .await?;
+    connection.finished();
     if written.rows_affected() != n as u64 {
         return Err(no_row());
     }

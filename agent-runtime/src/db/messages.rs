@@ -270,12 +270,14 @@ impl Store {
             );
             let title = message_title(message);
             let at = now();
+            let mut connection = self.kept.take(pool).await?;
             let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
                 .bind(title)
                 // On a connection, not the pool (see `with_pool!`); this
                 // future is boxed where it is awaited, so the acquire costs no moves.
-                .execute(&mut *pool.acquire().await?)
+                .execute(&mut *connection)
                 .await?;
+            connection.finished();
             if done.rows_affected() != 1 {
                 return Err(no_row());
             }
@@ -375,6 +377,7 @@ impl Store {
                  {PG_INSERT_ONE}"
             );
             debug_assert_eq!(message.session_id, id);
+            let mut connection = self.kept.take(pool).await?;
             let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
                 .bind(&new.user_id)
                 .bind(&new.channel)
@@ -382,8 +385,9 @@ impl Store {
                 .bind(&title)
                 // On a connection, not the pool (see `with_pool!`); this
                 // future is boxed where it is awaited, so the acquire costs no moves.
-                .execute(&mut *pool.acquire().await?)
+                .execute(&mut *connection)
                 .await?;
+            connection.finished();
             if done.rows_affected() != 1 {
                 return Err(no_row());
             }

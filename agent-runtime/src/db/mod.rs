@@ -8,6 +8,7 @@
 
 mod admin;
 mod group_commit;
+mod kept;
 mod live;
 mod messages;
 mod models;
@@ -87,14 +88,19 @@ enum Backend {
 /// A statement run on a connection is cheaper than one run on the pool: sqlx
 /// runs a statement given a pool in a boxed stream that holds the pool's
 /// acquire too, ~5 KiB moved three times. The acquire here is boxed, so the
-/// future of a store call stays small for the futures that await it.
+/// future of a store call stays small for the futures that await it. A
+/// Postgres connection whose body ran to its end (no `?` returned early) is
+/// kept for the next statement (see [`kept`]) instead of going back to the
+/// pool.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
             $crate::db::Backend::Postgres(pool) => {
-                let mut connection = Box::pin(pool.acquire()).await?;
+                let mut connection = Box::pin($store.kept.take(pool)).await?;
                 let $pool = &mut *connection;
-                $body
+                let done = $body;
+                connection.finished();
+                done
             }
             $crate::db::Backend::Sqlite(pool) => {
                 let mut connection = Box::pin(pool.acquire()).await?;
@@ -135,6 +141,8 @@ pub struct Store {
     /// pool's connections in turn, every batch started cold and read its
     /// pages again.
     sqlite_writer: Option<SqlitePool>,
+    /// Postgres connections kept between statements (unused with SQLite).
+    kept: std::sync::Arc<kept::Kept>,
 }
 
 /// How long a message write keeps retrying while the database is unreachable
@@ -201,7 +209,7 @@ impl Drop for Timer<'_> {
 /// this time was answering a moment ago; should the server have gone in
 /// between, the statement fails as a transient error, which writes retry
 /// ([`Store::retrying_write`]), and the broken connection is dropped.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+pub(super) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Connects and runs the migrations.
@@ -276,6 +284,7 @@ impl Store {
             metrics: None,
             group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
             sqlite_writer,
+            kept: std::sync::Arc::default(),
         })
     }
 
@@ -381,8 +390,8 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             sqlx::query("SELECT 1").execute(pool).await?;
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Closes the pool (and the writing connection, when there is one).
@@ -390,6 +399,7 @@ impl Store {
         if let Some(writer) = &self.sqlite_writer {
             writer.close().await;
         }
+        self.kept.close();
         match &self.backend {
             Backend::Postgres(pool) => pool.close().await,
             Backend::Sqlite(pool) => pool.close().await,
