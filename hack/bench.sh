@@ -6,7 +6,8 @@
 # raises the open-file limit for the idle-stream figures. Prints a Markdown table;
 # arguments go to the bench (`hack/bench.sh --instructions-only` for the
 # instruction counts alone: `make bench-instructions`; `hack/bench.sh
-# --throughput-only postgres` or `... sqlite` for the throughput rows of one backend).
+# --throughput-only postgres` or `... sqlite` for the throughput rows of one backend;
+# `hack/bench.sh --latency-only` for the one-at-a-time latency rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib/env.sh

@@ -72,6 +72,10 @@ struct Args {
     /// Only the idle-stream memory rows.
     #[arg(long)]
     streams_only: bool,
+    /// Only the one-at-a-time latency rows and their CPU per chat, storing
+    /// into the table's database: for comparing builds.
+    #[arg(long)]
+    latency_only: bool,
     /// Only the throughput rows (chats/s at --concurrency, CPU per chat), the
     /// runtime storing into `postgres` (needs --database-url) or `sqlite` (a
     /// fresh file): for comparing builds of the store (group commit).
@@ -932,6 +936,31 @@ fn micros(d: Duration) -> f64 {
 }
 
 /// A wall-clock figure's row: direct, runtime, added, ratio, aim, met.
+/// The latency rows: non-streaming chats and streamed chats' first tokens.
+fn latency_rows(plain: &Series, ttft: &Series) {
+    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        let aim = if p == 0.5 { 0.3 } else { 1.0 };
+        latency_row(&format!("chat, non-streaming, {label}"), plain, p, aim);
+    }
+    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        latency_row(
+            &format!("chat, streaming, time to first token, {label}"),
+            ttft,
+            p,
+            1.0,
+        );
+    }
+}
+
+/// The runtime's CPU time per chat over the non-streaming series.
+fn sequential_cpu_row(sequential_cpu: Duration) {
+    println!(
+        "| CPU time per chat, one at a time (the non-streaming series) | — | {:.0} µs | — | — | ≤ {AIM_CPU_MICROS:.0} µs | {} |",
+        micros(sequential_cpu),
+        met(micros(sequential_cpu) <= AIM_CPU_MICROS),
+    );
+}
+
 fn latency_row(name: &str, s: &Series, p: f64, aim_added_ms: f64) {
     let (d, r) = (percentile(&s.direct, p), percentile(&s.runtime, p));
     let added = r.saturating_sub(d);
@@ -1150,6 +1179,23 @@ async fn main() {
         true,
     )
     .await;
+    if args.latency_only {
+        println!(
+            "\n## Latency, one at a time, {} ({} requests per series; load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
+            database.name(),
+            args.latency_requests,
+            load_average(),
+            stolen(),
+            args.runtime_cpus
+        );
+        println!("| figure | direct | runtime | added | ratio | aim | met |");
+        println!("|---|---|---|---|---|---|---|");
+        latency_rows(&plain, &ttft);
+        sequential_cpu_row(sequential_cpu);
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let (direct_rps, direct_failed, _, mock_cpu_per_request) =
         throughput(&client, &mock_url, None, mock_pid, &args).await;
     let (rps, failed, peak_rss, cpu_per_request) =
@@ -1193,18 +1239,7 @@ async fn main() {
     );
     println!("| figure | direct | runtime | added | ratio | aim | met |");
     println!("|---|---|---|---|---|---|---|");
-    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
-        let aim = if p == 0.5 { 0.3 } else { 1.0 };
-        latency_row(&format!("chat, non-streaming, {label}"), &plain, p, aim);
-    }
-    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
-        latency_row(
-            &format!("chat, streaming, time to first token, {label}"),
-            &ttft,
-            p,
-            1.0,
-        );
-    }
+    latency_rows(&plain, &ttft);
     let rows = |db: &Database, rps: f64, failed: u64, cpu_per_request: Duration| {
         let aim_rps = db.aim_chats_per_second();
         println!(
@@ -1236,11 +1271,7 @@ async fn main() {
     if let Some((sqlite, (sqlite_rps, sqlite_failed, _, sqlite_cpu))) = &sqlite_throughput {
         rows(sqlite, *sqlite_rps, *sqlite_failed, *sqlite_cpu);
     }
-    println!(
-        "| CPU time per chat, one at a time (the non-streaming series) | — | {:.0} µs | — | — | ≤ {AIM_CPU_MICROS:.0} µs | {} |",
-        micros(sequential_cpu),
-        met(micros(sequential_cpu) <= AIM_CPU_MICROS),
-    );
+    sequential_cpu_row(sequential_cpu);
     if let Some(counts) = &counts {
         // Instructions per CPU-µs of the runtime's sequential series: the
         // same one-at-a-time chats the count runs.
