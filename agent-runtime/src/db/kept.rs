@@ -16,7 +16,7 @@
 //! so the pool's lifetime rules still apply, and every one beyond [`KEEP`].
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -32,6 +32,10 @@ const KEEP: usize = 2 * super::group_commit::POSTGRES_IN_FLIGHT;
 /// A connection goes back to the pool (and its lifetime and idle rules) once
 /// it has been out of it this long.
 const KEEP_FOR: Duration = Duration::from_secs(300);
+
+/// A kept connection unused this long goes back to the pool, whose idle
+/// timeout then closes it: a quiet runtime holds no connections open.
+const IDLE_FOR: Duration = Duration::from_secs(60);
 
 /// The connections kept; shared by every clone of a [`super::Store`].
 #[derive(Default)]
@@ -57,6 +61,51 @@ struct Waiting {
 }
 
 impl Kept {
+    /// Kept connections that go back to the pool after [`IDLE_FOR`] unused
+    /// (checked by a task that ends with the store).
+    pub(super) fn new() -> Arc<Self> {
+        Self::idle_for(IDLE_FOR)
+    }
+
+    fn idle_for(limit: Duration) -> Arc<Self> {
+        let kept = Arc::new(Self::default());
+        let watched = Arc::downgrade(&kept);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(limit / 2);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(kept) = watched.upgrade() else {
+                    return;
+                };
+                if !kept.release_idle(limit) {
+                    return;
+                }
+            }
+        });
+        kept
+    }
+
+    /// Hands the connections kept but unused for `limit` back to the pool;
+    /// false once the store is closed.
+    fn release_idle(&self, limit: Duration) -> bool {
+        let stale: Vec<Waiting> = {
+            let mut idle = self.lock();
+            if idle.closed {
+                return false;
+            }
+            // Oldest at the bottom: the stale ones are a prefix.
+            let fresh = idle
+                .connections
+                .iter()
+                .position(|waiting| waiting.since.elapsed() < limit)
+                .unwrap_or(idle.connections.len());
+            idle.connections.drain(..fresh).collect()
+        };
+        drop(stale);
+        true
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -171,5 +220,71 @@ impl Drop for KeptConnection<'_> {
         drop(idle);
         // Outside the lock: the pool spawns their return (and ping) here.
         drop(back_to_pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Against the harness's Postgres (`make test`; `make unit` skips the
+    /// `postgres::` tests).
+    mod postgres {
+        use std::time::Duration;
+
+        use sqlx::postgres::PgPoolOptions;
+        use switchboard_tests::database::TestDatabase;
+
+        use super::super::Kept;
+
+        #[tokio::test]
+        async fn a_statement_leaves_its_connection_kept_until_it_sits_idle() {
+            let db = TestDatabase::create().await;
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .connect(db.url())
+                .await
+                .expect("pool");
+            let kept = Kept::idle_for(Duration::from_millis(400));
+            for _ in 0..3 {
+                let mut connection = kept.take(&pool).await.expect("connection");
+                sqlx::query("SELECT 1")
+                    .execute(&mut *connection)
+                    .await
+                    .expect("statement");
+                connection.finished();
+            }
+            // One connection served the three statements, and stays out of the pool.
+            assert_eq!(kept.lock().connections.len(), 1);
+            assert_eq!((pool.size(), pool.num_idle()), (1, 0));
+            // A statement that fails midway (`finished` not reached) hands it back.
+            {
+                let mut connection = kept.take(&pool).await.expect("connection");
+                let failed = sqlx::query("SELECT * FROM no_such_table")
+                    .execute(&mut *connection)
+                    .await;
+                assert!(failed.is_err());
+            }
+            assert_eq!(kept.lock().connections.len(), 0);
+            let mut connection = kept.take(&pool).await.expect("connection");
+            connection.finished();
+            drop(connection);
+            assert_eq!(kept.lock().connections.len(), 1);
+            // Unused past the limit, it goes back to the pool.
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            assert_eq!(kept.lock().connections.len(), 0);
+            // Its return to the pool (a ping) runs on a task of its own.
+            for _ in 0..50 {
+                if pool.num_idle() as u32 == pool.size() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                pool.num_idle() as u32,
+                pool.size(),
+                "every connection back in the pool"
+            );
+            kept.close();
+            pool.close().await;
+        }
     }
 }

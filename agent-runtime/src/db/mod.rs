@@ -215,6 +215,7 @@ impl Store {
     /// Connects and runs the migrations.
     pub async fn connect(target: &DatabaseTarget) -> Result<Self, StoreError> {
         let mut sqlite_writer = None;
+        let mut kept = std::sync::Arc::default();
         let backend = match target {
             DatabaseTarget::Postgres(url) => {
                 let pool = PgPoolOptions::new()
@@ -232,6 +233,7 @@ impl Store {
                     .connect(url)
                     .await?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                kept = kept::Kept::new();
                 Backend::Postgres(pool)
             }
             DatabaseTarget::Sqlite(path) => {
@@ -284,7 +286,7 @@ impl Store {
             metrics: None,
             group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
             sqlite_writer,
-            kept: std::sync::Arc::default(),
+            kept,
         })
     }
 
