@@ -364,8 +364,7 @@ async fn postgres_batch(
         .bind(columns.channel)
         .bind(columns.external_id)
         .bind(columns.session_title)
-        // On a connection, not the pool (see `with_pool!`); the batch runs
-        // in a task of its own, so the acquire inlined here costs no moves.
+        // On a connection, not the pool (see `with_pool!`).
         .execute(&mut *connection)
         .await?;
     connection.finished();

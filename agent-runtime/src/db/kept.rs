@@ -111,10 +111,40 @@ impl Kept {
     }
 
     /// A kept connection, or one from `pool`.
+    ///
+    /// The usual case, a connection kept a moment ago, takes no future: the
+    /// pool's acquire future is ~15 KiB (it holds the path that opens a
+    /// connection inline), and a future that awaits it inline is that large
+    /// and moved whole wherever it goes (docs/performance.md, round eight).
     pub(super) async fn take<'a>(
         &'a self,
         pool: &PgPool,
     ) -> Result<KeptConnection<'a>, sqlx::Error> {
+        match self.take_fresh() {
+            Some(connection) => Ok(connection),
+            None => Box::pin(self.take_checked(pool)).await,
+        }
+    }
+
+    /// The connection kept last, when it was kept less than
+    /// [`PING_AFTER_IDLE`] ago.
+    fn take_fresh(&self) -> Option<KeptConnection<'_>> {
+        let mut idle = self.lock();
+        let last = idle.connections.last()?;
+        if last.since.elapsed() >= PING_AFTER_IDLE {
+            return None;
+        }
+        let waiting = idle.connections.pop()?;
+        Some(KeptConnection {
+            kept: self,
+            connection: Some(waiting.connection),
+            taken: waiting.taken,
+            finished: false,
+        })
+    }
+
+    /// A kept connection pinged first, or one from `pool`.
+    async fn take_checked<'a>(&'a self, pool: &PgPool) -> Result<KeptConnection<'a>, sqlx::Error> {
         loop {
             let Some(mut waiting) = self.lock().connections.pop() else {
                 break;

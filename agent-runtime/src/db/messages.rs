@@ -273,8 +273,7 @@ impl Store {
             let mut connection = self.kept.take(pool).await?;
             let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
                 .bind(title)
-                // On a connection, not the pool (see `with_pool!`); this
-                // future is boxed where it is awaited, so the acquire costs no moves.
+                // On a connection, not the pool (see `with_pool!`).
                 .execute(&mut *connection)
                 .await?;
             connection.finished();
@@ -383,8 +382,7 @@ impl Store {
                 .bind(&new.channel)
                 .bind(&new.external_id)
                 .bind(&title)
-                // On a connection, not the pool (see `with_pool!`); this
-                // future is boxed where it is awaited, so the acquire costs no moves.
+                // On a connection, not the pool (see `with_pool!`).
                 .execute(&mut *connection)
                 .await?;
             connection.finished();

@@ -87,16 +87,16 @@ enum Backend {
 ///
 /// A statement run on a connection is cheaper than one run on the pool: sqlx
 /// runs a statement given a pool in a boxed stream that holds the pool's
-/// acquire too, ~5 KiB moved three times. The acquire here is boxed, so the
-/// future of a store call stays small for the futures that await it. A
+/// acquire too, ~5 KiB moved three times. The acquire here is boxed (with
+/// Postgres, only when no connection is kept: see [`kept::Kept::take`]), so
+/// the future of a store call stays small for the futures that await it. A
 /// Postgres connection whose body ran to its end (no `?` returned early) is
-/// kept for the next statement (see [`kept`]) instead of going back to the
-/// pool.
+/// kept for the next statement instead of going back to the pool.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
             $crate::db::Backend::Postgres(pool) => {
-                let mut connection = Box::pin($store.kept.take(pool)).await?;
+                let mut connection = $store.kept.take(pool).await?;
                 let $pool = &mut *connection;
                 let done = $body;
                 connection.finished();
