@@ -162,6 +162,11 @@ impl Harness {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The URL of the runtime's Postgres database (`None` with SQLite).
+    pub fn database_url(&self) -> Option<&str> {
+        self._postgres.as_ref().map(TestDatabase::url)
+    }
+
     /// The runtime's `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.client
