@@ -135,12 +135,16 @@ impl Kept {
             return None;
         }
         let waiting = idle.connections.pop()?;
-        Some(KeptConnection {
+        Some(self.lend(waiting.connection, waiting.taken))
+    }
+
+    fn lend(&self, connection: PoolConnection<Postgres>, taken: Instant) -> KeptConnection<'_> {
+        KeptConnection {
             kept: self,
-            connection: Some(waiting.connection),
-            taken: waiting.taken,
+            connection: Some(connection),
+            taken,
             finished: false,
-        })
+        }
     }
 
     /// A kept connection pinged first, or one from `pool`.
@@ -156,19 +160,9 @@ impl Kept {
                 waiting.connection.close_on_drop();
                 continue;
             }
-            return Ok(KeptConnection {
-                kept: self,
-                connection: Some(waiting.connection),
-                taken: waiting.taken,
-                finished: false,
-            });
+            return Ok(self.lend(waiting.connection, waiting.taken));
         }
-        Ok(KeptConnection {
-            kept: self,
-            connection: Some(pool.acquire().await?),
-            taken: Instant::now(),
-            finished: false,
-        })
+        Ok(self.lend(pool.acquire().await?, Instant::now()))
     }
 
     /// Hands every kept connection back to the pool and keeps none from now
@@ -220,6 +214,11 @@ impl Drop for KeptConnection<'_> {
         let Some(connection) = self.connection.take() else {
             return;
         };
+        let waiting = Waiting {
+            connection,
+            since: Instant::now(),
+            taken: self.taken,
+        };
         let mut idle = self.kept.lock();
         let back_to_pool = if !self.finished {
             // Failed or cancelled midway: this connection goes back to the
@@ -227,25 +226,13 @@ impl Drop for KeptConnection<'_> {
             // are all dead, and the pool's ping on their return finds that
             // out at once instead of one failed statement each.
             let mut back = std::mem::take(&mut idle.connections);
-            back.push(Waiting {
-                connection,
-                since: Instant::now(),
-                taken: self.taken,
-            });
+            back.push(waiting);
             back
         } else if !idle.closed && idle.connections.len() < KEEP && self.taken.elapsed() < KEEP_FOR {
-            idle.connections.push(Waiting {
-                connection,
-                since: Instant::now(),
-                taken: self.taken,
-            });
+            idle.connections.push(waiting);
             Vec::new()
         } else {
-            vec![Waiting {
-                connection,
-                since: Instant::now(),
-                taken: self.taken,
-            }]
+            vec![waiting]
         };
         drop(idle);
         // Outside the lock: the pool spawns their return (and ping) here.
