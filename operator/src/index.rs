@@ -5,9 +5,9 @@
 //!
 //! An [`IndexWriter`] is fed the watch events its cache's writer is fed, just before
 //! it (so a reconcile triggered by an event finds the object under its values), and
-//! keeps only names: [`Index::get`] reads the objects from the cache. A reader checks
-//! what it gets as it checked what it walked before: the index tells where to look,
-//! the cache what is there.
+//! keeps only names: an [`Index`] holds its cache and [`Index::get`] reads the objects
+//! from it. A reader checks what it gets as it checked what it walked before: the index
+//! tells where to look, the cache what is there.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -66,17 +66,17 @@ impl Entries {
     }
 }
 
-/// Reads an index: cheap to clone, shared with its [`IndexWriter`].
-pub struct Index<K> {
+/// Reads an index over its cache: cheap to clone, shared with its [`IndexWriter`].
+pub struct Index<K: Resource<DynamicType = ()> + 'static> {
     entries: Arc<RwLock<Entries>>,
-    kind: std::marker::PhantomData<fn() -> K>,
+    store: Store<K>,
 }
 
-impl<K> Clone for Index<K> {
+impl<K: Resource<DynamicType = ()> + 'static> Clone for Index<K> {
     fn clone(&self) -> Self {
         Self {
             entries: self.entries.clone(),
-            kind: std::marker::PhantomData,
+            store: self.store.clone(),
         }
     }
 }
@@ -90,13 +90,17 @@ pub struct IndexWriter<K> {
     relist: Option<Entries>,
 }
 
-/// A new index of the objects under `values`, empty until fed.
-pub fn index<K>(values: Values<K>) -> (Index<K>, IndexWriter<K>) {
+/// A new index of `store`'s objects under `values`, empty until fed the events
+/// `store`'s writer is fed.
+pub fn index<K: Resource<DynamicType = ()> + 'static>(
+    values: Values<K>,
+    store: Store<K>,
+) -> (Index<K>, IndexWriter<K>) {
     let entries = Arc::new(RwLock::new(Entries::default()));
     (
         Index {
             entries: entries.clone(),
-            kind: std::marker::PhantomData,
+            store,
         },
         IndexWriter {
             entries,
@@ -149,9 +153,9 @@ impl<K> Index<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    /// The cached objects of `namespace` under `value`, read from `store` (those the
-    /// cache no longer holds are left out).
-    pub fn get(&self, store: &Store<K>, namespace: &str, value: &str) -> Vec<Arc<K>> {
+    /// The cached objects of `namespace` under `value` (those the cache no longer
+    /// holds are left out).
+    pub fn get(&self, namespace: &str, value: &str) -> Vec<Arc<K>> {
         let names: Vec<Box<str>> = self
             .entries
             .read()
@@ -162,7 +166,7 @@ where
             .unwrap_or_default();
         names
             .iter()
-            .filter_map(|name| store.get(&ObjectRef::new(name).within(namespace)))
+            .filter_map(|name| self.store.get(&ObjectRef::new(name).within(namespace)))
             .collect()
     }
 }
@@ -173,7 +177,7 @@ pub fn of_store<K>(store: &Store<K>, values: Values<K>) -> Index<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let (index, mut writer) = index(values);
+    let (index, mut writer) = index(values, store.clone());
     writer.apply_watcher_event(&Event::Init);
     for object in store.state() {
         writer.apply_watcher_event(&Event::InitApply((*object).clone()));
@@ -215,7 +219,6 @@ mod tests {
     }
 
     struct Fixture {
-        store: Store<ConfigMap>,
         writer: reflector::store::Writer<ConfigMap>,
         index: Index<ConfigMap>,
         index_writer: IndexWriter<ConfigMap>,
@@ -224,9 +227,8 @@ mod tests {
     impl Fixture {
         fn new() -> Self {
             let (store, writer) = reflector::store();
-            let (index, index_writer) = index(values);
+            let (index, index_writer) = index(values, store.clone());
             Self {
-                store,
                 writer,
                 index,
                 index_writer,
@@ -241,7 +243,7 @@ mod tests {
         fn names(&self, namespace: &str, value: &str) -> Vec<String> {
             let mut names: Vec<String> = self
                 .index
-                .get(&self.store, namespace, value)
+                .get(namespace, value)
                 .iter()
                 .map(|o| o.name_any())
                 .collect();

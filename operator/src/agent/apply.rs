@@ -209,11 +209,7 @@ async fn delete_stale_agent_keys(
     let name = agent.name_any();
     let stale: Vec<String> = stores
         .key_secrets
-        .get(
-            &stores.secrets,
-            namespace.as_deref().unwrap_or_default(),
-            &name,
-        )
+        .get(namespace.as_deref().unwrap_or_default(), &name)
         .iter()
         .filter(|s| s.metadata.namespace == namespace)
         .filter(|s| s.labels().contains_key(names::CALLEE_LABEL))

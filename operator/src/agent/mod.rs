@@ -85,10 +85,7 @@ pub async fn run(
         &shared.metrics,
     );
     let naming = agent_store.clone();
-    let (deployments, by_secret) = (
-        stores.deployments.clone(),
-        stores.deployments_by_secret.clone(),
-    );
+    let by_secret = stores.deployments_by_secret.clone();
     let context = Arc::new(AgentContext::new(shared.clone(), stores));
     let config = ControllerConfig::default()
         .concurrency(shared.config.agent_concurrency)
@@ -148,7 +145,7 @@ pub async fn run(
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace().unwrap_or_default();
             secrets::agents_reading_secret(
-                &by_secret.get(&deployments, &namespace, &secret.name_any()),
+                &by_secret.get(&namespace, &secret.name_any()),
                 &namespace,
                 &secret.name_any(),
             )

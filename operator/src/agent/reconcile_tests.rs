@@ -7,9 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use crds::conditions::{DATABASE_READY, READY};
-use crds::{AgentDeployment, ReclaimPolicy};
+use crds::{AgentDeployment, ChatChannel, ReclaimPolicy, ToolServer};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
@@ -17,16 +21,18 @@ use serde_json::Value;
 
 use super::build::fixtures::full;
 use super::context::AgentContext;
+use super::runtime_pod::RuntimePod;
 use super::tools;
 use super::watches::{self, Stores};
 use super::{error_policy, reconcile};
 use crate::backoff::ObjectKey;
+use crate::compact::Compact;
 use crate::config::Config;
 use crate::context::Context;
 use crate::controller::mock_api::{self, Log};
 use crate::database::{DatabaseCredentials, Provisioner};
 use crate::error::{Error, Result};
-use crate::index::{self, Index};
+use crate::index;
 use crate::metrics::Metrics;
 use crate::names;
 
@@ -89,8 +95,23 @@ where
     reader
 }
 
+/// The caches of a [`Stores`], before its indexes.
+struct Caches {
+    deployments: Store<Compact<Deployment>>,
+    service_accounts: Store<Compact<ServiceAccount>>,
+    roles: Store<Compact<Role>>,
+    role_bindings: Store<Compact<RoleBinding>>,
+    config_maps: Store<Compact<ConfigMap>>,
+    services: Store<Compact<Service>>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    pods: Store<RuntimePod>,
+    channels: Store<ChatChannel>,
+    agents: Store<AgentDeployment>,
+    tool_servers: Store<ToolServer>,
+}
+
 fn empty_stores() -> Stores {
-    Stores {
+    indexed(Caches {
         deployments: store(vec![]),
         service_accounts: store(vec![]),
         roles: store(vec![]),
@@ -102,28 +123,29 @@ fn empty_stores() -> Stores {
         channels: store(vec![]),
         agents: store(vec![]),
         tool_servers: store(vec![]),
-        deployments_by_secret: unfilled(),
-        key_secrets: unfilled(),
-        agent_pods: unfilled(),
-        callers: unfilled(),
-        agent_channels: unfilled(),
+    })
+}
+
+/// `caches` with their indexes built from them, as the watches build them.
+fn indexed(caches: Caches) -> Stores {
+    Stores {
+        deployments_by_secret: index::of_store(&caches.deployments, watches::deployment_secrets),
+        key_secrets: index::of_store(&caches.secrets, watches::key_secret_agent),
+        agent_pods: index::of_store(&caches.pods, watches::pod_agent),
+        callers: index::of_store(&caches.agents, tools::callee_values),
+        agent_channels: index::of_store(&caches.channels, crate::channel::served_agent),
+        deployments: caches.deployments,
+        service_accounts: caches.service_accounts,
+        roles: caches.roles,
+        role_bindings: caches.role_bindings,
+        config_maps: caches.config_maps,
+        services: caches.services,
+        secrets: caches.secrets,
+        pods: caches.pods,
+        channels: caches.channels,
+        agents: caches.agents,
+        tool_servers: caches.tool_servers,
     }
-}
-
-/// An index to be built by [`indexed`].
-fn unfilled<K>() -> Index<K> {
-    index::index(|_| Vec::new()).0
-}
-
-/// `stores` with their indexes built from their caches, as the watches build them.
-fn indexed(mut stores: Stores) -> Stores {
-    stores.deployments_by_secret =
-        index::of_store(&stores.deployments, watches::deployment_secrets);
-    stores.key_secrets = index::of_store(&stores.secrets, watches::key_secret_agent);
-    stores.agent_pods = index::of_store(&stores.pods, watches::pod_agent);
-    stores.callers = index::of_store(&stores.agents, tools::callee_values);
-    stores.agent_channels = index::of_store(&stores.channels, crate::channel::served_agent);
-    stores
 }
 
 /// The agent fixture as the API server holds it: with the finalizer, `Delete` policy.
@@ -550,21 +572,18 @@ fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
             .map(|o| serde_json::from_value(o).unwrap())
             .collect()
     }
-    fn compact<K>(objects: Vec<Value>) -> Vec<crate::compact::Compact<K>>
+    fn compact<K>(objects: Vec<Value>) -> Vec<Compact<K>>
     where
         K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned,
     {
         typed::<K>(objects)
             .iter()
-            .map(|o| crate::compact::Compact::new(o).unwrap())
+            .map(|o| Compact::new(o).unwrap())
             .collect()
     }
-    use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     use kube::core::PartialObjectMetaExt;
-    let secrets: Vec<k8s_openapi::api::core::v1::Secret> = typed(of_kind("/secrets"));
-    let stores = Stores {
+    let secrets: Vec<Secret> = typed(of_kind("/secrets"));
+    let stores = indexed(Caches {
         deployments: store(compact::<Deployment>(of_kind("/deployments"))),
         service_accounts: store(compact::<ServiceAccount>(of_kind("/serviceaccounts"))),
         roles: store(compact::<Role>(of_kind("/roles"))),
@@ -581,13 +600,7 @@ fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
         channels: store(vec![]),
         agents: store(vec![]),
         tool_servers: store(vec![]),
-        deployments_by_secret: unfilled(),
-        key_secrets: unfilled(),
-        agent_pods: unfilled(),
-        callers: unfilled(),
-        agent_channels: unfilled(),
-    };
-    let stores = indexed(stores);
+    });
     let database = Arc::new(FakeDatabase::default());
     let config = Config::parse_from([
         "switchboard-operator",
@@ -717,8 +730,6 @@ async fn a_converged_agent_with_a_child_edited_by_hand_gets_only_that_child_appl
 /// reads them again and rolls its pods.
 #[tokio::test]
 async fn the_secrets_the_pods_read_are_read_again_only_when_one_changed() {
-    use k8s_openapi::api::core::v1::Secret;
-    use kube::api::PartialObjectMeta;
     let objects = Objects::default();
     let model_key = format!("{NS}/secrets/model-credentials");
     let model_secret = |version: &str, key: &str| {

@@ -26,7 +26,7 @@ use tracing::warn;
 
 use super::runtime_pod::RuntimePod;
 use crate::compact::Compact;
-use crate::index::{Index, IndexWriter, index};
+use crate::index::{Index, IndexWriter, Values, index};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::watch::{observed, slim_metadata};
@@ -76,7 +76,6 @@ impl Stores {
     /// The cached ChatChannels of `agent`'s namespace that serve it.
     pub fn channels_of(&self, agent: &AgentDeployment) -> Vec<Arc<ChatChannel>> {
         self.agent_channels.get(
-            &self.channels,
             agent.namespace().as_deref().unwrap_or_default(),
             &agent.name_any(),
         )
@@ -85,7 +84,6 @@ impl Stores {
     /// The cached agents of `agent`'s namespace whose `spec.tools` names it.
     pub fn callers_of(&self, agent: &AgentDeployment) -> Vec<Arc<AgentDeployment>> {
         self.callers.get(
-            &self.agents,
             agent.namespace().as_deref().unwrap_or_default(),
             &agent.name_any(),
         )
@@ -147,19 +145,16 @@ pub fn watch_children(
         callers,
         tool_servers,
     } = shared;
-    let (deployments_by_secret, by_secret) = index(deployment_secrets);
-    let (key_secrets, key_secrets_w) = index(key_secret_agent);
-    let (agent_pods, agent_pods_w) = index(pod_agent);
-    let (deployments, deployments_t) =
-        whole::<Deployment>(client, namespace, metrics, Some(by_secret));
+    let (deployments, deployments_t, deployments_by_secret) =
+        whole_indexed::<Deployment>(client, namespace, metrics, deployment_secrets);
     let (service_accounts, service_accounts_t) =
-        whole::<ServiceAccount>(client, namespace, metrics, None);
-    let (roles, roles_t) = whole::<Role>(client, namespace, metrics, None);
-    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace, metrics, None);
-    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace, metrics, None);
-    let (services, services_t) = whole::<Service>(client, namespace, metrics, None);
-    let (secrets, secrets_t) = secrets_metadata(client, namespace, metrics, key_secrets_w);
-    let (pods, pods_t) = pods(client, namespace, metrics, agent_pods_w);
+        whole::<ServiceAccount>(client, namespace, metrics);
+    let (roles, roles_t) = whole::<Role>(client, namespace, metrics);
+    let (role_bindings, role_bindings_t) = whole::<RoleBinding>(client, namespace, metrics);
+    let (config_maps, config_maps_t) = whole::<ConfigMap>(client, namespace, metrics);
+    let (services, services_t) = whole::<Service>(client, namespace, metrics);
+    let (secrets, secrets_t, key_secrets) = secrets_metadata(client, namespace, metrics);
+    let (pods, pods_t, agent_pods) = pods(client, namespace, metrics);
     (
         Stores {
             deployments,
@@ -206,15 +201,20 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(&names::managed_selector())
 }
 
-/// Objects the operator labelled, without their managed fields, cached in their
-/// compact form (the trigger stream carries them whole).
-fn whole<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    metrics: &Metrics,
-    mut index: Option<IndexWriter<Compact<K>>>,
-) -> (Store<Compact<K>>, Trigger<K>)
-where
+/// A kind the operator's children are cached as, whole (see [`whole`]).
+trait Whole:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Whole for K where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Serialize
         + DeserializeOwned
@@ -222,11 +222,54 @@ where
         + Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
-    let (reader, mut writer) = reflector::store::<Compact<K>>();
+}
+
+/// Objects the operator labelled, without their managed fields, cached in their
+/// compact form (the trigger stream carries them whole).
+fn whole<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+) -> (Store<Compact<K>>, Trigger<K>)
+where
+    K: Whole,
+{
+    let (reader, writer) = reflector::store::<Compact<K>>();
+    let trigger = watch_whole(client, namespace, metrics, writer, None);
+    (reader, trigger)
+}
+
+/// As [`whole`], with the cache indexed under `values`.
+fn whole_indexed<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+    values: Values<Compact<K>>,
+) -> (Store<Compact<K>>, Trigger<K>, Index<Compact<K>>)
+where
+    K: Whole,
+{
+    let (reader, writer) = reflector::store::<Compact<K>>();
+    let (index, index_writer) = index(values, reader.clone());
+    let trigger = watch_whole(client, namespace, metrics, writer, Some(index_writer));
+    (reader, trigger, index)
+}
+
+/// The watch that fills a [`whole`] cache (and its index) and triggers reconciles.
+fn watch_whole<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+    mut writer: reflector::store::Writer<Compact<K>>,
+    mut index: Option<IndexWriter<Compact<K>>>,
+) -> Trigger<K>
+where
+    K: Whole,
+{
     let kind = K::kind(&()).into_owned();
-    let stream = observed(
+    observed(
         watcher(api::<K>(client, namespace), managed()),
         metrics,
         &kind,
@@ -242,8 +285,7 @@ where
         }
     })
     .touched_objects()
-    .boxed();
-    (reader, stream)
+    .boxed()
 }
 
 /// `object`'s compact form (`None` for an object that does not serialise, which a typed
@@ -296,17 +338,17 @@ pub(crate) fn key_secret_agent(secret: &PartialObjectMeta<Secret>) -> Vec<Box<st
         .collect()
 }
 
+/// A Secret's metadata, without its values.
+type SecretMeta = PartialObjectMeta<Secret>;
+
 /// Metadata of the Secrets the operator labelled (their values stay out of memory).
 fn secrets_metadata(
     client: &Client,
     namespace: Option<&str>,
     metrics: &Metrics,
-    mut index: IndexWriter<PartialObjectMeta<Secret>>,
-) -> (
-    Store<PartialObjectMeta<Secret>>,
-    Trigger<PartialObjectMeta<Secret>>,
-) {
+) -> (Store<SecretMeta>, Trigger<SecretMeta>, Index<SecretMeta>) {
     let (reader, mut writer) = reflector::store();
+    let (key_secrets, mut index) = index(key_secret_agent, reader.clone());
     let stream = observed(
         watcher(
             api::<PartialObjectMeta<Secret>>(client, namespace),
@@ -323,7 +365,7 @@ fn secrets_metadata(
     })
     .touched_objects()
     .boxed();
-    (reader, stream)
+    (reader, stream, key_secrets)
 }
 
 /// The runtime pods: cached as [`RuntimePod`]s, their trigger stream carrying each
@@ -332,9 +374,9 @@ fn pods(
     client: &Client,
     namespace: Option<&str>,
     metrics: &Metrics,
-    mut index: IndexWriter<RuntimePod>,
-) -> (Store<RuntimePod>, Trigger<Pod>) {
+) -> (Store<RuntimePod>, Trigger<Pod>, Index<RuntimePod>) {
     let (reader, mut writer) = reflector::store::<RuntimePod>();
+    let (agent_pods, mut index) = index(pod_agent, reader.clone());
     let stream = observed(
         watcher(api::<Pod>(client, namespace), managed()),
         metrics,
@@ -350,7 +392,7 @@ fn pods(
     })
     .touched_objects()
     .boxed();
-    (reader, stream)
+    (reader, stream, agent_pods)
 }
 
 /// Drops from `pod` everything but its metadata and its containers' waiting states.

@@ -35,7 +35,7 @@ pub async fn write_status(
     let pods: Vec<_> = ctx
         .stores
         .agent_pods
-        .get(&ctx.stores.pods, &namespace, &name)
+        .get(&namespace, &name)
         .into_iter()
         .filter(|p| {
             p.namespace().as_deref() == Some(namespace.as_str()) && p.agent() == Some(&*name)

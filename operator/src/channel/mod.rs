@@ -56,7 +56,6 @@ pub async fn run(
 ) {
     let (channel_reader, by_agent, channel_stream) = channels;
     let (agents, agent_stream) = agents;
-    let cached = channel_reader.clone();
     let context = Arc::new(ChannelContext {
         shared: shared.clone(),
         agents,
@@ -71,7 +70,7 @@ pub async fn run(
             let namespace = agent.namespace();
             let name = agent.name_any();
             by_agent
-                .get(&cached, namespace.as_deref().unwrap_or_default(), &name)
+                .get(namespace.as_deref().unwrap_or_default(), &name)
                 .into_iter()
                 .filter(|c| c.namespace() == namespace && c.spec.agent_ref.name == name)
                 .map(|c| ObjectRef::from_obj(&*c))

@@ -58,7 +58,7 @@ where
 
     /// An index of the cache's objects under `values`, kept by this watch.
     pub fn index(&mut self, values: Values<K>) -> Index<K> {
-        let (index, writer) = index::index(values);
+        let (index, writer) = index::index(values, self.store.clone());
         self.indexes.push(writer);
         index
     }
