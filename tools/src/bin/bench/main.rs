@@ -935,7 +935,12 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// A wall-clock figure's row: direct, runtime, added, ratio, aim, met.
+/// The table's header row and its separator.
+fn table_header() {
+    println!("| figure | direct | runtime | added | ratio | aim | met |");
+    println!("|---|---|---|---|---|---|---|");
+}
+
 /// The latency rows: non-streaming chats and streamed chats' first tokens.
 fn latency_rows(plain: &Series, ttft: &Series) {
     for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
@@ -961,6 +966,7 @@ fn sequential_cpu_row(sequential_cpu: Duration) {
     );
 }
 
+/// A wall-clock figure's row: direct, runtime, added, ratio, aim, met.
 fn latency_row(name: &str, s: &Series, p: f64, aim_added_ms: f64) {
     let (d, r) = (percentile(&s.direct, p), percentile(&s.runtime, p));
     let added = r.saturating_sub(d);
@@ -1098,8 +1104,7 @@ async fn main() {
             "\n## Instructions per chat (callgrind; {} chats of each kind one at a time after {WARM_CHATS} warm-up chats of each kind)\n",
             args.instruction_chats
         );
-        println!("| figure | direct | runtime | added | ratio | aim | met |");
-        println!("|---|---|---|---|---|---|---|");
+        table_header();
         instruction_rows(&counts, args.instruction_chats, None);
         println!();
         for (_, counted) in &counts.runtime {
@@ -1143,8 +1148,7 @@ async fn main() {
             load_average(),
             stolen()
         );
-        println!("| figure | direct | runtime | added | ratio | aim | met |");
-        println!("|---|---|---|---|---|---|---|");
+        table_header();
         stream_table_rows(rows);
         let _ = std::fs::remove_dir_all(&dir);
         return;
@@ -1188,8 +1192,7 @@ async fn main() {
             stolen(),
             args.runtime_cpus
         );
-        println!("| figure | direct | runtime | added | ratio | aim | met |");
-        println!("|---|---|---|---|---|---|---|");
+        table_header();
         latency_rows(&plain, &ttft);
         sequential_cpu_row(sequential_cpu);
         drop(runtime);
@@ -1237,8 +1240,7 @@ async fn main() {
         database.name(),
         args.latency_requests
     );
-    println!("| figure | direct | runtime | added | ratio | aim | met |");
-    println!("|---|---|---|---|---|---|---|");
+    table_header();
     latency_rows(&plain, &ttft);
     let rows = |db: &Database, rps: f64, failed: u64, cpu_per_request: Duration| {
         let aim_rps = db.aim_chats_per_second();
