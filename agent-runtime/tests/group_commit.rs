@@ -82,7 +82,9 @@ async fn together<F: std::future::Future>(
     let release = async {
         for _ in 0..1_000 {
             let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'messages'::regclass AND NOT granted",
+                "SELECT count(*) FROM pg_locks WHERE relation = 'messages'::regclass \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND NOT granted",
             )
             .fetch_one(&mut lock)
             .await
