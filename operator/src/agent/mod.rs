@@ -164,44 +164,74 @@ pub async fn run(
 }
 
 /// One reconcile of `agent`: the finalizer splits applying from cleaning up.
+///
+/// Only a managed database lives outside the cluster, so only an agent with one
+/// gets the finalizer; the children of any agent go with it by their owner
+/// references. An agent that has the finalizer keeps it until its deletion (it
+/// may have had a database). The finalizer is added before anything else, and
+/// the agent is then applied in the same reconcile, not in the one the patch's
+/// watch event brings (that one finds it converged and writes nothing).
 #[instrument(skip_all, fields(namespace = agent.namespace().unwrap_or_default(), agent = agent.name_any()))]
 pub async fn reconcile(agent: Arc<AgentDeployment>, ctx: Arc<AgentContext>) -> Result<Action> {
     let metrics = &ctx.shared.metrics;
     let _reconcile = metrics.reconcile_started(CONTROLLER);
     ctx.stores.wait_ready().await;
-    let namespace = agent.namespace().unwrap_or_default();
-    let api: Api<AgentDeployment> = Api::namespaced(ctx.shared.client.clone(), &namespace);
-    let object = agent.clone();
-    let action = finalizer(&api, names::DATABASE_FINALIZER, agent, |event| async {
-        match event {
-            FinalizerEvent::Apply(agent) => apply_agent(&agent, &ctx).await,
-            FinalizerEvent::Cleanup(agent) => cleanup::cleanup_agent(&agent, &ctx).await,
+    let has_finalizer = agent
+        .finalizers()
+        .iter()
+        .any(|f| f == names::DATABASE_FINALIZER);
+    let deleting = agent.metadata.deletion_timestamp.is_some();
+    if has_finalizer || deleting || needs_finalizer(&agent) {
+        let namespace = agent.namespace().unwrap_or_default();
+        let api: Api<AgentDeployment> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+        let action = finalizer(
+            &api,
+            names::DATABASE_FINALIZER,
+            agent.clone(),
+            |event| async {
+                match event {
+                    // Applied below, whether the finalizer was there or just added.
+                    FinalizerEvent::Apply(_) => Ok(Action::await_change()),
+                    FinalizerEvent::Cleanup(agent) => cleanup::cleanup_agent(&agent, &ctx).await,
+                }
+            },
+        )
+        .await;
+        let action = match action {
+            Err(
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))
+                | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)),
+            ) if status.code == 409 || status.code == 422 => {
+                // The finalizer list changed since the cached copy (the JSON patch's
+                // `test` failed): under load the watch lags behind this operator's own
+                // previous write. The newer copy it brings reconciles again; no
+                // warning, no event, no backoff for a copy that was only stale.
+                debug!(
+                    code = status.code,
+                    "the cached agent was stale: the watch brings the newer copy"
+                );
+                return Ok(Action::requeue(STALE_COPY_RETRY));
+            }
+            other => other.map_err(|e| match e {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+                other => Error::Finalizer(Box::new(other)),
+            })?,
+        };
+        if deleting {
+            on_success(&ctx.shared, &*agent);
+            return Ok(action);
         }
-    })
-    .await;
-    let action = match action {
-        Err(
-            kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))
-            | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)),
-        ) if status.code == 409 || status.code == 422 => {
-            // The finalizer list changed since the cached copy (the JSON patch's
-            // `test` failed): under load the watch lags behind this operator's own
-            // previous write. The newer copy it brings reconciles again; no
-            // warning, no event, no backoff for a copy that was only stale.
-            debug!(
-                code = status.code,
-                "the cached agent was stale: the watch brings the newer copy"
-            );
-            return Ok(Action::requeue(STALE_COPY_RETRY));
-        }
-        other => other.map_err(|e| match e {
-            kube::runtime::finalizer::Error::ApplyFailed(e)
-            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-            other => Error::Finalizer(Box::new(other)),
-        })?,
-    };
-    on_success(&ctx.shared, &*object);
+    }
+    let action = apply_agent(&agent, &ctx).await?;
+    on_success(&ctx.shared, &*agent);
     Ok(action)
+}
+
+/// Whether deleting `agent` has work to do outside the cluster: dropping or keeping
+/// (and saying so) its managed database.
+fn needs_finalizer(agent: &AgentDeployment) -> bool {
+    agent.spec.database.mode == crds::DatabaseMode::Managed
 }
 
 /// When a stale cached agent made the finalizer patch fail, the reconcile is

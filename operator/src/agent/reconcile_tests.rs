@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use crds::conditions::{DATABASE_READY, READY};
-use crds::{AgentDeployment, ChatChannel, ReclaimPolicy, ToolServer};
+use crds::{AgentDeployment, ChatChannel, DatabaseMode, LocalObjectRef, ReclaimPolicy, ToolServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -171,6 +171,14 @@ fn world(agent: &AgentDeployment, database_fails: bool) -> World {
             "/apis/switchboard.dev/v1alpha1/namespaces/tenant-a/agentdeployments/support",
         );
         match request.method.as_str() {
+            "GET" if request.path == format!("{NS}/secrets/support-pg") => (
+                200,
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "support-pg", "namespace": "tenant-a"},
+                    "data": {"uri": "cG9zdGdyZXM6Ly9kYi9zdXBwb3J0"},
+                }),
+            ),
             "GET" => mock_api::not_found(),
             "PATCH" if is_agent => (200, agent_json.clone()),
             "POST" => (201, request.body.clone()),
@@ -398,6 +406,117 @@ async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
         world.ctx.shared.backoff.attempts(&ObjectKey::of(&*invalid)),
         0
     );
+}
+
+/// The fixture with an External database (Secret `support-pg`), as it is applied:
+/// without the finalizer.
+fn external_agent() -> AgentDeployment {
+    let mut agent = agent();
+    agent.metadata.finalizers = None;
+    agent.spec.database.mode = DatabaseMode::External;
+    agent.spec.database.external_secret_ref = Some(LocalObjectRef {
+        name: "support-pg".to_owned(),
+    });
+    agent
+}
+
+#[tokio::test]
+async fn an_agent_with_an_external_database_gets_no_finalizer() {
+    let agent = external_agent();
+    let world = world(&agent, false);
+    let action = reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(world.ctx.shared.config.resync()));
+    let lines = world.log.lines();
+    // Nothing outside the cluster to clean up: no patch of the agent itself, and
+    // the whole agent applied in this one reconcile.
+    assert!(!lines.contains(&format!("PATCH {AGENT}")), "{lines:?}");
+    assert!(
+        lines.contains(&format!("GET {NS}/secrets/support-pg")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned())
+    );
+    assert_eq!(lines.last().unwrap(), &format!("PATCH {AGENT}/status"));
+    assert!(world.database.calls().is_empty(), "no managed database");
+    let status = world
+        .log
+        .last(&format!("PATCH {AGENT}/status"))
+        .unwrap()
+        .body;
+    assert_eq!(
+        condition(&status, DATABASE_READY),
+        ("True".to_owned(), "Provisioned".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_managed_agent_gets_the_finalizer_before_its_database_then_is_applied() {
+    let mut agent = agent();
+    agent.metadata.finalizers = None;
+    let world = world(&agent, false);
+    let action = reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(world.ctx.shared.config.resync()));
+    let requests = world.log.requests();
+    // The finalizer first (a JSON patch that tests the list is still empty), so a
+    // deletion from now on waits for the database's drop ...
+    assert_eq!(requests[0].line(), format!("PATCH {AGENT}"));
+    assert_eq!(
+        requests[0].body,
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [names::DATABASE_FINALIZER]},
+        ])
+    );
+    // ... then the whole agent in the same reconcile: its database, every child, its
+    // status.
+    assert_eq!(
+        world.database.calls(),
+        [format!("ensure {} new=true", identifier())]
+    );
+    let lines = world.log.lines();
+    assert!(
+        lines.contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned())
+    );
+    assert_eq!(lines.last().unwrap(), &format!("PATCH {AGENT}/status"));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| **l == format!("PATCH {AGENT}"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_agent_without_the_finalizer_sends_nothing() {
+    let mut agent = external_agent();
+    agent.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let world = world(&agent, false);
+    let action = reconcile(Arc::new(agent), world.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(world.log.lines().is_empty(), "{:?}", world.log.lines());
+}
+
+#[tokio::test]
+async fn an_external_agent_keeps_a_finalizer_it_has_and_deletion_releases_it() {
+    // An agent that had a managed database, or got the finalizer from an older
+    // operator: kept while it lives, removed on deletion without a drop.
+    let mut agent = external_agent();
+    agent.metadata.finalizers = Some(vec![names::DATABASE_FINALIZER.to_owned()]);
+    let live = world(&agent, false);
+    reconcile(Arc::new(agent.clone()), live.ctx.clone())
+        .await
+        .unwrap();
+    assert!(!live.log.lines().contains(&format!("PATCH {AGENT}")));
+    agent.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let deleted = world(&agent, false);
+    reconcile(Arc::new(agent), deleted.ctx.clone())
+        .await
+        .unwrap();
+    assert!(deleted.database.calls().is_empty(), "no drop");
+    assert_eq!(deleted.log.lines(), [format!("PATCH {AGENT}")]);
+    assert!(removes_finalizer(&deleted.log));
 }
 
 fn deleting(policy: ReclaimPolicy) -> AgentDeployment {
