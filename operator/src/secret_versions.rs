@@ -26,6 +26,8 @@ pub struct SecretVersions {
     /// Secrets listed so far, so those gone meanwhile are dropped when it ends.
     relisting: Mutex<HashMap<Option<String>, HashSet<Key>>>,
     digests: Mutex<HashMap<[u8; 16], String>>,
+    /// (Secret, key) pairs read at a version and found to hold a value.
+    held: Mutex<HashSet<Fingerprint>>,
 }
 
 /// What a digest was computed from: the namespace, the (Secret, key) pairs read and
@@ -93,6 +95,31 @@ impl SecretVersions {
             .unwrap_or_else(|e| e.into_inner())
             .get(fingerprint)
             .cloned()
+    }
+
+    /// Whether Secret `name` was read at the version the watch shows now and held a
+    /// non-empty `key` then. Only a value found is remembered: a missing or empty one
+    /// is read again each time, so its arrival is seen at once.
+    pub fn holds(&self, namespace: &str, name: &str, key: &str) -> bool {
+        self.version(namespace, name).is_some_and(|version| {
+            self.held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&fingerprint(
+                    namespace,
+                    [(name, key)],
+                    [(name, version.as_str())],
+                ))
+        })
+    }
+
+    /// Notes that Secret `name`, read at `version`, holds a non-empty `key`.
+    pub fn remember_held(&self, namespace: &str, name: &str, key: &str, version: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= DIGESTS_KEPT {
+            held.clear();
+        }
+        held.insert(fingerprint(namespace, [(name, key)], [(name, version)]));
     }
 
     /// Keeps `digest` for `fingerprint`.

@@ -61,6 +61,17 @@ pub async fn ensure_database(
                 name: reference.name.clone(),
                 key: names::DATABASE_URI_KEY.to_owned(),
             };
+            let ready = || DatabaseState::Ready {
+                secret: reference.name.clone(),
+                generated: false,
+                adopted: false,
+            };
+            // Read once per version of the Secret: the metadata watch says when it
+            // changed (and requeues the agents whose pods read it).
+            let versions = &ctx.shared.secret_versions;
+            if versions.holds(&namespace, &reference.name, names::DATABASE_URI_KEY) {
+                return (ready(), url, None);
+            }
             let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
             match api.get_opt(&reference.name).await {
                 Ok(Some(secret)) => {
@@ -69,15 +80,15 @@ pub async fn ensure_database(
                             .is_some_and(|v| !v.0.is_empty())
                     });
                     if has_uri {
-                        (
-                            DatabaseState::Ready {
-                                secret: reference.name.clone(),
-                                generated: false,
-                                adopted: false,
-                            },
-                            url,
-                            None,
-                        )
+                        if let Some(version) = &secret.metadata.resource_version {
+                            versions.remember_held(
+                                &namespace,
+                                &reference.name,
+                                names::DATABASE_URI_KEY,
+                                version,
+                            );
+                        }
+                        (ready(), url, None)
                     } else {
                         let (s, e) = not_ready(
                             "ExternalSecretInvalid",

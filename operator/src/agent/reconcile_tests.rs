@@ -924,3 +924,90 @@ async fn the_secrets_the_pods_read_are_read_again_only_when_one_changed() {
     assert_eq!(secret_gets(before).len(), 2, "{:?}", secret_gets(before));
     assert_ne!(template_digest(), digest);
 }
+
+/// An External database's Secret is read once per version: while the watch shows the
+/// version that was read and found to hold `uri`, a reconcile trusts it; a new version
+/// is read again, and one without `uri` is reported.
+#[tokio::test]
+async fn the_external_database_secret_is_read_once_per_version() {
+    let objects = Objects::default();
+    let path = format!("{NS}/secrets/support-pg");
+    let external_secret = |version: &str, data: Value| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "support-pg", "namespace": "tenant-a", "resourceVersion": version},
+            "data": data,
+        })
+    };
+    objects.lock().unwrap().insert(
+        path.clone(),
+        external_secret("3", serde_json::json!({"uri": "cG9zdGdyZXM6Ly9kYg=="})),
+    );
+    let model_key = format!("{NS}/secrets/model-credentials");
+    objects.lock().unwrap().insert(
+        model_key.clone(),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "model-credentials", "namespace": "tenant-a", "resourceVersion": "5"},
+            "data": {"openai-api-key": "c2stb25l"},
+        }),
+    );
+    let agent = external_agent();
+    let world = stateful_world(&agent, objects.clone());
+    let gets = |from: usize| {
+        world.log.lines()[from..]
+            .iter()
+            .filter(|l| **l == format!("GET {path}"))
+            .count()
+    };
+    // The watch sees both Secrets (the model key's read is the pods' digest's).
+    let watch_sees = || {
+        for seen in [&path, &model_key] {
+            let secret: PartialObjectMeta<Secret> =
+                serde_json::from_value(objects.lock().unwrap()[seen].clone()).unwrap();
+            world
+                .ctx
+                .shared
+                .secret_versions
+                .observe(Some("tenant-a"), &Event::Apply(secret));
+        }
+    };
+    let database_ready = || {
+        let status = world
+            .log
+            .last(&format!("PATCH {AGENT}/status"))
+            .unwrap()
+            .body;
+        condition(&status, DATABASE_READY)
+    };
+
+    // Not seen by the watch: read (here, and again for the pods' digest).
+    Box::pin(reconcile(Arc::new(agent.clone()), world.ctx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(gets(0), 2);
+    assert_eq!(database_ready().0, "True");
+    // Seen at the version read: not read again.
+    watch_sees();
+    let before = world.log.lines().len();
+    Box::pin(reconcile(Arc::new(agent.clone()), world.ctx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(gets(before), 0, "{:?}", world.log.lines());
+    // A new version without `uri`: read, and reported.
+    objects
+        .lock()
+        .unwrap()
+        .insert(path.clone(), external_secret("4", serde_json::json!({})));
+    watch_sees();
+    let before = world.log.lines().len();
+    let error = Box::pin(reconcile(Arc::new(agent), world.ctx.clone()))
+        .await
+        .unwrap_err();
+    assert!(gets(before) >= 1);
+    assert!(error.to_string().contains("has no `uri` key"), "{error}");
+    assert_eq!(
+        database_ready(),
+        ("False".to_owned(), "ExternalSecretInvalid".to_owned())
+    );
+}
