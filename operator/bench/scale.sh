@@ -463,6 +463,43 @@ result agents "$N"
 result replicas "$REPLICAS"
 result db "$MODE"
 result operator "$BIN"
+# The API server's request counters and latency sums (every client's, not only the
+# operator's).
+api_metrics() {
+  kubectl get --raw /metrics | grep -E '^apiserver_request_(total|duration_seconds_(sum|count))\{' || true
+}
+
+# Results <round>_cluster_requests_per_agent (every request the API server served, by
+# every client) and <round>_service_create_mean_ms / <round>_ipaddress_create_mean_ms:
+# the mean latency of creating (or applying) a Service, and of the IPAddress object the
+# API server creates for its ClusterIP while holding its allocator's lock. $2 and $3
+# hold the API server's metrics before and at Available.
+cluster_figures() {
+  local round=$1 key value
+  while read -r key value; do result "${round}_$key" "$value"; done < <(awk -v n="$N" '
+    function add(sign,   name, verb, resource, subr) {
+      name = $1; sub(/\{.*/, "", name)
+      verb = $1; resource = $1; subr = ""
+      if (!match(verb, /verb="[^"]*"/)) return
+      verb = substr(verb, RSTART + 6, RLENGTH - 7)
+      if (match(resource, /resource="[^"]*"/)) resource = substr(resource, RSTART + 10, RLENGTH - 11); else resource = ""
+      if (match($1, /subresource="[^"]*"/)) subr = substr($1, RSTART + 13, RLENGTH - 14)
+      if (name == "apiserver_request_total") total += sign * $2
+      if (subr != "" || (verb != "APPLY" && verb != "POST")) return
+      if (resource == "services" && name ~ /_sum$/) ss += sign * $2
+      if (resource == "services" && name ~ /_count$/) sc += sign * $2
+      if (resource == "ipaddresses" && name ~ /_sum$/) is += sign * $2
+      if (resource == "ipaddresses" && name ~ /_count$/) ic += sign * $2
+    }
+    FILENAME == ARGV[1] { add(-1); next }
+    { add(1) }
+    END {
+      printf "cluster_requests_per_agent %.1f\n", total / n
+      printf "service_create_mean_ms %s\n", (sc > 0 ? sprintf("%.0f", ss * 1000 / sc) : "—")
+      printf "ipaddress_create_mean_ms %s\n", (ic > 0 ? sprintf("%.0f", is * 1000 / ic) : "—")
+    }' "$2" "$3")
+}
+
 if [[ "$MODE" == Managed ]]; then result databases_before "$(count_like pg_database datname)"; fi
 first=1
 for round in $ROUNDS; do
@@ -478,6 +515,7 @@ for round in $ROUNDS; do
     log "applying $N agents ($REPLICAS replicas each, database $MODE) with no operator running"
     apply_round cold
     cpu_snapshot >"$WORK/cold.cpu0"
+    api_metrics >"$WORK/cold.api0"
     : >"$WORK/cold.metrics0"
     start=$(now_ms)
     sample_databases "$start" "$WORK/cold.databases" &
@@ -487,6 +525,7 @@ for round in $ROUNDS; do
     operator_running || start_operator
     log "applying $N agents ($REPLICAS replicas each, database $MODE) to the running operator"
     cpu_snapshot >"$WORK/warm.cpu0"
+    api_metrics >"$WORK/warm.api0"
     metrics >"$WORK/warm.metrics0" || : >"$WORK/warm.metrics0"
     start=$(now_ms)
     sample_databases "$start" "$WORK/warm.databases" &
@@ -499,6 +538,8 @@ for round in $ROUNDS; do
     cpu_snapshot >"$WORK/$round.cpu1"
     result "available_${round}_s" "$elapsed"
     cpu_figures "$round" "$elapsed"
+    api_metrics >"$WORK/$round.api1"
+    cluster_figures "$round" "$WORK/$round.api0" "$WORK/$round.api1"
     if metrics >"$WORK/$round.metrics1"; then
       work_figures "$round" "$WORK/$round.metrics0" "$WORK/$round.metrics1"
     fi
@@ -538,6 +579,8 @@ for round in $ROUNDS; do
     echo "| every database created ($round) | $(get "${round}_databases_all_s") s ($(get "${round}_databases_per_s") databases/s) | — | — |"
   fi
   echo "| CPU of the whole machine per agent ($round; kube-apiserver, operator in % of a core) | $(get "cpu_${round}_machine_ms_per_agent") ms ($(get "cpu_${round}_kube-apiserver_pct") %, $(get "cpu_${round}_operator_pct") %) | — | — |"
+  echo "| requests the API server served per agent, every client's (the operator's) ($round) | $(get "${round}_cluster_requests_per_agent") ($(get "${round}_requests_per_agent")) | — | — |"
+  echo "| mean latency of a Service's creation (of its ClusterIP's IPAddress, made under the allocator's lock) ($round) | $(get "${round}_service_create_mean_ms") ms ($(get "${round}_ipaddress_create_mean_ms") ms) | — | — |"
   echo "| every agent deleted, databases dropped ($round) | $(get "${round}_delete_all_s") s | — | — |"
 done
 echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
