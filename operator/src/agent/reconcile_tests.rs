@@ -212,6 +212,13 @@ const NS: &str = "/api/v1/namespaces/tenant-a";
 const AGENT: &str = "/apis/switchboard.dev/v1alpha1/namespaces/tenant-a/agentdeployments/support";
 const EVENTS: &str = "POST /apis/events.k8s.io/v1/namespaces/tenant-a/events";
 
+/// The body of the last status patch in `log`.
+fn last_status(log: &Log) -> Value {
+    log.last(&format!("PATCH {AGENT}/status"))
+        .expect("a status patch")
+        .body
+}
+
 fn condition(status_patch: &Value, type_: &str) -> (String, String) {
     let c = status_patch["status"]["conditions"]
         .as_array()
@@ -287,11 +294,7 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
         secrets,
         ["support-db", "support-api-key", "support-admin-key"]
     );
-    let status = world
-        .log
-        .last(&format!("PATCH {AGENT}/status"))
-        .unwrap()
-        .body;
+    let status = last_status(&world.log);
     assert_eq!(
         condition(&status, DATABASE_READY),
         ("True".to_owned(), "Provisioned".to_owned())
@@ -318,11 +321,7 @@ async fn a_database_failure_is_reported_and_retried_with_backoff() {
     assert!(
         lines.contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned())
     );
-    let status = world
-        .log
-        .last(&format!("PATCH {AGENT}/status"))
-        .unwrap()
-        .body;
+    let status = last_status(&world.log);
     assert_eq!(
         condition(&status, DATABASE_READY),
         ("False".to_owned(), "DatabaseUnavailable".to_owned())
@@ -390,11 +389,7 @@ async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
     assert!(matches!(error, Error::InvalidSpec(_)), "{error}");
     assert_eq!(world.log.lines(), [format!("PATCH {AGENT}/status")]);
     assert!(world.database.calls().is_empty(), "nothing provisioned");
-    let status = world
-        .log
-        .last(&format!("PATCH {AGENT}/status"))
-        .unwrap()
-        .body;
+    let status = last_status(&world.log);
     assert_eq!(
         condition(&status, DATABASE_READY),
         ("False".to_owned(), "InvalidSpec".to_owned())
@@ -439,11 +434,7 @@ async fn an_agent_with_an_external_database_gets_no_finalizer() {
     );
     assert_eq!(lines.last().unwrap(), &format!("PATCH {AGENT}/status"));
     assert!(world.database.calls().is_empty(), "no managed database");
-    let status = world
-        .log
-        .last(&format!("PATCH {AGENT}/status"))
-        .unwrap()
-        .body;
+    let status = last_status(&world.log);
     assert_eq!(
         condition(&status, DATABASE_READY),
         ("True".to_owned(), "Provisioned".to_owned())
@@ -973,11 +964,7 @@ async fn the_external_database_secret_is_read_once_per_version() {
         }
     };
     let database_ready = || {
-        let status = world
-            .log
-            .last(&format!("PATCH {AGENT}/status"))
-            .unwrap()
-            .body;
+        let status = last_status(&world.log);
         condition(&status, DATABASE_READY)
     };
 
