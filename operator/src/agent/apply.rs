@@ -70,14 +70,16 @@ pub async fn apply_children(
     // Each child is tried even when another fails (a hand edit the API server will
     // not let an apply undo must not hold back the others); the first failure, in
     // this order, is returned once all were tried. The children are independent
-    // objects, so their applies go out at once.
-    let (service_account, role, role_binding, config_map, service, deployment) = futures::join!(
+    // objects, so their applies go out at once, the ServiceMonitor's read and apply
+    // with them.
+    let (service_account, role, role_binding, config_map, service, deployment, monitor) = futures::join!(
         apply_cached(shared, &stores.service_accounts, service_account),
         apply_cached(shared, &stores.roles, role),
         apply_cached(shared, &stores.role_bindings, role_binding),
         apply_cached(shared, &stores.config_maps, config_map),
         apply_cached(shared, &stores.services, service),
         apply_cached(shared, &stores.deployments, deployment),
+        apply_service_monitor(agent, shared, service_monitor, plan),
     );
     let results = [
         service_account,
@@ -92,59 +94,8 @@ pub async fn apply_children(
         .filter_map(|r| r.as_ref().ok().cloned().flatten())
         .collect();
     let first_failure = results.into_iter().find_map(Result::err);
-
-    let service_monitor = match service_monitor {
-        Some(desired) => {
-            // Not watched (the CRD may come and go): read it live.
-            let api = api(shared, &desired);
-            let live = api
-                .get_opt(&desired.name_any())
-                .await
-                .map_err(Error::kube("reading the ServiceMonitor"))?;
-            let name = desired.name_any();
-            if apply_child(shared, &api, desired, live.as_ref()).await? {
-                written.push(format!("ServiceMonitor {name}"));
-            }
-            ServiceMonitorState::Applied
-        }
-        None if plan == ServiceMonitorPlan::CrdMissing => ServiceMonitorState::CrdMissing,
-        None => {
-            // Turned off: the one it made before goes (only when the agent owns it).
-            if shared.service_monitor_crd_installed().await {
-                let api: Api<ServiceMonitor> = Api::namespaced(
-                    shared.client.clone(),
-                    &agent.namespace().unwrap_or_default(),
-                );
-                let name = agent.name_any();
-                let live = api
-                    .get_opt(&name)
-                    .await
-                    .map_err(Error::kube("reading the ServiceMonitor"))?;
-                let owned = live.is_some_and(|m| {
-                    m.owner_references()
-                        .iter()
-                        .any(|o| Some(&o.uid) == agent.uid().as_ref())
-                });
-                if owned {
-                    shared.metrics.write("ServiceMonitor", "delete");
-                    api.delete(&name, &Default::default())
-                        .await
-                        .map_err(Error::kube("deleting the disabled ServiceMonitor"))?;
-                    info!(%name, "deleted the ServiceMonitor (monitoring turned off)");
-                    shared
-                        .event(
-                            &agent.object_ref(&()),
-                            EventType::Normal,
-                            "ServiceMonitorDeleted",
-                            "Delete",
-                            format!("deleted ServiceMonitor {name}: spec.monitoring.serviceMonitor.enabled is false"),
-                        )
-                        .await;
-                }
-            }
-            ServiceMonitorState::Disabled
-        }
-    };
+    let (service_monitor, monitor_written) = monitor?;
+    written.extend(monitor_written);
 
     // One event for the pass: the keys generated and the children written (an event
     // per key tripled the requests of a new agent's first reconcile).
@@ -284,4 +235,68 @@ where
         };
     let wrote = apply_child_against(shared, &api(shared, &desired), desired, live).await?;
     Ok(wrote.then(|| format!("{} {name}", K::kind(&()))))
+}
+
+/// Applies the ServiceMonitor `desired` (or deletes the one the agent made before when
+/// monitoring was turned off); returns what became of it, and its name when written.
+async fn apply_service_monitor(
+    agent: &AgentDeployment,
+    shared: &Context,
+    desired: Option<ServiceMonitor>,
+    plan: ServiceMonitorPlan,
+) -> Result<(ServiceMonitorState, Option<String>)> {
+    match desired {
+        Some(desired) => {
+            // Not watched (the CRD may come and go): read it live.
+            let api = api(shared, &desired);
+            let live = api
+                .get_opt(&desired.name_any())
+                .await
+                .map_err(Error::kube("reading the ServiceMonitor"))?;
+            let name = desired.name_any();
+            let written = apply_child(shared, &api, desired, live.as_ref())
+                .await?
+                .then(|| format!("ServiceMonitor {name}"));
+            Ok((ServiceMonitorState::Applied, written))
+        }
+        None if plan == ServiceMonitorPlan::CrdMissing => {
+            Ok((ServiceMonitorState::CrdMissing, None))
+        }
+        None => {
+            // Turned off: the one it made before goes (only when the agent owns it).
+            if shared.service_monitor_crd_installed().await {
+                let api: Api<ServiceMonitor> = Api::namespaced(
+                    shared.client.clone(),
+                    &agent.namespace().unwrap_or_default(),
+                );
+                let name = agent.name_any();
+                let live = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::kube("reading the ServiceMonitor"))?;
+                let owned = live.is_some_and(|m| {
+                    m.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == agent.uid().as_ref())
+                });
+                if owned {
+                    shared.metrics.write("ServiceMonitor", "delete");
+                    api.delete(&name, &Default::default())
+                        .await
+                        .map_err(Error::kube("deleting the disabled ServiceMonitor"))?;
+                    info!(%name, "deleted the ServiceMonitor (monitoring turned off)");
+                    shared
+                        .event(
+                            &agent.object_ref(&()),
+                            EventType::Normal,
+                            "ServiceMonitorDeleted",
+                            "Delete",
+                            format!("deleted ServiceMonitor {name}: spec.monitoring.serviceMonitor.enabled is false"),
+                        )
+                        .await;
+                }
+            }
+            Ok((ServiceMonitorState::Disabled, None))
+        }
+    }
 }
