@@ -406,7 +406,13 @@ EOF
 
 dns_ready() { curl -fsS "http://127.0.0.1:${DNS_READY_PORT}/ready"; }
 
-proxy_synced() { curl -fsS "http://127.0.0.1:${PROXY_HEALTHZ_PORT}/healthz"; }
+# proxy_synced: kube-proxy has written its rules once (its jumps into FORWARD come
+# first in that pass). Its /healthz answers 200 before that on a fresh start, so the
+# sync's own timestamp is what counts.
+proxy_synced() {
+  curl -fsS "http://127.0.0.1:${PROXY_METRICS_PORT}/metrics" |
+    awk '/^kubeproxy_sync_proxy_rules_last_timestamp_seconds[ {]/ && $NF > 0 { ok = 1 } END { exit !ok }'
+}
 
 # forward_rule_first: kube-proxy prepends its own FORWARD jumps (accepting marked
 # and established flows) when it starts; ours goes back in front of them.
