@@ -95,7 +95,27 @@ pub struct Health {
 /// The condition the runtime writes about its tool sources.
 pub const TOOLS_CONDITION: &str = "ToolsAvailable";
 
-fn tools_condition(problems: &[(String, String)], now: Timestamp) -> serde_json::Value {
+/// When each condition the runtime writes last changed status, so a report repeats
+/// that time instead of moving it on every heartbeat.
+#[derive(Clone, Debug, Default)]
+pub struct Transitions {
+    tools: Option<(bool, Timestamp)>,
+}
+
+impl Transitions {
+    /// The time the tools condition took the status `available` (`now` if it just did).
+    fn tools_since(&mut self, available: bool, now: Timestamp) -> Timestamp {
+        match self.tools {
+            Some((was, since)) if was == available => since,
+            _ => {
+                self.tools = Some((available, now));
+                now
+            }
+        }
+    }
+}
+
+fn tools_condition(problems: &[(String, String)], since: Timestamp) -> serde_json::Value {
     let (status, reason, message) = if problems.is_empty() {
         (
             "True",
@@ -121,12 +141,17 @@ fn tools_condition(problems: &[(String, String)], now: Timestamp) -> serde_json:
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": Time(now),
+        "lastTransitionTime": Time(since),
     })
 }
 
-/// The status patch for one report.
-pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> serde_json::Value {
+/// The status patch for one report made at `now`.
+pub fn status_patch(
+    config: &ReporterConfig,
+    health: Health,
+    now: Timestamp,
+    transitions: &mut Transitions,
+) -> serde_json::Value {
     let entry = RuntimePodStatus {
         name: config.pod.clone(),
         ready: health.ready,
@@ -141,7 +166,8 @@ pub fn status_patch(config: &ReporterConfig, health: Health, now: Timestamp) -> 
         status["usage"] = serde_json::json!(usage);
     }
     if let Some(problems) = &health.tool_problems {
-        status["conditions"] = serde_json::json!([tools_condition(problems, now)]);
+        let since = transitions.tools_since(problems.is_empty(), now);
+        status["conditions"] = serde_json::json!([tools_condition(problems, since)]);
     }
     serde_json::json!({
         "apiVersion": "switchboard.dev/v1alpha1",
@@ -184,6 +210,7 @@ pub async fn run<F, Fut>(
 {
     let api: Api<AgentDeployment> = Api::namespaced(client, &config.namespace);
     let params = PatchParams::apply(&config.field_manager()).force();
+    let mut transitions = Transitions::default();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -191,7 +218,7 @@ pub async fn run<F, Fut>(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => break,
         }
-        let patch = status_patch(&config, health().await, Timestamp::now());
+        let patch = status_patch(&config, health().await, Timestamp::now(), &mut transitions);
         if let Err(err) = api
             .patch_status(&config.agent, &params, &Patch::Apply(&patch))
             .await
@@ -201,7 +228,7 @@ pub async fn run<F, Fut>(
     }
     let mut last = health().await;
     last.ready = false;
-    let patch = status_patch(&config, last, Timestamp::now());
+    let patch = status_patch(&config, last, Timestamp::now(), &mut transitions);
     if let Err(err) = api
         .patch_status(&config.agent, &params, &Patch::Apply(&patch))
         .await
@@ -253,6 +280,7 @@ mod tests {
             &config(),
             health,
             Timestamp::from_second(1_700_000_000).unwrap(),
+            &mut Transitions::default(),
         );
         let condition = &patch["status"]["conditions"][0];
         assert_eq!(condition["type"], TOOLS_CONDITION);
@@ -267,8 +295,49 @@ mod tests {
             tool_problems: Some(Vec::new()),
             ..Health::default()
         };
-        let patch = status_patch(&config(), healthy, Timestamp::from_second(1).unwrap());
+        let patch = status_patch(
+            &config(),
+            healthy,
+            Timestamp::from_second(1).unwrap(),
+            &mut Transitions::default(),
+        );
         assert_eq!(patch["status"]["conditions"][0]["status"], "True");
+    }
+
+    #[test]
+    fn the_tools_condition_keeps_its_transition_time_until_its_status_changes() {
+        let mut transitions = Transitions::default();
+        let at = |second| Timestamp::from_second(second).unwrap();
+        let report = |problems: Vec<(String, String)>, now, t: &mut Transitions| {
+            let health = Health {
+                tool_problems: Some(problems),
+                ..Health::default()
+            };
+            status_patch(&config(), health, at(now), t)["status"]["conditions"][0]
+                ["lastTransitionTime"]
+                .clone()
+        };
+        let failing = || vec![("search".to_owned(), "refused".to_owned())];
+        assert_eq!(
+            report(Vec::new(), 100, &mut transitions),
+            "1970-01-01T00:01:40Z"
+        );
+        assert_eq!(
+            report(Vec::new(), 110, &mut transitions),
+            "1970-01-01T00:01:40Z"
+        );
+        assert_eq!(
+            report(failing(), 120, &mut transitions),
+            "1970-01-01T00:02:00Z"
+        );
+        assert_eq!(
+            report(failing(), 130, &mut transitions),
+            "1970-01-01T00:02:00Z"
+        );
+        assert_eq!(
+            report(Vec::new(), 140, &mut transitions),
+            "1970-01-01T00:02:20Z"
+        );
     }
 
     #[test]
@@ -285,6 +354,7 @@ mod tests {
             &config(),
             health,
             Timestamp::from_second(1_700_000_000).unwrap(),
+            &mut Transitions::default(),
         );
         let runtime = patch["status"]["runtime"].as_array().unwrap();
         assert_eq!(runtime.len(), 1);
@@ -320,7 +390,12 @@ mod tests {
             usage: Some(usage),
             ..Health::default()
         };
-        let patch = status_patch(&config(), health, Timestamp::UNIX_EPOCH);
+        let patch = status_patch(
+            &config(),
+            health,
+            Timestamp::UNIX_EPOCH,
+            &mut Transitions::default(),
+        );
         let status = &patch["status"]["usage"];
         assert_eq!(status["window"], "2026-12");
         assert_eq!(status["inputTokens"], 1000);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_runtime::providers::{ChatProvider, ModelChain, build_provider, http_client};
-use agent_runtime::status_report::{Health, ReporterConfig, status_patch};
+use agent_runtime::status_report::{Health, ReporterConfig, Transitions, status_patch};
 use axum::http::StatusCode;
 use crds::runtime_config::{ModelConfig, ModelProvider};
 use switchboard_tests::ClosedPort;
@@ -61,7 +61,12 @@ fn reported(chain: &ModelChain) -> serde_json::Value {
         usage: None,
         tool_problems: None,
     };
-    status_patch(&config, health, k8s_openapi::jiff::Timestamp::now())["status"]["runtime"][0]
+    status_patch(
+        &config,
+        health,
+        k8s_openapi::jiff::Timestamp::now(),
+        &mut Transitions::default(),
+    )["status"]["runtime"][0]
         .clone()
 }
 
