@@ -59,7 +59,9 @@ where
             )
             .default_backoff()
             .modify(slim_metadata::<AgentDeployment>),
-        );
+        )
+        // A runtime heartbeat reaches the cache, not the controllers.
+        .significant(agent::status::significant);
         let mut channels = SharedWatch::new(
             observed(
                 tolerant_watcher::<ChatChannel>(client.clone(), ns, watcher::Config::default()),

@@ -1,22 +1,28 @@
 //! End-to-end: an AgentDeployment becomes its children, pods on kwok nodes, a database
 //! in Postgres and a truthful status; spec changes roll the pods; scaling works with
 //! and without spec.replicas; deletion garbage-collects children and drops or keeps the
-//! database as its reclaim policy says; tenants cannot reach each other's databases.
+//! database as its reclaim policy says; tenants cannot reach each other's databases;
+//! runtime heartbeats wake no reconcile, and a silent runtime still goes stale.
 
 mod support;
 
 use std::time::Duration;
 
+use crds::ChatChannel;
 use crds::conditions::{AVAILABLE, DATABASE_READY, READY, RUNTIME_READY};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use support::{World, databases_like, db_prefix, drop_like, eventually, roles_like, secret_data};
+use support::{
+    Operator, World, databases_like, db_prefix, drop_like, eventually, roles_like, secret_data,
+    sum_metric,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -388,4 +394,107 @@ async fn a_tenants_role_cannot_connect_to_another_tenants_database() {
         databases_like(&prefix).await.is_empty().then_some(())
     })
     .await;
+}
+
+/// Reconciles the operator has started, by controller (`agent`, `channel`).
+async fn reconciles(operator: &mut Operator, controller: &str) -> f64 {
+    assert!(
+        operator.running(),
+        "the operator exited; log: {}",
+        operator.log.display()
+    );
+    let text = operator.get("/metrics").await.unwrap_or_default();
+    let label = format!("controller=\"{controller}\"");
+    sum_metric(&text, "switchboard_operator_reconciles_total", |l| {
+        l.contains(&label)
+    })
+}
+
+/// A running agent's pods report every 10 s. Those heartbeats (a new time, new
+/// counts) change nothing the operator acts on, so they wake neither the agent's nor
+/// its channels' reconciles; a runtime that stops reporting still turns RuntimeReady
+/// False once its report is stale, and True again at its next report.
+#[tokio::test]
+async fn runtime_heartbeats_wake_no_reconcile_and_a_silent_runtime_still_goes_stale() {
+    let world = World::new("op-beats").await;
+    let mut operator = world.operator("beats", &[]).await;
+    world.apply_agent("hb", json!({ "replicas": 1 })).await;
+    world
+        .apply::<ChatChannel>(json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+            "metadata": { "name": "hb-web" },
+            "spec": { "agentRef": { "name": "hb" }, "type": "web" },
+        }))
+        .await;
+    world
+        .wait_condition("hb", AVAILABLE, "True", Duration::from_secs(120))
+        .await;
+    let pods: Api<Pod> = world.api();
+    let pod = eventually(Duration::from_secs(60), "the runtime pod", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=hb"))
+            .await
+            .ok()?;
+        list.items.first().map(|p| p.name_any())
+    })
+    .await;
+    world
+        .heartbeat("hb", &pod, true, true, 0, Timestamp::now())
+        .await;
+    world
+        .wait_condition("hb", RUNTIME_READY, "True", Duration::from_secs(30))
+        .await;
+    // Let the reactions to the first report settle (no reconcile for 2 s).
+    let mut last = reconciles(&mut operator, "agent").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = reconciles(&mut operator, "agent").await;
+        if now == last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent's reconciles never settled"
+        );
+        last = now;
+    }
+    let agent_before = reconciles(&mut operator, "agent").await;
+    let channel_before = reconciles(&mut operator, "channel").await;
+
+    // Eight heartbeats a second apart, as eight pods' (or one pod's over 80 s).
+    for beat in 1..=8 {
+        world
+            .heartbeat("hb", &pod, true, true, beat * 3, Timestamp::now())
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let agent_woken = reconciles(&mut operator, "agent").await - agent_before;
+    let channel_woken = reconciles(&mut operator, "channel").await - channel_before;
+    eprintln!("reconciles during 8 heartbeats: agent {agent_woken}, channel {channel_woken}");
+    let status = world.agents().get("hb").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.runtime[0].messages_total, 24,
+        "the heartbeats arrived"
+    );
+    assert_eq!(
+        channel_woken, 0.0,
+        "a heartbeat woke the channel controller"
+    );
+    assert!(
+        agent_woken <= 1.0,
+        "8 heartbeats woke {agent_woken} agent reconciles"
+    );
+
+    // Silent: the report goes stale (30 s after its time) and RuntimeReady follows.
+    world
+        .wait_condition("hb", RUNTIME_READY, "False", Duration::from_secs(60))
+        .await;
+    // Back: its next report counts at once.
+    world
+        .heartbeat("hb", &pod, true, true, 30, Timestamp::now())
+        .await;
+    world
+        .wait_condition("hb", RUNTIME_READY, "True", Duration::from_secs(10))
+        .await;
 }

@@ -154,6 +154,41 @@ pub fn is_fresh(report: &RuntimePodStatus, now: Timestamp) -> bool {
     age <= crds::RUNTIME_STALE_AFTER_SECONDS as i64
 }
 
+/// What of an agent its controllers act on, as a hash: the whole object but what its
+/// runtime pods refresh on every heartbeat (a report's time while it is fresh, its
+/// message and session counts, the budget window's usage, the runtime's condition
+/// times) and the resource version. A heartbeat then wakes no reconcile: the agent
+/// controller still looks when the freshest report would go stale (see
+/// [`next_staleness_check`]), and a report that changes what counts (ready, upstream
+/// health, version, a pod's entry coming or going, a stale report fresh again) wakes
+/// it at once. With 2,000 running agents the heartbeats alone woke 200 reconciles a
+/// second, each agent's channels' with them.
+pub fn significant(agent: &crds::AgentDeployment) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let now = Timestamp::now();
+    let mut agent = agent.clone();
+    agent.metadata.resource_version = None;
+    agent.metadata.managed_fields = None;
+    if let Some(status) = agent.status.as_mut() {
+        status.usage = None;
+        for report in &mut status.runtime {
+            if is_fresh(report, now) {
+                report.last_heartbeat = Time(Timestamp::UNIX_EPOCH);
+            }
+            report.messages_total = 0;
+            report.active_sessions = 0;
+        }
+        for condition in &mut status.conditions {
+            condition.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_vec(&agent)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 /// When the freshest report goes stale (so the operator can look again then), if any
 /// report is fresh now.
 pub fn next_staleness_check(
@@ -505,6 +540,63 @@ mod tests {
             last_heartbeat: Time(Timestamp::now()),
             version: "0.1.0".to_owned(),
         }
+    }
+
+    #[test]
+    fn a_heartbeat_is_not_a_significant_change_and_what_the_status_reads_is() {
+        let mut agent: crds::AgentDeployment =
+            serde_yaml::from_str(include_str!("../../fixtures/agent-minimal.yaml")).unwrap();
+        let mut status = AgentDeploymentStatus {
+            runtime: vec![report("a-1", true, true)],
+            ..Default::default()
+        };
+        set_condition(
+            &mut status.conditions,
+            new_condition("ToolsAvailable", TRUE, "SourcesListed", "", None),
+        );
+        agent.status = Some(status);
+        let before = significant(&agent);
+        let changed = |f: &dyn Fn(&mut AgentDeploymentStatus)| {
+            let mut next = agent.clone();
+            f(next.status.as_mut().unwrap());
+            next
+        };
+
+        // A heartbeat: a later time, more messages, new usage, the runtime's
+        // condition time moved, a new resource version.
+        let mut next = changed(&|s| {
+            s.runtime[0].last_heartbeat = Time(Timestamp::now());
+            s.runtime[0].messages_total = 7;
+            s.runtime[0].active_sessions = 2;
+            s.usage = Some(crds::UsageStatus::default());
+            s.conditions[0].last_transition_time = Time(Timestamp::now());
+        });
+        next.metadata.resource_version = Some("42".into());
+        assert_eq!(significant(&next), before);
+
+        // What the status is computed from.
+        let changes: [&dyn Fn(&mut AgentDeploymentStatus); 6] = [
+            &|s| s.runtime[0].ready = false,
+            &|s| s.runtime[0].upstream_healthy = false,
+            &|s| s.runtime[0].version = "0.2.0".into(),
+            &|s| s.runtime.push(report("a-2", true, true)),
+            &|s| s.runtime.clear(),
+            &|s| s.observed_generation = Some(2),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            assert_ne!(significant(&changed(change)), before, "change {i}");
+        }
+        let mut spec = agent.clone();
+        spec.spec.replicas = Some(7);
+        assert_ne!(significant(&spec), before);
+
+        // A stale report is not the same as a fresh one: its next heartbeat counts.
+        let stale = changed(&|s| {
+            let long_ago =
+                Timestamp::now().as_second() - crds::RUNTIME_STALE_AFTER_SECONDS as i64 - 5;
+            s.runtime[0].last_heartbeat = Time(Timestamp::from_second(long_ago).unwrap());
+        });
+        assert_ne!(significant(&stale), before);
     }
 
     fn observed<'a>(

@@ -3,12 +3,13 @@
 //! [`SharedTrigger`], the same fan-out without a cache, for a kind the controllers only
 //! map to their own objects and never read back.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::Resource;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::watcher::Event;
 use tokio::sync::mpsc;
@@ -37,6 +38,7 @@ where
     indexes: Vec<IndexWriter<K>>,
     source: S,
     subscribers: Vec<(mpsc::Sender<Change<K>>, bool)>,
+    significant: Option<fn(&K) -> u64>,
 }
 
 impl<K, S> SharedWatch<K, S>
@@ -53,7 +55,17 @@ where
             indexes: Vec::new(),
             source,
             subscribers: Vec::new(),
+            significant: None,
         }
+    }
+
+    /// Hands an applied object to the subscribers only when `significant` (a hash of
+    /// what they act on) differs from the last one handed over for that object: a
+    /// change to the rest (a heartbeat's timestamp) still reaches the store, but
+    /// wakes no controller. Deletions always go through.
+    pub fn significant(mut self, significant: fn(&K) -> u64) -> Self {
+        self.significant = Some(significant);
+        self
     }
 
     /// An index of the cache's objects under `values`, kept by this watch.
@@ -90,6 +102,8 @@ where
     pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
         let subscribers = self.subscribers;
         let (mut writer, mut indexes) = (self.writer, self.indexes);
+        let significant = self.significant;
+        let mut handed: HashMap<ObjectRef<K>, u64> = HashMap::new();
         let filled = self.source.inspect_ok(move |event| {
             for index in &mut indexes {
                 index.apply_watcher_event(event);
@@ -98,8 +112,20 @@ where
         });
         filled.for_each(move |event| {
             let changes: Vec<Change<K>> = match event {
-                Ok(Event::Apply(o) | Event::InitApply(o)) => vec![Change::Applied(o)],
-                Ok(Event::Delete(o)) => vec![Change::Deleted(o)],
+                Ok(Event::Apply(o) | Event::InitApply(o)) => match significant {
+                    Some(significant) => {
+                        let hash = significant(&o);
+                        match handed.insert(ObjectRef::from_obj(&o), hash) {
+                            Some(before) if before == hash => Vec::new(),
+                            _ => vec![Change::Applied(o)],
+                        }
+                    }
+                    None => vec![Change::Applied(o)],
+                },
+                Ok(Event::Delete(o)) => {
+                    handed.remove(&ObjectRef::from_obj(&o));
+                    vec![Change::Deleted(o)]
+                }
                 Ok(Event::Init | Event::InitDone) => Vec::new(),
                 Err(error) => {
                     warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
@@ -216,6 +242,58 @@ mod tests {
             .collect();
         cached.sort();
         assert_eq!(cached, ["b"]);
+    }
+
+    #[tokio::test]
+    async fn changes_to_what_is_not_significant_reach_the_store_but_no_subscriber() {
+        let with = |name: &str, data: &str, beat: &str| {
+            let mut o = cm(name);
+            o.data = Some(
+                [
+                    ("data".to_owned(), data.to_owned()),
+                    ("beat".to_owned(), beat.to_owned()),
+                ]
+                .into(),
+            );
+            o
+        };
+        let events: Vec<Result<Event<ConfigMap>, watcher::Error>> = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(with("a", "1", "t0"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(with("a", "1", "t1"))),
+            Ok(Event::Apply(with("a", "2", "t2"))),
+            Ok(Event::Apply(with("a", "2", "t3"))),
+            Ok(Event::Delete(with("a", "2", "t3"))),
+            Ok(Event::Apply(with("a", "2", "t4"))),
+        ];
+        // Only `data` counts.
+        fn data(o: &ConfigMap) -> u64 {
+            o.data
+                .as_ref()
+                .and_then(|d| d.get("data"))
+                .map_or(0, |d| d.parse().unwrap())
+        }
+        let mut shared = SharedWatch::new(futures::stream::iter(events)).significant(data);
+        let store = shared.store();
+        let primary = shared.subscribe(false);
+        let watcher = shared.subscribe(true);
+        shared.run().await;
+        let beats = |s: Vec<Result<ConfigMap, watcher::Error>>| -> Vec<String> {
+            s.into_iter()
+                .map(|o| o.unwrap().data.unwrap()["beat"].clone())
+                .collect()
+        };
+        // The first sight, the change of `data`, and (after a deletion) the object
+        // made again; the deletion only to the subscriber of deletions.
+        assert_eq!(beats(primary.collect().await), ["t0", "t2", "t4"]);
+        assert_eq!(beats(watcher.collect().await), ["t0", "t2", "t3", "t4"]);
+        let cached = store.get(&ObjectRef::new("a").within("ns")).unwrap();
+        assert_eq!(
+            cached.data.as_ref().unwrap()["beat"],
+            "t4",
+            "the store has every change"
+        );
     }
 
     #[tokio::test]

@@ -133,14 +133,31 @@ impl World {
 
     /// Reports a runtime pod's health into the agent's status, as the runtime does:
     /// server-side apply of its own entry under its own field manager.
+    /// Its heartbeat lies in the future, so the report never goes stale.
     pub async fn report_runtime(&self, agent: &str, pod: &str, ready: bool, upstream: bool) {
+        let future = "2030-01-01T00:00:00Z".parse().unwrap();
+        self.heartbeat(agent, pod, ready, upstream, 0, future).await;
+    }
+
+    /// One heartbeat of a runtime pod, as the runtime sends it every 10 s: its report
+    /// made at `at`, with `messages` handled since its start.
+    pub async fn heartbeat(
+        &self,
+        agent: &str,
+        pod: &str,
+        ready: bool,
+        upstream: bool,
+        messages: i64,
+        at: k8s_openapi::jiff::Timestamp,
+    ) {
         let body = json!({
             "apiVersion": "switchboard.dev/v1alpha1",
             "kind": "AgentDeployment",
             "status": { "runtime": [{
                 "name": pod, "ready": ready, "upstreamHealthy": upstream,
-                "activeSessions": 0, "messagesTotal": 0,
-                "lastHeartbeat": "2030-01-01T00:00:00Z", "version": "test",
+                "activeSessions": 0, "messagesTotal": messages,
+                "lastHeartbeat": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
+                "version": "test",
             }]},
         });
         self.agents()
