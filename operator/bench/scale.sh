@@ -22,6 +22,13 @@
 #   writes_idle_per_min    POST/PUT/PATCH/DELETE requests its client sent during the
 #                          idle window, per minute (counted under the client itself:
 #                          switchboard_operator_kube_requests_total; expect 0)
+#   heartbeat_*            with pods (REPLICAS >= 1), after the idle window: each pod's
+#                          runtime report (its status entry, every 10 s, as a running
+#                          runtime sends it; operator/bench/heartbeats.py sends them for
+#                          the kwok pods, which run nothing) for BENCH_HEARTBEAT_SECONDS
+#                          (60) after 15 s: reports per second, the agent and channel
+#                          controllers' reconciles, the operator's requests and writes
+#                          per minute, its CPU (% of one core)
 #   delete_all_s           deleting every agent until the operator's own finalizer has
 #                          dropped each database and role
 #   databases_after        the run's tenant databases and roles left (must be 0)
@@ -126,6 +133,8 @@ PID=""
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SAMPLER=""
 WATCHER=""
+BEATS=""
+PROXY=""
 
 # Tenant databases (or roles) of this run in the harness's Postgres.
 count_like() {
@@ -313,6 +322,8 @@ cleanup() {
   trap - EXIT INT TERM
   stop_job SAMPLER
   stop_job WATCHER
+  stop_job BEATS
+  stop_job PROXY
   if kubectl get namespace "$NS" >/dev/null 2>&1; then
     if [[ "$(agents_left)" -gt 0 ]]; then
       log "deleting the remaining agents (the operator drops their databases)"
@@ -430,6 +441,54 @@ idle_window() {
       <(grep -E '^switchboard_operator_kube_(requests|writes)_total' <<<"$after") | grep '^>' >&2 || true
   fi
   result rss_steady_kib "$(kib VmRSS)"
+}
+
+# A running agent's pods each report into its status every 10 s (their heartbeat).
+# The kwok pods run nothing, so heartbeats.py sends those reports for them, through
+# kubectl proxy; results heartbeat_* over BENCH_HEARTBEAT_SECONDS after a 15 s warm-up
+# (the first reports turn RuntimeReady True, which the operator writes).
+heartbeat_window() {
+  local seconds="${BENCH_HEARTBEAT_SECONDS:-60}" port before after c0 c1 key value
+  kubectl get pods -n "$NS" -o json |
+    jq -r '.items[] | "\(.metadata.labels["app.kubernetes.io/instance"]) \(.metadata.name)"' >"$WORK/pods"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  kubectl proxy --address=127.0.0.1 --port="$port" >"$WORK/proxy.log" 2>&1 &
+  PROXY=$!
+  proxy_up() { curl -fs --max-time 2 -o /dev/null "127.0.0.1:$port/version"; }
+  wait_for "kubectl proxy" proxy_up
+  python3 operator/bench/heartbeats.py --port "$port" --namespace "$NS" \
+    <"$WORK/pods" >"$WORK/heartbeats.out" 2>&1 &
+  BEATS=$!
+  log "runtime heartbeats of $(wc -l <"$WORK/pods") pods every 10 s: 15 s warm-up, then ${seconds}s measured"
+  sleep 15
+  before=$(metrics)
+  c0=$(ticks_tree "$PID")
+  sleep "$seconds"
+  operator_running || { log "the operator died during the heartbeats (log: $LOG)"; exit 1; }
+  after=$(metrics)
+  c1=$(ticks_tree "$PID")
+  stop_job BEATS
+  stop_job PROXY
+  while IFS='=' read -r key value; do
+    if [[ "$key" == heartbeat* && -n "$value" ]]; then result "$key" "$value"; fi
+  done <"$WORK/heartbeats.out"
+  result heartbeat_operator_cpu_pct "$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$seconds" \
+    'BEGIN { printf "%.1f", t * 100 / hz / s }')"
+  while read -r key value; do result "heartbeat_$key" "$value"; done < <(awk -v s="$seconds" '
+    function add(sign) {
+      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="agent"\}/) a += sign * $2
+      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="channel"\}/) c += sign * $2
+      if ($1 ~ /^switchboard_operator_kube_requests_total/) {
+        q += sign * $2
+        if ($1 ~ /method="(POST|PUT|PATCH|DELETE)"/) w += sign * $2
+      }
+    }
+    FILENAME == ARGV[1] { add(-1); next }
+    { add(1) }
+    END { m = 60 / s
+      printf "agent_reconciles_per_min %.1f\nchannel_reconciles_per_min %.1f\n", a * m, c * m
+      printf "operator_requests_per_min %.1f\noperator_writes_per_min %.1f\n", q * m, w * m }' \
+    <(echo "$before") <(echo "$after"))
 }
 
 # When the pieces of round $1 came to be, in seconds after $2 (epoch ms): the
@@ -553,7 +612,10 @@ for round in $ROUNDS; do
   timeline "$round" "$start"
   if [[ "$MODE" == Managed ]]; then database_figures "$WORK/$round.databases" "${round}_"; fi
   result "rss_${round}_available_kib" "$(kib VmRSS)"
-  if [[ "$round" == "${ROUNDS%% *}" ]]; then idle_window; fi
+  if [[ "$round" == "${ROUNDS%% *}" ]]; then
+    idle_window
+    if ((REPLICAS > 0)); then heartbeat_window; fi
+  fi
   result rss_peak_kib "$(kib VmHWM)"
   delete_round "$round"
 done
@@ -586,3 +648,7 @@ done
 echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
 echo "| steady RSS (converged, idle) | $(mib "$steady") | ≤ 100 MiB | $(met "$steady" 102400) |"
 echo "| API writes per idle minute (POST/PUT/PATCH/DELETE) | $(get writes_idle_per_min) | 0 | $(met "$(get writes_idle_per_min)" 0) |"
+if ((REPLICAS > 0)); then
+  echo "| with every pod's runtime heartbeat ($(get heartbeats_per_s) reports/s, $(get heartbeats_failed) failed): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
+  echo "| with the heartbeats: the operator's requests (writes) per minute, its CPU | $(get heartbeat_operator_requests_per_min) ($(get heartbeat_operator_writes_per_min)), $(get heartbeat_operator_cpu_pct) % | — | — |"
+fi
