@@ -85,6 +85,7 @@ pub async fn run(
         &shared.metrics,
     );
     let naming = agent_store.clone();
+    let sweep_store = agent_store.clone();
     let by_secret = stores.deployments_by_secret.clone();
     let context = Arc::new(AgentContext::new(shared.clone(), stores));
     let config = ControllerConfig::default()
@@ -153,6 +154,8 @@ pub async fn run(
             .map(|agent| ObjectRef::<AgentDeployment>::new(&agent).within(&namespace))
             .collect::<Vec<_>>()
         })
+        // A runtime report that went stale: RuntimeReady turns False.
+        .reconcile_on(stale_reports(sweep_store, STALENESS_SWEEP))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -161,6 +164,39 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// How often the cache is swept for runtime reports that went stale.
+const STALENESS_SWEEP: Duration = Duration::from_secs(5);
+
+/// Every `every`, the agents of `agents` one of whose runtime reports went stale since
+/// the sweep before (looked for over two sweeps' time, so a late tick misses none; a
+/// report found twice costs one more reconcile). A heartbeat wakes no reconcile (see
+/// [`status::significant`]): this is how a runtime that stops reporting is seen, from
+/// the cache, with no reconcile for the agents whose reports are fresh.
+pub fn stale_reports(
+    agents: Store<AgentDeployment>,
+    every: Duration,
+) -> impl Stream<Item = ObjectRef<AgentDeployment>> + Send + 'static {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold((ticker, agents), move |(mut ticker, agents)| async move {
+        ticker.tick().await;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let stale: Vec<_> = agents
+            .state()
+            .iter()
+            .filter(|agent| {
+                agent
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| status::went_stale_within(&s.runtime, now, 2 * every))
+            })
+            .map(|agent| ObjectRef::from_obj(agent.as_ref()))
+            .collect();
+        Some((futures::stream::iter(stale), (ticker, agents)))
+    })
+    .flatten()
 }
 
 /// One reconcile of `agent`: the finalizer splits applying from cleaning up.
@@ -340,11 +376,66 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     let service_monitor =
         apply::apply_children(agent, ctx, children, references.service_monitor).await?;
 
-    let recheck = write_status::write_status(agent, ctx, database, service_monitor).await?;
-    let resync = shared.config.resync();
+    write_status::write_status(agent, ctx, database, service_monitor).await?;
     match database_error {
         Some(e) if e.is_permanent() => Ok(Action::await_change()),
         Some(e) => Err(e),
-        None => Ok(Action::requeue(recheck.map_or(resync, |d| d.min(resync)))),
+        None => Ok(Action::requeue(shared.config.resync())),
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+    use crds::{AgentDeploymentStatus, RuntimePodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    fn agent(name: &str, report_age: Option<i64>) -> AgentDeployment {
+        let mut agent: AgentDeployment =
+            serde_yaml::from_str(include_str!("../../fixtures/agent-minimal.yaml")).unwrap();
+        agent.metadata.name = Some(name.to_owned());
+        agent.metadata.namespace = Some("tenant-a".to_owned());
+        agent.status = report_age.map(|age| AgentDeploymentStatus {
+            runtime: vec![RuntimePodStatus {
+                name: format!("{name}-pod"),
+                ready: true,
+                upstream_healthy: true,
+                active_sessions: 0,
+                messages_total: 0,
+                last_heartbeat: Time(
+                    Timestamp::from_second(Timestamp::now().as_second() - age).unwrap(),
+                ),
+                version: "test".to_owned(),
+            }],
+            ..Default::default()
+        });
+        agent
+    }
+
+    #[tokio::test]
+    async fn the_sweep_brings_only_the_agents_whose_report_just_went_stale() {
+        let (store, mut writer) = reflector::store();
+        let stale_after = crds::RUNTIME_STALE_AFTER_SECONDS as i64;
+        for agent in [
+            agent("just-stale", Some(stale_after + 2)),
+            agent("fresh", Some(1)),
+            agent("long-stale", Some(stale_after + 600)),
+            agent("never-reported", None),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(agent));
+        }
+        let sweep = stale_reports(store, Duration::from_secs(5));
+        futures::pin_mut!(sweep);
+        let first = sweep.next().await.unwrap();
+        assert_eq!(first.name, "just-stale");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sweep.next())
+                .await
+                .is_err(),
+            "one agent in the first sweep"
+        );
     }
 }

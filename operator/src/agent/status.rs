@@ -157,12 +157,11 @@ pub fn is_fresh(report: &RuntimePodStatus, now: Timestamp) -> bool {
 /// What of an agent its controllers act on, as a hash: the whole object but what its
 /// runtime pods refresh on every heartbeat (a report's time while it is fresh, its
 /// message and session counts, the budget window's usage, the runtime's condition
-/// times) and the resource version. A heartbeat then wakes no reconcile: the agent
-/// controller still looks when the freshest report would go stale (see
-/// [`next_staleness_check`]), and a report that changes what counts (ready, upstream
-/// health, version, a pod's entry coming or going, a stale report fresh again) wakes
-/// it at once. With 2,000 running agents the heartbeats alone woke 200 reconciles a
-/// second, each agent's channels' with them.
+/// times) and the resource version. A heartbeat then wakes no reconcile: a report
+/// that goes stale is found by a sweep of the cache (see [`went_stale_within`]), and
+/// a report that changes what counts (ready, upstream health, version, a pod's entry
+/// coming or going, a stale report fresh again) wakes it at once. With 1,000 running
+/// agents the heartbeats alone woke 6,356 reconciles a minute.
 pub fn significant(agent: &crds::AgentDeployment) -> u64 {
     use std::hash::{Hash, Hasher};
     let now = Timestamp::now();
@@ -189,18 +188,20 @@ pub fn significant(agent: &crds::AgentDeployment) -> u64 {
     hasher.finish()
 }
 
-/// When the freshest report goes stale (so the operator can look again then), if any
-/// report is fresh now.
-pub fn next_staleness_check(
+/// Whether one of `reports` went stale within `window` before `now` (its age is past
+/// [`crds::RUNTIME_STALE_AFTER_SECONDS`] by at most `window`): the agent's status
+/// still counts it, and the sweep of [`crate::agent::stale_reports`] brings its
+/// reconcile.
+pub fn went_stale_within(
     reports: &[RuntimePodStatus],
     now: Timestamp,
-) -> Option<std::time::Duration> {
-    reports
-        .iter()
-        .filter(|r| is_fresh(r, now))
-        .map(|r| r.last_heartbeat.0.as_second() + crds::RUNTIME_STALE_AFTER_SECONDS as i64 + 1)
-        .max()
-        .map(|at| std::time::Duration::from_secs((at - now.as_second()).max(1) as u64))
+    window: std::time::Duration,
+) -> bool {
+    let stale_after = crds::RUNTIME_STALE_AFTER_SECONDS as i64;
+    reports.iter().any(|r| {
+        let age = now.as_second() - r.last_heartbeat.0.as_second();
+        age > stale_after && age <= stale_after + window.as_secs() as i64
+    })
 }
 
 /// The status the operator wants, starting from the current one so condition
@@ -788,13 +789,32 @@ mod tests {
             (FALSE, "HeartbeatMissing")
         );
         assert!(!is_true(&status.conditions, READY));
-        assert_eq!(next_staleness_check(&[old], Timestamp::now()), None);
 
-        // A fresh report counts, and the operator looks again when it would go stale.
-        let fresh = report("p1", true, true);
-        let wait = next_staleness_check(&[fresh], Timestamp::now()).unwrap();
-        assert!(wait.as_secs() <= crds::RUNTIME_STALE_AFTER_SECONDS + 1);
-        assert!(wait.as_secs() >= crds::RUNTIME_STALE_AFTER_SECONDS - 1);
+        // The sweep finds a report in the window after it went stale, and only then.
+        let window = std::time::Duration::from_secs(10);
+        let now = Timestamp::now();
+        let aged = |seconds: i64| {
+            let mut r = report("p1", true, true);
+            r.last_heartbeat = Time(Timestamp::from_second(now.as_second() - seconds).unwrap());
+            r
+        };
+        let stale_after = crds::RUNTIME_STALE_AFTER_SECONDS as i64;
+        assert!(
+            !went_stale_within(&[aged(stale_after)], now, window),
+            "still fresh"
+        );
+        assert!(went_stale_within(&[aged(stale_after + 1)], now, window));
+        assert!(went_stale_within(&[aged(stale_after + 10)], now, window));
+        assert!(
+            !went_stale_within(&[aged(stale_after + 11)], now, window),
+            "found before"
+        );
+        assert!(went_stale_within(
+            &[aged(0), aged(stale_after + 5)],
+            now,
+            window
+        ));
+        assert!(!went_stale_within(&[], now, window));
     }
 
     #[test]

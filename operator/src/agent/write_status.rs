@@ -3,7 +3,6 @@
 //! timestamp changed.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use crds::AgentDeployment;
 use k8s_openapi::jiff::Timestamp;
@@ -26,7 +25,7 @@ pub async fn write_status(
     ctx: &AgentContext,
     database: DatabaseState,
     service_monitor: ServiceMonitorState,
-) -> Result<Option<Duration>> {
+) -> Result<()> {
     let shared = &ctx.shared;
     let name = agent.name_any();
     let namespace = agent.namespace().unwrap_or_default();
@@ -72,9 +71,6 @@ pub async fn write_status(
     }
     let runtime: Vec<_> = live.into_iter().map(|(_, r)| r.clone()).collect();
     let now = Timestamp::now();
-    // Look again when the freshest runtime report would go stale, so a runtime that
-    // stops reporting turns RuntimeReady False within the heartbeat window.
-    let recheck = status::next_staleness_check(&runtime, now);
 
     let deployment = ctx
         .stores
@@ -128,5 +124,5 @@ pub async fn write_status(
     if status::status_differs(agent.status.as_ref(), &desired) {
         apply_status(shared, agent, &desired).await?;
     }
-    Ok(recheck)
+    Ok(())
 }
