@@ -454,7 +454,7 @@ heartbeat_window() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   kubectl proxy --address=127.0.0.1 --port="$port" >"$WORK/proxy.log" 2>&1 &
   PROXY=$!
-  proxy_up() { curl -fs --max-time 2 -o /dev/null "127.0.0.1:$port/version"; }
+  proxy_up() { curl -fs --max-time 2 -o /dev/null "127.0.0.1:$port/version" || return 1; }
   wait_for "kubectl proxy" proxy_up
   python3 operator/bench/heartbeats.py --port "$port" --namespace "$NS" \
     <"$WORK/pods" >"$WORK/heartbeats.out" 2>&1 &
