@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=0.0, help="0: until killed")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
     pods = [tuple(line.split()[:2]) for line in sys.stdin if len(line.split()) >= 2]
     if not pods:
