@@ -62,7 +62,9 @@ where
     /// Hands an applied object to the subscribers only when `significant` (a hash of
     /// what they act on) differs from the last one handed over for that object: a
     /// change to the rest (a heartbeat's timestamp) still reaches the store, but
-    /// wakes no controller. Deletions always go through.
+    /// wakes no controller. Deletions always go through (kube's `predicate_filter`
+    /// would drop a deletion whose object hashes as before, and the subscribers of
+    /// deletions need it).
     pub fn significant(mut self, significant: fn(&K) -> u64) -> Self {
         self.significant = Some(significant);
         self
@@ -103,7 +105,14 @@ where
         let subscribers = self.subscribers;
         let (mut writer, mut indexes) = (self.writer, self.indexes);
         let significant = self.significant;
+        let store = self.store;
+        // The last hash handed over, by object (name and namespace only).
         let mut handed: HashMap<ObjectRef<K>, u64> = HashMap::new();
+        let key = |o: &K| {
+            let mut key = ObjectRef::from_obj(o);
+            key.extra = Default::default();
+            key
+        };
         let filled = self.source.inspect_ok(move |event| {
             for index in &mut indexes {
                 index.apply_watcher_event(event);
@@ -115,7 +124,7 @@ where
                 Ok(Event::Apply(o) | Event::InitApply(o)) => match significant {
                     Some(significant) => {
                         let hash = significant(&o);
-                        match handed.insert(ObjectRef::from_obj(&o), hash) {
+                        match handed.insert(key(&o), hash) {
                             Some(before) if before == hash => Vec::new(),
                             _ => vec![Change::Applied(o)],
                         }
@@ -123,10 +132,16 @@ where
                     None => vec![Change::Applied(o)],
                 },
                 Ok(Event::Delete(o)) => {
-                    handed.remove(&ObjectRef::from_obj(&o));
+                    handed.remove(&key(&o));
                     vec![Change::Deleted(o)]
                 }
-                Ok(Event::Init | Event::InitDone) => Vec::new(),
+                Ok(Event::InitDone) => {
+                    // After a relist, objects deleted while the watch was away are no
+                    // longer in the store (and no Delete came for them).
+                    handed.retain(|object, _| store.get(object).is_some());
+                    Vec::new()
+                }
+                Ok(Event::Init) => Vec::new(),
                 Err(error) => {
                     warn!(kind = %K::kind(&()), %error, "watch failed; retrying with backoff");
                     Vec::new()
@@ -294,6 +309,42 @@ mod tests {
             "t4",
             "the store has every change"
         );
+    }
+
+    #[tokio::test]
+    async fn an_object_gone_during_a_relist_is_handed_over_again_when_it_comes_back() {
+        let with = |name: &str, beat: &str| {
+            let mut o = cm(name);
+            o.data = Some([("beat".to_owned(), beat.to_owned())].into());
+            o
+        };
+        // Nothing counts but the name: only a first sight is handed over.
+        fn nothing(_: &ConfigMap) -> u64 {
+            0
+        }
+        let events: Vec<Result<Event<ConfigMap>, watcher::Error>> = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(with("a", "t0"))),
+            Ok(Event::InitApply(with("b", "t0"))),
+            Ok(Event::InitDone),
+            // The watch lost its place; b was deleted meanwhile (no Delete event).
+            Ok(Event::Init),
+            Ok(Event::InitApply(with("a", "t1"))),
+            Ok(Event::InitDone),
+            // b made again.
+            Ok(Event::Apply(with("b", "t2"))),
+        ];
+        let mut shared = SharedWatch::new(futures::stream::iter(events)).significant(nothing);
+        let primary = shared.subscribe(false);
+        shared.run().await;
+        let seen: Vec<String> = primary
+            .map(|o| {
+                let o = o.unwrap();
+                format!("{}@{}", o.metadata.name.unwrap(), o.data.unwrap()["beat"])
+            })
+            .collect()
+            .await;
+        assert_eq!(seen, ["a@t0", "b@t0", "b@t2"]);
     }
 
     #[tokio::test]
