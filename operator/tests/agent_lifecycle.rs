@@ -21,7 +21,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use support::{
     Operator, World, databases_like, db_prefix, drop_like, eventually, roles_like, secret_data,
-    sum_metric,
+    settled, sum_metric,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -445,20 +445,13 @@ async fn runtime_heartbeats_wake_no_reconcile_and_a_silent_runtime_still_goes_st
         .wait_condition("hb", RUNTIME_READY, "True", Duration::from_secs(30))
         .await;
     // Let the reactions to the first report settle (no reconcile for 2 s).
-    let mut last = reconciles(&mut operator, "agent").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = reconciles(&mut operator, "agent").await;
-        if now == last {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent's reconciles never settled"
-        );
-        last = now;
-    }
+    settled(
+        "the agent's reconciles",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        async || reconciles(&mut operator, "agent").await,
+    )
+    .await;
     let agent_before = reconciles(&mut operator, "agent").await;
     let channel_before = reconciles(&mut operator, "channel").await;
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::Role;
 use serde_json::json;
-use support::{World, eventually};
+use support::{World, eventually, settled};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -120,19 +120,15 @@ async fn hand_edits_of_owned_children_are_repaired() {
     );
 
     // Repaired children hold what is wanted: the writes stop (no apply loop).
-    let deadline = tokio::time::Instant::now() + MINUTE;
-    let mut last = operator.writes().await;
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let now = operator.writes().await;
-        assert!(now > 0.0, "the operator's /metrics answers");
-        if now == last {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the operator keeps writing after the repair"
-        );
-        last = now;
-    }
+    settled(
+        "the operator's writes after the repair",
+        MINUTE,
+        Duration::from_secs(5),
+        async || {
+            let now = operator.writes().await;
+            assert!(now > 0.0, "the operator's /metrics answers");
+            now
+        },
+    )
+    .await;
 }

@@ -9,7 +9,7 @@ use crds::ChatChannel;
 use crds::conditions::AVAILABLE;
 use k8s_openapi::api::events::v1::Event;
 use serde_json::json;
-use support::{Operator, World, apiserver_writes, eventually, grown, sum_metric};
+use support::{Operator, World, apiserver_writes, eventually, grown, settled, sum_metric};
 
 /// The operator's own count of its write requests, read from its `/metrics`. Panics
 /// when the operator is not running, `/metrics` is unreachable or the counter is missing:
@@ -67,24 +67,17 @@ async fn an_idle_operator_writes_nothing_for_a_minute() {
             .await;
     }
     // Let the last reactions settle: writes stop growing for 10 s.
-    let mut last = writes(&mut operator).await;
     assert!(
-        last > 0.0,
+        writes(&mut operator).await > 0.0,
         "the operator counted no writes though it made every child"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let now = writes(&mut operator).await;
-        if now == last {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the operator's writes never settled"
-        );
-        last = now;
-    }
+    settled(
+        "the operator's writes",
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+        async || writes(&mut operator).await,
+    )
+    .await;
 
     let apiserver_before = apiserver_writes(&world.cluster);
     let operator_before = writes(&mut operator).await;

@@ -488,3 +488,27 @@ pub async fn secret_data(world: &World, name: &str) -> BTreeMap<String, String> 
         .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
         .collect()
 }
+
+/// Reads `count` every `every` until it gives the same value twice in a row, and
+/// returns that value; panics saying `what` never settled after `timeout`.
+pub async fn settled(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut count: impl AsyncFnMut() -> f64,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = count().await;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = count().await;
+        if now == last {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never settled"
+        );
+        last = now;
+    }
+}
