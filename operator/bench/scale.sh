@@ -130,7 +130,8 @@ PREFIX="sb_${NS//-/_}_" # the operator's database and role prefix for this names
 LOG="$(mktemp -t operator-bench.XXXX.log)"
 WORK="$(mktemp -d -t operator-bench.XXXX)"
 PID=""
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
 SAMPLER=""
 WATCHER=""
 BEATS=""
@@ -290,21 +291,40 @@ cpu_figures() {
       printf "cpu_%s_%s_pct %.0f\n", r, $1, d * 100 / s }' "$WORK/$round.cpu0" "$WORK/$round.cpu1")
 }
 
+# How the operator's counters grew from one /metrics text (file $1; empty: none yet) to
+# another ($2), as "key value" lines: agent_reconciles and channel_reconciles (each
+# controller's), requests and writes (POST/PUT/PATCH/DELETE) its client sent, and the
+# watches that listed again (watch_restarts).
+metric_deltas() {
+  awk '
+    function add(sign) {
+      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="agent"\}/) a += sign * $2
+      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="channel"\}/) c += sign * $2
+      if ($1 ~ /^switchboard_operator_kube_requests_total/) {
+        q += sign * $2
+        if ($1 ~ /method="(POST|PUT|PATCH|DELETE)"/) w += sign * $2
+      }
+      if ($1 ~ /^switchboard_operator_watch_restarts_total/) r += sign * $2
+    }
+    FILENAME == ARGV[1] { add(-1); next }
+    { add(1) }
+    END { printf "agent_reconciles %.0f\nchannel_reconciles %.0f\nrequests %.0f\nwrites %.0f\nwatch_restarts %.0f\n", a, c, q, w, r }' "$1" "$2"
+}
+
 # Results <round>_reconciles_per_agent (the agent controller's), <round>_requests_per_agent
 # (every request the operator's client sent) and <round>_watch_restarts (watches that
 # listed again), over the round: the work behind its CPU. $2 and $3 hold /metrics
 # before (empty: none yet) and at Available.
 work_figures() {
   local round=$1 key value
-  while read -r key value; do result "${round}_$key" "$value"; done < <(awk -v n="$N" '
-    function add(sign) {
-      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="agent"\}/) r += sign * $2
-      if ($1 ~ /^switchboard_operator_kube_requests_total/) q += sign * $2
-      if ($1 ~ /^switchboard_operator_watch_restarts_total/) w += sign * $2
-    }
-    FILENAME == ARGV[1] { add(-1); next }
-    { add(1) }
-    END { printf "reconciles_per_agent %.1f\nrequests_per_agent %.1f\nwatch_restarts %d\n", r / n, q / n, w }' "$2" "$3")
+  per_agent() { awk -v v="$1" -v n="$N" 'BEGIN { printf "%.1f", v / n }'; }
+  while read -r key value; do
+    case "$key" in
+      agent_reconciles) result "${round}_reconciles_per_agent" "$(per_agent "$value")" ;;
+      requests) result "${round}_requests_per_agent" "$(per_agent "$value")" ;;
+      watch_restarts) result "${round}_watch_restarts" "$value" ;;
+    esac
+  done < <(metric_deltas "$2" "$3")
 }
 
 # Stops the background job whose pid the variable named $1 holds (SAMPLER, WATCHER).
@@ -451,7 +471,7 @@ heartbeat_window() {
   local seconds="${BENCH_HEARTBEAT_SECONDS:-60}" port before after c0 c1 key value
   kubectl get pods -n "$NS" -o json |
     jq -r '.items[] | "\(.metadata.labels["app.kubernetes.io/instance"]) \(.metadata.name)"' >"$WORK/pods"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   kubectl proxy --address=127.0.0.1 --port="$port" >"$WORK/proxy.log" 2>&1 &
   PROXY=$!
   proxy_up() { curl -fs --max-time 2 -o /dev/null "127.0.0.1:$port/version" || return 1; }
@@ -459,6 +479,7 @@ heartbeat_window() {
   python3 operator/bench/heartbeats.py --port "$port" --namespace "$NS" \
     <"$WORK/pods" >"$WORK/heartbeats.out" 2>&1 &
   BEATS=$!
+  result heartbeats_due_per_s "$(awk 'END { printf "%.1f", NR / 10 }' "$WORK/pods")"
   log "runtime heartbeats of $(wc -l <"$WORK/pods") pods every 10 s: 15 s warm-up, then ${seconds}s measured"
   sleep 15
   before=$(metrics)
@@ -474,21 +495,13 @@ heartbeat_window() {
   done <"$WORK/heartbeats.out"
   result heartbeat_operator_cpu_pct "$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$seconds" \
     'BEGIN { printf "%.1f", t * 100 / hz / s }')"
-  while read -r key value; do result "heartbeat_$key" "$value"; done < <(awk -v s="$seconds" '
-    function add(sign) {
-      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="agent"\}/) a += sign * $2
-      if ($1 ~ /^switchboard_operator_reconciles_total\{controller="channel"\}/) c += sign * $2
-      if ($1 ~ /^switchboard_operator_kube_requests_total/) {
-        q += sign * $2
-        if ($1 ~ /method="(POST|PUT|PATCH|DELETE)"/) w += sign * $2
-      }
-    }
-    FILENAME == ARGV[1] { add(-1); next }
-    { add(1) }
-    END { m = 60 / s
-      printf "agent_reconciles_per_min %.1f\nchannel_reconciles_per_min %.1f\n", a * m, c * m
-      printf "operator_requests_per_min %.1f\noperator_writes_per_min %.1f\n", q * m, w * m }' \
-    <(echo "$before") <(echo "$after"))
+  per_minute() { awk -v v="$1" -v s="$seconds" 'BEGIN { printf "%.1f", v * 60 / s }'; }
+  while read -r key value; do
+    case "$key" in
+      agent_reconciles | channel_reconciles) result "heartbeat_${key}_per_min" "$(per_minute "$value")" ;;
+      requests | writes) result "heartbeat_operator_${key}_per_min" "$(per_minute "$value")" ;;
+    esac
+  done < <(metric_deltas <(echo "$before") <(echo "$after"))
 }
 
 # When the pieces of round $1 came to be, in seconds after $2 (epoch ms): the
@@ -649,6 +662,6 @@ echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
 echo "| steady RSS (converged, idle) | $(mib "$steady") | ≤ 100 MiB | $(met "$steady" 102400) |"
 echo "| API writes per idle minute (POST/PUT/PATCH/DELETE) | $(get writes_idle_per_min) | 0 | $(met "$(get writes_idle_per_min)" 0) |"
 if ((REPLICAS > 0)); then
-  echo "| with every pod's runtime heartbeat ($(get heartbeats_per_s) reports/s, $(get heartbeats_failed) failed): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
+  echo "| with every pod's runtime heartbeat ($(get heartbeats_per_s) of $(get heartbeats_due_per_s) reports/s sent, $(get heartbeats_failed) failed; fewer sent than due means late reports, some stale): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
   echo "| with the heartbeats: the operator's requests (writes) per minute, its CPU | $(get heartbeat_operator_requests_per_min) ($(get heartbeat_operator_writes_per_min)), $(get heartbeat_operator_cpu_pct) % | — | — |"
 fi
