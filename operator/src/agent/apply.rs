@@ -249,11 +249,11 @@ async fn apply_service_monitor(
         Some(desired) => {
             // Not watched (the CRD may come and go): read it live.
             let api = api(shared, &desired);
+            let name = desired.name_any();
             let live = api
-                .get_opt(&desired.name_any())
+                .get_opt(&name)
                 .await
                 .map_err(Error::kube("reading the ServiceMonitor"))?;
-            let name = desired.name_any();
             let written = apply_child(shared, &api, desired, live.as_ref())
                 .await?
                 .then(|| format!("ServiceMonitor {name}"));
@@ -263,40 +263,49 @@ async fn apply_service_monitor(
             Ok((ServiceMonitorState::CrdMissing, None))
         }
         None => {
-            // Turned off: the one it made before goes (only when the agent owns it).
             if shared.service_monitor_crd_installed().await {
-                let api: Api<ServiceMonitor> = Api::namespaced(
-                    shared.client.clone(),
-                    &agent.namespace().unwrap_or_default(),
-                );
-                let name = agent.name_any();
-                let live = api
-                    .get_opt(&name)
-                    .await
-                    .map_err(Error::kube("reading the ServiceMonitor"))?;
-                let owned = live.is_some_and(|m| {
-                    m.owner_references()
-                        .iter()
-                        .any(|o| Some(&o.uid) == agent.uid().as_ref())
-                });
-                if owned {
-                    shared.metrics.write("ServiceMonitor", "delete");
-                    api.delete(&name, &Default::default())
-                        .await
-                        .map_err(Error::kube("deleting the disabled ServiceMonitor"))?;
-                    info!(%name, "deleted the ServiceMonitor (monitoring turned off)");
-                    shared
-                        .event(
-                            &agent.object_ref(&()),
-                            EventType::Normal,
-                            "ServiceMonitorDeleted",
-                            "Delete",
-                            format!("deleted ServiceMonitor {name}: spec.monitoring.serviceMonitor.enabled is false"),
-                        )
-                        .await;
-                }
+                delete_disabled_service_monitor(agent, shared).await?;
             }
             Ok((ServiceMonitorState::Disabled, None))
         }
     }
+}
+
+/// Monitoring turned off: the ServiceMonitor made before goes (only when the agent
+/// owns it).
+async fn delete_disabled_service_monitor(agent: &AgentDeployment, shared: &Context) -> Result<()> {
+    let api: Api<ServiceMonitor> = Api::namespaced(
+        shared.client.clone(),
+        &agent.namespace().unwrap_or_default(),
+    );
+    let name = agent.name_any();
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("reading the ServiceMonitor"))?;
+    let owned = live.is_some_and(|m| {
+        m.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == agent.uid().as_ref())
+    });
+    if !owned {
+        return Ok(());
+    }
+    shared.metrics.write("ServiceMonitor", "delete");
+    api.delete(&name, &Default::default())
+        .await
+        .map_err(Error::kube("deleting the disabled ServiceMonitor"))?;
+    info!(%name, "deleted the ServiceMonitor (monitoring turned off)");
+    shared
+        .event(
+            &agent.object_ref(&()),
+            EventType::Normal,
+            "ServiceMonitorDeleted",
+            "Delete",
+            format!(
+                "deleted ServiceMonitor {name}: spec.monitoring.serviceMonitor.enabled is false"
+            ),
+        )
+        .await;
+    Ok(())
 }
