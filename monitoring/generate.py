@@ -150,8 +150,8 @@ def runtime_alerts():
             "warning",
             "Runtime pod {{ $labels.namespace }}/{{ $labels.pod }} stopped answering.",
             "Runtime pod {{ $labels.pod }} of agent {{ $labels.service }} in namespace {{ $labels.namespace }} "
-            "has failed its scrapes for 2 minutes: the process hangs or is unreachable, and its heartbeat in "
-            "the AgentDeployment's status.runtime goes stale after 30 seconds, so the operator no longer counts it.",
+            "has failed its scrapes for 2 minutes: the process hangs or is unreachable, and once its readiness "
+            "probe fails too the operator no longer counts its report in the AgentDeployment's status.runtime.",
         ),
         alert(
             "SwitchboardAllModelsFailing",

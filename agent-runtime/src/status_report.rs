@@ -1,13 +1,18 @@
-//! Reports this pod's health into its AgentDeployment's `status.runtime`: every
-//! heartbeat the pod server-side-applies its own list entry (keyed by pod name) under
-//! a field manager of its own, so pods never overwrite each other and the operator
-//! can turn the entries into RuntimeReady and ModelReachable. When costs are
-//! accounted, each report also carries the agent-wide `status.usage` (the budget
-//! window's tokens and cost, read from the shared database, so every pod reports
-//! the same figures). On shutdown a last report says the pod is no longer ready.
+//! Reports this pod's health into its AgentDeployment's `status.runtime`: the pod
+//! server-side-applies its own list entry (keyed by pod name) under a field manager
+//! of its own, so pods never overwrite each other and the operator can turn the
+//! entries into RuntimeReady and ModelReachable. When costs are accounted, each
+//! report also carries the agent-wide `status.usage` (the budget window's tokens and
+//! cost, read from the shared database, so every pod reports the same figures).
+//!
+//! Every heartbeat the pod looks at its health, and writes a report only when it
+//! changed or when the last one written is [`ReporterConfig::refresh`] old (as the
+//! kubelet does with a node's status): an idle agent's pods write once a minute, not
+//! six times. That the process is alive is the kubelet's word, through the pod's
+//! probes. On shutdown a last report says the pod is no longer ready.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crds::{AgentDeployment, RuntimePodStatus, UsageStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,8 +32,10 @@ pub struct ReporterConfig {
     pub namespace: String,
     /// This pod's name.
     pub pod: String,
-    /// Time between reports.
+    /// Time between looks at the pod's health (a change is reported at the next).
     pub interval: Duration,
+    /// Time after which an unchanged report is written again.
+    pub refresh: Duration,
     /// Runtime version reported.
     pub version: String,
     /// Time between upstream reachability checks while no chat call gives a
@@ -42,7 +49,9 @@ pub const UPSTREAM_CHECK_SECONDS: u64 = 60;
 
 impl ReporterConfig {
     /// From the environment a pod gets (`POD_NAME`, `POD_NAMESPACE`; the interval from
-    /// `SWITCHBOARD_HEARTBEAT_SECONDS`), or `None` when not running as a pod.
+    /// `SWITCHBOARD_HEARTBEAT_SECONDS`, the refresh from
+    /// `SWITCHBOARD_STATUS_REFRESH_SECONDS`, never shorter than the interval), or
+    /// `None` when not running as a pod.
     pub fn from_env(
         agent: &str,
         lookup: impl Fn(&str) -> Option<String>,
@@ -53,6 +62,11 @@ impl ReporterConfig {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|s| *s > 0)
             .unwrap_or(crds::RUNTIME_HEARTBEAT_SECONDS);
+        let refresh = lookup("SWITCHBOARD_STATUS_REFRESH_SECONDS")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(crds::RUNTIME_REFRESH_SECONDS)
+            .max(interval);
         let upstream_check = lookup("SWITCHBOARD_UPSTREAM_CHECK_SECONDS")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(UPSTREAM_CHECK_SECONDS);
@@ -61,6 +75,7 @@ impl ReporterConfig {
             namespace,
             pod,
             interval: Duration::from_secs(interval),
+            refresh: Duration::from_secs(refresh),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             upstream_check: (upstream_check > 0).then(|| Duration::from_secs(upstream_check)),
         })
@@ -197,6 +212,40 @@ pub async fn check_upstream(chain: ModelChain, every: Duration, shutdown: Cancel
     }
 }
 
+/// What was last written, to tell whether a report is due.
+#[derive(Debug, Default)]
+pub struct LastReport {
+    written: Option<(serde_json::Value, Instant)>,
+}
+
+impl LastReport {
+    /// Whether `patch`, made at `now`, is to be written: nothing was written yet (or
+    /// the last write failed), it says something the last did not (its time aside),
+    /// or the last is `refresh` old.
+    pub fn due(&self, patch: &serde_json::Value, now: Instant, refresh: Duration) -> bool {
+        match &self.written {
+            None => true,
+            Some((last, at)) => {
+                now.saturating_duration_since(*at) >= refresh || *last != timeless(patch)
+            }
+        }
+    }
+
+    /// `patch` was written at `now`.
+    pub fn written(&mut self, patch: &serde_json::Value, now: Instant) {
+        self.written = Some((timeless(patch), now));
+    }
+}
+
+/// `patch` without its report time.
+fn timeless(patch: &serde_json::Value) -> serde_json::Value {
+    let mut patch = patch.clone();
+    if let Some(entry) = patch.pointer_mut("/status/runtime/0") {
+        entry["lastHeartbeat"] = serde_json::Value::Null;
+    }
+    patch
+}
+
 /// Reports until `shutdown` is cancelled, then sends a last not-ready report.
 /// Failures are logged and retried at the next heartbeat; they never stop the pod.
 pub async fn run<F, Fut>(
@@ -211,6 +260,7 @@ pub async fn run<F, Fut>(
     let api: Api<AgentDeployment> = Api::namespaced(client, &config.namespace);
     let params = PatchParams::apply(&config.field_manager()).force();
     let mut transitions = Transitions::default();
+    let mut last = LastReport::default();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -219,16 +269,24 @@ pub async fn run<F, Fut>(
             () = shutdown.cancelled() => break,
         }
         let patch = status_patch(&config, health().await, Timestamp::now(), &mut transitions);
-        if let Err(err) = api
+        let now = Instant::now();
+        if !last.due(&patch, now, config.refresh) {
+            continue;
+        }
+        match api
             .patch_status(&config.agent, &params, &Patch::Apply(&patch))
             .await
         {
-            tracing::warn!(agent = %config.agent, error = %err, "cannot report runtime status");
+            Ok(_) => last.written(&patch, now),
+            Err(err) => {
+                last = LastReport::default();
+                tracing::warn!(agent = %config.agent, error = %err, "cannot report runtime status");
+            }
         }
     }
-    let mut last = health().await;
-    last.ready = false;
-    let patch = status_patch(&config, last, Timestamp::now(), &mut transitions);
+    let mut parting = health().await;
+    parting.ready = false;
+    let patch = status_patch(&config, parting, Timestamp::now(), &mut transitions);
     if let Err(err) = api
         .patch_status(&config.agent, &params, &Patch::Apply(&patch))
         .await
@@ -260,6 +318,10 @@ mod tests {
         );
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(
+            c.refresh,
+            Duration::from_secs(crds::RUNTIME_REFRESH_SECONDS)
+        );
+        assert_eq!(
             c.upstream_check,
             Some(Duration::from_secs(UPSTREAM_CHECK_SECONDS))
         );
@@ -267,6 +329,69 @@ mod tests {
         assert!(
             ReporterConfig::from_env("support", |_| None).is_none(),
             "standalone: no reporting"
+        );
+    }
+
+    #[test]
+    fn the_refresh_is_never_shorter_than_the_interval() {
+        let c = ReporterConfig::from_env("support", |name| match name {
+            "POD_NAME" => Some("p".into()),
+            "POD_NAMESPACE" => Some("n".into()),
+            "SWITCHBOARD_HEARTBEAT_SECONDS" => Some("30".into()),
+            "SWITCHBOARD_STATUS_REFRESH_SECONDS" => Some("5".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.refresh, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_unchanged_report_waits_for_the_refresh_and_a_change_goes_at_once() {
+        let config = config();
+        let mut transitions = Transitions::default();
+        let refresh = Duration::from_secs(60);
+        let mut patch = |messages: i64, ready: bool| {
+            let health = Health {
+                ready,
+                upstream_healthy: true,
+                messages_total: messages,
+                ..Health::default()
+            };
+            status_patch(&config, health, Timestamp::now(), &mut transitions)
+        };
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut last = LastReport::default();
+        let first = patch(0, true);
+        assert!(
+            last.due(&first, at(0), refresh),
+            "the first report is written"
+        );
+        last.written(&first, at(0));
+
+        assert!(
+            !last.due(&patch(0, true), at(10), refresh),
+            "unchanged but for its time: not yet"
+        );
+        assert!(
+            last.due(&patch(3, true), at(10), refresh),
+            "a new message count"
+        );
+        assert!(
+            last.due(&patch(0, false), at(10), refresh),
+            "no longer ready"
+        );
+
+        let repeated = patch(0, true);
+        assert!(
+            last.due(&repeated, at(60), refresh),
+            "a minute old: repeated"
+        );
+        last.written(&repeated, at(60));
+        assert!(!last.due(&patch(0, true), at(70), refresh));
+        assert!(
+            LastReport::default().due(&patch(0, true), at(70), refresh),
+            "after a failed write, the next look writes"
         );
     }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use sqlx::Connection;
@@ -410,12 +410,13 @@ async fn reconciles(operator: &mut Operator, controller: &str) -> f64 {
     })
 }
 
-/// A running agent's pods report every 10 s. Those heartbeats (a new time, new
-/// counts) change nothing the operator acts on, so they wake neither the agent's nor
-/// its channels' reconciles; a runtime that stops reporting still turns RuntimeReady
-/// False once its report is stale, and True again at its next report.
+/// A busy agent's pods report every 10 s. Those heartbeats (a new time, new counts)
+/// change nothing the operator acts on, so they wake neither the agent's nor its
+/// channels' reconciles. A pod the kubelet stops counting Ready stops counting at
+/// once; a runtime that stops reporting turns RuntimeReady False once its report
+/// is stale; either is True again when it is back.
 #[tokio::test]
-async fn runtime_heartbeats_wake_no_reconcile_and_a_silent_runtime_still_goes_stale() {
+async fn heartbeats_wake_no_reconcile_and_unready_or_silent_runtimes_stop_counting() {
     let world = World::new("op-beats").await;
     let mut operator = world.operator("beats", &[]).await;
     world.apply_agent("hb", json!({ "replicas": 1 })).await;
@@ -479,10 +480,46 @@ async fn runtime_heartbeats_wake_no_reconcile_and_a_silent_runtime_still_goes_st
         "8 heartbeats woke {agent_woken} agent reconciles"
     );
 
-    // Silent: the report goes stale (30 s after its time) and RuntimeReady follows.
+    // The kubelet stops counting the pod Ready (a failing probe, a lost node): its
+    // fresh report no longer counts, and the pod's own event says so at once.
+    let set_ready = |status: &'static str| {
+        let pods = pods.clone();
+        let pod = pod.clone();
+        async move {
+            let patch =
+                json!({ "status": { "conditions": [{ "type": "Ready", "status": status }] } });
+            pods.patch_status(&pod, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+                .unwrap_or_else(|e| panic!("setting {pod} Ready={status}: {e}"));
+        }
+    };
+    set_ready("False").await;
+    world
+        .wait_condition("hb", RUNTIME_READY, "False", Duration::from_secs(30))
+        .await;
+    let condition = world.condition("hb", RUNTIME_READY).await;
+    assert_eq!(
+        condition.map(|(_, reason)| reason).as_deref(),
+        Some("PodsNotReady")
+    );
+    set_ready("True").await;
+    world
+        .wait_condition("hb", RUNTIME_READY, "True", Duration::from_secs(30))
+        .await;
+
+    // Silent: a report made (as if) long ago goes stale a few seconds from now, and
+    // RuntimeReady follows through the operator's sweep, with no event to wake it.
+    let stale_after = crds::RUNTIME_STALE_AFTER_SECONDS as i64;
+    let long_ago = Timestamp::from_second(Timestamp::now().as_second() - stale_after + 5).unwrap();
+    world.heartbeat("hb", &pod, true, true, 27, long_ago).await;
     world
         .wait_condition("hb", RUNTIME_READY, "False", Duration::from_secs(60))
         .await;
+    let condition = world.condition("hb", RUNTIME_READY).await;
+    assert_eq!(
+        condition.map(|(_, reason)| reason).as_deref(),
+        Some("HeartbeatMissing")
+    );
     // Back: its next report counts at once.
     world
         .heartbeat("hb", &pod, true, true, 30, Timestamp::now())

@@ -392,15 +392,16 @@ async fn the_whole_loop_on_real_pods() {
 
     // With the node cordoned, deleting the pod leaves tenant A without a runtime: the
     // replacement stays Pending (the kwok nodes are tainted) and RuntimeReady stops
-    // being True within the heartbeat window (Unknown: no pod left to report; a pod
-    // whose runtime stops reporting turns it False, see the operator's tests).
+    // being True (False from the runtime's last report and its pod no longer Ready,
+    // then Unknown: no pod left to report; a runtime that stops reporting turns it
+    // False too, see the operator's tests).
     let node = rolled.spec.and_then(|s| s.node_name).expect("scheduled");
     let uncordon = Uncordon(&cluster, node.clone());
     cluster.kubectl_ok(["cordon", &node]);
     pods.delete(&rolled_name, &DeleteParams::default())
         .await
         .unwrap();
-    let window = Duration::from_secs(crds::RUNTIME_STALE_AFTER_SECONDS + 30);
+    let window = Duration::from_secs(60);
     eventually(
         window,
         "RuntimeReady not True after the runtime went away",

@@ -1,8 +1,9 @@
-//! A runtime pod as the agent controller caches it. The status needs three things of
-//! each pod: that it exists, which agent it runs, and why its image cannot be pulled
-//! if it cannot. A `Pod`, however slimmed, holds its `Option<PodSpec>` and
-//! `Option<PodStatus>` in place even when empty, and its typed metadata; this is its
-//! identity, the agent's name and the failure, if any.
+//! A runtime pod as the agent controller caches it. The status needs four things of
+//! each pod: that it exists, which agent it runs, whether the kubelet counts it Ready,
+//! and why its image cannot be pulled if it cannot. A `Pod`, however slimmed, holds
+//! its `Option<PodSpec>` and `Option<PodStatus>` in place even when empty, and its
+//! typed metadata; this is its identity, the agent's name, its readiness and the
+//! failure, if any.
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Pod;
@@ -13,11 +14,13 @@ use super::status::{ImagePullFailure, image_pull_failure};
 use crate::compact::{cached_resource_items, identity};
 use crate::names;
 
-/// A cached runtime pod: its identity, the agent it runs, its image pull failure.
+/// A cached runtime pod: its identity, the agent it runs, its readiness, its image
+/// pull failure.
 #[derive(Clone, Debug)]
 pub struct RuntimePod {
     metadata: ObjectMeta,
     agent: Option<Box<str>>,
+    ready: bool,
     image_pull: Option<Box<ImagePullFailure>>,
 }
 
@@ -32,6 +35,13 @@ impl RuntimePod {
                 .as_ref()
                 .and_then(|labels| labels.get(names::INSTANCE_LABEL))
                 .map(|agent| agent.as_str().into()),
+            ready: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
             image_pull: image_pull_failure([pod]).map(Box::new),
         }
     }
@@ -39,6 +49,12 @@ impl RuntimePod {
     /// The agent the pod runs (its `app.kubernetes.io/instance` label).
     pub fn agent(&self) -> Option<&str> {
         self.agent.as_deref()
+    }
+
+    /// Whether the kubelet counts the pod Ready (its readiness probe passes, its
+    /// node is up): a runtime's report counts only while it is.
+    pub fn ready(&self) -> bool {
+        self.ready
     }
 
     /// Why a container of the pod cannot get its image, if one cannot.
@@ -63,6 +79,10 @@ mod tests {
     use super::RuntimePod;
 
     fn pod(waiting: Option<&str>) -> Pod {
+        pod_with(waiting, "False")
+    }
+
+    fn pod_with(waiting: Option<&str>, ready: &str) -> Pod {
         let state = match waiting {
             Some(reason) => json!({ "waiting": { "reason": reason, "message": "not found" } }),
             None => json!({ "running": {} }),
@@ -75,7 +95,12 @@ mod tests {
                 "resourceVersion": "42",
                 "labels": { "app.kubernetes.io/instance": "support", "pod-template-hash": "7f9" }
             },
-            "status": { "containerStatuses": [
+            "status": {
+              "conditions": [
+                { "type": "PodScheduled", "status": "True" },
+                { "type": "Ready", "status": ready }
+              ],
+              "containerStatuses": [
                 { "name": "runtime", "image": "runtime:2", "imageID": "", "ready": false,
                   "restartCount": 0, "state": state }
             ] }
@@ -102,8 +127,18 @@ mod tests {
         );
         assert_eq!(failure.pod, "support-7f9-abcde");
 
-        let running = RuntimePod::new(&pod(None));
+        assert!(!failing.ready());
+
+        let running = RuntimePod::new(&pod_with(None, "True"));
         assert_eq!(running.agent(), Some("support"));
         assert!(running.image_pull_failure().is_none());
+        assert!(running.ready());
+
+        // What the watch keeps of a pod still says whether it is Ready.
+        let mut slim = pod_with(None, "True");
+        crate::agent::watches::slim_pod(&mut slim);
+        let conditions = slim.status.as_ref().unwrap().conditions.as_ref().unwrap();
+        assert_eq!(conditions.len(), 1, "{conditions:?}");
+        assert!(RuntimePod::new(&slim).ready());
     }
 }

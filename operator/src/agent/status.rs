@@ -113,6 +113,9 @@ pub struct Observed<'a> {
     pub image_pull: Option<ImagePullFailure>,
     /// `status.runtime` entries of runtime pods that still exist.
     pub runtime: &'a [RuntimePodStatus],
+    /// The runtime pods the kubelet does not count Ready (probe failing, process
+    /// gone, node lost): their reports do not count, however fresh.
+    pub not_ready: &'a [String],
     /// The time the reports are judged at: a report older than
     /// [`crds::RUNTIME_STALE_AFTER_SECONDS`] no longer counts.
     pub now: Timestamp,
@@ -310,16 +313,31 @@ pub fn desired_status(
         conds.set(AVAILABLE, FALSE, IMAGE_PULL_FAILED, pull_message(failure));
     }
 
-    let reports: Vec<&RuntimePodStatus> = observed
+    let fresh: Vec<&RuntimePodStatus> = observed
         .runtime
         .iter()
         .filter(|r| is_fresh(r, observed.now))
         .collect();
-    let (runtime_status, model_status) = if reports.is_empty() && !observed.runtime.is_empty() {
+    let reports: Vec<&RuntimePodStatus> = fresh
+        .iter()
+        .copied()
+        .filter(|r| !observed.not_ready.contains(&r.name))
+        .collect();
+    let (runtime_status, model_status) = if reports.is_empty() && !fresh.is_empty() {
         let why = format!(
-            "no runtime pod has reported within {}s (heartbeat every {}s): the runtime processes are gone or hung",
+            "{} runtime pod(s) report, but the kubelet counts none of them Ready: their \
+             readiness probes fail, their processes are gone, or their node is lost",
+            fresh.len()
+        );
+        conds.set(RUNTIME_READY, FALSE, "PodsNotReady", why.clone());
+        conds.set(MODEL_REACHABLE, UNKNOWN, "PodsNotReady", why);
+        (FALSE, UNKNOWN)
+    } else if reports.is_empty() && !observed.runtime.is_empty() {
+        let why = format!(
+            "no runtime pod has reported within {}s (an unchanged report is repeated every {}s): \
+             the runtimes cannot write their status, or are gone or hung",
             crds::RUNTIME_STALE_AFTER_SECONDS,
-            crds::RUNTIME_HEARTBEAT_SECONDS
+            crds::RUNTIME_REFRESH_SECONDS
         );
         conds.set(RUNTIME_READY, FALSE, "HeartbeatMissing", why.clone());
         conds.set(MODEL_REACHABLE, UNKNOWN, "HeartbeatMissing", why);
@@ -614,6 +632,7 @@ mod tests {
             deployment,
             image_pull: None,
             runtime,
+            not_ready: &[],
             now: Timestamp::now(),
             service_monitor: ServiceMonitorState::CrdMissing,
             endpoint: "http://support.tenant-a.svc.cluster.local:8080".to_owned(),
@@ -789,6 +808,37 @@ mod tests {
             (FALSE, "HeartbeatMissing")
         );
         assert!(!is_true(&status.conditions, READY));
+
+        // A fresh report of a pod the kubelet does not count Ready does not count
+        // either; another pod's still does.
+        let unready = ["p1".to_owned()];
+        let reports = [report("p1", true, true)];
+        let status = desired_status(
+            &Default::default(),
+            &Observed {
+                not_ready: &unready,
+                ..observed(Some(&d), &reports)
+            },
+        );
+        let runtime = condition(&status, RUNTIME_READY);
+        assert_eq!(
+            (runtime.status.as_str(), runtime.reason.as_str()),
+            (FALSE, "PodsNotReady")
+        );
+        assert!(runtime.message.starts_with("1 runtime pod(s) report"));
+        assert!(!is_true(&status.conditions, READY));
+        let reports = [report("p1", true, true), report("p2", true, true)];
+        let status = desired_status(
+            &Default::default(),
+            &Observed {
+                not_ready: &unready,
+                ..observed(Some(&d), &reports)
+            },
+        );
+        assert_eq!(
+            condition(&status, RUNTIME_READY).message,
+            "1/1 runtime pods report ready"
+        );
 
         // The sweep finds a report in the window after it went stale, and only then.
         let window = std::time::Duration::from_secs(10);

@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+    ConfigMap, ContainerStatus, Pod, PodCondition, PodStatus, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PartialObjectMeta};
@@ -395,7 +395,8 @@ fn pods(
     (reader, stream, agent_pods)
 }
 
-/// Drops from `pod` everything but its metadata and its containers' waiting states.
+/// Drops from `pod` everything but its metadata, its Ready condition and its
+/// containers' waiting states.
 pub fn slim_pod(pod: &mut Pod) {
     slim_metadata(pod);
     pod.spec = None;
@@ -413,6 +414,17 @@ pub fn slim_pod(pod: &mut Pod) {
         })
     };
     pod.status = pod.status.take().map(|status| PodStatus {
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .map(|c| PodCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    ..Default::default()
+                })
+                .collect()
+        }),
         container_statuses: waiting(status.container_statuses),
         init_container_statuses: waiting(status.init_container_statuses),
         ..Default::default()

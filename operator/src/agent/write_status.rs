@@ -70,6 +70,11 @@ pub async fn write_status(
         );
     }
     let runtime: Vec<_> = live.into_iter().map(|(_, r)| r.clone()).collect();
+    let not_ready: Vec<String> = pods
+        .iter()
+        .filter(|p| !p.ready())
+        .map(|p| p.name_any())
+        .collect();
     let now = Timestamp::now();
 
     let deployment = ctx
@@ -93,6 +98,7 @@ pub async fn write_status(
             .min_by(|a, b| a.pod.cmp(&b.pod))
             .cloned(),
         runtime: &runtime,
+        not_ready: &not_ready,
         now,
         service_monitor,
         endpoint: names::endpoint(&name, &namespace, &shared.config.cluster_domain),
