@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Runtime heartbeats for `make bench-operator`: the reports a running agent's pods
-write into its status every 10 s, for pods that run nothing (the bench's kwok pods).
+"""Runtime status reports for `make bench-operator`: what a running agent's pods write
+into its status, for pods that run nothing (the bench's kwok pods).
 
-Reads "<agent> <pod>" lines on stdin and, until killed or for --seconds, sends each
-pod's report every --interval seconds, spread evenly over the interval, as the runtime
-does: a server-side apply of the pod's own `status.runtime` entry under its own field
-manager, with the report's time and a growing message count. Talks to the API server
-through `kubectl proxy` on 127.0.0.1:--port. On exit prints `key=value` lines:
-heartbeats sent, failed, per second, and the mean latency of one.
+A runtime writes its report when it changed (looked at every 10 s) and repeats an
+unchanged one every 60 s. So a busy pod (new message counts at every look) reports
+every --interval seconds and an idle pod every --refresh seconds. Reads "<agent> <pod>"
+lines on stdin; the first --busy-percent of the pods are busy. Until killed or for
+--seconds, sends each pod's report on its period, the pods spread evenly over it: a
+server-side apply of the pod's own `status.runtime` entry under its own field
+manager, with the report's time (and, for a busy pod, a growing message count).
+Talks to the API server through `kubectl proxy` on 127.0.0.1:--port. On exit prints
+`key=value` lines: reports sent, failed, per second, and the mean latency of one.
 """
 
 import argparse
+import heapq
 import http.client
 import json
 import signal
@@ -20,7 +24,7 @@ import time
 from datetime import datetime, timezone
 
 
-def report(agent, pod, beat):
+def report(agent, pod, messages):
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return json.dumps({
         "apiVersion": "switchboard.dev/v1alpha1",
@@ -28,7 +32,7 @@ def report(agent, pod, beat):
         "metadata": {"name": agent},
         "status": {"runtime": [{
             "name": pod, "ready": True, "upstreamHealthy": True,
-            "activeSessions": 1, "messagesTotal": beat * 5,
+            "activeSessions": 1 if messages else 0, "messagesTotal": messages,
             "lastHeartbeat": now, "version": "bench",
         }]},
     })
@@ -38,7 +42,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--namespace", required=True)
-    parser.add_argument("--interval", type=float, default=10.0)
+    parser.add_argument("--interval", type=float, default=10.0, help="a busy pod's period")
+    parser.add_argument("--refresh", type=float, default=60.0, help="an idle pod's period")
+    parser.add_argument("--busy-percent", type=float, default=0.0)
     parser.add_argument("--seconds", type=float, default=0.0, help="0: until killed")
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
@@ -54,45 +60,48 @@ def main():
     totals = {"sent": 0, "failed": 0, "seconds": 0.0}
     start = time.monotonic()
     end = start + args.seconds if args.seconds > 0 else None
-    # Pod i reports at start + i * spacing + k * interval, k = 0, 1, 2, ...
-    spacing = args.interval / len(pods)
+    busy = round(len(pods) * args.busy_percent / 100)
+    # Pod i reports at start + offset_i + k * period_i, k = 0, 1, 2, ..., the busy
+    # pods spread over the interval and the idle ones over the refresh.
+    def schedule(i):
+        if i < busy:
+            return args.interval, i * args.interval / busy
+        return args.refresh, (i - busy) * args.refresh / (len(pods) - busy)
 
     def worker(index):
         conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
-        mine = list(range(index, len(pods), args.threads))
-        if not mine:
-            return
-        beat = 0
-        while not stop.is_set():
-            for i in mine:
-                due = start + i * spacing + beat * args.interval
-                now = time.monotonic()
-                if stop.is_set() or (end is not None and due >= end):
-                    conn.close()
-                    return
-                if due > now:
-                    stop.wait(due - now)
-                    if stop.is_set():
-                        break
-                agent, pod = pods[i]
-                path = (f"/apis/switchboard.dev/v1alpha1/namespaces/{args.namespace}"
-                        f"/agentdeployments/{agent}/status"
-                        f"?fieldManager=switchboard-runtime-{pod}&force=true")
-                sent = time.monotonic()
-                ok = False
-                try:
-                    conn.request("PATCH", path, body=report(agent, pod, beat + 1),
-                                 headers={"Content-Type": "application/apply-patch+yaml"})
-                    response = conn.getresponse()
-                    response.read()
-                    ok = response.status == 200
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
-                with lock:
-                    totals["sent" if ok else "failed"] += 1
-                    totals["seconds"] += time.monotonic() - sent
-            beat += 1
+        queue = []
+        for i in range(index, len(pods), args.threads):
+            period, offset = schedule(i)
+            heapq.heappush(queue, (start + offset, i, period, 0))
+        while queue and not stop.is_set():
+            due, i, period, beat = heapq.heappop(queue)
+            if end is not None and due >= end:
+                break
+            now = time.monotonic()
+            if due > now and stop.wait(due - now):
+                break
+            agent, pod = pods[i]
+            path = (f"/apis/switchboard.dev/v1alpha1/namespaces/{args.namespace}"
+                    f"/agentdeployments/{agent}/status"
+                    f"?fieldManager=switchboard-runtime-{pod}&force=true")
+            messages = (beat + 1) * 5 if i < busy else 0
+            sent = time.monotonic()
+            ok = False
+            try:
+                conn.request("PATCH", path, body=report(agent, pod, messages),
+                             headers={"Content-Type": "application/apply-patch+yaml"})
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+            with lock:
+                totals["sent" if ok else "failed"] += 1
+                totals["seconds"] += time.monotonic() - sent
+            heapq.heappush(queue, (due + period, i, period, beat + 1))
+        conn.close()
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True)
                for i in range(args.threads)]
