@@ -1,7 +1,20 @@
 //! Short content hashes: of the rendered runtime configuration (a pod template
-//! annotation, so a change rolls the pods) and of each applied child.
+//! annotation, so a change rolls the pods) and of each applied child; and the
+//! in-process hash the shared watches filter events by.
 
 use sha2::{Digest, Sha256};
+
+/// A hash of `value`'s JSON, to tell within one process whether two versions of an
+/// object differ in what is hashed (the shared watches' filters; not stable across
+/// builds).
+pub fn content_hash<T: serde::Serialize>(value: &T) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_vec(value)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
 
 /// First 16 hex digits of the SHA-256 of `bytes`.
 pub fn short_hash(bytes: &[u8]) -> String {

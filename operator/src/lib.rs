@@ -70,7 +70,9 @@ where
             )
             .default_backoff()
             .modify(slim_metadata::<ChatChannel>),
-        );
+        )
+        // A runtime's activity report reaches the cache, not the controllers.
+        .significant(channel::status::significant);
         let mut tool_servers = SharedWatch::new(
             observed(
                 tolerant_watcher::<ToolServer>(client.clone(), ns, watcher::Config::default()),

@@ -410,9 +410,9 @@ async fn reconciles(operator: &mut Operator, controller: &str) -> f64 {
     })
 }
 
-/// A busy agent's pods report every 10 s. Those heartbeats (a new time, new counts)
-/// change nothing the operator acts on, so they wake neither the agent's nor its
-/// channels' reconciles. A pod the kubelet stops counting Ready stops counting at
+/// A busy agent's pods report their counts into its status and their channels'
+/// activity into the channels' (every 30 s). Those reports change nothing the
+/// operator acts on, so they wake neither the agent's nor its channels' reconciles. A pod the kubelet stops counting Ready stops counting at
 /// once; a runtime that stops reporting turns RuntimeReady False once its report
 /// is stale; either is True again when it is back.
 #[tokio::test]
@@ -456,7 +456,7 @@ async fn heartbeats_wake_no_reconcile_and_unready_or_silent_runtimes_stop_counti
     let agent_before = reconciles(&mut operator, "agent").await;
     let channel_before = reconciles(&mut operator, "channel").await;
 
-    // Eight heartbeats a second apart, as eight pods' (or one pod's over 80 s).
+    // Eight heartbeats a second apart, as eight pods' (or one pod's over 4 minutes).
     for beat in 1..=8 {
         world
             .heartbeat("hb", &pod, true, true, beat * 3, Timestamp::now())
@@ -478,6 +478,38 @@ async fn heartbeats_wake_no_reconcile_and_unready_or_silent_runtimes_stop_counti
     assert!(
         agent_woken <= 1.0,
         "8 heartbeats woke {agent_woken} agent reconciles"
+    );
+
+    // A busy channel's activity, as its runtime pod writes it into the channel's
+    // status: no reconcile of the channel or of its agent either.
+    let agent_before = reconciles(&mut operator, "agent").await;
+    let channel_before = reconciles(&mut operator, "channel").await;
+    let channels: Api<ChatChannel> = world.api();
+    for beat in 1..=5 {
+        let activity = json!({
+            "apiVersion": "switchboard.dev/v1alpha1", "kind": "ChatChannel",
+            "status": { "activity": [{
+                "pod": pod, "messagesTotal": beat * 4, "activeSessions": 2,
+            }]},
+        });
+        channels
+            .patch_status(
+                "hb-web",
+                &PatchParams::apply(&format!("switchboard-runtime-{pod}")).force(),
+                &Patch::Apply(&activity),
+            )
+            .await
+            .expect("the channel's activity");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let channel = channels.get_status("hb-web").await.unwrap();
+    assert_eq!(channel.status.unwrap().activity[0].messages_total, 20);
+    let agent_woken = reconciles(&mut operator, "agent").await - agent_before;
+    let channel_woken = reconciles(&mut operator, "channel").await - channel_before;
+    assert_eq!(
+        (agent_woken, channel_woken),
+        (0.0, 0.0),
+        "channel activity woke (agent, channel) reconciles"
     );
 
     // The kubelet stops counting the pod Ready (a failing probe, a lost node): its

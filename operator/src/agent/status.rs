@@ -166,7 +166,6 @@ pub fn is_fresh(report: &RuntimePodStatus, now: Timestamp) -> bool {
 /// coming or going, a stale report fresh again) wakes it at once. With 1,000 running
 /// agents the heartbeats alone woke 6,356 reconciles a minute.
 pub fn significant(agent: &crds::AgentDeployment) -> u64 {
-    use std::hash::{Hash, Hasher};
     let now = Timestamp::now();
     let mut agent = agent.clone();
     agent.metadata.resource_version = None;
@@ -184,11 +183,7 @@ pub fn significant(agent: &crds::AgentDeployment) -> u64 {
             condition.last_transition_time = Time(Timestamp::UNIX_EPOCH);
         }
     }
-    let mut hasher = std::hash::DefaultHasher::new();
-    serde_json::to_vec(&agent)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    hasher.finish()
+    crate::hash::content_hash(&agent)
 }
 
 /// Whether one of `reports` went stale within `window` before `now` (its age is past

@@ -147,6 +147,22 @@ pub fn desired_status(channel: &ChatChannel, agent: Option<&AgentDeployment>) ->
     }
 }
 
+/// What of a channel its controllers (its own and its agent's) act on, as a hash: the
+/// whole object but the resource version, the conditions' transition times and the
+/// activity its runtime pods report. A busy channel's pods write their activity every
+/// 30 s, and each write woke the channel's reconcile and its agent's. The runtime's
+/// `Connected` condition stays in: a connection that drops is seen at once.
+pub fn significant(channel: &ChatChannel) -> u64 {
+    let mut channel = channel.clone();
+    channel.metadata.resource_version = None;
+    channel.metadata.managed_fields = None;
+    if let Some(status) = channel.status.as_mut() {
+        status.activity.clear();
+        crate::agent::status::normalize_times(&mut status.conditions);
+    }
+    crate::hash::content_hash(&channel)
+}
+
 /// Whether writing `desired` changes anything but timestamps (and what the pods
 /// write: activity and `Connected`).
 pub fn status_differs(current: Option<&ChatChannelStatus>, desired: &ChatChannelStatus) -> bool {
@@ -236,6 +252,32 @@ mod tests {
         let second = desired_status(&ch, Some(&agent(TRUE)));
         assert!(find_condition(&second.conditions, CONNECTED).is_none());
         assert!(!status_differs(ch.status.as_ref(), &second));
+    }
+
+    #[test]
+    fn the_runtimes_activity_is_not_a_significant_change_and_the_rest_is() {
+        let mut ch = channel();
+        ch.metadata.resource_version = Some("1".to_owned());
+        ch.status = Some(desired_status(&ch, Some(&agent(TRUE))));
+        let before = significant(&ch);
+        let mut busy = ch.clone();
+        busy.metadata.resource_version = Some("2".to_owned());
+        busy.status.as_mut().unwrap().activity = vec![crds::channel::ChannelActivity {
+            pod: "support-7d9-abc".to_owned(),
+            messages_total: 12,
+            active_sessions: 3,
+            last_message_time: None,
+        }];
+        assert_eq!(significant(&busy), before, "activity and a new version");
+        let mut connected = busy.clone();
+        connected.status.as_mut().unwrap().conditions.push(
+            crds::channel::ConnectionState::Unauthorized
+                .condition("apps.connections.open: invalid_auth", None),
+        );
+        assert_ne!(significant(&connected), before, "the runtime's Connected");
+        let mut disabled = busy.clone();
+        disabled.spec.enabled = false;
+        assert_ne!(significant(&disabled), before, "the spec");
     }
 
     #[test]
