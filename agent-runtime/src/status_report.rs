@@ -5,11 +5,14 @@
 //! report also carries the agent-wide `status.usage` (the budget window's tokens and
 //! cost, read from the shared database, so every pod reports the same figures).
 //!
-//! Every heartbeat the pod looks at its health, and writes a report only when it
-//! changed or when the last one written is [`ReporterConfig::refresh`] old (as the
-//! kubelet does with a node's status): an idle agent's pods write once a minute, not
-//! six times. That the process is alive is the kubelet's word, through the pod's
-//! probes. On shutdown a last report says the pod is no longer ready.
+//! Every heartbeat the pod looks at its health. It writes a report when what the
+//! operator acts on changed (ready, upstream health, tools), at once; when only its
+//! counts changed (messages, sessions, usage), once the last report is
+//! [`Cadence::counts`] old; and when nothing changed, once it is [`Cadence::refresh`]
+//! old (as the kubelet does with a node's status). So an idle agent's pods write once
+//! a minute and a busy one's every 30 s, not every 10 s. That the process is alive
+//! is the kubelet's word, through the pod's probes. On shutdown a last report says
+//! the pod is no longer ready.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -32,10 +35,10 @@ pub struct ReporterConfig {
     pub namespace: String,
     /// This pod's name.
     pub pod: String,
-    /// Time between looks at the pod's health (a change is reported at the next).
+    /// Time between looks at the pod's health.
     pub interval: Duration,
-    /// Time after which an unchanged report is written again.
-    pub refresh: Duration,
+    /// When a report that looks the same, or differs only in its counts, is written.
+    pub cadence: Cadence,
     /// Runtime version reported.
     pub version: String,
     /// Time between upstream reachability checks while no chat call gives a
@@ -50,8 +53,9 @@ pub const UPSTREAM_CHECK_SECONDS: u64 = 60;
 impl ReporterConfig {
     /// From the environment a pod gets (`POD_NAME`, `POD_NAMESPACE`; the interval from
     /// `SWITCHBOARD_HEARTBEAT_SECONDS`, the refresh from
-    /// `SWITCHBOARD_STATUS_REFRESH_SECONDS`, never shorter than the interval), or
-    /// `None` when not running as a pod.
+    /// `SWITCHBOARD_STATUS_REFRESH_SECONDS`, never shorter than the interval; counts
+    /// go every three intervals, at most every refresh), or `None` when not running
+    /// as a pod.
     pub fn from_env(
         agent: &str,
         lookup: impl Fn(&str) -> Option<String>,
@@ -75,7 +79,10 @@ impl ReporterConfig {
             namespace,
             pod,
             interval: Duration::from_secs(interval),
-            refresh: Duration::from_secs(refresh),
+            cadence: Cadence {
+                counts: Duration::from_secs((3 * interval).min(refresh)),
+                refresh: Duration::from_secs(refresh),
+            },
             version: env!("CARGO_PKG_VERSION").to_owned(),
             upstream_check: (upstream_check > 0).then(|| Duration::from_secs(upstream_check)),
         })
@@ -212,38 +219,70 @@ pub async fn check_upstream(chain: ModelChain, every: Duration, shutdown: Cancel
     }
 }
 
+/// When a report that changed little or nothing is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cadence {
+    /// Least time between two reports that differ only in their counts (messages,
+    /// sessions, usage: figures people read, which no controller acts on).
+    pub counts: Duration,
+    /// Time after which an unchanged report is written again.
+    pub refresh: Duration,
+}
+
 /// What was last written, to tell whether a report is due.
 #[derive(Debug, Default)]
 pub struct LastReport {
-    written: Option<(serde_json::Value, Instant)>,
+    written: Option<Written>,
+}
+
+#[derive(Debug)]
+struct Written {
+    state: serde_json::Value,
+    counts: serde_json::Value,
+    at: Instant,
 }
 
 impl LastReport {
     /// Whether `patch`, made at `now`, is to be written: nothing was written yet (or
-    /// the last write failed), it says something the last did not (its time aside),
-    /// or the last is `refresh` old.
-    pub fn due(&self, patch: &serde_json::Value, now: Instant, refresh: Duration) -> bool {
-        match &self.written {
-            None => true,
-            Some((last, at)) => {
-                now.saturating_duration_since(*at) >= refresh || *last != timeless(patch)
-            }
-        }
+    /// the last write failed); what the operator acts on changed; only the counts
+    /// changed and the last report is `cadence.counts` old; or the last is
+    /// `cadence.refresh` old.
+    pub fn due(&self, patch: &serde_json::Value, now: Instant, cadence: Cadence) -> bool {
+        let Some(last) = &self.written else {
+            return true;
+        };
+        let age = now.saturating_duration_since(last.at);
+        let (state, counts) = split(patch);
+        state != last.state
+            || (counts != last.counts && age >= cadence.counts)
+            || age >= cadence.refresh
     }
 
     /// `patch` was written at `now`.
     pub fn written(&mut self, patch: &serde_json::Value, now: Instant) {
-        self.written = Some((timeless(patch), now));
+        let (state, counts) = split(patch);
+        self.written = Some(Written {
+            state,
+            counts,
+            at: now,
+        });
     }
 }
 
-/// `patch` without its report time.
-fn timeless(patch: &serde_json::Value) -> serde_json::Value {
-    let mut patch = patch.clone();
-    if let Some(entry) = patch.pointer_mut("/status/runtime/0") {
+/// `patch` without its report time, split into what the operator acts on and the
+/// counts (message and session counts, the budget window's usage).
+fn split(patch: &serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    let mut state = patch.clone();
+    let mut counts = Vec::with_capacity(3);
+    if let Some(entry) = state.pointer_mut("/status/runtime/0") {
         entry["lastHeartbeat"] = serde_json::Value::Null;
+        counts.push(entry["messagesTotal"].take());
+        counts.push(entry["activeSessions"].take());
     }
-    patch
+    if let Some(status) = state.get_mut("status").and_then(|s| s.as_object_mut()) {
+        counts.push(status.remove("usage").unwrap_or_default());
+    }
+    (state, serde_json::Value::Array(counts))
 }
 
 /// Reports until `shutdown` is cancelled, then sends a last not-ready report.
@@ -270,7 +309,7 @@ pub async fn run<F, Fut>(
         }
         let patch = status_patch(&config, health().await, Timestamp::now(), &mut transitions);
         let now = Instant::now();
-        if !last.due(&patch, now, config.refresh) {
+        if !last.due(&patch, now, config.cadence) {
             continue;
         }
         match api
@@ -318,8 +357,11 @@ mod tests {
         );
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(
-            c.refresh,
-            Duration::from_secs(crds::RUNTIME_REFRESH_SECONDS)
+            c.cadence,
+            Cadence {
+                counts: Duration::from_secs(15),
+                refresh: Duration::from_secs(crds::RUNTIME_REFRESH_SECONDS)
+            }
         );
         assert_eq!(
             c.upstream_check,
@@ -342,14 +384,23 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert_eq!(c.refresh, Duration::from_secs(30));
+        assert_eq!(
+            c.cadence,
+            Cadence {
+                counts: Duration::from_secs(30),
+                refresh: Duration::from_secs(30)
+            }
+        );
     }
 
     #[test]
-    fn an_unchanged_report_waits_for_the_refresh_and_a_change_goes_at_once() {
+    fn a_change_goes_at_once_new_counts_after_a_while_and_the_same_report_at_the_refresh() {
         let config = config();
         let mut transitions = Transitions::default();
-        let refresh = Duration::from_secs(60);
+        let cadence = Cadence {
+            counts: Duration::from_secs(30),
+            refresh: Duration::from_secs(60),
+        };
         let mut patch = |messages: i64, ready: bool| {
             let health = Health {
                 ready,
@@ -364,35 +415,54 @@ mod tests {
         let mut last = LastReport::default();
         let first = patch(0, true);
         assert!(
-            last.due(&first, at(0), refresh),
+            last.due(&first, at(0), cadence),
             "the first report is written"
         );
         last.written(&first, at(0));
 
         assert!(
-            !last.due(&patch(0, true), at(10), refresh),
+            !last.due(&patch(0, true), at(10), cadence),
             "unchanged but for its time: not yet"
         );
         assert!(
-            last.due(&patch(3, true), at(10), refresh),
-            "a new message count"
+            last.due(&patch(0, false), at(10), cadence),
+            "no longer ready: at once"
         );
         assert!(
-            last.due(&patch(0, false), at(10), refresh),
-            "no longer ready"
+            !last.due(&patch(3, true), at(10), cadence),
+            "new counts: not yet"
+        );
+        assert!(
+            last.due(&patch(3, true), at(30), cadence),
+            "new counts, the last report 30 s old"
+        );
+        assert!(
+            !last.due(&patch(0, true), at(50), cadence),
+            "unchanged, 50 s old"
         );
 
         let repeated = patch(0, true);
         assert!(
-            last.due(&repeated, at(60), refresh),
+            last.due(&repeated, at(60), cadence),
             "a minute old: repeated"
         );
         last.written(&repeated, at(60));
-        assert!(!last.due(&patch(0, true), at(70), refresh));
+        assert!(!last.due(&patch(0, true), at(70), cadence));
         assert!(
-            LastReport::default().due(&patch(0, true), at(70), refresh),
+            LastReport::default().due(&patch(0, true), at(70), cadence),
             "after a failed write, the next look writes"
         );
+
+        // Usage is a count too.
+        let mut with_usage = |cost: &str| {
+            let mut p = patch(0, true);
+            p["status"]["usage"] = serde_json::json!({ "cost": cost });
+            p
+        };
+        let mut last = LastReport::default();
+        last.written(&with_usage("0.1"), at(0));
+        assert!(!last.due(&with_usage("0.2"), at(10), cadence));
+        assert!(last.due(&with_usage("0.2"), at(30), cadence));
     }
 
     #[test]

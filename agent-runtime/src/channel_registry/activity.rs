@@ -1,7 +1,9 @@
 //! Per-channel activity of this pod (messages, active sessions, last message
 //! time), and the reporter that server-side-applies this pod's entry of each
-//! channel's `status.activity` every heartbeat, only when the figures changed
-//! (an idle pod writes nothing).
+//! channel's `status.activity` when the figures changed: a channel's first figures
+//! at the next heartbeat, later ones once its last write is
+//! [`ActivityReporterConfig::counts`] old (an idle pod writes nothing, a busy one
+//! once per channel every 30 s).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -120,12 +122,29 @@ pub struct ActivityReporterConfig {
     pub namespace: String,
     /// This pod's name (the entry's key).
     pub pod: String,
-    /// Time between reports.
+    /// Time between looks at the figures.
     pub interval: Duration,
+    /// Least time between two writes of one channel's entry.
+    pub counts: Duration,
+}
+
+/// Whether `figures` are to be written, given what was `written` last (and when).
+fn due(
+    written: Option<&(ActivityFigures, Instant)>,
+    figures: &ActivityFigures,
+    now: Instant,
+    counts: Duration,
+) -> bool {
+    match written {
+        // Nothing to say about a channel this pod never served.
+        None => *figures != ActivityFigures::default(),
+        Some((last, at)) => last != figures && now.saturating_duration_since(*at) >= counts,
+    }
 }
 
 /// Reports until `shutdown` is cancelled. A channel's entry is written when its
-/// figures differ from the last ones written; failures are retried next beat.
+/// figures differ from the last ones written and those are `counts` old; failures
+/// are retried next beat.
 pub async fn run(
     client: Client,
     config: ActivityReporterConfig,
@@ -134,7 +153,7 @@ pub async fn run(
 ) {
     let api: Api<ChatChannel> = Api::namespaced(client, &config.namespace);
     let params = PatchParams::apply(&format!("switchboard-runtime-{}", config.pod)).force();
-    let mut written: HashMap<String, ActivityFigures> = HashMap::new();
+    let mut written: HashMap<String, (ActivityFigures, Instant)> = HashMap::new();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,13 +165,8 @@ pub async fn run(
         written.retain(|name, _| channels.iter().any(|c| &c.name == name));
         for channel in channels {
             let figures = registry.activity.figures(&channel.name);
-            // Nothing to say about a channel this pod never served, and nothing
-            // new when the figures did not move.
-            let unchanged = match written.get(&channel.name) {
-                Some(last) => *last == figures,
-                None => figures == ActivityFigures::default(),
-            };
-            if unchanged {
+            let now = Instant::now();
+            if !due(written.get(&channel.name), &figures, now, config.counts) {
                 continue;
             }
             let patch = activity_patch(&channel.name, &config.pod, &figures);
@@ -162,7 +176,7 @@ pub async fn run(
             {
                 Ok(_) => {
                     tracing::debug!(channel = %channel.name, messages = figures.messages_total, "channel activity reported");
-                    written.insert(channel.name.clone(), figures);
+                    written.insert(channel.name.clone(), (figures, now));
                 }
                 Err(err) => {
                     tracing::warn!(channel = %channel.name, error = %err, "cannot report channel activity");
@@ -193,6 +207,29 @@ mod tests {
             3,
             "s1, s2 on web and s3 on hooks"
         );
+    }
+
+    #[test]
+    fn a_channels_first_figures_go_at_once_and_later_ones_after_a_while() {
+        let counts = Duration::from_secs(30);
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let figures = |messages| ActivityFigures {
+            messages_total: messages,
+            ..ActivityFigures::default()
+        };
+        assert!(!due(None, &figures(0), at(0), counts), "never served");
+        assert!(due(None, &figures(1), at(0), counts), "its first message");
+        let written = (figures(1), at(0));
+        assert!(
+            !due(Some(&written), &figures(1), at(60), counts),
+            "unchanged"
+        );
+        assert!(
+            !due(Some(&written), &figures(4), at(10), counts),
+            "too soon"
+        );
+        assert!(due(Some(&written), &figures(4), at(30), counts));
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl ChannelTasks {
                         namespace: pod.namespace,
                         pod: pod.pod,
                         interval: pod.interval,
+                        counts: pod.cadence.counts,
                     };
                     tasks.push(tokio::spawn(activity::run(
                         client,
