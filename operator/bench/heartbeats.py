@@ -2,9 +2,11 @@
 """Runtime status reports for `make bench-operator`: what a running agent's pods write
 into its status, for pods that run nothing (the bench's kwok pods).
 
-A runtime writes its report when it changed (looked at every 10 s) and repeats an
-unchanged one every 60 s. So a busy pod (new message counts at every look) reports
-every --interval seconds and an idle pod every --refresh seconds. Reads "<agent> <pod>"
+A runtime looks at its health every 10 s and writes its report when ready or upstream
+health changed, when only its counts changed and its last report is 30 s old, and
+when nothing changed and its last report is 60 s old. So a busy pod (new message
+counts at every look) reports every --interval seconds and an idle pod every
+--refresh seconds. Reads "<agent> <pod>"
 lines on stdin; the first --busy-percent of the pods are busy. Until killed or for
 --seconds, sends each pod's report on its period, the pods spread evenly over it: a
 server-side apply of the pod's own `status.runtime` entry under its own field
@@ -42,7 +44,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--namespace", required=True)
-    parser.add_argument("--interval", type=float, default=10.0, help="a busy pod's period")
+    parser.add_argument("--interval", type=float, default=30.0, help="a busy pod's period")
     parser.add_argument("--refresh", type=float, default=60.0, help="an idle pod's period")
     parser.add_argument("--busy-percent", type=float, default=0.0)
     parser.add_argument("--seconds", type=float, default=0.0, help="0: until killed")

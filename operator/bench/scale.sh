@@ -24,7 +24,7 @@
 #                          switchboard_operator_kube_requests_total; expect 0)
 #   heartbeat_*            with pods (REPLICAS >= 1), after the idle window: each pod's
 #                          runtime report (its status entry, as a running runtime sends
-#                          it: every 10 s for the BENCH_BUSY_PERCENT (0) of the pods
+#                          it: every 30 s for the BENCH_BUSY_PERCENT (0) of the pods
 #                          whose counts change, every 60 s for the idle rest;
 #                          operator/bench/heartbeats.py sends them for the kwok pods,
 #                          which run nothing) for BENCH_HEARTBEAT_SECONDS (60) after a
@@ -465,7 +465,7 @@ idle_window() {
   result rss_steady_kib "$(kib VmRSS)"
 }
 
-# A running agent's pods each report into its status: every 10 s while their counts
+# A running agent's pods each report into its status: every 30 s while their counts
 # change (busy), every 60 s while nothing does (idle). The kwok pods run nothing, so
 # heartbeats.py sends those reports for them, through kubectl proxy; results
 # heartbeat_* over BENCH_HEARTBEAT_SECONDS after a warm-up of one idle period and
@@ -484,8 +484,8 @@ heartbeat_window() {
     <"$WORK/pods" >"$WORK/heartbeats.out" 2>&1 &
   BEATS=$!
   result heartbeat_busy_percent "$busy"
-  result heartbeats_due_per_s "$(awk -v p="$busy" 'END { b = int(NR * p / 100 + 0.5); printf "%.1f", b / 10 + (NR - b) / 60 }' "$WORK/pods")"
-  log "runtime reports of $(wc -l <"$WORK/pods") pods (${busy} % busy: every 10 s; the rest every 60 s): 75 s warm-up, then ${seconds}s measured"
+  result heartbeats_due_per_s "$(awk -v p="$busy" 'END { b = int(NR * p / 100 + 0.5); printf "%.1f", b / 30 + (NR - b) / 60 }' "$WORK/pods")"
+  log "runtime reports of $(wc -l <"$WORK/pods") pods (${busy} % busy: every 30 s; the rest every 60 s): 75 s warm-up, then ${seconds}s measured"
   sleep 75
   before=$(metrics)
   c0=$(ticks_tree "$PID")
@@ -667,6 +667,6 @@ echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
 echo "| steady RSS (converged, idle) | $(mib "$steady") | ≤ 100 MiB | $(met "$steady" 102400) |"
 echo "| API writes per idle minute (POST/PUT/PATCH/DELETE) | $(get writes_idle_per_min) | 0 | $(met "$(get writes_idle_per_min)" 0) |"
 if ((REPLICAS > 0)); then
-  echo "| with every pod's runtime reports ($(get heartbeat_busy_percent) % of the pods busy, reporting every 10 s, the rest every 60 s; $(get heartbeats_per_s) of $(get heartbeats_due_per_s) reports/s sent, $(get heartbeats_failed) failed; fewer sent than due means late reports, some stale): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
+  echo "| with every pod's runtime reports ($(get heartbeat_busy_percent) % of the pods busy, reporting every 30 s, the rest every 60 s; $(get heartbeats_per_s) of $(get heartbeats_due_per_s) reports/s sent, $(get heartbeats_failed) failed; fewer sent than due means late reports, some stale): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
   echo "| with the reports: the operator's requests (writes) per minute, its CPU | $(get heartbeat_operator_requests_per_min) ($(get heartbeat_operator_writes_per_min)), $(get heartbeat_operator_cpu_pct) % | — | — |"
 fi
