@@ -24,8 +24,9 @@
 #                          switchboard_operator_kube_requests_total; expect 0)
 #   heartbeat_*            with pods (REPLICAS >= 1), after the idle window: each pod's
 #                          runtime report (its status entry, as a running runtime sends
-#                          it: every 30 s for the BENCH_BUSY_PERCENT (0) of the pods
-#                          whose counts change, every 60 s for the idle rest;
+#                          it: every BENCH_BUSY_SECONDS (30) for the BENCH_BUSY_PERCENT
+#                          (0) of the pods whose counts change, every 60 s for the
+#                          idle rest;
 #                          operator/bench/heartbeats.py sends them for the kwok pods,
 #                          which run nothing) for BENCH_HEARTBEAT_SECONDS (60) after a
 #                          75 s warm-up: reports due and sent per second, the agent and
@@ -471,7 +472,7 @@ idle_window() {
 # heartbeat_* over BENCH_HEARTBEAT_SECONDS after a warm-up of one idle period and
 # 15 s (the first reports turn RuntimeReady True, which the operator writes).
 heartbeat_window() {
-  local seconds="${BENCH_HEARTBEAT_SECONDS:-60}" busy="${BENCH_BUSY_PERCENT:-0}"
+  local seconds="${BENCH_HEARTBEAT_SECONDS:-60}" busy="${BENCH_BUSY_PERCENT:-0}" every="${BENCH_BUSY_SECONDS:-30}"
   local port before after c0 c1 key value
   kubectl get pods -n "$NS" -o json |
     jq -r '.items[] | "\(.metadata.labels["app.kubernetes.io/instance"]) \(.metadata.name)"' >"$WORK/pods"
@@ -480,12 +481,13 @@ heartbeat_window() {
   PROXY=$!
   proxy_up() { curl -fs --max-time 2 -o /dev/null "127.0.0.1:$port/version" || return 1; }
   wait_for "kubectl proxy" proxy_up
-  python3 operator/bench/heartbeats.py --port "$port" --namespace "$NS" --busy-percent "$busy" \
+  python3 operator/bench/heartbeats.py --port "$port" --namespace "$NS" --busy-percent "$busy" --interval "$every" \
     <"$WORK/pods" >"$WORK/heartbeats.out" 2>&1 &
   BEATS=$!
   result heartbeat_busy_percent "$busy"
-  result heartbeats_due_per_s "$(awk -v p="$busy" 'END { b = int(NR * p / 100 + 0.5); printf "%.1f", b / 30 + (NR - b) / 60 }' "$WORK/pods")"
-  log "runtime reports of $(wc -l <"$WORK/pods") pods (${busy} % busy: every 30 s; the rest every 60 s): 75 s warm-up, then ${seconds}s measured"
+  result heartbeat_busy_seconds "$every"
+  result heartbeats_due_per_s "$(awk -v p="$busy" -v e="$every" 'END { b = int(NR * p / 100 + 0.5); printf "%.1f", b / e + (NR - b) / 60 }' "$WORK/pods")"
+  log "runtime reports of $(wc -l <"$WORK/pods") pods (${busy} % busy: every ${every} s; the rest every 60 s): 75 s warm-up, then ${seconds}s measured"
   sleep 75
   before=$(metrics)
   c0=$(ticks_tree "$PID")
@@ -667,6 +669,6 @@ echo "| peak RSS | $(mib "$peak") | ≤ 100 MiB | $(met "$peak" 102400) |"
 echo "| steady RSS (converged, idle) | $(mib "$steady") | ≤ 100 MiB | $(met "$steady" 102400) |"
 echo "| API writes per idle minute (POST/PUT/PATCH/DELETE) | $(get writes_idle_per_min) | 0 | $(met "$(get writes_idle_per_min)" 0) |"
 if ((REPLICAS > 0)); then
-  echo "| with every pod's runtime reports ($(get heartbeat_busy_percent) % of the pods busy, reporting every 30 s, the rest every 60 s; $(get heartbeats_per_s) of $(get heartbeats_due_per_s) reports/s sent, $(get heartbeats_failed) failed; fewer sent than due means late reports, some stale): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
+  echo "| with every pod's runtime reports ($(get heartbeat_busy_percent) % of the pods busy, reporting every $(get heartbeat_busy_seconds) s, the rest every 60 s; $(get heartbeats_per_s) of $(get heartbeats_due_per_s) reports/s sent, $(get heartbeats_failed) failed; fewer sent than due means late reports, some stale): the agent's (channels') reconciles per minute | $(get heartbeat_agent_reconciles_per_min) ($(get heartbeat_channel_reconciles_per_min)) | — | — |"
   echo "| with the reports: the operator's requests (writes) per minute, its CPU | $(get heartbeat_operator_requests_per_min) ($(get heartbeat_operator_writes_per_min)), $(get heartbeat_operator_cpu_pct) % | — | — |"
 fi
