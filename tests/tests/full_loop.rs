@@ -269,6 +269,30 @@ async fn the_whole_loop_on_real_pods() {
     assert_eq!(reports.len(), 1, "one runtime pod reports: {reports:?}");
     assert!(reports[0].ready && reports[0].upstream_healthy);
 
+    // Tenant B stays idle: its runtime looks at its health every 10 s but writes its
+    // report only when it changed, and repeats an unchanged one once a minute. Its
+    // report times, sampled while tenant A chats: at most one refresh in 25 s (every
+    // look wrote one before, 3 or more).
+    let idle_b = {
+        let agents = agents.clone();
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let mut times = BTreeSet::new();
+            while start.elapsed() < Duration::from_secs(25) {
+                let report = agents
+                    .get_status("tenant-b")
+                    .await
+                    .ok()
+                    .and_then(|b| b.status?.runtime.into_iter().next());
+                if let Some(report) = report {
+                    times.insert(report.last_heartbeat.0.as_second());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            times
+        })
+    };
+
     // A real container on the real node, probed, and a Ready endpoint of its Service.
     let pod = the_ready_pod(&pods, "tenant-a", None).await;
     let pod_name = pod.metadata.name.clone().unwrap();
@@ -388,6 +412,12 @@ async fn the_whole_loop_on_real_pods() {
     assert!(
         prompts.last().is_some_and(|p| p.contains("version two")),
         "{prompts:?}"
+    );
+
+    let times = idle_b.await.expect("tenant B's sampler");
+    assert!(
+        !times.is_empty() && times.len() <= 2,
+        "tenant B's idle runtime wrote reports at {times:?} within 25 s"
     );
 
     // With the node cordoned, deleting the pod leaves tenant A without a runtime: the
