@@ -86,6 +86,15 @@ impl Context {
         }
     }
 
+    /// Drops the last probe for the ServiceMonitor CRD (it was found gone), so the
+    /// next question probes again.
+    pub fn forget_service_monitor_crd(&self) {
+        *self
+            .service_monitor_probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Whether the ServiceMonitor CRD is served, from a probe at most 30 s old.
     pub async fn service_monitor_crd_installed(&self) -> bool {
         if let Some((at, installed)) = *self

@@ -1,6 +1,7 @@
 //! End-to-end: without the monitoring.coreos.com CRD a condition says so and nothing
 //! else fails; once the real ServiceMonitor CRD (from the prometheus-operator Go
-//! module, via hack/servicemonitor-crd.sh) is installed, a ServiceMonitor is applied.
+//! module, via hack/servicemonitor-crd.sh) is installed, a ServiceMonitor is applied
+//! (without waiting for a resync), and one deleted by hand comes back at once.
 
 mod support;
 
@@ -40,9 +41,8 @@ async fn service_monitor_condition_without_the_crd_and_object_with_it() {
         })
         .await;
     }
-    let _operator = world
-        .operator("solo", &["--leader-elect=false", "--resync-seconds=30"])
-        .await;
+    // The default resync (600 s): what happens below happens through the watches.
+    let _operator = world.operator("solo", &["--leader-elect=false"]).await;
     world.apply_agent("mon", json!({ "replicas": 1 })).await;
     world
         .wait_condition("mon", AVAILABLE, "True", Duration::from_secs(120))
@@ -80,6 +80,23 @@ async fn service_monitor_condition_without_the_crd_and_object_with_it() {
             Duration::from_secs(60),
         )
         .await;
+    // Deleted by hand, it comes back: the operator watches the ServiceMonitors it
+    // made while the CRD is installed.
+    let uid = monitor.metadata.uid.clone();
+    monitors
+        .delete("mon", &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = eventually(
+        Duration::from_secs(30),
+        "the deleted ServiceMonitor made again",
+        || async {
+            let m = monitors.get_opt("mon").await.ok()??;
+            (m.metadata.uid != uid).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(again.data["spec"]["endpoints"][0]["port"], "http");
     // Turned off, the ServiceMonitor goes.
     world
         .apply_agent(

@@ -79,7 +79,7 @@ pub async fn apply_children(
         apply_cached(shared, &stores.config_maps, config_map),
         apply_cached(shared, &stores.services, service),
         apply_cached(shared, &stores.deployments, deployment),
-        apply_service_monitor(agent, shared, service_monitor, plan),
+        apply_service_monitor(agent, ctx, service_monitor, plan),
     );
     let results = [
         service_account,
@@ -207,6 +207,20 @@ where
     )
 }
 
+/// A cached child as the apply compares it.
+fn cached_live<K>(cached: &Compact<K>, name: &str) -> Result<Live>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    Ok(Live {
+        value: cached.value().map_err(|source| Error::Serialize {
+            what: format!("cached {} {name}", K::kind(&())),
+            source,
+        })?,
+        hash: cached.applied_hash().map(str::to_owned),
+    })
+}
+
 /// Applies `desired` unless its cached live copy already holds it; returns what was
 /// written, if anything.
 async fn apply_cached<K>(
@@ -222,17 +236,10 @@ where
         + Debug,
 {
     let name = desired.name_any();
-    let live =
-        match store.get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default())) {
-            Some(cached) => Some(Live {
-                value: cached.value().map_err(|source| Error::Serialize {
-                    what: format!("cached {} {name}", K::kind(&())),
-                    source,
-                })?,
-                hash: cached.applied_hash().map(str::to_owned),
-            }),
-            None => None,
-        };
+    let live = store
+        .get(&ObjectRef::new(&name).within(&desired.namespace().unwrap_or_default()))
+        .map(|cached| cached_live(&cached, &name))
+        .transpose()?;
     let wrote = apply_child_against(shared, &api(shared, &desired), desired, live).await?;
     Ok(wrote.then(|| format!("{} {name}", K::kind(&()))))
 }
@@ -241,23 +248,39 @@ where
 /// monitoring was turned off); returns what became of it, and its name when written.
 async fn apply_service_monitor(
     agent: &AgentDeployment,
-    shared: &Context,
+    ctx: &AgentContext,
     desired: Option<ServiceMonitor>,
     plan: ServiceMonitorPlan,
 ) -> Result<(ServiceMonitorState, Option<String>)> {
+    let shared = &*ctx.shared;
     match desired {
         Some(desired) => {
-            // Not watched (the CRD may come and go): read it live.
             let api = api(shared, &desired);
             let name = desired.name_any();
-            let live = api
-                .get_opt(&name)
-                .await
-                .map_err(Error::kube("reading the ServiceMonitor"))?;
-            let written = apply_child(shared, &api, desired, live.as_ref())
-                .await?
-                .then(|| format!("ServiceMonitor {name}"));
-            Ok((ServiceMonitorState::Applied, written))
+            let namespace = desired.namespace().unwrap_or_default();
+            let cached = ctx
+                .service_monitors
+                .as_ref()
+                .and_then(|monitors| monitors.get(&namespace, &name));
+            let written = match cached {
+                // Cached while the CRD is installed and the watch has listed.
+                Some(cached) => {
+                    let live = cached.map(|c| cached_live(&c, &name)).transpose()?;
+                    apply_child_against(shared, &api, desired, live).await?
+                }
+                // Not listed yet (the CRD just came): read it live.
+                None => {
+                    let live = api
+                        .get_opt(&name)
+                        .await
+                        .map_err(Error::kube("reading the ServiceMonitor"))?;
+                    apply_child(shared, &api, desired, live.as_ref()).await?
+                }
+            };
+            Ok((
+                ServiceMonitorState::Applied,
+                written.then(|| format!("ServiceMonitor {name}")),
+            ))
         }
         None if plan == ServiceMonitorPlan::CrdMissing => {
             Ok((ServiceMonitorState::CrdMissing, None))

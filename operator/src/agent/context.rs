@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::backoff::ObjectKey;
 use crate::context::Context;
 
+use super::service_monitors::ServiceMonitors;
 use super::watches::Stores;
 
 /// Reconcile context of the AgentDeployment controller.
@@ -18,6 +19,9 @@ pub struct AgentContext {
     pub stores: Stores,
     /// When each agent's managed database was last found in order.
     pub database_checked: Mutex<HashMap<ObjectKey, Instant>>,
+    /// The cached ServiceMonitors (while their CRD is installed); without them the
+    /// apply reads an agent's ServiceMonitor live.
+    pub service_monitors: Option<ServiceMonitors>,
 }
 
 impl AgentContext {
@@ -27,6 +31,13 @@ impl AgentContext {
             shared,
             stores,
             database_checked: Mutex::new(HashMap::new()),
+            service_monitors: None,
         }
+    }
+
+    /// The same, with the ServiceMonitor cache.
+    pub fn with_service_monitors(mut self, monitors: ServiceMonitors) -> Self {
+        self.service_monitors = Some(monitors);
+        self
     }
 }

@@ -13,6 +13,7 @@ pub mod dereference;
 mod reconcile_tests;
 pub mod runtime_pod;
 pub mod secrets;
+pub mod service_monitors;
 pub mod status;
 pub mod tools;
 pub mod validate;
@@ -87,7 +88,10 @@ pub async fn run(
     let naming = agent_store.clone();
     let sweep_store = agent_store.clone();
     let by_secret = stores.deployments_by_secret.clone();
-    let context = Arc::new(AgentContext::new(shared.clone(), stores));
+    let (service_monitors, monitor_changes) =
+        service_monitors::watch(shared.clone(), namespace.clone(), agent_store.clone());
+    let context =
+        Arc::new(AgentContext::new(shared.clone(), stores).with_service_monitors(service_monitors));
     let config = ControllerConfig::default()
         .concurrency(shared.config.agent_concurrency)
         .debounce(Duration::from_millis(300));
@@ -154,6 +158,8 @@ pub async fn run(
             .map(|agent| ObjectRef::<AgentDeployment>::new(&agent).within(&namespace))
             .collect::<Vec<_>>()
         })
+        // A ServiceMonitor the agent owns changed or went (while the CRD is there).
+        .reconcile_on(monitor_changes)
         // A runtime report that went stale: RuntimeReady turns False.
         .reconcile_on(stale_reports(sweep_store, STALENESS_SWEEP))
         .graceful_shutdown_on(shutdown)
