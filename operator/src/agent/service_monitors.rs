@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crds::AgentDeployment;
-use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::build::service_monitor::ServiceMonitor;
@@ -54,8 +54,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Time between probes for the CRD while it is absent.
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 
-/// Starts the watch (a task of its own); returns the cache and the agents whose
-/// ServiceMonitor changed or went (every agent of `agents` when the CRD came).
+/// Starts the watch (a task of its own, which ends when the returned stream is
+/// dropped); returns the cache and the agents whose ServiceMonitor changed or went
+/// (every agent of `agents` when the CRD came).
 pub fn watch(
     shared: Arc<Context>,
     namespace: Option<String>,
@@ -69,14 +70,23 @@ pub fn watch(
         store,
         listed: Arc::new(AtomicBool::new(false)),
     };
-    let (changed, woken) = mpsc::unbounded();
+    let (changed, woken) = mpsc::unbounded_channel();
+    let controller_gone = changed.clone();
     let watching = Watching {
         writer,
         listed: monitors.listed.clone(),
         changed,
         agents,
     };
-    tokio::spawn(run(shared, namespace, watching));
+    tokio::spawn(async move {
+        tokio::select! {
+            () = run(shared, namespace, watching) => {}
+            () = controller_gone.closed() => {}
+        }
+    });
+    let woken = futures::stream::unfold(woken, |mut woken| async move {
+        woken.recv().await.map(|agent| (agent, woken))
+    });
     (monitors, woken)
 }
 
@@ -95,9 +105,6 @@ async fn run(shared: Arc<Context>, namespace: Option<String>, mut watching: Watc
     let mut was_missing = false;
     loop {
         if !shared.service_monitor_crd_installed().await {
-            if watching.changed.is_closed() {
-                return;
-            }
             was_missing = true;
             tokio::time::sleep(PROBE_EVERY).await;
             continue;
@@ -111,15 +118,7 @@ async fn run(shared: Arc<Context>, namespace: Option<String>, mut watching: Watc
         )
         .await;
         was_missing = true;
-        let Watching {
-            writer,
-            listed,
-            changed,
-            ..
-        } = &mut watching;
-        if changed.is_closed() {
-            return;
-        }
+        let Watching { writer, listed, .. } = &mut watching;
         // The CRD went: nothing is cached, and the applies read live again.
         listed.store(false, Ordering::Release);
         writer.apply_watcher_event(&Event::Init);
@@ -188,10 +187,7 @@ async fn watch_while_installed(
                         "the ServiceMonitor CRD is installed; every agent gets its ServiceMonitor"
                     );
                     for agent in agents.state() {
-                        if changed
-                            .unbounded_send(ObjectRef::from_obj(&*agent))
-                            .is_err()
-                        {
+                        if changed.send(ObjectRef::from_obj(&*agent)).is_err() {
                             return;
                         }
                     }
@@ -199,7 +195,7 @@ async fn watch_while_installed(
             }
             Event::Apply(monitor) | Event::Delete(monitor) => {
                 if let Some(agent) = owner(monitor)
-                    && changed.unbounded_send(agent).is_err()
+                    && changed.send(agent).is_err()
                 {
                     return;
                 }
