@@ -19,7 +19,7 @@ use super::build::service_monitor::ServiceMonitor;
 use super::context::AgentContext;
 use super::dereference::ServiceMonitorPlan;
 use super::status::ServiceMonitorState;
-use crate::apply::{Live, apply_child, apply_child_against, create_once};
+use crate::apply::{Live, apply_child_against, create_once};
 use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -257,26 +257,8 @@ async fn apply_service_monitor(
         Some(desired) => {
             let api = api(shared, &desired);
             let name = desired.name_any();
-            let namespace = desired.namespace().unwrap_or_default();
-            let cached = ctx
-                .service_monitors
-                .as_ref()
-                .and_then(|monitors| monitors.get(&namespace, &name));
-            let written = match cached {
-                // Cached while the CRD is installed and the watch has listed.
-                Some(cached) => {
-                    let live = cached.map(|c| cached_live(&c, &name)).transpose()?;
-                    apply_child_against(shared, &api, desired, live).await?
-                }
-                // Not listed yet (the CRD just came): read it live.
-                None => {
-                    let live = api
-                        .get_opt(&name)
-                        .await
-                        .map_err(Error::kube("reading the ServiceMonitor"))?;
-                    apply_child(shared, &api, desired, live.as_ref()).await?
-                }
-            };
+            let live = live_service_monitor(ctx, &api, &name).await?;
+            let written = apply_child_against(shared, &api, desired, live).await?;
             Ok((
                 ServiceMonitorState::Applied,
                 written.then(|| format!("ServiceMonitor {name}")),
@@ -287,29 +269,56 @@ async fn apply_service_monitor(
         }
         None => {
             if shared.service_monitor_crd_installed().await {
-                delete_disabled_service_monitor(agent, shared).await?;
+                delete_disabled_service_monitor(agent, ctx).await?;
             }
             Ok((ServiceMonitorState::Disabled, None))
         }
     }
 }
 
+/// The live ServiceMonitor `name` of `api`'s namespace: from the cache while the CRD
+/// is installed and the watch has listed, read from the API server until then.
+async fn live_service_monitor(
+    ctx: &AgentContext,
+    api: &Api<ServiceMonitor>,
+    name: &str,
+) -> Result<Option<Live>> {
+    let namespace = api.namespace().unwrap_or_default();
+    match ctx
+        .service_monitors
+        .as_ref()
+        .and_then(|monitors| monitors.get(namespace, name))
+    {
+        Some(cached) => cached.map(|c| cached_live(&c, name)).transpose(),
+        None => api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("reading the ServiceMonitor"))?
+            .as_ref()
+            .map(Live::of)
+            .transpose(),
+    }
+}
+
 /// Monitoring turned off: the ServiceMonitor made before goes (only when the agent
 /// owns it).
-async fn delete_disabled_service_monitor(agent: &AgentDeployment, shared: &Context) -> Result<()> {
+async fn delete_disabled_service_monitor(
+    agent: &AgentDeployment,
+    ctx: &AgentContext,
+) -> Result<()> {
+    let shared = &*ctx.shared;
     let api: Api<ServiceMonitor> = Api::namespaced(
         shared.client.clone(),
         &agent.namespace().unwrap_or_default(),
     );
     let name = agent.name_any();
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube("reading the ServiceMonitor"))?;
+    let live = live_service_monitor(ctx, &api, &name).await?;
     let owned = live.is_some_and(|m| {
-        m.owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == agent.uid().as_ref())
+        m.value["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["uid"].as_str() == agent.uid().as_deref())
     });
     if !owned {
         return Ok(());

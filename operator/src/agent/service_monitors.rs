@@ -16,19 +16,18 @@ use std::time::Duration;
 use crds::AgentDeployment;
 use futures::{Stream, StreamExt};
 use kube::Client;
-use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::build::service_monitor::ServiceMonitor;
+use super::watches::{api, compact, converted, managed};
 use crate::compact::Compact;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::names;
-use crate::watch::slim_metadata;
+use crate::watch::{observed, slim_metadata};
 
 /// The cached ServiceMonitors, and whether the cache holds all of them.
 #[derive(Clone)]
@@ -100,7 +99,6 @@ struct Watching {
 
 async fn run(shared: Arc<Context>, namespace: Option<String>, mut watching: Watching) {
     let metrics: &Metrics = &shared.metrics;
-    metrics.declare_watch("ServiceMonitor");
     // Whether this process saw the CRD missing: its coming then wakes every agent.
     let mut was_missing = false;
     loop {
@@ -144,24 +142,19 @@ async fn watch_while_installed(
         agents,
     } = watching;
     let mut first_listing = came;
-    let api: Api<ServiceMonitor> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let config = watcher::Config::default().labels(&names::managed_selector());
-    let stream = watcher::watcher(api, config);
+    let stream = observed(
+        watcher::watcher(api::<ServiceMonitor>(client, namespace), managed()),
+        metrics,
+        "ServiceMonitor",
+    );
     futures::pin_mut!(stream);
     let mut retry = FIRST_RETRY;
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
             Err(error) if kind_missing(&error) => return,
-            Err(error) => {
-                metrics
-                    .watch_errors
-                    .with_label_values(&["ServiceMonitor"])
-                    .inc();
-                warn!(%error, "ServiceMonitor watch failed; retrying");
+            // Counted and logged by `observed`.
+            Err(_) => {
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(MAX_RETRY);
                 continue;
@@ -169,15 +162,8 @@ async fn watch_while_installed(
         };
         retry = FIRST_RETRY;
         let event = event.modify(slim_metadata::<ServiceMonitor>);
-        let converted = match &event {
-            Event::Apply(o) => Compact::new(o).ok().map(Event::Apply),
-            Event::InitApply(o) => Compact::new(o).ok().map(Event::InitApply),
-            Event::Delete(o) => Compact::new(o).ok().map(Event::Delete),
-            Event::Init => Some(Event::Init),
-            Event::InitDone => Some(Event::InitDone),
-        };
-        if let Some(converted) = converted {
-            writer.apply_watcher_event(&converted);
+        if let Some(cached) = converted(&event, compact) {
+            writer.apply_watcher_event(&cached);
         }
         match &event {
             Event::InitDone => {

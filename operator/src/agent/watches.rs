@@ -187,7 +187,7 @@ pub fn watch_children(
     )
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
 {
@@ -197,7 +197,7 @@ where
     }
 }
 
-fn managed() -> watcher::Config {
+pub(crate) fn managed() -> watcher::Config {
     watcher::Config::default().labels(&names::managed_selector())
 }
 
@@ -290,7 +290,7 @@ where
 
 /// `object`'s compact form (`None` for an object that does not serialise, which a typed
 /// object from the API server always does).
-fn compact<K>(object: &K) -> Option<Compact<K>>
+pub(crate) fn compact<K>(object: &K) -> Option<Compact<K>>
 where
     K: Resource + Serialize + DeserializeOwned,
 {
@@ -300,7 +300,7 @@ where
 }
 
 /// `event` with its objects converted by `convert` (`None` when one does not convert).
-fn converted<K, C>(
+pub(crate) fn converted<K, C>(
     event: &watcher::Event<K>,
     convert: impl Fn(&K) -> Option<C>,
 ) -> Option<watcher::Event<C>> {

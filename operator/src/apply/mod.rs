@@ -18,29 +18,6 @@ use crate::error::{Error, Result};
 use crate::hash::short_hash;
 use crate::names;
 
-/// Applies `desired` unless `live` already holds every field of it (with the same
-/// content hash). Returns whether a write was sent.
-pub async fn apply_child<K>(
-    ctx: &Context,
-    api: &Api<K>,
-    desired: K,
-    live: Option<&K>,
-) -> Result<bool>
-where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
-{
-    let kind = K::kind(&K::DynamicType::default()).into_owned();
-    let live = match live {
-        Some(live) => Some(Live {
-            value: to_value(live, &kind)?,
-            hash: live_hash(live),
-        }),
-        None => None,
-    };
-    apply_child_against(ctx, api, desired, live).await
-}
-
 /// A live child as compared with the desired one: the whole object as JSON and its
 /// applied-hash annotation.
 pub struct Live {
@@ -48,8 +25,23 @@ pub struct Live {
     pub hash: Option<String>,
 }
 
-/// [`apply_child`] against a live child already turned into JSON (a cached
-/// [`Compact`](crate::compact::Compact) object).
+impl Live {
+    /// `live`, read from the API server, as the apply compares it.
+    pub fn of<K>(live: &K) -> Result<Self>
+    where
+        K: Resource + Serialize,
+        K::DynamicType: Default,
+    {
+        Ok(Self {
+            value: to_value(live, &K::kind(&K::DynamicType::default()))?,
+            hash: live_hash(live),
+        })
+    }
+}
+
+/// Applies `desired` unless `live` (a child read from the API server, or a cached
+/// [`Compact`](crate::compact::Compact) one, turned into JSON) already holds every
+/// field of it (with the same content hash). Returns whether a write was sent.
 pub async fn apply_child_against<K>(
     ctx: &Context,
     api: &Api<K>,
