@@ -62,18 +62,33 @@ impl ReporterConfig {
     ) -> Option<ReporterConfig> {
         let pod = lookup("POD_NAME").filter(|v| !v.is_empty())?;
         let namespace = lookup("POD_NAMESPACE").filter(|v| !v.is_empty())?;
-        let interval = lookup("SWITCHBOARD_HEARTBEAT_SECONDS")
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|s| *s > 0)
-            .unwrap_or(crds::RUNTIME_HEARTBEAT_SECONDS);
-        let refresh = lookup("SWITCHBOARD_STATUS_REFRESH_SECONDS")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|s| *s > 0)
-            .unwrap_or(crds::RUNTIME_REFRESH_SECONDS)
-            .max(interval);
-        let upstream_check = lookup("SWITCHBOARD_UPSTREAM_CHECK_SECONDS")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(UPSTREAM_CHECK_SECONDS);
+        let interval = seconds(
+            &lookup,
+            "SWITCHBOARD_HEARTBEAT_SECONDS",
+            crds::RUNTIME_HEARTBEAT_SECONDS,
+            1,
+        );
+        let mut refresh = seconds(
+            &lookup,
+            "SWITCHBOARD_STATUS_REFRESH_SECONDS",
+            crds::RUNTIME_REFRESH_SECONDS,
+            1,
+        );
+        if refresh < interval {
+            tracing::warn!(
+                refresh,
+                interval,
+                "SWITCHBOARD_STATUS_REFRESH_SECONDS is below SWITCHBOARD_HEARTBEAT_SECONDS: \
+                 an unchanged report is repeated at every heartbeat instead"
+            );
+            refresh = interval;
+        }
+        let upstream_check = seconds(
+            &lookup,
+            "SWITCHBOARD_UPSTREAM_CHECK_SECONDS",
+            UPSTREAM_CHECK_SECONDS,
+            0,
+        );
         Some(ReporterConfig {
             agent: agent.to_owned(),
             namespace,
@@ -112,6 +127,27 @@ pub struct Health {
     /// be listed or listed no tools, as (source, error); written as the
     /// condition [`TOOLS_CONDITION`] (a type the operator does not write).
     pub tool_problems: Option<Vec<(String, String)>>,
+}
+
+/// Whole seconds from the environment variable `name`, `default` when it is unset. A
+/// value that is not a whole number of at least `least` is refused with a warning
+/// naming the variable, and `default` is used.
+fn seconds(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: u64, least: u64) -> u64 {
+    let Some(value) = lookup(name) else {
+        return default;
+    };
+    match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds >= least => seconds,
+        _ => {
+            tracing::warn!(
+                variable = name,
+                value = %value,
+                default,
+                "not a whole number of seconds of at least {least}: using the default"
+            );
+            default
+        }
+    }
 }
 
 /// The condition the runtime writes about its tool sources.
