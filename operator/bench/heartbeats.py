@@ -62,7 +62,8 @@ def main():
     totals = {"sent": 0, "failed": 0, "seconds": 0.0}
     start = time.monotonic()
     end = start + args.seconds if args.seconds > 0 else None
-    busy = round(len(pods) * args.busy_percent / 100)
+    # Rounded half up, as scale.sh counts the reports due.
+    busy = int(len(pods) * args.busy_percent / 100 + 0.5)
     # Pod i reports at start + offset_i + k * period_i, k = 0, 1, 2, ..., the busy
     # pods spread over the interval and the idle ones over the refresh.
     def schedule(i):
