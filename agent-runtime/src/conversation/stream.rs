@@ -17,31 +17,47 @@ use super::turn::{
     handle_chain_failure, input_written, settle, turn_span,
 };
 use crate::db::{Message, NewMessage, ToolApproval};
+use crate::limits::UpstreamPermit;
 use crate::providers::{
     ChatProvider, ChatRequest, EventStream, ProviderError, StreamEvent, StreamVerdict, ToolCall,
     ToolCallDelta,
 };
+use crate::shutdown::TurnGuard;
 use crate::state::SharedState;
 
-/// What a streamed turn sends its consumer.
+/// What a streamed turn sends its consumer. As small as its text (the rarer
+/// events are boxed): tokio's channel allocates its slots 32 at a time, and
+/// every open stream holds one such block while it waits on the model.
 #[derive(Debug)]
 pub enum TurnEvent {
     /// More text.
     Delta(String),
     /// A piece of a tool call (the first piece of each call has its id and name).
-    ToolCall(ToolCallDelta),
+    ToolCall(Box<ToolCallDelta>),
     /// A server-side tool call waits for a person's approval; the turn goes
     /// on once it is decided (or expired).
     ApprovalRequired(Box<ToolApproval>),
     /// Done and stored.
     Done(Box<Answer>),
     /// Failed midway; the partial answer is stored with the error.
-    Failed {
-        /// The stored partial answer.
-        message: Box<Message>,
-        /// What went wrong.
-        error: String,
-    },
+    Failed(Box<TurnFailure>),
+}
+
+const _: () = assert!(std::mem::size_of::<TurnEvent>() == std::mem::size_of::<String>());
+
+/// How a streamed turn failed midway.
+#[derive(Debug)]
+pub struct TurnFailure {
+    /// The stored partial answer.
+    pub message: Message,
+    /// What went wrong.
+    pub error: String,
+}
+
+impl TurnEvent {
+    fn failed(message: Message, error: String) -> Self {
+        Self::Failed(Box::new(TurnFailure { message, error }))
+    }
 }
 
 /// A streamed turn: the id its answer will be stored under and its events.
@@ -132,14 +148,10 @@ async fn stream_in(
         tx,
         after_tools: false,
     };
-    let task_span = span.clone();
     tokio::spawn(
-        async move {
-            let _turn = turn_guard;
-            let _permit = permit;
-            streaming.run(events, verdict, &task_span).await;
-        }
-        .instrument(span),
+        streaming
+            .run(events, verdict, (turn_guard, permit))
+            .instrument(span),
     );
     Ok(TurnStream {
         message_id: id,
@@ -189,8 +201,19 @@ impl Streaming {
     /// Relays the upstream's events until the answer ends, breaks, the client
     /// leaves or the runtime shuts down; settles the call and stores the
     /// answer; while the answer calls server-side tools, runs them and relays
-    /// the model's next answer; sends the last event.
-    async fn run(mut self, events: EventStream, verdict: StreamVerdict, span: &tracing::Span) {
+    /// the model's next answer; sends the last event. The turn's guard and
+    /// upstream permit are held until it ends.
+    ///
+    /// This is the task an open stream keeps while it waits on the model, so
+    /// only the relay is inline: what follows an answer (storing it, running
+    /// tools, asking the model again) is boxed when it runs. Inline, every
+    /// idle stream's task was sized for it (5.4 KiB, 2.9 KiB without it).
+    async fn run(
+        mut self,
+        events: EventStream,
+        verdict: StreamVerdict,
+        held: (TurnGuard, UpstreamPermit),
+    ) {
         let state = self.state.clone();
         state.metrics.active_streams.inc();
         let mut step = 1;
@@ -199,92 +222,13 @@ impl Streaming {
             let Some((events, verdict)) = next.take() else {
                 break None;
             };
-            let Relayed {
-                mut end,
-                held,
-                reader_gone,
-            } = self.relay(events).await;
-            // The model's health: a clean end closes its circuit, a break counts
-            // against it; a client gone or a shutdown says nothing about it.
-            match (&end.upstream_error, &end.error) {
-                (Some(e), _) => verdict.failed(e),
-                (None, None) => verdict.succeeded(),
-                (None, Some(_)) => drop(verdict),
-            }
-            let calls = if self.tool_loop {
-                super::tool_loop::plan(&state, &self.turn, &mut end, step)
-            } else {
-                Vec::new()
-            };
-            self.release(held, &end.tool_calls).await;
-            let id = if calls.is_empty() {
-                self.id.clone()
-            } else {
-                NewMessage::new_id()
-            };
-            let call = Call {
-                state: &state,
-                turn: &self.turn,
-                request: &self.request,
-                span,
-                provider: self.provider.as_ref(),
-                started: self.started,
-                id,
-            };
-            let settled = settle(call, end);
-            let session = &self.turn.session_id;
-            // Boxed: the write's future is large and would otherwise sit inline
-            // in every idle stream's task.
-            let write = state
-                .store
-                .append_messages(std::slice::from_ref(&settled.record));
-            let stored = match Box::pin(write).await {
-                Ok(mut rows) => rows.pop(),
-                Err(err) => {
-                    tracing::error!(%session, error = %err, "could not store the answer");
-                    None
+            let relayed = self.relay(events).await;
+            match Box::pin(self.after_answer(relayed, verdict, step)).await {
+                Ok(more) => {
+                    step += 1;
+                    next = Some(more);
                 }
-            };
-            match (stored, settled.error) {
-                (Some(message), None) if !calls.is_empty() => {
-                    match self.next_step(&message, calls).await {
-                        Ok(Some(more)) => {
-                            step += 1;
-                            next = Some(more);
-                        }
-                        Ok(None) => break None,
-                        Err(event) => break Some(event),
-                    }
-                }
-                (Some(message), None) => {
-                    if reader_gone {
-                        // The page that asked is gone: its open pages learn of the
-                        // answer through the live sync.
-                        state.live.publish(crate::live::UserEvent {
-                            user: crate::domain::shown_user(&self.turn.user).to_owned(),
-                            kind: "message.created",
-                            session_id: Some(session.clone()),
-                        });
-                    }
-                    break Some(TurnEvent::Done(Box::new(Answer {
-                        message,
-                        usage: settled.usage,
-                        finish_reason: settled.finish_reason.unwrap_or_else(|| "stop".to_owned()),
-                    })));
-                }
-                (Some(message), Some(error)) => {
-                    tracing::warn!(%session, %error, "stream failed midway; partial answer stored");
-                    break Some(TurnEvent::Failed {
-                        message: Box::new(message),
-                        error,
-                    });
-                }
-                (None, _) => {
-                    break Some(TurnEvent::Failed {
-                        message: Box::new(placeholder(settled.record)),
-                        error: "the answer could not be stored".to_owned(),
-                    });
-                }
+                Err(event) => break event,
             }
         };
         if let Some(event) = event {
@@ -292,6 +236,100 @@ impl Streaming {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tx.send(event)).await;
         }
         state.metrics.active_streams.dec();
+        drop(held);
+    }
+
+    /// Settles the call of the answer relayed (`step` of the turn) and stores
+    /// it; when it calls server-side tools, runs them and starts the model's
+    /// next answer (`Ok`); otherwise the turn ends with its last event, or
+    /// `None` when that was sent already.
+    async fn after_answer(
+        &mut self,
+        relayed: Relayed,
+        verdict: StreamVerdict,
+        step: u32,
+    ) -> Result<(EventStream, StreamVerdict), Option<TurnEvent>> {
+        let Relayed {
+            mut end,
+            held,
+            reader_gone,
+        } = relayed;
+        let state = self.state.clone();
+        // The model's health: a clean end closes its circuit, a break counts
+        // against it; a client gone or a shutdown says nothing about it.
+        match (&end.upstream_error, &end.error) {
+            (Some(e), _) => verdict.failed(e),
+            (None, None) => verdict.succeeded(),
+            (None, Some(_)) => drop(verdict),
+        }
+        let calls = if self.tool_loop {
+            super::tool_loop::plan(&state, &self.turn, &mut end, step)
+        } else {
+            Vec::new()
+        };
+        self.release(held, &end.tool_calls).await;
+        let id = if calls.is_empty() {
+            self.id.clone()
+        } else {
+            NewMessage::new_id()
+        };
+        let span = tracing::Span::current();
+        let call = Call {
+            state: &state,
+            turn: &self.turn,
+            request: &self.request,
+            span: &span,
+            provider: self.provider.as_ref(),
+            started: self.started,
+            id,
+        };
+        let settled = settle(call, end);
+        let session = &self.turn.session_id;
+        // Boxed: the write's future is large and the tool step's is small
+        // without it.
+        let write = state
+            .store
+            .append_messages(std::slice::from_ref(&settled.record));
+        let stored = match Box::pin(write).await {
+            Ok(mut rows) => rows.pop(),
+            Err(err) => {
+                tracing::error!(%session, error = %err, "could not store the answer");
+                None
+            }
+        };
+        match (stored, settled.error) {
+            (Some(message), None) if !calls.is_empty() => {
+                match self.next_step(&message, calls).await {
+                    Ok(Some(more)) => Ok(more),
+                    Ok(None) => Err(None),
+                    Err(event) => Err(Some(event)),
+                }
+            }
+            (Some(message), None) => {
+                if reader_gone {
+                    // The page that asked is gone: its open pages learn of the
+                    // answer through the live sync.
+                    state.live.publish(crate::live::UserEvent {
+                        user: crate::domain::shown_user(&self.turn.user).to_owned(),
+                        kind: "message.created",
+                        session_id: Some(session.clone()),
+                    });
+                }
+                Err(Some(TurnEvent::Done(Box::new(Answer {
+                    message,
+                    usage: settled.usage,
+                    finish_reason: settled.finish_reason.unwrap_or_else(|| "stop".to_owned()),
+                }))))
+            }
+            (Some(message), Some(error)) => {
+                tracing::warn!(%session, %error, "stream failed midway; partial answer stored");
+                Err(Some(TurnEvent::failed(message, error)))
+            }
+            (None, _) => Err(Some(TurnEvent::failed(
+                placeholder(settled.record),
+                "the answer could not be stored".to_owned(),
+            ))),
+        }
     }
 
     /// Runs the server-side calls of `asked` and starts the model's next answer:
@@ -303,10 +341,7 @@ impl Streaming {
         calls: Vec<ToolCall>,
     ) -> Result<Option<(EventStream, StreamVerdict)>, TurnEvent> {
         let state = self.state.clone();
-        let failed = |error: String| TurnEvent::Failed {
-            message: Box::new(asked.clone()),
-            error,
-        };
+        let failed = |error: String| TurnEvent::failed(asked.clone(), error);
         super::tool_loop::run_calls(&state, &mut self.turn, asked, calls, Some(&self.tx))
             .await
             .map_err(|e| failed(e.to_string()))?;
@@ -367,7 +402,12 @@ impl Streaming {
             }
             let next = visible.len() as u32;
             piece.index = *visible.entry(piece.index).or_insert(next);
-            if self.tx.send(TurnEvent::ToolCall(piece)).await.is_err() {
+            if self
+                .tx
+                .send(TurnEvent::ToolCall(Box::new(piece)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -453,7 +493,7 @@ impl Streaming {
                         continue;
                     }
                     let sent = tokio::select! {
-                        sent = tx.send(TurnEvent::ToolCall(piece)) => sent.is_ok(),
+                        sent = tx.send(TurnEvent::ToolCall(Box::new(piece))) => sent.is_ok(),
                         () = state.lifecycle.cancelled() => false,
                     };
                     if !sent && self.after_tools && !state.lifecycle.is_cancelled() {
