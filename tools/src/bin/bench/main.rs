@@ -44,12 +44,18 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Idle SSE stream counts to measure memory at, one HTTP/1.1 connection per
-    /// stream (each stream costs the runtime two sockets: the client's and the
-    /// upstream's).
+    /// stream, when the runtime calls mock-llm over HTTP/1.1 (each stream costs
+    /// the runtime two sockets: the client's and the upstream's).
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     streams: Vec<usize>,
+    /// Idle SSE stream counts over HTTP/1.1 when the runtime calls mock-llm
+    /// over h2c (one socket per stream in the runtime, so 10,000 fit this
+    /// machine's open-file limit of 20,000 where `--streams` needs two).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    streams_upstream_h2c: Vec<usize>,
     /// Idle SSE stream counts to measure memory at over HTTP/2 (h2c), 100
-    /// streams per client connection (one socket per stream: the upstream's).
+    /// streams per client connection (with an HTTP/1.1 upstream, one socket
+    /// per stream: the upstream's).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     h2_streams: Vec<usize>,
     /// CPU list the runtime is pinned to (taskset), e.g. "0"; empty for none.
@@ -796,8 +802,12 @@ async fn stream_phase(
         &[false, true]
     };
     let runs = upstreams.iter().flat_map(|&h2c| {
-        args.streams
-            .iter()
+        let h1 = if h2c {
+            &args.streams_upstream_h2c
+        } else {
+            &args.streams
+        };
+        h1.iter()
             .map(move |&n| (n, "HTTP/1.1", h2c))
             .chain(args.h2_streams.iter().map(move |&n| (n, "HTTP/2", h2c)))
     });
