@@ -43,6 +43,8 @@ pub enum TurnEvent {
     Failed(Box<TurnFailure>),
 }
 
+// A slot of the relay channel is a `String`'s size; an event added unboxed
+// would grow every open stream's block (see above).
 const _: () = assert!(std::mem::size_of::<TurnEvent>() == std::mem::size_of::<String>());
 
 /// How a streamed turn failed midway.
@@ -285,8 +287,8 @@ impl Streaming {
         };
         let settled = settle(call, end);
         let session = &self.turn.session_id;
-        // Boxed: the write's future is large and the tool step's is small
-        // without it.
+        // Boxed: the write's future is large, and inline it would size this
+        // step's own box for every answer, tools or not.
         let write = state
             .store
             .append_messages(std::slice::from_ref(&settled.record));
