@@ -173,10 +173,10 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                         queue.push_back(frame("[DONE]"));
                         ended = true;
                     }
-                    Some(TurnEvent::Failed(failure)) => {
+                    Some(TurnEvent::Failed(error)) => {
                         let body = json!({"error": {
                             "code": "upstream_stream_failed",
-                            "message": format!("the answer was cut off: {}", failure.error),
+                            "message": format!("the answer was cut off: {error}"),
                             "type": "server_error",
                         }});
                         queue.push_back(frame(&body.to_string()));

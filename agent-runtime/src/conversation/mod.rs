@@ -21,7 +21,7 @@ mod turn;
 
 pub use error::ConversationError;
 pub use record::{Recorded, current_history, open_session, record};
-pub use stream::{TurnEvent, TurnFailure, TurnStream};
+pub use stream::{TurnEvent, TurnStream};
 pub use turn::{Answer, FALLBACK_MODEL};
 
 use std::sync::Arc;

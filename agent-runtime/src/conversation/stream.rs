@@ -1,7 +1,7 @@
 //! A streamed turn: the model's deltas relayed to the consumer as they come,
 //! ending with the stored answer ([`TurnEvent::Done`]) or, when the upstream
-//! breaks, the client leaves or the runtime shuts down, with the stored
-//! partial answer ([`TurnEvent::Failed`]). The call is settled through the
+//! breaks, the client leaves or the runtime shuts down, with what went wrong
+//! ([`TurnEvent::Failed`]; the partial answer is stored). The call is settled through the
 //! same accounting as a whole turn ([`super::turn`]).
 
 use std::sync::Arc;
@@ -39,28 +39,14 @@ pub enum TurnEvent {
     ApprovalRequired(Box<ToolApproval>),
     /// Done and stored.
     Done(Box<Answer>),
-    /// Failed midway; the partial answer is stored with the error.
-    Failed(Box<TurnFailure>),
+    /// Failed midway, with what went wrong; the partial answer is stored
+    /// with the error.
+    Failed(Box<str>),
 }
 
 // A slot of the relay channel is a `String`'s size; an event added unboxed
 // would grow every open stream's block (see above).
 const _: () = assert!(std::mem::size_of::<TurnEvent>() == std::mem::size_of::<String>());
-
-/// How a streamed turn failed midway.
-#[derive(Debug)]
-pub struct TurnFailure {
-    /// The stored partial answer.
-    pub message: Message,
-    /// What went wrong.
-    pub error: String,
-}
-
-impl TurnEvent {
-    fn failed(message: Message, error: String) -> Self {
-        Self::Failed(Box::new(TurnFailure { message, error }))
-    }
-}
 
 /// A streamed turn: the id its answer will be stored under and its events.
 pub struct TurnStream {
@@ -323,13 +309,12 @@ impl Streaming {
                     finish_reason: settled.finish_reason.unwrap_or_else(|| "stop".to_owned()),
                 }))))
             }
-            (Some(message), Some(error)) => {
+            (Some(_), Some(error)) => {
                 tracing::warn!(%session, %error, "stream failed midway; partial answer stored");
-                Err(Some(TurnEvent::failed(message, error)))
+                Err(Some(TurnEvent::Failed(error.into())))
             }
-            (None, _) => Err(Some(TurnEvent::failed(
-                placeholder(settled.record),
-                "the answer could not be stored".to_owned(),
+            (None, _) => Err(Some(TurnEvent::Failed(
+                "the answer could not be stored".into(),
             ))),
         }
     }
@@ -343,7 +328,7 @@ impl Streaming {
         calls: Vec<ToolCall>,
     ) -> Result<Option<(EventStream, StreamVerdict)>, TurnEvent> {
         let state = self.state.clone();
-        let failed = |error: String| TurnEvent::failed(asked.clone(), error);
+        let failed = |error: String| TurnEvent::Failed(error.into());
         super::tool_loop::run_calls(&state, &mut self.turn, asked, calls, Some(&self.tx))
             .await
             .map_err(|e| failed(e.to_string()))?;
@@ -551,26 +536,3 @@ fn add_tool_call_piece(calls: &mut Vec<ToolCall>, piece: &ToolCallDelta) {
 }
 
 const CLIENT_GONE: &str = "client disconnected before the answer was complete";
-
-/// A message that was not stored, shaped as if it were (for the last event).
-fn placeholder(record: NewMessage) -> Message {
-    Message {
-        id: record.id,
-        session_id: record.session_id,
-        parent_id: record.parent_id,
-        role: record.role,
-        content: record.content,
-        model: record.model,
-        tokens_in: record.tokens_in,
-        tokens_out: record.tokens_out,
-        latency_ms: record.latency_ms,
-        error: record.error,
-        created_at: chrono::Utc::now(),
-        chain_hash: record.chain_hash,
-        tool_calls: (!record.tool_calls.is_empty())
-            .then(|| serde_json::to_string(&record.tool_calls).ok())
-            .flatten(),
-        tool_call_id: record.tool_call_id,
-        author: record.author,
-    }
-}
