@@ -79,11 +79,10 @@ struct Args {
     #[arg(long)]
     streams_only: bool,
     /// Seconds the idle streams are held open after the last one opened
-    /// before their memory is read a second time: long enough for the
-    /// runtime's keep-alive comment (every 15 s on a quiet stream) and for
-    /// the allocator to return the pages the opening burst freed (mimalloc's
-    /// purge delay, 1 s); the first reading is taken 0.5 s after the last
-    /// stream opened.
+    /// before their memory is read a second time: past the runtime's
+    /// keep-alive comment (every 15 s on a quiet stream) and mimalloc's purge
+    /// delay (1 s) for the pages the opening burst freed; the first reading is
+    /// taken 0.5 s after the last stream opened.
     #[arg(long, default_value_t = 20)]
     stream_idle_seconds: u64,
     /// Only the one-at-a-time latency rows and their CPU per chat, storing
