@@ -1,8 +1,9 @@
 //! `bench` (run by `make bench`): the agent runtime against `mock-llm`, compared with
 //! calling `mock-llm` directly, in one run. Prints a table of added latency (p50/p99,
 //! non-streaming and time to first token when streaming), requests per second at a
-//! fixed concurrency with every message persisted to Postgres, memory idle and under
-//! load, memory per idle SSE stream, and the stable figure: instructions per
+//! fixed concurrency with every message persisted (Postgres and SQLite), the latency
+//! at that concurrency, where the rest of the machine's CPU went meanwhile, memory
+//! idle and under load, memory per idle SSE stream, and the stable figure: instructions per
 //! chat under callgrind (see [`callgrind`]), with Postgres and with SQLite.
 //! Each figure is printed with the aim issue 18 set for it and its ratio to
 //! calling `mock-llm` directly. Figures are reported, never asserted.
@@ -37,7 +38,8 @@ struct Args {
     /// Sequential requests per latency series.
     #[arg(long, default_value_t = 2000)]
     latency_requests: usize,
-    /// Concurrent clients in the throughput run.
+    /// Concurrent clients in the throughput run (a closed loop: each sends its
+    /// next chat when the last is answered; its latency rows are measured there).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Seconds of the throughput run.
@@ -89,7 +91,7 @@ struct Args {
     /// into the table's database: for comparing builds.
     #[arg(long)]
     latency_only: bool,
-    /// Only the throughput rows (chats/s at --concurrency, CPU per chat), the
+    /// Only the throughput rows (chats/s at --concurrency, CPU per chat, latency at that concurrency), the
     /// runtime storing into `postgres` (needs --database-url) or `sqlite` (a
     /// fresh file): for comparing builds of the store (group commit).
     #[arg(long, value_name = "BACKEND", value_parser = ["postgres", "sqlite"])]
@@ -326,22 +328,75 @@ async fn latency_series(
     (total, ttft)
 }
 
-/// Requests per second through the runtime at fixed concurrency; samples RSS.
+/// One closed-loop load run: `--concurrency` clients, each sending its next
+/// chat when the last is answered, for `--seconds`.
+struct Load {
+    /// Chats answered with a 2xx per second of the run.
+    rps: f64,
+    failed: u64,
+    /// The process's peak RSS, sampled every 100 ms (KiB).
+    peak_rss: u64,
+    /// The process's CPU time (user + system) per answered chat.
+    cpu_per_chat: Duration,
+    /// Each answered chat's time from send to the whole response, sorted.
+    latencies: Vec<Duration>,
+    /// Where the rest of the machine's CPU went per answered chat (a run
+    /// through the runtime; `None` for the mock's own run).
+    elsewhere: Option<Elsewhere>,
+}
+
+/// CPU time per answered chat outside the measured process, over a load run:
+/// on this machine the mock, the load generator and Postgres share the cores
+/// the runtime is not pinned to, and one of them may be what sets chats/s.
+struct Elsewhere {
+    load_generator: Duration,
+    mock: Duration,
+    /// Every other process on the machine (Postgres among them, when the
+    /// runtime stores there) and the kernel's work outside them.
+    rest: Duration,
+    /// The share of the machine's CPUs busy over the run, in %.
+    machine_busy: f64,
+}
+
+/// The machine's busy CPU time in ticks (user, nice, system, irq, softirq;
+/// not idle, I/O wait or what the host took), from the first line of
+/// `/proc/stat`.
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    Some(
+        [0, 1, 2, 5, 6]
+            .iter()
+            .map(|&i| ticks.get(i).copied().unwrap_or(0))
+            .sum(),
+    )
+}
+
+/// Requests per second through `base` at fixed concurrency, each answered
+/// request's latency, and the process's CPU and peak RSS; with `mock_pid`
+/// (a run through the runtime), where the rest of the machine's CPU went.
 async fn throughput(
     client: &reqwest::Client,
     base: &str,
     key: Option<&'static str>,
     pid: u32,
+    mock_pid: Option<u32>,
     args: &Args,
-) -> (f64, u64, u64, Duration) {
-    let done = Arc::new(AtomicU64::new(0));
+) -> Load {
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
         let (client, url) = (client.clone(), format!("{base}/v1/chat/completions"));
-        let (done, failed) = (done.clone(), failed.clone());
+        let failed = failed.clone();
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let body = chat_body(
@@ -354,31 +409,87 @@ async fn throughput(
                 if let Some(key) = key {
                     request = request.bearer_auth(key);
                 }
-                let ok = request.send().await.is_ok_and(|r| r.status().is_success());
-                if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let ok = match request.send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok {
+                    latencies.push(sent.elapsed());
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            latencies
         }));
     }
     let start = Instant::now();
     let cpu_start = cpu_time(pid);
-    let mut peak = 0;
+    let own_start = cpu_time(std::process::id());
+    let mock_start = mock_pid.map(cpu_time);
+    let busy_start = machine_busy_ticks();
+    let mut peak_rss = 0;
     while Instant::now() < deadline {
-        peak = peak.max(rss_kib(pid));
+        peak_rss = peak_rss.max(rss_kib(pid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        latencies.extend(t.await.unwrap_or_default());
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_time(pid).saturating_sub(cpu_start);
-    let done = done.load(Ordering::Relaxed);
-    (
-        done as f64 / secs,
-        failed.load(Ordering::Relaxed),
-        peak,
-        cpu.checked_div(u32::try_from(done).unwrap_or(u32::MAX).max(1))
-            .unwrap_or_default(),
-    )
+    let own = cpu_time(std::process::id()).saturating_sub(own_start);
+    let busy = machine_busy_ticks()
+        .zip(busy_start)
+        .map(|(end, start)| Duration::from_millis(end.saturating_sub(start) * 10));
+    latencies.sort();
+    let done = latencies.len();
+    let per_chat = |d: Duration| {
+        d.checked_div(u32::try_from(done).unwrap_or(u32::MAX).max(1))
+            .unwrap_or_default()
+    };
+    let elsewhere = mock_pid
+        .zip(mock_start)
+        .zip(busy)
+        .map(|((mock_pid, mock_start), busy)| {
+            let mock = cpu_time(mock_pid).saturating_sub(mock_start);
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Elsewhere {
+                load_generator: per_chat(own),
+                mock: per_chat(mock),
+                rest: per_chat(busy.saturating_sub(cpu + own + mock)),
+                machine_busy: 100.0 * busy.as_secs_f64() / (secs * cpus as f64),
+            }
+        });
+    Load {
+        rps: done as f64 / secs,
+        failed: failed.load(Ordering::Relaxed),
+        peak_rss,
+        cpu_per_chat: per_chat(cpu),
+        latencies,
+        elsewhere,
+    }
+}
+
+/// The latency rows of a load run at `--concurrency`: the runtime's against
+/// the mock's under the same load. A closed loop's latency is its concurrency
+/// divided by its rate, so these rows follow chats/s; what they add beyond
+/// that is the tail (a stall shows in p99 and p99.9, not in p50).
+fn load_latency_rows(db: &Database, concurrency: usize, direct: &Load, runtime: &Load) {
+    for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        let aim = if p == 0.5 { 0.3 } else { 1.0 };
+        latency_row(
+            &format!(
+                "chat at concurrency {concurrency}, non-streaming, persisted in {}, {label}",
+                db.name()
+            ),
+            &direct.latencies,
+            &runtime.latencies,
+            p,
+            aim,
+        );
+    }
 }
 
 /// Streams held open: the runtime's RSS once all were open (or the wait ran
@@ -969,10 +1080,19 @@ async fn runtime_throughput(
     mock_url: &str,
     database: &Database,
     client: &reqwest::Client,
-) -> (f64, u64, u64, Duration) {
+    mock_pid: u32,
+) -> Load {
     let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
     let _ = latency_series(client, mock_url, &runtime_url, 50, false).await;
-    throughput(client, &runtime_url, Some(API_KEY), runtime.pid(), args).await
+    throughput(
+        client,
+        &runtime_url,
+        Some(API_KEY),
+        runtime.pid(),
+        Some(mock_pid),
+        args,
+    )
+    .await
 }
 
 /// `--throughput-only`: the throughput rows alone, for one backend.
@@ -985,10 +1105,8 @@ async fn throughput_phase(
     mock: &Proc,
     load_start: &str,
 ) {
-    let (rps, failed, peak_rss, cpu) =
-        runtime_throughput(args, dir, mock_url, database, client).await;
-    let (direct_rps, direct_failed, _, mock_cpu) =
-        throughput(client, mock_url, None, mock.pid(), args).await;
+    let runtime = runtime_throughput(args, dir, mock_url, database, client, mock.pid()).await;
+    let direct = throughput(client, mock_url, None, mock.pid(), None, args).await;
     println!(
         "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
         database.name(),
@@ -996,24 +1114,61 @@ async fn throughput_phase(
         stolen(),
         args.runtime_cpus
     );
-    println!("| figure | direct | runtime | ratio |");
-    println!("|---|---|---|---|");
+    table_header();
+    load_rows(database, args, &direct, &runtime);
     println!(
-        "| chats/s at concurrency {} ({} s, persisted; failed: {direct_failed} direct, {failed} runtime) | {direct_rps:.0} | {rps:.0} | {:.2} |",
+        "| memory under load (peak RSS) | — | {:.1} MiB | — | — | — | — |",
+        runtime.peak_rss as f64 / 1024.0
+    );
+}
+
+/// A load run's rows: chats/s, the CPU per chat, and the latencies at that
+/// concurrency, each against the mock's under the same load.
+fn load_rows(db: &Database, args: &Args, direct: &Load, runtime: &Load) {
+    let aim_rps = db.aim_chats_per_second();
+    println!(
+        "| chats/s at concurrency {} ({} s, persisted in {}; failed: {} direct, {} runtime) | {:.0} | {:.0} | — | {:.2} | ≥ {aim_rps:.0} on one core | {} |",
         args.concurrency,
         args.seconds,
-        ratio(rps, direct_rps),
+        db.name(),
+        direct.failed,
+        runtime.failed,
+        direct.rps,
+        runtime.rps,
+        ratio(runtime.rps, direct.rps),
+        met(runtime.rps >= aim_rps),
     );
+    let (cpu, mock_cpu) = (runtime.cpu_per_chat, direct.cpu_per_chat);
+    let aim_cpu = db.aim_cpu_micros();
     println!(
-        "| CPU time per chat in that run (user + system) | {:.0} µs | {:.0} µs | {:.2} |",
+        "| CPU time per chat in that run ({}; user + system) | {:.0} µs | {:.0} µs (one core's worth: {:.0} chats/s) | +{:.0} µs | {:.2} | {} | {} |",
+        db.name(),
         micros(mock_cpu),
         micros(cpu),
+        if cpu.is_zero() {
+            0.0
+        } else {
+            1.0 / cpu.as_secs_f64()
+        },
+        micros(cpu.saturating_sub(mock_cpu)),
         ratio(micros(cpu), micros(mock_cpu)),
+        aim_cpu.map_or("—".to_owned(), |aim| format!("≤ {aim:.0} µs")),
+        aim_cpu.map_or("—", |aim| met(micros(cpu) <= aim)),
     );
-    println!(
-        "| memory under load (peak RSS) | — | {:.1} MiB | — |",
-        peak_rss as f64 / 1024.0
-    );
+    if let Some(e) = &runtime.elsewhere {
+        println!(
+            "| CPU time per chat in that run elsewhere: the load generator / mock-llm / the rest of the machine ({}, the kernel, any other process) | — | {:.0} / {:.0} / {:.0} µs (the machine {:.0} % busy) | — | — | — | — |",
+            match db {
+                Database::Postgres(_) => "Postgres",
+                Database::Sqlite(_) => "nothing of the runtime's",
+            },
+            micros(e.load_generator),
+            micros(e.mock),
+            micros(e.rest),
+            e.machine_busy,
+        );
+    }
+    load_latency_rows(db, args.concurrency, direct, runtime);
 }
 
 /// A duration in microseconds (the CPU rows' unit).
@@ -1031,12 +1186,19 @@ fn table_header() {
 fn latency_rows(plain: &Series, ttft: &Series) {
     for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
         let aim = if p == 0.5 { 0.3 } else { 1.0 };
-        latency_row(&format!("chat, non-streaming, {label}"), plain, p, aim);
+        latency_row(
+            &format!("chat, non-streaming, {label}"),
+            &plain.direct,
+            &plain.runtime,
+            p,
+            aim,
+        );
     }
     for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
         latency_row(
             &format!("chat, streaming, time to first token, {label}"),
-            ttft,
+            &ttft.direct,
+            &ttft.runtime,
             p,
             1.0,
         );
@@ -1053,8 +1215,8 @@ fn sequential_cpu_row(sequential_cpu: Duration) {
 }
 
 /// A wall-clock figure's row: direct, runtime, added, ratio, aim, met.
-fn latency_row(name: &str, s: &Series, p: f64, aim_added_ms: f64) {
-    let (d, r) = (percentile(&s.direct, p), percentile(&s.runtime, p));
+fn latency_row(name: &str, direct: &[Duration], runtime: &[Duration], p: f64, aim_added_ms: f64) {
+    let (d, r) = (percentile(direct, p), percentile(runtime, p));
     let added = r.saturating_sub(d);
     println!(
         "| {name} | {} ms | {} ms | +{} ms | {:.2} | added ≤ {aim_added_ms} ms | {} |",
@@ -1285,10 +1447,16 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    let (direct_rps, direct_failed, _, mock_cpu_per_request) =
-        throughput(&client, &mock_url, None, mock_pid, &args).await;
-    let (rps, failed, peak_rss, cpu_per_request) =
-        throughput(&client, &runtime_url, Some(API_KEY), pid, &args).await;
+    let direct = throughput(&client, &mock_url, None, mock_pid, None, &args).await;
+    let load = throughput(
+        &client,
+        &runtime_url,
+        Some(API_KEY),
+        pid,
+        Some(mock_pid),
+        &args,
+    )
+    .await;
 
     drop(runtime);
     // The SQLite default's throughput too (its own aim), when the table's
@@ -1296,7 +1464,8 @@ async fn main() {
     let sqlite_throughput = match database {
         Database::Postgres(_) => {
             let sqlite = Database::Sqlite(dir.join("throughput.db"));
-            let measured = runtime_throughput(&args, &dir, &mock_url, &sqlite, &client).await;
+            let measured =
+                runtime_throughput(&args, &dir, &mock_url, &sqlite, &client, mock_pid).await;
             Some((sqlite, measured))
         }
         Database::Sqlite(_) => None,
@@ -1328,36 +1497,9 @@ async fn main() {
     );
     table_header();
     latency_rows(&plain, &ttft);
-    let rows = |db: &Database, rps: f64, failed: u64, cpu_per_request: Duration| {
-        let aim_rps = db.aim_chats_per_second();
-        println!(
-            "| chats/s at concurrency {} ({} s, persisted in {}; failed: {direct_failed} direct, {failed} runtime) | {direct_rps:.0} | {rps:.0} | — | {:.2} | ≥ {aim_rps:.0} on one core | {} |",
-            args.concurrency,
-            args.seconds,
-            db.name(),
-            ratio(rps, direct_rps),
-            met(rps >= aim_rps),
-        );
-        let aim_cpu = db.aim_cpu_micros();
-        println!(
-            "| CPU time per chat in that run ({}; user + system) | {:.0} µs | {:.0} µs (one core's worth: {:.0} chats/s) | +{:.0} µs | {:.2} | {} | {} |",
-            db.name(),
-            micros(mock_cpu_per_request),
-            micros(cpu_per_request),
-            if cpu_per_request.is_zero() {
-                0.0
-            } else {
-                1.0 / cpu_per_request.as_secs_f64()
-            },
-            micros(cpu_per_request.saturating_sub(mock_cpu_per_request)),
-            ratio(micros(cpu_per_request), micros(mock_cpu_per_request)),
-            aim_cpu.map_or("—".to_owned(), |aim| format!("≤ {aim:.0} µs")),
-            aim_cpu.map_or("—", |aim| met(micros(cpu_per_request) <= aim)),
-        );
-    };
-    rows(&database, rps, failed, cpu_per_request);
-    if let Some((sqlite, (sqlite_rps, sqlite_failed, _, sqlite_cpu))) = &sqlite_throughput {
-        rows(sqlite, *sqlite_rps, *sqlite_failed, *sqlite_cpu);
+    load_rows(&database, &args, &direct, &load);
+    if let Some((sqlite, sqlite_load)) = &sqlite_throughput {
+        load_rows(sqlite, &args, &direct, sqlite_load);
     }
     sequential_cpu_row(sequential_cpu);
     if let Some(counts) = &counts {
@@ -1378,7 +1520,7 @@ async fn main() {
     );
     println!(
         "| memory under load (peak RSS) | — | {:.1} MiB | — | — | — | — |",
-        peak_rss as f64 / 1024.0
+        load.peak_rss as f64 / 1024.0
     );
     stream_table_rows(stream_rows, args.stream_idle_seconds);
     if let Some(counts) = &counts {
