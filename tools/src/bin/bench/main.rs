@@ -359,17 +359,9 @@ struct Elsewhere {
 }
 
 /// The machine's busy CPU time in ticks (user, nice, system, irq, softirq;
-/// not idle, I/O wait or what the host took), from the first line of
-/// `/proc/stat`.
+/// not idle, I/O wait or what the host took).
 fn machine_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().unwrap_or(0))
-        .collect();
+    let ticks = machine_ticks()?;
     Some(
         [0, 1, 2, 5, 6]
             .iter()
@@ -1007,15 +999,22 @@ async fn active_streams(runtime: &str) -> Option<u64> {
 /// The machine's CPU time (every kind, in ticks) and the part of it the host
 /// took for other guests (`steal`), from the first line of `/proc/stat`.
 fn cpu_times() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().unwrap_or(0))
-        .collect();
+    let ticks = machine_ticks()?;
     Some((ticks.iter().sum(), *ticks.get(7)?))
+}
+
+/// The machine's CPU time by kind, in ticks: the first line of `/proc/stat`
+/// (user, nice, system, idle, iowait, irq, softirq, steal, ...).
+fn machine_ticks() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(
+        stat.lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse().unwrap_or(0))
+            .collect(),
+    )
 }
 
 /// The machine's CPU times when the bench started.
