@@ -15,6 +15,12 @@ use crate::error::{Error, Result};
 /// Postgres identifiers are at most 63 bytes.
 const MAX_IDENTIFIER: usize = 63;
 
+/// An admin connection idle at least this long is pinged before it is used; one
+/// used more recently was answering a moment ago. Should the server have gone in
+/// between, the statement fails, the reconcile is retried, and the broken
+/// connection is dropped.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the reconcile needs of the managed-database server; [`DatabaseAdmin`] in the
 /// binary, a recording fake in the reconcile unit tests.
 #[async_trait::async_trait]
@@ -257,10 +263,21 @@ impl DatabaseAdmin {
         // At most 8 statements at once: the bound on databases created in parallel
         // (CREATE DATABASE copies the template; a 2-core server gains little past
         // that). Reconciles beyond it wait for a connection, up to a minute, rather
-        // than fail.
+        // than fail. A connection is pinged before use only when it has been idle
+        // for PING_AFTER_IDLE: sqlx pings every one it hands out otherwise, a round
+        // trip before each statement while agents are being created.
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(60))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self {
             pool,
@@ -283,12 +300,16 @@ impl DatabaseAdmin {
     ) -> Result<bool> {
         let ident = quote_identifier(identifier);
         let literal = quote_literal(password);
-        let role_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(identifier)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(Error::database("looking up the role"))?;
+        // What exists, and whether the admin is a superuser, in one round trip.
+        let (role_exists, db_exists, superuser): (bool, bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), \
+               EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), \
+               (SELECT rolsuper FROM pg_roles WHERE rolname = CURRENT_USER)",
+        )
+        .bind(identifier)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::database("looking up the role and database"))?;
         if !role_exists {
             let create = format!(
                 "CREATE ROLE {ident} LOGIN PASSWORD {literal} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
@@ -313,7 +334,7 @@ impl DatabaseAdmin {
         // drop it later as a member of the owner: make the admin a member. Granting an
         // existing membership again is a no-op (a notice); a superuser needs none but
         // takes none amiss.
-        if !self.is_superuser().await? {
+        if !superuser {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "GRANT {ident} TO CURRENT_USER"
             )))
@@ -322,12 +343,6 @@ impl DatabaseAdmin {
             .map_err(Error::database("making the admin a member of the role"))?;
         }
 
-        let db_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(identifier)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(Error::database("looking up the database"))?;
         if !db_exists {
             let create = format!("CREATE DATABASE {ident} OWNER {ident}");
             match sqlx::query(sqlx::AssertSqlSafe(create))
@@ -346,13 +361,6 @@ impl DatabaseAdmin {
         .await
         .map_err(Error::database("revoking PUBLIC access"))?;
         Ok(password_is_new && role_exists && db_exists)
-    }
-
-    async fn is_superuser(&self) -> Result<bool> {
-        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = CURRENT_USER")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(Error::database("looking up the admin's attributes"))
     }
 
     async fn set_password(&self, ident: &str, literal: &str) -> Result<()> {
