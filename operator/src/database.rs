@@ -15,12 +15,6 @@ use crate::error::{Error, Result};
 /// Postgres identifiers are at most 63 bytes.
 const MAX_IDENTIFIER: usize = 63;
 
-/// An admin connection idle at least this long is pinged before it is used; one
-/// used more recently was answering a moment ago. Should the server have gone in
-/// between, the statement fails, the reconcile is retried, and the broken
-/// connection is dropped.
-const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// What the reconcile needs of the managed-database server; [`DatabaseAdmin`] in the
 /// binary, a recording fake in the reconcile unit tests.
 #[async_trait::async_trait]
@@ -263,21 +257,10 @@ impl DatabaseAdmin {
         // At most 8 statements at once: the bound on databases created in parallel
         // (CREATE DATABASE copies the template; a 2-core server gains little past
         // that). Reconciles beyond it wait for a connection, up to a minute, rather
-        // than fail. A connection is pinged before use only when it has been idle
-        // for PING_AFTER_IDLE: sqlx pings every one it hands out otherwise, a round
-        // trip before each statement while agents are being created.
+        // than fail.
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(60))
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_AFTER_IDLE {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
             .connect_lazy_with(options);
         Ok(Self {
             pool,
