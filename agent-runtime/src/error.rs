@@ -153,10 +153,35 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonDataError(e) => Self::bad_request(
-                "invalid_request",
-                format!("request body has a wrong field or type: {}", e.body_text()),
-            ),
+            JsonRejection::JsonDataError(e) => match find_source::<PathError>(&e) {
+                // serde's derives also read a struct from an array, by position.
+                Some(err)
+                    if err.path().iter().next().is_some_and(|segment| {
+                        matches!(segment, serde_path_to_error::Segment::Seq { .. })
+                    }) =>
+                {
+                    Self::bad_request(
+                        "invalid_request",
+                        "request body must be a JSON object, not an array",
+                    )
+                }
+                Some(err) => {
+                    let field = field_at_fault(err);
+                    let message = format!(
+                        "request body has a wrong field or type: {}: {}",
+                        field.as_deref().unwrap_or("the body"),
+                        err.inner()
+                    );
+                    match field {
+                        Some(field) => Self::bad_field("invalid_request", field, message),
+                        None => Self::bad_request("invalid_request", message),
+                    }
+                }
+                None => Self::bad_request(
+                    "invalid_request",
+                    format!("request body has a wrong field or type: {}", e.body_text()),
+                ),
+            },
             JsonRejection::JsonSyntaxError(e) => Self::bad_request(
                 "invalid_json",
                 format!("request body is not valid JSON: {}", e.body_text()),
@@ -169,6 +194,45 @@ impl From<JsonRejection> for ApiError {
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
             other => Self::new(other.status(), "invalid_request", other.body_text()),
         }
+    }
+}
+
+/// How axum's `Json` reports a body that is JSON but not the request's shape:
+/// serde's error and the path to where it happened.
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+/// The first error of type `T` in `err`'s chain of sources (axum wraps the
+/// deserializer's error; its documentation reads it this way).
+fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// The request field a deserialization error is about, as OpenAI's `param`
+/// spells it (`messages[0].content`): the path serde was at, and for a missing
+/// field the field itself (serde reports it at its parent). `None` when the
+/// fault is the body as a whole (not an object, say).
+fn field_at_fault(err: &PathError) -> Option<String> {
+    let path = err.path().to_string();
+    let parent = (path != ".").then_some(path);
+    let missing = err
+        .inner()
+        .to_string()
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    match (parent, missing) {
+        (Some(parent), Some(name)) => Some(format!("{parent}.{name}")),
+        (None, Some(name)) => Some(name),
+        (parent, None) => parent,
     }
 }
 
@@ -377,4 +441,105 @@ pub mod extract {
     #[derive(FromRequestParts)]
     #[from_request(via(axum::extract::Path), rejection(ApiError))]
     pub struct Path<T>(pub T);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::FromRequest;
+
+    /// What the runtime answers for `body` sent as the request `T`.
+    async fn refusal<T: serde::de::DeserializeOwned>(body: &str) -> ApiError {
+        let request = axum::http::Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        match Json::<T>::from_request(request, &()).await {
+            Ok(_) => panic!("{body} was accepted"),
+            Err(rejection) => rejection.into(),
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Chat {
+        messages: Vec<Message>,
+        max_tokens: Option<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Message {
+        role: String,
+        content: String,
+    }
+
+    #[tokio::test]
+    async fn a_body_of_the_wrong_shape_names_the_field_at_fault() {
+        for (body, field, says) in [
+            (r#"{"messages":"hi"}"#, "messages", "invalid type: string"),
+            (
+                r#"{"messages":[],"max_tokens":-1}"#,
+                "max_tokens",
+                "invalid value: integer `-1`",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":7}]}"#,
+                "messages[0].content",
+                "invalid type: integer `7`",
+            ),
+            (
+                r#"{"max_tokens":3}"#,
+                "messages",
+                "missing field `messages`",
+            ),
+            (
+                r#"{"messages":[{"content":"x"}]}"#,
+                "messages[0].role",
+                "missing field `role`",
+            ),
+        ] {
+            let err = refusal::<Chat>(body).await;
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(err.code, "invalid_request", "{body}");
+            assert_eq!(err.param.as_deref(), Some(field), "{body}: {}", err.message);
+            assert!(
+                err.message.starts_with(&format!(
+                    "request body has a wrong field or type: {field}: "
+                )),
+                "{body}: {}",
+                err.message
+            );
+            assert!(err.message.contains(says), "{body}: {}", err.message);
+            assert_eq!(err.body().error.param.as_deref(), Some(field));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_an_object_names_no_field() {
+        let err = refusal::<Chat>("7").await;
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.param, None, "{}", err.message);
+        assert!(
+            err.message.starts_with(
+                "request body has a wrong field or type: the body: invalid type: integer `7`"
+            ),
+            "{}",
+            err.message
+        );
+        // (An array whose first element fails: serde's derives read a struct
+        // from an array by position, so the error's path starts at `[0]`.)
+        for array in ["[1]", r#"[{"role":"user","content":"hi"}]"#] {
+            let err = refusal::<Chat>(array).await;
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{array}");
+            assert_eq!(err.param, None, "{array}: {}", err.message);
+            assert_eq!(
+                err.message, "request body must be a JSON object, not an array",
+                "{array}"
+            );
+        }
+        let syntax = refusal::<Chat>(r#"{"messages":"#).await;
+        assert_eq!(syntax.code, "invalid_json");
+        assert_eq!(syntax.param, None);
+    }
 }

@@ -76,6 +76,8 @@ async fn malformed_requests_are_400s(db: Db) {
     )
     .await;
     assert_error(&r, 400, "invalid_request");
+    // The field at fault is named, as OpenAI's `param`, for type errors too.
+    assert_eq!(r.1["error"]["param"], "messages", "{}", r.1);
     let r = body_of(
         post_raw(
             "/v1/chat/completions",
@@ -87,6 +89,7 @@ async fn malformed_requests_are_400s(db: Db) {
     )
     .await;
     assert_error(&r, 400, "invalid_request");
+    assert_eq!(r.1["error"]["param"], "messages[0].content", "{}", r.1);
     let r = body_of(
         post_raw(
             "/v1/chat/completions",
@@ -98,6 +101,25 @@ async fn malformed_requests_are_400s(db: Db) {
     )
     .await;
     assert_error(&r, 400, "invalid_request");
+    assert_eq!(r.1["error"]["param"], "stream", "{}", r.1);
+    let r = body_of(
+        post_raw("/v1/chat/completions", "{\"model\": \"m\"}")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_error(&r, 400, "invalid_request");
+    assert_eq!(r.1["error"]["param"], "messages", "{}", r.1);
+    let r = body_of(
+        post_raw("/v1/chat/completions", "[]")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_error(&r, 400, "invalid_request");
+    assert_eq!(r.1["error"].get("param"), None, "{}", r.1);
     let r = body_of(
         post_raw("/v1/chat/completions", "{\"messages\": []}")
             .send()
