@@ -166,7 +166,7 @@ impl From<JsonRejection> for ApiError {
                     )
                 }
                 Some(err) => {
-                    let field = field_at_fault(err);
+                    let field = field_at_fault(err.path(), &err.inner().to_string());
                     let message = format!(
                         "request body has a wrong field or type: {}: {}",
                         field.as_deref().unwrap_or("the body"),
@@ -220,12 +220,10 @@ fn find_source<'a, T: std::error::Error + 'static>(
 /// spells it (`messages[0].content`): the path serde was at, and for a missing
 /// field the field itself (serde reports it at its parent). `None` when the
 /// fault is the body as a whole (not an object, say).
-fn field_at_fault(err: &PathError) -> Option<String> {
-    let path = err.path().to_string();
+fn field_at_fault(path: &serde_path_to_error::Path, error: &str) -> Option<String> {
+    let path = path.to_string();
     let parent = (path != ".").then_some(path);
-    let missing = err
-        .inner()
-        .to_string()
+    let missing = error
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split_once('`'))
         .map(|(name, _)| name.to_owned());
@@ -238,10 +236,20 @@ fn field_at_fault(err: &PathError) -> Option<String> {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::bad_request(
-            "invalid_query",
-            format!("invalid query parameters: {}", rejection.body_text()),
-        )
+        type QueryError = serde_path_to_error::Error<serde_urlencoded::de::Error>;
+        match find_source::<QueryError>(&rejection)
+            .map(|err| (err, field_at_fault(err.path(), &err.inner().to_string())))
+        {
+            Some((err, Some(field))) => Self::bad_field(
+                "invalid_query",
+                field.clone(),
+                format!("invalid query parameter {field}: {}", err.inner()),
+            ),
+            _ => Self::bad_request(
+                "invalid_query",
+                format!("invalid query parameters: {}", rejection.body_text()),
+            ),
+        }
     }
 }
 
@@ -512,6 +520,47 @@ mod tests {
             );
             assert!(err.message.contains(says), "{body}: {}", err.message);
             assert_eq!(err.body().error.param.as_deref(), Some(field));
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Search {
+        q: String,
+        limit: Option<i64>,
+    }
+
+    #[tokio::test]
+    async fn a_query_parameter_of_the_wrong_type_or_missing_is_named() {
+        use axum::extract::{FromRequestParts, Query};
+        for (query, field, says) in [
+            ("q=x&limit=abc", "limit", "invalid digit"),
+            ("limit=3", "q", "missing field `q`"),
+        ] {
+            let (mut parts, ()) = axum::http::Request::builder()
+                .uri(format!("/search?{query}"))
+                .body(())
+                .unwrap()
+                .into_parts();
+            let Err(rejection) = Query::<Search>::from_request_parts(&mut parts, &()).await else {
+                panic!("{query} was accepted");
+            };
+            let err = ApiError::from(rejection);
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(err.code, "invalid_query", "{query}");
+            assert_eq!(
+                err.param.as_deref(),
+                Some(field),
+                "{query}: {}",
+                err.message
+            );
+            assert!(
+                err.message
+                    .starts_with(&format!("invalid query parameter {field}: ")),
+                "{query}: {}",
+                err.message
+            );
+            assert!(err.message.contains(says), "{query}: {}", err.message);
         }
     }
 

@@ -147,26 +147,18 @@ async fn listing_filters_sorts_and_paginates(db: Db) {
         )
         .await;
     assert_eq!(ids(&by_title), [created[0].clone(), created[1].clone()]);
-    assert_error(
-        &h.get("alice", "/api/sessions?limit=0").await,
-        400,
-        "invalid_query",
-    );
-    assert_error(
-        &h.get("alice", "/api/sessions?limit=500").await,
-        400,
-        "invalid_query",
-    );
-    assert_error(
-        &h.get("alice", "/api/sessions?sort=color").await,
-        400,
-        "invalid_query",
-    );
-    assert_error(
-        &h.get("alice", "/api/sessions?status=gone").await,
-        400,
-        "invalid_query",
-    );
+    let refused = h.get("alice", "/api/sessions?limit=0").await;
+    assert_error(&refused, 400, "invalid_query");
+    assert_eq!(refused.1["error"]["param"], "limit", "{}", refused.1);
+    let refused = h.get("alice", "/api/sessions?limit=500").await;
+    assert_error(&refused, 400, "invalid_query");
+    assert_eq!(refused.1["error"]["param"], "limit", "{}", refused.1);
+    let refused = h.get("alice", "/api/sessions?sort=color").await;
+    assert_error(&refused, 400, "invalid_query");
+    assert_eq!(refused.1["error"]["param"], "sort", "{}", refused.1);
+    let refused = h.get("alice", "/api/sessions?status=gone").await;
+    assert_error(&refused, 400, "invalid_query");
+    assert_eq!(refused.1["error"]["param"], "status", "{}", refused.1);
 }
 
 async fn search_is_ranked_and_paginated(db: Db) {
@@ -221,16 +213,12 @@ async fn search_is_ranked_and_paginated(db: Db) {
         .get("alice", "/api/sessions/search?q=%22%28*%20OR%20-")
         .await;
     assert_eq!(status, 200, "{odd}");
-    assert_error(
-        &h.get("alice", "/api/sessions/search?q=%20").await,
-        400,
-        "invalid_query",
-    );
-    assert_error(
-        &h.get("alice", "/api/sessions/search").await,
-        400,
-        "invalid_query",
-    );
+    let refused = h.get("alice", "/api/sessions/search?q=%20").await;
+    assert_error(&refused, 400, "invalid_query");
+    assert_eq!(refused.1["error"]["param"], "q", "{}", refused.1);
+    let refused = h.get("alice", "/api/sessions/search").await;
+    assert_error(&refused, 400, "invalid_query");
+    assert_eq!(refused.1["error"]["param"], "q", "{}", refused.1);
 }
 
 async fn posting_messages_streams_and_keeps_history(db: Db) {

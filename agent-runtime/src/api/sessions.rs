@@ -46,14 +46,16 @@ impl PageQuery {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         let offset = self.offset.unwrap_or(0);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::bad_field(
                 "invalid_query",
+                "limit",
                 format!("limit must be between 1 and {MAX_PAGE}"),
             ));
         }
         if offset < 0 {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::bad_field(
                 "invalid_query",
+                "offset",
                 "offset must not be negative",
             ));
         }
@@ -253,8 +255,9 @@ pub async fn search(
     let too_long = query.q.chars().count() > MAX_QUERY_CHARS;
     let q = query.q.trim();
     if q.is_empty() || too_long {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::bad_field(
             "invalid_query",
+            "q",
             format!("q must be 1 to {MAX_QUERY_CHARS} characters, not all whitespace"),
         ));
     }
