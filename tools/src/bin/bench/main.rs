@@ -2,7 +2,7 @@
 //! calling `mock-llm` directly, in one run. Prints a table of added latency (p50/p99,
 //! non-streaming and time to first token when streaming), requests per second at a
 //! fixed concurrency with every message persisted (Postgres and SQLite), the latency
-//! at that concurrency, where the rest of the machine's CPU went meanwhile, memory
+//! at that concurrency and at a fixed rate short of saturation, where the rest of the machine's CPU went meanwhile, memory
 //! idle and under load, memory per idle SSE stream, and the stable figure: instructions per
 //! chat under callgrind (see [`callgrind`]), with Postgres and with SQLite.
 //! Each figure is printed with the aim issue 18 set for it and its ratio to
@@ -42,9 +42,16 @@ struct Args {
     /// next chat when the last is answered; its latency rows are measured there).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Seconds of the throughput run.
+    /// Seconds of the throughput run (and of each fixed-rate run).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Chats per second of the fixed-rate run (an open loop: chats are sent on
+    /// a schedule, at most --concurrency in flight, whether or not the last
+    /// were answered), through the runtime and to the mock alike; 0 leaves it
+    /// out. Its latency is what the runtime adds under load short of saturation;
+    /// the closed loop's is its concurrency over its rate.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
     /// Idle SSE stream counts to measure memory at, one HTTP/1.1 connection per
     /// stream, when the runtime calls mock-llm over HTTP/1.1 (each stream costs
     /// the runtime two sockets: the client's and the upstream's).
@@ -457,6 +464,187 @@ async fn throughput(
         cpu_per_chat: per_chat(cpu),
         latencies,
         elsewhere,
+    }
+}
+
+/// Chats sent on a schedule: `rate` a second for `--seconds`, at most
+/// `--concurrency` in flight. Each chat's latency runs from when it was due
+/// (the millisecond tick that released it), so a chat that waited for one in
+/// flight to finish counts that wait (no coordinated omission).
+async fn fixed_rate(
+    client: &reqwest::Client,
+    base: &str,
+    key: Option<&'static str>,
+    rate: u32,
+    args: &Args,
+) -> AtRate {
+    let url: Arc<str> = format!("{base}/v1/chat/completions").into();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let failed = Arc::new(AtomicU64::new(0));
+    let total = u64::from(rate) * args.seconds;
+    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let before = match key {
+        Some(_) => Some(histogram_totals(client, base).await),
+        None => None,
+    };
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        ticks.tick().await;
+        let due_now = Instant::now();
+        let due = ((due_now - start).as_secs_f64() * f64::from(rate)) as u64;
+        while sent < due.min(total) {
+            let (client, url, in_flight, failed) = (
+                client.clone(),
+                url.clone(),
+                in_flight.clone(),
+                failed.clone(),
+            );
+            let body = chat_body(
+                &format!("rate {sent}"),
+                false,
+                &format!("bench-rate-{}", sent % 32),
+            );
+            sent += 1;
+            tasks.push(tokio::spawn(async move {
+                let _permit = in_flight.acquire_owned().await.ok()?;
+                let mut request = client.post(&*url).json(&body);
+                if let Some(key) = key {
+                    request = request.bearer_auth(key);
+                }
+                let ok = match request.send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                ok.then(|| due_now.elapsed())
+            }));
+        }
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(Some(latency)) = task.await {
+            latencies.push(latency);
+        }
+    }
+    latencies.sort();
+    let phases = match before {
+        Some(before) => Some(phases(&before, &histogram_totals(client, base).await)),
+        None => None,
+    };
+    AtRate {
+        latencies,
+        failed: failed.load(Ordering::Relaxed),
+        phases,
+    }
+}
+
+/// The runtime's own histograms (`/metrics`): each series' sum and count,
+/// keyed by its name and labels without the `_sum`/`_count` suffix.
+async fn histogram_totals(client: &reqwest::Client, base: &str) -> HashMap<String, (f64, f64)> {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut totals: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if let Some(base) = name.strip_suffix("_sum") {
+            totals.entry(format!("{base}{{{labels}")).or_default().0 = value;
+        } else if let Some(base) = name.strip_suffix("_count") {
+            totals.entry(format!("{base}{{{labels}")).or_default().1 = value;
+        }
+    }
+    totals
+}
+
+/// Where a chat's time went in a run, from the runtime's histograms read
+/// before and after it: the mean of each phase per chat, in seconds.
+struct Phases {
+    /// The whole request, as the runtime's HTTP layer timed it.
+    request: f64,
+    /// The model call.
+    upstream: f64,
+    /// Creating the session with the user's message (alongside the model call).
+    create_session: f64,
+    /// Appending the answer (after the model call; the response waits for it).
+    append_answer: f64,
+    /// Writes per database batch (group commit).
+    batch: f64,
+}
+
+fn phases(before: &HashMap<String, (f64, f64)>, after: &HashMap<String, (f64, f64)>) -> Phases {
+    let mean = |prefix: &str| {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for (key, (s, c)) in after.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            let (s0, c0) = before.get(key).copied().unwrap_or_default();
+            sum += s - s0;
+            count += c - c0;
+        }
+        if count > 0.0 { sum / count } else { 0.0 }
+    };
+    Phases {
+        request: mean(
+            "switchboard_runtime_http_request_duration_seconds{method=\"POST\",route=\"/v1/chat/completions\",status=\"200\"",
+        ),
+        upstream: mean("switchboard_runtime_upstream_duration_seconds{"),
+        create_session: mean(
+            "switchboard_runtime_database_duration_seconds{operation=\"create_session\"",
+        ),
+        append_answer: mean(
+            "switchboard_runtime_database_duration_seconds{operation=\"append_messages\"",
+        ),
+        batch: mean("switchboard_runtime_database_batch_size{"),
+    }
+}
+
+/// A fixed-rate run: the answered chats' latencies (sorted), the failures,
+/// and (through the runtime) where its chats' time went.
+struct AtRate {
+    latencies: Vec<Duration>,
+    failed: u64,
+    phases: Option<Phases>,
+}
+
+/// The fixed-rate run's rows: the runtime's latencies against the mock's at the
+/// same schedule.
+fn fixed_rate_rows(db: &Database, args: &Args, direct: &AtRate, runtime: &AtRate) {
+    percentile_rows(
+        &format!(
+            "chat at a fixed {} chats/s (open loop, at most {} in flight, {} s; failed: {} direct, {} runtime), non-streaming, persisted in {}",
+            thousands(u64::from(args.rate)),
+            args.concurrency,
+            args.seconds,
+            direct.failed,
+            runtime.failed,
+            db.name()
+        ),
+        &direct.latencies,
+        &runtime.latencies,
+        AIM_ADDED_P50_MS,
+    );
+    if let Some(p) = &runtime.phases {
+        let ms = |secs: f64| secs * 1000.0;
+        println!(
+            "| where a chat's time went at that rate ({}; the runtime's own histograms, means): the request / the model call / the session and user message written (alongside the model call) / the answer written (the response waits for it) / writes per batch | {:.3} ms (p50) | {:.3} / {:.3} / {:.3} / {:.3} ms / {:.2} | — | — | — | — |",
+            db.name(),
+            ms(percentile(&direct.latencies, 0.5).as_secs_f64()),
+            ms(p.request),
+            ms(p.upstream),
+            ms(p.create_session),
+            ms(p.append_answer),
+            p.batch,
+        );
     }
 }
 
@@ -1089,10 +1277,10 @@ async fn runtime_throughput(
     database: &Database,
     client: &reqwest::Client,
     mock_pid: u32,
-) -> Load {
+) -> (Load, Option<AtRate>) {
     let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
     let _ = latency_series(client, mock_url, &runtime_url, 50, false).await;
-    throughput(
+    let load = throughput(
         client,
         &runtime_url,
         Some(API_KEY),
@@ -1100,7 +1288,13 @@ async fn runtime_throughput(
         Some(mock_pid),
         args,
     )
-    .await
+    .await;
+    let at_rate = if args.rate > 0 {
+        Some(fixed_rate(client, &runtime_url, Some(API_KEY), args.rate, args).await)
+    } else {
+        None
+    };
+    (load, at_rate)
 }
 
 /// `--throughput-only`: the throughput rows alone, for one backend.
@@ -1113,8 +1307,14 @@ async fn throughput_phase(
     mock: &Proc,
     load_start: &str,
 ) {
-    let runtime = runtime_throughput(args, dir, mock_url, database, client, mock.pid()).await;
+    let (runtime, at_rate) =
+        runtime_throughput(args, dir, mock_url, database, client, mock.pid()).await;
     let direct = throughput(client, mock_url, None, mock.pid(), None, args).await;
+    let direct_at_rate = if args.rate > 0 {
+        Some(fixed_rate(client, mock_url, None, args.rate, args).await)
+    } else {
+        None
+    };
     println!(
         "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
         database.name(),
@@ -1124,6 +1324,9 @@ async fn throughput_phase(
     );
     table_header();
     load_rows(database, args, &direct, &runtime);
+    if let (Some(direct), Some(runtime)) = (&direct_at_rate, &at_rate) {
+        fixed_rate_rows(database, args, direct, runtime);
+    }
     println!(
         "| memory under load (peak RSS) | — | {:.1} MiB | — | — | — | — |",
         runtime.peak_rss as f64 / 1024.0
@@ -1477,6 +1680,14 @@ async fn main() {
         &args,
     )
     .await;
+    let at_rate = if args.rate > 0 {
+        Some((
+            fixed_rate(&client, &mock_url, None, args.rate, &args).await,
+            fixed_rate(&client, &runtime_url, Some(API_KEY), args.rate, &args).await,
+        ))
+    } else {
+        None
+    };
 
     drop(runtime);
     // The SQLite default's throughput too (its own aim), when the table's
@@ -1484,9 +1695,9 @@ async fn main() {
     let sqlite_throughput = match database {
         Database::Postgres(_) => {
             let sqlite = Database::Sqlite(dir.join("throughput.db"));
-            let measured =
+            let (measured, at_rate) =
                 runtime_throughput(&args, &dir, &mock_url, &sqlite, &client, mock_pid).await;
-            Some((sqlite, measured))
+            Some((sqlite, measured, at_rate))
         }
         Database::Sqlite(_) => None,
     };
@@ -1518,8 +1729,14 @@ async fn main() {
     table_header();
     latency_rows(&plain, &ttft);
     load_rows(&database, &args, &direct, &load);
-    if let Some((sqlite, sqlite_load)) = &sqlite_throughput {
+    if let Some((direct, runtime)) = &at_rate {
+        fixed_rate_rows(&database, &args, direct, runtime);
+    }
+    if let Some((sqlite, sqlite_load, sqlite_at_rate)) = &sqlite_throughput {
         load_rows(sqlite, &args, &direct, sqlite_load);
+        if let (Some((direct, _)), Some(runtime)) = (&at_rate, sqlite_at_rate) {
+            fixed_rate_rows(sqlite, &args, direct, runtime);
+        }
     }
     sequential_cpu_row(sequential_cpu);
     if let Some(counts) = &counts {
