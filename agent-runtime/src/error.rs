@@ -80,6 +80,21 @@ impl ApiError {
         }
     }
 
+    /// 400 when `text` holds a NUL character (U+0000), naming `field`:
+    /// Postgres's `text` cannot store one, so it is refused on every backend
+    /// alike, before anything is stored or sent to a model.
+    pub fn refuse_nul(text: &str, field: impl FnOnce() -> String) -> Result<(), Self> {
+        if !text.contains('\0') {
+            return Ok(());
+        }
+        let field = field();
+        Err(Self::bad_field(
+            "invalid_request",
+            field.clone(),
+            format!("{field} contains a NUL character (U+0000), which cannot be stored"),
+        ))
+    }
+
     /// 400 with a code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -277,6 +292,17 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(id) => Self::session_not_found(&id),
+            // A value Postgres cannot store (U+0000 in text or JSON) that no
+            // edge check caught: the request's fault, not the database's.
+            StoreError::Database(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                tracing::warn!(error = %db, "a value the database cannot store");
+                Self::bad_request(
+                    "invalid_request",
+                    "the request holds a character the database cannot store (U+0000)",
+                )
+            }
             err @ StoreError::Database(_) => {
                 tracing::error!(error = %err, "database error");
                 Self {

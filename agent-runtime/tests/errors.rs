@@ -3,6 +3,8 @@
 
 mod common;
 
+use agent_runtime::db::{NewMessage, NewSession};
+use agent_runtime::domain::Role;
 use common::{API_KEY, Db, Harness, assert_error};
 use reqwest::Method;
 use serde_json::json;
@@ -111,6 +113,65 @@ async fn malformed_requests_are_400s(db: Db) {
     .await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"]["param"], "messages", "{}", r.1);
+    // U+0000 is valid JSON but Postgres's text cannot hold it: refused alike on
+    // both backends, naming the field (a 503 from the database before).
+    let r = body_of(
+        post_raw(
+            "/v1/chat/completions",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}",
+        )
+        .send()
+        .await
+        .expect("sent"),
+    )
+    .await;
+    assert_error(&r, 400, "invalid_request");
+    assert_eq!(r.1["error"]["param"], "messages[0].content", "{}", r.1);
+    let r = body_of(
+        post_raw("/api/sessions", "{\"title\": \"a\\u0000b\"}")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_error(&r, 400, "invalid_request");
+    assert_eq!(r.1["error"]["param"], "title", "{}", r.1);
+    if h.database_url().is_some() {
+        // Should a NUL reach Postgres past the checks at the edge, it is still
+        // the request's fault (400), not a database outage (503).
+        let id = NewMessage::new_id();
+        let message = NewMessage {
+            id: NewMessage::new_id(),
+            session_id: id.clone(),
+            parent_id: None,
+            role: Role::User,
+            content: "a\0b".to_owned(),
+            model: None,
+            tokens_in: 1,
+            tokens_out: 0,
+            latency_ms: None,
+            error: None,
+            chain_hash: "hash".to_owned(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            author: None,
+        };
+        let session = NewSession {
+            user_id: "u".to_owned(),
+            channel: "api".to_owned(),
+            external_id: None,
+            title: None,
+        };
+        let err = h
+            .state
+            .store
+            .create_session_with_messages(&id, session, &[message])
+            .await
+            .expect_err("Postgres refuses U+0000");
+        let err = agent_runtime::error::ApiError::from(err);
+        assert_eq!(err.status.as_u16(), 400, "{err}");
+        assert_eq!(err.code, "invalid_request", "{err}");
+    }
     let r = body_of(
         post_raw("/v1/chat/completions", "[]")
             .send()

@@ -200,6 +200,7 @@ pub struct CreateSession {
 }
 
 fn check_title(title: &str) -> Result<String, ApiError> {
+    ApiError::refuse_nul(title, || "title".to_owned())?;
     let too_long = title.chars().count() > MAX_TITLE_CHARS;
     let title = title.trim();
     if title.is_empty() || too_long {
@@ -489,6 +490,7 @@ pub async fn post_message(
     extract::Json(body): extract::Json<PostMessage>,
 ) -> Result<Response, ApiError> {
     let user = caller.user(None)?;
+    ApiError::refuse_nul(&body.content, || "content".to_owned())?;
     let chars = body.content.chars().count();
     if body.content.trim().is_empty() {
         return Err(ApiError::bad_request(
