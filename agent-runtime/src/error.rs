@@ -80,16 +80,20 @@ impl ApiError {
         }
     }
 
-    /// 400 when `text` holds a NUL character (U+0000), naming `field`:
+    /// 400 `code` when `text` holds a NUL character (U+0000), naming `field`:
     /// Postgres's `text` cannot store one, so it is refused on every backend
     /// alike, before anything is stored or sent to a model.
-    pub fn refuse_nul(text: &str, field: impl FnOnce() -> String) -> Result<(), Self> {
+    pub fn refuse_nul(
+        code: &'static str,
+        text: &str,
+        field: impl FnOnce() -> String,
+    ) -> Result<(), Self> {
         if !text.contains('\0') {
             return Ok(());
         }
         let field = field();
         Err(Self::bad_field(
-            "invalid_request",
+            code,
             field.clone(),
             format!("{field} contains a NUL character (U+0000), which cannot be stored"),
         ))

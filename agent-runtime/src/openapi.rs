@@ -86,9 +86,12 @@ fn is_admin(path: &str) -> bool {
 }
 /// Header naming the channel of a root route.
 const CHANNEL_HEADER: &str = crate::auth::CHANNEL_HEADER;
+/// Text without a NUL character (U+0000), which the runtime refuses in what it
+/// stores ([`crate::error::ApiError::refuse_nul`]).
+const NO_NUL: &str = "^[^\\u0000]*$";
 /// Text with something other than whitespace in it (what `str::trim` leaves
-/// non-empty; Rust's whitespace spelled out, ECMA's `\s` differs).
-const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+/// non-empty; Rust's whitespace spelled out, ECMA's `\s` differs), and no NUL.
+const NOT_BLANK_NO_NUL: &str = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$";
 /// A user or conversation id ([`crate::auth::valid_id`]): no control
 /// character, something besides whitespace.
 const ID_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$";
@@ -195,7 +198,7 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
             ("query", "q") => {
                 schema["minLength"] = json!(1);
                 schema["maxLength"] = json!(crate::api::sessions::MAX_QUERY_CHARS);
-                schema["pattern"] = json!(NOT_BLANK);
+                schema["pattern"] = json!(NOT_BLANK_NO_NUL);
             }
             ("header", "x-conversation-id") => *schema = id_schema(true),
             ("query", "channel" | "user" | "session_id") if admin => *schema = id_schema(false),
@@ -414,7 +417,7 @@ fn constrain_schemas(schemas: &mut Map<String, Value>, limits: &LimitsConfig) {
             "maxLength",
             json!(crate::api::sessions::MAX_TITLE_CHARS),
         );
-        set(schemas, schema, "title", "pattern", json!(NOT_BLANK));
+        set(schemas, schema, "title", "pattern", json!(NOT_BLANK_NO_NUL));
     }
     // A rejection's reason: at most MAX_REASON_CHARS characters.
     set(
@@ -437,7 +440,7 @@ fn constrain_schemas(schemas: &mut Map<String, Value>, limits: &LimitsConfig) {
         "PostMessage",
         "content",
         "pattern",
-        json!(NOT_BLANK),
+        json!(NOT_BLANK_NO_NUL),
     );
     set(
         schemas,
@@ -522,13 +525,22 @@ fn constrain_schemas(schemas: &mut Map<String, Value>, limits: &LimitsConfig) {
         .and_then(|s| s.pointer_mut("/oneOf/0"))
     {
         text["maxLength"] = json!(limits.max_message_chars);
+        text["pattern"] = json!(NO_NUL);
     }
+    set(
+        schemas,
+        "FunctionCallItem",
+        "arguments",
+        "pattern",
+        json!(NO_NUL),
+    );
     // A content part: text, or an image (`content_of`, `image_part`).
     if let Some(part) = schemas.get_mut("ContentPart") {
         *part = json!({"oneOf": [
             {"type": "object", "required": ["type", "text"], "properties": {
                 "type": {"type": "string", "enum": ["text"]},
-                "text": {"type": "string", "maxLength": limits.max_message_chars}}},
+                "text": {"type": "string", "maxLength": limits.max_message_chars,
+                    "pattern": NO_NUL}}},
             {"type": "object", "required": ["type", "image_url"], "properties": {
                 "type": {"type": "string", "enum": ["image_url"]},
                 "image_url": {"$ref": "#/components/schemas/ImageUrl"}}},

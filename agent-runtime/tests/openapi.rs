@@ -197,4 +197,15 @@ async fn openapi_document_is_complete() {
         32 * 1024
     );
     assert!(schemas["CreateSession"]["properties"]["title"]["pattern"].is_string());
+    // Text the runtime stores may not hold U+0000, which it refuses; the
+    // document says so, so clients and fuzzers know.
+    for pattern in [
+        &schemas["CreateSession"]["properties"]["title"]["pattern"],
+        &schemas["PostMessage"]["properties"]["content"]["pattern"],
+        &schemas["InputContent"]["oneOf"][0]["pattern"],
+        &schemas["FunctionCallItem"]["properties"]["arguments"]["pattern"],
+    ] {
+        let pattern = pattern.as_str().expect("a pattern");
+        assert!(pattern.starts_with("^[^\\u0000]*"), "{pattern}");
+    }
 }

@@ -147,18 +147,16 @@ async fn listing_filters_sorts_and_paginates(db: Db) {
         )
         .await;
     assert_eq!(ids(&by_title), [created[0].clone(), created[1].clone()]);
-    let refused = h.get("alice", "/api/sessions?limit=0").await;
-    assert_error(&refused, 400, "invalid_query");
-    assert_eq!(refused.1["error"]["param"], "limit", "{}", refused.1);
-    let refused = h.get("alice", "/api/sessions?limit=500").await;
-    assert_error(&refused, 400, "invalid_query");
-    assert_eq!(refused.1["error"]["param"], "limit", "{}", refused.1);
-    let refused = h.get("alice", "/api/sessions?sort=color").await;
-    assert_error(&refused, 400, "invalid_query");
-    assert_eq!(refused.1["error"]["param"], "sort", "{}", refused.1);
-    let refused = h.get("alice", "/api/sessions?status=gone").await;
-    assert_error(&refused, 400, "invalid_query");
-    assert_eq!(refused.1["error"]["param"], "status", "{}", refused.1);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=500", "limit"),
+        ("sort=color", "sort"),
+        ("status=gone", "status"),
+    ] {
+        let refused = h.get("alice", &format!("/api/sessions?{query}")).await;
+        assert_error(&refused, 400, "invalid_query");
+        assert_eq!(refused.1["error"]["param"], field, "{query}: {}", refused.1);
+    }
 }
 
 async fn search_is_ranked_and_paginated(db: Db) {
@@ -213,12 +211,15 @@ async fn search_is_ranked_and_paginated(db: Db) {
         .get("alice", "/api/sessions/search?q=%22%28*%20OR%20-")
         .await;
     assert_eq!(status, 200, "{odd}");
-    let refused = h.get("alice", "/api/sessions/search?q=%20").await;
-    assert_error(&refused, 400, "invalid_query");
-    assert_eq!(refused.1["error"]["param"], "q", "{}", refused.1);
-    let refused = h.get("alice", "/api/sessions/search").await;
-    assert_error(&refused, 400, "invalid_query");
-    assert_eq!(refused.1["error"]["param"], "q", "{}", refused.1);
+    for path in [
+        "/api/sessions/search?q=%20",
+        "/api/sessions/search",
+        "/api/sessions/search?q=a%00b",
+    ] {
+        let refused = h.get("alice", path).await;
+        assert_error(&refused, 400, "invalid_query");
+        assert_eq!(refused.1["error"]["param"], "q", "{path}: {}", refused.1);
+    }
 }
 
 async fn posting_messages_streams_and_keeps_history(db: Db) {

@@ -292,9 +292,11 @@ fn prompt_messages(
         .map(|(i, m)| {
             let role = role_of(&m.role, i)?;
             let (content, images) = content_of(m.content, i)?;
-            ApiError::refuse_nul(&content, || format!("messages[{i}].content"))?;
+            ApiError::refuse_nul("invalid_request", &content, || {
+                format!("messages[{i}].content")
+            })?;
             for (c, call) in m.tool_calls.iter().flatten().enumerate() {
-                ApiError::refuse_nul(&call.function.arguments, || {
+                ApiError::refuse_nul("invalid_request", &call.function.arguments, || {
                     format!("messages[{i}].tool_calls[{c}].function.arguments")
                 })?;
             }

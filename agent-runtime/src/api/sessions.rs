@@ -200,7 +200,7 @@ pub struct CreateSession {
 }
 
 fn check_title(title: &str) -> Result<String, ApiError> {
-    ApiError::refuse_nul(title, || "title".to_owned())?;
+    ApiError::refuse_nul("invalid_request", title, || "title".to_owned())?;
     let too_long = title.chars().count() > MAX_TITLE_CHARS;
     let title = title.trim();
     if title.is_empty() || too_long {
@@ -253,6 +253,7 @@ pub async fn search(
             format!("channel {:?} does not serve search", caller.channel),
         ));
     }
+    ApiError::refuse_nul("invalid_query", &query.q, || "q".to_owned())?;
     let too_long = query.q.chars().count() > MAX_QUERY_CHARS;
     let q = query.q.trim();
     if q.is_empty() || too_long {
@@ -490,7 +491,7 @@ pub async fn post_message(
     extract::Json(body): extract::Json<PostMessage>,
 ) -> Result<Response, ApiError> {
     let user = caller.user(None)?;
-    ApiError::refuse_nul(&body.content, || "content".to_owned())?;
+    ApiError::refuse_nul("invalid_request", &body.content, || "content".to_owned())?;
     let chars = body.content.chars().count();
     if body.content.trim().is_empty() {
         return Err(ApiError::bad_request(

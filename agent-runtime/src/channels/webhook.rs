@@ -129,7 +129,7 @@ pub async fn receive(
     })?;
     let user = valid_id(&message.user, "`user`")?;
     let conversation = valid_id(&message.conversation_id, "`conversationId`")?;
-    ApiError::refuse_nul(&message.text, || "text".to_owned())?;
+    ApiError::refuse_nul("invalid_request", &message.text, || "text".to_owned())?;
     let chars = message.text.chars().count();
     if message.text.trim().is_empty() || chars > state.config.limits.max_message_chars {
         return Err(ApiError::bad_request(
