@@ -470,21 +470,26 @@ async fn throughput(
 /// Chats sent on a schedule: `rate` a second for `--seconds`, at most
 /// `--concurrency` in flight. Each chat's latency runs from when it was due
 /// (the millisecond tick that released it), so a chat that waited for one in
-/// flight to finish counts that wait (no coordinated omission).
+/// flight to finish counts that wait (no coordinated omission). `None` when
+/// `--rate` is 0; through the runtime (`key` set), with where its chats'
+/// time went.
 async fn fixed_rate(
     client: &reqwest::Client,
     base: &str,
     key: Option<&'static str>,
-    rate: u32,
     args: &Args,
-) -> AtRate {
+) -> Option<AtRate> {
+    let rate = args.rate;
+    if rate == 0 {
+        return None;
+    }
     let url: Arc<str> = format!("{base}/v1/chat/completions").into();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let failed = Arc::new(AtomicU64::new(0));
     let total = u64::from(rate) * args.seconds;
     let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let before = match key {
-        Some(_) => Some(histogram_totals(client, base).await),
+        Some(_) => Some(scrape_metrics(base).await),
         None => None,
     };
     let mut ticks = tokio::time::interval(Duration::from_millis(1));
@@ -505,7 +510,7 @@ async fn fixed_rate(
             let body = chat_body(
                 &format!("rate {sent}"),
                 false,
-                &format!("bench-rate-{}", sent % 32),
+                &format!("bench-rate-{}", sent % args.concurrency.max(1) as u64),
             );
             sent += 1;
             tasks.push(tokio::spawn(async move {
@@ -533,39 +538,30 @@ async fn fixed_rate(
     }
     latencies.sort();
     let phases = match before {
-        Some(before) => Some(phases(&before, &histogram_totals(client, base).await)),
+        Some(before) => Some(phases(&before, &scrape_metrics(base).await)),
         None => None,
     };
-    AtRate {
+    Some(AtRate {
         latencies,
         failed: failed.load(Ordering::Relaxed),
         phases,
-    }
+    })
 }
 
-/// The runtime's own histograms (`/metrics`): each series' sum and count,
-/// keyed by its name and labels without the `_sum`/`_count` suffix.
-async fn histogram_totals(client: &reqwest::Client, base: &str) -> HashMap<String, (f64, f64)> {
-    let text = match client.get(format!("{base}/metrics")).send().await {
+/// The runtime's metrics (`/metrics`): every sample's value, keyed by its
+/// series (name and labels, as exposed); empty when it does not answer.
+async fn scrape_metrics(base: &str) -> HashMap<String, f64> {
+    let text = match reqwest::get(format!("{base}/metrics")).await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let mut totals: HashMap<String, (f64, f64)> = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-        if let Some(base) = name.strip_suffix("_sum") {
-            totals.entry(format!("{base}{{{labels}")).or_default().0 = value;
-        } else if let Some(base) = name.strip_suffix("_count") {
-            totals.entry(format!("{base}{{{labels}")).or_default().1 = value;
-        }
-    }
-    totals
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Where a chat's time went in a run, from the runtime's histograms read
@@ -583,15 +579,27 @@ struct Phases {
     batch: f64,
 }
 
-fn phases(before: &HashMap<String, (f64, f64)>, after: &HashMap<String, (f64, f64)>) -> Phases {
-    let mean = |prefix: &str| {
-        let (mut sum, mut count) = (0.0, 0.0);
-        for (key, (s, c)) in after.iter().filter(|(k, _)| k.starts_with(prefix)) {
-            let (s0, c0) = before.get(key).copied().unwrap_or_default();
-            sum += s - s0;
-            count += c - c0;
+fn phases(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> Phases {
+    // What the series of histogram `name` whose labels start with `labels`
+    // (any series, labelled or not, for no labels) gained between the two
+    // scrapes, for its `_sum` or `_count`.
+    let gained = |name: &str, part: &str, labels: &str| -> f64 {
+        let bare = format!("{name}_{part}");
+        let prefix = format!("{bare}{{{labels}");
+        after
+            .iter()
+            .filter(|(series, _)| series.starts_with(&prefix) || **series == bare)
+            .map(|(series, value)| value - before.get(series).copied().unwrap_or_default())
+            .sum()
+    };
+    let mean = |series: &str| {
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let count = gained(name, "count", labels);
+        if count > 0.0 {
+            gained(name, "sum", labels) / count
+        } else {
+            0.0
         }
-        if count > 0.0 { sum / count } else { 0.0 }
     };
     Phases {
         request: mean(
@@ -1164,16 +1172,10 @@ fn stream_table_rows(stream_rows: Vec<StreamRow>, idle_seconds: u64) {
 
 /// What the runtime's `switchboard_runtime_active_streams` gauge reads.
 async fn active_streams(runtime: &str) -> Option<u64> {
-    let text = reqwest::get(format!("{runtime}/metrics"))
+    scrape_metrics(runtime)
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("switchboard_runtime_active_streams "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
+        .get("switchboard_runtime_active_streams")
+        .map(|&v| v as u64)
 }
 
 /// The machine's CPU time (every kind, in ticks) and the part of it the host
@@ -1289,11 +1291,7 @@ async fn runtime_throughput(
         args,
     )
     .await;
-    let at_rate = if args.rate > 0 {
-        Some(fixed_rate(client, &runtime_url, Some(API_KEY), args.rate, args).await)
-    } else {
-        None
-    };
+    let at_rate = fixed_rate(client, &runtime_url, Some(API_KEY), args).await;
     (load, at_rate)
 }
 
@@ -1310,11 +1308,7 @@ async fn throughput_phase(
     let (runtime, at_rate) =
         runtime_throughput(args, dir, mock_url, database, client, mock.pid()).await;
     let direct = throughput(client, mock_url, None, mock.pid(), None, args).await;
-    let direct_at_rate = if args.rate > 0 {
-        Some(fixed_rate(client, mock_url, None, args.rate, args).await)
-    } else {
-        None
-    };
+    let direct_at_rate = fixed_rate(client, mock_url, None, args).await;
     println!(
         "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
         database.name(),
@@ -1680,14 +1674,8 @@ async fn main() {
         &args,
     )
     .await;
-    let at_rate = if args.rate > 0 {
-        Some((
-            fixed_rate(&client, &mock_url, None, args.rate, &args).await,
-            fixed_rate(&client, &runtime_url, Some(API_KEY), args.rate, &args).await,
-        ))
-    } else {
-        None
-    };
+    let direct_at_rate = fixed_rate(&client, &mock_url, None, &args).await;
+    let at_rate = fixed_rate(&client, &runtime_url, Some(API_KEY), &args).await;
 
     drop(runtime);
     // The SQLite default's throughput too (its own aim), when the table's
@@ -1729,12 +1717,12 @@ async fn main() {
     table_header();
     latency_rows(&plain, &ttft);
     load_rows(&database, &args, &direct, &load);
-    if let Some((direct, runtime)) = &at_rate {
+    if let (Some(direct), Some(runtime)) = (&direct_at_rate, &at_rate) {
         fixed_rate_rows(&database, &args, direct, runtime);
     }
     if let Some((sqlite, sqlite_load, sqlite_at_rate)) = &sqlite_throughput {
         load_rows(sqlite, &args, &direct, sqlite_load);
-        if let (Some((direct, _)), Some(runtime)) = (&at_rate, sqlite_at_rate) {
+        if let (Some(direct), Some(runtime)) = (&direct_at_rate, sqlite_at_rate) {
             fixed_rate_rows(sqlite, &args, direct, runtime);
         }
     }
