@@ -172,35 +172,7 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonDataError(e) => match find_source::<PathError>(&e) {
-                // serde's derives also read a struct from an array, by position.
-                Some(err)
-                    if err.path().iter().next().is_some_and(|segment| {
-                        matches!(segment, serde_path_to_error::Segment::Seq { .. })
-                    }) =>
-                {
-                    Self::bad_request(
-                        "invalid_request",
-                        "request body must be a JSON object, not an array",
-                    )
-                }
-                Some(err) => {
-                    let field = field_at_fault(err.path(), &err.inner().to_string());
-                    let message = format!(
-                        "request body has a wrong field or type: {}: {}",
-                        field.as_deref().unwrap_or("the body"),
-                        err.inner()
-                    );
-                    match field {
-                        Some(field) => Self::bad_field("invalid_request", field, message),
-                        None => Self::bad_request("invalid_request", message),
-                    }
-                }
-                None => Self::bad_request(
-                    "invalid_request",
-                    format!("request body has a wrong field or type: {}", e.body_text()),
-                ),
-            },
+            JsonRejection::JsonDataError(e) => wrong_shape(&e),
             JsonRejection::JsonSyntaxError(e) => Self::bad_request(
                 "invalid_json",
                 format!("request body is not valid JSON: {}", e.body_text()),
@@ -219,6 +191,34 @@ impl From<JsonRejection> for ApiError {
 /// How axum's `Json` reports a body that is JSON but not the request's shape:
 /// serde's error and the path to where it happened.
 type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+/// A body that is JSON but not the request's shape, naming the field at fault
+/// when there is one.
+fn wrong_shape(e: &axum::extract::rejection::JsonDataError) -> ApiError {
+    let Some(err) = find_source::<PathError>(e) else {
+        return ApiError::bad_request(
+            "invalid_request",
+            format!("request body has a wrong field or type: {}", e.body_text()),
+        );
+    };
+    // serde's derives also read a struct from an array, by position.
+    if let Some(serde_path_to_error::Segment::Seq { .. }) = err.path().iter().next() {
+        return ApiError::bad_request(
+            "invalid_request",
+            "request body must be a JSON object, not an array",
+        );
+    }
+    let field = field_at_fault(err.path(), &err.inner().to_string());
+    let message = format!(
+        "request body has a wrong field or type: {}: {}",
+        field.as_deref().unwrap_or("the body"),
+        err.inner()
+    );
+    match field {
+        Some(field) => ApiError::bad_field("invalid_request", field, message),
+        None => ApiError::bad_request("invalid_request", message),
+    }
+}
 
 /// The first error of type `T` in `err`'s chain of sources (axum wraps the
 /// deserializer's error; its documentation reads it this way).

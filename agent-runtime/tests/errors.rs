@@ -54,86 +54,50 @@ async fn authentication_errors(db: Db) {
 
 async fn malformed_requests_are_400s(db: Db) {
     let h = Harness::start(db).await;
-    let post_raw = |path: &str, body: &'static str| {
-        h.client
+    // A JSON body posted with the API key; its status and JSON answer.
+    let post = |path: &str, body: &'static str| {
+        let request = h
+            .client
             .post(h.url(path))
             .bearer_auth(API_KEY)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body);
+        async move { body_of(request.send().await.expect("sent")).await }
     };
-    let r = body_of(
-        post_raw("/v1/chat/completions", "{\"messages\": [")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = post("/v1/chat/completions", "{\"messages\": [").await;
     assert_error(&r, 400, "invalid_json");
     assert_eq!(r.1["error"]["type"], "invalid_request_error");
-    let r = body_of(
-        post_raw("/v1/chat/completions", "{\"messages\": \"hi\"}")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = post("/v1/chat/completions", "{\"messages\": \"hi\"}").await;
     assert_error(&r, 400, "invalid_request");
     // The field at fault is named, as OpenAI's `param`, for type errors too.
     assert_eq!(r.1["error"]["param"], "messages", "{}", r.1);
-    let r = body_of(
-        post_raw(
-            "/v1/chat/completions",
-            "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}",
-        )
-        .send()
-        .await
-        .expect("sent"),
+    let r = post(
+        "/v1/chat/completions",
+        "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}",
     )
     .await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"]["param"], "messages[0].content", "{}", r.1);
-    let r = body_of(
-        post_raw(
-            "/v1/chat/completions",
-            "{\"messages\": [], \"stream\": \"yes\"}",
-        )
-        .send()
-        .await
-        .expect("sent"),
+    let r = post(
+        "/v1/chat/completions",
+        "{\"messages\": [], \"stream\": \"yes\"}",
     )
     .await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"]["param"], "stream", "{}", r.1);
-    let r = body_of(
-        post_raw("/v1/chat/completions", "{\"model\": \"m\"}")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = post("/v1/chat/completions", "{\"model\": \"m\"}").await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"]["param"], "messages", "{}", r.1);
     // U+0000 is valid JSON but Postgres's text cannot hold it: refused alike on
     // both backends, naming the field (a 503 from the database before).
-    let r = body_of(
-        post_raw(
-            "/v1/chat/completions",
-            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}",
-        )
-        .send()
-        .await
-        .expect("sent"),
+    let r = post(
+        "/v1/chat/completions",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}",
     )
     .await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"]["param"], "messages[0].content", "{}", r.1);
-    let r = body_of(
-        post_raw("/api/sessions", "{\"title\": \"a\\u0000b\"}")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = post("/api/sessions", "{\"title\": \"a\\u0000b\"}").await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"]["param"], "title", "{}", r.1);
     if h.database_url().is_some() {
@@ -172,63 +136,30 @@ async fn malformed_requests_are_400s(db: Db) {
         assert_eq!(err.status.as_u16(), 400, "{err}");
         assert_eq!(err.code, "invalid_request", "{err}");
     }
-    let r = body_of(
-        post_raw("/v1/chat/completions", "[]")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = post("/v1/chat/completions", "[]").await;
     assert_error(&r, 400, "invalid_request");
     assert_eq!(r.1["error"].get("param"), None, "{}", r.1);
-    let r = body_of(
-        post_raw("/v1/chat/completions", "{\"messages\": []}")
-            .send()
-            .await
-            .expect("sent"),
+    let r = post("/v1/chat/completions", "{\"messages\": []}").await;
+    assert_error(&r, 400, "invalid_request");
+    let r = post(
+        "/v1/chat/completions",
+        "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}",
     )
     .await;
     assert_error(&r, 400, "invalid_request");
-    let r = body_of(
-        post_raw(
-            "/v1/chat/completions",
-            "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}",
-        )
-        .send()
-        .await
-        .expect("sent"),
-    )
-    .await;
-    assert_error(&r, 400, "invalid_request");
-    let r = body_of(
-        post_raw(
-            "/v1/chat/completions",
-            "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
-        )
-        .send()
-        .await
-        .expect("sent"),
+    let r = post(
+        "/v1/chat/completions",
+        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
     )
     .await;
     assert_error(&r, 400, "unsupported_content");
-    let r = body_of(
-        post_raw(
-            "/v1/chat/completions",
-            "{\"n\": 3, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
-        )
-        .send()
-        .await
-        .expect("sent"),
+    let r = post(
+        "/v1/chat/completions",
+        "{\"n\": 3, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
     )
     .await;
     assert_error(&r, 400, "invalid_request");
-    let r = body_of(
-        post_raw("/api/sessions", "[1, 2]")
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
+    let r = post("/api/sessions", "[1, 2]").await;
     assert_error(&r, 400, "invalid_request");
     // No JSON content type.
     let r = h
