@@ -14,11 +14,12 @@ mod common;
 
 use std::time::Duration;
 
+use agent_runtime::channel_registry::webhook::Backoff;
 use agent_runtime::channels::{ChannelTasks, DISCORD_API_PROXY_ENV, DISCORD_GATEWAY_URL_ENV};
 use common::{Db, Harness, RuntimeProcess};
 use crds::RespondTo;
 use crds::runtime_config::{ChannelConfig, ChannelType, DiscordConfig, RuntimeConfig};
-use mock_chatapps::discord::{DiscordMock, GatewayFault, RateLimitFault};
+use mock_chatapps::discord::{DiscordMock, GatewayFault, MESSAGE_CONTENT, RateLimitFault};
 use serde_json::json;
 use switchboard_tests::database::{TestDatabase, admin_url};
 use switchboard_tests::mock_llm::MockLlm;
@@ -522,7 +523,100 @@ async fn messages_replayed_together_are_each_answered_once(db: Db) {
     assert_eq!(discord.posts().len(), 3);
 }
 
+/// The bot identifies asking for MESSAGE_CONTENT, a privileged intent: while
+/// it is not enabled for the bot, Discord closes the Gateway with 4014 (for
+/// good: twilight does not reconnect). The channel says so in Discord's
+/// words; once the intent is enabled, the bot connects again by itself and
+/// answers, without a restart.
+async fn the_bot_reconnects_once_its_intent_is_enabled(db: Db) {
+    use crds::channel::ConnectionState;
+    let (h, tasks, discord) = start(db).await;
+    h.state.webhooks.set_gateway_backoff(Backoff {
+        base: Duration::from_millis(300),
+        max: Duration::from_secs(1),
+    });
+    let state_becomes = |expected: ConnectionState| {
+        let h = &h;
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let got = h.state.channels.connections.get("support-discord");
+                if let Some(c) = &got
+                    && c.state == expected
+                {
+                    return c.message.clone();
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{expected:?} expected: {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    state_becomes(ConnectionState::Connected).await;
+    discord.disallow_intents(MESSAGE_CONTENT);
+    discord
+        .gateway_fault(GatewayFault::Close(4014))
+        .expect("closed");
+    let message = state_becomes(ConnectionState::Unauthorized).await;
+    assert!(message.contains("4014"), "Discord's words: {message}");
+    // Refused again while the intent stays off (the retries back off).
+    assert!(
+        discord
+            .wait_until(WAIT, |d| d.gateway_counts().close_codes_sent.len() >= 2)
+            .await,
+        "the bot tried again: {:?}",
+        discord.gateway_counts()
+    );
+    discord.disallow_intents(0);
+    state_becomes(ConnectionState::Connected).await;
+    discord
+        .user_message(Some(GUILD), CHANNEL, "<@1100000000000000001> back?", true)
+        .expect("dispatched");
+    posts_settle(&discord, 1).await;
+    tasks.stop().await;
+}
+
+/// A channel the bot may not post in (403, Missing Permissions) is not
+/// retried: Discord counts every 401 and 403 towards a limit that bans the
+/// bot for a while. The answer is given up after one refusal and listed as
+/// failed for an admin to retry.
+async fn a_refused_post_is_given_up_at_once(db: Db) {
+    let (h, tasks, discord) = start(db).await;
+    discord.forbid_channel(CHANNEL);
+    discord
+        .user_message(Some(GUILD), CHANNEL, "<@1100000000000000001> hi", true)
+        .expect("dispatched");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let failed = loop {
+        let (_, failed) = h.admin_get("/api/admin/outbox?state=failed").await;
+        if failed["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break failed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "given up: {failed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed["data"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{failed}"
+    );
+    // The outbox's backoff starts at 0.5 s: a retry would have come by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = discord
+        .requests()
+        .iter()
+        .filter(|r| r.route == "POST /channels/{id}/messages")
+        .count();
+    assert_eq!(attempts, 1, "refused once, not retried");
+    tasks.stop().await;
+}
+
 on_both_databases!(
+    the_bot_reconnects_once_its_intent_is_enabled,
+    a_refused_post_is_given_up_at_once,
     messages_replayed_together_are_each_answered_once,
     a_mention_is_answered_as_a_reply,
     a_dropped_gateway_is_resumed_and_429s_are_waited_out,

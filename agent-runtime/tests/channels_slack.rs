@@ -1,7 +1,9 @@
 //! The Slack channel (Events API) against the mock Slack of `mock-chatapps`:
 //! `url_verification`, a mention answered in its thread and a direct message in
 //! the DM, Slack's retries of the same event answered once, bad and stale
-//! signatures refused, a `429 Retry-After` waited out, Slack down and back, and
+//! signatures refused, a `429 Retry-After` waited out, Slack down and back,
+//! answers escaped as Slack reads text, a message with a file answered, a
+//! refusal for good (`not_in_channel`) given up at once, and
 //! two runtime processes on one Postgres database posting each answer exactly once.
 
 mod common;
@@ -321,7 +323,76 @@ async fn a_thread_with_several_users_is_one_session(db: Db) {
     s.tasks.stop().await;
 }
 
+/// What the model writes is shown as written: Slack's control characters are
+/// escaped, so an answer holding `<!channel>` (the mock echoes the question)
+/// notifies nobody; a message sent with a file (subtype `file_share`) is
+/// answered like any other.
+async fn answers_are_escaped_and_file_messages_answered(db: Db) {
+    let s = start(db).await;
+    let event = mention(
+        "<!channel> is 1 < 2 & 3 > 2?",
+        "1700000000.000100",
+        None,
+        "Ev0300",
+    );
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    posts_settle(&s.slack, 1).await;
+    let text = &s.slack.posts()[0].text;
+    assert!(
+        text.contains("&lt;!channel&gt; is 1 &lt; 2 &amp; 3 &gt; 2?"),
+        "escaped: {text}"
+    );
+    assert!(!text.contains("<!channel>"), "{text}");
+
+    let mut with_file = slack::direct_message(
+        TEAM,
+        "D0DM0000001",
+        "U0CAROL0001",
+        "what does this file say?",
+        "1700000100.000100",
+        "Ev0301",
+    );
+    with_file["event"]["subtype"] = json!("file_share");
+    with_file["event"]["files"] = json!([{"id": "F0FILE00001", "name": "notes.txt"}]);
+    assert_eq!(s.events.send(&with_file).await.status, Some(200));
+    posts_settle(&s.slack, 2).await;
+    assert_eq!(s.slack.posts()[1].channel, "D0DM0000001");
+    s.tasks.stop().await;
+}
+
+/// A channel Slack refuses to post in for good (`not_in_channel`) is not
+/// retried for a day: the answer is given up after the first refusal, listed
+/// as failed with Slack's code for an admin to retry once the bot is invited.
+async fn a_refusal_for_good_is_given_up_at_once(db: Db) {
+    let s = start(db).await;
+    s.slack.refuse_channel(CHANNEL, "not_in_channel");
+    let event = mention("hello?", "1700000000.000100", None, "Ev0400");
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    let deadline = Instant::now() + WAIT;
+    let failed = loop {
+        let (_, failed) = s.h.admin_get("/api/admin/outbox?state=failed").await;
+        if failed["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break failed;
+        }
+        assert!(Instant::now() < deadline, "given up: {failed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed["data"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not_in_channel")),
+        "{failed}"
+    );
+    // The outbox's backoff starts at 0.5 s: a retry would have come by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.slack.post_attempts(), 1, "refused once, not retried");
+    assert!(s.slack.posts().is_empty());
+    s.tasks.stop().await;
+}
+
 on_both_databases!(
+    answers_are_escaped_and_file_messages_answered,
+    a_refusal_for_good_is_given_up_at_once,
     a_thread_with_several_users_is_one_session,
     a_mention_is_answered_in_its_thread_once_despite_retries,
     bad_and_stale_signatures_are_refused,

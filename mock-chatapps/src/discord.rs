@@ -105,6 +105,11 @@ struct Inner {
     requests: Vec<RestRequest>,
     rate_limits: HashMap<String, VecDeque<RateLimitFault>>,
     global_rate_limits: VecDeque<RateLimitFault>,
+    /// Channels the bot lacks the permission to post in.
+    forbidden_channels: std::collections::HashSet<String>,
+    /// Privileged intents not enabled for the bot in the developer portal: an
+    /// Identify asking for any of them is closed with 4014.
+    disallowed_intents: u64,
 }
 
 #[derive(Debug)]
@@ -272,6 +277,23 @@ impl DiscordMock {
                 .or_default()
                 .push_back(fault);
         }
+    }
+
+    /// Privileged intents (bits of Identify's `intents`, e.g. [`MESSAGE_CONTENT`])
+    /// the bot is not allowed: an Identify asking for one is closed with 4014
+    /// (Disallowed intents), as Discord does until they are enabled for the bot
+    /// in the developer portal. `0` allows every intent again.
+    pub fn disallow_intents(&self, intents: u64) {
+        self.shared.lock().disallowed_intents = intents;
+    }
+
+    /// The bot lacks the permission to post in `channel`: creating a message
+    /// there answers 403 with Discord's error 50013 (Missing Permissions).
+    pub fn forbid_channel(&self, channel: &str) {
+        self.shared
+            .lock()
+            .forbidden_channels
+            .insert(channel.to_owned());
     }
 
     /// Discord is down for `duration`: the gateway drops new and current connections,
@@ -453,6 +475,9 @@ fn now_millis() -> u128 {
         .unwrap_or_default()
 }
 
+/// The privileged MESSAGE_CONTENT intent (Identify's `intents`, bit 15).
+pub const MESSAGE_CONTENT: u64 = 1 << 15;
+
 /// A user object as in the docs' examples.
 pub fn user_json(id: &str, username: &str, bot: bool) -> Value {
     json!({
@@ -538,6 +563,11 @@ async fn serve_gateway(stream: TcpStream, shared: Arc<Shared>) {
                     Some(2) => {
                         if !token_matches(&payload["d"]["token"], &shared.token) {
                             let _ = close(&mut sink, &shared, 4004, "Authentication failed.").await;
+                            break;
+                        }
+                        let asked = payload["d"]["intents"].as_u64().unwrap_or(0);
+                        if asked & shared.lock().disallowed_intents != 0 {
+                            let _ = close(&mut sink, &shared, 4014, "Disallowed intent(s).").await;
                             break;
                         }
                         let session_id = format!("{:032x}", now_millis() ^ u128::from(shared.lock().identifies + 1) << 64);
@@ -638,7 +668,9 @@ async fn serve_gateway(stream: TcpStream, shared: Arc<Shared>) {
                         if sink.send(WsMessage::text(json!({"op": 9, "d": resumable, "s": null, "t": null}).to_string())).await.is_err() { break; }
                     }
                     GatewayCommand::Fault(GatewayFault::Close(code)) => {
-                        if (code == 4004 || code == 4009) && let Some(s) = &session {
+                        // Discord forgets the session on the codes after which
+                        // it cannot be resumed.
+                        if (code == 4004 || code == 4009 || (4010..=4014).contains(&code)) && let Some(s) = &session {
                             let mut inner = shared.lock();
                             inner.sessions.remove(s);
                             inner.last_session = None;
@@ -803,6 +835,20 @@ async fn create_message(
         Err(r) => return r,
     };
     let content = body["content"].as_str().unwrap_or_default().to_owned();
+    if shared.lock().forbidden_channels.contains(&channel) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"code": 50013, "message": "Missing Permissions"})),
+        )
+            .into_response();
+    }
+    if content.trim().is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": 50006, "message": "Cannot send an empty message"})),
+        )
+            .into_response();
+    }
     if content.chars().count() > 2000 {
         return (
             StatusCode::BAD_REQUEST,

@@ -4,6 +4,7 @@
 //! (a websocket that sends `hello` and `events_api` envelopes and records the
 //! `envelope_id` acknowledgements).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -249,6 +250,8 @@ struct Inner {
     web_outage: Outage,
     /// Acknowledgements still to be lost in transit.
     lose_acks: usize,
+    /// Channels `chat.postMessage` refuses, with the error code it answers.
+    refused_channels: HashMap<String, String>,
 }
 
 impl Inner {
@@ -335,6 +338,16 @@ impl SlackMock {
     /// 503 for `duration`; open Socket Mode connections keep delivering events.
     pub fn web_api_outage(&self, duration: Duration) {
         self.shared.lock().web_outage.start(duration);
+    }
+
+    /// `chat.postMessage` to `channel` answers `ok: false` with `error` (e.g.
+    /// `not_in_channel`, `is_archived`, `channel_not_found`), as Slack does for
+    /// a channel the bot cannot post in.
+    pub fn refuse_channel(&self, channel: &str, error: &str) {
+        self.shared
+            .lock()
+            .refused_channels
+            .insert(channel.to_owned(), error.to_owned());
     }
 
     /// The next `n` Socket Mode acknowledgements are lost (not recorded), so their
@@ -523,6 +536,9 @@ fn arguments(headers: &HeaderMap, body: &str) -> Value {
     Value::Object(map)
 }
 
+/// The longest message text `chat.postMessage` takes, in characters.
+const MAX_TEXT_CHARS: usize = 40_000;
+
 async fn post_message(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -556,6 +572,15 @@ async fn post_message(
         drop(inner);
         return Json(json!({"ok": false, "error": "no_text"})).into_response();
     };
+    let refused = inner.refused_channels.get(channel).cloned().or_else(|| {
+        // Slack's limit on a message's text (chat.postMessage: `msg_too_long`).
+        (text.chars().count() > MAX_TEXT_CHARS).then(|| "msg_too_long".to_owned())
+    });
+    if let Some(error) = refused {
+        drop(inner);
+        shared.bump();
+        return Json(json!({"ok": false, "error": error})).into_response();
+    }
     inner.next_ts += 1;
     let ts = format!("{}.{:06}", unix_now(), inner.next_ts);
     let thread_ts = args["thread_ts"].as_str().map(str::to_owned);

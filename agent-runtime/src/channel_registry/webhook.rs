@@ -53,6 +53,13 @@ impl Default for Backoff {
     }
 }
 
+/// [`WebhookDelivery::gateway_backoff`]'s default: 30 s, doubling up to 10
+/// minutes (at most ~150 identifies a day while the Gateway stays closed).
+pub const GATEWAY_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(30),
+    max: Duration::from_secs(600),
+};
+
 impl Backoff {
     /// The delay before attempt `attempt + 1`, given a random `jitter` in [0, 1).
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
@@ -72,6 +79,7 @@ pub struct WebhookDelivery {
     wake: Notify,
     http: reqwest::Client,
     backoff: Backoff,
+    gateway_backoff: RwLock<Backoff>,
     slack_api_url: RwLock<String>,
     discord: RwLock<DiscordEndpoints>,
 }
@@ -106,6 +114,7 @@ impl WebhookDelivery {
             wake: Notify::new(),
             http,
             backoff,
+            gateway_backoff: RwLock::new(GATEWAY_BACKOFF),
             slack_api_url: RwLock::new(DEFAULT_SLACK_API_URL.to_owned()),
             discord: RwLock::new(DiscordEndpoints::default()),
         }
@@ -168,6 +177,23 @@ impl WebhookDelivery {
     /// The retry delays.
     pub fn backoff(&self) -> Backoff {
         self.backoff
+    }
+
+    /// The waits before connecting a chat app's Gateway again after it was
+    /// closed for good (Discord allows a bot 1,000 identifies a day).
+    pub fn gateway_backoff(&self) -> Backoff {
+        *self
+            .gateway_backoff
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets [`Self::gateway_backoff`] (tests shorten it).
+    pub fn set_gateway_backoff(&self, backoff: Backoff) {
+        *self
+            .gateway_backoff
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = backoff;
     }
 }
 

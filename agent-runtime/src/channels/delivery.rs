@@ -214,6 +214,27 @@ enum AttemptError {
     Status(u16),
 }
 
+impl AttemptError {
+    /// Whether the platform refused the answer for good: trying again would be
+    /// refused the same way (a channel the bot is not in, a revoked token, a
+    /// message too long), so the row is given up at once, not retried for a
+    /// day (Discord counts every 401 and 403 towards a limit that bans the
+    /// bot for a while). An admin can retry a given-up row
+    /// (`POST /api/admin/outbox/{id}/retry`) once the cause is fixed.
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Slack(super::slack_api::PostError::Refused(code)) => {
+                !super::slack_api::is_transient_error(code)
+            }
+            Self::Discord(super::discord_api::DiscordPostError::Status { status, .. }) => {
+                (400..500).contains(status) && *status != 408
+            }
+            Self::Discord(super::discord_api::DiscordPostError::BadId(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<conversation::ConversationError> for AttemptError {
     fn from(err: conversation::ConversationError) -> Self {
         Self::Answer(err.to_string())
@@ -240,8 +261,12 @@ async fn process(state: &SharedState, delivery: Delivery) {
                 }
                 _ => state.webhooks.backoff().delay(attempts, jitter()),
             };
-            let give_up = now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
-            if give_up {
+            let permanent = err.is_permanent();
+            let give_up = permanent || now_ms() - delivery.created_at > millis(GIVE_UP_AFTER);
+            if permanent {
+                tracing::error!(delivery = %id, channel = %delivery.channel, error = %err,
+                    "answer delivery refused for good; given up (retry it through the admin API once fixed)");
+            } else if give_up {
                 tracing::error!(delivery = %id, channel = %delivery.channel, error = %err, "answer delivery given up");
             } else {
                 tracing::warn!(delivery = %id, channel = %delivery.channel, attempt = attempts + 1,

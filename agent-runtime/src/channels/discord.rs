@@ -122,6 +122,14 @@ fn without_mention(text: &str, bot: u64) -> String {
 /// Gateway close code for a refused token.
 const AUTHENTICATION_FAILED: u16 = 4004;
 
+/// Gateway close codes after which twilight does not reconnect: the token
+/// refused (4004), the shard or API version invalid (4010-4012), intents
+/// invalid or not enabled for the bot (4013, 4014: MESSAGE_CONTENT is a
+/// privileged intent switched on in Discord's developer portal).
+fn is_fatal_close(code: u16) -> bool {
+    code == AUTHENTICATION_FAILED || (4010..=4014).contains(&code)
+}
+
 /// Called whenever a bot's Gateway connection changes state (`lease` names
 /// the bot; `detail` is Discord's own words, never the token): records it as
 /// the connection state of each of the bot's channels (the lease holder alone
@@ -304,11 +312,32 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// Runs the bot's shard until `stop`; twilight reconnects, resumes and
-    /// re-identifies by itself. The session stored beside the lease (by a
-    /// previous holder) is resumed, so what Discord dispatched during the
-    /// handover is replayed; the session is stored again as events are stored.
+    /// Runs the bot's shard until `stop`. When Discord closes the Gateway for
+    /// good (a refused token, intents not enabled for the bot: close codes
+    /// twilight does not retry), the channels show Discord's words and the
+    /// bot connects again later (`gateway_backoff`: 30 s, doubling up to 10
+    /// minutes), so enabling the intent in Discord's developer portal brings
+    /// it back without a restart.
     async fn run(self, stop: CancellationToken) {
+        let mut closes = 0;
+        while self.session(&stop).await {
+            let wait = self.state.webhooks.gateway_backoff().delay(closes, 1.0);
+            closes = closes.saturating_add(1);
+            tracing::warn!(lease = %self.lease, retry_in_ms = wait.as_millis() as u64,
+                "Discord closed the Gateway for good; connecting again later");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One shard until `stop` (false) or until Discord closes the Gateway for
+    /// good (true); twilight reconnects, resumes and re-identifies by itself
+    /// otherwise. The session stored beside the lease (by a previous holder)
+    /// is resumed, so what Discord dispatched during the handover is
+    /// replayed; the session is stored again as events are stored.
+    async fn session(&self, stop: &CancellationToken) -> bool {
         let state = &self.state;
         let intents = Intents::GUILD_MESSAGES | Intents::DIRECT_MESSAGES | Intents::MESSAGE_CONTENT;
         let mut config = ConfigBuilder::new(self.token.clone(), intents);
@@ -345,7 +374,7 @@ impl Gateway {
         let mut refused = false;
         loop {
             let event = tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return false,
                 event = shard.next_event(wanted) => event,
             };
             match event {
@@ -373,7 +402,7 @@ impl Gateway {
                     let (code, reason) = frame
                         .map(|f| (f.code, f.reason.into_owned()))
                         .unwrap_or((0, String::new()));
-                    refused = code == AUTHENTICATION_FAILED;
+                    refused = is_fatal_close(code);
                     connection_changed(
                         state,
                         &self.lease,
@@ -409,7 +438,7 @@ impl Gateway {
                     continue;
                 }
                 None => {
-                    // After a 4004 close, its own words stay the reason.
+                    // After a fatal close, Discord's own words stay the reason.
                     if !refused {
                         connection_changed(
                             state,
@@ -419,7 +448,7 @@ impl Gateway {
                             "Discord closed the Gateway for good (bad token or intents?)",
                         );
                     }
-                    return;
+                    return true;
                 }
             }
             // Stored after the event's message is: a successor resumes from here.

@@ -151,6 +151,14 @@ fn without_mention(text: &str, bot: Option<&str>) -> String {
     out.trim().to_owned()
 }
 
+/// Message subtypes a person sends with text to answer: a message with files
+/// (`file_share`), a thread reply also sent to the channel
+/// (`thread_broadcast`) and `/me` (`me_message`). Every other subtype is an
+/// edit, a deletion, a join or a bot's message.
+fn is_person_message(subtype: &str) -> bool {
+    matches!(subtype, "file_share" | "thread_broadcast" | "me_message")
+}
+
 /// Which messages of an `event_callback` this channel answers (pure): the
 /// workspace and channel ids, `respondTo` and `directMessages`; bot messages and
 /// edits never.
@@ -161,7 +169,7 @@ fn incoming(settings: &SlackSettings, envelope: &Envelope) -> Option<Incoming> {
         return None;
     }
     let event = envelope.event.as_ref()?;
-    if event.bot_id.is_some() || event.subtype.is_some() {
+    if event.bot_id.is_some() || !event.subtype.as_deref().is_none_or(is_person_message) {
         return None;
     }
     let channel = event.channel.as_deref()?;
@@ -340,7 +348,6 @@ async fn store_event(
         language: channel.language.clone(),
         author: None,
     };
-    let admitted = conversation::admit(state, participant).await?;
     // A thread is one session for everyone in it: the session of the user who
     // started it (each message keeps its author). A DM is its user's own.
     let owner = if message.conversation.contains(THREAD_SEPARATOR) {
@@ -352,11 +359,8 @@ async fn store_event(
     } else {
         message.user.clone()
     };
-    let in_session = Participant {
-        user: owner.clone(),
-        author: Some(message.user.clone()),
-        ..admitted.participant().clone()
-    };
+    // The event's row first: a redelivery of an event already taken is
+    // acknowledged without counting against the user's limits again.
     let delivery_id = uuid::Uuid::now_v7().to_string();
     let inserted = state
         .store
@@ -365,7 +369,7 @@ async fn store_event(
             channel: name.clone(),
             inbound_key: format!("slack:{}", message.event_id),
             conversation_id: message.conversation.clone(),
-            user_id: owner,
+            user_id: owner.clone(),
             text: message.text.clone(),
             callback_url: String::new(),
             reply_to: None,
@@ -377,6 +381,23 @@ async fn store_event(
         tracing::info!(channel = %name, event = %message.event_id, "Slack event seen before; acknowledged again");
         return Ok(());
     }
+    // Refused (a rate limit, the budget, a shutdown): the row goes, so that
+    // Slack's own retries of the event (after a minute, then five) are
+    // admitted afresh.
+    let admitted = match conversation::admit(state, participant).await {
+        Ok(admitted) => admitted,
+        Err(err) => {
+            if let Err(e) = state.store.delete_delivery(&delivery_id).await {
+                tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a refused Slack event's row");
+            }
+            return Err(err.into());
+        }
+    };
+    let in_session = Participant {
+        user: owner,
+        author: Some(message.user.clone()),
+        ..admitted.participant().clone()
+    };
     let recorded = super::delivery::record_for_delivery(
         state,
         &in_session,
@@ -546,5 +567,32 @@ mod tests {
         };
         assert!(incoming(&all, &plain).is_some());
         assert!(incoming(&all, &event("message", json!({"channel_type": "channel"}))).is_none());
+    }
+
+    /// A person's message with files, a thread reply also sent to the channel
+    /// and `/me` carry a subtype and are answered; edits, joins and bot
+    /// messages are not.
+    #[test]
+    fn a_persons_message_with_a_subtype_is_answered() {
+        for subtype in ["file_share", "thread_broadcast", "me_message"] {
+            let dm = event(
+                "message",
+                json!({"subtype": subtype, "channel_type": "im", "text": "see attached"}),
+            );
+            let got = incoming(&settings(), &dm).unwrap_or_else(|| panic!("{subtype} answered"));
+            assert_eq!(got.text, "see attached");
+        }
+        for subtype in [
+            "message_changed",
+            "message_deleted",
+            "channel_join",
+            "bot_message",
+        ] {
+            let dm = event(
+                "message",
+                json!({"subtype": subtype, "channel_type": "im", "text": "x"}),
+            );
+            assert!(incoming(&settings(), &dm).is_none(), "{subtype} ignored");
+        }
     }
 }

@@ -28,7 +28,45 @@ pub enum PostError {
     Refused(String),
 }
 
-/// Posts `text` to `channel` (in `thread_ts` when given).
+/// `ok: false` codes of `chat.postMessage` after which the post may go
+/// through later: Slack's side failed or was busy, or the token is refused
+/// ([`AUTH_ERRORS`]: the channel shows `Unauthorized` meanwhile, and the
+/// answers waiting are delivered once the Secret holds a good token). Every
+/// other code (`channel_not_found`, `not_in_channel`, `is_archived`,
+/// `msg_too_long`, ...) will be refused again.
+pub fn is_transient_error(code: &str) -> bool {
+    matches!(
+        code,
+        "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout"
+            | "ratelimited"
+    ) || AUTH_ERRORS.contains(&code)
+}
+
+/// Escapes the three characters Slack reads as control characters in message
+/// text (`&`, `<`, `>`), so an answer is shown as written: a model that
+/// writes `<!channel>` or `<@U123>` (asked to by whoever it talks to) does not
+/// notify a channel or a person, and `a < b` is not eaten as a link.
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['&', '<', '>']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Posts `text` to `channel` (in `thread_ts` when given), escaped (see
+/// [`escape_text`]).
 pub async fn post_message(
     http: &reqwest::Client,
     api_url: &str,
@@ -37,7 +75,7 @@ pub async fn post_message(
     thread_ts: Option<&str>,
     text: &str,
 ) -> Result<(), PostError> {
-    let mut body = json!({ "channel": channel, "text": text });
+    let mut body = json!({ "channel": channel, "text": escape_text(text) });
     if let Some(ts) = thread_ts {
         body["thread_ts"] = json!(ts);
     }
@@ -188,4 +226,44 @@ pub async fn connections_open(
             method: "apps.connections.open",
             error: "no url in the answer".to_owned(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_as_slack_reads_it() {
+        assert_eq!(escape_text("plain"), "plain");
+        assert_eq!(
+            escape_text("<!channel> & <@U0USER0001> say a < b > c"),
+            "&lt;!channel&gt; &amp; &lt;@U0USER0001&gt; say a &lt; b &gt; c"
+        );
+        assert!(matches!(
+            escape_text("no control"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn only_passing_and_token_errors_are_retried() {
+        for code in [
+            "internal_error",
+            "ratelimited",
+            "service_unavailable",
+            "invalid_auth",
+            "token_revoked",
+        ] {
+            assert!(is_transient_error(code), "{code}");
+        }
+        for code in [
+            "channel_not_found",
+            "not_in_channel",
+            "is_archived",
+            "msg_too_long",
+            "no_text",
+        ] {
+            assert!(!is_transient_error(code), "{code}");
+        }
+    }
 }
