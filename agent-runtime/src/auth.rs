@@ -162,10 +162,15 @@ pub fn valid_id(value: &str, what: &str) -> Result<String, ApiError> {
     let too_long = value.chars().count() > MAX_ID_LEN;
     let value = value.trim();
     if value.is_empty() || too_long || value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("{what} must be 1 to {MAX_ID_LEN} printable characters"),
-        ));
+        let message = format!("{what} must be 1 to {MAX_ID_LEN} printable characters");
+        // A body field is named in `param` (`user`, `metadata.conversation_id`);
+        // a header is named in the message only.
+        return Err(match what.trim_matches('`') {
+            field if !field.contains(' ') && !field.starts_with("x-") => {
+                ApiError::bad_field("invalid_request", field, message)
+            }
+            _ => ApiError::bad_request("invalid_request", message),
+        });
     }
     Ok(value.to_owned())
 }

@@ -51,8 +51,8 @@ pub struct ErrorDetail {
     #[serde(rename = "type")]
     pub kind: String,
     /// The request field at fault, e.g. `response_format` or
-    /// `messages[1].content[1]` (OpenAI's `param`); absent when no one field is.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `messages[1].content[1]` (OpenAI's `param`); `null` when no one field
+    /// is (always present, as in OpenAI's error object).
     pub param: Option<String>,
 }
 
@@ -399,6 +399,13 @@ fn upstream_error(err: &ChainError) -> ApiError {
                 "the model provider is rate limiting this agent; try again later",
             )
         },
+        // The model's API refused the request itself (a field it does not
+        // take, a value out of its range): the client's to fix, so a 400
+        // with the model's words, not a 502 an SDK would retry.
+        _ if let Some(message) = err.invalid_request() => ApiError::bad_request(
+            "upstream_invalid_request",
+            format!("the model refused the request as invalid: {message}"),
+        ),
         _ => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "upstream_error",
@@ -422,7 +429,7 @@ impl From<ConversationError> for ApiError {
             ConversationError::Overloaded(overloaded) => overloaded.into(),
             ConversationError::Store(err) => err.into(),
             ConversationError::ContextTooLong(err) => {
-                Self::bad_request("context_length_exceeded", err.to_string())
+                Self::bad_field("context_length_exceeded", "messages", err.to_string())
             }
             ConversationError::Upstream(err) => upstream_error(&err),
             ConversationError::BudgetSpent(spent) => Self {

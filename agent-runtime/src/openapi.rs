@@ -51,6 +51,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn api_router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(openai::list_models))
+        .routes(routes!(openai::retrieve_model))
         .routes(routes!(openai::chat_completions))
         .routes(routes!(sessions::list_sessions, sessions::create_session))
         .routes(routes!(sessions::summaries))
@@ -159,7 +160,8 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
         .to_owned();
     let admin = is_admin(path);
     let identifies_caller = authenticated && !admin;
-    let uses_database = authenticated && operation_id != "list_models";
+    let uses_database =
+        authenticated && !matches!(operation_id.as_str(), "list_models" | "retrieve_model");
     let per_channel = path.starts_with("/channels/{name}/") && path != "/channels/{name}/webhook";
     let has_body = operation.get("requestBody").is_some();
 

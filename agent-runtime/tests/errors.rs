@@ -7,7 +7,7 @@ use agent_runtime::db::{NewMessage, NewSession};
 use agent_runtime::domain::Role;
 use common::{API_KEY, Db, Harness, assert_error};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 async fn body_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
@@ -138,7 +138,7 @@ async fn malformed_requests_are_400s(db: Db) {
     }
     let r = post("/v1/chat/completions", "[]").await;
     assert_error(&r, 400, "invalid_request");
-    assert_eq!(r.1["error"].get("param"), None, "{}", r.1);
+    assert_eq!(r.1["error"].get("param"), Some(&Value::Null), "{}", r.1);
     let r = post("/v1/chat/completions", "{\"messages\": []}").await;
     assert_error(&r, 400, "invalid_request");
     let r = post(

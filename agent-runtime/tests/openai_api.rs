@@ -378,7 +378,190 @@ async fn fallback_models_and_fallback_responses(db: Db) {
     assert!(metrics.contains("switchboard_runtime_upstream_requests_total{model=\"mock-gpt\",outcome=\"client_error\",provider=\"openai\"}"), "{metrics}");
 }
 
+/// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): the agent's card
+/// under its id, a 404 `model_not_found` naming `model` otherwise.
+async fn a_model_is_retrieved_by_its_id(db: Db) {
+    let h = Harness::start(db).await;
+    let (status, body) = h.get("alice", "/v1/models/test-agent").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "test-agent");
+    assert_eq!(body["object"], "model");
+    assert_eq!(body["owned_by"], "switchboard");
+    let (status, body) = h.get("alice", "/v1/models/gpt-4o").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+}
+
+/// Request fields as OpenAI documents them: `stream: null` is `false`;
+/// `stream_options` without `stream` refused naming it; `n`, `temperature`
+/// and `user` refusals name their field; every error carries `param` (null
+/// when no field is at fault); `max_completion_tokens` reaches the model
+/// under that name; `reasoning_effort` and the other fields OpenAI models
+/// read are passed on as sent; and nothing of a refused request is counted
+/// or stored.
+async fn request_fields_are_honoured_or_refused_by_name(db: Db) {
+    let h = Harness::start(db).await;
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let (status, body) = h
+        .post(
+            "alice",
+            "/v1/chat/completions",
+            json!({"messages": messages, "stream": null}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    for (extra, param) in [
+        (
+            json!({"stream_options": {"include_usage": true}}),
+            "stream_options",
+        ),
+        (
+            json!({"stream": false, "stream_options": {"include_usage": true}}),
+            "stream_options",
+        ),
+        (json!({"n": 2}), "n"),
+        (json!({"temperature": 3}), "temperature"),
+        (json!({"user": ""}), "user"),
+        (
+            json!({"metadata": {"conversation_id": 7}}),
+            "metadata.conversation_id",
+        ),
+    ] {
+        let mut request = json!({"messages": messages});
+        for (k, v) in extra.as_object().expect("object") {
+            request[k] = v.clone();
+        }
+        let (status, body) = h.post("bob", "/v1/chat/completions", request).await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(body["error"]["param"], param, "{extra}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+    let (_, sessions) = h.get("bob", "/api/sessions").await;
+    assert_eq!(
+        sessions["data"],
+        json!([]),
+        "refused requests store nothing"
+    );
+    let (status, body) = h
+        .post("bob", "/v1/chat/completions", json!({"messages": []}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], Value::Null, "{body}");
+    assert!(
+        body["error"]
+            .as_object()
+            .is_some_and(|e| e.contains_key("param")),
+        "param present, as null: {body}"
+    );
+
+    let (status, body) = h
+        .post(
+            "alice",
+            "/v1/chat/completions",
+            json!({"messages": messages, "max_completion_tokens": 50,
+                   "reasoning_effort": "low", "service_tier": "flex", "store": false,
+                   "prompt_cache_key": "k1", "safety_identifier": "hash-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h
+        .mock
+        .requests()
+        .last()
+        .expect("upstream request")
+        .body
+        .clone();
+    assert_eq!(sent["max_completion_tokens"], 50, "{sent}");
+    assert!(sent.get("max_tokens").is_none(), "{sent}");
+    assert_eq!(sent["reasoning_effort"], "low", "{sent}");
+    assert_eq!(sent["service_tier"], "flex", "{sent}");
+    assert_eq!(sent["prompt_cache_key"], "k1", "{sent}");
+    assert_eq!(sent["safety_identifier"], "hash-1", "{sent}");
+    assert!(
+        sent.get("store").is_none(),
+        "store: false is the default: {sent}"
+    );
+    let (status, _) = h
+        .post(
+            "alice",
+            "/v1/chat/completions",
+            json!({"messages": messages, "max_tokens": 40}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = h
+        .mock
+        .requests()
+        .last()
+        .expect("upstream request")
+        .body
+        .clone();
+    assert_eq!(sent["max_tokens"], 40, "{sent}");
+    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+}
+
+/// A request the model's API refuses as invalid (400) is the client's to fix:
+/// answered 400 with the model's words, not 502 (which the SDKs retry), and
+/// never with the fallback response.
+async fn a_request_the_model_refuses_is_a_400(db: Db) {
+    let h = Harness::start_with(db, |config, _| {
+        config
+            .fallback_responses
+            .insert("en".into(), "Sorry, try later.".into());
+    })
+    .await;
+    let (status, body) = h
+        .chat(
+            "alice",
+            json!([{"role": "user", "content": "x [[mock: status=400]]"}]),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_invalid_request", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    // A model that fails is still the fallback response's case.
+    let (status, body) = h
+        .chat(
+            "alice",
+            json!([{"role": "user", "content": "x [[mock: status=500]]"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Sorry, try later."
+    );
+}
+
+/// An Anthropic model has no `reasoning_effort`: refused naming it, not dropped.
+async fn fields_an_anthropic_model_cannot_take_are_refused(db: Db) {
+    let h = Harness::start_with(db, |config, mock| {
+        config.model = ModelConfig {
+            provider: ModelProvider::Anthropic,
+            name: "claude-test".into(),
+            base_url: Some(mock.anthropic_base_url()),
+            ..ModelConfig::default()
+        };
+    })
+    .await;
+    let (status, body) = h
+        .post(
+            "alice",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "high"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "reasoning_effort", "{body}");
+}
+
 on_both_databases!(
+    a_model_is_retrieved_by_its_id,
+    request_fields_are_honoured_or_refused_by_name,
+    a_request_the_model_refuses_is_a_400,
+    fields_an_anthropic_model_cannot_take_are_refused,
     models_lists_the_agent,
     non_streamed_chat_answers_and_stores_both_messages,
     streamed_chat_uses_openai_chunks_and_ends_with_done,

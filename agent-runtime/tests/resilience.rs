@@ -90,14 +90,14 @@ async fn transient_faults_are_retried(db: Db) {
         .await;
     assert_eq!(status, 200);
     assert_eq!(h.mock.request_count(), 7);
-    // A client error is not retried.
+    // A client error is not retried, and is the client's: a 400.
     let (status, _) = h
         .chat(
             "d",
             json!([{"role": "user", "content": "four [[mock: status=400]]"}]),
         )
         .await;
-    assert_eq!(status, 502);
+    assert_eq!(status, 400);
     assert_eq!(h.mock.request_count(), 8);
     assert!(
         metric(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -79,6 +79,36 @@ pub async fn list_models(State(state): State<SharedState>, caller: Caller) -> Js
     })
 }
 
+/// The agent as a model, when `model` is its id on this channel (what
+/// `GET /v1/models` lists); else 404 `model_not_found` naming `model`.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    params(("model" = String, Path, description = "The model id `GET /v1/models` lists")),
+    responses((status = 200, body = ModelCard), (status = 401, body = ErrorBody),
+        (status = 404, description = "No such model on this channel (or no default channel is declared, root route)", body = ErrorBody)))]
+pub async fn retrieve_model(
+    State(state): State<SharedState>,
+    caller: Caller,
+    extract::Path(model): extract::Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    let id = model_id(&state, &caller);
+    if model != id {
+        return Err(ApiError {
+            param: Some("model".to_owned()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!("the model {model:?} does not exist here; this channel serves {id:?}"),
+            )
+        });
+    }
+    Ok(Json(ModelCard {
+        id,
+        object: "model",
+        created: state.started_at,
+        owned_by: "switchboard",
+    }))
+}
+
 /// Message content: text, or a list of text and image parts.
 #[derive(Deserialize, ToSchema, Debug)]
 #[serde(untagged)]
@@ -143,10 +173,9 @@ pub struct ChatCompletionRequest {
     pub model: Option<String>,
     /// The whole conversation so far, newest last.
     pub messages: Vec<InputMessage>,
-    /// Stream the answer as server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-    /// Streaming options.
+    /// Stream the answer as server-sent events (`null` is `false`).
+    pub stream: Option<bool>,
+    /// Streaming options; only with `stream: true`.
     pub stream_options: Option<StreamOptions>,
     /// Sampling temperature, 0 to 2.
     pub temperature: Option<f64>,
@@ -332,8 +361,9 @@ fn conversation_id(
     for key in CONVERSATION_METADATA_KEYS {
         if let Some(value) = metadata.and_then(|m| m.get(key)) {
             let text = value.as_str().ok_or_else(|| {
-                ApiError::bad_request(
+                ApiError::bad_field(
                     "invalid_request",
+                    format!("metadata.{key}"),
                     format!("metadata.{key} must be a string"),
                 )
             })?;
@@ -385,21 +415,31 @@ pub async fn chat_completions(
     headers: HeaderMap,
     extract::Json(request): extract::Json<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let stream = request.stream.unwrap_or(false);
     if request.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::bad_field(
             "invalid_request",
+            "n",
             "only n = 1 is supported",
         ));
     }
     if let Some(t) = request.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::bad_field(
             "invalid_request",
+            "temperature",
             "temperature must be between 0 and 2",
         ));
     }
-    if request.stream && !caller.features.streaming {
+    if request.stream_options.is_some() && !stream {
+        return Err(ApiError::bad_field(
+            "invalid_request",
+            "stream_options",
+            "stream_options is only allowed with stream: true",
+        ));
+    }
+    if stream && !caller.features.streaming {
         return Err(ApiError::forbidden(
             "feature_disabled",
             format!(
@@ -409,7 +449,6 @@ pub async fn chat_completions(
         ));
     }
     let user = caller.user(request.user.as_deref())?;
-    let participant = conversation::admit(&state, caller.participant(user.clone())).await?;
     let session = match conversation_id(&headers, request.metadata.as_ref())? {
         Some(id) => SessionRef::External(id),
         None => SessionRef::Recognised,
@@ -419,7 +458,7 @@ pub async fn chat_completions(
         .clone()
         .unwrap_or_else(|| model_id(&state, &caller));
     let messages = prompt_messages(&state, request.messages)?;
-    let options = openai_options::request_options(OptionFields {
+    let mut options = openai_options::request_options(OptionFields {
         tools: request.tools,
         tool_choice: request.tool_choice,
         parallel_tool_calls: request.parallel_tool_calls,
@@ -433,6 +472,10 @@ pub async fn chat_completions(
         user: request.user,
         other: request.other,
     })?;
+    options.max_completion_tokens = request.max_completion_tokens.is_some();
+    // Admitted (counted against the rate limits) once the request is known
+    // to be valid: a refused one costs the caller nothing.
+    let participant = conversation::admit(&state, caller.participant(user.clone())).await?;
     let turn = TurnRequest {
         participant,
         session,
@@ -442,7 +485,7 @@ pub async fn chat_completions(
             max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
             options,
         },
-        mode: if request.stream {
+        mode: if stream {
             ReplyMode::Stream
         } else {
             ReplyMode::Whole

@@ -28,6 +28,19 @@ pub const REFUSED_FIELDS: [&str; 8] = [
     "web_search_options",
 ];
 
+/// Documented OpenAI request fields sent as they are to OpenAI-compatible
+/// models (which read them, or ignore what they do not know) and refused for
+/// Anthropic models, which have no counterpart: a field set to `null` (or
+/// `store: false`, its default) is left out.
+pub const PASSED_FIELDS: [&str; 6] = [
+    "reasoning_effort",
+    "service_tier",
+    "store",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
 /// A function name: what [`valid_name`] accepts, as a JSON Schema pattern.
 pub const FUNCTION_NAME_PATTERN: &str = "^[a-zA-Z0-9_-]{1,64}$";
 /// An image URL: what [`image_part`] accepts, as a JSON Schema pattern.
@@ -221,7 +234,17 @@ pub fn request_options(fields: OptionFields) -> Result<RequestOptions, ApiError>
             strict: function.strict,
         });
     }
+    let passed = PASSED_FIELDS
+        .iter()
+        .filter_map(|&field| {
+            let value = fields.other.get(field)?;
+            let neutral = value.is_null() || (field == "store" && *value == Value::Bool(false));
+            (!neutral).then(|| (field.to_owned(), value.clone()))
+        })
+        .collect();
     Ok(RequestOptions {
+        passed,
+        max_completion_tokens: false,
         tool_choice: fields.tool_choice.map(tool_choice).transpose()?,
         parallel_tool_calls: fields.parallel_tool_calls,
         response_format: fields.response_format.map(response_format).transpose()?,

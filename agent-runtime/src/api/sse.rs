@@ -178,6 +178,7 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                             "code": "upstream_stream_failed",
                             "message": format!("the answer was cut off: {error}"),
                             "type": "server_error",
+                            "param": null,
                         }});
                         queue.push_back(frame(&body.to_string()));
                         ended = true;
@@ -187,6 +188,7 @@ pub fn response(turn: TurnStream, format: ChunkFormat, session_id: &str) -> Resp
                             "code": "internal_error",
                             "message": "the answer ended unexpectedly",
                             "type": "server_error",
+                            "param": null,
                         }});
                         queue.push_back(frame(&body.to_string()));
                         ended = true;

@@ -221,7 +221,11 @@ pub(super) async fn handle_chain_failure(
         err.last().map(|e| e.metric_label()).unwrap_or("unknown"),
     );
     let error = Some(err.to_string());
-    let Some(text) = state.config.fallback_response(turn.language.as_deref()) else {
+    let fallback = state
+        .config
+        .fallback_response(turn.language.as_deref())
+        .filter(|_| err.invalid_request().is_none());
+    let Some(text) = fallback else {
         let draft = AnswerDraft {
             id,
             content: String::new(),

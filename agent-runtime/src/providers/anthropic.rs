@@ -94,6 +94,9 @@ impl WireFormat for Anthropic {
         if options.seed.is_some() {
             return unsupported("seed");
         }
+        if let Some(field) = options.passed.keys().next() {
+            return unsupported(field);
+        }
         if options.presence_penalty.is_some() {
             return unsupported("presence_penalty");
         }

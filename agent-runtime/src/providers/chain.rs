@@ -34,6 +34,20 @@ pub struct ChainError {
 }
 
 impl ChainError {
+    /// The model's own refusal of the request as invalid (HTTP 400 or 422
+    /// from the last model that answered): the client's to fix, answered as a
+    /// 400, never with the fallback response.
+    pub fn invalid_request(&self) -> Option<&str> {
+        match self.last() {
+            Some(ProviderError::Status {
+                status: 400 | 422,
+                message,
+                ..
+            }) => Some(message),
+            _ => None,
+        }
+    }
+
     /// The last error that came from an upstream (else the last one), which
     /// decides the status answered.
     pub fn last(&self) -> Option<&ProviderError> {

@@ -69,7 +69,13 @@ impl WireFormat for OpenAi {
                 include_usage: true,
             }),
             temperature: request.temperature.or(settings.temperature),
-            max_tokens: request.max_output_tokens.or(settings.max_output_tokens),
+            max_tokens: (!options.max_completion_tokens)
+                .then_some(request.max_output_tokens.or(settings.max_output_tokens))
+                .flatten(),
+            max_completion_tokens: options
+                .max_completion_tokens
+                .then_some(request.max_output_tokens)
+                .flatten(),
             top_p: options.top_p.or(settings.top_p),
             stop: match options.stop.as_slice() {
                 [] => None,
@@ -82,7 +88,16 @@ impl WireFormat for OpenAi {
             logit_bias: options.logit_bias.clone(),
             ..tool_fields(options)
         };
-        serde_json::to_vec(&body)
+        if options.passed.is_empty() {
+            return serde_json::to_vec(&body);
+        }
+        let mut value = serde_json::to_value(&body)?;
+        if let Some(object) = value.as_object_mut() {
+            for (field, passed) in &options.passed {
+                object.insert(field.clone(), passed.clone());
+            }
+        }
+        serde_json::to_vec(&value)
     }
 
     fn completion(body: &[u8]) -> Result<Completion, ProviderError> {

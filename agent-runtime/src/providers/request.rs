@@ -4,6 +4,8 @@
 //! [`Refusal`] a provider gives for an option its wire format cannot honour
 //! (answered as a 400 naming the field, never dropped in silence).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 /// A function tool the client offers the model (client-side: the client
@@ -91,6 +93,16 @@ pub struct RequestOptions {
     pub logit_bias: Option<Map<String, Value>>,
     /// The end user's id as the client names it.
     pub user: Option<String>,
+    /// The client set its length cap as `max_completion_tokens` (OpenAI's
+    /// newer name, the only one its reasoning models take): sent upstream
+    /// under that name; else as `max_tokens`, which every compatible server
+    /// reads.
+    pub max_completion_tokens: bool,
+    /// Documented OpenAI fields with no counterpart elsewhere
+    /// ([`crate::api::openai_options::PASSED_FIELDS`]: `reasoning_effort`,
+    /// `service_tier`, ...), as the client sent them: added to the body of an
+    /// OpenAI-compatible model's request, refused by other providers.
+    pub passed: BTreeMap<String, Value>,
 }
 
 /// A request option (or message part) the model in use cannot honour.
