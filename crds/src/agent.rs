@@ -90,15 +90,21 @@ pub struct AgentDeploymentSpec {
     #[serde(default)]
     pub context: ContextSpec,
 
-    /// Number of runtime pods. Leave unset to let a HorizontalPodAutoscaler (or
-    /// `kubectl scale`) own the count; the operator then never writes it.
+    /// Number of runtime pods, 0 to 100, written into the agent's Deployment (named
+    /// like the agent). `kubectl scale agd/<name>` and a HorizontalPodAutoscaler whose
+    /// `scaleTargetRef` is this AgentDeployment change it through the scale
+    /// subresource, which cannot be read while the field is unset and refuses more
+    /// than 100 (keep such an HPA's `maxReplicas` at most 100). Unset: the operator
+    /// leaves the Deployment's count alone, for an HPA that targets the Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("spec.replicas must be between 0 and 100").reason(Reason::FieldValueInvalid))]
     pub replicas: Option<i32>,
 
     /// Compute resources of the runtime container. Defaults to a small request and a
-    /// memory limit suited to a chat server.
+    /// memory limit suited to a chat server. `limits` and `requests` take Kubernetes
+    /// quantities such as `500m` or `256Mi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::upstream_schema::quantity_pattern)]
     pub resources: Option<ResourceRequirements>,
 
     /// Where the runtime pods may be scheduled.
@@ -111,8 +117,10 @@ pub struct AgentDeploymentSpec {
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
 
-    /// Where the agent keeps sessions and messages.
+    /// Where the agent keeps sessions and messages. `mode` cannot change after
+    /// creation: make a new agent instead.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self.mode == oldSelf.mode").message("spec.database.mode is immutable: switching between Managed and External would lose the history or leave a database behind; create a new AgentDeployment instead").field_path(".mode").reason(Reason::FieldValueForbidden))]
     pub database: DatabaseSpec,
 
     /// Session lifecycle.
@@ -389,8 +397,9 @@ pub struct SchedulingSpec {
     /// Taints the pods tolerate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
-    /// Node and pod (anti-)affinity.
+    /// Node and pod (anti-)affinity. Weights are 1 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::upstream_schema::bound_affinity_weights)]
     pub affinity: Option<Affinity>,
 }
 
@@ -484,13 +493,20 @@ impl Default for SessionsSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitSpec {
-    /// Chat requests one user may make per minute.
+    /// Chat requests one user may make per minute (1 to 1,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self > 0").message("rateLimit.requestsPerMinutePerUser must be positive").reason(Reason::FieldValueInvalid))]
+    #[x_kube(
+        validation = Rule::new("self > 0").message("rateLimit.requestsPerMinutePerUser must be positive").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000").message("rateLimit.requestsPerMinutePerUser must be at most 1000000").reason(Reason::FieldValueInvalid),
+    )]
     pub requests_per_minute_per_user: Option<i32>,
-    /// Model tokens (in and out) the whole tenant may use per minute.
+    /// Model tokens (in and out) the whole tenant may use per minute (1 to
+    /// 1,000,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self > 0").message("rateLimit.tokensPerMinute must be positive").reason(Reason::FieldValueInvalid))]
+    #[x_kube(
+        validation = Rule::new("self > 0").message("rateLimit.tokensPerMinute must be positive").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000000").message("rateLimit.tokensPerMinute must be at most 1000000000").reason(Reason::FieldValueInvalid),
+    )]
     pub tokens_per_minute: Option<i64>,
 }
 
@@ -565,15 +581,19 @@ pub struct AgentDeploymentStatus {
     /// Ready, DatabaseReady, Available, RuntimeReady, ModelReachable,
     /// ServiceMonitorReady, each with the generation it was computed for; with
     /// `spec.tools`, ToolsReady (False naming each missing or not-Ready ToolServer and
-    /// each missing agent; it does not hold Ready back: turns go on without them).
+    /// each missing agent; it does not hold Ready back: turns go on without them); with
+    /// `spec.defaultChannel`, DefaultChannel (True when a ChatChannel of that name leads
+    /// to this agent, False with reason `ChannelNotFound` while none does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_owned()]))]
     pub conditions: Vec<Condition>,
     /// Runtime pods that exist (the scale subresource reads this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub replicas: Option<i32>,
     /// Runtime pods that are ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub ready_replicas: Option<i32>,
     /// `readyReplicas/replicas`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -161,9 +161,11 @@ fn default_language() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRef {
-    /// Name of the AgentDeployment in the channel's namespace.
-    #[schemars(length(max = 253))]
+    /// Name of the AgentDeployment in the channel's namespace (an agent's name: a
+    /// DNS-1035 label of at most 50 characters).
+    #[schemars(length(max = 50))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("spec.agentRef.name must not be empty").reason(Reason::FieldValueRequired))]
+    #[x_kube(validation = Rule::new("self.size() == 0 || self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("spec.agentRef.name must name an AgentDeployment: a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most 50 characters").reason(Reason::FieldValueInvalid))]
     pub name: String,
 }
 
@@ -201,13 +203,19 @@ impl ChannelType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelRateLimit {
-    /// Requests the whole channel accepts per minute.
+    /// Requests the whole channel accepts per minute (1 to 1,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self > 0").message("rateLimit.requestsPerMinute must be positive").reason(Reason::FieldValueInvalid))]
+    #[x_kube(
+        validation = Rule::new("self > 0").message("rateLimit.requestsPerMinute must be positive").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000").message("rateLimit.requestsPerMinute must be at most 1000000").reason(Reason::FieldValueInvalid),
+    )]
     pub requests_per_minute: Option<i32>,
-    /// Requests one user may make per minute on this channel.
+    /// Requests one user may make per minute on this channel (1 to 1,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self > 0").message("rateLimit.requestsPerMinutePerUser must be positive").reason(Reason::FieldValueInvalid))]
+    #[x_kube(
+        validation = Rule::new("self > 0").message("rateLimit.requestsPerMinutePerUser must be positive").reason(Reason::FieldValueInvalid),
+        validation = Rule::new("self <= 1000000").message("rateLimit.requestsPerMinutePerUser must be at most 1000000").reason(Reason::FieldValueInvalid),
+    )]
     pub requests_per_minute_per_user: Option<i32>,
 }
 
@@ -251,14 +259,15 @@ pub struct WebChannelSpec {
 }
 
 /// Web chat identity behind an auth proxy.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebAuthSpec {
     /// Header set by the auth proxy (oauth2-proxy style, e.g.
     /// `x-forwarded-user`) naming the user; requests without it are refused
     /// and no visitor cookie is issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$')").message("spec.web.auth.trustedHeader must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-), e.g. X-Forwarded-User").reason(Reason::FieldValueInvalid))]
     pub trusted_header: Option<String>,
 }
 

@@ -11,6 +11,7 @@ pub mod docs;
 pub mod money;
 pub mod runtime_config;
 pub mod tool_server;
+mod upstream_schema;
 
 pub use agent::{
     AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus, AgentTool, BudgetAction,
@@ -70,6 +71,9 @@ pub mod conditions {
     /// An agent's `spec.tools` sources exist and are Ready (written by the operator;
     /// the runtime reports what its pods reach as `ToolsAvailable`).
     pub const TOOLS_READY: &str = "ToolsReady";
+    /// An agent's `spec.defaultChannel` names a ChatChannel that leads to it (present
+    /// only while the field is set; False with reason `ChannelNotFound` otherwise).
+    pub const DEFAULT_CHANNEL: &str = "DefaultChannel";
 }
 
 /// Every CRD, in the order they are written to `config/crd`, with descriptions

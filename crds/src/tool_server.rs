@@ -93,6 +93,7 @@ pub struct ToolServerStatus {
     pub tools: Vec<ToolInfo>,
     /// How many tools the server offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub tool_count: Option<i32>,
     /// When a listing last changed `tools` (or first listed them). The operator
     /// re-lists every 5 minutes but writes the status only when something changed.

@@ -1,13 +1,15 @@
 //! The schema's rules, checked without a cluster: every invalid manifest under
 //! `tests/manifests/invalid` is refused by the same CEL rules the apiserver runs (or,
-//! for type and enum errors, by the types themselves), every sample is accepted, and
-//! the serde defaults match what the schema advertises.
+//! for type and enum errors, by the types themselves; for a `pattern`, `maxLength` or
+//! `maximum`, by the value the schema declares at the fixture's field), every sample is
+//! accepted, and the serde defaults match what the schema advertises.
 
 use std::path::{Path, PathBuf};
 
 use crds::{AgentDeployment, ChatChannel, ToolServer};
 use kube::core::cel::{validate_cel, validate_cel_update};
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 fn repo_dir(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -17,6 +19,7 @@ fn repo_dir(rel: &str) -> PathBuf {
 struct Fixture {
     name: String,
     docs: Vec<serde_yaml::Value>,
+    expect_field: String,
     expect_message: String,
 }
 
@@ -37,13 +40,14 @@ fn fixtures() -> Vec<Fixture> {
                 .to_owned()
         };
         let expect_message = header("expect-message");
-        header("expect-field");
+        let expect_field = header("expect-field");
         let docs = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         out.push(Fixture {
             name: path.file_name().unwrap().to_string_lossy().into_owned(),
             docs,
+            expect_field,
             expect_message,
         });
     }
@@ -51,28 +55,37 @@ fn fixtures() -> Vec<Fixture> {
 }
 
 /// Checks one fixture against type `K`: either serde refuses it (schema-level errors
-/// such as an unknown enum value or a wrong type) or the CEL rules do, with the
+/// such as an unknown enum value or a wrong type), or the schema's `pattern`,
+/// `maxLength` or `maximum` at the fixture's field does, or the CEL rules do, with the
 /// message the fixture expects.
 fn check<K>(f: &Fixture) -> Result<(), String>
 where
     K: kube::CustomResourceExt + serde::Serialize + DeserializeOwned,
 {
+    if let Some(keyword) = value_keyword(&f.expect_message) {
+        return check_value_keyword::<K>(f, keyword);
+    }
     let parse = |doc: &serde_yaml::Value| serde_yaml::from_value::<K>(doc.clone());
     let last = f.docs.last().expect("a document");
-    let new = match parse(last) {
-        Ok(new) => new,
+    let result = match parse(last) {
+        Ok(new) => match f.docs.len() {
+            1 => validate_cel(&new),
+            _ => {
+                let old = parse(&f.docs[0]).map_err(|e| format!("first document: {e}"))?;
+                validate_cel(&old).map_err(|e| format!("first document is refused: {e}"))?;
+                validate_cel_update(&new, &old)
+            }
+        },
         // The types refuse what the schema refuses on type or enum grounds; the message
         // is the apiserver's own and is checked by the end-to-end test.
         Err(_) if is_schema_level(&f.expect_message) => return Ok(()),
-        Err(err) => return Err(format!("does not deserialize: {err}")),
-    };
-    let result = match f.docs.len() {
-        1 => validate_cel(&new),
-        _ => {
-            let old = parse(&f.docs[0]).map_err(|e| format!("first document: {e}"))?;
-            validate_cel(&old).map_err(|e| format!("first document is refused: {e}"))?;
-            validate_cel_update(&new, &old)
+        // A value the types cannot hold but the schema's types can (an integer beyond
+        // 32 bits): the apiserver would store it, and the operator could not read it
+        // back, unless a rule refuses it. The rules run on the document as written.
+        Err(_) if f.docs.len() == 1 => {
+            kube::core::cel::Validator::new().validate(&openapi_schema::<K>(), &to_json(last), None)
         }
+        Err(err) => return Err(format!("does not deserialize: {err}")),
     };
     match result {
         Ok(()) if is_schema_level(&f.expect_message) => Ok(()),
@@ -93,6 +106,87 @@ fn is_schema_level(message: &str) -> bool {
     ]
     .iter()
     .any(|m| message.contains(m))
+}
+
+/// The apiserver's messages for the value keywords of a schema, as the keyword.
+fn value_keyword(message: &str) -> Option<&'static str> {
+    [
+        ("should match", "pattern"),
+        ("Too long", "maxLength"),
+        ("should be less than or equal to", "maximum"),
+    ]
+    .into_iter()
+    .find_map(|(m, keyword)| message.contains(m).then_some(keyword))
+}
+
+/// The fixture's value at its `expect-field` breaks the `keyword` the CRD's schema
+/// declares there.
+fn check_value_keyword<K: kube::CustomResourceExt>(
+    f: &Fixture,
+    keyword: &str,
+) -> Result<(), String> {
+    let mut schema = openapi_schema::<K>();
+    let mut value = to_json(f.docs.last().expect("a document"));
+    for segment in f.expect_field.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        schema = match (
+            schema.pointer(&format!("/properties/{name}")),
+            schema.get("additionalProperties"),
+        ) {
+            (Some(property), _) | (None, Some(property)) => property.clone(),
+            (None, None) => return Err(format!("the schema has no field {}", f.expect_field)),
+        };
+        value = value.get(name).cloned().unwrap_or(Value::Null);
+        if let Some(index) = index {
+            schema = schema["items"].clone();
+            value = value.get(index).cloned().unwrap_or(Value::Null);
+        }
+    }
+    let Some(bound) = schema.get(keyword) else {
+        return Err(format!("{} declares no {keyword}", f.expect_field));
+    };
+    let refused = match keyword {
+        "pattern" => !matches_pattern(
+            bound.as_str().unwrap_or_default(),
+            value.as_str().unwrap_or_default(),
+        ),
+        "maxLength" => {
+            value.as_str().unwrap_or_default().chars().count() as u64
+                > bound.as_f64().unwrap_or(f64::MAX) as u64
+        }
+        _ => value.as_f64().unwrap_or_default() > bound.as_f64().unwrap_or(f64::MAX),
+    };
+    if refused {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value} at {} keeps {keyword} {bound}",
+            f.expect_field
+        ))
+    }
+}
+
+/// Whether `text` matches a schema `pattern`, with the regular expressions of CEL's
+/// `matches` (RE2 syntax, as the apiserver's patterns).
+fn matches_pattern(pattern: &str, text: &str) -> bool {
+    let rule = format!("self.matches('{}')", pattern.replace('\\', "\\\\"));
+    let schema = json!({"type": "string", "x-kubernetes-validations": [{"rule": rule}]});
+    kube::core::cel::Validator::new()
+        .validate(&schema, &json!(text), None)
+        .is_ok()
+}
+
+/// The `openAPIV3Schema` of `K`'s CRD, as JSON.
+fn openapi_schema<K: kube::CustomResourceExt>() -> Value {
+    let crd = serde_json::to_value(K::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn to_json(doc: &serde_yaml::Value) -> Value {
+    serde_json::to_value(doc).expect("a YAML document is JSON")
 }
 
 #[test]
@@ -230,6 +324,91 @@ fn valid_update_keeps_agent_ref() {
     // Changing other fields is allowed; changing the agent is not.
     validate_cel_update(&chc("a", "de"), &chc("a", "en")).unwrap();
     assert!(validate_cel_update(&chc("b", "en"), &chc("a", "en")).is_err());
+}
+
+#[test]
+fn database_mode_cannot_change() {
+    let agd = |database: &str| -> AgentDeployment {
+        serde_yaml::from_str(&format!(
+            "apiVersion: switchboard.dev/v1alpha1\nkind: AgentDeployment\nmetadata: {{name: a}}\nspec:\n  model: {{provider: openai, name: gpt-4o-mini}}\n  database: {database}\n"
+        ))
+        .unwrap()
+    };
+    let managed = agd("{mode: Managed, reclaimPolicy: Retain}");
+    let external = agd("{mode: External, externalSecretRef: {name: tenant-db}}");
+    validate_cel(&managed).unwrap();
+    validate_cel(&external).unwrap();
+    // Other database fields may change; the mode may not, either way.
+    validate_cel_update(&agd("{mode: Managed, reclaimPolicy: Delete}"), &managed).unwrap();
+    for (new, old) in [(&external, &managed), (&managed, &external)] {
+        let err = validate_cel_update(new, old).unwrap_err().to_string();
+        assert!(err.contains("spec.database.mode is immutable"), "{err}");
+    }
+}
+
+#[test]
+fn every_32_bit_integer_has_an_upper_bound() {
+    // The apiserver ignores `format: int32`: without a bound it stores 3000000000, and
+    // the operator, reading the field as i32, can no longer decode the object.
+    fn walk(path: &str, schema: &Value, unbounded: &mut Vec<String>) {
+        if !schema.is_object() {
+            return;
+        }
+        if schema["type"] == "integer" && schema["format"] == "int32" {
+            let maximum = schema["maximum"]
+                .as_f64()
+                .is_some_and(|m| m <= f64::from(i32::MAX));
+            let rule = schema["x-kubernetes-validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["rule"].as_str().is_some_and(|r| r.contains("self <= ")));
+            if !(maximum || rule) {
+                unbounded.push(path.to_owned());
+            }
+        }
+        for (key, child) in schema["properties"].as_object().into_iter().flatten() {
+            walk(&format!("{path}.{key}"), child, unbounded);
+        }
+        walk(&format!("{path}[]"), &schema["items"], unbounded);
+        walk(
+            &format!("{path}{{}}"),
+            &schema["additionalProperties"],
+            unbounded,
+        );
+    }
+    let mut unbounded = Vec::new();
+    for crd in crds::all_crds() {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        walk(
+            &crd.spec.names.kind,
+            &schema["openAPIV3Schema"],
+            &mut unbounded,
+        );
+    }
+    assert!(
+        unbounded.is_empty(),
+        "32-bit integers without an upper bound: {unbounded:?}"
+    );
+}
+
+#[test]
+fn resources_take_kubernetes_quantities() {
+    let schema = openapi_schema::<AgentDeployment>();
+    let resources = &schema["properties"]["spec"]["properties"]["resources"]["properties"];
+    for list in ["limits", "requests"] {
+        let pattern = resources[list]["additionalProperties"]["pattern"]
+            .as_str()
+            .unwrap();
+        for good in [
+            "500m", "1", "0.5", "256Mi", "1Gi", "2k", "1e3", "+1.5E-2", ".5",
+        ] {
+            assert!(matches_pattern(pattern, good), "{list}: {good} refused");
+        }
+        for bad in ["lots", "1 Gi", "1GB", "1gi", "", "1.2.3", "-"] {
+            assert!(!matches_pattern(pattern, bad), "{list}: {bad} accepted");
+        }
+    }
 }
 
 #[test]

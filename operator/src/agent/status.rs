@@ -4,8 +4,8 @@
 
 use crds::condition::{FALSE, TRUE, UNKNOWN, find_condition, new_condition, set_condition};
 use crds::conditions::{
-    AVAILABLE, DATABASE_READY, MODEL_REACHABLE, READY, RUNTIME_READY, SERVICE_MONITOR_READY,
-    TOOLS_READY,
+    AVAILABLE, DATABASE_READY, DEFAULT_CHANNEL, MODEL_REACHABLE, READY, RUNTIME_READY,
+    SERVICE_MONITOR_READY, TOOLS_READY,
 };
 use crds::{AgentDeploymentStatus, Phase, RuntimePodStatus, agent::GeneratedSecrets};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -135,10 +135,6 @@ pub struct Observed<'a> {
     /// `spec.tools` is empty (see [`crate::agent::tools::tools_ready`]).
     pub tools_ready: Option<(&'static str, &'static str, String)>,
 }
-
-/// Condition type saying whether `spec.defaultChannel` names one of the agent's
-/// channels (present only while the field is set).
-pub const DEFAULT_CHANNEL: &str = "DefaultChannel";
 
 /// What `spec.defaultChannel` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
