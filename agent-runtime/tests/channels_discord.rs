@@ -400,6 +400,22 @@ async fn the_slash_command_is_deferred_then_answered(db: Db) {
             .is_some_and(|m| m.contains("x-signature-ed25519")),
         "{answer}"
     );
+    // Signed, but long ago: a captured interaction sent again is refused.
+    let (timestamp, signature) = discord.sign("1764590400", ping.to_string().as_bytes());
+    let replayed = h
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-signature-timestamp", timestamp)
+        .header("x-signature-ed25519", signature)
+        .body(ping.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(replayed.status(), 401);
+    let replayed: serde_json::Value =
+        serde_json::from_slice(&replayed.bytes().await.expect("body")).expect("json");
+    assert!(replayed.to_string().contains("stale"), "{replayed}");
     let unsigned = h
         .client
         .post(&url)

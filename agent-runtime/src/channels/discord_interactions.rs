@@ -54,6 +54,30 @@ pub enum InteractionSignatureError {
         "{SIGNATURE_HEADER} does not verify over {TIMESTAMP_HEADER} and the body with the application's public key"
     )]
     Mismatch,
+    /// A signed interaction whose timestamp is not within [`FRESH`] of now: a
+    /// captured request sent again after its id left the outbox.
+    #[error(
+        "{TIMESTAMP_HEADER} is not within 10 minutes of now: the interaction is replayed or stale"
+    )]
+    Stale,
+}
+
+/// How far an interaction's signed timestamp may be from the runtime's
+/// clock. Discord sends an interaction once, at once; its id is remembered
+/// for 3 hours (the outbox's finished rows), well past this.
+pub const FRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Refuses a signed timestamp (Unix seconds) further than [`FRESH`] from
+/// `now` (Unix seconds), or one that is not a number.
+pub fn fresh(timestamp: &str, now: i64) -> Result<(), InteractionSignatureError> {
+    let at: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| InteractionSignatureError::Stale)?;
+    if at.abs_diff(now) > FRESH.as_secs() {
+        return Err(InteractionSignatureError::Stale);
+    }
+    Ok(())
 }
 
 /// The configured public key is not a valid Ed25519 key.
@@ -270,6 +294,12 @@ pub async fn receive(
         text_header(SIGNATURE_HEADER),
         &body,
     )
+    .and_then(|()| {
+        fresh(
+            text_header(TIMESTAMP_HEADER).unwrap_or_default(),
+            chrono::Utc::now().timestamp(),
+        )
+    })
     .map_err(|err| {
         tracing::info!(channel = %name, reason = %err, "Discord interaction refused");
         ApiError::new(
@@ -406,6 +436,23 @@ mod tests {
             Err(InteractionSignatureError::Malformed)
         );
         assert!(public_key(b"00").is_err());
+    }
+
+    #[test]
+    fn a_timestamp_far_from_now_is_stale() {
+        let now = 1_700_000_000;
+        assert_eq!(fresh("1700000000", now), Ok(()));
+        assert_eq!(fresh("1699999500", now), Ok(()));
+        assert_eq!(fresh("1700000590", now), Ok(()));
+        assert_eq!(
+            fresh("1699999000", now),
+            Err(InteractionSignatureError::Stale)
+        );
+        assert_eq!(
+            fresh("1700000700", now),
+            Err(InteractionSignatureError::Stale)
+        );
+        assert_eq!(fresh("soon", now), Err(InteractionSignatureError::Stale));
     }
 
     #[test]

@@ -417,6 +417,8 @@ fn finish_reason(stop_reason: Option<&str>) -> String {
     match stop_reason {
         Some("max_tokens") => "length",
         Some("tool_use") => "tool_calls",
+        // The model declined to answer (Anthropic's safety classifiers).
+        Some("refusal") => "content_filter",
         _ => "stop",
     }
     .to_owned()
@@ -425,6 +427,20 @@ fn finish_reason(stop_reason: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_reasons_read_as_openai_finish_reasons() {
+        for (stop, finish) in [
+            (Some("end_turn"), "stop"),
+            (Some("stop_sequence"), "stop"),
+            (Some("max_tokens"), "length"),
+            (Some("tool_use"), "tool_calls"),
+            (Some("refusal"), "content_filter"),
+            (None, "stop"),
+        ] {
+            assert_eq!(finish_reason(stop), finish, "{stop:?}");
+        }
+    }
     use crate::providers::PromptMessage;
     use crate::providers::http::tests::decode_in_chunks;
 
