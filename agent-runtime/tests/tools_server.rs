@@ -556,7 +556,7 @@ async fn a_decision_taken_elsewhere_resumes_the_turn(db: Db) {
 async fn read_to_approval(response: &mut reqwest::Response) -> (String, Value) {
     assert_eq!(response.status().as_u16(), 200);
     let mut body = String::new();
-    while !body.contains("event: approval_required") {
+    while !body.contains("\"approval\":") {
         let chunk = response
             .chunk()
             .await
@@ -566,7 +566,7 @@ async fn read_to_approval(response: &mut reqwest::Response) -> (String, Value) {
     }
     let frame = body
         .split("\n\n")
-        .find(|f| f.starts_with("event: approval_required"))
+        .find(|f| f.contains("\"approval\":"))
         .expect("frame");
     let chunk: Value = serde_json::from_str(
         frame
@@ -575,7 +575,9 @@ async fn read_to_approval(response: &mut reqwest::Response) -> (String, Value) {
             .expect("data"),
     )
     .expect("json");
-    // Also a chunk (no choices) for clients that ignore the event's name.
+    // A plain data event (no `event:` name, which older SDKs mishandle), a
+    // chunk with no choices.
+    assert!(frame.starts_with("data: "), "{frame}");
     assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
     assert_eq!(chunk["choices"], json!([]), "{chunk}");
     let event = chunk["approval"].clone();

@@ -78,7 +78,7 @@ interface Chunk {
   choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[];
   usage?: { prompt_tokens?: number; completion_tokens?: number } | null;
   error?: { code?: string; message?: string };
-  /** `event: approval_required`: the turn waits for a person's decision on a tool call. */
+  /** A chunk with no choices carrying `approval`: the turn waits for a person's decision on a tool call. */
   approval?: Partial<ApprovalRequest> | null;
 }
 

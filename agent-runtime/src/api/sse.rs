@@ -85,10 +85,12 @@ fn tool_call_delta(piece: &ToolCallDelta) -> Value {
     json!({"tool_calls": [call]})
 }
 
-/// A server-side tool call waiting for a person's approval, as a named event
-/// (`event: approval_required`) whose data are also a valid chunk with no
-/// choices (OpenAI's SDKs hand any event's data to their caller as a chunk),
-/// the approval under `approval`: the turn goes on once it is decided.
+/// A server-side tool call waiting for a person's approval: a chunk with no
+/// choices (like OpenAI's usage chunk) carrying the approval under
+/// `approval`; the turn goes on once it is decided. Sent as a plain `data:`
+/// event, not a named one: OpenAI's SDKs before their 2.x Python and 5.x
+/// Node releases wrap the data of a named event as `{data, event}`, which
+/// breaks a chat stream's chunks there.
 fn approval_event(format: &ChunkFormat, approval: &ToolApproval) -> String {
     let data = json!({
         "id": format.id,
@@ -107,7 +109,7 @@ fn approval_event(format: &ChunkFormat, approval: &ToolApproval) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         },
     });
-    format!("event: approval_required\ndata: {data}\n\n")
+    frame(&data.to_string())
 }
 
 /// OpenAI's usage object.
