@@ -360,6 +360,44 @@ async fn answers_are_escaped_and_file_messages_answered(db: Db) {
     s.tasks.stop().await;
 }
 
+/// An answer longer than Slack takes in one message goes in pieces of at
+/// most 4,000 characters, in order, in the thread.
+async fn a_long_answer_is_posted_in_pieces(db: Db) {
+    let s = start(db).await;
+    let event = mention(
+        "tell me everything [[mock: words=1500]]",
+        "1700000000.000100",
+        None,
+        "Ev0500",
+    );
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    // Every word posted, in pieces.
+    assert!(
+        s.slack
+            .wait_until(WAIT, |m| m
+                .posts()
+                .iter()
+                .map(|p| p.text.split_whitespace().count())
+                .sum::<usize>()
+                >= 1500)
+            .await,
+        "{:?}",
+        s.slack.posts().len()
+    );
+    s.tasks.stop().await;
+    let posts = s.slack.posts();
+    assert!(posts.len() >= 2, "{} pieces", posts.len());
+    for post in &posts {
+        assert!(post.text.chars().count() <= 4000, "{}", post.text.len());
+        assert_eq!(post.thread_ts.as_deref(), Some("1700000000.000100"));
+    }
+    let words: usize = posts
+        .iter()
+        .map(|p| p.text.split_whitespace().count())
+        .sum();
+    assert!(words >= 1500, "every word posted: {words}");
+}
+
 /// A channel Slack refuses to post in for good (`not_in_channel`) is not
 /// retried for a day: the answer is given up after the first refusal, listed
 /// as failed with Slack's code for an admin to retry once the bot is invited.
@@ -391,6 +429,7 @@ async fn a_refusal_for_good_is_given_up_at_once(db: Db) {
 }
 
 on_both_databases!(
+    a_long_answer_is_posted_in_pieces,
     answers_are_escaped_and_file_messages_answered,
     a_refusal_for_good_is_given_up_at_once,
     a_thread_with_several_users_is_one_session,

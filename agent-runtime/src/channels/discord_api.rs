@@ -252,31 +252,6 @@ fn snowflake(id: &str) -> Result<&str, DiscordPostError> {
         .ok_or_else(|| DiscordPostError::BadId(id.to_owned()))
 }
 
-/// Splits `text` into pieces of at most `max` characters, preferring to break
-/// after a blank line, then a line, then a space.
-pub fn split(text: &str, max: usize) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut rest = text.trim();
-    while rest.chars().count() > max {
-        let cut = rest
-            .char_indices()
-            .nth(max)
-            .map(|(i, _)| i)
-            .unwrap_or(rest.len());
-        let window = &rest[..cut];
-        let at = ["\n\n", "\n", " "]
-            .iter()
-            .find_map(|sep| window.rfind(sep).filter(|i| *i > 0).map(|i| i + sep.len()))
-            .unwrap_or(cut);
-        pieces.push(rest[..at].trim_end().to_owned());
-        rest = rest[at..].trim_start();
-    }
-    if !rest.is_empty() || pieces.is_empty() {
-        pieces.push(rest.to_owned());
-    }
-    pieces
-}
-
 /// Posts `text` in `channel`, the first piece replying to `reply_to`.
 pub async fn post_answer(
     client: &DiscordRest,
@@ -286,7 +261,7 @@ pub async fn post_answer(
 ) -> Result<(), DiscordPostError> {
     let channel = snowflake(channel)?;
     let reply_to = reply_to.map(snowflake).transpose()?;
-    for (i, piece) in split(text, MAX_CHARS).iter().enumerate() {
+    for (i, piece) in super::text::split(text, MAX_CHARS).iter().enumerate() {
         let mut body = json!({"content": piece, "allowed_mentions": {"parse": []}});
         if let Some(original) = reply_to.filter(|_| i == 0) {
             body["message_reference"] =
@@ -330,7 +305,7 @@ pub async fn answer_interaction(
     let application = snowflake(application_id)?;
     // The token is a credential: the rate-limit key carries a digest of it.
     let route = format!("webhook {application}/{}", token_digest(interaction_token));
-    for (i, piece) in split(text, MAX_CHARS).iter().enumerate() {
+    for (i, piece) in super::text::split(text, MAX_CHARS).iter().enumerate() {
         let body = json!({"content": piece, "allowed_mentions": {"parse": []}});
         let call = if i == 0 {
             Call {
@@ -396,41 +371,6 @@ pub async fn register_commands(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_answers_are_one_piece() {
-        assert_eq!(split("hello", 2000), ["hello"]);
-    }
-
-    #[test]
-    fn long_answers_split_on_paragraphs_lines_then_words() {
-        let para = "a".repeat(15);
-        let text = format!("{para}\n\n{para}\n\n{para}");
-        assert_eq!(
-            split(&text, 40),
-            [format!("{para}\n\n{para}"), para.clone()]
-        );
-        let lines = format!("{para}\n{para}\n{para}");
-        assert_eq!(split(&lines, 35), [format!("{para}\n{para}"), para.clone()]);
-        assert_eq!(split("one two three four", 9), ["one two", "three", "four"]);
-        let word = "x".repeat(25);
-        assert_eq!(
-            split(&word, 10),
-            ["x".repeat(10), "x".repeat(10), "x".repeat(5)]
-        );
-        let long: String = "word ".repeat(1000);
-        let pieces = split(&long, MAX_CHARS);
-        assert!(pieces.iter().all(|p| p.chars().count() <= MAX_CHARS));
-        assert_eq!(pieces.concat().replace(' ', ""), long.replace(' ', ""));
-    }
-
-    #[test]
-    fn multibyte_text_is_cut_on_characters() {
-        let text = "é".repeat(25);
-        let pieces = split(&text, 10);
-        assert_eq!(pieces.len(), 3);
-        assert!(pieces.iter().all(|p| p.chars().count() <= 10));
-    }
 
     #[test]
     fn a_global_429_holds_every_bot_route_but_not_interaction_webhooks() {

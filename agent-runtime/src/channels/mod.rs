@@ -17,6 +17,7 @@ pub mod routes;
 pub mod slack;
 pub mod slack_api;
 pub mod slack_socket;
+pub mod text;
 pub mod watcher;
 pub mod web;
 pub mod webhook;
