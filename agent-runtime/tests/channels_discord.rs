@@ -594,6 +594,35 @@ async fn the_bot_reconnects_once_its_intent_is_enabled(db: Db) {
     tasks.stop().await;
 }
 
+/// An answer in two pieces whose second piece fails (Discord 500): the retry
+/// sends both again with the same nonces, and Discord (`enforce_nonce`)
+/// returns the first instead of posting it twice.
+async fn a_retried_answer_does_not_repeat_its_pieces(db: Db) {
+    let (_h, tasks, discord) = start(db).await;
+    discord.fail_post_after(1);
+    let long = format!("<@1100000000000000001> {}", "word ".repeat(500));
+    let id = discord
+        .user_message(Some(GUILD), CHANNEL, &long, true)
+        .expect("dispatched");
+    posts_settle(&discord, 2).await;
+    // Time for a wrong third post (the outbox retries within a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tasks.stop().await;
+    let posts = discord.posts();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[0].reply_to.as_deref(), Some(id.as_str()));
+    assert_eq!(posts[1].reply_to, None);
+    let creates = discord
+        .requests()
+        .iter()
+        .filter(|r| r.route == "POST /channels/{id}/messages")
+        .count();
+    assert_eq!(
+        creates, 4,
+        "piece 1, piece 2 failing, then piece 1 (returned by its nonce) and piece 2"
+    );
+}
+
 /// A channel the bot may not post in (403, Missing Permissions) is not
 /// retried: Discord counts every 401 and 403 towards a limit that bans the
 /// bot for a while. The answer is given up after one refusal and listed as
@@ -631,6 +660,7 @@ async fn a_refused_post_is_given_up_at_once(db: Db) {
 }
 
 on_both_databases!(
+    a_retried_answer_does_not_repeat_its_pieces,
     the_bot_reconnects_once_its_intent_is_enabled,
     a_refused_post_is_given_up_at_once,
     messages_replayed_together_are_each_answered_once,

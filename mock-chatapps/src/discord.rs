@@ -110,6 +110,13 @@ struct Inner {
     /// Privileged intents not enabled for the bot in the developer portal: an
     /// Identify asking for any of them is closed with 4014.
     disallowed_intents: u64,
+    /// Messages created with `enforce_nonce`, by nonce: Discord returns the
+    /// message a nonce already created (within a few minutes) instead of
+    /// creating another.
+    nonces: HashMap<String, (Instant, Value)>,
+    /// After this many more messages are created, the next create answers
+    /// 500 once.
+    fail_after: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -285,6 +292,13 @@ impl DiscordMock {
     /// in the developer portal. `0` allows every intent again.
     pub fn disallow_intents(&self, intents: u64) {
         self.shared.lock().disallowed_intents = intents;
+    }
+
+    /// After `created` more messages are created, the next message create
+    /// answers 500 (Discord's side failing) once: an answer in several pieces
+    /// fails part way.
+    pub fn fail_post_after(&self, created: usize) {
+        self.shared.lock().fail_after = Some(created);
     }
 
     /// The bot lacks the permission to post in `channel`: creating a message
@@ -474,6 +488,9 @@ fn now_millis() -> u128 {
         .map(|d| d.as_millis())
         .unwrap_or_default()
 }
+
+/// How long a message's nonce is remembered ("the past few minutes").
+const NONCE_MEMORY: Duration = Duration::from_secs(300);
 
 /// The privileged MESSAGE_CONTENT intent (Identify's `intents`, bit 15).
 pub const MESSAGE_CONTENT: u64 = 1 << 15;
@@ -856,6 +873,30 @@ async fn create_message(
         )
             .into_response();
     }
+    let nonce = body["nonce"]
+        .as_str()
+        .map(str::to_owned)
+        .filter(|_| body["enforce_nonce"].as_bool() == Some(true));
+    {
+        let mut inner = shared.lock();
+        if let Some((at, message)) = nonce.as_ref().and_then(|n| inner.nonces.get(n))
+            && at.elapsed() < NONCE_MEMORY
+        {
+            return (StatusCode::OK, h, Json(message.clone())).into_response();
+        }
+        match inner.fail_after {
+            Some(0) => {
+                inner.fail_after = None;
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"code": 0, "message": "500: Internal Server Error"})),
+                )
+                    .into_response();
+            }
+            Some(n) => inner.fail_after = Some(n - 1),
+            None => {}
+        }
+    }
     let reply_to = body["message_reference"]["message_id"]
         .as_str()
         .map(str::to_owned);
@@ -870,11 +911,19 @@ async fn create_message(
         message["type"] = json!(19);
         message["message_reference"] = json!({"message_id": r, "channel_id": channel});
     }
-    shared.lock().posts.push(PostedMessage {
-        channel_id: channel,
-        content,
-        reply_to,
-    });
+    {
+        let mut inner = shared.lock();
+        inner.posts.push(PostedMessage {
+            channel_id: channel,
+            content,
+            reply_to,
+        });
+        if let Some(nonce) = nonce {
+            inner
+                .nonces
+                .insert(nonce, (Instant::now(), message.clone()));
+        }
+    }
     shared.bump();
     (StatusCode::OK, h, Json(message)).into_response()
 }

@@ -367,6 +367,7 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     if let Some(client) = &discord {
         super::discord_api::post_answer(
             client,
+            &delivery.id,
             &delivery.conversation_id,
             delivery.reply_to.as_deref(),
             &answer,

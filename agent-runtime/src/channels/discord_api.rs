@@ -252,9 +252,22 @@ fn snowflake(id: &str) -> Result<&str, DiscordPostError> {
         .ok_or_else(|| DiscordPostError::BadId(id.to_owned()))
 }
 
-/// Posts `text` in `channel`, the first piece replying to `reply_to`.
+/// The `nonce` of piece `piece` of delivery `delivery` (at most 25
+/// characters, Discord's limit): the same on every attempt, so that with
+/// `enforce_nonce` Discord returns the message a previous attempt created
+/// instead of posting it again.
+fn nonce(delivery: &str, piece: usize) -> String {
+    let digest = Sha256::digest(format!("{delivery}:{piece}").as_bytes());
+    hex::encode(&digest[..13])[..25].to_owned()
+}
+
+/// Posts `text` in `channel`, the first piece replying to `reply_to`. Each
+/// piece carries a nonce derived from `delivery` with `enforce_nonce`, so an
+/// attempt that failed after some pieces went out does not post them twice
+/// when it is tried again (Discord remembers nonces for a few minutes).
 pub async fn post_answer(
     client: &DiscordRest,
+    delivery: &str,
     channel: &str,
     reply_to: Option<&str>,
     text: &str,
@@ -262,7 +275,12 @@ pub async fn post_answer(
     let channel = snowflake(channel)?;
     let reply_to = reply_to.map(snowflake).transpose()?;
     for (i, piece) in super::text::split(text, MAX_CHARS).iter().enumerate() {
-        let mut body = json!({"content": piece, "allowed_mentions": {"parse": []}});
+        let mut body = json!({
+            "content": piece,
+            "allowed_mentions": {"parse": []},
+            "nonce": nonce(delivery, i),
+            "enforce_nonce": true,
+        });
         if let Some(original) = reply_to.filter(|_| i == 0) {
             body["message_reference"] =
                 json!({"message_id": original, "fail_if_not_exists": false});
