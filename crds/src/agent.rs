@@ -13,6 +13,18 @@ use serde::{Deserialize, Serialize};
 pub use crate::agent_tools::{AgentTool, ToolPolicySpec};
 use crate::common::{ConfigMapKeyRef, LocalObjectRef, SecretKeyRef};
 
+/// CEL: the characters an image reference can hold (letters, digits and `-._/:@+[]`, as
+/// in `[fd00::1]:5000/team/runtime:1.2@sha256:...`): no whitespace, quotes or control
+/// characters, which the apiserver lets into a pod and the kubelet then refuses
+/// (`InvalidImageName`). [`is_image_reference_char`] is the same set, for the operator.
+const IMAGE_RULE: &str = "self.matches('^[-._a-zA-Z0-9/:@+\\\\[\\\\]]+$')";
+
+/// Whether `c` can be part of an image reference: the characters `spec.image`'s rule
+/// lets through.
+pub fn is_image_reference_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._/:@+[]".contains(c)
+}
+
 /// Desired state of an agent: which models answer, how they are prompted, where the
 /// conversation history is kept and how the runtime pods are run.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -115,6 +127,7 @@ pub struct AgentDeploymentSpec {
     /// set it only to pin or test a specific runtime build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(IMAGE_RULE).message("spec.image must be an image reference such as ghcr.io/acme/agent-runtime:1.2: letters, digits and . _ - / : @ + [ ] only, no spaces").reason(Reason::FieldValueInvalid))]
     pub image: Option<String>,
 
     /// Where the agent keeps sessions and messages. `mode` cannot change after
@@ -575,7 +588,8 @@ pub struct AgentDeploymentStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// A one-word summary: Pending, Provisioning, Ready, Degraded or Failed.
+    /// A one-word summary: Pending, Provisioning, Ready, Degraded, ScaledToZero or
+    /// Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Ready, DatabaseReady, Available, RuntimeReady, ModelReachable,
@@ -653,6 +667,9 @@ pub enum Phase {
     Ready,
     /// Serving, but something is wrong (e.g. the model is unreachable).
     Degraded,
+    /// `spec.replicas` is 0 and no runtime pod is left: settled, answering nothing
+    /// until scaled up.
+    ScaledToZero,
     /// Cannot serve: the spec or a dependency needs a fix; conditions say which.
     Failed,
 }

@@ -466,3 +466,24 @@ fn connection_state_conditions() {
         ("False", "Reconnecting")
     );
 }
+
+#[test]
+fn the_image_rule_and_the_operators_image_check_accept_the_same_characters() {
+    let mut agent: AgentDeployment = serde_yaml::from_str(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: AgentDeployment\nmetadata: {name: support}\n\
+         spec: {model: {provider: openai, name: gpt-4o-mini}}",
+    )
+    .unwrap();
+    let accepted = |agent: &AgentDeployment| validate_cel(agent).is_ok();
+    agent.spec.image = Some("[fd00::1]:5000/team/runtime_x:1.2-rc.1@sha256+b64:0AbF".into());
+    assert!(accepted(&agent), "a reference with every allowed character");
+    let samples = (' '..='~').chain(['\t', '\n', '\u{a0}', 'é', '\u{200b}']);
+    for c in samples {
+        agent.spec.image = Some(format!("ghcr.io/x/runtime{c}1.2"));
+        assert_eq!(
+            accepted(&agent),
+            crds::agent::is_image_reference_char(c),
+            "{c:?}"
+        );
+    }
+}

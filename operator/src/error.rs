@@ -17,6 +17,21 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// The API server refused a child the operator applied as invalid (422). The same
+    /// object gets the same answer: it is tried again at the resync (an admission
+    /// policy that refused it may change) or when the owner changes, not with backoff.
+    /// Said as a failed request is, so its event reads the same.
+    #[error("Kubernetes API request failed while applying {kind} {name}: {source}")]
+    ChildRefused {
+        /// The child's kind.
+        kind: String,
+        /// The child's name.
+        name: String,
+        /// The client error, with the API server's causes.
+        #[source]
+        source: kube::Error,
+    },
+
     /// The database server refused or failed a statement.
     #[error("database provisioning failed while {action}: {source}")]
     Database {
@@ -69,7 +84,7 @@ impl Error {
     /// A short, stable category for metrics and events.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "kube_api",
+            Error::Kube { .. } | Error::ChildRefused { .. } => "kube_api",
             Error::Database { .. } => "database",
             Error::NoDatabaseAdmin => "config",
             Error::DatabaseAdminSecret(_) => "database_admin",
@@ -102,6 +117,38 @@ impl Error {
         matches!(self.metric_label(), "invalid_spec" | "config")
     }
 
+    /// For a child the API server refused, a message for the status: the child, and
+    /// the fields the API server named with its reason for each
+    /// (`spec.template.spec.containers[0].image (FieldValueInvalid)`), never the values
+    /// (a refused value may be a secret); `None` for any other error.
+    pub fn refusal(&self) -> Option<String> {
+        let Error::ChildRefused { kind, name, source } = self else {
+            return None;
+        };
+        let fields: Vec<String> = match source {
+            kube::Error::Api(status) => status
+                .details
+                .iter()
+                .flat_map(|d| &d.causes)
+                .filter(|c| !c.field.is_empty())
+                .map(|c| match c.reason.as_str() {
+                    "" => c.field.clone(),
+                    reason => format!("{} ({reason})", c.field),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let at = match fields.as_slice() {
+            [] => "without naming a field".to_owned(),
+            fields => format!("at {}", fields.join(", ")),
+        };
+        Some(format!(
+            "the API server refused {kind} {name} as invalid {at}: change what sets it; its \
+             whole answer is in the warning event. Applied again when the spec changes, or \
+             at the resync"
+        ))
+    }
+
     /// Wraps a client error with what the operator was doing.
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
@@ -117,3 +164,48 @@ impl Error {
 
 /// Result of a reconcile step.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: serde_json::Value) -> Error {
+        Error::ChildRefused {
+            kind: "Deployment".to_owned(),
+            name: "support".to_owned(),
+            source: kube::Error::Api(Box::new(serde_json::from_value(status).unwrap())),
+        }
+    }
+
+    #[test]
+    fn a_refused_child_is_said_with_its_fields_and_never_their_values() {
+        let error = refused(serde_json::json!({
+            "code": 422, "reason": "Invalid",
+            "message": "Deployment.apps \"support\" is invalid: ...: Invalid value: \"s3cr3t\"",
+            "details": {"causes": [
+                {"reason": "FieldValueInvalid", "message": "Invalid value: \"s3cr3t\"",
+                 "field": "spec.template.spec.containers[0].env[2].value"},
+                {"reason": "FieldValueRequired", "message": "Required value",
+                 "field": "spec.template.spec.containers[0].image"},
+                {"message": "no field"},
+            ]},
+        }));
+        let said = error.refusal().unwrap();
+        assert!(
+            said.starts_with(
+                "the API server refused Deployment support as invalid at \
+                 spec.template.spec.containers[0].env[2].value (FieldValueInvalid), \
+                 spec.template.spec.containers[0].image (FieldValueRequired):"
+            ),
+            "{said}"
+        );
+        assert!(!said.contains("s3cr3t"), "{said}");
+        // The event says what it said before: a failed Kubernetes request.
+        assert_eq!(error.event_reason(), "KubeApiError");
+        assert!(!error.is_permanent());
+
+        let bare = refused(serde_json::json!({"code": 422, "message": "invalid"}));
+        assert!(bare.refusal().unwrap().contains("without naming a field"));
+        assert_eq!(Error::InvalidSpec("x".to_owned()).refusal(), None);
+    }
+}

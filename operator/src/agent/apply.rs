@@ -25,13 +25,24 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::names;
 
-/// Applies `children` of `agent`; returns what became of the ServiceMonitor.
+/// What the apply step leaves for the status.
+#[derive(Debug)]
+pub struct Applied {
+    /// What became of the ServiceMonitor; `None` when the API server refused it.
+    pub service_monitor: Option<ServiceMonitorState>,
+    /// The first child the API server refused as invalid ([`Error::ChildRefused`]),
+    /// when no child failed otherwise.
+    pub refused: Option<Error>,
+}
+
+/// Applies `children` of `agent`; returns what became of the ServiceMonitor and the
+/// child the API server refused, if any. Any other failure is the error.
 pub async fn apply_children(
     agent: &AgentDeployment,
     ctx: &AgentContext,
     children: Children,
     plan: ServiceMonitorPlan,
-) -> Result<ServiceMonitorState> {
+) -> Result<Applied> {
     let Children {
         api_key_secret,
         admin_key_secret,
@@ -68,8 +79,10 @@ pub async fn apply_children(
     delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
 
     // Each child is tried even when another fails (a hand edit the API server will
-    // not let an apply undo must not hold back the others); the first failure, in
-    // this order, is returned once all were tried. The children are independent
+    // not let an apply undo must not hold back the others); the first failure (the
+    // ServiceMonitor's, then in this order) is returned once all were tried, one a
+    // retry may cure before a refused child (only the spec or a policy can cure that,
+    // and the status says it). The children are independent
     // objects, so their applies go out at once, the ServiceMonitor's read and apply
     // with them.
     let (service_account, role, role_binding, config_map, service, deployment, monitor) = futures::join!(
@@ -93,9 +106,21 @@ pub async fn apply_children(
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned().flatten())
         .collect();
-    let first_failure = results.into_iter().find_map(Result::err);
-    let (service_monitor, monitor_written) = monitor?;
-    written.extend(monitor_written);
+    let mut failures: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    let service_monitor = match monitor {
+        Ok((state, monitor_written)) => {
+            written.extend(monitor_written);
+            Some(state)
+        }
+        Err(error) => {
+            failures.insert(0, error);
+            None
+        }
+    };
+    // The first failure a retry may cure, else the first refusal (`false` sorts first;
+    // the sort is stable).
+    failures.sort_by_key(|e| matches!(e, Error::ChildRefused { .. }));
+    let first_failure = failures.into_iter().next();
 
     // One event for the pass: the keys generated and the children written (an event
     // per key tripled the requests of a new agent's first reconcile).
@@ -116,8 +141,15 @@ pub async fn apply_children(
             .await;
     }
     match first_failure {
+        Some(error @ Error::ChildRefused { .. }) => Ok(Applied {
+            service_monitor,
+            refused: Some(error),
+        }),
         Some(error) => Err(error),
-        None => Ok(service_monitor),
+        None => Ok(Applied {
+            service_monitor,
+            refused: None,
+        }),
     }
 }
 

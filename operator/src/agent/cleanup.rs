@@ -8,7 +8,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::AgentContext;
-use super::status::{DatabaseState, ServiceMonitorState};
+use super::status::DatabaseState;
 use super::write_status::write_status;
 use crate::backoff::ObjectKey;
 use crate::database::database_identifier;
@@ -67,9 +67,8 @@ pub async fn cleanup_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Resul
                     message: message.clone(),
                     permanent: false,
                 };
-                if let Err(status_error) =
-                    write_status(agent, ctx, state, ServiceMonitorState::Disabled).await
-                {
+                // The ServiceMonitor was not looked at: its condition stays as it was.
+                if let Err(status_error) = write_status(agent, ctx, Some(state), None, None).await {
                     warn!(%status_error, "could not report the failed drop in the status");
                 }
                 shared

@@ -36,7 +36,7 @@ use tracing::{debug, instrument};
 
 use self::build::{BuildInputs, build_children};
 use self::context::AgentContext;
-use self::status::{DatabaseState, ServiceMonitorState};
+use self::status::{CHILD_REFUSED, INVALID_SPEC, Refusal};
 use self::watches::watch_children;
 use crate::context::Context;
 use crate::controller::{on_error, on_success};
@@ -290,13 +290,14 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     let shared = &ctx.shared;
     let problems = validate::validate(agent);
     if !problems.is_empty() {
+        // Nothing is provisioned or applied: Ready says why, the other conditions stay
+        // as the last generation left them (what runs is still that generation's).
         let message = problems.join("; ");
-        let state = DatabaseState::NotReady {
-            reason: "InvalidSpec".to_owned(),
+        let refusal = Refusal {
+            reason: INVALID_SPEC,
             message: message.clone(),
-            permanent: true,
         };
-        write_status::write_status(agent, ctx, state, ServiceMonitorState::Disabled).await?;
+        write_status::write_status(agent, ctx, None, None, Some(refusal)).await?;
         return Err(Error::InvalidSpec(message));
     }
 
@@ -379,14 +380,24 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         &pending,
     )
     .await?;
-    let service_monitor =
-        apply::apply_children(agent, ctx, children, references.service_monitor).await?;
+    let applied = apply::apply_children(agent, ctx, children, references.service_monitor).await?;
+    let refusal = applied
+        .refused
+        .as_ref()
+        .and_then(Error::refusal)
+        .map(|message| Refusal {
+            reason: CHILD_REFUSED,
+            message,
+        });
 
-    write_status::write_status(agent, ctx, database, service_monitor).await?;
-    match database_error {
-        Some(e) if e.is_permanent() => Ok(Action::await_change()),
-        Some(e) => Err(e),
-        None => Ok(Action::requeue(shared.config.resync())),
+    write_status::write_status(agent, ctx, Some(database), applied.service_monitor, refusal)
+        .await?;
+    match (database_error, applied.refused) {
+        (Some(e), _) if !e.is_permanent() => Err(e),
+        // Its warning event, and a retry at the resync (see `on_error`).
+        (_, Some(refused)) => Err(refused),
+        (Some(_), None) => Ok(Action::await_change()),
+        (None, None) => Ok(Action::requeue(shared.config.resync())),
     }
 }
 

@@ -1,12 +1,12 @@
 //! Reconcile-level tests of the AgentDeployment controller against a mock API service
 //! and a recording database fake: the exact requests of a whole reconcile, for the
-//! happy path, a database failure, an invalid spec and deletion with each reclaim
-//! policy.
+//! happy path, a database failure, an invalid spec, a child the API server refuses and
+//! deletion with each reclaim policy.
 
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use crds::conditions::{DATABASE_READY, READY};
+use crds::conditions::{DATABASE_READY, READY, SERVICE_MONITOR_READY};
 use crds::{AgentDeployment, ChatChannel, DatabaseMode, LocalObjectRef, ReclaimPolicy, ToolServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -165,12 +165,29 @@ struct World {
 /// A reconcile context over a mock API that answers like an empty namespace holding
 /// `agent`: reads of missing objects are 404, creates and applies echo the object.
 fn world(agent: &AgentDeployment, database_fails: bool) -> World {
+    world_with(agent, database_fails, None)
+}
+
+/// As [`world`], but a patch of the object at `refused.0` is answered with the
+/// Status `refused.1`.
+fn world_with(
+    agent: &AgentDeployment,
+    database_fails: bool,
+    refused: Option<(String, (u16, Value))>,
+) -> World {
     let agent_json = serde_json::to_value(agent).unwrap();
     let (client, log) = mock_api::client(move |request| {
         let is_agent = request.path.starts_with(
             "/apis/switchboard.dev/v1alpha1/namespaces/tenant-a/agentdeployments/support",
         );
         match request.method.as_str() {
+            "PATCH"
+                if refused
+                    .as_ref()
+                    .is_some_and(|(path, _)| request.path == *path) =>
+            {
+                refused.as_ref().unwrap().1.clone()
+            }
             "GET" if request.path == format!("{NS}/secrets/support-pg") => (
                 200,
                 serde_json::json!({
@@ -230,6 +247,12 @@ fn condition(status_patch: &Value, type_: &str) -> (String, String) {
         c["status"].as_str().unwrap().to_owned(),
         c["reason"].as_str().unwrap().to_owned(),
     )
+}
+
+fn message(status_patch: &Value, type_: &str) -> String {
+    let conditions = status_patch["status"]["conditions"].as_array().unwrap();
+    let c = conditions.iter().find(|c| c["type"] == type_).unwrap();
+    c["message"].as_str().unwrap().to_owned()
 }
 
 fn identifier() -> String {
@@ -391,15 +414,109 @@ async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
     assert!(world.database.calls().is_empty(), "nothing provisioned");
     let status = last_status(&world.log);
     assert_eq!(
-        condition(&status, DATABASE_READY),
+        condition(&status, READY),
         ("False".to_owned(), "InvalidSpec".to_owned())
     );
+    assert!(message(&status, READY).contains("spec.image"), "{status}");
+    // Neither provisioned nor applied: not looked at, rather than a made-up reason.
+    for type_ in [DATABASE_READY, SERVICE_MONITOR_READY] {
+        assert_eq!(
+            condition(&status, type_),
+            ("Unknown".to_owned(), "NotReconciled".to_owned())
+        );
+    }
     assert_eq!(status["status"]["phase"], "Failed");
+    assert_eq!(status["status"]["observedGeneration"], 3);
     let action = error_policy(invalid.clone(), &error, world.ctx.clone());
     assert_eq!(action, Action::await_change());
     assert_eq!(
         world.ctx.shared.backoff.attempts(&ObjectKey::of(&*invalid)),
         0
+    );
+}
+
+#[tokio::test]
+async fn a_child_the_api_server_refuses_is_reported_and_retried_at_the_resync() {
+    let deployment = "/apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned();
+    let invalid = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "Invalid", "code": 422,
+        "message": "Deployment.apps \"support\" is invalid: spec.template.spec.containers[0].env[2].value: Invalid value: \"s3cr3t\": too long",
+        "details": {"name": "support", "group": "apps", "kind": "Deployment", "causes": [{
+            "reason": "FieldValueInvalid",
+            "message": "Invalid value: \"s3cr3t\": too long",
+            "field": "spec.template.spec.containers[0].env[2].value",
+        }]},
+    });
+    let world = world_with(&agent(), false, Some((deployment.clone(), (422, invalid))));
+    let agent = Arc::new(agent());
+    let error = reconcile(agent.clone(), world.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::ChildRefused { .. }), "{error}");
+
+    // The other children were applied (and said so), then the status was written.
+    let lines = world.log.lines();
+    let (applied, status_write) = (
+        lines.iter().rposition(|l| *l == EVENTS).unwrap(),
+        lines
+            .iter()
+            .position(|l| *l == format!("PATCH {AGENT}/status")),
+    );
+    assert!(status_write.is_some_and(|s| s > applied), "{lines:?}");
+    let status = last_status(&world.log);
+    assert_eq!(status["status"]["observedGeneration"], 3);
+    assert_eq!(
+        condition(&status, READY),
+        ("False".to_owned(), "ChildRefused".to_owned())
+    );
+    let said = message(&status, READY);
+    assert!(
+        said.contains("Deployment support")
+            && said.contains("spec.template.spec.containers[0].env[2].value (FieldValueInvalid)"),
+        "{said}"
+    );
+    assert!(
+        !status.to_string().contains("s3cr3t"),
+        "no refused value in {status}"
+    );
+    assert_eq!(status["status"]["phase"], "Failed");
+    assert_eq!(
+        condition(&status, DATABASE_READY),
+        ("True".to_owned(), "Provisioned".to_owned())
+    );
+
+    // No hot retries: the next look is at the resync; the warning event is as before.
+    let action = error_policy(agent.clone(), &error, world.ctx.clone());
+    assert_eq!(action, Action::requeue(world.ctx.shared.config.resync()));
+    assert_eq!(
+        world.ctx.shared.backoff.attempts(&ObjectKey::of(&*agent)),
+        0
+    );
+    let warning = async {
+        loop {
+            let warning = world
+                .log
+                .requests()
+                .into_iter()
+                .find(|r| r.line() == EVENTS && r.body["type"] == "Warning");
+            match warning {
+                Some(event) => return event,
+                None => tokio::task::yield_now().await,
+            }
+        }
+    };
+    let warning = tokio::time::timeout(std::time::Duration::from_secs(10), warning)
+        .await
+        .expect("the error policy's warning event");
+    assert_eq!(warning.body["reason"], "KubeApiError");
+    assert!(
+        warning.body["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("Kubernetes API request failed while applying Deployment support"),
+        "{}",
+        warning.body
     );
 }
 

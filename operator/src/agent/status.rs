@@ -49,6 +49,16 @@ pub enum ServiceMonitorState {
     CrdMissing,
 }
 
+/// Why the operator did not carry out the agent's current generation: Ready says so
+/// (False, with this reason and message) and the phase is Failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// [`INVALID_SPEC`] or [`CHILD_REFUSED`].
+    pub reason: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
 /// Container waiting reasons that mean the image cannot be had: the pod waits forever
 /// unless the image reference, the registry or the pull policy changes.
 pub const IMAGE_PULL_FAILURES: [&str; 4] = [
@@ -105,8 +115,13 @@ pub fn image_pull_failure<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option
 pub struct Observed<'a> {
     /// `metadata.generation` of the agent.
     pub generation: Option<i64>,
-    /// The database step's outcome.
-    pub database: DatabaseState,
+    /// Why this generation was not carried out, if it was not.
+    pub refusal: Option<Refusal>,
+    /// The database step's outcome; `None` when it did not run (a refused spec):
+    /// DatabaseReady then stays as last written.
+    pub database: Option<DatabaseState>,
+    /// `spec.replicas`.
+    pub wanted_replicas: Option<i32>,
     /// The live Deployment, if the watch has seen it.
     pub deployment: Option<&'a Deployment>,
     /// A runtime pod that cannot get its image, if any.
@@ -119,8 +134,9 @@ pub struct Observed<'a> {
     /// The time the reports are judged at: a report older than
     /// [`crds::RUNTIME_STALE_AFTER_SECONDS`] no longer counts.
     pub now: Timestamp,
-    /// The ServiceMonitor step's outcome.
-    pub service_monitor: ServiceMonitorState,
+    /// The ServiceMonitor step's outcome; `None` when it did not run or was refused:
+    /// ServiceMonitorReady then stays as last written.
+    pub service_monitor: Option<ServiceMonitorState>,
     /// The Service's cluster DNS URL.
     pub endpoint: String,
     /// Label selector of the runtime pods.
@@ -212,9 +228,13 @@ pub fn desired_status(
     };
 
     let (db_ok, db_permanent) = match &observed.database {
-        DatabaseState::Ready {
+        None => {
+            conds.keep_or_unknown(DATABASE_READY);
+            (false, false)
+        }
+        Some(DatabaseState::Ready {
             secret, adopted, ..
-        } => {
+        }) => {
             // Once adopted, it says so for as long as the database stays ready.
             let was_adopted = find_condition(&conds.list, DATABASE_READY)
                 .is_some_and(|c| c.status == TRUE && c.reason == DATABASE_ADOPTED);
@@ -240,11 +260,11 @@ pub fn desired_status(
             }
             (true, false)
         }
-        DatabaseState::NotReady {
+        Some(DatabaseState::NotReady {
             reason,
             message,
             permanent,
-        } => {
+        }) => {
             conds.set(DATABASE_READY, FALSE, reason, message.clone());
             (false, *permanent)
         }
@@ -304,6 +324,15 @@ pub fn desired_status(
         conds.set(AVAILABLE, FALSE, IMAGE_PULL_FAILED, pull_message(failure));
     }
 
+    // Asked for no pod (spec.replicas 0, or while it is unset an autoscaler's or a
+    // hand's 0 on the Deployment), and none is left: a settled state, not one still
+    // waiting for reports.
+    let scaled_to_zero = observed.wanted_replicas.unwrap_or(0) == 0
+        && observed
+            .deployment
+            .is_some_and(|d| d.spec.replicas == Some(0))
+        && replicas == 0;
+
     let fresh: Vec<&RuntimePodStatus> = observed
         .runtime
         .iter()
@@ -314,7 +343,26 @@ pub fn desired_status(
         .copied()
         .filter(|r| !observed.not_ready.contains(&r.name))
         .collect();
-    let (runtime_status, model_status) = if reports.is_empty() && !fresh.is_empty() {
+    let (runtime_status, model_status) = if scaled_to_zero {
+        // False rather than True: no runtime runs to answer, so what waits on Ready
+        // (`kubectl wait`, a ChatChannel's AgentReady, a GitOps health check) does not
+        // take the agent as serving, as a Pod that has finished is not Ready. The
+        // reason says it is on purpose, and the phase ScaledToZero that it is settled.
+        let why = match observed.wanted_replicas {
+            Some(_) => "spec.replicas is 0: no runtime pod runs; scale the agent up to serve",
+            None => {
+                "the Deployment is scaled to 0 (spec.replicas is unset: an autoscaler or a hand did it): no runtime pod runs"
+            }
+        };
+        conds.set(RUNTIME_READY, FALSE, SCALED_TO_ZERO, why.to_owned());
+        conds.set(
+            MODEL_REACHABLE,
+            UNKNOWN,
+            SCALED_TO_ZERO,
+            "no runtime pod runs to reach the model".to_owned(),
+        );
+        (FALSE, UNKNOWN)
+    } else if reports.is_empty() && !fresh.is_empty() {
         let why = format!(
             "{} runtime pod(s) report, but the kubelet counts none of them Ready: their \
              readiness probes fail, their processes are gone, or their node is lost",
@@ -368,14 +416,15 @@ pub fn desired_status(
     };
 
     match observed.service_monitor {
-        ServiceMonitorState::Applied => conds.set(SERVICE_MONITOR_READY, TRUE, "Applied", "ServiceMonitor applied".to_owned()),
-        ServiceMonitorState::Disabled => conds.set(
+        None => conds.keep_or_unknown(SERVICE_MONITOR_READY),
+        Some(ServiceMonitorState::Applied) => conds.set(SERVICE_MONITOR_READY, TRUE, "Applied", "ServiceMonitor applied".to_owned()),
+        Some(ServiceMonitorState::Disabled) => conds.set(
             SERVICE_MONITOR_READY,
             FALSE,
             "Disabled",
             "spec.monitoring.serviceMonitor.enabled is false".to_owned(),
         ),
-        ServiceMonitorState::CrdMissing => conds.set(
+        Some(ServiceMonitorState::CrdMissing) => conds.set(
             SERVICE_MONITOR_READY,
             FALSE,
             "CRDNotInstalled",
@@ -383,8 +432,10 @@ pub fn desired_status(
         ),
     }
 
-    let ready = db_ok && available_ok && runtime_status == TRUE;
-    let (ready_status, ready_reason, ready_message) = if ready {
+    let ready = observed.refusal.is_none() && db_ok && available_ok && runtime_status == TRUE;
+    let (ready_status, ready_reason, ready_message) = if let Some(refusal) = &observed.refusal {
+        (FALSE, refusal.reason.to_owned(), refusal.message.clone())
+    } else if ready {
         (
             TRUE,
             "AllReady".to_owned(),
@@ -432,12 +483,14 @@ pub fn desired_status(
     }
     let conditions = conds.list;
 
-    let phase = if db_permanent {
+    let phase = if observed.refusal.is_some() || db_permanent {
         Phase::Failed
     } else if ready && model_status == FALSE {
         Phase::Degraded
     } else if ready {
         Phase::Ready
+    } else if scaled_to_zero {
+        Phase::ScaledToZero
     } else if available_ok && (runtime_status == FALSE || model_status == FALSE) {
         Phase::Degraded
     } else if observed.deployment.is_none() && !db_ok {
@@ -447,11 +500,13 @@ pub fn desired_status(
     };
 
     let database_secret = match &observed.database {
-        DatabaseState::Ready {
+        Some(DatabaseState::Ready {
             secret,
             generated: true,
             ..
-        } => Some(secret.clone()),
+        }) => Some(secret.clone()),
+        // Not looked at: the Secret named before is still there.
+        None => current.secrets.as_ref().and_then(|s| s.database.clone()),
         _ => None,
     };
     AgentDeploymentStatus {
@@ -473,6 +528,19 @@ pub fn desired_status(
         usage: None,
     }
 }
+
+/// Reason of Ready when the operator refuses the spec.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+
+/// Reason of Ready when the API server refused one of the agent's children as invalid.
+pub const CHILD_REFUSED: &str = "ChildRefused";
+
+/// Reason of RuntimeReady (and so Ready) when the agent is scaled to zero on purpose.
+pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+
+/// Reason of a condition whose step did not run for this generation (see
+/// [`Observed::database`]), while there is no earlier one to keep.
+pub const NOT_RECONCILED: &str = "NotReconciled";
 
 /// Reason of Available (and so Ready) when runtime pods cannot get their image.
 pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
@@ -499,6 +567,21 @@ impl ConditionWriter {
             &mut self.list,
             new_condition(type_, status, reason, message, self.generation),
         );
+    }
+
+    /// Leaves the condition as last written (with the generation it describes), or
+    /// sets it Unknown when there is none: its step did not run for this generation.
+    /// (Older operators put a refused spec's reason on DatabaseReady: not kept.)
+    fn keep_or_unknown(&mut self, type_: &str) {
+        let kept = find_condition(&self.list, type_).filter(|c| c.reason != INVALID_SPEC);
+        if kept.is_none() {
+            self.set(
+                type_,
+                UNKNOWN,
+                NOT_RECONCILED,
+                "not looked at for this generation: see Ready".to_owned(),
+            );
+        }
     }
 }
 
@@ -615,17 +698,19 @@ mod tests {
     ) -> Observed<'a> {
         Observed {
             generation: Some(3),
-            database: DatabaseState::Ready {
+            refusal: None,
+            database: Some(DatabaseState::Ready {
                 secret: "support-db".to_owned(),
                 generated: true,
                 adopted: false,
-            },
+            }),
+            wanted_replicas: Some(2),
             deployment,
             image_pull: None,
             runtime,
             not_ready: &[],
             now: Timestamp::now(),
-            service_monitor: ServiceMonitorState::CrdMissing,
+            service_monitor: Some(ServiceMonitorState::CrdMissing),
             endpoint: "http://support.tenant-a.svc.cluster.local:8080".to_owned(),
             selector: "a=b".to_owned(),
             api_key_secret: "support-api-key".to_owned(),
@@ -686,11 +771,11 @@ mod tests {
     fn an_adopted_database_says_so_and_keeps_saying_so() {
         let d = deployment();
         let mut adopting = observed(Some(&d), &[]);
-        adopting.database = DatabaseState::Ready {
+        adopting.database = Some(DatabaseState::Ready {
             secret: "support-db".to_owned(),
             generated: true,
             adopted: true,
-        };
+        });
         let first = desired_status(&Default::default(), &adopting);
         let db = condition(&first, DATABASE_READY);
         assert_eq!(
@@ -861,11 +946,11 @@ mod tests {
     #[test]
     fn database_failures_block_ready_and_permanent_ones_fail_the_phase() {
         let mut o = observed(None, &[]);
-        o.database = DatabaseState::NotReady {
+        o.database = Some(DatabaseState::NotReady {
             reason: "NoDatabaseAdmin".to_owned(),
             message: "configure it".to_owned(),
             permanent: true,
-        };
+        });
         let status = desired_status(&Default::default(), &o);
         assert_eq!(condition(&status, READY).reason, "NoDatabaseAdmin");
         assert_eq!(status.phase, Some(Phase::Failed));
@@ -886,6 +971,218 @@ mod tests {
         let third = desired_status(&live, &observed(None, &reports));
         assert!(status_differs(Some(&live), &third));
         assert!(status_differs(None, &first));
+    }
+
+    /// `(status, reason, observedGeneration)` of a condition.
+    fn said(status: &AgentDeploymentStatus, type_: &str) -> (String, String, Option<i64>) {
+        let c = condition(status, type_);
+        (c.status.clone(), c.reason.clone(), c.observed_generation)
+    }
+
+    fn said_as(status: &str, reason: &str, generation: i64) -> (String, String, Option<i64>) {
+        (status.to_owned(), reason.to_owned(), Some(generation))
+    }
+
+    #[test]
+    fn a_refused_spec_is_said_on_ready_and_leaves_the_other_conditions_as_they_are() {
+        let d = deployment();
+        let reports = [report("p1", true, true)];
+        let serving = Observed {
+            service_monitor: Some(ServiceMonitorState::Applied),
+            ..observed(Some(&d), &reports)
+        };
+        let before = desired_status(&Default::default(), &serving);
+        assert_eq!(before.phase, Some(Phase::Ready));
+
+        // Generation 4 sets an image the operator refuses; generation 3's pods still run.
+        let refused = Observed {
+            generation: Some(4),
+            refusal: Some(Refusal {
+                reason: INVALID_SPEC,
+                message: "spec.image \"ghcr.io/x/runtime: 1.2\" is not an image reference"
+                    .to_owned(),
+            }),
+            database: None,
+            service_monitor: None,
+            ..observed(Some(&d), &reports)
+        };
+        let status = desired_status(&before, &refused);
+        let ready = condition(&status, READY);
+        assert_eq!(said(&status, READY), said_as(FALSE, INVALID_SPEC, 4));
+        assert!(ready.message.contains("spec.image"), "{}", ready.message);
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(status.observed_generation, Some(4));
+        // What was not looked at stays as generation 3 left it, saying so.
+        assert_eq!(
+            said(&status, DATABASE_READY),
+            said_as(TRUE, "Provisioned", 3)
+        );
+        assert_eq!(
+            said(&status, SERVICE_MONITOR_READY),
+            said_as(TRUE, "Applied", 3)
+        );
+        assert_eq!(
+            status.secrets.as_ref().unwrap().database.as_deref(),
+            Some("support-db")
+        );
+        // What is observed is said as it is.
+        assert_eq!(said(&status, AVAILABLE).0, TRUE);
+        assert_eq!(
+            said(&status, RUNTIME_READY),
+            said_as(TRUE, "RuntimeReady", 4)
+        );
+
+        // A new agent refused from the start: Unknown, never a made-up state.
+        let new = desired_status(&Default::default(), &refused);
+        for type_ in [DATABASE_READY, SERVICE_MONITOR_READY] {
+            assert_eq!(said(&new, type_), said_as(UNKNOWN, NOT_RECONCILED, 4));
+        }
+        assert!(
+            new.conditions
+                .iter()
+                .all(|c| c.reason != "Disabled" && (c.type_ == READY || c.reason != INVALID_SPEC)),
+            "{:?}",
+            new.conditions
+        );
+        // An older operator's DatabaseReady=False InvalidSpec is not kept.
+        let mut old = new.clone();
+        set_condition(
+            &mut old.conditions,
+            new_condition(DATABASE_READY, FALSE, INVALID_SPEC, "spec.image", Some(4)),
+        );
+        let fixed = desired_status(&old, &refused);
+        assert_eq!(said(&fixed, DATABASE_READY).1, NOT_RECONCILED);
+
+        // Once the spec is valid again, every condition is of the new generation.
+        let valid = Observed {
+            generation: Some(5),
+            ..serving.clone()
+        };
+        let again = desired_status(&status, &valid);
+        assert!(
+            again
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(5))
+        );
+        assert_eq!(again.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn a_child_the_api_server_refused_is_said_on_ready_for_the_current_generation() {
+        let d = deployment();
+        let reports = [report("p1", true, true)];
+        let before = desired_status(&Default::default(), &observed(Some(&d), &reports));
+        assert!(is_true(&before.conditions, READY));
+        let refused = Observed {
+            generation: Some(4),
+            refusal: Some(Refusal {
+                reason: CHILD_REFUSED,
+                message: "the API server refused Deployment support as invalid at \
+                          spec.template.spec.containers[0].resources (FieldValueInvalid)"
+                    .to_owned(),
+            }),
+            ..observed(Some(&d), &reports)
+        };
+        let status = desired_status(&before, &refused);
+        assert_eq!(said(&status, READY), said_as(FALSE, CHILD_REFUSED, 4));
+        assert!(
+            condition(&status, READY)
+                .message
+                .contains("Deployment support")
+        );
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.phase, Some(Phase::Failed));
+        // The steps that ran say what they found, for this generation.
+        assert_eq!(
+            said(&status, DATABASE_READY),
+            said_as(TRUE, "Provisioned", 4)
+        );
+        assert_eq!(
+            said(&status, SERVICE_MONITOR_READY),
+            said_as(FALSE, "CRDNotInstalled", 4)
+        );
+        assert!(status_differs(Some(&before), &status));
+    }
+
+    fn scaled_to_zero() -> Deployment {
+        serde_yaml::from_str(include_str!(
+            "../../fixtures/deployment-scaled-to-zero.yaml"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_agent_scaled_to_zero_is_settled_not_provisioning() {
+        let zero = scaled_to_zero();
+        let o = Observed {
+            wanted_replicas: Some(0),
+            ..observed(Some(&zero), &[])
+        };
+        let status = desired_status(&Default::default(), &o);
+        assert_eq!(status.phase, Some(Phase::ScaledToZero));
+        assert_eq!(
+            said(&status, RUNTIME_READY),
+            said_as(FALSE, SCALED_TO_ZERO, 3)
+        );
+        assert_eq!(
+            said(&status, MODEL_REACHABLE),
+            said_as(UNKNOWN, SCALED_TO_ZERO, 3)
+        );
+        assert_eq!(said(&status, READY), said_as(FALSE, SCALED_TO_ZERO, 3));
+        assert!(
+            condition(&status, READY)
+                .message
+                .contains("spec.replicas is 0")
+        );
+        assert_eq!(status.ready.as_deref(), Some("0/0"));
+        // Settled: the next reconcile writes nothing.
+        assert!(!status_differs(Some(&status), &desired_status(&status, &o)));
+        // The report of a pod still shutting down does not unsettle it.
+        let leaving = [report("p1", true, true)];
+        let status = desired_status(
+            &status,
+            &Observed {
+                runtime: &leaving,
+                ..o.clone()
+            },
+        );
+        assert_eq!(status.phase, Some(Phase::ScaledToZero));
+
+        // Scaled to 0 on the Deployment while spec.replicas is unset (an autoscaler).
+        let autoscaled = desired_status(
+            &Default::default(),
+            &Observed {
+                wanted_replicas: None,
+                ..o.clone()
+            },
+        );
+        assert_eq!(autoscaled.phase, Some(Phase::ScaledToZero));
+        assert!(
+            condition(&autoscaled, RUNTIME_READY)
+                .message
+                .contains("autoscaler")
+        );
+
+        // Not yet: pods still counted, or the Deployment not yet at spec.replicas.
+        let d = deployment();
+        let going = desired_status(
+            &Default::default(),
+            &Observed {
+                wanted_replicas: Some(0),
+                ..observed(Some(&d), &[])
+            },
+        );
+        assert_eq!(going.phase, Some(Phase::Provisioning));
+        let scaling_up = desired_status(
+            &Default::default(),
+            &Observed {
+                wanted_replicas: Some(1),
+                ..o.clone()
+            },
+        );
+        assert_eq!(scaling_up.phase, Some(Phase::Provisioning));
+        assert_eq!(said(&scaling_up, RUNTIME_READY).1, "AwaitingRuntimeReport");
     }
 
     fn pod(name: &str, reason: &str, message: &str) -> Pod {

@@ -1,6 +1,7 @@
 //! Validate: spec problems the CRD schema cannot express (or that slipped past an
 //! older one). Pure.
 
+use crds::agent::is_image_reference_char;
 use crds::{AgentDeployment, DatabaseMode};
 
 /// What is wrong with `agent`'s spec, each problem saying which field and why.
@@ -19,10 +20,14 @@ pub fn validate(agent: &AgentDeployment) -> Vec<String> {
         problems
             .push("spec.systemPrompt and spec.systemPromptFrom are mutually exclusive".to_owned());
     }
+    // The CRD's rule refuses these; an object stored under an older schema may not.
     if let Some(image) = &spec.image
-        && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+        && (image.is_empty() || !image.chars().all(is_image_reference_char))
     {
-        problems.push(format!("spec.image {image:?} is not an image reference"));
+        problems.push(format!(
+            "spec.image {image:?} is not an image reference: letters, digits and . _ - / : @ + [ ] \
+             only, no spaces (e.g. ghcr.io/acme/agent-runtime:1.2)"
+        ));
     }
     problems
 }
@@ -49,6 +54,18 @@ mod tests {
         assert!(problems[0].contains("externalSecretRef must not be set"));
         assert!(problems[1].contains("mutually exclusive"));
         assert!(problems[2].contains("spec.image"));
+        // Characters no image reference holds, not only whitespace.
+        for image in [
+            "ghcr.io/x/runtime:1.2\"",
+            "ghcr.io/x/$RUNTIME",
+            "ghcr.io/x/runtime\u{200b}",
+        ] {
+            agent.spec.image = Some(image.to_owned());
+            assert!(validate(&agent)[2].contains("spec.image"), "{image}");
+        }
+        let mut pinned = full();
+        pinned.spec.image = Some("[fd00::1]:5000/team/agent-runtime:1.2@sha256:0aBf".to_owned());
+        assert!(validate(&pinned).is_empty());
         let mut external = minimal();
         external.spec.database.external_secret_ref = None;
         assert!(validate(&external)[0].contains("required when mode is External"));

@@ -13,18 +13,20 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::AgentContext;
-use super::status::{self, DatabaseState, Observed, ServiceMonitorState};
+use super::status::{self, DatabaseState, Observed, Refusal, ServiceMonitorState};
 use crate::controller::apply_status;
 use crate::error::{Error, Result};
 use crate::names;
 
-/// Writes `agent`'s status if it changed. Returns when to look again for the runtime
-/// reports to go stale, if any is fresh.
+/// Writes `agent`'s status if it changed. `database` and `service_monitor` are `None`
+/// when their steps did not run (see [`Observed`]); `refusal` says why this generation
+/// was not carried out, if it was not.
 pub async fn write_status(
     agent: &AgentDeployment,
     ctx: &AgentContext,
-    database: DatabaseState,
-    service_monitor: ServiceMonitorState,
+    database: Option<DatabaseState>,
+    service_monitor: Option<ServiceMonitorState>,
+    refusal: Option<Refusal>,
 ) -> Result<()> {
     let shared = &ctx.shared;
     let name = agent.name_any();
@@ -89,7 +91,9 @@ pub async fn write_status(
         });
     let observed = Observed {
         generation: agent.metadata.generation,
+        refusal,
         database,
+        wanted_replicas: agent.spec.replicas,
         deployment: deployment.as_ref(),
         // The first failing pod by name (as `status::image_pull_failure` picks it).
         image_pull: pods

@@ -74,7 +74,14 @@ where
         &Patch::Apply(&desired),
     )
     .await
-    .map_err(Error::kube(format!("applying {kind} {name}")))?;
+    .map_err(|source| match source {
+        kube::Error::Api(ref status) if status.is_invalid() => Error::ChildRefused {
+            kind: kind.clone(),
+            name: name.clone(),
+            source,
+        },
+        source => Error::kube(format!("applying {kind} {name}"))(source),
+    })?;
     Ok(true)
 }
 

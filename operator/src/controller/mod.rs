@@ -26,7 +26,7 @@ use crate::names;
 
 /// What to do after `object`'s reconcile failed with `error`: count it, say it in a
 /// warning event, and retry with the object's own backoff, or wait for a change of
-/// the object when retrying cannot help.
+/// the object when retrying cannot help (until the resync when a child was refused).
 pub fn on_error<K>(shared: &Arc<Context>, controller: &str, object: &K, error: &Error) -> Action
 where
     K: Resource<DynamicType = ()>,
@@ -56,6 +56,9 @@ where
     });
     if error.is_permanent() {
         Action::await_change()
+    } else if matches!(error, Error::ChildRefused { .. }) {
+        // The same child would be refused again: no backoff's hot retries.
+        Action::requeue(shared.config.resync())
     } else {
         Action::requeue(shared.backoff.next(&key))
     }
