@@ -392,6 +392,21 @@ fn constrain_openai_options(schemas: &mut Map<String, Value>) {
             }
         }
     }
+    // `stream_options` (set, not null) only with `stream: true`, as OpenAI.
+    if let Some(request) = schemas
+        .get_mut("ChatCompletionRequest")
+        .and_then(Value::as_object_mut)
+    {
+        request.insert(
+            "if".to_owned(),
+            json!({"required": ["stream_options"],
+                   "properties": {"stream_options": {"type": "object"}}}),
+        );
+        request.insert(
+            "then".to_owned(),
+            json!({"required": ["stream"], "properties": {"stream": {"const": true}}}),
+        );
+    }
     set(
         schemas,
         "ToolDefinition",

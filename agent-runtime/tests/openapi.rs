@@ -54,6 +54,7 @@ async fn openapi_document_matches_the_routes() {
             "/readyz",
             "/v1/chat/completions",
             "/v1/models",
+            "/v1/models/{model}",
         ]
     );
     let (_, session) = h
@@ -92,10 +93,10 @@ async fn openapi_document_matches_the_routes() {
             );
         }
     }
-    // 32 operations, the 30 API ones (client and admin) again per channel, the
+    // 33 operations, the 31 API ones (client and admin) again per channel, the
     // webhook receiver, the Slack Events API receiver, the Discord Interactions
     // endpoint, a web channel's config.json and its live-sync stream.
-    assert_eq!(operations, 32 + 30 + 1 + 1 + 1 + 1 + 1);
+    assert_eq!(operations, 33 + 31 + 1 + 1 + 1 + 1 + 1);
 }
 
 /// Every `$ref` in `value`.
