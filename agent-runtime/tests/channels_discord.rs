@@ -86,6 +86,24 @@ async fn start_with(
     (h, tasks, discord)
 }
 
+/// Waits until the Discord channel's connection state is `expected`; its message.
+async fn state_becomes(h: &Harness, expected: crds::channel::ConnectionState) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = h.state.channels.connections.get("support-discord");
+        if let Some(c) = &got
+            && c.state == expected
+        {
+            return c.message.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{expected:?} expected: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn posts_settle(discord: &DiscordMock, n: usize) {
     assert!(
         discord.wait_until(WAIT, |d| d.posts().len() >= n).await,
@@ -551,31 +569,12 @@ async fn the_bot_reconnects_once_its_intent_is_enabled(db: Db) {
         base: Duration::from_millis(300),
         max: Duration::from_secs(1),
     });
-    let state_becomes = |expected: ConnectionState| {
-        let h = &h;
-        async move {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let got = h.state.channels.connections.get("support-discord");
-                if let Some(c) = &got
-                    && c.state == expected
-                {
-                    return c.message.clone();
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{expected:?} expected: {got:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    state_becomes(ConnectionState::Connected).await;
+    state_becomes(&h, ConnectionState::Connected).await;
     discord.disallow_intents(MESSAGE_CONTENT);
     discord
         .gateway_fault(GatewayFault::Close(4014))
         .expect("closed");
-    let message = state_becomes(ConnectionState::Unauthorized).await;
+    let message = state_becomes(&h, ConnectionState::Unauthorized).await;
     assert!(message.contains("4014"), "Discord's words: {message}");
     // Refused again while the intent stays off (the retries back off).
     assert!(
@@ -586,7 +585,7 @@ async fn the_bot_reconnects_once_its_intent_is_enabled(db: Db) {
         discord.gateway_counts()
     );
     discord.disallow_intents(0);
-    state_becomes(ConnectionState::Connected).await;
+    state_becomes(&h, ConnectionState::Connected).await;
     discord
         .user_message(Some(GUILD), CHANNEL, "<@1100000000000000001> back?", true)
         .expect("dispatched");
@@ -843,22 +842,6 @@ mod replicas_on_postgres {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_state_follows_the_gateway() {
     use crds::channel::ConnectionState;
-    async fn state_becomes(h: &Harness, expected: ConnectionState) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let got = h.state.channels.connections.get("support-discord");
-            if let Some(c) = &got
-                && c.state == expected
-            {
-                return c.message.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{expected:?} expected: {got:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
     let (h, tasks, _discord) = start(Db::Sqlite).await;
     state_becomes(&h, ConnectionState::Connected).await;
     tasks.stop().await;

@@ -466,13 +466,7 @@ async fn request_fields_are_honoured_or_refused_by_name(db: Db) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let sent = h
-        .mock
-        .requests()
-        .last()
-        .expect("upstream request")
-        .body
-        .clone();
+    let sent = last_upstream_body(&h);
     assert_eq!(sent["max_completion_tokens"], 50, "{sent}");
     assert!(sent.get("max_tokens").is_none(), "{sent}");
     assert_eq!(sent["reasoning_effort"], "low", "{sent}");
@@ -491,15 +485,19 @@ async fn request_fields_are_honoured_or_refused_by_name(db: Db) {
         )
         .await;
     assert_eq!(status, 200);
-    let sent = h
-        .mock
+    let sent = last_upstream_body(&h);
+    assert_eq!(sent["max_tokens"], 40, "{sent}");
+    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+}
+
+/// The body of the last request the runtime sent the model.
+fn last_upstream_body(h: &Harness) -> Value {
+    h.mock
         .requests()
         .last()
         .expect("upstream request")
         .body
-        .clone();
-    assert_eq!(sent["max_tokens"], 40, "{sent}");
-    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+        .clone()
 }
 
 /// A request the model's API refuses as invalid (400) is the client's to fix:
