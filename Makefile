@@ -42,9 +42,11 @@ demo-down: ## stop the demo
 images: ## build the operator and runtime images (release, offline, buildah from scratch)
 	@hack/images.sh build --profile release
 
-.PHONY: bench bench-instructions bench-operator
+.PHONY: bench bench-instructions bench-operator bench-compare
 bench: ## benchmarks: runtime vs. calling the mock upstream directly (table with aims and ratios)
 	@hack/bench.sh
+bench-compare: ## the runtime side by side with the LiteLLM proxy, both in front of mock-llm
+	@hack/python-env.sh .switchboard/litellm tools/litellm-requirements.txt && hack/bench.sh --litellm .switchboard/litellm/bin/litellm
 bench-instructions: ## instructions per chat under callgrind only (the stable figure, a few minutes)
 	@hack/bench.sh --instructions-only
 bench-operator: ## operator at scale: N agents to Available, memory, idle writes, cleanup (N=100)

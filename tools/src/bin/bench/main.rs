@@ -9,6 +9,7 @@
 //! calling `mock-llm` directly. Figures are reported, never asserted.
 
 mod callgrind;
+mod compare;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,12 @@ struct Args {
     /// other phases call over HTTP/1.1.
     #[arg(long)]
     upstream_h2c: bool,
+    /// The `litellm` executable of a LiteLLM proxy install (`make
+    /// bench-compare` installs one): measure it side by side with the
+    /// runtime, both in front of the same mock-llm and pinned to the same
+    /// CPUs, instead of the usual table (see [`compare`]).
+    #[arg(long, value_name = "PATH")]
+    litellm: Option<PathBuf>,
 }
 
 /// Where the runtime stores conversations.
@@ -297,7 +304,41 @@ struct Series {
     runtime: Vec<Duration>,
 }
 
-/// Interleaves direct and through-the-runtime requests so drift hits both alike.
+/// A server the bench sends chats to: its base URL and the bearer key it wants.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    base: &'a str,
+    key: Option<&'a str>,
+}
+
+/// `n` chats sent to each target in turn, one at a time, so drift hits all
+/// alike. Per target: each chat's whole-response time and its time to the
+/// first body chunk, both sorted.
+async fn interleaved(
+    client: &reqwest::Client,
+    targets: &[Target<'_>],
+    n: usize,
+    stream: bool,
+) -> Vec<(Vec<Duration>, Vec<Duration>)> {
+    let mut out = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); targets.len()];
+    for i in 0..n {
+        let body = chat_body(&format!("latency probe {i}"), stream, "bench-latency");
+        for (target, (total, first)) in targets.iter().zip(&mut out) {
+            let url = format!("{}/v1/chat/completions", target.base);
+            let (t, f) = timed(client, &url, target.key, &body).await;
+            total.push(t);
+            first.push(f);
+        }
+    }
+    for (total, first) in &mut out {
+        total.sort();
+        first.sort();
+    }
+    out
+}
+
+/// Interleaves direct and through-the-runtime requests so drift hits both
+/// alike: (whole-response times, times to first token).
 async fn latency_series(
     client: &reqwest::Client,
     mock: &str,
@@ -305,34 +346,31 @@ async fn latency_series(
     n: usize,
     stream: bool,
 ) -> (Series, Series) {
-    let mut total = Series {
-        direct: vec![],
-        runtime: vec![],
-    };
-    let mut ttft = Series {
-        direct: vec![],
-        runtime: vec![],
-    };
-    for i in 0..n {
-        let body = chat_body(&format!("latency probe {i}"), stream, "bench-latency");
-        let (t, f) = timed(client, &format!("{mock}/v1/chat/completions"), None, &body).await;
-        total.direct.push(t);
-        ttft.direct.push(f);
-        let (t, f) = timed(
-            client,
-            &format!("{runtime}/v1/chat/completions"),
-            Some(API_KEY),
-            &body,
-        )
-        .await;
-        total.runtime.push(t);
-        ttft.runtime.push(f);
-    }
-    for s in [&mut total, &mut ttft] {
-        s.direct.sort();
-        s.runtime.sort();
-    }
-    (total, ttft)
+    let targets = [
+        Target {
+            base: mock,
+            key: None,
+        },
+        Target {
+            base: runtime,
+            key: Some(API_KEY),
+        },
+    ];
+    let mut out = interleaved(client, &targets, n, stream).await.into_iter();
+    let ((direct_total, direct_first), (runtime_total, runtime_first)) = (
+        out.next().unwrap_or_default(),
+        out.next().unwrap_or_default(),
+    );
+    (
+        Series {
+            direct: direct_total,
+            runtime: runtime_total,
+        },
+        Series {
+            direct: direct_first,
+            runtime: runtime_first,
+        },
+    )
 }
 
 /// One closed-loop load run: `--concurrency` clients, each sending its next
@@ -1602,6 +1640,12 @@ async fn main() {
             &load_start,
         )
         .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
+    if let Some(litellm) = &args.litellm {
+        compare::run(&args, &dir, &_mock, &mock_url, &database, &client, litellm).await;
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

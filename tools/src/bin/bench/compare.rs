@@ -1,0 +1,312 @@
+//! `bench --litellm PATH` (`make bench-compare`): the runtime side by side with
+//! the LiteLLM proxy, the popular Python gateway, both in front of the same
+//! mock-llm, pinned to the same CPUs and measured in one run by the same client:
+//! one-at-a-time latency (whole answers and streamed first tokens, the three
+//! servers interleaved so drift hits all alike), the runtime's and the proxy's
+//! CPU per chat, chats per second at `--concurrency` and the latency there, and
+//! memory. The runtime persists every user message and answer (Postgres with
+//! `--database-url`, else SQLite); the proxy runs without a database, as its
+//! quick start does, so it stores nothing: the comparison favours it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::{
+    API_KEY, Args, Database, Load, Proc, Target, cpu_time, free_port, interleaved, load_average,
+    machine_cpus, micros, ms, per_request, percentile, rss_kib, start_runtime, stolen, throughput,
+    wait_http_for,
+};
+
+/// The proxy's master key (it refuses to start without one).
+const LITELLM_KEY: &str = "sk-bench-000000000000000000000000000000000000";
+
+/// Requests sent to each server before measuring (the proxy's first ones are
+/// slow: imports, routers and clients made on first use).
+const WARM_CHATS: usize = 200;
+
+/// The environment that keeps the proxy off the network: it would otherwise
+/// fetch its model cost map, blog posts and policy templates from the
+/// internet at start (the machine has none; the bench sends traffic to
+/// loopback only).
+const OFFLINE: [(&str, &str); 6] = [
+    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+    ("LITELLM_LOCAL_BLOG_POSTS", "True"),
+    ("LITELLM_LOCAL_POLICY_TEMPLATES", "True"),
+    ("LITELLM_LOCAL_AUTOROUTER_PRESETS", "True"),
+    ("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True"),
+    ("LITELLM_LOG", "ERROR"),
+];
+
+/// Starts the proxy (one worker, pinned like the runtime) routing model
+/// `bench` to mock-llm; waits until it answers.
+async fn start_litellm(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    litellm: &Path,
+    client: &reqwest::Client,
+) -> (Proc, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n      \
+             api_base: {mock_url}/v1\n      api_key: none\n"
+        ),
+    )
+    .expect("LiteLLM config written");
+    let log = dir.join("litellm.log");
+    let mut cmd = if args.runtime_cpus.is_empty() {
+        Command::new(litellm)
+    } else {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &args.runtime_cpus]).arg(litellm);
+        c
+    };
+    let proxy = Proc {
+        child: cmd
+            .args(["--config", &config.display().to_string()])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--num_workers", "1"])
+            .env("LITELLM_MASTER_KEY", LITELLM_KEY)
+            .envs(OFFLINE)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("LiteLLM log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("litellm starts"),
+    };
+    if !wait_http_for(
+        client,
+        &format!("{url}/health/liveliness"),
+        Duration::from_secs(180),
+    )
+    .await
+    {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(30).collect();
+        panic!(
+            "the LiteLLM proxy did not answer within 180 s; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    (proxy, url)
+}
+
+/// The installed proxy's version, from the Python next to its executable.
+fn litellm_version(litellm: &Path) -> String {
+    let python = litellm.with_file_name("python");
+    std::process::Command::new(python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "(version unknown)".to_owned())
+}
+
+/// One server's figures in the comparison.
+struct Measured {
+    whole: Vec<Duration>,
+    first_token: Vec<Duration>,
+    /// CPU per chat over the one-at-a-time whole-answer series.
+    sequential_cpu: Duration,
+    load: Load,
+    idle_rss: u64,
+}
+
+/// Runs the comparison and prints its table.
+pub(crate) async fn run(
+    args: &Args,
+    dir: &Path,
+    mock: &Proc,
+    mock_url: &str,
+    database: &Database,
+    client: &reqwest::Client,
+    litellm: &Path,
+) {
+    let version = litellm_version(litellm);
+    let load_start = load_average();
+    let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
+    let (proxy, proxy_url) = start_litellm(args, dir, mock_url, litellm, client).await;
+    // With taskset the pid is taskset's until it execs; it execs at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let targets = [
+        Target {
+            base: mock_url,
+            key: None,
+        },
+        Target {
+            base: &runtime_url,
+            key: Some(API_KEY),
+        },
+        Target {
+            base: &proxy_url,
+            key: Some(LITELLM_KEY),
+        },
+    ];
+    let _ = interleaved(client, &targets, WARM_CHATS, false).await;
+    let _ = interleaved(client, &targets, WARM_CHATS / 4, true).await;
+    let idle = [0, rss_kib(runtime.pid()), rss_kib(proxy.pid())];
+
+    let pids = [mock.pid(), runtime.pid(), proxy.pid()];
+    let cpu_before = pids.map(cpu_time);
+    let whole = interleaved(client, &targets, args.latency_requests, false).await;
+    let sequential = pids.map(cpu_time);
+    let streamed = interleaved(client, &targets, args.latency_requests, true).await;
+
+    let direct_load = throughput(client, mock_url, None, mock.pid(), None, args).await;
+    let runtime_load = throughput(
+        client,
+        &runtime_url,
+        Some(API_KEY),
+        runtime.pid(),
+        Some(mock.pid()),
+        args,
+    )
+    .await;
+    let proxy_load = throughput(
+        client,
+        &proxy_url,
+        Some(LITELLM_KEY),
+        proxy.pid(),
+        Some(mock.pid()),
+        args,
+    )
+    .await;
+
+    let mut measured = whole
+        .into_iter()
+        .zip(streamed)
+        .zip([direct_load, runtime_load, proxy_load])
+        .enumerate()
+        .map(|(i, (((whole, _), (_, first_token)), load))| Measured {
+            whole,
+            first_token,
+            // mock-llm answers every request of the series: the three servers'.
+            sequential_cpu: per_request(
+                sequential[i].saturating_sub(cpu_before[i]),
+                args.latency_requests * if i == 0 { targets.len() } else { 1 },
+            ),
+            load,
+            idle_rss: idle[i],
+        });
+    let (Some(direct), Some(ours), Some(theirs)) =
+        (measured.next(), measured.next(), measured.next())
+    else {
+        unreachable!("three servers were measured")
+    };
+    drop((runtime, proxy));
+
+    println!(
+        "\n## Switchboard agent runtime vs. LiteLLM proxy {version}, both in front of mock-llm (one run)\n"
+    );
+    println!(
+        "Both pinned to CPU(s) `{}` on a {}-CPU machine, the proxy with one worker (load average over a minute: \
+         {load_start} at the start, {} at the end; CPU time taken by the host: {}). The runtime persists every \
+         user message and answer to {} before answering; the proxy runs without a database and stores nothing. \
+         One at a time: {} requests per series, the three servers in turn. Added: over calling mock-llm directly. \
+         Last column: the proxy's figure ÷ the runtime's (added latency, CPU per chat, memory) or the runtime's ÷ \
+         the proxy's (chats/s): how many times better the runtime does.\n",
+        if args.runtime_cpus.is_empty() {
+            "any"
+        } else {
+            &args.runtime_cpus
+        },
+        machine_cpus(),
+        load_average(),
+        stolen(),
+        database.name(),
+        args.latency_requests,
+    );
+    println!("| figure | direct | Switchboard | LiteLLM | Switchboard added | LiteLLM added | × |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, pick) in [
+        (
+            "chat, non-streaming",
+            (|m: &Measured| &m.whole) as fn(&Measured) -> &Vec<Duration>,
+        ),
+        ("chat, streaming, time to first token", |m: &Measured| {
+            &m.first_token
+        }),
+    ] {
+        for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+            let [d, o, t] = [&direct, &ours, &theirs].map(|m| percentile(pick(m), p));
+            let (oa, ta) = (o.saturating_sub(d), t.saturating_sub(d));
+            println!(
+                "| {name}, {label} | {} ms | {} ms | {} ms | +{} ms | +{} ms | {:.1} |",
+                ms(d),
+                ms(o),
+                ms(t),
+                ms(oa),
+                ms(ta),
+                times(ta.as_secs_f64(), oa.as_secs_f64()),
+            );
+        }
+    }
+    println!(
+        "| CPU time per chat, one at a time | {:.0} µs (mock-llm, per answer) | {:.0} µs | {:.0} µs | — | — | {:.1} |",
+        micros(direct.sequential_cpu),
+        micros(ours.sequential_cpu),
+        micros(theirs.sequential_cpu),
+        times(micros(theirs.sequential_cpu), micros(ours.sequential_cpu)),
+    );
+    println!(
+        "| chats/s at concurrency {} ({} s; failed: {} / {} / {}) | {:.0} | {:.0} | {:.0} | — | — | {:.1} |",
+        args.concurrency,
+        args.seconds,
+        direct.load.failed,
+        ours.load.failed,
+        theirs.load.failed,
+        direct.load.rps,
+        ours.load.rps,
+        theirs.load.rps,
+        times(ours.load.rps, theirs.load.rps),
+    );
+    println!(
+        "| CPU time per chat at that concurrency | {:.0} µs (mock-llm) | {:.0} µs | {:.0} µs | — | — | {:.1} |",
+        micros(direct.load.cpu_per_chat),
+        micros(ours.load.cpu_per_chat),
+        micros(theirs.load.cpu_per_chat),
+        times(
+            micros(theirs.load.cpu_per_chat),
+            micros(ours.load.cpu_per_chat)
+        ),
+    );
+    for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
+        let [d, o, t] = [&direct, &ours, &theirs].map(|m| percentile(&m.load.latencies, p));
+        println!(
+            "| latency at that concurrency, {label} | {} ms | {} ms | {} ms | — | — | {:.1} |",
+            ms(d),
+            ms(o),
+            ms(t),
+            times(t.as_secs_f64(), o.as_secs_f64()),
+        );
+    }
+    println!(
+        "| memory idle after warm-up (RSS) | — | {:.1} MiB | {:.1} MiB | — | — | {:.1} |",
+        ours.idle_rss as f64 / 1024.0,
+        theirs.idle_rss as f64 / 1024.0,
+        times(theirs.idle_rss as f64, ours.idle_rss as f64),
+    );
+    println!(
+        "| memory under load (peak RSS) | — | {:.1} MiB | {:.1} MiB | — | — | {:.1} |",
+        ours.load.peak_rss as f64 / 1024.0,
+        theirs.load.peak_rss as f64 / 1024.0,
+        times(theirs.load.peak_rss as f64, ours.load.peak_rss as f64),
+    );
+}
+
+/// `a ÷ b`, or 0 when `b` is 0.
+fn times(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
