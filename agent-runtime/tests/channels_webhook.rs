@@ -466,7 +466,172 @@ async fn a_message_stored_before_the_previous_answer_is_answered_too(db: Db) {
     );
 }
 
+/// A receiver with the answers the runtime must not take for success or
+/// retry forever: `/moved` redirects (301) to `/final`, `/gone` is 410,
+/// `/busy` is 429 with `Retry-After: 2` the first time. Records each
+/// request's path, method and when it came.
+async fn awkward_receiver() -> (
+    Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
+    String,
+) {
+    use axum::response::IntoResponse;
+    let seen: Arc<Mutex<Vec<(String, String, std::time::Instant)>>> = Arc::default();
+    let record = seen.clone();
+    let app =
+        axum::Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
+            let record = record.clone();
+            async move {
+                let path = uri.path().to_owned();
+                let first = !record
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .any(|(p, _, _)| *p == path);
+                record.lock().expect("lock").push((
+                    path.clone(),
+                    method.to_string(),
+                    std::time::Instant::now(),
+                ));
+                match path.as_str() {
+                    "/moved" => {
+                        (StatusCode::MOVED_PERMANENTLY, [("location", "/final")]).into_response()
+                    }
+                    "/gone" => StatusCode::GONE.into_response(),
+                    "/busy" if first => {
+                        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "2")]).into_response()
+                    }
+                    _ => StatusCode::OK.into_response(),
+                }
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (seen, base)
+}
+
+/// The outbox entry of the only delivery, once `ready` holds for it.
+async fn outbox_entry(h: &Harness, ready: impl Fn(&Value) -> bool) -> Value {
+    eventually(Duration::from_secs(15), "the outbox entry", || async {
+        let (_, page) = h.admin_get("/api/admin/outbox").await;
+        let entry = page["data"][0].clone();
+        ready(&entry).then_some(entry)
+    })
+    .await
+}
+
+/// A callback that redirects is not followed (a 301 turns the POST into a
+/// GET without the answer, whose 200 would have marked it delivered): the
+/// answer stays pending, saying why. A 410 is given up at once. A 429's
+/// `Retry-After` is waited out.
+async fn redirects_gone_and_throttled_callbacks(db: Db) {
+    let (seen, base) = awkward_receiver().await;
+    let (h, tasks) = start(db, &format!("{base}/moved")).await;
+    let url = h.url("/channels/hooks/webhook");
+    assert_eq!(
+        send(&h.client, &url, &message("one"), now(), None).await.0,
+        202
+    );
+    let entry = outbox_entry(&h, |e| {
+        e["last_error"].as_str().is_some_and(|m| m.contains("301"))
+    })
+    .await;
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("redirect")),
+        "{entry}"
+    );
+    assert_eq!(entry["state"], "pending", "{entry}");
+    tasks.stop().await;
+    assert!(
+        !seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(p, _, _)| p == "/final"),
+        "the redirect was not followed"
+    );
+
+    let (h, tasks) = start(db, &format!("{base}/gone")).await;
+    let url = h.url("/channels/hooks/webhook");
+    assert_eq!(
+        send(&h.client, &url, &message("two"), now(), None).await.0,
+        202
+    );
+    let entry = outbox_entry(&h, |e| e["state"] == "failed").await;
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("410")),
+        "{entry}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tasks.stop().await;
+    let gone = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(p, _, _)| p == "/gone")
+        .count();
+    assert_eq!(gone, 1, "given up after the 410");
+
+    let (h, tasks) = start(db, &format!("{base}/busy")).await;
+    let url = h.url("/channels/hooks/webhook");
+    assert_eq!(
+        send(&h.client, &url, &message("three"), now(), None)
+            .await
+            .0,
+        202
+    );
+    outbox_settled(&h.state, 1).await;
+    tasks.stop().await;
+    let busy: Vec<std::time::Instant> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(p, _, _)| p == "/busy")
+        .map(|(_, _, at)| *at)
+        .collect();
+    assert_eq!(busy.len(), 2, "a 429, then the delivery");
+    assert!(
+        busy[1] - busy[0] >= Duration::from_millis(1900),
+        "Retry-After: 2 waited out: {:?}",
+        busy[1] - busy[0]
+    );
+}
+
+/// What the webhook takes is exactly `conversationId`, `user` and `text`: a
+/// body with more (such as a callback the runtime signed, sent back to it) is
+/// refused naming the field; a body over the size limit is a JSON 413.
+async fn unknown_fields_and_oversized_bodies_are_refused(db: Db) {
+    let (_callback, callback_url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &callback_url).await;
+    let url = h.url("/channels/hooks/webhook");
+    let mut echoed = message("hi");
+    echoed["deliveryId"] = json!("0190aaaa-0000-7000-8000-000000000000");
+    let (status, body) = send(&h.client, &url, &echoed, now(), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deliveryId")),
+        "{body}"
+    );
+    let huge = json!({"conversationId": "c", "user": "u", "text": "x".repeat(3 * 1024 * 1024)});
+    let (status, body) = send(&h.client, &url, &huge, now(), None).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    tasks.stop().await;
+}
+
 on_both_databases!(
+    redirects_gone_and_throttled_callbacks,
+    unknown_fields_and_oversized_bodies_are_refused,
     a_signed_message_is_answered_at_the_callback,
     a_message_stored_before_the_previous_answer_is_answered_too,
     bad_stale_and_replayed_messages_are_refused,

@@ -210,8 +210,17 @@ enum AttemptError {
     Answer(String),
     #[error("callback unreachable: {0}")]
     Unreachable(#[source] reqwest::Error),
-    #[error("callback answered HTTP {0}")]
-    Status(u16),
+    #[error("callback answered HTTP {status}{}", if (300..400).contains(status) {
+        " (a redirect: answers are not POSTed to where it points; set callbackUrl to the final URL)"
+    } else {
+        ""
+    })]
+    Status {
+        /// The receiver's status.
+        status: u16,
+        /// Its `Retry-After` (seconds), with a 429 or 503.
+        retry_after: Option<Duration>,
+    },
 }
 
 impl AttemptError {
@@ -230,6 +239,8 @@ impl AttemptError {
                 (400..500).contains(status) && *status != 408
             }
             Self::Discord(super::discord_api::DiscordPostError::BadId(_)) => true,
+            // The receiver says the URL is gone for good.
+            Self::Status { status: 410, .. } => true,
             _ => false,
         }
     }
@@ -256,9 +267,11 @@ async fn process(state: &SharedState, delivery: Delivery) {
             let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
             let delay = match &err {
                 AttemptError::Slack(super::slack_api::PostError::RateLimited(wait))
-                | AttemptError::Discord(super::discord_api::DiscordPostError::RateLimited(wait)) => {
-                    *wait
-                }
+                | AttemptError::Discord(super::discord_api::DiscordPostError::RateLimited(wait))
+                | AttemptError::Status {
+                    retry_after: Some(wait),
+                    ..
+                } => *wait,
                 _ => state.webhooks.backoff().delay(attempts, jitter()),
             };
             let permanent = err.is_permanent();
@@ -420,8 +433,19 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         .send()
         .await
         .map_err(AttemptError::Unreachable)?;
-    if !response.status().is_success() {
-        return Err(AttemptError::Status(response.status().as_u16()));
+    let status = response.status();
+    if !status.is_success() {
+        let retry_after = [429, 503]
+            .contains(&status.as_u16())
+            .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(3600)));
+        return Err(AttemptError::Status {
+            status: status.as_u16(),
+            retry_after,
+        });
     }
     tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "webhook answer delivered");
     Ok(())

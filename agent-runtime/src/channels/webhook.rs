@@ -21,9 +21,11 @@ use crate::db::NewDelivery;
 use crate::error::{ApiError, ErrorBody, extract};
 use crate::state::SharedState;
 
-/// An inbound webhook message.
+/// An inbound webhook message. Other fields are refused, not ignored: a
+/// callback the runtime signed (same key, same scheme) sent back to it is not
+/// taken for a message.
 #[derive(Deserialize, ToSchema, Debug)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookMessage {
     /// The sender's conversation id: messages with the same id share a session.
     pub conversation_id: String,
@@ -77,8 +79,15 @@ pub async fn receive(
     State(state): State<SharedState>,
     extract::Path(name): extract::Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large()
+        } else {
+            ApiError::bad_request("invalid_body", rejection.body_text())
+        }
+    })?;
     let channel = state.channels.resolve(&name)?;
     let webhook = match (&channel.webhook, channel.channel_type) {
         (Some(webhook), ChannelType::Webhook) => webhook.clone(),

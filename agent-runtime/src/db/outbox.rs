@@ -154,7 +154,10 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries due at `now_ms` and not leased by anyone, oldest first.
+    /// Pending deliveries due at `now_ms` and not leased by anyone: those tried
+    /// fewest times first, then the oldest, so that a receiver that keeps
+    /// failing (each attempt up to the callback timeout) does not hold new
+    /// answers, of any channel, behind its retries.
     pub async fn due_deliveries(
         &self,
         now_ms: i64,
@@ -162,7 +165,7 @@ impl Store {
     ) -> Result<Vec<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM webhook_outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-             AND (locked_until IS NULL OR locked_until < $1) ORDER BY created_at LIMIT $2"
+             AND (locked_until IS NULL OR locked_until < $1) ORDER BY attempts, created_at LIMIT $2"
         );
         Ok(
             with_pool!(self, pool => sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql.as_str()))
