@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 
@@ -403,9 +404,16 @@ def live(base):
         fail("Prometheus has loaded no rules")
     # Recording rules produce data (a wrong bucket boundary or label would not).
     records = sorted({r["name"] for g in groups for r in g["rules"] if r.get("type") == "recording"})
+    # Rules are evaluated every second on what was scraped: on a loaded machine a
+    # series born just before the check can need a few more evaluations (a rate
+    # wants two samples), so each record is given until its deadline.
+    deadline = time.time() + 30
     for record in records:
-        if not api(base, "/api/v1/query", {"query": record})["result"]:
-            fail(f"recording rule {record} has no series")
+        while not api(base, "/api/v1/query", {"query": record})["result"]:
+            if time.time() > deadline:
+                fail(f"recording rule {record} has no series")
+                break
+            time.sleep(1)
     firing = sorted({a["labels"]["alertname"] for a in api(base, "/api/v1/alerts", {})["alerts"]})
     print(f"live: {total_queries} dashboard queries returned {total_series} series; {n_rules} rules loaded "
           f"and evaluated, {len(records)} recording rules with data; alerts pending or firing now: {', '.join(firing) or 'none'}")
