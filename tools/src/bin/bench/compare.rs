@@ -1,8 +1,9 @@
 //! `bench --litellm PATH` (`make bench-compare`): the runtime side by side with
 //! the LiteLLM proxy, the popular Python gateway, both in front of the same
 //! mock-llm, pinned to the same CPUs and measured in one run by the same client:
-//! one-at-a-time latency (whole answers and streamed first tokens, the three
-//! servers interleaved so drift hits all alike), the runtime's and the proxy's
+//! one-at-a-time latency (whole answers and streamed first tokens, each
+//! server's chats interleaved with the same chats sent to mock-llm directly,
+//! the other server stopped meanwhile), the runtime's and the proxy's
 //! CPU per chat, chats per second at `--concurrency` and the latency there, and
 //! memory. The runtime persists every user message and answer (Postgres with
 //! `--database-url`, else SQLite); the proxy runs without a database, as its
@@ -114,14 +115,103 @@ fn litellm_version(litellm: &Path) -> String {
         .unwrap_or_else(|| "(version unknown)".to_owned())
 }
 
-/// One server's figures in the comparison.
-struct Measured {
+/// One server's figures, measured with the other server stopped, and the
+/// series sent to mock-llm directly in the same phase.
+struct Alone {
+    direct_whole: Vec<Duration>,
+    direct_first: Vec<Duration>,
+    /// mock-llm's CPU per answer over the whole-answer series.
+    mock_cpu: Duration,
     whole: Vec<Duration>,
     first_token: Vec<Duration>,
     /// CPU per chat over the one-at-a-time whole-answer series.
     sequential_cpu: Duration,
     load: Load,
+    /// RSS after warming up.
     idle_rss: u64,
+}
+
+/// Picks a direct series and the server's, from one [`Alone`].
+type Pick = fn(&Alone) -> (&Vec<Duration>, &Vec<Duration>);
+
+/// A process stopped (`SIGSTOP`) while this lives, continued (`SIGCONT`) after.
+struct Paused(u32);
+
+impl Paused {
+    fn new(pid: u32) -> Self {
+        signal(pid, "-STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status();
+}
+
+/// One server's phase: warm-up, one-at-a-time series interleaved with the
+/// same chats sent to mock-llm directly, then the closed-loop load.
+async fn alone(
+    client: &reqwest::Client,
+    args: &Args,
+    mock: &Proc,
+    mock_url: &str,
+    base: &str,
+    key: &'static str,
+    pid: u32,
+) -> Alone {
+    let targets = [
+        Target {
+            base: mock_url,
+            key: None,
+        },
+        Target {
+            base,
+            key: Some(key),
+        },
+    ];
+    let _ = interleaved(client, &targets, WARM_CHATS, false).await;
+    let _ = interleaved(client, &targets, WARM_CHATS / 4, true).await;
+    let idle_rss = rss_kib(pid);
+    let before = [mock.pid(), pid].map(cpu_time);
+    let mut whole = interleaved(client, &targets, args.latency_requests, false)
+        .await
+        .into_iter();
+    let after = [mock.pid(), pid].map(cpu_time);
+    let mut streamed = interleaved(client, &targets, args.latency_requests, true)
+        .await
+        .into_iter();
+    let load = throughput(client, base, Some(key), pid, Some(mock.pid()), args).await;
+    let ((direct_whole, _), (whole, _)) = (
+        whole.next().unwrap_or_default(),
+        whole.next().unwrap_or_default(),
+    );
+    let ((_, direct_first), (_, first_token)) = (
+        streamed.next().unwrap_or_default(),
+        streamed.next().unwrap_or_default(),
+    );
+    Alone {
+        direct_whole,
+        direct_first,
+        // mock-llm answered both servers' series: the direct chats and the
+        // server's.
+        mock_cpu: per_request(
+            after[0].saturating_sub(before[0]),
+            2 * args.latency_requests,
+        ),
+        whole,
+        first_token,
+        sequential_cpu: per_request(after[1].saturating_sub(before[1]), args.latency_requests),
+        load,
+        idle_rss,
+    }
 }
 
 /// Runs the comparison and prints its table.
@@ -140,70 +230,38 @@ pub(crate) async fn run(
     let (proxy, proxy_url) = start_litellm(args, dir, mock_url, litellm, client).await;
     // With taskset the pid is taskset's until it execs; it execs at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let targets = [
-        Target {
-            base: mock_url,
-            key: None,
-        },
-        Target {
-            base: &runtime_url,
-            key: Some(API_KEY),
-        },
-        Target {
-            base: &proxy_url,
-            key: Some(LITELLM_KEY),
-        },
-    ];
-    let _ = interleaved(client, &targets, WARM_CHATS, false).await;
-    let _ = interleaved(client, &targets, WARM_CHATS / 4, true).await;
-    let idle = [0, rss_kib(runtime.pid()), rss_kib(proxy.pid())];
-
-    let pids = [mock.pid(), runtime.pid(), proxy.pid()];
-    let cpu_before = pids.map(cpu_time);
-    let whole = interleaved(client, &targets, args.latency_requests, false).await;
-    let sequential = pids.map(cpu_time);
-    let streamed = interleaved(client, &targets, args.latency_requests, true).await;
-
-    let direct_load = throughput(client, mock_url, None, mock.pid(), None, args).await;
-    let runtime_load = throughput(
-        client,
-        &runtime_url,
-        Some(API_KEY),
-        runtime.pid(),
-        Some(mock.pid()),
-        args,
-    )
-    .await;
-    let proxy_load = throughput(
-        client,
-        &proxy_url,
-        Some(LITELLM_KEY),
-        proxy.pid(),
-        Some(mock.pid()),
-        args,
-    )
-    .await;
-
-    let mut measured = whole
-        .into_iter()
-        .zip(streamed)
-        .zip([direct_load, runtime_load, proxy_load])
-        .enumerate()
-        .map(|(i, (((whole, _), (_, first_token)), load))| Measured {
-            whole,
-            first_token,
-            // mock-llm answers every request of the series: the three servers'.
-            sequential_cpu: per_request(
-                sequential[i].saturating_sub(cpu_before[i]),
-                args.latency_requests * if i == 0 { targets.len() } else { 1 },
-            ),
-            load,
-            idle_rss: idle[i],
-        });
-    let (Some(direct), Some(ours), Some(theirs)) =
-        (measured.next(), measured.next(), measured.next())
-    else {
-        unreachable!("three servers were measured")
+    // Each server is measured alone on its CPU, the other stopped (SIGSTOP):
+    // pinned to the same CPU, an idle Python process still wakes up (its
+    // event loop's timers) and would add its time to the runtime's chats.
+    let ours = {
+        let _paused = Paused::new(proxy.pid());
+        alone(
+            client,
+            args,
+            mock,
+            mock_url,
+            &runtime_url,
+            API_KEY,
+            runtime.pid(),
+        )
+        .await
+    };
+    let theirs = {
+        let _paused = Paused::new(runtime.pid());
+        alone(
+            client,
+            args,
+            mock,
+            mock_url,
+            &proxy_url,
+            LITELLM_KEY,
+            proxy.pid(),
+        )
+        .await
+    };
+    let direct_load = {
+        let _paused = (Paused::new(runtime.pid()), Paused::new(proxy.pid()));
+        throughput(client, mock_url, None, mock.pid(), None, args).await
     };
     drop((runtime, proxy));
 
@@ -214,7 +272,7 @@ pub(crate) async fn run(
         "Both pinned to CPU(s) `{}` on a {}-CPU machine, the proxy with one worker (load average over a minute: \
          {load_start} at the start, {} at the end; CPU time taken by the host: {}). The runtime persists every \
          user message and answer to {} before answering; the proxy runs without a database and stores nothing. \
-         One at a time: {} requests per series, the three servers in turn. Added: over calling mock-llm directly. \
+         Each is measured with the other stopped (SIGSTOP), so it has its CPU to itself. One at a time: {} requests per series, each interleaved with the same chat sent to mock-llm directly (the direct column: Switchboard's phase / LiteLLM's phase). Added: over that phase's direct series. \
          Last column: the proxy's figure ÷ the runtime's (added latency, CPU per chat, memory) or the runtime's ÷ \
          the proxy's (chats/s): how many times better the runtime does.\n",
         if args.runtime_cpus.is_empty() {
@@ -233,18 +291,20 @@ pub(crate) async fn run(
     for (name, pick) in [
         (
             "chat, non-streaming",
-            (|m: &Measured| &m.whole) as fn(&Measured) -> &Vec<Duration>,
+            (|m: &Alone| (&m.direct_whole, &m.whole)) as Pick,
         ),
-        ("chat, streaming, time to first token", |m: &Measured| {
-            &m.first_token
+        ("chat, streaming, time to first token", |m: &Alone| {
+            (&m.direct_first, &m.first_token)
         }),
     ] {
         for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
-            let [d, o, t] = [&direct, &ours, &theirs].map(|m| percentile(pick(m), p));
-            let (oa, ta) = (o.saturating_sub(d), t.saturating_sub(d));
+            let [(od, o), (td, t)] =
+                [&ours, &theirs].map(|m| (percentile(pick(m).0, p), percentile(pick(m).1, p)));
+            let (oa, ta) = (o.saturating_sub(od), t.saturating_sub(td));
             println!(
-                "| {name}, {label} | {} ms | {} ms | {} ms | +{} ms | +{} ms | {:.1} |",
-                ms(d),
+                "| {name}, {label} | {} / {} ms | {} ms | {} ms | +{} ms | +{} ms | {:.1} |",
+                ms(od),
+                ms(td),
                 ms(o),
                 ms(t),
                 ms(oa),
@@ -255,7 +315,7 @@ pub(crate) async fn run(
     }
     println!(
         "| CPU time per chat, one at a time | {:.0} µs (mock-llm, per answer) | {:.0} µs | {:.0} µs | — | — | {:.1} |",
-        micros(direct.sequential_cpu),
+        micros(ours.mock_cpu),
         micros(ours.sequential_cpu),
         micros(theirs.sequential_cpu),
         times(micros(theirs.sequential_cpu), micros(ours.sequential_cpu)),
@@ -264,17 +324,17 @@ pub(crate) async fn run(
         "| chats/s at concurrency {} ({} s; failed: {} / {} / {}) | {:.0} | {:.0} | {:.0} | — | — | {:.1} |",
         args.concurrency,
         args.seconds,
-        direct.load.failed,
+        direct_load.failed,
         ours.load.failed,
         theirs.load.failed,
-        direct.load.rps,
+        direct_load.rps,
         ours.load.rps,
         theirs.load.rps,
         times(ours.load.rps, theirs.load.rps),
     );
     println!(
         "| CPU time per chat at that concurrency | {:.0} µs (mock-llm) | {:.0} µs | {:.0} µs | — | — | {:.1} |",
-        micros(direct.load.cpu_per_chat),
+        micros(direct_load.cpu_per_chat),
         micros(ours.load.cpu_per_chat),
         micros(theirs.load.cpu_per_chat),
         times(
@@ -283,7 +343,8 @@ pub(crate) async fn run(
         ),
     );
     for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
-        let [d, o, t] = [&direct, &ours, &theirs].map(|m| percentile(&m.load.latencies, p));
+        let d = percentile(&direct_load.latencies, p);
+        let [o, t] = [&ours, &theirs].map(|m| percentile(&m.load.latencies, p));
         println!(
             "| latency at that concurrency, {label} | {} ms | {} ms | {} ms | — | — | {:.1} |",
             ms(d),
