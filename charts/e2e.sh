@@ -118,10 +118,15 @@ kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/de
 kubectl -n "$ns" create secret generic switchboard-database-admin \
   --from-literal=uri="$admin_url" >/dev/null
 kubectl -n "$other" create secret generic not-yours --from-literal=token=secret >/dev/null
+# The runtime's pull Secret (runtime.imagePullSecrets), in the agent's namespace; never
+# used to pull (the pull policy is Never), only checked on the pod.
+kubectl -n "$tenant" create secret docker-registry regcred --docker-server=registry.invalid \
+  --docker-username=e2e --docker-password=e2e >/dev/null
 
 # The runtime images are imported, never pulled: the operator passes Never on to the
 # agents' pods. The operator logs text for people.
-values=(--set "watchNamespaces={$tenant}" --set runtime.image.pullPolicy=Never --set logFormat=text)
+values=(--set "watchNamespaces={$tenant}" --set runtime.image.pullPolicy=Never --set logFormat=text
+  --set "runtime.imagePullSecrets={regcred}")
 if $real_node; then
   # The real node: the one node kwok does not fake.
   node="$(kubectl get nodes -o json | jq -r '[.items[] | select(.metadata.annotations["kwok.x-k8s.io/node"] != "fake")][0].metadata.name')"
@@ -198,11 +203,13 @@ runtime_pod="$(kubectl get pods -n "$tenant" -l app.kubernetes.io/name=switchboa
 kubectl wait --for=condition=Ready "pod/$runtime_pod" -n "$tenant" --timeout=60s >/dev/null
 policy="$(kubectl get pod "$runtime_pod" -n "$tenant" -o jsonpath='{.spec.containers[0].imagePullPolicy}')"
 [[ "$policy" == Never ]] || die "runtime pod pulls with $policy, not the chart's runtime.image.pullPolicy=Never"
+pull_secrets="$(kubectl get pod "$runtime_pod" -n "$tenant" -o jsonpath='{.spec.imagePullSecrets[*].name}')"
+[[ "$pull_secrets" == regcred ]] || die "runtime pod pull Secrets '$pull_secrets', not the chart's runtime.imagePullSecrets={regcred}"
 if $real_node; then
   first_line="$(kubectl logs -n "$ns" "$first_leader" --limit-bytes=4096 | head -1 || true)"
   [[ -n "$first_line" && "$first_line" != "{"* ]] || die "logFormat=text, but the operator logs: $first_line"
 fi
-echo "runtime pod pull policy: $policy (runtime.image.pullPolicy); operator logs as text (logFormat)"
+echo "runtime pod pull policy: $policy (runtime.image.pullPolicy), pull Secret $pull_secrets (runtime.imagePullSecrets); operator logs as text (logFormat)"
 key="$(kubectl get secret hello-api-key -n "$tenant" -o jsonpath='{.data.api-key}' | base64 -d)"
 
 # chat MESSAGE: one chat completion through the channel hello-openai; prints the answer.

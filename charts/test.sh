@@ -147,7 +147,7 @@ for doc in yaml.safe_load_all(sys.stdin):
                 print("\n".join(c.get("args", [])))'
 }
 default_args="$(operator_args)"
-for flag in --log-format --otlp-endpoint --runtime-image-pull-policy; do
+for flag in --log-format --otlp-endpoint --runtime-image-pull-policy --runtime-image-pull-secrets; do
   if grep -q -- "^${flag}=" <<<"$default_args"; then
     fail "flags: the default render passes ${flag} (defaults stay implicit)"
   else
@@ -159,6 +159,7 @@ flag_cases=(
   "tracing.otlpEndpoint=http://otel-collector.monitoring:4318|--otlp-endpoint=http://otel-collector.monitoring:4318"
   "runtime.image.pullPolicy=Always|--runtime-image-pull-policy=Always"
   "runtime.image.pullPolicy=Never|--runtime-image-pull-policy=Never"
+  "runtime.imagePullSecrets={regcred,mirror}|--runtime-image-pull-secrets=regcred,mirror"
 )
 for case in "${flag_cases[@]}"; do
   value="${case%%|*}" flag="${case#*|}"

@@ -41,6 +41,16 @@ pub struct Config {
     )]
     pub runtime_image_pull_policy: String,
 
+    /// Secrets for pulling the runtime image, comma separated names, set as
+    /// `imagePullSecrets` on the pods the operator builds. Each must exist in every
+    /// agent's namespace. Empty: none.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RUNTIME_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    pub runtime_image_pull_secrets: Vec<String>,
+
     /// Secret holding the Postgres admin DSN (key `uri`), as `namespace/name`.
     #[arg(long, env = "SWITCHBOARD_DATABASE_ADMIN_SECRET")]
     pub database_admin_secret: Option<String>,
@@ -151,6 +161,15 @@ impl Config {
         }
     }
 
+    /// The Secrets the runtime pods pull their image with, blanks dropped.
+    pub fn image_pull_secrets(&self) -> Vec<String> {
+        self.runtime_image_pull_secrets
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
     /// The namespaces to watch, `None` meaning all.
     pub fn watched_namespaces(&self) -> Option<Vec<String>> {
         let ns: Vec<String> = self
@@ -177,6 +196,18 @@ mod tests {
         let config = parse(&[]).expect("defaults parse");
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.runtime_image_pull_policy, "IfNotPresent");
+        assert!(config.image_pull_secrets().is_empty());
+    }
+
+    #[test]
+    fn pull_secrets_are_a_comma_separated_list() {
+        let config = parse(&["--runtime-image-pull-secrets=regcred,mirror"]).expect("valid flags");
+        assert_eq!(config.image_pull_secrets(), ["regcred", "mirror"]);
+        // An empty flag or variable (`SWITCHBOARD_RUNTIME_IMAGE_PULL_SECRETS=`) means none.
+        let config = parse(&["--runtime-image-pull-secrets="]).expect("valid flags");
+        assert!(config.image_pull_secrets().is_empty());
+        let config = parse(&["--runtime-image-pull-secrets=regcred, ,mirror "]).expect("valid");
+        assert_eq!(config.image_pull_secrets(), ["regcred", "mirror"]);
     }
 
     #[test]

@@ -320,6 +320,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     let inputs = BuildInputs {
         default_image: shared.config.runtime_image.clone(),
         image_pull_policy: shared.config.runtime_image_pull_policy.clone(),
+        image_pull_secrets: shared.config.image_pull_secrets(),
         runtime_config,
         database_url,
         service_monitor: references.service_monitor == dereference::ServiceMonitorPlan::Build,

@@ -13,9 +13,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -47,6 +48,15 @@ pub fn build(agent: &AgentDeployment, inputs: &BuildInputs) -> Deployment {
             ..Default::default()
         }),
         containers: vec![container(agent, inputs)],
+        // Left out when there are none, so the pod template (and its rollout) does not
+        // change for operators run without the flag.
+        image_pull_secrets: (!inputs.image_pull_secrets.is_empty()).then(|| {
+            inputs
+                .image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
         volumes: Some(vec![
             Volume {
                 name: "config".to_owned(),
@@ -600,6 +610,28 @@ mod tests {
         assert_eq!(
             the_container(&deployment).image_pull_policy.as_deref(),
             Some("Always")
+        );
+    }
+
+    #[test]
+    fn pull_secrets_come_from_the_operator_and_none_by_default() {
+        let agent = full();
+        let pod_spec = |deployment: Deployment| deployment.spec.template.spec.unwrap();
+        let inputs = BuildInputs {
+            image_pull_secrets: vec!["regcred".to_owned(), "mirror".to_owned()],
+            ..inputs_for(&agent, false)
+        };
+        let secrets = pod_spec(build(&agent, &inputs)).image_pull_secrets;
+        let names: Vec<_> = secrets.iter().flatten().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["regcred", "mirror"]);
+        // Without the flag the field is absent (not an empty list): the Deployment
+        // serializes as before.
+        let deployment = build(&agent, &inputs_for(&agent, false));
+        let json = serde_json::to_value(&deployment).unwrap();
+        assert!(
+            json["spec"]["template"]["spec"]
+                .get("imagePullSecrets")
+                .is_none()
         );
     }
 

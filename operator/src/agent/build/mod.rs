@@ -30,6 +30,8 @@ pub struct BuildInputs {
     pub default_image: String,
     /// Pull policy of the runtime container (`--runtime-image-pull-policy`).
     pub image_pull_policy: String,
+    /// Secrets the runtime pods pull their image with (`--runtime-image-pull-secrets`).
+    pub image_pull_secrets: Vec<String>,
     /// The rendered runtime configuration file (see [`config_map::runtime_config`]).
     pub runtime_config: String,
     /// Where the runtime's database URL lives.
@@ -194,6 +196,7 @@ pub(crate) mod fixtures {
         BuildInputs {
             default_image: "registry.local/agent-runtime:1.0".to_owned(),
             image_pull_policy: "IfNotPresent".to_owned(),
+            image_pull_secrets: Vec::new(),
             runtime_config: config_map::runtime_config(agent, None, Default::default())
                 .to_yaml()
                 .expect("renders"),
