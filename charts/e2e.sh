@@ -12,10 +12,13 @@
 #   on an ephemeral loopback port (two replicas on one machine).
 # - A sample agent (config/samples/agent-minimal.yaml, model = mock-llm) and its
 #   OpenAI channel: its database created, its runtime pod Ready with the pull policy
-#   the chart's runtime.image.pullPolicy set (Never), a chat answered by the
-#   runtime process of the pod behind the agent's Service (listed in its EndpointSlice).
-# - RBAC: the operator's ServiceAccount can read Secrets in the tenant namespace and the
-#   admin Secret by name, and cannot read Secrets in a namespace it does not manage.
+#   and pull Secret the chart's runtime.image.pullPolicy (Never) and
+#   runtime.imagePullSecrets set, a chat answered by the runtime process of the pod
+#   behind the agent's Service (listed in its EndpointSlice).
+# - RBAC: the chart's Role and RoleBinding in the tenant namespace are named
+#   switchboard-operator:tenant (no agent can share it); the operator's ServiceAccount
+#   can read Secrets in the tenant namespace and the admin Secret by name, and cannot
+#   read Secrets in a namespace it does not manage.
 # - `helm upgrade` to a new image tag: new operator pods, the Lease moves to one of
 #   them, the runtime pod and its Deployment untouched (same uid, same generation), a
 #   chat answered after the upgrade.
@@ -167,6 +170,10 @@ kubectl -n "$ns" get pod "$first_leader" -o jsonpath='{.spec.serviceAccountName}
 echo "leader: pod $first_leader (ServiceAccount switchboard-operator)"
 
 step "RBAC of $sa"
+kubectl -n "$tenant" get role/switchboard-operator:tenant rolebinding/switchboard-operator:tenant >/dev/null \
+  || die "the chart's Role and RoleBinding in $tenant are not named switchboard-operator:tenant"
+kubectl -n "$ns" get role/switchboard-operator:leader-election rolebinding/switchboard-operator:leader-election >/dev/null \
+  || die "the leader-election Role and RoleBinding are not named switchboard-operator:leader-election"
 can() { kubectl auth can-i "$@" --as="$sa"; }
 [[ "$(can get secrets -n "$tenant")" == yes ]] || die "cannot read Secrets in the watched namespace"
 [[ "$(can get secrets/switchboard-database-admin -n "$ns")" == yes ]] || die "cannot read the admin Secret"
