@@ -13,8 +13,10 @@
 # to date; `helm lint --strict` with every ci/*-values.yaml; the chart-testing
 # conventions `ct lint` checks (by hand: Chart.yaml fields, YAML without duplicate keys,
 # tabs or trailing spaces); the bad values files in charts/tests/bad-values refused with
-# the message their `# expect:` line names; the Kustomize bases and the chart give the
-# same operator objects (charts/tests/same-objects.py).
+# the message their `# expect:` line names; the ServiceMonitor and PrometheusRule refused
+# without the Prometheus Operator's CRDs (the other renders pass --api-versions for them);
+# the Kustomize bases and the chart give the same operator objects
+# (charts/tests/same-objects.py).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -134,11 +136,27 @@ for values in "${ci_values[@]}"; do
   fi
 done
 
+# --- the Prometheus Operator's kinds -----------------------------------------------
+# The chart refuses a ServiceMonitor or PrometheusRule the cluster does not serve; the
+# renders below stand for a cluster with those CRDs (as the dry-runs install them).
+prometheus_apis=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule)
+for value in metrics.serviceMonitor.enabled prometheusRule.enabled; do
+  if out="$(helm template switchboard "$chart" --set "$value=true" 2>&1)"; then
+    fail "prometheus: --set ${value}=true renders without the Prometheus Operator's CRDs"
+  elif [[ "$out" != *"${value} needs the Prometheus Operator's CRDs"* ]]; then
+    fail "prometheus: --set ${value}=true refused, but not for the missing CRDs:"; echo "$out" >&2
+  elif ! helm template switchboard "$chart" --set "$value=true" "${prometheus_apis[@]}" >/dev/null; then
+    fail "prometheus: --set ${value}=true refused although the cluster serves the CRDs"
+  else
+    pass "prometheus: ${value} refused without the Prometheus Operator's CRDs, rendered with them"
+  fi
+done
+
 # --- values that become operator flags --------------------------------------------
 # Each such value renders into the operator container's args, and only when set away
 # from its default (so the default render stays equal to the Kustomize base).
 operator_args() { # operator_args HELM_ARGS...: the operator container's args, one a line
-  helm template switchboard "$chart" -n switchboard-system "$@" | python3 -c '
+  helm template switchboard "$chart" -n switchboard-system "${prometheus_apis[@]}" "$@" | python3 -c '
 import sys, yaml
 for doc in yaml.safe_load_all(sys.stdin):
     if doc and doc.get("kind") == "Deployment":
@@ -273,7 +291,7 @@ if $cluster; then
     fi
   }
   for values in "${ci_values[@]}"; do
-    helm template switchboard "$chart" -n switchboard-system -f "$values" >"$tmp/render.yaml"
+    helm template switchboard "$chart" -n switchboard-system "${prometheus_apis[@]}" -f "$values" >"$tmp/render.yaml"
     dry_run "helm template -f ${values#"$chart/"}" "$tmp/render.yaml"
   done
   dry_run "kubectl kustomize config/default" "$tmp/kustomize.yaml"

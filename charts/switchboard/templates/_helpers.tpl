@@ -39,11 +39,16 @@ helm.sh/chart: {{ include "switchboard.chart" . }}
 {{- end }}
 {{- end }}
 
+{{/* Without serviceAccount.create the name is required (values.schema.json says so too):
+falling back to the namespace's `default` ServiceAccount would hand it the operator's
+cluster-wide rules. */}}
 {{- define "switchboard.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "switchboard.fullname" .) .Values.serviceAccount.name }}
+{{- else if .Values.serviceAccount.name }}
+{{- .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- fail "serviceAccount.name is required when serviceAccount.create is false: name the existing ServiceAccount the operator runs as (the chart binds its RBAC to it)" }}
 {{- end }}
 {{- end }}
 
