@@ -21,22 +21,21 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Selector labels (stable across upgrades). */}}
+{{/* Selector labels (stable across upgrades). Quoted: a release named 123 stays a string. */}}
 {{- define "switchboard.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "switchboard.fullname" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "switchboard.fullname" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
-{{/* Labels of every object. */}}
+{{/* Labels of every object, each key once: commonLabels win over the standard labels,
+the selector labels win over both (the selectors must keep matching). */}}
 {{- define "switchboard.labels" -}}
-{{ include "switchboard.selectorLabels" . }}
-app.kubernetes.io/part-of: switchboard
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ include "switchboard.chart" . }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- $standard := dict
+  "app.kubernetes.io/part-of" "switchboard"
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "app.kubernetes.io/managed-by" .Release.Service
+  "helm.sh/chart" (include "switchboard.chart" .) }}
+{{- merge (include "switchboard.selectorLabels" . | fromYaml) (deepCopy .Values.commonLabels) $standard | toYaml }}
 {{- end }}
 
 {{/* Without serviceAccount.create the name is required (values.schema.json says so too):
