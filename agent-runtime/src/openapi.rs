@@ -519,6 +519,26 @@ fn constrain_schemas(schemas: &mut Map<String, Value>, limits: &LimitsConfig) {
         "pattern",
         id["pattern"].clone(),
     );
+    if let Some(properties) = schemas
+        .get_mut("WebhookMessage")
+        .and_then(|s| s.pointer_mut("/properties"))
+    {
+        for (field, nullable) in [
+            ("user", false),
+            ("conversationId", false),
+            ("messageId", true),
+        ] {
+            let description = properties[field]["description"].clone();
+            properties[field] = if nullable {
+                json!({"oneOf": [id.clone(), {"type": "null"}]})
+            } else {
+                id.clone()
+            };
+            if description.is_string() {
+                properties[field]["description"] = description;
+            }
+        }
+    }
     let conversation_keys: Map<String, Value> = crate::api::openai::CONVERSATION_METADATA_KEYS
         .iter()
         .map(|key| ((*key).to_owned(), id.clone()))

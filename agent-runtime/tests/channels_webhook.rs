@@ -629,7 +629,31 @@ async fn unknown_fields_and_oversized_bodies_are_refused(db: Db) {
     tasks.stop().await;
 }
 
+/// A sender that names its messages (`messageId`) can retry one signed anew
+/// (a new timestamp, after a lost answer): it is taken once, the retry gets
+/// `200` with the first one's ids, and one answer is delivered.
+async fn a_named_message_sent_again_is_taken_once(db: Db) {
+    let (callback, callback_url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &callback_url).await;
+    let url = h.url("/channels/hooks/webhook");
+    let mut named = message("where is my parcel?");
+    named["messageId"] = json!("m-1");
+    let (status, first) = send(&h.client, &url, &named, now(), None).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = send(&h.client, &url, &named, now() - 1, None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "the first one's ids");
+    named["messageId"] = json!("");
+    let (status, refused) = send(&h.client, &url, &named, now(), None).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["param"], "messageId", "{refused}");
+    outbox_settled(&h.state, 1).await;
+    tasks.stop().await;
+    assert_eq!(callback.accepted().len(), 1, "one answer");
+}
+
 on_both_databases!(
+    a_named_message_sent_again_is_taken_once,
     redirects_gone_and_throttled_callbacks,
     unknown_fields_and_oversized_bodies_are_refused,
     a_signed_message_is_answered_at_the_callback,

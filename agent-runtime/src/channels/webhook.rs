@@ -33,6 +33,13 @@ pub struct WebhookMessage {
     pub user: String,
     /// The message text.
     pub text: String,
+    /// The sender's own id for this message (optional, 1 to 256 printable
+    /// characters): a message sent again with the same `user` and `messageId`
+    /// (a retry after a lost answer, even signed anew) is taken once, and
+    /// answered `200` with the first one's ids, for 3 hours after its answer
+    /// was delivered.
+    #[serde(default)]
+    pub message_id: Option<String>,
 }
 
 /// The answer to an accepted message.
@@ -60,6 +67,16 @@ fn inbound_key(timestamp: i64, signature: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// The replay key of a message the sender named (`messageId`), per user.
+fn message_key(user: &str, message_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"message\x1f");
+    hasher.update(user.as_bytes());
+    hasher.update(b"\x1f");
+    hasher.update(message_id.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
 /// Receives a signed message.
 #[utoipa::path(post, path = "/channels/{name}/webhook", tag = "channels",
     params(
@@ -71,6 +88,7 @@ fn inbound_key(timestamp: i64, signature: &str) -> String {
     security(()),
     responses(
         (status = 202, description = "Stored; the answer will be POSTed to the channel's callback URL", body = WebhookAccepted),
+        (status = 200, description = "A message with this `user` and `messageId` was taken before: its ids (nothing new is stored)", body = WebhookAccepted),
         (status = 400, body = ErrorBody), (status = 401, description = "Missing or bad signature, or a stale timestamp", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "This signed message was accepted before", body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -155,14 +173,24 @@ pub async fn receive(
         language: channel.language.clone(),
         author: None,
     };
-    let admitted = conversation::admit(&state, participant).await?;
+    let message_id = message
+        .message_id
+        .as_deref()
+        .map(|id| valid_id(id, "`messageId`"))
+        .transpose()?;
+    let inbound = match &message_id {
+        Some(id) => message_key(&user, id),
+        None => inbound_key(timestamp, signature.unwrap_or_default()),
+    };
+    // The message's row first: a message taken before is answered without
+    // counting against the sender's limits again.
     let delivery_id = uuid::Uuid::now_v7().to_string();
     let inserted = state
         .store
         .insert_delivery(&NewDelivery {
             id: delivery_id.clone(),
             channel: name.clone(),
-            inbound_key: inbound_key(timestamp, signature.unwrap_or_default()),
+            inbound_key: inbound.clone(),
             conversation_id: conversation.clone(),
             user_id: user,
             text: message.text.clone(),
@@ -173,13 +201,40 @@ pub async fn receive(
         })
         .await?;
     if !inserted {
+        if message_id.is_some()
+            && let Some(taken) = state.store.delivery_by_inbound_key(&name, &inbound).await?
+            && let (Some(session_id), Some(message_id)) = (taken.session_id, taken.user_message_id)
+        {
+            tracing::info!(channel = %name, delivery = %taken.id, "webhook message taken before; its ids returned");
+            return Ok((
+                StatusCode::OK,
+                Json(WebhookAccepted {
+                    delivery_id: taken.id,
+                    session_id,
+                    message_id,
+                }),
+            )
+                .into_response());
+        }
         tracing::info!(channel = %name, "webhook message replayed; refused");
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "replayed",
-            "this signed message was accepted before (replay refused); sign new messages with a new timestamp",
+            "this message was accepted before (replay refused); sign new messages with a new timestamp, \
+             or give each its own messageId",
         ));
     }
+    // Refused (a rate limit, the budget, a shutdown): the row goes, so the
+    // sender's retry is taken afresh.
+    let admitted = match conversation::admit(&state, participant).await {
+        Ok(admitted) => admitted,
+        Err(err) => {
+            if let Err(e) = state.store.delete_delivery(&delivery_id).await {
+                tracing::error!(delivery = %delivery_id, error = %e, "cannot drop a refused webhook message's row");
+            }
+            return Err(err.into());
+        }
+    };
     let recorded = super::delivery::record_for_delivery(
         &state,
         admitted.participant(),

@@ -103,6 +103,21 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// The delivery `channel` took for `inbound_key`, while it is kept (3 hours
+    /// after it finished).
+    pub async fn delivery_by_inbound_key(
+        &self,
+        channel: &str,
+        inbound_key: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM webhook_outbox WHERE channel = $1 AND inbound_key = $2");
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql.as_str()))
+            .bind(channel).bind(inbound_key).fetch_optional(pool).await?),
+        )
+    }
+
     /// Forgets a delivery whose message could not be stored (the sender was told
     /// to retry).
     pub async fn delete_delivery(&self, id: &str) -> Result<(), StoreError> {
