@@ -32,7 +32,9 @@ const MAX_PAYLOAD: usize = 6000;
 /// A change to one user's sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserEvent {
-    /// Whose sessions changed (`visitor:<id>`, the proxy's user or the API's).
+    /// Whose sessions changed, as stored (`visitor:<id>`, the proxy's user or
+    /// the API's; scoped to a channel opened by its own key, see
+    /// [`crate::domain::scoped_user`]).
     pub user: String,
     /// `session.created`, `session.updated`, `session.deleted` or `message.created`.
     pub kind: &'static str,

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_KEY, API_KEY, Db, Harness, TempDir};
-use crds::runtime_config::{ChannelConfig, ChannelType, ClientKeyMode};
+use crds::runtime_config::{ChannelConfig, ChannelType, ClientKeyMode, WebConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -42,6 +42,14 @@ async fn start(db: Db, grace_seconds: u64) -> World {
             own("vendors"),
             ChannelConfig {
                 name: "web".into(),
+                ..ChannelConfig::default()
+            },
+            ChannelConfig {
+                name: "staff".into(),
+                web: Some(WebConfig {
+                    title: None,
+                    trusted_header: Some("X-Forwarded-User".into()),
+                }),
                 ..ChannelConfig::default()
             },
         ];
@@ -315,7 +323,62 @@ async fn a_rotated_key_works_at_once_and_the_old_one_until_the_grace_ends(db: Db
     );
 }
 
+/// The page's live-sync stream carries its own user's changes only: a
+/// partner's "alice" (a user of a channel opened by its own key) is not the
+/// staff page's "alice", so her chat is not announced there; the agent key's
+/// "alice" is the same person, and hers is.
+async fn live_sync_keeps_a_channels_own_users_apart(db: Db) {
+    use futures::StreamExt as _;
+    let w = start(db, 30).await;
+    let page =
+        w.h.client
+            .get(w.h.url("/channels/staff/api/events"))
+            .header("x-forwarded-user", "alice")
+            .send()
+            .await
+            .expect("events");
+    assert_eq!(page.status(), 200);
+    let mut stream = page.bytes_stream();
+    let chat = |path: &str, key: &str| {
+        w.request(Method::POST, path, key, "alice")
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let partner = chat("/channels/partners/v1/chat/completions", PARTNERS_KEY)
+        .await
+        .expect("sent");
+    assert_eq!(partner.status(), 200);
+    let own = chat("/v1/chat/completions", API_KEY).await.expect("sent");
+    assert_eq!(own.status(), 200);
+    let session = own.headers()["x-session-id"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    let mut buffer = String::new();
+    let event = loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                break serde_json::from_str::<Value>(data).expect("event JSON");
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    };
+    assert_eq!(
+        event,
+        json!({"type": "message.created", "session_id": session}),
+        "the first event is the agent key's alice's, not the partner's"
+    );
+}
+
 on_both_databases!(
+    live_sync_keeps_a_channels_own_users_apart,
     each_key_opens_only_its_own_routes,
     one_channels_key_cannot_read_another_channels_sessions,
     a_rotated_key_works_at_once_and_the_old_one_until_the_grace_ends,

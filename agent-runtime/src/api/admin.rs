@@ -683,7 +683,7 @@ pub async fn decide_approval(
     tracing::info!(approval = %approval_id, tool = %row.approval.tool, approve = body.approve, "tool call decided by an admin");
     // The user's chat pages show the decision (as after their own).
     state.live.publish(UserEvent {
-        user: crate::domain::shown_user(&row.user_id).to_owned(),
+        user: row.user_id.clone(),
         kind: "session.updated",
         session_id: Some(row.approval.session_id.clone()),
     });

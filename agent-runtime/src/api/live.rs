@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt as _;
 
-use crate::auth::{ANONYMOUS, EdgeUser, valid_id};
+use crate::auth::{ANONYMOUS, EdgeUser, PathChannel, valid_id};
 use crate::live::{LiveSync, LiveUser, UserEvent};
 use crate::state::SharedState;
 
@@ -27,6 +27,13 @@ pub async fn announce_changes(
     let Some(kind) = change_kind(&method, &path) else {
         return next.run(request).await;
     };
+    // A channel opened by its own key has users of its own: its "alice" is not
+    // the web page's "alice" (see `crate::domain::scoped_user`).
+    let scope = request
+        .extensions()
+        .get::<PathChannel>()
+        .filter(|c| c.0.own_key)
+        .map(|c| c.0.name.clone());
     let named = match request.extensions().get::<EdgeUser>() {
         Some(EdgeUser(user)) => Some(user.clone()),
         None => request
@@ -39,9 +46,15 @@ pub async fn announce_changes(
     if !response.status().is_success() {
         return response;
     }
-    let user = named
-        .or_else(|| response.extensions().get::<LiveUser>().map(|u| u.0.clone()))
-        .unwrap_or_else(|| ANONYMOUS.to_owned());
+    let user = match named {
+        Some(named) => crate::domain::scoped_user(scope.as_deref(), named),
+        // The handler's caller, already scoped.
+        None => response
+            .extensions()
+            .get::<LiveUser>()
+            .map(|u| u.0.clone())
+            .unwrap_or_else(|| crate::domain::scoped_user(scope.as_deref(), ANONYMOUS.to_owned())),
+    };
     let header_session = response
         .headers()
         .get("x-session-id")

@@ -236,7 +236,11 @@ impl WebEdge {
             return Intercept::Answer(err.into_response());
         }
         if path == "/api/events" && get {
-            return Intercept::Answer(self.events(user));
+            // Events carry the stored user: scoped to the channel when it is
+            // opened by its own key, as its sessions are.
+            let stored =
+                crate::domain::scoped_user(channel.own_key.then_some(channel.name.as_str()), user);
+            return Intercept::Answer(self.events(stored));
         }
         let mut request = request;
         request.extensions_mut().insert(EdgeUser(user));

@@ -298,7 +298,7 @@ impl Streaming {
                     // The page that asked is gone: its open pages learn of the
                     // answer through the live sync.
                     state.live.publish(crate::live::UserEvent {
-                        user: crate::domain::shown_user(&self.turn.user).to_owned(),
+                        user: self.turn.user.clone(),
                         kind: "message.created",
                         session_id: Some(session.clone()),
                     });
