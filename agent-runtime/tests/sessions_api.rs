@@ -207,6 +207,14 @@ async fn search_is_ranked_and_paginated(db: Db) {
         .get("alice", "/api/sessions/search?q=kubernetes%20finalizers")
         .await;
     assert_eq!(ids(&both), [strong]);
+    // Web-search syntax is not read on either backend: `-word` is the word,
+    // `or` a word that must be there too.
+    let (_, minus) = h.get("alice", "/api/sessions/search?q=-zzzqx").await;
+    assert_eq!(minus["data"], serde_json::json!([]), "{minus}");
+    let (_, either) = h
+        .get("alice", "/api/sessions/search?q=kubernetes%20or%20zzzqx")
+        .await;
+    assert_eq!(either["data"], serde_json::json!([]), "{either}");
     let (status, odd) = h
         .get("alice", "/api/sessions/search?q=%22%28*%20OR%20-")
         .await;

@@ -42,7 +42,10 @@ impl Store {
         let rows: Vec<SearchRow> = match &self.backend {
             Backend::Postgres(pool) => {
                 let sql = format!(
-                    "WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS query), \
+                    // Every word must match and nothing is query syntax, as
+                    // with SQLite (`fts5_query`): not websearch_to_tsquery,
+                    // which would read `-word` and `or`.
+                    "WITH q AS (SELECT plainto_tsquery('simple', $2) AS query), \
                      hits AS ( \
                        SELECT m.session_id, ts_rank(m.content_tsv, q.query) AS rank, m.content AS text \
                        FROM messages m JOIN sessions s ON s.id = m.session_id, q \
