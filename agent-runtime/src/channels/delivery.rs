@@ -87,9 +87,10 @@ fn millis(d: Duration) -> i64 {
 /// What becomes of an outbox row whose message cannot be stored at intake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfNotRecorded {
-    /// Drop the row: the sender was refused and will send again (webhook, Slack).
+    /// Drop the row: the sender was refused and will send again (webhook).
     DropRow,
-    /// Keep the row: nobody sends it again (Discord); the delivery worker
+    /// Keep the row: nobody may send it again (Discord; Slack, whose retry
+    /// may have been acknowledged meanwhile); the delivery worker
     /// records the message once the row's intake grace has passed.
     KeepRow,
 }

@@ -404,7 +404,11 @@ async fn store_event(
         SessionRef::External(message.conversation.clone()),
         &message.text,
         &delivery_id,
-        super::delivery::IfNotRecorded::DropRow,
+        // Kept, not dropped: a Slack retry that came while this request was
+        // still storing found the row and was acknowledged, so Slack may not
+        // send the event again; the delivery worker stores it after the
+        // intake grace instead.
+        super::delivery::IfNotRecorded::KeepRow,
     )
     .await?;
     tracing::info!(channel = %name, delivery = %delivery_id, session = %recorded.session_id, "Slack message accepted");
