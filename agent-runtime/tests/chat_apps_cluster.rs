@@ -185,6 +185,13 @@ async fn the_channels_secrets_are_read_from_the_cluster() {
         (events_api.0.as_str(), events_api.1.as_str()),
         ("True", "Connected")
     );
+    // Said of the channel's current spec, as Kubernetes conventions ask.
+    let channel = channels.get("support-slack").await.expect("channel");
+    let observed = channel
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Connected"))
+        .and_then(|c| c.observed_generation);
+    assert_eq!(observed, channel.metadata.generation, "observedGeneration");
     let refused = eventually(WAIT, "Connected=False on support-socket", || {
         let get = connected("support-socket");
         async move { get().await.filter(|c| c.1 == "Unauthorized") }

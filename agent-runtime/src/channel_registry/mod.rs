@@ -96,6 +96,9 @@ pub struct WebhookSettings {
 pub struct ChannelSettings {
     /// The ChatChannel's name.
     pub name: String,
+    /// The ChatChannel's `metadata.generation` (`None` from the config file):
+    /// the `observedGeneration` of the conditions the runtime writes on it.
+    pub generation: Option<i64>,
     /// Kind of channel.
     pub channel_type: ChannelType,
     /// A disabled channel answers 503.
@@ -188,6 +191,7 @@ impl ChannelSettings {
     pub fn from_config(config: &ChannelConfig) -> Self {
         Self {
             name: config.name.clone(),
+            generation: None,
             channel_type: config.channel_type,
             enabled: config.enabled,
             language: config.language.clone(),
@@ -254,6 +258,7 @@ impl ChannelSettings {
         };
         Some(Self {
             name,
+            generation: channel.metadata.generation,
             channel_type,
             enabled: spec.enabled,
             language: Some(spec.language.clone()),

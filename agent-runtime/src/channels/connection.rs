@@ -18,9 +18,16 @@ pub use crate::channel_registry::connection::{Connection, ConnectionStates};
 /// that the operator's status apply neither owns nor removes it.
 pub const FIELD_MANAGER: &str = "switchboard-runtime-connection";
 
-/// The server-side apply body setting `channel`'s `Connected` condition.
-pub fn condition_patch(channel: &str, connection: &Connection) -> serde_json::Value {
-    let condition = connection.state.condition(connection.message.clone(), None);
+/// The server-side apply body setting `channel`'s `Connected` condition, as
+/// observed at the ChatChannel's `generation` (when known).
+pub fn condition_patch(
+    channel: &str,
+    connection: &Connection,
+    generation: Option<i64>,
+) -> serde_json::Value {
+    let condition = connection
+        .state
+        .condition(connection.message.clone(), generation);
     serde_json::json!({
         "apiVersion": "switchboard.dev/v1alpha1",
         "kind": "ChatChannel",
@@ -63,21 +70,25 @@ pub async fn report(
     let api: Api<ChatChannel> = Api::namespaced(client, &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let states = registry.connections.clone();
-    let mut written: BTreeMap<String, Connection> = BTreeMap::new();
+    // What was written per channel: the state and the generation it was seen at
+    // (a spec change is written again, so observedGeneration stays current).
+    let mut written: BTreeMap<String, (Connection, Option<i64>)> = BTreeMap::new();
     let mut changes = states.subscribe();
     loop {
         let snapshot = states.snapshot();
         for (channel, connection) in &snapshot {
-            if written.get(channel) == Some(connection) {
+            let generation = registry.get(channel).and_then(|c| c.generation);
+            let seen = (connection.clone(), generation);
+            if written.get(channel) == Some(&seen) {
                 continue;
             }
-            let patch = condition_patch(channel, connection);
+            let patch = condition_patch(channel, connection, generation);
             match api
                 .patch_status(channel, &params, &Patch::Apply(&patch))
                 .await
             {
                 Ok(_) => {
-                    written.insert(channel.clone(), connection.clone());
+                    written.insert(channel.clone(), seen);
                 }
                 Err(err) => {
                     tracing::warn!(%channel, error = %err, "cannot report the channel's connection state");
@@ -140,9 +151,10 @@ mod tests {
         assert_eq!(*rx.borrow(), 1, "an unchanged state is not a change");
         let got = states.get("s").expect("state");
         assert_eq!(got.state, ConnectionState::Unauthorized);
-        let patch = condition_patch("s", &got);
+        let patch = condition_patch("s", &got, Some(7));
         let condition = &patch["status"]["conditions"][0];
         assert_eq!(condition["type"], "Connected");
+        assert_eq!(condition["observedGeneration"], 7);
         assert_eq!(condition["status"], "False");
         assert_eq!(condition["reason"], "Unauthorized");
         assert_eq!(patch["status"].as_object().map(|o| o.len()), Some(1));
