@@ -208,15 +208,24 @@ fn wrong_shape(e: &axum::extract::rejection::JsonDataError) -> ApiError {
             "request body must be a JSON object, not an array",
         );
     }
-    let field = field_at_fault(err.path(), &err.inner().to_string());
-    let message = format!(
-        "request body has a wrong field or type: {}: {}",
-        field.as_deref().unwrap_or("the body"),
-        err.inner()
-    );
-    match field {
-        Some(field) => ApiError::bad_field("invalid_request", field, message),
-        None => ApiError::bad_request("invalid_request", message),
+    ApiError::body_field(err)
+}
+
+impl ApiError {
+    /// 400 for a JSON body read with `serde_path_to_error` whose field is of the
+    /// wrong type, missing or unknown, naming it in `param` (see
+    /// [`field_at_fault`]); the body as a whole when no field is at fault.
+    pub fn body_field(err: &PathError) -> Self {
+        let field = field_at_fault(err.path(), &err.inner().to_string());
+        let message = format!(
+            "request body has a wrong field or type: {}: {}",
+            field.as_deref().unwrap_or("the body"),
+            err.inner()
+        );
+        match field {
+            Some(field) => Self::bad_field("invalid_request", field, message),
+            None => Self::bad_request("invalid_request", message),
+        }
     }
 }
 
@@ -236,8 +245,9 @@ fn find_source<'a, T: std::error::Error + 'static>(
 }
 
 /// The request field a deserialization error is about, as OpenAI's `param`
-/// spells it (`messages[0].content`): the path serde was at, and for a missing
-/// field the field itself (serde reports it at its parent). `None` when the
+/// spells it (`messages[0].content`): the path serde was at (an unknown
+/// field's own), and for a missing field the field itself (serde reports it
+/// at its parent). `None` when the
 /// fault is the body as a whole (not an object, say).
 fn field_at_fault(path: &serde_path_to_error::Path, error: &str) -> Option<String> {
     let path = path.to_string();

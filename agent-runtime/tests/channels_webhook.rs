@@ -622,6 +622,7 @@ async fn unknown_fields_and_oversized_bodies_are_refused(db: Db) {
             .is_some_and(|m| m.contains("deliveryId")),
         "{body}"
     );
+    assert_eq!(body["error"]["param"], "deliveryId", "{body}");
     let huge = json!({"conversationId": "c", "user": "u", "text": "x".repeat(3 * 1024 * 1024)});
     let (status, body) = send(&h.client, &url, &huge, now(), None).await;
     assert_eq!(status, 413, "{body}");

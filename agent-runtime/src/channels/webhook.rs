@@ -148,12 +148,18 @@ pub async fn receive(
             other => unauthorized("invalid_signature", other.to_string()),
         }
     })?;
-    let message: WebhookMessage = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("body must be {{\"conversationId\", \"user\", \"text\"}}: {e}"),
-        )
-    })?;
+    let message: WebhookMessage =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| {
+                if e.inner().is_syntax() || e.inner().is_eof() {
+                    ApiError::bad_request(
+                        "invalid_json",
+                        format!("body is not JSON: {}", e.inner()),
+                    )
+                } else {
+                    ApiError::body_field(&e)
+                }
+            })?;
     let user = valid_id(&message.user, "`user`")?;
     let conversation = valid_id(&message.conversation_id, "`conversationId`")?;
     ApiError::refuse_nul("invalid_request", &message.text, || "text".to_owned())?;
