@@ -328,7 +328,6 @@ async fn a_rotated_key_works_at_once_and_the_old_one_until_the_grace_ends(db: Db
 /// staff page's "alice", so her chat is not announced there; the agent key's
 /// "alice" is the same person, and hers is.
 async fn live_sync_keeps_a_channels_own_users_apart(db: Db) {
-    use futures::StreamExt as _;
     let w = start(db, 30).await;
     let page =
         w.h.client
@@ -354,22 +353,7 @@ async fn live_sync_keeps_a_channels_own_users_apart(db: Db) {
         .to_str()
         .expect("text")
         .to_owned();
-    let mut buffer = String::new();
-    let event = loop {
-        if let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                break serde_json::from_str::<Value>(data).expect("event JSON");
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("an event within 10 s")
-            .expect("stream open")
-            .expect("chunk");
-        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-    };
+    let event = common::next_event(&mut stream, &mut String::new()).await;
     assert_eq!(
         event,
         json!({"type": "message.created", "session_id": session}),

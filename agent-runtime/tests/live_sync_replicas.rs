@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{API_KEY, RuntimeProcess};
+use common::{API_KEY, RuntimeProcess, next_event};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use switchboard_tests::database::{TestDatabase, admin_url};
@@ -47,28 +47,6 @@ impl Visitor {
             cookie: pairs.join("; "),
             csrf,
         }
-    }
-}
-
-/// The next `data:` payload of an event stream (10 s at most).
-async fn next_event(
-    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buffer: &mut String,
-) -> Value {
-    loop {
-        if let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                return serde_json::from_str(data).expect("event JSON");
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("an event within 10 s")
-            .expect("stream open")
-            .expect("chunk");
-        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
     }
 }
 

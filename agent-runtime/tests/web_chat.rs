@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::{API_KEY, Db, Harness};
+use common::{API_KEY, Db, Harness, next_event};
 use crds::runtime_config::{ChannelConfig, ChannelRateLimitConfig, ChannelType, WebConfig};
 use futures::StreamExt as _;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors";
 
@@ -509,28 +509,6 @@ async fn rate_limits_apply_per_visitor() {
     assert!(response.headers().contains_key("retry-after"));
     let (status, body) = h.json(ask(&bob)).await;
     assert_eq!(status, 200, "{body}");
-}
-
-/// The next `data:` payload of an event stream.
-async fn next_event(
-    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buffer: &mut String,
-) -> Value {
-    loop {
-        if let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                return serde_json::from_str(data).expect("event JSON");
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
-            .await
-            .expect("an event within 10 s")
-            .expect("stream open")
-            .expect("chunk");
-        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -458,7 +458,7 @@ pub async fn chat_completions(
         .clone()
         .unwrap_or_else(|| model_id(&state, &caller));
     let messages = prompt_messages(&state, request.messages)?;
-    let mut options = openai_options::request_options(OptionFields {
+    let options = openai_options::request_options(OptionFields {
         tools: request.tools,
         tool_choice: request.tool_choice,
         parallel_tool_calls: request.parallel_tool_calls,
@@ -470,9 +470,9 @@ pub async fn chat_completions(
         frequency_penalty: request.frequency_penalty,
         logit_bias: request.logit_bias,
         user: request.user,
+        max_completion_tokens: request.max_completion_tokens.is_some(),
         other: request.other,
     })?;
-    options.max_completion_tokens = request.max_completion_tokens.is_some();
     // Admitted (counted against the rate limits) once the request is known
     // to be valid: a refused one costs the caller nothing.
     let participant = conversation::admit(&state, caller.participant(user.clone())).await?;

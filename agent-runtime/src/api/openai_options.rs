@@ -156,6 +156,8 @@ pub struct OptionFields {
     pub logit_bias: Option<Map<String, Value>>,
     /// `user`.
     pub user: Option<String>,
+    /// Whether the length cap came as `max_completion_tokens`.
+    pub max_completion_tokens: bool,
     /// Every other top-level field.
     pub other: BTreeMap<String, Value>,
 }
@@ -244,7 +246,7 @@ pub fn request_options(fields: OptionFields) -> Result<RequestOptions, ApiError>
         .collect();
     Ok(RequestOptions {
         passed,
-        max_completion_tokens: false,
+        max_completion_tokens: fields.max_completion_tokens,
         tool_choice: fields.tool_choice.map(tool_choice).transpose()?,
         parallel_tool_calls: fields.parallel_tool_calls,
         response_format: fields.response_format.map(response_format).transpose()?,

@@ -445,3 +445,27 @@ pub async fn within_one_rate_window(margin: std::time::Duration) {
         tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The next `data:` payload of an event stream (10 s at most), `buffer`
+/// keeping what was read past it.
+pub async fn next_event(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+) -> Value {
+    use futures::StreamExt as _;
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).expect("event JSON");
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+}

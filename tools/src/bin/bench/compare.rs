@@ -31,8 +31,15 @@ const WARM_CHATS: usize = 200;
 /// The environment that keeps the proxy off the network: it would otherwise
 /// fetch its model cost map, blog posts and policy templates from the
 /// internet at start (the machine has none; the bench sends traffic to
-/// loopback only).
-const OFFLINE: [(&str, &str); 6] = [
+/// loopback only). Whatever else it might try goes to a proxy on a loopback port nobody
+/// listens on (`127.0.0.1:9`) and fails there, except loopback itself.
+const OFFLINE: [(&str, &str); 12] = [
+    ("HTTP_PROXY", "http://127.0.0.1:9"),
+    ("HTTPS_PROXY", "http://127.0.0.1:9"),
+    ("ALL_PROXY", "http://127.0.0.1:9"),
+    ("http_proxy", "http://127.0.0.1:9"),
+    ("https_proxy", "http://127.0.0.1:9"),
+    ("NO_PROXY", "127.0.0.1,localhost"),
     ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
     ("LITELLM_LOCAL_BLOG_POSTS", "True"),
     ("LITELLM_LOCAL_POLICY_TEMPLATES", "True"),
