@@ -400,6 +400,21 @@ async fn the_whole_loop_on_real_pods() {
     let rolled = the_ready_pod(&pods, "tenant-a", Some(&pod_name)).await;
     let rolled_name = rolled.metadata.name.clone().unwrap();
     probe_gates_endpoint(&pods, &slices, "tenant-a", &rolled_name).await;
+    // Until the old pod leaves the Service, a chat may land on either pod (one run
+    // of make test did, and the model heard the old prompt); and a pooled
+    // connection would still reach the old pod while it drains: a new client.
+    eventually(
+        2 * MINUTE,
+        &format!("{pod_name} out of the Service"),
+        || async {
+            (!ready_endpoints(&slices, "tenant-a")
+                .await
+                .contains(&pod_name))
+            .then_some(())
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
     let (web_url, _) = &urls["a-web"];
     chat(
         &http,
