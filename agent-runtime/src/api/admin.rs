@@ -694,12 +694,19 @@ fn millis_time(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
-/// A URL without user info, query or fragment (they may carry credentials).
+/// A URL as scheme, host and port only: user info, query and fragment may carry
+/// credentials, and so may the path (Slack's and Discord's webhook URLs end in their
+/// token); a path is shown as `/…`.
 fn redacted_url(raw: &str) -> Option<String> {
     let url = reqwest::Url::parse(raw).ok()?;
     let host = url.host_str()?;
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    Some(format!("{}://{host}{port}{}", url.scheme(), url.path()))
+    let path = if matches!(url.path(), "" | "/") {
+        ""
+    } else {
+        "/…"
+    };
+    Some(format!("{}://{host}{port}{path}", url.scheme()))
 }
 
 /// `text` with every URL in it redacted ([`redacted_url`]).
@@ -785,13 +792,26 @@ mod tests {
     fn urls_lose_credentials_and_queries() {
         assert_eq!(
             redacted_url("https://user:pw@hooks.example/a/b?token=s3cret#x").as_deref(),
-            Some("https://hooks.example/a/b")
+            Some("https://hooks.example/…")
+        );
+        // Webhook URLs that are their own credential.
+        assert_eq!(
+            redacted_url("https://hooks.slack.com/services/T0/B0/s3cret").as_deref(),
+            Some("https://hooks.slack.com/…")
+        );
+        assert_eq!(
+            redacted_url("https://discord.com/api/webhooks/1/s3cret").as_deref(),
+            Some("https://discord.com/…")
+        );
+        assert_eq!(
+            redacted_url("http://receiver.tenant-a:8080/").as_deref(),
+            Some("http://receiver.tenant-a:8080")
         );
         assert_eq!(
             redacted_text(
                 "callback unreachable: error sending request for url (http://h:8080/hook?sig=abc)"
             ),
-            "callback unreachable: error sending request for url (http://h:8080/hook)"
+            "callback unreachable: error sending request for url (http://h:8080/…)"
         );
         assert_eq!(
             redacted_text("callback answered HTTP 500"),

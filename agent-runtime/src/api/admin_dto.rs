@@ -383,8 +383,8 @@ pub struct OutboxEntryView {
     /// Channel name.
     pub channel: String,
     /// Where the answer goes: a webhook's callback URL (scheme, host and
-    /// path only), or the chat app's conversation (`slack:<id>`,
-    /// `discord:<channel id>`).
+    /// port only; a path is shown as `/…`, since webhook URLs often end in their
+    /// token), or the chat app's conversation (`slack:<id>`, `discord:<channel id>`).
     pub target: String,
     /// The sender's conversation id.
     pub conversation_id: String,
