@@ -32,6 +32,19 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// A child's name is taken by an object the agent does not control (made by hand,
+    /// by another tool, or held by another owner): the operator never writes over it.
+    /// Tried again at the resync or when the owner changes, as a refused child is.
+    #[error("{kind} {name} already exists and is not this agent's ({holder}): not written over")]
+    ChildConflict {
+        /// The child's kind.
+        kind: String,
+        /// The child's name.
+        name: String,
+        /// Who holds the object instead: another controller, or none.
+        holder: String,
+    },
+
     /// The database server refused or failed a statement.
     #[error("database provisioning failed while {action}: {source}")]
     Database {
@@ -85,6 +98,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } | Error::ChildRefused { .. } => "kube_api",
+            Error::ChildConflict { .. } => "conflict",
             Error::Database { .. } => "database",
             Error::NoDatabaseAdmin => "config",
             Error::DatabaseAdminSecret(_) => "database_admin",
@@ -108,6 +122,7 @@ impl Error {
             "database_admin" => "NoDatabaseAdmin",
             "invalid_spec" => "InvalidSpec",
             "missing_dependency" => "MissingDependency",
+            "conflict" => "ChildConflict",
             _ => "InternalError",
         }
     }
@@ -117,13 +132,33 @@ impl Error {
         matches!(self.metric_label(), "invalid_spec" | "config")
     }
 
+    /// Whether this is a child the operator could not write for a reason a retry with
+    /// backoff will not cure ([`Error::ChildRefused`], [`Error::ChildConflict`]): said
+    /// on `Ready` and tried again at the resync.
+    pub fn is_refused_child(&self) -> bool {
+        matches!(
+            self,
+            Error::ChildRefused { .. } | Error::ChildConflict { .. }
+        )
+    }
+
     /// For a child the API server refused, a message for the status: the child, and
     /// the fields the API server named with its reason for each
     /// (`spec.template.spec.containers[0].image (FieldValueInvalid)`), never the values
-    /// (a refused value may be a secret); `None` for any other error.
+    /// (a refused value may be a secret); for a child whose name is taken, whose it is;
+    /// `None` for any other error.
     pub fn refusal(&self) -> Option<String> {
-        let Error::ChildRefused { kind, name, source } = self else {
-            return None;
+        let (kind, name, source) = match self {
+            Error::ChildRefused { kind, name, source } => (kind, name, source),
+            Error::ChildConflict { kind, name, holder } => {
+                return Some(format!(
+                    "{kind} {name} already exists and is not this agent's ({holder}): the \
+                     operator does not write over it. Rename the AgentDeployment, or delete \
+                     or rename that {kind}; applied again when the spec changes, or at the \
+                     resync"
+                ));
+            }
+            _ => return None,
         };
         let fields: Vec<String> = match source {
             kube::Error::Api(status) => status

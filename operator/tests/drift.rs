@@ -132,3 +132,84 @@ async fn hand_edits_of_owned_children_are_repaired() {
     )
     .await;
 }
+
+fn controller_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("{}/{}", o.kind, o.name))
+}
+
+#[tokio::test]
+async fn an_object_made_by_someone_else_is_never_taken_over() {
+    let world = World::new("op-taken").await;
+    // A short resync: the operator looks again without being told, as it would once
+    // the name is freed.
+    let _operator = world
+        .operator("taken", &["--leader-elect=false", "--resync-seconds=5"])
+        .await;
+    // A Service made by hand (another team's, say) holds the name an agent will want.
+    world
+        .apply::<Service>(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "support", "labels": { "app": "legacy-support" } },
+            "spec": { "selector": { "app": "legacy-support" }, "ports": [{ "port": 80 }] },
+        }))
+        .await;
+    world.apply_agent("support", json!({ "replicas": 1 })).await;
+    eventually(MINUTE, "Ready=False ChildConflict", || async {
+        let (status, reason) = world.condition("support", "Ready").await?;
+        (status == "False" && reason == "ChildConflict").then_some(())
+    })
+    .await;
+    let agent = world.agents().get("support").await.unwrap();
+    let ready = crds::condition::find_condition(&agent.status.unwrap().conditions, "Ready")
+        .unwrap()
+        .clone();
+    assert!(
+        ready
+            .message
+            .starts_with("Service support already exists and is not this agent's"),
+        "{}",
+        ready.message
+    );
+    // The other children are the agent's; the Service is left exactly as it was.
+    eventually(MINUTE, "the Deployment", || async {
+        world.api::<Deployment>().get_opt("support").await.ok()?
+    })
+    .await;
+    let service = world.api::<Service>().get("support").await.unwrap();
+    assert_eq!(controller_of(&service.metadata), None);
+    assert_eq!(
+        service.spec.unwrap().selector.unwrap()["app"],
+        "legacy-support",
+        "the Service's selector is its maker's"
+    );
+    assert!(
+        !service
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("app.kubernetes.io/managed-by")
+    );
+
+    // Freed, the name is the agent's at the next look.
+    world
+        .api::<Service>()
+        .delete("support", &Default::default())
+        .await
+        .unwrap();
+    eventually(MINUTE, "the agent's own Service", || async {
+        let s = world.api::<Service>().get_opt("support").await.ok()??;
+        (controller_of(&s.metadata).as_deref() == Some("AgentDeployment/support")).then_some(())
+    })
+    .await;
+    eventually(MINUTE, "Ready no longer ChildConflict", || async {
+        let (_, reason) = world.condition("support", "Ready").await?;
+        (reason != "ChildConflict").then_some(())
+    })
+    .await;
+}

@@ -19,7 +19,7 @@ use super::build::service_monitor::ServiceMonitor;
 use super::context::AgentContext;
 use super::dereference::ServiceMonitorPlan;
 use super::status::ServiceMonitorState;
-use crate::apply::{Live, apply_child_against, create_once};
+use crate::apply::{Live, apply_child_against, create_once, foreign_holder};
 use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -30,8 +30,9 @@ use crate::names;
 pub struct Applied {
     /// What became of the ServiceMonitor; `None` when the API server refused it.
     pub service_monitor: Option<ServiceMonitorState>,
-    /// The first child the API server refused as invalid ([`Error::ChildRefused`]),
-    /// when no child failed otherwise.
+    /// The first child the API server refused as invalid ([`Error::ChildRefused`]) or
+    /// whose name another object holds ([`Error::ChildConflict`]), when no child failed
+    /// otherwise.
     pub refused: Option<Error>,
 }
 
@@ -68,14 +69,29 @@ pub async fn apply_children(
         .chain(channel_key_secrets)
         .chain(agent_key_secrets)
         .collect();
-    let generated: Vec<String> = futures::future::try_join_all(
+    let mut generated = Vec::new();
+    let mut taken = None;
+    for created in futures::future::join_all(
         keys.iter()
             .map(|key_secret| create_key_secret(shared, stores, key_secret)),
     )
-    .await?
-    .into_iter()
-    .flatten()
-    .collect();
+    .await
+    {
+        match created {
+            Ok(what) => generated.extend(what),
+            Err(error) if error.is_refused_child() => taken = taken.or(Some(error)),
+            Err(error) => return Err(error),
+        }
+    }
+    if let Some(taken) = taken {
+        // A key's name is held by another object: nothing that would read it (the
+        // Deployment) is applied until it is freed.
+        say_applied(agent, shared, generated, Vec::new()).await;
+        return Ok(Applied {
+            service_monitor: None,
+            refused: Some(taken),
+        });
+    }
     delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
 
     // Each child is tried even when another fails (a hand edit the API server will
@@ -119,29 +135,12 @@ pub async fn apply_children(
     };
     // The first failure a retry may cure, else the first refusal (`false` sorts first;
     // the sort is stable).
-    failures.sort_by_key(|e| matches!(e, Error::ChildRefused { .. }));
+    failures.sort_by_key(Error::is_refused_child);
     let first_failure = failures.into_iter().next();
 
-    // One event for the pass: the keys generated and the children written (an event
-    // per key tripled the requests of a new agent's first reconcile).
-    if !written.is_empty() || !generated.is_empty() {
-        info!(children = ?written, keys = ?generated, "applied");
-        let mut parts = generated;
-        if !written.is_empty() {
-            parts.push(format!("applied {}", written.join(", ")));
-        }
-        shared
-            .event(
-                &agent.object_ref(&()),
-                EventType::Normal,
-                "Applied",
-                "Apply",
-                parts.join("; "),
-            )
-            .await;
-    }
+    say_applied(agent, shared, generated, written).await;
     match first_failure {
-        Some(error @ Error::ChildRefused { .. }) => Ok(Applied {
+        Some(error) if error.is_refused_child() => Ok(Applied {
             service_monitor,
             refused: Some(error),
         }),
@@ -153,6 +152,33 @@ pub async fn apply_children(
     }
 }
 
+/// One event for the pass: the keys generated and the children written (an event per
+/// key tripled the requests of a new agent's first reconcile); none when neither.
+async fn say_applied(
+    agent: &AgentDeployment,
+    shared: &Context,
+    generated: Vec<String>,
+    written: Vec<String>,
+) {
+    if written.is_empty() && generated.is_empty() {
+        return;
+    }
+    info!(children = ?written, keys = ?generated, "applied");
+    let mut parts = generated;
+    if !written.is_empty() {
+        parts.push(format!("applied {}", written.join(", ")));
+    }
+    shared
+        .event(
+            &agent.object_ref(&()),
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            parts.join("; "),
+        )
+        .await;
+}
+
 /// Creates a key Secret unless it exists (never rewrites it); says what it generated.
 async fn create_key_secret(
     shared: &Context,
@@ -161,9 +187,17 @@ async fn create_key_secret(
 ) -> Result<Option<String>> {
     let key_ref =
         ObjectRef::new(&secret.name_any()).within(&secret.namespace().unwrap_or_default());
-    if stores.secrets.get(&key_ref).is_some()
-        || !create_once(shared, &api(shared, secret), secret).await?
-    {
+    if let Some(cached) = stores.secrets.get(&key_ref) {
+        return match foreign_holder(secret, &cached.metadata) {
+            Some(holder) => Err(Error::ChildConflict {
+                kind: "Secret".to_owned(),
+                name: secret.name_any(),
+                holder,
+            }),
+            None => Ok(None),
+        };
+    }
+    if !create_once(shared, &api(shared, secret), secret).await? {
         return Ok(None);
     }
     let what = match secret.name_any() {

@@ -36,7 +36,7 @@ use tracing::{debug, instrument};
 
 use self::build::{BuildInputs, build_children};
 use self::context::AgentContext;
-use self::status::{CHILD_REFUSED, INVALID_SPEC, Refusal};
+use self::status::{CHILD_CONFLICT, CHILD_REFUSED, INVALID_SPEC, Refusal};
 use self::watches::watch_children;
 use crate::context::Context;
 use crate::controller::{on_error, on_success};
@@ -382,14 +382,13 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     )
     .await?;
     let applied = apply::apply_children(agent, ctx, children, references.service_monitor).await?;
-    let refusal = applied
-        .refused
-        .as_ref()
-        .and_then(Error::refusal)
-        .map(|message| Refusal {
-            reason: CHILD_REFUSED,
-            message,
-        });
+    let refusal = applied.refused.as_ref().and_then(|error| {
+        let reason = match error {
+            Error::ChildConflict { .. } => CHILD_CONFLICT,
+            _ => CHILD_REFUSED,
+        };
+        error.refusal().map(|message| Refusal { reason, message })
+    });
 
     write_status::write_status(agent, ctx, Some(database), applied.service_monitor, refusal)
         .await?;

@@ -165,29 +165,25 @@ struct World {
 /// A reconcile context over a mock API that answers like an empty namespace holding
 /// `agent`: reads of missing objects are 404, creates and applies echo the object.
 fn world(agent: &AgentDeployment, database_fails: bool) -> World {
-    world_with(agent, database_fails, None)
+    world_with(agent, database_fails, Vec::new())
 }
 
-/// As [`world`], but a patch of the object at `refused.0` is answered with the
-/// Status `refused.1`.
+/// As [`world`], but a request whose line (`PATCH /apis/...`) is the first of one of
+/// `answers` gets its answer.
 fn world_with(
     agent: &AgentDeployment,
     database_fails: bool,
-    refused: Option<(String, (u16, Value))>,
+    answers: Vec<(String, (u16, Value))>,
 ) -> World {
     let agent_json = serde_json::to_value(agent).unwrap();
     let (client, log) = mock_api::client(move |request| {
         let is_agent = request.path.starts_with(
             "/apis/switchboard.dev/v1alpha1/namespaces/tenant-a/agentdeployments/support",
         );
+        if let Some((_, answer)) = answers.iter().find(|(line, _)| *line == request.line()) {
+            return answer.clone();
+        }
         match request.method.as_str() {
-            "PATCH"
-                if refused
-                    .as_ref()
-                    .is_some_and(|(path, _)| request.path == *path) =>
-            {
-                refused.as_ref().unwrap().1.clone()
-            }
             "GET" if request.path == format!("{NS}/secrets/support-pg") => (
                 200,
                 serde_json::json!({
@@ -280,6 +276,15 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             // The client key and the admin key, created together.
             format!("POST {NS}/secrets"),
             format!("POST {NS}/secrets"),
+            // Not in the caches: each child is looked for before it is applied, so an
+            // object of its name made by someone else is never taken over.
+            format!("GET {NS}/serviceaccounts/support"),
+            "GET /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
+            "GET /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/support"
+                .to_owned(),
+            format!("GET {NS}/configmaps/support-config"),
+            format!("GET {NS}/services/support"),
+            "GET /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned(),
             format!("PATCH {NS}/serviceaccounts/support"),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/support"
@@ -448,7 +453,11 @@ async fn a_child_the_api_server_refuses_is_reported_and_retried_at_the_resync() 
             "field": "spec.template.spec.containers[0].env[2].value",
         }]},
     });
-    let world = world_with(&agent(), false, Some((deployment.clone(), (422, invalid))));
+    let world = world_with(
+        &agent(),
+        false,
+        vec![(format!("PATCH {deployment}"), (422, invalid))],
+    );
     let agent = Arc::new(agent());
     let error = reconcile(agent.clone(), world.ctx.clone())
         .await
@@ -518,6 +527,101 @@ async fn a_child_the_api_server_refuses_is_reported_and_retried_at_the_resync() 
         "{}",
         warning.body
     );
+}
+
+#[tokio::test]
+async fn a_child_named_like_an_object_the_agent_does_not_control_is_not_written_over() {
+    // A Service of the agent's name, made by hand before the agent: no owner, none of
+    // the operator's labels.
+    let service = format!("{NS}/services/support");
+    let foreign = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "support", "namespace": "tenant-a", "uid": "u-1",
+                     "labels": {"app": "legacy-support"}},
+        "spec": {"selector": {"app": "legacy-support"}, "ports": [{"port": 80}]},
+    });
+    let world = world_with(
+        &agent(),
+        false,
+        vec![(format!("GET {service}"), (200, foreign))],
+    );
+    let agent = Arc::new(agent());
+    let error = reconcile(agent.clone(), world.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::ChildConflict { .. }), "{error}");
+    let lines = world.log.lines();
+    assert!(
+        !lines.contains(&format!("PATCH {service}")),
+        "the Service was not written: {lines:?}"
+    );
+    // The other children were applied.
+    assert!(
+        lines.contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned()),
+        "{lines:?}"
+    );
+    let status = last_status(&world.log);
+    assert_eq!(
+        condition(&status, READY),
+        ("False".to_owned(), "ChildConflict".to_owned())
+    );
+    let said = message(&status, READY);
+    assert!(
+        said.starts_with(
+            "Service support already exists and is not this agent's (made outside the \
+             operator, with no owner)"
+        ),
+        "{said}"
+    );
+    assert_eq!(
+        error_policy(agent.clone(), &error, world.ctx.clone()),
+        Action::requeue(world.ctx.shared.config.resync())
+    );
+}
+
+#[tokio::test]
+async fn a_key_secret_named_like_another_owners_secret_stops_the_apply() {
+    // Another controller's Secret holds the client key's name: the runtime must not
+    // read it as its key, so nothing that would (the Deployment) is applied.
+    let foreign = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "support-api-key", "namespace": "tenant-a", "uid": "u-2",
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                        "name": "billing", "uid": "u-3", "controller": true}]},
+    });
+    let conflict = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "AlreadyExists", "code": 409, "message": "secrets \"support-api-key\" already exists",
+    });
+    let world = world_with(
+        &agent(),
+        false,
+        vec![
+            (format!("GET {NS}/secrets/support-api-key"), (200, foreign)),
+            (format!("POST {NS}/secrets"), (409, conflict)),
+        ],
+    );
+    let error = reconcile(Arc::new(agent()), world.ctx.clone())
+        .await
+        .unwrap_err();
+    let Error::ChildConflict { kind, name, holder } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(
+        (kind.as_str(), name.as_str(), holder.as_str()),
+        (
+            "Secret",
+            "support-api-key",
+            "controlled by Deployment billing"
+        )
+    );
+    let lines = world.log.lines();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("PATCH /apis/apps/v1")),
+        "no Deployment applied: {lines:?}"
+    );
+    let status = last_status(&world.log);
+    assert_eq!(condition(&status, READY).1, "ChildConflict");
 }
 
 /// The fixture with an External database (Secret `support-pg`), as it is applied:

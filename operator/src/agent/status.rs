@@ -53,7 +53,7 @@ pub enum ServiceMonitorState {
 /// (False, with this reason and message) and the phase is Failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    /// [`INVALID_SPEC`] or [`CHILD_REFUSED`].
+    /// [`INVALID_SPEC`], [`CHILD_REFUSED`] or [`CHILD_CONFLICT`].
     pub reason: &'static str,
     /// What is wrong, naming the field.
     pub message: String,
@@ -534,6 +534,10 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 
 /// Reason of Ready when the API server refused one of the agent's children as invalid.
 pub const CHILD_REFUSED: &str = "ChildRefused";
+
+/// Reason of Ready when one of the agent's children is named like an object the agent
+/// does not control, which the operator does not write over.
+pub const CHILD_CONFLICT: &str = "ChildConflict";
 
 /// Reason of RuntimeReady (and so Ready) when the agent is scaled to zero on purpose.
 pub const SCALED_TO_ZERO: &str = "ScaledToZero";

@@ -7,6 +7,7 @@ pub mod drift;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -40,8 +41,10 @@ impl Live {
 }
 
 /// Applies `desired` unless `live` (a child read from the API server, or a cached
-/// [`Compact`](crate::compact::Compact) one, turned into JSON) already holds every
-/// field of it (with the same content hash). Returns whether a write was sent.
+/// [`Compact`](crate::compact::Compact) one, turned into JSON; `None` when the cache
+/// does not hold it, and it is read) already holds every field of it (with the same
+/// content hash). An object of that name the owner does not control is not written
+/// ([`Error::ChildConflict`], see [`foreign_holder`]). Returns whether a write was sent.
 pub async fn apply_child_against<K>(
     ctx: &Context,
     api: &Api<K>,
@@ -56,6 +59,19 @@ where
     let mut desired = desired;
     let hash = stamp_applied_hash(&mut desired)?;
     let name = desired.name_any();
+    // Not in the cache (which holds only objects the operator labelled): asked of the
+    // API server, so an object of this name made by someone else is never taken over
+    // by the forced apply below.
+    let live = match live {
+        Some(live) => Some(live),
+        None => api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading {kind} {name}")))?
+            .as_ref()
+            .map(Live::of)
+            .transpose()?,
+    };
     if let Some(live) = live {
         let want = to_value(&desired, &kind)?;
         match drift::first_difference(&want, &live.value) {
@@ -64,6 +80,15 @@ where
                 info!(%kind, %name, %path, "repairing a child edited by hand");
             }
             Some(_) => {}
+        }
+        let meta: ObjectMeta =
+            serde_json::from_value(live.value.get("metadata").cloned().unwrap_or_default())
+                .map_err(|source| Error::Serialize {
+                    what: format!("the metadata of {kind} {name}"),
+                    source,
+                })?;
+        if let Some(holder) = foreign_holder(&desired, &meta) {
+            return Err(Error::ChildConflict { kind, name, holder });
         }
     }
     debug!(%kind, %name, %hash, "applying");
@@ -100,8 +125,51 @@ where
     };
     match api.create(&params, object).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // It exists: kept as it is if it is the owner's, else said (an agent named
+            // like another tool's Secret would otherwise read that Secret as its key).
+            let live = api
+                .get_metadata_opt(&name)
+                .await
+                .map_err(Error::kube(format!("reading {kind} {name}")))?;
+            match live.and_then(|live| foreign_holder(object, &live.metadata)) {
+                Some(holder) => Err(Error::ChildConflict { kind, name, holder }),
+                None => Ok(false),
+            }
+        }
         Err(e) => Err(Error::kube(format!("creating {kind} {name}"))(e)),
+    }
+}
+
+/// Why the live object with metadata `live` is not `desired`'s to write, if it is not:
+/// another controller holds it, or none does and the operator did not label it for
+/// the same owner. An object the operator labelled for this owner and left without one
+/// (`kubectl delete --cascade=orphan`, then the owner made again) is adopted, as a
+/// ReplicaSet adopts its orphaned pods. `None` for a desired object without a
+/// controller (nothing to compare).
+pub fn foreign_holder<K: Resource>(desired: &K, live: &ObjectMeta) -> Option<String> {
+    let controller = |meta: &ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| (o.kind.clone(), o.name.clone()))
+    };
+    let owner = controller(desired.meta())?;
+    match controller(live) {
+        Some(holder) if holder == owner => None,
+        Some((kind, name)) => Some(format!("controlled by {kind} {name}")),
+        None => {
+            let label = |meta: &ObjectMeta, key: &str| {
+                meta.labels.as_ref().and_then(|l| l.get(key)).cloned()
+            };
+            let labelled_for_owner = label(live, names::MANAGED_BY_LABEL).as_deref()
+                == Some(names::MANAGED_BY)
+                && label(live, names::INSTANCE_LABEL).is_some()
+                && label(live, names::INSTANCE_LABEL)
+                    == label(desired.meta(), names::INSTANCE_LABEL);
+            (!labelled_for_owner).then(|| "made outside the operator, with no owner".to_owned())
+        }
     }
 }
 
@@ -139,6 +207,85 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Service;
     use kube::api::ObjectMeta;
+
+    fn meta(owner: Option<(&str, &str, &str)>, labels: &[(&str, &str)]) -> ObjectMeta {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        ObjectMeta {
+            name: Some("support".to_owned()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            owner_references: owner.map(|(kind, name, uid)| {
+                vec![OwnerReference {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    uid: uid.to_owned(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_owners_objects_and_its_labelled_orphans_are_written() {
+        let ours = [
+            (names::MANAGED_BY_LABEL, names::MANAGED_BY),
+            (names::INSTANCE_LABEL, "support"),
+        ];
+        let desired = Service {
+            metadata: meta(Some(("AgentDeployment", "support", "u-new")), &ours),
+            ..Default::default()
+        };
+        let holder = |live: ObjectMeta| foreign_holder(&desired, &live);
+        assert_eq!(
+            holder(meta(Some(("AgentDeployment", "support", "u-new")), &ours)),
+            None
+        );
+        // The owner made again under the same name (its old children not yet collected).
+        assert_eq!(
+            holder(meta(Some(("AgentDeployment", "support", "u-old")), &[])),
+            None
+        );
+        // Orphaned by `--cascade=orphan`: still labelled for this agent, adopted.
+        assert_eq!(holder(meta(None, &ours)), None);
+        assert_eq!(
+            holder(meta(Some(("Deployment", "billing", "u-3")), &ours)).as_deref(),
+            Some("controlled by Deployment billing")
+        );
+        assert_eq!(
+            holder(meta(Some(("AgentDeployment", "billing", "u-4")), &ours)).as_deref(),
+            Some("controlled by AgentDeployment billing")
+        );
+        let foreign = Some("made outside the operator, with no owner");
+        assert_eq!(holder(meta(None, &[])).as_deref(), foreign);
+        assert_eq!(
+            holder(meta(None, &[("app", "support")])).as_deref(),
+            foreign
+        );
+        // The operator's label for another agent, or the instance label alone.
+        assert_eq!(
+            holder(meta(
+                None,
+                &[
+                    (names::MANAGED_BY_LABEL, names::MANAGED_BY),
+                    (names::INSTANCE_LABEL, "other")
+                ]
+            ))
+            .as_deref(),
+            foreign
+        );
+        assert_eq!(
+            holder(meta(None, &[(names::INSTANCE_LABEL, "support")])).as_deref(),
+            foreign
+        );
+        // A desired object without a controller is not compared.
+        assert_eq!(foreign_holder(&Service::default(), &meta(None, &[])), None);
+    }
 
     #[test]
     fn applied_hash_is_stable_and_content_sensitive() {

@@ -56,7 +56,7 @@ where
     });
     if error.is_permanent() {
         Action::await_change()
-    } else if matches!(error, Error::ChildRefused { .. }) {
+    } else if error.is_refused_child() {
         // The same child would be refused again: no backoff's hot retries.
         Action::requeue(shared.config.resync())
     } else {
