@@ -296,14 +296,14 @@ def operator_alerts():
         ),
         alert(
             "SwitchboardOperatorReconcileErrors",
-            "sum by (controller) (rate(switchboard_operator_reconcile_failures_total{category!~\"invalid_spec|missing_dependency\"}[15m]))\n"
+            "sum by (controller) (rate(switchboard_operator_reconcile_failures_total{category!~\"invalid_spec|missing_dependency|conflict\"}[15m]))\n"
             "/\nsum by (controller) (rate(switchboard_operator_reconciles_total[15m]))\n> 0.1",
             "15m",
             "warning",
             "The operator's {{ $labels.controller }} reconciles fail.",
             "{{ $value | humanizePercentage }} of the {{ $labels.controller }} reconciles failed over 15 "
             "minutes (threshold 10%) with a platform error (Kubernetes API, database, configuration or "
-            "internal; a tenant's invalid spec or missing Secret is not counted here, it shows in that "
+            "internal; a tenant's invalid spec, missing Secret or name taken by another object is not counted here, it shows in that "
             "resource's conditions).",
         ),
         alert(
@@ -622,7 +622,7 @@ def operator_panels():
         panel("Reconcile duration", "Reconcile duration by controller: 50th, 95th and 99th percentile.", "s",
               [target(f"histogram_quantile({q}, sum by (controller, le) (rate(switchboard_operator_reconcile_duration_seconds_bucket[$__rate_interval])))", f"{{{{controller}}}} p{int(q * 100)}")
                for q in (0.5, 0.95, 0.99)]),
-        panel("Errors by category", "Failed reconciles per second by controller and error category (kube_api, database, config, invalid_spec, missing_dependency, internal).", "ops",
+        panel("Errors by category", "Failed reconciles per second by controller and error category (kube_api, database, config, invalid_spec, missing_dependency, conflict, internal).", "ops",
               [target("sum by (controller, category) (rate(switchboard_operator_reconcile_failures_total[$__rate_interval]))", "{{controller}} {{category}}")]),
         panel("Reconciles in flight", "Reconciles running now, by controller: the work the controllers' queues hand out (at most the configured concurrency each).", "none",
               [target("sum by (controller) (switchboard_operator_reconciles_in_flight)", "{{controller}}")]),
