@@ -19,7 +19,7 @@ use super::build::service_monitor::ServiceMonitor;
 use super::context::AgentContext;
 use super::dereference::ServiceMonitorPlan;
 use super::status::ServiceMonitorState;
-use crate::apply::{Live, apply_child_against, create_once, foreign_holder};
+use crate::apply::{Live, apply_child_against, create_once, foreign_holder, labelled_for_owner};
 use crate::compact::Compact;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -83,13 +83,19 @@ pub async fn apply_children(
             Err(error) => return Err(error),
         }
     }
-    if let Some(taken) = taken {
-        // A key's name is held by another object: nothing that would read it (the
-        // Deployment) is applied until it is freed.
+    // A key's name held by another object: for a new agent, nothing that would read it
+    // (the Deployment) is applied until the name is free. An agent already running
+    // reads it already (its key replaced by hand, by delete and create): said, and the
+    // other children are applied as always.
+    let running = stores
+        .deployments
+        .get(&ObjectRef::new(&agent.name_any()).within(&agent.namespace().unwrap_or_default()))
+        .is_some();
+    if taken.is_some() && !running {
         say_applied(agent, shared, generated, Vec::new()).await;
         return Ok(Applied {
             service_monitor: None,
-            refused: Some(taken),
+            refused: taken,
         });
     }
     delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
@@ -123,6 +129,7 @@ pub async fn apply_children(
         .filter_map(|r| r.as_ref().ok().cloned().flatten())
         .collect();
     let mut failures: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    failures.extend(taken);
     let service_monitor = match monitor {
         Ok((state, monitor_written)) => {
             written.extend(monitor_written);
@@ -187,18 +194,29 @@ async fn create_key_secret(
 ) -> Result<Option<String>> {
     let key_ref =
         ObjectRef::new(&secret.name_any()).within(&secret.namespace().unwrap_or_default());
-    if let Some(cached) = stores.secrets.get(&key_ref) {
-        return match foreign_holder(secret, &cached.metadata) {
-            Some(holder) => Err(Error::ChildConflict {
-                kind: "Secret".to_owned(),
-                name: secret.name_any(),
-                holder,
-            }),
-            None => Ok(None),
+    let api = api(shared, secret);
+    let live = match stores.secrets.get(&key_ref) {
+        Some(cached) => Some(cached.metadata.clone()),
+        None if create_once(shared, &api, secret).await? => None,
+        // There already (made meanwhile, or not the operator's, so not cached).
+        None => api
+            .get_metadata_opt(&secret.name_any())
+            .await
+            .map_err(Error::kube(format!("reading Secret {}", secret.name_any())))?
+            .map(|live| live.metadata),
+    };
+    if let Some(live) = live {
+        // A key the user brings (from external-secrets, say) is labelled for the agent.
+        return match foreign_holder(secret, &live) {
+            Some(holder) if !labelled_for_owner(secret.meta(), &live) => {
+                Err(Error::ChildConflict {
+                    kind: "Secret".to_owned(),
+                    name: secret.name_any(),
+                    holder,
+                })
+            }
+            _ => Ok(None),
         };
-    }
-    if !create_once(shared, &api(shared, secret), secret).await? {
-        return Ok(None);
     }
     let what = match secret.name_any() {
         _ if secret.labels().contains_key(names::CALLEE_LABEL) => {

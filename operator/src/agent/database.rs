@@ -14,7 +14,7 @@ use super::build::SecretKey;
 use super::build::database_secret;
 use super::context::AgentContext;
 use super::status::DatabaseState;
-use crate::apply::create_once;
+use crate::apply::{create_once, foreign_holder};
 use crate::backoff::ObjectKey;
 use crate::database::{database_identifier, generate_password};
 use crate::error::{Error, Result};
@@ -139,6 +139,7 @@ pub async fn ensure_database(
                     let reason = match &e {
                         Error::NoDatabaseAdmin | Error::DatabaseAdminSecret(_) => "NoDatabaseAdmin",
                         Error::Database { .. } => "DatabaseUnavailable",
+                        Error::ChildConflict { .. } => "ChildConflict",
                         _ => "ProvisioningFailed",
                     };
                     let (s, e) = not_ready(reason, e);
@@ -174,10 +175,23 @@ async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) ->
 
     let identifier = database_identifier(&namespace, &name);
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+    // Only the agent's own Secret is read: one of that name made by someone else would
+    // hand the runtime its `uri` (and this role its password).
+    let ours = Secret {
+        metadata: super::build::metadata(agent, &secret_name),
+        ..Default::default()
+    };
     let read_password = |secret: Option<Secret>| -> Result<Option<String>> {
         let Some(secret) = secret else {
             return Ok(None);
         };
+        if let Some(holder) = foreign_holder(&ours, &secret.metadata) {
+            return Err(Error::ChildConflict {
+                kind: "Secret".to_owned(),
+                name: secret_name.clone(),
+                holder,
+            });
+        }
         let password = secret
             .data
             .as_ref()

@@ -307,6 +307,16 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         ctx.stores.agent_exists(agent, name)
     });
     let (database, database_url, database_error) = database::ensure_database(agent, ctx).await;
+    if let Some(conflict @ Error::ChildConflict { .. }) = database_error {
+        // The database Secret's name is held by another object: nothing that would read
+        // it (the Deployment) is applied until it is free.
+        let refusal = conflict.refusal().map(|message| Refusal {
+            reason: CHILD_CONFLICT,
+            message,
+        });
+        write_status::write_status(agent, ctx, Some(database), None, refusal).await?;
+        return Err(conflict);
+    }
     let runtime_config = build::config_map::runtime_config(
         agent,
         references.system_prompt_from.as_deref(),

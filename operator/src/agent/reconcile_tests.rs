@@ -624,6 +624,84 @@ async fn a_key_secret_named_like_another_owners_secret_stops_the_apply() {
     assert_eq!(condition(&status, READY).1, "ChildConflict");
 }
 
+#[tokio::test]
+async fn a_key_secret_the_user_brings_labelled_for_the_agent_is_used() {
+    // external-secrets (say) keeps the client key, labelled for the agent.
+    let brought = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "support-api-key", "namespace": "tenant-a", "uid": "u-2",
+                     "labels": {"app.kubernetes.io/managed-by": "switchboard-operator",
+                                "app.kubernetes.io/instance": "support"},
+                     "ownerReferences": [{"apiVersion": "external-secrets.io/v1",
+                        "kind": "ExternalSecret", "name": "support-key", "uid": "u-3",
+                        "controller": true}]},
+    });
+    let conflict = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "AlreadyExists", "code": 409, "message": "already exists",
+    });
+    let world = world_with(
+        &agent(),
+        false,
+        vec![
+            (format!("GET {NS}/secrets/support-api-key"), (200, brought)),
+            (format!("POST {NS}/secrets"), (409, conflict)),
+        ],
+    );
+    reconcile(Arc::new(agent()), world.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        world
+            .log
+            .lines()
+            .contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_database_secret_named_like_another_owners_is_not_read() {
+    // A Secret of the database Secret's name, made by hand, with a uri and password.
+    let foreign = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "support-db", "namespace": "tenant-a", "uid": "u-2"},
+        "data": {"password": "aHVudGVyMg==", "uri": "cG9zdGdyZXM6Ly9lbHNld2hlcmU="},
+    });
+    let world = world_with(
+        &agent(),
+        false,
+        vec![(format!("GET {NS}/secrets/support-db"), (200, foreign))],
+    );
+    let agent = Arc::new(agent());
+    let error = reconcile(agent.clone(), world.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::ChildConflict { .. }), "{error}");
+    assert!(
+        world.database.calls().is_empty(),
+        "no role given its password"
+    );
+    let lines = world.log.lines();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("PATCH /apis/apps/v1")),
+        "no Deployment reading it: {lines:?}"
+    );
+    let status = last_status(&world.log);
+    assert_eq!(
+        condition(&status, READY),
+        ("False".to_owned(), "ChildConflict".to_owned())
+    );
+    assert_eq!(condition(&status, DATABASE_READY).1, "ChildConflict");
+    assert!(
+        message(&status, READY).starts_with("Secret support-db already exists"),
+        "{status}"
+    );
+    assert_eq!(
+        error_policy(agent, &error, world.ctx.clone()),
+        Action::requeue(world.ctx.shared.config.resync())
+    );
+}
+
 /// The fixture with an External database (Secret `support-pg`), as it is applied:
 /// without the finalizer.
 fn external_agent() -> AgentDeployment {

@@ -110,7 +110,8 @@ where
     Ok(true)
 }
 
-/// Creates `object` unless it exists; never rewrites it. Returns whether it was created.
+/// Creates `object` unless it exists; never rewrites it. Returns whether it was created
+/// (whose an object that was already there is, is the caller's to judge).
 pub async fn create_once<K>(ctx: &Context, api: &Api<K>, object: &K) -> Result<bool>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
@@ -125,18 +126,7 @@ where
     };
     match api.create(&params, object).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            // It exists: kept as it is if it is the owner's, else said (an agent named
-            // like another tool's Secret would otherwise read that Secret as its key).
-            let live = api
-                .get_metadata_opt(&name)
-                .await
-                .map_err(Error::kube(format!("reading {kind} {name}")))?;
-            match live.and_then(|live| foreign_holder(object, &live.metadata)) {
-                Some(holder) => Err(Error::ChildConflict { kind, name, holder }),
-                None => Ok(false),
-            }
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(Error::kube(format!("creating {kind} {name}"))(e)),
     }
 }
@@ -145,32 +135,37 @@ where
 /// another controller holds it, or none does and the operator did not label it for
 /// the same owner. An object the operator labelled for this owner and left without one
 /// (`kubectl delete --cascade=orphan`, then the owner made again) is adopted, as a
-/// ReplicaSet adopts its orphaned pods. `None` for a desired object without a
-/// controller (nothing to compare).
+/// ReplicaSet adopts its orphaned pods. Owners are compared by API group, kind and name
+/// (not version or uid: an owner made again under its name holds its old children).
+/// `None` for a desired object without a controller (nothing to compare).
 pub fn foreign_holder<K: Resource>(desired: &K, live: &ObjectMeta) -> Option<String> {
     let controller = |meta: &ObjectMeta| {
         meta.owner_references
             .iter()
             .flatten()
             .find(|o| o.controller == Some(true))
-            .map(|o| (o.kind.clone(), o.name.clone()))
+            .map(|o| {
+                let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                (group.to_owned(), o.kind.clone(), o.name.clone())
+            })
     };
     let owner = controller(desired.meta())?;
     match controller(live) {
         Some(holder) if holder == owner => None,
-        Some((kind, name)) => Some(format!("controlled by {kind} {name}")),
-        None => {
-            let label = |meta: &ObjectMeta, key: &str| {
-                meta.labels.as_ref().and_then(|l| l.get(key)).cloned()
-            };
-            let labelled_for_owner = label(live, names::MANAGED_BY_LABEL).as_deref()
-                == Some(names::MANAGED_BY)
-                && label(live, names::INSTANCE_LABEL).is_some()
-                && label(live, names::INSTANCE_LABEL)
-                    == label(desired.meta(), names::INSTANCE_LABEL);
-            (!labelled_for_owner).then(|| "made outside the operator, with no owner".to_owned())
-        }
+        Some((_, kind, name)) => Some(format!("controlled by {kind} {name}")),
+        None if labelled_for_owner(desired.meta(), live) => None,
+        None => Some("made outside the operator, with no owner".to_owned()),
     }
+}
+
+/// Whether `live` carries the operator's labels for the owner `desired` is labelled
+/// for (managed-by the operator, the same instance).
+pub fn labelled_for_owner(desired: &ObjectMeta, live: &ObjectMeta) -> bool {
+    let label =
+        |meta: &ObjectMeta, key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).cloned();
+    label(live, names::MANAGED_BY_LABEL).as_deref() == Some(names::MANAGED_BY)
+        && label(live, names::INSTANCE_LABEL).is_some()
+        && label(live, names::INSTANCE_LABEL) == label(desired, names::INSTANCE_LABEL)
 }
 
 /// The applied-hash annotation of a live object, if any.
@@ -220,6 +215,7 @@ mod tests {
             ),
             owner_references: owner.map(|(kind, name, uid)| {
                 vec![OwnerReference {
+                    api_version: "switchboard.dev/v1alpha1".to_owned(),
                     kind: kind.to_owned(),
                     name: name.to_owned(),
                     uid: uid.to_owned(),
@@ -260,6 +256,14 @@ mod tests {
         assert_eq!(
             holder(meta(Some(("AgentDeployment", "billing", "u-4")), &ours)).as_deref(),
             Some("controlled by AgentDeployment billing")
+        );
+        // Another product's kind of the same name.
+        let mut other_group = meta(Some(("AgentDeployment", "support", "u-5")), &ours);
+        other_group.owner_references.as_mut().unwrap()[0].api_version =
+            "agents.example.com/v1".to_owned();
+        assert_eq!(
+            holder(other_group).as_deref(),
+            Some("controlled by AgentDeployment support")
         );
         let foreign = Some("made outside the operator, with no owner");
         assert_eq!(holder(meta(None, &[])).as_deref(), foreign);
