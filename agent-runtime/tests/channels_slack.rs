@@ -360,6 +360,49 @@ async fn answers_are_escaped_and_file_messages_answered(db: Db) {
     s.tasks.stop().await;
 }
 
+/// An answer in pieces whose second piece fails (Slack 500): the retry posts
+/// from the second piece on, not the first again (`chat.postMessage` has no
+/// idempotency key: a repeated call is a repeated message in the thread).
+async fn a_long_answer_failing_part_way_is_resumed_not_repeated(db: Db) {
+    let s = start(db).await;
+    s.slack.fail_post_after(1);
+    let event = mention(
+        "tell me everything [[mock: words=1500]]",
+        "1700000000.000200",
+        None,
+        "Ev0501",
+    );
+    assert_eq!(s.events.send(&event).await.status, Some(200));
+    assert!(
+        s.slack
+            .wait_until(WAIT, |m| m
+                .posts()
+                .iter()
+                .map(|p| p.text.split_whitespace().count())
+                .sum::<usize>()
+                >= 1500)
+            .await,
+        "{:?}",
+        s.slack.posts().len()
+    );
+    // Time for a wrong extra post (the outbox retries within a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.tasks.stop().await;
+    let posts = s.slack.posts();
+    let words: usize = posts
+        .iter()
+        .map(|p| p.text.split_whitespace().count())
+        .sum();
+    // The mock's answer is exactly 1,500 words: a piece posted twice adds hundreds.
+    assert_eq!(words, 1500, "every word once, in {} posts", posts.len());
+    assert!(posts.len() >= 2, "{} pieces", posts.len());
+    assert_eq!(
+        s.slack.post_attempts() as usize,
+        posts.len() + 1,
+        "one failed post, none repeated"
+    );
+}
+
 /// An answer longer than Slack takes in one message goes in pieces of at
 /// most 4,000 characters, in order, in the thread.
 async fn a_long_answer_is_posted_in_pieces(db: Db) {
@@ -430,6 +473,7 @@ async fn a_refusal_for_good_is_given_up_at_once(db: Db) {
 
 on_both_databases!(
     a_long_answer_is_posted_in_pieces,
+    a_long_answer_failing_part_way_is_resumed_not_repeated,
     answers_are_escaped_and_file_messages_answered,
     a_refusal_for_good_is_given_up_at_once,
     a_thread_with_several_users_is_one_session,

@@ -252,6 +252,9 @@ struct Inner {
     lose_acks: usize,
     /// Channels `chat.postMessage` refuses, with the error code it answers.
     refused_channels: HashMap<String, String>,
+    /// Posts to let through before one fails with 500 (see
+    /// [`SlackMock::fail_post_after`]).
+    fail_after: Option<usize>,
 }
 
 impl Inner {
@@ -338,6 +341,12 @@ impl SlackMock {
     /// 503 for `duration`; open Socket Mode connections keep delivering events.
     pub fn web_api_outage(&self, duration: Duration) {
         self.shared.lock().web_outage.start(duration);
+    }
+
+    /// After `posted` more messages are posted, the next `chat.postMessage` answers
+    /// 500 (Slack's side failing) once: an answer in several pieces fails part way.
+    pub fn fail_post_after(&self, posted: usize) {
+        self.shared.lock().fail_after = Some(posted);
     }
 
     /// `chat.postMessage` to `channel` answers `ok: false` with `error` (e.g.
@@ -580,6 +589,16 @@ async fn post_message(
         drop(inner);
         shared.bump();
         return Json(json!({"ok": false, "error": error})).into_response();
+    }
+    match inner.fail_after {
+        Some(0) => {
+            inner.fail_after = None;
+            drop(inner);
+            shared.bump();
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+        Some(n) => inner.fail_after = Some(n - 1),
+        None => {}
     }
     inner.next_ts += 1;
     let ts = format!("{}.{:06}", unix_now(), inner.next_ts);

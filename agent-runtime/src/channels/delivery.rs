@@ -297,6 +297,32 @@ async fn process(state: &SharedState, delivery: Delivery) {
     }
 }
 
+/// Posts the `pieces` of an answer that earlier attempts did not, in order, with
+/// `post(index, piece)`, recording each but the last as posted: an attempt that
+/// fails part way is resumed after the pieces that went out, not from the first
+/// (Slack's `chat.postMessage` has no idempotency key).
+async fn post_pieces<'a, F, Fut, E>(
+    state: &SharedState,
+    delivery: &Delivery,
+    pieces: &'a [String],
+    mut post: F,
+) -> Result<(), AttemptError>
+where
+    F: FnMut(usize, &'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    AttemptError: From<E>,
+{
+    let posted = usize::try_from(delivery.pieces_posted).unwrap_or(0);
+    for (i, piece) in pieces.iter().enumerate().skip(posted) {
+        post(i, piece).await?;
+        if i + 1 < pieces.len() {
+            let done = i64::try_from(i + 1).unwrap_or(i64::MAX);
+            state.store.set_delivery_pieces(&delivery.id, done).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), AttemptError> {
     let channel = state
         .channels
@@ -374,18 +400,26 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
             .as_ref()
             .and_then(|d| d.application_id.as_deref())
             .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
-        super::discord_api::answer_interaction(client, application, token, &answer).await?;
+        let pieces = super::text::split(&answer, super::discord_api::MAX_CHARS);
+        post_pieces(state, &delivery, &pieces, |i, piece| {
+            super::discord_api::answer_interaction_piece(client, application, token, i, piece)
+        })
+        .await?;
         tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Discord slash command answered");
         return Ok(());
     }
     if let Some(client) = &discord {
-        super::discord_api::post_answer(
-            client,
-            &delivery.id,
-            &delivery.conversation_id,
-            delivery.reply_to.as_deref(),
-            &answer,
-        )
+        let pieces = super::text::split(&answer, super::discord_api::MAX_CHARS);
+        post_pieces(state, &delivery, &pieces, |i, piece| {
+            super::discord_api::post_piece(
+                client,
+                &delivery.id,
+                &delivery.conversation_id,
+                delivery.reply_to.as_deref(),
+                i,
+                piece,
+            )
+        })
         .await?;
         tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Discord answer posted");
         return Ok(());
@@ -394,14 +428,11 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         let token = state.webhooks.keys.key(&slack.bot_token).await?;
         let token = String::from_utf8_lossy(&token);
         let (conversation, thread) = super::slack::reply_target(&delivery.conversation_id);
-        super::slack_api::post_message(
-            state.webhooks.http(),
-            &state.webhooks.slack_api_url(),
-            token.trim(),
-            conversation,
-            thread,
-            &answer,
-        )
+        let (http, api_url) = (state.webhooks.http(), state.webhooks.slack_api_url());
+        let pieces = super::text::split(&answer, super::slack_api::MAX_CHARS);
+        post_pieces(state, &delivery, &pieces, |_, piece| {
+            super::slack_api::post_piece(http, &api_url, token.trim(), conversation, thread, piece)
+        })
         .await?;
         tracing::info!(delivery = %delivery.id, channel = %delivery.channel, "Slack answer posted");
         return Ok(());

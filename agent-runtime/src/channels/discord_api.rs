@@ -261,38 +261,37 @@ fn nonce(delivery: &str, piece: usize) -> String {
     hex::encode(&digest[..13])[..25].to_owned()
 }
 
-/// Posts `text` in `channel`, the first piece replying to `reply_to`. Each
-/// piece carries a nonce derived from `delivery` with `enforce_nonce`, so an
-/// attempt that failed after some pieces went out does not post them twice
-/// when it is tried again (Discord remembers nonces for a few minutes).
-pub async fn post_answer(
+/// Posts piece `i` of an answer in `channel` (at most [`MAX_CHARS`] characters:
+/// see [`super::text::split`]), the first piece replying to `reply_to`. Each piece
+/// carries a nonce derived from `delivery` with `enforce_nonce`, so a piece whose
+/// post went out but whose answer was lost is not posted twice when it is tried
+/// again (Discord remembers nonces for a few minutes).
+pub async fn post_piece(
     client: &DiscordRest,
     delivery: &str,
     channel: &str,
     reply_to: Option<&str>,
-    text: &str,
+    i: usize,
+    piece: &str,
 ) -> Result<(), DiscordPostError> {
     let channel = snowflake(channel)?;
     let reply_to = reply_to.map(snowflake).transpose()?;
-    for (i, piece) in super::text::split(text, MAX_CHARS).iter().enumerate() {
-        let mut body = json!({
-            "content": piece,
-            "allowed_mentions": {"parse": []},
-            "nonce": nonce(delivery, i),
-            "enforce_nonce": true,
-        });
-        if let Some(original) = reply_to.filter(|_| i == 0) {
-            body["message_reference"] =
-                json!({"message_id": original, "fail_if_not_exists": false});
-        }
-        let call = Call {
-            method: Method::POST,
-            path: format!("/channels/{channel}/messages"),
-            route: format!("POST /channels/{channel}/messages"),
-            bot: true,
-        };
-        client.send(call, Some(&body)).await?;
+    let mut body = json!({
+        "content": piece,
+        "allowed_mentions": {"parse": []},
+        "nonce": nonce(delivery, i),
+        "enforce_nonce": true,
+    });
+    if let Some(original) = reply_to.filter(|_| i == 0) {
+        body["message_reference"] = json!({"message_id": original, "fail_if_not_exists": false});
     }
+    let call = Call {
+        method: Method::POST,
+        path: format!("/channels/{channel}/messages"),
+        route: format!("POST /channels/{channel}/messages"),
+        bot: true,
+    };
+    client.send(call, Some(&body)).await?;
     Ok(())
 }
 
@@ -312,36 +311,35 @@ pub async fn typing(client: &DiscordRest, channel: &str) {
     }
 }
 
-/// Answers a deferred slash command: the first piece edits the deferred
-/// response (`@original`), further pieces are follow-up messages.
-pub async fn answer_interaction(
+/// Posts piece `i` of a deferred slash command's answer: the first piece edits the
+/// deferred response (`@original`), further pieces are follow-up messages.
+pub async fn answer_interaction_piece(
     client: &DiscordRest,
     application_id: &str,
     interaction_token: &str,
-    text: &str,
+    i: usize,
+    piece: &str,
 ) -> Result<(), DiscordPostError> {
     let application = snowflake(application_id)?;
     // The token is a credential: the rate-limit key carries a digest of it.
     let route = format!("webhook {application}/{}", token_digest(interaction_token));
-    for (i, piece) in super::text::split(text, MAX_CHARS).iter().enumerate() {
-        let body = json!({"content": piece, "allowed_mentions": {"parse": []}});
-        let call = if i == 0 {
-            Call {
-                method: Method::PATCH,
-                path: format!("/webhooks/{application}/{interaction_token}/messages/@original"),
-                route: format!("PATCH {route}"),
-                bot: false,
-            }
-        } else {
-            Call {
-                method: Method::POST,
-                path: format!("/webhooks/{application}/{interaction_token}"),
-                route: format!("POST {route}"),
-                bot: false,
-            }
-        };
-        client.send(call, Some(&body)).await?;
-    }
+    let body = json!({"content": piece, "allowed_mentions": {"parse": []}});
+    let call = if i == 0 {
+        Call {
+            method: Method::PATCH,
+            path: format!("/webhooks/{application}/{interaction_token}/messages/@original"),
+            route: format!("PATCH {route}"),
+            bot: false,
+        }
+    } else {
+        Call {
+            method: Method::POST,
+            path: format!("/webhooks/{application}/{interaction_token}"),
+            route: format!("POST {route}"),
+            bot: false,
+        }
+    };
+    client.send(call, Some(&body)).await?;
     Ok(())
 }
 

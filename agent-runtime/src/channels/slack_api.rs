@@ -69,25 +69,10 @@ pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
 /// (it truncates beyond 40,000 characters). Longer answers go in pieces.
 pub const MAX_CHARS: usize = 4000;
 
-/// Posts `text` to `channel` (in `thread_ts` when given), escaped (see
-/// [`escape_text`]), in pieces of at most [`MAX_CHARS`] characters split on
-/// paragraphs, lines, then words.
-pub async fn post_message(
-    http: &reqwest::Client,
-    api_url: &str,
-    token: &str,
-    channel: &str,
-    thread_ts: Option<&str>,
-    text: &str,
-) -> Result<(), PostError> {
-    for piece in super::text::split(text, MAX_CHARS) {
-        post_piece(http, api_url, token, channel, thread_ts, &piece).await?;
-    }
-    Ok(())
-}
-
-/// One `chat.postMessage` call.
-async fn post_piece(
+/// Posts one piece of an answer (at most [`MAX_CHARS`] characters: see
+/// [`super::text::split`]) to `channel` (in `thread_ts` when given), escaped (see
+/// [`escape_text`]): one `chat.postMessage` call.
+pub async fn post_piece(
     http: &reqwest::Client,
     api_url: &str,
     token: &str,

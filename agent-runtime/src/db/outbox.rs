@@ -82,10 +82,13 @@ pub struct Delivery {
     pub reply_to: Option<String>,
     /// The token of the Discord interaction the answer completes.
     pub interaction_token: Option<String>,
+    /// The pieces of a chat-app answer posted so far (by earlier attempts).
+    pub pieces_posted: i64,
 }
 
 const COLUMNS: &str = "id, channel, conversation_id, user_id, text, callback_url, session_id, \
-    user_message_id, answer_message_id, answer, attempts, created_at, reply_to, interaction_token";
+    user_message_id, answer_message_id, answer, attempts, created_at, reply_to, interaction_token, \
+    pieces_posted";
 
 impl Store {
     /// Inserts a delivery; `false` when the same inbound message (channel and
@@ -166,6 +169,14 @@ impl Store {
         with_pool!(self, pool => sqlx::query(
                 "UPDATE webhook_outbox SET answer_message_id = $2, answer = $3 WHERE id = $1")
             .bind(id).bind(answer_message_id).bind(answer).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// Records that the first `pieces` pieces of a delivery's answer were posted.
+    pub async fn set_delivery_pieces(&self, id: &str, pieces: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET pieces_posted = $2 WHERE id = $1")
+            .bind(id).bind(pieces).execute(pool).await.map(|_| ())?);
         Ok(())
     }
 
