@@ -175,18 +175,18 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
                 return;
             };
             let now = now_ms();
-            match state
+            let delivery = match state
                 .store
                 .claim_delivery(&delivery.id, now, now + millis(LEASE))
                 .await
             {
-                Ok(true) => {}
-                Ok(false) => continue,
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => continue,
                 Err(err) => {
                     tracing::warn!(delivery = %delivery.id, error = %err, "cannot claim a webhook delivery");
                     continue;
                 }
-            }
+            };
             let state = state.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -298,7 +298,7 @@ async fn process(state: &SharedState, delivery: Delivery) {
 }
 
 /// Posts the `pieces` of an answer that earlier attempts did not, in order, with
-/// `post(index, piece)`, recording each but the last as posted: an attempt that
+/// `post(index, piece)`, recording each as posted: an attempt that
 /// fails part way is resumed after the pieces that went out, not from the first
 /// (Slack's `chat.postMessage` has no idempotency key).
 async fn post_pieces<'a, F, Fut, E>(
@@ -315,7 +315,10 @@ where
     let posted = usize::try_from(delivery.pieces_posted).unwrap_or(0);
     for (i, piece) in pieces.iter().enumerate().skip(posted) {
         post(i, piece).await?;
-        if i + 1 < pieces.len() {
+        // The last piece too when there are several: a retry after the delivery
+        // could not be marked done posts nothing again. (A one-piece answer is
+        // not recorded: one write less for most answers.)
+        if pieces.len() > 1 {
             let done = i64::try_from(i + 1).unwrap_or(i64::MAX);
             state.store.set_delivery_pieces(&delivery.id, done).await?;
         }
