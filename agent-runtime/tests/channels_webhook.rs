@@ -238,6 +238,44 @@ async fn a_signed_message_is_answered_at_the_callback(db: Db) {
     assert_eq!(callback.accepted().len(), 2, "each answer delivered once");
 }
 
+/// An attempt that outlasts the lease (here 0.6 s, a model taking 1.5 s; the
+/// outbox is polled every second) keeps it: the next poll does not claim the row
+/// again and answer the message a second time.
+async fn a_slow_answer_keeps_its_lease_and_is_given_once(db: Db) {
+    let (callback, url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &url).await;
+    h.state.webhooks.set_lease(Duration::from_millis(600));
+    let (status, accepted) = send(
+        &h.client,
+        &h.url("/channels/hooks/webhook"),
+        &message("a slow one [[mock: latency=1500]]"),
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    eventually(
+        Duration::from_secs(15),
+        "the answer at the callback",
+        || {
+            let n = callback.accepted().len();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
+    .await;
+    outbox_settled(&h.state, 1).await;
+    // Time for a second attempt, had the row been claimed again, to finish (stopping
+    // the workers would cut it short).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tasks.stop().await;
+    assert_eq!(callback.accepted().len(), 1, "answered once");
+    let (_, sessions) = h.get("carol", "/channels/web/api/sessions").await;
+    assert_eq!(
+        sessions["data"][0]["message_count"], 2,
+        "one answer stored: {sessions}"
+    );
+}
+
 async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
     let (callback, url) = Callback::start(false).await;
     let (h, tasks) = start(db, &url).await;
@@ -658,6 +696,7 @@ on_both_databases!(
     redirects_gone_and_throttled_callbacks,
     unknown_fields_and_oversized_bodies_are_refused,
     a_signed_message_is_answered_at_the_callback,
+    a_slow_answer_keeps_its_lease_and_is_given_once,
     a_message_stored_before_the_previous_answer_is_answered_too,
     bad_stale_and_replayed_messages_are_refused,
     a_failing_callback_gets_the_answer_once_it_recovers,

@@ -60,6 +60,10 @@ pub const GATEWAY_BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(600),
 };
 
+/// [`WebhookDelivery::lease`]'s default: how long a claimed delivery is another
+/// worker's to leave alone, renewed while its attempt runs.
+pub const DELIVERY_LEASE: Duration = Duration::from_secs(120);
+
 impl Backoff {
     /// The delay before attempt `attempt + 1`, given a random `jitter` in [0, 1).
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
@@ -80,6 +84,7 @@ pub struct WebhookDelivery {
     http: reqwest::Client,
     backoff: Backoff,
     gateway_backoff: RwLock<Backoff>,
+    lease: RwLock<Duration>,
     slack_api_url: RwLock<String>,
     discord: RwLock<DiscordEndpoints>,
 }
@@ -115,6 +120,7 @@ impl WebhookDelivery {
             http,
             backoff,
             gateway_backoff: RwLock::new(GATEWAY_BACKOFF),
+            lease: RwLock::new(DELIVERY_LEASE),
             slack_api_url: RwLock::new(DEFAULT_SLACK_API_URL.to_owned()),
             discord: RwLock::new(DiscordEndpoints::default()),
         }
@@ -186,6 +192,17 @@ impl WebhookDelivery {
             .gateway_backoff
             .read()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long a claimed delivery is left alone by other workers; the worker
+    /// that claimed it renews it every third of that while its attempt runs.
+    pub fn lease(&self) -> Duration {
+        *self.lease.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets [`Self::lease`] (tests shorten it).
+    pub fn set_lease(&self, lease: Duration) {
+        *self.lease.write().unwrap_or_else(|p| p.into_inner()) = lease;
     }
 
     /// Sets [`Self::gateway_backoff`] (tests shorten it).

@@ -19,8 +19,6 @@ use crate::db::Delivery;
 use crate::error::ApiError;
 use crate::state::{AppState, SharedState};
 
-/// How long a worker holds a delivery before another may take it over.
-const LEASE: Duration = Duration::from_secs(120);
 /// How often the outbox is polled when nothing wakes the dispatcher.
 const POLL: Duration = Duration::from_secs(1);
 /// Deliveries worked on at once.
@@ -177,7 +175,7 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
             let now = now_ms();
             let delivery = match state
                 .store
-                .claim_delivery(&delivery.id, now, now + millis(LEASE))
+                .claim_delivery(&delivery.id, now, now + millis(state.webhooks.lease()))
                 .await
             {
                 Ok(Some(claimed)) => claimed,
@@ -261,7 +259,29 @@ impl From<crate::db::StoreError> for AttemptError {
 
 async fn process(state: &SharedState, delivery: Delivery) {
     let id = delivery.id.clone();
-    let result = attempt(state, delivery.clone()).await;
+    // The lease renewed while the attempt runs: one that outlasts it (a slow
+    // model, several tool rounds, a chat app's rate limit) would otherwise be
+    // claimed again by the next poll and answered twice.
+    let renew = async {
+        let lease = state.webhooks.lease();
+        let mut every = tokio::time::interval(lease / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(err) = state
+                .store
+                .renew_delivery_lease(&id, now_ms() + millis(lease))
+                .await
+            {
+                tracing::warn!(delivery = %id, error = %err, "cannot renew a delivery's lease");
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = attempt(state, delivery.clone()) => result,
+        never = renew => never,
+    };
     let outcome = match result {
         Ok(()) => state.store.mark_delivered(&id, now_ms()).await,
         Err(err) => {

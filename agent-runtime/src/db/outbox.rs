@@ -222,6 +222,16 @@ impl Store {
         )
     }
 
+    /// Extends the lease of a delivery still pending to `until_ms` (its attempt
+    /// is still running).
+    pub async fn renew_delivery_lease(&self, id: &str, until_ms: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET locked_until = $2 WHERE id = $1 AND status = 'pending' \
+                 AND locked_until IS NOT NULL")
+            .bind(id).bind(until_ms).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
     /// Marks a delivery done.
     pub async fn mark_delivered(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query(
