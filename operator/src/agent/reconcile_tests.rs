@@ -297,6 +297,18 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             format!("PATCH {AGENT}/status"),
         ]
     );
+    // Created without force: an object of a child's name made after it was looked
+    // for conflicts instead of being taken over.
+    for request in world.log.requests() {
+        if request.method == "PATCH" && !request.path.ends_with("/status") {
+            assert!(
+                !request.query.contains("force=true"),
+                "{}?{}",
+                request.path,
+                request.query
+            );
+        }
+    }
     let applied = world.log.last(EVENTS).unwrap().body;
     let note = applied["note"].as_str().unwrap();
     assert!(
@@ -1131,6 +1143,10 @@ async fn a_converged_agent_with_a_child_edited_by_hand_gets_only_that_child_appl
         .filter(|l| is_write(l))
         .collect();
     assert_eq!(writes, [format!("PATCH {service}")]);
+    // The repair of the agent's own object is forced (the hand edit's fields are
+    // another manager's).
+    let repair = world.log.last(&format!("PATCH {service}")).unwrap();
+    assert!(repair.query.contains("force=true"), "{}", repair.query);
 }
 
 /// The Secrets the runtime pods read are read again only when the watch saw one of

@@ -72,6 +72,10 @@ where
             .map(Live::of)
             .transpose()?,
     };
+    // Forced only over the agent's own object: one that does not exist yet is
+    // created without force, so an object of its name made since it was read
+    // conflicts (409, retried, then found and said) instead of being taken over.
+    let force = live.is_some();
     if let Some(live) = live {
         let want = to_value(&desired, &kind)?;
         match drift::first_difference(&want, &live.value) {
@@ -93,9 +97,10 @@ where
     }
     debug!(%kind, %name, %hash, "applying");
     ctx.metrics.write(&kind, "apply");
+    let params = PatchParams::apply(names::FIELD_MANAGER);
     api.patch(
         &name,
-        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &if force { params.force() } else { params },
         &Patch::Apply(&desired),
     )
     .await

@@ -16,6 +16,8 @@ pub struct Request {
     pub method: String,
     /// The URL path, without the query.
     pub path: String,
+    /// The query string (`fieldManager=...&force=true`), empty when none.
+    pub query: String,
     /// The JSON body (`Null` when empty).
     pub body: Value,
 }
@@ -74,6 +76,7 @@ where
             let request = Request {
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
                 body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             };
             let (status, reply) = handler(&request);
