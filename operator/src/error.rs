@@ -184,6 +184,14 @@ impl Error {
         ))
     }
 
+    /// For [`Error::ChildConflict`], the kind and name of the object another holds.
+    pub fn taken(&self) -> Option<(String, String)> {
+        match self {
+            Error::ChildConflict { kind, name, .. } => Some((kind.clone(), name.clone())),
+            _ => None,
+        }
+    }
+
     /// Wraps a client error with what the operator was doing.
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();

@@ -165,10 +165,14 @@ async fn an_object_made_by_someone_else_is_never_taken_over() {
         (status == "False" && reason == "ChildConflict").then_some(())
     })
     .await;
-    let agent = world.agents().get("support").await.unwrap();
-    let ready = crds::condition::find_condition(&agent.status.unwrap().conditions, "Ready")
+    let status = world.agents().get("support").await.unwrap().status.unwrap();
+    let ready = crds::condition::find_condition(&status.conditions, "Ready")
         .unwrap()
         .clone();
+    assert_eq!(
+        status.endpoint, None,
+        "no endpoint pointing at the other Service"
+    );
     assert!(
         ready
             .message

@@ -296,6 +296,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         let refusal = Refusal {
             reason: INVALID_SPEC,
             message: message.clone(),
+            taken: None,
         };
         write_status::write_status(agent, ctx, None, None, Some(refusal)).await?;
         return Err(Error::InvalidSpec(message));
@@ -313,6 +314,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         let refusal = conflict.refusal().map(|message| Refusal {
             reason: CHILD_CONFLICT,
             message,
+            taken: conflict.taken(),
         });
         write_status::write_status(agent, ctx, Some(database), None, refusal).await?;
         return Err(conflict);
@@ -397,7 +399,11 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
             Error::ChildConflict { .. } => CHILD_CONFLICT,
             _ => CHILD_REFUSED,
         };
-        error.refusal().map(|message| Refusal { reason, message })
+        error.refusal().map(|message| Refusal {
+            reason,
+            message,
+            taken: error.taken(),
+        })
     });
 
     write_status::write_status(agent, ctx, Some(database), applied.service_monitor, refusal)

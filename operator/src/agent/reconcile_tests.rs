@@ -585,6 +585,8 @@ async fn a_child_named_like_an_object_the_agent_does_not_control_is_not_written_
         ),
         "{said}"
     );
+    // Nothing points at the other Service.
+    assert!(status["status"].get("endpoint").is_none(), "{status}");
     assert_eq!(
         error_policy(agent.clone(), &error, world.ctx.clone()),
         Action::requeue(world.ctx.shared.config.resync())

@@ -57,6 +57,10 @@ pub struct Refusal {
     pub reason: &'static str,
     /// What is wrong, naming the field.
     pub message: String,
+    /// For [`CHILD_CONFLICT`]: the kind and name of the object another holds. The
+    /// status does not point at it (the endpoint, when it is the Service; the key
+    /// Secrets): clients would reach, and people read, someone else's.
+    pub taken: Option<(String, String)>,
 }
 
 /// Container waiting reasons that mean the image cannot be had: the pod waits forever
@@ -499,6 +503,14 @@ pub fn desired_status(
         Phase::Provisioning
     };
 
+    // The agent's one Service, or a Secret by name.
+    let taken = |kind: &str, name: Option<&str>| {
+        observed
+            .refusal
+            .as_ref()
+            .and_then(|r| r.taken.as_ref())
+            .is_some_and(|(k, n)| k == kind && name.is_none_or(|name| n == name))
+    };
     let database_secret = match &observed.database {
         Some(DatabaseState::Ready {
             secret,
@@ -517,11 +529,13 @@ pub fn desired_status(
         ready_replicas: Some(ready_replicas),
         ready: Some(format!("{ready_replicas}/{replicas}")),
         selector: Some(observed.selector.clone()),
-        endpoint: Some(observed.endpoint.clone()),
+        endpoint: Some(observed.endpoint.clone()).filter(|_| !taken("Service", None)),
         secrets: Some(GeneratedSecrets {
-            api_key: Some(observed.api_key_secret.clone()),
+            api_key: Some(observed.api_key_secret.clone())
+                .filter(|name| !taken("Secret", Some(name))),
             database: database_secret,
-            admin_key: Some(observed.admin_key_secret.clone()),
+            admin_key: Some(observed.admin_key_secret.clone())
+                .filter(|name| !taken("Secret", Some(name))),
         }),
         runtime: Vec::new(),
         // Written by the runtime pods; left out so the operator's apply never owns it.
@@ -1005,6 +1019,7 @@ mod tests {
                 reason: INVALID_SPEC,
                 message: "spec.image \"ghcr.io/x/runtime: 1.2\" is not an image reference"
                     .to_owned(),
+                taken: None,
             }),
             database: None,
             service_monitor: None,
@@ -1085,6 +1100,7 @@ mod tests {
                 message: "the API server refused Deployment support as invalid at \
                           spec.template.spec.containers[0].resources (FieldValueInvalid)"
                     .to_owned(),
+                taken: None,
             }),
             ..observed(Some(&d), &reports)
         };
@@ -1107,6 +1123,35 @@ mod tests {
             said_as(FALSE, "CRDNotInstalled", 4)
         );
         assert!(status_differs(Some(&before), &status));
+    }
+
+    #[test]
+    fn a_taken_service_or_key_is_not_pointed_at() {
+        let d = deployment();
+        let reports = [report("p1", true, true)];
+        let with = |taken: Option<(&str, &str)>| {
+            let observed = Observed {
+                refusal: Some(Refusal {
+                    reason: CHILD_CONFLICT,
+                    message: "taken".to_owned(),
+                    taken: taken.map(|(k, n)| (k.to_owned(), n.to_owned())),
+                }),
+                ..observed(Some(&d), &reports)
+            };
+            desired_status(&Default::default(), &observed)
+        };
+        let service = with(Some(("Service", "support")));
+        assert_eq!(
+            service.endpoint, None,
+            "clients would reach the other Service"
+        );
+        assert!(service.secrets.as_ref().unwrap().api_key.is_some());
+        let key = with(Some(("Secret", "support-api-key")));
+        assert!(key.endpoint.is_some());
+        assert_eq!(key.secrets.as_ref().unwrap().api_key, None);
+        assert!(key.secrets.as_ref().unwrap().admin_key.is_some());
+        let other = with(Some(("ConfigMap", "support-config")));
+        assert!(other.endpoint.is_some() && other.secrets.unwrap().api_key.is_some());
     }
 
     fn scaled_to_zero() -> Deployment {
