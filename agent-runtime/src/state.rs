@@ -115,7 +115,8 @@ impl AppState {
         .await
         .unwrap_or_else(|_| Tokenizer::for_model(""));
         let channels = Arc::new(ChannelRegistry::from_config(&config));
-        let webhooks = WebhookDelivery::new(SigningKeys::from_env(), client.clone());
+        let webhooks =
+            WebhookDelivery::new(SigningKeys::from_env(), crate::channels::egress::client()?);
         let limiter = RateLimiter::new(
             config.rate_limit.clone(),
             store.rate_windows(),

@@ -209,6 +209,8 @@ enum AttemptError {
     Answer(String),
     #[error("callback unreachable: {0}")]
     Unreachable(#[source] reqwest::Error),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("callback answered HTTP {status}{}", if (300..400).contains(status) {
         " (a redirect: answers are not POSTed to where it points; set callbackUrl to the final URL)"
     } else {
@@ -240,6 +242,8 @@ impl AttemptError {
             Self::Discord(super::discord_api::DiscordPostError::BadId(_)) => true,
             // The receiver says the URL is gone for good.
             Self::Status { status: 410, .. } => true,
+            // The callback is an address answers are never sent to.
+            Self::Forbidden(_) => true,
             _ => false,
         }
     }
@@ -463,6 +467,9 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let Some(webhook) = channel.webhook.clone() else {
         return Err(AttemptError::ChannelGone(delivery.channel.clone()));
     };
+    if let Some(why) = super::egress::refusal(&delivery.callback_url) {
+        return Err(AttemptError::Forbidden(why));
+    }
     let key = state.webhooks.keys.key(&webhook.key).await?;
     let body = serde_json::to_vec(&WebhookAnswer {
         delivery_id: delivery.id.clone(),

@@ -262,7 +262,7 @@ pub fn http2_prior_knowledge_client() -> Result<reqwest::Client, reqwest::Error>
 /// its body, so a model call or an answer POSTed to a webhook callback would
 /// reach the new place empty, and a callback's `2xx` would then mark an answer
 /// delivered that nobody received. A redirect is reported as the status it is.
-fn upstream_client_builder() -> reqwest::ClientBuilder {
+pub(crate) fn upstream_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
