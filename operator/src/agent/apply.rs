@@ -34,6 +34,9 @@ pub struct Applied {
     /// whose name another object holds ([`Error::ChildConflict`]), when no child failed
     /// otherwise.
     pub refused: Option<Error>,
+    /// The kind and name of every child whose name another object holds (the status
+    /// points at none of them).
+    pub taken: Vec<(String, String)>,
 }
 
 /// Applies `children` of `agent`; returns what became of the ServiceMonitor and the
@@ -70,7 +73,7 @@ pub async fn apply_children(
         .chain(agent_key_secrets)
         .collect();
     let mut generated = Vec::new();
-    let mut taken = None;
+    let mut taken = Vec::new();
     for created in futures::future::join_all(
         keys.iter()
             .map(|key_secret| create_key_secret(shared, stores, key_secret)),
@@ -79,7 +82,7 @@ pub async fn apply_children(
     {
         match created {
             Ok(what) => generated.extend(what),
-            Err(error) if error.is_refused_child() => taken = taken.or(Some(error)),
+            Err(error) if error.is_refused_child() => taken.push(error),
             Err(error) => return Err(error),
         }
     }
@@ -91,11 +94,12 @@ pub async fn apply_children(
         .deployments
         .get(&ObjectRef::new(&agent.name_any()).within(&agent.namespace().unwrap_or_default()))
         .is_some();
-    if taken.is_some() && !running {
+    if !taken.is_empty() && !running {
         say_applied(agent, shared, generated, Vec::new()).await;
         return Ok(Applied {
             service_monitor: None,
-            refused: taken,
+            taken: taken.iter().filter_map(Error::taken).collect(),
+            refused: taken.into_iter().next(),
         });
     }
     delete_stale_agent_keys(agent, shared, stores, &wanted_agent_keys).await?;
@@ -143,6 +147,7 @@ pub async fn apply_children(
     // The first failure a retry may cure, else the first refusal (`false` sorts first;
     // the sort is stable).
     failures.sort_by_key(Error::is_refused_child);
+    let taken: Vec<(String, String)> = failures.iter().filter_map(Error::taken).collect();
     let first_failure = failures.into_iter().next();
 
     say_applied(agent, shared, generated, written).await;
@@ -150,11 +155,13 @@ pub async fn apply_children(
         Some(error) if error.is_refused_child() => Ok(Applied {
             service_monitor,
             refused: Some(error),
+            taken,
         }),
         Some(error) => Err(error),
         None => Ok(Applied {
             service_monitor,
             refused: None,
+            taken,
         }),
     }
 }

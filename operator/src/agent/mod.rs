@@ -296,7 +296,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         let refusal = Refusal {
             reason: INVALID_SPEC,
             message: message.clone(),
-            taken: None,
+            taken: Vec::new(),
         };
         write_status::write_status(agent, ctx, None, None, Some(refusal)).await?;
         return Err(Error::InvalidSpec(message));
@@ -314,7 +314,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         let refusal = conflict.refusal().map(|message| Refusal {
             reason: CHILD_CONFLICT,
             message,
-            taken: conflict.taken(),
+            taken: conflict.taken().into_iter().collect(),
         });
         write_status::write_status(agent, ctx, Some(database), None, refusal).await?;
         return Err(conflict);
@@ -402,7 +402,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
         error.refusal().map(|message| Refusal {
             reason,
             message,
-            taken: error.taken(),
+            taken: applied.taken.clone(),
         })
     });
 

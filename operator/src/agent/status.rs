@@ -57,10 +57,10 @@ pub struct Refusal {
     pub reason: &'static str,
     /// What is wrong, naming the field.
     pub message: String,
-    /// For [`CHILD_CONFLICT`]: the kind and name of the object another holds. The
-    /// status does not point at it (the endpoint, when it is the Service; the key
+    /// For [`CHILD_CONFLICT`]: the kind and name of each object another holds. The
+    /// status points at none of them (the endpoint, when the Service is one; the key
     /// Secrets): clients would reach, and people read, someone else's.
-    pub taken: Option<(String, String)>,
+    pub taken: Vec<(String, String)>,
 }
 
 /// Container waiting reasons that mean the image cannot be had: the pod waits forever
@@ -505,11 +505,11 @@ pub fn desired_status(
 
     // The agent's one Service, or a Secret by name.
     let taken = |kind: &str, name: Option<&str>| {
-        observed
-            .refusal
-            .as_ref()
-            .and_then(|r| r.taken.as_ref())
-            .is_some_and(|(k, n)| k == kind && name.is_none_or(|name| n == name))
+        observed.refusal.as_ref().is_some_and(|r| {
+            r.taken
+                .iter()
+                .any(|(k, n)| k == kind && name.is_none_or(|name| n == name))
+        })
     };
     let database_secret = match &observed.database {
         Some(DatabaseState::Ready {
@@ -1019,7 +1019,7 @@ mod tests {
                 reason: INVALID_SPEC,
                 message: "spec.image \"ghcr.io/x/runtime: 1.2\" is not an image reference"
                     .to_owned(),
-                taken: None,
+                taken: Vec::new(),
             }),
             database: None,
             service_monitor: None,
@@ -1100,7 +1100,7 @@ mod tests {
                 message: "the API server refused Deployment support as invalid at \
                           spec.template.spec.containers[0].resources (FieldValueInvalid)"
                     .to_owned(),
-                taken: None,
+                taken: Vec::new(),
             }),
             ..observed(Some(&d), &reports)
         };
@@ -1129,29 +1129,41 @@ mod tests {
     fn a_taken_service_or_key_is_not_pointed_at() {
         let d = deployment();
         let reports = [report("p1", true, true)];
-        let with = |taken: Option<(&str, &str)>| {
+        let with = |taken: &[(&str, &str)]| {
             let observed = Observed {
                 refusal: Some(Refusal {
                     reason: CHILD_CONFLICT,
                     message: "taken".to_owned(),
-                    taken: taken.map(|(k, n)| (k.to_owned(), n.to_owned())),
+                    taken: taken
+                        .iter()
+                        .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
+                        .collect(),
                 }),
                 ..observed(Some(&d), &reports)
             };
             desired_status(&Default::default(), &observed)
         };
-        let service = with(Some(("Service", "support")));
+        let service = with(&[("Service", "support")]);
         assert_eq!(
             service.endpoint, None,
             "clients would reach the other Service"
         );
         assert!(service.secrets.as_ref().unwrap().api_key.is_some());
-        let key = with(Some(("Secret", "support-api-key")));
+        let key = with(&[("Secret", "support-api-key")]);
         assert!(key.endpoint.is_some());
         assert_eq!(key.secrets.as_ref().unwrap().api_key, None);
         assert!(key.secrets.as_ref().unwrap().admin_key.is_some());
-        let other = with(Some(("ConfigMap", "support-config")));
+        let other = with(&[("ConfigMap", "support-config")]);
         assert!(other.endpoint.is_some() && other.secrets.unwrap().api_key.is_some());
+        // Every child taken, not only the first one said.
+        let all = with(&[
+            ("Service", "support"),
+            ("Secret", "support-api-key"),
+            ("Secret", "support-admin-key"),
+        ]);
+        assert_eq!(all.endpoint, None);
+        let secrets = all.secrets.unwrap();
+        assert_eq!((secrets.api_key, secrets.admin_key), (None, None));
     }
 
     fn scaled_to_zero() -> Deployment {
