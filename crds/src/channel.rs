@@ -278,7 +278,7 @@ pub struct WebhookChannelSpec {
     /// Where answers are POSTed (http or https).
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+([/?#][^\\\\s]*)?$')").message("spec.webhook.callbackUrl must be an http:// or https:// URL").reason(Reason::FieldValueInvalid))]
-    #[x_kube(validation = Rule::new("!self.matches('^https?://([^/?#@]*@)?(169[.]254[.]|0[.]0[.]0[.]0([:/?#]|$)|\\\\[(fe[89ab][0-9a-fA-F]:|fd00:ec2::254\\\\]|::\\\\]|::ffff:169[.]254[.]))')").message("spec.webhook.callbackUrl must not be a link-local address (169.254.0.0/16, fe80::/10, fd00:ec2::254: where clouds serve instance metadata)").reason(Reason::FieldValueForbidden))]
+    #[x_kube(validation = Rule::new("!self.matches('(?i)^https?://([^/?#@]*@)?(169[.]254[.]|0[.]0[.]0[.]0([:/?#]|$)|\\\\[(fe[89ab][0-9a-fA-F]:|fd00:ec2::254\\\\]|::\\\\]|::ffff:169[.]254[.]))')").message("spec.webhook.callbackUrl must not be a link-local address (169.254.0.0/16, fe80::/10, fd00:ec2::254: where clouds serve instance metadata)").reason(Reason::FieldValueForbidden))]
     pub callback_url: String,
     /// Secret key with the HMAC-SHA256 signing key for inbound and outbound messages.
     pub signing_secret_ref: SecretKeyRef,

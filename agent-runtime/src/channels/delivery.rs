@@ -173,11 +173,8 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
                 return;
             };
             let now = now_ms();
-            let delivery = match state
-                .store
-                .claim_delivery(&delivery.id, now, now + millis(state.webhooks.lease()))
-                .await
-            {
+            let until = now + millis(state.webhooks.lease());
+            let delivery = match state.store.claim_delivery(&delivery.id, now, until).await {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => continue,
                 Err(err) => {
@@ -188,7 +185,7 @@ pub async fn run(state: SharedState, shutdown: CancellationToken) {
             let state = state.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                process(&state, delivery).await;
+                process(&state, delivery, until).await;
             });
         }
     }
@@ -261,30 +258,39 @@ impl From<crate::db::StoreError> for AttemptError {
     }
 }
 
-async fn process(state: &SharedState, delivery: Delivery) {
+/// Attempts `delivery`, claimed by this worker until `until` (unix ms), and records
+/// the outcome.
+async fn process(state: &SharedState, delivery: Delivery, until: i64) {
     let id = delivery.id.clone();
     // The lease renewed while the attempt runs: one that outlasts it (a slow
     // model, several tool rounds, a chat app's rate limit) would otherwise be
-    // claimed again by the next poll and answered twice.
+    // claimed again by the next poll and answered twice. Renewed only while it is
+    // still the one this worker took: once another worker holds the row (this one
+    // could not reach the database for a whole lease), this attempt stops.
     let renew = async {
         let lease = state.webhooks.lease();
+        let mut held = until;
         let mut every = tokio::time::interval(lease / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
             every.tick().await;
-            if let Err(err) = state
-                .store
-                .renew_delivery_lease(&id, now_ms() + millis(lease))
-                .await
-            {
-                tracing::warn!(delivery = %id, error = %err, "cannot renew a delivery's lease");
+            let next = now_ms() + millis(lease);
+            match state.store.renew_delivery_lease(&id, held, next).await {
+                Ok(true) => held = next,
+                Ok(false) => return,
+                Err(err) => {
+                    tracing::warn!(delivery = %id, error = %err, "cannot renew a delivery's lease");
+                }
             }
         }
     };
     let result = tokio::select! {
         result = attempt(state, delivery.clone()) => result,
-        never = renew => never,
+        () = renew => {
+            tracing::warn!(delivery = %id, "a delivery's lease went to another worker; this attempt stops");
+            return;
+        }
     };
     let outcome = match result {
         Ok(()) => state.store.mark_delivered(&id, now_ms()).await,
@@ -356,6 +362,13 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         .get(&delivery.channel)
         .filter(|c| c.webhook.is_some() || c.slack.is_some() || c.discord.is_some())
         .ok_or_else(|| AttemptError::ChannelGone(delivery.channel.clone()))?;
+    // A callback answers are never sent to: said before a model is asked.
+    if channel.slack.is_none()
+        && channel.discord.is_none()
+        && let Some(why) = super::egress::refusal(&delivery.callback_url)
+    {
+        return Err(AttemptError::Forbidden(why));
+    }
     let participant = Participant {
         user: delivery.user_id.clone(),
         channel: delivery.channel.clone(),
@@ -467,9 +480,6 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     let Some(webhook) = channel.webhook.clone() else {
         return Err(AttemptError::ChannelGone(delivery.channel.clone()));
     };
-    if let Some(why) = super::egress::refusal(&delivery.callback_url) {
-        return Err(AttemptError::Forbidden(why));
-    }
     let key = state.webhooks.keys.key(&webhook.key).await?;
     let body = serde_json::to_vec(&WebhookAnswer {
         delivery_id: delivery.id.clone(),
@@ -494,7 +504,10 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         .body(body)
         .send()
         .await
-        .map_err(AttemptError::Unreachable)?;
+        .map_err(|error| match super::egress::forbidden_cause(&error) {
+            Some(why) => AttemptError::Forbidden(why),
+            None => AttemptError::Unreachable(error),
+        })?;
     let status = response.status();
     if !status.is_success() {
         let retry_after = [429, 503]

@@ -5,7 +5,6 @@
 //! internal addresses are the NetworkPolicy's to restrict (docs/webhooks.md): an
 //! in-cluster receiver is a normal callback.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -64,6 +63,32 @@ pub fn resolver() -> Arc<NoLinkLocal> {
 /// See [`resolver`].
 pub struct NoLinkLocal;
 
+/// A name [`resolver`] refused: it resolves only to addresses [`is_forbidden`]
+/// refuses.
+#[derive(Debug)]
+pub struct Forbidden(String);
+
+impl std::fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Forbidden {}
+
+/// The refusal of [`resolver`] behind a failed request, if that is why it failed
+/// (a request error does not say its causes in its own text).
+pub fn forbidden_cause(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(forbidden) = error.downcast_ref::<Forbidden>() {
+            return Some(forbidden.0.clone());
+        }
+        cause = error.source();
+    }
+    None
+}
+
 impl Resolve for NoLinkLocal {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
@@ -76,10 +101,8 @@ impl Resolve for NoLinkLocal {
                 .filter(|a| !is_forbidden(a.ip()))
                 .collect();
             if allowed.is_empty() && !found.is_empty() {
-                let error: Box<dyn std::error::Error + Send + Sync> = Box::new(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    forbidden_message(&host),
-                ));
+                let error: Box<dyn std::error::Error + Send + Sync> =
+                    Box::new(Forbidden(forbidden_message(&host)));
                 return Err(error);
             }
             let addrs: Addrs = Box::new(allowed.into_iter());
@@ -132,6 +155,39 @@ mod tests {
         assert_eq!(refusal("http://127.0.0.1:9/hook"), None);
         assert_eq!(refusal("https://hooks.example.com/x"), None);
         assert_eq!(refusal("not a url"), None);
+    }
+
+    /// A resolver that refuses every name as [`resolver`] refuses a link-local one.
+    struct RefuseAll;
+
+    impl Resolve for RefuseAll {
+        fn resolve(&self, name: Name) -> Resolving {
+            let error: Box<dyn std::error::Error + Send + Sync> =
+                Box::new(Forbidden(forbidden_message(name.as_str())));
+            Box::pin(async move { Err(error) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_name_is_found_behind_the_request_error() {
+        // Refused while resolving: no connection is made.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(RefuseAll))
+            .build()
+            .unwrap();
+        let error = client
+            .post("http://metadata.test/")
+            .send()
+            .await
+            .unwrap_err();
+        let said = forbidden_cause(&error).expect("the refusal");
+        assert!(
+            said.starts_with("metadata.test is a link-local address"),
+            "{said}"
+        );
+        let other = std::io::Error::other("connection refused");
+        assert_eq!(forbidden_cause(&other), None);
     }
 
     #[tokio::test]

@@ -222,14 +222,20 @@ impl Store {
         )
     }
 
-    /// Extends the lease of a delivery still pending to `until_ms` (its attempt
-    /// is still running).
-    pub async fn renew_delivery_lease(&self, id: &str, until_ms: i64) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query(
-                "UPDATE webhook_outbox SET locked_until = $2 WHERE id = $1 AND status = 'pending' \
-                 AND locked_until IS NOT NULL")
-            .bind(id).bind(until_ms).execute(pool).await.map(|_| ())?);
-        Ok(())
+    /// Extends the lease of a delivery still pending from `held_ms` (the lease this
+    /// worker holds) to `until_ms`; `false` when the row's lease is no longer that
+    /// one (another worker claimed it).
+    pub async fn renew_delivery_lease(
+        &self,
+        id: &str,
+        held_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(self, pool => sqlx::query(
+                "UPDATE webhook_outbox SET locked_until = $3 WHERE id = $1 AND status = 'pending' \
+                 AND locked_until = $2")
+            .bind(id).bind(held_ms).bind(until_ms).execute(pool).await?.rows_affected());
+        Ok(done == 1)
     }
 
     /// Marks a delivery done.
@@ -439,6 +445,19 @@ mod tests {
         assert_eq!(claimed.answer.as_deref(), Some("the answer"));
         assert_eq!(claimed.pieces_posted, 2);
         assert_eq!(claimed.attempts, 1);
+        // Renewed while held; not once another worker took it over.
+        assert!(
+            store
+                .renew_delivery_lease("d1", now + 125_000, now + 130_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .renew_delivery_lease("d1", now + 125_000, now + 135_000)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
