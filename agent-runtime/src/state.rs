@@ -115,8 +115,10 @@ impl AppState {
         .await
         .unwrap_or_else(|_| Tokenizer::for_model(""));
         let channels = Arc::new(ChannelRegistry::from_config(&config));
-        let webhooks =
-            WebhookDelivery::new(SigningKeys::from_env(), crate::channels::egress::client()?);
+        let webhooks = WebhookDelivery::new(
+            SigningKeys::from_env(),
+            crate::channel_registry::egress::client()?,
+        );
         let limiter = RateLimiter::new(
             config.rate_limit.clone(),
             store.rate_windows(),

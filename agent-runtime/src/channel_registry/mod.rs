@@ -18,6 +18,7 @@ use crds::runtime_config::{
 
 pub mod activity;
 pub mod connection;
+pub mod egress;
 pub mod signing;
 pub mod webhook;
 

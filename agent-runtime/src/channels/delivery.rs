@@ -365,7 +365,7 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
     // A callback answers are never sent to: said before a model is asked.
     if channel.slack.is_none()
         && channel.discord.is_none()
-        && let Some(why) = super::egress::refusal(&delivery.callback_url)
+        && let Some(why) = crate::channel_registry::egress::refusal(&delivery.callback_url)
     {
         return Err(AttemptError::Forbidden(why));
     }
@@ -504,10 +504,12 @@ async fn attempt(state: &SharedState, mut delivery: Delivery) -> Result<(), Atte
         .body(body)
         .send()
         .await
-        .map_err(|error| match super::egress::forbidden_cause(&error) {
-            Some(why) => AttemptError::Forbidden(why),
-            None => AttemptError::Unreachable(error),
-        })?;
+        .map_err(
+            |error| match crate::channel_registry::egress::forbidden_cause(&error) {
+                Some(why) => AttemptError::Forbidden(why),
+                None => AttemptError::Unreachable(error),
+            },
+        )?;
     let status = response.status();
     if !status.is_success() {
         let retry_after = [429, 503]

@@ -13,7 +13,6 @@ pub mod delivery;
 pub mod discord;
 pub mod discord_api;
 pub mod discord_interactions;
-pub mod egress;
 pub mod routes;
 pub mod slack;
 pub mod slack_api;
