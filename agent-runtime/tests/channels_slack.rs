@@ -360,6 +360,15 @@ async fn answers_are_escaped_and_file_messages_answered(db: Db) {
     s.tasks.stop().await;
 }
 
+/// The words of every message posted so far.
+fn words_posted(slack: &SlackMock) -> usize {
+    slack
+        .posts()
+        .iter()
+        .map(|p| p.text.split_whitespace().count())
+        .sum()
+}
+
 /// An answer in pieces whose second piece fails (Slack 500): the retry posts
 /// from the second piece on, not the first again (`chat.postMessage` has no
 /// idempotency key: a repeated call is a repeated message in the thread).
@@ -374,14 +383,7 @@ async fn a_long_answer_failing_part_way_is_resumed_not_repeated(db: Db) {
     );
     assert_eq!(s.events.send(&event).await.status, Some(200));
     assert!(
-        s.slack
-            .wait_until(WAIT, |m| m
-                .posts()
-                .iter()
-                .map(|p| p.text.split_whitespace().count())
-                .sum::<usize>()
-                >= 1500)
-            .await,
+        s.slack.wait_until(WAIT, |m| words_posted(m) >= 1500).await,
         "{:?}",
         s.slack.posts().len()
     );
@@ -389,11 +391,8 @@ async fn a_long_answer_failing_part_way_is_resumed_not_repeated(db: Db) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.tasks.stop().await;
     let posts = s.slack.posts();
-    let words: usize = posts
-        .iter()
-        .map(|p| p.text.split_whitespace().count())
-        .sum();
     // The mock's answer is exactly 1,500 words: a piece posted twice adds hundreds.
+    let words = words_posted(&s.slack);
     assert_eq!(words, 1500, "every word once, in {} posts", posts.len());
     assert!(posts.len() >= 2, "{} pieces", posts.len());
     assert_eq!(
@@ -416,14 +415,7 @@ async fn a_long_answer_is_posted_in_pieces(db: Db) {
     assert_eq!(s.events.send(&event).await.status, Some(200));
     // Every word posted, in pieces.
     assert!(
-        s.slack
-            .wait_until(WAIT, |m| m
-                .posts()
-                .iter()
-                .map(|p| p.text.split_whitespace().count())
-                .sum::<usize>()
-                >= 1500)
-            .await,
+        s.slack.wait_until(WAIT, |m| words_posted(m) >= 1500).await,
         "{:?}",
         s.slack.posts().len()
     );
@@ -434,10 +426,7 @@ async fn a_long_answer_is_posted_in_pieces(db: Db) {
         assert!(post.text.chars().count() <= 4000, "{}", post.text.len());
         assert_eq!(post.thread_ts.as_deref(), Some("1700000000.000100"));
     }
-    let words: usize = posts
-        .iter()
-        .map(|p| p.text.split_whitespace().count())
-        .sum();
+    let words = words_posted(&s.slack);
     assert!(words >= 1500, "every word posted: {words}");
 }
 
