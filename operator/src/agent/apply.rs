@@ -214,7 +214,7 @@ async fn create_key_secret(
     };
     if let Some(live) = live {
         // A key the user brings (from external-secrets, say) is labelled for the agent.
-        return match foreign_holder(secret, &live) {
+        return match foreign_holder(secret.meta(), &live) {
             Some(holder) if !labelled_for_owner(secret.meta(), &live) => {
                 Err(Error::ChildConflict {
                     kind: "Secret".to_owned(),

@@ -177,10 +177,7 @@ async fn ensure_managed_database(agent: &AgentDeployment, ctx: &AgentContext) ->
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
     // Only the agent's own Secret is read: one of that name made by someone else would
     // hand the runtime its `uri` (and this role its password).
-    let ours = Secret {
-        metadata: super::build::metadata(agent, &secret_name),
-        ..Default::default()
-    };
+    let ours = super::build::metadata(agent, &secret_name);
     let read_password = |secret: Option<Secret>| -> Result<Option<String>> {
         let Some(secret) = secret else {
             return Ok(None);

@@ -36,7 +36,7 @@ use tracing::{debug, instrument};
 
 use self::build::{BuildInputs, build_children};
 use self::context::AgentContext;
-use self::status::{CHILD_CONFLICT, CHILD_REFUSED, INVALID_SPEC, Refusal};
+use self::status::{INVALID_SPEC, Refusal};
 use self::watches::watch_children;
 use crate::context::Context;
 use crate::controller::{on_error, on_success};
@@ -311,11 +311,7 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     if let Some(conflict @ Error::ChildConflict { .. }) = database_error {
         // The database Secret's name is held by another object: nothing that would read
         // it (the Deployment) is applied until it is free.
-        let refusal = conflict.refusal().map(|message| Refusal {
-            reason: CHILD_CONFLICT,
-            message,
-            taken: conflict.taken().into_iter().collect(),
-        });
+        let refusal = Refusal::of(&conflict, conflict.taken().into_iter().collect());
         write_status::write_status(agent, ctx, Some(database), None, refusal).await?;
         return Err(conflict);
     }
@@ -394,17 +390,10 @@ async fn apply_agent(agent: &AgentDeployment, ctx: &AgentContext) -> Result<Acti
     )
     .await?;
     let applied = apply::apply_children(agent, ctx, children, references.service_monitor).await?;
-    let refusal = applied.refused.as_ref().and_then(|error| {
-        let reason = match error {
-            Error::ChildConflict { .. } => CHILD_CONFLICT,
-            _ => CHILD_REFUSED,
-        };
-        error.refusal().map(|message| Refusal {
-            reason,
-            message,
-            taken: applied.taken.clone(),
-        })
-    });
+    let refusal = applied
+        .refused
+        .as_ref()
+        .and_then(|error| Refusal::of(error, applied.taken.clone()));
 
     write_status::write_status(agent, ctx, Some(database), applied.service_monitor, refusal)
         .await?;

@@ -63,6 +63,23 @@ pub struct Refusal {
     pub taken: Vec<(String, String)>,
 }
 
+impl Refusal {
+    /// The refusal a child the operator could not write says on Ready
+    /// ([`CHILD_CONFLICT`] or [`CHILD_REFUSED`]), with the children another object
+    /// holds; `None` for any other error.
+    pub fn of(error: &crate::error::Error, taken: Vec<(String, String)>) -> Option<Self> {
+        let reason = match error {
+            crate::error::Error::ChildConflict { .. } => CHILD_CONFLICT,
+            _ => CHILD_REFUSED,
+        };
+        error.refusal().map(|message| Refusal {
+            reason,
+            message,
+            taken,
+        })
+    }
+}
+
 /// Container waiting reasons that mean the image cannot be had: the pod waits forever
 /// unless the image reference, the registry or the pull policy changes.
 pub const IMAGE_PULL_FAILURES: [&str; 4] = [

@@ -91,7 +91,7 @@ where
                     what: format!("the metadata of {kind} {name}"),
                     source,
                 })?;
-        if let Some(holder) = foreign_holder(&desired, &meta) {
+        if let Some(holder) = foreign_holder(desired.meta(), &meta) {
             return Err(Error::ChildConflict { kind, name, holder });
         }
     }
@@ -142,8 +142,9 @@ where
 /// (`kubectl delete --cascade=orphan`, then the owner made again) is adopted, as a
 /// ReplicaSet adopts its orphaned pods. Owners are compared by API group, kind and name
 /// (not version or uid: an owner made again under its name holds its old children).
-/// `None` for a desired object without a controller (nothing to compare).
-pub fn foreign_holder<K: Resource>(desired: &K, live: &ObjectMeta) -> Option<String> {
+/// `desired` is the metadata the operator would write. `None` for a desired object
+/// without a controller (nothing to compare).
+pub fn foreign_holder(desired: &ObjectMeta, live: &ObjectMeta) -> Option<String> {
     let controller = |meta: &ObjectMeta| {
         meta.owner_references
             .iter()
@@ -154,11 +155,11 @@ pub fn foreign_holder<K: Resource>(desired: &K, live: &ObjectMeta) -> Option<Str
                 (group.to_owned(), o.kind.clone(), o.name.clone())
             })
     };
-    let owner = controller(desired.meta())?;
+    let owner = controller(desired)?;
     match controller(live) {
         Some(holder) if holder == owner => None,
         Some((_, kind, name)) => Some(format!("controlled by {kind} {name}")),
-        None if labelled_for_owner(desired.meta(), live) => None,
+        None if labelled_for_owner(desired, live) => None,
         None => Some("made outside the operator, with no owner".to_owned()),
     }
 }
@@ -242,7 +243,7 @@ mod tests {
             metadata: meta(Some(("AgentDeployment", "support", "u-new")), &ours),
             ..Default::default()
         };
-        let holder = |live: ObjectMeta| foreign_holder(&desired, &live);
+        let holder = |live: ObjectMeta| foreign_holder(&desired.metadata, &live);
         assert_eq!(
             holder(meta(Some(("AgentDeployment", "support", "u-new")), &ours)),
             None
@@ -293,7 +294,10 @@ mod tests {
             foreign
         );
         // A desired object without a controller is not compared.
-        assert_eq!(foreign_holder(&Service::default(), &meta(None, &[])), None);
+        assert_eq!(
+            foreign_holder(&ObjectMeta::default(), &meta(None, &[])),
+            None
+        );
     }
 
     #[test]
