@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_KEY, API_KEY, Db, Harness, TempDir};
-use crds::runtime_config::{ChannelConfig, ChannelType, ClientKeyMode, WebConfig};
+use crds::runtime_config::{ChannelConfig, ChannelType, ClientKeyMode};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -44,14 +44,7 @@ async fn start(db: Db, grace_seconds: u64) -> World {
                 name: "web".into(),
                 ..ChannelConfig::default()
             },
-            ChannelConfig {
-                name: "staff".into(),
-                web: Some(WebConfig {
-                    title: None,
-                    trusted_header: Some("X-Forwarded-User".into()),
-                }),
-                ..ChannelConfig::default()
-            },
+            common::trusted_header_channel("staff"),
         ];
         config.default_channel = Some("web".into());
     })

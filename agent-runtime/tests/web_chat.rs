@@ -33,14 +33,7 @@ async fn start(db: Db) -> Harness {
                 allowed_origins: vec!["*".into()],
                 ..ChannelConfig::default()
             },
-            ChannelConfig {
-                name: "staff".into(),
-                web: Some(WebConfig {
-                    title: None,
-                    trusted_header: Some("X-Forwarded-User".into()),
-                }),
-                ..ChannelConfig::default()
-            },
+            common::trusted_header_channel("staff"),
             ChannelConfig {
                 name: "limited".into(),
                 rate_limit: Some(ChannelRateLimitConfig {

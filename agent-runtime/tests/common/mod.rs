@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agent_runtime::{AppState, DatabaseTarget, Settings, SharedState};
-use crds::runtime_config::{ModelConfig, ModelProvider, RuntimeConfig};
+use crds::runtime_config::{ChannelConfig, ModelConfig, ModelProvider, RuntimeConfig, WebConfig};
 use serde_json::Value;
 use switchboard_tests::database::{TestDatabase, admin_url};
 use switchboard_tests::mock_llm::MockLlm;
@@ -258,6 +258,18 @@ impl Drop for Harness {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// A web channel behind an auth proxy that names the user in `X-Forwarded-User`.
+pub fn trusted_header_channel(name: &str) -> ChannelConfig {
+    ChannelConfig {
+        name: name.into(),
+        web: Some(WebConfig {
+            title: None,
+            trusted_header: Some("X-Forwarded-User".into()),
+        }),
+        ..ChannelConfig::default()
     }
 }
 
