@@ -183,6 +183,15 @@ fn world_with(
         if let Some((_, answer)) = answers.iter().find(|(line, _)| *line == request.line()) {
             return answer.clone();
         }
+        // An apply that creates only, of an object a read would find: refused.
+        let exists = |path: &str| {
+            answers
+                .iter()
+                .any(|(line, (code, _))| *line == format!("GET {path}") && *code == 200)
+        };
+        if mock_api::creates_only(request) && exists(&request.path) {
+            return mock_api::conflict();
+        }
         match request.method.as_str() {
             "GET" if request.path == format!("{NS}/secrets/support-pg") => (
                 200,
@@ -276,15 +285,8 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             // The client key and the admin key, created together.
             format!("POST {NS}/secrets"),
             format!("POST {NS}/secrets"),
-            // Not in the caches: each child is looked for before it is applied, so an
-            // object of its name made by someone else is never taken over.
-            format!("GET {NS}/serviceaccounts/support"),
-            "GET /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
-            "GET /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/support"
-                .to_owned(),
-            format!("GET {NS}/configmaps/support-config"),
-            format!("GET {NS}/services/support"),
-            "GET /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned(),
+            // Not in the caches: each child is created only if no object of its name
+            // exists (one made by someone else is never taken over), with no read.
             format!("PATCH {NS}/serviceaccounts/support"),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/roles/support".to_owned(),
             "PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/tenant-a/rolebindings/support"
@@ -297,8 +299,8 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
             format!("PATCH {AGENT}/status"),
         ]
     );
-    // Created without force: an object of a child's name made after it was looked
-    // for conflicts instead of being taken over.
+    // Created only: an apply without force, naming a resource version no object
+    // holds, so the API server refuses it (409) if an object of the name exists.
     for request in world.log.requests() {
         if request.method == "PATCH" && !request.path.ends_with("/status") {
             assert!(
@@ -306,6 +308,11 @@ async fn a_new_agent_gets_its_database_every_child_and_a_status() {
                 "{}?{}",
                 request.path,
                 request.query
+            );
+            assert_eq!(
+                request.body["metadata"]["resourceVersion"], "1",
+                "{}",
+                request.path
             );
         }
     }
@@ -563,10 +570,17 @@ async fn a_child_named_like_an_object_the_agent_does_not_control_is_not_written_
         .unwrap_err();
     assert!(matches!(error, Error::ChildConflict { .. }), "{error}");
     let lines = world.log.lines();
-    assert!(
-        !lines.contains(&format!("PATCH {service}")),
-        "the Service was not written: {lines:?}"
-    );
+    // Only a create was tried (which the API server refuses for an existing object);
+    // the Service was then read, and not applied.
+    let service_patches: Vec<_> = world
+        .log
+        .requests()
+        .into_iter()
+        .filter(|r| r.line() == format!("PATCH {service}"))
+        .collect();
+    assert_eq!(service_patches.len(), 1, "{lines:?}");
+    assert!(mock_api::creates_only(&service_patches[0]), "{lines:?}");
+    assert!(lines.contains(&format!("GET {service}")), "{lines:?}");
     // The other children were applied.
     assert!(
         lines.contains(&"PATCH /apis/apps/v1/namespaces/tenant-a/deployments/support".to_owned()),
@@ -968,6 +982,9 @@ fn stateful_world(agent: &AgentDeployment, objects: Objects) -> World {
                 .map_or_else(mock_api::not_found, |o| (200, o.clone())),
             "PATCH" if path.starts_with(AGENT) => (200, agent_json.clone()),
             "POST" if path.contains("/events/") => (201, request.body.clone()),
+            "PATCH" if mock_api::creates_only(request) && objects.contains_key(&path) => {
+                mock_api::conflict()
+            }
             "POST" | "PATCH" => {
                 let mut stored = as_stored(&request.body);
                 // A new resource version per write, as the API server gives.

@@ -59,60 +59,110 @@ where
     let mut desired = desired;
     let hash = stamp_applied_hash(&mut desired)?;
     let name = desired.name_any();
-    // Not in the cache (which holds only objects the operator labelled): asked of the
-    // API server, so an object of this name made by someone else is never taken over
-    // by the forced apply below.
+    // Not in the cache (which holds only objects the operator labelled): created only
+    // if no object of its name exists; one that does is read and judged below, so an
+    // object made by someone else is never taken over by the forced apply.
     let live = match live {
-        Some(live) => Some(live),
-        None => api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("reading {kind} {name}")))?
-            .as_ref()
-            .map(Live::of)
-            .transpose()?,
+        Some(live) => live,
+        None => match create_absent(ctx, api, &desired, &kind, &name).await? {
+            Some(live) => live,
+            None => return Ok(true),
+        },
     };
-    // Forced only over the agent's own object: one that does not exist yet is
-    // created without force, so an object of its name made since it was read
-    // conflicts (409, retried, then found and said) instead of being taken over.
-    let force = live.is_some();
-    if let Some(live) = live {
-        let want = to_value(&desired, &kind)?;
-        match drift::first_difference(&want, &live.value) {
-            None => return Ok(false),
-            Some(path) if live.hash.as_deref() == Some(hash.as_str()) => {
-                info!(%kind, %name, %path, "repairing a child edited by hand");
-            }
-            Some(_) => {}
+    let want = to_value(&desired, &kind)?;
+    match drift::first_difference(&want, &live.value) {
+        None => return Ok(false),
+        Some(path) if live.hash.as_deref() == Some(hash.as_str()) => {
+            info!(%kind, %name, %path, "repairing a child edited by hand");
         }
-        let meta: ObjectMeta =
-            serde_json::from_value(live.value.get("metadata").cloned().unwrap_or_default())
-                .map_err(|source| Error::Serialize {
-                    what: format!("the metadata of {kind} {name}"),
-                    source,
-                })?;
-        if let Some(holder) = foreign_holder(desired.meta(), &meta) {
-            return Err(Error::ChildConflict { kind, name, holder });
-        }
+        Some(_) => {}
+    }
+    let meta: ObjectMeta = serde_json::from_value(
+        live.value.get("metadata").cloned().unwrap_or_default(),
+    )
+    .map_err(|source| Error::Serialize {
+        what: format!("the metadata of {kind} {name}"),
+        source,
+    })?;
+    if let Some(holder) = foreign_holder(desired.meta(), &meta) {
+        return Err(Error::ChildConflict { kind, name, holder });
     }
     debug!(%kind, %name, %hash, "applying");
     ctx.metrics.write(&kind, "apply");
-    let params = PatchParams::apply(names::FIELD_MANAGER);
     api.patch(
         &name,
-        &if force { params.force() } else { params },
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
         &Patch::Apply(&desired),
     )
     .await
-    .map_err(|source| match source {
-        kube::Error::Api(ref status) if status.is_invalid() => Error::ChildRefused {
-            kind: kind.clone(),
-            name: name.clone(),
-            source,
-        },
-        source => Error::kube(format!("applying {kind} {name}"))(source),
-    })?;
+    .map_err(apply_error(&kind, &name))?;
     Ok(true)
+}
+
+/// A resource version no object holds: etcd's first write is its revision 2, and an
+/// object's version is the revision of its last write.
+const NO_OBJECT_HOLDS: &str = "1";
+
+/// Creates `desired`, which the caches do not hold, by server-side apply unless an
+/// object of its name exists: the apply carries a resource version no object holds,
+/// so against an existing object it fails (409) without writing anything, and an
+/// object that does not exist is created (a create ignores the version). One request
+/// for a new child, and no moment between a read and a write in which another client
+/// could make the object. Returns `None` when it was created, or the existing object,
+/// read, for the caller to judge.
+async fn create_absent<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    desired: &K,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Live>>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    let mut only_if_absent = desired.clone();
+    only_if_absent.meta_mut().resource_version = Some(NO_OBJECT_HOLDS.to_owned());
+    // An object deleted between the conflict and the read: tried once more, then left
+    // to the retry of the reconcile.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        debug!(%kind, %name, "creating");
+        ctx.metrics.write(kind, "apply");
+        let conflict = match api
+            .patch(
+                name,
+                &PatchParams::apply(names::FIELD_MANAGER),
+                &Patch::Apply(&only_if_absent),
+            )
+            .await
+        {
+            Ok(_) => return Ok(None),
+            Err(kube::Error::Api(status)) if status.code == 409 => kube::Error::Api(status),
+            Err(source) => return Err(apply_error(kind, name)(source)),
+        };
+        let live = api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("reading {kind} {name}")))?;
+        match live {
+            Some(live) => return Live::of(&live).map(Some),
+            None if attempts < 2 => {}
+            None => return Err(apply_error(kind, name)(conflict)),
+        }
+    }
+}
+
+/// The error of an apply of `kind` `name`: refused as invalid, or the API request.
+fn apply_error(kind: &str, name: &str) -> impl FnOnce(kube::Error) -> Error {
+    let (kind, name) = (kind.to_owned(), name.to_owned());
+    move |source| match source {
+        kube::Error::Api(ref status) if status.is_invalid() => {
+            Error::ChildRefused { kind, name, source }
+        }
+        source => Error::kube(format!("applying {kind} {name}"))(source),
+    }
 }
 
 /// Creates `object` unless it exists; never rewrites it. Returns whether it was created

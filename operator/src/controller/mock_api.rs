@@ -103,3 +103,22 @@ pub fn not_found() -> (u16, Value) {
         }),
     )
 }
+
+/// The API server's answer to a write whose resource version the object does not hold
+/// (an apply made to create only, against an object that exists).
+pub fn conflict() -> (u16, Value) {
+    (
+        409,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "reason": "Conflict", "code": 409,
+            "message": "the object has been modified; please apply your changes to the latest version and try again",
+        }),
+    )
+}
+
+/// Whether `request` is an apply that creates only (it names a resource version, which
+/// no object it would create holds).
+pub fn creates_only(request: &Request) -> bool {
+    request.method == "PATCH" && !request.body["metadata"]["resourceVersion"].is_null()
+}
