@@ -230,6 +230,53 @@ async fn search_is_ranked_and_paginated(db: Db) {
     }
 }
 
+/// Chinese, Japanese, Korean and Thai write words without spaces between them (or
+/// with particles attached): a word is found inside the run of text that holds it,
+/// in a message or a title, alone or with spaced words.
+async fn search_finds_words_of_scripts_written_without_spaces(db: Db) {
+    let h = Harness::start(db).await;
+    let chinese = create(&h, "alice", "数据库迁移").await;
+    say(
+        &h,
+        "alice",
+        &chinese,
+        "我们讨论了Kubernetes集群的数据库迁移问题",
+    )
+    .await;
+    let japanese = create(&h, "alice", "Meeting").await;
+    say(&h, "alice", &japanese, "明日は東京で会議があります").await;
+    let korean = create(&h, "alice", "Trip").await;
+    say(&h, "alice", &korean, "서울에서 만나요").await;
+    let thai = create(&h, "alice", "Thai").await;
+    say(&h, "alice", &thai, "ผมชอบภาษาไทยมาก").await;
+    let other_user = create(&h, "bob", "数据库").await;
+    say(&h, "bob", &other_user, "数据库 东京").await;
+
+    for (query, expected) in [
+        ("数据库", vec![chinese.clone()]),
+        ("東京", vec![japanese.clone()]),
+        ("서울", vec![korean.clone()]),
+        ("ภาษาไทย", vec![thai.clone()]),
+        // Every word required, spaced words through the index alike.
+        ("kubernetes 集群", vec![chinese.clone()]),
+        ("kubernetes 東京", vec![]),
+        ("集群 东京", vec![]),
+    ] {
+        // Percent-encoded by the client.
+        let path = format!("/api/sessions/search?q={query}");
+        let (status, body) = h.get("alice", &path).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(ids(&body), expected, "{query}: {body}");
+        assert_eq!(body["pagination"]["total"], expected.len(), "{query}");
+    }
+    // A title hit counts double, as for spaced words; the snippet is the best hit.
+    let (_, found) = h.get("alice", "/api/sessions/search?q=数据库迁移").await;
+    assert_eq!(ids(&found), [chinese], "{found}");
+    // The title 2, the message and the mock's echo of it 1 each.
+    assert_eq!(found["data"][0]["score"], 4.0, "{found}");
+    assert_eq!(found["data"][0]["snippet"], "数据库迁移", "{found}");
+}
+
 async fn posting_messages_streams_and_keeps_history(db: Db) {
     let h = Harness::start(db).await;
     let id = create(&h, "alice", "Chat").await;
@@ -358,6 +405,7 @@ on_both_databases!(
     session_lifecycle,
     listing_filters_sorts_and_paginates,
     search_is_ranked_and_paginated,
+    search_finds_words_of_scripts_written_without_spaces,
     posting_messages_streams_and_keeps_history,
     users_never_see_each_others_sessions,
 );

@@ -230,7 +230,9 @@ pub async fn create_session(
 #[derive(Deserialize, IntoParams, Debug)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// Words to find (all must match).
+    /// Words to find (all must match; nothing is query syntax). When one is of a
+    /// script written without spaces (Chinese, Japanese, Korean, Thai...), every word
+    /// is found inside longer runs of text too, case-insensitively.
     pub q: String,
     /// Page size, 1 to 100.
     pub limit: Option<i64>,
