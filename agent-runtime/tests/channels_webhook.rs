@@ -276,6 +276,78 @@ async fn a_slow_answer_keeps_its_lease_and_is_given_once(db: Db) {
     );
 }
 
+/// A worker that finds its lease taken by another (it could not reach the database
+/// for a whole lease, and another pod claimed the row) stops its attempt: the
+/// message is answered once, by the holder, never also by the worker that lost it.
+/// Here the test takes the lease itself, as another pod's claim would, while the
+/// model takes 1.5 s; the row is attempted again once that lease lapses.
+async fn an_attempt_whose_lease_was_taken_stops(db: Db) {
+    use agent_runtime::db::OutboxFilter;
+    let (callback, url) = Callback::start(false).await;
+    let (h, tasks) = start(db, &url).await;
+    h.state.webhooks.set_lease(Duration::from_millis(600));
+    let (status, accepted) = send(
+        &h.client,
+        &h.url("/channels/hooks/webhook"),
+        &message("a slow one [[mock: latency=1500]]"),
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let store = &h.state.store;
+    let filter = OutboxFilter {
+        channel: None,
+        state: None,
+        after: None,
+        limit: 1,
+        now_ms: 0,
+    };
+    let id = eventually(Duration::from_secs(10), "the delivery claimed", || async {
+        let (entries, _) = store.outbox_entries(&filter).await.ok()?;
+        let entry = entries.first()?;
+        entry.locked_until.map(|_| entry.id.clone())
+    })
+    .await;
+    // Taken as a rival's renewal of its own claim would: from the lease the row holds.
+    const TAKEN_FOR_MS: i64 = 4_000;
+    let taken_at = std::time::Instant::now();
+    eventually(Duration::from_secs(5), "the lease taken", || async {
+        let held = store.outbox_entry(&id).await.ok()??.locked_until?;
+        let until = chrono::Utc::now().timestamp_millis() + TAKEN_FOR_MS;
+        store
+            .renew_delivery_lease(&id, held, until)
+            .await
+            .ok()?
+            .then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the answer at the callback",
+        || {
+            let n = callback.accepted().len();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
+    .await;
+    // Not before the taken lease lapsed: the attempt that lost it (its answer due
+    // ~1.5 s after it began) did not post.
+    let answered_after = taken_at.elapsed();
+    assert!(
+        answered_after >= Duration::from_millis(TAKEN_FOR_MS as u64 - 200),
+        "answered {answered_after:?} after the lease was taken"
+    );
+    outbox_settled(&h.state, 1).await;
+    tasks.stop().await;
+    assert_eq!(callback.accepted().len(), 1, "answered once");
+    let (_, sessions) = h.get("carol", "/channels/web/api/sessions").await;
+    assert_eq!(
+        sessions["data"][0]["message_count"], 2,
+        "one answer stored: {sessions}"
+    );
+}
+
 async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
     let (callback, url) = Callback::start(false).await;
     let (h, tasks) = start(db, &url).await;
@@ -697,6 +769,7 @@ on_both_databases!(
     unknown_fields_and_oversized_bodies_are_refused,
     a_signed_message_is_answered_at_the_callback,
     a_slow_answer_keeps_its_lease_and_is_given_once,
+    an_attempt_whose_lease_was_taken_stops,
     a_message_stored_before_the_previous_answer_is_answered_too,
     bad_stale_and_replayed_messages_are_refused,
     a_failing_callback_gets_the_answer_once_it_recovers,
