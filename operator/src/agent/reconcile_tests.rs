@@ -1332,3 +1332,51 @@ async fn the_external_database_secret_is_read_once_per_version() {
         ("False".to_owned(), "ExternalSecretInvalid".to_owned())
     );
 }
+
+/// An object found by the create's conflict and gone by the time it is read (deleted
+/// in between): the create is tried again, and goes through.
+#[tokio::test]
+async fn a_child_deleted_between_the_conflict_and_the_read_is_created_again() {
+    let patches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = patches.clone();
+    let (client, log) = mock_api::client(move |request| match request.method.as_str() {
+        "PATCH" if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => {
+            mock_api::conflict()
+        }
+        "PATCH" => (200, request.body.clone()),
+        _ => mock_api::not_found(),
+    });
+    let config = Config::parse_from([
+        "switchboard-operator",
+        "--runtime-image",
+        "registry.local/agent-runtime:1.0",
+    ]);
+    let ctx = Context::new(client.clone(), config, Metrics::new().unwrap(), None);
+    let desired = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("support-config".to_owned()),
+            namespace: Some("tenant-a".to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "tenant-a");
+    let wrote = crate::apply::apply_child_against(&ctx, &api, desired, None)
+        .await
+        .unwrap();
+    assert!(wrote);
+    let path = format!("{NS}/configmaps/support-config");
+    assert_eq!(
+        log.lines(),
+        [
+            format!("PATCH {path}"),
+            format!("GET {path}"),
+            format!("PATCH {path}")
+        ]
+    );
+    assert!(
+        log.requests()
+            .iter()
+            .all(|r| r.method != "PATCH" || mock_api::creates_only(r))
+    );
+}
