@@ -207,6 +207,16 @@ async fn search_is_ranked_and_paginated(db: Db) {
         .get("alice", "/api/sessions/search?q=kubernetes%20finalizers")
         .await;
     assert_eq!(ids(&both), [strong]);
+    // A host, a path or a version is found as written (Postgres indexes each as one
+    // word).
+    let links = create(&h, "alice", "Links").await;
+    say(&h, "alice", &links, "the guide is at example.com/guide, v1.30").await;
+    for query in ["example.com", "v1.30"] {
+        let (_, found) = h
+            .get("alice", &format!("/api/sessions/search?q={query}"))
+            .await;
+        assert_eq!(ids(&found), std::slice::from_ref(&links), "{query}: {found}");
+    }
     // Web-search syntax is not read on either backend: `-word` is the word,
     // `or` a word that must be there too.
     let (_, minus) = h.get("alice", "/api/sessions/search?q=-zzzqx").await;

@@ -35,6 +35,10 @@ pub struct Context {
     pub backoff: Backoff,
     /// Every watched Secret's resource version, and the digests made from them.
     pub secret_versions: Arc<SecretVersions>,
+    /// Children found taken by an object the operator does not control (`kind
+    /// namespace/name`): read before they are written, so an agent waiting for the
+    /// name sends no refused create at every resync.
+    pub taken: Mutex<std::collections::HashSet<String>>,
     service_monitor_probe: Mutex<Option<(Instant, bool)>>,
 }
 
@@ -58,6 +62,7 @@ impl Context {
             database,
             backoff: Backoff::default(),
             secret_versions: Arc::default(),
+            taken: Mutex::default(),
             service_monitor_probe: Mutex::new(None),
         }
     }

@@ -232,7 +232,8 @@ pub async fn create_session(
 pub struct SearchQuery {
     /// Words to find (all must match; nothing is query syntax). When one is of a
     /// script written without spaces (Chinese, Japanese, Korean, Thai...), every word
-    /// is found inside longer runs of text too, case-insensitively.
+    /// is found inside longer runs of text too, as written (ASCII letters in either
+    /// case).
     pub q: String,
     /// Page size, 1 to 100.
     pub limit: Option<i64>,

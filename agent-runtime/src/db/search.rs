@@ -57,7 +57,7 @@ impl Store {
                 // (`fts5_query`): not websearch_to_tsquery, which would read `-word`
                 // and `or`. Without words, no text-search query at all (an empty one
                 // matches nothing, with a notice).
-                let (query, with_query, message_rank, message_match, title_rank, title_match) =
+                let (query_sql, with_query, message_rank, message_match, title_rank, title_match) =
                     if terms.words.is_empty() {
                         (
                             "SELECT CAST($2 AS TEXT) AS words",
@@ -78,7 +78,7 @@ impl Store {
                         )
                     };
                 let sql = format!(
-                    "WITH q AS ({query}), \
+                    "WITH q AS ({query_sql}), \
                      hits AS ( \
                        SELECT m.session_id, {message_rank} AS rank, m.content AS text \
                        FROM messages m JOIN sessions s ON s.id = m.session_id{with_query} \
@@ -98,7 +98,10 @@ impl Store {
                 );
                 sqlx::query_as(AssertSqlSafe(sql.as_str()))
                     .bind(user_id)
-                    .bind(terms.words.join(" "))
+                    // The query as it came when words go through the index: Postgres's
+                    // parser keeps hosts, paths and versions (`example.com`, `1.30`)
+                    // as the single words it indexed them as.
+                    .bind(if terms.words.is_empty() { "" } else { query })
                     .bind(limit)
                     .bind(offset)
                     .bind(&terms.unspaced)
@@ -209,6 +212,14 @@ impl Terms {
 /// Myanmar. Every character of those blocks belongs to a word (Thai tone marks are
 /// not alphanumeric, and would split one).
 fn unspaced_script(c: char) -> bool {
+    // Their punctuation and signs still part words: the katakana middle dot and
+    // double hyphen, Thai's baht sign and marks, Myanmar's and Khmer's full stops.
+    if matches!(
+        c as u32,
+        0x30A0 | 0x30FB | 0x0E3F | 0x0E4F | 0x0E5A | 0x0E5B | 0x104A | 0x104B | 0x17D4..=0x17DB
+    ) {
+        return false;
+    }
     matches!(c as u32,
         0x0E00..=0x0EFF // Thai, Lao
         | 0x1000..=0x109F // Myanmar
@@ -266,6 +277,9 @@ mod tests {
         );
         // A word with any such character is one substring, mixed scripts and all.
         assert_eq!(Terms::of("k8s集群").unspaced, ["k8s集群"]);
+        // Their punctuation parts words.
+        assert_eq!(Terms::of("東京・大阪").unspaced, ["東京", "大阪"]);
+        assert_eq!(Terms::of("ภาษาไทย๚ ครับ").unspaced, ["ภาษาไทย", "ครับ"]);
         assert_eq!(
             Terms::of("— "),
             Terms {

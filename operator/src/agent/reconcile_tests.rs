@@ -605,6 +605,56 @@ async fn a_child_named_like_an_object_the_agent_does_not_control_is_not_written_
         error_policy(agent.clone(), &error, world.ctx.clone()),
         Action::requeue(world.ctx.shared.config.resync())
     );
+    // At the resync the name, known taken, is read: no refused create every time.
+    let before = world.log.lines().len();
+    let again = reconcile(agent, world.ctx.clone()).await.unwrap_err();
+    assert!(matches!(again, Error::ChildConflict { .. }), "{again}");
+    let lines = world.log.lines()[before..].to_vec();
+    assert!(lines.contains(&format!("GET {service}")), "{lines:?}");
+    assert!(!lines.contains(&format!("PATCH {service}")), "{lines:?}");
+}
+
+/// A child the cache does not hold yet (the watch behind) but that is the agent's:
+/// the create is refused, the child read, found the agent's and as desired, and left
+/// as it is (no forced apply, nothing taken).
+#[tokio::test]
+async fn an_own_child_missing_from_the_cache_is_read_and_left_as_it_is() {
+    let objects = Objects::default();
+    let world = stateful_world(&agent(), objects.clone());
+    reconcile(Arc::new(agent()), world.ctx.clone())
+        .await
+        .unwrap();
+    let service = format!("{NS}/services/support");
+    assert!(objects.lock().unwrap().contains_key(&service));
+    // The same context, its caches still empty: every child is tried as a create.
+    let before = world.log.requests().len();
+    reconcile(Arc::new(agent()), world.ctx.clone())
+        .await
+        .unwrap();
+    let again = world.log.requests()[before..].to_vec();
+    let service_lines: Vec<String> = again
+        .iter()
+        .filter(|r| r.path == service)
+        .map(|r| r.line())
+        .collect();
+    assert_eq!(
+        service_lines,
+        [format!("PATCH {service}"), format!("GET {service}")]
+    );
+    assert!(
+        again
+            .iter()
+            .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status"))
+            .filter(|r| !r.path.contains("/apis/events.k8s.io/"))
+            .all(mock_api::creates_only),
+        "no forced apply over the agent's own children: {:?}",
+        again
+            .iter()
+            .filter(|r| r.method == "PATCH" && !mock_api::creates_only(r))
+            .map(|r| (r.line(), r.body.to_string()))
+            .collect::<Vec<_>>()
+    );
+    assert!(world.ctx.shared.taken.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -42,9 +42,10 @@ impl Live {
 
 /// Applies `desired` unless `live` (a child read from the API server, or a cached
 /// [`Compact`](crate::compact::Compact) one, turned into JSON; `None` when the cache
-/// does not hold it, and it is read) already holds every field of it (with the same
-/// content hash). An object of that name the owner does not control is not written
-/// ([`Error::ChildConflict`], see [`foreign_holder`]). Returns whether a write was sent.
+/// does not hold it, and it is created if absent, see [`create_absent`]) already holds
+/// every field of it (with the same content hash). An object of that name the owner
+/// does not control is not written ([`Error::ChildConflict`], see [`foreign_holder`]).
+/// Returns whether the child was written (created or applied).
 pub async fn apply_child_against<K>(
     ctx: &Context,
     api: &Api<K>,
@@ -62,8 +63,25 @@ where
     // Not in the cache (which holds only objects the operator labelled): created only
     // if no object of its name exists; one that does is read and judged below, so an
     // object made by someone else is never taken over by the forced apply.
+    let key = format!(
+        "{kind} {}/{name}",
+        desired.meta().namespace.as_deref().unwrap_or("")
+    );
+    let known_taken = ctx
+        .taken
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&key);
     let live = match live {
         Some(live) => live,
+        // Found taken before: read, not tried as a create again.
+        None if known_taken => match read(api, &kind, &name).await? {
+            Some(live) => live,
+            None => match create_absent(ctx, api, &desired, &kind, &name).await? {
+                Some(live) => live,
+                None => return Ok(true),
+            },
+        },
         None => match create_absent(ctx, api, &desired, &kind, &name).await? {
             Some(live) => live,
             None => return Ok(true),
@@ -84,7 +102,16 @@ where
         what: format!("the metadata of {kind} {name}"),
         source,
     })?;
-    if let Some(holder) = foreign_holder(desired.meta(), &meta) {
+    let holder = foreign_holder(desired.meta(), &meta);
+    {
+        let mut taken = ctx.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if holder.is_some() {
+            taken.insert(key);
+        } else {
+            taken.remove(&key);
+        }
+    }
+    if let Some(holder) = holder {
         return Err(Error::ChildConflict { kind, name, holder });
     }
     debug!(%kind, %name, %hash, "applying");
@@ -105,11 +132,14 @@ const NO_OBJECT_HOLDS: &str = "1";
 
 /// Creates `desired`, which the caches do not hold, by server-side apply unless an
 /// object of its name exists: the apply carries a resource version no object holds,
-/// so against an existing object it fails (409) without writing anything, and an
-/// object that does not exist is created (a create ignores the version). One request
-/// for a new child, and no moment between a read and a write in which another client
-/// could make the object. Returns `None` when it was created, or the existing object,
-/// read, for the caller to judge.
+/// so against an existing object the API server refuses it (409, its storage never
+/// written), and an object that does not exist is created (a create ignores the
+/// version). One request for a new child, and no moment between a read and a write in
+/// which another client could make the object. Returns `None` when it was created, or
+/// the existing object, read, for the caller to judge. Any refusal is followed by a
+/// read: an existing object is judged whatever the refusal (a merge into it that
+/// validation or an admission webhook refuses says nothing of whose it is); the
+/// refusal is the error only when no object exists.
 async fn create_absent<K>(
     ctx: &Context,
     api: &Api<K>,
@@ -129,8 +159,8 @@ where
     loop {
         attempts += 1;
         debug!(%kind, %name, "creating");
-        ctx.metrics.write(kind, "apply");
-        let conflict = match api
+        ctx.metrics.write(kind, "create");
+        let refused = match api
             .patch(
                 name,
                 &PatchParams::apply(names::FIELD_MANAGER),
@@ -139,19 +169,30 @@ where
             .await
         {
             Ok(_) => return Ok(None),
-            Err(kube::Error::Api(status)) if status.code == 409 => kube::Error::Api(status),
+            Err(kube::Error::Api(status)) => kube::Error::Api(status),
             Err(source) => return Err(apply_error(kind, name)(source)),
         };
-        let live = api
-            .get_opt(name)
-            .await
-            .map_err(Error::kube(format!("reading {kind} {name}")))?;
-        match live {
-            Some(live) => return Live::of(&live).map(Some),
-            None if attempts < 2 => {}
-            None => return Err(apply_error(kind, name)(conflict)),
+        let conflict = matches!(&refused, kube::Error::Api(status) if status.code == 409);
+        match read(api, kind, name).await? {
+            Some(live) => return Ok(Some(live)),
+            None if conflict && attempts < 2 => {}
+            None => return Err(apply_error(kind, name)(refused)),
         }
     }
+}
+
+/// The live object `name`, if any.
+async fn read<K>(api: &Api<K>, kind: &str, name: &str) -> Result<Option<Live>>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    api.get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading {kind} {name}")))?
+        .as_ref()
+        .map(Live::of)
+        .transpose()
 }
 
 /// The error of an apply of `kind` `name`: refused as invalid, or the API request.
