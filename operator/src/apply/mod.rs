@@ -77,9 +77,16 @@ where
         // Found taken before: read, not tried as a create again.
         None if known_taken => match read(api, &kind, &name).await? {
             Some(live) => live,
+            // Freed.
             None => match create_absent(ctx, api, &desired, &kind, &name).await? {
                 Some(live) => live,
-                None => return Ok(true),
+                None => {
+                    ctx.taken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                    return Ok(true);
+                }
             },
         },
         None => match create_absent(ctx, api, &desired, &kind, &name).await? {
