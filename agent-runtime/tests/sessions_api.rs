@@ -210,12 +210,22 @@ async fn search_is_ranked_and_paginated(db: Db) {
     // A host, a path or a version is found as written (Postgres indexes each as one
     // word).
     let links = create(&h, "alice", "Links").await;
-    say(&h, "alice", &links, "the guide is at example.com/guide, v1.30").await;
+    say(
+        &h,
+        "alice",
+        &links,
+        "the guide is at example.com/guide, v1.30",
+    )
+    .await;
     for query in ["example.com", "v1.30"] {
         let (_, found) = h
             .get("alice", &format!("/api/sessions/search?q={query}"))
             .await;
-        assert_eq!(ids(&found), std::slice::from_ref(&links), "{query}: {found}");
+        assert_eq!(
+            ids(&found),
+            std::slice::from_ref(&links),
+            "{query}: {found}"
+        );
     }
     // Web-search syntax is not read on either backend: `-word` is the word,
     // `or` a word that must be there too.
