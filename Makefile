@@ -45,8 +45,8 @@ images: ## build the operator and runtime images (release, offline, buildah from
 .PHONY: bench bench-instructions bench-operator bench-compare
 bench: ## benchmarks: runtime vs. calling the mock upstream directly (table with aims and ratios)
 	@hack/bench.sh
-bench-compare: ## the runtime side by side with the LiteLLM proxy, both in front of mock-llm
-	@hack/python-env.sh .switchboard/litellm tools/litellm-requirements.txt && hack/bench.sh --litellm .switchboard/litellm/bin/litellm
+bench-compare: ## the runtime side by side with the LiteLLM proxy and LangDB's AI Gateway, all in front of mock-llm
+	@hack/python-env.sh .switchboard/litellm tools/litellm-requirements.txt && langdb=$$(hack/langdb-gateway.sh) && hack/bench.sh --litellm .switchboard/litellm/bin/litellm --langdb "$$langdb"
 bench-instructions: ## instructions per chat under callgrind only (the stable figure, a few minutes)
 	@hack/bench.sh --instructions-only
 bench-operator: ## operator at scale: N agents to Available, memory, idle writes, cleanup (N=100)

@@ -1,13 +1,14 @@
-//! `bench --litellm PATH` (`make bench-compare`): the runtime side by side with
-//! the LiteLLM proxy, the popular Python gateway, both in front of the same
-//! mock-llm, pinned to the same CPUs and measured in one run by the same client:
-//! one-at-a-time latency (whole answers and streamed first tokens, each
-//! server's chats interleaved with the same chats sent to mock-llm directly,
-//! the other server stopped meanwhile), the runtime's and the proxy's
-//! CPU per chat, chats per second at `--concurrency` and the latency there, and
-//! memory. The runtime persists every user message and answer (Postgres with
-//! `--database-url`, else SQLite); the proxy runs without a database, as its
-//! quick start does, so it stores nothing: the comparison favours it.
+//! `bench --litellm PATH` and/or `--langdb PATH` (`make bench-compare`): the
+//! runtime side by side with other gateways, each in front of the same mock-llm,
+//! pinned to the same CPUs and measured in one run by the same client: the LiteLLM
+//! proxy (the popular Python gateway) and LangDB's AI Gateway (a Rust gateway
+//! published on crates.io). Measured per server: one-at-a-time latency (whole
+//! answers and streamed first tokens, each server's chats interleaved with the
+//! same chats sent to mock-llm directly, every other server stopped meanwhile),
+//! its CPU per chat, chats per second at `--concurrency` and the latency there,
+//! and memory. The runtime persists every user message and answer (Postgres with
+//! `--database-url`, else SQLite); the others run without a database, as their
+//! quick starts do, so they store nothing: the comparison favours them.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -122,7 +123,87 @@ fn litellm_version(litellm: &Path) -> String {
         .unwrap_or_else(|| "(version unknown)".to_owned())
 }
 
-/// One server's figures, measured with the other server stopped, and the
+/// LangDB's gateway does not read the key (any bearer token is taken).
+const LANGDB_KEY: &str = "sk-bench-langdb";
+
+/// Starts LangDB's AI Gateway (`ai-gateway serve`, pinned like the runtime, so
+/// actix starts one worker) routing model `bench` to mock-llm; waits until it
+/// answers. Its model list is read from `$HOME/.langdb/models.yaml`, written here
+/// with the one model, so it fetches nothing at start. The model's provider is one
+/// it does not know (`mock`): such a provider is called as an OpenAI-compatible API
+/// at the model's `endpoint` (its `openai` provider always calls api.openai.com). It
+/// also serves OTLP on port 4317 of every address, which must be free.
+async fn start_langdb(
+    args: &Args,
+    dir: &Path,
+    mock_url: &str,
+    langdb: &Path,
+    client: &reqwest::Client,
+) -> (Proc, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let home = dir.join("langdb-home");
+    std::fs::create_dir_all(home.join(".langdb")).expect("LangDB home made");
+    std::fs::write(
+        home.join(".langdb").join("models.yaml"),
+        format!(
+            "- model: bench\n  model_provider: openai\n  inference_provider:\n    provider: mock\n    \
+             model_name: bench-model\n    endpoint: {mock_url}/v1\n  price:\n    per_input_token: 0.0\n    \
+             per_output_token: 0.0\n    valid_from: null\n  input_formats: [text]\n  output_formats: [text]\n  \
+             capabilities: []\n  type: completions\n  limits:\n    max_context_size: 128000\n  \
+             description: mock-llm\n"
+        ),
+    )
+    .expect("LangDB models written");
+    // No config file: its defaults (no ClickHouse, no limits, no guards).
+    let config = dir.join("langdb-config.yaml");
+    let log = dir.join("langdb.log");
+    let mut cmd = if args.runtime_cpus.is_empty() {
+        Command::new(langdb)
+    } else {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &args.runtime_cpus]).arg(langdb);
+        c
+    };
+    let gateway = Proc {
+        child: cmd
+            .args(["--config", &config.display().to_string()])
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("HOME", &home)
+            .env("LANGDB_MOCK_API_KEY", "none")
+            .env("LANGDB_OPENAI_API_KEY", "none")
+            .env("RUST_LOG", "error")
+            .envs(OFFLINE.iter().take(6).copied())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("LangDB log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ai-gateway starts"),
+    };
+    if !wait_http_for(client, &format!("{url}/v1/models"), Duration::from_secs(60)).await {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(30).collect();
+        panic!(
+            "LangDB's AI Gateway did not answer within 60 s; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    (gateway, url)
+}
+
+/// The gateway's version, as `ai-gateway --version` prints it.
+fn langdb_version(langdb: &Path) -> String {
+    std::process::Command::new(langdb)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.split_whitespace().last().map(str::to_owned))
+        .unwrap_or_else(|| "(version unknown)".to_owned())
+}
+
+/// One server's figures, measured with every other server stopped, and the
 /// series sent to mock-llm directly in the same phase.
 struct Alone {
     direct_whole: Vec<Duration>,
@@ -221,7 +302,17 @@ async fn alone(
     }
 }
 
-/// Runs the comparison and prints its table.
+/// A gateway measured against the runtime.
+struct Other {
+    /// As the table names it.
+    name: &'static str,
+    version: String,
+    proc: Proc,
+    url: String,
+    key: &'static str,
+}
+
+/// Runs the comparison and prints a table per gateway given.
 pub(crate) async fn run(
     args: &Args,
     dir: &Path,
@@ -229,19 +320,46 @@ pub(crate) async fn run(
     mock_url: &str,
     database: &Database,
     client: &reqwest::Client,
-    litellm: &Path,
 ) {
-    let version = litellm_version(litellm);
     let load_start = load_average();
     let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
-    let (proxy, proxy_url) = start_litellm(args, dir, mock_url, litellm, client).await;
+    let mut others = Vec::new();
+    if let Some(litellm) = &args.litellm {
+        let (proc, url) = start_litellm(args, dir, mock_url, litellm, client).await;
+        others.push(Other {
+            name: "LiteLLM",
+            version: format!("LiteLLM proxy {}", litellm_version(litellm)),
+            proc,
+            url,
+            key: LITELLM_KEY,
+        });
+    }
+    if let Some(langdb) = &args.langdb {
+        let (proc, url) = start_langdb(args, dir, mock_url, langdb, client).await;
+        others.push(Other {
+            name: "LangDB",
+            version: format!("LangDB AI Gateway {}", langdb_version(langdb)),
+            proc,
+            url,
+            key: LANGDB_KEY,
+        });
+    }
     // With taskset the pid is taskset's until it execs; it execs at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Each server is measured alone on its CPU, the other stopped (SIGSTOP):
-    // pinned to the same CPU, an idle Python process still wakes up (its
-    // event loop's timers) and would add its time to the runtime's chats.
+    // Each server is measured alone on its CPU, the others stopped (SIGSTOP):
+    // pinned to the same CPU, an idle server still wakes up (an event loop's
+    // timers) and would add its time to the measured one's chats.
+    let pause_others = |except: Option<u32>| -> Vec<Paused> {
+        others
+            .iter()
+            .map(|o| o.proc.pid())
+            .chain(std::iter::once(runtime.pid()))
+            .filter(|pid| Some(*pid) != except)
+            .map(Paused::new)
+            .collect()
+    };
     let ours = {
-        let _paused = Paused::new(proxy.pid());
+        let _paused = pause_others(Some(runtime.pid()));
         alone(
             client,
             args,
@@ -253,35 +371,62 @@ pub(crate) async fn run(
         )
         .await
     };
-    let theirs = {
-        let _paused = Paused::new(runtime.pid());
-        alone(
-            client,
-            args,
-            mock,
-            mock_url,
-            &proxy_url,
-            LITELLM_KEY,
-            proxy.pid(),
-        )
-        .await
-    };
+    let mut theirs = Vec::new();
+    for other in &others {
+        let _paused = pause_others(Some(other.proc.pid()));
+        theirs.push(
+            alone(
+                client,
+                args,
+                mock,
+                mock_url,
+                &other.url,
+                other.key,
+                other.proc.pid(),
+            )
+            .await,
+        );
+    }
     let direct_load = {
-        let _paused = (Paused::new(runtime.pid()), Paused::new(proxy.pid()));
+        let _paused = pause_others(None);
         throughput(client, mock_url, None, mock.pid(), None, args).await
     };
-    drop((runtime, proxy));
+    drop(runtime);
+    for (other, theirs) in others.iter().zip(&theirs) {
+        print_table(
+            args,
+            database,
+            &load_start,
+            other,
+            &ours,
+            theirs,
+            &direct_load,
+        );
+    }
+}
 
+/// The table of the runtime against `other`.
+fn print_table(
+    args: &Args,
+    database: &Database,
+    load_start: &str,
+    other: &Other,
+    ours: &Alone,
+    theirs: &Alone,
+    direct_load: &Load,
+) {
+    let them = other.name;
     println!(
-        "\n## Switchboard agent runtime vs. LiteLLM proxy {version}, both in front of mock-llm (one run)\n"
+        "\n## Switchboard agent runtime vs. {}, both in front of mock-llm (one run)\n",
+        other.version
     );
     println!(
-        "Both pinned to CPU(s) `{}` on a {}-CPU machine, the proxy with one worker (load average over a minute: \
+        "Both pinned to CPU(s) `{}` on a {}-CPU machine, {them} with one worker (load average over a minute: \
          {load_start} at the start, {} at the end; CPU time taken by the host: {}). The runtime persists every \
-         user message and answer to {} before answering; the proxy runs without a database and stores nothing. \
-         Each is measured with the other stopped (SIGSTOP), so it has its CPU to itself. One at a time: {} requests per series, each interleaved with the same chat sent to mock-llm directly (the direct column: Switchboard's phase / LiteLLM's phase). Added: over that phase's direct series. \
-         Last column: the proxy's figure ÷ the runtime's (added latency, CPU per chat, memory) or the runtime's ÷ \
-         the proxy's (chats/s): how many times better the runtime does.\n",
+         user message and answer to {} before answering; {them} runs without a database and stores nothing. \
+         Each is measured with every other server stopped (SIGSTOP), so it has its CPU to itself. One at a time: {} requests per series, each interleaved with the same chat sent to mock-llm directly (the direct column: Switchboard's phase / {them}'s phase). Added: over that phase's direct series. \
+         Last column: {them}'s figure ÷ the runtime's (added latency, CPU per chat, memory) or the runtime's ÷ \
+         {them}'s (chats/s): how many times better the runtime does (below 1: worse).\n",
         if args.runtime_cpus.is_empty() {
             "any"
         } else {
@@ -293,7 +438,7 @@ pub(crate) async fn run(
         database.name(),
         args.latency_requests,
     );
-    println!("| figure | direct | Switchboard | LiteLLM | Switchboard added | LiteLLM added | × |");
+    println!("| figure | direct | Switchboard | {them} | Switchboard added | {them} added | × |");
     println!("|---|---|---|---|---|---|---|");
     for (name, pick) in [
         (
@@ -306,7 +451,7 @@ pub(crate) async fn run(
     ] {
         for (p, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
             let [(od, o), (td, t)] =
-                [&ours, &theirs].map(|m| (percentile(pick(m).0, p), percentile(pick(m).1, p)));
+                [ours, theirs].map(|m| (percentile(pick(m).0, p), percentile(pick(m).1, p)));
             let (oa, ta) = (o.saturating_sub(od), t.saturating_sub(td));
             println!(
                 "| {name}, {label} | {} / {} ms | {} ms | {} ms | +{} ms | +{} ms | {:.1} |",
@@ -351,7 +496,7 @@ pub(crate) async fn run(
     );
     for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
         let d = percentile(&direct_load.latencies, p);
-        let [o, t] = [&ours, &theirs].map(|m| percentile(&m.load.latencies, p));
+        let [o, t] = [ours, theirs].map(|m| percentile(&m.load.latencies, p));
         println!(
             "| latency at that concurrency, {label} | {} ms | {} ms | {} ms | — | — | {:.1} |",
             ms(d),

@@ -117,6 +117,11 @@ struct Args {
     /// CPUs, instead of the usual table (see [`compare`]).
     #[arg(long, value_name = "PATH")]
     litellm: Option<PathBuf>,
+    /// The `ai-gateway` executable of LangDB's AI Gateway, a Rust gateway
+    /// (`make bench-compare` builds one from crates.io): measured side by side
+    /// with the runtime as `--litellm` is, and with it when both are given.
+    #[arg(long, value_name = "PATH")]
+    langdb: Option<PathBuf>,
 }
 
 /// Where the runtime stores conversations.
@@ -1644,8 +1649,8 @@ async fn main() {
         return;
     }
 
-    if let Some(litellm) = &args.litellm {
-        compare::run(&args, &dir, &_mock, &mock_url, &database, &client, litellm).await;
+    if args.litellm.is_some() || args.langdb.is_some() {
+        compare::run(&args, &dir, &_mock, &mock_url, &database, &client).await;
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
