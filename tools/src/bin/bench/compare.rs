@@ -14,12 +14,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
-
 use crate::{
     API_KEY, Args, Database, Load, Proc, Target, cpu_time, free_port, interleaved, load_average,
-    machine_cpus, micros, ms, per_request, percentile, rss_kib, start_runtime, stolen, throughput,
-    wait_http_for,
+    machine_cpus, micros, ms, per_request, percentile, pinned, rss_kib, start_runtime, stolen,
+    throughput, wait_http_for,
 };
 
 /// The proxy's master key (it refuses to start without one).
@@ -70,15 +68,8 @@ async fn start_litellm(
     )
     .expect("LiteLLM config written");
     let log = dir.join("litellm.log");
-    let mut cmd = if args.runtime_cpus.is_empty() {
-        Command::new(litellm)
-    } else {
-        let mut c = Command::new("taskset");
-        c.args(["-c", &args.runtime_cpus]).arg(litellm);
-        c
-    };
     let proxy = Proc {
-        child: cmd
+        child: pinned(args, litellm)
             .args(["--config", &config.display().to_string()])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--num_workers", "1"])
@@ -90,21 +81,28 @@ async fn start_litellm(
             .spawn()
             .expect("litellm starts"),
     };
-    if !wait_http_for(
+    wait_started(
         client,
         &format!("{url}/health/liveliness"),
-        Duration::from_secs(180),
+        180,
+        &log,
+        "the LiteLLM proxy",
     )
-    .await
-    {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+    .await;
+    (proxy, url)
+}
+
+/// Waits up to `seconds` for `url` to answer; panics with the end of `log` if it
+/// does not.
+async fn wait_started(client: &reqwest::Client, url: &str, seconds: u64, log: &Path, what: &str) {
+    if !wait_http_for(client, url, Duration::from_secs(seconds)).await {
+        let tail = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = tail.lines().rev().take(30).collect();
         panic!(
-            "the LiteLLM proxy did not answer within 180 s; its log ends:\n{}",
+            "{what} did not answer within {seconds} s; its log ends:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
-    (proxy, url)
 }
 
 /// The installed proxy's version, from the Python next to its executable.
@@ -158,15 +156,8 @@ async fn start_langdb(
     // No config file: its defaults (no ClickHouse, no limits, no guards).
     let config = dir.join("langdb-config.yaml");
     let log = dir.join("langdb.log");
-    let mut cmd = if args.runtime_cpus.is_empty() {
-        Command::new(langdb)
-    } else {
-        let mut c = Command::new("taskset");
-        c.args(["-c", &args.runtime_cpus]).arg(langdb);
-        c
-    };
     let gateway = Proc {
-        child: cmd
+        child: pinned(args, langdb)
             .args(["--config", &config.display().to_string()])
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
             .env("HOME", &home)
@@ -181,14 +172,14 @@ async fn start_langdb(
             .spawn()
             .expect("ai-gateway starts"),
     };
-    if !wait_http_for(client, &format!("{url}/v1/models"), Duration::from_secs(60)).await {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(30).collect();
-        panic!(
-            "LangDB's AI Gateway did not answer within 60 s; its log ends:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
+    wait_started(
+        client,
+        &format!("{url}/v1/models"),
+        60,
+        &log,
+        "LangDB's AI Gateway",
+    )
+    .await;
     (gateway, url)
 }
 

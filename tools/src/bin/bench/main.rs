@@ -919,6 +919,18 @@ fn runtime_config(
     config
 }
 
+/// A command running `program` on the CPUs of `--runtime-cpus` (through `taskset`),
+/// or anywhere when none are given.
+fn pinned(args: &Args, program: &Path) -> Command {
+    if args.runtime_cpus.is_empty() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &args.runtime_cpus]).arg(program);
+        c
+    }
+}
+
 /// Starts the runtime (pinned per `--runtime-cpus`) on a free port; waits until ready.
 async fn start_runtime(
     args: &Args,
@@ -942,15 +954,8 @@ async fn start_runtime_upstream(
     let port = free_port();
     let runtime_url = format!("http://127.0.0.1:{port}");
     let config = runtime_config(dir, "agent", port, mock_url, database, upstream_h2c);
-    let mut cmd = if args.runtime_cpus.is_empty() {
-        Command::new(&args.runtime)
-    } else {
-        let mut c = Command::new("taskset");
-        c.args(["-c", &args.runtime_cpus]).arg(&args.runtime);
-        c
-    };
     let runtime = Proc {
-        child: cmd
+        child: pinned(args, &args.runtime)
             .args(["--config", &config.display().to_string()])
             .env("SWITCHBOARD_API_KEY", API_KEY)
             .envs(database.env())
