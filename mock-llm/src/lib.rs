@@ -221,7 +221,17 @@ async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let _ = connection.await;
+            // A connection that ends in an error is said on stderr, so a test or
+            // bench whose calls fail can tell why; not a client that hung up in the
+            // middle of an exchange (a bench stopping a runtime with open streams).
+            if let Err(e) = connection.await {
+                let hung_up = e
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_incomplete_message);
+                if !hung_up {
+                    eprintln!("mock-llm: a connection ended in an error: {e:?}");
+                }
+            }
         });
     }
     graceful.shutdown().await;

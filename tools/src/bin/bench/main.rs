@@ -980,7 +980,8 @@ async fn start_mock(args: &Args, client: &reqwest::Client) -> (Proc, String) {
         child: Command::new(&args.mock)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Its errors (a connection that failed) beside the runtime's warnings.
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("mock-llm starts"),
@@ -1276,6 +1277,56 @@ fn stolen() -> String {
             100.0 * steal.saturating_sub(steal0) as f64 / (total - total0) as f64
         ),
         _ => "?".into(),
+    }
+}
+
+/// What this machine charges for the kernel work a chat is made of, measured before
+/// the run so that runs on different machines can be told apart: the mean cost of a
+/// system call (`getpid`, 200,000 of them) and of a wake-up round trip between two
+/// threads through a socket pair (20,000 one-byte ping-pongs, where the scheduler puts
+/// them). A chat crosses the kernel dozens of times and wakes a process at every hop
+/// (client, runtime, mock, Postgres and back), so both move every wall-clock figure.
+fn machine_costs() -> String {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    const CALLS: u32 = 200_000;
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..CALLS {
+        sum = sum.wrapping_add(u64::from(std::hint::black_box(std::process::id())));
+    }
+    std::hint::black_box(sum);
+    let syscall = start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+
+    const TRIPS: u32 = 20_000;
+    let wake = (|| -> std::io::Result<f64> {
+        let (mut here, mut there) = UnixStream::pair()?;
+        let echo = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut b = [0u8; 1];
+            for _ in 0..TRIPS {
+                there.read_exact(&mut b)?;
+                there.write_all(&b)?;
+            }
+            Ok(())
+        });
+        let mut b = [0u8; 1];
+        let start = Instant::now();
+        for _ in 0..TRIPS {
+            here.write_all(&b)?;
+            here.read_exact(&mut b)?;
+        }
+        let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(TRIPS);
+        echo.join()
+            .map_err(|_| std::io::Error::other("the echo thread panicked"))??;
+        Ok(micros)
+    })();
+    match wake {
+        Ok(wake) => format!(
+            "a system call {syscall:.2} µs, a wake-up round trip between two threads {wake:.1} µs"
+        ),
+        Err(e) => format!("a system call {syscall:.2} µs (wake-ups not measured: {e})"),
     }
 }
 
@@ -1603,6 +1654,9 @@ async fn main() {
     let client = reqwest::Client::new();
     let load_start = load_average();
     CPU_AT_START.get_or_init(cpu_times);
+    // Before anything of the bench runs, so nothing else of it is on the CPUs.
+    let machine = machine_costs();
+    println!("This machine: {machine}.");
     let (_mock, mock_url) = start_mock(&args, &client).await;
     let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
@@ -1755,7 +1809,7 @@ async fn main() {
     println!("\n## Switchboard agent runtime vs. mock-llm directly (one run)\n");
     println!(
         "Runtime pinned to CPU(s) `{}` on a {}-CPU machine (load average over a minute: {load_start} at the start, \
-         {load_end} at the end; CPU time taken by the host over the run: {}); every request through the runtime persists its user and assistant messages to \
+         {load_end} at the end; CPU time taken by the host over the run: {}; this machine: {}); every request through the runtime persists its user and assistant messages to \
          {}. Latency: {} sequential requests per series, interleaved with the same request sent to the mock. \
          Ratio: runtime ÷ direct. Aims: issue 18.\n",
         if args.runtime_cpus.is_empty() {
@@ -1765,6 +1819,7 @@ async fn main() {
         },
         machine_cpus(),
         stolen(),
+        machine,
         database.name(),
         args.latency_requests
     );
