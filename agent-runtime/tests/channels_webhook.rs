@@ -77,6 +77,16 @@ impl Callback {
     fn attempts(&self) -> usize {
         self.received.lock().expect("lock").len()
     }
+
+    /// Waits up to `seconds` until the callback has accepted at least `answers`
+    /// answers (the tests count them exactly afterwards).
+    async fn answered(&self, answers: usize, seconds: u64, what: &str) {
+        eventually(Duration::from_secs(seconds), what, || {
+            let n = self.accepted().len();
+            async move { (n >= answers).then_some(()) }
+        })
+        .await;
+    }
 }
 
 fn webhook_channel(config: &mut RuntimeConfig, callback_url: &str) {
@@ -228,11 +238,7 @@ async fn a_signed_message_is_answered_at_the_callback(db: Db) {
     .await;
     assert_eq!(status, 202);
     assert_eq!(second["sessionId"], accepted["sessionId"]);
-    eventually(Duration::from_secs(15), "the second answer", || {
-        let n = callback.accepted().len();
-        async move { (n == 2).then_some(()) }
-    })
-    .await;
+    callback.answered(2, 15, "the second answer").await;
     outbox_settled(&h.state, 2).await;
     tasks.stop().await;
     assert_eq!(callback.accepted().len(), 2, "each answer delivered once");
@@ -243,15 +249,7 @@ async fn a_signed_message_is_answered_at_the_callback(db: Db) {
 /// again and answer the message a second time.
 async fn a_slow_answer_keeps_its_lease_and_is_given_once(db: Db) {
     let (callback, h, tasks) = a_slow_message_with_a_short_lease(db).await;
-    eventually(
-        Duration::from_secs(15),
-        "the answer at the callback",
-        || {
-            let n = callback.accepted().len();
-            async move { (n >= 1).then_some(()) }
-        },
-    )
-    .await;
+    callback.answered(1, 15, "the answer at the callback").await;
     outbox_settled(&h.state, 1).await;
     // Time for a second attempt, had the row been claimed again, to finish (stopping
     // the workers would cut it short).
@@ -324,15 +322,7 @@ async fn an_attempt_whose_lease_was_taken_stops(db: Db) {
             .then_some(())
     })
     .await;
-    eventually(
-        Duration::from_secs(15),
-        "the answer at the callback",
-        || {
-            let n = callback.accepted().len();
-            async move { (n >= 1).then_some(()) }
-        },
-    )
-    .await;
+    callback.answered(1, 15, "the answer at the callback").await;
     // Not before the taken lease lapsed: the attempt that lost it (its answer due
     // ~1.5 s after it began) did not post.
     let answered_after = taken_at.elapsed();
@@ -437,15 +427,9 @@ async fn bad_stale_and_replayed_messages_are_refused(db: Db) {
         .0,
         404
     );
-    eventually(
-        Duration::from_secs(15),
-        "the two accepted messages answered",
-        || {
-            let n = callback.accepted().len();
-            async move { (n >= 2).then_some(()) }
-        },
-    )
-    .await;
+    callback
+        .answered(2, 15, "the two accepted messages answered")
+        .await;
     outbox_settled(&h.state, 2).await;
     tasks.stop().await;
     assert_eq!(
@@ -498,15 +482,9 @@ async fn a_failing_callback_gets_the_answer_once_it_recovers(db: Db) {
             > 0.0
     );
     callback.failing.store(false, Ordering::SeqCst);
-    eventually(
-        Duration::from_secs(40),
-        "the delivery after recovery",
-        || {
-            let n = callback.accepted().len();
-            async move { (n == 1).then_some(()) }
-        },
-    )
-    .await;
+    callback
+        .answered(1, 40, "the delivery after recovery")
+        .await;
     outbox_settled(&h.state, 1).await;
     eventually(
         Duration::from_secs(25),
@@ -831,15 +809,9 @@ async fn pending_answers_survive_a_restart() {
 
     callback.failing.store(false, Ordering::SeqCst);
     let (second, _, server, tasks) = boot().await;
-    eventually(
-        Duration::from_secs(40),
-        "the delivery by the new runtime",
-        || {
-            let n = callback.accepted().len();
-            async move { (n == 1).then_some(()) }
-        },
-    )
-    .await;
+    callback
+        .answered(1, 40, "the delivery by the new runtime")
+        .await;
     let (headers, body) = callback.accepted().remove(0);
     let answer = verified(&headers, &body);
     assert!(
