@@ -38,11 +38,16 @@ pub struct Context {
     /// Children found taken by an object the operator does not control (`kind
     /// namespace/name`): read before they are written, so an agent waiting for the
     /// name sends no refused create at every resync.
-    pub taken: Mutex<std::collections::HashSet<String>>,
+    pub(crate) taken: Mutex<std::collections::HashSet<String>>,
     service_monitor_probe: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Context {
+    /// The children found taken by an object the operator does not control, locked.
+    pub fn taken(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Builds the context.
     pub fn new(
         client: Client,

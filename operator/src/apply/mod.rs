@@ -67,32 +67,28 @@ where
         "{kind} {}/{name}",
         desired.meta().namespace.as_deref().unwrap_or("")
     );
-    let known_taken = ctx
-        .taken
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&key);
     let live = match live {
         Some(live) => live,
-        // Found taken before: read, not tried as a create again.
-        None if known_taken => match read(api, &kind, &name).await? {
-            Some(live) => live,
-            // Freed.
-            None => match create_absent(ctx, api, &desired, &kind, &name).await? {
+        None => {
+            // Found taken before: read, not tried as a create again.
+            let known_taken = ctx.taken().contains(&key);
+            let existing = if known_taken {
+                read(api, &kind, &name).await?
+            } else {
+                None
+            };
+            match existing {
                 Some(live) => live,
-                None => {
-                    ctx.taken
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                    return Ok(true);
-                }
-            },
-        },
-        None => match create_absent(ctx, api, &desired, &kind, &name).await? {
-            Some(live) => live,
-            None => return Ok(true),
-        },
+                // Absent (or freed): created.
+                None => match create_absent(ctx, api, &desired, &kind, &name).await? {
+                    Some(live) => live,
+                    None => {
+                        ctx.taken().remove(&key);
+                        return Ok(true);
+                    }
+                },
+            }
+        }
     };
     let want = to_value(&desired, &kind)?;
     match drift::first_difference(&want, &live.value) {
@@ -110,13 +106,10 @@ where
         source,
     })?;
     let holder = foreign_holder(desired.meta(), &meta);
-    {
-        let mut taken = ctx.taken.lock().unwrap_or_else(|e| e.into_inner());
-        if holder.is_some() {
-            taken.insert(key);
-        } else {
-            taken.remove(&key);
-        }
+    if holder.is_some() {
+        ctx.taken().insert(key);
+    } else {
+        ctx.taken().remove(&key);
     }
     if let Some(holder) = holder {
         return Err(Error::ChildConflict { kind, name, holder });
