@@ -19,6 +19,10 @@ use crate::secret_versions::SecretVersions;
 /// How long a ServiceMonitor CRD probe result is trusted.
 const PROBE_TTL: Duration = Duration::from_secs(30);
 
+/// Children found taken (`kind namespace/name`), each with the namespace and name
+/// of the agent that wants it.
+pub type Taken = std::collections::HashMap<String, (String, String)>;
+
 /// Shared by every reconcile of every controller.
 pub struct Context {
     /// Kubernetes client.
@@ -36,16 +40,27 @@ pub struct Context {
     /// Every watched Secret's resource version, and the digests made from them.
     pub secret_versions: Arc<SecretVersions>,
     /// Children found taken by an object the operator does not control (`kind
-    /// namespace/name`): read before they are written, so an agent waiting for the
-    /// name sends no refused create at every resync.
-    pub(crate) taken: Mutex<std::collections::HashSet<String>>,
+    /// namespace/name`), each with the agent that wants it (`namespace/name`): read
+    /// before they are written, so an agent waiting for the name sends no refused
+    /// create at every resync. Forgotten when the child is made, and swept for agents
+    /// deleted meanwhile ([`Context::forget_taken_unless`]).
+    pub(crate) taken: Mutex<Taken>,
     service_monitor_probe: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Context {
     /// The children found taken by an object the operator does not control, locked.
-    pub fn taken(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    pub fn taken(&self) -> std::sync::MutexGuard<'_, Taken> {
         self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the taken children of the agents `live` says are gone (it is given
+    /// an agent's namespace and name); returns how many were forgotten.
+    pub fn forget_taken_unless(&self, live: impl Fn(&str, &str) -> bool) -> usize {
+        let mut taken = self.taken();
+        let before = taken.len();
+        taken.retain(|_, (namespace, name)| live(namespace, name));
+        before - taken.len()
     }
 
     /// Builds the context.

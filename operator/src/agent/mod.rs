@@ -87,6 +87,11 @@ pub async fn run(
     );
     let naming = agent_store.clone();
     let sweep_store = agent_store.clone();
+    let taken_sweep = tokio::spawn(forget_taken_of_deleted(
+        shared.clone(),
+        agent_store.clone(),
+        TAKEN_SWEEP,
+    ));
     let by_secret = stores.deployments_by_secret.clone();
     let (service_monitors, monitor_changes) =
         service_monitors::watch(shared.clone(), namespace.clone(), agent_store.clone());
@@ -170,6 +175,36 @@ pub async fn run(
             }
         })
         .await;
+    taken_sweep.abort();
+}
+
+/// How often the names found taken are swept for agents deleted meanwhile.
+const TAKEN_SWEEP: Duration = Duration::from_secs(60);
+
+/// Every `every`, forgets the children found taken of the agents no longer in
+/// `agents` (an agent deleted while a name it wants was taken reconciles no more,
+/// so nothing else would forget them).
+async fn forget_taken_of_deleted(
+    shared: Arc<Context>,
+    agents: Store<AgentDeployment>,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if shared.taken().is_empty() {
+            continue;
+        }
+        let forgotten = shared.forget_taken_unless(|namespace, name| {
+            agents
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+        });
+        if forgotten > 0 {
+            debug!(forgotten, "forgot the names found taken of deleted agents");
+        }
+    }
 }
 
 /// How often the cache is swept for runtime reports that went stale.

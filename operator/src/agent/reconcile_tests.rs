@@ -612,6 +612,14 @@ async fn a_child_named_like_an_object_the_agent_does_not_control_is_not_written_
     let lines = world.log.lines()[before..].to_vec();
     assert!(lines.contains(&format!("GET {service}")), "{lines:?}");
     assert!(!lines.contains(&format!("PATCH {service}")), "{lines:?}");
+    // The name is remembered for this agent while it lives, and forgotten once it is
+    // gone (the sweep's question: is the agent still in the cache?).
+    let shared = &world.ctx.shared;
+    assert_eq!(shared.taken().len(), 1);
+    let live = |namespace: &str, name: &str| namespace == "tenant-a" && name == "support";
+    assert_eq!(shared.forget_taken_unless(live), 0);
+    assert_eq!(shared.forget_taken_unless(|_, _| false), 1);
+    assert!(shared.taken().is_empty());
 }
 
 /// A child the cache does not hold yet (the watch behind) but that is the agent's:

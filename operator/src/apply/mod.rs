@@ -71,7 +71,7 @@ where
         Some(live) => live,
         None => {
             // Found taken before: read, not tried as a create again.
-            let known_taken = ctx.taken().contains(&key);
+            let known_taken = ctx.taken().contains_key(&key);
             let existing = if known_taken {
                 read(api, &kind, &name).await?
             } else {
@@ -107,7 +107,14 @@ where
     })?;
     let holder = foreign_holder(desired.meta(), &meta);
     if holder.is_some() {
-        ctx.taken().insert(key);
+        let wanted_by = desired
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        let namespace = desired.meta().namespace.clone().unwrap_or_default();
+        ctx.taken().insert(key, (namespace, wanted_by));
     } else {
         ctx.taken().remove(&key);
     }
