@@ -57,7 +57,17 @@ hack/python-env.sh
 export SWITCHBOARD_PYTHON="$root/.switchboard/venv/bin/python"
 
 step "Unit and end-to-end tests"
-cargo test --workspace --locked --no-fail-fast
+# Every test binary, side by side, TEST_JOBS at a time (default: one per core; they
+# mostly wait on sockets, timers and the cluster). Those that use the local cluster
+# run one after another (one counts the cluster's writes over an idle minute).
+# Durations are kept in the target directory so the longest start first next time.
+tests_rc=0
+cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+  python3 hack/lib/run-tests.py --verbose --jobs "${TEST_JOBS:-$(nproc)}" \
+    --times "${CARGO_TARGET_DIR:-$root/target}/switchboard-test-times.tsv" \
+    --group 'cluster=operator:*,tests:*,agent-runtime:*_cluster' || tests_rc=$?
+cargo test --workspace --locked --doc || tests_rc=$?
+[ "$tests_rc" = 0 ]
 
 step "Web chat: built assets match the sources, type check, unit and browser tests against the runtime"
 web/setup.sh

@@ -25,59 +25,15 @@ validation=(-p crds --locked --test validation)
 # Nothing points at a cluster or a Postgres server: a test here that needs one fails
 # saying so, instead of quietly using whichever happens to be up.
 unset SWITCHBOARD_DATABASE_ADMIN_URL SWITCHBOARD_HARNESS_KUBECONFIG KUBECONFIG SWITCHBOARD_PYTHON
-# Build, and list each test binary with its package directory (cargo runs tests there).
-list_binaries() {
-  cargo test "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
-import json, os, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(os.path.dirname(m["manifest_path"]) + "\t" + m["executable"])
-'
-}
 cargo test "${crates[@]}" --no-run
 cargo test "${runtime[@]}" --no-run
 cargo test "${validation[@]}" --no-run
-mapfile -t binaries < <({
-  list_binaries "${crates[@]}"
-  list_binaries "${runtime[@]}"
-  list_binaries "${validation[@]}"
-} | sort -u)
-
 # Side by side, UNIT_JOBS at a time (default: one per core); more only slows the
-# timing-sensitive ones.
-jobs=${UNIT_JOBS:-$(nproc)}
-out=$(mktemp -d -t switchboard-unit.XXXX)
-trap 'rm -rf "$out"' EXIT
-running=0
-for i in "${!binaries[@]}"; do
-  IFS=$'\t' read -r dir exe <<<"${binaries[$i]}"
-  if [ "$running" -ge "$jobs" ]; then
-    wait -n || true
-    running=$((running - 1))
-  fi
-  # The runtime's on-both-databases tests run their SQLite half (`sqlite::`) only.
-  (
-    cd "$dir"
-    rc=0
-    "$exe" --skip postgres:: >"$out/$i.log" 2>&1 || rc=$?
-    echo "$rc" >"$out/$i.rc"
-  ) &
-  running=$((running + 1))
-done
-wait
-
-failed=0 passed=0
-for i in "${!binaries[@]}"; do
-  IFS=$'\t' read -r _ exe <<<"${binaries[$i]}"
-  if [ "$(cat "$out/$i.rc")" = 0 ]; then
-    grep -h '^test result:' "$out/$i.log" | sed "s|^|$(basename "$exe"): |"
-  else
-    failed=$((failed + 1))
-    printf '\n==> FAILED: %s\n' "$exe"
-    cat "$out/$i.log"
-  fi
-  passed=$((passed + $(grep -ho '[0-9]* passed' "$out/$i.log" | awk '{s += $1} END {print s + 0}')))
-done
-echo "$passed tests passed in ${#binaries[@]} test binaries; $failed binaries failed"
-[ "$failed" -eq 0 ]
+# timing-sensitive ones. The runtime's on-both-databases tests run their SQLite half
+# (`sqlite::`) only.
+{
+  cargo test "${crates[@]}" --no-run --message-format=json
+  cargo test "${runtime[@]}" --no-run --message-format=json
+  cargo test "${validation[@]}" --no-run --message-format=json
+} 2>/dev/null | python3 hack/lib/run-tests.py --jobs "${UNIT_JOBS:-$(nproc)}" \
+  --times "${CARGO_TARGET_DIR:-$PWD/target}/switchboard-unit-times.tsv" -- --skip postgres::
