@@ -306,7 +306,10 @@ async fn a_global_429_holds_off_every_route(db: Db) {
         },
     );
     // The first message's first call meets the global limit; a message in
-    // another channel (other routes) sent once the 429 was answered waits too.
+    // another channel (other routes) sent once the bot has read the 429 waits
+    // too. (A call the bot sent before the 429 reached it cannot be held: the
+    // mock counts the 429 as answered before its bytes reach the bot, so the
+    // second message waits for the bot's own record of the limit.)
     let mut asked = vec![
         discord
             .user_message(
@@ -323,6 +326,28 @@ async fn a_global_429_holds_off_every_route(db: Db) {
             .await,
         "the global 429 was answered"
     );
+    let rest = agent_runtime::channels::discord_api::client(
+        &reqwest::Client::new(),
+        TOKEN,
+        Some(&discord.rest_addr().to_string()),
+    );
+    let limited_at = discord
+        .requests()
+        .iter()
+        .find(|r| r.status == 429)
+        .map(|r| r.at)
+        .expect("the global 429 was answered");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rest
+        .global_limit_until()
+        .is_none_or(|until| until <= limited_at)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bot never held its calls for the global 429"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     asked.push(
         discord
             .user_message(

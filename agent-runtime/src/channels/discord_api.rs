@@ -148,6 +148,12 @@ impl DiscordRest {
             .unwrap_or_default()
     }
 
+    /// Until when the last global limit met (a `429` with `global: true`)
+    /// holds every bot call back, past or not; `None` before any.
+    pub fn global_limit_until(&self) -> Option<Instant> {
+        self.limits().global_until
+    }
+
     /// Notes a response's rate-limit headers (and a 429's hold).
     fn note(&self, call: &Call, headers: &HeaderMap, limited: Option<(Duration, bool)>) {
         let now = Instant::now();
