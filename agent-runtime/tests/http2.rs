@@ -1,7 +1,8 @@
 //! The runtime speaks HTTP/2 without TLS (prior knowledge, as gateways and
 //! meshes do towards pods): many chats multiplexed on one connection, whole
 //! and streamed, each stored. Towards a model set to `http2PriorKnowledge` it
-//! speaks h2c too: its streams share one upstream connection.
+//! speaks h2c too: its streams share one upstream connection, and a shared
+//! connection that stops answering is found and replaced.
 
 mod common;
 
@@ -12,6 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 async fn chat(
     client: &Client<HttpConnector, Full<Bytes>>,
@@ -129,4 +135,111 @@ async fn a_model_not_set_to_http2_is_called_over_http1() {
     let requests = h.mock.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].version, hyper::Version::HTTP_11);
+}
+
+/// A TCP relay in front of the mock whose open connections can be frozen: their
+/// bytes stop flowing both ways while both sockets stay open, as when a
+/// connection dies between two hosts without either end closing it.
+/// Connections made after a freeze flow.
+struct FreezingRelay {
+    addr: SocketAddr,
+    target: Arc<OnceLock<SocketAddr>>,
+    live: Arc<Mutex<CancellationToken>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingRelay {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let target = Arc::new(OnceLock::<SocketAddr>::new());
+        let live = Arc::new(Mutex::new(CancellationToken::new()));
+        // Frozen connections' sockets, kept open until the relay is dropped.
+        let held = Arc::new(Mutex::new(Vec::<(TcpStream, TcpStream)>::new()));
+        let accept = tokio::spawn({
+            let (target, live) = (target.clone(), live.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let to = *target.get().expect("the relay's target is set");
+                    let Ok(mut upstream) = TcpStream::connect(to).await else {
+                        continue;
+                    };
+                    let frozen = live.lock().expect("lock").clone();
+                    let held = held.clone();
+                    tokio::spawn(async move {
+                        let froze = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => false,
+                            () = frozen.cancelled() => true,
+                        };
+                        if froze {
+                            held.lock().expect("lock").push((client, upstream));
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            addr,
+            target,
+            live,
+            accept,
+        }
+    }
+
+    fn forward_to(&self, to: SocketAddr) {
+        self.target.set(to).expect("set once");
+    }
+
+    /// Freezes every connection open now.
+    fn freeze(&self) {
+        let mut live = self.live.lock().expect("lock");
+        live.cancel();
+        *live = CancellationToken::new();
+    }
+}
+
+impl Drop for FreezingRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The one h2c connection to a model stops answering without being closed: the
+/// next chat is sent on it, the runtime's PING finds it dead within the
+/// keep-alive interval and timeout, and the chat is answered over a new
+/// connection, long before the model's timeout (set to five minutes here) would
+/// have given up on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_h2c_connection_is_found_by_its_ping_and_replaced() {
+    let relay = FreezingRelay::start().await;
+    let h = Harness::start_with(Db::Sqlite, |config, mock| {
+        relay.forward_to(mock.addr());
+        config.model.http2_prior_knowledge = true;
+        config.model.base_url = Some(format!("http://{}/v1", relay.addr));
+        config.model.timeout_seconds = 300;
+    })
+    .await;
+    let (status, body) = h
+        .chat("h2c-user", json!([{"role": "user", "content": "before"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.mock.connections(), 1);
+
+    relay.freeze();
+    let found_within = agent_runtime::providers::HTTP2_KEEP_ALIVE_INTERVAL
+        + agent_runtime::providers::HTTP2_KEEP_ALIVE_TIMEOUT
+        + Duration::from_secs(30);
+    let (status, body) = tokio::time::timeout(
+        found_within,
+        h.chat("h2c-user", json!([{"role": "user", "content": "after"}])),
+    )
+    .await
+    .expect("answered: the dead connection was found (a chat left waiting on it waits for the model's timeout)");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "Echo: after");
+    assert_eq!(
+        h.mock.connections(),
+        2,
+        "the chat went over a new connection"
+    );
 }

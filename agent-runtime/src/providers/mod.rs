@@ -258,6 +258,19 @@ pub fn http2_prior_knowledge_client() -> Result<reqwest::Client, reqwest::Error>
     upstream_client_builder().http2_prior_knowledge().build()
 }
 
+/// With calls open on an HTTP/2 upstream connection and nothing received on it
+/// for this long, the runtime sends a PING.
+pub const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A PING not answered within this long closes the connection: its calls fail
+/// as connection errors (retried on a new connection), and calls after them open a
+/// new one. Every call to a model set to `http2PriorKnowledge` shares one
+/// connection, so one that dies without being closed (a middlebox dropping it, a
+/// peer gone without a reset) would otherwise hold each of them for its whole
+/// `timeoutSeconds`, attempt after attempt. No PING goes out on an idle
+/// connection (servers may count those as abuse); one that died while idle is found
+/// by the first call made on it.
+pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Redirects are not followed: a `301`/`302` turns a POST into a GET without
 /// its body, so a model call or an answer POSTed to a webhook callback would
 /// reach the new place empty, and a callback's `2xx` would then mark an answer
@@ -268,6 +281,8 @@ pub(crate) fn upstream_client_builder() -> reqwest::ClientBuilder {
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .http2_keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
 }
 
 /// The client a model's calls go through: `h2c` (the prior-knowledge client)
