@@ -21,6 +21,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,8 @@ def main():
     finally:
         for proc in running:
             proc.kill()
+        # The logs were printed as each binary ended.
+        shutil.rmtree(out, ignore_errors=True)
 
     for b in results:
         known[b["name"]] = b["seconds"]

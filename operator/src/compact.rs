@@ -79,11 +79,7 @@ where
                 .as_ref()
                 .and_then(|a| a.get(names::APPLIED_HASH))
                 .map(|h| h.as_str().into()),
-            controller: meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|o| o.controller == Some(true))
+            controller: crate::apply::controller_of(meta)
                 .map(|o| (o.kind.as_str().into(), o.name.as_str().into())),
             secret_refs: secret_refs
                 .into_iter()

@@ -7,7 +7,7 @@ pub mod drift;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -107,10 +107,7 @@ where
     })?;
     let holder = foreign_holder(desired.meta(), &meta);
     if holder.is_some() {
-        let wanted_by = desired
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
+        let wanted_by = controller_of(desired.meta())
             .map(|o| o.name.clone())
             .unwrap_or_default();
         let namespace = desired.meta().namespace.clone().unwrap_or_default();
@@ -244,14 +241,10 @@ where
 /// without a controller (nothing to compare).
 pub fn foreign_holder(desired: &ObjectMeta, live: &ObjectMeta) -> Option<String> {
     let controller = |meta: &ObjectMeta| {
-        meta.owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| {
-                let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-                (group.to_owned(), o.kind.clone(), o.name.clone())
-            })
+        controller_of(meta).map(|o| {
+            let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            (group.to_owned(), o.kind.clone(), o.name.clone())
+        })
     };
     let owner = controller(desired)?;
     match controller(live) {
@@ -260,6 +253,14 @@ pub fn foreign_holder(desired: &ObjectMeta, live: &ObjectMeta) -> Option<String>
         None if labelled_for_owner(desired, live) => None,
         None => Some("made outside the operator, with no owner".to_owned()),
     }
+}
+
+/// The owner reference of `meta` that controls it, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
 }
 
 /// Whether `live` carries the operator's labels for the owner `desired` is labelled
