@@ -1069,6 +1069,7 @@ async fn count_mock(
         envs: vec![],
         ready_url: format!("{url}/healthz"),
         profile: args.profile_dir.join("callgrind.mock-llm"),
+        cpus: &args.runtime_cpus,
     };
     callgrind::count(
         &args.valgrind,
@@ -1081,9 +1082,9 @@ async fn count_mock(
     .await
 }
 
-/// Instructions per chat of the runtime (not pinned: under valgrind its
-/// threads run one at a time anyway) storing into `database`, whole and
-/// streamed.
+/// Instructions per chat of the runtime storing into `database`, whole and
+/// streamed, on the runtime's CPUs (under valgrind its threads run one at a
+/// time anyway).
 async fn count_runtime(
     args: &Args,
     dir: &Path,
@@ -1109,6 +1110,7 @@ async fn count_runtime(
         profile: args
             .profile_dir
             .join(format!("callgrind.agent-runtime.{name}")),
+        cpus: &args.runtime_cpus,
     };
     callgrind::count(
         &args.valgrind,
@@ -1283,12 +1285,12 @@ fn stolen() -> String {
 /// What this machine charges for the kernel work a chat is made of, measured before
 /// the run so that runs on different machines can be told apart: the mean cost of a
 /// system call (`getpid`, 200,000 of them) and of a wake-up round trip between two
-/// threads through a socket pair (20,000 one-byte ping-pongs, where the scheduler puts
-/// them). A chat crosses the kernel dozens of times and wakes a process at every hop
-/// (client, runtime, mock, Postgres and back), so both move every wall-clock figure.
+/// threads through a socket pair (20,000 one-byte ping-pongs), with both threads on
+/// one CPU and with one on each of two. A chat crosses the kernel dozens of times and
+/// wakes a process at every hop (client, runtime, mock, Postgres and back), so both
+/// move every wall-clock figure; a hop between CPUs costs a guest an interrupt between
+/// its virtual CPUs, which a hop on one CPU does not.
 fn machine_costs() -> String {
-    use std::io::{Read, Write};
-    use std::os::unix::net::UnixStream;
     use std::time::Instant;
 
     const CALLS: u32 = 200_000;
@@ -1300,33 +1302,79 @@ fn machine_costs() -> String {
     std::hint::black_box(sum);
     let syscall = start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
 
+    let mut wakes = vec![("on one CPU", wake_round_trip(0, 0))];
+    if machine_cpus() > 1 {
+        wakes.push(("across two", wake_round_trip(0, 1)));
+    }
+    let wakes: Vec<String> = wakes
+        .into_iter()
+        .map(|(where_, wake)| match wake {
+            Ok(micros) => format!("{micros:.1} µs {where_}"),
+            Err(e) => format!("not measured {where_} ({e})"),
+        })
+        .collect();
+    format!(
+        "a system call {syscall:.2} µs, a wake-up round trip between two threads {}",
+        wakes.join(", ")
+    )
+}
+
+/// Mean round trip of a one-byte ping-pong between two threads (20,000 of them), the
+/// pinger on CPU `pinger_cpu` and the echo on CPU `echo_cpu`. Both are new threads:
+/// the caller's own CPUs stay as they were.
+fn wake_round_trip(pinger_cpu: usize, echo_cpu: usize) -> std::io::Result<f64> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
     const TRIPS: u32 = 20_000;
-    let wake = (|| -> std::io::Result<f64> {
-        let (mut here, mut there) = UnixStream::pair()?;
-        let echo = std::thread::spawn(move || -> std::io::Result<()> {
-            let mut b = [0u8; 1];
-            for _ in 0..TRIPS {
-                there.read_exact(&mut b)?;
-                there.write_all(&b)?;
-            }
-            Ok(())
-        });
+    let (mut here, mut there) = UnixStream::pair()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        pin_this_thread(echo_cpu)?;
+        let mut b = [0u8; 1];
+        for _ in 0..TRIPS {
+            there.read_exact(&mut b)?;
+            there.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let pinger = std::thread::spawn(move || -> std::io::Result<f64> {
+        pin_this_thread(pinger_cpu)?;
         let mut b = [0u8; 1];
         let start = Instant::now();
         for _ in 0..TRIPS {
             here.write_all(&b)?;
             here.read_exact(&mut b)?;
         }
-        let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(TRIPS);
-        echo.join()
-            .map_err(|_| std::io::Error::other("the echo thread panicked"))??;
-        Ok(micros)
-    })();
-    match wake {
-        Ok(wake) => format!(
-            "a system call {syscall:.2} µs, a wake-up round trip between two threads {wake:.1} µs"
-        ),
-        Err(e) => format!("a system call {syscall:.2} µs (wake-ups not measured: {e})"),
+        Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(TRIPS))
+    });
+    let micros = pinger
+        .join()
+        .map_err(|_| std::io::Error::other("the pinging thread panicked"))??;
+    echo.join()
+        .map_err(|_| std::io::Error::other("the echo thread panicked"))??;
+    Ok(micros)
+}
+
+/// Pins the calling thread to CPU `cpu`, with `taskset` on the thread's id (as the
+/// runtime is pinned; the workspace has no unsafe code to call the kernel itself).
+fn pin_this_thread(cpu: usize) -> std::io::Result<()> {
+    let me = std::fs::read_link("/proc/thread-self")?;
+    let tid = me
+        .file_name()
+        .and_then(|t| t.to_str())
+        .ok_or_else(|| std::io::Error::other("no thread id in /proc/thread-self"))?
+        .to_owned();
+    let status = std::process::Command::new("taskset")
+        .args(["-p", "-c", &cpu.to_string(), &tid])
+        .stdout(Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "taskset exited with {status}"
+        )))
     }
 }
 
