@@ -554,3 +554,109 @@ mod faults {
         }
     }
 }
+
+/// Postgres only (see `faults`): a young database's tables are analyzed by the
+/// runtime as it fills them, so no connection keeps plans made for a few pages
+/// (docs/performance.md, round twenty-six); a settled one is left to autovacuum.
+mod young {
+    pub mod postgres {
+        use super::super::*;
+
+        /// `ANALYZE`s run on `sessions` by a client (autovacuum's are counted
+        /// apart, in `autoanalyze_count`).
+        async fn analyzed(url: &str) -> i64 {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query_scalar(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'sessions'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .expect("statistics")
+        }
+
+        /// Stores `sessions` sessions of `each` messages, a session a statement.
+        async fn store_sessions(store: &Store, sessions: usize, each: usize) {
+            for s in 0..sessions {
+                let id = NewMessage::new_id();
+                let messages: Vec<NewMessage> = (0..each)
+                    .map(|m| message(&id, Role::User, &format!("message {m} of {s}"), 1))
+                    .collect();
+                store
+                    .create_session_with_messages(&id, new_session("grower"), &messages)
+                    .await
+                    .expect("stored");
+            }
+        }
+
+        /// Waits up to 30 s for `sessions` to have been analyzed `at_least`
+        /// times (statistics reach the view within a second or so).
+        async fn wait_analyzed(url: &str, at_least: i64) -> i64 {
+            let mut seen = analyzed(url).await;
+            for _ in 0..300 {
+                if seen >= at_least {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen = analyzed(url).await;
+            }
+            seen
+        }
+
+        #[tokio::test]
+        async fn a_young_database_is_analyzed_as_it_fills() {
+            let db = TestDatabase::create_on(&admin_url()).await;
+            let url = db.url().to_owned();
+            let store = Store::connect(&agent_runtime::settings::DatabaseTarget::Postgres(
+                url.clone(),
+            ))
+            .await
+            .expect("store");
+            store_sessions(&store, 29, 100).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(analyzed(&url).await, 0, "analyzed before 3,000 messages");
+            store_sessions(&store, 1, 100).await;
+            assert_eq!(
+                wait_analyzed(&url, 1).await,
+                1,
+                "one ANALYZE once 3,000 messages are stored"
+            );
+            store.close().await;
+        }
+
+        #[tokio::test]
+        async fn a_settled_database_is_left_to_autovacuum() {
+            let db = TestDatabase::create_on(&admin_url()).await;
+            let url = db.url().to_owned();
+            let target = agent_runtime::settings::DatabaseTarget::Postgres(url.clone());
+            // The tables, then 30,000 sessions, analyzed, before the runtime starts.
+            Store::connect(&target)
+                .await
+                .expect("migrated")
+                .close()
+                .await;
+            let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, channel, created_at, updated_at) \
+                 SELECT 'old-' || i, 'old', 'api', now(), now() FROM generate_series(1, 30000) i",
+            )
+            .execute(&mut c)
+            .await
+            .expect("old sessions");
+            sqlx::query("ANALYZE sessions")
+                .execute(&mut c)
+                .await
+                .expect("analyze");
+            let before = wait_analyzed(&url, 1).await;
+            assert_eq!(before, 1, "the test's own ANALYZE is counted");
+            let store = Store::connect(&target).await.expect("store");
+            store_sessions(&store, 31, 100).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(
+                analyzed(&url).await,
+                before,
+                "a settled database was analyzed"
+            );
+            store.close().await;
+        }
+    }
+}

@@ -8,6 +8,7 @@
 
 mod admin;
 mod group_commit;
+mod growth;
 mod kept;
 mod live;
 mod messages;
@@ -143,6 +144,9 @@ pub struct Store {
     sqlite_writer: Option<SqlitePool>,
     /// Postgres connections kept between statements (unused with SQLite).
     kept: std::sync::Arc<kept::Kept>,
+    /// A young Postgres database's tables, analyzed as they grow (unused
+    /// with SQLite).
+    growth: std::sync::Arc<growth::Growth>,
 }
 
 /// How long a message write keeps retrying while the database is unreachable
@@ -216,6 +220,7 @@ impl Store {
     pub async fn connect(target: &DatabaseTarget) -> Result<Self, StoreError> {
         let mut sqlite_writer = None;
         let mut kept = std::sync::Arc::default();
+        let mut growth = growth::Growth::default();
         let backend = match target {
             DatabaseTarget::Postgres(url) => {
                 let pool = PgPoolOptions::new()
@@ -234,6 +239,7 @@ impl Store {
                     .await?;
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
                 kept = kept::Kept::new();
+                growth = growth::Growth::at_start(&pool).await;
                 Backend::Postgres(pool)
             }
             DatabaseTarget::Sqlite(path) => {
@@ -287,6 +293,7 @@ impl Store {
             group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
             sqlite_writer,
             kept,
+            growth: std::sync::Arc::new(growth),
         })
     }
 
@@ -365,6 +372,9 @@ impl Store {
     }
 
     pub(crate) fn count_stored(&self, stored: &[Message]) {
+        if let Backend::Postgres(pool) = &self.backend {
+            self.growth.stored(stored.len(), pool);
+        }
         if let Some(metrics) = &self.metrics {
             for m in stored {
                 metrics.count_messages(m.role, 1);
