@@ -19,19 +19,6 @@ source hack/cluster-lib.sh
 
 command -v valgrind >/dev/null || apt_install valgrind
 
-echo "==> building release binaries"
-cargo build --release --locked --bin agent-runtime --bin mock-llm --bin bench
-release="${CARGO_TARGET_DIR:-target}/release"
-
-started=0
-if hack/cluster.sh status >/dev/null 2>&1; then
-  eval "$(hack/cluster.sh env)"
-  admin_url=$SWITCHBOARD_DATABASE_ADMIN_URL
-else
-  hack/postgres.sh status >/dev/null 2>&1 || { started=1; hack/postgres.sh up; }
-  admin_url=$(hack/postgres.sh url)
-fi
-db=sbbench_$$
 # The load generator, mock-llm and the Postgres server run on the CPUs the runtime
 # is not pinned to (the runtime: --runtime-cpus, CPU 0 by default), for the run:
 # the issue's setup, "the mock, the load generator and Postgres share the other
@@ -47,6 +34,28 @@ case $cpus in
 esac
 pin_others=${BENCH_PIN_OTHERS:-$others}
 if [ "$pin_others" = none ]; then pin_others=; fi
+for arg in "$@"; do
+  case $arg in
+    --runtime-cpus*)
+      [ -n "${BENCH_PIN_OTHERS:-}" ] ||
+        die "with --runtime-cpus, set BENCH_PIN_OTHERS to the CPUs for the load generator, mock-llm and Postgres (or none), so they do not share the runtime's"
+      ;;
+  esac
+done
+
+echo "==> building release binaries"
+cargo build --release --locked --bin agent-runtime --bin mock-llm --bin bench
+release="${CARGO_TARGET_DIR:-target}/release"
+
+started=0
+if hack/cluster.sh status >/dev/null 2>&1; then
+  eval "$(hack/cluster.sh env)"
+  admin_url=$SWITCHBOARD_DATABASE_ADMIN_URL
+else
+  hack/postgres.sh status >/dev/null 2>&1 || { started=1; hack/postgres.sh up; }
+  admin_url=$(hack/postgres.sh url)
+fi
+db=sbbench_$$
 postmaster=
 postmaster_mask=
 pin_server() { # MASK-OR-LIST [-c]: the postmaster and every process it forked
@@ -70,17 +79,20 @@ trap cleanup EXIT
 # gives the same: it survives the process, not the machine.
 psql -q "$admin_url" -c "CREATE DATABASE $db" -c "ALTER DATABASE $db SET synchronous_commit = on"
 db_url=$(printf '%s' "$admin_url" | sed -E "s#/[^/?]*(\?|$)#/$db\1#")
-fsync=$(psql -Atc 'SHOW fsync' "$db_url")
+read -r version sync fsync < <(psql -AtF' ' -c "SELECT split_part(current_setting('server_version'), ' ', 1), \
+  current_setting('synchronous_commit'), current_setting('fsync')" "$db_url")
 case $fsync in
   off) fsync_note="not forced to the disk: a crash of the machine may lose the last commits" ;;
   *) fsync_note="forced to the disk at each commit" ;;
 esac
-echo "Postgres $(psql -Atc 'SHOW server_version' "$db_url" | cut -d' ' -f1): synchronous_commit=$(psql -Atc 'SHOW synchronous_commit' "$db_url") (an answered chat's commit is in the WAL: it survives Postgres crashing), fsync=$fsync ($fsync_note). SQLite: WAL, synchronous=NORMAL (it survives the runtime crashing)."
+echo "Postgres $version: synchronous_commit=$sync (an answered chat's commit is in the WAL: it survives Postgres crashing), fsync=$fsync ($fsync_note). SQLite: WAL, synchronous=NORMAL (it survives the runtime crashing)."
 
 bench=("$release/bench")
 if [ -n "$pin_others" ]; then
   # The checkpointer lives as long as the server; its parent is the postmaster.
-  postmaster=$(ps -o ppid= -p "$(psql -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'" "$db_url")" | tr -d ' ')
+  checkpointer=$(psql -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'" "$db_url")
+  postmaster=$(ps -o ppid= -p "${checkpointer:-0}" | tr -d ' ') ||
+    die "cannot find the Postgres server's processes to pin (no checkpointer in pg_stat_activity); BENCH_PIN_OTHERS=none runs the bench without pinning them"
   postmaster_mask=$(taskset -p "$postmaster" | sed 's/.*: //')
   pin_server "$pin_others" -c
   bench=(taskset -c "$pin_others" "$release/bench")

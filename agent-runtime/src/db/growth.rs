@@ -6,7 +6,7 @@
 //! right for a few pages: the group-commit batch finds its sessions with a
 //! hash join over a sequential scan of `sessions`. A new agent's database
 //! under load grows by thousands of rows a second, and until then every batch
-//! read the whole table (21-32 million rows read in 10 s of `make bench` on a
+//! read the whole table (21-54 million rows read in 10 s of `make bench` on a
 //! fresh database, half the chats a second of an analyzed one:
 //! docs/performance.md, round twenty-six). So when the tables were small at
 //! start, the runtime analyzes them itself after it has stored 3,000, 30,000

@@ -103,15 +103,8 @@ where
     for stale in dumps(&target.profile) {
         let _ = std::fs::remove_file(stale);
     }
-    let mut command = if target.cpus.is_empty() {
-        Command::new(valgrind)
-    } else {
-        let mut taskset = Command::new("taskset");
-        taskset.args(["-c", target.cpus]).arg(valgrind);
-        taskset
-    };
     let process = Proc {
-        child: command
+        child: crate::on_cpus(target.cpus, valgrind)
             .args([
                 "--tool=callgrind",
                 "--instr-atstart=no",

@@ -922,11 +922,17 @@ fn runtime_config(
 /// A command running `program` on the CPUs of `--runtime-cpus` (through `taskset`),
 /// or anywhere when none are given.
 fn pinned(args: &Args, program: &Path) -> Command {
-    if args.runtime_cpus.is_empty() {
+    on_cpus(&args.runtime_cpus, program)
+}
+
+/// A command running `program` on the CPU list `cpus` (through `taskset`), or
+/// anywhere when it is empty.
+fn on_cpus(cpus: &str, program: &Path) -> Command {
+    if cpus.is_empty() {
         Command::new(program)
     } else {
         let mut c = Command::new("taskset");
-        c.args(["-c", &args.runtime_cpus]).arg(program);
+        c.args(["-c", cpus]).arg(program);
         c
     }
 }
