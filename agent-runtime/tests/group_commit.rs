@@ -660,3 +660,138 @@ mod young {
         }
     }
 }
+
+/// SQLite's message search index is filled in batches shortly after the
+/// messages are stored (src/db/fts_batch.rs), not by a trigger per row.
+mod search_index {
+    use super::*;
+    use agent_runtime::settings::DatabaseTarget;
+
+    /// The last message indexed and the last stored (0 when none is left),
+    /// after FTS5's own check of the index: against the table once no message
+    /// waits to be indexed (an
+    /// error if the index holds a row the table does not, or misses one), of
+    /// the index alone before.
+    async fn index_state(path: &std::path::Path) -> (i64, i64) {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        let (indexed, stored): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT seq FROM messages_fts_indexed), \
+             (SELECT coalesce(max(seq), 0) FROM messages)",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("index state");
+        sqlx::query("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', $1)")
+            .bind(i64::from(indexed >= stored))
+            .execute(&mut c)
+            .await
+            .expect("the index holds exactly the indexed messages");
+        (indexed, stored)
+    }
+
+    async fn store_session(store: &Store, user: &str, words: &[&str]) -> String {
+        let id = NewMessage::new_id();
+        let messages: Vec<NewMessage> = words
+            .iter()
+            .map(|w| message(&id, Role::User, &format!("about {w} today"), 1))
+            .collect();
+        store
+            .create_session_with_messages(&id, new_session(user), &messages)
+            .await
+            .expect("stored");
+        id
+    }
+
+    #[tokio::test]
+    async fn messages_are_indexed_in_batches_and_found_at_once() {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let store = Store::connect(&DatabaseTarget::Sqlite(path.display().to_string()))
+            .await
+            .expect("store");
+        store_session(&store, "u", &["zebra", "yak"]).await;
+        let (indexed, stored) = index_state(&path).await;
+        assert!(indexed < stored, "indexed at once: {indexed} of {stored}");
+        // A search finds what is not indexed yet: it indexes it first.
+        let (hits, total) = store.search("u", "zebra", 10, 0).await.expect("search");
+        assert_eq!((hits.len(), total), (1, 1));
+        assert_eq!(index_state(&path).await, (stored, stored));
+        // Without a search, the indexer catches up on its own.
+        store_session(&store, "u", &["walrus"]).await;
+        let mut state = index_state(&path).await;
+        for _ in 0..50 {
+            if state.0 == state.1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            state = index_state(&path).await;
+        }
+        assert_eq!(state.0, state.1, "indexed within 5 s of being stored");
+        // More than a chunk (512) waiting: indexed in several transactions.
+        let many: Vec<String> = (0..1_100).map(|i| format!("w{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        store_session(&store, "u", &many).await;
+        let (hits, total) = store.search("u", "w1099", 10, 0).await.expect("search");
+        assert_eq!((hits.len(), total), (1, 1));
+        let (indexed, stored) = index_state(&path).await;
+        assert_eq!(indexed, stored, "every chunk indexed");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn messages_gone_before_they_are_indexed_leave_the_index_whole() {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let target = DatabaseTarget::Sqlite(path.display().to_string());
+        let store = Store::connect(&target).await.expect("store");
+        let indexed = store_session(&store, "u", &["otter"]).await;
+        store.search("u", "otter", 10, 0).await.expect("search");
+        let gone = store_session(&store, "u", &["otter", "heron"]).await;
+        let kept = store_session(&store, "u", &["ibis", "otter"]).await;
+        // Deleted (their messages with them) before and after being indexed.
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        sqlx::query("DELETE FROM sessions WHERE id IN ($1, $2)")
+            .bind(&gone)
+            .bind(&indexed)
+            .execute(&mut c)
+            .await
+            .expect("deleted");
+        // A message edited before it is indexed is indexed as it is now.
+        sqlx::query("UPDATE messages SET content = 'about puffin today' WHERE session_id = $1")
+            .bind(&kept)
+            .execute(&mut c)
+            .await
+            .expect("edited");
+        // The store stops before its indexer runs; the next one indexes at start.
+        store.close().await;
+        drop(store);
+        let (before, stored) = index_state(&path).await;
+        assert!(before < stored, "indexed before the restart");
+        let store = Store::connect(&target).await.expect("store again");
+        assert_eq!(index_state(&path).await, (stored, stored));
+        let found = |q: &'static str| {
+            let store = store.clone();
+            async move {
+                let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
+                hits.into_iter().map(|h| h.session.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(found("otter").await, Vec::<String>::new());
+        assert_eq!(found("heron").await, Vec::<String>::new());
+        assert_eq!(found("puffin").await, vec![kept.clone()]);
+        // Deleting indexed messages takes them out of the index.
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(&kept)
+            .execute(&mut c)
+            .await
+            .expect("deleted");
+        assert_eq!(found("puffin").await, Vec::<String>::new());
+        let (indexed, stored) = index_state(&path).await;
+        assert!(indexed >= stored, "{indexed} {stored}");
+        store.close().await;
+    }
+}

@@ -7,6 +7,7 @@
 //! spend windows each have their own file.
 
 mod admin;
+mod fts_batch;
 mod group_commit;
 mod growth;
 mod kept;
@@ -147,6 +148,9 @@ pub struct Store {
     /// A young Postgres database's tables, analyzed as they grow (unused
     /// with SQLite).
     growth: std::sync::Arc<growth::Growth>,
+    /// SQLite's message search index, filled in batches (unused with
+    /// Postgres).
+    indexer: std::sync::Arc<fts_batch::Indexer>,
 }
 
 /// How long a message write keeps retrying while the database is unreachable
@@ -286,7 +290,7 @@ impl Store {
                 Backend::Sqlite(pool)
             }
         };
-        Ok(Self {
+        let store = Self {
             backend,
             latency: None,
             metrics: None,
@@ -294,7 +298,11 @@ impl Store {
             sqlite_writer,
             kept,
             growth: std::sync::Arc::new(growth),
-        })
+            indexer: std::sync::Arc::default(),
+        };
+        // What an earlier process stored and did not index yet (SQLite).
+        store.index_pending().await?;
+        Ok(store)
     }
 
     /// Records operation latency and stored messages in `metrics`.
@@ -372,8 +380,10 @@ impl Store {
     }
 
     pub(crate) fn count_stored(&self, stored: &[Message]) {
-        if let Backend::Postgres(pool) = &self.backend {
-            self.growth.stored(stored.len(), pool);
+        match &self.backend {
+            Backend::Postgres(pool) => self.growth.stored(stored.len(), pool),
+            Backend::Sqlite(_) if !stored.is_empty() => self.schedule_indexing(stored.len()),
+            Backend::Sqlite(_) => {}
         }
         if let Some(metrics) = &self.metrics {
             for m in stored {
@@ -404,6 +414,14 @@ impl Store {
             sqlx::query("SELECT 1").execute(pool).await?;
             Ok(())
         })
+    }
+
+    /// Whether [`Store::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        match &self.backend {
+            Backend::Postgres(pool) => pool.is_closed(),
+            Backend::Sqlite(pool) => pool.is_closed(),
+        }
     }
 
     /// Closes the pool (and the writing connection, when there is one).

@@ -109,6 +109,9 @@ impl Store {
                     .await?
             }
             Backend::Sqlite(pool) => {
+                // Every stored message is found: those not indexed yet are
+                // indexed first (see `fts_batch`).
+                self.index_pending().await?;
                 // As with Postgres; $5 is a JSON array of the substrings.
                 let contains = |column: &str| {
                     format!(
