@@ -14,9 +14,9 @@
 //! last message indexed and moves in the same transaction as the index's rows,
 //! so a crash loses nothing: what is left is indexed when the store opens
 //! again. A search first indexes whatever is pending, so it finds every stored
-//! message, as before; under load that is up to a second's messages, a few
-//! milliseconds per [`CHUNK`]. Postgres indexes each row in its own statement
-//! (a generated `tsvector` column and GIN's pending list) and is not
+//! message, as before; under load that is up to a second's messages, 4-12 ms
+//! per [`CHUNK`] on the bench's machine. Postgres indexes each row in its own
+//! statement (a generated `tsvector` column and GIN's pending list) and is not
 //! concerned.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
