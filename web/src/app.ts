@@ -42,6 +42,8 @@ interface Tab {
   live: Live | null;
   loaded: boolean;
   editing: string | null;
+  /** Counts reads of the messages and turns started: a read answered after a newer one began is dropped. */
+  reads: number;
 }
 
 type Banner = { kind: "disabled" | "rate" | "error"; text: string; until?: number } | null;
@@ -232,7 +234,7 @@ export class App {
   }
 
   private newTab(id: string | null): Tab {
-    return { key: Math.random().toString(36).slice(2), id, messages: [], approvals: [], chosen: {}, live: null, loaded: id === null, editing: null };
+    return { key: Math.random().toString(36).slice(2), id, messages: [], approvals: [], chosen: {}, live: null, loaded: id === null, editing: null, reads: 0 };
   }
 
   private restoreTabs(): void {
@@ -316,10 +318,14 @@ export class App {
 
   private async loadTab(tab: Tab): Promise<void> {
     if (tab.id === null || !this.config.features.history) return;
+    const read = ++tab.reads;
     try {
       const messages = await this.api.messages(tab.id);
       // Approvals matter only where a message called tools.
-      if (messages.some((m) => m.tool_calls?.length)) tab.approvals = await this.api.approvals(tab.id);
+      const approvals = messages.some((m) => m.tool_calls?.length) ? await this.api.approvals(tab.id) : null;
+      // Answered out of order (a slow read, sent before a turn or a newer read): older than what is shown.
+      if (read !== tab.reads) return;
+      if (approvals) tab.approvals = approvals;
       tab.messages = messages;
       tab.loaded = true;
     } catch (e) {
@@ -499,6 +505,8 @@ export class App {
     }
     const live: Live = { controller: new AbortController(), before: shown, text: "", error: null, stopped: false, approvals: [], cut: 0 };
     tab.live = live;
+    // A read sent before this turn must not replace what the turn stores.
+    tab.reads++;
     this.setBanner(this.banner?.kind === "disabled" ? null : this.banner);
     this.renderConversation();
     this.renderComposer();
