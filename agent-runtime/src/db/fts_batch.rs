@@ -14,10 +14,10 @@
 //! last message indexed and moves in the same transaction as the index's rows,
 //! so a crash loses nothing: what is left is indexed when the store opens
 //! again. A search first indexes whatever is pending, so it finds every stored
-//! message, as before; under load that is up to a second's messages, 4-12 ms
-//! per [`CHUNK`] on the bench's machine. Postgres indexes each row in its own
-//! statement (a generated `tsvector` column and GIN's pending list) and is not
-//! concerned.
+//! message, as before; under load that is up to a second's messages (4-12 ms
+//! per [`CHUNK`] of ~200-character messages, measured with the `sqlite3` CLI on
+//! the bench's machine). Postgres indexes each row in its own statement (a
+//! generated `tsvector` column and GIN's pending list) and is not concerned.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,18 +29,25 @@ use super::{Store, StoreError};
 
 /// How long after a message is stored a run starts at the latest: the
 /// messages stored meanwhile share its segment.
-pub(super) const DELAY: Duration = Duration::from_secs(1);
+const DELAY: Duration = Duration::from_secs(1);
 
 /// Messages stored since the last run that start the next one at once. Runs
 /// much more often than [`DELAY`] cost more than they save under load: with
 /// 256, chats/s at 32 fell 6-8 % and CPU per chat rose 7-12 % against the
 /// trigger, as each run read its rows back in transactions of its own; with
 /// 4,096 (one run about a second at 2,000 chats/s), chats/s rose 9-13 %.
-pub(super) const BATCH: u64 = 4096;
+const BATCH: u64 = 4096;
 
-/// Messages indexed per transaction at most (the `LIMIT` in
-/// [`index_chunk`]'s statement).
-pub(super) const CHUNK: u64 = 512;
+/// Messages indexed per transaction at most: [`CHUNK`], and the `LIMIT` of
+/// [`index_chunk`]'s statement, which takes no parameters.
+macro_rules! chunk {
+    () => {
+        512
+    };
+}
+
+/// Messages indexed per transaction at most.
+const CHUNK: u64 = chunk!();
 
 /// Whether a run is scheduled, and what was stored since the last one.
 #[derive(Default)]
@@ -54,6 +61,9 @@ impl Store {
     /// Counts `n` stored messages and schedules a run of the indexer (SQLite)
     /// unless one is scheduled already.
     pub(super) fn schedule_indexing(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         let stored = self.indexer.stored.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
         if stored >= BATCH {
             self.indexer.full.notify_one();
@@ -77,11 +87,12 @@ impl Store {
             // this one.
             store.indexer.stored.store(0, Ordering::Release);
             store.indexer.scheduled.store(false, Ordering::Release);
-            if store.is_closed() {
-                return;
-            }
-            if let Err(err) = store.index_pending().await {
-                tracing::warn!(error = %err, "indexing messages for search failed; retried with the next message or search");
+            match store.index_pending().await {
+                // The store was closed meanwhile: indexed when it opens again.
+                Ok(_) | Err(StoreError::Database(sqlx::Error::PoolClosed)) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "indexing messages for search failed; retried with the next message or search");
+                }
             }
         });
     }
@@ -126,11 +137,13 @@ impl Store {
 /// old place kept in `prev`, and the insert takes the rows between the two.
 async fn index_chunk(writer: &SqlitePool) -> Result<u64, StoreError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(
+    sqlx::query(concat!(
         "UPDATE messages_fts_indexed SET prev = seq, seq = coalesce( \
            (SELECT max(seq) FROM (SELECT seq FROM messages \
-              WHERE seq > messages_fts_indexed.seq ORDER BY seq LIMIT 512)), seq)",
-    )
+              WHERE seq > messages_fts_indexed.seq ORDER BY seq LIMIT ",
+        chunk!(),
+        ")), seq)"
+    ))
     .execute(&mut *tx)
     .await?;
     let done = sqlx::query(

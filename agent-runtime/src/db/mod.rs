@@ -382,8 +382,7 @@ impl Store {
     pub(crate) fn count_stored(&self, stored: &[Message]) {
         match &self.backend {
             Backend::Postgres(pool) => self.growth.stored(stored.len(), pool),
-            Backend::Sqlite(_) if !stored.is_empty() => self.schedule_indexing(stored.len()),
-            Backend::Sqlite(_) => {}
+            Backend::Sqlite(_) => self.schedule_indexing(stored.len()),
         }
         if let Some(metrics) = &self.metrics {
             for m in stored {
@@ -414,14 +413,6 @@ impl Store {
             sqlx::query("SELECT 1").execute(pool).await?;
             Ok(())
         })
-    }
-
-    /// Whether [`Store::close`] was called.
-    pub(crate) fn is_closed(&self) -> bool {
-        match &self.backend {
-            Backend::Postgres(pool) => pool.is_closed(),
-            Backend::Sqlite(pool) => pool.is_closed(),
-        }
     }
 
     /// Closes the pool (and the writing connection, when there is one).
