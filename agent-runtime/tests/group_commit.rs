@@ -691,6 +691,31 @@ mod search_index {
         (indexed, stored)
     }
 
+    /// How many sessions' titles wait to be indexed, after FTS5's own check of
+    /// the title index: against the table once none waits, of the index alone
+    /// before.
+    async fn titles_pending(path: &std::path::Path) -> i64 {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions_fts_pending")
+            .fetch_one(&mut c)
+            .await
+            .expect("pending titles");
+        sqlx::query("INSERT INTO sessions_fts (sessions_fts, rank) VALUES ('integrity-check', $1)")
+            .bind(i64::from(pending == 0))
+            .execute(&mut c)
+            .await
+            .expect("the index holds exactly the indexed titles");
+        pending
+    }
+
+    async fn titled(store: &Store, user: &str, title: &str) -> String {
+        let mut new = new_session(user);
+        new.title = Some(title.to_owned());
+        store.create_session(new).await.expect("created").id
+    }
+
     async fn store_session(store: &Store, user: &str, words: &[&str]) -> String {
         let id = NewMessage::new_id();
         let messages: Vec<NewMessage> = words
@@ -792,6 +817,149 @@ mod search_index {
         assert_eq!(found("puffin").await, Vec::<String>::new());
         let (indexed, stored) = index_state(&path).await;
         assert!(indexed >= stored, "{indexed} {stored}");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn session_titles_are_indexed_in_batches_and_found_at_once() {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let store = Store::connect(&DatabaseTarget::Sqlite(path.display().to_string()))
+            .await
+            .expect("store");
+        let found = |q: &'static str| {
+            let store = store.clone();
+            async move {
+                let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
+                hits.into_iter().map(|h| h.session.id).collect::<Vec<_>>()
+            }
+        };
+        let id = titled(&store, "u", "Quokka plans").await;
+        assert_eq!(titles_pending(&path).await, 1, "indexed at once");
+        // A search finds a title not indexed yet: it indexes it first.
+        assert_eq!(found("quokka").await, vec![id.clone()]);
+        assert_eq!(titles_pending(&path).await, 0);
+        // Renamed: the old title leaves the index, the new one waits for it.
+        store
+            .set_title("u", &id, "Wombat plans")
+            .await
+            .expect("renamed");
+        assert_eq!(titles_pending(&path).await, 1);
+        assert_eq!(found("quokka").await, Vec::<String>::new());
+        assert_eq!(found("wombat").await, vec![id.clone()]);
+        // Without a search, the indexer catches up on its own, for a rename
+        // and for a session opened by a message alike.
+        store
+            .set_title("u", &id, "Numbat plans")
+            .await
+            .expect("renamed");
+        store_session(&store, "u", &["bilby"]).await;
+        let mut pending = titles_pending(&path).await;
+        for _ in 0..50 {
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            pending = titles_pending(&path).await;
+        }
+        assert_eq!(pending, 0, "indexed within 5 s of being written");
+        assert_eq!(found("numbat").await, vec![id.clone()]);
+        // More than a chunk (512) waiting: indexed in several transactions.
+        for i in 0..600 {
+            titled(&store, "v", &format!("t{i}")).await;
+        }
+        let (hits, total) = store.search("v", "t599", 10, 0).await.expect("search");
+        assert_eq!((hits.len(), total), (1, 1));
+        assert_eq!(titles_pending(&path).await, 0, "every chunk indexed");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn titles_changed_or_gone_before_they_are_indexed_leave_the_index_whole() {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let target = DatabaseTarget::Sqlite(path.display().to_string());
+        let store = Store::connect(&target).await.expect("store");
+        let indexed = titled(&store, "u", "alpha").await;
+        let renamed = titled(&store, "u", "beta").await;
+        let last = titled(&store, "u", "gamma").await;
+        store.search("u", "alpha", 10, 0).await.expect("search");
+        assert_eq!(titles_pending(&path).await, 0);
+        let pending_gone = titled(&store, "u", "delta").await;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        let rid = |id: String| {
+            let path = path.clone();
+            async move {
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect");
+                sqlx::query_scalar::<_, i64>("SELECT rid FROM sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("rid")
+            }
+        };
+        // Gone before being indexed, and gone after.
+        sqlx::query("DELETE FROM sessions WHERE id IN ($1, $2)")
+            .bind(&pending_gone)
+            .bind(&indexed)
+            .execute(&mut c)
+            .await
+            .expect("deleted");
+        // Renamed twice, once indexed and once waiting.
+        store
+            .set_title("u", &renamed, "epsilon")
+            .await
+            .expect("renamed");
+        store
+            .set_title("u", &renamed, "zeta")
+            .await
+            .expect("renamed");
+        // The last session's rid comes back for the next one (rid is not
+        // AUTOINCREMENT), and the new session waits to be indexed under it.
+        let last_rid = rid(last.clone()).await;
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(&last)
+            .execute(&mut c)
+            .await
+            .expect("deleted");
+        let reused = titled(&store, "u", "eta").await;
+        assert_eq!(rid(reused.clone()).await, last_rid, "the rid came back");
+        assert_eq!(titles_pending(&path).await, 2);
+        // The store stops before its indexer runs; the next one indexes at start.
+        store.close().await;
+        drop(store);
+        let store = Store::connect(&target).await.expect("store again");
+        assert_eq!(titles_pending(&path).await, 0);
+        let found = |q: &'static str| {
+            let store = store.clone();
+            async move {
+                let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
+                hits.into_iter().map(|h| h.session.id).collect::<Vec<_>>()
+            }
+        };
+        for gone in ["alpha", "beta", "gamma", "delta", "epsilon"] {
+            assert_eq!(found(gone).await, Vec::<String>::new(), "{gone}");
+        }
+        assert_eq!(found("zeta").await, vec![renamed.clone()]);
+        assert_eq!(found("eta").await, vec![reused.clone()]);
+        // Deleting and renaming indexed sessions keeps the index whole.
+        store
+            .set_title("u", &reused, "theta")
+            .await
+            .expect("renamed");
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(&renamed)
+            .execute(&mut c)
+            .await
+            .expect("deleted");
+        assert_eq!(found("zeta").await, Vec::<String>::new());
+        assert_eq!(found("theta").await, vec![reused]);
+        assert_eq!(titles_pending(&path).await, 0);
         store.close().await;
     }
 }

@@ -87,8 +87,7 @@ impl Store {
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
              RETURNING {SESSION_COLUMNS}"
         );
-        Ok(
-            with_pool!(self, pool => sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
+        let session = with_pool!(self, pool => sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
             .bind(&id)
             .bind(&new.user_id)
             .bind(&new.channel)
@@ -96,8 +95,9 @@ impl Store {
             .bind(&new.title)
             .bind(at)
             .fetch_one(pool)
-            .await?),
-        )
+            .await?);
+        self.schedule_title_indexing();
+        Ok(session)
     }
 
     /// The session with this id or client conversation id, created when missing
@@ -192,7 +192,10 @@ impl Store {
             .bind(&id).bind(user_id).bind(channel).bind(conversation).bind(now())
             .fetch_optional(pool).await?);
         match created {
-            Some(session) => Ok(session),
+            Some(session) => {
+                self.schedule_title_indexing();
+                Ok(session)
+            }
             // Lost the race, or the id belongs to a deleted session: read what is there.
             None => with_pool!(self, pool => sqlx::query_as::<_, Session>(AssertSqlSafe(format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions \
@@ -297,7 +300,7 @@ impl Store {
              WHERE id = $1 AND user_id = $2 AND status <> 'deleted' \
              RETURNING {SESSION_COLUMNS}"
         );
-        with_pool!(self, pool => {
+        let session = with_pool!(self, pool => {
             let query = sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str())).bind(id).bind(user_id);
             let query = match change {
                 Change::Title(title) => query.bind(title.to_owned()),
@@ -306,7 +309,11 @@ impl Store {
             };
             query.bind(now()).fetch_optional(pool).await?
         })
-        .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if let Change::Title(_) = change {
+            self.schedule_title_indexing();
+        }
+        Ok(session)
     }
 }
 
