@@ -85,33 +85,34 @@ impl NewMessage {
     }
 }
 
-/// One message insert with parameters `$1`..`$15` (see [`bind_one`]).
-const PG_INSERT_ONE: &str = "INSERT INTO messages (id, session_id, parent_id, role, content, \
+/// One message insert with parameters `$1`..`$15` (see [`bind_one!`]), for
+/// either backend.
+const INSERT_ONE: &str = "INSERT INTO messages (id, session_id, parent_id, role, content, \
      model, tokens_in, tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, \
      tool_call_id, author) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
-/// Binds `$1`..`$15` of [`PG_INSERT_ONE`].
-fn bind_one<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    m: &'q NewMessage,
-    at: DateTime<Utc>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(&m.id)
-        .bind(&m.session_id)
-        .bind(&m.parent_id)
-        .bind(m.role.as_str())
-        .bind(&m.content)
-        .bind(&m.model)
-        .bind(m.tokens_in)
-        .bind(m.tokens_out)
-        .bind(m.latency_ms)
-        .bind(&m.error)
-        .bind(&m.chain_hash)
-        .bind(at)
-        .bind(m.tool_calls_json())
-        .bind(&m.tool_call_id)
-        .bind(&m.author)
+/// Binds `$1`..`$15` of [`INSERT_ONE`] on `$query` (either backend) to message
+/// `$m` stored at `$at`.
+macro_rules! bind_one {
+    ($query:expr, $m:expr, $at:expr) => {{
+        let m: &NewMessage = $m;
+        $query
+            .bind(&m.id)
+            .bind(&m.session_id)
+            .bind(&m.parent_id)
+            .bind(m.role.as_str())
+            .bind(&m.content)
+            .bind(&m.model)
+            .bind(m.tokens_in)
+            .bind(m.tokens_out)
+            .bind(m.latency_ms)
+            .bind(&m.error)
+            .bind(&m.chain_hash)
+            .bind($at)
+            .bind(m.tool_calls_json())
+            .bind(&m.tool_call_id)
+            .bind(&m.author)
+    }};
 }
 
 /// The statement growing a session's counters by one message of time `$4`.
@@ -256,30 +257,57 @@ impl Store {
         &self,
         messages: &[NewMessage],
     ) -> Result<Vec<Message>, StoreError> {
-        if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
-            // One statement, one round trip: the insert and the counters
-            // together (a statement is atomic; no BEGIN/COMMIT needed).
-            // The row is what was written: nothing is read back.
-            let sql = format!(
-                "WITH upd AS (UPDATE sessions SET message_count = message_count + 1, \
-                   tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
-                   last_message_at = GREATEST(last_message_at, $12), \
-                   updated_at = GREATEST(updated_at, $12), title = COALESCE(title, $16) \
-                   WHERE id = $2) \
-                 {PG_INSERT_ONE}"
-            );
+        if let [message] = messages {
             let title = message_title(message);
             let at = now();
-            let mut connection = self.kept.take(pool).await?;
-            let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
-                .bind(title)
-                // On a connection, not the pool (see `with_pool!`).
-                .execute(&mut *connection)
-                .await?;
-            connection.finished();
-            if done.rows_affected() != 1 {
-                return Err(no_row());
+            match &self.backend {
+                Backend::Postgres(pool) => {
+                    // One statement, one round trip: the insert and the counters
+                    // together (a statement is atomic; no BEGIN/COMMIT needed).
+                    let sql = format!(
+                        "WITH upd AS (UPDATE sessions SET message_count = message_count + 1, \
+                           tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
+                           last_message_at = GREATEST(last_message_at, $12), \
+                           updated_at = GREATEST(updated_at, $12), title = COALESCE(title, $16) \
+                           WHERE id = $2) \
+                         {INSERT_ONE}"
+                    );
+                    let mut connection = self.kept.take(pool).await?;
+                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
+                        .bind(title)
+                        // On a connection, not the pool (see `with_pool!`).
+                        .execute(&mut *connection)
+                        .await?;
+                    connection.finished();
+                    if done.rows_affected() != 1 {
+                        return Err(no_row());
+                    }
+                }
+                Backend::Sqlite(shared) => {
+                    // The counters and the insert in one execution: each statement
+                    // sent alone is a round trip to the connection's thread (a
+                    // wake-up each way).
+                    let sql = format!(
+                        "UPDATE sessions SET message_count = message_count + 1, \
+                           tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
+                           last_message_at = $12, updated_at = $12, \
+                           title = COALESCE(title, $16) WHERE id = $2; \
+                         {INSERT_ONE}"
+                    );
+                    let pool = self.sqlite_writer.as_ref().unwrap_or(shared);
+                    let mut tx = pool.begin().await?;
+                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
+                        .bind(title)
+                        .execute(&mut *tx)
+                        .await?;
+                    // The session's row and the message's.
+                    if done.rows_affected() != 2 {
+                        return Err(no_row());
+                    }
+                    tx.commit().await?;
+                }
             }
+            // The row is what was written: nothing is read back.
             let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
             return Ok(vec![row]);
@@ -358,43 +386,63 @@ impl Store {
         new: NewSession,
         messages: &[NewMessage],
     ) -> Result<(Session, Vec<Message>), StoreError> {
-        let sql = format!(
-            "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
-             RETURNING {SESSION_COLUMNS}"
-        );
-        if let (Backend::Postgres(pool), [message]) = (&self.backend, messages) {
+        if let [message] = messages {
             // The session (with its counters already counting the message) and
-            // the message in one statement: one round trip, one commit.
+            // the message together.
+            debug_assert_eq!(message.session_id, id);
             let at = now();
             let title = opening_title(&new, message);
-            let sql = format!(
-                "WITH s AS (INSERT INTO sessions (id, user_id, channel, external_id, title, status, \
-                   pinned, created_at, updated_at, message_count, tokens_in, tokens_out, \
-                   last_message_at) \
-                   VALUES ($2, $16, $17, $18, $19, 'active', FALSE, $12, $12, 1, $7, $8, $12)) \
-                 {PG_INSERT_ONE}"
-            );
-            debug_assert_eq!(message.session_id, id);
-            let mut connection = self.kept.take(pool).await?;
-            let done = bind_one(sqlx::query(AssertSqlSafe(sql)), message, at)
-                .bind(&new.user_id)
-                .bind(&new.channel)
-                .bind(&new.external_id)
-                .bind(&title)
-                // On a connection, not the pool (see `with_pool!`).
-                .execute(&mut *connection)
-                .await?;
-            connection.finished();
-            if done.rows_affected() != 1 {
-                return Err(no_row());
+            let session_insert = "INSERT INTO sessions (id, user_id, channel, external_id, \
+                title, status, pinned, created_at, updated_at, message_count, tokens_in, \
+                tokens_out, last_message_at) \
+                VALUES ($2, $16, $17, $18, $19, 'active', FALSE, $12, $12, 1, $7, $8, $12)";
+            match &self.backend {
+                Backend::Postgres(pool) => {
+                    // One statement: one round trip, one commit.
+                    let sql = format!("WITH s AS ({session_insert}) {INSERT_ONE}");
+                    let mut connection = self.kept.take(pool).await?;
+                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
+                        .bind(&new.user_id)
+                        .bind(&new.channel)
+                        .bind(&new.external_id)
+                        .bind(&title)
+                        // On a connection, not the pool (see `with_pool!`).
+                        .execute(&mut *connection)
+                        .await?;
+                    connection.finished();
+                    if done.rows_affected() != 1 {
+                        return Err(no_row());
+                    }
+                }
+                Backend::Sqlite(shared) => {
+                    // Both statements in one execution (see `append_direct`).
+                    let sql = format!("{session_insert}; {INSERT_ONE}");
+                    let pool = self.sqlite_writer.as_ref().unwrap_or(shared);
+                    let mut tx = pool.begin().await?;
+                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
+                        .bind(&new.user_id)
+                        .bind(&new.channel)
+                        .bind(&new.external_id)
+                        .bind(&title)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() != 2 {
+                        return Err(no_row());
+                    }
+                    tx.commit().await?;
+                }
             }
-            // The row is what was written: nothing is read back.
+            // The rows are what was written: nothing is read back.
             let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
             let session = opened_session(id, new, title, message, at);
             return Ok((session, vec![row]));
         }
+        let sql = format!(
+            "INSERT INTO sessions (id, user_id, channel, external_id, title, status, pinned, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', FALSE, $6, $6) \
+             RETURNING {SESSION_COLUMNS}"
+        );
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let session = sqlx::query_as::<_, Session>(AssertSqlSafe(sql.as_str()))
