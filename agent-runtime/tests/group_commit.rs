@@ -710,6 +710,12 @@ mod search_index {
         pending
     }
 
+    /// The ids of user `u`'s sessions that a search for `q` finds.
+    async fn found(store: &Store, q: &str) -> Vec<String> {
+        let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
+        hits.into_iter().map(|h| h.session.id).collect()
+    }
+
     async fn titled(store: &Store, user: &str, title: &str) -> String {
         let mut new = new_session(user);
         new.title = Some(title.to_owned());
@@ -798,23 +804,16 @@ mod search_index {
         assert!(before < stored, "indexed before the restart");
         let store = Store::connect(&target).await.expect("store again");
         assert_eq!(index_state(&path).await, (stored, stored));
-        let found = |q: &'static str| {
-            let store = store.clone();
-            async move {
-                let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
-                hits.into_iter().map(|h| h.session.id).collect::<Vec<_>>()
-            }
-        };
-        assert_eq!(found("otter").await, Vec::<String>::new());
-        assert_eq!(found("heron").await, Vec::<String>::new());
-        assert_eq!(found("puffin").await, vec![kept.clone()]);
+        assert_eq!(found(&store, "otter").await, Vec::<String>::new());
+        assert_eq!(found(&store, "heron").await, Vec::<String>::new());
+        assert_eq!(found(&store, "puffin").await, vec![kept.clone()]);
         // Deleting indexed messages takes them out of the index.
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(&kept)
             .execute(&mut c)
             .await
             .expect("deleted");
-        assert_eq!(found("puffin").await, Vec::<String>::new());
+        assert_eq!(found(&store, "puffin").await, Vec::<String>::new());
         let (indexed, stored) = index_state(&path).await;
         assert!(indexed >= stored, "{indexed} {stored}");
         store.close().await;
@@ -827,17 +826,10 @@ mod search_index {
         let store = Store::connect(&DatabaseTarget::Sqlite(path.display().to_string()))
             .await
             .expect("store");
-        let found = |q: &'static str| {
-            let store = store.clone();
-            async move {
-                let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
-                hits.into_iter().map(|h| h.session.id).collect::<Vec<_>>()
-            }
-        };
         let id = titled(&store, "u", "Quokka plans").await;
         assert_eq!(titles_pending(&path).await, 1, "indexed at once");
         // A search finds a title not indexed yet: it indexes it first.
-        assert_eq!(found("quokka").await, vec![id.clone()]);
+        assert_eq!(found(&store, "quokka").await, vec![id.clone()]);
         assert_eq!(titles_pending(&path).await, 0);
         // Renamed: the old title leaves the index, the new one waits for it.
         store
@@ -845,8 +837,8 @@ mod search_index {
             .await
             .expect("renamed");
         assert_eq!(titles_pending(&path).await, 1);
-        assert_eq!(found("quokka").await, Vec::<String>::new());
-        assert_eq!(found("wombat").await, vec![id.clone()]);
+        assert_eq!(found(&store, "quokka").await, Vec::<String>::new());
+        assert_eq!(found(&store, "wombat").await, vec![id.clone()]);
         // Without a search, the indexer catches up on its own, for a rename
         // and for a session opened by a message alike.
         store
@@ -863,7 +855,7 @@ mod search_index {
             pending = titles_pending(&path).await;
         }
         assert_eq!(pending, 0, "indexed within 5 s of being written");
-        assert_eq!(found("numbat").await, vec![id.clone()]);
+        assert_eq!(found(&store, "numbat").await, vec![id.clone()]);
         // More than a chunk (512) waiting: indexed in several transactions.
         for i in 0..600 {
             titled(&store, "v", &format!("t{i}")).await;
@@ -935,18 +927,11 @@ mod search_index {
         drop(store);
         let store = Store::connect(&target).await.expect("store again");
         assert_eq!(titles_pending(&path).await, 0);
-        let found = |q: &'static str| {
-            let store = store.clone();
-            async move {
-                let (hits, _) = store.search("u", q, 10, 0).await.expect("search");
-                hits.into_iter().map(|h| h.session.id).collect::<Vec<_>>()
-            }
-        };
         for gone in ["alpha", "beta", "gamma", "delta", "epsilon"] {
-            assert_eq!(found(gone).await, Vec::<String>::new(), "{gone}");
+            assert_eq!(found(&store, gone).await, Vec::<String>::new(), "{gone}");
         }
-        assert_eq!(found("zeta").await, vec![renamed.clone()]);
-        assert_eq!(found("eta").await, vec![reused.clone()]);
+        assert_eq!(found(&store, "zeta").await, vec![renamed.clone()]);
+        assert_eq!(found(&store, "eta").await, vec![reused.clone()]);
         // Deleting and renaming indexed sessions keeps the index whole.
         store
             .set_title("u", &reused, "theta")
@@ -957,8 +942,8 @@ mod search_index {
             .execute(&mut c)
             .await
             .expect("deleted");
-        assert_eq!(found("zeta").await, Vec::<String>::new());
-        assert_eq!(found("theta").await, vec![reused]);
+        assert_eq!(found(&store, "zeta").await, Vec::<String>::new());
+        assert_eq!(found(&store, "theta").await, vec![reused]);
         assert_eq!(titles_pending(&path).await, 0);
         store.close().await;
     }

@@ -134,36 +134,16 @@ fn session_grown_sql<DB: sqlx::Database>(_: &sqlx::Transaction<'_, DB>) -> &'sta
 }
 
 /// Inserts `$messages` in order on transaction `$tx` (any backend), updating
-/// each session's counters; evaluates to the stored rows.
+/// each session's counters; evaluates to the stored rows (what was written:
+/// nothing is read back).
 macro_rules! insert_messages {
     ($tx:ident, $messages:expr) => {{
-        let insert = format!(
-            "INSERT INTO messages (id, session_id, parent_id, role, content, model, tokens_in, \
-             tokens_out, latency_ms, error, chain_hash, created_at, tool_calls, tool_call_id, \
-             author) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             RETURNING {MESSAGE_COLUMNS}"
-        );
         let update = session_grown_sql(&$tx);
         let mut stored = Vec::with_capacity($messages.len());
         for m in $messages {
             let at = now();
-            let row = sqlx::query_as::<_, Message>(AssertSqlSafe(insert.as_str()))
-                .bind(&m.id)
-                .bind(&m.session_id)
-                .bind(&m.parent_id)
-                .bind(m.role.as_str())
-                .bind(&m.content)
-                .bind(&m.model)
-                .bind(m.tokens_in)
-                .bind(m.tokens_out)
-                .bind(m.latency_ms)
-                .bind(&m.error)
-                .bind(&m.chain_hash)
-                .bind(at)
-                .bind(m.tool_calls_json())
-                .bind(&m.tool_call_id)
-                .bind(&m.author)
-                .fetch_one(&mut *$tx)
+            bind_one!(sqlx::query(INSERT_ONE), m, at)
+                .execute(&mut *$tx)
                 .await?;
             let title = message_title(m);
             sqlx::query(update)
@@ -174,7 +154,7 @@ macro_rules! insert_messages {
                 .bind(title)
                 .execute(&mut *$tx)
                 .await?;
-            stored.push(row);
+            stored.push(m.stored(at));
         }
         stored
     }};
