@@ -115,6 +115,40 @@ macro_rules! bind_one {
     }};
 }
 
+/// Runs a single message's write on `$store`, each query bound by `$bind`
+/// (`|q| ...`, the query `q`): with Postgres, statement `$pg` on a kept
+/// connection (one statement: one round trip, atomic without BEGIN/COMMIT),
+/// which must touch one row; with SQLite, the statements of `$sqlite` in one
+/// execution, in a transaction on the writer (each statement sent alone is a
+/// round trip to the connection's thread, a wake-up each way), which must
+/// touch `$sqlite_rows` rows.
+macro_rules! write_one {
+    ($store:expr, $pg:expr, $sqlite:expr, $sqlite_rows:expr, |$q:ident| $bind:expr) => {{
+        match &$store.backend {
+            Backend::Postgres(pool) => {
+                let mut connection = $store.kept.take(pool).await?;
+                let $q = sqlx::query(AssertSqlSafe($pg));
+                // On a connection, not the pool (see `with_pool!`).
+                let done = $bind.execute(&mut *connection).await?;
+                connection.finished();
+                if done.rows_affected() != 1 {
+                    return Err(no_row());
+                }
+            }
+            Backend::Sqlite(shared) => {
+                let pool = $store.sqlite_writer.as_ref().unwrap_or(shared);
+                let mut tx = pool.begin().await?;
+                let $q = sqlx::query(AssertSqlSafe($sqlite));
+                let done = $bind.execute(&mut *tx).await?;
+                if done.rows_affected() != $sqlite_rows {
+                    return Err(no_row());
+                }
+                tx.commit().await?;
+            }
+        }
+    }};
+}
+
 /// The statement growing a session's counters by one message of time `$4`.
 /// With Postgres, writes to one session can commit in another order than the
 /// one their times were taken in (transactions and batches run side by side),
@@ -240,53 +274,28 @@ impl Store {
         if let [message] = messages {
             let title = message_title(message);
             let at = now();
-            match &self.backend {
-                Backend::Postgres(pool) => {
-                    // One statement, one round trip: the insert and the counters
-                    // together (a statement is atomic; no BEGIN/COMMIT needed).
-                    let sql = format!(
-                        "WITH upd AS (UPDATE sessions SET message_count = message_count + 1, \
-                           tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
-                           last_message_at = GREATEST(last_message_at, $12), \
-                           updated_at = GREATEST(updated_at, $12), title = COALESCE(title, $16) \
-                           WHERE id = $2) \
-                         {INSERT_ONE}"
-                    );
-                    let mut connection = self.kept.take(pool).await?;
-                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
-                        .bind(title)
-                        // On a connection, not the pool (see `with_pool!`).
-                        .execute(&mut *connection)
-                        .await?;
-                    connection.finished();
-                    if done.rows_affected() != 1 {
-                        return Err(no_row());
-                    }
-                }
-                Backend::Sqlite(shared) => {
-                    // The counters and the insert in one execution: each statement
-                    // sent alone is a round trip to the connection's thread (a
-                    // wake-up each way).
-                    let sql = format!(
-                        "UPDATE sessions SET message_count = message_count + 1, \
-                           tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
-                           last_message_at = $12, updated_at = $12, \
-                           title = COALESCE(title, $16) WHERE id = $2; \
-                         {INSERT_ONE}"
-                    );
-                    let pool = self.sqlite_writer.as_ref().unwrap_or(shared);
-                    let mut tx = pool.begin().await?;
-                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
-                        .bind(title)
-                        .execute(&mut *tx)
-                        .await?;
-                    // The session's row and the message's.
-                    if done.rows_affected() != 2 {
-                        return Err(no_row());
-                    }
-                    tx.commit().await?;
-                }
-            }
+            // The counters and the insert together.
+            write_one!(
+                self,
+                format!(
+                    "WITH upd AS (UPDATE sessions SET message_count = message_count + 1, \
+                       tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
+                       last_message_at = GREATEST(last_message_at, $12), \
+                       updated_at = GREATEST(updated_at, $12), title = COALESCE(title, $16) \
+                       WHERE id = $2) \
+                     {INSERT_ONE}"
+                ),
+                format!(
+                    "UPDATE sessions SET message_count = message_count + 1, \
+                       tokens_in = tokens_in + $7, tokens_out = tokens_out + $8, \
+                       last_message_at = $12, updated_at = $12, \
+                       title = COALESCE(title, $16) WHERE id = $2; \
+                     {INSERT_ONE}"
+                ),
+                // The session's row and the message's.
+                2,
+                |q| bind_one!(q, message, at).bind(title)
+            );
             // The row is what was written: nothing is read back.
             let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
@@ -376,42 +385,18 @@ impl Store {
                 title, status, pinned, created_at, updated_at, message_count, tokens_in, \
                 tokens_out, last_message_at) \
                 VALUES ($2, $16, $17, $18, $19, 'active', FALSE, $12, $12, 1, $7, $8, $12)";
-            match &self.backend {
-                Backend::Postgres(pool) => {
-                    // One statement: one round trip, one commit.
-                    let sql = format!("WITH s AS ({session_insert}) {INSERT_ONE}");
-                    let mut connection = self.kept.take(pool).await?;
-                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
-                        .bind(&new.user_id)
-                        .bind(&new.channel)
-                        .bind(&new.external_id)
-                        .bind(&title)
-                        // On a connection, not the pool (see `with_pool!`).
-                        .execute(&mut *connection)
-                        .await?;
-                    connection.finished();
-                    if done.rows_affected() != 1 {
-                        return Err(no_row());
-                    }
-                }
-                Backend::Sqlite(shared) => {
-                    // Both statements in one execution (see `append_direct`).
-                    let sql = format!("{session_insert}; {INSERT_ONE}");
-                    let pool = self.sqlite_writer.as_ref().unwrap_or(shared);
-                    let mut tx = pool.begin().await?;
-                    let done = bind_one!(sqlx::query(AssertSqlSafe(sql)), message, at)
-                        .bind(&new.user_id)
-                        .bind(&new.channel)
-                        .bind(&new.external_id)
-                        .bind(&title)
-                        .execute(&mut *tx)
-                        .await?;
-                    if done.rows_affected() != 2 {
-                        return Err(no_row());
-                    }
-                    tx.commit().await?;
-                }
-            }
+            write_one!(
+                self,
+                format!("WITH s AS ({session_insert}) {INSERT_ONE}"),
+                format!("{session_insert}; {INSERT_ONE}"),
+                // The session's row and the message's.
+                2,
+                |q| bind_one!(q, message, at)
+                    .bind(&new.user_id)
+                    .bind(&new.channel)
+                    .bind(&new.external_id)
+                    .bind(&title)
+            );
             // The rows are what was written: nothing is read back.
             let row = message.stored(at);
             self.count_stored(std::slice::from_ref(&row));
