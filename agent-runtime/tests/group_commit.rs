@@ -661,11 +661,60 @@ mod young {
     }
 }
 
-/// SQLite's message search index is filled in batches shortly after the
-/// messages are stored (src/db/fts_batch.rs), not by a trigger per row.
+/// SQLite's search indexes (messages, session titles) are filled in batches
+/// shortly after the rows are written (src/db/fts_batch.rs), not by a trigger
+/// per row.
 mod search_index {
     use super::*;
     use agent_runtime::settings::DatabaseTarget;
+
+    /// A store on a fresh SQLite file, and what opens it again.
+    struct Fresh {
+        _dir: common::TempDir,
+        path: std::path::PathBuf,
+        target: DatabaseTarget,
+    }
+
+    impl Fresh {
+        async fn new() -> (Self, Store) {
+            let dir = common::TempDir::new();
+            let path = dir.0.join("rt.db");
+            let target = DatabaseTarget::Sqlite(path.display().to_string());
+            let store = Store::connect(&target).await.expect("store");
+            (
+                Self {
+                    _dir: dir,
+                    path,
+                    target,
+                },
+                store,
+            )
+        }
+    }
+
+    /// A connection of the test's own to the store's file.
+    async fn connect(path: &std::path::Path) -> sqlx::SqliteConnection {
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect")
+    }
+
+    /// Reads `state` every 100 ms until `done` holds of it, for 5 s at most;
+    /// returns the last read.
+    async fn within_5s<T, F>(mut state: impl FnMut() -> F, done: impl Fn(&T) -> bool) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let mut now = state().await;
+        for _ in 0..50 {
+            if done(&now) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            now = state().await;
+        }
+        now
+    }
 
     /// The last message indexed and the last stored (0 when none is left),
     /// after FTS5's own check of the index: against the table once no message
@@ -673,9 +722,7 @@ mod search_index {
     /// error if the index holds a row the table does not, or misses one), of
     /// the index alone before.
     async fn index_state(path: &std::path::Path) -> (i64, i64) {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("connect");
+        let mut c = connect(path).await;
         let (indexed, stored): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT seq FROM messages_fts_indexed), \
              (SELECT coalesce(max(seq), 0) FROM messages)",
@@ -695,9 +742,7 @@ mod search_index {
     /// the title index: against the table once none waits, of the index alone
     /// before.
     async fn titles_pending(path: &std::path::Path) -> i64 {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("connect");
+        let mut c = connect(path).await;
         let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions_fts_pending")
             .fetch_one(&mut c)
             .await
@@ -737,28 +782,18 @@ mod search_index {
 
     #[tokio::test]
     async fn messages_are_indexed_in_batches_and_found_at_once() {
-        let dir = common::TempDir::new();
-        let path = dir.0.join("rt.db");
-        let store = Store::connect(&DatabaseTarget::Sqlite(path.display().to_string()))
-            .await
-            .expect("store");
+        let (fresh, store) = Fresh::new().await;
+        let path = &fresh.path;
         store_session(&store, "u", &["zebra", "yak"]).await;
-        let (indexed, stored) = index_state(&path).await;
+        let (indexed, stored) = index_state(path).await;
         assert!(indexed < stored, "indexed at once: {indexed} of {stored}");
         // A search finds what is not indexed yet: it indexes it first.
         let (hits, total) = store.search("u", "zebra", 10, 0).await.expect("search");
         assert_eq!((hits.len(), total), (1, 1));
-        assert_eq!(index_state(&path).await, (stored, stored));
+        assert_eq!(index_state(path).await, (stored, stored));
         // Without a search, the indexer catches up on its own.
         store_session(&store, "u", &["walrus"]).await;
-        let mut state = index_state(&path).await;
-        for _ in 0..50 {
-            if state.0 == state.1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            state = index_state(&path).await;
-        }
+        let state = within_5s(|| index_state(path), |s| s.0 == s.1).await;
         assert_eq!(state.0, state.1, "indexed within 5 s of being stored");
         // More than a chunk (512) waiting: indexed in several transactions.
         let many: Vec<String> = (0..1_100).map(|i| format!("w{i}")).collect();
@@ -766,25 +801,21 @@ mod search_index {
         store_session(&store, "u", &many).await;
         let (hits, total) = store.search("u", "w1099", 10, 0).await.expect("search");
         assert_eq!((hits.len(), total), (1, 1));
-        let (indexed, stored) = index_state(&path).await;
+        let (indexed, stored) = index_state(path).await;
         assert_eq!(indexed, stored, "every chunk indexed");
         store.close().await;
     }
 
     #[tokio::test]
     async fn messages_gone_before_they_are_indexed_leave_the_index_whole() {
-        let dir = common::TempDir::new();
-        let path = dir.0.join("rt.db");
-        let target = DatabaseTarget::Sqlite(path.display().to_string());
-        let store = Store::connect(&target).await.expect("store");
+        let (fresh, store) = Fresh::new().await;
+        let path = &fresh.path;
         let indexed = store_session(&store, "u", &["otter"]).await;
         store.search("u", "otter", 10, 0).await.expect("search");
         let gone = store_session(&store, "u", &["otter", "heron"]).await;
         let kept = store_session(&store, "u", &["ibis", "otter"]).await;
         // Deleted (their messages with them) before and after being indexed.
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("connect");
+        let mut c = connect(path).await;
         sqlx::query("DELETE FROM sessions WHERE id IN ($1, $2)")
             .bind(&gone)
             .bind(&indexed)
@@ -800,10 +831,10 @@ mod search_index {
         // The store stops before its indexer runs; the next one indexes at start.
         store.close().await;
         drop(store);
-        let (before, stored) = index_state(&path).await;
+        let (before, stored) = index_state(path).await;
         assert!(before < stored, "indexed before the restart");
-        let store = Store::connect(&target).await.expect("store again");
-        assert_eq!(index_state(&path).await, (stored, stored));
+        let store = Store::connect(&fresh.target).await.expect("store again");
+        assert_eq!(index_state(path).await, (stored, stored));
         assert_eq!(found(&store, "otter").await, Vec::<String>::new());
         assert_eq!(found(&store, "heron").await, Vec::<String>::new());
         assert_eq!(found(&store, "puffin").await, vec![kept.clone()]);
@@ -814,29 +845,26 @@ mod search_index {
             .await
             .expect("deleted");
         assert_eq!(found(&store, "puffin").await, Vec::<String>::new());
-        let (indexed, stored) = index_state(&path).await;
+        let (indexed, stored) = index_state(path).await;
         assert!(indexed >= stored, "{indexed} {stored}");
         store.close().await;
     }
 
     #[tokio::test]
     async fn session_titles_are_indexed_in_batches_and_found_at_once() {
-        let dir = common::TempDir::new();
-        let path = dir.0.join("rt.db");
-        let store = Store::connect(&DatabaseTarget::Sqlite(path.display().to_string()))
-            .await
-            .expect("store");
+        let (fresh, store) = Fresh::new().await;
+        let path = &fresh.path;
         let id = titled(&store, "u", "Quokka plans").await;
-        assert_eq!(titles_pending(&path).await, 1, "indexed at once");
+        assert_eq!(titles_pending(path).await, 1, "indexed at once");
         // A search finds a title not indexed yet: it indexes it first.
         assert_eq!(found(&store, "quokka").await, vec![id.clone()]);
-        assert_eq!(titles_pending(&path).await, 0);
+        assert_eq!(titles_pending(path).await, 0);
         // Renamed: the old title leaves the index, the new one waits for it.
         store
             .set_title("u", &id, "Wombat plans")
             .await
             .expect("renamed");
-        assert_eq!(titles_pending(&path).await, 1);
+        assert_eq!(titles_pending(path).await, 1);
         assert_eq!(found(&store, "quokka").await, Vec::<String>::new());
         assert_eq!(found(&store, "wombat").await, vec![id.clone()]);
         // Without a search, the indexer catches up on its own, for a rename
@@ -846,14 +874,7 @@ mod search_index {
             .await
             .expect("renamed");
         store_session(&store, "u", &["bilby"]).await;
-        let mut pending = titles_pending(&path).await;
-        for _ in 0..50 {
-            if pending == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            pending = titles_pending(&path).await;
-        }
+        let pending = within_5s(|| titles_pending(path), |n| *n == 0).await;
         assert_eq!(pending, 0, "indexed within 5 s of being written");
         assert_eq!(found(&store, "numbat").await, vec![id.clone()]);
         // More than a chunk (512) waiting: indexed in several transactions.
@@ -862,39 +883,22 @@ mod search_index {
         }
         let (hits, total) = store.search("v", "t599", 10, 0).await.expect("search");
         assert_eq!((hits.len(), total), (1, 1));
-        assert_eq!(titles_pending(&path).await, 0, "every chunk indexed");
+        assert_eq!(titles_pending(path).await, 0, "every chunk indexed");
         store.close().await;
     }
 
     #[tokio::test]
     async fn titles_changed_or_gone_before_they_are_indexed_leave_the_index_whole() {
-        let dir = common::TempDir::new();
-        let path = dir.0.join("rt.db");
-        let target = DatabaseTarget::Sqlite(path.display().to_string());
-        let store = Store::connect(&target).await.expect("store");
+        let (fresh, store) = Fresh::new().await;
+        let path = &fresh.path;
         let indexed = titled(&store, "u", "alpha").await;
         let renamed = titled(&store, "u", "beta").await;
         let last = titled(&store, "u", "gamma").await;
         store.search("u", "alpha", 10, 0).await.expect("search");
-        assert_eq!(titles_pending(&path).await, 0);
+        assert_eq!(titles_pending(path).await, 0);
         let pending_gone = titled(&store, "u", "delta").await;
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("connect");
-        let rid = |id: String| {
-            let path = path.clone();
-            async move {
-                let mut c =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .expect("connect");
-                sqlx::query_scalar::<_, i64>("SELECT rid FROM sessions WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("rid")
-            }
-        };
+        let mut c = connect(path).await;
+        let rid = "SELECT rid FROM sessions WHERE id = $1";
         // Gone before being indexed, and gone after.
         sqlx::query("DELETE FROM sessions WHERE id IN ($1, $2)")
             .bind(&pending_gone)
@@ -913,20 +917,29 @@ mod search_index {
             .expect("renamed");
         // The last session's rid comes back for the next one (rid is not
         // AUTOINCREMENT), and the new session waits to be indexed under it.
-        let last_rid = rid(last.clone()).await;
+        let last_rid: i64 = sqlx::query_scalar(rid)
+            .bind(&last)
+            .fetch_one(&mut c)
+            .await
+            .expect("rid");
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(&last)
             .execute(&mut c)
             .await
             .expect("deleted");
         let reused = titled(&store, "u", "eta").await;
-        assert_eq!(rid(reused.clone()).await, last_rid, "the rid came back");
-        assert_eq!(titles_pending(&path).await, 2);
+        let reused_rid: i64 = sqlx::query_scalar(rid)
+            .bind(&reused)
+            .fetch_one(&mut c)
+            .await
+            .expect("rid");
+        assert_eq!(reused_rid, last_rid, "the rid came back");
+        assert_eq!(titles_pending(path).await, 2);
         // The store stops before its indexer runs; the next one indexes at start.
         store.close().await;
         drop(store);
-        let store = Store::connect(&target).await.expect("store again");
-        assert_eq!(titles_pending(&path).await, 0);
+        let store = Store::connect(&fresh.target).await.expect("store again");
+        assert_eq!(titles_pending(path).await, 0);
         for gone in ["alpha", "beta", "gamma", "delta", "epsilon"] {
             assert_eq!(found(&store, gone).await, Vec::<String>::new(), "{gone}");
         }
@@ -944,7 +957,7 @@ mod search_index {
             .expect("deleted");
         assert_eq!(found(&store, "zeta").await, Vec::<String>::new());
         assert_eq!(found(&store, "theta").await, vec![reused]);
-        assert_eq!(titles_pending(&path).await, 0);
+        assert_eq!(titles_pending(path).await, 0);
         store.close().await;
     }
 }

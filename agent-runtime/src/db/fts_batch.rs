@@ -41,15 +41,15 @@ const DELAY: Duration = Duration::from_secs(1);
 /// 4,096 (one run about a second at 2,000 chats/s), chats/s rose 9-13 %.
 const BATCH: u64 = 4096;
 
-/// Messages indexed per transaction at most: [`CHUNK`], and the `LIMIT` of
-/// [`index_chunk`]'s statement, which takes no parameters.
+/// Messages (and session titles) indexed per transaction at most: [`CHUNK`],
+/// and the `LIMIT` of [`index_chunk`]'s statements, which take no parameters.
 macro_rules! chunk {
     () => {
         512
     };
 }
 
-/// Messages indexed per transaction at most.
+/// Messages (and session titles) indexed per transaction at most.
 const CHUNK: u64 = chunk!();
 
 /// Whether a run is scheduled, and what was stored since the last one.
@@ -94,7 +94,7 @@ impl Store {
                 // The store was closed meanwhile: indexed when it opens again.
                 Ok(_) | Err(StoreError::Database(sqlx::Error::PoolClosed)) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "indexing messages for search failed; retried with the next message or search");
+                    tracing::warn!(error = %err, "indexing messages and session titles for search failed; retried with the next write or search");
                 }
             }
         });

@@ -148,8 +148,8 @@ pub struct Store {
     /// A young Postgres database's tables, analyzed as they grow (unused
     /// with SQLite).
     growth: std::sync::Arc<growth::Growth>,
-    /// SQLite's message search index, filled in batches (unused with
-    /// Postgres).
+    /// SQLite's search indexes (messages, session titles), filled in
+    /// batches (unused with Postgres).
     indexer: std::sync::Arc<fts_batch::Indexer>,
 }
 
