@@ -961,3 +961,158 @@ mod search_index {
         store.close().await;
     }
 }
+
+/// SQLite's `CHECK`s of a status or a role are comparisons joined by `OR`, not
+/// lists of constants, each of which SQLite evaluates through a temporary
+/// b-tree on every insert (src/db/sqlite_checks.rs).
+mod check_lists {
+    use super::*;
+    use agent_runtime::settings::DatabaseTarget;
+
+    /// Whether the statement's program builds a temporary b-tree. (A program
+    /// run reads the definitions again if the schema's version changed; an
+    /// `EXPLAIN` does not, so a read runs first, and the `EXPLAIN` is prepared
+    /// anew.)
+    async fn ephemeral(c: &mut sqlx::SqliteConnection, statement: &str) -> bool {
+        use sqlx::Row;
+        sqlx::query("SELECT 1 FROM sessions LIMIT 1")
+            .fetch_optional(&mut *c)
+            .await
+            .expect("read");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {statement}")))
+            .persistent(false)
+            .fetch_all(&mut *c)
+            .await
+            .expect("explain");
+        rows.iter()
+            .any(|row| row.get::<String, _>("opcode") == "OpenEphemeral")
+    }
+
+    /// Each table's insert with a value its `CHECK` accepts, and one it refuses.
+    const INSERTS: [(&str, &str, &str); 3] = [
+        (
+            "INSERT INTO sessions (id, user_id, channel, status, created_at, updated_at) \
+             VALUES ('s-{n}', 'u', 'api', '{v}', 'now', 'now')",
+            "archived",
+            "gone",
+        ),
+        (
+            "INSERT INTO messages (id, session_id, role, content, chain_hash, created_at) \
+             VALUES ('m-{n}', 's-old', '{v}', 'hi', 'h', 'now')",
+            "tool",
+            "robot",
+        ),
+        (
+            "INSERT INTO webhook_outbox (id, channel, inbound_key, conversation_id, user_id, \
+             text, callback_url, status, next_attempt_at, created_at) \
+             VALUES ('o-{n}', 'c', 'k-{n}', 'c', 'u', 't', 'http://127.0.0.1:1/', '{v}', 0, 0)",
+            "failed",
+            "lost",
+        ),
+    ];
+
+    fn insert(template: &str, n: &str, value: &str) -> String {
+        template.replace("{n}", n).replace("{v}", value)
+    }
+
+    async fn schema_version(c: &mut sqlx::SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA schema_version")
+            .fetch_one(&mut *c)
+            .await
+            .expect("schema_version")
+    }
+
+    #[tokio::test]
+    async fn a_file_migrated_before_gets_comparisons_and_keeps_its_rows_and_refusals() {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        // A file as the releases before made it: every migration, lists kept.
+        let mut old = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        sqlx::migrate::Migrator::new(migrations)
+            .await
+            .expect("migrations")
+            .run(&mut old)
+            .await
+            .expect("migrated");
+        sqlx::raw_sql(
+            "INSERT INTO sessions (id, user_id, channel, created_at, updated_at) \
+             VALUES ('s-old', 'u', 'api', 'then', 'then'); \
+             INSERT INTO messages (id, session_id, role, content, chain_hash, created_at) \
+             VALUES ('m-old', 's-old', 'user', 'kept', 'h', 'then')",
+        )
+        .execute(&mut old)
+        .await
+        .expect("rows of before");
+        for (template, valid, _) in INSERTS {
+            assert!(
+                ephemeral(&mut old, &insert(template, "x", valid)).await,
+                "a list's temporary b-tree is seen: {template}"
+            );
+        }
+        let version = schema_version(&mut old).await;
+
+        let target = DatabaseTarget::Sqlite(path.display().to_string());
+        let store = Store::connect(&target).await.expect("store");
+        // The connection open before reads the new definitions too.
+        for (template, valid, _) in INSERTS {
+            assert!(
+                !ephemeral(&mut old, &insert(template, "x", valid)).await,
+                "{template}"
+            );
+        }
+        assert_eq!(schema_version(&mut old).await, version + 1);
+        let mut c = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&mut c)
+            .await
+            .expect("integrity_check");
+        assert_eq!(check, "ok");
+        let kept: String = sqlx::query_scalar("SELECT content FROM messages WHERE id = 'm-old'")
+            .fetch_one(&mut c)
+            .await
+            .expect("the row of before");
+        assert_eq!(kept, "kept");
+        for (i, (template, valid, refused)) in INSERTS.into_iter().enumerate() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(insert(
+                template,
+                &format!("ok{i}"),
+                valid,
+            )))
+            .execute(&mut c)
+            .await
+            .expect(valid);
+            let err = sqlx::raw_sql(sqlx::AssertSqlSafe(insert(
+                template,
+                &format!("no{i}"),
+                refused,
+            )))
+            .execute(&mut c)
+            .await
+            .expect_err(refused)
+            .to_string();
+            assert!(err.contains("CHECK constraint failed"), "{refused}: {err}");
+        }
+        // The store's own writes go through the new definitions.
+        let id = NewMessage::new_id();
+        store
+            .create_session_with_messages(
+                &id,
+                new_session("u"),
+                &[message(&id, Role::Assistant, "hi", 1)],
+            )
+            .await
+            .expect("stored");
+        store.close().await;
+        drop(store);
+        // Opened again, a file already edited is left as it is.
+        let store = Store::connect(&target).await.expect("store again");
+        assert_eq!(schema_version(&mut c).await, version + 1);
+        store.close().await;
+    }
+}

@@ -19,6 +19,7 @@ mod rate_windows;
 mod search;
 mod sessions;
 mod spend;
+mod sqlite_checks;
 mod stats;
 mod tool_approvals;
 mod tool_executions;
@@ -275,6 +276,19 @@ impl Store {
                 .connect_with(options)
                 .await?;
                 sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                // Not needed for correctness: a file it cannot edit keeps
+                // working, with slower inserts.
+                match sqlite_checks::rewrite(&mut *pool.acquire().await?).await {
+                    Ok(tables) if tables.is_empty() => {}
+                    Ok(tables) => tracing::info!(
+                        ?tables,
+                        "rewrote the tables' CHECK lists as comparisons (no temporary b-tree per insert)"
+                    ),
+                    Err(err) => tracing::warn!(
+                        error = %err,
+                        "cannot rewrite the tables' CHECK lists; inserts keep a temporary b-tree each"
+                    ),
+                }
                 if !memory {
                     sqlite_writer = Some(
                         SqlitePoolOptions::new()
