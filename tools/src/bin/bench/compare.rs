@@ -250,10 +250,12 @@ async fn alone(
         Target {
             base: mock_url,
             key: None,
+            pid: None,
         },
         Target {
             base,
             key: Some(key),
+            pid: None,
         },
     ];
     let _ = interleaved(client, &targets, WARM_CHATS, false).await;
@@ -268,13 +270,13 @@ async fn alone(
         .await
         .into_iter();
     let load = throughput(client, base, Some(key), pid, Some(mock.pid()), args).await;
-    let ((direct_whole, _), (whole, _)) = (
-        whole.next().unwrap_or_default(),
-        whole.next().unwrap_or_default(),
+    let (direct_whole, whole) = (
+        whole.next().unwrap_or_default().total,
+        whole.next().unwrap_or_default().total,
     );
-    let ((_, direct_first), (_, first_token)) = (
-        streamed.next().unwrap_or_default(),
-        streamed.next().unwrap_or_default(),
+    let (direct_first, first_token) = (
+        streamed.next().unwrap_or_default().first,
+        streamed.next().unwrap_or_default().first,
     );
     Alone {
         direct_whole,

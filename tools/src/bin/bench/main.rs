@@ -36,8 +36,9 @@ struct Args {
     /// instruction count is left out.
     #[arg(long, env = "BENCH_DATABASE_URL")]
     database_url: Option<String>,
-    /// Sequential requests per latency series.
-    #[arg(long, default_value_t = 2000)]
+    /// Sequential requests per latency series (the p99.9 of 10,000 is their
+    /// ten slowest, not one or two).
+    #[arg(long, default_value_t = 10000)]
     latency_requests: usize,
     /// Concurrent clients in the throughput run (a closed loop: each sends its
     /// next chat when the last is answered; its latency rows are measured there).
@@ -307,37 +308,83 @@ async fn timed(
 struct Series {
     direct: Vec<Duration>,
     runtime: Vec<Duration>,
+    /// Each chat through the runtime: its time, and how long the runtime's
+    /// threads were runnable but not running meanwhile (waiting for their
+    /// CPU), sorted by time.
+    runtime_waits: Vec<(Duration, Duration)>,
 }
 
-/// A server the bench sends chats to: its base URL and the bearer key it wants.
+/// A server the bench sends chats to: its base URL, the bearer key it wants,
+/// and the process whose waits for its CPU are read around each chat.
 #[derive(Clone, Copy)]
 struct Target<'a> {
     base: &'a str,
     key: Option<&'a str>,
+    pid: Option<u32>,
+}
+
+/// One target's chats of an [`interleaved`] series.
+#[derive(Clone, Default)]
+struct Timings {
+    /// Each chat's whole-response time, sorted.
+    total: Vec<Duration>,
+    /// Each chat's time to the first body chunk, sorted.
+    first: Vec<Duration>,
+    /// With the target's `pid`: each chat's whole time and the process's
+    /// wait for its CPU during it, sorted by time.
+    waits: Vec<(Duration, Duration)>,
+}
+
+/// How long a process's threads have been runnable but not running (waiting
+/// for a CPU), from the kernel's scheduler statistics: the second field of
+/// each `/proc/<pid>/task/<tid>/schedstat`. Zero where those are not kept.
+fn run_delay(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// `n` chats sent to each target in turn, one at a time, so drift hits all
-/// alike. Per target: each chat's whole-response time and its time to the
-/// first body chunk, both sorted.
+/// alike.
 async fn interleaved(
     client: &reqwest::Client,
     targets: &[Target<'_>],
     n: usize,
     stream: bool,
-) -> Vec<(Vec<Duration>, Vec<Duration>)> {
-    let mut out = vec![(Vec::with_capacity(n), Vec::with_capacity(n)); targets.len()];
+) -> Vec<Timings> {
+    let mut out = vec![
+        Timings {
+            total: Vec::with_capacity(n),
+            first: Vec::with_capacity(n),
+            waits: Vec::new(),
+        };
+        targets.len()
+    ];
     for i in 0..n {
         let body = chat_body(&format!("latency probe {i}"), stream, "bench-latency");
-        for (target, (total, first)) in targets.iter().zip(&mut out) {
+        for (target, timings) in targets.iter().zip(&mut out) {
             let url = format!("{}/v1/chat/completions", target.base);
+            let before = target.pid.map(run_delay);
             let (t, f) = timed(client, &url, target.key, &body).await;
-            total.push(t);
-            first.push(f);
+            if let (Some(pid), Some(before)) = (target.pid, before) {
+                timings
+                    .waits
+                    .push((t, run_delay(pid).saturating_sub(before)));
+            }
+            timings.total.push(t);
+            timings.first.push(f);
         }
     }
-    for (total, first) in &mut out {
-        total.sort();
-        first.sort();
+    for timings in &mut out {
+        timings.total.sort();
+        timings.first.sort();
+        timings.waits.sort();
     }
     out
 }
@@ -348,6 +395,7 @@ async fn latency_series(
     client: &reqwest::Client,
     mock: &str,
     runtime: &str,
+    runtime_pid: u32,
     n: usize,
     stream: bool,
 ) -> (Series, Series) {
@@ -355,25 +403,29 @@ async fn latency_series(
         Target {
             base: mock,
             key: None,
+            pid: None,
         },
         Target {
             base: runtime,
             key: Some(API_KEY),
+            pid: Some(runtime_pid),
         },
     ];
     let mut out = interleaved(client, &targets, n, stream).await.into_iter();
-    let ((direct_total, direct_first), (runtime_total, runtime_first)) = (
+    let (direct, runtime) = (
         out.next().unwrap_or_default(),
         out.next().unwrap_or_default(),
     );
     (
         Series {
-            direct: direct_total,
-            runtime: runtime_total,
+            direct: direct.total,
+            runtime: runtime.total,
+            runtime_waits: runtime.waits.clone(),
         },
         Series {
-            direct: direct_first,
-            runtime: runtime_first,
+            direct: direct.first,
+            runtime: runtime.first,
+            runtime_waits: runtime.waits,
         },
     )
 }
@@ -1164,7 +1216,7 @@ async fn stream_phase(
         let (runtime, runtime_url) =
             start_runtime_upstream(args, dir, mock_url, database, client, upstream_h2c).await;
         let pid = runtime.pid();
-        let _ = latency_series(client, mock_url, &runtime_url, 20, true).await;
+        let _ = latency_series(client, mock_url, &runtime_url, pid, 20, true).await;
         let before = rss_kib(pid);
         let held = if protocol == "HTTP/2" {
             idle_h2_streams(&runtime_url, pid, n, idle).await
@@ -1434,7 +1486,7 @@ async fn runtime_throughput(
     mock_pid: u32,
 ) -> (Load, Option<AtRate>) {
     let (runtime, runtime_url) = start_runtime(args, dir, mock_url, database, client).await;
-    let _ = latency_series(client, mock_url, &runtime_url, 50, false).await;
+    let _ = latency_series(client, mock_url, &runtime_url, runtime.pid(), 50, false).await;
     let load = throughput(
         client,
         &runtime_url,
@@ -1549,11 +1601,40 @@ fn latency_rows(plain: &Series, ttft: &Series) {
         &plain.runtime,
         AIM_ADDED_P50_MS,
     );
+    wait_rows(plain);
     percentile_rows(
         "chat, streaming, time to first token",
         &ttft.direct,
         &ttft.runtime,
         AIM_ADDED_TAIL_MS,
+    );
+}
+
+/// How long the runtime waited for its CPU during the series' chats, over
+/// all of them and in the slowest 0.1 %: what other processes on its core
+/// (and, with SQLite, its own database thread) added to the tail. Left out
+/// where the kernel keeps no scheduler statistics.
+fn wait_rows(series: &Series) {
+    let waits = &series.runtime_waits;
+    let total: Duration = waits.iter().map(|(_, w)| *w).sum();
+    if waits.is_empty() || total.is_zero() {
+        return;
+    }
+    println!(
+        "| chat, non-streaming: the runtime runnable but not running (waiting for its CPU), mean per chat | — | {:.1} µs | — | — | — | — |",
+        micros(total / waits.len() as u32)
+    );
+    let slowest = &waits[waits.len() - waits.len().div_ceil(1000)..];
+    let n = slowest.len() as u32;
+    let (time, wait) = slowest
+        .iter()
+        .fold((Duration::ZERO, Duration::ZERO), |(t, w), (ct, cw)| {
+            (t + *ct, w + *cw)
+        });
+    println!(
+        "| chat, non-streaming: the slowest 0.1 % ({n}), mean time; of it, the runtime waiting for its CPU | — | {} ms; {} ms | — | — | — | — |",
+        ms(time / n),
+        ms(wait / n)
     );
 }
 
@@ -1787,13 +1868,14 @@ async fn main() {
     let idle_rss = rss_kib(pid);
 
     // Warm both paths (connections, prepared statements, tokenizer tables).
-    let _ = latency_series(&client, &mock_url, &runtime_url, 50, false).await;
+    let _ = latency_series(&client, &mock_url, &runtime_url, pid, 50, false).await;
 
     let cpu_before = cpu_time(pid);
     let (plain, _) = latency_series(
         &client,
         &mock_url,
         &runtime_url,
+        pid,
         args.latency_requests,
         false,
     )
@@ -1806,6 +1888,7 @@ async fn main() {
         &client,
         &mock_url,
         &runtime_url,
+        pid,
         args.latency_requests,
         true,
     )
