@@ -1116,3 +1116,90 @@ mod check_lists {
         store.close().await;
     }
 }
+
+/// SQLite's WAL is copied into the database file by a connection of its own,
+/// not by the commit that takes it past a size (src/db/checkpoint.rs).
+mod checkpoints {
+    use super::*;
+    use agent_runtime::settings::DatabaseTarget;
+
+    fn size(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    async fn open() -> (common::TempDir, std::path::PathBuf, Store) {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let target = DatabaseTarget::Sqlite(path.display().to_string());
+        let store = Store::connect(&target).await.expect("store");
+        (dir, path, store)
+    }
+
+    /// `sessions` sessions of `each` messages, `at_once` writes at a time.
+    async fn write(store: &Store, sessions: usize, each: usize, at_once: usize) {
+        let store = Arc::new(store.clone());
+        let mut left = (0..sessions).collect::<Vec<_>>();
+        while !left.is_empty() {
+            let batch: Vec<_> = left.drain(..at_once.min(left.len())).collect();
+            join_all(batch.into_iter().map(|s| {
+                let store = store.clone();
+                async move {
+                    let id = NewMessage::new_id();
+                    let messages: Vec<NewMessage> = (0..each)
+                        .map(|m| message(&id, Role::User, &format!("message {m} of {s}"), 1))
+                        .collect();
+                    store
+                        .create_session_with_messages(&id, new_session("u"), &messages)
+                        .await
+                        .expect("stored");
+                }
+            }))
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_messages_reach_the_database_file_without_a_commit_copying_them() {
+        let (_dir, path, store) = open().await;
+        let before = size(&path);
+        // 80 messages: a few hundred pages of log, short of the 1,000 at
+        // which a commit would have copied them by SQLite's default.
+        write(&store, 20, 4, 1).await;
+        let mut now = size(&path);
+        for _ in 0..50 {
+            if now > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            now = size(&path);
+        }
+        assert!(
+            now > before,
+            "the database file still holds {before} bytes 5 s after 80 messages"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_log_starts_again_under_a_steady_stream_of_writes() {
+        let (_dir, path, store) = open().await;
+        let wal = path.with_file_name("rt.db-wal");
+        // ~4,000 messages, 32 writes at a time: far more log than a
+        // checkpoint copies at a time, written while checkpoints run.
+        write(&store, 2_000, 2, 32).await;
+        // The log file keeps the largest size it reached: below the 16 MB at
+        // which the writer copies what the checkpointer left (and well below
+        // the 40 MB at which a commit would).
+        let largest = size(&wal);
+        assert!(largest < 20 << 20, "the log grew to {largest} bytes");
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(&mut c)
+            .await
+            .expect("count");
+        assert_eq!(stored, 4_000);
+        store.close().await;
+    }
+}

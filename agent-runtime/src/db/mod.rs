@@ -7,6 +7,7 @@
 //! spend windows each have their own file.
 
 mod admin;
+mod checkpoint;
 mod fts_batch;
 mod group_commit;
 mod growth;
@@ -144,6 +145,8 @@ pub struct Store {
     /// pool's connections in turn, every batch started cold and read its
     /// pages again.
     sqlite_writer: Option<SqlitePool>,
+    /// A SQLite file's WAL checkpoints, run on a connection of their own.
+    checkpoints: Option<std::sync::Arc<checkpoint::Checkpoints>>,
     /// Postgres connections kept between statements (unused with SQLite).
     kept: std::sync::Arc<kept::Kept>,
     /// A young Postgres database's tables, analyzed as they grow (unused
@@ -224,6 +227,7 @@ impl Store {
     /// Connects and runs the migrations.
     pub async fn connect(target: &DatabaseTarget) -> Result<Self, StoreError> {
         let mut sqlite_writer = None;
+        let mut checkpoints = None;
         let mut kept = std::sync::Arc::default();
         let mut growth = growth::Growth::default();
         let backend = match target {
@@ -257,6 +261,9 @@ impl Store {
                         .create_if_missing(true)
                         .journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Normal)
+                        // A commit checkpoints only a log grown this far: the
+                        // checkpointer's connection does it (checkpoint.rs).
+                        .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
                 }
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5));
@@ -290,16 +297,21 @@ impl Store {
                     ),
                 }
                 if !memory {
-                    sqlite_writer = Some(
+                    // One connection kept open for good.
+                    let kept_open = || {
                         SqlitePoolOptions::new()
                             .max_connections(1)
                             .min_connections(1)
                             .idle_timeout(None)
                             .max_lifetime(None)
                             .test_before_acquire(false)
-                            .connect_with(writer_options)
-                            .await?,
-                    );
+                    };
+                    let writer = kept_open().connect_with(writer_options.clone()).await?;
+                    checkpoints = Some(checkpoint::Checkpoints::start(
+                        kept_open().connect_with(writer_options).await?,
+                        writer.clone(),
+                    ));
+                    sqlite_writer = Some(writer);
                 }
                 Backend::Sqlite(pool)
             }
@@ -310,6 +322,7 @@ impl Store {
             metrics: None,
             group: std::sync::Arc::new(group_commit::GroupCommit::from_env()),
             sqlite_writer,
+            checkpoints,
             kept,
             growth: std::sync::Arc::new(growth),
             indexer: std::sync::Arc::default(),
@@ -396,7 +409,12 @@ impl Store {
     pub(crate) fn count_stored(&self, stored: &[Message]) {
         match &self.backend {
             Backend::Postgres(pool) => self.growth.stored(stored.len(), pool),
-            Backend::Sqlite(_) => self.schedule_indexing(stored.len()),
+            Backend::Sqlite(_) => {
+                self.schedule_indexing(stored.len());
+                if let Some(checkpoints) = &self.checkpoints {
+                    checkpoints.stored(stored.len());
+                }
+            }
         }
         if let Some(metrics) = &self.metrics {
             for m in stored {
@@ -433,6 +451,9 @@ impl Store {
     pub async fn close(&self) {
         if let Some(writer) = &self.sqlite_writer {
             writer.close().await;
+        }
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.close().await;
         }
         self.kept.close();
         match &self.backend {

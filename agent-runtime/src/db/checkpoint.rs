@@ -1,0 +1,122 @@
+//! SQLite's WAL checkpoints, off the writer.
+//!
+//! SQLite appends each commit to its write-ahead log and copies the log back
+//! into the database file in a checkpoint. By default the connection whose
+//! commit takes the log past 1,000 pages runs that checkpoint itself, before
+//! its commit returns: with a chat writing ~19 pages, every ~50th chat waited
+//! for one (copying the pages the log holds, 3-5 ms here), and with one writer
+//! the chats behind it waited too: an SQLite chat one at a time had a p99 of
+//! ~5 ms (docs/performance.md, round twenty-nine).
+//!
+//! Now a connection of its own checkpoints, after every [`EVERY_MESSAGES`]
+//! messages stored (about as often as before, counted the same way whatever
+//! the rate; [`IDLE_AFTER`] after the last ones when fewer are stored), with
+//! `PASSIVE`: it never holds up a writer, and copies what was committed when it
+//! started. The log is started again from its beginning only by a commit that
+//! finds every page of it copied, which under a steady stream of commits
+//! seldom holds just after such a checkpoint (others committed while it ran).
+//! So once the log holds [`RESTART_PAGES`], the writer's own connection
+//! checkpoints too, between two of its writes: it copies only what was
+//! committed during the checkpointer's run, and its next commit starts the log
+//! again. A connection that commits checkpoints all by itself only when the log
+//! reaches [`BACKSTOP_PAGES`] (`PRAGMA wal_autocheckpoint`), should the rest
+//! fall behind.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::Notify;
+
+/// Messages stored between two checkpoints (a chat is two, ~19 pages of the
+/// log: ~600 pages, copied in 1-2 ms here). Fewer, larger checkpoints hold the
+/// core longer at a time: with one every 100 ms (~150 chats one at a time),
+/// an SQLite chat's p99 one at a time was 1.9-2.3 ms, against 1.5-1.8 ms with
+/// one every 25 ms.
+const EVERY_MESSAGES: usize = 64;
+
+/// How long after the last messages stored a checkpoint copies them when
+/// fewer than [`EVERY_MESSAGES`] followed.
+const IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// The log's size, in pages, from which the writer copies what the
+/// checkpointer left, so that the log starts again (16 MB of 4 KiB pages).
+const RESTART_PAGES: i64 = 4_000;
+
+/// The log's size, in pages, at which a connection that commits checkpoints
+/// itself (`PRAGMA wal_autocheckpoint`; SQLite's default is 1,000).
+pub(super) const BACKSTOP_PAGES: u32 = 10_000;
+
+/// The checkpointer's connection, and what wakes it.
+pub(super) struct Checkpoints {
+    pool: SqlitePool,
+    /// Messages stored since the last checkpoint started.
+    stored: AtomicUsize,
+    due: Notify,
+}
+
+impl Checkpoints {
+    /// Starts the checkpointer on `pool` (its own connection), with `writer`
+    /// the connection message writes go through; it ends when `pool` is
+    /// closed.
+    pub(super) fn start(pool: SqlitePool, writer: SqlitePool) -> Arc<Self> {
+        let checkpoints = Arc::new(Self {
+            pool,
+            stored: AtomicUsize::new(0),
+            due: Notify::new(),
+        });
+        let woken = checkpoints.clone();
+        tokio::spawn(async move {
+            let pool = &woken.pool;
+            loop {
+                let waiting = woken.stored.load(Ordering::Acquire) > 0;
+                tokio::select! {
+                    () = woken.due.notified() => {}
+                    () = tokio::time::sleep(IDLE_AFTER), if waiting => {}
+                    () = pool.close_event() => return,
+                }
+                if woken.stored.swap(0, Ordering::AcqRel) == 0 {
+                    continue;
+                }
+                let checkpointed = match checkpoint(pool).await {
+                    Ok(log) if log >= RESTART_PAGES => checkpoint(&writer).await,
+                    done => done,
+                };
+                match checkpointed {
+                    Ok(_) => {}
+                    Err(sqlx::Error::PoolClosed) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "SQLite checkpoint failed; retried after the next writes");
+                    }
+                }
+            }
+        });
+        checkpoints
+    }
+
+    /// `messages` were stored: a checkpoint runs once [`EVERY_MESSAGES`]
+    /// have been since the last.
+    pub(super) fn stored(&self, messages: usize) {
+        let since = self.stored.fetch_add(messages, Ordering::AcqRel) + messages;
+        if since >= EVERY_MESSAGES && since - messages < EVERY_MESSAGES {
+            self.due.notify_one();
+        }
+    }
+
+    /// Ends the checkpointer; the last connection to the file to close
+    /// checkpoints what is left.
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A `PASSIVE` checkpoint on `pool`'s connection; returns the log's size in
+/// pages.
+async fn checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    // (busy, pages in the log, pages of it copied)
+    let (_, log, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    Ok(log)
+}
