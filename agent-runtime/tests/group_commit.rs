@@ -57,6 +57,23 @@ fn new_session(user: &str) -> NewSession {
 /// it, before the next write arrives, and leaves nothing to batch. The test
 /// would then measure how fast Postgres answers, not what group commit does
 /// with writes that arrive together.
+/// Stores a session of `user` opened with one user message per text, in one
+/// write; returns its id.
+async fn store_texts(store: &Store, user: &str, texts: impl Iterator<Item = String>) -> String {
+    let id = NewMessage::new_id();
+    let messages: Vec<NewMessage> = texts.map(|t| message(&id, Role::User, &t, 1)).collect();
+    store
+        .create_session_with_messages(&id, new_session(user), &messages)
+        .await
+        .expect("stored");
+    id
+}
+
+/// Session number `s`'s texts: `each` of them.
+fn numbered(s: usize, each: usize) -> impl Iterator<Item = String> {
+    (0..each).map(move |m| format!("message {m} of {s}"))
+}
+
 async fn together<F: std::future::Future>(
     database: Option<&str>,
     futures: impl IntoIterator<Item = F>,
@@ -577,14 +594,7 @@ mod young {
         /// Stores `sessions` sessions of `each` messages, a session a statement.
         async fn store_sessions(store: &Store, sessions: usize, each: usize) {
             for s in 0..sessions {
-                let id = NewMessage::new_id();
-                let messages: Vec<NewMessage> = (0..each)
-                    .map(|m| message(&id, Role::User, &format!("message {m} of {s}"), 1))
-                    .collect();
-                store
-                    .create_session_with_messages(&id, new_session("grower"), &messages)
-                    .await
-                    .expect("stored");
+                store_texts(store, "grower", numbered(s, each)).await;
             }
         }
 
@@ -768,16 +778,12 @@ mod search_index {
     }
 
     async fn store_session(store: &Store, user: &str, words: &[&str]) -> String {
-        let id = NewMessage::new_id();
-        let messages: Vec<NewMessage> = words
-            .iter()
-            .map(|w| message(&id, Role::User, &format!("about {w} today"), 1))
-            .collect();
-        store
-            .create_session_with_messages(&id, new_session(user), &messages)
-            .await
-            .expect("stored");
-        id
+        store_texts(
+            store,
+            user,
+            words.iter().map(|w| format!("about {w} today")),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -1137,23 +1143,13 @@ mod checkpoints {
 
     /// `sessions` sessions of `each` messages, `at_once` writes at a time.
     async fn write(store: &Store, sessions: usize, each: usize, at_once: usize) {
-        let store = Arc::new(store.clone());
-        let mut left = (0..sessions).collect::<Vec<_>>();
-        while !left.is_empty() {
-            let batch: Vec<_> = left.drain(..at_once.min(left.len())).collect();
-            join_all(batch.into_iter().map(|s| {
-                let store = store.clone();
-                async move {
-                    let id = NewMessage::new_id();
-                    let messages: Vec<NewMessage> = (0..each)
-                        .map(|m| message(&id, Role::User, &format!("message {m} of {s}"), 1))
-                        .collect();
-                    store
-                        .create_session_with_messages(&id, new_session("u"), &messages)
-                        .await
-                        .expect("stored");
-                }
-            }))
+        let numbers: Vec<usize> = (0..sessions).collect();
+        for batch in numbers.chunks(at_once) {
+            join_all(
+                batch
+                    .iter()
+                    .map(|&s| store_texts(store, "u", numbered(s, each))),
+            )
             .await;
         }
     }
