@@ -70,11 +70,18 @@ impl Checkpoints {
         tokio::spawn(async move {
             let pool = &woken.pool;
             loop {
-                let waiting = woken.stored.load(Ordering::Acquire) > 0;
+                // The first message stored since the last checkpoint...
                 tokio::select! {
                     () = woken.due.notified() => {}
-                    () = tokio::time::sleep(IDLE_AFTER), if waiting => {}
                     () = pool.close_event() => return,
+                }
+                // ...then [`EVERY_MESSAGES`] of them, or [`IDLE_AFTER`].
+                if woken.stored.load(Ordering::Acquire) < EVERY_MESSAGES {
+                    tokio::select! {
+                        () = woken.due.notified() => {}
+                        () = tokio::time::sleep(IDLE_AFTER) => {}
+                        () = pool.close_event() => return,
+                    }
                 }
                 if woken.stored.swap(0, Ordering::AcqRel) == 0 {
                     continue;
@@ -95,11 +102,11 @@ impl Checkpoints {
         checkpoints
     }
 
-    /// `messages` were stored: a checkpoint runs once [`EVERY_MESSAGES`]
-    /// have been since the last.
+    /// `messages` were stored: the first since the last checkpoint starts its
+    /// [`IDLE_AFTER`], and a checkpoint runs once [`EVERY_MESSAGES`] have been.
     pub(super) fn stored(&self, messages: usize) {
-        let since = self.stored.fetch_add(messages, Ordering::AcqRel) + messages;
-        if since >= EVERY_MESSAGES && since - messages < EVERY_MESSAGES {
+        let before = self.stored.fetch_add(messages, Ordering::AcqRel);
+        if before == 0 || (before < EVERY_MESSAGES && before + messages >= EVERY_MESSAGES) {
             self.due.notify_one();
         }
     }
