@@ -54,19 +54,19 @@ pub(super) async fn rewrite(conn: &mut SqliteConnection) -> Result<Vec<&'static 
 
 async fn edit(conn: &mut SqliteConnection) -> Result<Vec<&'static str>, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    let mut todo = Vec::new();
-    for (table, listed, compared) in REWRITES {
-        let sql: Option<String> =
-            sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = $1")
-                .bind(table)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(sql) = sql
-            && sql.contains(listed)
-        {
-            todo.push((table, sql.replace(listed, compared)));
-        }
-    }
+    // Every table's definition (a few dozen rows), read once.
+    let tables: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
+            .fetch_all(&mut *tx)
+            .await?;
+    let todo: Vec<(&str, String)> = REWRITES
+        .iter()
+        .filter_map(|&(table, listed, compared)| {
+            let (_, sql) = tables.iter().find(|(name, _)| name == table)?;
+            sql.contains(listed)
+                .then(|| (table, sql.replace(listed, compared)))
+        })
+        .collect();
     if todo.is_empty() {
         return Ok(Vec::new());
     }
