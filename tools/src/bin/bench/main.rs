@@ -308,9 +308,10 @@ async fn timed(
 struct Series {
     direct: Vec<Duration>,
     runtime: Vec<Duration>,
-    /// Each chat through the runtime: its time, and how long the runtime's
-    /// threads were runnable but not running meanwhile (waiting for their
-    /// CPU), sorted by time.
+    /// Each chat through the runtime: its whole-response time, and how long
+    /// the runtime's threads were runnable but not running meanwhile (waiting
+    /// for their CPU), sorted by time (empty for a time-to-first-token
+    /// series).
     runtime_waits: Vec<(Duration, Duration)>,
 }
 
@@ -420,12 +421,13 @@ async fn latency_series(
         Series {
             direct: direct.total,
             runtime: runtime.total,
-            runtime_waits: runtime.waits.clone(),
+            runtime_waits: runtime.waits,
         },
+        // The waits go with whole-response times, not with first tokens.
         Series {
             direct: direct.first,
             runtime: runtime.first,
-            runtime_waits: runtime.waits,
+            runtime_waits: Vec::new(),
         },
     )
 }
