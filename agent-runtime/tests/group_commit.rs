@@ -45,18 +45,6 @@ fn new_session(user: &str) -> NewSession {
     }
 }
 
-/// Runs `futures` at once, each polled for the first time in one pass, and
-/// returns their outputs in order.
-///
-/// `join_all` of more than 30 futures polls them through `FuturesUnordered`,
-/// which yields to the executor after two of them yield; nested `join_all`s
-/// of at most 30 poll every future on each poll. With a Postgres `database`,
-/// its `messages` table is locked until a write waits on it: a write whose
-/// answer is already there when it reads (Postgres on the other core was
-/// quicker than the runtime's next step) finishes within the poll that sent
-/// it, before the next write arrives, and leaves nothing to batch. The test
-/// would then measure how fast Postgres answers, not what group commit does
-/// with writes that arrive together.
 /// Stores a session of `user` opened with one user message per text, in one
 /// write; returns its id.
 async fn store_texts(store: &Store, user: &str, texts: impl Iterator<Item = String>) -> String {
@@ -74,6 +62,66 @@ fn numbered(s: usize, each: usize) -> impl Iterator<Item = String> {
     (0..each).map(move |m| format!("message {m} of {s}"))
 }
 
+/// A store on a fresh SQLite file, and what opens it again.
+struct Fresh {
+    _dir: common::TempDir,
+    path: std::path::PathBuf,
+    target: agent_runtime::settings::DatabaseTarget,
+}
+
+impl Fresh {
+    async fn new() -> (Self, Store) {
+        let dir = common::TempDir::new();
+        let path = dir.0.join("rt.db");
+        let target = agent_runtime::settings::DatabaseTarget::Sqlite(path.display().to_string());
+        let store = Store::connect(&target).await.expect("store");
+        (
+            Self {
+                _dir: dir,
+                path,
+                target,
+            },
+            store,
+        )
+    }
+}
+
+/// A connection of the test's own to the store's file.
+async fn connect(path: &std::path::Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect")
+}
+
+/// Reads `state` every 100 ms until `done` holds of it, for 5 s at most;
+/// returns the last read.
+async fn within_5s<T, F>(mut state: impl FnMut() -> F, done: impl Fn(&T) -> bool) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut now = state().await;
+    for _ in 0..50 {
+        if done(&now) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = state().await;
+    }
+    now
+}
+
+/// Runs `futures` at once, each polled for the first time in one pass, and
+/// returns their outputs in order.
+///
+/// `join_all` of more than 30 futures polls them through `FuturesUnordered`,
+/// which yields to the executor after two of them yield; nested `join_all`s
+/// of at most 30 poll every future on each poll. With a Postgres `database`,
+/// its `messages` table is locked until a write waits on it: a write whose
+/// answer is already there when it reads (Postgres on the other core was
+/// quicker than the runtime's next step) finishes within the poll that sent
+/// it, before the next write arrives, and leaves nothing to batch. The test
+/// would then measure how fast Postgres answers, not what group commit does
+/// with writes that arrive together.
 async fn together<F: std::future::Future>(
     database: Option<&str>,
     futures: impl IntoIterator<Item = F>,
@@ -676,55 +724,6 @@ mod young {
 /// per row.
 mod search_index {
     use super::*;
-    use agent_runtime::settings::DatabaseTarget;
-
-    /// A store on a fresh SQLite file, and what opens it again.
-    struct Fresh {
-        _dir: common::TempDir,
-        path: std::path::PathBuf,
-        target: DatabaseTarget,
-    }
-
-    impl Fresh {
-        async fn new() -> (Self, Store) {
-            let dir = common::TempDir::new();
-            let path = dir.0.join("rt.db");
-            let target = DatabaseTarget::Sqlite(path.display().to_string());
-            let store = Store::connect(&target).await.expect("store");
-            (
-                Self {
-                    _dir: dir,
-                    path,
-                    target,
-                },
-                store,
-            )
-        }
-    }
-
-    /// A connection of the test's own to the store's file.
-    async fn connect(path: &std::path::Path) -> sqlx::SqliteConnection {
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("connect")
-    }
-
-    /// Reads `state` every 100 ms until `done` holds of it, for 5 s at most;
-    /// returns the last read.
-    async fn within_5s<T, F>(mut state: impl FnMut() -> F, done: impl Fn(&T) -> bool) -> T
-    where
-        F: std::future::Future<Output = T>,
-    {
-        let mut now = state().await;
-        for _ in 0..50 {
-            if done(&now) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            now = state().await;
-        }
-        now
-    }
 
     /// The last message indexed and the last stored (0 when none is left),
     /// after FTS5's own check of the index: against the table once no message
@@ -1127,18 +1126,9 @@ mod check_lists {
 /// not by the commit that takes it past a size (src/db/checkpoint.rs).
 mod checkpoints {
     use super::*;
-    use agent_runtime::settings::DatabaseTarget;
 
     fn size(path: &std::path::Path) -> u64 {
         std::fs::metadata(path).map_or(0, |m| m.len())
-    }
-
-    async fn open() -> (common::TempDir, std::path::PathBuf, Store) {
-        let dir = common::TempDir::new();
-        let path = dir.0.join("rt.db");
-        let target = DatabaseTarget::Sqlite(path.display().to_string());
-        let store = Store::connect(&target).await.expect("store");
-        (dir, path, store)
     }
 
     /// `sessions` sessions of `each` messages, `at_once` writes at a time.
@@ -1156,19 +1146,12 @@ mod checkpoints {
 
     #[tokio::test]
     async fn stored_messages_reach_the_database_file_without_a_commit_copying_them() {
-        let (_dir, path, store) = open().await;
-        let before = size(&path);
+        let (fresh, store) = Fresh::new().await;
+        let before = size(&fresh.path);
         // 80 messages: a few hundred pages of log, short of the 1,000 at
         // which a commit would have copied them by SQLite's default.
         write(&store, 20, 4, 1).await;
-        let mut now = size(&path);
-        for _ in 0..50 {
-            if now > before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            now = size(&path);
-        }
+        let now = within_5s(|| async { size(&fresh.path) }, |now| *now > before).await;
         assert!(
             now > before,
             "the database file still holds {before} bytes 5 s after 80 messages"
@@ -1177,9 +1160,24 @@ mod checkpoints {
     }
 
     #[tokio::test]
+    async fn a_few_messages_reach_the_database_file_once_writes_stop() {
+        let (fresh, store) = Fresh::new().await;
+        let before = size(&fresh.path);
+        // Fewer than a checkpoint's 64 messages: copied 5 s after they stop.
+        write(&store, 1, 10, 1).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let now = within_5s(|| async { size(&fresh.path) }, |now| *now > before).await;
+        assert!(
+            now > before,
+            "the database file still holds {before} bytes 9 s after 10 messages"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn the_log_starts_again_under_a_steady_stream_of_writes() {
-        let (_dir, path, store) = open().await;
-        let wal = path.with_file_name("rt.db-wal");
+        let (fresh, store) = Fresh::new().await;
+        let wal = fresh.path.with_file_name("rt.db-wal");
         // ~4,000 messages, 32 writes at a time: far more log than a
         // checkpoint copies at a time, written while checkpoints run.
         write(&store, 2_000, 2, 32).await;
@@ -1188,11 +1186,8 @@ mod checkpoints {
         // the 40 MB at which a commit would).
         let largest = size(&wal);
         assert!(largest < 20 << 20, "the log grew to {largest} bytes");
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("connect");
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(&mut c)
+            .fetch_one(&mut connect(&fresh.path).await)
             .await
             .expect("count");
         assert_eq!(stored, 4_000);
