@@ -1131,6 +1131,11 @@ mod checkpoints {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
 
+    /// The file's size once it is larger than `before`, or after 5 s.
+    async fn grown(path: &std::path::Path, before: u64) -> u64 {
+        within_5s(|| async { size(path) }, |now| *now > before).await
+    }
+
     /// `sessions` sessions of `each` messages, `at_once` writes at a time.
     async fn write(store: &Store, sessions: usize, each: usize, at_once: usize) {
         let numbers: Vec<usize> = (0..sessions).collect();
@@ -1151,7 +1156,7 @@ mod checkpoints {
         // 80 messages: a few hundred pages of log, short of the 1,000 at
         // which a commit would have copied them by SQLite's default.
         write(&store, 20, 4, 1).await;
-        let now = within_5s(|| async { size(&fresh.path) }, |now| *now > before).await;
+        let now = grown(&fresh.path, before).await;
         assert!(
             now > before,
             "the database file still holds {before} bytes 5 s after 80 messages"
@@ -1166,7 +1171,7 @@ mod checkpoints {
         // Fewer than a checkpoint's 64 messages: copied 5 s after they stop.
         write(&store, 1, 10, 1).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let now = within_5s(|| async { size(&fresh.path) }, |now| *now > before).await;
+        let now = grown(&fresh.path, before).await;
         assert!(
             now > before,
             "the database file still holds {before} bytes 9 s after 10 messages"
