@@ -8,12 +8,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::api::ops;
 use crate::channels::routes as channel_routes;
 use crate::state::SharedState;
+
+mod connections;
 
 /// The whole HTTP surface: authenticated `/v1` and `/api` routes, open
 /// operational routes, JSON errors for unknown routes and methods.
@@ -89,7 +90,7 @@ pub async fn serve_with_shutdown(
     // a clone of the one router (an `Arc`): serving a bare `Router` rebuilds its
     // route table for every connection, ~20 KiB held for the connection's life
     // (heaptrack, 1,000 idle HTTP/1.1 streams; docs/performance.md).
-    let app = router(state.clone()).with_state(()).into_make_service();
+    let app = router(state.clone()).with_state(());
     let lifecycle = state.lifecycle.clone();
     // Key files are re-read while serving, so a rotated Secret needs no restart.
     let stop_reloader = tokio_util::sync::CancellationToken::new();
@@ -106,16 +107,7 @@ pub async fn serve_with_shutdown(
         );
         lifecycle.begin_shutdown(grace);
     };
-    // No Nagle: a streamed answer is many small writes, and each would wait
-    // for the client's (delayed) acknowledgement of the one before.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(signalled)
-        .await;
+    connections::serve(listener, app, signalled).await;
     stop_reloader.cancel();
     let _ = reloader.await;
     state.lifecycle.wait_for_turns().await;
@@ -123,5 +115,5 @@ pub async fn serve_with_shutdown(
     state.ledger.flush().await;
     state.store.close().await;
     tracing::info!("shut down");
-    result
+    Ok(())
 }

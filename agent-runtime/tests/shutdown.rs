@@ -101,3 +101,48 @@ async fn sigterm_past_the_grace_period_ends_the_stream_with_an_error_event() {
         "{messages:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_not_held_up_by_idle_or_silent_connections() {
+    let mock = MockLlm::start().await.expect("mock");
+    let mut runtime = start_runtime(&mock, 20).await;
+    let base = runtime.process.base.clone();
+    let addr = base.trim_start_matches("http://").to_owned();
+    // A connection that never sends a byte, and one that sent half a preface.
+    let _silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    let mut half = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connects");
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("writes");
+    // An HTTP/1.1 and an HTTP/2 connection, each idle after a chat.
+    let h1 = reqwest::Client::new();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    for (client, version) in [
+        (&h1, reqwest::Version::HTTP_11),
+        (&h2, reqwest::Version::HTTP_2),
+    ] {
+        let answer = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(API_KEY)
+            .header("x-switchboard-user", "alice")
+            .json(&json!({"messages": [{"role": "user", "content": "then idle"}]}))
+            .send()
+            .await
+            .expect("chat");
+        assert_eq!(answer.version(), version);
+        assert_eq!(answer.status(), 200);
+    }
+    runtime.process.terminate();
+    let status = tokio::time::timeout(Duration::from_secs(15), runtime.process.child.wait())
+        .await
+        .expect("the runtime exits without waiting for the idle connections")
+        .expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+}

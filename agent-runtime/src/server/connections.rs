@@ -1,0 +1,164 @@
+//! Accepting connections and serving HTTP/1.1 and HTTP/2 without TLS (h2c,
+//! prior knowledge) on the one port, the two told apart by peeking at what the
+//! client sent first.
+//!
+//! Why not `axum::serve`: it hands every connection to hyper-util's automatic
+//! builder, which reads the first bytes (up to HTTP/2's 24-byte preface) to
+//! choose, then replays them to the chosen protocol. hyper's HTTP/1.1 side
+//! then receives a request head in two reads (the replayed bytes, then the
+//! rest) and must grow its 8 KiB read buffer to 16 KiB to keep the first part,
+//! a buffer each HTTP/1.1 connection keeps for its life (heaptrack: 16.4 KiB
+//! per idle stream; docs/performance.md). A peek leaves the bytes in the
+//! socket, so hyper reads the head once, into its usual 8 KiB. The rest is
+//! what `axum::serve` does: `TCP_NODELAY`, a failed accept retried, and at
+//! shutdown no new connections while the open ones finish what they serve.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What an HTTP/2 client without TLS sends first (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection's first bytes say it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// A part of HTTP/2's preface so far: hyper-util reads on to decide.
+    Undecided,
+}
+
+/// Reads `first` (at least one byte a client sent).
+fn protocol(first: &[u8]) -> Protocol {
+    if !PREFACE.starts_with(first) {
+        Protocol::Http1
+    } else if first.len() == PREFACE.len() {
+        Protocol::Http2
+    } else {
+        Protocol::Undecided
+    }
+}
+
+/// Waits for the client's first bytes and reads them without taking them
+/// from the socket; `None` if it closed without sending any.
+async fn first_bytes(tcp: &TcpStream) -> io::Result<Option<Protocol>> {
+    let mut first = [0u8; PREFACE.len()];
+    let n = tcp.peek(&mut first).await?;
+    Ok((n > 0).then(|| protocol(&first[..n])))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then accepts no more
+/// connections, lets each open one finish (an HTTP/1.1 connection its request
+/// in flight, an HTTP/2 one its open streams, after a `GOAWAY`) and returns
+/// once all are closed.
+pub(super) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let stop = CancellationToken::new();
+    // Every connection's task holds a receiver; the sender sees them all gone.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (app, stop, open) = (app.clone(), stop.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            serve_connection(tcp, app, stop).await;
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    stop.cancel();
+    open_tx.closed().await;
+}
+
+/// As `axum::serve`: a connection that failed before it was accepted is the
+/// client's business; anything else (out of file descriptors) is logged and
+/// accepting waits a second, for connections to close.
+async fn accept_failed(err: io::Error) {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn serve_connection(tcp: TcpStream, app: Router, stop: CancellationToken) {
+    // No Nagle: a streamed answer is many small writes, and each would wait
+    // for the client's (delayed) acknowledgement of the one before.
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+    let first = tokio::select! {
+        first = first_bytes(&tcp) => first,
+        () = stop.cancelled() => return,
+    };
+    let builder = Builder::new(TokioExecutor::new());
+    let builder = match first {
+        Ok(Some(Protocol::Http1)) => builder.http1_only(),
+        Ok(Some(Protocol::Http2)) => builder.http2_only(),
+        Ok(Some(Protocol::Undecided)) => builder,
+        Ok(None) | Err(_) => return,
+    };
+    let connection = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app));
+    let mut connection = pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::trace!(error = %err, "a connection ended in an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PREFACE, Protocol, protocol};
+
+    #[test]
+    fn the_first_bytes_tell_the_protocols_apart() {
+        assert_eq!(
+            protocol(b"POST /v1/chat/completions HTTP/1.1\r\n"),
+            Protocol::Http1
+        );
+        assert_eq!(protocol(b"G"), Protocol::Http1);
+        // The methods that start as the preface does differ by their second or
+        // third byte.
+        assert_eq!(protocol(b"PUT"), Protocol::Http1);
+        assert_eq!(protocol(b"PATCH"), Protocol::Http1);
+        assert_eq!(protocol(b"PROPFIND"), Protocol::Http1);
+        assert_eq!(protocol(PREFACE), Protocol::Http2);
+        assert_eq!(protocol(b"P"), Protocol::Undecided);
+        assert_eq!(protocol(b"PRI * HTTP/2.0\r\n"), Protocol::Undecided);
+        assert_eq!(protocol(b"PRI * HTTP/2.0\r\n\r\nSX"), Protocol::Http1);
+    }
+}
