@@ -1198,4 +1198,26 @@ mod checkpoints {
         assert_eq!(stored, 4_000);
         store.close().await;
     }
+
+    #[tokio::test]
+    async fn the_log_file_is_emptied_once_writes_stop() {
+        let (fresh, store) = Fresh::new().await;
+        let wal = fresh.path.with_file_name("rt.db-wal");
+        write(&store, 400, 2, 32).await;
+        let written = size(&wal);
+        assert!(written > 1 << 20, "the log holds {written} bytes");
+        // 5 s after the last write the idle checkpoint copies the log and
+        // empties its file.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let emptied = within_5s(|| async { size(&wal) }, |now| *now == 0).await;
+        assert_eq!(emptied, 0, "the log file holds {emptied} bytes once idle");
+        // The store writes on, and everything is there.
+        write(&store, 10, 2, 1).await;
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(&mut connect(&fresh.path).await)
+            .await
+            .expect("count");
+        assert_eq!(stored, 820);
+        store.close().await;
+    }
 }

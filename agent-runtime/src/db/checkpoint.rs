@@ -21,6 +21,13 @@
 //! again. A connection that commits checkpoints all by itself only when the log
 //! reaches [`BACKSTOP_PAGES`] (`PRAGMA wal_autocheckpoint`), should the rest
 //! fall behind.
+//!
+//! SQLite writes the log over from its beginning rather than shortening the
+//! file, so the file keeps the largest size it reached (up to 16 MB, 40 MB if
+//! the checkpoints fell behind). Once writes stop, the idle checkpoint that
+//! copied all of it also empties the file (`TRUNCATE`), if no reader or writer
+//! is using it at that moment: its connection does not wait for them (busy
+//! timeout 0), so it never holds up a chat that arrives meanwhile.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,18 +83,23 @@ impl Checkpoints {
                     () = pool.close_event() => return,
                 }
                 // ...then [`EVERY_MESSAGES`] of them, or [`IDLE_AFTER`].
+                let mut idle = false;
                 if woken.stored.load(Ordering::Acquire) < EVERY_MESSAGES {
                     tokio::select! {
                         () = woken.due.notified() => {}
-                        () = tokio::time::sleep(IDLE_AFTER) => {}
+                        () = tokio::time::sleep(IDLE_AFTER) => idle = true,
                         () = pool.close_event() => return,
                     }
                 }
                 if woken.stored.swap(0, Ordering::AcqRel) == 0 {
                     continue;
                 }
-                let checkpointed = match checkpoint(pool).await {
-                    Ok(log) if log >= RESTART_PAGES => checkpoint(&writer).await,
+                let checkpointed = match checkpoint(pool, PASSIVE).await {
+                    Ok(log) if log.pages >= RESTART_PAGES => checkpoint(&writer, PASSIVE).await,
+                    // Writes stopped and all of the log is in the file: empty it.
+                    Ok(log) if idle && log.copied == log.pages && log.pages > 0 => {
+                        checkpoint(pool, TRUNCATE).await
+                    }
                     done => done,
                 };
                 match checkpointed {
@@ -118,12 +130,23 @@ impl Checkpoints {
     }
 }
 
-/// A `PASSIVE` checkpoint on `pool`'s connection; returns the log's size in
-/// pages.
-async fn checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+/// The log as a checkpoint left it.
+struct Log {
+    /// Pages in it.
+    pages: i64,
+    /// Pages of it copied into the database file.
+    copied: i64,
+}
+
+/// Copies what it can without waiting for readers or writers.
+const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+/// Copies all, then empties the log's file (gives up if a reader or writer
+/// is using the log and the connection's busy timeout is 0).
+const TRUNCATE: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+
+/// Checkpoint `sql` ([`PASSIVE`] or [`TRUNCATE`]) on `pool`'s connection.
+async fn checkpoint(pool: &SqlitePool, sql: &'static str) -> Result<Log, sqlx::Error> {
     // (busy, pages in the log, pages of it copied)
-    let (_, log, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await?;
-    Ok(log)
+    let (_, pages, copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(pool).await?;
+    Ok(Log { pages, copied })
 }

@@ -307,8 +307,11 @@ impl Store {
                             .test_before_acquire(false)
                     };
                     let writer = kept_open().connect_with(writer_options.clone()).await?;
+                    // The checkpointer waits for no one: a checkpoint that
+                    // would (emptying the log) gives way to the chats instead.
+                    let checkpointer = writer_options.busy_timeout(Duration::ZERO);
                     checkpoints = Some(checkpoint::Checkpoints::start(
-                        kept_open().connect_with(writer_options).await?,
+                        kept_open().connect_with(checkpointer).await?,
                         writer.clone(),
                     ));
                     sqlite_writer = Some(writer);
