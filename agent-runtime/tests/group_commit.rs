@@ -1136,6 +1136,22 @@ mod checkpoints {
         within_5s(|| async { size(path) }, |now| *now > before).await
     }
 
+    /// The write-ahead log's file of the database at `path`.
+    fn log_file(path: &std::path::Path) -> std::path::PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push("-wal");
+        name.into()
+    }
+
+    /// The messages the database at `path` holds, read on a connection of
+    /// the test's own.
+    async fn messages_in(path: &std::path::Path) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(&mut connect(path).await)
+            .await
+            .expect("count")
+    }
+
     /// `sessions` sessions of `each` messages, `at_once` writes at a time.
     async fn write(store: &Store, sessions: usize, each: usize, at_once: usize) {
         let numbers: Vec<usize> = (0..sessions).collect();
@@ -1182,7 +1198,7 @@ mod checkpoints {
     #[tokio::test]
     async fn the_log_starts_again_under_a_steady_stream_of_writes() {
         let (fresh, store) = Fresh::new().await;
-        let wal = fresh.path.with_file_name("rt.db-wal");
+        let wal = log_file(&fresh.path);
         // ~4,000 messages, 32 writes at a time: far more log than a
         // checkpoint copies at a time, written while checkpoints run.
         write(&store, 2_000, 2, 32).await;
@@ -1191,10 +1207,7 @@ mod checkpoints {
         // the 40 MB at which a commit would).
         let largest = size(&wal);
         assert!(largest < 20 << 20, "the log grew to {largest} bytes");
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(&mut connect(&fresh.path).await)
-            .await
-            .expect("count");
+        let stored = messages_in(&fresh.path).await;
         assert_eq!(stored, 4_000);
         store.close().await;
     }
@@ -1202,7 +1215,7 @@ mod checkpoints {
     #[tokio::test]
     async fn the_log_file_is_emptied_once_writes_stop() {
         let (fresh, store) = Fresh::new().await;
-        let wal = fresh.path.with_file_name("rt.db-wal");
+        let wal = log_file(&fresh.path);
         write(&store, 400, 2, 32).await;
         let written = size(&wal);
         assert!(written > 1 << 20, "the log holds {written} bytes");
@@ -1213,10 +1226,7 @@ mod checkpoints {
         assert_eq!(emptied, 0, "the log file holds {emptied} bytes once idle");
         // The store writes on, and everything is there.
         write(&store, 10, 2, 1).await;
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(&mut connect(&fresh.path).await)
-            .await
-            .expect("count");
+        let stored = messages_in(&fresh.path).await;
         assert_eq!(stored, 820);
         store.close().await;
     }
