@@ -95,11 +95,12 @@ impl Checkpoints {
                     continue;
                 }
                 let checkpointed = match checkpoint(pool, PASSIVE).await {
-                    Ok(log) if log.pages >= RESTART_PAGES => checkpoint(&writer, PASSIVE).await,
-                    // Writes stopped and all of the log is in the file: empty it.
+                    // Writes stopped and all of the log is in the file: empty it
+                    // (which starts the log again too, however long it was).
                     Ok(log) if idle && log.copied == log.pages && log.pages > 0 => {
                         checkpoint(pool, TRUNCATE).await
                     }
+                    Ok(log) if log.pages >= RESTART_PAGES => checkpoint(&writer, PASSIVE).await,
                     done => done,
                 };
                 match checkpointed {
