@@ -7,7 +7,7 @@
 //! choose, then replays them to the chosen protocol. hyper's HTTP/1.1 side
 //! then receives a request head in two reads (the replayed bytes, then the
 //! rest) and must grow its 8 KiB read buffer to 16 KiB to keep the first part,
-//! a buffer each HTTP/1.1 connection keeps for its life (heaptrack: 16.4 KiB
+//! a buffer each HTTP/1.1 connection keeps for its life (heaptrack: 16 KiB
 //! per idle stream; docs/performance.md). A peek leaves the bytes in the
 //! socket, so hyper reads the head once, into its usual 8 KiB. The rest is
 //! what `axum::serve` does: `TCP_NODELAY`, a failed accept retried, and at
