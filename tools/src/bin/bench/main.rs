@@ -154,6 +154,13 @@ impl Database {
         matches!(self, Self::Postgres(_)).then_some(AIM_CPU_MICROS)
     }
 
+    /// The runtime's CPU a chat may take: the aim given, or else one core
+    /// over the throughput aim (500 µs with SQLite).
+    fn cpu_budget_micros(&self) -> f64 {
+        self.aim_cpu_micros()
+            .unwrap_or(1_000_000.0 / self.aim_chats_per_second())
+    }
+
     /// The config file's `database` section.
     fn config(&self) -> String {
         match self {
@@ -1449,7 +1456,7 @@ fn load_average() -> String {
 /// Instruction counts: mock-llm directly, the runtime per backend.
 struct Instructions {
     direct: Result<callgrind::Counts, String>,
-    runtime: Vec<(&'static str, Result<callgrind::Counts, String>)>,
+    runtime: Vec<(Database, Result<callgrind::Counts, String>)>,
 }
 
 async fn instructions(
@@ -1471,7 +1478,7 @@ async fn instructions(
         let counted = count_runtime(args, dir, mock_url, &database, client)
             .await
             .map_err(|e| e.to_string());
-        runtime.push((database.name(), counted));
+        runtime.push((database, counted));
     }
     Instructions { direct, runtime }
 }
@@ -1708,10 +1715,8 @@ fn per_request(cpu: Duration, requests: usize) -> Duration {
         .unwrap_or_default()
 }
 
-/// The aims of issue 18 for one core: 3,000 chats/s with Postgres (330 µs of
-/// the runtime's CPU per chat), 2,000 with SQLite (500 µs).
+/// The aims of issue 18 for one core.
 const AIM_CPU_MICROS: f64 = 330.0;
-const AIM_SQLITE_CPU_MICROS: f64 = 500.0;
 const AIM_IDLE_STREAM_KIB: f64 = 16.0;
 
 fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro: Option<f64>) {
@@ -1720,13 +1725,10 @@ fn instruction_rows(counts: &Instructions, chats: usize, instructions_per_micro:
         Ok(c) => thousands(c.whole.per_chat),
         Err(e) => format!("not counted: {e}"),
     };
-    for (backend, counted) in &counts.runtime {
+    for (database, counted) in &counts.runtime {
+        let backend = database.name();
         let counted = counted.as_ref().map(|c| &c.whole);
-        let micros = if *backend == "SQLite" {
-            AIM_SQLITE_CPU_MICROS
-        } else {
-            AIM_CPU_MICROS
-        };
+        let micros = database.cpu_budget_micros();
         let aim = instructions_per_micro.map(|rate| (micros * rate) as u64);
         let aim_cell = match aim {
             Some(aim) => format!(
@@ -1773,7 +1775,8 @@ fn unaimed_rows(counts: &Instructions, chats: usize) {
     for (what, pick) in kinds {
         let direct = counts.direct.as_ref().ok().map(|c| pick(c).per_chat);
         let direct_cell = direct.map_or_else(|| "not counted".to_owned(), thousands);
-        for (backend, counted) in &counts.runtime {
+        for (database, counted) in &counts.runtime {
+            let backend = database.name();
             match counted.as_ref().map(pick) {
                 Ok(c) => println!(
                     "| instructions per {what}, {backend} (callgrind, {chats} chats one at a time) | {direct_cell} | {} | +{} | {} | — | — |",
@@ -1988,7 +1991,7 @@ async fn main() {
         let rate = counts
             .runtime
             .iter()
-            .find(|(name, _)| *name == database.name())
+            .find(|(counted, _)| counted.name() == database.name())
             .and_then(|(_, c)| c.as_ref().ok())
             .filter(|_| !sequential_cpu.is_zero())
             .map(|c| c.whole.per_chat as f64 / micros(sequential_cpu));
