@@ -1227,6 +1227,31 @@ mod checkpoints {
     }
 
     #[tokio::test]
+    async fn the_log_file_is_emptied_only_once_writes_stop() {
+        let _alone = alone().await;
+        let (fresh, store) = Fresh::new().await;
+        let wal = log_file(&fresh.path);
+        // A message a second for 8 s: fewer than a checkpoint's 64, never 5 s
+        // without one. The log is not copied or emptied meanwhile: it only
+        // grows, read just before each next message.
+        let mut sizes = Vec::new();
+        for s in 0..8 {
+            store_texts(&store, "u", numbered(s, 1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            sizes.push(size(&wal));
+        }
+        assert!(
+            sizes.windows(2).all(|w| w[0] > 0 && w[0] <= w[1]),
+            "the log file shrank while messages kept coming: {sizes:?}"
+        );
+        // 5 s after the last one it is emptied.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let emptied = within_5s(|| async { size(&wal) }, |now| *now == 0).await;
+        assert_eq!(emptied, 0, "the log file holds {emptied} bytes once idle");
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn the_log_file_is_emptied_once_writes_stop() {
         let _alone = alone().await;
         let (fresh, store) = Fresh::new().await;

@@ -10,7 +10,8 @@
 //!
 //! Now a connection of its own checkpoints, after every [`EVERY_MESSAGES`]
 //! messages stored (about as often as before, counted the same way whatever
-//! the rate; [`IDLE_AFTER`] after the last ones when fewer are stored), with
+//! the rate; [`IDLE_AFTER`] after the last ones when writes stop short of
+//! that), with
 //! `PASSIVE`: it never holds up a writer, and copies what was committed when it
 //! started. The log is started again from its beginning only by a commit that
 //! finds every page of it copied, which under a steady stream of commits
@@ -82,14 +83,22 @@ impl Checkpoints {
                     () = woken.due.notified() => {}
                     () = pool.close_event() => return,
                 }
-                // ...then [`EVERY_MESSAGES`] of them, or [`IDLE_AFTER`].
+                // ...then [`EVERY_MESSAGES`] of them, or [`IDLE_AFTER`] with
+                // none stored (writes stopped).
                 let mut idle = false;
-                if woken.stored.load(Ordering::Acquire) < EVERY_MESSAGES {
+                let mut seen = woken.stored.load(Ordering::Acquire);
+                while seen < EVERY_MESSAGES {
                     tokio::select! {
-                        () = woken.due.notified() => {}
-                        () = tokio::time::sleep(IDLE_AFTER) => idle = true,
+                        () = woken.due.notified() => break,
+                        () = tokio::time::sleep(IDLE_AFTER) => {}
                         () = pool.close_event() => return,
                     }
+                    let now = woken.stored.load(Ordering::Acquire);
+                    if now == seen {
+                        idle = true;
+                        break;
+                    }
+                    seen = now;
                 }
                 if woken.stored.swap(0, Ordering::AcqRel) == 0 {
                     continue;
@@ -115,8 +124,9 @@ impl Checkpoints {
         checkpoints
     }
 
-    /// `messages` were stored: the first since the last checkpoint starts its
-    /// [`IDLE_AFTER`], and a checkpoint runs once [`EVERY_MESSAGES`] have been.
+    /// `messages` were stored: the first since the last checkpoint starts the
+    /// wait for [`IDLE_AFTER`] without any, and a checkpoint runs once
+    /// [`EVERY_MESSAGES`] have been.
     pub(super) fn stored(&self, messages: usize) {
         let before = self.stored.fetch_add(messages, Ordering::AcqRel);
         if before == 0 || (before < EVERY_MESSAGES && before + messages >= EVERY_MESSAGES) {
