@@ -183,7 +183,10 @@ impl From<JsonRejection> for ApiError {
                 "send the body as JSON with `Content-Type: application/json`",
             ),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
-            other => Self::new(other.status(), "invalid_request", other.body_text()),
+            other => match find_source::<BodyStalled>(&other) {
+                Some(stalled) => Self::body_stalled(stalled),
+                None => Self::new(other.status(), "invalid_request", other.body_text()),
+            },
         }
     }
 }
@@ -231,7 +234,7 @@ impl ApiError {
 
 /// The first error of type `T` in `err`'s chain of sources (axum wraps the
 /// deserializer's error; its documentation reads it this way).
-fn find_source<'a, T: std::error::Error + 'static>(
+pub(crate) fn find_source<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
     let mut current = Some(err);
@@ -291,7 +294,33 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+/// The error a request body ends with when it stops arriving
+/// (`server::stalled_body`); [`ApiError::body_stalled`] answers it.
+#[derive(Debug)]
+pub struct BodyStalled(pub std::time::Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body stalled: nothing more of it arrived for {} s (server.clientTimeoutSeconds)",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
 impl ApiError {
+    /// 408 for a body that stopped arriving.
+    pub fn body_stalled(stalled: &BodyStalled) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            stalled.to_string(),
+        )
+    }
+
     /// 413 for a body over the limit.
     pub fn payload_too_large() -> Self {
         Self::new(

@@ -243,6 +243,10 @@ fn complete_operation(path: &str, operation: &mut Value, user_header: &str) {
             "400",
             "The body is not JSON, or a field is missing, wrong or out of range",
         );
+        declare(
+            "408",
+            "The body stopped arriving: nothing more of it for server.clientTimeoutSeconds",
+        );
         declare("413", "The body is larger than limits.maxRequestBytes");
         declare(
             "415",

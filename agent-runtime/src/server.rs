@@ -15,6 +15,7 @@ use crate::channels::routes as channel_routes;
 use crate::state::SharedState;
 
 mod connections;
+mod stalled_body;
 
 /// The whole HTTP surface: authenticated `/v1` and `/api` routes, open
 /// operational routes, JSON errors for unknown routes and methods.
@@ -47,7 +48,7 @@ pub fn router(state: SharedState) -> Router {
             crate::auth::require_agent_key,
         ))
         .with_state(state.clone());
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .merge(agent_calls)
         .merge(channel_routes::webhook_router(state.clone()))
@@ -62,7 +63,13 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn(crate::request_log::log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             ops::panic_response,
-        ))
+        ));
+    match state.config.server.client_timeout() {
+        Some(limit) => router.layer(tower::util::MapRequestLayer::new(move |request| {
+            stalled_body::limit(request, limit)
+        })),
+        None => router,
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains within the configured grace
@@ -107,7 +114,8 @@ pub async fn serve_with_shutdown(
         );
         lifecycle.begin_shutdown(grace);
     };
-    connections::serve(listener, app, signalled).await;
+    let head_timeout = state.config.server.client_timeout();
+    connections::serve(listener, app, signalled, head_timeout).await;
     stop_reloader.cancel();
     let _ = reloader.await;
     state.lifecycle.wait_for_turns().await;

@@ -158,7 +158,7 @@ async fn openapi_document_is_complete() {
                 assert!(responses.contains_key("401"), "{label}: 401 undeclared");
             }
             if operation.get("requestBody").is_some() {
-                for status in ["400", "413", "415"] {
+                for status in ["400", "408", "413", "415"] {
                     assert!(
                         responses.contains_key(status),
                         "{label}: {status} undeclared"

@@ -585,12 +585,40 @@ pub struct WebhookConfig {
 pub struct ServerConfig {
     /// Socket address to listen on.
     pub listen: String,
+    /// Seconds the runtime waits on a client: for a request's whole head (its
+    /// line and headers), from the moment its connection opens and, on an
+    /// HTTP/1.1 connection kept alive, from the end of the last response (so an
+    /// idle kept-alive connection is closed after it too); and for each next
+    /// part of a request's body. A connection without a whole head by then is
+    /// closed; a body that stalls is answered 408. Slow or silent clients so
+    /// cannot hold connections open. Unset:
+    /// [`ServerConfig::DEFAULT_CLIENT_TIMEOUT_SECONDS`]; 0: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_timeout_seconds: Option<u64>,
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::client_timeout_seconds`] when unset (hyper's for a head;
+    /// nginx allows 60 s for a head and between two reads of a body).
+    pub const DEFAULT_CLIENT_TIMEOUT_SECONDS: u64 = 30;
+
+    /// The client timeout in effect; `None` for no limit.
+    pub fn client_timeout(&self) -> Option<std::time::Duration> {
+        match self
+            .client_timeout_seconds
+            .unwrap_or(Self::DEFAULT_CLIENT_TIMEOUT_SECONDS)
+        {
+            0 => None,
+            seconds => Some(std::time::Duration::from_secs(seconds)),
+        }
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".to_owned(),
+            client_timeout_seconds: None,
         }
     }
 }
@@ -761,6 +789,24 @@ impl RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_timeout_defaults_to_30_seconds_and_0_means_none() {
+        let server = |client_timeout_seconds| ServerConfig {
+            client_timeout_seconds,
+            ..ServerConfig::default()
+        };
+        let seconds = std::time::Duration::from_secs;
+        assert_eq!(server(None).client_timeout(), Some(seconds(30)));
+        assert_eq!(server(Some(5)).client_timeout(), Some(seconds(5)));
+        assert_eq!(server(Some(0)).client_timeout(), None);
+        // Unset, it is not written: files rendered before it existed stay the same.
+        let yaml = serde_yaml::to_string(&server(None)).expect("renders");
+        assert!(!yaml.contains("clientTimeoutSeconds"), "{yaml}");
+        let parsed: ServerConfig =
+            serde_yaml::from_str("listen: 0.0.0.0:1\nclientTimeoutSeconds: 7\n").expect("parses");
+        assert_eq!(parsed.client_timeout(), Some(seconds(7)));
+    }
 
     const FULL: &str = r#"
 agent:

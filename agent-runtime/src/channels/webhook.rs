@@ -102,6 +102,8 @@ pub async fn receive(
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large()
+        } else if let Some(stalled) = crate::error::find_source(&rejection) {
+            ApiError::body_stalled(stalled)
         } else {
             ApiError::bad_request("invalid_body", rejection.body_text())
         }

@@ -12,6 +12,10 @@
 //! socket, so hyper reads the head once, into its usual 8 KiB. The rest is
 //! what `axum::serve` does: `TCP_NODELAY`, a failed accept retried, and at
 //! shutdown no new connections while the open ones finish what they serve.
+//! Unlike `axum::serve`, a client gets a limited time to send each request's
+//! head (`server.clientTimeoutSeconds`), so connections that send nothing, or a
+//! head slowly, or nothing more after a response, do not stay open for good:
+//! each holds a task and hyper's buffers (16 KiB over HTTP/1.1).
 
 use std::future::Future;
 use std::io;
@@ -19,7 +23,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +38,8 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum Protocol {
     Http1,
     Http2,
-    /// A part of HTTP/2's preface so far: hyper-util reads on to decide.
+    /// A part of HTTP/2's preface so far: looked at again or, with no client
+    /// timeout, left to hyper-util to read on and decide.
     Undecided,
 }
 
@@ -49,22 +54,61 @@ fn protocol(first: &[u8]) -> Protocol {
     }
 }
 
-/// Waits for the client's first bytes and reads them without taking them
-/// from the socket; `None` if it closed without sending any.
-async fn first_bytes(tcp: &TcpStream) -> io::Result<Option<Protocol>> {
+/// Reads the client's first bytes without taking them from the socket;
+/// `None` if it closed without sending any. With `wait_for_more`, a client that
+/// has sent only a part of HTTP/2's preface is looked at again until its bytes
+/// tell (a peek cannot wait for more than it has seen): after 1 ms, 2 ms, ...,
+/// then every second, so that clients which stop there cost a few wake-ups
+/// until the head timeout closes them.
+async fn first_bytes(tcp: &TcpStream, wait_for_more: bool) -> io::Result<Option<Protocol>> {
     let mut first = [0u8; PREFACE.len()];
-    let n = tcp.peek(&mut first).await?;
-    Ok((n > 0).then(|| protocol(&first[..n])))
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let n = tcp.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let seen = protocol(&first[..n]);
+        if seen != Protocol::Undecided || !wait_for_more {
+            return Ok(Some(seen));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The protocol a connection's first bytes tell within `limit`; `None` when
+/// the client closed, or did not tell in that time. Without a limit, a part
+/// of HTTP/2's preface is [`Protocol::Undecided`] (hyper-util reads on).
+async fn first_bytes_within(
+    tcp: &TcpStream,
+    limit: Option<Duration>,
+) -> io::Result<Option<Protocol>> {
+    let Some(limit) = limit else {
+        return first_bytes(tcp, false).await;
+    };
+    match tokio::time::timeout(limit, first_bytes(tcp, true)).await {
+        Ok(first) => first,
+        Err(_) => {
+            tracing::debug!(
+                seconds = limit.as_secs_f64(),
+                "closing a connection that sent no request head in the client timeout"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then accepts no more
 /// connections, lets each open one finish (an HTTP/1.1 connection its request
 /// in flight, an HTTP/2 one its open streams, after a `GOAWAY`) and returns
-/// once all are closed.
+/// once all are closed. `head_timeout` bounds the wait for each request's
+/// head (see the module's docs); `None` waits for ever.
 pub(super) async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send,
+    head_timeout: Option<Duration>,
 ) {
     let stop = CancellationToken::new();
     // Every connection's task holds a receiver; the sender sees them all gone.
@@ -83,7 +127,7 @@ pub(super) async fn serve(
         };
         let (app, stop, open) = (app.clone(), stop.clone(), open_rx.clone());
         tokio::spawn(async move {
-            serve_connection(tcp, app, stop).await;
+            serve_connection(tcp, app, stop, head_timeout).await;
             drop(open);
         });
     }
@@ -109,17 +153,32 @@ async fn accept_failed(err: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn serve_connection(tcp: TcpStream, app: Router, stop: CancellationToken) {
+async fn serve_connection(
+    tcp: TcpStream,
+    app: Router,
+    stop: CancellationToken,
+    head_timeout: Option<Duration>,
+) {
     // No Nagle: a streamed answer is many small writes, and each would wait
     // for the client's (delayed) acknowledgement of the one before.
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
     let first = tokio::select! {
-        first = first_bytes(&tcp) => first,
+        first = first_bytes_within(&tcp, head_timeout) => first,
         () = stop.cancelled() => return,
     };
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    if let Some(limit) = head_timeout {
+        // hyper's HTTP/1.1 side times each head it waits for: the first (the
+        // client has sent its first bytes by now) and each next one on a
+        // connection kept alive, from the end of the response before. A head
+        // not whole in time closes the connection (no response is owed).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limit);
+    }
     let builder = match first {
         Ok(Some(Protocol::Http1)) => builder.http1_only(),
         Ok(Some(Protocol::Http2)) => builder.http2_only(),

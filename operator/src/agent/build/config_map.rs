@@ -86,6 +86,8 @@ pub fn runtime_config(
         default_channel: spec.default_channel.clone(),
         server: rc::ServerConfig {
             listen: format!("0.0.0.0:{}", names::HTTP_PORT),
+            // The runtime's default.
+            client_timeout_seconds: None,
         },
         limits: rc::LimitsConfig::default(),
         budget: spec.budget.as_ref().and_then(|b| {
