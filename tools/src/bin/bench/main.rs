@@ -581,12 +581,24 @@ async fn fixed_rate(
     client: &reqwest::Client,
     base: &str,
     key: Option<&'static str>,
+    pids: Option<(u32, u32)>,
     args: &Args,
 ) -> Option<AtRate> {
     let rate = args.rate;
     if rate == 0 {
         return None;
     }
+    // With `pids` (the runtime's and the mock's), where the CPU went.
+    let cpu_start = pids.map(|(runtime, mock)| {
+        (
+            cpu_time(runtime),
+            cpu_time(std::process::id()),
+            cpu_time(mock),
+            machine_busy_ticks(),
+            busy_ticks_per_cpu(),
+            Instant::now(),
+        )
+    });
     let url: Arc<str> = format!("{base}/v1/chat/completions").into();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let failed = Arc::new(AtomicU64::new(0));
@@ -641,6 +653,38 @@ async fn fixed_rate(
         }
     }
     latencies.sort();
+    let cpu = pids.zip(cpu_start).map(
+        |(
+            (runtime, mock),
+            (runtime_start, own_start, mock_start, busy_start, per_cpu_start, at),
+        )| {
+            let secs = at.elapsed().as_secs_f64();
+            let done = u32::try_from(latencies.len()).unwrap_or(u32::MAX).max(1);
+            let per_chat = |d: Duration| d.checked_div(done).unwrap_or_default();
+            let runtime_cpu = cpu_time(runtime).saturating_sub(runtime_start);
+            let own = cpu_time(std::process::id()).saturating_sub(own_start);
+            let mock = cpu_time(mock).saturating_sub(mock_start);
+            let busy = machine_busy_ticks()
+                .zip(busy_start)
+                .map(|(end, start)| Duration::from_millis(end.saturating_sub(start) * 10))
+                .unwrap_or_default();
+            let per_cpu = busy_ticks_per_cpu()
+                .iter()
+                .zip(&per_cpu_start)
+                .map(|(end, start)| 100.0 * end.saturating_sub(*start) as f64 / 100.0 / secs)
+                .collect();
+            RateCpu {
+                runtime: per_chat(runtime_cpu),
+                elsewhere: Elsewhere {
+                    load_generator: per_chat(own),
+                    mock: per_chat(mock),
+                    rest: per_chat(busy.saturating_sub(runtime_cpu + own + mock)),
+                    machine_busy: 100.0 * busy.as_secs_f64() / (secs * machine_cpus() as f64),
+                },
+                per_cpu,
+            }
+        },
+    );
     let phases = match before {
         Some(before) => Some(phases(&before, &scrape_metrics(base).await)),
         None => None,
@@ -649,7 +693,43 @@ async fn fixed_rate(
         latencies,
         failed: failed.load(Ordering::Relaxed),
         phases,
+        cpu,
     })
+}
+
+/// Each CPU's busy time in ticks (as [`machine_busy_ticks`], from the `cpuN`
+/// lines of `/proc/stat`), in CPU order; empty if unreadable.
+fn busy_ticks_per_cpu() -> Vec<u64> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    stat.lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .map(|l| {
+            let ticks: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .map(|t| t.parse().unwrap_or(0))
+                .collect();
+            [0, 1, 2, 5, 6]
+                .iter()
+                .map(|&i| ticks.get(i).copied().unwrap_or(0))
+                .sum()
+        })
+        .collect()
+}
+
+/// Where the CPU went over a fixed-rate run through the runtime.
+struct RateCpu {
+    /// The runtime's CPU time per answered chat.
+    runtime: Duration,
+    /// The rest of the machine's, per answered chat.
+    elsewhere: Elsewhere,
+    /// Each CPU's busy share over the run, in %, in CPU order.
+    per_cpu: Vec<f64>,
 }
 
 /// The runtime's metrics (`/metrics`): every sample's value, keyed by its
@@ -726,6 +806,7 @@ struct AtRate {
     latencies: Vec<Duration>,
     failed: u64,
     phases: Option<Phases>,
+    cpu: Option<RateCpu>,
 }
 
 /// The fixed-rate run's rows: the runtime's latencies against the mock's at the
@@ -756,6 +837,23 @@ fn fixed_rate_rows(db: &Database, args: &Args, direct: &AtRate, runtime: &AtRate
             ms(p.create_session),
             ms(p.append_answer),
             p.batch,
+        );
+    }
+    if let Some(c) = &runtime.cpu {
+        let per_cpu: Vec<String> = c.per_cpu.iter().map(|b| format!("{b:.0}")).collect();
+        println!(
+            "| CPU time per chat at that rate: the runtime / the load generator / mock-llm / the rest of the machine ({}); each CPU busy (CPU 0, 1, ...; the runtime on `{}`) | — | {:.0} / {:.0} / {:.0} / {:.0} µs; {} % | — | — | — | — |",
+            match db {
+                Database::Postgres(_) => "Postgres, the kernel, any other process",
+                Database::Sqlite(_) =>
+                    "the kernel, any other process; SQLite runs inside the runtime",
+            },
+            args.runtime_cpus,
+            micros(c.runtime),
+            micros(c.elsewhere.load_generator),
+            micros(c.elsewhere.mock),
+            micros(c.elsewhere.rest),
+            per_cpu.join(" / "),
         );
     }
 }
@@ -1505,7 +1603,14 @@ async fn runtime_throughput(
         args,
     )
     .await;
-    let at_rate = fixed_rate(client, &runtime_url, Some(API_KEY), args).await;
+    let at_rate = fixed_rate(
+        client,
+        &runtime_url,
+        Some(API_KEY),
+        Some((runtime.pid(), mock_pid)),
+        args,
+    )
+    .await;
     (load, at_rate)
 }
 
@@ -1522,7 +1627,7 @@ async fn throughput_phase(
     let (runtime, at_rate) =
         runtime_throughput(args, dir, mock_url, database, client, mock.pid()).await;
     let direct = throughput(client, mock_url, None, mock.pid(), None, args).await;
-    let direct_at_rate = fixed_rate(client, mock_url, None, args).await;
+    let direct_at_rate = fixed_rate(client, mock_url, None, None, args).await;
     println!(
         "\n## Throughput, {} (load average over a minute: {load_start} at the start, {} at the end; CPU time taken by the host: {}; runtime pinned to CPU(s) `{}`)\n",
         database.name(),
@@ -1931,8 +2036,15 @@ async fn main() {
         &args,
     )
     .await;
-    let direct_at_rate = fixed_rate(&client, &mock_url, None, &args).await;
-    let at_rate = fixed_rate(&client, &runtime_url, Some(API_KEY), &args).await;
+    let direct_at_rate = fixed_rate(&client, &mock_url, None, None, &args).await;
+    let at_rate = fixed_rate(
+        &client,
+        &runtime_url,
+        Some(API_KEY),
+        Some((pid, mock_pid)),
+        &args,
+    )
+    .await;
 
     drop(runtime);
     // The SQLite default's throughput too (its own aim), when the table's
