@@ -125,7 +125,8 @@ async fn connections_that_send_nothing_hold_up_no_one() {
     drop(silent);
 }
 
-/// A runtime whose clients get `seconds` to send each request head.
+/// A runtime whose connections get `seconds` to bring their first request
+/// head, and bodies `seconds` between their parts.
 async fn with_head_timeout(seconds: u64) -> Harness {
     Harness::start_with(Db::Sqlite, |config, _| {
         config.server.client_timeout_seconds = Some(seconds);
@@ -258,7 +259,7 @@ async fn clients_that_send_no_whole_head_in_time_are_closed() {
 }
 
 #[tokio::test]
-async fn a_kept_alive_connection_lives_while_used_and_closes_once_idle() {
+async fn a_kept_alive_connection_stays_open_for_a_proxy_to_reuse() {
     let h = with_head_timeout(1).await;
     let tcp = TcpStream::connect(h.addr).await.expect("connects");
     let (mut sender, connection) =
@@ -278,8 +279,8 @@ async fn a_kept_alive_connection_lives_while_used_and_closes_once_idle() {
             )))
             .expect("request")
     };
-    // Requests 0.6 s apart, 2.4 s in all on the one connection: the clock
-    // starts again after each response.
+    // Requests 0.6 s apart, 2.4 s in all on the one connection: only the
+    // first had to arrive in time.
     for i in 0..4 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         sender.ready().await.expect("the connection is still open");
@@ -312,8 +313,35 @@ async fn a_kept_alive_connection_lives_while_used_and_closes_once_idle() {
     let body = answer.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&body);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    // Then idle: closed by the runtime.
-    let closed = tokio::time::timeout(Duration::from_secs(15), &mut connection).await;
-    assert!(closed.is_ok(), "the idle connection is still open");
-    assert!(sender.ready().await.is_err());
+    // Then idle for longer than the timeout, as in a proxy's pool: still
+    // open, and it serves the next request.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !connection.is_finished(),
+        "the runtime closed an idle kept-alive connection"
+    );
+    sender.ready().await.expect("still open");
+    let answer = sender
+        .send_request(chat("after a pause", false))
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 200);
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut connection).await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_opens_no_stream_in_time_is_closed() {
+    let h = with_head_timeout(1).await;
+    let tcp = TcpStream::connect(h.addr).await.expect("connects");
+    let (_sender, connection) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("handshake");
+    // The preface and settings go out, then no request: the runtime ends the
+    // connection (a GOAWAY), and the client's side of it finishes.
+    let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(ended.is_ok(), "the h2c connection is still open");
 }

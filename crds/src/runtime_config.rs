@@ -585,21 +585,21 @@ pub struct WebhookConfig {
 pub struct ServerConfig {
     /// Socket address to listen on.
     pub listen: String,
-    /// Seconds the runtime waits on a client: for a request's whole head (its
-    /// line and headers), from the moment its connection opens and, on an
-    /// HTTP/1.1 connection kept alive, from the end of the last response (so an
-    /// idle kept-alive connection is closed after it too); and for each next
-    /// part of a request's body. A connection without a whole head by then is
-    /// closed; a body that stalls is answered 408. Slow or silent clients so
-    /// cannot hold connections open. Unset:
+    /// Seconds the runtime waits on a client: for a new connection's first
+    /// request head (its line and headers), counted from the connection's
+    /// opening, and for each next part of a request's body. A connection
+    /// without a whole head by then is closed (HTTP/2: after a `GOAWAY`); a
+    /// body that stalls is answered 408. Slow or silent clients so cannot hold
+    /// connections open. A kept-alive connection that has served a request is
+    /// not timed while idle (proxies reuse theirs). Unset:
     /// [`ServerConfig::DEFAULT_CLIENT_TIMEOUT_SECONDS`]; 0: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_timeout_seconds: Option<u64>,
 }
 
 impl ServerConfig {
-    /// [`ServerConfig::client_timeout_seconds`] when unset (hyper's for a head;
-    /// nginx allows 60 s for a head and between two reads of a body).
+    /// [`ServerConfig::client_timeout_seconds`] when unset (nginx allows 60 s
+    /// for a head and between two reads of a body).
     pub const DEFAULT_CLIENT_TIMEOUT_SECONDS: u64 = 30;
 
     /// The client timeout in effect; `None` for no limit.

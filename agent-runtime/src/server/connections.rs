@@ -12,10 +12,14 @@
 //! socket, so hyper reads the head once, into its usual 8 KiB. The rest is
 //! what `axum::serve` does: `TCP_NODELAY`, a failed accept retried, and at
 //! shutdown no new connections while the open ones finish what they serve.
-//! Unlike `axum::serve`, a client gets a limited time to send each request's
-//! head (`server.clientTimeoutSeconds`), so connections that send nothing, or a
-//! head slowly, or nothing more after a response, do not stay open for good:
-//! each holds a task and hyper's buffers (16 KiB over HTTP/1.1).
+//! Unlike `axum::serve`, a new connection gets a limited time to bring its
+//! first request's whole head (`server.clientTimeoutSeconds`), so connections
+//! that send nothing, or part of a head, or a head slowly, do not stay open
+//! for good: each holds a task and hyper's buffers (16 KiB over HTTP/1.1). A
+//! kept-alive connection that has served a request is not timed while idle:
+//! the proxies in front (ingress-nginx, Envoy, cloud load balancers) keep
+//! their upstream connections for 60 s to an hour, and one closed under them
+//! as they reuse it fails a chat (a `POST` is not retried).
 
 use std::future::Future;
 use std::io;
@@ -23,12 +27,14 @@ use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 /// What an HTTP/2 client without TLS sends first (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -77,33 +83,56 @@ async fn first_bytes(tcp: &TcpStream, wait_for_more: bool) -> io::Result<Option<
     }
 }
 
-/// The protocol a connection's first bytes tell within `limit`; `None` when
-/// the client closed, or did not tell in that time. Without a limit, a part
-/// of HTTP/2's preface is [`Protocol::Undecided`] (hyper-util reads on).
-async fn first_bytes_within(
+/// The protocol a connection's first bytes tell by `deadline`; `None` when
+/// the client closed, or did not tell by then. Without a deadline, a part of
+/// HTTP/2's preface is [`Protocol::Undecided`] (hyper-util reads on).
+async fn first_bytes_by(
     tcp: &TcpStream,
-    limit: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> io::Result<Option<Protocol>> {
-    let Some(limit) = limit else {
+    let Some(deadline) = deadline else {
         return first_bytes(tcp, false).await;
     };
-    match tokio::time::timeout(limit, first_bytes(tcp, true)).await {
+    match tokio::time::timeout_at(deadline, first_bytes(tcp, true)).await {
         Ok(first) => first,
         Err(_) => {
-            tracing::debug!(
-                seconds = limit.as_secs_f64(),
-                "closing a connection that sent no request head in the client timeout"
-            );
+            tracing::debug!("closing a connection that sent nothing in the client timeout");
             Ok(None)
         }
     }
 }
 
+/// Passes requests on, cancelling `arrived` at the first.
+fn first_request_seen<B>(
+    arrived: CancellationToken,
+) -> impl FnMut(axum::http::Request<B>) -> axum::http::Request<B> + Clone {
+    move |request| {
+        if !arrived.is_cancelled() {
+            arrived.cancel();
+        }
+        request
+    }
+}
+
+/// Resolves at `deadline` unless `first_request` was cancelled (the
+/// connection's first request reached the service) by then; never without a
+/// deadline.
+async fn first_request_late(first_request: CancellationToken, deadline: Option<Instant>) {
+    if let Some(deadline) = deadline
+        && tokio::time::timeout_at(deadline, first_request.cancelled())
+            .await
+            .is_err()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves; then accepts no more
 /// connections, lets each open one finish (an HTTP/1.1 connection its request
 /// in flight, an HTTP/2 one its open streams, after a `GOAWAY`) and returns
-/// once all are closed. `head_timeout` bounds the wait for each request's
-/// head (see the module's docs); `None` waits for ever.
+/// once all are closed. `head_timeout` bounds the wait for a connection's
+/// first request head (see the module's docs); `None` waits for ever.
 pub(super) async fn serve(
     listener: TcpListener,
     app: Router,
@@ -164,27 +193,23 @@ async fn serve_connection(
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
+    // A new connection's first request head is due by then.
+    let deadline = head_timeout.map(|limit| Instant::now() + limit);
     let first = tokio::select! {
-        first = first_bytes_within(&tcp, head_timeout) => first,
+        first = first_bytes_by(&tcp, deadline) => first,
         () = stop.cancelled() => return,
     };
-    let mut builder = Builder::new(TokioExecutor::new());
-    if let Some(limit) = head_timeout {
-        // hyper's HTTP/1.1 side times each head it waits for: the first (the
-        // client has sent its first bytes by now) and each next one on a
-        // connection kept alive, from the end of the response before. A head
-        // not whole in time closes the connection (no response is owed).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limit);
-    }
+    let builder = Builder::new(TokioExecutor::new());
     let builder = match first {
         Ok(Some(Protocol::Http1)) => builder.http1_only(),
         Ok(Some(Protocol::Http2)) => builder.http2_only(),
         Ok(Some(Protocol::Undecided)) => builder,
         Ok(None) | Err(_) => return,
     };
+    // Cancelled when the first request's head is whole (it reaches the app).
+    let first_request = CancellationToken::new();
+    let arrived = first_request.clone();
+    let app = app.map_request(first_request_seen(arrived));
     let connection = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app));
     let mut connection = pin!(connection);
     let result = tokio::select! {
@@ -192,6 +217,16 @@ async fn serve_connection(
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        () = first_request_late(first_request, deadline) => {
+            tracing::debug!("closing a connection whose first request head did not arrive in the client timeout");
+            // HTTP/1.1: closed at once (no request is in progress); HTTP/2:
+            // a `GOAWAY`, no stream having been opened.
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(Duration::from_secs(1), connection).await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
+            }
         }
     };
     if let Err(err) = result {
