@@ -279,39 +279,35 @@ async fn a_kept_alive_connection_stays_open_for_a_proxy_to_reuse() {
             )))
             .expect("request")
     };
+    // Sends `request` when the connection is ready; the answer's body, after
+    // a 200.
+    async fn ask(
+        sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> String {
+        sender.ready().await.expect("the connection is still open");
+        let answer = sender.send_request(request).await.expect("answered");
+        assert_eq!(answer.status(), 200);
+        let body = answer.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
     // Requests 0.6 s apart, 2.4 s in all on the one connection: only the
     // first had to arrive in time.
     for i in 0..4 {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        sender.ready().await.expect("the connection is still open");
-        let answer = sender
-            .send_request(chat(&format!("kept alive {i}"), false))
-            .await
-            .expect("answered");
-        assert_eq!(answer.status(), 200);
-        let body = answer.into_body().collect().await.expect("body").to_bytes();
-        let text = String::from_utf8_lossy(&body);
+        let text = ask(&mut sender, chat(&format!("kept alive {i}"), false)).await;
         assert!(text.contains(&format!("Echo: kept alive {i}")), "{text}");
     }
-    // A model that takes longer than the head timeout to answer, whole and
+    // A model that takes longer than the timeout to answer, whole and
     // streamed (2.5 s, five words 0.5 s apart): the clock does not run while
     // a request is being answered.
-    sender.ready().await.expect("open");
-    let answer = sender
-        .send_request(chat("slow [[mock: latency_ms=1500]]", false))
-        .await
-        .expect("answered");
-    assert_eq!(answer.status(), 200);
-    let body = answer.into_body().collect().await.expect("body").to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("Echo: slow"));
-    sender.ready().await.expect("open");
-    let answer = sender
-        .send_request(chat("streamed [[mock: words=5; chunk_delay_ms=500]]", true))
-        .await
-        .expect("answered");
-    assert_eq!(answer.status(), 200);
-    let body = answer.into_body().collect().await.expect("body").to_bytes();
-    let text = String::from_utf8_lossy(&body);
+    let text = ask(&mut sender, chat("slow [[mock: latency_ms=1500]]", false)).await;
+    assert!(text.contains("Echo: slow"), "{text}");
+    let text = ask(
+        &mut sender,
+        chat("streamed [[mock: words=5; chunk_delay_ms=500]]", true),
+    )
+    .await;
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     // Then idle for longer than the timeout, as in a proxy's pool: still
     // open, and it serves the next request.
@@ -320,12 +316,7 @@ async fn a_kept_alive_connection_stays_open_for_a_proxy_to_reuse() {
         !connection.is_finished(),
         "the runtime closed an idle kept-alive connection"
     );
-    sender.ready().await.expect("still open");
-    let answer = sender
-        .send_request(chat("after a pause", false))
-        .await
-        .expect("answered");
-    assert_eq!(answer.status(), 200);
+    ask(&mut sender, chat("after a pause", false)).await;
     drop(sender);
     let _ = tokio::time::timeout(Duration::from_secs(5), &mut connection).await;
 }

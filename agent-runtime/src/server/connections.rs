@@ -96,7 +96,9 @@ async fn first_bytes_by(
     match tokio::time::timeout_at(deadline, first_bytes(tcp, true)).await {
         Ok(first) => first,
         Err(_) => {
-            tracing::debug!("closing a connection that sent nothing in the client timeout");
+            tracing::debug!(
+                "closing a connection that did not start a request (or HTTP/2's preface) in the client timeout"
+            );
             Ok(None)
         }
     }
