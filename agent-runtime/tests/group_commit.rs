@@ -1252,6 +1252,33 @@ mod checkpoints {
     }
 
     #[tokio::test]
+    async fn a_reader_in_the_way_only_delays_emptying_the_log_file() {
+        let _alone = alone().await;
+        let (fresh, store) = Fresh::new().await;
+        let wal = log_file(&fresh.path);
+        store_texts(&store, "u", numbered(0, 10)).await;
+        // A reader holds a snapshot across the moment the idle checkpoint runs
+        // (5 s after the last write: the messages, or the search indexer's run
+        // 1 s after them), so emptying the file has to wait for it.
+        let mut reader = connect(&fresh.path).await;
+        sqlx::raw_sql("BEGIN; SELECT count(*) FROM messages;")
+            .execute(&mut reader)
+            .await
+            .expect("a read transaction");
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(size(&wal) > 0, "the log file was emptied under a reader");
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut reader)
+            .await
+            .expect("the reader ends");
+        // Once it is gone, the checkpointer's next try empties the file.
+        let emptied = within_5s(|| async { size(&wal) }, |now| *now == 0).await;
+        assert_eq!(emptied, 0, "the log file holds {emptied} bytes once idle");
+        assert_eq!(messages_in(&fresh.path).await, 10);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn the_log_file_is_emptied_once_writes_stop() {
         let _alone = alone().await;
         let (fresh, store) = Fresh::new().await;

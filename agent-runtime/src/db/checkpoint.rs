@@ -25,10 +25,12 @@
 //!
 //! SQLite writes the log over from its beginning rather than shortening the
 //! file, so the file keeps the largest size it reached (up to 16 MB, 40 MB if
-//! the checkpoints fell behind). Once writes stop, the idle checkpoint that
-//! copied all of it also empties the file (`TRUNCATE`), if no reader or writer
-//! is using it at that moment: its connection does not wait for them (busy
-//! timeout 0), so it never holds up a chat that arrives meanwhile.
+//! the checkpoints fell behind). Once messages stop, the idle checkpoint copies
+//! all of it and empties the file (`TRUNCATE`). Its connection does not wait
+//! for a reader or writer using the log (busy timeout 0), so it never holds up
+//! a chat that arrives meanwhile; it tries again a second later instead, ten
+//! times at most (the search indexer's run, a second after the messages, may
+//! be under way on a loaded machine).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +49,11 @@ const EVERY_MESSAGES: usize = 64;
 /// How long after the last messages stored a checkpoint copies them when
 /// fewer than [`EVERY_MESSAGES`] followed.
 const IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// How long after an idle checkpoint that could not empty the log's file (a
+/// reader or writer was using the log) it tries again, and how many times.
+const EMPTY_RETRY: Duration = Duration::from_secs(1);
+const EMPTY_TRIES: usize = 10;
 
 /// The log's size, in pages, from which the writer copies what the
 /// checkpointer left, so that the log starts again (16 MB of 4 KiB pages).
@@ -103,14 +110,16 @@ impl Checkpoints {
                 if woken.stored.swap(0, Ordering::AcqRel) == 0 {
                     continue;
                 }
-                let checkpointed = match checkpoint(pool, PASSIVE).await {
-                    // Writes stopped and all of the log is in the file: empty it
-                    // (which starts the log again too, however long it was).
-                    Ok(log) if idle && log.copied == log.pages && log.pages > 0 => {
-                        checkpoint(pool, TRUNCATE).await
+                let checkpointed = if idle {
+                    tokio::select! {
+                        emptied = empty(pool, &woken.stored) => emptied,
+                        () = pool.close_event() => return,
                     }
-                    Ok(log) if log.pages >= RESTART_PAGES => checkpoint(&writer, PASSIVE).await,
-                    done => done,
+                } else {
+                    match checkpoint(pool, PASSIVE).await {
+                        Ok(log) if log.pages >= RESTART_PAGES => checkpoint(&writer, PASSIVE).await,
+                        done => done,
+                    }
                 };
                 match checkpointed {
                     Ok(_) => {}
@@ -154,6 +163,30 @@ const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 /// Copies all, then empties the log's file (gives up if a reader or writer
 /// is using the log and the connection's busy timeout is 0).
 const TRUNCATE: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+
+/// Writes stopped: copies all of the log into the database file and empties
+/// the log's file (which starts the log again too, however long it was). A
+/// reader or writer using the log makes a try give up at once (the
+/// connection's busy timeout is 0); the next try follows [`EMPTY_RETRY`]
+/// later, until the file is empty, a message is stored (the next idle
+/// checkpoint takes over) or [`EMPTY_TRIES`] were made.
+async fn empty(pool: &SqlitePool, stored: &AtomicUsize) -> Result<Log, sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        let log = checkpoint(pool, PASSIVE).await?;
+        if log.copied == log.pages {
+            let after = checkpoint(pool, TRUNCATE).await?;
+            if after.pages == 0 {
+                return Ok(after);
+            }
+        }
+        tries += 1;
+        if tries == EMPTY_TRIES || stored.load(Ordering::Acquire) > 0 {
+            return Ok(log);
+        }
+        tokio::time::sleep(EMPTY_RETRY).await;
+    }
+}
 
 /// Checkpoint `sql` ([`PASSIVE`] or [`TRUNCATE`]) on `pool`'s connection.
 async fn checkpoint(pool: &SqlitePool, sql: &'static str) -> Result<Log, sqlx::Error> {
