@@ -127,7 +127,7 @@ async fn connections_that_send_nothing_hold_up_no_one() {
 
 /// A runtime whose connections get `seconds` to bring their first request
 /// head, and bodies `seconds` between their parts.
-async fn with_head_timeout(seconds: u64) -> Harness {
+async fn with_client_timeout(seconds: u64) -> Harness {
     Harness::start_with(Db::Sqlite, |config, _| {
         config.server.client_timeout_seconds = Some(seconds);
     })
@@ -162,7 +162,7 @@ async fn still_open_after(tcp: &mut TcpStream, wait: Duration) -> bool {
 
 #[tokio::test]
 async fn clients_that_send_no_whole_head_in_time_are_closed() {
-    let h = with_head_timeout(2).await;
+    let h = with_client_timeout(2).await;
     let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: runtime\r\n\
                 authorization: Bearer x\r\ncontent-type: application/json\r\n\
                 content-length: 2\r\n\r\n{}";
@@ -260,7 +260,7 @@ async fn clients_that_send_no_whole_head_in_time_are_closed() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_stays_open_for_a_proxy_to_reuse() {
-    let h = with_head_timeout(1).await;
+    let h = with_client_timeout(1).await;
     let tcp = TcpStream::connect(h.addr).await.expect("connects");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -323,7 +323,7 @@ async fn a_kept_alive_connection_stays_open_for_a_proxy_to_reuse() {
 
 #[tokio::test]
 async fn an_http2_connection_that_opens_no_stream_in_time_is_closed() {
-    let h = with_head_timeout(1).await;
+    let h = with_client_timeout(1).await;
     let tcp = TcpStream::connect(h.addr).await.expect("connects");
     let (_sender, connection) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
         TokioExecutor::new(),

@@ -61,11 +61,12 @@ fn protocol(first: &[u8]) -> Protocol {
 }
 
 /// Reads the client's first bytes without taking them from the socket;
-/// `None` if it closed without sending any. With `wait_for_more`, a client that
-/// has sent only a part of HTTP/2's preface is looked at again until its bytes
-/// tell (a peek cannot wait for more than it has seen): after 1 ms, 2 ms, ...,
-/// then every second, so that clients which stop there cost a few wake-ups
-/// until the head timeout closes them.
+/// `None` if it closed without sending any. With `wait_for_more` (a client
+/// timeout bounds the wait), a client that has sent only a part of HTTP/2's
+/// preface is looked at again until its bytes tell (a peek cannot wait for
+/// more than it has seen): after 1 ms, 2 ms, ..., then every second, so that
+/// clients which stop there cost a few wake-ups until the timeout closes them.
+/// Without it, such a part is [`Protocol::Undecided`] (hyper-util reads on).
 async fn first_bytes(tcp: &TcpStream, wait_for_more: bool) -> io::Result<Option<Protocol>> {
     let mut first = [0u8; PREFACE.len()];
     let mut pause = Duration::from_millis(1);
@@ -80,27 +81,6 @@ async fn first_bytes(tcp: &TcpStream, wait_for_more: bool) -> io::Result<Option<
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
-    }
-}
-
-/// The protocol a connection's first bytes tell by `deadline`; `None` when
-/// the client closed, or did not tell by then. Without a deadline, a part of
-/// HTTP/2's preface is [`Protocol::Undecided`] (hyper-util reads on).
-async fn first_bytes_by(
-    tcp: &TcpStream,
-    deadline: Option<Instant>,
-) -> io::Result<Option<Protocol>> {
-    let Some(deadline) = deadline else {
-        return first_bytes(tcp, false).await;
-    };
-    match tokio::time::timeout_at(deadline, first_bytes(tcp, true)).await {
-        Ok(first) => first,
-        Err(_) => {
-            tracing::debug!(
-                "closing a connection that did not start a request (or HTTP/2's preface) in the client timeout"
-            );
-            Ok(None)
-        }
     }
 }
 
@@ -195,11 +175,21 @@ async fn serve_connection(
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
-    // A new connection's first request head is due by then.
+    // A new connection's first request head is due by then; `first_request`
+    // is cancelled when it is whole (it reaches the app). One timer covers the
+    // peek below and hyper's reading of the head.
     let deadline = head_timeout.map(|limit| Instant::now() + limit);
+    let first_request = CancellationToken::new();
+    let mut late = pin!(first_request_late(first_request.clone(), deadline));
     let first = tokio::select! {
-        first = first_bytes_by(&tcp, deadline) => first,
+        first = first_bytes(&tcp, deadline.is_some()) => first,
         () = stop.cancelled() => return,
+        () = late.as_mut() => {
+            tracing::debug!(
+                "closing a connection that did not start a request (or HTTP/2's preface) in the client timeout"
+            );
+            return;
+        }
     };
     let builder = Builder::new(TokioExecutor::new());
     let builder = match first {
@@ -208,10 +198,7 @@ async fn serve_connection(
         Ok(Some(Protocol::Undecided)) => builder,
         Ok(None) | Err(_) => return,
     };
-    // Cancelled when the first request's head is whole (it reaches the app).
-    let first_request = CancellationToken::new();
-    let arrived = first_request.clone();
-    let app = app.map_request(first_request_seen(arrived));
+    let app = app.map_request(first_request_seen(first_request));
     let connection = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app));
     let mut connection = pin!(connection);
     let result = tokio::select! {
@@ -220,7 +207,7 @@ async fn serve_connection(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
-        () = first_request_late(first_request, deadline) => {
+        () = late => {
             tracing::debug!("closing a connection whose first request head did not arrive in the client timeout");
             // HTTP/1.1: closed at once (no request is in progress); HTTP/2:
             // a `GOAWAY`, no stream having been opened.
