@@ -173,6 +173,9 @@ const TRUNCATE: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
 async fn empty(pool: &SqlitePool, stored: &AtomicUsize) -> Result<Log, sqlx::Error> {
     let mut tries = 0;
     loop {
+        // `TRUNCATE` alone would copy too, but holding the writer's lock all
+        // the while: `PASSIVE` first copies without it, and `TRUNCATE` then
+        // holds it only to empty the file.
         let log = checkpoint(pool, PASSIVE).await?;
         if log.copied == log.pages {
             let after = checkpoint(pool, TRUNCATE).await?;
