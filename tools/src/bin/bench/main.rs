@@ -215,8 +215,7 @@ fn cpu_time(pid: u32) -> Duration {
             Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
         })
         .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+    TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
 /// Resident memory of a process in KiB, from /proc.
@@ -467,18 +466,41 @@ struct Elsewhere {
     rest: Duration,
     /// The share of the machine's CPUs busy over the run, in %.
     machine_busy: f64,
+    /// Each CPU's busy share over the run, in %, in CPU order.
+    per_cpu: Vec<f64>,
 }
 
-/// The machine's busy CPU time in ticks (user, nice, system, irq, softirq;
-/// not idle, I/O wait or what the host took).
-fn machine_busy_ticks() -> Option<u64> {
-    let ticks = machine_ticks()?;
-    Some(
-        [0, 1, 2, 5, 6]
-            .iter()
-            .map(|&i| ticks.get(i).copied().unwrap_or(0))
-            .sum(),
-    )
+/// A tick of `/proc/stat` and `/proc/<pid>/stat` (USER_HZ is 100 on Linux).
+const TICK: Duration = Duration::from_millis(10);
+
+/// Each CPU's busy time in ticks (user, nice, system, irq, softirq; not idle,
+/// I/O wait or what the host took), from the `cpuN` lines of `/proc/stat`, in
+/// CPU order; empty if unreadable.
+fn busy_ticks_per_cpu() -> Vec<u64> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    cpu_lines(&stat)
+        .map(|l| {
+            let ticks: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .map(|t| t.parse().unwrap_or(0))
+                .collect();
+            [0, 1, 2, 5, 6]
+                .iter()
+                .map(|&i| ticks.get(i).copied().unwrap_or(0))
+                .sum()
+        })
+        .collect()
+}
+
+/// The `cpuN` lines of `/proc/stat`'s text (not the first, which sums them).
+fn cpu_lines(stat: &str) -> impl Iterator<Item = &str> {
+    stat.lines().filter(|l| {
+        l.strip_prefix("cpu")
+            .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
 
 /// Requests per second through `base` at fixed concurrency, each answered
@@ -527,10 +549,7 @@ async fn throughput(
         }));
     }
     let start = Instant::now();
-    let cpu_start = cpu_time(pid);
-    let own_start = cpu_time(std::process::id());
-    let mock_start = mock_pid.map(|pid| (pid, cpu_time(pid)));
-    let busy_start = machine_busy_ticks();
+    let window = CpuWindow::start(pid, mock_pid);
     let mut peak_rss = 0;
     while Instant::now() < deadline {
         peak_rss = peak_rss.max(rss_kib(pid));
@@ -541,33 +560,85 @@ async fn throughput(
         latencies.extend(t.await.unwrap_or_default());
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_time(pid).saturating_sub(cpu_start);
-    let own = cpu_time(std::process::id()).saturating_sub(own_start);
-    let busy = machine_busy_ticks()
-        .zip(busy_start)
-        .map(|(end, start)| Duration::from_millis(end.saturating_sub(start) * 10));
     latencies.sort();
-    let done = latencies.len();
-    let per_chat = |d: Duration| {
-        d.checked_div(u32::try_from(done).unwrap_or(u32::MAX).max(1))
-            .unwrap_or_default()
-    };
-    let elsewhere = mock_start.zip(busy).map(|((mock_pid, mock_start), busy)| {
-        let mock = cpu_time(mock_pid).saturating_sub(mock_start);
-        Elsewhere {
-            load_generator: per_chat(own),
-            mock: per_chat(mock),
-            rest: per_chat(busy.saturating_sub(cpu + own + mock)),
-            machine_busy: 100.0 * busy.as_secs_f64() / (secs * machine_cpus() as f64),
-        }
-    });
+    let spent = window.per_chat(latencies.len());
     Load {
-        rps: done as f64 / secs,
+        rps: latencies.len() as f64 / secs,
         failed: failed.load(Ordering::Relaxed),
         peak_rss,
-        cpu_per_chat: per_chat(cpu),
+        cpu_per_chat: spent.measured,
         latencies,
-        elsewhere,
+        elsewhere: spent.elsewhere,
+    }
+}
+
+/// The CPU time taken over a run, from its start: the measured process's
+/// and, with the mock's pid (a run through the runtime), the rest of the
+/// machine's.
+struct CpuWindow {
+    pid: u32,
+    mock_pid: Option<u32>,
+    at: Instant,
+    measured: Duration,
+    own: Duration,
+    mock: Duration,
+    /// Each CPU's busy ticks.
+    busy: Vec<u64>,
+}
+
+/// [`CpuWindow::per_chat`]'s figures.
+struct CpuSpent {
+    /// The measured process's CPU time per answered chat.
+    measured: Duration,
+    /// Where the rest went (`None` without the mock's pid).
+    elsewhere: Option<Elsewhere>,
+}
+
+impl CpuWindow {
+    fn start(pid: u32, mock_pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            mock_pid,
+            at: Instant::now(),
+            measured: cpu_time(pid),
+            own: cpu_time(std::process::id()),
+            mock: mock_pid.map_or(Duration::ZERO, cpu_time),
+            busy: busy_ticks_per_cpu(),
+        }
+    }
+
+    /// The CPU time taken since the start, per one of `done` chats.
+    fn per_chat(&self, done: usize) -> CpuSpent {
+        let secs = self.at.elapsed().as_secs_f64();
+        let done = u32::try_from(done).unwrap_or(u32::MAX).max(1);
+        let per_chat = |d: Duration| d.checked_div(done).unwrap_or_default();
+        let measured = cpu_time(self.pid).saturating_sub(self.measured);
+        let elsewhere = self.mock_pid.map(|mock_pid| {
+            let own = cpu_time(std::process::id()).saturating_sub(self.own);
+            let mock = cpu_time(mock_pid).saturating_sub(self.mock);
+            let busy: Vec<Duration> = busy_ticks_per_cpu()
+                .iter()
+                .zip(&self.busy)
+                .map(|(end, start)| {
+                    TICK * u32::try_from(end.saturating_sub(*start)).unwrap_or(u32::MAX)
+                })
+                .collect();
+            let all: Duration = busy.iter().sum();
+            Elsewhere {
+                load_generator: per_chat(own),
+                mock: per_chat(mock),
+                rest: per_chat(all.saturating_sub(measured + own + mock)),
+                machine_busy: 100.0 * all.as_secs_f64() / (secs * busy.len().max(1) as f64),
+                per_cpu: busy
+                    .iter()
+                    .map(|b| 100.0 * b.as_secs_f64() / secs)
+                    .collect(),
+            }
+        });
+        CpuSpent {
+            measured: per_chat(measured),
+            elsewhere,
+        }
     }
 }
 
@@ -589,16 +660,7 @@ async fn fixed_rate(
         return None;
     }
     // With `pids` (the runtime's and the mock's), where the CPU went.
-    let cpu_start = pids.map(|(runtime, mock)| {
-        (
-            cpu_time(runtime),
-            cpu_time(std::process::id()),
-            cpu_time(mock),
-            machine_busy_ticks(),
-            busy_ticks_per_cpu(),
-            Instant::now(),
-        )
-    });
+    let window = pids.map(|(runtime, mock)| CpuWindow::start(runtime, Some(mock)));
     let url: Arc<str> = format!("{base}/v1/chat/completions").into();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let failed = Arc::new(AtomicU64::new(0));
@@ -653,38 +715,7 @@ async fn fixed_rate(
         }
     }
     latencies.sort();
-    let cpu = pids.zip(cpu_start).map(
-        |(
-            (runtime, mock),
-            (runtime_start, own_start, mock_start, busy_start, per_cpu_start, at),
-        )| {
-            let secs = at.elapsed().as_secs_f64();
-            let done = u32::try_from(latencies.len()).unwrap_or(u32::MAX).max(1);
-            let per_chat = |d: Duration| d.checked_div(done).unwrap_or_default();
-            let runtime_cpu = cpu_time(runtime).saturating_sub(runtime_start);
-            let own = cpu_time(std::process::id()).saturating_sub(own_start);
-            let mock = cpu_time(mock).saturating_sub(mock_start);
-            let busy = machine_busy_ticks()
-                .zip(busy_start)
-                .map(|(end, start)| Duration::from_millis(end.saturating_sub(start) * 10))
-                .unwrap_or_default();
-            let per_cpu = busy_ticks_per_cpu()
-                .iter()
-                .zip(&per_cpu_start)
-                .map(|(end, start)| 100.0 * end.saturating_sub(*start) as f64 / 100.0 / secs)
-                .collect();
-            RateCpu {
-                runtime: per_chat(runtime_cpu),
-                elsewhere: Elsewhere {
-                    load_generator: per_chat(own),
-                    mock: per_chat(mock),
-                    rest: per_chat(busy.saturating_sub(runtime_cpu + own + mock)),
-                    machine_busy: 100.0 * busy.as_secs_f64() / (secs * machine_cpus() as f64),
-                },
-                per_cpu,
-            }
-        },
-    );
+    let cpu = window.map(|w| w.per_chat(latencies.len()));
     let phases = match before {
         Some(before) => Some(phases(&before, &scrape_metrics(base).await)),
         None => None,
@@ -695,41 +726,6 @@ async fn fixed_rate(
         phases,
         cpu,
     })
-}
-
-/// Each CPU's busy time in ticks (as [`machine_busy_ticks`], from the `cpuN`
-/// lines of `/proc/stat`), in CPU order; empty if unreadable.
-fn busy_ticks_per_cpu() -> Vec<u64> {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return Vec::new();
-    };
-    stat.lines()
-        .filter(|l| {
-            l.strip_prefix("cpu")
-                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
-        })
-        .map(|l| {
-            let ticks: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .map(|t| t.parse().unwrap_or(0))
-                .collect();
-            [0, 1, 2, 5, 6]
-                .iter()
-                .map(|&i| ticks.get(i).copied().unwrap_or(0))
-                .sum()
-        })
-        .collect()
-}
-
-/// Where the CPU went over a fixed-rate run through the runtime.
-struct RateCpu {
-    /// The runtime's CPU time per answered chat.
-    runtime: Duration,
-    /// The rest of the machine's, per answered chat.
-    elsewhere: Elsewhere,
-    /// Each CPU's busy share over the run, in %, in CPU order.
-    per_cpu: Vec<f64>,
 }
 
 /// The runtime's metrics (`/metrics`): every sample's value, keyed by its
@@ -806,7 +802,8 @@ struct AtRate {
     latencies: Vec<Duration>,
     failed: u64,
     phases: Option<Phases>,
-    cpu: Option<RateCpu>,
+    /// Where the CPU went (a run through the runtime).
+    cpu: Option<CpuSpent>,
 }
 
 /// The fixed-rate run's rows: the runtime's latencies against the mock's at the
@@ -839,8 +836,12 @@ fn fixed_rate_rows(db: &Database, args: &Args, direct: &AtRate, runtime: &AtRate
             p.batch,
         );
     }
-    if let Some(c) = &runtime.cpu {
-        let per_cpu: Vec<String> = c.per_cpu.iter().map(|b| format!("{b:.0}")).collect();
+    if let Some(CpuSpent {
+        measured,
+        elsewhere: Some(e),
+    }) = &runtime.cpu
+    {
+        let per_cpu: Vec<String> = e.per_cpu.iter().map(|b| format!("{b:.0}")).collect();
         println!(
             "| CPU time per chat at that rate: the runtime / the load generator / mock-llm / the rest of the machine ({}); each CPU busy (CPU 0, 1, ...; the runtime on `{}`) | — | {:.0} / {:.0} / {:.0} / {:.0} µs; {} % | — | — | — | — |",
             match db {
@@ -849,10 +850,10 @@ fn fixed_rate_rows(db: &Database, args: &Args, direct: &AtRate, runtime: &AtRate
                     "the kernel, any other process; SQLite runs inside the runtime",
             },
             args.runtime_cpus,
-            micros(c.runtime),
-            micros(c.elsewhere.load_generator),
-            micros(c.elsewhere.mock),
-            micros(c.elsewhere.rest),
+            micros(*measured),
+            micros(e.load_generator),
+            micros(e.mock),
+            micros(e.rest),
             per_cpu.join(" / "),
         );
     }
@@ -1405,17 +1406,9 @@ fn cpu_times() -> Option<(u64, u64)> {
 /// are summed over (not the bench's own affinity).
 fn machine_cpus() -> usize {
     std::fs::read_to_string("/proc/stat")
-        .ok()
-        .map(|stat| {
-            stat.lines()
-                .filter(|l| {
-                    l.strip_prefix("cpu")
-                        .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
-                })
-                .count()
-        })
-        .filter(|&n| n > 0)
-        .unwrap_or(1)
+        .map(|stat| cpu_lines(&stat).count())
+        .unwrap_or(0)
+        .max(1)
 }
 
 /// The machine's CPU time by kind, in ticks: the first line of `/proc/stat`
